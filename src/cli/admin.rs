@@ -1,0 +1,264 @@
+//! Admin commands: `user|agent add|revoke`, `directory verify`.
+
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+use sealrelay::clock;
+use sealrelay::core::directory::{Attributes, EnrollmentRequest};
+use sealrelay::core::identity::Identity;
+use sealrelay::core::sign::{Signed, StatementType, MAX_SIGNED_FILE_LEN};
+use sealrelay::error::{Error, Result};
+use sealrelay::ids::{validate_name, PartyKind, SpiffeId};
+use sealrelay::local::dirstore::{self, EnrollOptions};
+use sealrelay::local::fs::{exists, read_capped, write_atomic, PUBLIC_MODE};
+use sealrelay::local::identity_file;
+use sealrelay::local::trust_root::{self, TrustRoot};
+
+use super::DirArg;
+
+#[derive(Subcommand)]
+pub enum PartyCommand {
+    /// Enroll a party from its request file (FILE.request from `keys gen`), or, given a bare
+    /// name, generate its whole identity here in one step (local use; writes it to --out).
+    Add {
+        /// A request file from `sealrelay keys gen`, or a name for one-step local enrollment.
+        #[arg(value_name = "NAME|REQUEST")]
+        target: String,
+        #[command(flatten)]
+        dir: DirArg,
+        /// Users: clearance level 0-9 (policy compares it with a resource's classification).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        clearance: u8,
+        /// Users: a role (repeatable), e.g. engineer, approver.
+        #[arg(long = "role", value_name = "R")]
+        roles: Vec<String>,
+        /// Agents: a scope of resources it may serve (repeatable), e.g. tickets/*.
+        #[arg(long = "scope", value_name = "S")]
+        scopes: Vec<String>,
+        /// Where to write: the bundle (with a request; default: REQUEST with .bundle) or the
+        /// generated identity (with a name; required).
+        #[arg(long, short = 'o', value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Days the entry and client certificate stay valid.
+        #[arg(long, value_name = "DAYS", default_value_t = 30)]
+        validity: u64,
+        /// Issue a new serial for a party that is already enrolled (key rotation, new attributes).
+        #[arg(long)]
+        rotate: bool,
+    },
+    /// Revoke a party's current entry (signed by the authority; it takes effect on its next request).
+    Revoke {
+        /// The party's name.
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[command(flatten)]
+        dir: DirArg,
+        /// Why (recorded in the signed revocation).
+        #[arg(long, value_name = "TEXT", default_value = "revoked by admin")]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DirectoryCommand {
+    /// Verify every entry and revocation in DIR/directory against the authority key.
+    Verify {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Authority public key to verify against (default: DIR/authority.pub).
+        #[arg(long, value_name = "PUB")]
+        authority: Option<PathBuf>,
+    },
+}
+
+/// A target is a request file when it names an existing file or looks like a path.
+fn is_request_path(target: &str) -> bool {
+    target.contains('/') || target.ends_with(".request") || Path::new(target).is_file()
+}
+
+fn bundle_path_for(request: &Path) -> PathBuf {
+    let s = request.to_string_lossy();
+    match s.strip_suffix(".request") {
+        Some(base) => PathBuf::from(format!("{base}.bundle")),
+        None => PathBuf::from(format!("{s}.bundle")),
+    }
+}
+
+pub fn run_party(kind: PartyKind, cmd: PartyCommand) -> Result<()> {
+    match cmd {
+        PartyCommand::Add {
+            target,
+            dir,
+            clearance,
+            roles,
+            scopes,
+            out,
+            validity,
+            rotate,
+        } => {
+            let opts = EnrollOptions {
+                attributes: Attributes {
+                    clearance,
+                    roles,
+                    scopes,
+                },
+                rotate,
+                validity_days: validity,
+            };
+            add(kind, &target, &dir.dir, &opts, out)
+        }
+        PartyCommand::Revoke { name, dir, reason } => revoke(kind, &name, &dir.dir, &reason),
+    }
+}
+
+fn add(
+    kind: PartyKind,
+    target: &str,
+    dir: &Path,
+    opts: &EnrollOptions,
+    out: Option<PathBuf>,
+) -> Result<()> {
+    opts.attributes.validate(kind)?;
+    let root = TrustRoot::load(dir)?;
+    let (directory, _) = dirstore::load(&root.directory_dir(), &root.authority.public())?;
+    let now = clock::now();
+    if is_request_path(target) {
+        let path = PathBuf::from(target);
+        let bytes = read_capped(&path, MAX_SIGNED_FILE_LEN)?;
+        let signed = Signed::from_json(&bytes, StatementType::EnrollmentRequest).map_err(|e| {
+            e.context(format!(
+                "{} is not a valid enrollment request (ask the party to run `sealrelay keys gen` again)",
+                path.display()
+            ))
+        })?;
+        let req = EnrollmentRequest::verify(&signed).map_err(|e| e.context(path.display()))?;
+        if req.kind != kind {
+            return Err(Error::bad_input(format!(
+                "{} is a request for {} {}: use `sealrelay {} add`",
+                path.display(),
+                req.kind,
+                req.name,
+                req.kind
+            )));
+        }
+        let issued = dirstore::issue(&root, &directory, &req, opts, now)?;
+        let bundle = root.bundle(issued.signed.clone(), issued.cert.clone(), None)?;
+        let out = out.unwrap_or_else(|| bundle_path_for(&path));
+        write_atomic(&out, bundle.to_json().as_bytes(), PUBLIC_MODE, false)?;
+        let entry_file = match dirstore::store_entry(&root.directory_dir(), &issued) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = std::fs::remove_file(&out);
+                return Err(e);
+            }
+        };
+        print_enrolled(&issued.entry, &entry_file);
+        println!(
+            "  bundle         {} (public): hand it to {}, who runs `sealrelay keys import --identity <FILE> {}`",
+            out.display(),
+            req.name,
+            out.display()
+        );
+        Ok(())
+    } else {
+        validate_name(target)?;
+        let out = out.ok_or_else(|| {
+            Error::bad_input(format!(
+                "with a name, --out FILE is required: it receives {target}'s generated identity"
+            ))
+        })?;
+        if exists(&out) {
+            return Err(Error::conflict(format!(
+                "{} already exists: choose another --out",
+                out.display()
+            )));
+        }
+        let mut identity = Identity::generate(kind, target)?;
+        let req = EnrollmentRequest::verify(&identity.enrollment_request(now)?)?;
+        let issued = dirstore::issue(&root, &directory, &req, opts, now)?;
+        let bundle = root.bundle(issued.signed.clone(), issued.cert.clone(), None)?;
+        bundle.import_into(&mut identity, now)?;
+        identity_file::save(&out, &identity, false)?;
+        let entry_file = match dirstore::store_entry(&root.directory_dir(), &issued) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = std::fs::remove_file(&out);
+                return Err(e);
+            }
+        };
+        let crt = super::keys::write_cert_beside(&out, &issued.cert)?;
+        print_enrolled(&issued.entry, &entry_file);
+        println!("  certificate    {}", crt.display());
+        println!(
+            "  identity       {} (private, mode 0600), generated here in one step: hand it over securely.",
+            out.display()
+        );
+        println!("                 In production the party runs `sealrelay keys gen` so its private keys never leave its machine.");
+        Ok(())
+    }
+}
+
+fn print_enrolled(entry: &sealrelay::core::directory::DirectoryEntry, file: &Path) {
+    println!("enrolled {} (serial {})", entry.id, entry.serial);
+    let a = &entry.attributes;
+    match entry.id.kind() {
+        PartyKind::User => println!(
+            "  clearance      {}, roles [{}]",
+            a.clearance,
+            a.roles.join(", ")
+        ),
+        _ => println!("  scopes         [{}]", a.scopes.join(", ")),
+    }
+    println!("  valid until    {}", clock::rfc3339(entry.not_after));
+    println!(
+        "  entry          {} (signed by the authority)",
+        file.display()
+    );
+}
+
+fn revoke(kind: PartyKind, name: &str, dir: &Path, reason: &str) -> Result<()> {
+    validate_name(name)?;
+    let root = TrustRoot::load(dir)?;
+    let (directory, _) = dirstore::load(&root.directory_dir(), &root.authority.public())?;
+    let id = SpiffeId::new(&root.meta.trust_domain, kind, name)?;
+    let (rev, _, path) = dirstore::revoke(&root, &directory, &id, reason, clock::now())?;
+    println!(
+        "revoked {} serial {} ({})",
+        rev.id,
+        rev.serial,
+        path.display()
+    );
+    Ok(())
+}
+
+pub fn run_directory(cmd: DirectoryCommand) -> Result<()> {
+    match cmd {
+        DirectoryCommand::Verify { dir, authority } => {
+            let pub_path = authority.unwrap_or_else(|| dir.dir.join("authority.pub"));
+            let vk = trust_root::read_verifier_key(&pub_path)?;
+            let (directory, summary) = dirstore::load(&dir.dir.join("directory"), &vk.key)?;
+            let now = clock::now();
+            for e in directory.parties() {
+                let state = match directory.active(&e.id, now) {
+                    Ok(_) => "active".to_owned(),
+                    Err(p) => format!("{p:?}").to_lowercase(),
+                };
+                println!(
+                    "  {:<40} serial {:<3} {}",
+                    e.id.to_string(),
+                    e.serial,
+                    state
+                );
+            }
+            println!(
+                "ok: {} signed statements ({} users, {} agents, {} revoked) verify against authority {}",
+                summary.statements,
+                summary.users,
+                summary.agents,
+                summary.revoked,
+                vk.key.fingerprint()
+            );
+            Ok(())
+        }
+    }
+}

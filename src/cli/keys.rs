@@ -1,0 +1,214 @@
+//! `sealrelay keys init | gen | import`.
+
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+use sealrelay::clock;
+use sealrelay::core::bundle::{Bundle, MAX_BUNDLE_LEN};
+use sealrelay::core::identity::Identity;
+use sealrelay::error::{Error, Result};
+use sealrelay::ids::PartyKind;
+use sealrelay::local::fs::{exists, read_capped, write_atomic, PUBLIC_MODE};
+use sealrelay::local::identity_file;
+use sealrelay::local::trust_root::{self, InitOptions};
+
+use super::DirArg;
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Make the trust root: authority key, mutual-TLS CA, relay certificate, log key, admin identity.
+    Init {
+        #[command(flatten)]
+        dir: DirArg,
+        /// SPIFFE trust domain of every identity issued.
+        #[arg(long, value_name = "D", default_value = "sealrelay.local")]
+        trust_domain: String,
+        /// Name of the relay (its SPIFFE ID is spiffe://<D>/relay/<NAME>).
+        #[arg(long, value_name = "NAME", default_value = "relay")]
+        relay_name: String,
+        /// Name of the admin identity written to DIR/admin.id.
+        #[arg(long, value_name = "NAME", default_value = "admin")]
+        admin_name: String,
+        /// Extra DNS name or IP address for the relay certificate (repeatable); localhost,
+        /// 127.0.0.1 and ::1 are always included.
+        #[arg(long = "san", value_name = "NAME")]
+        sans: Vec<String>,
+        /// Replace an existing trust root (every certificate and entry it issued stops working).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Make a party's private identity FILE (0600) and its public enrollment request FILE.request.
+    /// Run it on the party's own machine: private keys never leave it.
+    Gen {
+        /// The party's name (lowercase letters, digits, '.', '_', '-').
+        #[arg(long, value_name = "N")]
+        name: String,
+        /// What the party is.
+        #[arg(long, value_name = "user|agent")]
+        kind: String,
+        /// Where to write the identity (FILE.request is written beside it).
+        #[arg(long, short = 'o', value_name = "FILE")]
+        out: PathBuf,
+        /// Overwrite FILE and FILE.request if they exist.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Add the bundle the admin issued (entry, certificate, trust anchors) to an identity.
+    Import {
+        /// The identity file to update.
+        #[arg(long, value_name = "FILE")]
+        identity: PathBuf,
+        /// The bundle from `sealrelay user add` / `agent add`.
+        #[arg(value_name = "BUNDLE")]
+        bundle: PathBuf,
+    },
+}
+
+pub fn run(cmd: KeysCommand) -> Result<()> {
+    match cmd {
+        KeysCommand::Init {
+            dir,
+            trust_domain,
+            relay_name,
+            admin_name,
+            sans,
+            force,
+        } => {
+            let opts = InitOptions {
+                trust_domain,
+                relay_name,
+                admin_name,
+                relay_sans: sans,
+                force,
+                ..InitOptions::default()
+            };
+            let meta = trust_root::init(&dir.dir, &opts, clock::now())?;
+            let root = trust_root::TrustRoot::load(&dir.dir)?;
+            println!(
+                "trust root for {} written to {}",
+                meta.trust_domain,
+                dir.dir.display()
+            );
+            println!(
+                "  authority.pub  {} (fingerprint {})",
+                root.authority_vk()?.encode(),
+                root.authority.public().fingerprint()
+            );
+            println!("  log.pub        {}", root.log_public.encode());
+            println!(
+                "  ca.crt, relay.crt (spiffe://{}/relay/{}), admin.id (spiffe://{}/admin/{})",
+                meta.trust_domain, meta.relay_name, meta.trust_domain, meta.admin_name
+            );
+            println!(
+                "  private keys (*.key, admin.id) are mode 0600: keep them off shared machines"
+            );
+            println!("next: parties run `sealrelay keys gen`, then you run `sealrelay user add <FILE.request>`");
+            Ok(())
+        }
+        KeysCommand::Gen {
+            name,
+            kind,
+            out,
+            force,
+        } => gen(&name, &kind, &out, force),
+        KeysCommand::Import { identity, bundle } => import(&identity, &bundle),
+    }
+}
+
+/// `FILE.request` beside `FILE`.
+pub fn request_path(out: &Path) -> PathBuf {
+    let mut s = out.as_os_str().to_owned();
+    s.push(".request");
+    PathBuf::from(s)
+}
+
+fn gen(name: &str, kind: &str, out: &Path, force: bool) -> Result<()> {
+    let kind: PartyKind = kind.parse()?;
+    if !matches!(kind, PartyKind::User | PartyKind::Agent) {
+        return Err(Error::bad_input("--kind must be user or agent"));
+    }
+    let req_path = request_path(out);
+    for p in [out, req_path.as_path()] {
+        if exists(p) && !force {
+            return Err(Error::conflict(format!(
+                "{} already exists: choose another --out or pass --force",
+                p.display()
+            )));
+        }
+    }
+    let identity = Identity::generate(kind, name)?;
+    let request = identity.enrollment_request(clock::now())?;
+    identity_file::save(out, &identity, force)?;
+    if let Err(e) = write_atomic(&req_path, request.to_json().as_bytes(), PUBLIC_MODE, force) {
+        if !force {
+            let _ = std::fs::remove_file(out);
+        }
+        return Err(e);
+    }
+    println!(
+        "wrote {} (private, mode 0600) and {} (public)",
+        out.display(),
+        req_path.display()
+    );
+    if let Some(a) = &identity.age_identity {
+        println!("  age recipient  {}", a.to_public());
+    }
+    println!(
+        "  signing key    {}",
+        identity.signing_key.public().to_base64()
+    );
+    println!(
+        "next: give {} to the admin, who runs `sealrelay {kind} add {}`",
+        req_path.display(),
+        req_path.display()
+    );
+    Ok(())
+}
+
+fn import(identity_path: &Path, bundle_path: &Path) -> Result<()> {
+    let mut identity = identity_file::load(identity_path, None)?;
+    let bytes = read_capped(bundle_path, MAX_BUNDLE_LEN)?;
+    let bundle = Bundle::from_json(&bytes).map_err(|e| e.context(bundle_path.display()))?;
+    let entry = bundle
+        .import_into(&mut identity, clock::now())
+        .map_err(|e| e.context(bundle_path.display()))?;
+    identity_file::save(identity_path, &identity, true)?;
+    let crt = write_cert_beside(identity_path, &bundle.cert)?;
+    println!(
+        "imported {} into {}",
+        bundle_path.display(),
+        identity_path.display()
+    );
+    println!(
+        "  certificate    {} (public PEM copy, for TLS tooling)",
+        crt.display()
+    );
+    println!("  id             {}", entry.id);
+    println!(
+        "  serial         {}, valid until {}",
+        entry.serial,
+        clock::rfc3339(entry.not_after)
+    );
+    if let Some(a) = &identity.authority {
+        println!(
+            "  trusts         authority {} (fingerprint {})",
+            a.name,
+            a.key.fingerprint()
+        );
+    }
+    Ok(())
+}
+
+/// Writes the client certificate as PEM to `FILE.crt` beside an identity file.
+pub fn write_cert_beside(identity_path: &Path, cert_der: &[u8]) -> Result<PathBuf> {
+    let mut s = identity_path.as_os_str().to_owned();
+    s.push(".crt");
+    let path = PathBuf::from(s);
+    write_atomic(
+        &path,
+        sealrelay::core::pki::cert_pem(cert_der).as_bytes(),
+        PUBLIC_MODE,
+        true,
+    )?;
+    Ok(path)
+}

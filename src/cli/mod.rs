@@ -1,0 +1,60 @@
+//! Argument parsing (clap) and dispatch. The names here are a contract (DESIGN.md §6).
+
+mod admin;
+mod demo;
+mod keys;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use sealrelay::Result;
+
+#[derive(Parser)]
+#[command(
+    name = "sealrelay",
+    version,
+    about = "Encrypted agent-to-user data relay: what an agent retrieves is sealed to the person who asked",
+    long_about = None,
+    after_help = "Exit codes: 0 ok, 1 verification failed, 2 usage, 3 bad input, 4 already exists, 5 I/O error, 6 refused, 7 relay unreachable, 8 not found.\nDocs: docs/cli.md"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make and manage keys: the trust root, party identities, bundles.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Enroll, rotate or revoke users (admin).
+    #[command(subcommand)]
+    User(admin::PartyCommand),
+    /// Enroll, rotate or revoke agents (admin).
+    #[command(subcommand)]
+    Agent(admin::PartyCommand),
+    /// Check the signed directory.
+    #[command(subcommand)]
+    Directory(admin::DirectoryCommand),
+    /// Run the whole flow in a temporary directory, step by step.
+    Demo(demo::DemoArgs),
+}
+
+/// `--dir DIR`: the trust-root directory.
+#[derive(Args, Clone)]
+pub struct DirArg {
+    /// Trust-root directory (made by `keys init`).
+    #[arg(long, value_name = "DIR", default_value = "keys")]
+    pub dir: PathBuf,
+}
+
+pub fn run() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Keys(cmd) => keys::run(cmd),
+        Command::User(cmd) => admin::run_party(sealrelay::ids::PartyKind::User, cmd),
+        Command::Agent(cmd) => admin::run_party(sealrelay::ids::PartyKind::Agent, cmd),
+        Command::Directory(cmd) => admin::run_directory(cmd),
+        Command::Demo(args) => demo::run(args),
+    }
+}

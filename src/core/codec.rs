@@ -1,0 +1,216 @@
+//! The canonical byte encoding every signed statement uses, and a cursor that reads it without
+//! panicking. Fields are written in a fixed order per statement type:
+//!
+//! * `u8`, `u64`: 1 byte, 8 bytes big-endian;
+//! * byte strings and UTF-8 strings: a `u32` big-endian length, then the bytes;
+//! * optional values: `0x00`, or `0x01` then the value;
+//! * lists: a `u32` big-endian count, then the items.
+//!
+//! Every length read from input is checked against a cap given by the caller before anything is
+//! allocated, and a reader that is not fully consumed is an error (no trailing data).
+
+use crate::error::{Error, Result};
+
+/// Builds canonical bytes.
+#[derive(Default)]
+pub struct Writer {
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn raw(&mut self, bytes: &[u8]) -> &mut Self {
+        self.buf.extend_from_slice(bytes);
+        self
+    }
+    pub fn u8(&mut self, v: u8) -> &mut Self {
+        self.buf.push(v);
+        self
+    }
+    pub fn u64(&mut self, v: u64) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    pub fn bytes(&mut self, v: &[u8]) -> &mut Self {
+        // Lengths are capped far below u32::MAX by every statement type; saturate defensively so
+        // the reader's cap check fails rather than wrapping.
+        let len = u32::try_from(v.len()).unwrap_or(u32::MAX);
+        self.buf.extend_from_slice(&len.to_be_bytes());
+        self.buf.extend_from_slice(v);
+        self
+    }
+    pub fn str(&mut self, v: &str) -> &mut Self {
+        self.bytes(v.as_bytes())
+    }
+    pub fn opt_str(&mut self, v: Option<&str>) -> &mut Self {
+        match v {
+            None => self.u8(0),
+            Some(s) => self.u8(1).str(s),
+        }
+    }
+    pub fn str_list(&mut self, items: &[String]) -> &mut Self {
+        let n = u32::try_from(items.len()).unwrap_or(u32::MAX);
+        self.buf.extend_from_slice(&n.to_be_bytes());
+        for item in items {
+            self.str(item);
+        }
+        self
+    }
+    pub fn finish(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+/// Reads canonical bytes; every method fails cleanly on short or oversized input.
+pub struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Reader { rest: bytes }
+    }
+
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.rest.len() < n {
+            return Err(Error::bad_input("truncated statement"));
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    pub fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    /// Consumes exactly `expected` or fails.
+    pub fn expect_raw(&mut self, expected: &[u8], what: &str) -> Result<()> {
+        let got = self
+            .take(expected.len())
+            .map_err(|_| Error::bad_input(format!("not a {what}")))?;
+        if got == expected {
+            Ok(())
+        } else {
+            Err(Error::bad_input(format!("not a {what}")))
+        }
+    }
+
+    pub fn u8(&mut self) -> Result<u8> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    pub fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_be_bytes(self.array::<4>()?))
+    }
+
+    pub fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_be_bytes(self.array::<8>()?))
+    }
+
+    /// A length-prefixed byte string of at most `max` bytes.
+    pub fn bytes(&mut self, max: usize, what: &str) -> Result<&'a [u8]> {
+        let len = usize::try_from(self.u32()?).unwrap_or(usize::MAX);
+        if len > max {
+            return Err(Error::bad_input(format!(
+                "{what} is {len} bytes, more than the limit of {max}"
+            )));
+        }
+        self.take(len)
+    }
+
+    /// A length-prefixed byte string of exactly `N` bytes.
+    pub fn fixed<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
+        let b = self.bytes(N, what)?;
+        <[u8; N]>::try_from(b)
+            .map_err(|_| Error::bad_input(format!("{what} must be {N} bytes, got {}", b.len())))
+    }
+
+    pub fn str(&mut self, max: usize, what: &str) -> Result<&'a str> {
+        let b = self.bytes(max, what)?;
+        std::str::from_utf8(b).map_err(|_| Error::bad_input(format!("{what} is not UTF-8")))
+    }
+
+    pub fn opt_str(&mut self, max: usize, what: &str) -> Result<Option<&'a str>> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(self.str(max, what)?)),
+            _ => Err(Error::bad_input(format!("{what}: bad option tag"))),
+        }
+    }
+
+    pub fn str_list(
+        &mut self,
+        max_items: usize,
+        max_len: usize,
+        what: &str,
+    ) -> Result<Vec<String>> {
+        let n = usize::try_from(self.u32()?).unwrap_or(usize::MAX);
+        if n > max_items {
+            return Err(Error::bad_input(format!(
+                "{what} has {n} items, more than the limit of {max_items}"
+            )));
+        }
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(self.str(max_len, what)?.to_owned());
+        }
+        Ok(out)
+    }
+
+    /// Fails if any bytes are left.
+    pub fn finish(self) -> Result<()> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::bad_input(format!(
+                "{} trailing bytes after the statement",
+                self.rest.len()
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_trailing() {
+        let mut w = Writer::new();
+        w.u8(7).u64(42).str("hi").opt_str(None).opt_str(Some("x"));
+        w.str_list(&["a".into(), "bc".into()]);
+        let bytes = w.finish();
+        let mut r = Reader::new(&bytes);
+        assert_eq!(r.u8().unwrap(), 7);
+        assert_eq!(r.u64().unwrap(), 42);
+        assert_eq!(r.str(10, "s").unwrap(), "hi");
+        assert_eq!(r.opt_str(10, "o").unwrap(), None);
+        assert_eq!(r.opt_str(10, "o").unwrap(), Some("x"));
+        assert_eq!(r.str_list(4, 4, "l").unwrap(), vec!["a", "bc"]);
+        r.finish().unwrap();
+
+        let mut extra = bytes.clone();
+        extra.push(0);
+        let mut r = Reader::new(&extra);
+        r.take(bytes.len()).unwrap();
+        assert!(r.finish().is_err());
+    }
+
+    #[test]
+    fn caps_and_truncation() {
+        let mut w = Writer::new();
+        w.str("hello");
+        let bytes = w.finish();
+        assert!(Reader::new(&bytes).str(4, "s").is_err());
+        assert!(Reader::new(&bytes[..6]).str(10, "s").is_err());
+        // A huge claimed length fails on the cap, not on allocation.
+        let huge = [0xff, 0xff, 0xff, 0xff];
+        assert!(Reader::new(&huge).bytes(1 << 20, "b").is_err());
+        assert!(Reader::new(&huge).str_list(8, 8, "l").is_err());
+    }
+}

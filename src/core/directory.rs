@@ -1,0 +1,559 @@
+//! The signed directory: enrollment requests (self-signed proof of possession), directory
+//! entries and revocations (signed by the authority), and the in-memory [`Directory`] that
+//! answers "what is the current, valid entry for this party?".
+//!
+//! Clients check every entry they use against the pinned authority key, so a relay that serves
+//! the directory cannot swap a user's age recipient or signing key without being caught.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
+
+use super::codec::Writer;
+use super::sign::{
+    statement_reader, statement_writer, PublicKey, Signed, SigningKey, StatementType,
+};
+use crate::error::{Error, Result};
+use crate::ids::{validate_name, PartyKind, SpiffeId, MAX_NAME_LEN, MAX_TRUST_DOMAIN_LEN};
+
+/// Caps on attribute lists and values.
+pub const MAX_ROLES: usize = 32;
+pub const MAX_SCOPES: usize = 64;
+pub const MAX_ATTRIBUTE_LEN: usize = 128;
+pub const MAX_RECIPIENT_LEN: usize = 128;
+pub const MAX_SPKI_LEN: usize = 1024;
+pub const MAX_REASON_LEN: usize = 256;
+pub const MAX_SPIFFE_LEN: usize = MAX_TRUST_DOMAIN_LEN + MAX_NAME_LEN + 32;
+/// Highest clearance level.
+pub const MAX_CLEARANCE: u8 = 9;
+
+/// SHA-256.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+fn check_recipient(kind: PartyKind, recipient: Option<&str>) -> Result<Option<String>> {
+    match (kind, recipient) {
+        (PartyKind::User, Some(r)) => {
+            age::x25519::Recipient::from_str(r).map_err(|_| {
+                Error::bad_input("the age recipient is not a valid age1… X25519 recipient")
+            })?;
+            Ok(Some(r.to_owned()))
+        }
+        (PartyKind::User, None) => Err(Error::bad_input("a user needs an age recipient")),
+        (_, None) => Ok(None),
+        (_, Some(_)) => Err(Error::bad_input(format!(
+            "a {kind} has no age recipient (only users receive envelopes)"
+        ))),
+    }
+}
+
+fn check_attribute(value: &str, what: &str) -> Result<()> {
+    let ok = !value.is_empty()
+        && value.len() <= MAX_ATTRIBUTE_LEN
+        && value.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'/' | b'*')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::bad_input(format!(
+            "invalid {what} {value:?}: use letters, digits and . _ - : / * (at most {MAX_ATTRIBUTE_LEN})"
+        )))
+    }
+}
+
+/// A party's request to be enrolled, signed with the signing key it names (proof of
+/// possession). Made by `keys gen` on the party's own machine; holds no secrets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnrollmentRequest {
+    pub kind: PartyKind,
+    pub name: String,
+    pub age_recipient: Option<String>,
+    pub signing_key: PublicKey,
+    /// DER SubjectPublicKeyInfo of the party's TLS key.
+    pub tls_spki: Vec<u8>,
+    pub created: u64,
+}
+
+impl EnrollmentRequest {
+    pub fn validate(&self) -> Result<()> {
+        if !matches!(self.kind, PartyKind::User | PartyKind::Agent) {
+            return Err(Error::bad_input(
+                "only users and agents enroll with a request",
+            ));
+        }
+        validate_name(&self.name)?;
+        check_recipient(self.kind, self.age_recipient.as_deref())?;
+        if self.tls_spki.is_empty() || self.tls_spki.len() > MAX_SPKI_LEN {
+            return Err(Error::bad_input(
+                "the TLS public key is missing or too large",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = statement_writer(StatementType::EnrollmentRequest);
+        w.u8(self.kind.code())
+            .str(&self.name)
+            .opt_str(self.age_recipient.as_deref())
+            .bytes(&self.signing_key.0)
+            .bytes(&self.tls_spki)
+            .u64(self.created);
+        w.finish()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let mut r = statement_reader(bytes, StatementType::EnrollmentRequest)?;
+        let req = EnrollmentRequest {
+            kind: PartyKind::from_code(r.u8()?)?,
+            name: r.str(MAX_NAME_LEN, "name")?.to_owned(),
+            age_recipient: r
+                .opt_str(MAX_RECIPIENT_LEN, "age recipient")?
+                .map(str::to_owned),
+            signing_key: PublicKey(r.fixed::<32>("signing key")?),
+            tls_spki: r.bytes(MAX_SPKI_LEN, "TLS public key")?.to_vec(),
+            created: r.u64()?,
+        };
+        r.finish()?;
+        req.validate()?;
+        Ok(req)
+    }
+
+    /// Signs the request with its own signing key.
+    pub fn sign(&self, key: &SigningKey) -> Result<Signed> {
+        if key.public() != self.signing_key {
+            return Err(Error::internal(
+                "request signed with a key it does not name",
+            ));
+        }
+        self.validate()?;
+        Ok(Signed::sign(
+            StatementType::EnrollmentRequest,
+            self.encode(),
+            key,
+        ))
+    }
+
+    /// Parses a signed request and checks its proof of possession.
+    pub fn verify(signed: &Signed) -> Result<Self> {
+        let req = Self::decode(&signed.statement)?;
+        signed.verify(&req.signing_key).map_err(|e| {
+            Error::verification(format!(
+                "proof of possession failed for {} {}: {e}; the request was altered or not signed by the key it names, ask the party to run `sealrelay keys gen` again",
+                req.kind, req.name
+            ))
+        })?;
+        Ok(req)
+    }
+}
+
+/// What policy knows about a party: clearance and roles for users, scopes for agents.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Attributes {
+    pub clearance: u8,
+    pub roles: Vec<String>,
+    pub scopes: Vec<String>,
+}
+
+impl Attributes {
+    pub fn validate(&self, kind: PartyKind) -> Result<()> {
+        if self.clearance > MAX_CLEARANCE {
+            return Err(Error::bad_input(format!(
+                "clearance {} is above the highest level {MAX_CLEARANCE}",
+                self.clearance
+            )));
+        }
+        if self.roles.len() > MAX_ROLES || self.scopes.len() > MAX_SCOPES {
+            return Err(Error::bad_input(format!(
+                "at most {MAX_ROLES} roles and {MAX_SCOPES} scopes"
+            )));
+        }
+        for r in &self.roles {
+            check_attribute(r, "role")?;
+        }
+        for s in &self.scopes {
+            check_attribute(s, "scope")?;
+        }
+        match kind {
+            PartyKind::Agent if !self.roles.is_empty() || self.clearance != 0 => Err(
+                Error::bad_input("agents carry scopes, not roles or a clearance"),
+            ),
+            PartyKind::User if !self.scopes.is_empty() => Err(Error::bad_input(
+                "users carry a clearance and roles, not scopes",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A directory entry, signed by the authority.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirectoryEntry {
+    pub id: SpiffeId,
+    pub age_recipient: Option<String>,
+    pub signing_key: PublicKey,
+    /// SHA-256 of the DER SubjectPublicKeyInfo of the party's TLS key: binds the entry to the
+    /// client certificate.
+    pub tls_spki_sha256: [u8; 32],
+    pub attributes: Attributes,
+    /// Starts at 1; a higher serial supersedes a lower one.
+    pub serial: u64,
+    pub not_before: u64,
+    pub not_after: u64,
+}
+
+impl DirectoryEntry {
+    pub fn validate(&self) -> Result<()> {
+        if !matches!(self.id.kind(), PartyKind::User | PartyKind::Agent) {
+            return Err(Error::bad_input(
+                "directory entries are for users and agents",
+            ));
+        }
+        check_recipient(self.id.kind(), self.age_recipient.as_deref())?;
+        self.attributes.validate(self.id.kind())?;
+        if self.serial == 0 {
+            return Err(Error::bad_input("entry serial must be at least 1"));
+        }
+        if self.not_after <= self.not_before {
+            return Err(Error::bad_input("entry validity ends before it starts"));
+        }
+        Ok(())
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w: Writer = statement_writer(StatementType::DirectoryEntry);
+        w.str(&self.id.to_string())
+            .opt_str(self.age_recipient.as_deref())
+            .bytes(&self.signing_key.0)
+            .bytes(&self.tls_spki_sha256)
+            .u8(self.attributes.clearance)
+            .str_list(&self.attributes.roles)
+            .str_list(&self.attributes.scopes)
+            .u64(self.serial)
+            .u64(self.not_before)
+            .u64(self.not_after);
+        w.finish()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let mut r = statement_reader(bytes, StatementType::DirectoryEntry)?;
+        let e = DirectoryEntry {
+            id: r.str(MAX_SPIFFE_LEN, "id")?.parse()?,
+            age_recipient: r
+                .opt_str(MAX_RECIPIENT_LEN, "age recipient")?
+                .map(str::to_owned),
+            signing_key: PublicKey(r.fixed::<32>("signing key")?),
+            tls_spki_sha256: r.fixed::<32>("TLS key digest")?,
+            attributes: Attributes {
+                clearance: r.u8()?,
+                roles: r.str_list(MAX_ROLES, MAX_ATTRIBUTE_LEN, "roles")?,
+                scopes: r.str_list(MAX_SCOPES, MAX_ATTRIBUTE_LEN, "scopes")?,
+            },
+            serial: r.u64()?,
+            not_before: r.u64()?,
+            not_after: r.u64()?,
+        };
+        r.finish()?;
+        e.validate()?;
+        Ok(e)
+    }
+
+    pub fn sign(&self, authority: &SigningKey) -> Result<Signed> {
+        self.validate()?;
+        Ok(Signed::sign(
+            StatementType::DirectoryEntry,
+            self.encode(),
+            authority,
+        ))
+    }
+
+    /// Parses a signed entry and checks the authority's signature. Errors name the entry.
+    pub fn verify(signed: &Signed, authority: &PublicKey) -> Result<Self> {
+        let e = Self::decode(&signed.statement)?;
+        signed.verify(authority).map_err(|err| {
+            Error::verification(format!(
+                "directory entry {} (serial {}): {err} against the authority key {}; it was altered or signed by another authority",
+                e.id.short(),
+                e.serial,
+                authority.fingerprint()
+            ))
+        })?;
+        Ok(e)
+    }
+
+    /// Whether `now` is inside the entry's validity.
+    pub fn is_current(&self, now: u64) -> bool {
+        self.not_before <= now && now <= self.not_after
+    }
+}
+
+/// A revocation of one entry serial of a party, signed by the authority.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    pub id: SpiffeId,
+    pub serial: u64,
+    pub revoked_at: u64,
+    pub reason: String,
+}
+
+impl Revocation {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = statement_writer(StatementType::Revocation);
+        w.str(&self.id.to_string())
+            .u64(self.serial)
+            .u64(self.revoked_at)
+            .str(&self.reason);
+        w.finish()
+    }
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let mut r = statement_reader(bytes, StatementType::Revocation)?;
+        let rev = Revocation {
+            id: r.str(MAX_SPIFFE_LEN, "id")?.parse()?,
+            serial: r.u64()?,
+            revoked_at: r.u64()?,
+            reason: r.str(MAX_REASON_LEN, "reason")?.to_owned(),
+        };
+        r.finish()?;
+        Ok(rev)
+    }
+    pub fn sign(&self, authority: &SigningKey) -> Result<Signed> {
+        if self.reason.len() > MAX_REASON_LEN {
+            return Err(Error::bad_input(format!(
+                "reason is longer than {MAX_REASON_LEN} bytes"
+            )));
+        }
+        Ok(Signed::sign(
+            StatementType::Revocation,
+            self.encode(),
+            authority,
+        ))
+    }
+    pub fn verify(signed: &Signed, authority: &PublicKey) -> Result<Self> {
+        let rev = Self::decode(&signed.statement)?;
+        signed.verify(authority).map_err(|err| {
+            Error::verification(format!(
+                "revocation of {} (serial {}): {err} against the authority key; it was altered or signed by another authority",
+                rev.id.short(),
+                rev.serial
+            ))
+        })?;
+        Ok(rev)
+    }
+}
+
+/// Why a party has no usable entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EntryProblem {
+    Unknown,
+    Revoked,
+    Expired,
+    NotYetValid,
+}
+
+/// Verified entries and revocations, indexed by party.
+#[derive(Clone, Debug, Default)]
+pub struct Directory {
+    entries: BTreeMap<SpiffeId, BTreeMap<u64, (DirectoryEntry, Signed)>>,
+    revoked: BTreeMap<SpiffeId, BTreeSet<u64>>,
+}
+
+impl Directory {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Verifies and adds an entry. A second, different entry with the same id and serial is
+    /// refused (an authority must not sign two versions of one serial).
+    pub fn insert_entry(
+        &mut self,
+        signed: Signed,
+        authority: &PublicKey,
+    ) -> Result<DirectoryEntry> {
+        let entry = DirectoryEntry::verify(&signed, authority)?;
+        let versions = self.entries.entry(entry.id.clone()).or_default();
+        if let Some((existing, _)) = versions.get(&entry.serial) {
+            if *existing != entry {
+                return Err(Error::conflict(format!(
+                    "two different entries for {} with serial {}",
+                    entry.id.short(),
+                    entry.serial
+                )));
+            }
+        }
+        versions.insert(entry.serial, (entry.clone(), signed));
+        Ok(entry)
+    }
+
+    pub fn insert_revocation(
+        &mut self,
+        signed: &Signed,
+        authority: &PublicKey,
+    ) -> Result<Revocation> {
+        let rev = Revocation::verify(signed, authority)?;
+        self.revoked
+            .entry(rev.id.clone())
+            .or_default()
+            .insert(rev.serial);
+        Ok(rev)
+    }
+
+    /// The highest-serial entry for `id`, whatever its state.
+    pub fn latest(&self, id: &SpiffeId) -> Option<&DirectoryEntry> {
+        self.entries
+            .get(id)
+            .and_then(|v| v.values().next_back())
+            .map(|(e, _)| e)
+    }
+
+    /// The signed form of the latest entry (what clients fetch and verify themselves).
+    pub fn latest_signed(&self, id: &SpiffeId) -> Option<&Signed> {
+        self.entries
+            .get(id)
+            .and_then(|v| v.values().next_back())
+            .map(|(_, s)| s)
+    }
+
+    pub fn is_revoked(&self, id: &SpiffeId, serial: u64) -> bool {
+        self.revoked.get(id).is_some_and(|s| s.contains(&serial))
+    }
+
+    /// The entry a request from `id` is judged by: the latest serial, which must be neither
+    /// revoked nor outside its validity.
+    pub fn active(&self, id: &SpiffeId, now: u64) -> Result<&DirectoryEntry, EntryProblem> {
+        let e = self.latest(id).ok_or(EntryProblem::Unknown)?;
+        if self.is_revoked(id, e.serial) {
+            return Err(EntryProblem::Revoked);
+        }
+        if now < e.not_before {
+            return Err(EntryProblem::NotYetValid);
+        }
+        if now > e.not_after {
+            return Err(EntryProblem::Expired);
+        }
+        Ok(e)
+    }
+
+    /// The serial a new or rotated entry for `id` gets.
+    pub fn next_serial(&self, id: &SpiffeId) -> u64 {
+        self.latest(id).map_or(1, |e| e.serial.saturating_add(1))
+    }
+
+    /// Every latest entry.
+    pub fn parties(&self) -> impl Iterator<Item = &DirectoryEntry> {
+        self.entries
+            .values()
+            .filter_map(|v| v.values().next_back().map(|(e, _)| e))
+    }
+
+    pub fn revoked_count(&self) -> usize {
+        self.revoked.values().map(BTreeSet::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user_entry(serial: u64) -> (DirectoryEntry, SigningKey) {
+        let party = SigningKey::generate().unwrap();
+        let age_id = age::x25519::Identity::generate();
+        let e = DirectoryEntry {
+            id: SpiffeId::new("example.org", PartyKind::User, "alice").unwrap(),
+            age_recipient: Some(age_id.to_public().to_string()),
+            signing_key: party.public(),
+            tls_spki_sha256: [3u8; 32],
+            attributes: Attributes {
+                clearance: 2,
+                roles: vec!["engineer".into()],
+                scopes: vec![],
+            },
+            serial,
+            not_before: 100,
+            not_after: 200,
+        };
+        (e, party)
+    }
+
+    #[test]
+    fn entry_round_trip_and_tamper() {
+        let authority = SigningKey::generate().unwrap();
+        let (e, _) = user_entry(1);
+        let signed = e.sign(&authority).unwrap();
+        assert_eq!(
+            DirectoryEntry::verify(&signed, &authority.public()).unwrap(),
+            e
+        );
+        for i in 0..signed.statement.len() {
+            let mut t = signed.clone();
+            t.statement[i] ^= 0x01;
+            assert!(
+                DirectoryEntry::verify(&t, &authority.public()).is_err(),
+                "byte {i}"
+            );
+        }
+        let other = SigningKey::generate().unwrap();
+        let err = DirectoryEntry::verify(&signed, &other.public()).unwrap_err();
+        assert!(err.message().contains("user/alice"), "{err}");
+    }
+
+    #[test]
+    fn request_proof_of_possession() {
+        let key = SigningKey::generate().unwrap();
+        let req = EnrollmentRequest {
+            kind: PartyKind::Agent,
+            name: "research-bot".into(),
+            age_recipient: None,
+            signing_key: key.public(),
+            tls_spki: vec![1, 2, 3],
+            created: 5,
+        };
+        let signed = req.sign(&key).unwrap();
+        assert_eq!(EnrollmentRequest::verify(&signed).unwrap(), req);
+        // Swap the named key: the signature no longer proves possession.
+        let other = SigningKey::generate().unwrap();
+        let mut forged = req.clone();
+        forged.signing_key = other.public();
+        let mut bad = signed.clone();
+        bad.statement = forged.encode();
+        assert!(EnrollmentRequest::verify(&bad).is_err());
+        // Agents cannot carry an age recipient.
+        let mut with_age = req.clone();
+        with_age.age_recipient = Some(age::x25519::Identity::generate().to_public().to_string());
+        assert!(with_age.sign(&key).is_err());
+    }
+
+    #[test]
+    fn directory_rotation_and_revocation() {
+        let authority = SigningKey::generate().unwrap();
+        let mut dir = Directory::new();
+        let (e1, _) = user_entry(1);
+        dir.insert_entry(e1.sign(&authority).unwrap(), &authority.public())
+            .unwrap();
+        assert_eq!(dir.active(&e1.id, 150).unwrap().serial, 1);
+        assert_eq!(dir.active(&e1.id, 250), Err(EntryProblem::Expired));
+        assert_eq!(dir.next_serial(&e1.id), 2);
+        let (mut e2, _) = user_entry(2);
+        e2.not_after = 300;
+        dir.insert_entry(e2.sign(&authority).unwrap(), &authority.public())
+            .unwrap();
+        assert_eq!(dir.active(&e1.id, 250).unwrap().serial, 2);
+        let rev = Revocation {
+            id: e1.id.clone(),
+            serial: 2,
+            revoked_at: 260,
+            reason: "left".into(),
+        };
+        dir.insert_revocation(&rev.sign(&authority).unwrap(), &authority.public())
+            .unwrap();
+        assert_eq!(dir.active(&e1.id, 270), Err(EntryProblem::Revoked));
+        // A different entry claiming an existing serial is a conflict.
+        let (e2b, _) = user_entry(2);
+        assert!(dir
+            .insert_entry(e2b.sign(&authority).unwrap(), &authority.public())
+            .is_err());
+    }
+}

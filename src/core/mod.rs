@@ -1,0 +1,10 @@
+//! The I/O-free core: bytes and an explicit `now` in, values out. Nothing here imports tokio,
+//! quinn, `std::net` or `std::fs`, or reads the clock (a test in `tests/architecture.rs`
+//! checks the rule).
+
+pub mod bundle;
+pub mod codec;
+pub mod directory;
+pub mod identity;
+pub mod pki;
+pub mod sign;

@@ -1,0 +1,128 @@
+//! The library's top-level error: every module's typed error folds into [`Error`], and
+//! [`ErrorKind`] is the one place that classifies failures (the CLI maps kinds to exit codes,
+//! the relay maps them to wire codes).
+//!
+//! Messages say what went wrong and what to do next. They never carry secret material.
+
+use std::fmt;
+
+/// Broad class of a failure; decides the process exit code (see `docs/cli.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A signature, chain, proof or binding check failed (exit 1).
+    Verification,
+    /// Input is malformed, of the wrong kind, unsafe (permissions) or expired (exit 3).
+    BadInput,
+    /// The operation would overwrite or duplicate something that exists (exit 4).
+    Conflict,
+    /// A file or directory could not be read or written (exit 5).
+    Io,
+    /// The relay, or a policy, refused the request (exit 6).
+    Refused,
+    /// The relay could not be reached or the connection failed (exit 7).
+    Unavailable,
+    /// Something that is not there (exit 8).
+    NotFound,
+    /// A bug or an unexpected internal state (exit 70).
+    Internal,
+}
+
+impl ErrorKind {
+    /// The process exit code documented for this kind.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorKind::Verification => 1,
+            ErrorKind::BadInput => 3,
+            ErrorKind::Conflict => 4,
+            ErrorKind::Io => 5,
+            ErrorKind::Refused => 6,
+            ErrorKind::Unavailable => 7,
+            ErrorKind::NotFound => 8,
+            ErrorKind::Internal => 70,
+        }
+    }
+}
+
+/// An error with its kind and a one-line, actionable message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+}
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+        }
+    }
+    pub fn verification(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Verification, message)
+    }
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::BadInput, message)
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Conflict, message)
+    }
+    pub fn io(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Io, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+    /// Prefixes the message with where it happened (a file, an entry), keeping the kind.
+    pub fn context(self, what: impl fmt::Display) -> Self {
+        Error {
+            kind: self.kind,
+            message: format!("{what}: {}", self.message),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // One line, always: newlines from lower layers are folded.
+        let one_line = self.message.replace(['\n', '\r'], " ");
+        f.write_str(&one_line)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Shorthand for results in this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attach context to results whose error converts into [`Error`].
+pub trait ResultExt<T> {
+    fn context(self, what: impl fmt::Display) -> Result<T>;
+}
+
+impl<T, E: Into<Error>> ResultExt<T> for std::result::Result<T, E> {
+    fn context(self, what: impl fmt::Display) -> Result<T> {
+        self.map_err(|e| e.into().context(what))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_is_one_line_and_context_keeps_kind() {
+        let e = Error::bad_input("line one\nline two").context("file x");
+        assert_eq!(e.to_string(), "file x: line one line two");
+        assert_eq!(e.kind(), ErrorKind::BadInput);
+        assert_eq!(e.kind().exit_code(), 3);
+    }
+}

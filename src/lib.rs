@@ -1,0 +1,18 @@
+//! sealrelay: an encrypted agent-to-user data relay.
+//!
+//! AI agents hand what they retrieved for a person to the relay, which keeps it only as an age
+//! ciphertext sealed to that person's key, checks policy on every request, delivers only to the
+//! verified requester, and logs signed delivery receipts in a transparency log.
+//!
+//! Layout (see `docs/ARCHITECTURE.md`):
+//! * [`error`], [`ids`], [`clock`]: basics;
+//! * [`core`]: the I/O-free core (signing format, directory, identities, PKI);
+//! * [`local`]: files on this machine (identity files, the trust root, the admin's directory).
+
+pub mod clock;
+pub mod core;
+pub mod error;
+pub mod ids;
+pub mod local;
+
+pub use error::{Error, ErrorKind, Result};

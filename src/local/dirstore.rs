@@ -1,0 +1,239 @@
+//! The admin's directory on disk: `directory/users/<name>.<serial>.entry`,
+//! `directory/agents/<name>.<serial>.entry` and `directory/revocations/<kind>-<name>.<serial>.revocation`,
+//! each a signed statement in its canonical file form. Files are only ever added (a rotation is
+//! a new serial; a revocation is a new file), never rewritten.
+
+use std::path::{Path, PathBuf};
+
+use super::fs::{ensure_dir, read_capped, write_atomic, PUBLIC_MODE};
+use super::trust_root::TrustRoot;
+use crate::core::directory::{
+    sha256, Attributes, Directory, DirectoryEntry, EnrollmentRequest, Revocation,
+};
+use crate::core::pki::{self, CertUsage, DAY};
+use crate::core::sign::{PublicKey, Signed, StatementType, MAX_SIGNED_FILE_LEN};
+use crate::error::{Error, Result};
+use crate::ids::{PartyKind, SpiffeId};
+
+fn kind_dir(kind: PartyKind) -> &'static str {
+    match kind {
+        PartyKind::User => "users",
+        PartyKind::Agent => "agents",
+        PartyKind::Admin => "admins",
+        PartyKind::Relay => "relays",
+    }
+}
+
+pub fn entry_path(dir: &Path, id: &SpiffeId, serial: u64) -> PathBuf {
+    dir.join(kind_dir(id.kind()))
+        .join(format!("{}.{serial}.entry", id.name()))
+}
+
+pub fn revocation_path(dir: &Path, id: &SpiffeId, serial: u64) -> PathBuf {
+    dir.join("revocations")
+        .join(format!("{}-{}.{serial}.revocation", id.kind(), id.name()))
+}
+
+/// What `directory verify` found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct VerifySummary {
+    pub users: usize,
+    pub agents: usize,
+    pub statements: usize,
+    pub revoked: usize,
+}
+
+fn sorted_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut files = Vec::new();
+    for item in std::fs::read_dir(dir)
+        .map_err(|e| Error::io(format!("cannot list {}: {e}", dir.display())))?
+    {
+        let item = item.map_err(|e| Error::io(format!("cannot list {}: {e}", dir.display())))?;
+        let name = item.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue; // temporary files of an interrupted write
+        }
+        files.push(item.path());
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Loads and verifies every entry and revocation under `dir` against `authority`. The first
+/// failure is returned naming the file and entry.
+pub fn load(dir: &Path, authority: &PublicKey) -> Result<(Directory, VerifySummary)> {
+    let mut directory = Directory::new();
+    let mut summary = VerifySummary::default();
+    for (sub, kind) in [("users", PartyKind::User), ("agents", PartyKind::Agent)] {
+        for path in sorted_files(&dir.join(sub))? {
+            let bytes = read_capped(&path, MAX_SIGNED_FILE_LEN)?;
+            let signed = Signed::from_json(&bytes, StatementType::DirectoryEntry)
+                .map_err(|e| e.context(format!("directory entry {}", path.display())))?;
+            let entry = directory
+                .insert_entry(signed, authority)
+                .map_err(|e| e.context(path.display()))?;
+            if entry.id.kind() != kind || path != entry_path(dir, &entry.id, entry.serial) {
+                return Err(Error::verification(format!(
+                    "{}: the file holds the entry {} serial {}, which belongs elsewhere (was it renamed?)",
+                    path.display(),
+                    entry.id.short(),
+                    entry.serial
+                )));
+            }
+            summary.statements += 1;
+        }
+    }
+    for path in sorted_files(&dir.join("revocations"))? {
+        let bytes = read_capped(&path, MAX_SIGNED_FILE_LEN)?;
+        let signed = Signed::from_json(&bytes, StatementType::Revocation)
+            .map_err(|e| e.context(format!("revocation {}", path.display())))?;
+        let rev = directory
+            .insert_revocation(&signed, authority)
+            .map_err(|e| e.context(path.display()))?;
+        if path != revocation_path(dir, &rev.id, rev.serial) {
+            return Err(Error::verification(format!(
+                "{}: the file holds the revocation of {} serial {}, which belongs elsewhere",
+                path.display(),
+                rev.id.short(),
+                rev.serial
+            )));
+        }
+        summary.statements += 1;
+    }
+    for e in directory.parties() {
+        match e.id.kind() {
+            PartyKind::User => summary.users += 1,
+            PartyKind::Agent => summary.agents += 1,
+            _ => {}
+        }
+    }
+    summary.revoked = directory.revoked_count();
+    Ok((directory, summary))
+}
+
+/// Options for enrolling a party.
+pub struct EnrollOptions {
+    pub attributes: Attributes,
+    /// Issue serial+1 for a party that already has an entry.
+    pub rotate: bool,
+    pub validity_days: u64,
+}
+
+/// An issued entry with its signed form and client certificate.
+pub struct Issued {
+    pub entry: DirectoryEntry,
+    pub signed: Signed,
+    pub cert: Vec<u8>,
+}
+
+/// Checks and signs an enrollment (nothing is written): the request's proof of possession
+/// must already be verified by [`EnrollmentRequest::verify`].
+pub fn issue(
+    root: &TrustRoot,
+    directory: &Directory,
+    req: &EnrollmentRequest,
+    opts: &EnrollOptions,
+    now: u64,
+) -> Result<Issued> {
+    opts.attributes.validate(req.kind)?;
+    if opts.validity_days == 0 || opts.validity_days > 3650 {
+        return Err(Error::bad_input("validity must be 1 to 3650 days"));
+    }
+    let id = SpiffeId::new(&root.meta.trust_domain, req.kind, &req.name)?;
+    let existing = directory.latest(&id);
+    match (existing, opts.rotate) {
+        (Some(_), false) => return Err(Error::conflict(format!(
+            "{} is already enrolled: use --rotate to issue a new serial, or choose another name",
+            id.short()
+        ))),
+        (None, true) => {
+            return Err(Error::not_found(format!(
+                "{} is not enrolled, so there is nothing to rotate: drop --rotate",
+                id.short()
+            )))
+        }
+        _ => {}
+    }
+    let not_before = now.saturating_sub(300);
+    let not_after = now.saturating_add(opts.validity_days.saturating_mul(DAY));
+    let entry = DirectoryEntry {
+        id: id.clone(),
+        age_recipient: req.age_recipient.clone(),
+        signing_key: req.signing_key,
+        tls_spki_sha256: sha256(&req.tls_spki),
+        attributes: opts.attributes.clone(),
+        serial: directory.next_serial(&id),
+        not_before,
+        not_after,
+    };
+    let signed = entry.sign(&root.authority)?;
+    let cert = pki::issue_leaf(
+        &root.ca_cert,
+        &root.ca_key,
+        &req.tls_spki,
+        &id,
+        &[],
+        CertUsage::Client,
+        not_before,
+        not_after,
+    )?;
+    Ok(Issued {
+        entry,
+        signed,
+        cert,
+    })
+}
+
+/// Writes an issued entry into the directory (never overwrites).
+pub fn store_entry(dir: &Path, issued: &Issued) -> Result<PathBuf> {
+    let path = entry_path(dir, &issued.entry.id, issued.entry.serial);
+    if let Some(parent) = path.parent() {
+        ensure_dir(parent, 0o700)?;
+    }
+    write_atomic(
+        &path,
+        issued.signed.to_json().as_bytes(),
+        PUBLIC_MODE,
+        false,
+    )?;
+    Ok(path)
+}
+
+/// Signs and writes a revocation of the current serial of `id`.
+pub fn revoke(
+    root: &TrustRoot,
+    directory: &Directory,
+    id: &SpiffeId,
+    reason: &str,
+    now: u64,
+) -> Result<(Revocation, Signed, PathBuf)> {
+    let entry = directory.latest(id).ok_or_else(|| {
+        Error::not_found(format!(
+            "{} is not in the directory: check the name",
+            id.short()
+        ))
+    })?;
+    if directory.is_revoked(id, entry.serial) {
+        return Err(Error::conflict(format!(
+            "{} serial {} is already revoked",
+            id.short(),
+            entry.serial
+        )));
+    }
+    let rev = Revocation {
+        id: id.clone(),
+        serial: entry.serial,
+        revoked_at: now,
+        reason: reason.to_owned(),
+    };
+    let signed = rev.sign(&root.authority)?;
+    let path = revocation_path(&root.directory_dir(), id, entry.serial);
+    if let Some(parent) = path.parent() {
+        ensure_dir(parent, 0o700)?;
+    }
+    write_atomic(&path, signed.to_json().as_bytes(), PUBLIC_MODE, false)?;
+    Ok((rev, signed, path))
+}

@@ -1,0 +1,7 @@
+//! Files on this machine: careful reads and atomic writes ([`fs`]), identity files
+//! ([`identity_file`]), the admin's trust root ([`trust_root`]) and directory ([`dirstore`]).
+
+pub mod dirstore;
+pub mod fs;
+pub mod identity_file;
+pub mod trust_root;

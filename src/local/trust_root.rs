@@ -1,0 +1,327 @@
+//! The trust root on the admin's machine (`keys/` by default), made by `keys init`:
+//!
+//! | file | what | mode |
+//! |---|---|---|
+//! | `root.json` | trust domain, names, log origin | 0644 |
+//! | `authority.key` / `authority.pub` | Ed25519 key that signs directory entries | 0600 / 0644 |
+//! | `ca.key` / `ca.crt` | the mutual-TLS CA (ECDSA P-256) | 0600 / 0644 |
+//! | `relay.key` / `relay.crt` | the relay's server certificate | 0600 / 0644 |
+//! | `log.key` / `log.pub` | the relay's transparency-log signing key | 0600 / 0644 |
+//! | `admin.id` | the admin's identity (client certificate) | 0600 |
+//! | `directory/` | signed entries and revocations ([`super::dirstore`]) | 0700 |
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::fs::{
+    ensure_dir, exists, read_capped, read_private, write_atomic, PRIVATE_MODE, PUBLIC_MODE,
+};
+use crate::core::bundle::Bundle;
+use crate::core::identity::Identity;
+use crate::core::pki::{self, CertUsage, TlsKey, DAY};
+use crate::core::sign::{SigningKey, VerifierKey};
+use crate::error::{Error, Result};
+use crate::ids::{validate_name, validate_trust_domain, PartyKind, SpiffeId};
+
+const MAX_KEY_FILE: usize = 16 * 1024;
+
+/// Public facts about the trust root (`root.json`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RootMeta {
+    pub trust_domain: String,
+    pub relay_name: String,
+    pub admin_name: String,
+    pub log_origin: String,
+    pub created: u64,
+}
+
+/// Options for `keys init`.
+pub struct InitOptions {
+    pub trust_domain: String,
+    pub relay_name: String,
+    pub admin_name: String,
+    /// Extra DNS names / IPs for the relay certificate (localhost and loopback are always in).
+    pub relay_sans: Vec<String>,
+    pub force: bool,
+    pub ca_days: u64,
+    pub relay_days: u64,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            trust_domain: "sealrelay.local".into(),
+            relay_name: "relay".into(),
+            admin_name: "admin".into(),
+            relay_sans: Vec::new(),
+            force: false,
+            ca_days: 3650,
+            relay_days: 365,
+        }
+    }
+}
+
+/// The loaded trust root (admin side): the keys admin commands sign with.
+pub struct TrustRoot {
+    pub dir: PathBuf,
+    pub meta: RootMeta,
+    pub authority: SigningKey,
+    pub ca_cert: Vec<u8>,
+    pub ca_key: TlsKey,
+    pub log_public: VerifierKey,
+}
+
+pub fn authority_key_name(trust_domain: &str) -> String {
+    format!("{trust_domain}/sealrelay/authority")
+}
+
+pub fn log_origin(trust_domain: &str) -> String {
+    format!("{trust_domain}/sealrelay/log")
+}
+
+/// Makes a new trust root in `dir`. Refuses to replace an existing one unless `force`; with
+/// `force` the old `directory/` is moved aside (its entries were signed by the old authority).
+pub fn init(dir: &Path, opts: &InitOptions, now: u64) -> Result<RootMeta> {
+    validate_trust_domain(&opts.trust_domain)?;
+    validate_name(&opts.relay_name)?;
+    validate_name(&opts.admin_name)?;
+    if exists(&dir.join("authority.key")) && !opts.force {
+        return Err(Error::conflict(format!(
+            "a trust root already exists in {} (authority.key): use --force to replace it, which invalidates every certificate and entry it issued",
+            dir.display()
+        )));
+    }
+    // Everything is generated before anything is written.
+    let authority = SigningKey::generate()?;
+    let log_key = SigningKey::generate()?;
+    let (ca_cert, ca_key) = pki::make_ca(&opts.trust_domain, now, opts.ca_days)?;
+    let relay_key = TlsKey::generate()?;
+    let relay_id = SpiffeId::new(&opts.trust_domain, PartyKind::Relay, &opts.relay_name)?;
+    let mut sans = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    for s in &opts.relay_sans {
+        if !sans.contains(s) {
+            sans.push(s.clone());
+        }
+    }
+    let relay_cert = pki::issue_leaf(
+        &ca_cert,
+        &ca_key,
+        &relay_key.spki_der()?,
+        &relay_id,
+        &sans,
+        CertUsage::Server,
+        now.saturating_sub(300),
+        now.saturating_add(opts.relay_days.saturating_mul(DAY)),
+    )?;
+    let meta = RootMeta {
+        trust_domain: opts.trust_domain.clone(),
+        relay_name: opts.relay_name.clone(),
+        admin_name: opts.admin_name.clone(),
+        log_origin: log_origin(&opts.trust_domain),
+        created: now,
+    };
+    let authority_vk =
+        VerifierKey::new(&authority_key_name(&opts.trust_domain), authority.public())?;
+    let log_vk = VerifierKey::new(&meta.log_origin, log_key.public())?;
+
+    // The admin's own identity: a client certificate for spiffe://<td>/admin/<name>.
+    let mut admin = Identity::generate(PartyKind::Admin, &opts.admin_name)?;
+    let admin_id = SpiffeId::new(&opts.trust_domain, PartyKind::Admin, &opts.admin_name)?;
+    let admin_cert = pki::issue_leaf(
+        &ca_cert,
+        &ca_key,
+        &admin.tls_key.spki_der()?,
+        &admin_id,
+        &[],
+        CertUsage::Client,
+        now.saturating_sub(300),
+        now.saturating_add(opts.relay_days.saturating_mul(DAY)),
+    )?;
+    admin.id = Some(admin_id);
+    admin.cert = Some(admin_cert);
+    admin.ca_cert = Some(ca_cert.clone());
+    admin.authority = Some(authority_vk.clone());
+    admin.log_key = Some(log_vk.clone());
+
+    ensure_dir(dir, 0o700)?;
+    let directory = dir.join("directory");
+    if opts.force && exists(&directory) {
+        let aside = dir.join(format!("directory.replaced-{now}"));
+        std::fs::rename(&directory, &aside)
+            .map_err(|e| Error::io(format!("cannot move the old directory aside: {e}")))?;
+    }
+    ensure_dir(&directory, 0o700)?;
+    let ow = opts.force;
+    let meta_json = serde_json::to_string_pretty(&meta)
+        .map_err(|e| Error::internal(format!("cannot encode root.json: {e}")))?;
+    // Private files first, root.json last: a root without root.json is not loadable.
+    write_atomic(
+        &dir.join("authority.key"),
+        pki::key_pem(authority.pkcs8()).as_bytes(),
+        PRIVATE_MODE,
+        ow,
+    )?;
+    write_atomic(
+        &dir.join("log.key"),
+        pki::key_pem(log_key.pkcs8()).as_bytes(),
+        PRIVATE_MODE,
+        ow,
+    )?;
+    write_atomic(
+        &dir.join("ca.key"),
+        pki::key_pem(ca_key.pkcs8()).as_bytes(),
+        PRIVATE_MODE,
+        ow,
+    )?;
+    write_atomic(
+        &dir.join("relay.key"),
+        pki::key_pem(relay_key.pkcs8()).as_bytes(),
+        PRIVATE_MODE,
+        ow,
+    )?;
+    write_atomic(
+        &dir.join("admin.id"),
+        admin.to_text().as_bytes(),
+        PRIVATE_MODE,
+        ow,
+    )?;
+    write_atomic(
+        &dir.join("authority.pub"),
+        format!("{}\n", authority_vk.encode()).as_bytes(),
+        PUBLIC_MODE,
+        ow,
+    )?;
+    write_atomic(
+        &dir.join("log.pub"),
+        format!("{}\n", log_vk.encode()).as_bytes(),
+        PUBLIC_MODE,
+        ow,
+    )?;
+    write_atomic(
+        &dir.join("ca.crt"),
+        pki::cert_pem(&ca_cert).as_bytes(),
+        PUBLIC_MODE,
+        ow,
+    )?;
+    write_atomic(
+        &dir.join("relay.crt"),
+        pki::cert_pem(&relay_cert).as_bytes(),
+        PUBLIC_MODE,
+        ow,
+    )?;
+    write_atomic(
+        &dir.join("root.json"),
+        format!("{meta_json}\n").as_bytes(),
+        PUBLIC_MODE,
+        ow,
+    )?;
+    Ok(meta)
+}
+
+/// Reads a PKCS#8 PEM private key file (mode-checked).
+pub fn read_key_pem(path: &Path) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    let text = read_private(path, MAX_KEY_FILE)?;
+    pki::from_pem(&text, "PRIVATE KEY")
+        .map(zeroize::Zeroizing::new)
+        .map_err(|e| e.context(path.display()))
+}
+
+/// Reads a PEM certificate file.
+pub fn read_cert_pem(path: &Path) -> Result<Vec<u8>> {
+    let text = read_capped(path, MAX_KEY_FILE)?;
+    pki::from_pem(&text, "CERTIFICATE").map_err(|e| e.context(path.display()))
+}
+
+/// Reads a verifier key file (`authority.pub`, `log.pub`).
+pub fn read_verifier_key(path: &Path) -> Result<VerifierKey> {
+    let text = read_capped(path, MAX_KEY_FILE)?;
+    let text = std::str::from_utf8(&text)
+        .map_err(|_| Error::bad_input(format!("{} is not text", path.display())))?;
+    VerifierKey::parse(text.trim_end()).map_err(|e| e.context(path.display()))
+}
+
+/// Reads `root.json`.
+pub fn read_meta(dir: &Path) -> Result<RootMeta> {
+    let path = dir.join("root.json");
+    let bytes = read_capped(&path, MAX_KEY_FILE).map_err(|e| {
+        if e.kind() == crate::ErrorKind::NotFound {
+            Error::not_found(format!(
+                "no trust root in {}: run `sealrelay keys init --dir {}` first",
+                dir.display(),
+                dir.display()
+            ))
+        } else {
+            e
+        }
+    })?;
+    let meta: RootMeta = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::bad_input(format!("{} is corrupt: {e}", path.display())))?;
+    validate_trust_domain(&meta.trust_domain)?;
+    Ok(meta)
+}
+
+impl TrustRoot {
+    /// Loads what admin commands need.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let meta = read_meta(dir)?;
+        let authority = SigningKey::from_pkcs8(&read_key_pem(&dir.join("authority.key"))?)
+            .map_err(|e| e.context("authority.key"))?;
+        let authority_pub = read_verifier_key(&dir.join("authority.pub"))?;
+        if authority_pub.key != authority.public() {
+            return Err(Error::verification(
+                "authority.pub does not match authority.key: the trust root is inconsistent",
+            ));
+        }
+        let ca_cert = read_cert_pem(&dir.join("ca.crt"))?;
+        let ca_key = TlsKey::from_pkcs8(&read_key_pem(&dir.join("ca.key"))?)
+            .map_err(|e| e.context("ca.key"))?;
+        if pki::inspect(&ca_cert)?.spki_der != ca_key.spki_der()? {
+            return Err(Error::verification(
+                "ca.crt does not match ca.key: the trust root is inconsistent",
+            ));
+        }
+        let log_public = read_verifier_key(&dir.join("log.pub"))?;
+        Ok(TrustRoot {
+            dir: dir.to_path_buf(),
+            meta,
+            authority,
+            ca_cert,
+            ca_key,
+            log_public,
+        })
+    }
+
+    pub fn authority_vk(&self) -> Result<VerifierKey> {
+        VerifierKey::new(
+            &authority_key_name(&self.meta.trust_domain),
+            self.authority.public(),
+        )
+    }
+
+    pub fn directory_dir(&self) -> PathBuf {
+        self.dir.join("directory")
+    }
+
+    /// A bundle for an issued entry and certificate.
+    pub fn bundle(
+        &self,
+        entry: crate::core::sign::Signed,
+        cert: Vec<u8>,
+        relay: Option<String>,
+    ) -> Result<Bundle> {
+        Ok(Bundle {
+            entry,
+            cert,
+            ca_cert: self.ca_cert.clone(),
+            authority: self.authority_vk()?,
+            log_key: self.log_public.clone(),
+            relay,
+        })
+    }
+}
