@@ -166,7 +166,7 @@ pub fn issue_leaf(
         .map_err(|_| Error::bad_input("SPIFFE ID is not ASCII"))?;
     params.subject_alt_names = vec![SanType::URI(uri)];
     for san in extra_sans {
-        let entry = match san.parse::<std::net::IpAddr>() {
+        let entry = match san.parse::<::core::net::IpAddr>() {
             Ok(ip) => SanType::IpAddress(ip),
             Err(_) => SanType::DnsName(san.clone().try_into().map_err(|_| {
                 Error::bad_input(format!("invalid DNS name {san:?} for the certificate"))

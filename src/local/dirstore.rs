@@ -145,10 +145,12 @@ pub fn issue(
     let id = SpiffeId::new(&root.meta.trust_domain, req.kind, &req.name)?;
     let existing = directory.latest(&id);
     match (existing, opts.rotate) {
-        (Some(_), false) => return Err(Error::conflict(format!(
+        (Some(_), false) => {
+            return Err(Error::conflict(format!(
             "{} is already enrolled: use --rotate to issue a new serial, or choose another name",
             id.short()
-        ))),
+        )))
+        }
         (None, true) => {
             return Err(Error::not_found(format!(
                 "{} is not enrolled, so there is nothing to rotate: drop --rotate",

@@ -1,0 +1,63 @@
+//! `docs/cli.md` stays true to `--help`: its reference section is every command's help text,
+//! verbatim. Regenerate it with `SEALRELAY_UPDATE_DOCS=1 cargo test --test cli_docs`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+const BEGIN: &str = "<!-- BEGIN GENERATED HELP -->";
+const END: &str = "<!-- END GENERATED HELP -->";
+
+/// Every command, in the order the reference lists them.
+pub const COMMANDS: &[&[&str]] = &[
+    &[],
+    &["keys", "init"],
+    &["keys", "gen"],
+    &["keys", "import"],
+    &["user", "add"],
+    &["user", "revoke"],
+    &["agent", "add"],
+    &["agent", "revoke"],
+    &["directory", "verify"],
+    &["demo"],
+];
+
+fn generated() -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = String::new();
+    for cmd in COMMANDS {
+        let mut args: Vec<&str> = cmd.to_vec();
+        args.push("--help");
+        let help = common::ok_in(dir.path(), &args);
+        let title = if cmd.is_empty() {
+            "sealrelay".to_owned()
+        } else {
+            format!("sealrelay {}", cmd.join(" "))
+        };
+        out.push_str(&format!(
+            "\n### `{title}`\n\n```text\n{}\n```\n",
+            help.trim_end()
+        ));
+    }
+    out
+}
+
+#[test]
+fn cli_reference_matches_help() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/cli.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let (head, rest) = doc
+        .split_once(BEGIN)
+        .expect("docs/cli.md lacks the BEGIN marker");
+    let (_, tail) = rest
+        .split_once(END)
+        .expect("docs/cli.md lacks the END marker");
+    let want = format!("{head}{BEGIN}\n{}\n{END}{tail}", generated());
+    if std::env::var_os("SEALRELAY_UPDATE_DOCS").is_some() {
+        std::fs::write(&path, &want).unwrap();
+        return;
+    }
+    assert!(
+        doc == want,
+        "docs/cli.md is out of date with --help: run SEALRELAY_UPDATE_DOCS=1 cargo test --test cli_docs"
+    );
+}

@@ -1,0 +1,108 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+
+/// `../shared/vectors/<sub>` when present. When absent the test says so and skips, unless
+/// `SEALRELAY_REQUIRE_VECTORS` is set (as `.ci/run` does), in which case it fails.
+pub fn vectors(sub: &str) -> Option<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("shared")
+        .join("vectors")
+        .join(sub);
+    if dir.exists() {
+        return Some(dir);
+    }
+    if std::env::var_os("SEALRELAY_REQUIRE_VECTORS").is_some() {
+        panic!(
+            "test vectors {} are missing and SEALRELAY_REQUIRE_VECTORS is set",
+            dir.display()
+        );
+    }
+    eprintln!(
+        "SKIPPED: test vectors {} not found (put ../shared beside the repository to run them)",
+        dir.display()
+    );
+    None
+}
+
+pub fn unhex(s: &str) -> Vec<u8> {
+    assert!(s.len().is_multiple_of(2), "odd hex length");
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+        .collect()
+}
+
+/// The path of the built `sealrelay` binary.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sealrelay"))
+}
+
+/// Runs the binary in `dir` with `args`; returns (exit code, stdout, stderr).
+pub fn run_in(dir: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(bin())
+        .args(args)
+        .current_dir(dir)
+        .env_remove("SEALRELAY_RELAY")
+        .output()
+        .expect("run sealrelay");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs and requires success.
+pub fn ok_in(dir: &std::path::Path, args: &[&str]) -> String {
+    let (code, out, err) = run_in(dir, args);
+    assert_eq!(code, 0, "sealrelay {args:?} failed: {err}");
+    out
+}
+
+/// Every file under `dir` with its bytes and mode, sorted: a before/after picture.
+pub fn snapshot(dir: &std::path::Path) -> Vec<(PathBuf, Vec<u8>, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(p);
+            } else {
+                let bytes = std::fs::read(&p).unwrap();
+                out.push((
+                    p.strip_prefix(dir).unwrap().to_path_buf(),
+                    bytes,
+                    meta.permissions().mode(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Asserts a failure: the exit code, a single-line error, and that nothing under `dir` changed.
+pub fn fails_cleanly(dir: &std::path::Path, args: &[&str], code: i32, needle: &str) -> String {
+    let before = snapshot(dir);
+    let (got, _out, err) = run_in(dir, args);
+    assert_eq!(got, code, "sealrelay {args:?}: exit {got}, stderr: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "error is not one line: {err:?}"
+    );
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains(needle), "{args:?}: {err:?} lacks {needle:?}");
+    assert!(
+        snapshot(dir) == before,
+        "sealrelay {args:?} changed files although it failed"
+    );
+    err
+}

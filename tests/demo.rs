@@ -1,0 +1,15 @@
+//! `sealrelay demo` (the README's first command) runs the flow end to end.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+#[test]
+fn demo_runs_the_flow() {
+    let t = tempfile::tempdir().unwrap();
+    let out = common::ok_in(t.path(), &["demo", "--keep", "run"]);
+    assert!(out.contains("directory verify"), "{out}");
+    assert!(out.contains("verify against the authority"), "{out}");
+    // The demo's directory verifies with the real command too.
+    let verify = common::ok_in(t.path(), &["directory", "verify", "--dir", "run/keys"]);
+    assert!(verify.contains("1 users, 1 agents"), "{verify}");
+}
