@@ -2,6 +2,7 @@
 
 mod admin;
 mod demo;
+mod envelope;
 mod keys;
 
 use std::path::PathBuf;
@@ -36,6 +37,10 @@ enum Command {
     /// Check the signed directory.
     #[command(subcommand)]
     Directory(admin::DirectoryCommand),
+    /// Seal a file to a recipient as an age envelope (offline).
+    Seal(envelope::SealArgs),
+    /// Open an age envelope with your identity (offline).
+    Open(envelope::OpenArgs),
     /// Run the whole flow in a temporary directory, step by step.
     Demo(demo::DemoArgs),
 }
@@ -55,6 +60,8 @@ pub fn run() -> Result<()> {
         Command::User(cmd) => admin::run_party(sealrelay::ids::PartyKind::User, cmd),
         Command::Agent(cmd) => admin::run_party(sealrelay::ids::PartyKind::Agent, cmd),
         Command::Directory(cmd) => admin::run_directory(cmd),
+        Command::Seal(args) => envelope::seal(args),
+        Command::Open(args) => envelope::open(args),
         Command::Demo(args) => demo::run(args),
     }
 }

@@ -5,6 +5,7 @@
 pub mod bundle;
 pub mod codec;
 pub mod directory;
+pub mod envelope;
 pub mod identity;
 pub mod pki;
 pub mod sign;

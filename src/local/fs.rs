@@ -99,61 +99,112 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| io_error(dir, "sync", &e))
 }
 
-/// Writes `bytes` to `path` atomically with `mode`: readers see the old file or the whole new
-/// one, never a part. With `overwrite` false an existing file is an error and stays untouched.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, overwrite: bool) -> Result<()> {
-    let dir = parent_of(path);
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::bad_input(format!("{} is not a file path", path.display())))?;
-    if !overwrite && exists(path) {
-        return Err(io_error(
-            path,
-            "create",
-            &std::io::Error::from(IoKind::AlreadyExists),
+/// A file being written under a temporary name beside its final path; [`AtomicFile::commit`]
+/// fsyncs it and moves it into place (readers see the old file or the whole new one, never a
+/// part). Dropped without a commit, the temporary file is removed.
+pub struct AtomicFile {
+    tmp: PathBuf,
+    path: PathBuf,
+    file: Option<File>,
+    overwrite: bool,
+}
+
+impl AtomicFile {
+    /// With `overwrite` false an existing `path` is an error (checked now and at commit).
+    pub fn create(path: &Path, mode: u32, overwrite: bool) -> Result<Self> {
+        let dir = parent_of(path);
+        let file_name = path
+            .file_name()
+            .ok_or_else(|| Error::bad_input(format!("{} is not a file path", path.display())))?;
+        if !overwrite && exists(path) {
+            return Err(io_error(
+                path,
+                "create",
+                &std::io::Error::from(IoKind::AlreadyExists),
+            ));
+        }
+        if !dir.is_dir() {
+            return Err(Error::not_found(format!(
+                "directory {} does not exist: create it first",
+                dir.display()
+            )));
+        }
+        let mut nonce = [0u8; 8];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
+            .map_err(|_| Error::internal("no randomness"))?;
+        let tmp = dir.join(format!(
+            ".{}.tmp-{}",
+            file_name.to_string_lossy(),
+            crate::ids::hex(&nonce)
         ));
-    }
-    if !dir.is_dir() {
-        return Err(Error::not_found(format!(
-            "directory {} does not exist: create it first",
-            dir.display()
-        )));
-    }
-    let mut nonce = [0u8; 8];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
-        .map_err(|_| Error::internal("no randomness"))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        file_name.to_string_lossy(),
-        crate::ids::hex(&nonce)
-    ));
-    let result = (|| {
-        let mut f = OpenOptions::new()
+        let file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(mode)
             .open(&tmp)
             .map_err(|e| io_error(&tmp, "create", &e))?;
-        // The umask may have narrowed the mode; private files must be exactly `mode`.
-        f.set_permissions(fs::Permissions::from_mode(mode))
+        // The umask may have narrowed the mode; the file must be exactly `mode`.
+        file.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(|e| io_error(&tmp, "set permissions on", &e))?;
-        f.write_all(bytes)
-            .map_err(|e| io_error(&tmp, "write", &e))?;
-        f.sync_all().map_err(|e| io_error(&tmp, "sync", &e))?;
-        if overwrite {
-            fs::rename(&tmp, path).map_err(|e| io_error(path, "replace", &e))
+        Ok(AtomicFile {
+            tmp,
+            path: path.to_path_buf(),
+            file: Some(file),
+            overwrite,
+        })
+    }
+
+    /// Fsyncs the data, moves the file into place, and fsyncs the directory.
+    pub fn commit(mut self) -> Result<()> {
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| Error::internal("atomic file committed twice"))?;
+        file.sync_all()
+            .map_err(|e| io_error(&self.tmp, "sync", &e))?;
+        drop(file);
+        if self.overwrite {
+            fs::rename(&self.tmp, &self.path).map_err(|e| io_error(&self.path, "replace", &e))?;
         } else {
             // link(2) fails if the target exists, so two writers cannot both win.
-            fs::hard_link(&tmp, path).map_err(|e| io_error(path, "create", &e))?;
-            let _ = fs::remove_file(&tmp);
-            Ok(())
+            fs::hard_link(&self.tmp, &self.path).map_err(|e| io_error(&self.path, "create", &e))?;
+            let _ = fs::remove_file(&self.tmp);
         }
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        sync_dir(&parent_of(&self.path))
     }
-    result?;
-    sync_dir(&dir)
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &mut self.file {
+            Some(f) => f.write(buf),
+            None => Err(std::io::Error::other("atomic file already committed")),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.file.is_some() || exists(&self.tmp) {
+            self.file = None;
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Writes `bytes` to `path` atomically with `mode`. With `overwrite` false an existing file is
+/// an error and stays untouched.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, overwrite: bool) -> Result<()> {
+    let mut f = AtomicFile::create(path, mode, overwrite)?;
+    f.write_all(bytes)
+        .map_err(|e| io_error(path, "write", &e))?;
+    f.commit()
 }
 
 #[cfg(test)]

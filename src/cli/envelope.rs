@@ -1,0 +1,249 @@
+//! `sealrelay seal` and `sealrelay open`: envelopes offline.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use clap::Args;
+use sealrelay::clock;
+use sealrelay::core::directory::DirectoryEntry;
+use sealrelay::core::envelope::submission::Submission;
+use sealrelay::core::envelope::{self, stream::default_threads, HashingWriter};
+use sealrelay::core::identity::IdentityFile;
+use sealrelay::core::sign::{Signed, StatementType, MAX_SIGNED_FILE_LEN};
+use sealrelay::error::{Error, Result};
+use sealrelay::ids::PartyKind;
+use sealrelay::local::fs::{read_capped, write_atomic, AtomicFile, PUBLIC_MODE};
+use sealrelay::local::{identity_file, trust_root};
+
+/// Inputs at least this large get a progress bar (on a terminal only).
+const PROGRESS_MIN: u64 = 16 * 1024 * 1024;
+
+#[derive(Args)]
+pub struct SealArgs {
+    /// Recipient: an age X25519 recipient (age1…).
+    #[arg(
+        long,
+        value_name = "age1…",
+        conflicts_with = "to_entry",
+        required_unless_present = "to_entry"
+    )]
+    to: Option<String>,
+    /// Recipient: a user's directory entry (FILE.entry), verified against the authority key
+    /// (--authority, or the one pinned in --sign-with) before anything is sealed.
+    #[arg(long, value_name = "FILE")]
+    to_entry: Option<PathBuf>,
+    /// Authority public key for --to-entry (default: the --sign-with identity's pinned key).
+    #[arg(long, value_name = "PUB")]
+    authority: Option<PathBuf>,
+    /// Sign a submission statement with this agent identity; written to OUT.submission
+    /// (needs --to-entry and -o).
+    #[arg(long, value_name = "F", requires = "to_entry", requires = "out")]
+    sign_with: Option<PathBuf>,
+    /// Grant id (32 hex digits) to bind in the submission statement (default: all zero).
+    #[arg(long, value_name = "HEX", requires = "sign_with")]
+    grant: Option<String>,
+    /// Output file (default: stdout, which must not be a terminal).
+    #[arg(short = 'o', long, value_name = "OUT")]
+    out: Option<PathBuf>,
+    /// Input file, or - for stdin.
+    #[arg(value_name = "IN", default_value = "-")]
+    input: String,
+}
+
+#[derive(Args)]
+pub struct OpenArgs {
+    /// A sealrelay user identity, or a plain age identity file (age-keygen output).
+    #[arg(long, value_name = "F")]
+    identity: PathBuf,
+    /// Output file, written only if the whole envelope authenticates (default: stdout, where
+    /// authenticated chunks are released in order as they verify).
+    #[arg(short = 'o', long, value_name = "OUT")]
+    out: Option<PathBuf>,
+    /// Input file, or - for stdin.
+    #[arg(value_name = "IN", default_value = "-")]
+    input: String,
+}
+
+fn open_input(input: &str) -> Result<(Box<dyn Read>, Option<u64>)> {
+    if input == "-" {
+        return Ok((Box::new(std::io::stdin().lock()), None));
+    }
+    let path = Path::new(input);
+    let f = std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            Error::not_found(format!("{input} does not exist: check the path"))
+        }
+        _ => Error::io(format!("cannot read {input}: {e}")),
+    })?;
+    let len = f.metadata().ok().map(|m| m.len());
+    Ok((Box::new(f), len))
+}
+
+/// Wraps a reader with a progress bar when stderr is a terminal and the input is large.
+fn with_progress(r: Box<dyn Read>, len: Option<u64>, what: &str) -> Box<dyn Read> {
+    match len {
+        Some(len) if len >= PROGRESS_MIN && std::io::stderr().is_terminal() => {
+            let bar = indicatif::ProgressBar::new(len);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} {bar:40} {bytes}/{total_bytes} {bytes_per_sec}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_message(what.to_owned());
+            Box::new(bar.wrap_read(r))
+        }
+        _ => r,
+    }
+}
+
+fn parse_grant(hex: Option<&str>) -> Result<[u8; 16]> {
+    match hex {
+        None => Ok([0u8; 16]),
+        Some(h) => sealrelay::ids::parse_hex::<16>(h)
+            .map_err(|e| e.context("--grant must be 32 hex digits")),
+    }
+}
+
+pub fn seal(args: SealArgs) -> Result<()> {
+    let now = clock::now();
+    let signer = args
+        .sign_with
+        .as_deref()
+        .map(|p| identity_file::load_enrolled(p, PartyKind::Agent, now))
+        .transpose()?;
+    let (recipient, entry) = match (&args.to, &args.to_entry) {
+        (Some(r), _) => (
+            age::x25519::Recipient::from_str(r)
+                .map_err(|_| Error::bad_input("--to is not an age X25519 recipient (age1…)"))?,
+            None,
+        ),
+        (None, Some(path)) => {
+            let authority = match (&args.authority, &signer) {
+                (Some(p), _) => trust_root::read_verifier_key(p)?.key,
+                (None, Some(id)) => id.authority.as_ref().map(|a| a.key).ok_or_else(|| {
+                    Error::bad_input(
+                        "the --sign-with identity trusts no authority yet: import its bundle",
+                    )
+                })?,
+                (None, None) => {
+                    return Err(Error::bad_input(
+                        "--to-entry needs --authority PUB (or --sign-with) to verify the entry",
+                    ))
+                }
+            };
+            let bytes = read_capped(path, MAX_SIGNED_FILE_LEN)?;
+            let signed = Signed::from_json(&bytes, StatementType::DirectoryEntry)
+                .map_err(|e| e.context(path.display()))?;
+            let entry = DirectoryEntry::verify(&signed, &authority)
+                .map_err(|e| e.context(path.display()))?;
+            if !entry.is_current(now) {
+                return Err(Error::bad_input(format!(
+                    "{}: the entry for {} is outside its validity",
+                    path.display(),
+                    entry.id.short()
+                )));
+            }
+            let r = entry.age_recipient.as_deref().ok_or_else(|| {
+                Error::bad_input(format!(
+                    "{} is not a user: only users receive envelopes",
+                    entry.id.short()
+                ))
+            })?;
+            let recipient = age::x25519::Recipient::from_str(r)
+                .map_err(|_| Error::bad_input("the entry's age recipient is malformed"))?;
+            (recipient, Some(entry))
+        }
+        (None, None) => return Err(Error::bad_input("give --to age1… or --to-entry FILE")),
+    };
+    let grant_id = parse_grant(args.grant.as_deref())?;
+    let (input, len) = open_input(&args.input)?;
+    let mut input = with_progress(input, len, "sealing");
+    match &args.out {
+        None => {
+            let stdout = std::io::stdout();
+            if stdout.is_terminal() {
+                return Err(Error::bad_input(
+                    "refusing to write ciphertext to a terminal: use -o FILE or redirect stdout",
+                ));
+            }
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+            envelope::seal(&recipient, &mut input, &mut out, default_threads())?;
+            out.flush()
+                .map_err(|e| Error::io(format!("cannot write stdout: {e}")))?;
+        }
+        Some(path) => {
+            let file = AtomicFile::create(path, PUBLIC_MODE, true)?;
+            let mut out = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
+            envelope::seal(&recipient, &mut input, &mut out, default_threads())?;
+            let (buffered, digest, written) = out.finish();
+            let file = buffered.into_inner().map_err(|e| {
+                Error::io(format!("cannot write {}: {}", path.display(), e.error()))
+            })?;
+            if let (Some(agent), Some(entry)) = (&signer, &entry) {
+                let agent_id = agent
+                    .id
+                    .clone()
+                    .ok_or_else(|| Error::bad_input("the --sign-with identity is not enrolled"))?;
+                let statement = Submission {
+                    grant_id,
+                    user: entry.id.clone(),
+                    agent: agent_id,
+                    ciphertext_sha256: digest,
+                    ciphertext_len: written,
+                }
+                .sign(&agent.signing_key);
+                let mut sub = path.as_os_str().to_owned();
+                sub.push(".submission");
+                write_atomic(
+                    Path::new(&sub),
+                    statement.to_json().as_bytes(),
+                    PUBLIC_MODE,
+                    true,
+                )?;
+            }
+            file.commit()?;
+        }
+    }
+    Ok(())
+}
+
+pub fn open(args: OpenArgs) -> Result<()> {
+    let identities: Vec<age::x25519::Identity> = match identity_file::load_any(&args.identity)? {
+        IdentityFile::PlainAge(ids) => ids,
+        IdentityFile::Sealrelay(id) => {
+            let name = format!("{} {}", id.kind, id.name);
+            vec![id.age_identity.ok_or_else(|| {
+                Error::bad_input(format!(
+                    "{} is the identity of {name}, which holds no age key: only users open envelopes",
+                    args.identity.display()
+                ))
+            })?]
+        }
+    };
+    let refs: Vec<&dyn age::Identity> =
+        identities.iter().map(|i| i as &dyn age::Identity).collect();
+    let (input, len) = open_input(&args.input)?;
+    let mut input = with_progress(input, len, "opening");
+    match &args.out {
+        None => {
+            // Released in order, each chunk only after it authenticates.
+            let mut out = std::io::stdout().lock();
+            let result = envelope::open(&refs, &mut input, &mut out, default_threads());
+            out.flush()
+                .map_err(|e| Error::io(format!("cannot write stdout: {e}")))?;
+            result?;
+        }
+        Some(path) => {
+            let file = AtomicFile::create(path, 0o600, true)?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+            envelope::open(&refs, &mut input, &mut out, default_threads())?;
+            let file = out.into_inner().map_err(|e| {
+                Error::io(format!("cannot write {}: {}", path.display(), e.error()))
+            })?;
+            file.commit()?;
+        }
+    }
+    Ok(())
+}
