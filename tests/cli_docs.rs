@@ -18,6 +18,8 @@ pub const COMMANDS: &[&[&str]] = &[
     &["agent", "add"],
     &["agent", "revoke"],
     &["directory", "verify"],
+    &["seal"],
+    &["open"],
     &["demo"],
 ];
 

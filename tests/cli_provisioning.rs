@@ -543,6 +543,8 @@ fn every_command_has_help() {
         vec!["agent", "add", "--help"],
         vec!["agent", "revoke", "--help"],
         vec!["directory", "verify", "--help"],
+        vec!["seal", "--help"],
+        vec!["open", "--help"],
         vec!["demo", "--help"],
     ] {
         let out = ok_in(t.path(), &args);

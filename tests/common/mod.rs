@@ -106,3 +106,33 @@ pub fn fails_cleanly(dir: &std::path::Path, args: &[&str], code: i32, needle: &s
     );
     err
 }
+
+/// Whether an external tool is installed. When it is not, the test says so and skips, unless
+/// `SEALRELAY_REQUIRE_TOOLS` is set (as `.ci/run` does), in which case it fails.
+pub fn have_tool(name: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var_os("SEALRELAY_REQUIRE_TOOLS").is_some() {
+            panic!("{name} is not installed and SEALRELAY_REQUIRE_TOOLS is set");
+        }
+        eprintln!("SKIPPED: {name} is not installed (apt-get install {name})");
+    }
+    found
+}
+
+/// Deterministic test bytes of a given length (not all-equal, not random-looking text).
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9 ^ u32::from(seed);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect()
+}

@@ -57,49 +57,47 @@ fn fill<R: Read>(r: &mut R, buf: &mut [u8]) -> Result<usize, EnvelopeError> {
     Ok(n)
 }
 
-/// Runs `work(chunk_index_in_batch, slot)` over `slots` on up to `threads` threads.
-fn parallel_slots<F, T>(slots: &mut [&mut [u8]], threads: usize, work: F) -> Vec<T>
+/// Runs `work(index_in_batch, item)` over `items` on up to `threads` threads, in contiguous
+/// shares; the last share runs on the calling thread.
+fn parallel_map<I, F, T>(items: &mut [I], threads: usize, work: F) -> Vec<T>
 where
-    F: Fn(usize, &mut [u8]) -> T + Sync,
+    I: Send,
+    F: Fn(usize, &mut I) -> T + Sync,
     T: Send + Default + Clone,
 {
-    let n = slots.len();
+    let n = items.len();
     let mut results = vec![T::default(); n];
     if threads <= 1 || n <= 1 {
-        for (i, s) in slots.iter_mut().enumerate() {
-            results[i] = work(i, s);
+        for (i, item) in items.iter_mut().enumerate() {
+            results[i] = work(i, item);
         }
         return results;
     }
     let per = n.div_ceil(threads);
     std::thread::scope(|scope| {
         let work = &work;
-        let mut handles = Vec::new();
-        let mut rest_slots: &mut [&mut [u8]] = slots;
+        let mut rest_items: &mut [I] = items;
         let mut rest_results: &mut [T] = &mut results;
         let mut base = 0;
-        while !rest_slots.is_empty() {
-            let take = per.min(rest_slots.len());
-            let (s, s_rest) = rest_slots.split_at_mut(take);
+        while !rest_items.is_empty() {
+            let take = per.min(rest_items.len());
+            let (s, s_rest) = rest_items.split_at_mut(take);
             let (r, r_rest) = rest_results.split_at_mut(take);
-            rest_slots = s_rest;
+            rest_items = s_rest;
             rest_results = r_rest;
             let start = base;
             base += take;
             let mut job = move || {
-                for (k, (slot, out)) in s.iter_mut().zip(r.iter_mut()).enumerate() {
-                    *out = work(start + k, slot);
+                for (k, (item, out)) in s.iter_mut().zip(r.iter_mut()).enumerate() {
+                    *out = work(start + k, item);
                 }
             };
-            if rest_slots.is_empty() {
-                job(); // the last share runs on this thread
+            if rest_items.is_empty() {
+                job();
             } else {
-                handles.push(scope.spawn(job));
+                // Scoped threads are joined when the scope ends.
+                scope.spawn(job);
             }
-        }
-        for h in handles {
-            // A worker only panics on a bug; surface it as a panic of this scope.
-            let _ = h.join();
         }
     });
     results
@@ -150,7 +148,7 @@ pub fn seal<R: Read, W: Write>(
         let count = lens.len();
         let mut slots: Vec<&mut [u8]> = buf.chunks_mut(SLOT).take(count).collect();
         let first = index;
-        let results: Vec<bool> = parallel_slots(&mut slots, threads, |i, slot| {
+        let results: Vec<bool> = parallel_map(&mut slots, threads, |i, slot| {
             let len = lens[i];
             let last = eof && i + 1 == count;
             let (pt, rest) = slot.split_at_mut(len);
@@ -184,8 +182,23 @@ pub fn seal<R: Read, W: Write>(
     }
 }
 
+/// How a chunk that authenticated relates to where the stream ends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Opened {
+    /// Did not authenticate (or is malformed): nothing of it is released.
+    #[default]
+    Failed,
+    /// Authenticated where it stands (non-final before more data, final at the end).
+    Ok(usize),
+    /// Authenticated as a final chunk but more data follows (trailing data, two final chunks).
+    FinalBeforeMore(usize),
+    /// Authenticated as a non-final chunk but the input ends after it (no final chunk).
+    NonFinalAtEnd(usize),
+}
+
 /// Opens a STREAM from `input`, writing authenticated plaintext to `output` in order. On error
-/// everything written so far is authenticated plaintext of the chunks before the failure.
+/// everything written so far is the plaintext of chunks that authenticated before the failure
+/// (as the age reference implementations release it).
 pub fn open<R: Read, W: Write>(
     payload_key: &[u8; 32],
     input: &mut R,
@@ -193,14 +206,17 @@ pub fn open<R: Read, W: Write>(
     threads: usize,
 ) -> Result<u64, EnvelopeError> {
     let key = key(payload_key)?;
-    let mut buf = vec![0u8; BATCH_CHUNKS * SLOT];
+    // Ciphertext is read into `cipher`; each chunk is copied into `plain` and opened there, so
+    // a chunk that fails one way can still be tried the other (ring zeroes failed buffers).
+    let mut cipher = vec![0u8; BATCH_CHUNKS * SLOT];
+    let mut plain = vec![0u8; BATCH_CHUNKS * SLOT];
     let mut carry: Option<u8> = None;
     let mut index: u64 = 0;
     let mut total: u64 = 0;
     loop {
         let mut lens = Vec::with_capacity(BATCH_CHUNKS);
         let mut eof = false;
-        for slot in buf.chunks_mut(SLOT) {
+        for slot in cipher.chunks_mut(SLOT) {
             let mut start = 0;
             if let Some(b) = carry.take() {
                 slot[0] = b;
@@ -221,8 +237,7 @@ pub fn open<R: Read, W: Write>(
                 carry = Some(one[0]);
             }
         }
-        // A zero-length read at a batch boundary means the previous batch ended exactly at a
-        // chunk boundary without a final chunk.
+        // A zero-length read at a chunk boundary: the previous chunk was the last one read.
         if eof && lens.last() == Some(&0) {
             lens.pop();
             if lens.is_empty() {
@@ -237,37 +252,73 @@ pub fn open<R: Read, W: Write>(
         }
         let count = lens.len();
         let first = index;
-        let mut slots: Vec<&mut [u8]> = buf.chunks_mut(SLOT).take(count).collect();
-        let results: Vec<Option<usize>> = parallel_slots(&mut slots, threads, |i, slot| {
+        let mut pairs: Vec<(&[u8], &mut [u8])> = cipher
+            .chunks(SLOT)
+            .zip(plain.chunks_mut(SLOT))
+            .take(count)
+            .collect();
+        let results: Vec<Opened> = parallel_map(&mut pairs, threads, |i, (c, p)| {
             let len = lens[i];
-            let last = eof && i + 1 == count;
+            let at_end = eof && i + 1 == count;
             let chunk_index = first + i as u64;
-            if len < TAG || (last && len == TAG && chunk_index != 0) {
-                return None; // too short, or an empty final chunk after data
+            if len < TAG {
+                return Opened::Failed;
             }
-            key.open_in_place(nonce(chunk_index, last), Aad::empty(), &mut slot[..len])
-                .ok()
-                .map(|pt| pt.len())
+            let mut try_open = |last: bool| -> Option<usize> {
+                if last && len == TAG && chunk_index != 0 {
+                    return None; // an empty final chunk is only valid for an empty file
+                }
+                p[..len].copy_from_slice(&c[..len]);
+                key.open_in_place(nonce(chunk_index, last), Aad::empty(), &mut p[..len])
+                    .ok()
+                    .map(|pt| pt.len())
+            };
+            if at_end {
+                match try_open(true) {
+                    Some(n) => Opened::Ok(n),
+                    None if len == SLOT => {
+                        try_open(false).map_or(Opened::Failed, Opened::NonFinalAtEnd)
+                    }
+                    None => Opened::Failed,
+                }
+            } else {
+                match try_open(false) {
+                    Some(n) => Opened::Ok(n),
+                    None => try_open(true).map_or(Opened::Failed, Opened::FinalBeforeMore),
+                }
+            }
         });
         for (i, r) in results.iter().enumerate() {
-            let Some(pt_len) = r else {
-                let at = first + i as u64;
-                let last = eof && i + 1 == count;
-                let len = lens[i];
-                return Err(EnvelopeError::Payload(if len < TAG {
-                    format!("chunk {at} is truncated")
-                } else if last && len == TAG && at != 0 {
-                    format!("chunk {at} is an empty final chunk after data")
-                } else if last {
-                    format!("chunk {at} does not authenticate as the final chunk (truncated, extended or corrupt)")
-                } else {
-                    format!("chunk {at} does not authenticate (corrupt, reordered or spliced)")
-                }));
+            let at = first + i as u64;
+            let (n, err) = match *r {
+                Opened::Ok(n) => (n, None),
+                Opened::FinalBeforeMore(n) => (
+                    n,
+                    Some(format!(
+                        "data follows the final chunk {at} (extended or spliced stream)"
+                    )),
+                ),
+                Opened::NonFinalAtEnd(n) => (
+                    n,
+                    Some(format!(
+                        "the stream ends after chunk {at} without a final chunk (truncated?)"
+                    )),
+                ),
+                Opened::Failed => {
+                    return Err(EnvelopeError::Payload(if lens[i] < TAG {
+                        format!("chunk {at} is truncated")
+                    } else {
+                        format!("chunk {at} does not authenticate (corrupt, reordered, truncated or spliced)")
+                    }))
+                }
             };
             output
-                .write_all(&buf[i * SLOT..i * SLOT + pt_len])
+                .write_all(&plain[i * SLOT..i * SLOT + n])
                 .map_err(EnvelopeError::Io)?;
-            total += *pt_len as u64;
+            total += n as u64;
+            if let Some(e) = err {
+                return Err(EnvelopeError::Payload(e));
+            }
         }
         index += count as u64;
         if eof {
@@ -321,7 +372,7 @@ mod tests {
         assert!(is_valid_stream_len(ct.len() as u64));
         let mut back = Vec::new();
         open(&k, &mut ct.as_slice(), &mut back, threads).unwrap();
-        assert_eq!(back, pt, "len {len}");
+        assert!(back == pt, "len {len}");
     }
 
     #[test]
@@ -361,7 +412,14 @@ mod tests {
         // Truncate: drop the final chunk.
         let mut out = Vec::new();
         assert!(open(&k, &mut &ct[..2 * SLOT], &mut out, 2).is_err());
-        assert_eq!(out, &pt[..CHUNK], "only chunk 0 may be released");
+        assert!(
+            out == pt[..2 * CHUNK],
+            "chunks 0 and 1 authenticate; nothing else is released"
+        );
+        // Cut inside a chunk: only the chunks before it.
+        let mut out = Vec::new();
+        assert!(open(&k, &mut &ct[..2 * SLOT - 5], &mut out, 2).is_err());
+        assert!(out == pt[..CHUNK]);
         // Reorder chunks 0 and 1.
         let mut swapped = ct.clone();
         swapped[..SLOT].copy_from_slice(&ct[SLOT..2 * SLOT]);
@@ -374,7 +432,10 @@ mod tests {
         extended.extend_from_slice(b"more");
         let mut out = Vec::new();
         assert!(open(&k, &mut extended.as_slice(), &mut out, 2).is_err());
-        assert_eq!(out, &pt[..2 * CHUNK]);
+        assert!(
+            out == pt,
+            "the final chunk authenticates; the appended bytes are refused"
+        );
     }
 
     #[test]

@@ -126,6 +126,13 @@ impl EnvelopeValidator {
             let take = data.len().min(room);
             let before = self.header_buf.len();
             self.header_buf.extend_from_slice(&data[..take]);
+            if let Some(nl) = self.header_buf.iter().position(|&b| b == b'\n') {
+                if self.header_buf[..=nl] != *super::header::VERSION_LINE {
+                    return Err(EnvelopeError::Invalid(
+                        "not an age v1 file (the first line is not age-encryption.org/v1)".into(),
+                    ));
+                }
+            }
             if let Some(end) = find_header_end(&self.header_buf) {
                 let (header, len) = Header::parse(&mut &self.header_buf[..end])?;
                 if len != end {
