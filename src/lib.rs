@@ -9,10 +9,14 @@
 //! * [`core`]: the I/O-free core (signing format, directory, identities, PKI);
 //! * [`local`]: files on this machine (identity files, the trust root, the admin's directory).
 
+pub mod client;
 pub mod clock;
 pub mod core;
 pub mod error;
 pub mod ids;
 pub mod local;
+pub mod net;
+pub mod server;
+pub mod store;
 
 pub use error::{Error, ErrorKind, Result};

@@ -359,6 +359,7 @@ pub enum EntryProblem {
 pub struct Directory {
     entries: BTreeMap<SpiffeId, BTreeMap<u64, (DirectoryEntry, Signed)>>,
     revoked: BTreeMap<SpiffeId, BTreeSet<u64>>,
+    revocations: Vec<(Revocation, Signed)>,
 }
 
 impl Directory {
@@ -447,6 +448,11 @@ impl Directory {
         self.entries
             .values()
             .filter_map(|v| v.values().next_back().map(|(e, _)| e))
+    }
+
+    /// Every revocation with its signed form.
+    pub fn revocations(&self) -> impl Iterator<Item = &(Revocation, Signed)> {
+        self.revocations.iter()
     }
 
     pub fn revoked_count(&self) -> usize {

@@ -4,4 +4,5 @@
 pub mod dirstore;
 pub mod fs;
 pub mod identity_file;
+pub mod provision;
 pub mod trust_root;

@@ -108,7 +108,7 @@ pub struct Sealed {
 
 /// Seals `input` to `recipient` as an age v1 file written to `output`, with the STREAM
 /// payload sealed on `threads` threads.
-pub fn seal<R: Read, W: Write>(
+pub fn seal<R: Read + ?Sized, W: Write + ?Sized>(
     recipient: &dyn age::Recipient,
     input: &mut R,
     output: &mut W,
@@ -147,7 +147,7 @@ pub fn seal<R: Read, W: Write>(
 /// Opens an age v1 file from `input` with `identities`, writing authenticated plaintext to
 /// `output` in order. On a payload failure, what was written is exactly the plaintext of the
 /// chunks that authenticated before the failure; on any other failure nothing is written.
-pub fn open<R: Read, W: Write>(
+pub fn open<R: Read + ?Sized, W: Write + ?Sized>(
     identities: &[&dyn age::Identity],
     input: &mut R,
     output: &mut W,

@@ -44,7 +44,7 @@ fn key(payload_key: &[u8; 32]) -> Result<LessSafeKey, EnvelopeError> {
 }
 
 /// Reads until `buf` is full or EOF; returns the bytes read.
-fn fill<R: Read>(r: &mut R, buf: &mut [u8]) -> Result<usize, EnvelopeError> {
+fn fill<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> Result<usize, EnvelopeError> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {
@@ -104,7 +104,7 @@ where
 }
 
 /// Seals everything from `input` to `output` as a STREAM. Returns plaintext bytes sealed.
-pub fn seal<R: Read, W: Write>(
+pub fn seal<R: Read + ?Sized, W: Write + ?Sized>(
     payload_key: &[u8; 32],
     input: &mut R,
     output: &mut W,
@@ -199,7 +199,7 @@ enum Opened {
 /// Opens a STREAM from `input`, writing authenticated plaintext to `output` in order. On error
 /// everything written so far is the plaintext of chunks that authenticated before the failure
 /// (as the age reference implementations release it).
-pub fn open<R: Read, W: Write>(
+pub fn open<R: Read + ?Sized, W: Write + ?Sized>(
     payload_key: &[u8; 32],
     input: &mut R,
     output: &mut W,

@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Turns benchmark measurements into a section of docs/benchmarks.md (replacing the section
+between its BEGIN/END markers, so each benchmark rewrites only its own part)."""
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+DOC = os.path.join(os.path.dirname(__file__), "..", "docs", "benchmarks.md")
+
+
+def machine():
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    rustc = subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
+    return f"{os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}, {rustc}"
+
+
+def replace_section(name, body):
+    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+    text = open(DOC).read() if os.path.exists(DOC) else "# Benchmarks\n"
+    block = f"{begin}\n{body.rstrip()}\n{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = head + block + tail
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    open(DOC, "w").write(text)
+
+
+def envelope(results, raw, mb, runs):
+    rows = {}
+    for line in open(results):
+        name, secs, rss = line.split()
+        rows.setdefault(name, []).append((float(secs), int(rss)))
+    rawv = dict((l.split()[0], float(l.split()[1])) for l in open(raw) if l.strip())
+    size_mb = int(mb) * 1024 * 1024 / 1e6
+
+    def stat(name):
+        v = rows[name]
+        t = statistics.median(s for s, _ in v)
+        return size_mb / t, max(r for _, r in v) / 1024
+
+    out = []
+    out.append("## Envelopes: seal and open")
+    out.append("")
+    out.append(f"Measured {datetime.now(timezone.utc):%Y-%m-%d} on {machine()}, by `bash benches/envelope.sh`.")
+    out.append(f"{mb} MiB of random plaintext to one X25519 recipient, files in tmpfs, output to /dev/null; each")
+    out.append(f"figure is the median of {runs} runs of the whole CLI process (start-up included); memory is")
+    out.append("the peak resident set (GNU time). Raw ring is in-process ChaCha20-Poly1305 over 64 KiB chunks.")
+    out.append("")
+    out.append("| tool | seal MB/s | open MB/s | peak RSS seal / open (MiB) |")
+    out.append("|---|---:|---:|---:|")
+    figs = {}
+    for tool, label in [("sealrelay", "sealrelay"), ("go_age", "Go age " + subprocess.run(["age", "--version"], capture_output=True, text=True).stdout.strip()), ("rage", "rage " + subprocess.run(["rage", "--version"], capture_output=True, text=True).stdout.strip().split()[-1])]:
+        s, srss = stat(f"{tool}_seal")
+        o, orss = stat(f"{tool}_open")
+        figs[tool] = (s, o)
+        out.append(f"| {label} | {s:.0f} | {o:.0f} | {srss:.1f} / {orss:.1f} |")
+    out.append(f"| raw ring, 1 thread | {rawv['raw_seal_1t']:.0f} | {rawv['raw_open_1t']:.0f} | |")
+    out.append(f"| raw ring, 2 threads | {rawv['raw_seal_2t']:.0f} | {rawv['raw_open_2t']:.0f} | |")
+    out.append("")
+    s, o = figs["sealrelay"]
+    gs, go = figs["go_age"]
+    rs, ro = figs["rage"]
+    def mark(ok):
+        return "met" if ok else "**not met**"
+    out.append("| target | measured | |")
+    out.append("|---|---:|---|")
+    out.append(f"| seal ≥ 1.7× Go age | {s / gs:.2f}× | {mark(s / gs >= 1.7)} |")
+    out.append(f"| seal ≥ 2.5× rage | {s / rs:.2f}× | {mark(s / rs >= 2.5)} |")
+    out.append(f"| open ≥ 2× Go age | {o / go:.2f}× | {mark(o / go >= 2.0)} |")
+    out.append(f"| open ≥ 3× rage | {o / ro:.2f}× | {mark(o / ro >= 3.0)} |")
+    out.append(f"| seal ≥ 85% of raw 2-thread ring | {100 * s / rawv['raw_seal_2t']:.0f}% | {mark(s / rawv['raw_seal_2t'] >= 0.85)} |")
+    s1, srss1 = stat("sealrelay_seal_1g")
+    o1, orss1 = stat("sealrelay_open_1g")
+    out.append(f"| sealing 1 GiB < 64 MiB RSS | {srss1:.1f} MiB | {mark(srss1 < 64)} |")
+    out.append(f"| opening 1 GiB < 64 MiB RSS | {orss1:.1f} MiB | {mark(orss1 < 64)} |")
+    replace_section("ENVELOPE", "\n".join(out))
+
+
+if __name__ == "__main__":
+    kind = sys.argv[1]
+    if kind == "envelope":
+        envelope(*sys.argv[2:6])
+    else:
+        sys.exit(f"unknown report kind {kind}")

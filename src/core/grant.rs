@@ -1,0 +1,259 @@
+//! Grants (a user asks an agent for a resource) and delivery receipts (the user acknowledges
+//! an envelope), both signed by the user in the canonical statement format.
+
+use super::directory::MAX_SPIFFE_LEN;
+use super::sign::{
+    statement_reader, statement_writer, PublicKey, Signed, SigningKey, StatementType,
+};
+use crate::error::{Error, Result};
+use crate::ids::{PartyKind, SpiffeId};
+
+pub const MAX_RESOURCE_LEN: usize = 256;
+pub const MAX_PURPOSE_LEN: usize = 512;
+
+/// 128 random bits.
+pub type Id128 = [u8; 16];
+
+/// Draws a random 128-bit id.
+pub fn random_id() -> Result<Id128> {
+    let mut id = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
+        .map_err(|_| Error::internal("no randomness for an id"))?;
+    Ok(id)
+}
+
+/// A user's request that an agent retrieve a resource for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub grant_id: Id128,
+    pub user: SpiffeId,
+    pub agent: SpiffeId,
+    pub resource: String,
+    pub purpose: String,
+    pub created: u64,
+    pub expires: u64,
+    pub max_bytes: u64,
+}
+
+fn check_text(value: &str, max: usize, what: &str) -> Result<()> {
+    if value.is_empty() && what == "resource" {
+        return Err(Error::bad_input("the resource is empty"));
+    }
+    if value.len() > max || value.chars().any(char::is_control) {
+        return Err(Error::bad_input(format!(
+            "the {what} must be at most {max} bytes of text without control characters"
+        )));
+    }
+    Ok(())
+}
+
+impl Grant {
+    pub fn validate(&self) -> Result<()> {
+        if self.user.kind() != PartyKind::User || self.agent.kind() != PartyKind::Agent {
+            return Err(Error::bad_input("a grant is from a user to an agent"));
+        }
+        check_text(&self.resource, MAX_RESOURCE_LEN, "resource")?;
+        check_text(&self.purpose, MAX_PURPOSE_LEN, "purpose")?;
+        if self.expires <= self.created {
+            return Err(Error::bad_input("the grant expires before it is created"));
+        }
+        if self.max_bytes == 0 {
+            return Err(Error::bad_input("max bytes must be at least 1"));
+        }
+        Ok(())
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = statement_writer(StatementType::Grant);
+        w.bytes(&self.grant_id)
+            .str(&self.user.to_string())
+            .str(&self.agent.to_string())
+            .str(&self.resource)
+            .str(&self.purpose)
+            .u64(self.created)
+            .u64(self.expires)
+            .u64(self.max_bytes);
+        w.finish()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let mut r = statement_reader(bytes, StatementType::Grant)?;
+        let g = Grant {
+            grant_id: r.fixed::<16>("grant id")?,
+            user: r.str(MAX_SPIFFE_LEN, "user")?.parse()?,
+            agent: r.str(MAX_SPIFFE_LEN, "agent")?.parse()?,
+            resource: r.str(MAX_RESOURCE_LEN, "resource")?.to_owned(),
+            purpose: r.str(MAX_PURPOSE_LEN, "purpose")?.to_owned(),
+            created: r.u64()?,
+            expires: r.u64()?,
+            max_bytes: r.u64()?,
+        };
+        r.finish()?;
+        g.validate()?;
+        Ok(g)
+    }
+
+    pub fn sign(&self, user_key: &SigningKey) -> Result<Signed> {
+        self.validate()?;
+        Ok(Signed::sign(StatementType::Grant, self.encode(), user_key))
+    }
+
+    /// Parses a signed grant and checks the user's signature.
+    pub fn verify(signed: &Signed, user_key: &PublicKey) -> Result<Self> {
+        let g = Self::decode(&signed.statement)?;
+        signed.verify(user_key).map_err(|e| {
+            Error::verification(format!(
+                "the grant is not signed by {}: {e}",
+                g.user.short()
+            ))
+        })?;
+        Ok(g)
+    }
+
+    /// SHA-256 of the signed statement: what an approval is bound to.
+    pub fn digest(&self) -> [u8; 32] {
+        super::directory::sha256(&self.encode())
+    }
+}
+
+/// What the user's client found when it opened an envelope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    Delivered,
+    /// Not sealed to the user's key, or corrupt: only the user's client can tell.
+    Undecryptable,
+}
+
+impl DeliveryStatus {
+    pub fn code(self) -> u8 {
+        match self {
+            DeliveryStatus::Delivered => 1,
+            DeliveryStatus::Undecryptable => 2,
+        }
+    }
+    pub fn from_code(c: u8) -> Result<Self> {
+        match c {
+            1 => Ok(DeliveryStatus::Delivered),
+            2 => Ok(DeliveryStatus::Undecryptable),
+            _ => Err(Error::bad_input("unknown delivery status")),
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Undecryptable => "undecryptable",
+        }
+    }
+}
+
+/// A delivery receipt, signed by the user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    pub envelope_id: Id128,
+    pub grant_id: Id128,
+    pub user: SpiffeId,
+    pub agent: SpiffeId,
+    pub ciphertext_sha256: [u8; 32],
+    pub status: DeliveryStatus,
+    pub time: u64,
+}
+
+impl Receipt {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = statement_writer(StatementType::Receipt);
+        w.bytes(&self.envelope_id)
+            .bytes(&self.grant_id)
+            .str(&self.user.to_string())
+            .str(&self.agent.to_string())
+            .bytes(&self.ciphertext_sha256)
+            .u8(self.status.code())
+            .u64(self.time);
+        w.finish()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let mut r = statement_reader(bytes, StatementType::Receipt)?;
+        let rc = Receipt {
+            envelope_id: r.fixed::<16>("envelope id")?,
+            grant_id: r.fixed::<16>("grant id")?,
+            user: r.str(MAX_SPIFFE_LEN, "user")?.parse()?,
+            agent: r.str(MAX_SPIFFE_LEN, "agent")?.parse()?,
+            ciphertext_sha256: r.fixed::<32>("ciphertext digest")?,
+            status: DeliveryStatus::from_code(r.u8()?)?,
+            time: r.u64()?,
+        };
+        r.finish()?;
+        Ok(rc)
+    }
+
+    pub fn sign(&self, user_key: &SigningKey) -> Signed {
+        Signed::sign(StatementType::Receipt, self.encode(), user_key)
+    }
+
+    pub fn verify(signed: &Signed, user_key: &PublicKey) -> Result<Self> {
+        let rc = Self::decode(&signed.statement)?;
+        signed.verify(user_key).map_err(|e| {
+            Error::verification(format!(
+                "the receipt is not signed by {}: {e}",
+                rc.user.short()
+            ))
+        })?;
+        Ok(rc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant() -> Grant {
+        Grant {
+            grant_id: [1; 16],
+            user: "spiffe://example.org/user/alice".parse().unwrap(),
+            agent: "spiffe://example.org/agent/bot".parse().unwrap(),
+            resource: "tickets/123".into(),
+            purpose: "triage".into(),
+            created: 10,
+            expires: 100,
+            max_bytes: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn grant_and_receipt_round_trip_and_tamper() {
+        let key = SigningKey::generate().unwrap();
+        let g = grant();
+        let signed = g.sign(&key).unwrap();
+        assert_eq!(Grant::verify(&signed, &key.public()).unwrap(), g);
+        for i in 0..signed.statement.len() {
+            let mut t = signed.clone();
+            t.statement[i] ^= 1;
+            assert!(Grant::verify(&t, &key.public()).is_err(), "byte {i}");
+        }
+        let r = Receipt {
+            envelope_id: [2; 16],
+            grant_id: g.grant_id,
+            user: g.user.clone(),
+            agent: g.agent.clone(),
+            ciphertext_sha256: [3; 32],
+            status: DeliveryStatus::Undecryptable,
+            time: 50,
+        };
+        let s = r.sign(&key);
+        assert_eq!(Receipt::verify(&s, &key.public()).unwrap(), r);
+        assert!(Receipt::verify(&s, &SigningKey::generate().unwrap().public()).is_err());
+    }
+
+    #[test]
+    fn grant_rules() {
+        let mut g = grant();
+        g.agent = "spiffe://example.org/user/bob".parse().unwrap();
+        assert!(g.validate().is_err());
+        let mut g = grant();
+        g.expires = 5;
+        assert!(g.validate().is_err());
+        let mut g = grant();
+        g.resource = "a\nb".into();
+        assert!(g.validate().is_err());
+    }
+}

@@ -1,0 +1,169 @@
+//! The relay's state, as a trait (the joint where redb now, and PostgreSQL later, plug in),
+//! its records, and the write operations that the relay batches into durable transactions.
+//!
+//! Every write operation carries the event that records it, and the store appends that event
+//! in the same transaction as the state change (fail closed: no event, no change). Each
+//! operation's checks run inside the transaction, so racing operations on one grant are
+//! decided by the store: exactly one consumes it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A stored signed statement (statement bytes + 64-byte signature).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSigned {
+    pub statement: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+/// Where a grant is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GrantState {
+    Open,
+    /// Consumed by the submission of this envelope.
+    Used {
+        envelope_id: [u8; 16],
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantRecord {
+    pub grant_id: [u8; 16],
+    pub user: String,
+    pub agent: String,
+    pub expires: u64,
+    pub max_bytes: u64,
+    pub created: u64,
+    pub grant: StoredSigned,
+    pub state: GrantState,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvelopeRecord {
+    pub envelope_id: [u8; 16],
+    pub grant_id: [u8; 16],
+    pub user: String,
+    pub agent: String,
+    pub length: u64,
+    pub sha256: [u8; 32],
+    pub received_at: u64,
+    pub expires_at: u64,
+    /// The agent-signed submission statement.
+    pub statement: StoredSigned,
+    /// Set once the user's receipt is recorded.
+    pub receipt: Option<StoredSigned>,
+}
+
+/// A security event: ids, digests, decisions and times, never content or secrets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub time: u64,
+    /// e.g. `directory.push`, `grant.created`, `envelope.submitted`, `receipt.recorded`, `deny`.
+    pub kind: String,
+    /// SPIFFE ID of who acted.
+    pub actor: String,
+    /// What it acted on (ids, hex), if anything.
+    pub subject: String,
+    /// `allow`, `deny`, or a status.
+    pub decision: String,
+    /// Reasons or digests; never content.
+    pub detail: String,
+}
+
+/// A write the relay asks the store to make, with the event that records it.
+#[derive(Clone, Debug)]
+pub enum WriteOp {
+    /// Add directory statements: (id, serial, signed) entries and (id, serial, signed) revocations.
+    PutDirectory {
+        entries: Vec<(String, u64, StoredSigned)>,
+        revocations: Vec<(String, u64, StoredSigned)>,
+        event: Event,
+    },
+    CreateGrant {
+        record: GrantRecord,
+        event: Event,
+    },
+    /// Consume an open, unexpired grant addressed to `agent` and store the envelope, in one
+    /// transaction.
+    ConsumeGrant {
+        agent: String,
+        envelope: EnvelopeRecord,
+        now: u64,
+        event: Event,
+    },
+    /// Record the user's receipt on an envelope; with `delete` the envelope record goes (its
+    /// blob is removed by the caller after the commit).
+    RecordReceipt {
+        envelope_id: [u8; 16],
+        user: String,
+        receipt: StoredSigned,
+        delete: bool,
+        event: Event,
+    },
+    /// Delete an envelope (expiry).
+    DeleteEnvelope {
+        envelope_id: [u8; 16],
+        event: Event,
+    },
+    /// Only an event (a denial, a quarantine).
+    Append {
+        event: Event,
+    },
+}
+
+/// Why a write was refused by the store's own checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteRefusal {
+    GrantNotFound,
+    GrantUsed,
+    GrantExpired,
+    WrongAgent,
+    TooLarge { max: u64 },
+    EnvelopeNotFound,
+    Duplicate,
+}
+
+impl WriteRefusal {
+    pub fn to_error(&self) -> Error {
+        match self {
+            WriteRefusal::GrantNotFound => Error::not_found("no such grant"),
+            WriteRefusal::GrantUsed => {
+                Error::conflict("the grant was already used (a grant serves one submission)")
+            }
+            WriteRefusal::GrantExpired => {
+                Error::new(crate::ErrorKind::Refused, "the grant has expired")
+            }
+            WriteRefusal::WrongAgent => Error::not_found("no such grant"),
+            WriteRefusal::TooLarge { max } => Error::bad_input(format!(
+                "the envelope is larger than the grant's {max} bytes"
+            )),
+            WriteRefusal::EnvelopeNotFound => Error::not_found("no such envelope"),
+            WriteRefusal::Duplicate => Error::conflict("already recorded"),
+        }
+    }
+}
+
+/// The outcome of one operation in a batch: the index of its event, or the refusal.
+pub type OpResult = std::result::Result<u64, WriteRefusal>;
+
+/// Durable relay state.
+pub trait Store: Send + Sync + 'static {
+    /// Applies `ops` in one durable transaction (fsync before it returns). Each op is checked
+    /// and applied in order; a refused op changes nothing and does not affect the others.
+    /// An `Err` means nothing at all was written.
+    fn apply(&self, ops: &[WriteOp]) -> Result<Vec<OpResult>>;
+    /// All directory statements: (entries, revocations).
+    fn directory(&self) -> Result<(Vec<StoredSigned>, Vec<StoredSigned>)>;
+    fn grant(&self, grant_id: &[u8; 16]) -> Result<Option<GrantRecord>>;
+    /// Open grants addressed to `agent` (expired ones included; the caller filters by time).
+    fn open_grants_for(&self, agent: &str) -> Result<Vec<GrantRecord>>;
+    fn envelope(&self, envelope_id: &[u8; 16]) -> Result<Option<EnvelopeRecord>>;
+    /// Envelopes waiting for `user` (no receipt yet).
+    fn inbox(&self, user: &str) -> Result<Vec<EnvelopeRecord>>;
+    /// Every envelope id (for sweeping orphaned blobs and expiry).
+    fn envelope_ids(&self) -> Result<Vec<[u8; 16]>>;
+    /// Events `from..from+limit`.
+    fn events(&self, from: u64, limit: usize) -> Result<Vec<(u64, Event)>>;
+    fn event_count(&self) -> Result<u64>;
+}

@@ -1,0 +1,17 @@
+//! The transparency log's Merkle math, and only that: the RFC 6962 / RFC 9162 hashes, an
+//! append-only in-memory tree that answers roots and proofs for any size it has held, and the
+//! verifiers a client runs on those proofs. No I/O and no formats: checkpoints, proof encodings
+//! and the store that persists a [`Tree`] are layers on top of this one.
+//!
+//! * `merkle.rs`: the hashes, [`Tree`], proof generation and verification, and [`ProofError`].
+//!
+//! Everything works on leaf *hashes*, not leaf data, so a verifier never needs the entry it is
+//! checking, and the probes of transparency-dev/merkle (which supply leaf hashes) run directly.
+
+mod merkle;
+
+pub use merkle::{
+    hash_from_slice, leaf_hash, node_hash, root_from_consistency_proof, root_from_inclusion_proof,
+    root_from_leaf_hashes, verify_consistency, verify_inclusion, Hash, Node, ProofError, Tree,
+    EMPTY_ROOT,
+};

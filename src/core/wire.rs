@@ -1,0 +1,254 @@
+//! The relay protocol (I/O-free): one request per bidirectional QUIC stream. Each side sends a
+//! header frame, `u32 big-endian length || postcard(message)`, capped at [`MAX_FRAME`]; a
+//! submission's ciphertext follows the client's frame and a fetched envelope's ciphertext
+//! follows the server's, as raw bytes of the declared length. Documented in `docs/protocol.md`.
+
+use serde::{Deserialize, Serialize};
+
+use super::sign::{Signed, StatementType};
+use crate::error::{Error, ErrorKind, Result};
+
+/// ALPN protocol id.
+pub const ALPN: &[u8] = b"sealrelay/1";
+/// Version carried in every request frame.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Largest header frame either side accepts.
+pub const MAX_FRAME: usize = 256 * 1024;
+
+/// A signed statement on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireSigned {
+    pub statement: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+impl WireSigned {
+    pub fn from_signed(s: &Signed) -> Self {
+        WireSigned {
+            statement: s.statement.clone(),
+            signature: s.signature.to_vec(),
+        }
+    }
+    pub fn to_signed(&self, ty: StatementType) -> Result<Signed> {
+        let signature: [u8; 64] = self
+            .signature
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::bad_input("a signature on the wire is not 64 bytes"))?;
+        Ok(Signed {
+            ty,
+            statement: self.statement.clone(),
+            signature,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestFrame {
+    pub version: u16,
+    pub request: Request,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Admin: add directory entries and revocations (each verified by the relay).
+    PushDirectory {
+        entries: Vec<WireSigned>,
+        revocations: Vec<WireSigned>,
+    },
+    /// Anyone enrolled: the latest signed entry of a party (clients verify it themselves).
+    GetEntry { id: String },
+    /// User: create a grant it signed.
+    CreateGrant { grant: WireSigned },
+    /// Agent: the open grants addressed to it.
+    ListGrants,
+    /// Agent: submit an envelope for a grant; `length` ciphertext bytes follow the frame.
+    Submit {
+        grant_id: [u8; 16],
+        statement: WireSigned,
+        length: u64,
+    },
+    /// User: its envelopes waiting.
+    Inbox,
+    /// User: fetch one envelope; the ciphertext follows the response frame.
+    Fetch { envelope_id: [u8; 16] },
+    /// User: record a signed delivery receipt.
+    Receipt { receipt: WireSigned },
+}
+
+impl Request {
+    /// A short name for logs and events (no content).
+    pub fn action(&self) -> &'static str {
+        match self {
+            Request::PushDirectory { .. } => "push_directory",
+            Request::GetEntry { .. } => "get_entry",
+            Request::CreateGrant { .. } => "grant",
+            Request::ListGrants => "list_grants",
+            Request::Submit { .. } => "submit",
+            Request::Inbox => "inbox",
+            Request::Fetch { .. } => "fetch",
+            Request::Receipt { .. } => "receipt",
+        }
+    }
+}
+
+/// An open grant as an agent sees it: the user-signed grant and the user's directory entry
+/// (which the agent verifies against its pinned authority before sealing).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantView {
+    pub grant: WireSigned,
+    pub user_entry: WireSigned,
+}
+
+/// An envelope as its user sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvelopeView {
+    pub envelope_id: [u8; 16],
+    pub grant: WireSigned,
+    /// The agent-signed submission statement.
+    pub statement: WireSigned,
+    /// The agent's directory entry (the user's client verifies it against its authority).
+    pub agent_entry: WireSigned,
+    pub length: u64,
+    pub received_at: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Done,
+    Entry {
+        entry: WireSigned,
+    },
+    GrantCreated {
+        grant_id: [u8; 16],
+        expires: u64,
+    },
+    Grants {
+        grants: Vec<GrantView>,
+    },
+    Submitted {
+        envelope_id: [u8; 16],
+    },
+    Inbox {
+        envelopes: Vec<EnvelopeView>,
+    },
+    /// Ciphertext of `view.length` bytes follows.
+    Envelope {
+        view: EnvelopeView,
+    },
+    ReceiptRecorded {
+        event_index: u64,
+    },
+}
+
+/// Typed error codes on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthenticated,
+    Forbidden,
+    NotFound,
+    Conflict,
+    TooLarge,
+    InvalidEnvelope,
+    Expired,
+    RateLimited,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn kind(self) -> ErrorKind {
+        match self {
+            ErrorCode::BadRequest | ErrorCode::InvalidEnvelope | ErrorCode::TooLarge => {
+                ErrorKind::BadInput
+            }
+            ErrorCode::Unauthenticated
+            | ErrorCode::Forbidden
+            | ErrorCode::Expired
+            | ErrorCode::RateLimited => ErrorKind::Refused,
+            ErrorCode::NotFound => ErrorKind::NotFound,
+            ErrorCode::Conflict => ErrorKind::Conflict,
+            ErrorCode::Unavailable => ErrorKind::Unavailable,
+            ErrorCode::Internal => ErrorKind::Internal,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Ok(Reply),
+    Err { code: ErrorCode, message: String },
+}
+
+/// Encodes a header frame.
+pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>> {
+    let body = postcard::to_stdvec(msg)
+        .map_err(|e| Error::internal(format!("cannot encode a frame: {e}")))?;
+    if body.len() > MAX_FRAME {
+        return Err(Error::bad_input(format!(
+            "a request of {} bytes is over the {MAX_FRAME}-byte frame limit",
+            body.len()
+        )));
+    }
+    let len = u32::try_from(body.len()).map_err(|_| Error::internal("frame too large"))?;
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Checks a frame's length prefix against the cap.
+pub fn frame_len(prefix: [u8; 4]) -> Result<usize> {
+    let len = usize::try_from(u32::from_be_bytes(prefix)).unwrap_or(usize::MAX);
+    if len > MAX_FRAME {
+        return Err(Error::bad_input(format!(
+            "frame of {len} bytes is over the {MAX_FRAME}-byte limit"
+        )));
+    }
+    Ok(len)
+}
+
+/// Decodes a frame body strictly (no trailing bytes).
+pub fn decode_frame<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T> {
+    let (msg, rest) = postcard::take_from_bytes::<T>(body)
+        .map_err(|e| Error::bad_input(format!("malformed frame: {e}")))?;
+    if !rest.is_empty() {
+        return Err(Error::bad_input("trailing bytes after a frame"));
+    }
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_are_strict() {
+        let req = RequestFrame {
+            version: PROTOCOL_VERSION,
+            request: Request::Submit {
+                grant_id: [4; 16],
+                statement: WireSigned {
+                    statement: vec![1, 2, 3],
+                    signature: vec![9; 64],
+                },
+                length: 1234,
+            },
+        };
+        let frame = encode_frame(&req).unwrap();
+        let len = frame_len(frame[..4].try_into().unwrap()).unwrap();
+        assert_eq!(len, frame.len() - 4);
+        let back: RequestFrame = decode_frame(&frame[4..]).unwrap();
+        assert_eq!(back, req);
+        let mut trailing = frame[4..].to_vec();
+        trailing.push(0);
+        assert!(decode_frame::<RequestFrame>(&trailing).is_err());
+        assert!(frame_len([0xff, 0xff, 0xff, 0xff]).is_err());
+        // Garbage never panics.
+        for n in 0..64u8 {
+            let junk: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37)).collect();
+            let _ = decode_frame::<RequestFrame>(&junk);
+        }
+    }
+}

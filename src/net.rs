@@ -1,0 +1,182 @@
+//! Transport: quinn endpoints over rustls with the ring provider, built explicitly. TLS 1.3
+//! only, ALPN `sealrelay/1`, client certificates required and verified against the sealrelay
+//! CA, 0-RTT off, and transport limits set on purpose. The caller's identity comes only from
+//! the verified certificate's SPIFFE URI SAN.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{IdleTimeout, TransportConfig, VarInt};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::RootCertStore;
+
+use crate::core::directory::sha256;
+use crate::core::pki;
+use crate::core::wire::ALPN;
+use crate::error::{Error, Result};
+use crate::ids::SpiffeId;
+
+/// Transport limits (see `docs/config.md`).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Connections served at once; more wait at the handshake.
+    pub max_connections: usize,
+    /// Concurrent request streams per connection.
+    pub max_streams_per_connection: u32,
+    /// Seconds without traffic before a connection is closed.
+    pub idle_timeout_secs: u64,
+    /// Per-stream flow-control window (bytes): sized for bulk envelopes.
+    pub stream_window: u32,
+    /// Per-connection flow-control window (bytes).
+    pub connection_window: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            max_streams_per_connection: 64,
+            idle_timeout_secs: 30,
+            stream_window: 8 * 1024 * 1024,
+            connection_window: 16 * 1024 * 1024,
+        }
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn transport(limits: &Limits, keep_alive: bool) -> Result<TransportConfig> {
+    let mut t = TransportConfig::default();
+    t.max_concurrent_bidi_streams(VarInt::from_u32(limits.max_streams_per_connection))
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        .stream_receive_window(VarInt::from_u32(limits.stream_window))
+        .receive_window(VarInt::from_u32(limits.connection_window))
+        .send_window(u64::from(limits.connection_window))
+        .max_idle_timeout(Some(
+            IdleTimeout::try_from(Duration::from_secs(limits.idle_timeout_secs.max(1)))
+                .map_err(|_| Error::bad_input("idle timeout is too large"))?,
+        ));
+    if keep_alive {
+        t.keep_alive_interval(Some(Duration::from_secs(
+            (limits.idle_timeout_secs / 3).max(1),
+        )));
+    }
+    Ok(t)
+}
+
+fn tls_err(e: impl std::fmt::Display) -> Error {
+    Error::bad_input(format!("TLS configuration: {e}"))
+}
+
+/// The relay's QUIC server configuration.
+pub fn server_config(
+    cert: &[u8],
+    key_pkcs8: &[u8],
+    ca: &[u8],
+    limits: &Limits,
+) -> Result<quinn::ServerConfig> {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(ca.to_vec()))
+        .map_err(tls_err)?;
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(tls_err)?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8.to_vec()));
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_err)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![CertificateDer::from(cert.to_vec())], key)
+        .map_err(tls_err)?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.max_early_data_size = 0; // no 0-RTT: every request is bound to a full handshake
+    let quic = QuicServerConfig::try_from(tls).map_err(tls_err)?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    config.transport_config(Arc::new(transport(limits, false)?));
+    config.migration(false);
+    config.max_incoming(limits.max_connections.max(1));
+    Ok(config)
+}
+
+/// A party's QUIC client configuration (its certificate and the CA it trusts).
+pub fn client_config(
+    cert: &[u8],
+    key_pkcs8: &[u8],
+    ca: &[u8],
+    limits: &Limits,
+) -> Result<quinn::ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(ca.to_vec()))
+        .map_err(tls_err)?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8.to_vec()));
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_err)?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(vec![CertificateDer::from(cert.to_vec())], key)
+        .map_err(tls_err)?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.enable_early_data = false;
+    let quic = QuicClientConfig::try_from(tls).map_err(tls_err)?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(Arc::new(transport(limits, true)?));
+    Ok(config)
+}
+
+/// The verified peer of a connection: its SPIFFE ID and the SHA-256 of its certificate's key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub id: SpiffeId,
+    pub spki_sha256: [u8; 32],
+}
+
+/// Reads the peer's identity from a connection whose certificate rustls already verified.
+pub fn peer(conn: &quinn::Connection) -> Result<Peer> {
+    let certs = conn
+        .peer_identity()
+        .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .ok_or_else(|| Error::new(crate::ErrorKind::Refused, "no client certificate"))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| Error::new(crate::ErrorKind::Refused, "no client certificate"))?;
+    let info = pki::inspect(leaf.as_ref())?;
+    let id = info.spiffe_id.ok_or_else(|| {
+        Error::new(
+            crate::ErrorKind::Refused,
+            "the certificate carries no SPIFFE ID",
+        )
+    })?;
+    Ok(Peer {
+        id,
+        spki_sha256: sha256(&info.spki_der),
+    })
+}
+
+/// Resolves `host:port` (the relay address) to a socket address and the TLS server name.
+pub fn resolve(relay: &str) -> Result<(SocketAddr, String)> {
+    use std::net::ToSocketAddrs;
+    let addr = relay
+        .to_socket_addrs()
+        .map_err(|e| {
+            Error::bad_input(format!(
+                "cannot resolve the relay address {relay:?}: {e} (use HOST:PORT)"
+            ))
+        })?
+        .next()
+        .ok_or_else(|| {
+            Error::bad_input(format!("the relay address {relay:?} resolves to nothing"))
+        })?;
+    let host = match relay.rsplit_once(':') {
+        Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']').to_owned(),
+        None => relay.to_owned(),
+    };
+    Ok((addr, host))
+}

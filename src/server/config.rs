@@ -1,0 +1,105 @@
+//! The relay's configuration: a TOML file (`docs/config.md` lists every field and its default);
+//! command-line flags override it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::net::Limits;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// UDP address to listen on.
+    pub listen: SocketAddr,
+    /// Where state (`state.redb`) and ciphertext blobs live.
+    pub data: PathBuf,
+    /// The trust-root directory: relay.crt, relay.key, ca.crt, authority.pub, root.json, and
+    /// optionally directory/ (loaded at start).
+    pub dir: PathBuf,
+    /// Largest envelope accepted, in bytes.
+    pub max_envelope_bytes: u64,
+    /// Longest a grant may stay open, in seconds.
+    pub max_grant_ttl_secs: u64,
+    /// How long an undelivered envelope is kept, in seconds.
+    pub envelope_ttl_secs: u64,
+    /// Delete an envelope's ciphertext once its receipt is recorded.
+    pub delete_after_delivery: bool,
+    /// How often expired envelopes are swept, in seconds.
+    pub sweep_interval_secs: u64,
+    /// `text` or `json` log lines (on stderr).
+    pub log_format: String,
+    pub limits: Limits,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4433)),
+            data: PathBuf::from("data"),
+            dir: PathBuf::from("keys"),
+            max_envelope_bytes: 4 * 1024 * 1024 * 1024,
+            max_grant_ttl_secs: 30 * 86_400,
+            envelope_ttl_secs: 7 * 86_400,
+            delete_after_delivery: true,
+            sweep_interval_secs: 60,
+            log_format: "text".into(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl RelayConfig {
+    /// Reads a TOML config file; unknown fields are errors.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = crate::local::fs::read_capped(path, 64 * 1024)?;
+        let text = std::str::from_utf8(&text)
+            .map_err(|_| Error::bad_input(format!("{} is not UTF-8 text", path.display())))?;
+        let config: RelayConfig = toml::from_str(text)
+            .map_err(|e| Error::bad_input(format!("{}: {}", path.display(), e.message())))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(Error::bad_input("log_format must be \"text\" or \"json\""));
+        }
+        if self.max_envelope_bytes == 0
+            || self.max_grant_ttl_secs == 0
+            || self.envelope_ttl_secs == 0
+        {
+            return Err(Error::bad_input(
+                "sizes and durations in the config must be above zero",
+            ));
+        }
+        if self.limits.max_connections == 0 || self.limits.max_streams_per_connection == 0 {
+            return Err(Error::bad_input("limits must be above zero"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_and_unknown_fields_fail() {
+        let text = toml::to_string(&RelayConfig::default()).unwrap();
+        let back: RelayConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, RelayConfig::default());
+        assert!(toml::from_str::<RelayConfig>("listen = \"127.0.0.1:1\"\ncolour = 1\n").is_err());
+        let partial: RelayConfig =
+            toml::from_str("delete_after_delivery = false\n[limits]\nmax_connections = 5\n")
+                .unwrap();
+        assert!(!partial.delete_after_delivery);
+        assert_eq!(partial.limits.max_connections, 5);
+        assert_eq!(
+            partial.limits.idle_timeout_secs,
+            Limits::default().idle_timeout_secs
+        );
+    }
+}

@@ -1,0 +1,1185 @@
+//! The relay: a QUIC server that authenticates every caller by its client certificate, checks
+//! the directory and the policy on every request, keeps only ciphertext (durably, fsync before
+//! ack), and hands an envelope only to the user who asked for it.
+//!
+//! Every state change goes through [`Relay::commit`], which appends the event that records it
+//! in the same durable transaction (the seam the transparency log hangs off), and every request
+//! is first put to the [`Authorizer`] (the seam the Cedar policy plugs into).
+
+mod committer;
+pub mod config;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use quinn::{RecvStream, SendStream};
+use tokio::sync::{Notify, Semaphore};
+
+pub use committer::Committer;
+pub use config::RelayConfig;
+
+use crate::clock;
+use crate::core::directory::{sha256, Directory, DirectoryEntry, EntryProblem};
+use crate::core::envelope::submission::Submission;
+use crate::core::envelope::validate::EnvelopeValidator;
+use crate::core::grant::{random_id, Grant, Receipt};
+use crate::core::policy::{Action, Authorizer, BuiltinPolicy, Context, Decision, Principal};
+use crate::core::sign::{PublicKey, StatementType};
+use crate::core::store::{
+    EnvelopeRecord, Event, GrantRecord, GrantState, Store, StoredSigned, WriteOp,
+};
+use crate::core::wire::{
+    self, EnvelopeView, ErrorCode, GrantView, Reply, Request, RequestFrame, Response, WireSigned,
+    PROTOCOL_VERSION,
+};
+use crate::error::{Error, ErrorKind, Result};
+use crate::ids::{hex, PartyKind, SpiffeId};
+use crate::local::{dirstore, trust_root};
+use crate::net::{self, Peer};
+use crate::store::blobs::BlobDir;
+use crate::store::redb::RedbStore;
+
+/// How long a client may take to send its request frame.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes per read when streaming bodies.
+const IO_CHUNK: usize = 256 * 1024;
+
+/// An error as the relay answers it: a wire code and a one-line message.
+struct Refusal {
+    code: ErrorCode,
+    message: String,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Refusal {
+            code,
+            message: message.into(),
+        }
+    }
+    fn not_found(what: &str) -> Self {
+        Refusal::new(ErrorCode::NotFound, format!("no such {what}"))
+    }
+}
+
+impl From<Error> for Refusal {
+    fn from(e: Error) -> Self {
+        let code = match e.kind() {
+            ErrorKind::BadInput | ErrorKind::Verification => ErrorCode::BadRequest,
+            ErrorKind::Conflict => ErrorCode::Conflict,
+            ErrorKind::NotFound => ErrorCode::NotFound,
+            ErrorKind::Refused => ErrorCode::Forbidden,
+            ErrorKind::Unavailable | ErrorKind::Io => ErrorCode::Unavailable,
+            ErrorKind::Internal => ErrorCode::Internal,
+        };
+        // I/O and internal details stay in the relay's log, not on the wire.
+        let message = match code {
+            ErrorCode::Unavailable => {
+                "the relay could not complete the request durably; nothing was changed, try again"
+                    .to_owned()
+            }
+            ErrorCode::Internal => "internal error".to_owned(),
+            _ => e.message().to_owned(),
+        };
+        if matches!(code, ErrorCode::Unavailable | ErrorCode::Internal) {
+            tracing::error!(error = %e, "request failed");
+        }
+        Refusal { code, message }
+    }
+}
+
+type Handled = std::result::Result<Reply, Refusal>;
+
+/// Counts requests in flight so shutdown can wait for them.
+#[derive(Default)]
+struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+struct Guard<'a>(&'a InFlight);
+
+impl InFlight {
+    fn enter(&self) -> Guard<'_> {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        Guard(self)
+    }
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.count.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// The relay's shared state.
+pub struct Relay {
+    config: RelayConfig,
+    store: Arc<dyn Store>,
+    committer: Committer,
+    directory: RwLock<Directory>,
+    authority: PublicKey,
+    trust_domain: String,
+    blobs: BlobDir,
+    policy: Box<dyn Authorizer>,
+    in_flight: InFlight,
+}
+
+/// A started relay.
+pub struct RunningRelay {
+    pub local_addr: SocketAddr,
+    relay: Arc<Relay>,
+    endpoint: quinn::Endpoint,
+    stop: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningRelay {
+    /// Stops accepting, lets in-flight requests finish, then closes.
+    pub async fn shutdown(self) {
+        self.stop.notify_one();
+        let _ = self.task.await;
+        self.relay.in_flight.wait_idle().await;
+        self.endpoint.close(0u32.into(), b"relay shutting down");
+        self.endpoint.wait_idle().await;
+    }
+
+    /// The relay's state (for tests and the demo).
+    pub fn relay(&self) -> &Arc<Relay> {
+        &self.relay
+    }
+}
+
+/// Loads the relay's keys and state and starts serving on `config.listen`.
+pub async fn start(config: RelayConfig) -> Result<RunningRelay> {
+    let dir = config.dir.clone();
+    let meta = trust_root::read_meta(&dir)?;
+    let cert = trust_root::read_cert_pem(&dir.join("relay.crt"))?;
+    let key = trust_root::read_key_pem(&dir.join("relay.key"))?;
+    let ca = trust_root::read_cert_pem(&dir.join("ca.crt"))?;
+    let authority = trust_root::read_verifier_key(&dir.join("authority.pub"))?.key;
+    std::fs::create_dir_all(&config.data).map_err(|e| {
+        Error::io(format!(
+            "cannot create the data directory {}: {e}",
+            config.data.display()
+        ))
+    })?;
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&config.data.join("state.redb"))?);
+    let blobs = BlobDir::open(&config.data)?;
+    let committer = Committer::start(store.clone())?;
+
+    // The directory: what was pushed before (in the store) plus what is in DIR/directory.
+    let mut directory = Directory::new();
+    let (stored_entries, stored_revocations) = store.directory()?;
+    for s in &stored_entries {
+        let signed = to_signed(s, StatementType::DirectoryEntry)?;
+        directory.insert_entry(signed, &authority)?;
+    }
+    for s in &stored_revocations {
+        directory.insert_revocation(&to_signed(s, StatementType::Revocation)?, &authority)?;
+    }
+    let disk_dir = dir.join("directory");
+    if disk_dir.is_dir() {
+        let (disk, _) = dirstore::load(&disk_dir, &authority)?;
+        let (entries, revocations) = directory_statements(&disk)?;
+        let mut merged = directory.clone();
+        for (_, _, s) in &entries {
+            merged.insert_entry(to_signed(s, StatementType::DirectoryEntry)?, &authority)?;
+        }
+        for (_, _, s) in &revocations {
+            merged.insert_revocation(&to_signed(s, StatementType::Revocation)?, &authority)?;
+        }
+        if !entries.is_empty() || !revocations.is_empty() {
+            let event = Event {
+                time: clock::now(),
+                kind: "directory.load".into(),
+                actor: format!("spiffe://{}/relay/{}", meta.trust_domain, meta.relay_name),
+                subject: format!(
+                    "{} entries, {} revocations",
+                    entries.len(),
+                    revocations.len()
+                ),
+                decision: "allow".into(),
+                detail: String::new(),
+            };
+            let op = WriteOp::PutDirectory {
+                entries,
+                revocations,
+                event,
+            };
+            store.apply(std::slice::from_ref(&op))?;
+        }
+        directory = merged;
+    }
+    // Blobs whose envelope never committed (or was deleted) go.
+    let live: HashSet<[u8; 16]> = store.envelope_ids()?.into_iter().collect();
+    let swept = blobs.sweep(&live)?;
+    if swept > 0 {
+        tracing::info!(swept, "removed blobs with no envelope record");
+    }
+
+    let server_config = net::server_config(&cert, &key, &ca, &config.limits)?;
+    let endpoint = quinn::Endpoint::server(server_config, config.listen)
+        .map_err(|e| Error::io(format!("cannot listen on {}: {e}", config.listen)))?;
+    let local_addr = endpoint
+        .local_addr()
+        .map_err(|e| Error::io(format!("cannot read the listening address: {e}")))?;
+    let relay = Arc::new(Relay {
+        config,
+        store,
+        committer,
+        directory: RwLock::new(directory),
+        authority,
+        trust_domain: meta.trust_domain,
+        blobs,
+        policy: Box::new(BuiltinPolicy),
+        in_flight: InFlight::default(),
+    });
+    let stop = Arc::new(Notify::new());
+    let task = tokio::spawn(accept_loop(relay.clone(), endpoint.clone(), stop.clone()));
+    tracing::info!(%local_addr, "relay listening");
+    Ok(RunningRelay {
+        local_addr,
+        relay,
+        endpoint,
+        stop,
+        task,
+    })
+}
+
+fn to_signed(s: &StoredSigned, ty: StatementType) -> Result<crate::core::sign::Signed> {
+    WireSigned {
+        statement: s.statement.clone(),
+        signature: s.signature.clone(),
+    }
+    .to_signed(ty)
+}
+
+type DirStatements = (
+    Vec<(String, u64, StoredSigned)>,
+    Vec<(String, u64, StoredSigned)>,
+);
+
+/// Every statement of a verified directory, as store rows.
+fn directory_statements(d: &Directory) -> Result<DirStatements> {
+    let mut entries = Vec::new();
+    for e in d.parties() {
+        if let Some(s) = d.latest_signed(&e.id) {
+            entries.push((
+                e.id.to_string(),
+                e.serial,
+                StoredSigned {
+                    statement: s.statement.clone(),
+                    signature: s.signature.to_vec(),
+                },
+            ));
+        }
+    }
+    let revocations = d
+        .revocations()
+        .map(|(r, s)| {
+            (
+                r.id.to_string(),
+                r.serial,
+                StoredSigned {
+                    statement: s.statement.clone(),
+                    signature: s.signature.to_vec(),
+                },
+            )
+        })
+        .collect();
+    Ok((entries, revocations))
+}
+
+async fn accept_loop(relay: Arc<Relay>, endpoint: quinn::Endpoint, stop: Arc<Notify>) {
+    let slots = Arc::new(Semaphore::new(relay.config.limits.max_connections.max(1)));
+    let mut sweep =
+        tokio::time::interval(Duration::from_secs(relay.config.sweep_interval_secs.max(1)));
+    loop {
+        tokio::select! {
+            _ = stop.notified() => break,
+            _ = sweep.tick() => {
+                let r = relay.clone();
+                tokio::spawn(async move { r.sweep_expired().await });
+            }
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                let Ok(permit) = slots.clone().acquire_owned().await else { break };
+                let r = relay.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    match incoming.await {
+                        Ok(conn) => r.serve_connection(conn).await,
+                        Err(e) => tracing::info!(error = %e, "handshake failed"),
+                    }
+                });
+            }
+        }
+    }
+    // No new connections from here on.
+    endpoint.set_server_config(None);
+}
+
+impl Relay {
+    async fn serve_connection(self: Arc<Self>, conn: quinn::Connection) {
+        let peer = match net::peer(&conn) {
+            Ok(p) => p,
+            Err(e) => {
+                conn.close(1u32.into(), b"no valid SPIFFE identity");
+                tracing::info!(error = %e, "refused a connection");
+                return;
+            }
+        };
+        tracing::debug!(peer = %peer.id, remote = %conn.remote_address(), "connection");
+        while let Ok((send, recv)) = conn.accept_bi().await {
+            let r = self.clone();
+            let p = peer.clone();
+            tokio::spawn(async move { r.serve_stream(p, send, recv).await });
+        }
+    }
+
+    async fn serve_stream(self: Arc<Self>, peer: Peer, mut send: SendStream, mut recv: RecvStream) {
+        let _guard = self.in_flight.enter();
+        let started = Instant::now();
+        let request = match tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            read_frame::<RequestFrame>(&mut recv),
+        )
+        .await
+        {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                let _ = respond(
+                    &mut send,
+                    Err(Refusal::new(ErrorCode::BadRequest, e.message())),
+                )
+                .await;
+                return;
+            }
+            Err(_) => {
+                let _ = respond(
+                    &mut send,
+                    Err(Refusal::new(
+                        ErrorCode::BadRequest,
+                        "request frame timed out",
+                    )),
+                )
+                .await;
+                return;
+            }
+        };
+        if request.version != PROTOCOL_VERSION {
+            let _ = respond(&mut send, Err(Refusal::new(ErrorCode::BadRequest, format!(
+                "protocol version {} is not supported (this relay speaks {PROTOCOL_VERSION})", request.version)))).await;
+            return;
+        }
+        let action = request.request.action();
+        let outcome = self
+            .handle(&peer, request.request, &mut send, &mut recv)
+            .await;
+        let ok = outcome.is_ok();
+        match &outcome {
+            Ok(_) => {
+                tracing::info!(caller = %peer.id, action, ms = started.elapsed().as_millis() as u64, "ok")
+            }
+            Err(r) => {
+                tracing::info!(caller = %peer.id, action, code = ?r.code, reason = %r.message, "refused")
+            }
+        }
+        match outcome {
+            Ok(Some(reply)) => {
+                let _ = respond(&mut send, Ok(reply)).await;
+            }
+            Ok(None) => {} // the handler already answered (fetch streams its body)
+            Err(r) => {
+                let _ = respond(&mut send, Err(r)).await;
+            }
+        }
+        let _ = ok;
+    }
+
+    /// Authenticates the caller against the directory (per request: revocation and expiry take
+    /// effect at once) and asks the policy. Denials are logged as events.
+    async fn authorize(
+        &self,
+        peer: &Peer,
+        action: Action,
+        ctx: &Context,
+    ) -> std::result::Result<Principal, Refusal> {
+        let now = clock::now();
+        let principal = match peer.id.kind() {
+            PartyKind::Admin if peer.id.trust_domain() == self.trust_domain => Principal {
+                id: peer.id.clone(),
+                attributes: None,
+            },
+            PartyKind::User | PartyKind::Agent => {
+                let checked: std::result::Result<Principal, &str> = {
+                    let dir = self
+                        .directory
+                        .read()
+                        .map_err(|_| Refusal::new(ErrorCode::Internal, "internal error"))?;
+                    match dir.active(&peer.id, now) {
+                        Ok(entry) if entry.tls_spki_sha256 == peer.spki_sha256 => {
+                            Ok(Principal { id: peer.id.clone(), attributes: Some(entry.attributes.clone()) })
+                        }
+                        Ok(_) => Err("the certificate's key is not the one in the directory entry (superseded?)"),
+                        Err(EntryProblem::Revoked) => Err("this identity has been revoked"),
+                        Err(EntryProblem::Expired) => Err("this identity's directory entry has expired"),
+                        Err(EntryProblem::NotYetValid) => Err("this identity's directory entry is not valid yet"),
+                        Err(EntryProblem::Unknown) => Err("this identity is not in the relay's directory (push it with `sealrelay user add --relay`)"),
+                    }
+                };
+                match checked {
+                    Ok(p) => p,
+                    Err(reason) => return Err(self.deny_auth(peer, action, reason).await),
+                }
+            }
+            _ => {
+                return Err(self
+                    .deny_auth(peer, action, "this kind of identity may not call the relay")
+                    .await)
+            }
+        };
+        match self.policy.authorize(&principal, action, ctx) {
+            Decision::Allow => Ok(principal),
+            Decision::Deny { reasons } => {
+                let reason = reasons.join("; ");
+                self.log_denial(peer, action, &reason).await;
+                Err(Refusal::new(
+                    ErrorCode::Forbidden,
+                    format!("denied by policy: {reason}"),
+                ))
+            }
+        }
+    }
+
+    async fn deny_auth(&self, peer: &Peer, action: Action, reason: &str) -> Refusal {
+        self.log_denial(peer, action, reason).await;
+        Refusal::new(ErrorCode::Unauthenticated, reason)
+    }
+
+    async fn log_denial(&self, peer: &Peer, action: Action, reason: &str) {
+        let event = Event {
+            time: clock::now(),
+            kind: "deny".into(),
+            actor: peer.id.to_string(),
+            subject: action.as_str().into(),
+            decision: "deny".into(),
+            detail: reason.into(),
+        };
+        if let Err(e) = self.committer.submit(WriteOp::Append { event }).await {
+            tracing::error!(error = %e, "could not log a denial");
+        }
+    }
+
+    /// Commits one write with its event; maps the store's refusals to wire errors.
+    async fn commit(&self, op: WriteOp) -> std::result::Result<u64, Refusal> {
+        match self.committer.submit(op).await? {
+            Ok(index) => Ok(index),
+            Err(refusal) => Err(refusal.to_error().into()),
+        }
+    }
+
+    fn entry_for(
+        &self,
+        id: &SpiffeId,
+        now: u64,
+    ) -> std::result::Result<(DirectoryEntry, WireSigned), Refusal> {
+        let dir = self
+            .directory
+            .read()
+            .map_err(|_| Refusal::new(ErrorCode::Internal, "internal error"))?;
+        let entry = dir.active(id, now).map_err(|_| {
+            Refusal::new(
+                ErrorCode::NotFound,
+                format!("{} has no active directory entry", id.short()),
+            )
+        })?;
+        let signed = dir
+            .latest_signed(id)
+            .ok_or_else(|| Refusal::not_found("directory entry"))?;
+        Ok((entry.clone(), WireSigned::from_signed(signed)))
+    }
+
+    async fn handle(
+        &self,
+        peer: &Peer,
+        request: Request,
+        send: &mut SendStream,
+        recv: &mut RecvStream,
+    ) -> std::result::Result<Option<Reply>, Refusal> {
+        let now = clock::now();
+        match request {
+            Request::PushDirectory {
+                entries,
+                revocations,
+            } => {
+                self.authorize(
+                    peer,
+                    Action::PushDirectory,
+                    &Context {
+                        now,
+                        ..Context::default()
+                    },
+                )
+                .await?;
+                self.push_directory(peer, entries, revocations, now)
+                    .await
+                    .map(Some)
+            }
+            Request::GetEntry { id } => {
+                self.authorize(
+                    peer,
+                    Action::GetEntry,
+                    &Context {
+                        now,
+                        ..Context::default()
+                    },
+                )
+                .await?;
+                let id: SpiffeId = id
+                    .parse()
+                    .map_err(|e: Error| Refusal::new(ErrorCode::BadRequest, e.message()))?;
+                let dir = self
+                    .directory
+                    .read()
+                    .map_err(|_| Refusal::new(ErrorCode::Internal, "internal error"))?;
+                let signed = dir
+                    .latest_signed(&id)
+                    .ok_or_else(|| Refusal::not_found("directory entry"))?;
+                Ok(Some(Reply::Entry {
+                    entry: WireSigned::from_signed(signed),
+                }))
+            }
+            Request::CreateGrant { grant } => self.create_grant(peer, grant, now).await.map(Some),
+            Request::ListGrants => {
+                self.authorize(
+                    peer,
+                    Action::ListGrants,
+                    &Context {
+                        now,
+                        ..Context::default()
+                    },
+                )
+                .await?;
+                let records = self.store.open_grants_for(&peer.id.to_string())?;
+                let mut grants = Vec::new();
+                for g in records.into_iter().filter(|g| now < g.expires) {
+                    let user: SpiffeId = g.user.parse()?;
+                    if let Ok((_, user_entry)) = self.entry_for(&user, now) {
+                        grants.push(GrantView {
+                            grant: WireSigned {
+                                statement: g.grant.statement,
+                                signature: g.grant.signature,
+                            },
+                            user_entry,
+                        });
+                    }
+                }
+                Ok(Some(Reply::Grants { grants }))
+            }
+            Request::Submit {
+                grant_id,
+                statement,
+                length,
+            } => self
+                .submit(peer, grant_id, statement, length, recv, now)
+                .await
+                .map(Some),
+            Request::Inbox => {
+                self.authorize(
+                    peer,
+                    Action::Inbox,
+                    &Context {
+                        now,
+                        ..Context::default()
+                    },
+                )
+                .await?;
+                let records = self.store.inbox(&peer.id.to_string())?;
+                let mut envelopes = Vec::new();
+                for e in records.into_iter().filter(|e| now < e.expires_at) {
+                    envelopes.push(self.view(&e, now)?);
+                }
+                Ok(Some(Reply::Inbox { envelopes }))
+            }
+            Request::Fetch { envelope_id } => {
+                self.authorize(
+                    peer,
+                    Action::Fetch,
+                    &Context {
+                        now,
+                        ..Context::default()
+                    },
+                )
+                .await?;
+                // Another user's envelope and a missing one are the same answer.
+                let record = self
+                    .store
+                    .envelope(&envelope_id)?
+                    .filter(|e| {
+                        e.user == peer.id.to_string() && now < e.expires_at && e.receipt.is_none()
+                    })
+                    .ok_or_else(|| Refusal::not_found("envelope"))?;
+                let view = self.view(&record, now)?;
+                let file = tokio::fs::File::open(self.blobs.path(&envelope_id))
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, envelope = %hex(&envelope_id), "blob missing");
+                        Refusal::not_found("envelope")
+                    })?;
+                respond(send, Ok(Reply::Envelope { view }))
+                    .await
+                    .map_err(Refusal::from)?;
+                stream_file(file, send, record.length)
+                    .await
+                    .map_err(Refusal::from)?;
+                Ok(None)
+            }
+            Request::Receipt { receipt } => self.receipt(peer, receipt, now).await.map(Some),
+        }
+    }
+
+    fn view(&self, e: &EnvelopeRecord, now: u64) -> std::result::Result<EnvelopeView, Refusal> {
+        let grant = self
+            .store
+            .grant(&e.grant_id)?
+            .ok_or_else(|| Refusal::not_found("grant"))?;
+        let agent: SpiffeId = e.agent.parse()?;
+        let dir = self
+            .directory
+            .read()
+            .map_err(|_| Refusal::new(ErrorCode::Internal, "internal error"))?;
+        // The agent's latest entry, even if since revoked: the client judges the signature.
+        let agent_entry = dir
+            .latest_signed(&agent)
+            .ok_or_else(|| Refusal::not_found("agent entry"))?;
+        let _ = now;
+        Ok(EnvelopeView {
+            envelope_id: e.envelope_id,
+            grant: WireSigned {
+                statement: grant.grant.statement,
+                signature: grant.grant.signature,
+            },
+            statement: WireSigned {
+                statement: e.statement.statement.clone(),
+                signature: e.statement.signature.clone(),
+            },
+            agent_entry: WireSigned::from_signed(agent_entry),
+            length: e.length,
+            received_at: e.received_at,
+        })
+    }
+
+    async fn push_directory(
+        &self,
+        peer: &Peer,
+        entries: Vec<WireSigned>,
+        revocations: Vec<WireSigned>,
+        now: u64,
+    ) -> Handled {
+        let mut next = self
+            .directory
+            .read()
+            .map_err(|_| Refusal::new(ErrorCode::Internal, "internal error"))?
+            .clone();
+        let mut rows_e = Vec::new();
+        let mut rows_r = Vec::new();
+        let mut names = Vec::new();
+        for w in &entries {
+            let signed = w.to_signed(StatementType::DirectoryEntry)?;
+            let e = next.insert_entry(signed, &self.authority)?;
+            if e.id.trust_domain() != self.trust_domain {
+                return Err(Refusal::new(
+                    ErrorCode::BadRequest,
+                    format!("{} is not in this relay's trust domain", e.id),
+                ));
+            }
+            names.push(format!("{}#{}", e.id.short(), e.serial));
+            rows_e.push((
+                e.id.to_string(),
+                e.serial,
+                StoredSigned {
+                    statement: w.statement.clone(),
+                    signature: w.signature.clone(),
+                },
+            ));
+        }
+        for w in &revocations {
+            let signed = w.to_signed(StatementType::Revocation)?;
+            let r = next.insert_revocation(&signed, &self.authority)?;
+            names.push(format!("revoke {}#{}", r.id.short(), r.serial));
+            rows_r.push((
+                r.id.to_string(),
+                r.serial,
+                StoredSigned {
+                    statement: w.statement.clone(),
+                    signature: w.signature.clone(),
+                },
+            ));
+        }
+        let event = Event {
+            time: now,
+            kind: "directory.push".into(),
+            actor: peer.id.to_string(),
+            subject: names.join(", "),
+            decision: "allow".into(),
+            detail: String::new(),
+        };
+        self.commit(WriteOp::PutDirectory {
+            entries: rows_e,
+            revocations: rows_r,
+            event,
+        })
+        .await?;
+        // Only after the commit is durable does the new directory take effect.
+        *self
+            .directory
+            .write()
+            .map_err(|_| Refusal::new(ErrorCode::Internal, "internal error"))? = next;
+        Ok(Reply::Done)
+    }
+
+    async fn create_grant(&self, peer: &Peer, grant: WireSigned, now: u64) -> Handled {
+        let signed = grant.to_signed(StatementType::Grant)?;
+        let g = Grant::decode(&signed.statement)?;
+        let (agent_entry, agent_attrs) = match self.entry_for(&g.agent, now) {
+            Ok((e, _)) => (Some(e.clone()), Some(e.attributes)),
+            Err(_) => (None, None),
+        };
+        let ctx = Context {
+            resource: Some(g.resource.clone()),
+            user: Some(g.user.clone()),
+            agent: Some(g.agent.clone()),
+            agent_attributes: agent_attrs,
+            now,
+            size: Some(g.max_bytes),
+        };
+        self.authorize(peer, Action::Grant, &ctx).await?;
+        if g.user != peer.id {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                "a grant must be created by the user it names",
+            ));
+        }
+        if agent_entry.is_none() {
+            return Err(Refusal::new(
+                ErrorCode::NotFound,
+                format!("{} has no active directory entry", g.agent.short()),
+            ));
+        }
+        let (user_entry, _) = self.entry_for(&peer.id, now)?;
+        Grant::verify(&signed, &user_entry.signing_key)?;
+        if g.expires <= now {
+            return Err(Refusal::new(
+                ErrorCode::Expired,
+                "the grant has already expired",
+            ));
+        }
+        if g.expires.saturating_sub(now) > self.config.max_grant_ttl_secs {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "a grant may last at most {} seconds",
+                    self.config.max_grant_ttl_secs
+                ),
+            ));
+        }
+        if g.max_bytes > self.config.max_envelope_bytes {
+            return Err(Refusal::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "max bytes is above the relay's limit of {}",
+                    self.config.max_envelope_bytes
+                ),
+            ));
+        }
+        let record = GrantRecord {
+            grant_id: g.grant_id,
+            user: g.user.to_string(),
+            agent: g.agent.to_string(),
+            expires: g.expires,
+            max_bytes: g.max_bytes,
+            created: now,
+            grant: StoredSigned {
+                statement: signed.statement.clone(),
+                signature: signed.signature.to_vec(),
+            },
+            state: GrantState::Open,
+        };
+        let event = Event {
+            time: now,
+            kind: "grant.created".into(),
+            actor: peer.id.to_string(),
+            subject: hex(&g.grant_id),
+            decision: "allow".into(),
+            detail: format!(
+                "agent={} grant_sha256={}",
+                g.agent,
+                hex(&sha256(&signed.statement))
+            ),
+        };
+        self.commit(WriteOp::CreateGrant { record, event }).await?;
+        Ok(Reply::GrantCreated {
+            grant_id: g.grant_id,
+            expires: g.expires,
+        })
+    }
+
+    async fn submit(
+        &self,
+        peer: &Peer,
+        grant_id: [u8; 16],
+        statement: WireSigned,
+        length: u64,
+        recv: &mut RecvStream,
+        now: u64,
+    ) -> Handled {
+        let ctx = Context {
+            agent: Some(peer.id.clone()),
+            now,
+            size: Some(length),
+            ..Context::default()
+        };
+        self.authorize(peer, Action::Submit, &ctx).await?;
+        if length > self.config.max_envelope_bytes {
+            return Err(Refusal::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "the envelope is over the relay's limit of {} bytes",
+                    self.config.max_envelope_bytes
+                ),
+            ));
+        }
+        // Early checks, so a refused body is not read; the store re-checks inside the commit.
+        let grant = self
+            .store
+            .grant(&grant_id)?
+            .filter(|g| g.agent == peer.id.to_string())
+            .ok_or_else(|| Refusal::not_found("grant"))?;
+        if grant.state != GrantState::Open {
+            return Err(Refusal::new(
+                ErrorCode::Conflict,
+                "the grant was already used (a grant serves one submission)",
+            ));
+        }
+        if now >= grant.expires {
+            return Err(Refusal::new(ErrorCode::Expired, "the grant has expired"));
+        }
+        if length > grant.max_bytes {
+            return Err(Refusal::new(
+                ErrorCode::TooLarge,
+                format!(
+                    "the envelope is larger than the grant's {} bytes",
+                    grant.max_bytes
+                ),
+            ));
+        }
+        let (agent_entry, _) = self.entry_for(&peer.id, now)?;
+        let signed = statement.to_signed(StatementType::Submission)?;
+        let claimed = Submission::decode(&signed.statement)?;
+        signed.verify(&agent_entry.signing_key).map_err(|e| {
+            Refusal::new(
+                ErrorCode::BadRequest,
+                format!("the submission statement does not verify: {e}"),
+            )
+        })?;
+        let user: SpiffeId = grant.user.parse()?;
+        if claimed.grant_id != grant_id
+            || claimed.user != user
+            || claimed.agent != peer.id
+            || claimed.ciphertext_len != length
+        {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                "the submission statement does not match this grant and length",
+            ));
+        }
+
+        // Stream the body to a temporary blob while validating and hashing it.
+        let envelope_id = random_id()?;
+        let mut blob = self.blobs.create(&envelope_id)?;
+        let mut validator = EnvelopeValidator::new();
+        let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut remaining = length;
+        let mut buf = vec![0u8; IO_CHUNK];
+        while remaining > 0 {
+            let want = usize::try_from(remaining.min(IO_CHUNK as u64)).unwrap_or(IO_CHUNK);
+            let n = match recv.read(&mut buf[..want]).await {
+                Ok(Some(n)) => n,
+                Ok(None) => {
+                    return Err(Refusal::new(
+                        ErrorCode::BadRequest,
+                        "the body ended before its declared length",
+                    ))
+                }
+                Err(e) => {
+                    return Err(Refusal::new(
+                        ErrorCode::BadRequest,
+                        format!("the upload failed: {e}"),
+                    ))
+                }
+            };
+            let chunk = &buf[..n];
+            validator
+                .update(chunk)
+                .map_err(|e| Refusal::new(ErrorCode::InvalidEnvelope, e.to_string()))?;
+            hasher.update(chunk);
+            std::io::Write::write_all(&mut blob, chunk)
+                .map_err(|e| Error::io(format!("cannot write a blob: {e}")))?;
+            remaining -= n as u64;
+        }
+        let mut extra = [0u8; 1];
+        match recv.read(&mut extra).await {
+            Ok(None) => {}
+            Ok(Some(_)) => {
+                return Err(Refusal::new(
+                    ErrorCode::BadRequest,
+                    "the body is longer than its declared length",
+                ))
+            }
+            Err(e) => {
+                return Err(Refusal::new(
+                    ErrorCode::BadRequest,
+                    format!("the upload failed: {e}"),
+                ))
+            }
+        }
+        validator
+            .finish()
+            .map_err(|e| Refusal::new(ErrorCode::InvalidEnvelope, e.to_string()))?;
+        let digest = hasher.finish();
+        if digest.as_ref() != claimed.ciphertext_sha256.as_slice() {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                "the body does not match the SHA-256 in the signed statement",
+            ));
+        }
+        let blobs = &self.blobs;
+        blobs.commit(blob, &envelope_id)?;
+        let record = EnvelopeRecord {
+            envelope_id,
+            grant_id,
+            user: grant.user.clone(),
+            agent: peer.id.to_string(),
+            length,
+            sha256: claimed.ciphertext_sha256,
+            received_at: now,
+            expires_at: now.saturating_add(self.config.envelope_ttl_secs),
+            statement: StoredSigned {
+                statement: signed.statement.clone(),
+                signature: signed.signature.to_vec(),
+            },
+            receipt: None,
+        };
+        let event = Event {
+            time: now,
+            kind: "envelope.submitted".into(),
+            actor: peer.id.to_string(),
+            subject: hex(&envelope_id),
+            decision: "allow".into(),
+            detail: format!(
+                "grant={} user={} sha256={} length={length}",
+                hex(&grant_id),
+                grant.user,
+                hex(&claimed.ciphertext_sha256)
+            ),
+        };
+        let op = WriteOp::ConsumeGrant {
+            agent: peer.id.to_string(),
+            envelope: record,
+            now,
+            event,
+        };
+        match self.commit(op).await {
+            Ok(_) => Ok(Reply::Submitted { envelope_id }),
+            Err(r) => {
+                self.blobs.remove(&envelope_id);
+                Err(r)
+            }
+        }
+    }
+
+    async fn receipt(&self, peer: &Peer, receipt: WireSigned, now: u64) -> Handled {
+        self.authorize(
+            peer,
+            Action::Receipt,
+            &Context {
+                now,
+                ..Context::default()
+            },
+        )
+        .await?;
+        let signed = receipt.to_signed(StatementType::Receipt)?;
+        let (user_entry, _) = self.entry_for(&peer.id, now)?;
+        let r = Receipt::verify(&signed, &user_entry.signing_key)?;
+        let record = self
+            .store
+            .envelope(&r.envelope_id)?
+            .filter(|e| e.user == peer.id.to_string())
+            .ok_or_else(|| Refusal::not_found("envelope"))?;
+        if r.user != peer.id
+            || r.grant_id != record.grant_id
+            || r.agent.to_string() != record.agent
+            || r.ciphertext_sha256 != record.sha256
+        {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                "the receipt does not describe this envelope",
+            ));
+        }
+        let event = Event {
+            time: now,
+            kind: "receipt.recorded".into(),
+            actor: peer.id.to_string(),
+            subject: hex(&r.envelope_id),
+            decision: r.status.as_str().into(),
+            detail: format!(
+                "grant={} agent={} sha256={} receipt_sha256={}",
+                hex(&r.grant_id),
+                r.agent,
+                hex(&r.ciphertext_sha256),
+                hex(&sha256(&signed.statement))
+            ),
+        };
+        let delete = self.config.delete_after_delivery;
+        let index = self
+            .commit(WriteOp::RecordReceipt {
+                envelope_id: r.envelope_id,
+                user: peer.id.to_string(),
+                receipt: StoredSigned {
+                    statement: signed.statement.clone(),
+                    signature: signed.signature.to_vec(),
+                },
+                delete,
+                event,
+            })
+            .await?;
+        if delete {
+            self.blobs.remove(&r.envelope_id);
+        }
+        Ok(Reply::ReceiptRecorded { event_index: index })
+    }
+
+    /// Deletes envelopes past their TTL.
+    async fn sweep_expired(&self) {
+        let now = clock::now();
+        let Ok(ids) = self.store.envelope_ids() else {
+            return;
+        };
+        for id in ids {
+            let Ok(Some(e)) = self.store.envelope(&id) else {
+                continue;
+            };
+            if now < e.expires_at {
+                continue;
+            }
+            let event = Event {
+                time: now,
+                kind: "envelope.expired".into(),
+                actor: format!("spiffe://{}/relay", self.trust_domain),
+                subject: hex(&id),
+                decision: "delete".into(),
+                detail: String::new(),
+            };
+            if let Ok(Ok(_)) = self
+                .committer
+                .submit(WriteOp::DeleteEnvelope {
+                    envelope_id: id,
+                    event,
+                })
+                .await
+            {
+                self.blobs.remove(&id);
+            }
+        }
+    }
+
+    /// The store (for tests, the demo and `audit`).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+}
+
+/// Reads one header frame.
+pub async fn read_frame<T: for<'a> serde::Deserialize<'a>>(recv: &mut RecvStream) -> Result<T> {
+    let mut prefix = [0u8; 4];
+    recv.read_exact(&mut prefix)
+        .await
+        .map_err(|e| Error::bad_input(format!("cannot read a frame: {e}")))?;
+    let len = wire::frame_len(prefix)?;
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body)
+        .await
+        .map_err(|e| Error::bad_input(format!("cannot read a frame: {e}")))?;
+    wire::decode_frame(&body)
+}
+
+async fn respond(
+    send: &mut SendStream,
+    outcome: std::result::Result<Reply, Refusal>,
+) -> Result<()> {
+    let response = match outcome {
+        Ok(reply) => Response::Ok(reply),
+        Err(r) => Response::Err {
+            code: r.code,
+            message: r.message,
+        },
+    };
+    let frame = wire::encode_frame(&response)?;
+    send.write_all(&frame)
+        .await
+        .map_err(|e| Error::new(ErrorKind::Unavailable, format!("cannot answer: {e}")))?;
+    let is_envelope = matches!(response, Response::Ok(Reply::Envelope { .. }));
+    if !is_envelope {
+        let _ = send.finish();
+    }
+    Ok(())
+}
+
+async fn stream_file(mut file: tokio::fs::File, send: &mut SendStream, length: u64) -> Result<()> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; IO_CHUNK];
+    let mut sent = 0u64;
+    while sent < length {
+        let n = file
+            .read(&mut buf)
+            .await
+            .map_err(|e| Error::io(format!("cannot read a blob: {e}")))?;
+        if n == 0 {
+            return Err(Error::io("a blob is shorter than its record"));
+        }
+        send.write_all(&buf[..n])
+            .await
+            .map_err(|e| Error::new(ErrorKind::Unavailable, format!("cannot send: {e}")))?;
+        sent += n as u64;
+    }
+    let _ = send.finish();
+    Ok(())
+}
+
+/// Starts a relay for `dir`/`data` in this process on 127.0.0.1 with a random port.
+pub async fn start_local(dir: &Path, data: &Path) -> Result<RunningRelay> {
+    let config = RelayConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        data: data.to_path_buf(),
+        dir: dir.to_path_buf(),
+        ..RelayConfig::default()
+    };
+    start(config).await
+}

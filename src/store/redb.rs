@@ -1,0 +1,336 @@
+//! The embedded store: one redb database. Every `apply` is one write transaction committed
+//! with `Durability::Immediate` (fsync before it returns).
+
+use std::path::Path;
+
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
+
+use crate::core::store::{
+    EnvelopeRecord, Event, GrantRecord, GrantState, OpResult, Store, StoredSigned, WriteOp,
+    WriteRefusal,
+};
+use crate::error::{Error, Result};
+use crate::ids::hex;
+
+const DIR_ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("dir_entries");
+const DIR_REVOCATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("dir_revocations");
+const GRANTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("grants");
+const AGENT_GRANTS: TableDefinition<&str, ()> = TableDefinition::new("agent_grants");
+const ENVELOPES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("envelopes");
+const USER_INBOX: TableDefinition<&str, ()> = TableDefinition::new("user_inbox");
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+
+fn db_err(e: impl std::fmt::Display) -> Error {
+    Error::io(format!("store error: {e}"))
+}
+
+fn enc<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
+    postcard::to_stdvec(v).map_err(|e| Error::internal(format!("cannot encode a record: {e}")))
+}
+
+fn dec<'a, T: serde::Deserialize<'a>>(b: &'a [u8]) -> Result<T> {
+    postcard::from_bytes(b)
+        .map_err(|e| Error::internal(format!("corrupt record in the store: {e}")))
+}
+
+fn dir_key(id: &str, serial: u64) -> String {
+    format!("{id}\0{serial:020}")
+}
+
+fn pair_key(owner: &str, id: &[u8; 16]) -> String {
+    format!("{owner}\0{}", hex(id))
+}
+
+/// Keys `owner\0...` sort together; this is the exclusive end of that range.
+fn prefix_range(owner: &str) -> (String, String) {
+    (format!("{owner}\0"), format!("{owner}\u{1}"))
+}
+
+pub struct RedbStore {
+    db: Database,
+}
+
+impl RedbStore {
+    /// Opens or creates `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let db = Database::create(path)
+            .map_err(|e| Error::io(format!("cannot open the store {}: {e}", path.display())))?;
+        let txn = db.begin_write().map_err(db_err)?;
+        {
+            // Create every table so reads never meet a missing one.
+            txn.open_table(DIR_ENTRIES).map_err(db_err)?;
+            txn.open_table(DIR_REVOCATIONS).map_err(db_err)?;
+            txn.open_table(GRANTS).map_err(db_err)?;
+            txn.open_table(AGENT_GRANTS).map_err(db_err)?;
+            txn.open_table(ENVELOPES).map_err(db_err)?;
+            txn.open_table(USER_INBOX).map_err(db_err)?;
+            txn.open_table(EVENTS).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(RedbStore { db })
+    }
+}
+
+impl Store for RedbStore {
+    fn apply(&self, ops: &[WriteOp]) -> Result<Vec<OpResult>> {
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        let mut results = Vec::with_capacity(ops.len());
+        {
+            let mut entries = txn.open_table(DIR_ENTRIES).map_err(db_err)?;
+            let mut revocations = txn.open_table(DIR_REVOCATIONS).map_err(db_err)?;
+            let mut grants = txn.open_table(GRANTS).map_err(db_err)?;
+            let mut agent_grants = txn.open_table(AGENT_GRANTS).map_err(db_err)?;
+            let mut envelopes = txn.open_table(ENVELOPES).map_err(db_err)?;
+            let mut inbox = txn.open_table(USER_INBOX).map_err(db_err)?;
+            let mut events = txn.open_table(EVENTS).map_err(db_err)?;
+            let mut next_event = events.len().map_err(db_err)?;
+            let mut append = |events: &mut redb::Table<u64, &[u8]>, event: &Event| -> Result<u64> {
+                let index = next_event;
+                events
+                    .insert(index, enc(event)?.as_slice())
+                    .map_err(db_err)?;
+                next_event += 1;
+                Ok(index)
+            };
+            for op in ops {
+                let result: OpResult = match op {
+                    WriteOp::PutDirectory {
+                        entries: es,
+                        revocations: rs,
+                        event,
+                    } => {
+                        for (id, serial, s) in es {
+                            entries
+                                .insert(dir_key(id, *serial).as_str(), enc(s)?.as_slice())
+                                .map_err(db_err)?;
+                        }
+                        for (id, serial, s) in rs {
+                            revocations
+                                .insert(dir_key(id, *serial).as_str(), enc(s)?.as_slice())
+                                .map_err(db_err)?;
+                        }
+                        Ok(append(&mut events, event)?)
+                    }
+                    WriteOp::CreateGrant { record, event } => {
+                        if grants
+                            .get(record.grant_id.as_slice())
+                            .map_err(db_err)?
+                            .is_some()
+                        {
+                            Err(WriteRefusal::Duplicate)
+                        } else {
+                            grants
+                                .insert(record.grant_id.as_slice(), enc(record)?.as_slice())
+                                .map_err(db_err)?;
+                            agent_grants
+                                .insert(pair_key(&record.agent, &record.grant_id).as_str(), ())
+                                .map_err(db_err)?;
+                            Ok(append(&mut events, event)?)
+                        }
+                    }
+                    WriteOp::ConsumeGrant {
+                        agent,
+                        envelope,
+                        now,
+                        event,
+                    } => {
+                        let existing = grants
+                            .get(envelope.grant_id.as_slice())
+                            .map_err(db_err)?
+                            .map(|g| dec::<GrantRecord>(g.value()))
+                            .transpose()?;
+                        match existing {
+                            None => Err(WriteRefusal::GrantNotFound),
+                            Some(g) if g.agent != *agent => Err(WriteRefusal::WrongAgent),
+                            Some(g) if g.state != GrantState::Open => Err(WriteRefusal::GrantUsed),
+                            Some(g) if *now >= g.expires => Err(WriteRefusal::GrantExpired),
+                            Some(g) if envelope.length > g.max_bytes => {
+                                Err(WriteRefusal::TooLarge { max: g.max_bytes })
+                            }
+                            Some(mut g) => {
+                                g.state = GrantState::Used {
+                                    envelope_id: envelope.envelope_id,
+                                };
+                                grants
+                                    .insert(g.grant_id.as_slice(), enc(&g)?.as_slice())
+                                    .map_err(db_err)?;
+                                agent_grants
+                                    .remove(pair_key(&g.agent, &g.grant_id).as_str())
+                                    .map_err(db_err)?;
+                                envelopes
+                                    .insert(
+                                        envelope.envelope_id.as_slice(),
+                                        enc(envelope)?.as_slice(),
+                                    )
+                                    .map_err(db_err)?;
+                                inbox
+                                    .insert(
+                                        pair_key(&envelope.user, &envelope.envelope_id).as_str(),
+                                        (),
+                                    )
+                                    .map_err(db_err)?;
+                                Ok(append(&mut events, event)?)
+                            }
+                        }
+                    }
+                    WriteOp::RecordReceipt {
+                        envelope_id,
+                        user,
+                        receipt,
+                        delete,
+                        event,
+                    } => {
+                        let existing = envelopes
+                            .get(envelope_id.as_slice())
+                            .map_err(db_err)?
+                            .map(|e| dec::<EnvelopeRecord>(e.value()))
+                            .transpose()?;
+                        match existing {
+                            None => Err(WriteRefusal::EnvelopeNotFound),
+                            Some(e) if e.user != *user => Err(WriteRefusal::EnvelopeNotFound),
+                            Some(e) if e.receipt.is_some() => Err(WriteRefusal::Duplicate),
+                            Some(mut e) => {
+                                inbox
+                                    .remove(pair_key(&e.user, &e.envelope_id).as_str())
+                                    .map_err(db_err)?;
+                                if *delete {
+                                    envelopes.remove(envelope_id.as_slice()).map_err(db_err)?;
+                                } else {
+                                    e.receipt = Some(receipt.clone());
+                                    envelopes
+                                        .insert(envelope_id.as_slice(), enc(&e)?.as_slice())
+                                        .map_err(db_err)?;
+                                }
+                                Ok(append(&mut events, event)?)
+                            }
+                        }
+                    }
+                    WriteOp::DeleteEnvelope { envelope_id, event } => {
+                        let existing = envelopes
+                            .remove(envelope_id.as_slice())
+                            .map_err(db_err)?
+                            .map(|e| dec::<EnvelopeRecord>(e.value()))
+                            .transpose()?;
+                        match existing {
+                            None => Err(WriteRefusal::EnvelopeNotFound),
+                            Some(e) => {
+                                inbox
+                                    .remove(pair_key(&e.user, &e.envelope_id).as_str())
+                                    .map_err(db_err)?;
+                                Ok(append(&mut events, event)?)
+                            }
+                        }
+                    }
+                    WriteOp::Append { event } => Ok(append(&mut events, event)?),
+                };
+                results.push(result);
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(results)
+    }
+
+    fn directory(&self) -> Result<(Vec<StoredSigned>, Vec<StoredSigned>)> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let read = |def| -> Result<Vec<StoredSigned>> {
+            let t = txn.open_table(def).map_err(db_err)?;
+            let mut out = Vec::new();
+            for item in t.iter().map_err(db_err)? {
+                let (_, v) = item.map_err(db_err)?;
+                out.push(dec(v.value())?);
+            }
+            Ok(out)
+        };
+        Ok((read(DIR_ENTRIES)?, read(DIR_REVOCATIONS)?))
+    }
+
+    fn grant(&self, grant_id: &[u8; 16]) -> Result<Option<GrantRecord>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(GRANTS).map_err(db_err)?;
+        let v = t.get(grant_id.as_slice()).map_err(db_err)?;
+        v.map(|v| dec(v.value())).transpose()
+    }
+
+    fn open_grants_for(&self, agent: &str) -> Result<Vec<GrantRecord>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let index = txn.open_table(AGENT_GRANTS).map_err(db_err)?;
+        let grants = txn.open_table(GRANTS).map_err(db_err)?;
+        let (lo, hi) = prefix_range(agent);
+        let mut out = Vec::new();
+        for item in index.range(lo.as_str()..hi.as_str()).map_err(db_err)? {
+            let (k, _) = item.map_err(db_err)?;
+            let key = k.value();
+            let Some(hex_id) = key.rsplit('\0').next() else {
+                continue;
+            };
+            let id: [u8; 16] = crate::ids::parse_hex(hex_id)?;
+            if let Some(g) = grants.get(id.as_slice()).map_err(db_err)? {
+                let rec: GrantRecord = dec(g.value())?;
+                if rec.state == GrantState::Open {
+                    out.push(rec);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn envelope(&self, envelope_id: &[u8; 16]) -> Result<Option<EnvelopeRecord>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(ENVELOPES).map_err(db_err)?;
+        let v = t.get(envelope_id.as_slice()).map_err(db_err)?;
+        v.map(|v| dec(v.value())).transpose()
+    }
+
+    fn inbox(&self, user: &str) -> Result<Vec<EnvelopeRecord>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let index = txn.open_table(USER_INBOX).map_err(db_err)?;
+        let envelopes = txn.open_table(ENVELOPES).map_err(db_err)?;
+        let (lo, hi) = prefix_range(user);
+        let mut out = Vec::new();
+        for item in index.range(lo.as_str()..hi.as_str()).map_err(db_err)? {
+            let (k, _) = item.map_err(db_err)?;
+            let key = k.value();
+            let Some(hex_id) = key.rsplit('\0').next() else {
+                continue;
+            };
+            let id: [u8; 16] = crate::ids::parse_hex(hex_id)?;
+            if let Some(e) = envelopes.get(id.as_slice()).map_err(db_err)? {
+                out.push(dec(e.value())?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn envelope_ids(&self) -> Result<Vec<[u8; 16]>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(ENVELOPES).map_err(db_err)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db_err)? {
+            let (k, _) = item.map_err(db_err)?;
+            if let Ok(id) = <[u8; 16]>::try_from(k.value()) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    fn events(&self, from: u64, limit: usize) -> Result<Vec<(u64, Event)>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(EVENTS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for item in t.range(from..).map_err(db_err)?.take(limit) {
+            let (k, v) = item.map_err(db_err)?;
+            out.push((k.value(), dec(v.value())?));
+        }
+        Ok(out)
+    }
+
+    fn event_count(&self) -> Result<u64> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(EVENTS).map_err(db_err)?;
+        t.len().map_err(db_err)
+    }
+}
