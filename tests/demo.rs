@@ -7,9 +7,14 @@ mod common;
 fn demo_runs_the_flow() {
     let t = tempfile::tempdir().unwrap();
     let out = common::ok_in(t.path(), &["demo", "--keep", "run"]);
-    assert!(out.contains("directory verify"), "{out}");
-    assert!(out.contains("verify against the authority"), "{out}");
+    assert!(out.contains("status delivered"), "{out}");
+    assert!(out.contains("receipt verified"), "{out}");
+    assert_eq!(out.matches("refused as it should be").count(), 5, "{out}");
+    assert!(
+        out.contains("Root cause: the nightly index rebuild"),
+        "{out}"
+    );
     // The demo's directory verifies with the real command too.
     let verify = common::ok_in(t.path(), &["directory", "verify", "--dir", "run/keys"]);
-    assert!(verify.contains("1 users, 1 agents"), "{verify}");
+    assert!(verify.contains("2 users, 1 agents"), "{verify}");
 }

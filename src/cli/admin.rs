@@ -45,6 +45,9 @@ pub enum PartyCommand {
         /// Issue a new serial for a party that is already enrolled (key rotation, new attributes).
         #[arg(long)]
         rotate: bool,
+        /// Also push the new entry to this relay (as DIR/admin.id).
+        #[arg(long, value_name = "HOST:PORT")]
+        relay: Option<String>,
     },
     /// Revoke a party's current entry (signed by the authority; it takes effect on its next request).
     Revoke {
@@ -56,6 +59,9 @@ pub enum PartyCommand {
         /// Why (recorded in the signed revocation).
         #[arg(long, value_name = "TEXT", default_value = "revoked by admin")]
         reason: String,
+        /// Also push the revocation to this relay (it takes effect on the party's next request).
+        #[arg(long, value_name = "HOST:PORT")]
+        relay: Option<String>,
     },
 }
 
@@ -68,6 +74,14 @@ pub enum DirectoryCommand {
         /// Authority public key to verify against (default: DIR/authority.pub).
         #[arg(long, value_name = "PUB")]
         authority: Option<PathBuf>,
+    },
+    /// Push every entry and revocation in DIR/directory to a relay (as DIR/admin.id).
+    Push {
+        #[command(flatten)]
+        dir: DirArg,
+        /// The relay (HOST:PORT).
+        #[arg(long, value_name = "HOST:PORT", env = "SEALRELAY_RELAY")]
+        relay: String,
     },
 }
 
@@ -95,6 +109,7 @@ pub fn run_party(kind: PartyKind, cmd: PartyCommand) -> Result<()> {
             out,
             validity,
             rotate,
+            relay,
         } => {
             let opts = EnrollOptions {
                 attributes: Attributes {
@@ -105,9 +120,28 @@ pub fn run_party(kind: PartyKind, cmd: PartyCommand) -> Result<()> {
                 rotate,
                 validity_days: validity,
             };
-            add(kind, &target, &dir.dir, &opts, out)
+            let signed = add(kind, &target, &dir.dir, &opts, out)?;
+            if let Some(relay) = relay {
+                super::relay::push(&dir.dir, &relay, &[signed], &[])?;
+                println!("  pushed to the relay at {relay}");
+            }
+            Ok(())
         }
-        PartyCommand::Revoke { name, dir, reason } => revoke(kind, &name, &dir.dir, &reason),
+        PartyCommand::Revoke {
+            name,
+            dir,
+            reason,
+            relay,
+        } => {
+            let signed = revoke(kind, &name, &dir.dir, &reason)?;
+            if let Some(relay) = relay {
+                super::relay::push(&dir.dir, &relay, &[], &[signed])?;
+                println!(
+                    "  pushed to the relay at {relay}: it refuses {name} from the next request on"
+                );
+            }
+            Ok(())
+        }
     }
 }
 
@@ -117,7 +151,7 @@ fn add(
     dir: &Path,
     opts: &EnrollOptions,
     out: Option<PathBuf>,
-) -> Result<()> {
+) -> Result<Signed> {
     opts.attributes.validate(kind)?;
     let root = TrustRoot::load(dir)?;
     let (directory, _) = dirstore::load(&root.directory_dir(), &root.authority.public())?;
@@ -159,7 +193,7 @@ fn add(
             req.name,
             out.display()
         );
-        Ok(())
+        Ok(issued.signed)
     } else {
         validate_name(target)?;
         let out = out.ok_or_else(|| {
@@ -194,7 +228,7 @@ fn add(
             out.display()
         );
         println!("                 In production the party runs `sealrelay keys gen` so its private keys never leave its machine.");
-        Ok(())
+        Ok(issued.signed)
     }
 }
 
@@ -216,19 +250,19 @@ fn print_enrolled(entry: &sealrelay::core::directory::DirectoryEntry, file: &Pat
     );
 }
 
-fn revoke(kind: PartyKind, name: &str, dir: &Path, reason: &str) -> Result<()> {
+fn revoke(kind: PartyKind, name: &str, dir: &Path, reason: &str) -> Result<Signed> {
     validate_name(name)?;
     let root = TrustRoot::load(dir)?;
     let (directory, _) = dirstore::load(&root.directory_dir(), &root.authority.public())?;
     let id = SpiffeId::new(&root.meta.trust_domain, kind, name)?;
-    let (rev, _, path) = dirstore::revoke(&root, &directory, &id, reason, clock::now())?;
+    let (rev, signed, path) = dirstore::revoke(&root, &directory, &id, reason, clock::now())?;
     println!(
         "revoked {} serial {} ({})",
         rev.id,
         rev.serial,
         path.display()
     );
-    Ok(())
+    Ok(signed)
 }
 
 pub fn run_directory(cmd: DirectoryCommand) -> Result<()> {
@@ -257,6 +291,23 @@ pub fn run_directory(cmd: DirectoryCommand) -> Result<()> {
                 summary.agents,
                 summary.revoked,
                 vk.key.fingerprint()
+            );
+            Ok(())
+        }
+        DirectoryCommand::Push { dir, relay } => {
+            let vk = trust_root::read_verifier_key(&dir.dir.join("authority.pub"))?;
+            let (directory, summary) = dirstore::load(&dir.dir.join("directory"), &vk.key)?;
+            let entries: Vec<Signed> = directory
+                .parties()
+                .filter_map(|e| directory.latest_signed(&e.id).cloned())
+                .collect();
+            let revocations: Vec<Signed> =
+                directory.revocations().map(|(_, s)| s.clone()).collect();
+            super::relay::push(&dir.dir, &relay, &entries, &revocations)?;
+            println!(
+                "pushed {} entries and {} revocations to the relay at {relay}",
+                entries.len(),
+                summary.revoked
             );
             Ok(())
         }

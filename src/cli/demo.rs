@@ -1,16 +1,21 @@
-//! `sealrelay demo`: the whole flow in a temporary directory, step by step, with real keys.
+//! `sealrelay demo`: the whole story in one process and a temporary directory, with real keys,
+//! a real QUIC relay on 127.0.0.1 and the embedded store: provision, grant, agent send, inbox,
+//! fetch, receipt; then the attacks that fail, each printed with the refusal.
 
 use std::path::Path;
 
 use clap::Args;
+use sealrelay::client::{AgentClient, GrantRequest, UserClient};
 use sealrelay::clock;
-use sealrelay::core::directory::{Attributes, EnrollmentRequest};
-use sealrelay::core::identity::Identity;
+use sealrelay::core::grant::Receipt;
+use sealrelay::core::wire::Request;
 use sealrelay::error::{Error, Result};
-use sealrelay::ids::PartyKind;
-use sealrelay::local::dirstore::{self, EnrollOptions};
+use sealrelay::ids::hex;
+use sealrelay::local::dirstore;
 use sealrelay::local::identity_file;
-use sealrelay::local::trust_root::{self, InitOptions, TrustRoot};
+use sealrelay::local::provision::{agent, provision, user};
+use sealrelay::local::trust_root::TrustRoot;
+use sealrelay::server;
 
 #[derive(Args)]
 pub struct DemoArgs {
@@ -22,6 +27,21 @@ pub struct DemoArgs {
 fn step(n: u32, text: &str) {
     println!("\n[{n}] {text}");
 }
+
+fn refused(what: &str, result: Result<impl std::fmt::Debug>) -> Result<()> {
+    match result {
+        Ok(v) => Err(Error::internal(format!(
+            "demo: {what} was NOT refused: {v:?}"
+        ))),
+        Err(e) => {
+            println!("    refused as it should be: {what}\n      -> {e}");
+            Ok(())
+        }
+    }
+}
+
+const TICKET: &str = "Ticket 4711 (confidential): customer ACME reports that exports time out after 30 s.\n\
+Root cause: the nightly index rebuild holds a table lock. Workaround: run exports after 06:00 UTC.\n";
 
 pub fn run(args: DemoArgs) -> Result<()> {
     let tmp;
@@ -37,94 +57,128 @@ pub fn run(args: DemoArgs) -> Result<()> {
             tmp.path()
         }
     };
-    let root_dir = base.join("keys");
+    let keys = base.join("keys");
     let now = clock::now();
     println!("sealrelay demo in {}", base.display());
 
-    step(
-        1,
-        "admin: keys init (authority key, mTLS CA, relay certificate, log key)",
-    );
-    let meta = trust_root::init(&root_dir, &InitOptions::default(), now)?;
-    let root = TrustRoot::load(&root_dir)?;
+    step(1, "provision: keys init (authority, mTLS CA, relay cert, log key); alice, mallory and research-bot enroll");
+    let (mut ids, _admin) = provision(
+        &keys,
+        &[
+            user("alice", 2, &["engineer"]),
+            user("mallory", 2, &["engineer"]),
+            agent("research-bot", &["tickets/*"]),
+        ],
+        now,
+    )?;
+    let (bot_id, mallory_id, alice_id) = match (ids.pop(), ids.pop(), ids.pop()) {
+        (Some(b), Some(m), Some(a)) => (b, m, a),
+        _ => {
+            return Err(Error::internal(
+                "demo: provisioning returned too few identities",
+            ))
+        }
+    };
+    for (id, file) in [
+        (&alice_id, "alice.id"),
+        (&mallory_id, "mallory.id"),
+        (&bot_id, "research-bot.id"),
+    ] {
+        identity_file::save(&base.join(file), id, false)?;
+    }
+    let root = TrustRoot::load(&keys)?;
+    let (_, summary) = dirstore::load(&root.directory_dir(), &root.authority.public())?;
     println!(
-        "    trust domain {}, authority {}",
-        meta.trust_domain,
+        "    {} signed directory entries verify against authority {}",
+        summary.statements,
         root.authority.public().fingerprint()
     );
 
-    step(
-        2,
-        "alice and research-bot: keys gen on their own machines (private keys stay there)",
-    );
-    let alice = Identity::generate(PartyKind::User, "alice")?;
-    let bot = Identity::generate(PartyKind::Agent, "research-bot")?;
-    let alice_req = alice.enrollment_request(now)?;
-    let bot_req = bot.enrollment_request(now)?;
-    println!(
-        "    alice's age recipient {}",
-        alice
-            .age_identity
-            .as_ref()
-            .map(|a| a.to_public().to_string())
-            .unwrap_or_default()
-    );
+    let rt = super::relay::runtime()?;
+    rt.block_on(async {
+        step(2, "start the relay: QUIC + mutual TLS on 127.0.0.1, embedded redb store");
+        let relay = server::start_local(&keys, &base.join("data")).await?;
+        let addr = relay.local_addr.to_string();
+        println!("    listening on {addr}");
 
-    step(3, "admin: user add / agent add (verify proof of possession, sign entries, issue certificates)");
-    let mut directory = dirstore::load(&root.directory_dir(), &root.authority.public())?.0;
-    let mut enrolled = Vec::new();
-    for (mut identity, signed_req, attrs, file) in [
-        (
-            alice,
-            alice_req,
-            Attributes {
-                clearance: 2,
-                roles: vec!["engineer".into()],
-                scopes: vec![],
-            },
-            "alice.id",
-        ),
-        (
-            bot,
-            bot_req,
-            Attributes {
-                clearance: 0,
-                roles: vec![],
-                scopes: vec!["tickets/*".into()],
-            },
-            "research-bot.id",
-        ),
-    ] {
-        let req = EnrollmentRequest::verify(&signed_req)?;
-        let opts = EnrollOptions {
-            attributes: attrs,
-            rotate: false,
-            validity_days: 30,
-        };
-        let issued = dirstore::issue(&root, &directory, &req, &opts, now)?;
-        dirstore::store_entry(&root.directory_dir(), &issued)?;
-        directory.insert_entry(issued.signed.clone(), &root.authority.public())?;
-        let bundle = root.bundle(issued.signed.clone(), issued.cert.clone(), None)?;
-        step(
-            4,
-            &format!(
-                "{}: keys import (checks every binding against the pinned authority)",
-                req.name
-            ),
+        let alice = UserClient::connect(&alice_id, &addr).await?;
+        let bot = AgentClient::connect(&bot_id, &addr).await?;
+        let mallory = UserClient::connect(&mallory_id, &addr).await?;
+
+        step(3, "alice asks research-bot for tickets/4711 (a signed grant)");
+        let grant_id = alice
+            .grant(&GrantRequest {
+                agent: "research-bot".into(),
+                resource: "tickets/4711".into(),
+                purpose: "summarise the incident".into(),
+                ttl_secs: 3600,
+                max_bytes: 1 << 20,
+            })
+            .await?;
+        println!("    grant {}", hex(&grant_id));
+
+        step(4, "research-bot lists its grants, retrieves the ticket, seals it to alice's verified key and sends it");
+        let grants = bot.grants().await?;
+        let g = grants
+            .iter()
+            .find(|g| g.grant.grant_id == grant_id)
+            .ok_or_else(|| Error::internal("demo: the grant is not listed"))?;
+        println!("    open grant: {} for {} (recipient from the authority-signed entry)", g.grant.resource, g.grant.user);
+        let envelope_id = bot.send(g, &mut TICKET.as_bytes(), base).await?;
+        println!("    envelope {} stored at the relay as ciphertext only", hex(&envelope_id));
+
+        step(5, "alice lists her inbox and fetches: the client checks the agent's signed statement and the digest, decrypts locally, signs a receipt");
+        let inbox = alice.inbox().await?;
+        println!("    inbox: {} envelope(s)", inbox.len());
+        let mut plaintext = Vec::new();
+        let fetched = alice.fetch(envelope_id, base, &mut plaintext).await?;
+        println!("    status {}: {} bytes", fetched.status.as_str(), fetched.plaintext_len);
+        for line in String::from_utf8_lossy(&plaintext).lines() {
+            println!("    | {line}");
+        }
+
+        step(6, "the attacks that fail");
+        refused("mallory fetches alice's envelope", mallory.fetch(envelope_id, base, &mut Vec::new()).await.map(|f| f.status))?;
+        refused("research-bot (write-only) lists an inbox", bot.conn.call(Request::Inbox, None).await.map(|_| ()))?;
+        refused(
+            "research-bot reads the envelope",
+            bot.conn.call(Request::Fetch { envelope_id }, None).await.map(|_| ()),
+        )?;
+        refused("research-bot replays the used grant", bot.send(g, &mut "more".as_bytes(), base).await)?;
+        refused(
+            "mallory asks research-bot for a resource outside its scopes",
+            mallory
+                .grant(&GrantRequest {
+                    agent: "research-bot".into(),
+                    resource: "payroll/2026".into(),
+                    purpose: String::new(),
+                    ttl_secs: 600,
+                    max_bytes: 1024,
+                })
+                .await,
+        )?;
+
+        step(7, "verify the receipt: alice's signature, under the directory entry the authority signed");
+        let entry = sealrelay::core::directory::DirectoryEntry::verify(
+            alice_id.entry.as_ref().ok_or_else(|| Error::internal("demo: alice has no entry"))?,
+            &root.authority.public(),
+        )?;
+        let receipt = Receipt::verify(&fetched.receipt, &entry.signing_key)?;
+        println!(
+            "    receipt verified: envelope {} {} to {} (relay event #{})",
+            hex(&receipt.envelope_id),
+            receipt.status.as_str(),
+            receipt.user,
+            fetched.event_index
         );
-        let entry = bundle.import_into(&mut identity, now)?;
-        identity_file::save(&base.join(file), &identity, false)?;
-        println!("    {} serial {} -> {}", entry.id, entry.serial, file);
-        enrolled.push(identity);
-    }
+        let events = relay.relay().store().events(0, 1000)?;
+        println!("    the relay's event log holds {} events (ids, digests and decisions; no content)", events.len());
 
-    step(5, "anyone: directory verify");
-    let (_, summary) = dirstore::load(&root.directory_dir(), &root.authority.public())?;
-    println!(
-        "    ok: {} signed statements ({} users, {} agents) verify against the authority",
-        summary.statements, summary.users, summary.agents
-    );
-
-    println!("\nprovisioning done. Next in the flow (coming with the relay): grant -> agent send -> inbox -> fetch -> receipt verify.");
-    Ok(())
+        alice.conn.close().await;
+        bot.conn.close().await;
+        mallory.conn.close().await;
+        relay.shutdown().await;
+        println!("\ndone: the ticket reached only alice, the relay held only ciphertext, every refusal is logged.");
+        Ok(())
+    })
 }

@@ -4,6 +4,7 @@ mod admin;
 mod demo;
 mod envelope;
 mod keys;
+mod relay;
 
 use std::path::PathBuf;
 
@@ -31,18 +32,38 @@ enum Command {
     /// Enroll, rotate or revoke users (admin).
     #[command(subcommand)]
     User(admin::PartyCommand),
-    /// Enroll, rotate or revoke agents (admin).
+    /// Enroll, rotate or revoke agents (admin), or run an agent worker.
     #[command(subcommand)]
-    Agent(admin::PartyCommand),
+    Agent(AgentCommand),
     /// Check the signed directory.
     #[command(subcommand)]
     Directory(admin::DirectoryCommand),
+    /// Run the relay (QUIC + mutual TLS).
+    Serve(relay::ServeArgs),
+    /// User: ask an agent for a resource (signs and files a grant); prints the grant id.
+    Grant(relay::GrantArgs),
+    /// Agent: list the open grants addressed to you.
+    Grants(relay::IdentityRelayArgs),
+    /// Agent: seal data to a grant's user and submit it.
+    Send(relay::SendArgs),
+    /// User: list your envelopes waiting at the relay.
+    Inbox(relay::IdentityRelayArgs),
+    /// User: fetch, verify and decrypt envelopes, and file signed receipts.
+    Fetch(relay::FetchArgs),
     /// Seal a file to a recipient as an age envelope (offline).
     Seal(envelope::SealArgs),
     /// Open an age envelope with your identity (offline).
     Open(envelope::OpenArgs),
     /// Run the whole flow in a temporary directory, step by step.
     Demo(demo::DemoArgs),
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    #[command(flatten)]
+    Party(admin::PartyCommand),
+    /// Run a worker: for each new grant, run CMD and send its stdout.
+    Run(relay::RunArgs),
 }
 
 /// `--dir DIR`: the trust-root directory.
@@ -58,7 +79,16 @@ pub fn run() -> Result<()> {
     match cli.command {
         Command::Keys(cmd) => keys::run(cmd),
         Command::User(cmd) => admin::run_party(sealrelay::ids::PartyKind::User, cmd),
-        Command::Agent(cmd) => admin::run_party(sealrelay::ids::PartyKind::Agent, cmd),
+        Command::Agent(AgentCommand::Party(cmd)) => {
+            admin::run_party(sealrelay::ids::PartyKind::Agent, cmd)
+        }
+        Command::Agent(AgentCommand::Run(args)) => relay::run_agent(args),
+        Command::Serve(args) => relay::serve(args),
+        Command::Grant(args) => relay::grant(args),
+        Command::Grants(args) => relay::grants(args),
+        Command::Send(args) => relay::send(args),
+        Command::Inbox(args) => relay::inbox(args),
+        Command::Fetch(args) => relay::fetch(args),
         Command::Directory(cmd) => admin::run_directory(cmd),
         Command::Seal(args) => envelope::seal(args),
         Command::Open(args) => envelope::open(args),

@@ -103,7 +103,12 @@ impl Authorizer for BuiltinPolicy {
                 | (PartyKind::Agent, GetEntry | ListGrants | Submit)
         );
         if !allowed {
-            return Decision::deny(format!("a {kind} may not {}", action.as_str()));
+            let article = if kind == PartyKind::Admin || kind == PartyKind::Agent {
+                "an"
+            } else {
+                "a"
+            };
+            return Decision::deny(format!("{article} {kind} may not {}", action.as_str()));
         }
         if action == Grant {
             let (Some(resource), Some(attrs)) = (&ctx.resource, &ctx.agent_attributes) else {

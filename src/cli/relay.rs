@@ -1,0 +1,518 @@
+//! Commands that talk to (or are) the relay: `serve`, `grant`, `grants`, `send`, `agent run`,
+//! `inbox`, `fetch`, and pushing the directory.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use sealrelay::client::{AdminClient, AgentClient, GrantRequest, OpenGrant, UserClient};
+use sealrelay::clock;
+use sealrelay::core::grant::DeliveryStatus;
+use sealrelay::core::identity::Identity;
+use sealrelay::core::sign::Signed;
+use sealrelay::error::{Error, Result};
+use sealrelay::ids::{hex, parse_hex, PartyKind};
+use sealrelay::local::fs::{write_atomic, AtomicFile, PUBLIC_MODE};
+use sealrelay::local::identity_file;
+use sealrelay::server::{self, RelayConfig};
+
+/// Default relay address.
+pub const DEFAULT_RELAY: &str = "127.0.0.1:4433";
+
+/// `--relay HOST:PORT` (or SEALRELAY_RELAY, or the identity's relay, or 127.0.0.1:4433).
+#[derive(Args, Clone)]
+pub struct RelayArg {
+    /// The relay to talk to (HOST:PORT).
+    #[arg(long, value_name = "HOST:PORT", env = "SEALRELAY_RELAY")]
+    pub relay: Option<String>,
+}
+
+impl RelayArg {
+    pub fn address(&self, identity: &Identity) -> String {
+        self.relay
+            .clone()
+            .or_else(|| identity.relay.clone())
+            .unwrap_or_else(|| DEFAULT_RELAY.to_owned())
+    }
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::internal(format!("cannot start the async runtime: {e}")))
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// TOML config file (docs/config.md); flags below override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Trust-root directory with relay.crt, relay.key, ca.crt, authority.pub, root.json.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Data directory (state and ciphertext blobs).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// UDP address to listen on (e.g. 127.0.0.1:4433; port 0 picks one).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
+    /// Log format on stderr: text or json.
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
+}
+
+pub fn serve(args: ServeArgs) -> Result<()> {
+    let mut config = match &args.config {
+        Some(p) => RelayConfig::load(p)?,
+        None => RelayConfig::default(),
+    };
+    if let Some(d) = args.dir {
+        config.dir = d;
+    }
+    if let Some(d) = args.data {
+        config.data = d;
+    }
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    if let Some(f) = args.log_format {
+        config.log_format = f;
+    }
+    config.validate()?;
+    init_logging(&config.log_format);
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let relay = server::start(config).await?;
+        // One line on stdout that scripts can wait for.
+        println!("sealrelay relay listening on {}", relay.local_addr);
+        let _ = std::io::stdout().flush();
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        relay.shutdown().await;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        let _ = builder.json().try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}
+
+#[derive(Args)]
+pub struct GrantArgs {
+    /// The user's identity file.
+    #[arg(long, value_name = "F")]
+    identity: PathBuf,
+    /// The agent asked to retrieve (a name, or its SPIFFE ID).
+    #[arg(long, value_name = "A")]
+    agent: String,
+    /// The resource to retrieve (policy compares it with the agent's scopes).
+    #[arg(long, value_name = "R")]
+    resource: String,
+    /// Why (recorded in the signed grant).
+    #[arg(long, value_name = "P", default_value = "")]
+    purpose: String,
+    /// How long the grant stays open, e.g. 30m, 2h, 1d, or seconds.
+    #[arg(long, value_name = "T", default_value = "1h")]
+    ttl: String,
+    /// Largest envelope the agent may send for it, in bytes.
+    #[arg(long, value_name = "N", default_value_t = 64 * 1024 * 1024)]
+    max_bytes: u64,
+    #[command(flatten)]
+    relay: RelayArg,
+}
+
+/// Parses `90`, `30s`, `15m`, `2h`, `1d`.
+pub fn parse_duration(s: &str) -> Result<u64> {
+    let bad = || {
+        Error::bad_input(format!(
+            "invalid duration {s:?}: use e.g. 90, 30s, 15m, 2h or 1d"
+        ))
+    };
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1),
+        Some((i, 'm')) => (&s[..i], 60),
+        Some((i, 'h')) => (&s[..i], 3600),
+        Some((i, 'd')) => (&s[..i], 86_400),
+        Some(_) => (s, 1),
+        None => return Err(bad()),
+    };
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    n.checked_mul(mult).filter(|v| *v > 0).ok_or_else(bad)
+}
+
+pub fn grant(args: GrantArgs) -> Result<()> {
+    let identity = identity_file::load_enrolled(&args.identity, PartyKind::User, clock::now())?;
+    let relay = args.relay.address(&identity);
+    let req = GrantRequest {
+        agent: args.agent,
+        resource: args.resource,
+        purpose: args.purpose,
+        ttl_secs: parse_duration(&args.ttl)?,
+        max_bytes: args.max_bytes,
+    };
+    runtime()?.block_on(async {
+        let user = UserClient::connect(&identity, &relay).await?;
+        let id = user.grant(&req).await?;
+        println!("{}", hex(&id));
+        user.conn.close().await;
+        Ok(())
+    })
+}
+
+#[derive(Args)]
+pub struct IdentityRelayArgs {
+    /// Your identity file.
+    #[arg(long, value_name = "F")]
+    identity: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    relay: RelayArg,
+}
+
+fn grant_json(g: &OpenGrant) -> serde_json::Value {
+    serde_json::json!({
+        "grant_id": hex(&g.grant.grant_id),
+        "user": g.grant.user.to_string(),
+        "resource": g.grant.resource,
+        "purpose": g.grant.purpose,
+        "expires": g.grant.expires,
+        "max_bytes": g.grant.max_bytes,
+    })
+}
+
+pub fn grants(args: IdentityRelayArgs) -> Result<()> {
+    let identity = identity_file::load_enrolled(&args.identity, PartyKind::Agent, clock::now())?;
+    let relay = args.relay.address(&identity);
+    runtime()?.block_on(async {
+        let agent = AgentClient::connect(&identity, &relay).await?;
+        let grants = agent.grants().await?;
+        if args.json {
+            let list: Vec<_> = grants.iter().map(grant_json).collect();
+            println!("{}", serde_json::Value::Array(list));
+        } else if grants.is_empty() {
+            println!("no open grants");
+        } else {
+            for g in &grants {
+                println!(
+                    "{}  {:<24} {:<32} expires {}  purpose {:?}",
+                    hex(&g.grant.grant_id),
+                    g.grant.user.short(),
+                    g.grant.resource,
+                    clock::rfc3339(g.grant.expires),
+                    g.grant.purpose
+                );
+            }
+        }
+        agent.conn.close().await;
+        Ok(())
+    })
+}
+
+#[derive(Args)]
+pub struct SendArgs {
+    /// The agent's identity file.
+    #[arg(long, value_name = "F")]
+    identity: PathBuf,
+    /// The grant to fulfil (its id, as `grants` prints it).
+    #[arg(long, value_name = "G")]
+    grant: String,
+    /// The data: a file, or - for stdin.
+    #[arg(value_name = "FILE", default_value = "-")]
+    input: String,
+    #[command(flatten)]
+    relay: RelayArg,
+}
+
+fn scratch_dir() -> PathBuf {
+    std::env::temp_dir()
+}
+
+pub fn send(args: SendArgs) -> Result<()> {
+    let identity = identity_file::load_enrolled(&args.identity, PartyKind::Agent, clock::now())?;
+    let relay = args.relay.address(&identity);
+    let grant_id: [u8; 16] = parse_hex(&args.grant)
+        .map_err(|_| Error::bad_input("--grant must be the 32-hex-digit grant id"))?;
+    let mut input: Box<dyn std::io::Read + Send> = if args.input == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(
+            std::fs::File::open(&args.input).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    Error::not_found(format!("{} does not exist: check the path", args.input))
+                }
+                _ => Error::io(format!("cannot read {}: {e}", args.input)),
+            })?,
+        )
+    };
+    runtime()?.block_on(async {
+        let agent = AgentClient::connect(&identity, &relay).await?;
+        let grants = agent.grants().await?;
+        let grant = grants
+            .iter()
+            .find(|g| g.grant.grant_id == grant_id)
+            .ok_or_else(|| Error::not_found("no open grant with that id for this agent (used, expired, or addressed to another agent)"))?;
+        let id = agent.send(grant, &mut input, &scratch_dir()).await?;
+        println!("{}", hex(&id));
+        agent.conn.close().await;
+        Ok(())
+    })
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The agent's identity file.
+    #[arg(long, value_name = "F")]
+    identity: PathBuf,
+    /// Command run (by `sh -c`) for each new grant; its stdout is sealed and sent. It gets the
+    /// resource and purpose as $SEALRELAY_RESOURCE / $SEALRELAY_PURPOSE and as arguments $1 $2.
+    #[arg(long, value_name = "CMD")]
+    exec: String,
+    /// Seconds between polls for new grants.
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    poll: u64,
+    /// Handle the grants open now, then exit.
+    #[arg(long)]
+    once: bool,
+    #[command(flatten)]
+    relay: RelayArg,
+}
+
+pub fn run_agent(args: RunArgs) -> Result<()> {
+    let identity = identity_file::load_enrolled(&args.identity, PartyKind::Agent, clock::now())?;
+    let relay = args.relay.address(&identity);
+    runtime()?.block_on(async {
+        let agent = AgentClient::connect(&identity, &relay).await?;
+        let mut failed: std::collections::HashSet<[u8; 16]> = std::collections::HashSet::new();
+        loop {
+            for g in agent.grants().await? {
+                if failed.contains(&g.grant.grant_id) {
+                    continue; // reported once; not retried forever
+                }
+                let id = hex(&g.grant.grant_id);
+                let output = tokio::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(&args.exec)
+                    .arg("sealrelay-agent")
+                    .arg(&g.grant.resource)
+                    .arg(&g.grant.purpose)
+                    .env("SEALRELAY_RESOURCE", &g.grant.resource)
+                    .env("SEALRELAY_PURPOSE", &g.grant.purpose)
+                    .env("SEALRELAY_GRANT", &id)
+                    .env("SEALRELAY_USER", g.grant.user.to_string())
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .await
+                    .map_err(|e| Error::io(format!("cannot run {:?}: {e}", args.exec)))?;
+                if !output.status.success() {
+                    eprintln!(
+                        "grant {id}: the command failed ({}); not sending, not retrying",
+                        output.status
+                    );
+                    failed.insert(g.grant.grant_id);
+                    continue;
+                }
+                match agent
+                    .send(&g, &mut output.stdout.as_slice(), &scratch_dir())
+                    .await
+                {
+                    Ok(env) => println!(
+                        "grant {id} ({}): sent envelope {}",
+                        g.grant.resource,
+                        hex(&env)
+                    ),
+                    Err(e) => {
+                        eprintln!("grant {id}: send failed: {e}");
+                        failed.insert(g.grant.grant_id);
+                    }
+                }
+            }
+            if args.once {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(args.poll.max(1))).await;
+        }
+        agent.conn.close().await;
+        Ok(())
+    })
+}
+
+pub fn inbox(args: IdentityRelayArgs) -> Result<()> {
+    let identity = identity_file::load_enrolled(&args.identity, PartyKind::User, clock::now())?;
+    let relay = args.relay.address(&identity);
+    runtime()?.block_on(async {
+        let user = UserClient::connect(&identity, &relay).await?;
+        let list = user.inbox().await?;
+        if args.json {
+            let v: Vec<_> = list
+                .iter()
+                .map(|e| serde_json::json!({"envelope_id": hex(&e.envelope_id), "length": e.length, "received_at": e.received_at}))
+                .collect();
+            println!("{}", serde_json::Value::Array(v));
+        } else if list.is_empty() {
+            println!("inbox empty");
+        } else {
+            for e in &list {
+                println!("{}  {:>10} bytes  received {}", hex(&e.envelope_id), e.length, clock::rfc3339(e.received_at));
+            }
+        }
+        user.conn.close().await;
+        Ok(())
+    })
+}
+
+#[derive(Args)]
+pub struct FetchArgs {
+    /// The user's identity file.
+    #[arg(long, value_name = "F")]
+    identity: PathBuf,
+    /// The envelope to fetch (its id, as `inbox` prints it).
+    #[arg(
+        value_name = "ENVELOPE-ID",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    envelope: Option<String>,
+    /// Fetch every envelope in the inbox (needs -o DIR).
+    #[arg(long, requires = "out")]
+    all: bool,
+    /// Where to write the plaintext: a file (one envelope) or a directory (--all). Without it
+    /// the plaintext goes to stdout and the receipt to ./<ENVELOPE-ID>.receipt.
+    #[arg(short = 'o', long, value_name = "PATH")]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    relay: RelayArg,
+}
+
+/// Writes a receipt file (the user-signed receipt; later with its proof) beside the output.
+fn save_receipt(path: &Path, receipt: &Signed, event_index: u64) -> Result<()> {
+    let doc = serde_json::json!({
+        "sealrelay_receipt": 1,
+        "receipt": receipt.to_json().trim_end(),
+        "event_index": event_index,
+    });
+    let text = serde_json::to_string_pretty(&doc).map_err(|e| Error::internal(e.to_string()))?;
+    write_atomic(path, format!("{text}\n").as_bytes(), PUBLIC_MODE, true)
+}
+
+fn receipt_path(out: &Path) -> PathBuf {
+    let mut s = out.as_os_str().to_owned();
+    s.push(".receipt");
+    PathBuf::from(s)
+}
+
+pub fn fetch(args: FetchArgs) -> Result<()> {
+    let identity = identity_file::load_enrolled(&args.identity, PartyKind::User, clock::now())?;
+    let relay = args.relay.address(&identity);
+    let single: Option<[u8; 16]> = args
+        .envelope
+        .as_deref()
+        .map(|e| {
+            parse_hex(e).map_err(|_| {
+                Error::bad_input("the envelope id is 32 hex digits, as `inbox` prints it")
+            })
+        })
+        .transpose()?;
+    if args.all {
+        if let Some(dir) = &args.out {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("cannot create {}: {e}", dir.display())))?;
+        }
+    }
+    runtime()?.block_on(async {
+        let user = UserClient::connect(&identity, &relay).await?;
+        let ids: Vec<[u8; 16]> = match single {
+            Some(id) => vec![id],
+            None => user.inbox().await?.iter().map(|e| e.envelope_id).collect(),
+        };
+        let mut undecryptable = 0;
+        for id in &ids {
+            let out_path = match (&args.out, args.all) {
+                (Some(dir), true) => Some(dir.join(hex(id))),
+                (Some(p), false) => Some(p.clone()),
+                (None, _) => None,
+            };
+            let fetched = match &out_path {
+                Some(p) => {
+                    let mut file = AtomicFile::create(p, 0o600, true)?;
+                    let f = user.fetch(*id, &scratch_dir(), &mut file).await?;
+                    if f.status == DeliveryStatus::Delivered {
+                        file.commit()?;
+                    }
+                    f
+                }
+                None => {
+                    let mut stdout = std::io::stdout().lock();
+                    let f = user.fetch(*id, &scratch_dir(), &mut stdout).await?;
+                    let _ = stdout.flush();
+                    f
+                }
+            };
+            let rpath = receipt_path(&out_path.clone().unwrap_or_else(|| PathBuf::from(hex(id))));
+            save_receipt(&rpath, &fetched.receipt, fetched.event_index)?;
+            match fetched.status {
+                DeliveryStatus::Delivered => eprintln!(
+                    "envelope {}: delivered ({} bytes){}; receipt {}",
+                    hex(id),
+                    fetched.plaintext_len,
+                    out_path.as_ref().map(|p| format!(" to {}", p.display())).unwrap_or_default(),
+                    rpath.display()
+                ),
+                DeliveryStatus::Undecryptable => {
+                    undecryptable += 1;
+                    eprintln!(
+                        "envelope {}: undecryptable ({}); an undecryptable receipt was filed: {}",
+                        hex(id),
+                        fetched.problem.as_deref().unwrap_or("unknown"),
+                        rpath.display()
+                    );
+                }
+            }
+        }
+        if ids.is_empty() {
+            eprintln!("inbox empty");
+        }
+        user.conn.close().await;
+        if undecryptable > 0 {
+            return Err(Error::verification(format!(
+                "{undecryptable} envelope(s) could not be opened with this identity (receipts filed as undecryptable)"
+            )));
+        }
+        Ok(())
+    })
+}
+
+/// Pushes signed statements to the relay as the admin in `dir/admin.id`.
+pub fn push(dir: &Path, relay: &str, entries: &[Signed], revocations: &[Signed]) -> Result<()> {
+    let admin = identity_file::load(&dir.join("admin.id"), Some(PartyKind::Admin))?;
+    runtime()?.block_on(async {
+        let client = AdminClient::connect(&admin, relay).await?;
+        client.push(entries, revocations).await?;
+        client.conn.close().await;
+        Ok(())
+    })
+}
