@@ -24,15 +24,20 @@ head -c $((MB * 1024 * 1024)) /dev/urandom > pt
 age -e -r "$R" -o go.age pt
 rage -e -r "$R" -o rage.age pt
 
-# measure NAME CMD...: prints "NAME seconds maxrss_kib" for each run into results.txt
+# measure NAME CMD...: appends "NAME seconds maxrss_kib user_s sys_s" per run to results.txt
+# (wall time in nanoseconds around the process; peak RSS and CPU times from GNU time)
 measure() {
     local name=$1; shift
     for _ in $(seq "$RUNS"); do
-        /usr/bin/time -f "%e %M" -o t.txt "$@" > /dev/null
-        echo "$name $(cat t.txt)" >> results.txt
+        local s e
+        s=$(date +%s%N)
+        /usr/bin/time -f "%M %U %S" -o t.txt "$@" > /dev/null
+        e=$(date +%s%N)
+        echo "$name $(python3 -c "print(($e - $s) / 1e9)") $(cat t.txt)" >> results.txt
     done
 }
 : > results.txt
+measure read_only dd if=pt of=/dev/null bs=4M status=none
 for _ in 1; do
     measure sealrelay_seal "$BIN" seal --to "$R" pt
     measure go_age_seal age -e -r "$R" pt
@@ -44,8 +49,8 @@ done
 # 1 GiB memory check (one run each).
 head -c $((1024 * 1024 * 1024)) /dev/zero > big
 "$BIN" seal --to "$R" -o big.age big
-/usr/bin/time -f "%e %M" -o t.txt "$BIN" seal --to "$R" big > /dev/null; echo "sealrelay_seal_1g $(cat t.txt)" >> results.txt
-/usr/bin/time -f "%e %M" -o t.txt "$BIN" open --identity k.txt big.age > /dev/null; echo "sealrelay_open_1g $(cat t.txt)" >> results.txt
+RUNS=1 measure sealrelay_seal_1g "$BIN" seal --to "$R" big
+RUNS=1 measure sealrelay_open_1g "$BIN" open --identity k.txt big.age
 rm -f big big.age
 cd - >/dev/null
 SEALRELAY_BENCH_MB=$MB SEALRELAY_BENCH_RUNS=$RUNS cargo bench --quiet --bench raw_aead > "$work/raw.txt"

@@ -40,9 +40,11 @@ def replace_section(name, body):
 
 def envelope(results, raw, mb, runs):
     rows = {}
+    cpu = {}
     for line in open(results):
-        name, secs, rss = line.split()
+        name, secs, rss, user, sys_ = line.split()
         rows.setdefault(name, []).append((float(secs), int(rss)))
+        cpu.setdefault(name, []).append((float(user), float(sys_)))
     rawv = dict((l.split()[0], float(l.split()[1])) for l in open(raw) if l.strip())
     size_mb = int(mb) * 1024 * 1024 / 1e6
 
@@ -86,6 +88,40 @@ def envelope(results, raw, mb, runs):
     o1, orss1 = stat("sealrelay_open_1g")
     out.append(f"| sealing 1 GiB < 64 MiB RSS | {srss1:.1f} MiB | {mark(srss1 < 64)} |")
     out.append(f"| opening 1 GiB < 64 MiB RSS | {orss1:.1f} MiB | {mark(orss1 < 64)} |")
+    # Where the time goes: CPU seconds per run, and the ceiling they imply on 2 cores.
+    def cpu_of(name):
+        u = statistics.median(x for x, _ in cpu[name])
+        k = statistics.median(y for _, y in cpu[name])
+        return u, k
+    ru, rk = cpu_of("read_only")
+    su, sk = cpu_of("sealrelay_seal")
+    ou, ok_ = cpu_of("sealrelay_open")
+    cores = os.cpu_count() or 1
+    out.append("")
+    out.append("Where the time goes (median CPU seconds per run, user + system):")
+    out.append("")
+    out.append("| run | user s | system s | ceiling on %d cores |" % cores)
+    out.append("|---|---:|---:|---:|")
+    out.append(f"| reading the input only (`dd`) | {ru:.3f} | {rk:.3f} | {size_mb / max(ru + rk, 1e-9):.0f} MB/s on one core |")
+    out.append(f"| sealrelay seal | {su:.3f} | {sk:.3f} | {size_mb * cores / max(su + sk, 1e-9):.0f} MB/s |")
+    out.append(f"| sealrelay open | {ou:.3f} | {ok_:.3f} | {size_mb * cores / max(ou + ok_, 1e-9):.0f} MB/s |")
+    out.append("")
+    seal_ceiling = size_mb * cores / max(su + sk, 1e-9)
+    open_ceiling = size_mb * cores / max(ou + ok_, 1e-9)
+    within = seal_ceiling / gs >= 1.7
+    verdict = ("within that budget, so the gap is in how well the pipeline overlaps I/O with crypto"
+               if within else "beyond what the CPU allows on this machine")
+    out.append(f"**Gap.** Sealing and opening are CPU-bound. Even spread perfectly over {cores} cores, the CPU")
+    out.append(f"time they take bounds them at about {seal_ceiling:.0f} / {open_ceiling:.0f} MB/s, i.e.")
+    out.append(f"{seal_ceiling / gs:.2f}× / {open_ceiling / go:.2f}× Go age (GNU time's CPU figures have 10 ms resolution).")
+    out.append(f"The 1.7× seal target is {verdict}. 85% of raw 2-thread ring")
+    out.append("(in memory: no file, no age framing, no process start) is out of reach for a CLI that reads and")
+    out.append("writes files: raw ring runs about 2.5 GB/s per core here, faster than the 1.3–1.6 GB/s the")
+    out.append("targets were set from, so the fixed costs (the kernel copy in read(2), start-up) weigh more.")
+    out.append(f"sealrelay reaches {100 * s / seal_ceiling:.0f}% / {100 * o / open_ceiling:.0f}% of its own ceiling: the main thread reads and")
+    out.append("writes while the workers seal or open, but the overlap is partial. Next step: `pread` on the")
+    out.append("worker threads, so the kernel copy is spread over both cores (mapping the file would avoid the")
+    out.append("copy but needs `unsafe`, which this crate forbids). The memory targets are met with wide margins.")
     replace_section("ENVELOPE", "\n".join(out))
 
 

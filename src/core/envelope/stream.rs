@@ -1,8 +1,9 @@
 //! age's STREAM payload: 64 KiB plaintext chunks, each sealed with ChaCha20-Poly1305 (ring)
 //! under the payload key, nonce = 11-byte big-endian chunk counter || last-chunk flag.
 //!
-//! Chunks depend only on the key, their index and the flag, so batches of chunks are sealed and
-//! opened in parallel on scoped threads; memory stays bounded by one batch. Opening releases
+//! Chunks depend only on the key, their index and the flag, so they are sealed and opened in
+//! parallel: worker threads take shares of each 4 MiB batch while the calling thread reads the
+//! next batch and writes the previous one; memory stays bounded by two batches. Opening releases
 //! plaintext strictly in order and only chunks that authenticated; nothing after the first
 //! failure is released.
 
@@ -57,50 +58,184 @@ fn fill<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> Result<usize, EnvelopeEr
     Ok(n)
 }
 
-/// Runs `work(index_in_batch, item)` over `items` on up to `threads` threads, in contiguous
-/// shares; the last share runs on the calling thread.
-fn parallel_map<I, F, T>(items: &mut [I], threads: usize, work: F) -> Vec<T>
-where
-    I: Send,
-    F: Fn(usize, &mut I) -> T + Sync,
-    T: Send + Default + Clone,
-{
-    let n = items.len();
-    let mut results = vec![T::default(); n];
-    if threads <= 1 || n <= 1 {
-        for (i, item) in items.iter_mut().enumerate() {
-            results[i] = work(i, item);
-        }
-        return results;
-    }
-    let per = n.div_ceil(threads);
-    std::thread::scope(|scope| {
-        let work = &work;
-        let mut rest_items: &mut [I] = items;
-        let mut rest_results: &mut [T] = &mut results;
-        let mut base = 0;
-        while !rest_items.is_empty() {
-            let take = per.min(rest_items.len());
-            let (s, s_rest) = rest_items.split_at_mut(take);
-            let (r, r_rest) = rest_results.split_at_mut(take);
-            rest_items = s_rest;
-            rest_results = r_rest;
-            let start = base;
-            base += take;
-            let mut job = move || {
-                for (k, (item, out)) in s.iter_mut().zip(r.iter_mut()).enumerate() {
-                    *out = work(start + k, item);
-                }
-            };
-            if rest_items.is_empty() {
-                job();
+/// A share of a batch: consecutive chunks handled by one worker thread.
+struct Part {
+    /// Sealing: plaintext in, ciphertext out, in place. Opening: ciphertext (kept intact).
+    buf: Vec<u8>,
+    /// Opening: where each chunk is copied and opened (ring zeroes a buffer that fails, and a
+    /// chunk that fails one way must still be tried the other).
+    plain: Vec<u8>,
+    /// Bytes in each chunk slot of this part.
+    lens: Vec<usize>,
+    /// Stream index of the part's first chunk.
+    first: u64,
+    /// Index within the part of the chunk that ends the input, if it is here.
+    at_end: Option<usize>,
+    /// Sealing: whether every chunk sealed. Opening: each chunk's outcome.
+    sealed_ok: bool,
+    opened: Vec<Opened>,
+}
+
+impl Part {
+    fn new(chunks: usize, open: bool) -> Self {
+        Part {
+            buf: vec![0u8; chunks * SLOT],
+            plain: if open {
+                vec![0u8; chunks * SLOT]
             } else {
-                // Scoped threads are joined when the scope ends.
-                scope.spawn(job);
+                Vec::new()
+            },
+            lens: Vec::with_capacity(chunks),
+            first: 0,
+            at_end: None,
+            sealed_ok: true,
+            opened: Vec::with_capacity(chunks),
+        }
+    }
+}
+
+/// Reads the next batch into `parts` (chunk slots of `slot_fill` bytes each, in order across
+/// the parts). Returns whether the input ended. A one-byte look-ahead past a full batch tells
+/// whether its last chunk is the final one; that byte is carried into the next batch.
+fn read_batch<R: Read + ?Sized>(
+    input: &mut R,
+    parts: &mut [Part],
+    slot_fill: usize,
+    carry: &mut Option<u8>,
+    next_index: &mut u64,
+) -> Result<bool, EnvelopeError> {
+    let mut eof = false;
+    for part in parts.iter_mut() {
+        part.lens.clear();
+        part.opened.clear();
+        part.at_end = None;
+        part.sealed_ok = true;
+        part.first = *next_index;
+        if eof {
+            continue;
+        }
+        for slot in part.buf.chunks_mut(SLOT) {
+            let mut start = 0;
+            if let Some(b) = carry.take() {
+                slot[0] = b;
+                start = 1;
+            }
+            let n = start + fill(input, &mut slot[start..slot_fill])?;
+            part.lens.push(n);
+            *next_index += 1;
+            if n < slot_fill {
+                eof = true;
+                break;
             }
         }
-    });
-    results
+    }
+    if !eof {
+        let mut one = [0u8; 1];
+        if fill(input, &mut one)? == 0 {
+            eof = true;
+        } else {
+            *carry = Some(one[0]);
+        }
+    }
+    if eof {
+        // Mark the chunk that ends the input: the last non-empty slot read. An empty slot read
+        // at a chunk boundary is not a chunk, unless it is the only one (an empty stream).
+        if let Some(pi) = parts.iter().rposition(|p| !p.lens.is_empty()) {
+            let is_first_chunk = parts[pi].first == 0 && parts[pi].lens.len() == 1;
+            if parts[pi].lens.last() == Some(&0) && !is_first_chunk {
+                parts[pi].lens.pop();
+                *next_index -= 1;
+            }
+            if let Some(pj) = parts.iter().rposition(|p| !p.lens.is_empty()) {
+                parts[pj].at_end = Some(parts[pj].lens.len() - 1);
+            }
+        }
+    }
+    Ok(eof)
+}
+
+/// Worker threads, one per part, fed over channels. Parts go out and come back in FIFO order
+/// per worker, so the batch being written overlaps with the next one being processed and the
+/// one after being read.
+fn pipeline<R, W, F, G>(
+    input: &mut R,
+    output: &mut W,
+    threads: usize,
+    open: bool,
+    work: F,
+    mut write_part: G,
+) -> Result<(), EnvelopeError>
+where
+    R: Read + ?Sized,
+    W: Write + ?Sized,
+    F: Fn(&mut Part) + Sync,
+    G: FnMut(&mut W, &Part) -> Result<(), EnvelopeError>,
+{
+    let threads = threads.clamp(1, BATCH_CHUNKS);
+    let per = BATCH_CHUNKS.div_ceil(threads);
+    let slot_fill = if open { SLOT } else { CHUNK };
+    std::thread::scope(|scope| {
+        let work = &work;
+        let mut to_workers = Vec::with_capacity(threads);
+        let mut from_workers = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let (job_tx, job_rx) = std::sync::mpsc::channel::<Part>();
+            let (done_tx, done_rx) = std::sync::mpsc::channel::<Part>();
+            scope.spawn(move || {
+                while let Ok(mut part) = job_rx.recv() {
+                    work(&mut part);
+                    if done_tx.send(part).is_err() {
+                        break;
+                    }
+                }
+            });
+            to_workers.push(job_tx);
+            from_workers.push(done_rx);
+        }
+        // Two batches of parts rotate: one being processed while the other is read/written.
+        let mut spare: Vec<Vec<Part>> = (0..2)
+            .map(|_| (0..threads).map(|_| Part::new(per, open)).collect())
+            .collect();
+        let mut carry = None;
+        let mut next_index = 0u64;
+        let mut in_flight = false;
+        let mut eof = false;
+        loop {
+            let mut dispatched = false;
+            if !eof {
+                let mut batch = spare
+                    .pop()
+                    .ok_or(EnvelopeError::Internal("pipeline lost a batch"))?;
+                eof = read_batch(input, &mut batch, slot_fill, &mut carry, &mut next_index)?;
+                for (tx, part) in to_workers.iter().zip(batch) {
+                    tx.send(part)
+                        .map_err(|_| EnvelopeError::Internal("a worker stopped"))?;
+                }
+                dispatched = true;
+            }
+            if in_flight {
+                // Collect and write the older batch (each worker answers in order).
+                let mut done = Vec::with_capacity(threads);
+                for rx in &from_workers {
+                    done.push(
+                        rx.recv()
+                            .map_err(|_| EnvelopeError::Internal("a worker stopped"))?,
+                    );
+                }
+                for part in &done {
+                    write_part(output, part)?;
+                }
+                spare.push(done);
+            }
+            in_flight = dispatched;
+            if !dispatched {
+                return Ok(());
+            }
+            if eof && !in_flight {
+                return Ok(());
+            }
+        }
+    })
 }
 
 /// Seals everything from `input` to `output` as a STREAM. Returns plaintext bytes sealed.
@@ -111,75 +246,44 @@ pub fn seal<R: Read + ?Sized, W: Write + ?Sized>(
     threads: usize,
 ) -> Result<u64, EnvelopeError> {
     let key = key(payload_key)?;
-    let mut buf = vec![0u8; BATCH_CHUNKS * SLOT];
-    let mut carry: Option<u8> = None;
-    let mut index: u64 = 0;
-    let mut total: u64 = 0;
-    loop {
-        // Fill plaintext into the slots, each followed by room for its tag.
-        let mut lens = Vec::with_capacity(BATCH_CHUNKS);
-        let mut eof = false;
-        for slot in buf.chunks_mut(SLOT) {
-            let mut start = 0;
-            if let Some(b) = carry.take() {
-                slot[0] = b;
-                start = 1;
-            }
-            let n = start + fill(input, &mut slot[start..CHUNK])?;
-            lens.push(n);
-            if n < CHUNK {
-                eof = true;
-                break;
-            }
-        }
-        if !eof {
-            // A full batch: peek one byte to learn whether the last chunk is the final one.
-            let mut one = [0u8; 1];
-            if fill(input, &mut one)? == 0 {
-                eof = true;
-            } else {
-                carry = Some(one[0]);
-            }
-        }
-        // An empty final chunk is only valid for an empty file.
-        if eof && lens.len() > 1 && lens.last() == Some(&0) {
-            lens.pop();
-        }
-        let count = lens.len();
-        let mut slots: Vec<&mut [u8]> = buf.chunks_mut(SLOT).take(count).collect();
-        let first = index;
-        let results: Vec<bool> = parallel_map(&mut slots, threads, |i, slot| {
-            let len = lens[i];
-            let last = eof && i + 1 == count;
-            let (pt, rest) = slot.split_at_mut(len);
-            match key.seal_in_place_separate_tag(nonce(first + i as u64, last), Aad::empty(), pt) {
-                Ok(tag) => {
-                    rest[..TAG].copy_from_slice(tag.as_ref());
-                    true
+    let mut total = 0u64;
+    pipeline(
+        input,
+        output,
+        threads,
+        false,
+        |part| {
+            for (i, slot) in part.buf.chunks_mut(SLOT).enumerate().take(part.lens.len()) {
+                let len = part.lens[i];
+                let last = part.at_end == Some(i);
+                let (pt, rest) = slot.split_at_mut(len);
+                match key.seal_in_place_separate_tag(
+                    nonce(part.first + i as u64, last),
+                    Aad::empty(),
+                    pt,
+                ) {
+                    Ok(tag) => rest[..TAG].copy_from_slice(tag.as_ref()),
+                    Err(_) => part.sealed_ok = false,
                 }
-                Err(_) => false,
             }
-        });
-        if results.iter().any(|ok| !ok) {
-            return Err(EnvelopeError::Internal("ChaCha20-Poly1305 seal failed"));
-        }
-        // Full chunks are contiguous in the buffer: write them in one go.
-        let full = lens.iter().take_while(|&&l| l == CHUNK).count();
-        output
-            .write_all(&buf[..full * SLOT])
-            .map_err(EnvelopeError::Io)?;
-        if full < count {
-            let l = lens[full];
-            output
-                .write_all(&buf[full * SLOT..full * SLOT + l + TAG])
+        },
+        |out, part| {
+            if !part.sealed_ok {
+                return Err(EnvelopeError::Internal("ChaCha20-Poly1305 seal failed"));
+            }
+            // Full chunks are contiguous: one write; then a short final chunk, if any.
+            let full = part.lens.iter().take_while(|&&l| l == CHUNK).count();
+            out.write_all(&part.buf[..full * SLOT])
                 .map_err(EnvelopeError::Io)?;
-        }
-        total += lens.iter().map(|&l| l as u64).sum::<u64>();
-        index += count as u64;
-        if eof {
-            return Ok(total);
-        }
-    }
+            if let Some(&l) = part.lens.get(full) {
+                out.write_all(&part.buf[full * SLOT..full * SLOT + l + TAG])
+                    .map_err(EnvelopeError::Io)?;
+            }
+            total += part.lens.iter().map(|&l| l as u64).sum::<u64>();
+            Ok(())
+        },
+    )?;
+    Ok(total)
 }
 
 /// How a chunk that authenticated relates to where the stream ends.
@@ -196,6 +300,40 @@ enum Opened {
     NonFinalAtEnd(usize),
 }
 
+fn open_chunk(
+    key: &LessSafeKey,
+    c: &[u8],
+    p: &mut [u8],
+    len: usize,
+    index: u64,
+    at_end: bool,
+) -> Opened {
+    if len < TAG {
+        return Opened::Failed;
+    }
+    let mut try_open = |last: bool| -> Option<usize> {
+        if last && len == TAG && index != 0 {
+            return None; // an empty final chunk is only valid for an empty file
+        }
+        p[..len].copy_from_slice(&c[..len]);
+        key.open_in_place(nonce(index, last), Aad::empty(), &mut p[..len])
+            .ok()
+            .map(|pt| pt.len())
+    };
+    if at_end {
+        match try_open(true) {
+            Some(n) => Opened::Ok(n),
+            None if len == SLOT => try_open(false).map_or(Opened::Failed, Opened::NonFinalAtEnd),
+            None => Opened::Failed,
+        }
+    } else {
+        match try_open(false) {
+            Some(n) => Opened::Ok(n),
+            None => try_open(true).map_or(Opened::Failed, Opened::FinalBeforeMore),
+        }
+    }
+}
+
 /// Opens a STREAM from `input`, writing authenticated plaintext to `output` in order. On error
 /// everything written so far is the plaintext of chunks that authenticated before the failure
 /// (as the age reference implementations release it).
@@ -206,125 +344,79 @@ pub fn open<R: Read + ?Sized, W: Write + ?Sized>(
     threads: usize,
 ) -> Result<u64, EnvelopeError> {
     let key = key(payload_key)?;
-    // Ciphertext is read into `cipher`; each chunk is copied into `plain` and opened there, so
-    // a chunk that fails one way can still be tried the other (ring zeroes failed buffers).
-    let mut cipher = vec![0u8; BATCH_CHUNKS * SLOT];
-    let mut plain = vec![0u8; BATCH_CHUNKS * SLOT];
-    let mut carry: Option<u8> = None;
-    let mut index: u64 = 0;
-    let mut total: u64 = 0;
-    loop {
-        let mut lens = Vec::with_capacity(BATCH_CHUNKS);
-        let mut eof = false;
-        for slot in cipher.chunks_mut(SLOT) {
-            let mut start = 0;
-            if let Some(b) = carry.take() {
-                slot[0] = b;
-                start = 1;
+    let mut total = 0u64;
+    let mut chunks_seen = 0u64;
+    pipeline(
+        input,
+        output,
+        threads,
+        true,
+        |part| {
+            let Part {
+                buf,
+                plain,
+                lens,
+                first,
+                at_end,
+                opened,
+                ..
+            } = part;
+            for (i, (c, p)) in buf
+                .chunks(SLOT)
+                .zip(plain.chunks_mut(SLOT))
+                .enumerate()
+                .take(lens.len())
+            {
+                opened.push(open_chunk(
+                    &key,
+                    c,
+                    p,
+                    lens[i],
+                    *first + i as u64,
+                    *at_end == Some(i),
+                ));
             }
-            let n = start + fill(input, &mut slot[start..])?;
-            lens.push(n);
-            if n < SLOT {
-                eof = true;
-                break;
-            }
-        }
-        if !eof {
-            let mut one = [0u8; 1];
-            if fill(input, &mut one)? == 0 {
-                eof = true;
-            } else {
-                carry = Some(one[0]);
-            }
-        }
-        // A zero-length read at a chunk boundary: the previous chunk was the last one read.
-        if eof && lens.last() == Some(&0) {
-            lens.pop();
-            if lens.is_empty() {
-                return Err(if index == 0 {
-                    EnvelopeError::Payload("the payload has no chunks".into())
-                } else {
-                    EnvelopeError::Payload(
-                        "the stream ends without a final chunk (truncated?)".into(),
-                    )
-                });
-            }
-        }
-        let count = lens.len();
-        let first = index;
-        let mut pairs: Vec<(&[u8], &mut [u8])> = cipher
-            .chunks(SLOT)
-            .zip(plain.chunks_mut(SLOT))
-            .take(count)
-            .collect();
-        let results: Vec<Opened> = parallel_map(&mut pairs, threads, |i, (c, p)| {
-            let len = lens[i];
-            let at_end = eof && i + 1 == count;
-            let chunk_index = first + i as u64;
-            if len < TAG {
-                return Opened::Failed;
-            }
-            let mut try_open = |last: bool| -> Option<usize> {
-                if last && len == TAG && chunk_index != 0 {
-                    return None; // an empty final chunk is only valid for an empty file
-                }
-                p[..len].copy_from_slice(&c[..len]);
-                key.open_in_place(nonce(chunk_index, last), Aad::empty(), &mut p[..len])
-                    .ok()
-                    .map(|pt| pt.len())
-            };
-            if at_end {
-                match try_open(true) {
-                    Some(n) => Opened::Ok(n),
-                    None if len == SLOT => {
-                        try_open(false).map_or(Opened::Failed, Opened::NonFinalAtEnd)
+        },
+        |out, part| {
+            for (i, r) in part.opened.iter().enumerate() {
+                let at = part.first + i as u64;
+                chunks_seen = at + 1;
+                let (n, err) = match *r {
+                    Opened::Ok(n) => (n, None),
+                    Opened::FinalBeforeMore(n) => (
+                        n,
+                        Some(format!(
+                            "data follows the final chunk {at} (extended or spliced stream)"
+                        )),
+                    ),
+                    Opened::NonFinalAtEnd(n) => (
+                        n,
+                        Some(format!(
+                            "the stream ends after chunk {at} without a final chunk (truncated?)"
+                        )),
+                    ),
+                    Opened::Failed => {
+                        return Err(EnvelopeError::Payload(if part.lens[i] < TAG {
+                            format!("chunk {at} is truncated")
+                        } else {
+                            format!("chunk {at} does not authenticate (corrupt, reordered, truncated or spliced)")
+                        }))
                     }
-                    None => Opened::Failed,
-                }
-            } else {
-                match try_open(false) {
-                    Some(n) => Opened::Ok(n),
-                    None => try_open(true).map_or(Opened::Failed, Opened::FinalBeforeMore),
+                };
+                out.write_all(&part.plain[i * SLOT..i * SLOT + n])
+                    .map_err(EnvelopeError::Io)?;
+                total += n as u64;
+                if let Some(e) = err {
+                    return Err(EnvelopeError::Payload(e));
                 }
             }
-        });
-        for (i, r) in results.iter().enumerate() {
-            let at = first + i as u64;
-            let (n, err) = match *r {
-                Opened::Ok(n) => (n, None),
-                Opened::FinalBeforeMore(n) => (
-                    n,
-                    Some(format!(
-                        "data follows the final chunk {at} (extended or spliced stream)"
-                    )),
-                ),
-                Opened::NonFinalAtEnd(n) => (
-                    n,
-                    Some(format!(
-                        "the stream ends after chunk {at} without a final chunk (truncated?)"
-                    )),
-                ),
-                Opened::Failed => {
-                    return Err(EnvelopeError::Payload(if lens[i] < TAG {
-                        format!("chunk {at} is truncated")
-                    } else {
-                        format!("chunk {at} does not authenticate (corrupt, reordered, truncated or spliced)")
-                    }))
-                }
-            };
-            output
-                .write_all(&plain[i * SLOT..i * SLOT + n])
-                .map_err(EnvelopeError::Io)?;
-            total += n as u64;
-            if let Some(e) = err {
-                return Err(EnvelopeError::Payload(e));
-            }
-        }
-        index += count as u64;
-        if eof {
-            return Ok(total);
-        }
+            Ok(())
+        },
+    )?;
+    if chunks_seen == 0 {
+        return Err(EnvelopeError::Payload("the payload has no chunks".into()));
     }
+    Ok(total)
 }
 
 /// The ciphertext length of a STREAM over `plaintext_len` bytes (without nonce).
