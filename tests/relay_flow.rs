@@ -183,3 +183,301 @@ async fn refusals() {
     assert_eq!(out, b"secret ticket");
     w.relay.shutdown().await;
 }
+
+/// Nothing was stored: no envelope records and no blobs.
+fn nothing_stored(w: &World) {
+    let store = w.relay.relay().store();
+    assert!(
+        store.envelope_ids().unwrap().is_empty(),
+        "an envelope was stored"
+    );
+    let blobs = std::fs::read_dir(w.dir.join("data/blobs")).unwrap().count();
+    let tmp = std::fs::read_dir(w.dir.join("data/blobs.tmp"))
+        .unwrap()
+        .count();
+    assert_eq!((blobs, tmp), (0, 0), "blob files were left behind");
+}
+
+fn seal_for(user: &Identity, data: &[u8]) -> Vec<u8> {
+    let recipient: age::x25519::Recipient = user.age_identity.as_ref().unwrap().to_public();
+    let mut out = Vec::new();
+    sealrelay::core::envelope::seal(&recipient, &mut &data[..], &mut out, 1).unwrap();
+    out
+}
+
+fn statement(
+    bot: &Identity,
+    alice: &Identity,
+    grant_id: [u8; 16],
+    body: &[u8],
+) -> sealrelay::core::sign::Signed {
+    sealrelay::core::envelope::submission::Submission {
+        grant_id,
+        user: alice.id.clone().unwrap(),
+        agent: bot.id.clone().unwrap(),
+        ciphertext_sha256: sealrelay::core::directory::sha256(body),
+        ciphertext_len: body.len() as u64,
+    }
+    .sign(&bot.signing_key)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bodies_expired_grants_and_races() {
+    let w = world().await;
+    let alice = UserClient::connect(&w.alice, &w.addr).await.unwrap();
+    let bot = AgentClient::connect(&w.bot, &w.addr).await.unwrap();
+
+    // A body over the grant's max bytes (sent raw: the client would refuse it itself).
+    let mut small = grant_req("tickets/2");
+    small.max_bytes = 1000;
+    let g = alice.grant(&small).await.unwrap();
+    let body = seal_for(&w.alice, &vec![7u8; 5000]);
+    let err = bot
+        .submit_raw(
+            g,
+            &statement(&w.bot, &w.alice, g, &body),
+            body.len() as u64,
+            &mut body.as_slice(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("larger than the grant"), "{err}");
+    nothing_stored(&w);
+
+    // A body that is not a valid single-recipient age file: plaintext behind a forged header,
+    // a file sealed to two recipients, and plain garbage.
+    let g = alice.grant(&grant_req("tickets/3")).await.unwrap();
+    let mut forged = b"age-encryption.org/v1\n-> X25519 TEiF0ypqr+bpvcqXNyCVJpL7OuwPdVwPL7KQEbFDOCc\nhjabGXwSLQ9c3S6Lw2i+S2Tu2fiwQHHslbBN6B41FLE\n--- WyJp9F/9FOZh7gJdheq2WIJcwHgYc8NIVh3ddwhrcNg\n".to_vec();
+    forged.extend_from_slice(
+        &b"CANARY the quarterly numbers, in plain text, smuggled as ciphertext.\n".repeat(40),
+    );
+    let recipients = [
+        w.alice.age_identity.as_ref().unwrap().to_public(),
+        w.mallory.age_identity.as_ref().unwrap().to_public(),
+    ];
+    let enc = age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
+        .unwrap();
+    let mut two = Vec::new();
+    let mut wr = enc.wrap_output(&mut two).unwrap();
+    std::io::Write::write_all(&mut wr, b"hello").unwrap();
+    wr.finish().unwrap();
+    for (body, why) in [
+        (forged, "not ciphertext"),
+        (two, "more than one X25519"),
+        (b"just some text".to_vec(), "not an age v1 file"),
+    ] {
+        let err = bot
+            .submit_raw(
+                g,
+                &statement(&w.bot, &w.alice, g, &body),
+                body.len() as u64,
+                &mut body.as_slice(),
+            )
+            .await
+            .unwrap_err();
+        assert!(err.message().contains(why), "{err}");
+        assert_eq!(err.kind(), ErrorKind::BadInput);
+    }
+    nothing_stored(&w);
+    // The grant is still open after all those refusals.
+    assert_eq!(bot.grants().await.unwrap().len(), 2);
+
+    // A statement that does not match the body.
+    let good = seal_for(&w.alice, b"fine");
+    let other = seal_for(&w.alice, b"other");
+    let err = bot
+        .submit_raw(
+            g,
+            &statement(&w.bot, &w.alice, g, &other),
+            good.len() as u64,
+            &mut good.as_slice(),
+        )
+        .await;
+    assert!(err.is_err());
+    nothing_stored(&w);
+
+    // 8 racing sends on one grant: exactly one wins.
+    let bodies: Vec<Vec<u8>> = (0..8)
+        .map(|i| seal_for(&w.alice, format!("race {i}").as_bytes()))
+        .collect();
+    let st: Vec<_> = bodies
+        .iter()
+        .map(|b| statement(&w.bot, &w.alice, g, b))
+        .collect();
+    let send = |i: usize| {
+        let bot = &bot;
+        let b = bodies[i].clone();
+        let s = st[i].clone();
+        async move {
+            bot.submit_raw(g, &s, b.len() as u64, &mut b.as_slice())
+                .await
+        }
+    };
+    let r = tokio::join!(
+        send(0),
+        send(1),
+        send(2),
+        send(3),
+        send(4),
+        send(5),
+        send(6),
+        send(7)
+    );
+    let results = [r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7];
+    let wins = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(wins, 1, "{results:?}");
+    for r in results.iter().filter(|r| r.is_err()) {
+        assert_eq!(r.as_ref().unwrap_err().kind(), ErrorKind::Conflict, "{r:?}");
+    }
+    assert_eq!(w.relay.relay().store().envelope_ids().unwrap().len(), 1);
+    assert_eq!(
+        std::fs::read_dir(w.dir.join("data/blobs")).unwrap().count(),
+        1,
+        "losing racers left blobs"
+    );
+
+    // An expired grant.
+    let mut short = grant_req("tickets/5");
+    short.ttl_secs = 1;
+    let g = alice.grant(&short).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert!(
+        bot.grants()
+            .await
+            .unwrap()
+            .iter()
+            .all(|x| x.grant.grant_id != g),
+        "an expired grant is listed"
+    );
+    let body = seal_for(&w.alice, b"late");
+    let err = bot
+        .submit_raw(
+            g,
+            &statement(&w.bot, &w.alice, g, &body),
+            body.len() as u64,
+            &mut body.as_slice(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("expired"), "{err}");
+    assert_eq!(w.relay.relay().store().envelope_ids().unwrap().len(), 1);
+    w.relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_takes_effect_on_an_open_connection() {
+    let w = world().await;
+    let alice = UserClient::connect(&w.alice, &w.addr).await.unwrap();
+    let bot = AgentClient::connect(&w.bot, &w.addr).await.unwrap();
+    alice.grant(&grant_req("tickets/9")).await.unwrap();
+    assert_eq!(bot.grants().await.unwrap().len(), 1);
+    // The admin revokes research-bot and pushes the revocation.
+    let keys = w.dir.join("keys");
+    let root = sealrelay::local::trust_root::TrustRoot::load(&keys).unwrap();
+    let (directory, _) =
+        sealrelay::local::dirstore::load(&root.directory_dir(), &root.authority.public()).unwrap();
+    let (_, signed, _) = sealrelay::local::dirstore::revoke(
+        &root,
+        &directory,
+        w.bot.id.as_ref().unwrap(),
+        "compromised",
+        sealrelay::clock::now(),
+    )
+    .unwrap();
+    let admin = sealrelay::client::AdminClient::connect(&w.admin, &w.addr)
+        .await
+        .unwrap();
+    admin.push(&[], &[signed]).await.unwrap();
+    // Same connection, next request: refused.
+    let err = bot
+        .grants()
+        .await
+        .err()
+        .expect("a revoked agent was served");
+    assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
+    assert!(err.message().contains("revoked"), "{err}");
+    // And alice can no longer grant to it.
+    let err = alice.grant(&grant_req("tickets/10")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
+    assert!(err.message().contains("enrolled agent"), "{err}");
+    // Denials are events.
+    let events = w.relay.relay().store().events(0, 1000).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|(_, e)| e.kind == "deny" && e.detail.contains("revoked")),
+        "{events:?}"
+    );
+    w.relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_without_a_certificate_or_from_another_ca_are_refused() {
+    let w = world().await;
+    // Another trust root, same trust domain and names: its certificates are not ours.
+    let other = tempfile::tempdir().unwrap();
+    let (ids, _) = provision(
+        &other.path().join("keys"),
+        &[user("alice", 2, &[])],
+        sealrelay::clock::now(),
+    )
+    .unwrap();
+    let err = match UserClient::connect(&ids[0], &w.addr).await {
+        Ok(c) => c
+            .inbox()
+            .await
+            .err()
+            .expect("a foreign certificate was served"),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::Refused | ErrorKind::Unavailable | ErrorKind::Verification
+        ),
+        "{err}"
+    );
+
+    // No client certificate at all.
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(
+            w.alice.ca_cert.clone().unwrap(),
+        ))
+        .unwrap();
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![sealrelay::core::wire::ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(quic)));
+    let served = async {
+        let conn = endpoint
+            .connect(w.relay.local_addr, "localhost")
+            .unwrap()
+            .await
+            .ok()?;
+        let (mut send, mut recv) = conn.open_bi().await.ok()?;
+        let frame = sealrelay::core::wire::encode_frame(&sealrelay::core::wire::RequestFrame {
+            version: 1,
+            request: sealrelay::core::wire::Request::Inbox,
+        })
+        .unwrap();
+        send.write_all(&frame).await.ok()?;
+        let _ = send.finish();
+        let mut prefix = [0u8; 4];
+        recv.read_exact(&mut prefix).await.ok()?;
+        Some(())
+    }
+    .await;
+    assert!(
+        served.is_none(),
+        "a client without a certificate got an answer"
+    );
+    nothing_stored(&w);
+    w.relay.shutdown().await;
+}

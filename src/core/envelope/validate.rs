@@ -194,9 +194,20 @@ impl EnvelopeValidator {
 
     /// Checks the lengths and the last window once all bytes are in.
     pub fn finish(mut self) -> Result<Shape, EnvelopeError> {
-        let header_len = self.header_len.ok_or_else(|| {
-            EnvelopeError::Invalid("the input ends before the age header does".into())
-        })?;
+        let header_len = match self.header_len {
+            Some(n) => n,
+            None => {
+                let n = self.header_buf.len().min(super::header::VERSION_LINE.len());
+                return Err(EnvelopeError::Invalid(
+                    if self.header_buf.get(..n) == super::header::VERSION_LINE.get(..n) {
+                        "the input ends before the age header does"
+                    } else {
+                        "not an age v1 file (the first line is not age-encryption.org/v1)"
+                    }
+                    .into(),
+                ));
+            }
+        };
         let total_payload = self.payload_len;
         // Short payloads are too small for chi-square: refuse ones that are almost all
         // printable (random bytes are ~38% printable; 7 standard deviations above that).
