@@ -426,8 +426,7 @@ async fn clients_without_a_certificate_or_from_another_ca_are_refused() {
         Ok(c) => c
             .inbox()
             .await
-            .err()
-            .expect("a foreign certificate was served"),
+            .expect_err("a foreign certificate was served"),
         Err(e) => e,
     };
     assert!(
