@@ -18,6 +18,9 @@ use sealrelay::local::provision::{agent, provision, user};
 
 const CANARY: &[u8] = b"CANARY-PLAINTEXT-7f3a9c51";
 
+/// (envelope id, payload index) of every acked send.
+type Acked = Arc<Mutex<Vec<([u8; 16], usize)>>>;
+
 struct Server {
     child: Child,
     addr: String,
@@ -106,7 +109,7 @@ fn kill_9_during_sends_twenty_times_loses_no_acked_envelope() {
         .enable_all()
         .build()
         .unwrap();
-    let acked: Arc<Mutex<Vec<([u8; 16], usize)>>> = Arc::default();
+    let acked: Acked = Arc::default();
     let mut sent = 0usize;
 
     for cycle in 0..20 {
