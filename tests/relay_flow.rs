@@ -330,9 +330,21 @@ async fn bad_bodies_expired_grants_and_races() {
         assert_eq!(r.as_ref().unwrap_err().kind(), ErrorKind::Conflict, "{r:?}");
     }
     assert_eq!(w.relay.relay().store().envelope_ids().unwrap().len(), 1);
+    // Small envelopes are stored inline: no blob file for the winner, none left by the losers.
+    let winner = w.relay.relay().store().envelope_ids().unwrap()[0];
+    assert!(w
+        .relay
+        .relay()
+        .store()
+        .inline_body(&winner)
+        .unwrap()
+        .is_some());
     assert_eq!(
-        std::fs::read_dir(w.dir.join("data/blobs")).unwrap().count(),
-        1,
+        std::fs::read_dir(w.dir.join("data/blobs")).unwrap().count()
+            + std::fs::read_dir(w.dir.join("data/blobs.tmp"))
+                .unwrap()
+                .count(),
+        0,
         "losing racers left blobs"
     );
 

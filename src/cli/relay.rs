@@ -466,7 +466,7 @@ pub fn fetch(args: FetchArgs) -> Result<()> {
                     f
                 }
                 None => {
-                    let mut stdout = std::io::stdout().lock();
+                    let mut stdout = std::io::stdout();
                     let f = user.fetch(*id, &scratch_dir(), &mut stdout).await?;
                     let _ = stdout.flush();
                     f

@@ -301,7 +301,7 @@ impl<'a> UserClient<'a> {
         &self,
         envelope_id: [u8; 16],
         scratch_dir: &Path,
-        out: &mut dyn Write,
+        out: &mut (dyn Write + Send),
     ) -> Result<Fetched> {
         let (reply, mut recv) = self.conn.call(Request::Fetch { envelope_id }, None).await?;
         let Reply::Envelope { view } = reply else {
@@ -461,7 +461,7 @@ impl<'a> AgentClient<'a> {
     pub async fn send(
         &self,
         grant: &OpenGrant,
-        input: &mut dyn Read,
+        input: &mut (dyn Read + Send),
         scratch_dir: &Path,
     ) -> Result<[u8; 16]> {
         let recipient = grant

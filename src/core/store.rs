@@ -53,6 +53,8 @@ pub struct EnvelopeRecord {
     pub statement: StoredSigned,
     /// Set once the user's receipt is recorded.
     pub receipt: Option<StoredSigned>,
+    /// Small envelopes live in the store itself (one fsync per batch); large ones are files.
+    pub inline: bool,
 }
 
 /// A security event: ids, digests, decisions and times, never content or secrets.
@@ -89,6 +91,8 @@ pub enum WriteOp {
     ConsumeGrant {
         agent: String,
         envelope: EnvelopeRecord,
+        /// The ciphertext, for envelopes stored inline.
+        inline_body: Option<Vec<u8>>,
         now: u64,
         event: Event,
     },
@@ -161,6 +165,8 @@ pub trait Store: Send + Sync + 'static {
     fn envelope(&self, envelope_id: &[u8; 16]) -> Result<Option<EnvelopeRecord>>;
     /// Envelopes waiting for `user` (no receipt yet).
     fn inbox(&self, user: &str) -> Result<Vec<EnvelopeRecord>>;
+    /// The ciphertext of an envelope stored inline.
+    fn inline_body(&self, envelope_id: &[u8; 16]) -> Result<Option<Vec<u8>>>;
     /// Every envelope id (for sweeping orphaned blobs and expiry).
     fn envelope_ids(&self) -> Result<Vec<[u8; 16]>>;
     /// Events `from..from+limit`.

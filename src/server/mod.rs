@@ -47,6 +47,9 @@ use crate::store::redb::RedbStore;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes per read when streaming bodies.
 const IO_CHUNK: usize = 256 * 1024;
+/// Envelopes up to this size are stored inline in the store (committed with their batch, no
+/// file and no per-envelope fsync); larger ones stream to blob files.
+pub const INLINE_MAX: u64 = 64 * 1024;
 
 /// An error as the relay answers it: a wire code and a one-line message.
 struct Refusal {
@@ -637,6 +640,23 @@ impl Relay {
                     })
                     .ok_or_else(|| Refusal::not_found("envelope"))?;
                 let view = self.view(&record, now)?;
+                if record.inline {
+                    let body = self
+                        .store
+                        .inline_body(&envelope_id)?
+                        .ok_or_else(|| Refusal::not_found("envelope"))?;
+                    respond(send, Ok(Reply::Envelope { view }))
+                        .await
+                        .map_err(Refusal::from)?;
+                    send.write_all(&body).await.map_err(|e| {
+                        Refusal::from(Error::new(
+                            ErrorKind::Unavailable,
+                            format!("cannot send: {e}"),
+                        ))
+                    })?;
+                    let _ = send.finish();
+                    return Ok(None);
+                }
                 let file = tokio::fs::File::open(self.blobs.path(&envelope_id))
                     .await
                     .map_err(|e| {
@@ -911,15 +931,26 @@ impl Relay {
             ));
         }
 
-        // Stream the body to a temporary blob while validating and hashing it.
+        // Stream the body (to a temporary blob, or memory when small) while validating and
+        // hashing it.
         let envelope_id = random_id()?;
-        let mut blob = self.blobs.create(&envelope_id)?;
+        let inline = length <= INLINE_MAX;
+        let mut blob = if inline {
+            None
+        } else {
+            Some(self.blobs.create(&envelope_id)?)
+        };
+        let mut body = Vec::with_capacity(if inline {
+            usize::try_from(length).unwrap_or(0)
+        } else {
+            0
+        });
         let mut validator = EnvelopeValidator::new();
         let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
         let mut remaining = length;
-        let mut buf = vec![0u8; IO_CHUNK];
+        let mut buf = vec![0u8; IO_CHUNK.min(usize::try_from(length).unwrap_or(IO_CHUNK).max(1))];
         while remaining > 0 {
-            let want = usize::try_from(remaining.min(IO_CHUNK as u64)).unwrap_or(IO_CHUNK);
+            let want = usize::try_from(remaining.min(buf.len() as u64)).unwrap_or(buf.len());
             let n = match recv.read(&mut buf[..want]).await {
                 Ok(Some(n)) => n,
                 Ok(None) => {
@@ -940,8 +971,11 @@ impl Relay {
                 .update(chunk)
                 .map_err(|e| Refusal::new(ErrorCode::InvalidEnvelope, e.to_string()))?;
             hasher.update(chunk);
-            std::io::Write::write_all(&mut blob, chunk)
-                .map_err(|e| Error::io(format!("cannot write a blob: {e}")))?;
+            match &mut blob {
+                Some(b) => std::io::Write::write_all(b, chunk)
+                    .map_err(|e| Error::io(format!("cannot write a blob: {e}")))?,
+                None => body.extend_from_slice(chunk),
+            }
             remaining -= n as u64;
         }
         let mut extra = [0u8; 1];
@@ -970,8 +1004,13 @@ impl Relay {
                 "the body does not match the SHA-256 in the signed statement",
             ));
         }
-        let blobs = &self.blobs;
-        blobs.commit(blob, &envelope_id)?;
+        if let Some(b) = blob {
+            // fsync, rename, fsync the directory: off the async threads.
+            let blobs = self.blobs.clone();
+            tokio::task::spawn_blocking(move || blobs.commit(b, &envelope_id))
+                .await
+                .map_err(|_| Error::internal("blob commit task failed"))??;
+        }
         let record = EnvelopeRecord {
             envelope_id,
             grant_id,
@@ -986,6 +1025,7 @@ impl Relay {
                 signature: signed.signature.to_vec(),
             },
             receipt: None,
+            inline,
         };
         let event = Event {
             time: now,
@@ -1003,13 +1043,16 @@ impl Relay {
         let op = WriteOp::ConsumeGrant {
             agent: peer.id.to_string(),
             envelope: record,
+            inline_body: inline.then_some(body),
             now,
             event,
         };
         match self.commit(op).await {
             Ok(_) => Ok(Reply::Submitted { envelope_id }),
             Err(r) => {
-                self.blobs.remove(&envelope_id);
+                if !inline {
+                    self.blobs.remove(&envelope_id);
+                }
                 Err(r)
             }
         }

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::ids::hex;
 use crate::local::fs::sync_dir;
 
+#[derive(Clone)]
 pub struct BlobDir {
     dir: PathBuf,
     tmp: PathBuf,

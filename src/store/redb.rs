@@ -21,6 +21,7 @@ const AGENT_GRANTS: TableDefinition<&str, ()> = TableDefinition::new("agent_gran
 const ENVELOPES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("envelopes");
 const USER_INBOX: TableDefinition<&str, ()> = TableDefinition::new("user_inbox");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+const INLINE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("inline_ciphertext");
 
 fn db_err(e: impl std::fmt::Display) -> Error {
     Error::io(format!("store error: {e}"))
@@ -67,6 +68,7 @@ impl RedbStore {
             txn.open_table(ENVELOPES).map_err(db_err)?;
             txn.open_table(USER_INBOX).map_err(db_err)?;
             txn.open_table(EVENTS).map_err(db_err)?;
+            txn.open_table(INLINE).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
         Ok(RedbStore { db })
@@ -86,6 +88,7 @@ impl Store for RedbStore {
             let mut envelopes = txn.open_table(ENVELOPES).map_err(db_err)?;
             let mut inbox = txn.open_table(USER_INBOX).map_err(db_err)?;
             let mut events = txn.open_table(EVENTS).map_err(db_err)?;
+            let mut inline = txn.open_table(INLINE).map_err(db_err)?;
             let mut next_event = events.len().map_err(db_err)?;
             let mut append = |events: &mut redb::Table<u64, &[u8]>, event: &Event| -> Result<u64> {
                 let index = next_event;
@@ -134,6 +137,7 @@ impl Store for RedbStore {
                     WriteOp::ConsumeGrant {
                         agent,
                         envelope,
+                        inline_body,
                         now,
                         event,
                     } => {
@@ -172,6 +176,11 @@ impl Store for RedbStore {
                                         (),
                                     )
                                     .map_err(db_err)?;
+                                if let Some(body) = inline_body {
+                                    inline
+                                        .insert(envelope.envelope_id.as_slice(), body.as_slice())
+                                        .map_err(db_err)?;
+                                }
                                 Ok(append(&mut events, event)?)
                             }
                         }
@@ -198,6 +207,7 @@ impl Store for RedbStore {
                                     .map_err(db_err)?;
                                 if *delete {
                                     envelopes.remove(envelope_id.as_slice()).map_err(db_err)?;
+                                    inline.remove(envelope_id.as_slice()).map_err(db_err)?;
                                 } else {
                                     e.receipt = Some(receipt.clone());
                                     envelopes
@@ -220,6 +230,7 @@ impl Store for RedbStore {
                                 inbox
                                     .remove(pair_key(&e.user, &e.envelope_id).as_str())
                                     .map_err(db_err)?;
+                                inline.remove(e.envelope_id.as_slice()).map_err(db_err)?;
                                 Ok(append(&mut events, event)?)
                             }
                         }
@@ -302,6 +313,13 @@ impl Store for RedbStore {
             }
         }
         Ok(out)
+    }
+
+    fn inline_body(&self, envelope_id: &[u8; 16]) -> Result<Option<Vec<u8>>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(INLINE).map_err(db_err)?;
+        let v = t.get(envelope_id.as_slice()).map_err(db_err)?;
+        Ok(v.map(|v| v.value().to_vec()))
     }
 
     fn envelope_ids(&self) -> Result<Vec<[u8; 16]>> {

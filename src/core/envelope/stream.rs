@@ -65,6 +65,9 @@ struct Part {
     /// Opening: where each chunk is copied and opened (ring zeroes a buffer that fails, and a
     /// chunk that fails one way must still be tried the other).
     plain: Vec<u8>,
+    /// Chunk slots this part holds at most.
+    chunks: usize,
+    open: bool,
     /// Bytes in each chunk slot of this part.
     lens: Vec<usize>,
     /// Stream index of the part's first chunk.
@@ -77,14 +80,13 @@ struct Part {
 }
 
 impl Part {
+    /// Buffers grow as chunks arrive (a small input never allocates a whole batch).
     fn new(chunks: usize, open: bool) -> Self {
         Part {
-            buf: vec![0u8; chunks * SLOT],
-            plain: if open {
-                vec![0u8; chunks * SLOT]
-            } else {
-                Vec::new()
-            },
+            buf: Vec::new(),
+            plain: Vec::new(),
+            chunks,
+            open,
             lens: Vec::with_capacity(chunks),
             first: 0,
             at_end: None,
@@ -114,7 +116,15 @@ fn read_batch<R: Read + ?Sized>(
         if eof {
             continue;
         }
-        for slot in part.buf.chunks_mut(SLOT) {
+        for j in 0..part.chunks {
+            let need = (j + 1) * SLOT;
+            if part.buf.len() < need {
+                part.buf.resize(need, 0);
+                if part.open {
+                    part.plain.resize(need, 0);
+                }
+            }
+            let slot = &mut part.buf[j * SLOT..need];
             let mut start = 0;
             if let Some(b) = carry.take() {
                 slot[0] = b;
