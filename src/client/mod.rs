@@ -27,6 +27,8 @@ use crate::ids::{hex, PartyKind, SpiffeId};
 use crate::net::{self, Limits};
 
 const IO_CHUNK: usize = 256 * 1024;
+/// How long a connection attempt may take before the relay counts as unreachable.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One connection to the relay, authenticated with an identity's client certificate.
 pub struct Connection {
@@ -81,7 +83,7 @@ impl Connection {
         let connecting = endpoint
             .connect(addr, &host)
             .map_err(|e| Error::bad_input(format!("cannot connect to {relay}: {e}")))?;
-        let conn = tokio::time::timeout(std::time::Duration::from_secs(15), connecting)
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
             .map_err(|_| {
                 Error::new(

@@ -1,0 +1,227 @@
+//! The relay commands through the real binary: serve, grant, grants, send, inbox, fetch, and a
+//! revocation pushed with `agent revoke --relay`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+use common::{ok_in, run_in};
+
+#[test]
+fn serve_grant_send_fetch_revoke_through_the_cli() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    ok_in(dir, &["keys", "init", "--dir", "keys"]);
+    ok_in(
+        dir,
+        &[
+            "keys", "gen", "--name", "alice", "--kind", "user", "--out", "alice.id",
+        ],
+    );
+    ok_in(
+        dir,
+        &[
+            "keys",
+            "gen",
+            "--name",
+            "research-bot",
+            "--kind",
+            "agent",
+            "--out",
+            "bot.id",
+        ],
+    );
+    ok_in(dir, &["user", "add", "alice.id.request", "--dir", "keys"]);
+    ok_in(
+        dir,
+        &[
+            "agent",
+            "add",
+            "bot.id.request",
+            "--dir",
+            "keys",
+            "--scope",
+            "tickets/*",
+        ],
+    );
+    ok_in(
+        dir,
+        &[
+            "keys",
+            "import",
+            "--identity",
+            "alice.id",
+            "alice.id.bundle",
+        ],
+    );
+    ok_in(
+        dir,
+        &["keys", "import", "--identity", "bot.id", "bot.id.bundle"],
+    );
+
+    let mut server = Command::new(common::bin())
+        .args([
+            "serve",
+            "--dir",
+            "keys",
+            "--data",
+            "data",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
+    let relay = ["--relay", addr.as_str()];
+
+    let grant = ok_in(
+        dir,
+        &[
+            &[
+                "grant",
+                "--identity",
+                "alice.id",
+                "--agent",
+                "research-bot",
+                "--resource",
+                "tickets/4711",
+                "--purpose",
+                "triage",
+            ][..],
+            &relay,
+        ]
+        .concat(),
+    );
+    let grant = grant.trim().to_owned();
+    assert_eq!(grant.len(), 32, "{grant}");
+    let grants = ok_in(
+        dir,
+        &[&["grants", "--identity", "bot.id"][..], &relay].concat(),
+    );
+    assert!(
+        grants.contains(&grant) && grants.contains("tickets/4711"),
+        "{grants}"
+    );
+
+    let mut send = Command::new(common::bin())
+        .args(
+            [
+                &["send", "--identity", "bot.id", "--grant", &grant][..],
+                &relay,
+            ]
+            .concat(),
+        )
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    send.stdin
+        .take()
+        .unwrap()
+        .write_all(b"ticket 4711: exports time out\n")
+        .unwrap();
+    let out = send.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let envelope = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+
+    let inbox = ok_in(
+        dir,
+        &[&["inbox", "--identity", "alice.id"][..], &relay].concat(),
+    );
+    assert!(inbox.contains(&envelope), "{inbox}");
+    ok_in(
+        dir,
+        &[
+            &["fetch", "--identity", "alice.id", "--all", "-o", "got"][..],
+            &relay,
+        ]
+        .concat(),
+    );
+    let plain = std::fs::read(dir.join("got").join(&envelope)).unwrap();
+    assert_eq!(plain, b"ticket 4711: exports time out\n");
+    let receipt =
+        std::fs::read_to_string(dir.join("got").join(format!("{envelope}.receipt"))).unwrap();
+    assert!(receipt.contains("\"receipt\""), "{receipt}");
+
+    // The bot cannot use an agent's identity to read; a used grant is gone; bad ids are one line.
+    let (code, _, err) = run_in(
+        dir,
+        &[&["inbox", "--identity", "bot.id"][..], &relay].concat(),
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("needs a user identity"), "{err}");
+    let (code, _, err) = run_in(
+        dir,
+        &[
+            &[
+                "send",
+                "--identity",
+                "bot.id",
+                "--grant",
+                &grant,
+                "/dev/null",
+            ][..],
+            &relay,
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 8, "{err}");
+    let (code, _, err) = run_in(
+        dir,
+        &[&["fetch", "--identity", "alice.id", "nothex"][..], &relay].concat(),
+    );
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+
+    // Revocation pushed to the running relay: the agent's next request is refused.
+    ok_in(
+        dir,
+        &[
+            &["agent", "revoke", "research-bot", "--dir", "keys"][..],
+            &relay,
+        ]
+        .concat(),
+    );
+    let (code, _, err) = run_in(
+        dir,
+        &[&["grants", "--identity", "bot.id"][..], &relay].concat(),
+    );
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("revoked"), "{err}");
+
+    // Unreachable relay: a clear error, not a hang.
+    let (code, _, err) = run_in(
+        dir,
+        &["inbox", "--identity", "alice.id", "--relay", "127.0.0.1:9"],
+    );
+    assert_eq!(code, 7, "{err}");
+
+    terminate(&mut server);
+}
+
+fn terminate(child: &mut std::process::Child) {
+    // SIGTERM for a clean shutdown, as an operator would send it.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "serve did not shut down cleanly on SIGTERM: {status:?}"
+    );
+}
