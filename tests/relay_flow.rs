@@ -492,3 +492,61 @@ async fn clients_without_a_certificate_or_from_another_ca_are_refused() {
     nothing_stored(&w);
     w.relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undelivered_envelopes_expire_and_are_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let (ids, _) = provision(
+        &keys,
+        &[user("alice", 2, &[]), agent("research-bot", &["tickets/*"])],
+        sealrelay::clock::now(),
+    )
+    .unwrap();
+    let config = sealrelay::server::RelayConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data: tmp.path().join("data"),
+        dir: keys.clone(),
+        envelope_ttl_secs: 1,
+        sweep_interval_secs: 1,
+        ..Default::default()
+    };
+    let relay = sealrelay::server::start(config).await.unwrap();
+    let addr = relay.local_addr.to_string();
+    let alice = UserClient::connect(&ids[0], &addr).await.unwrap();
+    let bot = AgentClient::connect(&ids[1], &addr).await.unwrap();
+    alice.grant(&grant_req("tickets/1")).await.unwrap();
+    let big = common::pattern(100_000, 4); // over the inline limit: a blob file
+    let g = bot.grants().await.unwrap();
+    bot.send(&g[0], &mut big.as_slice(), tmp.path())
+        .await
+        .unwrap();
+    alice.grant(&grant_req("tickets/2")).await.unwrap();
+    let g = bot.grants().await.unwrap();
+    bot.send(&g[0], &mut &b"small"[..], tmp.path())
+        .await
+        .unwrap();
+    assert_eq!(alice.inbox().await.unwrap().len(), 2);
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    assert!(alice.inbox().await.unwrap().is_empty());
+    assert!(
+        relay.relay().store().envelope_ids().unwrap().is_empty(),
+        "expired envelopes remain"
+    );
+    assert_eq!(
+        std::fs::read_dir(tmp.path().join("data/blobs"))
+            .unwrap()
+            .count(),
+        0,
+        "an expired blob remains"
+    );
+    let events = relay.relay().store().events(0, 1000).unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|(_, e)| e.kind == "envelope.expired")
+            .count(),
+        2
+    );
+    relay.shutdown().await;
+}
