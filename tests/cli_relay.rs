@@ -188,6 +188,78 @@ fn serve_grant_send_fetch_revoke_through_the_cli() {
     assert_eq!(code, 3, "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 
+    // The worker: one command per grant, its stdout sealed and sent; a failing command is
+    // reported once and not retried.
+    ok_in(
+        dir,
+        &[
+            &[
+                "grant",
+                "--identity",
+                "alice.id",
+                "--agent",
+                "research-bot",
+                "--resource",
+                "tickets/5",
+                "--purpose",
+                "sum up",
+            ][..],
+            &relay,
+        ]
+        .concat(),
+    );
+    ok_in(
+        dir,
+        &[
+            &[
+                "grant",
+                "--identity",
+                "alice.id",
+                "--agent",
+                "research-bot",
+                "--resource",
+                "tickets/fail",
+            ][..],
+            &relay,
+        ]
+        .concat(),
+    );
+    let out = ok_in(
+        dir,
+        &[
+            &[
+                "agent",
+                "run",
+                "--identity",
+                "bot.id",
+                "--once",
+                "--exec",
+                "test \"$1\" != tickets/fail && echo \"report on $SEALRELAY_RESOURCE: $2\"",
+            ][..],
+            &relay,
+        ]
+        .concat(),
+    );
+    assert!(out.contains("(tickets/5): sent envelope"), "{out}");
+    ok_in(
+        dir,
+        &[
+            &["fetch", "--identity", "alice.id", "--all", "-o", "got2"][..],
+            &relay,
+        ]
+        .concat(),
+    );
+    let files: Vec<_> = std::fs::read_dir(dir.join("got2"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_none())
+        .collect();
+    assert_eq!(files.len(), 1);
+    assert_eq!(
+        std::fs::read(&files[0]).unwrap(),
+        b"report on tickets/5: sum up\n"
+    );
+
     // Revocation pushed to the running relay: the agent's next request is refused.
     ok_in(
         dir,
