@@ -1,6 +1,7 @@
 //! Argument parsing (clap) and dispatch. The names here are a contract (DESIGN.md §6).
 
 mod admin;
+mod audit;
 mod demo;
 mod envelope;
 mod keys;
@@ -50,6 +51,12 @@ enum Command {
     Inbox(relay::IdentityRelayArgs),
     /// User: fetch, verify and decrypt envelopes, and file signed receipts.
     Fetch(relay::FetchArgs),
+    /// Verify delivery receipts offline.
+    #[command(subcommand)]
+    Receipt(audit::ReceiptCommand),
+    /// Check the relay's transparency log: consistency with what you saw before, latest events.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Seal a file to a recipient as an age envelope (offline).
     Seal(envelope::SealArgs),
     /// Open an age envelope with your identity (offline).
@@ -90,6 +97,8 @@ pub fn run() -> Result<()> {
         Command::Inbox(args) => relay::inbox(args),
         Command::Fetch(args) => relay::fetch(args),
         Command::Directory(cmd) => admin::run_directory(cmd),
+        Command::Receipt(cmd) => audit::run_receipt(cmd),
+        Command::Audit(cmd) => audit::run_audit(cmd),
         Command::Seal(args) => envelope::seal(args),
         Command::Open(args) => envelope::open(args),
         Command::Demo(args) => demo::run(args),

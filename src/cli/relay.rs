@@ -409,14 +409,8 @@ pub struct FetchArgs {
 }
 
 /// Writes a receipt file (the user-signed receipt; later with its proof) beside the output.
-fn save_receipt(path: &Path, receipt: &Signed, event_index: u64) -> Result<()> {
-    let doc = serde_json::json!({
-        "sealrelay_receipt": 1,
-        "receipt": receipt.to_json().trim_end(),
-        "event_index": event_index,
-    });
-    let text = serde_json::to_string_pretty(&doc).map_err(|e| Error::internal(e.to_string()))?;
-    write_atomic(path, format!("{text}\n").as_bytes(), PUBLIC_MODE, true)
+fn save_receipt(path: &Path, file: &sealrelay::core::receipt_file::ReceiptFile) -> Result<()> {
+    write_atomic(path, file.to_json().as_bytes(), PUBLIC_MODE, true)
 }
 
 fn receipt_path(out: &Path) -> PathBuf {
@@ -473,7 +467,7 @@ pub fn fetch(args: FetchArgs) -> Result<()> {
                 }
             };
             let rpath = receipt_path(&out_path.clone().unwrap_or_else(|| PathBuf::from(hex(id))));
-            save_receipt(&rpath, &fetched.receipt, fetched.event_index)?;
+            save_receipt(&rpath, &fetched.receipt_file)?;
             match fetched.status {
                 DeliveryStatus::Delivered => eprintln!(
                     "envelope {}: delivered ({} bytes){}; receipt {}",

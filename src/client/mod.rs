@@ -17,6 +17,7 @@ use crate::core::envelope::submission::Submission;
 use crate::core::envelope::{self, stream::default_threads, HashingWriter};
 use crate::core::grant::{random_id, DeliveryStatus, Grant, Receipt};
 use crate::core::identity::Identity;
+use crate::core::receipt_file::ReceiptFile;
 use crate::core::sign::{PublicKey, Signed, StatementType};
 use crate::core::wire::{
     self, EnvelopeView, ErrorCode, Reply, Request, RequestFrame, Response, WireSigned,
@@ -148,6 +149,25 @@ impl Connection {
         Ok(self.call(request, None).await?.0)
     }
 
+    /// The relay's latest signed checkpoint, with a consistency proof from `old_size`.
+    pub async fn checkpoint(&self, old_size: Option<u64>) -> Result<(String, Vec<[u8; 32]>)> {
+        match self.simple(Request::GetCheckpoint { old_size }).await? {
+            Reply::Checkpoint {
+                checkpoint,
+                consistency,
+            } => Ok((checkpoint, consistency)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Event leaves `from..from+limit` (auditors and admins).
+    pub async fn events(&self, from: u64, limit: u32) -> Result<Vec<(u64, Vec<u8>)>> {
+        match self.simple(Request::Events { from, limit }).await? {
+            Reply::Events { events } => Ok(events),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Closes the connection politely.
     pub async fn close(self) {
         self.conn.close(0u32.into(), b"bye");
@@ -246,6 +266,8 @@ pub struct Fetched {
     pub event_index: u64,
     /// Why the envelope could not be opened, for `Undecryptable`.
     pub problem: Option<String>,
+    /// The receipt with its log entry, inclusion proof and signed checkpoint (verified).
+    pub receipt_file: ReceiptFile,
 }
 
 impl<'a> UserClient<'a> {
@@ -393,9 +415,35 @@ impl<'a> UserClient<'a> {
             })
             .await?
         {
-            Reply::ReceiptRecorded { event_index } => event_index,
+            Reply::ReceiptRecorded {
+                event_index,
+                leaf,
+                tree_size,
+                proof,
+                checkpoint,
+            } => (event_index, leaf, tree_size, proof, checkpoint),
             other => return Err(unexpected(&other)),
         };
+        let (event_index, leaf, tree_size, proof, checkpoint) = event_index;
+        let user_entry = self.identity.entry.clone().ok_or_else(|| {
+            Error::bad_input("this identity holds no directory entry: import its bundle")
+        })?;
+        let receipt_file = ReceiptFile {
+            receipt: receipt.clone(),
+            user_entry,
+            leaf_index: event_index,
+            leaf,
+            tree_size,
+            proof,
+            checkpoint,
+        };
+        // Trust, but verify: the relay's proof must hold under the keys this identity pinned.
+        let log_key = self.identity.log_key.as_ref().ok_or_else(|| {
+            Error::bad_input("this identity trusts no log key: import its bundle")
+        })?;
+        receipt_file.verify(&authority, log_key).map_err(|e| {
+            e.context("the relay recorded the receipt but its proof does not verify")
+        })?;
         Ok(Fetched {
             envelope_id,
             status,
@@ -403,6 +451,7 @@ impl<'a> UserClient<'a> {
             receipt,
             event_index,
             problem,
+            receipt_file,
         })
     }
 }

@@ -10,6 +10,7 @@ pub mod grant;
 pub mod identity;
 pub mod pki;
 pub mod policy;
+pub mod receipt_file;
 pub mod sign;
 pub mod store;
 pub mod tlog;

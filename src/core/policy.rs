@@ -17,6 +17,10 @@ pub enum Action {
     Inbox,
     Fetch,
     Receipt,
+    /// Read the signed checkpoint and consistency proofs.
+    Checkpoint,
+    /// Read the event log.
+    Audit,
 }
 
 impl Action {
@@ -30,6 +34,8 @@ impl Action {
             Action::Inbox => "inbox",
             Action::Fetch => "fetch",
             Action::Receipt => "receipt",
+            Action::Checkpoint => "checkpoint",
+            Action::Audit => "audit",
         }
     }
 }
@@ -96,12 +102,23 @@ impl Authorizer for BuiltinPolicy {
     fn authorize(&self, principal: &Principal, action: Action, ctx: &Context) -> Decision {
         use Action::*;
         let kind = principal.id.kind();
+        let auditor = principal
+            .attributes
+            .as_ref()
+            .is_some_and(|a| a.roles.iter().any(|r| r == "auditor"));
         let allowed = matches!(
             (kind, action),
-            (PartyKind::Admin, PushDirectory | GetEntry)
-                | (PartyKind::User, GetEntry | Grant | Inbox | Fetch | Receipt)
-                | (PartyKind::Agent, GetEntry | ListGrants | Submit)
-        );
+            (
+                PartyKind::Admin,
+                PushDirectory | GetEntry | Checkpoint | Audit
+            ) | (
+                PartyKind::User,
+                GetEntry | Grant | Inbox | Fetch | Receipt | Checkpoint
+            ) | (
+                PartyKind::Agent,
+                GetEntry | ListGrants | Submit | Checkpoint
+            )
+        ) || (kind == PartyKind::User && action == Audit && auditor);
         if !allowed {
             let article = if kind == PartyKind::Admin || kind == PartyKind::Agent {
                 "an"

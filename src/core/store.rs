@@ -71,6 +71,55 @@ pub struct Event {
     pub decision: String,
     /// Reasons or digests; never content.
     pub detail: String,
+    /// SHA-256 of the signed statement the event records (statement || signature), or empty.
+    pub digest: Vec<u8>,
+}
+
+/// Prefix of an event's leaf bytes in the transparency log.
+pub const LEAF_PREFIX: &[u8] = b"sealrelay-event-v1\0";
+const MAX_LEAF_FIELD: usize = 4096;
+
+impl Event {
+    /// The event as a transparency-log leaf: canonical bytes (docs/formats.md).
+    pub fn leaf_bytes(&self) -> Vec<u8> {
+        let mut w = crate::core::codec::Writer::new();
+        w.raw(LEAF_PREFIX)
+            .u64(self.time)
+            .str(&self.kind)
+            .str(&self.actor)
+            .str(&self.subject)
+            .str(&self.decision)
+            .str(&self.detail)
+            .bytes(&self.digest);
+        w.finish()
+    }
+
+    /// Parses leaf bytes strictly.
+    pub fn from_leaf_bytes(bytes: &[u8]) -> Result<Event> {
+        let mut r = crate::core::codec::Reader::new(bytes);
+        r.expect_raw(LEAF_PREFIX, "sealrelay event leaf")?;
+        let e = Event {
+            time: r.u64()?,
+            kind: r.str(MAX_LEAF_FIELD, "kind")?.to_owned(),
+            actor: r.str(MAX_LEAF_FIELD, "actor")?.to_owned(),
+            subject: r.str(MAX_LEAF_FIELD, "subject")?.to_owned(),
+            decision: r.str(MAX_LEAF_FIELD, "decision")?.to_owned(),
+            detail: r.str(MAX_LEAF_FIELD, "detail")?.to_owned(),
+            digest: r.bytes(32, "digest")?.to_vec(),
+        };
+        r.finish()?;
+        Ok(e)
+    }
+}
+
+/// SHA-256 of a signed statement as events record it: statement || signature.
+pub fn statement_digest(s: &crate::core::sign::Signed) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(&s.statement);
+    ctx.update(&s.signature);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
 }
 
 /// A write the relay asks the store to make, with the event that records it.
@@ -172,4 +221,13 @@ pub trait Store: Send + Sync + 'static {
     /// Events `from..from+limit`.
     fn events(&self, from: u64, limit: usize) -> Result<Vec<(u64, Event)>>;
     fn event_count(&self) -> Result<u64>;
+    /// The transparency log over the events: leaf `i` is event `i`'s [`Event::leaf_bytes`].
+    fn log_size(&self) -> u64;
+    fn log_root(&self, size: u64) -> Result<crate::core::tlog::Hash>;
+    fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<crate::core::tlog::Hash>>;
+    fn consistency_proof(
+        &self,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<Vec<crate::core::tlog::Hash>>;
 }

@@ -74,6 +74,10 @@ pub enum Request {
     Fetch { envelope_id: [u8; 16] },
     /// User: record a signed delivery receipt.
     Receipt { receipt: WireSigned },
+    /// Anyone enrolled: the latest signed checkpoint, with a consistency proof from `old_size`.
+    GetCheckpoint { old_size: Option<u64> },
+    /// Auditors: the log's event leaves `from..from+limit`.
+    Events { from: u64, limit: u32 },
 }
 
 impl Request {
@@ -88,6 +92,8 @@ impl Request {
             Request::Inbox => "inbox",
             Request::Fetch { .. } => "fetch",
             Request::Receipt { .. } => "receipt",
+            Request::GetCheckpoint { .. } => "checkpoint",
+            Request::Events { .. } => "events",
         }
     }
 }
@@ -136,8 +142,21 @@ pub enum Reply {
     Envelope {
         view: EnvelopeView,
     },
+    /// The receipt's log entry, its inclusion proof and the signed checkpoint it verifies against.
     ReceiptRecorded {
         event_index: u64,
+        leaf: Vec<u8>,
+        tree_size: u64,
+        proof: Vec<[u8; 32]>,
+        checkpoint: String,
+    },
+    Checkpoint {
+        checkpoint: String,
+        consistency: Vec<[u8; 32]>,
+    },
+    /// (leaf index, leaf bytes) pairs.
+    Events {
+        events: Vec<(u64, Vec<u8>)>,
     },
 }
 

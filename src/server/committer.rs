@@ -21,7 +21,11 @@ pub struct Committer {
 }
 
 impl Committer {
-    pub fn start(store: Arc<dyn Store>) -> Result<Self> {
+    /// Starts the commit thread; with a `signer`, a checkpoint is signed after every batch.
+    pub fn start(
+        store: Arc<dyn Store>,
+        signer: Option<Arc<super::checkpoints::Signer>>,
+    ) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("sealrelay-commit".into())
@@ -37,6 +41,13 @@ impl Committer {
                     let (ops, replies): (Vec<WriteOp>, Vec<_>) = jobs.into_iter().unzip();
                     match store.apply(&ops) {
                         Ok(results) => {
+                            if let Some(signer) = &signer {
+                                // The checkpoint attests what is already durable; a failure to
+                                // sign is logged and retried with the next batch.
+                                if let Err(e) = signer.sign_current(store.as_ref()) {
+                                    tracing::error!(error = %e, "could not write a checkpoint");
+                                }
+                            }
                             for (reply, result) in replies.into_iter().zip(results) {
                                 let _ = reply.send(Ok(result));
                             }

@@ -6,6 +6,7 @@
 //! in the same durable transaction (the seam the transparency log hangs off), and every request
 //! is first put to the [`Authorizer`] (the seam the Cedar policy plugs into).
 
+pub mod checkpoints;
 mod committer;
 pub mod config;
 
@@ -30,7 +31,7 @@ use crate::core::grant::{random_id, Grant, Receipt};
 use crate::core::policy::{Action, Authorizer, BuiltinPolicy, Context, Decision, Principal};
 use crate::core::sign::{PublicKey, StatementType};
 use crate::core::store::{
-    EnvelopeRecord, Event, GrantRecord, GrantState, Store, StoredSigned, WriteOp,
+    statement_digest, EnvelopeRecord, Event, GrantRecord, GrantState, Store, StoredSigned, WriteOp,
 };
 use crate::core::wire::{
     self, EnvelopeView, ErrorCode, GrantView, Reply, Request, RequestFrame, Response, WireSigned,
@@ -141,6 +142,8 @@ pub struct Relay {
     blobs: BlobDir,
     policy: Box<dyn Authorizer>,
     in_flight: InFlight,
+    /// The latest signed checkpoint (written by the commit thread).
+    checkpoint: checkpoints::Latest,
 }
 
 /// A started relay.
@@ -170,6 +173,14 @@ impl RunningRelay {
 
 /// Loads the relay's keys and state and starts serving on `config.listen`.
 pub async fn start(config: RelayConfig) -> Result<RunningRelay> {
+    start_with(config, None).await
+}
+
+/// [`start`] with a given store (tests inject failing stores); `None` opens the embedded one.
+pub async fn start_with(
+    config: RelayConfig,
+    store: Option<Arc<dyn Store>>,
+) -> Result<RunningRelay> {
     let dir = config.dir.clone();
     let meta = trust_root::read_meta(&dir)?;
     let cert = trust_root::read_cert_pem(&dir.join("relay.crt"))?;
@@ -182,9 +193,18 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay> {
             config.data.display()
         ))
     })?;
-    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&config.data.join("state.redb"))?);
+    let store: Arc<dyn Store> = match store {
+        Some(s) => s,
+        None => Arc::new(RedbStore::open(&config.data.join("state.redb"))?),
+    };
+    // The log key signs checkpoints; a store behind the last one signed is refused.
+    let log_key =
+        crate::core::sign::SigningKey::from_pkcs8(&trust_root::read_key_pem(&dir.join("log.key"))?)
+            .map_err(|e| e.context("log.key"))?;
+    let log_vk = trust_root::read_verifier_key(&dir.join("log.pub"))?;
+    let signer = Arc::new(checkpoints::Signer::new(log_key, log_vk, &config.data)?);
+    signer.check_store(store.as_ref())?;
     let blobs = BlobDir::open(&config.data)?;
-    let committer = Committer::start(store.clone())?;
 
     // The directory: what was pushed before (in the store) plus what is in DIR/directory.
     let mut directory = Directory::new();
@@ -219,6 +239,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay> {
                 ),
                 decision: "allow".into(),
                 detail: String::new(),
+                digest: Vec::new(),
             };
             let op = WriteOp::PutDirectory {
                 entries,
@@ -229,6 +250,10 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay> {
         }
         directory = merged;
     }
+    // From here on every batch is checkpointed; the first checkpoint covers what is there now.
+    signer.sign_current(store.as_ref())?;
+    let checkpoint = signer.latest.clone();
+    let committer = Committer::start(store.clone(), Some(signer))?;
     // Blobs whose envelope never committed (or was deleted) go.
     let live: HashSet<[u8; 16]> = store.envelope_ids()?.into_iter().collect();
     let swept = blobs.sweep(&live)?;
@@ -252,6 +277,7 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay> {
         blobs,
         policy: Box::new(BuiltinPolicy),
         in_flight: InFlight::default(),
+        checkpoint,
     });
     let stop = Arc::new(Notify::new());
     let task = tokio::spawn(accept_loop(relay.clone(), endpoint.clone(), stop.clone()));
@@ -484,6 +510,7 @@ impl Relay {
             subject: action.as_str().into(),
             decision: "deny".into(),
             detail: reason.into(),
+            digest: Vec::new(),
         };
         if let Err(e) = self.committer.submit(WriteOp::Append { event }).await {
             tracing::error!(error = %e, "could not log a denial");
@@ -672,6 +699,52 @@ impl Relay {
                 Ok(None)
             }
             Request::Receipt { receipt } => self.receipt(peer, receipt, now).await.map(Some),
+            Request::GetCheckpoint { old_size } => {
+                self.authorize(
+                    peer,
+                    Action::Checkpoint,
+                    &Context {
+                        now,
+                        ..Context::default()
+                    },
+                )
+                .await?;
+                let (cp, note) = self.latest_checkpoint().ok_or_else(|| {
+                    Refusal::new(ErrorCode::Unavailable, "no checkpoint signed yet")
+                })?;
+                let consistency = match old_size {
+                    Some(old) if old > cp.size => {
+                        return Err(Refusal::new(
+                            ErrorCode::Conflict,
+                            format!("your checkpoint has {old} entries but the relay's newest has {}: the log was rolled back", cp.size),
+                        ))
+                    }
+                    Some(old) => self.store.consistency_proof(old, cp.size)?,
+                    None => Vec::new(),
+                };
+                Ok(Some(Reply::Checkpoint {
+                    checkpoint: note,
+                    consistency,
+                }))
+            }
+            Request::Events { from, limit } => {
+                self.authorize(
+                    peer,
+                    Action::Audit,
+                    &Context {
+                        now,
+                        ..Context::default()
+                    },
+                )
+                .await?;
+                let events = self
+                    .store
+                    .events(from, usize::try_from(limit.min(1000)).unwrap_or(1000))?
+                    .into_iter()
+                    .map(|(i, e)| (i, e.leaf_bytes()))
+                    .collect();
+                Ok(Some(Reply::Events { events }))
+            }
         }
     }
 
@@ -760,6 +833,7 @@ impl Relay {
             subject: names.join(", "),
             decision: "allow".into(),
             detail: String::new(),
+            digest: Vec::new(),
         };
         self.commit(WriteOp::PutDirectory {
             entries: rows_e,
@@ -849,10 +923,11 @@ impl Relay {
             subject: hex(&g.grant_id),
             decision: "allow".into(),
             detail: format!(
-                "agent={} grant_sha256={}",
+                "agent={} resource_sha256={}",
                 g.agent,
-                hex(&sha256(&signed.statement))
+                hex(&sha256(g.resource.as_bytes()))
             ),
+            digest: statement_digest(&signed).to_vec(),
         };
         self.commit(WriteOp::CreateGrant { record, event }).await?;
         Ok(Reply::GrantCreated {
@@ -1039,6 +1114,7 @@ impl Relay {
                 grant.user,
                 hex(&claimed.ciphertext_sha256)
             ),
+            digest: statement_digest(&signed).to_vec(),
         };
         let op = WriteOp::ConsumeGrant {
             agent: peer.id.to_string(),
@@ -1097,9 +1173,11 @@ impl Relay {
                 hex(&r.grant_id),
                 r.agent,
                 hex(&r.ciphertext_sha256),
-                hex(&sha256(&signed.statement))
+                hex(&statement_digest(&signed))
             ),
+            digest: statement_digest(&signed).to_vec(),
         };
+        let leaf = event.leaf_bytes();
         let delete = self.config.delete_after_delivery;
         let index = self
             .commit(WriteOp::RecordReceipt {
@@ -1116,7 +1194,23 @@ impl Relay {
         if delete {
             self.blobs.remove(&r.envelope_id);
         }
-        Ok(Reply::ReceiptRecorded { event_index: index })
+        // The commit thread signed a checkpoint covering this event before answering.
+        let (cp, note) = self
+            .latest_checkpoint()
+            .filter(|(cp, _)| cp.size > index)
+            .ok_or_else(|| Refusal::new(ErrorCode::Unavailable, "the receipt is recorded but no checkpoint covers it yet; fetch its proof later"))?;
+        let proof = self.store.inclusion_proof(index, cp.size)?;
+        Ok(Reply::ReceiptRecorded {
+            event_index: index,
+            leaf,
+            tree_size: cp.size,
+            proof,
+            checkpoint: note,
+        })
+    }
+
+    fn latest_checkpoint(&self) -> Option<(crate::core::tlog::checkpoint::Checkpoint, String)> {
+        self.checkpoint.read().ok().and_then(|g| g.clone())
     }
 
     /// Deletes envelopes past their TTL.
@@ -1139,6 +1233,7 @@ impl Relay {
                 subject: hex(&id),
                 decision: "delete".into(),
                 detail: String::new(),
+                digest: Vec::new(),
             };
             if let Ok(Ok(_)) = self
                 .committer

@@ -11,6 +11,7 @@ use crate::core::store::{
     EnvelopeRecord, Event, GrantRecord, GrantState, OpResult, Store, StoredSigned, WriteOp,
     WriteRefusal,
 };
+use crate::core::tlog::{leaf_hash, Hash, Tree};
 use crate::error::{Error, Result};
 use crate::ids::hex;
 
@@ -22,6 +23,8 @@ const ENVELOPES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("envelopes
 const USER_INBOX: TableDefinition<&str, ()> = TableDefinition::new("user_inbox");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const INLINE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("inline_ciphertext");
+/// Merkle tree nodes: (level, index) → hash of the complete subtree of 2^level leaves.
+const TLOG_NODES: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("tlog_nodes");
 
 fn db_err(e: impl std::fmt::Display) -> Error {
     Error::io(format!("store error: {e}"))
@@ -51,6 +54,8 @@ fn prefix_range(owner: &str) -> (String, String) {
 
 pub struct RedbStore {
     db: Database,
+    /// The Merkle tree over the events, mirrored from TLOG_NODES; only `apply` appends to it.
+    tree: std::sync::Mutex<Tree>,
 }
 
 impl RedbStore {
@@ -69,14 +74,60 @@ impl RedbStore {
             txn.open_table(USER_INBOX).map_err(db_err)?;
             txn.open_table(EVENTS).map_err(db_err)?;
             txn.open_table(INLINE).map_err(db_err)?;
+            txn.open_table(TLOG_NODES).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
-        Ok(RedbStore { db })
+        let tree = load_tree(&db)?;
+        Ok(RedbStore {
+            db,
+            tree: std::sync::Mutex::new(tree),
+        })
+    }
+
+    fn tree(&self) -> Result<std::sync::MutexGuard<'_, Tree>> {
+        self.tree
+            .lock()
+            .map_err(|_| Error::internal("the log tree lock is poisoned"))
     }
 }
 
-impl Store for RedbStore {
-    fn apply(&self, ops: &[WriteOp]) -> Result<Vec<OpResult>> {
+/// Loads the stored tree nodes; checks them against the events (a tree that does not match
+/// its events is rebuilt from the events).
+fn load_tree(db: &Database) -> Result<Tree> {
+    let txn = db.begin_read().map_err(db_err)?;
+    let nodes = txn.open_table(TLOG_NODES).map_err(db_err)?;
+    let events = txn.open_table(EVENTS).map_err(db_err)?;
+    let mut levels: Vec<Vec<Hash>> = Vec::new();
+    for item in nodes.iter().map_err(db_err)? {
+        let (k, v) = item.map_err(db_err)?;
+        let (level, index) = k.value();
+        let hash: Hash = v
+            .value()
+            .try_into()
+            .map_err(|_| Error::internal("corrupt log node in the store"))?;
+        let level = usize::try_from(level).map_err(|_| Error::internal("corrupt log node"))?;
+        while levels.len() <= level {
+            levels.push(Vec::new());
+        }
+        if index != levels[level].len() as u64 {
+            return Err(Error::internal("the store's log nodes have a gap"));
+        }
+        levels[level].push(hash);
+    }
+    let tree =
+        Tree::from_levels(levels).map_err(|e| Error::internal(format!("corrupt log tree: {e}")))?;
+    let count = events.len().map_err(db_err)?;
+    if tree.size() != count {
+        return Err(Error::internal(format!(
+            "the store holds {count} events but a log tree of {} leaves: the store is corrupt",
+            tree.size()
+        )));
+    }
+    Ok(tree)
+}
+
+impl RedbStore {
+    fn apply_in(&self, tree: &mut Tree, ops: &[WriteOp]) -> Result<Vec<OpResult>> {
         let mut txn = self.db.begin_write().map_err(db_err)?;
         txn.set_durability(Durability::Immediate).map_err(db_err)?;
         let mut results = Vec::with_capacity(ops.len());
@@ -89,12 +140,22 @@ impl Store for RedbStore {
             let mut inbox = txn.open_table(USER_INBOX).map_err(db_err)?;
             let mut events = txn.open_table(EVENTS).map_err(db_err)?;
             let mut inline = txn.open_table(INLINE).map_err(db_err)?;
+            let mut nodes = txn.open_table(TLOG_NODES).map_err(db_err)?;
             let mut next_event = events.len().map_err(db_err)?;
+            if next_event != tree.size() {
+                return Err(Error::internal("the log tree and the events disagree"));
+            }
+            // Every event is a log leaf; its tree nodes are stored in the same transaction.
             let mut append = |events: &mut redb::Table<u64, &[u8]>, event: &Event| -> Result<u64> {
                 let index = next_event;
                 events
                     .insert(index, enc(event)?.as_slice())
                     .map_err(db_err)?;
+                for node in tree.append(leaf_hash(&event.leaf_bytes())) {
+                    nodes
+                        .insert((node.level, node.index), node.hash.as_slice())
+                        .map_err(db_err)?;
+                }
                 next_event += 1;
                 Ok(index)
             };
@@ -242,6 +303,38 @@ impl Store for RedbStore {
         }
         txn.commit().map_err(db_err)?;
         Ok(results)
+    }
+}
+
+impl Store for RedbStore {
+    fn apply(&self, ops: &[WriteOp]) -> Result<Vec<OpResult>> {
+        let mut tree = self.tree()?;
+        let result = self.apply_in(&mut tree, ops);
+        if result.is_err() {
+            // Nothing was committed: the in-memory tree goes back to what is stored.
+            *tree = load_tree(&self.db)?;
+        }
+        result
+    }
+
+    fn log_size(&self) -> u64 {
+        self.tree().map(|t| t.size()).unwrap_or(0)
+    }
+
+    fn log_root(&self, size: u64) -> Result<Hash> {
+        self.tree()?.root(size).map_err(Error::from)
+    }
+
+    fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>> {
+        self.tree()?
+            .inclusion_proof(index, size)
+            .map_err(Error::from)
+    }
+
+    fn consistency_proof(&self, old_size: u64, new_size: u64) -> Result<Vec<Hash>> {
+        self.tree()?
+            .consistency_proof(old_size, new_size)
+            .map_err(Error::from)
     }
 
     fn directory(&self) -> Result<(Vec<StoredSigned>, Vec<StoredSigned>)> {

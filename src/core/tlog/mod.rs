@@ -1,13 +1,16 @@
 //! The transparency log's Merkle math, and only that: the RFC 6962 / RFC 9162 hashes, an
 //! append-only in-memory tree that answers roots and proofs for any size it has held, and the
-//! verifiers a client runs on those proofs. No I/O and no formats: checkpoints, proof encodings
-//! and the store that persists a [`Tree`] are layers on top of this one.
+//! verifiers a client runs on those proofs, then the checkpoint format on top. No I/O: the store
+//! that persists a [`Tree`] is a layer above.
 //!
-//! * `merkle.rs`: the hashes, [`Tree`], proof generation and verification, and [`ProofError`].
+//! * `merkle.rs`: the hashes, [`Tree`], proof generation and verification, and [`ProofError`];
+//! * [`checkpoint`]: C2SP signed-note checkpoints;
+//! * `crate::core::store::Event::leaf_bytes`: what a leaf holds (ids, digests, decisions, times).
 //!
 //! Everything works on leaf *hashes*, not leaf data, so a verifier never needs the entry it is
 //! checking, and the probes of transparency-dev/merkle (which supply leaf hashes) run directly.
 
+pub mod checkpoint;
 mod merkle;
 
 pub use merkle::{

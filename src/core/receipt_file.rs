@@ -1,0 +1,166 @@
+//! The receipt file `fetch` saves beside each output, and its offline verification: the
+//! user-signed delivery receipt, the authority-signed directory entry that vouches for the
+//! user's key, the receipt's leaf in the relay's transparency log, its inclusion proof, and the
+//! signed checkpoint the proof verifies against (in the spirit of C2SP `tlog-proof`).
+//! `docs/formats.md` documents the JSON form. Checking needs only the authority and log public
+//! keys; each failure names the check that failed.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use super::directory::DirectoryEntry;
+use super::grant::Receipt;
+use super::sign::{PublicKey, Signed, StatementType, VerifierKey};
+use super::store::{statement_digest, Event};
+use super::tlog::checkpoint::Checkpoint;
+use super::tlog::{leaf_hash, verify_inclusion, Hash};
+use crate::error::{Error, Result};
+use crate::ids::hex;
+
+/// Cap on a receipt file.
+pub const MAX_RECEIPT_FILE_LEN: usize = 64 * 1024;
+/// Most proof hashes a receipt may carry (a tree of 2^64 leaves needs 64).
+pub const MAX_PROOF_LEN: usize = 64;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceiptFile {
+    pub receipt: Signed,
+    pub user_entry: Signed,
+    pub leaf_index: u64,
+    pub leaf: Vec<u8>,
+    pub tree_size: u64,
+    pub proof: Vec<Hash>,
+    pub checkpoint: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Json {
+    sealrelay_receipt: u32,
+    receipt: String,
+    user_entry: String,
+    leaf_index: u64,
+    leaf: String,
+    tree_size: u64,
+    proof: Vec<String>,
+    checkpoint: String,
+}
+
+/// What a verified receipt says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub receipt: Receipt,
+    pub checkpoint: Checkpoint,
+    pub leaf_index: u64,
+}
+
+fn fail(check: &str, why: impl std::fmt::Display) -> Error {
+    Error::verification(format!("receipt check failed: {check}: {why}"))
+}
+
+impl ReceiptFile {
+    pub fn to_json(&self) -> String {
+        let j = Json {
+            sealrelay_receipt: 1,
+            receipt: self.receipt.to_json().trim_end().to_owned(),
+            user_entry: self.user_entry.to_json().trim_end().to_owned(),
+            leaf_index: self.leaf_index,
+            leaf: B64.encode(&self.leaf),
+            tree_size: self.tree_size,
+            proof: self.proof.iter().map(|h| B64.encode(h)).collect(),
+            checkpoint: self.checkpoint.clone(),
+        };
+        let mut s = serde_json::to_string_pretty(&j).unwrap_or_default();
+        s.push('\n');
+        s
+    }
+
+    /// Parses a receipt file (structure only; [`ReceiptFile::verify`] checks it).
+    pub fn from_json(bytes: &[u8]) -> Result<Self> {
+        if bytes.len() > MAX_RECEIPT_FILE_LEN {
+            return Err(Error::bad_input("the receipt file is too large"));
+        }
+        let j: Json = serde_json::from_slice(bytes)
+            .map_err(|e| Error::bad_input(format!("not a sealrelay receipt file ({e})")))?;
+        if j.sealrelay_receipt != 1 {
+            return Err(Error::bad_input("receipt file version is not 1"));
+        }
+        if j.proof.len() > MAX_PROOF_LEN {
+            return Err(Error::bad_input("the inclusion proof is too long"));
+        }
+        let line = |s: &str| format!("{s}\n");
+        let proof = j
+            .proof
+            .iter()
+            .map(|p| {
+                B64.decode(p)
+                    .ok()
+                    .and_then(|b| <Hash>::try_from(b).ok())
+                    .ok_or_else(|| Error::bad_input("a proof hash is not 32 bytes of base64"))
+            })
+            .collect::<Result<Vec<Hash>>>()?;
+        Ok(ReceiptFile {
+            receipt: Signed::from_json(line(&j.receipt).as_bytes(), StatementType::Receipt)?,
+            user_entry: Signed::from_json(
+                line(&j.user_entry).as_bytes(),
+                StatementType::DirectoryEntry,
+            )?,
+            leaf_index: j.leaf_index,
+            leaf: B64
+                .decode(&j.leaf)
+                .map_err(|_| Error::bad_input("the leaf is not base64"))?,
+            tree_size: j.tree_size,
+            proof,
+            checkpoint: j.checkpoint,
+        })
+    }
+
+    /// Verifies everything offline with the authority and log public keys.
+    pub fn verify(&self, authority: &PublicKey, log: &VerifierKey) -> Result<Verified> {
+        let entry = DirectoryEntry::verify(&self.user_entry, authority)
+            .map_err(|e| fail("user directory entry (authority signature)", e.message()))?;
+        let receipt = Receipt::verify(&self.receipt, &entry.signing_key)
+            .map_err(|e| fail("user signature on the receipt", e.message()))?;
+        if receipt.user != entry.id {
+            return Err(fail(
+                "user signature on the receipt",
+                format!("signed by {} but names {}", entry.id, receipt.user),
+            ));
+        }
+        let event =
+            Event::from_leaf_bytes(&self.leaf).map_err(|e| fail("log entry", e.message()))?;
+        let digest = statement_digest(&self.receipt);
+        if event.kind != "receipt.recorded"
+            || event.digest != digest
+            || event.subject != hex(&receipt.envelope_id)
+            || event.actor != receipt.user.to_string()
+        {
+            return Err(fail(
+                "log entry",
+                "the log leaf does not record this receipt",
+            ));
+        }
+        let checkpoint = Checkpoint::verify(&self.checkpoint, log)
+            .map_err(|e| fail("checkpoint signature", e.message()))?;
+        if self.tree_size != checkpoint.size {
+            return Err(fail(
+                "inclusion proof",
+                "the proof is for another tree size than the checkpoint",
+            ));
+        }
+        verify_inclusion(
+            &leaf_hash(&self.leaf),
+            self.leaf_index,
+            checkpoint.size,
+            &self.proof,
+            &checkpoint.root,
+        )
+        .map_err(|e| fail("inclusion proof", e))?;
+        Ok(Verified {
+            receipt,
+            checkpoint,
+            leaf_index: self.leaf_index,
+        })
+    }
+}
