@@ -8,7 +8,25 @@ fn demo_runs_the_flow() {
     let t = tempfile::tempdir().unwrap();
     let out = common::ok_in(t.path(), &["demo", "--keep", "run"]);
     assert!(out.contains("status delivered"), "{out}");
-    assert!(out.contains("receipt verified"), "{out}");
+    assert!(
+        out.contains("receipt verified") && out.contains("under a checkpoint signed by"),
+        "{out}"
+    );
+    // The receipt the demo kept verifies with the real command, offline.
+    let receipt = t.path().join("run/alice-ticket.receipt");
+    let verify = common::ok_in(
+        t.path(),
+        &[
+            "receipt",
+            "verify",
+            receipt.to_str().unwrap(),
+            "--authority",
+            "run/keys/authority.pub",
+            "--log-key",
+            "run/keys/log.pub",
+        ],
+    );
+    assert!(verify.starts_with("ok: envelope"), "{verify}");
     assert_eq!(out.matches("refused as it should be").count(), 5, "{out}");
     assert!(
         out.contains("Root cause: the nightly index rebuild"),

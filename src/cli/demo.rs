@@ -7,7 +7,6 @@ use std::path::Path;
 use clap::Args;
 use sealrelay::client::{AgentClient, GrantRequest, UserClient};
 use sealrelay::clock;
-use sealrelay::core::grant::Receipt;
 use sealrelay::core::wire::Request;
 use sealrelay::error::{Error, Result};
 use sealrelay::ids::hex;
@@ -158,21 +157,33 @@ pub fn run(args: DemoArgs) -> Result<()> {
                 .await,
         )?;
 
-        step(7, "verify the receipt: alice's signature, under the directory entry the authority signed");
-        let entry = sealrelay::core::directory::DirectoryEntry::verify(
-            alice_id.entry.as_ref().ok_or_else(|| Error::internal("demo: alice has no entry"))?,
-            &root.authority.public(),
-        )?;
-        let receipt = Receipt::verify(&fetched.receipt, &entry.signing_key)?;
+        step(7, "an auditor verifies the receipt offline with only authority.pub and log.pub");
+        let receipt_path = base.join("alice-ticket.receipt");
+        std::fs::write(&receipt_path, fetched.receipt_file.to_json())
+            .map_err(|e| Error::io(format!("cannot write the receipt: {e}")))?;
+        let authority = sealrelay::local::trust_root::read_verifier_key(&keys.join("authority.pub"))?;
+        let log = sealrelay::local::trust_root::read_verifier_key(&keys.join("log.pub"))?;
+        let bytes = std::fs::read(&receipt_path).map_err(|e| Error::io(format!("cannot read the receipt: {e}")))?;
+        let verified = sealrelay::core::receipt_file::ReceiptFile::from_json(&bytes)?.verify(&authority.key, &log)?;
         println!(
-            "    receipt verified: envelope {} {} to {} (relay event #{})",
-            hex(&receipt.envelope_id),
-            receipt.status.as_str(),
-            receipt.user,
-            fetched.event_index
+            "    receipt verified: envelope {} {} to {}: the user's signature, the entry the authority signed, and log entry #{} of {} under a checkpoint signed by {}",
+            hex(&verified.receipt.envelope_id),
+            verified.receipt.status.as_str(),
+            verified.receipt.user,
+            verified.leaf_index,
+            verified.checkpoint.size,
+            verified.checkpoint.origin
         );
+        if args.keep.is_some() {
+            println!(
+                "    (the same check by hand: sealrelay receipt verify {} --authority {} --log-key {})",
+                receipt_path.display(),
+                keys.join("authority.pub").display(),
+                keys.join("log.pub").display()
+            );
+        }
         let events = relay.relay().store().events(0, 1000)?;
-        println!("    the relay's event log holds {} events (ids, digests and decisions; no content)", events.len());
+        println!("    the relay's log holds {} events (ids, digests and decisions; no content)", events.len());
 
         alice.conn.close().await;
         bot.conn.close().await;
