@@ -144,7 +144,7 @@ fn receipts_verify_offline_and_any_change_fails_naming_the_check() {
     setup(dir);
     let (relay, addr) = serve(dir);
     let receipt = deliver(dir, &addr, 1, "CANARY-TLOG ticket one\n");
-    deliver(dir, &addr, 2, "CANARY-TLOG ticket two\n");
+    let receipt2 = deliver(dir, &addr, 2, "CANARY-TLOG ticket two\n");
     stop(relay);
 
     // Offline, somewhere else, with only the two public keys.
@@ -168,6 +168,28 @@ fn receipts_verify_offline_and_any_change_fails_naming_the_check() {
     );
     assert!(
         out.starts_with("ok: envelope ") && out.contains("delivered to spiffe://"),
+        "{out}"
+    );
+    // A batch of receipts in one call.
+    std::fs::copy(&receipt2, auditor.join("r2.receipt")).unwrap();
+    let out = ok_in(
+        &auditor,
+        &[
+            "receipt",
+            "verify",
+            "r.receipt",
+            "r2.receipt",
+            "--authority",
+            "authority.pub",
+            "--log-key",
+            "log.pub",
+        ],
+    );
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.starts_with("ok: envelope"))
+            .count(),
+        2,
         "{out}"
     );
 

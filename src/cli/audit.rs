@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use sealrelay::client::Connection;
 use sealrelay::clock;
-use sealrelay::core::receipt_file::{ReceiptFile, MAX_RECEIPT_FILE_LEN};
+use sealrelay::core::receipt_file::{ReceiptFile, ReceiptVerifier, MAX_RECEIPT_FILE_LEN};
 use sealrelay::core::store::Event;
 use sealrelay::core::tlog::checkpoint::{Checkpoint, MAX_CHECKPOINT_LEN};
 use sealrelay::core::tlog::verify_consistency;
@@ -21,9 +21,9 @@ pub enum ReceiptCommand {
     /// Verify a receipt offline: the user's signature, the directory entry vouching for the
     /// user's key, and the inclusion proof against the log's signed checkpoint.
     Verify {
-        /// The receipt file `fetch` saved (OUTPUT.receipt).
-        #[arg(value_name = "RECEIPT")]
-        receipt: PathBuf,
+        /// Receipt files `fetch` saved (OUTPUT.receipt); several are checked as one batch.
+        #[arg(value_name = "RECEIPT", required = true)]
+        receipts: Vec<PathBuf>,
         /// The authority public key.
         #[arg(long, value_name = "PUB", default_value = "keys/authority.pub")]
         authority: PathBuf,
@@ -71,29 +71,46 @@ pub struct TailArgs {
 
 pub fn run_receipt(cmd: ReceiptCommand) -> Result<()> {
     let ReceiptCommand::Verify {
-        receipt,
+        receipts,
         authority,
         log_key,
     } = cmd;
     let authority = trust_root::read_verifier_key(&authority)?;
     let log = trust_root::read_verifier_key(&log_key)?;
-    let bytes = read_capped(&receipt, MAX_RECEIPT_FILE_LEN)?;
-    let file = ReceiptFile::from_json(&bytes).map_err(|e| e.context(receipt.display()))?;
-    let v = file
-        .verify(&authority.key, &log)
-        .map_err(|e| e.context(receipt.display()))?;
-    println!(
-        "ok: envelope {} {} to {} at {}; signed by the user (key vouched for by authority {}); log entry #{} of {} under a checkpoint signed by {}",
-        hex(&v.receipt.envelope_id),
-        v.receipt.status.as_str(),
-        v.receipt.user,
-        clock::rfc3339(v.receipt.time),
-        authority.key.fingerprint(),
-        v.leaf_index,
-        v.checkpoint.size,
-        v.checkpoint.origin
-    );
-    Ok(())
+    // Entries and checkpoints shared by several receipts are verified once.
+    let mut verifier = ReceiptVerifier::new(authority.key, log);
+    let mut failed: Option<Error> = None;
+    for receipt in &receipts {
+        let result = read_capped(receipt, MAX_RECEIPT_FILE_LEN)
+            .and_then(|bytes| ReceiptFile::from_json(&bytes))
+            .and_then(|file| verifier.verify(&file))
+            .map_err(|e| e.context(receipt.display()));
+        match result {
+            Ok(v) => println!(
+                "ok: envelope {} {} to {} at {}; signed by the user (key vouched for by authority {}); log entry #{} of {} under a checkpoint signed by {}",
+                hex(&v.receipt.envelope_id),
+                v.receipt.status.as_str(),
+                v.receipt.user,
+                clock::rfc3339(v.receipt.time),
+                authority.key.fingerprint(),
+                v.leaf_index,
+                v.checkpoint.size,
+                v.checkpoint.origin
+            ),
+            Err(e) if receipts.len() == 1 => return Err(e),
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed = Some(e);
+            }
+        }
+    }
+    match failed {
+        Some(e) => Err(Error::new(
+            e.kind(),
+            "some receipts failed verification (each is listed above)",
+        )),
+        None => Ok(()),
+    }
 }
 
 fn saved_checkpoint_path(identity: &Path) -> PathBuf {

@@ -118,8 +118,57 @@ impl ReceiptFile {
 
     /// Verifies everything offline with the authority and log public keys.
     pub fn verify(&self, authority: &PublicKey, log: &VerifierKey) -> Result<Verified> {
-        let entry = DirectoryEntry::verify(&self.user_entry, authority)
-            .map_err(|e| fail("user directory entry (authority signature)", e.message()))?;
+        ReceiptVerifier::new(*authority, log.clone()).verify(self)
+    }
+}
+
+/// Verifies many receipts: a directory entry or checkpoint that several receipts share is
+/// checked once (by the SHA-256 of its signed bytes), so a batch costs about one signature
+/// verification per receipt.
+pub struct ReceiptVerifier {
+    authority: PublicKey,
+    log: VerifierKey,
+    entries: std::collections::HashMap<[u8; 32], DirectoryEntry>,
+    checkpoints: std::collections::HashMap<[u8; 32], Checkpoint>,
+}
+
+impl ReceiptVerifier {
+    pub fn new(authority: PublicKey, log: VerifierKey) -> Self {
+        ReceiptVerifier {
+            authority,
+            log,
+            entries: std::collections::HashMap::new(),
+            checkpoints: std::collections::HashMap::new(),
+        }
+    }
+
+    pub fn verify(&mut self, file: &ReceiptFile) -> Result<Verified> {
+        let entry_key = statement_digest(&file.user_entry);
+        let entry = match self.entries.get(&entry_key) {
+            Some(e) => e.clone(),
+            None => {
+                let e = DirectoryEntry::verify(&file.user_entry, &self.authority)
+                    .map_err(|e| fail("user directory entry (authority signature)", e.message()))?;
+                self.entries.insert(entry_key, e.clone());
+                e
+            }
+        };
+        let cp_key = super::directory::sha256(file.checkpoint.as_bytes());
+        let checkpoint = match self.checkpoints.get(&cp_key) {
+            Some(c) => c.clone(),
+            None => {
+                let c = Checkpoint::verify(&file.checkpoint, &self.log)
+                    .map_err(|e| fail("checkpoint signature", e.message()))?;
+                self.checkpoints.insert(cp_key, c.clone());
+                c
+            }
+        };
+        file.verify_with(&entry, checkpoint)
+    }
+}
+
+impl ReceiptFile {
+    fn verify_with(&self, entry: &DirectoryEntry, checkpoint: Checkpoint) -> Result<Verified> {
         let receipt = Receipt::verify(&self.receipt, &entry.signing_key)
             .map_err(|e| fail("user signature on the receipt", e.message()))?;
         if receipt.user != entry.id {
@@ -141,8 +190,6 @@ impl ReceiptFile {
                 "the log leaf does not record this receipt",
             ));
         }
-        let checkpoint = Checkpoint::verify(&self.checkpoint, log)
-            .map_err(|e| fail("checkpoint signature", e.message()))?;
         if self.tree_size != checkpoint.size {
             return Err(fail(
                 "inclusion proof",
