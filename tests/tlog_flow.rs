@@ -592,6 +592,12 @@ impl sealrelay::core::store::Store for Failing {
     fn log_size(&self) -> u64 {
         self.inner.log_size()
     }
+    fn quarantined(&self) -> sealrelay::Result<Vec<(String, String)>> {
+        self.inner.quarantined()
+    }
+    fn pending_approvals(&self) -> sealrelay::Result<Vec<sealrelay::core::store::GrantRecord>> {
+        self.inner.pending_approvals()
+    }
     fn log_root(&self, size: u64) -> sealrelay::Result<sealrelay::core::tlog::Hash> {
         self.inner.log_root(size)
     }

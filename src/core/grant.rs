@@ -116,6 +116,54 @@ impl Grant {
     }
 }
 
+/// A second person's approval of a grant, bound to the SHA-256 of the grant's signed statement:
+/// an approval for a grant that was changed in any way does not count.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Approval {
+    pub grant_id: Id128,
+    pub grant_sha256: [u8; 32],
+    pub approver: SpiffeId,
+    pub time: u64,
+}
+
+impl Approval {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = statement_writer(StatementType::Approval);
+        w.bytes(&self.grant_id)
+            .bytes(&self.grant_sha256)
+            .str(&self.approver.to_string())
+            .u64(self.time);
+        w.finish()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let mut r = statement_reader(bytes, StatementType::Approval)?;
+        let a = Approval {
+            grant_id: r.fixed::<16>("grant id")?,
+            grant_sha256: r.fixed::<32>("grant digest")?,
+            approver: r.str(MAX_SPIFFE_LEN, "approver")?.parse()?,
+            time: r.u64()?,
+        };
+        r.finish()?;
+        Ok(a)
+    }
+
+    pub fn sign(&self, key: &SigningKey) -> Signed {
+        Signed::sign(StatementType::Approval, self.encode(), key)
+    }
+
+    pub fn verify(signed: &Signed, key: &PublicKey) -> Result<Self> {
+        let a = Self::decode(&signed.statement)?;
+        signed.verify(key).map_err(|e| {
+            Error::verification(format!(
+                "the approval is not signed by {}: {e}",
+                a.approver.short()
+            ))
+        })?;
+        Ok(a)
+    }
+}
+
 /// What the user's client found when it opened an envelope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeliveryStatus {

@@ -1,34 +1,73 @@
-//! The policy decision point's seam: every request the relay serves is put to an
-//! [`Authorizer`] first, with the caller's verified identity and directory attributes.
-//! Decisions deny by default and carry their reasons. [`BuiltinPolicy`] is the structural
-//! rule (who may call what at all; agents are write-only); the Cedar policy builds on it.
+//! The policy decision point: every request the relay serves is put to an [`Authorizer`] with
+//! the caller's verified identity and directory attributes. [`CedarPolicy`] evaluates a Cedar
+//! policy set (validated against `docs/policy/schema.cedarschema`) over entities the relay
+//! builds per request from the directory, the resource catalog and its own records. Decisions
+//! deny by default, an evaluation error is a deny, and a deny carries its reasons.
+//!
+//! The shipped schema, policy and catalog are the files in `docs/policy/`, embedded here, so the
+//! documentation and the code cannot drift apart.
 
-use crate::core::directory::Attributes;
-use crate::ids::{PartyKind, SpiffeId};
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+
+use cedar_policy::{
+    Authorizer as CedarAuthorizer, Context as CedarContext, Decision as CedarDecision, Entities,
+    Entity, EntityId, EntityTypeName, EntityUid, PolicySet, Request, RestrictedExpression, Schema,
+    ValidationMode, Validator,
+};
+use serde::Deserialize;
+
+use crate::core::directory::{sha256, Attributes};
+use crate::error::{Error, Result};
+use crate::ids::{hex, PartyKind, SpiffeId};
+
+/// The Cedar schema (docs/policy/schema.cedarschema).
+pub const SCHEMA: &str = include_str!("../../docs/policy/schema.cedarschema");
+/// The default policy (docs/policy/default.cedar).
+pub const DEFAULT_POLICY: &str = include_str!("../../docs/policy/default.cedar");
+/// The default resource catalog (docs/policy/catalog.toml).
+pub const DEFAULT_CATALOG: &str = include_str!("../../docs/policy/catalog.toml");
 
 /// What a caller asks to do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
     PushDirectory,
     GetEntry,
     Grant,
+    Approve,
     ListGrants,
     Submit,
     Inbox,
     Fetch,
     Receipt,
-    /// Read the signed checkpoint and consistency proofs.
     Checkpoint,
-    /// Read the event log.
     Audit,
+    Quarantine,
+    Release,
 }
 
 impl Action {
+    pub const ALL: [Action; 13] = [
+        Action::PushDirectory,
+        Action::GetEntry,
+        Action::Grant,
+        Action::Approve,
+        Action::ListGrants,
+        Action::Submit,
+        Action::Inbox,
+        Action::Fetch,
+        Action::Receipt,
+        Action::Checkpoint,
+        Action::Audit,
+        Action::Quarantine,
+        Action::Release,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             Action::PushDirectory => "push_directory",
             Action::GetEntry => "get_entry",
             Action::Grant => "grant",
+            Action::Approve => "approve",
             Action::ListGrants => "list_grants",
             Action::Submit => "submit",
             Action::Inbox => "inbox",
@@ -36,7 +75,15 @@ impl Action {
             Action::Receipt => "receipt",
             Action::Checkpoint => "checkpoint",
             Action::Audit => "audit",
+            Action::Quarantine => "quarantine",
+            Action::Release => "release",
         }
+    }
+    pub fn from_name(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| Error::bad_input(format!("unknown action {s:?}")))
     }
 }
 
@@ -46,19 +93,44 @@ pub struct Principal {
     pub id: SpiffeId,
     /// From the caller's active directory entry (admins have none).
     pub attributes: Option<Attributes>,
+    /// Agents: quarantined by the monitor or an admin.
+    pub quarantined: bool,
 }
 
-/// What the request is about, when it is about something.
+/// What a request is about.
+#[derive(Clone, Debug, Default)]
+pub enum Target {
+    /// Nothing in particular (inbox, list grants, checkpoints, the log, the directory).
+    #[default]
+    Relay,
+    /// A resource a grant asks for.
+    Resource { name: String },
+    /// A grant (submit, approve).
+    Grant {
+        id: [u8; 16],
+        requester: SpiffeId,
+        agent: SpiffeId,
+        resource: String,
+        approved: bool,
+    },
+    /// An envelope (fetch, receipt).
+    Envelope { id: [u8; 16], owner: SpiffeId },
+    /// An agent (quarantine, release).
+    Agent { id: SpiffeId },
+}
+
+/// What the request is about, and facts about it.
 #[derive(Clone, Debug, Default)]
 pub struct Context {
-    /// The resource a grant names.
-    pub resource: Option<String>,
+    pub target: Target,
     /// The requesting user (`sub`) on agent actions.
     pub user: Option<SpiffeId>,
     /// The acting agent (`act`).
     pub agent: Option<SpiffeId>,
     /// The agent's directory attributes, when a user grants to an agent.
     pub agent_attributes: Option<Attributes>,
+    /// Whether that agent is quarantined.
+    pub agent_quarantined: bool,
     pub now: u64,
     pub size: Option<u64>,
 }
@@ -82,6 +154,8 @@ impl Decision {
 
 pub trait Authorizer: Send + Sync {
     fn authorize(&self, principal: &Principal, action: Action, ctx: &Context) -> Decision;
+    /// SHA-256 of the policy in force (logged with every deny).
+    fn policy_hash(&self) -> String;
 }
 
 /// Whether `resource` is within `scope`: equal, or `scope` ends in `*` and is a prefix.
@@ -92,114 +166,400 @@ pub fn scope_matches(scope: &str, resource: &str) -> bool {
     }
 }
 
-/// The structural rule: admins push the directory; users grant, list their inbox, fetch and
-/// file receipts; agents list their grants and submit (write-only); anyone enrolled may read a
-/// signed directory entry. A grant must name a resource within the agent's scopes.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct BuiltinPolicy;
+/// One catalog line.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogEntry {
+    pub pattern: String,
+    pub classification: u8,
+    #[serde(default)]
+    pub approval: bool,
+}
 
-impl Authorizer for BuiltinPolicy {
-    fn authorize(&self, principal: &Principal, action: Action, ctx: &Context) -> Decision {
-        use Action::*;
-        let kind = principal.id.kind();
-        let auditor = principal
-            .attributes
-            .as_ref()
-            .is_some_and(|a| a.roles.iter().any(|r| r == "auditor"));
-        let allowed = matches!(
-            (kind, action),
-            (
-                PartyKind::Admin,
-                PushDirectory | GetEntry | Checkpoint | Audit
-            ) | (
-                PartyKind::User,
-                GetEntry | Grant | Inbox | Fetch | Receipt | Checkpoint
-            ) | (
-                PartyKind::Agent,
-                GetEntry | ListGrants | Submit | Checkpoint
-            )
-        ) || (kind == PartyKind::User && action == Audit && auditor);
-        if !allowed {
-            let article = if kind == PartyKind::Admin || kind == PartyKind::Agent {
-                "an"
-            } else {
-                "a"
-            };
-            return Decision::deny(format!("{article} {kind} may not {}", action.as_str()));
+/// Resource patterns → classification and approval.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Catalog {
+    #[serde(default)]
+    pub resource: Vec<CatalogEntry>,
+}
+
+impl Catalog {
+    pub fn parse(text: &str) -> Result<Self> {
+        let c: Catalog = toml::from_str(text)
+            .map_err(|e| Error::bad_input(format!("resource catalog: {}", e.message())))?;
+        if let Some(bad) = c
+            .resource
+            .iter()
+            .find(|e| e.classification > crate::core::directory::MAX_CLEARANCE)
+        {
+            return Err(Error::bad_input(format!(
+                "resource catalog: {} has a classification above 9",
+                bad.pattern
+            )));
         }
-        if action == Grant {
-            let (Some(resource), Some(attrs)) = (&ctx.resource, &ctx.agent_attributes) else {
-                return Decision::deny("a grant needs a resource and an enrolled agent");
-            };
-            if !attrs.scopes.iter().any(|s| scope_matches(s, resource)) {
-                return Decision::deny(format!(
-                    "the agent's scopes do not cover the resource {resource:?}"
-                ));
+        Ok(c)
+    }
+    /// The first entry whose pattern matches.
+    pub fn lookup(&self, resource: &str) -> Option<&CatalogEntry> {
+        self.resource
+            .iter()
+            .find(|e| scope_matches(&e.pattern, resource))
+    }
+}
+
+/// A Cedar policy set, its schema and the resource catalog.
+pub struct CedarPolicy {
+    policies: PolicySet,
+    catalog: Catalog,
+    authorizer: CedarAuthorizer,
+    hash: String,
+}
+
+fn uid(ty: &str, id: &str) -> Result<EntityUid> {
+    let t = EntityTypeName::from_str(ty)
+        .map_err(|e| Error::internal(format!("bad entity type {ty}: {e}")))?;
+    Ok(EntityUid::from_type_name_and_id(t, EntityId::new(id)))
+}
+
+fn strings(items: &[String]) -> RestrictedExpression {
+    RestrictedExpression::new_set(
+        items
+            .iter()
+            .map(|s| RestrictedExpression::new_string(s.clone())),
+    )
+}
+
+fn long(v: u64) -> RestrictedExpression {
+    RestrictedExpression::new_long(i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+fn entity(uid: EntityUid, attrs: Vec<(&str, RestrictedExpression)>) -> Result<Entity> {
+    let attrs: HashMap<String, RestrictedExpression> =
+        attrs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    Entity::new(uid, attrs, HashSet::new())
+        .map_err(|e| Error::internal(format!("cannot build an entity: {e}")))
+}
+
+fn party_type(kind: PartyKind) -> &'static str {
+    match kind {
+        PartyKind::User => "User",
+        PartyKind::Agent => "Agent",
+        PartyKind::Admin => "Admin",
+        PartyKind::Relay => "Relay",
+    }
+}
+
+impl CedarPolicy {
+    /// Parses and validates a policy (strict mode, against the schema) and a catalog.
+    pub fn new(policy_text: &str, catalog_text: &str) -> Result<Self> {
+        let (schema, _warnings) = Schema::from_cedarschema_str(SCHEMA).map_err(|e| {
+            Error::internal(format!("the built-in Cedar schema does not parse: {e}"))
+        })?;
+        let policies = PolicySet::from_str(policy_text).map_err(|e| {
+            Error::bad_input(format!(
+                "the policy does not parse: {}",
+                one_line(&e.to_string())
+            ))
+        })?;
+        let result = Validator::new(schema).validate(&policies, ValidationMode::Strict);
+        if !result.validation_passed() {
+            let first = result
+                .validation_errors()
+                .next()
+                .map(|e| one_line(&e.to_string()))
+                .unwrap_or_default();
+            return Err(Error::bad_input(format!(
+                "the policy does not validate against the schema: {first}"
+            )));
+        }
+        let catalog = Catalog::parse(catalog_text)?;
+        let mut h = policy_text.as_bytes().to_vec();
+        h.push(0);
+        h.extend_from_slice(catalog_text.as_bytes());
+        Ok(CedarPolicy {
+            policies,
+            catalog,
+            authorizer: CedarAuthorizer::new(),
+            hash: hex(&sha256(&h)),
+        })
+    }
+
+    /// The shipped policy and catalog.
+    pub fn default_policy() -> Result<Self> {
+        Self::new(DEFAULT_POLICY, DEFAULT_CATALOG)
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    fn principal_entity(&self, p: &Principal) -> Result<(EntityUid, Entity)> {
+        let id = p.id.to_string();
+        let attrs = p.attributes.clone().unwrap_or_default();
+        match p.id.kind() {
+            PartyKind::User => {
+                let u = uid("User", &id)?;
+                let e = entity(
+                    u.clone(),
+                    vec![
+                        ("clearance", long(u64::from(attrs.clearance))),
+                        ("roles", strings(&attrs.roles)),
+                    ],
+                )?;
+                Ok((u, e))
+            }
+            PartyKind::Agent => {
+                let u = uid("Agent", &id)?;
+                let status = if p.quarantined {
+                    "quarantined"
+                } else {
+                    "active"
+                };
+                let e = entity(
+                    u.clone(),
+                    vec![
+                        ("scopes", strings(&attrs.scopes)),
+                        ("status", RestrictedExpression::new_string(status.into())),
+                    ],
+                )?;
+                Ok((u, e))
+            }
+            kind => {
+                let u = uid(party_type(kind), &id)?;
+                Ok((u.clone(), entity(u, vec![])?))
             }
         }
-        Decision::Allow
     }
+
+    fn evaluate(&self, p: &Principal, action: Action, ctx: &Context) -> Result<Decision> {
+        let (principal, principal_entity) = self.principal_entity(p)?;
+        let mut entities = vec![principal_entity];
+        let resource = match &ctx.target {
+            Target::Relay => {
+                let u = uid("Relay", "relay")?;
+                entities.push(entity(u.clone(), vec![])?);
+                u
+            }
+            Target::Resource { name } => {
+                let Some(c) = self.catalog.lookup(name) else {
+                    return Ok(Decision::deny(format!(
+                        "the resource {name:?} is not in the resource catalog"
+                    )));
+                };
+                let u = uid("Resource", name)?;
+                entities.push(entity(
+                    u.clone(),
+                    vec![
+                        ("classification", long(u64::from(c.classification))),
+                        ("approval", RestrictedExpression::new_bool(c.approval)),
+                    ],
+                )?);
+                u
+            }
+            Target::Grant {
+                id,
+                requester,
+                agent,
+                resource,
+                approved,
+            } => {
+                let Some(c) = self.catalog.lookup(resource) else {
+                    return Ok(Decision::deny(format!(
+                        "the resource {resource:?} is not in the resource catalog"
+                    )));
+                };
+                let u = uid("Grant", &hex(id))?;
+                entities.push(entity(
+                    u.clone(),
+                    vec![
+                        (
+                            "requester",
+                            RestrictedExpression::new_entity_uid(uid(
+                                "User",
+                                &requester.to_string(),
+                            )?),
+                        ),
+                        (
+                            "agent",
+                            RestrictedExpression::new_entity_uid(uid("Agent", &agent.to_string())?),
+                        ),
+                        ("classification", long(u64::from(c.classification))),
+                        ("approval", RestrictedExpression::new_bool(c.approval)),
+                        ("approved", RestrictedExpression::new_bool(*approved)),
+                    ],
+                )?);
+                u
+            }
+            Target::Envelope { id, owner } => {
+                let u = uid("Envelope", &hex(id))?;
+                entities.push(entity(
+                    u.clone(),
+                    vec![(
+                        "owner",
+                        RestrictedExpression::new_entity_uid(uid("User", &owner.to_string())?),
+                    )],
+                )?);
+                u
+            }
+            Target::Agent { id } => uid("Agent", &id.to_string())?,
+        };
+        let in_scope = match (&ctx.target, &ctx.agent_attributes) {
+            (Target::Resource { name }, Some(a)) => a.scopes.iter().any(|s| scope_matches(s, name)),
+            _ => false,
+        };
+        let context = CedarContext::from_pairs([
+            ("now".to_owned(), long(ctx.now)),
+            ("size".to_owned(), long(ctx.size.unwrap_or(0))),
+            (
+                "sub".to_owned(),
+                RestrictedExpression::new_string(
+                    ctx.user.as_ref().map(|u| u.to_string()).unwrap_or_default(),
+                ),
+            ),
+            (
+                "act".to_owned(),
+                RestrictedExpression::new_string(
+                    ctx.agent
+                        .as_ref()
+                        .map(|a| a.to_string())
+                        .unwrap_or_default(),
+                ),
+            ),
+            (
+                "in_scope".to_owned(),
+                RestrictedExpression::new_bool(in_scope),
+            ),
+            (
+                "agent_active".to_owned(),
+                RestrictedExpression::new_bool(
+                    ctx.agent_attributes.is_some() && !ctx.agent_quarantined,
+                ),
+            ),
+        ])
+        .map_err(|e| Error::internal(format!("cannot build the context: {e}")))?;
+        let request = Request::new(
+            principal,
+            uid("Action", action.as_str())?,
+            resource,
+            context,
+            None,
+        )
+        .map_err(|e| Error::internal(format!("cannot build the request: {e}")))?;
+        let entities = Entities::from_entities(entities, None)
+            .map_err(|e| Error::internal(format!("cannot build entities: {e}")))?;
+        let response = self
+            .authorizer
+            .is_authorized(&request, &self.policies, &entities);
+        let errors: Vec<String> = response
+            .diagnostics()
+            .errors()
+            .map(|e| one_line(&e.to_string()))
+            .collect();
+        if !errors.is_empty() {
+            return Ok(Decision::Deny {
+                reasons: errors
+                    .into_iter()
+                    .map(|e| format!("policy evaluation error (denied): {e}"))
+                    .collect(),
+            });
+        }
+        if response.decision() == CedarDecision::Allow {
+            return Ok(Decision::Allow);
+        }
+        let forbids: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(|id| format!("forbidden by policy {id}"))
+            .collect();
+        if !forbids.is_empty() {
+            return Ok(Decision::Deny { reasons: forbids });
+        }
+        Ok(Decision::Deny {
+            reasons: vec![self.explain(p, action, ctx, in_scope)],
+        })
+    }
+
+    /// Why no policy permitted the request, in the terms of the default policy.
+    fn explain(&self, p: &Principal, action: Action, ctx: &Context, in_scope: bool) -> String {
+        let kind = p.id.kind();
+        let article = if matches!(kind, PartyKind::Admin | PartyKind::Agent) {
+            "an"
+        } else {
+            "a"
+        };
+        let base = format!("no policy permits {article} {kind} to {}", action.as_str());
+        match (&ctx.target, action) {
+            (Target::Resource { name }, Action::Grant) if kind == PartyKind::User => {
+                let clearance = p.attributes.as_ref().map_or(0, |a| a.clearance);
+                let class = self.catalog.lookup(name).map_or(0, |c| c.classification);
+                if ctx.agent_attributes.is_none() {
+                    format!("{base}: the agent is not enrolled")
+                } else if ctx.agent_quarantined {
+                    format!("{base}: the agent is quarantined")
+                } else if clearance < class {
+                    format!("{base} {name:?}: clearance {clearance} is below its classification {class}")
+                } else if !in_scope {
+                    format!("{base} {name:?}: the agent's scopes do not cover it")
+                } else {
+                    base
+                }
+            }
+            (Target::Grant { requester, .. }, Action::Approve) if *requester == p.id => {
+                format!("{base}: a user cannot approve their own grant")
+            }
+            (Target::Grant { .. }, Action::Approve) => {
+                format!("{base}: it takes the approver role")
+            }
+            (
+                Target::Grant {
+                    approved: false, ..
+                },
+                Action::Submit,
+            ) => format!("{base}: the grant awaits approval"),
+            _ => base,
+        }
+    }
+}
+
+impl Authorizer for CedarPolicy {
+    fn authorize(&self, principal: &Principal, action: Action, ctx: &Context) -> Decision {
+        match self.evaluate(principal, action, ctx) {
+            Ok(d) => d,
+            // Fail closed: anything that goes wrong evaluating is a deny.
+            Err(e) => Decision::deny(format!(
+                "policy evaluation failed (denied): {}",
+                e.message()
+            )),
+        }
+    }
+    fn policy_hash(&self) -> String {
+        self.hash.clone()
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn principal(s: &str) -> Principal {
-        Principal {
-            id: s.parse().unwrap(),
-            attributes: None,
-        }
+    #[test]
+    fn the_shipped_policy_validates_and_a_broken_one_does_not() {
+        CedarPolicy::default_policy().unwrap();
+        assert!(CedarPolicy::new(
+            "permit(principal, action, resource) when { resource.nope };",
+            DEFAULT_CATALOG
+        )
+        .is_err());
+        assert!(CedarPolicy::new("this is not cedar", DEFAULT_CATALOG).is_err());
+        assert!(CedarPolicy::new(DEFAULT_POLICY, "[[resource]]\npattern = 1\n").is_err());
     }
 
     #[test]
-    fn agents_are_write_only_and_default_is_deny() {
-        let p = BuiltinPolicy;
-        let agent = principal("spiffe://x.org/agent/bot");
-        for a in [
-            Action::Inbox,
-            Action::Fetch,
-            Action::Grant,
-            Action::Receipt,
-            Action::PushDirectory,
-        ] {
-            assert!(
-                !p.authorize(&agent, a, &Context::default()).is_allow(),
-                "{a:?}"
-            );
-        }
-        assert!(p
-            .authorize(&agent, Action::Submit, &Context::default())
-            .is_allow());
-        let user = principal("spiffe://x.org/user/alice");
-        assert!(!p
-            .authorize(&user, Action::Submit, &Context::default())
-            .is_allow());
-        assert!(!p
-            .authorize(&user, Action::PushDirectory, &Context::default())
-            .is_allow());
-        let relay = principal("spiffe://x.org/relay/r");
-        assert!(!p
-            .authorize(&relay, Action::GetEntry, &Context::default())
-            .is_allow());
-    }
-
-    #[test]
-    fn grants_need_the_agents_scope() {
-        let p = BuiltinPolicy;
-        let user = principal("spiffe://x.org/user/alice");
-        let mut ctx = Context {
-            resource: Some("tickets/42".into()),
-            agent_attributes: Some(Attributes {
-                clearance: 0,
-                roles: vec![],
-                scopes: vec!["tickets/*".into()],
-            }),
-            ..Context::default()
-        };
-        assert!(p.authorize(&user, Action::Grant, &ctx).is_allow());
-        ctx.resource = Some("payroll/2026".into());
-        assert!(!p.authorize(&user, Action::Grant, &ctx).is_allow());
+    fn scopes() {
         assert!(
             scope_matches("a/b", "a/b")
                 && !scope_matches("a/b", "a/bc")

@@ -37,6 +37,12 @@ pub struct GrantRecord {
     pub created: u64,
     pub grant: StoredSigned,
     pub state: GrantState,
+    /// The resource asked for (for policy on submit and approve).
+    pub resource: String,
+    /// The catalog says a second person must approve it.
+    pub needs_approval: bool,
+    /// The approver's signed approval, once given.
+    pub approval: Option<StoredSigned>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +165,23 @@ pub enum WriteOp {
         envelope_id: [u8; 16],
         event: Event,
     },
+    /// Record an approval on a grant that awaits one.
+    Approve {
+        grant_id: [u8; 16],
+        approval: StoredSigned,
+        event: Event,
+    },
+    /// Quarantine an agent (kept across restarts until released).
+    Quarantine {
+        agent: String,
+        reason: String,
+        event: Event,
+    },
+    /// Release a quarantined agent.
+    Release {
+        agent: String,
+        event: Event,
+    },
     /// Only an event (a denial, a quarantine).
     Append {
         event: Event,
@@ -175,6 +198,7 @@ pub enum WriteRefusal {
     TooLarge { max: u64 },
     EnvelopeNotFound,
     Duplicate,
+    NotQuarantined,
 }
 
 impl WriteRefusal {
@@ -193,6 +217,7 @@ impl WriteRefusal {
             )),
             WriteRefusal::EnvelopeNotFound => Error::not_found("no such envelope"),
             WriteRefusal::Duplicate => Error::conflict("already recorded"),
+            WriteRefusal::NotQuarantined => Error::not_found("that agent is not quarantined"),
         }
     }
 }
@@ -221,6 +246,10 @@ pub trait Store: Send + Sync + 'static {
     /// Events `from..from+limit`.
     fn events(&self, from: u64, limit: usize) -> Result<Vec<(u64, Event)>>;
     fn event_count(&self) -> Result<u64>;
+    /// Quarantined agents and why.
+    fn quarantined(&self) -> Result<Vec<(String, String)>>;
+    /// Grants that await approval (unexpired ones are the caller's to filter).
+    fn pending_approvals(&self) -> Result<Vec<GrantRecord>>;
     /// The transparency log over the events: leaf `i` is event `i`'s [`Event::leaf_bytes`].
     fn log_size(&self) -> u64;
     fn log_root(&self, size: u64) -> Result<crate::core::tlog::Hash>;

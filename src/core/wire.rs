@@ -57,9 +57,13 @@ pub enum Request {
         revocations: Vec<WireSigned>,
     },
     /// Anyone enrolled: the latest signed entry of a party (clients verify it themselves).
-    GetEntry { id: String },
+    GetEntry {
+        id: String,
+    },
     /// User: create a grant it signed.
-    CreateGrant { grant: WireSigned },
+    CreateGrant {
+        grant: WireSigned,
+    },
     /// Agent: the open grants addressed to it.
     ListGrants,
     /// Agent: submit an envelope for a grant; `length` ciphertext bytes follow the frame.
@@ -71,13 +75,36 @@ pub enum Request {
     /// User: its envelopes waiting.
     Inbox,
     /// User: fetch one envelope; the ciphertext follows the response frame.
-    Fetch { envelope_id: [u8; 16] },
+    Fetch {
+        envelope_id: [u8; 16],
+    },
     /// User: record a signed delivery receipt.
-    Receipt { receipt: WireSigned },
+    Receipt {
+        receipt: WireSigned,
+    },
     /// Anyone enrolled: the latest signed checkpoint, with a consistency proof from `old_size`.
-    GetCheckpoint { old_size: Option<u64> },
+    GetCheckpoint {
+        old_size: Option<u64>,
+    },
     /// Auditors: the log's event leaves `from..from+limit`.
-    Events { from: u64, limit: u32 },
+    Events {
+        from: u64,
+        limit: u32,
+    },
+    /// Approvers: grants awaiting a second person's approval.
+    PendingApprovals,
+    /// Approvers: a signed approval of a grant.
+    Approve {
+        approval: WireSigned,
+    },
+    /// Admins: the kill switch for an agent, and its release.
+    Quarantine {
+        agent: String,
+        reason: String,
+    },
+    Release {
+        agent: String,
+    },
 }
 
 impl Request {
@@ -94,6 +121,10 @@ impl Request {
             Request::Receipt { .. } => "receipt",
             Request::GetCheckpoint { .. } => "checkpoint",
             Request::Events { .. } => "events",
+            Request::PendingApprovals => "approvals",
+            Request::Approve { .. } => "approve",
+            Request::Quarantine { .. } => "quarantine",
+            Request::Release { .. } => "release",
         }
     }
 }
@@ -157,6 +188,10 @@ pub enum Reply {
     /// (leaf index, leaf bytes) pairs.
     Events {
         events: Vec<(u64, Vec<u8>)>,
+    },
+    /// Grants awaiting approval, each with its requester's entry.
+    Pending {
+        grants: Vec<GrantView>,
     },
 }
 

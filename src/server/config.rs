@@ -31,7 +31,15 @@ pub struct RelayConfig {
     pub sweep_interval_secs: u64,
     /// `text` or `json` log lines (on stderr).
     pub log_format: String,
+    /// A Cedar policy file (default: the shipped docs/policy/default.cedar).
+    pub policy_file: Option<PathBuf>,
+    /// A resource catalog (default: the shipped docs/policy/catalog.toml).
+    pub catalog_file: Option<PathBuf>,
+    /// Requests per second each identity may make (token bucket), and the burst it may save up.
+    pub requests_per_second: u32,
+    pub request_burst: u32,
     pub limits: Limits,
+    pub monitor: super::monitor::MonitorConfig,
 }
 
 impl Default for RelayConfig {
@@ -46,7 +54,12 @@ impl Default for RelayConfig {
             delete_after_delivery: true,
             sweep_interval_secs: 60,
             log_format: "text".into(),
+            policy_file: None,
+            catalog_file: None,
+            requests_per_second: 500,
+            request_burst: 1000,
             limits: Limits::default(),
+            monitor: super::monitor::MonitorConfig::default(),
         }
     }
 }

@@ -9,6 +9,7 @@
 pub mod checkpoints;
 mod committer;
 pub mod config;
+pub mod monitor;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -28,7 +29,7 @@ use crate::core::directory::{sha256, Directory, DirectoryEntry, EntryProblem};
 use crate::core::envelope::submission::Submission;
 use crate::core::envelope::validate::EnvelopeValidator;
 use crate::core::grant::{random_id, Grant, Receipt};
-use crate::core::policy::{Action, Authorizer, BuiltinPolicy, Context, Decision, Principal};
+use crate::core::policy::{Action, Authorizer, CedarPolicy, Context, Decision, Principal, Target};
 use crate::core::sign::{PublicKey, StatementType};
 use crate::core::store::{
     statement_digest, EnvelopeRecord, Event, GrantRecord, GrantState, Store, StoredSigned, WriteOp,
@@ -43,6 +44,7 @@ use crate::local::{dirstore, trust_root};
 use crate::net::{self, Peer};
 use crate::store::blobs::BlobDir;
 use crate::store::redb::RedbStore;
+use monitor::{Monitor, RateLimiter, Signal};
 
 /// How long a client may take to send its request frame.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -140,10 +142,14 @@ pub struct Relay {
     authority: PublicKey,
     trust_domain: String,
     blobs: BlobDir,
-    policy: Box<dyn Authorizer>,
+    policy: CedarPolicy,
     in_flight: InFlight,
     /// The latest signed checkpoint (written by the commit thread).
     checkpoint: checkpoints::Latest,
+    monitor: Monitor,
+    limiter: RateLimiter,
+    /// Open connections per SPIFFE ID, so a quarantine can close an agent's at once.
+    connections: std::sync::Mutex<std::collections::HashMap<String, Vec<quinn::Connection>>>,
 }
 
 /// A started relay.
@@ -197,6 +203,21 @@ pub async fn start_with(
         Some(s) => s,
         None => Arc::new(RedbStore::open(&config.data.join("state.redb"))?),
     };
+    // The policy: a relay never starts on one that does not validate.
+    let policy_text = match &config.policy_file {
+        Some(p) => String::from_utf8(crate::local::fs::read_capped(p, 1 << 20)?)
+            .map_err(|_| Error::bad_input(format!("{} is not UTF-8", p.display())))?,
+        None => crate::core::policy::DEFAULT_POLICY.to_owned(),
+    };
+    let catalog_text = match &config.catalog_file {
+        Some(p) => String::from_utf8(crate::local::fs::read_capped(p, 1 << 20)?)
+            .map_err(|_| Error::bad_input(format!("{} is not UTF-8", p.display())))?,
+        None => crate::core::policy::DEFAULT_CATALOG.to_owned(),
+    };
+    let policy = CedarPolicy::new(&policy_text, &catalog_text)
+        .map_err(|e| e.context("refusing to start on an invalid policy"))?;
+    let monitor = Monitor::new(config.monitor.clone(), store.quarantined()?);
+    let limiter = RateLimiter::new(config.requests_per_second, config.request_burst);
     // The log key signs checkpoints; a store behind the last one signed is refused.
     let log_key =
         crate::core::sign::SigningKey::from_pkcs8(&trust_root::read_key_pem(&dir.join("log.key"))?)
@@ -275,9 +296,12 @@ pub async fn start_with(
         authority,
         trust_domain: meta.trust_domain,
         blobs,
-        policy: Box::new(BuiltinPolicy),
+        policy,
         in_flight: InFlight::default(),
         checkpoint,
+        monitor,
+        limiter,
+        connections: std::sync::Mutex::new(std::collections::HashMap::new()),
     });
     let stop = Arc::new(Notify::new());
     let task = tokio::spawn(accept_loop(relay.clone(), endpoint.clone(), stop.clone()));
@@ -375,10 +399,91 @@ impl Relay {
             }
         };
         tracing::debug!(peer = %peer.id, remote = %conn.remote_address(), "connection");
+        let key = peer.id.to_string();
+        if let Ok(mut c) = self.connections.lock() {
+            c.entry(key.clone()).or_default().push(conn.clone());
+        }
         while let Ok((send, recv)) = conn.accept_bi().await {
             let r = self.clone();
             let p = peer.clone();
             tokio::spawn(async move { r.serve_stream(p, send, recv).await });
+        }
+        if let Ok(mut c) = self.connections.lock() {
+            if let Some(list) = c.get_mut(&key) {
+                list.retain(|x| x.stable_id() != conn.stable_id());
+                if list.is_empty() {
+                    c.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Quarantines an agent: durable record and event, refused from the next request, its open
+    /// connections closed, its grants held, and an alert raised.
+    async fn quarantine(
+        &self,
+        agent: &SpiffeId,
+        reason: &str,
+        actor: &str,
+    ) -> std::result::Result<u64, Refusal> {
+        let event = Event {
+            time: clock::now(),
+            kind: "agent.quarantined".into(),
+            actor: actor.to_owned(),
+            subject: agent.to_string(),
+            decision: "quarantine".into(),
+            detail: reason.to_owned(),
+            digest: Vec::new(),
+        };
+        let index = self
+            .commit(WriteOp::Quarantine {
+                agent: agent.to_string(),
+                reason: reason.to_owned(),
+                event,
+            })
+            .await?;
+        self.monitor.set_quarantined(&agent.to_string(), reason);
+        let conns = self
+            .connections
+            .lock()
+            .ok()
+            .and_then(|mut c| c.remove(&agent.to_string()))
+            .unwrap_or_default();
+        for c in conns {
+            c.close(2u32.into(), b"agent quarantined");
+        }
+        tracing::error!(target: "sealrelay::alert", agent = %agent, reason, "agent quarantined");
+        if let Some(cmd) = self.monitor.config().alert_command.clone() {
+            let spawned = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(&cmd)
+                .env("SEALRELAY_ALERT_AGENT", agent.to_string())
+                .env("SEALRELAY_ALERT_REASON", reason)
+                .stdin(std::process::Stdio::null())
+                .spawn();
+            if let Err(e) = spawned {
+                tracing::error!(target: "sealrelay::alert", error = %e, "the alert command did not start");
+            }
+        }
+        Ok(index)
+    }
+
+    /// Counts a signal against an agent; quarantines it past the threshold.
+    async fn signal(&self, agent: &SpiffeId, signal: Signal) {
+        if agent.kind() != PartyKind::Agent {
+            return;
+        }
+        if let Some(reason) = self
+            .monitor
+            .record(&agent.to_string(), signal, clock::now())
+        {
+            let actor = format!("spiffe://{}/relay/monitor", self.trust_domain);
+            if let Err(e) = self
+                .quarantine(agent, &format!("automatic: {reason}"), &actor)
+                .await
+            {
+                tracing::error!(agent = %agent, error = %e.message, "could not quarantine");
+            }
         }
     }
 
@@ -451,10 +556,18 @@ impl Relay {
         ctx: &Context,
     ) -> std::result::Result<Principal, Refusal> {
         let now = clock::now();
+        if let Err(wait) = self.limiter.take(&peer.id.to_string()) {
+            self.signal(&peer.id, Signal::RateLimited).await;
+            return Err(Refusal::new(
+                ErrorCode::RateLimited,
+                format!("rate limited, retry after {} ms", wait.as_millis().max(1)),
+            ));
+        }
         let principal = match peer.id.kind() {
             PartyKind::Admin if peer.id.trust_domain() == self.trust_domain => Principal {
                 id: peer.id.clone(),
                 attributes: None,
+                quarantined: false,
             },
             PartyKind::User | PartyKind::Agent => {
                 let checked: std::result::Result<Principal, &str> = {
@@ -464,7 +577,11 @@ impl Relay {
                         .map_err(|_| Refusal::new(ErrorCode::Internal, "internal error"))?;
                     match dir.active(&peer.id, now) {
                         Ok(entry) if entry.tls_spki_sha256 == peer.spki_sha256 => {
-                            Ok(Principal { id: peer.id.clone(), attributes: Some(entry.attributes.clone()) })
+                            Ok(Principal {
+                                id: peer.id.clone(),
+                                attributes: Some(entry.attributes.clone()),
+                                quarantined: self.monitor.is_quarantined(&peer.id.to_string()),
+                            })
                         }
                         Ok(_) => Err("the certificate's key is not the one in the directory entry (superseded?)"),
                         Err(EntryProblem::Revoked) => Err("this identity has been revoked"),
@@ -489,10 +606,18 @@ impl Relay {
             Decision::Deny { reasons } => {
                 let reason = reasons.join("; ");
                 self.log_denial(peer, action, &reason).await;
-                Err(Refusal::new(
-                    ErrorCode::Forbidden,
-                    format!("denied by policy: {reason}"),
-                ))
+                if !principal.quarantined {
+                    self.signal(&peer.id, Signal::Denial).await;
+                }
+                let message = if principal.quarantined {
+                    format!(
+                        "this agent is quarantined ({}); an admin must release it",
+                        reason
+                    )
+                } else {
+                    format!("denied by policy: {reason}")
+                };
+                Err(Refusal::new(ErrorCode::Forbidden, message))
             }
         }
     }
@@ -509,7 +634,10 @@ impl Relay {
             actor: peer.id.to_string(),
             subject: action.as_str().into(),
             decision: "deny".into(),
-            detail: reason.into(),
+            detail: format!(
+                "{reason} (policy {})",
+                self.policy.policy_hash().get(..16).unwrap_or_default()
+            ),
             digest: Vec::new(),
         };
         if let Err(e) = self.committer.submit(WriteOp::Append { event }).await {
@@ -609,7 +737,11 @@ impl Relay {
                 .await?;
                 let records = self.store.open_grants_for(&peer.id.to_string())?;
                 let mut grants = Vec::new();
-                for g in records.into_iter().filter(|g| now < g.expires) {
+                // Grants that await a second person's approval stay invisible to the agent.
+                let ready = |g: &GrantRecord| {
+                    now < g.expires && (!g.needs_approval || g.approval.is_some())
+                };
+                for g in records.into_iter().filter(|g| ready(g)) {
                     let user: SpiffeId = g.user.parse()?;
                     if let Ok((_, user_entry)) = self.entry_for(&user, now) {
                         grants.push(GrantView {
@@ -631,6 +763,109 @@ impl Relay {
                 .submit(peer, grant_id, statement, length, recv, now)
                 .await
                 .map(Some),
+            Request::PendingApprovals => {
+                self.authorize(
+                    peer,
+                    Action::Checkpoint,
+                    &Context {
+                        now,
+                        ..Context::default()
+                    },
+                )
+                .await?;
+                let mut grants = Vec::new();
+                for g in self
+                    .store
+                    .pending_approvals()?
+                    .into_iter()
+                    .filter(|g| now < g.expires)
+                {
+                    let target = self.grant_target(&g)?;
+                    let principal = self.principal_of(peer, now)?;
+                    // Listed only where this caller could approve it.
+                    if self
+                        .policy
+                        .authorize(
+                            &principal,
+                            Action::Approve,
+                            &Context {
+                                target,
+                                now,
+                                ..Context::default()
+                            },
+                        )
+                        .is_allow()
+                    {
+                        let user: SpiffeId = g.user.parse()?;
+                        if let Ok((_, user_entry)) = self.entry_for(&user, now) {
+                            grants.push(GrantView {
+                                grant: WireSigned {
+                                    statement: g.grant.statement,
+                                    signature: g.grant.signature,
+                                },
+                                user_entry,
+                            });
+                        }
+                    }
+                }
+                Ok(Some(Reply::Pending { grants }))
+            }
+            Request::Approve { approval } => self.approve(peer, approval, now).await.map(Some),
+            Request::Quarantine { agent, reason } => {
+                let id = SpiffeId::new(&self.trust_domain, PartyKind::Agent, &agent)?;
+                self.authorize(
+                    peer,
+                    Action::Quarantine,
+                    &Context {
+                        target: Target::Agent { id: id.clone() },
+                        now,
+                        ..Context::default()
+                    },
+                )
+                .await?;
+                if self.monitor.is_quarantined(&id.to_string()) {
+                    return Err(Refusal::new(
+                        ErrorCode::Conflict,
+                        format!("{} is already quarantined", id.short()),
+                    ));
+                }
+                self.quarantine(
+                    &id,
+                    &format!("manual (kill switch): {reason}"),
+                    &peer.id.to_string(),
+                )
+                .await?;
+                Ok(Some(Reply::Done))
+            }
+            Request::Release { agent } => {
+                let id = SpiffeId::new(&self.trust_domain, PartyKind::Agent, &agent)?;
+                self.authorize(
+                    peer,
+                    Action::Release,
+                    &Context {
+                        target: Target::Agent { id: id.clone() },
+                        now,
+                        ..Context::default()
+                    },
+                )
+                .await?;
+                let event = Event {
+                    time: now,
+                    kind: "agent.released".into(),
+                    actor: peer.id.to_string(),
+                    subject: id.to_string(),
+                    decision: "release".into(),
+                    detail: String::new(),
+                    digest: Vec::new(),
+                };
+                self.commit(WriteOp::Release {
+                    agent: id.to_string(),
+                    event,
+                })
+                .await?;
+                self.monitor.release(&id.to_string());
+                Ok(Some(Reply::Done))
+            }
             Request::Inbox => {
                 self.authorize(
                     peer,
@@ -649,19 +884,31 @@ impl Relay {
                 Ok(Some(Reply::Inbox { envelopes }))
             }
             Request::Fetch { envelope_id } => {
-                self.authorize(
-                    peer,
-                    Action::Fetch,
-                    &Context {
-                        now,
-                        ..Context::default()
+                let record = self.store.envelope(&envelope_id)?;
+                // The policy decides on the envelope's owner; for a user, another user's
+                // envelope and a missing one are the same answer (the denial is still logged).
+                let owner = match &record {
+                    Some(r) => r.user.parse::<SpiffeId>()?,
+                    None => peer.id.clone(),
+                };
+                let ctx = Context {
+                    target: Target::Envelope {
+                        id: envelope_id,
+                        owner,
                     },
-                )
-                .await?;
-                // Another user's envelope and a missing one are the same answer.
-                let record = self
-                    .store
-                    .envelope(&envelope_id)?
+                    now,
+                    ..Context::default()
+                };
+                if let Err(r) = self.authorize(peer, Action::Fetch, &ctx).await {
+                    return Err(
+                        if peer.id.kind() == PartyKind::User && r.code == ErrorCode::Forbidden {
+                            Refusal::not_found("envelope")
+                        } else {
+                            r
+                        },
+                    );
+                }
+                let record = record
                     .filter(|e| {
                         e.user == peer.id.to_string() && now < e.expires_at && e.receipt.is_none()
                     })
@@ -857,10 +1104,13 @@ impl Relay {
             Err(_) => (None, None),
         };
         let ctx = Context {
-            resource: Some(g.resource.clone()),
+            target: Target::Resource {
+                name: g.resource.clone(),
+            },
             user: Some(g.user.clone()),
             agent: Some(g.agent.clone()),
             agent_attributes: agent_attrs,
+            agent_quarantined: self.monitor.is_quarantined(&g.agent.to_string()),
             now,
             size: Some(g.max_bytes),
         };
@@ -915,13 +1165,26 @@ impl Relay {
                 signature: signed.signature.to_vec(),
             },
             state: GrantState::Open,
+            resource: g.resource.clone(),
+            needs_approval: self
+                .policy
+                .catalog()
+                .lookup(&g.resource)
+                .is_some_and(|c| c.approval),
+            approval: None,
         };
+        let awaiting = record.needs_approval;
         let event = Event {
             time: now,
             kind: "grant.created".into(),
             actor: peer.id.to_string(),
             subject: hex(&g.grant_id),
-            decision: "allow".into(),
+            decision: if awaiting {
+                "awaiting approval"
+            } else {
+                "allow"
+            }
+            .into(),
             detail: format!(
                 "agent={} resource_sha256={}",
                 g.agent,
@@ -945,13 +1208,42 @@ impl Relay {
         recv: &mut RecvStream,
         now: u64,
     ) -> Handled {
+        // The grant the submission is for; one addressed to another agent is "no such grant".
+        let record = self.store.grant(&grant_id)?;
+        let target = match record.as_ref().filter(|g| g.agent == peer.id.to_string()) {
+            Some(g) => self.grant_target(g)?,
+            None => Target::Relay,
+        };
         let ctx = Context {
+            target,
+            user: record.as_ref().and_then(|g| g.user.parse().ok()),
             agent: Some(peer.id.clone()),
             now,
             size: Some(length),
             ..Context::default()
         };
-        self.authorize(peer, Action::Submit, &ctx).await?;
+        if record
+            .as_ref()
+            .is_some_and(|g| g.agent == peer.id.to_string())
+        {
+            self.authorize(peer, Action::Submit, &ctx).await?;
+        } else {
+            // Still authenticate (and rate-limit, and refuse a quarantined agent) first.
+            match self
+                .authorize(
+                    peer,
+                    Action::ListGrants,
+                    &Context {
+                        now,
+                        ..Context::default()
+                    },
+                )
+                .await
+            {
+                Ok(_) => return Err(Refusal::not_found("grant")),
+                Err(r) => return Err(r),
+            }
+        }
         if length > self.config.max_envelope_bytes {
             return Err(Refusal::new(
                 ErrorCode::TooLarge,
@@ -1042,9 +1334,10 @@ impl Relay {
                 }
             };
             let chunk = &buf[..n];
-            validator
-                .update(chunk)
-                .map_err(|e| Refusal::new(ErrorCode::InvalidEnvelope, e.to_string()))?;
+            if let Err(e) = validator.update(chunk) {
+                self.signal(&peer.id, Signal::InvalidEnvelope).await;
+                return Err(Refusal::new(ErrorCode::InvalidEnvelope, e.to_string()));
+            }
             hasher.update(chunk);
             match &mut blob {
                 Some(b) => std::io::Write::write_all(b, chunk)
@@ -1069,9 +1362,10 @@ impl Relay {
                 ))
             }
         }
-        validator
-            .finish()
-            .map_err(|e| Refusal::new(ErrorCode::InvalidEnvelope, e.to_string()))?;
+        if let Err(e) = validator.finish() {
+            self.signal(&peer.id, Signal::InvalidEnvelope).await;
+            return Err(Refusal::new(ErrorCode::InvalidEnvelope, e.to_string()));
+        }
         let digest = hasher.finish();
         if digest.as_ref() != claimed.ciphertext_sha256.as_slice() {
             return Err(Refusal::new(
@@ -1135,16 +1429,29 @@ impl Relay {
     }
 
     async fn receipt(&self, peer: &Peer, receipt: WireSigned, now: u64) -> Handled {
-        self.authorize(
-            peer,
-            Action::Receipt,
-            &Context {
-                now,
-                ..Context::default()
-            },
-        )
-        .await?;
         let signed = receipt.to_signed(StatementType::Receipt)?;
+        let claimed = Receipt::decode(&signed.statement)?;
+        let owner = match self.store.envelope(&claimed.envelope_id)? {
+            Some(e) => e.user.parse::<SpiffeId>()?,
+            None => peer.id.clone(),
+        };
+        let ctx = Context {
+            target: Target::Envelope {
+                id: claimed.envelope_id,
+                owner,
+            },
+            now,
+            ..Context::default()
+        };
+        if let Err(r) = self.authorize(peer, Action::Receipt, &ctx).await {
+            return Err(
+                if peer.id.kind() == PartyKind::User && r.code == ErrorCode::Forbidden {
+                    Refusal::not_found("envelope")
+                } else {
+                    r
+                },
+            );
+        }
         let (user_entry, _) = self.entry_for(&peer.id, now)?;
         let r = Receipt::verify(&signed, &user_entry.signing_key)?;
         let record = self
@@ -1194,6 +1501,10 @@ impl Relay {
         if delete {
             self.blobs.remove(&r.envelope_id);
         }
+        if r.status == crate::core::grant::DeliveryStatus::Undecryptable {
+            // Only the user's client can tell a file was not sealed to it: count it against the agent.
+            self.signal(&r.agent, Signal::Undecryptable).await;
+        }
         // The commit thread signed a checkpoint covering this event before answering.
         let (cp, note) = self
             .latest_checkpoint()
@@ -1211,6 +1522,85 @@ impl Relay {
 
     fn latest_checkpoint(&self) -> Option<(crate::core::tlog::checkpoint::Checkpoint, String)> {
         self.checkpoint.read().ok().and_then(|g| g.clone())
+    }
+
+    /// The policy's view of a stored grant.
+    fn grant_target(&self, g: &GrantRecord) -> std::result::Result<Target, Refusal> {
+        Ok(Target::Grant {
+            id: g.grant_id,
+            requester: g.user.parse()?,
+            agent: g.agent.parse()?,
+            resource: g.resource.clone(),
+            approved: g.approval.is_some(),
+        })
+    }
+
+    /// The caller as the policy sees it (directory attributes, quarantine).
+    fn principal_of(&self, peer: &Peer, now: u64) -> std::result::Result<Principal, Refusal> {
+        let attributes = match peer.id.kind() {
+            PartyKind::User | PartyKind::Agent => Some(self.entry_for(&peer.id, now)?.0.attributes),
+            _ => None,
+        };
+        Ok(Principal {
+            id: peer.id.clone(),
+            attributes,
+            quarantined: self.monitor.is_quarantined(&peer.id.to_string()),
+        })
+    }
+
+    /// A second person's approval of a grant that needs one.
+    async fn approve(&self, peer: &Peer, approval: WireSigned, now: u64) -> Handled {
+        let signed = approval.to_signed(StatementType::Approval)?;
+        let a = crate::core::grant::Approval::decode(&signed.statement)?;
+        let g = self
+            .store
+            .grant(&a.grant_id)?
+            .ok_or_else(|| Refusal::not_found("grant"))?;
+        let ctx = Context {
+            target: self.grant_target(&g)?,
+            now,
+            ..Context::default()
+        };
+        self.authorize(peer, Action::Approve, &ctx).await?;
+        let (entry, _) = self.entry_for(&peer.id, now)?;
+        crate::core::grant::Approval::verify(&signed, &entry.signing_key)?;
+        if a.approver != peer.id {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                "the approval names another approver",
+            ));
+        }
+        if a.grant_sha256 != sha256(&g.grant.statement) {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                "the approval is for a different version of this grant (it was modified): it does not count",
+            ));
+        }
+        if now >= g.expires {
+            return Err(Refusal::new(
+                ErrorCode::Expired,
+                "the grant expired before it was approved; it stays closed",
+            ));
+        }
+        let event = Event {
+            time: now,
+            kind: "grant.approved".into(),
+            actor: peer.id.to_string(),
+            subject: hex(&g.grant_id),
+            decision: "approve".into(),
+            detail: format!("requester={} grant_sha256={}", g.user, hex(&a.grant_sha256)),
+            digest: statement_digest(&signed).to_vec(),
+        };
+        self.commit(WriteOp::Approve {
+            grant_id: g.grant_id,
+            approval: StoredSigned {
+                statement: signed.statement.clone(),
+                signature: signed.signature.to_vec(),
+            },
+            event,
+        })
+        .await?;
+        Ok(Reply::Done)
     }
 
     /// Deletes envelopes past their TTL.

@@ -23,6 +23,8 @@ const ENVELOPES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("envelopes
 const USER_INBOX: TableDefinition<&str, ()> = TableDefinition::new("user_inbox");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const INLINE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("inline_ciphertext");
+const QUARANTINE: TableDefinition<&str, &str> = TableDefinition::new("quarantine");
+const PENDING: TableDefinition<&[u8], ()> = TableDefinition::new("pending_approval");
 /// Merkle tree nodes: (level, index) → hash of the complete subtree of 2^level leaves.
 const TLOG_NODES: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("tlog_nodes");
 
@@ -75,6 +77,8 @@ impl RedbStore {
             txn.open_table(EVENTS).map_err(db_err)?;
             txn.open_table(INLINE).map_err(db_err)?;
             txn.open_table(TLOG_NODES).map_err(db_err)?;
+            txn.open_table(QUARANTINE).map_err(db_err)?;
+            txn.open_table(PENDING).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
         let tree = load_tree(&db)?;
@@ -141,6 +145,8 @@ impl RedbStore {
             let mut events = txn.open_table(EVENTS).map_err(db_err)?;
             let mut inline = txn.open_table(INLINE).map_err(db_err)?;
             let mut nodes = txn.open_table(TLOG_NODES).map_err(db_err)?;
+            let mut quarantine = txn.open_table(QUARANTINE).map_err(db_err)?;
+            let mut pending = txn.open_table(PENDING).map_err(db_err)?;
             let mut next_event = events.len().map_err(db_err)?;
             if next_event != tree.size() {
                 return Err(Error::internal("the log tree and the events disagree"));
@@ -192,6 +198,11 @@ impl RedbStore {
                             agent_grants
                                 .insert(pair_key(&record.agent, &record.grant_id).as_str(), ())
                                 .map_err(db_err)?;
+                            if record.needs_approval && record.approval.is_none() {
+                                pending
+                                    .insert(record.grant_id.as_slice(), ())
+                                    .map_err(db_err)?;
+                            }
                             Ok(append(&mut events, event)?)
                         }
                     }
@@ -297,6 +308,47 @@ impl RedbStore {
                         }
                     }
                     WriteOp::Append { event } => Ok(append(&mut events, event)?),
+                    WriteOp::Approve {
+                        grant_id,
+                        approval,
+                        event,
+                    } => {
+                        let existing = grants
+                            .get(grant_id.as_slice())
+                            .map_err(db_err)?
+                            .map(|g| dec::<GrantRecord>(g.value()))
+                            .transpose()?;
+                        match existing {
+                            None => Err(WriteRefusal::GrantNotFound),
+                            Some(g) if g.state != GrantState::Open => Err(WriteRefusal::GrantUsed),
+                            Some(g) if g.approval.is_some() => Err(WriteRefusal::Duplicate),
+                            Some(mut g) => {
+                                g.approval = Some(approval.clone());
+                                grants
+                                    .insert(g.grant_id.as_slice(), enc(&g)?.as_slice())
+                                    .map_err(db_err)?;
+                                pending.remove(g.grant_id.as_slice()).map_err(db_err)?;
+                                Ok(append(&mut events, event)?)
+                            }
+                        }
+                    }
+                    WriteOp::Quarantine {
+                        agent,
+                        reason,
+                        event,
+                    } => {
+                        quarantine
+                            .insert(agent.as_str(), reason.as_str())
+                            .map_err(db_err)?;
+                        Ok(append(&mut events, event)?)
+                    }
+                    WriteOp::Release { agent, event } => {
+                        if quarantine.remove(agent.as_str()).map_err(db_err)?.is_none() {
+                            Err(WriteRefusal::NotQuarantined)
+                        } else {
+                            Ok(append(&mut events, event)?)
+                        }
+                    }
                 };
                 results.push(result);
             }
@@ -315,6 +367,34 @@ impl Store for RedbStore {
             *tree = load_tree(&self.db)?;
         }
         result
+    }
+
+    fn quarantined(&self) -> Result<Vec<(String, String)>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(QUARANTINE).map_err(db_err)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            out.push((k.value().to_owned(), v.value().to_owned()));
+        }
+        Ok(out)
+    }
+
+    fn pending_approvals(&self) -> Result<Vec<GrantRecord>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let index = txn.open_table(PENDING).map_err(db_err)?;
+        let grants = txn.open_table(GRANTS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for item in index.iter().map_err(db_err)? {
+            let (k, _) = item.map_err(db_err)?;
+            if let Some(g) = grants.get(k.value()).map_err(db_err)? {
+                let rec: GrantRecord = dec(g.value())?;
+                if rec.state == GrantState::Open {
+                    out.push(rec);
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn log_size(&self) -> u64 {

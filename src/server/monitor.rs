@@ -1,0 +1,210 @@
+//! The agent monitor and per-identity rate limits.
+//!
+//! The monitor counts, per agent and over a sliding window, what an agent does wrong: policy
+//! denials, envelopes its users could not open (`undecryptable` receipts), envelopes the relay
+//! refused as invalid, and rate-limit hits. Past a threshold the agent is quarantined (the relay
+//! refuses its requests, closes its connections, holds its grants, logs an event and raises an
+//! alert); only an admin's `agent release` lifts it, or the manual kill switch sets it.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// Thresholds and the alert hook (`[monitor]` in the relay config).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitorConfig {
+    /// The sliding window, in seconds.
+    pub window_secs: u64,
+    /// Quarantine after this many `undecryptable` receipts in the window.
+    pub max_undecryptable: u32,
+    /// … this many policy denials.
+    pub max_denials: u32,
+    /// … this many envelopes refused as invalid.
+    pub max_invalid_envelopes: u32,
+    /// … this many rate-limit hits.
+    pub max_rate_limited: u32,
+    /// A command run (by `sh -c`) on every quarantine, with $SEALRELAY_ALERT_AGENT and
+    /// $SEALRELAY_ALERT_REASON set. Alerts are also logged at error level on target
+    /// `sealrelay::alert`.
+    pub alert_command: Option<String>,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            window_secs: 3600,
+            max_undecryptable: 3,
+            max_denials: 20,
+            max_invalid_envelopes: 3,
+            max_rate_limited: 100,
+            alert_command: None,
+        }
+    }
+}
+
+/// What counts against an agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    Denial,
+    Undecryptable,
+    InvalidEnvelope,
+    RateLimited,
+}
+
+impl Signal {
+    fn name(self) -> &'static str {
+        match self {
+            Signal::Denial => "policy denials",
+            Signal::Undecryptable => "undecryptable receipts",
+            Signal::InvalidEnvelope => "invalid envelopes",
+            Signal::RateLimited => "rate-limit hits",
+        }
+    }
+}
+
+pub struct Monitor {
+    config: MonitorConfig,
+    counters: Mutex<HashMap<String, VecDeque<(u64, Signal)>>>,
+    quarantined: RwLock<HashMap<String, String>>,
+}
+
+impl Monitor {
+    pub fn new(config: MonitorConfig, quarantined: Vec<(String, String)>) -> Self {
+        Monitor {
+            config,
+            counters: Mutex::new(HashMap::new()),
+            quarantined: RwLock::new(quarantined.into_iter().collect()),
+        }
+    }
+
+    pub fn config(&self) -> &MonitorConfig {
+        &self.config
+    }
+
+    pub fn is_quarantined(&self, agent: &str) -> bool {
+        self.quarantined
+            .read()
+            .map(|q| q.contains_key(agent))
+            .unwrap_or(true)
+    }
+
+    /// Records a signal; returns the reason to quarantine when a threshold is crossed now.
+    pub fn record(&self, agent: &str, signal: Signal, now: u64) -> Option<String> {
+        if self.is_quarantined(agent) {
+            return None;
+        }
+        let limit = match signal {
+            Signal::Denial => self.config.max_denials,
+            Signal::Undecryptable => self.config.max_undecryptable,
+            Signal::InvalidEnvelope => self.config.max_invalid_envelopes,
+            Signal::RateLimited => self.config.max_rate_limited,
+        };
+        let mut counters = self.counters.lock().ok()?;
+        let list = counters.entry(agent.to_owned()).or_default();
+        list.push_back((now, signal));
+        let horizon = now.saturating_sub(self.config.window_secs);
+        while list.front().is_some_and(|(t, _)| *t < horizon) {
+            list.pop_front();
+        }
+        let count = list.iter().filter(|(_, s)| *s == signal).count();
+        (limit > 0 && count >= limit as usize).then(|| {
+            format!(
+                "{count} {} within {} s (threshold {limit})",
+                signal.name(),
+                self.config.window_secs
+            )
+        })
+    }
+
+    pub fn set_quarantined(&self, agent: &str, reason: &str) {
+        if let Ok(mut q) = self.quarantined.write() {
+            q.insert(agent.to_owned(), reason.to_owned());
+        }
+    }
+
+    pub fn release(&self, agent: &str) {
+        if let Ok(mut q) = self.quarantined.write() {
+            q.remove(agent);
+        }
+        if let Ok(mut c) = self.counters.lock() {
+            c.remove(agent);
+        }
+    }
+}
+
+/// Token buckets per identity.
+pub struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        RateLimiter {
+            rate: f64::from(per_second.max(1)),
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes a token for `who`, or says how long until one is available.
+    pub fn take(&self, who: &str) -> Result<(), Duration> {
+        let now = Instant::now();
+        let Ok(mut buckets) = self.buckets.lock() else {
+            return Ok(());
+        };
+        let (tokens, last) = buckets.entry(who.to_owned()).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - *tokens) / self.rate))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threshold_window_and_release() {
+        let m = Monitor::new(
+            MonitorConfig {
+                window_secs: 100,
+                max_undecryptable: 3,
+                ..MonitorConfig::default()
+            },
+            vec![],
+        );
+        assert!(m.record("a", Signal::Undecryptable, 10).is_none());
+        assert!(m.record("a", Signal::Undecryptable, 20).is_none());
+        // The first falls out of the window: still two.
+        assert!(m.record("a", Signal::Undecryptable, 115).is_none());
+        let reason = m.record("a", Signal::Undecryptable, 116).unwrap();
+        assert!(reason.contains("3 undecryptable receipts"), "{reason}");
+        m.set_quarantined("a", &reason);
+        assert!(m.is_quarantined("a") && !m.is_quarantined("b"));
+        m.release("a");
+        assert!(!m.is_quarantined("a"));
+        assert!(
+            m.record("a", Signal::Undecryptable, 117).is_none(),
+            "release clears the counters"
+        );
+    }
+
+    #[test]
+    fn token_bucket() {
+        let r = RateLimiter::new(1, 3);
+        assert!(r.take("x").is_ok() && r.take("x").is_ok() && r.take("x").is_ok());
+        let wait = r.take("x").unwrap_err();
+        assert!(wait > Duration::from_millis(500) && wait <= Duration::from_secs(1));
+        assert!(r.take("y").is_ok(), "buckets are per identity");
+    }
+}
