@@ -417,8 +417,7 @@ async fn revocation_takes_effect_on_an_open_connection() {
     let err = bot
         .grants()
         .await
-        .err()
-        .expect("a revoked agent was served");
+        .expect_err("a revoked agent was served");
     assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
     assert!(err.message().contains("revoked"), "{err}");
     // And alice can no longer grant to it.

@@ -5,6 +5,7 @@ mod audit;
 mod demo;
 mod envelope;
 mod keys;
+mod policy;
 mod relay;
 
 use std::path::PathBuf;
@@ -51,6 +52,13 @@ enum Command {
     Inbox(relay::IdentityRelayArgs),
     /// User: fetch, verify and decrypt envelopes, and file signed receipts.
     Fetch(relay::FetchArgs),
+    /// Approver: approve a grant that needs a second person.
+    Approve(policy::ApproveArgs),
+    /// Approver: list the grants awaiting your approval.
+    Approvals(policy::ApprovalsArgs),
+    /// Validate a Cedar policy, or evaluate one request against it.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     /// Verify delivery receipts offline.
     #[command(subcommand)]
     Receipt(audit::ReceiptCommand),
@@ -71,6 +79,10 @@ enum AgentCommand {
     Party(admin::PartyCommand),
     /// Run a worker: for each new grant, run CMD and send its stdout.
     Run(relay::RunArgs),
+    /// The kill switch: quarantine an agent on a running relay (admin).
+    Quarantine(policy::QuarantineArgs),
+    /// Lift an agent's quarantine (admin).
+    Release(policy::ReleaseArgs),
 }
 
 /// `--dir DIR`: the trust-root directory.
@@ -90,6 +102,11 @@ pub fn run() -> Result<()> {
             admin::run_party(sealrelay::ids::PartyKind::Agent, cmd)
         }
         Command::Agent(AgentCommand::Run(args)) => relay::run_agent(args),
+        Command::Agent(AgentCommand::Quarantine(args)) => policy::quarantine(args),
+        Command::Agent(AgentCommand::Release(args)) => policy::release(args),
+        Command::Approve(args) => policy::approve(args),
+        Command::Approvals(args) => policy::approvals(args),
+        Command::Policy(cmd) => policy::run(cmd),
         Command::Serve(args) => relay::serve(args),
         Command::Grant(args) => relay::grant(args),
         Command::Grants(args) => relay::grants(args),

@@ -48,6 +48,12 @@ fn unavailable(e: impl std::fmt::Display) -> Error {
 /// client whose certificate the relay refused only learns it here.
 fn stream_error(e: impl std::fmt::Display) -> Error {
     let text = e.to_string();
+    if text.contains("agent quarantined") {
+        return Error::new(
+            ErrorKind::Refused,
+            "the relay quarantined this agent and closed its connection: an admin must release it (`sealrelay agent release`)",
+        );
+    }
     if text.contains("certificate")
         || text.contains("closed by peer")
         || text.contains("connection lost")
@@ -456,8 +462,73 @@ impl<'a> UserClient<'a> {
     }
 }
 
+impl UserClient<'_> {
+    /// Grants awaiting approval that this user may approve, each verified: the requester's entry
+    /// against the pinned authority, the grant against the requester's key.
+    pub async fn pending_approvals(&self) -> Result<Vec<OpenGrant>> {
+        let authority = authority(self.identity)?;
+        let Reply::Pending { grants } = self.conn.simple(Request::PendingApprovals).await? else {
+            return Err(Error::internal("unexpected reply"));
+        };
+        let mut out = Vec::new();
+        for view in grants {
+            let user_entry = verified_entry(&view.user_entry, &authority, None)?;
+            let grant = Grant::verify(
+                &view.grant.to_signed(StatementType::Grant)?,
+                &user_entry.signing_key,
+            )?;
+            if grant.user != user_entry.id {
+                return Err(Error::verification(
+                    "the relay served a grant that does not match its requester",
+                ));
+            }
+            out.push(OpenGrant { grant, user_entry });
+        }
+        Ok(out)
+    }
+
+    /// Approves a pending grant: signs an approval bound to the SHA-256 of the grant exactly as
+    /// its requester signed it.
+    pub async fn approve(&self, grant_id: [u8; 16]) -> Result<OpenGrant> {
+        let pending = self.pending_approvals().await?;
+        let g = pending
+            .into_iter()
+            .find(|g| g.grant.grant_id == grant_id)
+            .ok_or_else(|| Error::not_found("no grant with that id awaits your approval (unknown, already approved, expired, or yours)"))?;
+        self.approve_statement(&g.grant.encode(), grant_id).await?;
+        Ok(g)
+    }
+
+    /// Signs and sends an approval of the grant statement `grant_statement` (for tests that
+    /// approve something else than what the relay holds).
+    pub async fn approve_statement(
+        &self,
+        grant_statement: &[u8],
+        grant_id: [u8; 16],
+    ) -> Result<()> {
+        let approval = crate::core::grant::Approval {
+            grant_id,
+            grant_sha256: crate::core::directory::sha256(grant_statement),
+            approver: self.id.clone(),
+            time: clock::now(),
+        }
+        .sign(&self.identity.signing_key);
+        match self
+            .conn
+            .simple(Request::Approve {
+                approval: WireSigned::from_signed(&approval),
+            })
+            .await?
+        {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
 /// An open grant, verified: the grant (signed by its user) and the user's entry (signed by the
 /// authority).
+#[derive(Clone, Debug)]
 pub struct OpenGrant {
     pub grant: Grant,
     pub user_entry: DirectoryEntry,
@@ -595,6 +666,35 @@ impl AdminClient {
         Ok(AdminClient {
             conn: Connection::connect(identity, relay).await?,
         })
+    }
+
+    /// The kill switch: quarantine an agent now.
+    pub async fn quarantine(&self, agent: &str, reason: &str) -> Result<()> {
+        match self
+            .conn
+            .simple(Request::Quarantine {
+                agent: agent.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .await?
+        {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Lift a quarantine.
+    pub async fn release(&self, agent: &str) -> Result<()> {
+        match self
+            .conn
+            .simple(Request::Release {
+                agent: agent.to_owned(),
+            })
+            .await?
+        {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
     }
 
     pub async fn push(&self, entries: &[Signed], revocations: &[Signed]) -> Result<()> {

@@ -470,7 +470,12 @@ impl CedarPolicy {
         let forbids: Vec<String> = response
             .diagnostics()
             .reason()
-            .map(|id| format!("forbidden by policy {id}"))
+            .map(|id| {
+                format!(
+                    "forbidden by policy {}",
+                    self.policies.annotation(id, "id").unwrap_or(id.as_ref())
+                )
+            })
             .collect();
         if !forbids.is_empty() {
             return Ok(Decision::Deny { reasons: forbids });

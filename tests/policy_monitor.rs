@@ -1,0 +1,695 @@
+//! Zero trust: the Cedar policy table (role × action × classification), denials with reasons and
+//! logged events, human approval end to end through the CLI, the monitor quarantining an agent
+//! that seals to the wrong key, and the manual kill switch.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use sealrelay::client::{AdminClient, AgentClient, GrantRequest, UserClient};
+use sealrelay::core::directory::Attributes;
+use sealrelay::core::grant::DeliveryStatus;
+use sealrelay::core::policy::{
+    Action, Authorizer, CedarPolicy, Context, Decision, Principal, Target, DEFAULT_CATALOG,
+};
+use sealrelay::ids::{PartyKind, SpiffeId};
+use sealrelay::local::provision::{agent, provision, user};
+use sealrelay::ErrorKind;
+
+fn id(kind: PartyKind, name: &str) -> SpiffeId {
+    SpiffeId::new("sealrelay.local", kind, name).unwrap()
+}
+
+/// The intended rule, written independently of the Cedar text: what must be allowed.
+#[allow(clippy::too_many_arguments)]
+fn expected(
+    kind: PartyKind,
+    roles: &[&str],
+    clearance: u8,
+    action: Action,
+    class: u8,
+    approval: bool,
+    own: bool,
+    approved: bool,
+) -> bool {
+    match (kind, action) {
+        (PartyKind::User, Action::Grant) => clearance >= class,
+        (PartyKind::User, Action::Inbox) => true,
+        (PartyKind::User, Action::Fetch | Action::Receipt) => own,
+        (PartyKind::User, Action::Approve) => roles.contains(&"approver") && approval && !own,
+        (PartyKind::User, Action::Audit) => roles.contains(&"auditor"),
+        (
+            PartyKind::User | PartyKind::Agent | PartyKind::Admin,
+            Action::GetEntry | Action::Checkpoint,
+        ) => true,
+        (PartyKind::Agent, Action::ListGrants) => true,
+        (PartyKind::Agent, Action::Submit) => own && (!approval || approved),
+        (
+            PartyKind::Admin,
+            Action::PushDirectory | Action::Audit | Action::Quarantine | Action::Release,
+        ) => true,
+        _ => false,
+    }
+}
+
+#[test]
+fn policy_table_role_by_action_by_classification() {
+    let policy = CedarPolicy::default_policy().unwrap();
+    // One resource per classification, from the shipped catalog.
+    let resources = [
+        ("tickets/1", 0u8, false),
+        ("customers/1", 1, false),
+        ("incidents/1", 2, false),
+        ("payroll/1", 3, true),
+        ("secrets/1", 4, true),
+    ];
+    let principals: Vec<(PartyKind, &str, Vec<&str>, u8)> = vec![
+        (PartyKind::User, "low", vec![], 0),
+        (PartyKind::User, "mid", vec!["engineer"], 2),
+        (PartyKind::User, "high", vec!["approver"], 4),
+        (PartyKind::User, "auditor", vec!["auditor"], 1),
+        (PartyKind::Agent, "bot", vec![], 0),
+        (PartyKind::Admin, "admin", vec![], 0),
+    ];
+    let (mut allowed, mut denied) = (0, 0);
+    for (kind, name, roles, clearance) in &principals {
+        let me = id(*kind, name);
+        let attributes = match kind {
+            PartyKind::User => Some(Attributes {
+                clearance: *clearance,
+                roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+                scopes: vec![],
+            }),
+            PartyKind::Agent => Some(Attributes {
+                clearance: 0,
+                roles: vec![],
+                scopes: vec!["*".into()],
+            }),
+            _ => None,
+        };
+        let principal = Principal {
+            id: me.clone(),
+            attributes,
+            quarantined: false,
+        };
+        for action in Action::ALL {
+            for &(resource, class, approval) in &resources {
+                for own in [true, false] {
+                    for approved in [false, true] {
+                        let other_user = id(PartyKind::User, "someone-else");
+                        let target = match action {
+                            Action::Grant => Target::Resource {
+                                name: resource.into(),
+                            },
+                            Action::Submit | Action::Approve => Target::Grant {
+                                id: [1; 16],
+                                requester: if own && *kind == PartyKind::User {
+                                    me.clone()
+                                } else {
+                                    other_user.clone()
+                                },
+                                agent: if own && *kind == PartyKind::Agent {
+                                    me.clone()
+                                } else {
+                                    id(PartyKind::Agent, "other-agent")
+                                },
+                                resource: resource.into(),
+                                approved,
+                            },
+                            Action::Fetch | Action::Receipt => Target::Envelope {
+                                id: [2; 16],
+                                owner: if own { me.clone() } else { other_user.clone() },
+                            },
+                            Action::Quarantine | Action::Release => Target::Agent {
+                                id: id(PartyKind::Agent, "x"),
+                            },
+                            _ => Target::Relay,
+                        };
+                        let ctx = Context {
+                            target,
+                            agent: Some(id(PartyKind::Agent, "bot")),
+                            agent_attributes: Some(Attributes {
+                                clearance: 0,
+                                roles: vec![],
+                                scopes: vec!["*".into()],
+                            }),
+                            now: 1_800_000_000,
+                            ..Context::default()
+                        };
+                        // For Approve the "own" flag means "the approver asked for it".
+                        let own_for_rule = match action {
+                            Action::Approve => own && *kind == PartyKind::User,
+                            _ => own,
+                        };
+                        let want = expected(
+                            *kind,
+                            roles,
+                            *clearance,
+                            action,
+                            class,
+                            approval,
+                            own_for_rule,
+                            approved,
+                        );
+                        let got = policy.authorize(&principal, action, &ctx);
+                        match (&got, want) {
+                            (Decision::Allow, true) => allowed += 1,
+                            (Decision::Deny { reasons }, false) => {
+                                assert!(!reasons.is_empty() && !reasons[0].is_empty(), "a deny without a reason");
+                                denied += 1;
+                            }
+                            _ => panic!("{kind} {name} {action:?} {resource} own={own} approved={approved}: got {got:?}, want allow={want}"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("policy table: {allowed} allowed and {denied} denied cells, all as intended");
+    assert!(allowed > 50 && denied > 200);
+
+    // Scope and quarantine.
+    let alice = Principal {
+        id: id(PartyKind::User, "alice"),
+        attributes: Some(Attributes {
+            clearance: 4,
+            roles: vec![],
+            scopes: vec![],
+        }),
+        quarantined: false,
+    };
+    let mut ctx = Context {
+        target: Target::Resource {
+            name: "tickets/1".into(),
+        },
+        agent_attributes: Some(Attributes {
+            clearance: 0,
+            roles: vec![],
+            scopes: vec!["customers/*".into()],
+        }),
+        ..Context::default()
+    };
+    let d = policy.authorize(&alice, Action::Grant, &ctx);
+    assert!(
+        matches!(&d, Decision::Deny { reasons } if reasons[0].contains("scopes do not cover")),
+        "{d:?}"
+    );
+    ctx.agent_attributes = Some(Attributes {
+        clearance: 0,
+        roles: vec![],
+        scopes: vec!["tickets/*".into()],
+    });
+    assert!(policy.authorize(&alice, Action::Grant, &ctx).is_allow());
+    ctx.agent_quarantined = true;
+    assert!(!policy.authorize(&alice, Action::Grant, &ctx).is_allow());
+    ctx.target = Target::Resource {
+        name: "unknown/1".into(),
+    };
+    ctx.agent_quarantined = false;
+    assert!(
+        matches!(policy.authorize(&alice, Action::Grant, &ctx), Decision::Deny { reasons } if reasons[0].contains("not in the resource catalog"))
+    );
+    let bot = Principal {
+        id: id(PartyKind::Agent, "bot"),
+        attributes: Some(Attributes::default()),
+        quarantined: true,
+    };
+    assert!(
+        matches!(policy.authorize(&bot, Action::ListGrants, &Context::default()), Decision::Deny { reasons } if reasons[0].contains("quarantined-agents-stop"))
+    );
+}
+
+#[test]
+fn a_policy_that_fails_to_evaluate_denies() {
+    // Valid against the schema, but overflows at evaluation: an error, so a deny.
+    let overflow = r#"permit (principal is User, action == Action::"inbox", resource is Relay) when { principal.clearance * 9223372036854775807 > 1 };"#;
+    let policy = CedarPolicy::new(overflow, DEFAULT_CATALOG).unwrap();
+    let p = Principal {
+        id: id(PartyKind::User, "alice"),
+        attributes: Some(Attributes {
+            clearance: 5,
+            roles: vec![],
+            scopes: vec![],
+        }),
+        quarantined: false,
+    };
+    match policy.authorize(&p, Action::Inbox, &Context::default()) {
+        Decision::Deny { reasons } => {
+            assert!(reasons[0].contains("evaluation error"), "{reasons:?}")
+        }
+        Decision::Allow => panic!("an evaluation error allowed"),
+    }
+    // And a relay refuses to start on a policy that does not validate.
+    assert!(CedarPolicy::new(
+        "permit(principal, action, resource) when { principal.nope };",
+        DEFAULT_CATALOG
+    )
+    .is_err());
+}
+
+struct World {
+    _t: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    relay: sealrelay::server::RunningRelay,
+    addr: String,
+    ids: Vec<sealrelay::core::identity::Identity>,
+    admin: sealrelay::core::identity::Identity,
+}
+
+async fn world() -> World {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().to_path_buf();
+    let (ids, admin) = provision(
+        &dir.join("keys"),
+        &[
+            user("alice", 3, &["approver"]),
+            user("bob", 1, &["approver"]),
+            user("carol", 0, &[]),
+            agent("research-bot", &["tickets/*", "payroll/*", "incidents/*"]),
+        ],
+        sealrelay::clock::now(),
+    )
+    .unwrap();
+    let config = sealrelay::server::RelayConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data: dir.join("data"),
+        dir: dir.join("keys"),
+        monitor: sealrelay::server::monitor::MonitorConfig {
+            alert_command: Some(format!(
+                "echo \"$SEALRELAY_ALERT_AGENT $SEALRELAY_ALERT_REASON\" >> {}",
+                dir.join("alerts").display()
+            )),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let relay = sealrelay::server::start(config).await.unwrap();
+    let addr = relay.local_addr.to_string();
+    World {
+        _t: t,
+        dir,
+        relay,
+        addr,
+        ids,
+        admin,
+    }
+}
+
+fn req(resource: &str) -> GrantRequest {
+    GrantRequest {
+        agent: "research-bot".into(),
+        resource: resource.into(),
+        purpose: "p".into(),
+        ttl_secs: 600,
+        max_bytes: 1 << 20,
+    }
+}
+
+fn deny_events(w: &World) -> Vec<sealrelay::core::store::Event> {
+    w.relay
+        .relay()
+        .store()
+        .events(0, 10_000)
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e)
+        .filter(|e| e.kind == "deny")
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clearance_scope_and_read_actions_are_refused_and_logged() {
+    let w = world().await;
+    let carol = UserClient::connect(&w.ids[2], &w.addr).await.unwrap();
+    let alice = UserClient::connect(&w.ids[0], &w.addr).await.unwrap();
+    let bot = AgentClient::connect(&w.ids[3], &w.addr).await.unwrap();
+    // Below the resource's clearance.
+    let err = carol.grant(&req("incidents/7")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Refused);
+    assert!(
+        err.message()
+            .contains("clearance 0 is below its classification 2"),
+        "{err}"
+    );
+    // At or above: allowed.
+    alice.grant(&req("incidents/7")).await.unwrap();
+    // Outside the agent's scopes.
+    let err = alice.grant(&req("customers/1")).await.unwrap_err();
+    assert!(err.message().contains("scopes do not cover"), "{err}");
+    // Any read action by an agent.
+    for request in [
+        sealrelay::core::wire::Request::Inbox,
+        sealrelay::core::wire::Request::Fetch {
+            envelope_id: [0; 16],
+        },
+        sealrelay::core::wire::Request::Events { from: 0, limit: 10 },
+    ] {
+        let err = bot.conn.call(request, None).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
+        assert!(
+            err.message().contains("no policy permits an agent"),
+            "{err}"
+        );
+    }
+    let denies = deny_events(&w);
+    assert!(
+        denies
+            .iter()
+            .any(|e| e.detail.contains("clearance 0 is below")),
+        "{denies:?}"
+    );
+    assert!(denies
+        .iter()
+        .any(|e| e.detail.contains("scopes do not cover")));
+    assert!(
+        denies
+            .iter()
+            .filter(|e| e.actor.ends_with("/agent/research-bot"))
+            .count()
+            >= 3
+    );
+    assert!(
+        denies.iter().all(|e| e.detail.contains("(policy ")),
+        "deny events carry the policy hash"
+    );
+    w.relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_sealing_to_the_wrong_key_is_quarantined_then_released_and_the_kill_switch_works() {
+    let w = world().await;
+    let alice = UserClient::connect(&w.ids[0], &w.addr).await.unwrap();
+    let carol_recipient = w.ids[2].age_identity.as_ref().unwrap().to_public();
+    let bot = AgentClient::connect(&w.ids[3], &w.addr).await.unwrap();
+    for n in 0..3 {
+        alice.grant(&req(&format!("tickets/{n}"))).await.unwrap();
+        let g = bot.grants().await.unwrap().into_iter().next().unwrap();
+        // Sealed to carol's key, not alice's: only alice's client can tell.
+        let mut body = Vec::new();
+        sealrelay::core::envelope::seal(&carol_recipient, &mut &b"wrong key"[..], &mut body, 1)
+            .unwrap();
+        let st = sealrelay::core::envelope::submission::Submission {
+            grant_id: g.grant.grant_id,
+            user: g.grant.user.clone(),
+            agent: w.ids[3].id.clone().unwrap(),
+            ciphertext_sha256: sealrelay::core::directory::sha256(&body),
+            ciphertext_len: body.len() as u64,
+        }
+        .sign(&w.ids[3].signing_key);
+        let env = bot
+            .submit_raw(
+                g.grant.grant_id,
+                &st,
+                body.len() as u64,
+                &mut body.as_slice(),
+            )
+            .await
+            .unwrap();
+        let f = alice.fetch(env, &w.dir, &mut Vec::new()).await.unwrap();
+        assert_eq!(f.status, DeliveryStatus::Undecryptable);
+    }
+    // Quarantined automatically; the next send on the already-open connection is refused.
+    alice.grant(&req("tickets/9")).await.unwrap_err(); // grants to a quarantined agent are refused too
+    let err = bot.grants().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
+    assert!(err.message().contains("quarantined"), "{err}");
+    let events = w.relay.relay().store().events(0, 10_000).unwrap();
+    let q = events
+        .iter()
+        .find(|(_, e)| e.kind == "agent.quarantined")
+        .expect("no quarantine event");
+    assert!(q.1.detail.contains("3 undecryptable receipts"), "{:?}", q.1);
+    let alerts = std::fs::read_to_string(w.dir.join("alerts")).unwrap_or_default();
+    assert!(
+        alerts.contains("research-bot") && alerts.contains("undecryptable"),
+        "alert hook: {alerts:?}"
+    );
+    // A fresh connection is refused as well.
+    let again = AgentClient::connect(&w.ids[3], &w.addr).await.unwrap();
+    assert!(again
+        .grants()
+        .await
+        .unwrap_err()
+        .message()
+        .contains("quarantined"));
+    // Only an admin's release restores it.
+    let admin = AdminClient::connect(&w.admin, &w.addr).await.unwrap();
+    admin.release("research-bot").await.unwrap();
+    let bot = AgentClient::connect(&w.ids[3], &w.addr).await.unwrap();
+    alice.grant(&req("tickets/10")).await.unwrap();
+    let g = bot.grants().await.unwrap().into_iter().next().unwrap();
+    let env = bot
+        .send(&g, &mut &b"right key now"[..], &w.dir)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    assert_eq!(
+        alice.fetch(env, &w.dir, &mut out).await.unwrap().status,
+        DeliveryStatus::Delivered
+    );
+    assert_eq!(out, b"right key now");
+
+    // The manual kill switch, on an open connection.
+    alice.grant(&req("tickets/11")).await.unwrap();
+    assert_eq!(bot.grants().await.unwrap().len(), 1);
+    admin
+        .quarantine("research-bot", "suspicious")
+        .await
+        .unwrap();
+    let err = bot.grants().await.unwrap_err();
+    assert!(err.message().contains("quarantined"), "{err}");
+    assert!(
+        admin.quarantine("research-bot", "again").await.is_err(),
+        "double quarantine"
+    );
+    admin.release("research-bot").await.unwrap();
+    let bot = AgentClient::connect(&w.ids[3], &w.addr).await.unwrap();
+    assert_eq!(
+        bot.grants().await.unwrap().len(),
+        1,
+        "held grants come back after release"
+    );
+    let kinds: Vec<String> = w
+        .relay
+        .relay()
+        .store()
+        .events(0, 10_000)
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e.kind)
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "agent.quarantined").count(),
+        2
+    );
+    assert_eq!(kinds.iter().filter(|k| *k == "agent.released").count(), 2);
+    // Users cannot use the kill switch.
+    let err = alice
+        .conn
+        .call(
+            sealrelay::core::wire::Request::Quarantine {
+                agent: "research-bot".into(),
+                reason: "x".into(),
+            },
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Refused);
+    w.relay.shutdown().await;
+}
+
+#[test]
+fn approval_flow_through_the_cli() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    common::ok_in(dir, &["keys", "init", "--dir", "keys"]);
+    common::ok_in(
+        dir,
+        &[
+            "user",
+            "add",
+            "alice",
+            "--dir",
+            "keys",
+            "--out",
+            "alice.id",
+            "--clearance",
+            "3",
+            "--role",
+            "approver",
+        ],
+    );
+    common::ok_in(
+        dir,
+        &[
+            "user",
+            "add",
+            "bob",
+            "--dir",
+            "keys",
+            "--out",
+            "bob.id",
+            "--clearance",
+            "1",
+            "--role",
+            "approver",
+        ],
+    );
+    common::ok_in(
+        dir,
+        &[
+            "user",
+            "add",
+            "carol",
+            "--dir",
+            "keys",
+            "--out",
+            "carol.id",
+            "--clearance",
+            "1",
+        ],
+    );
+    common::ok_in(
+        dir,
+        &[
+            "agent",
+            "add",
+            "research-bot",
+            "--dir",
+            "keys",
+            "--out",
+            "bot.id",
+            "--scope",
+            "payroll/*",
+        ],
+    );
+    let mut server = Command::new(common::bin())
+        .args([
+            "serve",
+            "--dir",
+            "keys",
+            "--data",
+            "data",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
+    let r = ["--relay", addr.as_str()];
+
+    let grant = common::ok_in(
+        dir,
+        &[
+            &[
+                "grant",
+                "--identity",
+                "alice.id",
+                "--agent",
+                "research-bot",
+                "--resource",
+                "payroll/2026-11",
+                "--purpose",
+                "quarterly close",
+            ][..],
+            &r,
+        ]
+        .concat(),
+    );
+    let grant = grant.trim().to_owned();
+    // Invisible to the agent until approved.
+    let out = common::ok_in(dir, &[&["grants", "--identity", "bot.id"][..], &r].concat());
+    assert!(out.contains("no open grants"), "{out}");
+    // The requester cannot approve their own grant (and does not even see it as pending).
+    let out = common::ok_in(
+        dir,
+        &[&["approvals", "--identity", "alice.id"][..], &r].concat(),
+    );
+    assert!(out.contains("no grants await"), "{out}");
+    let (code, _, err) = common::run_in(
+        dir,
+        &[&["approve", "--identity", "alice.id", &grant][..], &r].concat(),
+    );
+    assert_ne!(code, 0, "{err}");
+    // A user without the approver role cannot either.
+    let (code, _, _) = common::run_in(
+        dir,
+        &[&["approve", "--identity", "carol.id", &grant][..], &r].concat(),
+    );
+    assert_ne!(code, 0);
+    // An approval of a modified grant (another purpose) does not count.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let bob = match sealrelay::local::identity_file::load_any(&dir.join("bob.id")).unwrap() {
+            sealrelay::core::identity::IdentityFile::Sealrelay(b) => *b,
+            _ => panic!(),
+        };
+        let client = UserClient::connect(&bob, &addr).await.unwrap();
+        let pending = client.pending_approvals().await.unwrap();
+        assert_eq!(pending.len(), 1);
+        let mut modified = pending[0].grant.clone();
+        modified.purpose = "something else".into();
+        let err = client
+            .approve_statement(&modified.encode(), modified.grant_id)
+            .await
+            .unwrap_err();
+        assert!(err.message().contains("modified"), "{err}");
+    });
+    let out = common::ok_in(
+        dir,
+        &[&["approvals", "--identity", "bob.id"][..], &r].concat(),
+    );
+    assert!(
+        out.contains(&grant) && out.contains("payroll/2026-11"),
+        "{out}"
+    );
+    let out = common::ok_in(
+        dir,
+        &[&["approve", "--identity", "bob.id", &grant][..], &r].concat(),
+    );
+    assert!(out.starts_with("approved grant"), "{out}");
+    // Now the agent sees it and can fulfil it.
+    let out = common::ok_in(dir, &[&["grants", "--identity", "bot.id"][..], &r].concat());
+    assert!(out.contains(&grant), "{out}");
+    std::fs::write(dir.join("data.txt"), "payroll figures").unwrap();
+    common::ok_in(
+        dir,
+        &[
+            &[
+                "send",
+                "--identity",
+                "bot.id",
+                "--grant",
+                &grant,
+                "data.txt",
+            ][..],
+            &r,
+        ]
+        .concat(),
+    );
+    common::ok_in(
+        dir,
+        &[
+            &["fetch", "--identity", "alice.id", "--all", "-o", "got"][..],
+            &r,
+        ]
+        .concat(),
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    server.wait().unwrap();
+}
