@@ -693,3 +693,183 @@ fn approval_flow_through_the_cli() {
         .status();
     server.wait().unwrap();
 }
+
+#[test]
+fn policy_reload_on_sighup_takes_effect_at_once_and_is_logged() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    common::ok_in(dir, &["keys", "init", "--dir", "keys"]);
+    common::ok_in(
+        dir,
+        &[
+            "user", "add", "alice", "--dir", "keys", "--out", "alice.id", "--role", "auditor",
+        ],
+    );
+    common::ok_in(
+        dir,
+        &[
+            "agent",
+            "add",
+            "research-bot",
+            "--dir",
+            "keys",
+            "--out",
+            "bot.id",
+            "--scope",
+            "tickets/*",
+        ],
+    );
+    std::fs::write(dir.join("p.cedar"), sealrelay::core::policy::DEFAULT_POLICY).unwrap();
+    std::fs::write(dir.join("relay.toml"), "policy_file = \"p.cedar\"\n").unwrap();
+    let mut server = Command::new(common::bin())
+        .args([
+            "serve",
+            "--config",
+            "relay.toml",
+            "--dir",
+            "keys",
+            "--data",
+            "data",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
+    let r = ["--relay", addr.as_str()];
+    let grant = |resource: &str| {
+        common::run_in(
+            dir,
+            &[
+                &[
+                    "grant",
+                    "--identity",
+                    "alice.id",
+                    "--agent",
+                    "research-bot",
+                    "--resource",
+                    resource,
+                ][..],
+                &r,
+            ]
+            .concat(),
+        )
+    };
+    assert_eq!(grant("tickets/1").0, 0);
+    let hup = || {
+        Command::new("kill")
+            .args(["-HUP", &server.id().to_string()])
+            .status()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    // A stricter policy: no grants at all.
+    let strict: String = sealrelay::core::policy::DEFAULT_POLICY.replace(
+        "@id(\"user-grant-within-clearance-and-scope\")\npermit",
+        "@id(\"user-grant-within-clearance-and-scope\")\nforbid",
+    );
+    assert_ne!(strict, sealrelay::core::policy::DEFAULT_POLICY);
+    std::fs::write(dir.join("p.cedar"), &strict).unwrap();
+    hup();
+    let (code, _, err) = grant("tickets/2");
+    assert_eq!(code, 6, "{err}");
+    assert!(
+        err.contains("forbidden by policy user-grant-within-clearance-and-scope"),
+        "{err}"
+    );
+    // An invalid policy is refused; the strict one stays.
+    std::fs::write(
+        dir.join("p.cedar"),
+        "permit(principal, action, resource) when { principal.nope };",
+    )
+    .unwrap();
+    hup();
+    assert_eq!(grant("tickets/3").0, 6);
+    let out = common::ok_in(
+        dir,
+        &[
+            &[
+                "audit",
+                "tail",
+                "--identity",
+                "alice.id",
+                "--json",
+                "-n",
+                "50",
+            ][..],
+            &r,
+        ]
+        .concat(),
+    );
+    let reloads: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("policy.reload"))
+        .collect();
+    assert_eq!(reloads.len(), 2, "{out}");
+    assert!(
+        reloads[0].contains("\"decision\":\"allow\"")
+            && reloads[1].contains("\"decision\":\"deny\""),
+        "{reloads:?}"
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    server.wait().unwrap();
+    // A relay refuses to start on an invalid policy.
+    let out = Command::new(common::bin())
+        .args([
+            "serve",
+            "--config",
+            "relay.toml",
+            "--dir",
+            "keys",
+            "--data",
+            "data",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to start on an invalid policy"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_say_when_to_retry() {
+    let t = tempfile::tempdir().unwrap();
+    let (ids, _) = provision(
+        &t.path().join("keys"),
+        &[user("alice", 0, &[])],
+        sealrelay::clock::now(),
+    )
+    .unwrap();
+    let config = sealrelay::server::RelayConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data: t.path().join("data"),
+        dir: t.path().join("keys"),
+        requests_per_second: 1,
+        request_burst: 3,
+        ..Default::default()
+    };
+    let relay = sealrelay::server::start(config).await.unwrap();
+    let alice = UserClient::connect(&ids[0], &relay.local_addr.to_string())
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        alice.inbox().await.unwrap();
+    }
+    let err = alice.inbox().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Refused);
+    assert!(err.message().contains("rate limited, retry after"), "{err}");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    alice.inbox().await.unwrap();
+    relay.shutdown().await;
+}

@@ -414,10 +414,7 @@ async fn revocation_takes_effect_on_an_open_connection() {
         .unwrap();
     admin.push(&[], &[signed]).await.unwrap();
     // Same connection, next request: refused.
-    let err = bot
-        .grants()
-        .await
-        .expect_err("a revoked agent was served");
+    let err = bot.grants().await.expect_err("a revoked agent was served");
     assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
     assert!(err.message().contains("revoked"), "{err}");
     // And alice can no longer grant to it.

@@ -87,7 +87,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         // One line on stdout that scripts can wait for.
         println!("sealrelay relay listening on {}", relay.local_addr);
         let _ = std::io::stdout().flush();
-        wait_for_signal().await;
+        wait_for_signal(&relay).await;
         tracing::info!("shutting down: finishing in-flight requests");
         relay.shutdown().await;
         tracing::info!("stopped");
@@ -95,15 +95,25 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     })
 }
 
-async fn wait_for_signal() {
+/// Waits for SIGINT or SIGTERM; on SIGHUP reloads the policy (and keeps serving).
+async fn wait_for_signal(relay: &server::RunningRelay) {
     use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
         let _ = tokio::signal::ctrl_c().await;
         return;
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => match relay.relay().reload_policy().await {
+                Ok(hash) => tracing::info!(policy = %hash, "policy reloaded"),
+                Err(e) => tracing::error!(error = %e, "policy reload refused; the previous policy stays in force"),
+            },
+        }
     }
 }
 

@@ -142,7 +142,8 @@ pub struct Relay {
     authority: PublicKey,
     trust_domain: String,
     blobs: BlobDir,
-    policy: CedarPolicy,
+    /// The policy in force; `reload_policy` swaps it (SIGHUP).
+    policy: RwLock<Arc<CedarPolicy>>,
     in_flight: InFlight,
     /// The latest signed checkpoint (written by the commit thread).
     checkpoint: checkpoints::Latest,
@@ -296,7 +297,7 @@ pub async fn start_with(
         authority,
         trust_domain: meta.trust_domain,
         blobs,
-        policy,
+        policy: RwLock::new(Arc::new(policy)),
         in_flight: InFlight::default(),
         checkpoint,
         monitor,
@@ -601,7 +602,7 @@ impl Relay {
                     .await)
             }
         };
-        match self.policy.authorize(&principal, action, ctx) {
+        match self.policy().authorize(&principal, action, ctx) {
             Decision::Allow => Ok(principal),
             Decision::Deny { reasons } => {
                 let reason = reasons.join("; ");
@@ -636,7 +637,7 @@ impl Relay {
             decision: "deny".into(),
             detail: format!(
                 "{reason} (policy {})",
-                self.policy.policy_hash().get(..16).unwrap_or_default()
+                self.policy().policy_hash().get(..16).unwrap_or_default()
             ),
             digest: Vec::new(),
         };
@@ -784,7 +785,7 @@ impl Relay {
                     let principal = self.principal_of(peer, now)?;
                     // Listed only where this caller could approve it.
                     if self
-                        .policy
+                        .policy()
                         .authorize(
                             &principal,
                             Action::Approve,
@@ -1167,7 +1168,7 @@ impl Relay {
             state: GrantState::Open,
             resource: g.resource.clone(),
             needs_approval: self
-                .policy
+                .policy()
                 .catalog()
                 .lookup(&g.resource)
                 .is_some_and(|c| c.approval),
@@ -1522,6 +1523,64 @@ impl Relay {
 
     fn latest_checkpoint(&self) -> Option<(crate::core::tlog::checkpoint::Checkpoint, String)> {
         self.checkpoint.read().ok().and_then(|g| g.clone())
+    }
+
+    fn policy(&self) -> Arc<CedarPolicy> {
+        match self.policy.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Re-reads the policy and catalog files. A valid policy takes effect for the next request
+    /// (on every connection) and is logged as an event; an invalid one is refused, logged, and
+    /// the policy in force stays.
+    pub async fn reload_policy(&self) -> Result<String> {
+        let read = |p: &Option<std::path::PathBuf>, default: &str| -> Result<String> {
+            match p {
+                Some(p) => String::from_utf8(crate::local::fs::read_capped(p, 1 << 20)?)
+                    .map_err(|_| Error::bad_input(format!("{} is not UTF-8", p.display()))),
+                None => Ok(default.to_owned()),
+            }
+        };
+        let result = read(
+            &self.config.policy_file,
+            crate::core::policy::DEFAULT_POLICY,
+        )
+        .and_then(|p| {
+            let c = read(
+                &self.config.catalog_file,
+                crate::core::policy::DEFAULT_CATALOG,
+            )?;
+            CedarPolicy::new(&p, &c)
+        });
+        let (decision, detail, outcome) = match result {
+            Ok(new) => {
+                let hash = new.policy_hash();
+                if let Ok(mut slot) = self.policy.write() {
+                    *slot = Arc::new(new);
+                }
+                ("allow", format!("policy {hash}"), Ok(hash))
+            }
+            Err(e) => (
+                "deny",
+                format!("invalid policy kept out: {}", e.message()),
+                Err(e),
+            ),
+        };
+        let event = Event {
+            time: clock::now(),
+            kind: "policy.reload".into(),
+            actor: format!("spiffe://{}/relay/operator", self.trust_domain),
+            subject: "policy".into(),
+            decision: decision.into(),
+            detail,
+            digest: Vec::new(),
+        };
+        self.commit(WriteOp::Append { event })
+            .await
+            .map_err(|r| Error::new(ErrorKind::Unavailable, r.message))?;
+        outcome
     }
 
     /// The policy's view of a stored grant.
