@@ -24,6 +24,8 @@ pub struct Signer {
     vk: VerifierKey,
     path: PathBuf,
     pub latest: Latest,
+    /// When the last checkpoint was signed; also serializes signing and appending.
+    last_signed: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Signer {
@@ -36,6 +38,7 @@ impl Signer {
             vk,
             path: data.join("checkpoints"),
             latest: Arc::default(),
+            last_signed: std::sync::Mutex::new(None),
         })
     }
 
@@ -92,7 +95,20 @@ impl Signer {
     }
 
     /// Signs a checkpoint of the store's current tree and appends it durably.
+    /// Whether the last checkpoint is older than `age` (or there is none).
+    pub fn is_stale(&self, age: std::time::Duration) -> bool {
+        self.last_signed
+            .lock()
+            .map(|t| t.is_none_or(|t| t.elapsed() >= age))
+            .unwrap_or(true)
+    }
+
     pub fn sign_current(&self, store: &dyn Store) -> Result<()> {
+        let mut last_signed = self
+            .last_signed
+            .lock()
+            .map_err(|_| Error::internal("checkpoint lock poisoned"))?;
+        *last_signed = Some(std::time::Instant::now());
         let size = store.log_size();
         if let Ok(guard) = self.latest.read() {
             if guard.as_ref().is_some_and(|(cp, _)| cp.size == size) {

@@ -42,10 +42,15 @@ impl Committer {
                     match store.apply(&ops) {
                         Ok(results) => {
                             if let Some(signer) = &signer {
-                                // The checkpoint attests what is already durable; a failure to
-                                // sign is logged and retried with the next batch.
-                                if let Err(e) = signer.sign_current(store.as_ref()) {
-                                    tracing::error!(error = %e, "could not write a checkpoint");
+                                // A checkpoint attests what is already durable. It is signed
+                                // before answering a batch that records receipts (their proofs
+                                // need it), and otherwise at most about once a second; a
+                                // failure is logged and retried with a later batch.
+                                let receipts = ops.iter().any(|op| matches!(op, WriteOp::RecordReceipt { .. }));
+                                if receipts || signer.is_stale(std::time::Duration::from_secs(1)) {
+                                    if let Err(e) = signer.sign_current(store.as_ref()) {
+                                        tracing::error!(error = %e, "could not write a checkpoint");
+                                    }
                                 }
                             }
                             for (reply, result) in replies.into_iter().zip(results) {

@@ -147,6 +147,7 @@ pub struct Relay {
     in_flight: InFlight,
     /// The latest signed checkpoint (written by the commit thread).
     checkpoint: checkpoints::Latest,
+    signer: Arc<checkpoints::Signer>,
     monitor: Monitor,
     limiter: RateLimiter,
     /// Open connections per SPIFFE ID, so a quarantine can close an agent's at once.
@@ -275,7 +276,7 @@ pub async fn start_with(
     // From here on every batch is checkpointed; the first checkpoint covers what is there now.
     signer.sign_current(store.as_ref())?;
     let checkpoint = signer.latest.clone();
-    let committer = Committer::start(store.clone(), Some(signer))?;
+    let committer = Committer::start(store.clone(), Some(signer.clone()))?;
     // Blobs whose envelope never committed (or was deleted) go.
     let live: HashSet<[u8; 16]> = store.envelope_ids()?.into_iter().collect();
     let swept = blobs.sweep(&live)?;
@@ -300,6 +301,7 @@ pub async fn start_with(
         policy: RwLock::new(Arc::new(policy)),
         in_flight: InFlight::default(),
         checkpoint,
+        signer,
         monitor,
         limiter,
         connections: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -957,6 +959,12 @@ impl Relay {
                     },
                 )
                 .await?;
+                // Checkpoints are signed lazily: bring the latest up to the log's size first.
+                let signer = self.signer.clone();
+                let store = self.store.clone();
+                tokio::task::spawn_blocking(move || signer.sign_current(store.as_ref()))
+                    .await
+                    .map_err(|_| Error::internal("checkpoint task failed"))??;
                 let (cp, note) = self.latest_checkpoint().ok_or_else(|| {
                     Refusal::new(ErrorCode::Unavailable, "no checkpoint signed yet")
                 })?;
@@ -1255,9 +1263,7 @@ impl Relay {
             ));
         }
         // Early checks, so a refused body is not read; the store re-checks inside the commit.
-        let grant = self
-            .store
-            .grant(&grant_id)?
+        let grant = record
             .filter(|g| g.agent == peer.id.to_string())
             .ok_or_else(|| Refusal::not_found("grant"))?;
         if grant.state != GrantState::Open {
