@@ -873,3 +873,38 @@ async fn rate_limits_say_when_to_retry() {
     alice.inbox().await.unwrap();
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_that_comes_after_expiry_leaves_the_grant_closed() {
+    let w = world().await;
+    let alice = UserClient::connect(&w.ids[0], &w.addr).await.unwrap();
+    let bob = UserClient::connect(&w.ids[1], &w.addr).await.unwrap();
+    let bot = AgentClient::connect(&w.ids[3], &w.addr).await.unwrap();
+    let mut r = req("payroll/1");
+    r.ttl_secs = 1;
+    let gid = alice.grant(&r).await.unwrap();
+    assert_eq!(bob.pending_approvals().await.unwrap().len(), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert!(
+        bob.pending_approvals().await.unwrap().is_empty(),
+        "an expired grant is still pending"
+    );
+    let record = w.relay.relay().store().grant(&gid).unwrap().unwrap();
+    let err = bob
+        .approve_statement(&record.grant.statement, gid)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
+    assert!(err.message().contains("expired"), "{err}");
+    assert!(bot.grants().await.unwrap().is_empty());
+    assert!(w
+        .relay
+        .relay()
+        .store()
+        .grant(&gid)
+        .unwrap()
+        .unwrap()
+        .approval
+        .is_none());
+    w.relay.shutdown().await;
+}
