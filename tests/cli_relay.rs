@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 
 use common::{ok_in, run_in};
@@ -61,26 +61,7 @@ fn serve_grant_send_fetch_revoke_through_the_cli() {
         &["keys", "import", "--identity", "bot.id", "bot.id.bundle"],
     );
 
-    let mut server = Command::new(common::bin())
-        .args([
-            "serve",
-            "--dir",
-            "keys",
-            "--data",
-            "data",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
+    let (server, addr) = common::serve(dir, &[]);
     let relay = ["--relay", addr.as_str()];
 
     let grant = ok_in(
@@ -283,15 +264,8 @@ fn serve_grant_send_fetch_revoke_through_the_cli() {
     );
     assert_eq!(code, 7, "{err}");
 
-    terminate(&mut server);
-}
-
-fn terminate(child: &mut std::process::Child) {
-    // SIGTERM for a clean shutdown, as an operator would send it.
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let status = child.wait().unwrap();
+    // SIGTERM, as an operator would send it: a clean shutdown.
+    let status = common::terminate(server);
     assert!(
         status.success(),
         "serve did not shut down cleanly on SIGTERM: {status:?}"

@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use sealrelay::client::{AdminClient, AgentClient, GrantRequest, UserClient};
 use sealrelay::core::directory::Attributes;
@@ -566,26 +565,7 @@ fn approval_flow_through_the_cli() {
             "payroll/*",
         ],
     );
-    let mut server = Command::new(common::bin())
-        .args([
-            "serve",
-            "--dir",
-            "keys",
-            "--data",
-            "data",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
+    let (server, addr) = common::serve(dir, &[]);
     let r = ["--relay", addr.as_str()];
 
     let grant = common::ok_in(
@@ -688,10 +668,7 @@ fn approval_flow_through_the_cli() {
         ]
         .concat(),
     );
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    server.wait().unwrap();
+    common::terminate(server);
 }
 
 #[test]
@@ -721,28 +698,7 @@ fn policy_reload_on_sighup_takes_effect_at_once_and_is_logged() {
     );
     std::fs::write(dir.join("p.cedar"), sealrelay::core::policy::DEFAULT_POLICY).unwrap();
     std::fs::write(dir.join("relay.toml"), "policy_file = \"p.cedar\"\n").unwrap();
-    let mut server = Command::new(common::bin())
-        .args([
-            "serve",
-            "--config",
-            "relay.toml",
-            "--dir",
-            "keys",
-            "--data",
-            "data",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
+    let (server, addr) = common::serve(dir, &["--config", "relay.toml"]);
     let r = ["--relay", addr.as_str()];
     let grant = |resource: &str| {
         common::run_in(
@@ -818,10 +774,7 @@ fn policy_reload_on_sighup_takes_effect_at_once_and_is_logged() {
             && reloads[1].contains("\"decision\":\"deny\""),
         "{reloads:?}"
     );
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    server.wait().unwrap();
+    common::terminate(server);
     // A relay refuses to start on an invalid policy.
     let out = Command::new(common::bin())
         .args([

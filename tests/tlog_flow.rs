@@ -6,9 +6,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -20,39 +19,11 @@ use sealrelay::core::sign::VerifierKey;
 type Edit = Box<dyn Fn(&mut ReceiptFile)>;
 
 fn serve(dir: &Path) -> (Child, String) {
-    let mut child = Command::new(common::bin())
-        .args([
-            "serve",
-            "--dir",
-            "keys",
-            "--data",
-            "data",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    (child, addr)
+    common::serve(dir, &[])
 }
 
-fn stop(mut child: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+fn stop(child: Child) {
+    common::terminate(child);
 }
 
 /// Provisions alice (auditor), research-bot; returns nothing (files in `dir`).

@@ -136,3 +136,48 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Starts `sealrelay serve --dir keys --data data --listen 127.0.0.1:0` (plus `extra`) in
+/// `dir`; returns the process and the address it printed.
+pub fn serve(dir: &std::path::Path, extra: &[&str]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(bin())
+        .args([
+            "serve",
+            "--dir",
+            "keys",
+            "--data",
+            "data",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start serve");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read the listening line");
+    assert!(
+        line.starts_with("sealrelay relay listening on"),
+        "serve printed {line:?}"
+    );
+    let addr = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    (child, addr)
+}
+
+/// Stops a `serve` process with SIGTERM, as an operator would, and returns how it exited.
+pub fn terminate(mut child: std::process::Child) -> std::process::ExitStatus {
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    child.wait().expect("wait for serve")
+}
