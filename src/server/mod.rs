@@ -625,6 +625,24 @@ impl Relay {
         }
     }
 
+    /// [`Relay::authorize`] for requests about no particular resource.
+    async fn authorize_relay(
+        &self,
+        peer: &Peer,
+        action: Action,
+        now: u64,
+    ) -> std::result::Result<Principal, Refusal> {
+        self.authorize(
+            peer,
+            action,
+            &Context {
+                now,
+                ..Context::default()
+            },
+        )
+        .await
+    }
+
     async fn deny_auth(&self, peer: &Peer, action: Action, reason: &str) -> Refusal {
         self.log_denial(peer, action, reason).await;
         Refusal::new(ErrorCode::Unauthenticated, reason)
@@ -690,29 +708,14 @@ impl Relay {
                 entries,
                 revocations,
             } => {
-                self.authorize(
-                    peer,
-                    Action::PushDirectory,
-                    &Context {
-                        now,
-                        ..Context::default()
-                    },
-                )
-                .await?;
+                self.authorize_relay(peer, Action::PushDirectory, now)
+                    .await?;
                 self.push_directory(peer, entries, revocations, now)
                     .await
                     .map(Some)
             }
             Request::GetEntry { id } => {
-                self.authorize(
-                    peer,
-                    Action::GetEntry,
-                    &Context {
-                        now,
-                        ..Context::default()
-                    },
-                )
-                .await?;
+                self.authorize_relay(peer, Action::GetEntry, now).await?;
                 let id: SpiffeId = id
                     .parse()
                     .map_err(|e: Error| Refusal::new(ErrorCode::BadRequest, e.message()))?;
@@ -729,15 +732,7 @@ impl Relay {
             }
             Request::CreateGrant { grant } => self.create_grant(peer, grant, now).await.map(Some),
             Request::ListGrants => {
-                self.authorize(
-                    peer,
-                    Action::ListGrants,
-                    &Context {
-                        now,
-                        ..Context::default()
-                    },
-                )
-                .await?;
+                self.authorize_relay(peer, Action::ListGrants, now).await?;
                 let records = self.store.open_grants_for(&peer.id.to_string())?;
                 let mut grants = Vec::new();
                 // Grants that await a second person's approval stay invisible to the agent.
@@ -767,15 +762,7 @@ impl Relay {
                 .await
                 .map(Some),
             Request::PendingApprovals => {
-                self.authorize(
-                    peer,
-                    Action::Checkpoint,
-                    &Context {
-                        now,
-                        ..Context::default()
-                    },
-                )
-                .await?;
+                self.authorize_relay(peer, Action::Checkpoint, now).await?;
                 let mut grants = Vec::new();
                 for g in self
                     .store
@@ -870,15 +857,7 @@ impl Relay {
                 Ok(Some(Reply::Done))
             }
             Request::Inbox => {
-                self.authorize(
-                    peer,
-                    Action::Inbox,
-                    &Context {
-                        now,
-                        ..Context::default()
-                    },
-                )
-                .await?;
+                self.authorize_relay(peer, Action::Inbox, now).await?;
                 let records = self.store.inbox(&peer.id.to_string())?;
                 let mut envelopes = Vec::new();
                 for e in records.into_iter().filter(|e| now < e.expires_at) {
@@ -950,15 +929,7 @@ impl Relay {
             }
             Request::Receipt { receipt } => self.receipt(peer, receipt, now).await.map(Some),
             Request::GetCheckpoint { old_size } => {
-                self.authorize(
-                    peer,
-                    Action::Checkpoint,
-                    &Context {
-                        now,
-                        ..Context::default()
-                    },
-                )
-                .await?;
+                self.authorize_relay(peer, Action::Checkpoint, now).await?;
                 // Checkpoints are signed lazily: bring the latest up to the log's size first.
                 let signer = self.signer.clone();
                 let store = self.store.clone();
@@ -984,15 +955,7 @@ impl Relay {
                 }))
             }
             Request::Events { from, limit } => {
-                self.authorize(
-                    peer,
-                    Action::Audit,
-                    &Context {
-                        now,
-                        ..Context::default()
-                    },
-                )
-                .await?;
+                self.authorize_relay(peer, Action::Audit, now).await?;
                 let events = self
                     .store
                     .events(from, usize::try_from(limit.min(1000)).unwrap_or(1000))?
