@@ -2,7 +2,7 @@
 //! the directory and the policy on every request, keeps only ciphertext (durably, fsync before
 //! ack), and hands an envelope only to the user who asked for it.
 //!
-//! Every state change goes through [`Relay::commit`], which appends the event that records it
+//! Every state change goes through `Relay::commit`, which appends the event that records it
 //! in the same durable transaction (the seam the transparency log hangs off), and every request
 //! is first put to the [`Authorizer`] (the seam the Cedar policy plugs into).
 
