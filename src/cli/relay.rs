@@ -325,7 +325,13 @@ pub fn run_agent(args: RunArgs) -> Result<()> {
                     continue; // reported once; not retried forever
                 }
                 let id = hex(&g.grant.grant_id);
-                let output = tokio::process::Command::new("sh")
+                // The command's output goes to a scratch file, not memory: it may be large.
+                let mut out_file = tempfile::tempfile_in(scratch_dir())
+                    .map_err(|e| Error::io(format!("cannot make a scratch file: {e}")))?;
+                let stdout = out_file
+                    .try_clone()
+                    .map_err(|e| Error::io(format!("cannot make a scratch file: {e}")))?;
+                let status = tokio::process::Command::new("sh")
                     .arg("-c")
                     .arg(&args.exec)
                     .arg("sealrelay-agent")
@@ -336,21 +342,20 @@ pub fn run_agent(args: RunArgs) -> Result<()> {
                     .env("SEALRELAY_GRANT", &id)
                     .env("SEALRELAY_USER", g.grant.user.to_string())
                     .stdin(std::process::Stdio::null())
-                    .output()
+                    .stdout(std::process::Stdio::from(stdout))
+                    .status()
                     .await
                     .map_err(|e| Error::io(format!("cannot run {:?}: {e}", args.exec)))?;
-                if !output.status.success() {
+                if !status.success() {
                     eprintln!(
-                        "grant {id}: the command failed ({}); not sending, not retrying",
-                        output.status
+                        "grant {id}: the command failed ({status}); not sending, not retrying"
                     );
                     failed.insert(g.grant.grant_id);
                     continue;
                 }
-                match agent
-                    .send(&g, &mut output.stdout.as_slice(), &scratch_dir())
-                    .await
-                {
+                std::io::Seek::seek(&mut out_file, std::io::SeekFrom::Start(0))
+                    .map_err(|e| Error::io(format!("cannot rewind the scratch file: {e}")))?;
+                match agent.send(&g, &mut out_file, &scratch_dir()).await {
                     Ok(env) => println!(
                         "grant {id} ({}): sent envelope {}",
                         g.grant.resource,
