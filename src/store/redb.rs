@@ -131,6 +131,43 @@ fn load_tree(db: &Database) -> Result<Tree> {
 }
 
 impl RedbStore {
+    /// One record by id.
+    fn record<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<&[u8], &[u8]>,
+        id: &[u8; 16],
+    ) -> Result<Option<T>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(table).map_err(db_err)?;
+        let v = t.get(id.as_slice()).map_err(db_err)?;
+        v.map(|v| dec(v.value())).transpose()
+    }
+
+    /// The records an `owner\0<id hex>` index lists for `owner`, in one read transaction.
+    fn owned_records<T: serde::de::DeserializeOwned>(
+        &self,
+        index: TableDefinition<&str, ()>,
+        records: TableDefinition<&[u8], &[u8]>,
+        owner: &str,
+    ) -> Result<Vec<T>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let index = txn.open_table(index).map_err(db_err)?;
+        let records = txn.open_table(records).map_err(db_err)?;
+        let (lo, hi) = prefix_range(owner);
+        let mut out = Vec::new();
+        for item in index.range(lo.as_str()..hi.as_str()).map_err(db_err)? {
+            let (k, _) = item.map_err(db_err)?;
+            let Some(hex_id) = k.value().rsplit('\0').next() else {
+                continue;
+            };
+            let id: [u8; 16] = crate::ids::parse_hex(hex_id)?;
+            if let Some(r) = records.get(id.as_slice()).map_err(db_err)? {
+                out.push(dec(r.value())?);
+            }
+        }
+        Ok(out)
+    }
+
     fn apply_in(&self, tree: &mut Tree, ops: &[WriteOp]) -> Result<Vec<OpResult>> {
         let mut txn = self.db.begin_write().map_err(db_err)?;
         txn.set_durability(Durability::Immediate).map_err(db_err)?;
@@ -432,60 +469,23 @@ impl Store for RedbStore {
     }
 
     fn grant(&self, grant_id: &[u8; 16]) -> Result<Option<GrantRecord>> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let t = txn.open_table(GRANTS).map_err(db_err)?;
-        let v = t.get(grant_id.as_slice()).map_err(db_err)?;
-        v.map(|v| dec(v.value())).transpose()
+        self.record(GRANTS, grant_id)
     }
 
     fn open_grants_for(&self, agent: &str) -> Result<Vec<GrantRecord>> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let index = txn.open_table(AGENT_GRANTS).map_err(db_err)?;
-        let grants = txn.open_table(GRANTS).map_err(db_err)?;
-        let (lo, hi) = prefix_range(agent);
-        let mut out = Vec::new();
-        for item in index.range(lo.as_str()..hi.as_str()).map_err(db_err)? {
-            let (k, _) = item.map_err(db_err)?;
-            let key = k.value();
-            let Some(hex_id) = key.rsplit('\0').next() else {
-                continue;
-            };
-            let id: [u8; 16] = crate::ids::parse_hex(hex_id)?;
-            if let Some(g) = grants.get(id.as_slice()).map_err(db_err)? {
-                let rec: GrantRecord = dec(g.value())?;
-                if rec.state == GrantState::Open {
-                    out.push(rec);
-                }
-            }
-        }
-        Ok(out)
+        let all: Vec<GrantRecord> = self.owned_records(AGENT_GRANTS, GRANTS, agent)?;
+        Ok(all
+            .into_iter()
+            .filter(|g| g.state == GrantState::Open)
+            .collect())
     }
 
     fn envelope(&self, envelope_id: &[u8; 16]) -> Result<Option<EnvelopeRecord>> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let t = txn.open_table(ENVELOPES).map_err(db_err)?;
-        let v = t.get(envelope_id.as_slice()).map_err(db_err)?;
-        v.map(|v| dec(v.value())).transpose()
+        self.record(ENVELOPES, envelope_id)
     }
 
     fn inbox(&self, user: &str) -> Result<Vec<EnvelopeRecord>> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let index = txn.open_table(USER_INBOX).map_err(db_err)?;
-        let envelopes = txn.open_table(ENVELOPES).map_err(db_err)?;
-        let (lo, hi) = prefix_range(user);
-        let mut out = Vec::new();
-        for item in index.range(lo.as_str()..hi.as_str()).map_err(db_err)? {
-            let (k, _) = item.map_err(db_err)?;
-            let key = k.value();
-            let Some(hex_id) = key.rsplit('\0').next() else {
-                continue;
-            };
-            let id: [u8; 16] = crate::ids::parse_hex(hex_id)?;
-            if let Some(e) = envelopes.get(id.as_slice()).map_err(db_err)? {
-                out.push(dec(e.value())?);
-            }
-        }
-        Ok(out)
+        self.owned_records(USER_INBOX, ENVELOPES, user)
     }
 
     fn inline_body(&self, envelope_id: &[u8; 16]) -> Result<Option<Vec<u8>>> {
