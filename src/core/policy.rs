@@ -343,9 +343,9 @@ impl CedarPolicy {
             }
             Target::Resource { name } => {
                 let Some(c) = self.catalog.lookup(name) else {
-                    return Ok(Decision::deny(format!(
-                        "the resource {name:?} is not in the resource catalog"
-                    )));
+                    return Ok(Decision::deny(
+                        "the resource asked for is not in the resource catalog",
+                    ));
                 };
                 let u = uid("Resource", name)?;
                 entities.push(entity(
@@ -365,9 +365,9 @@ impl CedarPolicy {
                 approved,
             } => {
                 let Some(c) = self.catalog.lookup(resource) else {
-                    return Ok(Decision::deny(format!(
-                        "the resource {resource:?} is not in the resource catalog"
-                    )));
+                    return Ok(Decision::deny(
+                        "the grant's resource is not in the resource catalog",
+                    ));
                 };
                 let u = uid("Grant", &hex(id))?;
                 entities.push(entity(
@@ -485,7 +485,8 @@ impl CedarPolicy {
         })
     }
 
-    /// Why no policy permitted the request, in the terms of the default policy.
+    /// Why no policy permitted the request, in the terms of the default policy. Reasons are
+    /// logged as events, so they name no resource (a resource name can itself be sensitive).
     fn explain(&self, p: &Principal, action: Action, ctx: &Context, in_scope: bool) -> String {
         let kind = p.id.kind();
         let article = if matches!(kind, PartyKind::Admin | PartyKind::Agent) {
@@ -503,9 +504,9 @@ impl CedarPolicy {
                 } else if ctx.agent_quarantined {
                     format!("{base}: the agent is quarantined")
                 } else if clearance < class {
-                    format!("{base} {name:?}: clearance {clearance} is below its classification {class}")
+                    format!("{base} that resource: clearance {clearance} is below its classification {class}")
                 } else if !in_scope {
-                    format!("{base} {name:?}: the agent's scopes do not cover it")
+                    format!("{base} that resource: the agent's scopes do not cover it")
                 } else {
                     base
                 }
