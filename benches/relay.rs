@@ -238,7 +238,7 @@ fn decision_latency() -> (f64, f64) {
     };
     let ctx = Context {
         target: Target::Grant {
-            id: [1; 16],
+            id: sealrelay::ids::GrantId([1; 16]),
             requester: user.clone(),
             agent: agent.clone(),
             resource: "tickets/1".into(),

@@ -129,8 +129,8 @@ fn receipts_per_sec() -> (f64, f64) {
     .sign(&authority)
     .unwrap_or_else(|e| fail(e));
     let receipt = Receipt {
-        envelope_id: [9; 16],
-        grant_id: [8; 16],
+        envelope_id: sealrelay::ids::EnvelopeId([9; 16]),
+        grant_id: sealrelay::ids::GrantId([8; 16]),
         user: user.clone(),
         agent: SpiffeId::new("bench.local", PartyKind::Agent, "bot").unwrap_or_else(|e| fail(e)),
         ciphertext_sha256: [3; 32],
@@ -142,7 +142,7 @@ fn receipts_per_sec() -> (f64, f64) {
         time: 1_800_000_000,
         kind: "receipt.recorded".into(),
         actor: user.to_string(),
-        subject: hex(&[9; 16]),
+        subject: hex([9; 16]),
         decision: "delivered".into(),
         detail: String::new(),
         digest: statement_digest(&receipt).to_vec(),
@@ -197,7 +197,7 @@ fn receipts_per_sec() -> (f64, f64) {
                 time: 1_800_000_000,
                 kind: "receipt.recorded".into(),
                 actor: user.to_string(),
-                subject: hex(&[9; 16]),
+                subject: hex([9; 16]),
                 decision: "delivered".into(),
                 detail: String::new(),
                 digest: statement_digest(rc).to_vec(),

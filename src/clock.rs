@@ -1,6 +1,9 @@
-//! The one place that reads the wall clock. Everything else takes `now` (Unix seconds) as an
-//! argument, so tests can fix time.
+//! Time. [`now`] is the one place that reads the wall clock; the relay reads it through a
+//! [`Clock`] given at start ([`SystemClock`] in production, [`ManualClock`] in tests), once per
+//! request, and passes `now` (Unix seconds) down to everything else, so tests can move time
+//! instead of sleeping.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Seconds since the Unix epoch. A clock set before 1970 reads as 0 (and then every
@@ -10,6 +13,48 @@ pub fn now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// A source of Unix seconds.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> u64;
+}
+
+/// The wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> u64 {
+        now()
+    }
+}
+
+/// A clock that tests set and move by hand.
+#[derive(Debug)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    /// Starts at `secs`.
+    pub fn new(secs: u64) -> Self {
+        ManualClock(AtomicU64::new(secs))
+    }
+    /// Starts at the wall clock's present.
+    pub fn at_present() -> Self {
+        ManualClock::new(now())
+    }
+    pub fn set(&self, secs: u64) {
+        self.0.store(secs, Ordering::SeqCst);
+    }
+    pub fn advance(&self, secs: u64) {
+        self.0.fetch_add(secs, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 /// Formats Unix seconds as RFC 3339 UTC for messages (`2026-11-21T10:00:00Z`).
@@ -27,9 +72,21 @@ pub fn rfc3339(secs: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::{Clock, ManualClock};
+
     #[test]
     fn rfc3339_formats_utc() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(super::rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn manual_clock_moves_only_when_told() {
+        let c = ManualClock::new(100);
+        assert_eq!(c.now(), 100);
+        c.advance(5);
+        assert_eq!(c.now(), 105);
+        c.set(7);
+        assert_eq!(c.now(), 7);
     }
 }

@@ -172,6 +172,95 @@ impl FromStr for SpiffeId {
     }
 }
 
+impl serde::Serialize for SpiffeId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SpiffeId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        text.parse()
+            .map_err(|e: Error| serde::de::Error::custom(e.message()))
+    }
+}
+
+/// A 128-bit random identifier with a type, so a grant id is never taken for an envelope id.
+/// On the wire and in the store it is its 16 bytes (`serde(transparent)`); in text, 32 hex digits.
+macro_rules! id128 {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub [u8; 16]);
+
+        impl $name {
+            /// A fresh random id.
+            pub fn random() -> Result<Self> {
+                let mut id = [0u8; 16];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
+                    .map_err(|_| Error::internal("no randomness for an id"))?;
+                Ok($name(id))
+            }
+            pub fn as_bytes(&self) -> &[u8; 16] {
+                &self.0
+            }
+            pub fn as_slice(&self) -> &[u8] {
+                &self.0
+            }
+            /// 32 lowercase hex digits.
+            pub fn to_hex(&self) -> String {
+                hex(&self.0)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&hex(&self.0))
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), hex(&self.0))
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self> {
+                parse_hex::<16>(s)
+                    .map($name)
+                    .map_err(|e| e.context(concat!("invalid ", $what, " id (32 hex digits)")))
+            }
+        }
+
+        impl AsRef<[u8]> for $name {
+            fn as_ref(&self) -> &[u8] {
+                &self.0
+            }
+        }
+
+        impl From<[u8; 16]> for $name {
+            fn from(b: [u8; 16]) -> Self {
+                $name(b)
+            }
+        }
+    };
+}
+
+id128!(
+    /// Names a grant (chosen by the user's client).
+    GrantId,
+    "grant"
+);
+id128!(
+    /// Names a stored envelope (chosen by the relay).
+    EnvelopeId,
+    "envelope"
+);
+
 /// Cuts untrusted text short before it goes into a message.
 pub fn truncate_for_message(s: &str) -> String {
     const MAX: usize = 80;
@@ -187,8 +276,9 @@ pub fn truncate_for_message(s: &str) -> String {
 }
 
 /// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: impl AsRef<[u8]>) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let bytes = bytes.as_ref();
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
         out.push(char::from(DIGITS[usize::from(b >> 4)]));
@@ -261,7 +351,7 @@ mod tests {
 
     #[test]
     fn hex_round_trip() {
-        let h = hex(&[0x00, 0xab, 0xff]);
+        let h = hex([0x00, 0xab, 0xff]);
         assert_eq!(h, "00abff");
         assert_eq!(parse_hex::<3>(&h).unwrap(), [0x00, 0xab, 0xff]);
         assert!(parse_hex::<3>("00abf").is_err());

@@ -5,8 +5,13 @@
 //! verified requester, and logs signed delivery receipts in a transparency log.
 //!
 //! Layout (see `docs/ARCHITECTURE.md`):
-//! * [`error`], [`ids`], [`clock`]: basics;
-//! * [`core`]: the I/O-free core (signing format, directory, identities, PKI);
+//! * [`error`], [`ids`], [`clock`]: basics (one-line errors, typed ids, the `Clock`);
+//! * [`core`]: the I/O-free core (signing format, directory, identities, PKI, envelopes, the
+//!   wire protocol, the store trait and the grant rules, policy, the Merkle log);
+//! * [`net`]: QUIC and TLS configuration, peer identity, frame I/O;
+//! * [`store`]: the embedded redb store and blob files;
+//! * [`server`]: the relay (startup, listener, stream shell, request handlers);
+//! * [`client`]: the user, agent and admin clients;
 //! * [`local`]: files on this machine (identity files, the trust root, the admin's directory).
 
 pub mod client;

@@ -63,7 +63,7 @@ fn parse(name: &str, raw: &[u8]) -> Result<Vector, String> {
 }
 
 fn sha256_hex(b: &[u8]) -> String {
-    sealrelay::ids::hex(&sealrelay::core::directory::sha256(b))
+    sealrelay::ids::hex(sealrelay::core::directory::sha256(b))
 }
 
 #[test]

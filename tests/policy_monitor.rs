@@ -14,7 +14,7 @@ use sealrelay::core::policy::{
     Action, Authorizer, CedarPolicy, Context, Decision, Principal, Target, DEFAULT_CATALOG,
 };
 use sealrelay::ids::{PartyKind, SpiffeId};
-use sealrelay::local::provision::{agent, provision, user};
+use sealrelay::local::provision::{agent, user};
 use sealrelay::ErrorKind;
 
 fn id(kind: PartyKind, name: &str) -> SpiffeId {
@@ -103,7 +103,7 @@ fn policy_table_role_by_action_by_classification() {
                                 name: resource.into(),
                             },
                             Action::Submit | Action::Approve => Target::Grant {
-                                id: [1; 16],
+                                id: sealrelay::ids::GrantId([1; 16]),
                                 requester: if own && *kind == PartyKind::User {
                                     me.clone()
                                 } else {
@@ -118,7 +118,7 @@ fn policy_table_role_by_action_by_classification() {
                                 approved,
                             },
                             Action::Fetch | Action::Receipt => Target::Envelope {
-                                id: [2; 16],
+                                id: sealrelay::ids::EnvelopeId([2; 16]),
                                 owner: if own { me.clone() } else { other_user.clone() },
                             },
                             Action::Quarantine | Action::Release => Target::Agent {
@@ -248,52 +248,25 @@ fn a_policy_that_fails_to_evaluate_denies() {
     .is_err());
 }
 
-struct World {
-    _t: tempfile::TempDir,
-    dir: std::path::PathBuf,
-    relay: sealrelay::server::RunningRelay,
-    addr: String,
-    ids: Vec<sealrelay::core::identity::Identity>,
-    admin: sealrelay::core::identity::Identity,
-}
+/// The shared in-process test relay (tests/common), with the parties these tests use.
+type World = common::TestRelay;
 
 async fn world() -> World {
-    let t = tempfile::tempdir().unwrap();
-    let dir = t.path().to_path_buf();
-    let (ids, admin) = provision(
-        &dir.join("keys"),
+    common::test_relay(
         &[
             user("alice", 3, &["approver"]),
             user("bob", 1, &["approver"]),
             user("carol", 0, &[]),
             agent("research-bot", &["tickets/*", "payroll/*", "incidents/*"]),
         ],
-        sealrelay::clock::now(),
-    )
-    .unwrap();
-    let config = sealrelay::server::RelayConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data: dir.join("data"),
-        dir: dir.join("keys"),
-        monitor: sealrelay::server::monitor::MonitorConfig {
-            alert_command: Some(format!(
+        |config| {
+            config.monitor.alert_command = Some(format!(
                 "echo \"$SEALRELAY_ALERT_AGENT $SEALRELAY_ALERT_REASON\" >> {}",
-                dir.join("alerts").display()
-            )),
-            ..Default::default()
+                config.data.with_file_name("alerts").display()
+            ));
         },
-        ..Default::default()
-    };
-    let relay = sealrelay::server::start(config).await.unwrap();
-    let addr = relay.local_addr.to_string();
-    World {
-        _t: t,
-        dir,
-        relay,
-        addr,
-        ids,
-        admin,
-    }
+    )
+    .await
 }
 
 fn req(resource: &str) -> GrantRequest {
@@ -341,7 +314,7 @@ async fn clearance_scope_and_read_actions_are_refused_and_logged() {
     for request in [
         sealrelay::core::wire::Request::Inbox,
         sealrelay::core::wire::Request::Fetch {
-            envelope_id: [0; 16],
+            envelope_id: sealrelay::ids::EnvelopeId([0; 16]),
         },
         sealrelay::core::wire::Request::Events { from: 0, limit: 10 },
     ] {
@@ -797,25 +770,12 @@ fn policy_reload_on_sighup_takes_effect_at_once_and_is_logged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_say_when_to_retry() {
-    let t = tempfile::tempdir().unwrap();
-    let (ids, _) = provision(
-        &t.path().join("keys"),
-        &[user("alice", 0, &[])],
-        sealrelay::clock::now(),
-    )
-    .unwrap();
-    let config = sealrelay::server::RelayConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data: t.path().join("data"),
-        dir: t.path().join("keys"),
-        requests_per_second: 1,
-        request_burst: 3,
-        ..Default::default()
-    };
-    let relay = sealrelay::server::start(config).await.unwrap();
-    let alice = UserClient::connect(&ids[0], &relay.local_addr.to_string())
-        .await
-        .unwrap();
+    let w = common::test_relay(&[user("alice", 0, &[])], |config| {
+        config.requests_per_second = 1;
+        config.request_burst = 3;
+    })
+    .await;
+    let alice = UserClient::connect(&w.ids[0], &w.addr).await.unwrap();
     for _ in 0..3 {
         alice.inbox().await.unwrap();
     }
@@ -824,7 +784,7 @@ async fn rate_limits_say_when_to_retry() {
     assert!(err.message().contains("rate limited, retry after"), "{err}");
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     alice.inbox().await.unwrap();
-    relay.shutdown().await;
+    w.relay.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -837,7 +797,7 @@ async fn an_approval_that_comes_after_expiry_leaves_the_grant_closed() {
     r.ttl_secs = 1;
     let gid = alice.grant(&r).await.unwrap();
     assert_eq!(bob.pending_approvals().await.unwrap().len(), 1);
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    w.clock.advance(2);
     assert!(
         bob.pending_approvals().await.unwrap().is_empty(),
         "an expired grant is still pending"

@@ -10,66 +10,54 @@ use sealrelay::client::{AgentClient, GrantRequest, UserClient};
 use sealrelay::core::grant::DeliveryStatus;
 use sealrelay::core::identity::Identity;
 use sealrelay::local::provision::{agent, provision, user};
-use sealrelay::server::RunningRelay;
 use sealrelay::ErrorKind;
 
 struct World {
-    _tmp: tempfile::TempDir,
+    /// The shared in-process test relay (tests/common).
+    t: common::TestRelay,
     dir: std::path::PathBuf,
-    relay: RunningRelay,
     addr: String,
     alice: Identity,
     mallory: Identity,
     bot: Identity,
     other_bot: Identity,
-    #[allow(dead_code)]
-    admin: Identity,
+}
+
+impl std::ops::Deref for World {
+    type Target = common::TestRelay;
+    fn deref(&self) -> &common::TestRelay {
+        &self.t
+    }
 }
 
 async fn world() -> World {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    let keys = dir.join("keys");
-    let (mut ids, admin) = provision(
-        &keys,
+    // The monitor's thresholds are raised here: these tests send bad bodies on purpose (the
+    // monitor itself is tested in tests/policy_monitor.rs).
+    let mut t = common::test_relay(
         &[
             user("alice", 2, &["engineer"]),
             user("mallory", 2, &["engineer"]),
             agent("research-bot", &["tickets/*"]),
             agent("other-bot", &["tickets/*"]),
         ],
-        sealrelay::clock::now(),
-    )
-    .unwrap();
-    // The monitor's thresholds are raised here: these tests send bad bodies on purpose (the
-    // monitor itself is tested in tests/policy_monitor.rs).
-    let config = sealrelay::server::RelayConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data: dir.join("data"),
-        dir: keys.clone(),
-        monitor: sealrelay::server::monitor::MonitorConfig {
-            max_invalid_envelopes: 100,
-            max_denials: 100,
-            ..Default::default()
+        |config| {
+            config.monitor.max_invalid_envelopes = 100;
+            config.monitor.max_denials = 100;
         },
-        ..Default::default()
-    };
-    let relay = sealrelay::server::start(config).await.unwrap();
-    let addr = relay.local_addr.to_string();
-    let other_bot = ids.pop().unwrap();
-    let bot = ids.pop().unwrap();
-    let mallory = ids.pop().unwrap();
-    let alice = ids.pop().unwrap();
+    )
+    .await;
+    let other_bot = t.ids.pop().unwrap();
+    let bot = t.ids.pop().unwrap();
+    let mallory = t.ids.pop().unwrap();
+    let alice = t.ids.pop().unwrap();
     World {
-        _tmp: tmp,
-        dir,
-        relay,
-        addr,
+        dir: t.dir.clone(),
+        addr: t.addr.clone(),
+        t,
         alice,
         mallory,
         bot,
         other_bot,
-        admin,
     }
 }
 
@@ -130,7 +118,7 @@ async fn grant_send_inbox_fetch_receipt_byte_exact() {
     ] {
         assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
     }
-    w.relay.shutdown().await;
+    w.t.relay.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,7 +156,11 @@ async fn refusals() {
         .await
         .unwrap_err();
     let missing = mallory
-        .fetch([0u8; 16], &w.dir, &mut Vec::new())
+        .fetch(
+            sealrelay::ids::EnvelopeId([0u8; 16]),
+            &w.dir,
+            &mut Vec::new(),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
@@ -194,7 +186,7 @@ async fn refusals() {
     let mut out = Vec::new();
     alice.fetch(env, &w.dir, &mut out).await.unwrap();
     assert_eq!(out, b"secret ticket");
-    w.relay.shutdown().await;
+    w.t.relay.shutdown().await;
 }
 
 /// Nothing was stored: no envelope records and no blobs.
@@ -221,7 +213,7 @@ fn seal_for(user: &Identity, data: &[u8]) -> Vec<u8> {
 fn statement(
     bot: &Identity,
     alice: &Identity,
-    grant_id: [u8; 16],
+    grant_id: sealrelay::ids::GrantId,
     body: &[u8],
 ) -> sealrelay::core::sign::Signed {
     sealrelay::core::envelope::submission::Submission {
@@ -365,7 +357,7 @@ async fn bad_bodies_expired_grants_and_races() {
     let mut short = grant_req("tickets/5");
     short.ttl_secs = 1;
     let g = alice.grant(&short).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    w.clock.advance(2);
     assert!(
         bot.grants()
             .await
@@ -386,7 +378,7 @@ async fn bad_bodies_expired_grants_and_races() {
         .unwrap_err();
     assert!(err.message().contains("expired"), "{err}");
     assert_eq!(w.relay.relay().store().envelope_ids().unwrap().len(), 1);
-    w.relay.shutdown().await;
+    w.t.relay.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -429,7 +421,7 @@ async fn revocation_takes_effect_on_an_open_connection() {
             .any(|(_, e)| e.kind == "deny" && e.detail.contains("revoked")),
         "{events:?}"
     );
-    w.relay.shutdown().await;
+    w.t.relay.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -499,31 +491,23 @@ async fn clients_without_a_certificate_or_from_another_ca_are_refused() {
         "a client without a certificate got an answer"
     );
     nothing_stored(&w);
-    w.relay.shutdown().await;
+    w.t.relay.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undelivered_envelopes_expire_and_are_deleted() {
-    let tmp = tempfile::tempdir().unwrap();
-    let keys = tmp.path().join("keys");
-    let (ids, _) = provision(
-        &keys,
+    let w = common::test_relay(
         &[user("alice", 2, &[]), agent("research-bot", &["tickets/*"])],
-        sealrelay::clock::now(),
+        |config| {
+            config.envelope_ttl_secs = 60;
+            // The test sweeps by hand; the background sweep would race it.
+            config.sweep_interval_secs = 3600;
+        },
     )
-    .unwrap();
-    let config = sealrelay::server::RelayConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data: tmp.path().join("data"),
-        dir: keys.clone(),
-        envelope_ttl_secs: 1,
-        sweep_interval_secs: 1,
-        ..Default::default()
-    };
-    let relay = sealrelay::server::start(config).await.unwrap();
-    let addr = relay.local_addr.to_string();
-    let alice = UserClient::connect(&ids[0], &addr).await.unwrap();
-    let bot = AgentClient::connect(&ids[1], &addr).await.unwrap();
+    .await;
+    let (ids, addr, tmp, relay) = (&w.ids, &w.addr, &w.tmp, &w.relay);
+    let alice = UserClient::connect(&ids[0], addr).await.unwrap();
+    let bot = AgentClient::connect(&ids[1], addr).await.unwrap();
     alice.grant(&grant_req("tickets/1")).await.unwrap();
     let big = common::pattern(100_000, 4); // over the inline limit: a blob file
     let g = bot.grants().await.unwrap();
@@ -536,8 +520,13 @@ async fn undelivered_envelopes_expire_and_are_deleted() {
         .await
         .unwrap();
     assert_eq!(alice.inbox().await.unwrap().len(), 2);
-    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    // The relay's clock moves past the time to live: listed no more, then swept.
+    w.clock.advance(59);
+    assert_eq!(relay.sweep_expired().await, 0);
+    assert_eq!(alice.inbox().await.unwrap().len(), 2);
+    w.clock.advance(1);
     assert!(alice.inbox().await.unwrap().is_empty());
+    assert_eq!(relay.sweep_expired().await, 2);
     assert!(
         relay.relay().store().envelope_ids().unwrap().is_empty(),
         "expired envelopes remain"
@@ -557,5 +546,5 @@ async fn undelivered_envelopes_expire_and_are_deleted() {
             .count(),
         2
     );
-    relay.shutdown().await;
+    w.relay.shutdown().await;
 }

@@ -19,7 +19,7 @@ use sealrelay::local::provision::{agent, provision, user};
 const CANARY: &[u8] = b"CANARY-PLAINTEXT-7f3a9c51";
 
 /// (envelope id, payload index) of every acked send.
-type Acked = Arc<Mutex<Vec<([u8; 16], usize)>>>;
+type Acked = Arc<Mutex<Vec<(sealrelay::ids::EnvelopeId, usize)>>>;
 
 struct Server {
     child: Child,
@@ -171,7 +171,7 @@ fn kill_9_during_sends_twenty_times_loses_no_acked_envelope() {
     );
     rt.block_on(async {
         let u = UserClient::connect(alice, &server.addr).await.unwrap();
-        let inbox: Vec<[u8; 16]> = u
+        let inbox: Vec<sealrelay::ids::EnvelopeId> = u
             .inbox()
             .await
             .unwrap()

@@ -526,29 +526,32 @@ impl sealrelay::core::store::Store for Failing {
     }
     fn grant(
         &self,
-        id: &[u8; 16],
+        id: &sealrelay::ids::GrantId,
     ) -> sealrelay::Result<Option<sealrelay::core::store::GrantRecord>> {
         self.inner.grant(id)
     }
     fn open_grants_for(
         &self,
-        agent: &str,
+        agent: &sealrelay::ids::SpiffeId,
     ) -> sealrelay::Result<Vec<sealrelay::core::store::GrantRecord>> {
         self.inner.open_grants_for(agent)
     }
     fn envelope(
         &self,
-        id: &[u8; 16],
+        id: &sealrelay::ids::EnvelopeId,
     ) -> sealrelay::Result<Option<sealrelay::core::store::EnvelopeRecord>> {
         self.inner.envelope(id)
     }
-    fn inbox(&self, user: &str) -> sealrelay::Result<Vec<sealrelay::core::store::EnvelopeRecord>> {
+    fn inbox(
+        &self,
+        user: &sealrelay::ids::SpiffeId,
+    ) -> sealrelay::Result<Vec<sealrelay::core::store::EnvelopeRecord>> {
         self.inner.inbox(user)
     }
-    fn inline_body(&self, id: &[u8; 16]) -> sealrelay::Result<Option<Vec<u8>>> {
+    fn inline_body(&self, id: &sealrelay::ids::EnvelopeId) -> sealrelay::Result<Option<Vec<u8>>> {
         self.inner.inline_body(id)
     }
-    fn envelope_ids(&self) -> sealrelay::Result<Vec<[u8; 16]>> {
+    fn envelope_ids(&self) -> sealrelay::Result<Vec<sealrelay::ids::EnvelopeId>> {
         self.inner.envelope_ids()
     }
     fn events(
@@ -592,33 +595,21 @@ impl sealrelay::core::store::Store for Failing {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_action_whose_event_cannot_be_written_is_refused_and_changes_nothing() {
     use sealrelay::client::{AgentClient, GrantRequest, UserClient};
-    use sealrelay::local::provision::{agent, provision, user};
-    let t = tempfile::tempdir().unwrap();
-    let keys = t.path().join("keys");
-    let (ids, _) = provision(
-        &keys,
-        &[user("alice", 2, &[]), agent("research-bot", &["tickets/*"])],
-        sealrelay::clock::now(),
-    )
-    .unwrap();
-    std::fs::create_dir_all(t.path().join("data")).unwrap();
+    use sealrelay::local::provision::{agent, user};
     let fail = Arc::new(AtomicBool::new(false));
     let store = Arc::new(Failing {
-        inner: sealrelay::store::redb::RedbStore::open(&t.path().join("data/state.redb")).unwrap(),
+        inner: sealrelay::store::redb::RedbStore::in_memory().unwrap(),
         fail: fail.clone(),
     });
-    let config = sealrelay::server::RelayConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data: t.path().join("data"),
-        dir: keys,
-        ..Default::default()
-    };
-    let relay = sealrelay::server::start_with(config, Some(store))
-        .await
-        .unwrap();
-    let addr = relay.local_addr.to_string();
-    let alice = UserClient::connect(&ids[0], &addr).await.unwrap();
-    let bot = AgentClient::connect(&ids[1], &addr).await.unwrap();
+    let w = common::test_relay_with(
+        &[user("alice", 2, &[]), agent("research-bot", &["tickets/*"])],
+        |_| {},
+        Some(store),
+    )
+    .await;
+    let (ids, addr, relay) = (&w.ids, &w.addr, &w.relay);
+    let alice = UserClient::connect(&ids[0], addr).await.unwrap();
+    let bot = AgentClient::connect(&ids[1], addr).await.unwrap();
     let req = GrantRequest {
         agent: "research-bot".into(),
         resource: "tickets/1".into(),
@@ -636,7 +627,7 @@ async fn an_action_whose_event_cannot_be_written_is_refused_and_changes_nothing(
     assert_eq!(err.kind(), sealrelay::ErrorKind::Unavailable, "{err}");
     assert!(err.message().contains("nothing was changed"), "{err}");
     let err = bot
-        .send(&grants[0], &mut &b"data"[..], t.path())
+        .send(&grants[0], &mut &b"data"[..], w.dir.as_path())
         .await
         .unwrap_err();
     assert_eq!(err.kind(), sealrelay::ErrorKind::Unavailable, "{err}");
@@ -648,14 +639,14 @@ async fn an_action_whose_event_cannot_be_written_is_refused_and_changes_nothing(
     assert_eq!(relay.relay().store().event_count().unwrap(), events_before);
     assert_eq!(relay.relay().store().log_size(), size_before);
     assert_eq!(
-        std::fs::read_dir(t.path().join("data/blobs"))
+        std::fs::read_dir(w.dir.as_path().join("data/blobs"))
             .unwrap()
             .count(),
         0
     );
     // And it works again once the store does.
-    bot.send(&grants[0], &mut &b"data"[..], t.path())
+    bot.send(&grants[0], &mut &b"data"[..], w.dir.as_path())
         .await
         .unwrap();
-    relay.shutdown().await;
+    w.relay.shutdown().await;
 }

@@ -88,7 +88,7 @@ pub fn run_receipt(cmd: ReceiptCommand) -> Result<()> {
         match result {
             Ok(v) => println!(
                 "ok: envelope {} {} to {} at {}; signed by the user (key vouched for by authority {}); log entry #{} of {} under a checkpoint signed by {}",
-                hex(&v.receipt.envelope_id),
+                hex(v.receipt.envelope_id),
                 v.receipt.status.as_str(),
                 v.receipt.user,
                 clock::rfc3339(v.receipt.time),
@@ -212,7 +212,7 @@ fn tail(args: TailArgs) -> Result<()> {
                     serde_json::json!({
                         "index": index, "time": e.time, "kind": e.kind, "actor": e.actor,
                         "subject": e.subject, "decision": e.decision, "detail": e.detail,
-                        "digest": hex(&e.digest), "leaf_sha256": hex(&sealrelay::core::tlog::leaf_hash(&leaf)),
+                        "digest": hex(&e.digest), "leaf_sha256": hex(sealrelay::core::tlog::leaf_hash(&leaf)),
                     })
                 );
             } else {

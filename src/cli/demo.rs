@@ -114,7 +114,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
                 max_bytes: 1 << 20,
             })
             .await?;
-        println!("    grant {}", hex(&grant_id));
+        println!("    grant {}", hex(grant_id));
 
         step(4, "research-bot lists its grants, retrieves the ticket, seals it to alice's verified key and sends it");
         let grants = bot.grants().await?;
@@ -124,7 +124,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
             .ok_or_else(|| Error::internal("demo: the grant is not listed"))?;
         println!("    open grant: {} for {} (recipient from the authority-signed entry)", g.grant.resource, g.grant.user);
         let envelope_id = bot.send(g, &mut TICKET.as_bytes(), base).await?;
-        println!("    envelope {} stored at the relay as ciphertext only", hex(&envelope_id));
+        println!("    envelope {} stored at the relay as ciphertext only", hex(envelope_id));
 
         step(5, "alice lists her inbox and fetches: the client checks the agent's signed statement and the digest, decrypts locally, signs a receipt");
         let inbox = alice.inbox().await?;
@@ -167,7 +167,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         let verified = sealrelay::core::receipt_file::ReceiptFile::from_json(&bytes)?.verify(&authority.key, &log)?;
         println!(
             "    receipt verified: envelope {} {} to {}: the user's signature, the entry the authority signed, and log entry #{} of {} under a checkpoint signed by {}",
-            hex(&verified.receipt.envelope_id),
+            hex(verified.receipt.envelope_id),
             verified.receipt.status.as_str(),
             verified.receipt.user,
             verified.leaf_index,

@@ -12,7 +12,7 @@ use sealrelay::core::envelope::{self, stream::default_threads, HashingWriter};
 use sealrelay::core::identity::IdentityFile;
 use sealrelay::core::sign::{Signed, StatementType, MAX_SIGNED_FILE_LEN};
 use sealrelay::error::{Error, Result};
-use sealrelay::ids::PartyKind;
+use sealrelay::ids::{GrantId, PartyKind};
 use sealrelay::local::fs::{read_capped, write_atomic, AtomicFile, PUBLIC_MODE};
 use sealrelay::local::{identity_file, trust_root};
 
@@ -98,10 +98,11 @@ fn with_progress(r: Box<dyn Read>, len: Option<u64>, what: &str) -> Box<dyn Read
     }
 }
 
-fn parse_grant(hex: Option<&str>) -> Result<[u8; 16]> {
+fn parse_grant(hex: Option<&str>) -> Result<GrantId> {
     match hex {
-        None => Ok([0u8; 16]),
+        None => Ok(GrantId([0u8; 16])),
         Some(h) => sealrelay::ids::parse_hex::<16>(h)
+            .map(GrantId)
             .map_err(|e| e.context("--grant must be 32 hex digits")),
     }
 }

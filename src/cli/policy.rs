@@ -10,7 +10,7 @@ use sealrelay::core::policy::{
     Action, Authorizer, CedarPolicy, Context, Principal, Target, DEFAULT_CATALOG, DEFAULT_POLICY,
 };
 use sealrelay::error::{Error, Result};
-use sealrelay::ids::{hex, parse_hex, validate_name, PartyKind, SpiffeId};
+use sealrelay::ids::{hex, parse_hex, validate_name, GrantId, PartyKind, SpiffeId};
 use sealrelay::local::fs::read_capped;
 use sealrelay::local::identity_file;
 
@@ -41,14 +41,15 @@ pub struct ApprovalsArgs {
 pub fn approve(args: ApproveArgs) -> Result<()> {
     let identity = identity_file::load_enrolled(&args.identity, PartyKind::User, clock::now())?;
     let relay = args.relay.address(&identity);
-    let id: [u8; 16] = parse_hex(&args.grant)
+    let id = parse_hex(&args.grant)
+        .map(GrantId)
         .map_err(|_| Error::bad_input("the grant id is 32 hex digits, as `approvals` prints it"))?;
     runtime()?.block_on(async {
         let user = UserClient::connect(&identity, &relay).await?;
         let g = user.approve(id).await?;
         println!(
             "approved grant {}: {} asked {} for {} ({:?})",
-            hex(&id),
+            hex(id),
             g.grant.user.short(),
             g.grant.agent.short(),
             g.grant.resource,
@@ -71,7 +72,7 @@ pub fn approvals(args: ApprovalsArgs) -> Result<()> {
         for g in &pending {
             println!(
                 "{}  {} asks {} for {}  purpose {:?}  expires {}",
-                hex(&g.grant.grant_id),
+                hex(g.grant.grant_id),
                 g.grant.user.short(),
                 g.grant.agent.short(),
                 g.grant.resource,
@@ -259,7 +260,7 @@ fn check(a: CheckArgs) -> Result<()> {
         (Action::Grant, Some(r)) => Target::Resource { name: r.clone() },
         (Action::Grant, None) => return Err(Error::bad_input("grant needs --resource")),
         (Action::Submit | Action::Approve, r) => Target::Grant {
-            id: [0; 16],
+            id: GrantId([0; 16]),
             requester: SpiffeId::new(td, PartyKind::User, "requester")?,
             agent: if kind == PartyKind::Agent {
                 id.clone()
@@ -270,7 +271,7 @@ fn check(a: CheckArgs) -> Result<()> {
             approved: false,
         },
         (Action::Fetch | Action::Receipt, _) => Target::Envelope {
-            id: [0; 16],
+            id: sealrelay::ids::EnvelopeId([0; 16]),
             owner: id.clone(),
         },
         _ => Target::Relay,

@@ -11,7 +11,7 @@ use sealrelay::core::grant::DeliveryStatus;
 use sealrelay::core::identity::Identity;
 use sealrelay::core::sign::Signed;
 use sealrelay::error::{Error, Result};
-use sealrelay::ids::{hex, parse_hex, PartyKind};
+use sealrelay::ids::{hex, parse_hex, EnvelopeId, GrantId, PartyKind};
 use sealrelay::local::fs::{write_atomic, AtomicFile, PUBLIC_MODE};
 use sealrelay::local::identity_file;
 use sealrelay::server::{self, RelayConfig};
@@ -187,7 +187,7 @@ pub fn grant(args: GrantArgs) -> Result<()> {
     runtime()?.block_on(async {
         let user = UserClient::connect(&identity, &relay).await?;
         let id = user.grant(&req).await?;
-        println!("{}", hex(&id));
+        println!("{}", hex(id));
         user.conn.close().await;
         Ok(())
     })
@@ -207,7 +207,7 @@ pub struct IdentityRelayArgs {
 
 fn grant_json(g: &OpenGrant) -> serde_json::Value {
     serde_json::json!({
-        "grant_id": hex(&g.grant.grant_id),
+        "grant_id": hex(g.grant.grant_id),
         "user": g.grant.user.to_string(),
         "resource": g.grant.resource,
         "purpose": g.grant.purpose,
@@ -231,7 +231,7 @@ pub fn grants(args: IdentityRelayArgs) -> Result<()> {
             for g in &grants {
                 println!(
                     "{}  {:<24} {:<32} expires {}  purpose {:?}",
-                    hex(&g.grant.grant_id),
+                    hex(g.grant.grant_id),
                     g.grant.user.short(),
                     g.grant.resource,
                     clock::rfc3339(g.grant.expires),
@@ -266,7 +266,8 @@ fn scratch_dir() -> PathBuf {
 pub fn send(args: SendArgs) -> Result<()> {
     let identity = identity_file::load_enrolled(&args.identity, PartyKind::Agent, clock::now())?;
     let relay = args.relay.address(&identity);
-    let grant_id: [u8; 16] = parse_hex(&args.grant)
+    let grant_id = parse_hex(&args.grant)
+        .map(GrantId)
         .map_err(|_| Error::bad_input("--grant must be the 32-hex-digit grant id"))?;
     let mut input: Box<dyn std::io::Read + Send> = if args.input == "-" {
         Box::new(std::io::stdin())
@@ -288,7 +289,7 @@ pub fn send(args: SendArgs) -> Result<()> {
             .find(|g| g.grant.grant_id == grant_id)
             .ok_or_else(|| Error::not_found("no open grant with that id for this agent (used, expired, or addressed to another agent)"))?;
         let id = agent.send(grant, &mut input, &scratch_dir()).await?;
-        println!("{}", hex(&id));
+        println!("{}", hex(id));
         agent.conn.close().await;
         Ok(())
     })
@@ -318,13 +319,13 @@ pub fn run_agent(args: RunArgs) -> Result<()> {
     let relay = args.relay.address(&identity);
     runtime()?.block_on(async {
         let agent = AgentClient::connect(&identity, &relay).await?;
-        let mut failed: std::collections::HashSet<[u8; 16]> = std::collections::HashSet::new();
+        let mut failed: std::collections::HashSet<GrantId> = std::collections::HashSet::new();
         loop {
             for g in agent.grants().await? {
                 if failed.contains(&g.grant.grant_id) {
                     continue; // reported once; not retried forever
                 }
-                let id = hex(&g.grant.grant_id);
+                let id = hex(g.grant.grant_id);
                 // The command's output goes to a scratch file, not memory: it may be large.
                 let mut out_file = tempfile::tempfile_in(scratch_dir())
                     .map_err(|e| Error::io(format!("cannot make a scratch file: {e}")))?;
@@ -359,7 +360,7 @@ pub fn run_agent(args: RunArgs) -> Result<()> {
                     Ok(env) => println!(
                         "grant {id} ({}): sent envelope {}",
                         g.grant.resource,
-                        hex(&env)
+                        hex(env)
                     ),
                     Err(e) => {
                         eprintln!("grant {id}: send failed: {e}");
@@ -386,14 +387,14 @@ pub fn inbox(args: IdentityRelayArgs) -> Result<()> {
         if args.json {
             let v: Vec<_> = list
                 .iter()
-                .map(|e| serde_json::json!({"envelope_id": hex(&e.envelope_id), "length": e.length, "received_at": e.received_at}))
+                .map(|e| serde_json::json!({"envelope_id": hex(e.envelope_id), "length": e.length, "received_at": e.received_at}))
                 .collect();
             println!("{}", serde_json::Value::Array(v));
         } else if list.is_empty() {
             println!("inbox empty");
         } else {
             for e in &list {
-                println!("{}  {:>10} bytes  received {}", hex(&e.envelope_id), e.length, clock::rfc3339(e.received_at));
+                println!("{}  {:>10} bytes  received {}", hex(e.envelope_id), e.length, clock::rfc3339(e.received_at));
             }
         }
         user.conn.close().await;
@@ -438,11 +439,11 @@ fn receipt_path(out: &Path) -> PathBuf {
 pub fn fetch(args: FetchArgs) -> Result<()> {
     let identity = identity_file::load_enrolled(&args.identity, PartyKind::User, clock::now())?;
     let relay = args.relay.address(&identity);
-    let single: Option<[u8; 16]> = args
+    let single: Option<EnvelopeId> = args
         .envelope
         .as_deref()
         .map(|e| {
-            parse_hex(e).map_err(|_| {
+            parse_hex(e).map(EnvelopeId).map_err(|_| {
                 Error::bad_input("the envelope id is 32 hex digits, as `inbox` prints it")
             })
         })
@@ -455,7 +456,7 @@ pub fn fetch(args: FetchArgs) -> Result<()> {
     }
     runtime()?.block_on(async {
         let user = UserClient::connect(&identity, &relay).await?;
-        let ids: Vec<[u8; 16]> = match single {
+        let ids: Vec<EnvelopeId> = match single {
             Some(id) => vec![id],
             None => user.inbox().await?.iter().map(|e| e.envelope_id).collect(),
         };

@@ -6,26 +6,15 @@ use super::sign::{
     statement_reader, statement_writer, PublicKey, Signed, SigningKey, StatementType,
 };
 use crate::error::{Error, Result};
-use crate::ids::{PartyKind, SpiffeId};
+use crate::ids::{EnvelopeId, GrantId, PartyKind, SpiffeId};
 
 pub const MAX_RESOURCE_LEN: usize = 256;
 pub const MAX_PURPOSE_LEN: usize = 512;
 
-/// 128 random bits.
-pub type Id128 = [u8; 16];
-
-/// Draws a random 128-bit id.
-pub fn random_id() -> Result<Id128> {
-    let mut id = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
-        .map_err(|_| Error::internal("no randomness for an id"))?;
-    Ok(id)
-}
-
 /// A user's request that an agent retrieve a resource for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Grant {
-    pub grant_id: Id128,
+    pub grant_id: GrantId,
     pub user: SpiffeId,
     pub agent: SpiffeId,
     pub resource: String,
@@ -65,7 +54,7 @@ impl Grant {
 
     pub fn encode(&self) -> Vec<u8> {
         let mut w = statement_writer(StatementType::Grant);
-        w.bytes(&self.grant_id)
+        w.bytes(self.grant_id.as_bytes())
             .str(&self.user.to_string())
             .str(&self.agent.to_string())
             .str(&self.resource)
@@ -79,7 +68,7 @@ impl Grant {
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let mut r = statement_reader(bytes, StatementType::Grant)?;
         let g = Grant {
-            grant_id: r.fixed::<16>("grant id")?,
+            grant_id: GrantId(r.fixed::<16>("grant id")?),
             user: r.str(MAX_SPIFFE_LEN, "user")?.parse()?,
             agent: r.str(MAX_SPIFFE_LEN, "agent")?.parse()?,
             resource: r.str(MAX_RESOURCE_LEN, "resource")?.to_owned(),
@@ -120,7 +109,7 @@ impl Grant {
 /// an approval for a grant that was changed in any way does not count.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Approval {
-    pub grant_id: Id128,
+    pub grant_id: GrantId,
     pub grant_sha256: [u8; 32],
     pub approver: SpiffeId,
     pub time: u64,
@@ -129,7 +118,7 @@ pub struct Approval {
 impl Approval {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = statement_writer(StatementType::Approval);
-        w.bytes(&self.grant_id)
+        w.bytes(self.grant_id.as_bytes())
             .bytes(&self.grant_sha256)
             .str(&self.approver.to_string())
             .u64(self.time);
@@ -139,7 +128,7 @@ impl Approval {
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let mut r = statement_reader(bytes, StatementType::Approval)?;
         let a = Approval {
-            grant_id: r.fixed::<16>("grant id")?,
+            grant_id: GrantId(r.fixed::<16>("grant id")?),
             grant_sha256: r.fixed::<32>("grant digest")?,
             approver: r.str(MAX_SPIFFE_LEN, "approver")?.parse()?,
             time: r.u64()?,
@@ -197,8 +186,8 @@ impl DeliveryStatus {
 /// A delivery receipt, signed by the user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Receipt {
-    pub envelope_id: Id128,
-    pub grant_id: Id128,
+    pub envelope_id: EnvelopeId,
+    pub grant_id: GrantId,
     pub user: SpiffeId,
     pub agent: SpiffeId,
     pub ciphertext_sha256: [u8; 32],
@@ -209,8 +198,8 @@ pub struct Receipt {
 impl Receipt {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = statement_writer(StatementType::Receipt);
-        w.bytes(&self.envelope_id)
-            .bytes(&self.grant_id)
+        w.bytes(self.envelope_id.as_bytes())
+            .bytes(self.grant_id.as_bytes())
             .str(&self.user.to_string())
             .str(&self.agent.to_string())
             .bytes(&self.ciphertext_sha256)
@@ -222,8 +211,8 @@ impl Receipt {
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let mut r = statement_reader(bytes, StatementType::Receipt)?;
         let rc = Receipt {
-            envelope_id: r.fixed::<16>("envelope id")?,
-            grant_id: r.fixed::<16>("grant id")?,
+            envelope_id: EnvelopeId(r.fixed::<16>("envelope id")?),
+            grant_id: GrantId(r.fixed::<16>("grant id")?),
             user: r.str(MAX_SPIFFE_LEN, "user")?.parse()?,
             agent: r.str(MAX_SPIFFE_LEN, "agent")?.parse()?,
             ciphertext_sha256: r.fixed::<32>("ciphertext digest")?,
@@ -256,7 +245,7 @@ mod tests {
 
     fn grant() -> Grant {
         Grant {
-            grant_id: [1; 16],
+            grant_id: GrantId([1; 16]),
             user: "spiffe://example.org/user/alice".parse().unwrap(),
             agent: "spiffe://example.org/agent/bot".parse().unwrap(),
             resource: "tickets/123".into(),
@@ -279,7 +268,7 @@ mod tests {
             assert!(Grant::verify(&t, &key.public()).is_err(), "byte {i}");
         }
         let r = Receipt {
-            envelope_id: [2; 16],
+            envelope_id: EnvelopeId([2; 16]),
             grant_id: g.grant_id,
             user: g.user.clone(),
             agent: g.agent.clone(),

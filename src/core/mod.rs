@@ -7,6 +7,7 @@ pub mod codec;
 pub mod directory;
 pub mod envelope;
 pub mod grant;
+pub mod grant_state;
 pub mod identity;
 pub mod pki;
 pub mod policy;

@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use crate::core::directory::{sha256, Attributes};
 use crate::error::{Error, Result};
-use crate::ids::{hex, PartyKind, SpiffeId};
+use crate::ids::{hex, EnvelopeId, GrantId, PartyKind, SpiffeId};
 
 /// The Cedar schema (docs/policy/schema.cedarschema).
 pub const SCHEMA: &str = include_str!("../../docs/policy/schema.cedarschema");
@@ -107,14 +107,14 @@ pub enum Target {
     Resource { name: String },
     /// A grant (submit, approve).
     Grant {
-        id: [u8; 16],
+        id: GrantId,
         requester: SpiffeId,
         agent: SpiffeId,
         resource: String,
         approved: bool,
     },
     /// An envelope (fetch, receipt).
-    Envelope { id: [u8; 16], owner: SpiffeId },
+    Envelope { id: EnvelopeId, owner: SpiffeId },
     /// An agent (quarantine, release).
     Agent { id: SpiffeId },
 }
@@ -281,7 +281,7 @@ impl CedarPolicy {
             policies,
             catalog,
             authorizer: CedarAuthorizer::new(),
-            hash: hex(&sha256(&h)),
+            hash: hex(sha256(&h)),
         })
     }
 
@@ -369,7 +369,7 @@ impl CedarPolicy {
                         "the grant's resource is not in the resource catalog",
                     ));
                 };
-                let u = uid("Grant", &hex(id))?;
+                let u = uid("Grant", &id.to_hex())?;
                 entities.push(entity(
                     u.clone(),
                     vec![
@@ -392,7 +392,7 @@ impl CedarPolicy {
                 u
             }
             Target::Envelope { id, owner } => {
-                let u = uid("Envelope", &hex(id))?;
+                let u = uid("Envelope", &id.to_hex())?;
                 entities.push(entity(
                     u.clone(),
                     vec![(

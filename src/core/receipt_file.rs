@@ -16,7 +16,6 @@ use super::store::{statement_digest, Event};
 use super::tlog::checkpoint::Checkpoint;
 use super::tlog::{leaf_hash, verify_inclusion, Hash};
 use crate::error::{Error, Result};
-use crate::ids::hex;
 
 /// Cap on a receipt file.
 pub const MAX_RECEIPT_FILE_LEN: usize = 64 * 1024;
@@ -182,7 +181,7 @@ impl ReceiptFile {
         let digest = statement_digest(&self.receipt);
         if event.kind != "receipt.recorded"
             || event.digest != digest
-            || event.subject != hex(&receipt.envelope_id)
+            || event.subject != receipt.envelope_id.to_hex()
             || event.actor != receipt.user.to_string()
         {
             return Err(fail(

@@ -389,7 +389,7 @@ impl VerifierKey {
         let mut raw = Vec::with_capacity(33);
         raw.push(0x01);
         raw.extend_from_slice(&self.key.0);
-        format!("{}+{}+{}", self.name, hex(&self.key_id()), B64.encode(raw))
+        format!("{}+{}+{}", self.name, hex(self.key_id()), B64.encode(raw))
     }
     pub fn parse(s: &str) -> Result<Self> {
         let s = s.trim_end_matches('\n');
@@ -409,7 +409,7 @@ impl VerifierKey {
             return Err(bad("not an Ed25519 key"));
         }
         let vk = VerifierKey::new(name, PublicKey::from_slice(key)?)?;
-        if hex(&vk.key_id()) != hash {
+        if hex(vk.key_id()) != hash {
             return Err(bad("key hash does not match"));
         }
         Ok(vk)

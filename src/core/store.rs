@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::ids::{EnvelopeId, GrantId, SpiffeId};
 
 /// A stored signed statement (statement bytes + 64-byte signature).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,15 +24,17 @@ pub enum GrantState {
     Open,
     /// Consumed by the submission of this envelope.
     Used {
-        envelope_id: [u8; 16],
+        envelope_id: EnvelopeId,
     },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantRecord {
-    pub grant_id: [u8; 16],
-    pub user: String,
-    pub agent: String,
+    pub grant_id: GrantId,
+    /// Who asked (and signed the grant).
+    pub user: SpiffeId,
+    /// The agent it is addressed to.
+    pub agent: SpiffeId,
     pub expires: u64,
     pub max_bytes: u64,
     pub created: u64,
@@ -47,10 +50,10 @@ pub struct GrantRecord {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvelopeRecord {
-    pub envelope_id: [u8; 16],
-    pub grant_id: [u8; 16],
-    pub user: String,
-    pub agent: String,
+    pub envelope_id: EnvelopeId,
+    pub grant_id: GrantId,
+    pub user: SpiffeId,
+    pub agent: SpiffeId,
     pub length: u64,
     pub sha256: [u8; 32],
     pub received_at: u64,
@@ -144,7 +147,7 @@ pub enum WriteOp {
     /// Consume an open, unexpired grant addressed to `agent` and store the envelope, in one
     /// transaction.
     ConsumeGrant {
-        agent: String,
+        agent: SpiffeId,
         envelope: EnvelopeRecord,
         /// The ciphertext, for envelopes stored inline.
         inline_body: Option<Vec<u8>>,
@@ -154,32 +157,34 @@ pub enum WriteOp {
     /// Record the user's receipt on an envelope; with `delete` the envelope record goes (its
     /// blob is removed by the caller after the commit).
     RecordReceipt {
-        envelope_id: [u8; 16],
-        user: String,
+        envelope_id: EnvelopeId,
+        user: SpiffeId,
         receipt: StoredSigned,
         delete: bool,
         event: Event,
     },
     /// Delete an envelope (expiry).
     DeleteEnvelope {
-        envelope_id: [u8; 16],
+        envelope_id: EnvelopeId,
         event: Event,
     },
     /// Record an approval on a grant that awaits one.
     Approve {
-        grant_id: [u8; 16],
+        grant_id: GrantId,
         approval: StoredSigned,
+        /// When the approval arrived (an approval after expiry is refused).
+        now: u64,
         event: Event,
     },
     /// Quarantine an agent (kept across restarts until released).
     Quarantine {
-        agent: String,
+        agent: SpiffeId,
         reason: String,
         event: Event,
     },
     /// Release a quarantined agent.
     Release {
-        agent: String,
+        agent: SpiffeId,
         event: Event,
     },
     /// Only an event (a denial, a quarantine).
@@ -195,10 +200,14 @@ pub enum WriteRefusal {
     GrantUsed,
     GrantExpired,
     WrongAgent,
-    TooLarge { max: u64 },
+    TooLarge {
+        max: u64,
+    },
     EnvelopeNotFound,
     Duplicate,
     NotQuarantined,
+    /// The grant awaits a second person's approval.
+    NotApproved,
 }
 
 impl WriteRefusal {
@@ -218,6 +227,10 @@ impl WriteRefusal {
             WriteRefusal::EnvelopeNotFound => Error::not_found("no such envelope"),
             WriteRefusal::Duplicate => Error::conflict("already recorded"),
             WriteRefusal::NotQuarantined => Error::not_found("that agent is not quarantined"),
+            WriteRefusal::NotApproved => Error::new(
+                crate::ErrorKind::Refused,
+                "the grant awaits a second person's approval",
+            ),
         }
     }
 }
@@ -233,16 +246,16 @@ pub trait Store: Send + Sync + 'static {
     fn apply(&self, ops: &[WriteOp]) -> Result<Vec<OpResult>>;
     /// All directory statements: (entries, revocations).
     fn directory(&self) -> Result<(Vec<StoredSigned>, Vec<StoredSigned>)>;
-    fn grant(&self, grant_id: &[u8; 16]) -> Result<Option<GrantRecord>>;
+    fn grant(&self, grant_id: &GrantId) -> Result<Option<GrantRecord>>;
     /// Open grants addressed to `agent` (expired ones included; the caller filters by time).
-    fn open_grants_for(&self, agent: &str) -> Result<Vec<GrantRecord>>;
-    fn envelope(&self, envelope_id: &[u8; 16]) -> Result<Option<EnvelopeRecord>>;
+    fn open_grants_for(&self, agent: &SpiffeId) -> Result<Vec<GrantRecord>>;
+    fn envelope(&self, envelope_id: &EnvelopeId) -> Result<Option<EnvelopeRecord>>;
     /// Envelopes waiting for `user` (no receipt yet).
-    fn inbox(&self, user: &str) -> Result<Vec<EnvelopeRecord>>;
+    fn inbox(&self, user: &SpiffeId) -> Result<Vec<EnvelopeRecord>>;
     /// The ciphertext of an envelope stored inline.
-    fn inline_body(&self, envelope_id: &[u8; 16]) -> Result<Option<Vec<u8>>>;
+    fn inline_body(&self, envelope_id: &EnvelopeId) -> Result<Option<Vec<u8>>>;
     /// Every envelope id (for sweeping orphaned blobs and expiry).
-    fn envelope_ids(&self) -> Result<Vec<[u8; 16]>>;
+    fn envelope_ids(&self) -> Result<Vec<EnvelopeId>>;
     /// Events `from..from+limit`.
     fn events(&self, from: u64, limit: usize) -> Result<Vec<(u64, Event)>>;
     fn event_count(&self) -> Result<u64>;

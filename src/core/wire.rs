@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::sign::{Signed, StatementType};
 use crate::error::{Error, ErrorKind, Result};
+use crate::ids::{EnvelopeId, GrantId};
 
 /// ALPN protocol id.
 pub const ALPN: &[u8] = b"sealrelay/1";
@@ -68,7 +69,7 @@ pub enum Request {
     ListGrants,
     /// Agent: submit an envelope for a grant; `length` ciphertext bytes follow the frame.
     Submit {
-        grant_id: [u8; 16],
+        grant_id: GrantId,
         statement: WireSigned,
         length: u64,
     },
@@ -76,7 +77,7 @@ pub enum Request {
     Inbox,
     /// User: fetch one envelope; the ciphertext follows the response frame.
     Fetch {
-        envelope_id: [u8; 16],
+        envelope_id: EnvelopeId,
     },
     /// User: record a signed delivery receipt.
     Receipt {
@@ -140,7 +141,7 @@ pub struct GrantView {
 /// An envelope as its user sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvelopeView {
-    pub envelope_id: [u8; 16],
+    pub envelope_id: EnvelopeId,
     pub grant: WireSigned,
     /// The agent-signed submission statement.
     pub statement: WireSigned,
@@ -157,14 +158,14 @@ pub enum Reply {
         entry: WireSigned,
     },
     GrantCreated {
-        grant_id: [u8; 16],
+        grant_id: GrantId,
         expires: u64,
     },
     Grants {
         grants: Vec<GrantView>,
     },
     Submitted {
-        envelope_id: [u8; 16],
+        envelope_id: EnvelopeId,
     },
     Inbox {
         envelopes: Vec<EnvelopeView>,
@@ -235,6 +236,60 @@ pub enum Response {
     Err { code: ErrorCode, message: String },
 }
 
+/// Why a side closed a connection: the QUIC application close code, so that the other side
+/// matches a number, not a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseCode {
+    /// Done (a client says goodbye).
+    Normal,
+    /// The relay found no valid SPIFFE identity in the client's certificate.
+    NoIdentity,
+    /// The relay quarantined this agent.
+    Quarantined,
+    /// The relay is shutting down.
+    ShuttingDown,
+    /// The client found the server is not a relay of its trust domain.
+    NotARelay,
+}
+
+impl CloseCode {
+    pub const ALL: [CloseCode; 5] = [
+        CloseCode::Normal,
+        CloseCode::NoIdentity,
+        CloseCode::Quarantined,
+        CloseCode::ShuttingDown,
+        CloseCode::NotARelay,
+    ];
+
+    /// The number on the wire.
+    pub fn code(self) -> u32 {
+        match self {
+            CloseCode::Normal => 0,
+            CloseCode::NoIdentity => 1,
+            CloseCode::Quarantined => 2,
+            CloseCode::ShuttingDown => 3,
+            CloseCode::NotARelay => 4,
+        }
+    }
+
+    pub fn from_code(code: u64) -> Option<CloseCode> {
+        CloseCode::ALL
+            .into_iter()
+            .find(|c| u64::from(c.code()) == code)
+    }
+
+    /// The reason phrase sent with it (for people reading packet captures; never matched).
+    pub fn reason(self) -> &'static [u8] {
+        match self {
+            CloseCode::Normal => b"bye",
+            CloseCode::NoIdentity => b"no valid SPIFFE identity",
+            CloseCode::Quarantined => b"agent quarantined",
+            CloseCode::ShuttingDown => b"relay shutting down",
+            CloseCode::NotARelay => b"not a relay of our trust domain",
+        }
+    }
+}
+
 /// Encodes a header frame.
 pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>> {
     let body = postcard::to_stdvec(msg)
@@ -282,7 +337,7 @@ mod tests {
         let req = RequestFrame {
             version: PROTOCOL_VERSION,
             request: Request::Submit {
-                grant_id: [4; 16],
+                grant_id: GrantId([4; 16]),
                 statement: WireSigned {
                     statement: vec![1, 2, 3],
                     signature: vec![9; 64],
@@ -299,6 +354,10 @@ mod tests {
         trailing.push(0);
         assert!(decode_frame::<RequestFrame>(&trailing).is_err());
         assert!(frame_len([0xff, 0xff, 0xff, 0xff]).is_err());
+        for c in CloseCode::ALL {
+            assert_eq!(CloseCode::from_code(u64::from(c.code())), Some(c));
+        }
+        assert_eq!(CloseCode::from_code(99), None);
         // Garbage never panics.
         for n in 0..64u8 {
             let junk: Vec<u8> = (0..n).map(|i| i.wrapping_mul(37)).collect();

@@ -135,7 +135,7 @@ impl AtomicFile {
         let tmp = dir.join(format!(
             ".{}.tmp-{}",
             file_name.to_string_lossy(),
-            crate::ids::hex(&nonce)
+            crate::ids::hex(nonce)
         ));
         let file = OpenOptions::new()
             .write(true)

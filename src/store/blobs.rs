@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::ids::hex;
+use crate::ids::EnvelopeId;
 use crate::local::fs::sync_dir;
 
 #[derive(Clone)]
@@ -42,12 +42,12 @@ impl BlobDir {
         Ok(BlobDir { dir, tmp })
     }
 
-    pub fn path(&self, id: &[u8; 16]) -> PathBuf {
-        self.dir.join(hex(id))
+    pub fn path(&self, id: &EnvelopeId) -> PathBuf {
+        self.dir.join(id.to_hex())
     }
 
-    pub fn create(&self, id: &[u8; 16]) -> Result<BlobWriter> {
-        let tmp_path = self.tmp.join(hex(id));
+    pub fn create(&self, id: &EnvelopeId) -> Result<BlobWriter> {
+        let tmp_path = self.tmp.join(id.to_hex());
         let file = File::options()
             .write(true)
             .create_new(true)
@@ -61,7 +61,7 @@ impl BlobDir {
     }
 
     /// Fsyncs and moves a finished blob into place (durable before it returns).
-    pub fn commit(&self, mut w: BlobWriter, id: &[u8; 16]) -> Result<()> {
+    pub fn commit(&self, mut w: BlobWriter, id: &EnvelopeId) -> Result<()> {
         w.file
             .flush()
             .map_err(|e| Error::io(format!("cannot write a blob: {e}")))?;
@@ -74,12 +74,12 @@ impl BlobDir {
         sync_dir(&self.dir)
     }
 
-    pub fn remove(&self, id: &[u8; 16]) {
+    pub fn remove(&self, id: &EnvelopeId) {
         let _ = fs::remove_file(self.path(id));
     }
 
     /// Removes blobs that no envelope record references.
-    pub fn sweep(&self, live: &HashSet<[u8; 16]>) -> Result<usize> {
+    pub fn sweep(&self, live: &HashSet<EnvelopeId>) -> Result<usize> {
         let mut removed = 0;
         for item in fs::read_dir(&self.dir)
             .map_err(|e| Error::io(format!("cannot list blobs: {e}")))?
@@ -87,7 +87,7 @@ impl BlobDir {
         {
             let name = item.file_name();
             let keep = crate::ids::parse_hex::<16>(&name.to_string_lossy())
-                .is_ok_and(|id| live.contains(&id));
+                .is_ok_and(|id| live.contains(&EnvelopeId(id)));
             if !keep {
                 let _ = fs::remove_file(item.path());
                 removed += 1;

@@ -7,13 +7,14 @@ use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
 
+use crate::core::grant_state;
 use crate::core::store::{
     EnvelopeRecord, Event, GrantRecord, GrantState, OpResult, Store, StoredSigned, WriteOp,
     WriteRefusal,
 };
 use crate::core::tlog::{leaf_hash, Hash, Tree};
 use crate::error::{Error, Result};
-use crate::ids::hex;
+use crate::ids::{hex, EnvelopeId, GrantId, SpiffeId};
 
 const DIR_ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("dir_entries");
 const DIR_REVOCATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("dir_revocations");
@@ -45,12 +46,12 @@ fn dir_key(id: &str, serial: u64) -> String {
     format!("{id}\0{serial:020}")
 }
 
-fn pair_key(owner: &str, id: &[u8; 16]) -> String {
+fn pair_key(owner: &SpiffeId, id: &[u8; 16]) -> String {
     format!("{owner}\0{}", hex(id))
 }
 
 /// Keys `owner\0...` sort together; this is the exclusive end of that range.
-fn prefix_range(owner: &str) -> (String, String) {
+fn prefix_range(owner: &SpiffeId) -> (String, String) {
     (format!("{owner}\0"), format!("{owner}\u{1}"))
 }
 
@@ -65,6 +66,19 @@ impl RedbStore {
     pub fn open(path: &Path) -> Result<Self> {
         let db = Database::create(path)
             .map_err(|e| Error::io(format!("cannot open the store {}: {e}", path.display())))?;
+        Self::with_database(db)
+    }
+
+    /// A store that lives in memory only (tests of the relay's handlers: the same code as on
+    /// disk, without a disk).
+    pub fn in_memory() -> Result<Self> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|e| Error::io(format!("cannot make an in-memory store: {e}")))?;
+        Self::with_database(db)
+    }
+
+    fn with_database(db: Database) -> Result<Self> {
         let txn = db.begin_write().map_err(db_err)?;
         {
             // Create every table so reads never meet a missing one.
@@ -135,11 +149,11 @@ impl RedbStore {
     fn record<T: serde::de::DeserializeOwned>(
         &self,
         table: TableDefinition<&[u8], &[u8]>,
-        id: &[u8; 16],
+        id: &[u8],
     ) -> Result<Option<T>> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let t = txn.open_table(table).map_err(db_err)?;
-        let v = t.get(id.as_slice()).map_err(db_err)?;
+        let v = t.get(id).map_err(db_err)?;
         v.map(|v| dec(v.value())).transpose()
     }
 
@@ -148,7 +162,7 @@ impl RedbStore {
         &self,
         index: TableDefinition<&str, ()>,
         records: TableDefinition<&[u8], &[u8]>,
-        owner: &str,
+        owner: &SpiffeId,
     ) -> Result<Vec<T>> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let index = txn.open_table(index).map_err(db_err)?;
@@ -233,7 +247,10 @@ impl RedbStore {
                                 .insert(record.grant_id.as_slice(), enc(record)?.as_slice())
                                 .map_err(db_err)?;
                             agent_grants
-                                .insert(pair_key(&record.agent, &record.grant_id).as_str(), ())
+                                .insert(
+                                    pair_key(&record.agent, record.grant_id.as_bytes()).as_str(),
+                                    (),
+                                )
                                 .map_err(db_err)?;
                             if record.needs_approval && record.approval.is_none() {
                                 pending
@@ -255,23 +272,24 @@ impl RedbStore {
                             .map_err(db_err)?
                             .map(|g| dec::<GrantRecord>(g.value()))
                             .transpose()?;
-                        match existing {
+                        let consumed = match existing {
                             None => Err(WriteRefusal::GrantNotFound),
-                            Some(g) if g.agent != *agent => Err(WriteRefusal::WrongAgent),
-                            Some(g) if g.state != GrantState::Open => Err(WriteRefusal::GrantUsed),
-                            Some(g) if *now >= g.expires => Err(WriteRefusal::GrantExpired),
-                            Some(g) if envelope.length > g.max_bytes => {
-                                Err(WriteRefusal::TooLarge { max: g.max_bytes })
-                            }
-                            Some(mut g) => {
-                                g.state = GrantState::Used {
-                                    envelope_id: envelope.envelope_id,
-                                };
+                            Some(g) => grant_state::consume(
+                                &g,
+                                agent,
+                                envelope.length,
+                                *now,
+                                envelope.envelope_id,
+                            ),
+                        };
+                        match consumed {
+                            Err(refusal) => Err(refusal),
+                            Ok(g) => {
                                 grants
                                     .insert(g.grant_id.as_slice(), enc(&g)?.as_slice())
                                     .map_err(db_err)?;
                                 agent_grants
-                                    .remove(pair_key(&g.agent, &g.grant_id).as_str())
+                                    .remove(pair_key(&g.agent, g.grant_id.as_bytes()).as_str())
                                     .map_err(db_err)?;
                                 envelopes
                                     .insert(
@@ -281,7 +299,8 @@ impl RedbStore {
                                     .map_err(db_err)?;
                                 inbox
                                     .insert(
-                                        pair_key(&envelope.user, &envelope.envelope_id).as_str(),
+                                        pair_key(&envelope.user, envelope.envelope_id.as_bytes())
+                                            .as_str(),
                                         (),
                                     )
                                     .map_err(db_err)?;
@@ -312,7 +331,7 @@ impl RedbStore {
                             Some(e) if e.receipt.is_some() => Err(WriteRefusal::Duplicate),
                             Some(mut e) => {
                                 inbox
-                                    .remove(pair_key(&e.user, &e.envelope_id).as_str())
+                                    .remove(pair_key(&e.user, e.envelope_id.as_bytes()).as_str())
                                     .map_err(db_err)?;
                                 if *delete {
                                     envelopes.remove(envelope_id.as_slice()).map_err(db_err)?;
@@ -337,7 +356,7 @@ impl RedbStore {
                             None => Err(WriteRefusal::EnvelopeNotFound),
                             Some(e) => {
                                 inbox
-                                    .remove(pair_key(&e.user, &e.envelope_id).as_str())
+                                    .remove(pair_key(&e.user, e.envelope_id.as_bytes()).as_str())
                                     .map_err(db_err)?;
                                 inline.remove(e.envelope_id.as_slice()).map_err(db_err)?;
                                 Ok(append(&mut events, event)?)
@@ -348,6 +367,7 @@ impl RedbStore {
                     WriteOp::Approve {
                         grant_id,
                         approval,
+                        now,
                         event,
                     } => {
                         let existing = grants
@@ -355,12 +375,13 @@ impl RedbStore {
                             .map_err(db_err)?
                             .map(|g| dec::<GrantRecord>(g.value()))
                             .transpose()?;
-                        match existing {
+                        let approved = match existing {
                             None => Err(WriteRefusal::GrantNotFound),
-                            Some(g) if g.state != GrantState::Open => Err(WriteRefusal::GrantUsed),
-                            Some(g) if g.approval.is_some() => Err(WriteRefusal::Duplicate),
-                            Some(mut g) => {
-                                g.approval = Some(approval.clone());
+                            Some(g) => grant_state::approve(&g, approval, *now),
+                        };
+                        match approved {
+                            Err(refusal) => Err(refusal),
+                            Ok(g) => {
                                 grants
                                     .insert(g.grant_id.as_slice(), enc(&g)?.as_slice())
                                     .map_err(db_err)?;
@@ -375,12 +396,16 @@ impl RedbStore {
                         event,
                     } => {
                         quarantine
-                            .insert(agent.as_str(), reason.as_str())
+                            .insert(agent.to_string().as_str(), reason.as_str())
                             .map_err(db_err)?;
                         Ok(append(&mut events, event)?)
                     }
                     WriteOp::Release { agent, event } => {
-                        if quarantine.remove(agent.as_str()).map_err(db_err)?.is_none() {
+                        if quarantine
+                            .remove(agent.to_string().as_str())
+                            .map_err(db_err)?
+                            .is_none()
+                        {
                             Err(WriteRefusal::NotQuarantined)
                         } else {
                             Ok(append(&mut events, event)?)
@@ -468,11 +493,11 @@ impl Store for RedbStore {
         Ok((read(DIR_ENTRIES)?, read(DIR_REVOCATIONS)?))
     }
 
-    fn grant(&self, grant_id: &[u8; 16]) -> Result<Option<GrantRecord>> {
-        self.record(GRANTS, grant_id)
+    fn grant(&self, grant_id: &GrantId) -> Result<Option<GrantRecord>> {
+        self.record(GRANTS, grant_id.as_slice())
     }
 
-    fn open_grants_for(&self, agent: &str) -> Result<Vec<GrantRecord>> {
+    fn open_grants_for(&self, agent: &SpiffeId) -> Result<Vec<GrantRecord>> {
         let all: Vec<GrantRecord> = self.owned_records(AGENT_GRANTS, GRANTS, agent)?;
         Ok(all
             .into_iter()
@@ -480,29 +505,29 @@ impl Store for RedbStore {
             .collect())
     }
 
-    fn envelope(&self, envelope_id: &[u8; 16]) -> Result<Option<EnvelopeRecord>> {
-        self.record(ENVELOPES, envelope_id)
+    fn envelope(&self, envelope_id: &EnvelopeId) -> Result<Option<EnvelopeRecord>> {
+        self.record(ENVELOPES, envelope_id.as_slice())
     }
 
-    fn inbox(&self, user: &str) -> Result<Vec<EnvelopeRecord>> {
+    fn inbox(&self, user: &SpiffeId) -> Result<Vec<EnvelopeRecord>> {
         self.owned_records(USER_INBOX, ENVELOPES, user)
     }
 
-    fn inline_body(&self, envelope_id: &[u8; 16]) -> Result<Option<Vec<u8>>> {
+    fn inline_body(&self, envelope_id: &EnvelopeId) -> Result<Option<Vec<u8>>> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let t = txn.open_table(INLINE).map_err(db_err)?;
         let v = t.get(envelope_id.as_slice()).map_err(db_err)?;
         Ok(v.map(|v| v.value().to_vec()))
     }
 
-    fn envelope_ids(&self) -> Result<Vec<[u8; 16]>> {
+    fn envelope_ids(&self) -> Result<Vec<EnvelopeId>> {
         let txn = self.db.begin_read().map_err(db_err)?;
         let t = txn.open_table(ENVELOPES).map_err(db_err)?;
         let mut out = Vec::new();
         for item in t.iter().map_err(db_err)? {
             let (k, _) = item.map_err(db_err)?;
             if let Ok(id) = <[u8; 16]>::try_from(k.value()) {
-                out.push(id);
+                out.push(EnvelopeId(id));
             }
         }
         Ok(out)

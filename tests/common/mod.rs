@@ -181,3 +181,61 @@ pub fn terminate(mut child: std::process::Child) -> std::process::ExitStatus {
         .status();
     child.wait().expect("wait for serve")
 }
+
+/// A real relay (QUIC + mutual TLS on 127.0.0.1:0) in this process, on a fresh trust root, with
+/// a clock the test moves by hand instead of sleeping.
+pub struct TestRelay {
+    pub tmp: tempfile::TempDir,
+    /// The temporary directory: `keys/` (trust root) and `data/`.
+    pub dir: PathBuf,
+    pub relay: sealrelay::server::RunningRelay,
+    pub addr: String,
+    pub clock: std::sync::Arc<sealrelay::clock::ManualClock>,
+    /// The enrolled parties, in the order given.
+    pub ids: Vec<sealrelay::core::identity::Identity>,
+    pub admin: sealrelay::core::identity::Identity,
+}
+
+/// Provisions `parties` and starts a relay for them; `adjust` changes the config first.
+pub async fn test_relay(
+    parties: &[sealrelay::local::provision::PartySpec<'_>],
+    adjust: impl FnOnce(&mut sealrelay::server::RelayConfig),
+) -> TestRelay {
+    test_relay_with(parties, adjust, None).await
+}
+
+/// [`test_relay`] on a given store.
+pub async fn test_relay_with(
+    parties: &[sealrelay::local::provision::PartySpec<'_>],
+    adjust: impl FnOnce(&mut sealrelay::server::RelayConfig),
+    store: Option<std::sync::Arc<dyn sealrelay::core::store::Store>>,
+) -> TestRelay {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let now = sealrelay::clock::now();
+    let (ids, admin) =
+        sealrelay::local::provision::provision(&dir.join("keys"), parties, now).unwrap();
+    let mut config = sealrelay::server::RelayConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data: dir.join("data"),
+        dir: dir.join("keys"),
+        ..Default::default()
+    };
+    adjust(&mut config);
+    let clock = std::sync::Arc::new(sealrelay::clock::ManualClock::new(now));
+    let deps = sealrelay::server::Dependencies {
+        store,
+        clock: clock.clone(),
+    };
+    let relay = sealrelay::server::start_with(config, deps).await.unwrap();
+    let addr = relay.local_addr.to_string();
+    TestRelay {
+        tmp,
+        dir,
+        relay,
+        addr,
+        clock,
+        ids,
+        admin,
+    }
+}

@@ -7,10 +7,7 @@ use crate::core::sign::{
     statement_reader, statement_writer, PublicKey, Signed, SigningKey, StatementType,
 };
 use crate::error::{Error, Result};
-use crate::ids::SpiffeId;
-
-/// A grant id: 128 random bits.
-pub type GrantId = [u8; 16];
+use crate::ids::{GrantId, SpiffeId};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Submission {
@@ -24,7 +21,7 @@ pub struct Submission {
 impl Submission {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = statement_writer(StatementType::Submission);
-        w.bytes(&self.grant_id)
+        w.bytes(self.grant_id.as_bytes())
             .str(&self.user.to_string())
             .str(&self.agent.to_string())
             .bytes(&self.ciphertext_sha256)
@@ -35,7 +32,7 @@ impl Submission {
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let mut r = statement_reader(bytes, StatementType::Submission)?;
         let s = Submission {
-            grant_id: r.fixed::<16>("grant id")?,
+            grant_id: GrantId(r.fixed::<16>("grant id")?),
             user: r.str(MAX_SPIFFE_LEN, "user")?.parse()?,
             agent: r.str(MAX_SPIFFE_LEN, "agent")?.parse()?,
             ciphertext_sha256: r.fixed::<32>("ciphertext digest")?,
@@ -93,7 +90,7 @@ mod tests {
     fn any_changed_field_or_ciphertext_fails() {
         let agent = SigningKey::generate().unwrap();
         let s = Submission {
-            grant_id: [7; 16],
+            grant_id: GrantId([7; 16]),
             user: SpiffeId::new("example.org", PartyKind::User, "alice").unwrap(),
             agent: SpiffeId::new("example.org", PartyKind::Agent, "bot").unwrap(),
             ciphertext_sha256: crate::core::directory::sha256(b"ciphertext"),
@@ -105,7 +102,7 @@ mod tests {
         // Each field changed in what the client observes.
         let mut variants = Vec::new();
         let mut v = s.clone();
-        v.grant_id[0] ^= 1;
+        v.grant_id.0[0] ^= 1;
         variants.push(v);
         let mut v = s.clone();
         v.user = SpiffeId::new("example.org", PartyKind::User, "mallory").unwrap();

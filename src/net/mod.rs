@@ -19,6 +19,8 @@ use crate::core::wire::ALPN;
 use crate::error::{Error, Result};
 use crate::ids::SpiffeId;
 
+pub mod frame;
+
 /// Transport limits (see `docs/config.md`).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]

@@ -1,0 +1,137 @@
+//! The agent's client: lists the grants addressed to it and submits envelopes sealed to the
+//! grant's user (it can read nothing).
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::str::FromStr;
+
+use crate::clock;
+use crate::core::envelope::submission::Submission;
+use crate::core::envelope::{self, stream::default_threads, HashingWriter};
+use crate::core::identity::Identity;
+use crate::core::sign::Signed;
+use crate::core::wire::{Reply, Request, WireSigned};
+use crate::error::{Error, Result};
+use crate::ids::{EnvelopeId, GrantId, PartyKind, SpiffeId};
+
+use super::connection::Connection;
+use super::unexpected;
+use super::verify::{authority, own_id, verified_grant, OpenGrant};
+
+/// An agent: lists its grants and submits envelopes (it can read nothing).
+pub struct AgentClient<'a> {
+    pub conn: Connection,
+    identity: &'a Identity,
+    id: SpiffeId,
+}
+
+impl<'a> AgentClient<'a> {
+    pub async fn connect(identity: &'a Identity, relay: &str) -> Result<Self> {
+        let id = own_id(identity, PartyKind::Agent)?;
+        Ok(AgentClient {
+            conn: Connection::connect(identity, relay).await?,
+            identity,
+            id,
+        })
+    }
+
+    /// Open grants addressed to this agent, each verified against the pinned authority; grants
+    /// whose user's entry is no longer current are skipped.
+    pub async fn grants(&self) -> Result<Vec<OpenGrant>> {
+        let authority = authority(self.identity)?;
+        let Reply::Grants { grants } = self.conn.simple(Request::ListGrants).await? else {
+            return Err(Error::internal("unexpected reply"));
+        };
+        let now = clock::now();
+        let mut out = Vec::new();
+        for view in &grants {
+            let g = verified_grant(view, &authority)?;
+            if !g.user_entry.is_current(now) {
+                continue;
+            }
+            if g.grant.agent != self.id {
+                return Err(Error::verification(
+                    "the relay served a grant that does not match its user or this agent",
+                ));
+            }
+            out.push(g);
+        }
+        Ok(out)
+    }
+
+    /// Seals `input` to the grant's user (recipient from the verified entry), signs the
+    /// submission statement and streams it to the relay. Returns the envelope id.
+    pub async fn send(
+        &self,
+        grant: &OpenGrant,
+        input: &mut (dyn Read + Send),
+        scratch_dir: &Path,
+    ) -> Result<EnvelopeId> {
+        let recipient = grant
+            .user_entry
+            .age_recipient
+            .as_deref()
+            .ok_or_else(|| Error::bad_input("the grant's user has no age recipient"))?;
+        let recipient = age::x25519::Recipient::from_str(recipient)
+            .map_err(|_| Error::bad_input("the grant's user has a malformed age recipient"))?;
+        let mut scratch = tempfile::tempfile_in(scratch_dir).map_err(|e| {
+            Error::io(format!(
+                "cannot make a scratch file in {}: {e}",
+                scratch_dir.display()
+            ))
+        })?;
+        let (digest, len) = {
+            let mut w =
+                HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, &mut scratch));
+            envelope::seal(&recipient, input, &mut w, default_threads())?;
+            let (inner, digest, len) = w.finish();
+            inner
+                .into_inner()
+                .map_err(|e| Error::io(format!("cannot write the scratch file: {}", e.error())))?;
+            (digest, len)
+        };
+        if len > grant.grant.max_bytes {
+            return Err(Error::bad_input(format!(
+                "the sealed envelope is {len} bytes, over the grant's limit of {} bytes",
+                grant.grant.max_bytes
+            )));
+        }
+        let statement = Submission {
+            grant_id: grant.grant.grant_id,
+            user: grant.grant.user.clone(),
+            agent: self.id.clone(),
+            ciphertext_sha256: digest,
+            ciphertext_len: len,
+        }
+        .sign(&self.identity.signing_key);
+        scratch
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| Error::io(format!("cannot rewind the scratch file: {e}")))?;
+        self.submit_raw(grant.grant.grant_id, &statement, len, &mut scratch)
+            .await
+    }
+
+    /// Submits already-sealed bytes with a statement (no checks: for tests of the relay).
+    pub async fn submit_raw(
+        &self,
+        grant_id: GrantId,
+        statement: &Signed,
+        length: u64,
+        body: &mut (dyn Read + Send),
+    ) -> Result<EnvelopeId> {
+        let request = Request::Submit {
+            grant_id,
+            statement: WireSigned::from_signed(statement),
+            length,
+        };
+        match self.conn.call(request, Some(body)).await?.0 {
+            Reply::Submitted { envelope_id } => Ok(envelope_id),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The identity, for tests that build their own statements.
+    pub fn identity(&self) -> &Identity {
+        self.identity
+    }
+}

@@ -1,0 +1,269 @@
+//! One mutually authenticated QUIC connection to the relay, one request per stream. Transport
+//! failures become typed errors by the relay's close code ([`CloseCode`]) and by QUIC's error
+//! kinds, never by matching message text.
+
+use std::io::Read;
+use std::net::SocketAddr;
+
+use quinn::{ConnectionError, RecvStream, SendStream};
+
+use crate::core::identity::Identity;
+use crate::core::wire::{
+    CloseCode, ErrorCode, Reply, Request, RequestFrame, Response, PROTOCOL_VERSION,
+};
+use crate::error::{Error, ErrorKind, Result};
+use crate::ids::PartyKind;
+use crate::net::frame::{read_frame, write_frame, ReadFrameError, WriteFrameError, CHUNK};
+use crate::net::{self, Limits};
+
+/// How long a connection attempt may take before the relay counts as unreachable.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// One connection to the relay, authenticated with an identity's client certificate.
+pub struct Connection {
+    conn: quinn::Connection,
+    endpoint: quinn::Endpoint,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        format!("relay connection failed: {e}"),
+    )
+}
+
+/// What a lost connection means for the caller. With TLS 1.3 a client whose certificate the
+/// relay refused learns it only here, from the TLS alert the relay closed with.
+pub fn connection_error(e: &ConnectionError) -> Error {
+    match e {
+        ConnectionError::ApplicationClosed(close) => {
+            match CloseCode::from_code(close.error_code.into_inner()) {
+                Some(CloseCode::Quarantined) => Error::new(
+                    ErrorKind::Refused,
+                    "the relay quarantined this agent and closed its connection: an admin must release it (`sealrelay agent release`)",
+                ),
+                Some(CloseCode::NoIdentity) => Error::new(
+                    ErrorKind::Refused,
+                    "the relay refused this identity (its certificate carries no valid SPIFFE ID): check that it was issued by the relay's CA",
+                ),
+                Some(CloseCode::ShuttingDown) => Error::new(
+                    ErrorKind::Unavailable,
+                    "the relay is shutting down: try again when it is back",
+                ),
+                _ => unavailable("the relay closed the connection"),
+            }
+        }
+        ConnectionError::ConnectionClosed(close) if is_tls_alert(close) => Error::new(
+            ErrorKind::Refused,
+            format!("the relay refused this identity ({close}): check that its certificate is issued by the relay's CA and not revoked"),
+        ),
+        other => unavailable(other),
+    }
+}
+
+/// QUIC carries a TLS alert as a transport error code in `0x100..=0x1ff` (RFC 9001 §4.8).
+fn is_tls_alert(close: &quinn::ConnectionClose) -> bool {
+    (0x100..0x200).contains(&u64::from(close.error_code))
+}
+
+fn write_error(e: &quinn::WriteError) -> Error {
+    match e {
+        quinn::WriteError::ConnectionLost(c) => connection_error(c),
+        other => unavailable(other),
+    }
+}
+
+fn read_error(e: &quinn::ReadError) -> Error {
+    match e {
+        quinn::ReadError::ConnectionLost(c) => connection_error(c),
+        other => unavailable(other),
+    }
+}
+
+fn read_exact_error(e: &quinn::ReadExactError) -> Error {
+    match e {
+        quinn::ReadExactError::ReadError(r) => read_error(r),
+        quinn::ReadExactError::FinishedEarly(_) => {
+            unavailable("the relay ended the stream before its answer was complete")
+        }
+    }
+}
+
+impl Connection {
+    /// Connects to `relay` (HOST:PORT) as `identity`.
+    pub async fn connect(identity: &Identity, relay: &str) -> Result<Self> {
+        let (Some(cert), Some(ca)) = (&identity.cert, &identity.ca_cert) else {
+            return Err(Error::bad_input(
+                "this identity is not enrolled: import the admin's bundle with `sealrelay keys import`",
+            ));
+        };
+        let config = net::client_config(cert, identity.tls_key.pkcs8(), ca, &Limits::default())?;
+        let (addr, host) = net::resolve(relay)?;
+        let bind: SocketAddr = if addr.is_ipv6() {
+            SocketAddr::from(([0u16; 8], 0))
+        } else {
+            SocketAddr::from(([0u8; 4], 0))
+        };
+        let mut endpoint = quinn::Endpoint::client(bind).map_err(unavailable)?;
+        endpoint.set_default_client_config(config);
+        let connecting = endpoint
+            .connect(addr, &host)
+            .map_err(|e| Error::bad_input(format!("cannot connect to {relay}: {e}")))?;
+        let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+            .await
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    format!("no answer from the relay at {relay} (is it running?)"),
+                )
+            })?
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    format!("cannot reach the relay at {relay}: {e}"),
+                )
+            })?;
+        // The relay must present a relay identity of our trust domain.
+        let peer = net::peer(&conn)?;
+        let ours = identity.id.as_ref().map(|i| i.trust_domain().to_owned());
+        if peer.id.kind() != PartyKind::Relay || Some(peer.id.trust_domain().to_owned()) != ours {
+            let code = CloseCode::NotARelay;
+            conn.close(code.code().into(), code.reason());
+            return Err(Error::verification(format!(
+                "{} is not a relay of this trust domain",
+                peer.id
+            )));
+        }
+        Ok(Connection { conn, endpoint })
+    }
+
+    /// Sends `request` (and `body`, if any) and reads the response frame. The returned stream
+    /// carries a body after `Reply::Envelope`.
+    pub async fn call(
+        &self,
+        request: Request,
+        body: Option<&mut (dyn Read + Send)>,
+    ) -> Result<(Reply, RecvStream)> {
+        let (mut send, mut recv) = self
+            .conn
+            .open_bi()
+            .await
+            .map_err(|e| connection_error(&e))?;
+        let frame = RequestFrame {
+            version: PROTOCOL_VERSION,
+            request,
+        };
+        write_frame(&mut send, &frame).await.map_err(|e| match e {
+            WriteFrameError::Encode(e) => e,
+            WriteFrameError::Stream(e) => write_error(&e),
+        })?;
+        // A relay that refuses a request early stops reading the body: its answer still comes.
+        let body_result = match body {
+            Some(body) => send_body(&mut send, body).await,
+            None => Ok(()),
+        };
+        let _ = send.finish();
+        let response: Response = match read_frame(&mut recv).await {
+            Ok(r) => r,
+            Err(e) => {
+                let e = match e {
+                    ReadFrameError::Stream(e) => read_exact_error(&e),
+                    ReadFrameError::Malformed(e) => e,
+                };
+                return Err(body_result.err().unwrap_or(e));
+            }
+        };
+        if let (Err(e), Response::Ok(_)) = (&body_result, &response) {
+            return Err(e.clone());
+        }
+        match response {
+            Response::Ok(reply) => Ok((reply, recv)),
+            Response::Err { code, message } => {
+                Err(Error::new(code.kind(), refusal_message(code, &message)))
+            }
+        }
+    }
+
+    pub(crate) async fn simple(&self, request: Request) -> Result<Reply> {
+        Ok(self.call(request, None).await?.0)
+    }
+
+    /// The relay's latest signed checkpoint, with a consistency proof from `old_size`.
+    pub async fn checkpoint(&self, old_size: Option<u64>) -> Result<(String, Vec<[u8; 32]>)> {
+        match self.simple(Request::GetCheckpoint { old_size }).await? {
+            Reply::Checkpoint {
+                checkpoint,
+                consistency,
+            } => Ok((checkpoint, consistency)),
+            other => Err(super::unexpected(&other)),
+        }
+    }
+
+    /// Event leaves `from..from+limit` (auditors and admins).
+    pub async fn events(&self, from: u64, limit: u32) -> Result<Vec<(u64, Vec<u8>)>> {
+        match self.simple(Request::Events { from, limit }).await? {
+            Reply::Events { events } => Ok(events),
+            other => Err(super::unexpected(&other)),
+        }
+    }
+
+    /// Closes the connection politely.
+    pub async fn close(self) {
+        let code = CloseCode::Normal;
+        self.conn.close(code.code().into(), code.reason());
+        self.endpoint.wait_idle().await;
+    }
+}
+
+/// Reads a body of exactly `length` bytes from `recv` into `out` (fetch).
+pub(crate) async fn read_body(
+    recv: &mut RecvStream,
+    length: u64,
+    out: &mut (dyn std::io::Write + Send),
+) -> Result<()> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut got = 0u64;
+    while got < length {
+        let want = usize::try_from((length - got).min(CHUNK as u64)).unwrap_or(CHUNK);
+        match recv
+            .read(&mut buf[..want])
+            .await
+            .map_err(|e| read_error(&e))?
+        {
+            Some(n) => {
+                out.write_all(&buf[..n])
+                    .map_err(|e| Error::io(format!("cannot write the scratch file: {e}")))?;
+                got += n as u64;
+            }
+            None => {
+                return Err(Error::new(
+                    ErrorKind::Unavailable,
+                    "the relay closed the stream before the whole envelope arrived",
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn refusal_message(code: ErrorCode, message: &str) -> String {
+    match code {
+        ErrorCode::NotFound => format!("the relay says: {message}"),
+        _ => format!("refused by the relay ({code:?}): {message}"),
+    }
+}
+
+async fn send_body(send: &mut SendStream, body: &mut (dyn Read + Send)) -> Result<()> {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = body
+            .read(&mut buf)
+            .map_err(|e| Error::io(format!("cannot read the body: {e}")))?;
+        if n == 0 {
+            return Ok(());
+        }
+        send.write_all(&buf[..n])
+            .await
+            .map_err(|e| write_error(&e))?;
+    }
+}

@@ -1,0 +1,161 @@
+//! The life of a grant, written once: open → used by one submission, closed by expiry, bounded
+//! by its max bytes, addressed to one agent, and (where the catalog says so) usable only once a
+//! second person approved it. The relay checks these rules before it reads a body, and every
+//! [`Store`](super::store::Store) applies the same functions inside its transaction, so racing
+//! requests are decided by the store with the same answers.
+
+use super::store::{GrantRecord, GrantState, StoredSigned, WriteRefusal};
+use crate::ids::{EnvelopeId, SpiffeId};
+
+/// Whether `agent` may use `grant` for an envelope of `length` bytes at `now`.
+pub fn check_consume(
+    grant: &GrantRecord,
+    agent: &SpiffeId,
+    length: u64,
+    now: u64,
+) -> Result<(), WriteRefusal> {
+    if grant.agent != *agent {
+        return Err(WriteRefusal::WrongAgent);
+    }
+    if grant.state != GrantState::Open {
+        return Err(WriteRefusal::GrantUsed);
+    }
+    if now >= grant.expires {
+        return Err(WriteRefusal::GrantExpired);
+    }
+    if grant.needs_approval && grant.approval.is_none() {
+        return Err(WriteRefusal::NotApproved);
+    }
+    if length > grant.max_bytes {
+        return Err(WriteRefusal::TooLarge {
+            max: grant.max_bytes,
+        });
+    }
+    Ok(())
+}
+
+/// open → used: the grant as it is once `envelope_id` consumed it.
+pub fn consume(
+    grant: &GrantRecord,
+    agent: &SpiffeId,
+    length: u64,
+    now: u64,
+    envelope_id: EnvelopeId,
+) -> Result<GrantRecord, WriteRefusal> {
+    check_consume(grant, agent, length, now)?;
+    let mut used = grant.clone();
+    used.state = GrantState::Used { envelope_id };
+    Ok(used)
+}
+
+/// Whether a second person's approval can still be recorded on `grant` at `now`.
+pub fn check_approve(grant: &GrantRecord, now: u64) -> Result<(), WriteRefusal> {
+    if grant.state != GrantState::Open {
+        return Err(WriteRefusal::GrantUsed);
+    }
+    if grant.approval.is_some() {
+        return Err(WriteRefusal::Duplicate);
+    }
+    if now >= grant.expires {
+        return Err(WriteRefusal::GrantExpired);
+    }
+    Ok(())
+}
+
+/// The grant with `approval` recorded.
+pub fn approve(
+    grant: &GrantRecord,
+    approval: &StoredSigned,
+    now: u64,
+) -> Result<GrantRecord, WriteRefusal> {
+    check_approve(grant, now)?;
+    let mut approved = grant.clone();
+    approved.approval = Some(approval.clone());
+    Ok(approved)
+}
+
+/// Whether the addressed agent sees the grant in its list: open, unexpired, and approved where
+/// approval is needed (a grant awaiting approval stays invisible to the agent).
+pub fn is_ready(grant: &GrantRecord, now: u64) -> bool {
+    grant.state == GrantState::Open
+        && now < grant.expires
+        && (!grant.needs_approval || grant.approval.is_some())
+}
+
+/// Whether the grant awaits a second person's approval at `now`.
+pub fn awaits_approval(grant: &GrantRecord, now: u64) -> bool {
+    grant.state == GrantState::Open
+        && now < grant.expires
+        && grant.needs_approval
+        && grant.approval.is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::ids::{GrantId, PartyKind};
+
+    fn id(kind: PartyKind, name: &str) -> SpiffeId {
+        SpiffeId::new("example.org", kind, name).unwrap()
+    }
+
+    fn grant(needs_approval: bool) -> GrantRecord {
+        GrantRecord {
+            grant_id: GrantId([1; 16]),
+            user: id(PartyKind::User, "alice"),
+            agent: id(PartyKind::Agent, "bot"),
+            expires: 100,
+            max_bytes: 10,
+            created: 0,
+            grant: StoredSigned {
+                statement: vec![1],
+                signature: vec![2],
+            },
+            state: GrantState::Open,
+            resource: "tickets/1".into(),
+            needs_approval,
+            approval: None,
+        }
+    }
+
+    #[test]
+    fn a_grant_serves_one_submission_by_its_agent_before_expiry_within_its_size() {
+        let g = grant(false);
+        let bot = id(PartyKind::Agent, "bot");
+        let other = id(PartyKind::Agent, "other");
+        let e = EnvelopeId([9; 16]);
+        assert_eq!(consume(&g, &other, 1, 0, e), Err(WriteRefusal::WrongAgent));
+        assert_eq!(
+            consume(&g, &bot, 11, 0, e),
+            Err(WriteRefusal::TooLarge { max: 10 })
+        );
+        assert_eq!(
+            consume(&g, &bot, 1, 100, e),
+            Err(WriteRefusal::GrantExpired)
+        );
+        let used = consume(&g, &bot, 10, 99, e).unwrap();
+        assert_eq!(used.state, GrantState::Used { envelope_id: e });
+        assert_eq!(consume(&used, &bot, 1, 0, e), Err(WriteRefusal::GrantUsed));
+        assert!(is_ready(&g, 99) && !is_ready(&g, 100) && !is_ready(&used, 0));
+    }
+
+    #[test]
+    fn a_grant_that_needs_approval_is_usable_only_once_approved_before_expiry() {
+        let g = grant(true);
+        let bot = id(PartyKind::Agent, "bot");
+        let e = EnvelopeId([9; 16]);
+        let a = StoredSigned {
+            statement: vec![3],
+            signature: vec![4],
+        };
+        assert_eq!(consume(&g, &bot, 1, 0, e), Err(WriteRefusal::NotApproved));
+        assert!(!is_ready(&g, 0) && awaits_approval(&g, 0) && !awaits_approval(&g, 100));
+        assert_eq!(approve(&g, &a, 100), Err(WriteRefusal::GrantExpired));
+        let approved = approve(&g, &a, 50).unwrap();
+        assert_eq!(approve(&approved, &a, 50), Err(WriteRefusal::Duplicate));
+        assert!(is_ready(&approved, 50) && !awaits_approval(&approved, 50));
+        let used = consume(&approved, &bot, 1, 50, e).unwrap();
+        assert_eq!(approve(&used, &a, 50), Err(WriteRefusal::GrantUsed));
+    }
+}

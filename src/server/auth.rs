@@ -1,0 +1,116 @@
+//! Every request passes here first: the rate limit, then the caller's directory entry (checked
+//! per request, so revocation and expiry take effect at once), then the policy. Each refusal is
+//! logged as a `deny` event.
+
+use crate::core::directory::EntryProblem;
+use crate::core::policy::{Action, Authorizer, Context, Decision, Principal};
+use crate::core::store::WriteOp;
+use crate::core::wire::ErrorCode;
+use crate::ids::PartyKind;
+use crate::net::Peer;
+
+use super::events;
+use super::monitor::Signal;
+use super::refusal::Refusal;
+use super::state::Relay;
+
+impl Relay {
+    /// Authenticates the caller and asks the policy about `action` in `ctx` (`ctx.now` is the
+    /// request's time).
+    pub(crate) async fn authorize(
+        &self,
+        peer: &Peer,
+        action: Action,
+        ctx: &Context,
+    ) -> Result<Principal, Refusal> {
+        let now = ctx.now;
+        if let Err(wait) = self.limiter.take(&peer.id.to_string()) {
+            self.signal(&peer.id, Signal::RateLimited, now).await;
+            return Err(Refusal::new(
+                ErrorCode::RateLimited,
+                format!("rate limited, retry after {} ms", wait.as_millis().max(1)),
+            ));
+        }
+        let principal = match self.authenticate(peer, now) {
+            Ok(p) => p,
+            Err(reason) => {
+                self.log_denial(peer, action, reason, now).await;
+                return Err(Refusal::new(ErrorCode::Unauthenticated, reason));
+            }
+        };
+        match self.policy().authorize(&principal, action, ctx) {
+            Decision::Allow => Ok(principal),
+            Decision::Deny { reasons } => {
+                let reason = reasons.join("; ");
+                self.log_denial(peer, action, &reason, now).await;
+                if !principal.quarantined {
+                    self.signal(&peer.id, Signal::Denial, now).await;
+                }
+                let message = if principal.quarantined {
+                    format!("this agent is quarantined ({reason}); an admin must release it")
+                } else {
+                    format!("denied by policy: {reason}")
+                };
+                Err(Refusal::new(ErrorCode::Forbidden, message))
+            }
+        }
+    }
+
+    /// [`Relay::authorize`] for requests about no particular resource.
+    pub(crate) async fn authorize_relay(
+        &self,
+        peer: &Peer,
+        action: Action,
+        now: u64,
+    ) -> Result<Principal, Refusal> {
+        self.authorize(
+            peer,
+            action,
+            &Context {
+                now,
+                ..Context::default()
+            },
+        )
+        .await
+    }
+
+    /// The caller as a principal, or why it may not call at all.
+    fn authenticate(&self, peer: &Peer, now: u64) -> Result<Principal, &'static str> {
+        match peer.id.kind() {
+            PartyKind::Admin if peer.id.trust_domain() == self.trust_domain => Ok(Principal {
+                id: peer.id.clone(),
+                attributes: None,
+                quarantined: false,
+            }),
+            PartyKind::User | PartyKind::Agent => {
+                let dir = self.directory.read().map_err(|_| "internal error")?;
+                match dir.active(&peer.id, now) {
+                    Ok(entry) if entry.tls_spki_sha256 == peer.spki_sha256 => Ok(Principal {
+                        id: peer.id.clone(),
+                        attributes: Some(entry.attributes.clone()),
+                        quarantined: self.monitor.is_quarantined(&peer.id.to_string()),
+                    }),
+                    Ok(_) => Err("the certificate's key is not the one in the directory entry (superseded?)"),
+                    Err(EntryProblem::Revoked) => Err("this identity has been revoked"),
+                    Err(EntryProblem::Expired) => Err("this identity's directory entry has expired"),
+                    Err(EntryProblem::NotYetValid) => Err("this identity's directory entry is not valid yet"),
+                    Err(EntryProblem::Unknown) => Err("this identity is not in the relay's directory (push it with `sealrelay user add --relay`)"),
+                }
+            }
+            _ => Err("this kind of identity may not call the relay"),
+        }
+    }
+
+    async fn log_denial(&self, peer: &Peer, action: Action, reason: &str, now: u64) {
+        let event = events::deny(
+            now,
+            &peer.id,
+            action.as_str(),
+            reason,
+            &self.policy().policy_hash(),
+        );
+        if let Err(e) = self.committer.submit(WriteOp::Append { event }).await {
+            tracing::error!(error = %e, "could not log a denial");
+        }
+    }
+}

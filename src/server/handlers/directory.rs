@@ -1,0 +1,82 @@
+//! Directory requests: an admin's push of signed entries and revocations, and anyone's lookup
+//! of a party's latest signed entry.
+
+use crate::core::policy::Action;
+use crate::core::sign::StatementType;
+use crate::core::store::{StoredSigned, WriteOp};
+use crate::core::wire::{ErrorCode, Reply, WireSigned};
+use crate::error::Error;
+use crate::ids::SpiffeId;
+use crate::net::Peer;
+
+use super::super::events;
+use super::super::refusal::{Handled, Refusal};
+use super::super::state::Relay;
+
+/// Verifies every statement against the authority, commits them with a `directory.push`
+/// event, and only then puts the new directory in force.
+pub async fn push(
+    relay: &Relay,
+    peer: &Peer,
+    entries: Vec<WireSigned>,
+    revocations: Vec<WireSigned>,
+    now: u64,
+) -> Handled {
+    relay
+        .authorize_relay(peer, Action::PushDirectory, now)
+        .await?;
+    let mut next = relay
+        .directory
+        .read()
+        .map_err(|_| Refusal::internal())?
+        .clone();
+    let mut rows_e = Vec::new();
+    let mut rows_r = Vec::new();
+    let mut names = Vec::new();
+    for w in &entries {
+        let signed = w.to_signed(StatementType::DirectoryEntry)?;
+        let e = next.insert_entry(signed, &relay.authority)?;
+        if e.id.trust_domain() != relay.trust_domain {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                format!("{} is not in this relay's trust domain", e.id),
+            ));
+        }
+        names.push(format!("{}#{}", e.id.short(), e.serial));
+        rows_e.push((e.id.to_string(), e.serial, stored(w)));
+    }
+    for w in &revocations {
+        let signed = w.to_signed(StatementType::Revocation)?;
+        let r = next.insert_revocation(&signed, &relay.authority)?;
+        names.push(format!("revoke {}#{}", r.id.short(), r.serial));
+        rows_r.push((r.id.to_string(), r.serial, stored(w)));
+    }
+    relay
+        .commit(WriteOp::PutDirectory {
+            entries: rows_e,
+            revocations: rows_r,
+            event: events::directory_push(now, &peer.id, &names),
+        })
+        .await?;
+    // Only after the commit is durable does the new directory take effect.
+    *relay.directory.write().map_err(|_| Refusal::internal())? = next;
+    Ok(Reply::Done)
+}
+
+fn stored(w: &WireSigned) -> StoredSigned {
+    StoredSigned {
+        statement: w.statement.clone(),
+        signature: w.signature.clone(),
+    }
+}
+
+/// The latest signed entry of a party (clients verify it against their pinned authority).
+pub async fn get_entry(relay: &Relay, peer: &Peer, id: &str, now: u64) -> Handled {
+    relay.authorize_relay(peer, Action::GetEntry, now).await?;
+    let id: SpiffeId = id
+        .parse()
+        .map_err(|e: Error| Refusal::new(ErrorCode::BadRequest, e.message()))?;
+    Ok(Reply::Entry {
+        entry: relay.latest_signed(&id)?,
+    })
+}

@@ -1,0 +1,207 @@
+//! Grants: a user creates one, the addressed agent lists the ones ready for it, approvers list
+//! and approve the ones that need a second person.
+
+use crate::core::directory::sha256;
+use crate::core::grant::{Approval, Grant};
+use crate::core::grant_state;
+use crate::core::policy::{Action, Authorizer, Context, Target};
+use crate::core::sign::StatementType;
+use crate::core::store::{GrantRecord, GrantState, StoredSigned, WriteOp, WriteRefusal};
+use crate::core::wire::{ErrorCode, GrantView, Reply, WireSigned};
+use crate::net::Peer;
+
+use super::super::events;
+use super::super::refusal::{Handled, Refusal};
+use super::super::state::Relay;
+
+/// A user's signed grant: policy (clearance, scope, quarantine), signature, limits, then stored
+/// with a `grant.created` event.
+pub async fn create(relay: &Relay, peer: &Peer, grant: WireSigned, now: u64) -> Handled {
+    let signed = grant.to_signed(StatementType::Grant)?;
+    let g = Grant::decode(&signed.statement)?;
+    let agent_entry = relay.entry_for(&g.agent, now).ok().map(|(e, _)| e);
+    let ctx = Context {
+        target: Target::Resource {
+            name: g.resource.clone(),
+        },
+        user: Some(g.user.clone()),
+        agent: Some(g.agent.clone()),
+        agent_attributes: agent_entry.as_ref().map(|e| e.attributes.clone()),
+        agent_quarantined: relay.monitor.is_quarantined(&g.agent.to_string()),
+        now,
+        size: Some(g.max_bytes),
+    };
+    relay.authorize(peer, Action::Grant, &ctx).await?;
+    if g.user != peer.id {
+        return Err(Refusal::new(
+            ErrorCode::Forbidden,
+            "a grant must be created by the user it names",
+        ));
+    }
+    if agent_entry.is_none() {
+        return Err(Refusal::new(
+            ErrorCode::NotFound,
+            format!("{} has no active directory entry", g.agent.short()),
+        ));
+    }
+    let (user_entry, _) = relay.entry_for(&peer.id, now)?;
+    Grant::verify(&signed, &user_entry.signing_key)?;
+    if g.expires <= now {
+        return Err(Refusal::new(
+            ErrorCode::Expired,
+            "the grant has already expired",
+        ));
+    }
+    let max_ttl = relay.config.max_grant_ttl_secs;
+    if g.expires.saturating_sub(now) > max_ttl {
+        return Err(Refusal::new(
+            ErrorCode::BadRequest,
+            format!("a grant may last at most {max_ttl} seconds"),
+        ));
+    }
+    if g.max_bytes > relay.config.max_envelope_bytes {
+        return Err(Refusal::new(
+            ErrorCode::TooLarge,
+            format!(
+                "max bytes is above the relay's limit of {}",
+                relay.config.max_envelope_bytes
+            ),
+        ));
+    }
+    let needs_approval = relay
+        .policy()
+        .catalog()
+        .lookup(&g.resource)
+        .is_some_and(|c| c.approval);
+    let record = GrantRecord {
+        grant_id: g.grant_id,
+        user: g.user.clone(),
+        agent: g.agent.clone(),
+        expires: g.expires,
+        max_bytes: g.max_bytes,
+        created: now,
+        grant: StoredSigned {
+            statement: signed.statement.clone(),
+            signature: signed.signature.to_vec(),
+        },
+        state: GrantState::Open,
+        resource: g.resource.clone(),
+        needs_approval,
+        approval: None,
+    };
+    let event = events::grant_created(now, &peer.id, &g, &signed, needs_approval);
+    relay.commit(WriteOp::CreateGrant { record, event }).await?;
+    Ok(Reply::GrantCreated {
+        grant_id: g.grant_id,
+        expires: g.expires,
+    })
+}
+
+/// The grant and its requester's current entry, as an agent or approver sees it; `None` when
+/// the requester has no active entry any more.
+fn view(relay: &Relay, g: GrantRecord, now: u64) -> Option<GrantView> {
+    let (_, user_entry) = relay.entry_for(&g.user, now).ok()?;
+    Some(GrantView {
+        grant: WireSigned {
+            statement: g.grant.statement,
+            signature: g.grant.signature,
+        },
+        user_entry,
+    })
+}
+
+/// The agent's grants that are ready: open, unexpired, approved where needed.
+pub async fn list(relay: &Relay, peer: &Peer, now: u64) -> Handled {
+    relay.authorize_relay(peer, Action::ListGrants, now).await?;
+    let grants = relay
+        .store
+        .open_grants_for(&peer.id)?
+        .into_iter()
+        .filter(|g| grant_state::is_ready(g, now))
+        .filter_map(|g| view(relay, g, now))
+        .collect();
+    Ok(Reply::Grants { grants })
+}
+
+/// Grants awaiting approval, listed only where this caller could approve them.
+pub async fn pending_approvals(relay: &Relay, peer: &Peer, now: u64) -> Handled {
+    relay.authorize_relay(peer, Action::Checkpoint, now).await?;
+    let principal = relay.principal_of(peer, now)?;
+    let policy = relay.policy();
+    let grants = relay
+        .store
+        .pending_approvals()?
+        .into_iter()
+        .filter(|g| grant_state::awaits_approval(g, now))
+        .filter(|g| {
+            let ctx = Context {
+                target: Relay::grant_target(g),
+                now,
+                ..Context::default()
+            };
+            policy
+                .authorize(&principal, Action::Approve, &ctx)
+                .is_allow()
+        })
+        .filter_map(|g| view(relay, g, now))
+        .collect();
+    Ok(Reply::Pending { grants })
+}
+
+/// A second person's signed approval of a grant that needs one.
+pub async fn approve(relay: &Relay, peer: &Peer, approval: WireSigned, now: u64) -> Handled {
+    let signed = approval.to_signed(StatementType::Approval)?;
+    let a = Approval::decode(&signed.statement)?;
+    let g = relay
+        .store
+        .grant(&a.grant_id)?
+        .ok_or_else(|| Refusal::not_found("grant"))?;
+    let ctx = Context {
+        target: Relay::grant_target(&g),
+        now,
+        ..Context::default()
+    };
+    relay.authorize(peer, Action::Approve, &ctx).await?;
+    let (entry, _) = relay.entry_for(&peer.id, now)?;
+    Approval::verify(&signed, &entry.signing_key)?;
+    if a.approver != peer.id {
+        return Err(Refusal::new(
+            ErrorCode::BadRequest,
+            "the approval names another approver",
+        ));
+    }
+    if a.grant_sha256 != sha256(&g.grant.statement) {
+        return Err(Refusal::new(
+            ErrorCode::BadRequest,
+            "the approval is for a different version of this grant (it was modified): it does not count",
+        ));
+    }
+    let approval_refused = |r: WriteRefusal| match r {
+        WriteRefusal::GrantExpired => Refusal::new(
+            ErrorCode::Expired,
+            "the grant expired before it was approved; it stays closed",
+        ),
+        other => Refusal::from(other),
+    };
+    grant_state::check_approve(&g, now).map_err(approval_refused)?;
+    let event = events::grant_approved(now, &peer.id, &g.user, &a, &signed);
+    relay
+        .commit(WriteOp::Approve {
+            grant_id: g.grant_id,
+            approval: StoredSigned {
+                statement: signed.statement.clone(),
+                signature: signed.signature.to_vec(),
+            },
+            now,
+            event,
+        })
+        .await
+        .map_err(|r| {
+            if r.code == ErrorCode::Expired {
+                approval_refused(WriteRefusal::GrantExpired)
+            } else {
+                r
+            }
+        })?;
+    Ok(Reply::Done)
+}

@@ -1,0 +1,55 @@
+//! The transparency log: the latest signed checkpoint (with a consistency proof from the
+//! caller's last one) and event leaves for auditors.
+
+use crate::core::policy::Action;
+use crate::core::wire::{ErrorCode, Reply};
+use crate::error::Error;
+use crate::net::Peer;
+
+use super::super::refusal::{Handled, Refusal};
+use super::super::state::Relay;
+
+/// Most events in one reply.
+pub const MAX_EVENTS: u32 = 1000;
+
+pub async fn checkpoint(relay: &Relay, peer: &Peer, old_size: Option<u64>, now: u64) -> Handled {
+    relay.authorize_relay(peer, Action::Checkpoint, now).await?;
+    // Checkpoints are signed lazily: bring the latest up to the log's size first.
+    let signer = relay.signer.clone();
+    let store = relay.store.clone();
+    tokio::task::spawn_blocking(move || signer.sign_current(store.as_ref()))
+        .await
+        .map_err(|_| Error::internal("checkpoint task failed"))??;
+    let (cp, note) = relay
+        .latest_checkpoint()
+        .ok_or_else(|| Refusal::new(ErrorCode::Unavailable, "no checkpoint signed yet"))?;
+    let consistency = match old_size {
+        Some(old) if old > cp.size => {
+            return Err(Refusal::new(
+                ErrorCode::Conflict,
+                format!(
+                    "your checkpoint has {old} entries but the relay's newest has {}: the log was rolled back",
+                    cp.size
+                ),
+            ))
+        }
+        Some(old) => relay.store.consistency_proof(old, cp.size)?,
+        None => Vec::new(),
+    };
+    Ok(Reply::Checkpoint {
+        checkpoint: note,
+        consistency,
+    })
+}
+
+pub async fn events(relay: &Relay, peer: &Peer, from: u64, limit: u32, now: u64) -> Handled {
+    relay.authorize_relay(peer, Action::Audit, now).await?;
+    let limit = usize::try_from(limit.min(MAX_EVENTS)).unwrap_or(1000);
+    let events = relay
+        .store
+        .events(from, limit)?
+        .into_iter()
+        .map(|(i, e)| (i, e.leaf_bytes()))
+        .collect();
+    Ok(Reply::Events { events })
+}

@@ -1,0 +1,212 @@
+//! An agent's submission: every check that can be made before the body is, then the body is
+//! streamed (to memory when small, to a temporary blob otherwise) while it is validated as a
+//! single-recipient age file and hashed, and the grant is consumed and the envelope stored in
+//! one durable transaction.
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::core::envelope::submission::Submission;
+use crate::core::envelope::validate::EnvelopeValidator;
+use crate::core::grant_state;
+use crate::core::policy::{Action, Context};
+use crate::core::sign::StatementType;
+use crate::core::store::{EnvelopeRecord, StoredSigned, WriteOp};
+use crate::core::wire::{ErrorCode, Reply, WireSigned};
+use crate::error::Error;
+use crate::ids::{EnvelopeId, GrantId};
+use crate::net::frame::CHUNK;
+use crate::net::Peer;
+use crate::store::blobs::BlobWriter;
+
+use super::super::events;
+use super::super::monitor::Signal;
+use super::super::refusal::{Handled, Refusal};
+use super::super::state::Relay;
+
+/// Envelopes up to this size are stored inline in the store (committed with their batch, no
+/// file and no per-envelope fsync); larger ones stream to blob files.
+pub const INLINE_MAX: u64 = 64 * 1024;
+
+pub async fn submit<B: AsyncRead + Unpin + Send>(
+    relay: &Relay,
+    peer: &Peer,
+    grant_id: GrantId,
+    statement: WireSigned,
+    length: u64,
+    now: u64,
+    body: &mut B,
+) -> Handled {
+    // The grant the submission is for; one addressed to another agent is "no such grant".
+    let grant = relay.store.grant(&grant_id)?.filter(|g| g.agent == peer.id);
+    let Some(grant) = grant else {
+        // Still authenticate (and rate-limit, and refuse a quarantined agent) first.
+        relay.authorize_relay(peer, Action::ListGrants, now).await?;
+        return Err(Refusal::not_found("grant"));
+    };
+    let ctx = Context {
+        target: Relay::grant_target(&grant),
+        user: Some(grant.user.clone()),
+        agent: Some(peer.id.clone()),
+        now,
+        size: Some(length),
+        ..Context::default()
+    };
+    relay.authorize(peer, Action::Submit, &ctx).await?;
+    if length > relay.config.max_envelope_bytes {
+        return Err(Refusal::new(
+            ErrorCode::TooLarge,
+            format!(
+                "the envelope is over the relay's limit of {} bytes",
+                relay.config.max_envelope_bytes
+            ),
+        ));
+    }
+    // Early checks, so a refused body is not read; the store checks the same rules again
+    // inside the commit.
+    grant_state::check_consume(&grant, &peer.id, length, now)?;
+    let (agent_entry, _) = relay.entry_for(&peer.id, now)?;
+    let signed = statement.to_signed(StatementType::Submission)?;
+    let claimed = Submission::decode(&signed.statement)?;
+    signed.verify(&agent_entry.signing_key).map_err(|e| {
+        Refusal::new(
+            ErrorCode::BadRequest,
+            format!("the submission statement does not verify: {e}"),
+        )
+    })?;
+    if claimed.grant_id != grant_id
+        || claimed.user != grant.user
+        || claimed.agent != peer.id
+        || claimed.ciphertext_len != length
+    {
+        return Err(Refusal::new(
+            ErrorCode::BadRequest,
+            "the submission statement does not match this grant and length",
+        ));
+    }
+
+    let envelope_id = EnvelopeId::random()?;
+    let inline = length <= INLINE_MAX;
+    // A refused body leaves nothing: the temporary blob goes when its writer drops.
+    let (inline_body, blob, digest) =
+        receive(relay, peer, &envelope_id, length, inline, now, body).await?;
+    if digest != claimed.ciphertext_sha256 {
+        return Err(Refusal::new(
+            ErrorCode::BadRequest,
+            "the body does not match the SHA-256 in the signed statement",
+        ));
+    }
+    if let Some(b) = blob {
+        // fsync, rename, fsync the directory: off the async threads.
+        let blobs = relay.blobs.clone();
+        tokio::task::spawn_blocking(move || blobs.commit(b, &envelope_id))
+            .await
+            .map_err(|_| Error::internal("blob commit task failed"))??;
+    }
+    let record = EnvelopeRecord {
+        envelope_id,
+        grant_id,
+        user: grant.user.clone(),
+        agent: peer.id.clone(),
+        length,
+        sha256: claimed.ciphertext_sha256,
+        received_at: now,
+        expires_at: now.saturating_add(relay.config.envelope_ttl_secs),
+        statement: StoredSigned {
+            statement: signed.statement.clone(),
+            signature: signed.signature.to_vec(),
+        },
+        receipt: None,
+        inline,
+    };
+    let event = events::envelope_submitted(
+        now,
+        &peer.id,
+        &envelope_id,
+        &grant_id,
+        &grant.user,
+        &claimed.ciphertext_sha256,
+        length,
+        &signed,
+    );
+    let op = WriteOp::ConsumeGrant {
+        agent: peer.id.clone(),
+        envelope: record,
+        inline_body,
+        now,
+        event,
+    };
+    match relay.commit(op).await {
+        Ok(_) => Ok(Reply::Submitted { envelope_id }),
+        Err(r) => {
+            if !inline {
+                relay.blobs.remove(&envelope_id);
+            }
+            Err(r)
+        }
+    }
+}
+
+/// Reads exactly `length` body bytes (and then the end of the stream), validating and hashing
+/// them on the way; small bodies are returned, large ones written to a temporary blob.
+async fn receive<B: AsyncRead + Unpin + Send>(
+    relay: &Relay,
+    peer: &Peer,
+    envelope_id: &EnvelopeId,
+    length: u64,
+    inline: bool,
+    now: u64,
+    body: &mut B,
+) -> Result<(Option<Vec<u8>>, Option<BlobWriter>, [u8; 32]), Refusal> {
+    let mut blob = if inline {
+        None
+    } else {
+        Some(relay.blobs.create(envelope_id)?)
+    };
+    let mut kept = Vec::with_capacity(if inline {
+        usize::try_from(length).unwrap_or(0)
+    } else {
+        0
+    });
+    let mut validator = EnvelopeValidator::new();
+    let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut remaining = length;
+    let mut buf = vec![0u8; CHUNK.min(usize::try_from(length).unwrap_or(CHUNK).max(1))];
+    let upload_failed =
+        |e: std::io::Error| Refusal::new(ErrorCode::BadRequest, format!("the upload failed: {e}"));
+    while remaining > 0 {
+        let want = usize::try_from(remaining.min(buf.len() as u64)).unwrap_or(buf.len());
+        let n = body.read(&mut buf[..want]).await.map_err(upload_failed)?;
+        if n == 0 {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                "the body ended before its declared length",
+            ));
+        }
+        let chunk = &buf[..n];
+        if let Err(e) = validator.update(chunk) {
+            relay.signal(&peer.id, Signal::InvalidEnvelope, now).await;
+            return Err(Refusal::new(ErrorCode::InvalidEnvelope, e.to_string()));
+        }
+        hasher.update(chunk);
+        match &mut blob {
+            Some(b) => std::io::Write::write_all(b, chunk)
+                .map_err(|e| Error::io(format!("cannot write a blob: {e}")))?,
+            None => kept.extend_from_slice(chunk),
+        }
+        remaining -= n as u64;
+    }
+    let mut extra = [0u8; 1];
+    if body.read(&mut extra).await.map_err(upload_failed)? != 0 {
+        return Err(Refusal::new(
+            ErrorCode::BadRequest,
+            "the body is longer than its declared length",
+        ));
+    }
+    if let Err(e) = validator.finish() {
+        relay.signal(&peer.id, Signal::InvalidEnvelope, now).await;
+        return Err(Refusal::new(ErrorCode::InvalidEnvelope, e.to_string()));
+    }
+    let mut digest = [0u8; 32];
+    digest.copy_from_slice(hasher.finish().as_ref());
+    Ok((inline.then_some(kept), blob, digest))
+}

@@ -1,0 +1,177 @@
+//! The kill switch, the directory, the log, and authentication.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use super::*;
+
+#[tokio::test]
+async fn admins_quarantine_and_release_agents_users_cannot() {
+    let f = fixture();
+    let name = "research-bot";
+    let quarantine = Request::Quarantine {
+        agent: name.into(),
+        reason: "test".into(),
+    };
+    assert_eq!(
+        code(f.call(&f.alice, quarantine.clone()).await),
+        ErrorCode::Forbidden
+    );
+    f.call(&f.admin, quarantine.clone()).await.unwrap();
+    assert_eq!(
+        code(f.call(&f.admin, quarantine).await),
+        ErrorCode::Conflict
+    );
+    // The quarantined agent is refused on its next request, and grants to it too.
+    let refusal = f
+        .call(&f.bot, Request::ListGrants)
+        .await
+        .expect_err("quarantined");
+    assert!(
+        refusal.message.contains("quarantined"),
+        "{}",
+        refusal.message
+    );
+    let (_, signed) = f.grant_statement("tickets/1", 600);
+    let req = Request::CreateGrant {
+        grant: WireSigned::from_signed(&signed),
+    };
+    assert_eq!(code(f.call(&f.alice, req).await), ErrorCode::Forbidden);
+    let release = Request::Release { agent: name.into() };
+    assert_eq!(
+        code(f.call(&f.alice, release.clone()).await),
+        ErrorCode::Forbidden
+    );
+    f.call(&f.admin, release.clone()).await.unwrap();
+    assert_eq!(code(f.call(&f.admin, release).await), ErrorCode::NotFound);
+    f.call(&f.bot, Request::ListGrants).await.unwrap();
+    let kinds = f.event_kinds();
+    assert!(kinds.contains(&"agent.quarantined".to_owned()));
+    assert!(kinds.contains(&"agent.released".to_owned()));
+}
+
+#[tokio::test]
+async fn the_directory_is_pushed_by_admins_and_read_by_anyone_enrolled() {
+    let f = fixture();
+    let alice_id: SpiffeId = f.alice.id.clone().unwrap();
+    let Reply::Entry { entry } = f
+        .call(
+            &f.bot,
+            Request::GetEntry {
+                id: alice_id.to_string(),
+            },
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("no entry")
+    };
+    assert_eq!(
+        code(
+            f.call(
+                &f.bot,
+                Request::GetEntry {
+                    id: "not a spiffe id".into()
+                }
+            )
+            .await
+        ),
+        ErrorCode::BadRequest
+    );
+    assert_eq!(
+        code(
+            f.call(
+                &f.bot,
+                Request::GetEntry {
+                    id: "spiffe://sealrelay.local/user/nobody".into()
+                }
+            )
+            .await
+        ),
+        ErrorCode::NotFound
+    );
+    let push = |entries: Vec<WireSigned>| Request::PushDirectory {
+        entries,
+        revocations: Vec::new(),
+    };
+    assert_eq!(
+        code(f.call(&f.alice, push(vec![entry.clone()])).await),
+        ErrorCode::Forbidden
+    );
+    let mut forged = entry.clone();
+    forged.signature[1] ^= 1;
+    assert_eq!(
+        code(f.call(&f.admin, push(vec![forged])).await),
+        ErrorCode::BadRequest
+    );
+    f.call(&f.admin, push(vec![entry])).await.unwrap();
+    assert!(f.event_kinds().contains(&"directory.push".to_owned()));
+}
+
+#[tokio::test]
+async fn checkpoints_and_events_for_those_allowed_to_read_the_log() {
+    let f = fixture();
+    f.grant("tickets/1").await;
+    let Reply::Checkpoint {
+        checkpoint,
+        consistency,
+    } = f
+        .call(&f.alice, Request::GetCheckpoint { old_size: Some(1) })
+        .await
+        .unwrap()
+    else {
+        panic!("no checkpoint")
+    };
+    assert!(checkpoint.contains('\n'));
+    assert!(!consistency.is_empty());
+    assert_eq!(
+        code(
+            f.call(
+                &f.alice,
+                Request::GetCheckpoint {
+                    old_size: Some(1_000_000)
+                }
+            )
+            .await
+        ),
+        ErrorCode::Conflict,
+        "a checkpoint larger than the log is a rollback"
+    );
+    // Events: auditors (bob) may read them, alice may not.
+    let Reply::Events { events } = f
+        .call(
+            &f.bob,
+            Request::Events {
+                from: 0,
+                limit: 5000,
+            },
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("no events")
+    };
+    assert!(!events.is_empty() && events.len() <= 1000);
+    assert_eq!(
+        code(
+            f.call(&f.alice, Request::Events { from: 0, limit: 10 })
+                .await
+        ),
+        ErrorCode::Forbidden
+    );
+}
+
+#[tokio::test]
+async fn callers_outside_the_directory_or_revoked_are_unauthenticated() {
+    let f = fixture();
+    let mut stranger = peer(&f.carol);
+    stranger.spki_sha256 = [0; 32];
+    let r = handle(&f.relay, &stranger, Request::Inbox, f.now(), &mut &[][..])
+        .await
+        .expect_err("a superseded key");
+    assert_eq!(r.code, ErrorCode::Unauthenticated);
+    // The directory entries expire on the clock like everything else.
+    f.clock.advance(400 * 86_400);
+    assert_eq!(
+        code(f.call(&f.carol, Request::Inbox).await),
+        ErrorCode::Unauthenticated
+    );
+}

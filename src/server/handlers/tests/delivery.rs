@@ -1,0 +1,210 @@
+//! Submission, inbox, fetch, receipts and the time to live.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use super::*;
+
+#[tokio::test]
+async fn a_submission_consumes_its_grant_once_and_stores_only_valid_ciphertext() {
+    let f = fixture();
+    let id = f.grant("tickets/1").await;
+    // A body that is not an age file is refused and nothing is stored.
+    let (body, request) = f.sealed(id, b"hello");
+    let mut plain = b"plain text that is not an age file".to_vec();
+    plain.resize(body.len(), b'x');
+    assert_eq!(
+        code(f.call_with_body(&f.bot, request.clone(), &plain).await),
+        ErrorCode::InvalidEnvelope
+    );
+    // A short body; a body longer than declared.
+    assert_eq!(
+        code(
+            f.call_with_body(&f.bot, request.clone(), &body[..body.len() - 1])
+                .await
+        ),
+        ErrorCode::BadRequest
+    );
+    let mut long = body.clone();
+    long.push(0);
+    assert_eq!(
+        code(f.call_with_body(&f.bot, request.clone(), &long).await),
+        ErrorCode::BadRequest
+    );
+    assert!(f.relay.store.envelope_ids().unwrap().is_empty());
+    // The real one.
+    let Reply::Submitted { envelope_id } = f
+        .call_with_body(&f.bot, request.clone(), &body)
+        .await
+        .unwrap()
+    else {
+        panic!("not submitted")
+    };
+    let g = f.relay.store.grant(&id).unwrap().unwrap();
+    assert_eq!(g.state, GrantState::Used { envelope_id });
+    assert_eq!(
+        f.relay.store.inline_body(&envelope_id).unwrap().unwrap(),
+        body
+    );
+    // Again: the grant serves one submission.
+    assert_eq!(code(f.submit(id, b"again").await), ErrorCode::Conflict);
+    // A user may not submit; an unknown grant is "no such grant".
+    assert_eq!(
+        code(f.call_with_body(&f.alice, request, &body).await),
+        ErrorCode::Forbidden
+    );
+    assert_eq!(
+        code(f.submit(GrantId([7; 16]), b"x").await),
+        ErrorCode::NotFound
+    );
+    assert_eq!(f.relay.store.envelope_ids().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn large_envelopes_become_blob_files_and_a_refused_one_leaves_none() {
+    let f = fixture();
+    let id = f.grant("tickets/1").await;
+    let big = vec![7u8; 200_000];
+    let (body, request) = f.sealed(id, &big);
+    // The statement's digest does not match the body: refused after the body, no blob left.
+    let mut tampered = body.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    assert_eq!(
+        code(f.call_with_body(&f.bot, request.clone(), &tampered).await),
+        ErrorCode::BadRequest
+    );
+    let blobs = f.relay.config.data.join("blobs");
+    let tmp = f.relay.config.data.join("blobs.tmp");
+    assert_eq!(std::fs::read_dir(&blobs).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+    let Reply::Submitted { envelope_id } = f.call_with_body(&f.bot, request, &body).await.unwrap()
+    else {
+        panic!("not submitted")
+    };
+    assert_eq!(
+        std::fs::read(blobs.join(envelope_id.to_hex())).unwrap(),
+        body
+    );
+}
+
+#[tokio::test]
+async fn only_the_requester_sees_and_fetches_its_envelope_then_files_a_receipt() {
+    let f = fixture();
+    let id = f.grant("tickets/1").await;
+    let (body, request) = f.sealed(id, b"the ticket");
+    let Reply::Submitted { envelope_id } = f.call_with_body(&f.bot, request, &body).await.unwrap()
+    else {
+        panic!("not submitted")
+    };
+    let Reply::Inbox { envelopes } = f.call(&f.alice, Request::Inbox).await.unwrap() else {
+        panic!("no inbox")
+    };
+    assert_eq!(envelopes.len(), 1);
+    assert_eq!(envelopes[0].envelope_id, envelope_id);
+    let Reply::Inbox { envelopes } = f.call(&f.bob, Request::Inbox).await.unwrap() else {
+        panic!("no inbox")
+    };
+    assert!(envelopes.is_empty());
+    assert_eq!(
+        code(f.call(&f.bot, Request::Inbox).await),
+        ErrorCode::Forbidden
+    );
+    // Fetch: alice gets the view and the stored bytes; bob's answer is the same as for a
+    // missing envelope; the agent is refused.
+    let outcome = handle(
+        &f.relay,
+        &peer(&f.alice),
+        Request::Fetch { envelope_id },
+        f.now(),
+        &mut &[][..],
+    )
+    .await
+    .unwrap();
+    match outcome {
+        Outcome::Envelope {
+            view,
+            body: StoredBody::Inline(bytes),
+        } => {
+            assert_eq!(view.envelope_id, envelope_id);
+            assert_eq!(bytes, body);
+        }
+        other => panic!("{other:?}"),
+    }
+    for (who, expect) in [
+        (&f.bob, ErrorCode::NotFound),
+        (&f.bot, ErrorCode::Forbidden),
+    ] {
+        let r = handle(
+            &f.relay,
+            &peer(who),
+            Request::Fetch { envelope_id },
+            f.now(),
+            &mut &[][..],
+        )
+        .await;
+        assert_eq!(r.expect_err("refused").code, expect);
+    }
+    let missing = handle(
+        &f.relay,
+        &peer(&f.bob),
+        Request::Fetch {
+            envelope_id: EnvelopeId([0; 16]),
+        },
+        f.now(),
+        &mut &[][..],
+    )
+    .await
+    .expect_err("missing");
+    let others = handle(
+        &f.relay,
+        &peer(&f.bob),
+        Request::Fetch { envelope_id },
+        f.now(),
+        &mut &[][..],
+    )
+    .await
+    .expect_err("others");
+    assert_eq!(missing, others, "another's envelope must look missing");
+    // A receipt that describes another envelope's digest is refused; the right one is
+    // recorded with a proof under a signed checkpoint, and the inbox empties.
+    let wrong = f.receipt(envelope_id, id, b"not the ciphertext");
+    assert_eq!(code(f.call(&f.alice, wrong).await), ErrorCode::BadRequest);
+    let Reply::ReceiptRecorded {
+        event_index,
+        tree_size,
+        ..
+    } = f
+        .call(&f.alice, f.receipt(envelope_id, id, &body))
+        .await
+        .unwrap()
+    else {
+        panic!("no receipt")
+    };
+    assert!(event_index < tree_size);
+    assert_eq!(
+        code(f.call(&f.alice, f.receipt(envelope_id, id, &body)).await),
+        ErrorCode::NotFound,
+        "a second receipt"
+    );
+    let Reply::Inbox { envelopes } = f.call(&f.alice, Request::Inbox).await.unwrap() else {
+        panic!("no inbox")
+    };
+    assert!(envelopes.is_empty());
+}
+
+#[tokio::test]
+async fn envelopes_past_their_ttl_leave_the_inbox_and_are_swept_on_the_clock() {
+    let f = fixture_with(|c| c.envelope_ttl_secs = 60);
+    let id = f.grant("tickets/1").await;
+    let (body, request) = f.sealed(id, b"soon gone");
+    f.call_with_body(&f.bot, request, &body).await.unwrap();
+    f.clock.advance(59);
+    assert_eq!(crate::server::sweep::sweep_expired(&f.relay).await, 0);
+    f.clock.advance(1);
+    let Reply::Inbox { envelopes } = f.call(&f.alice, Request::Inbox).await.unwrap() else {
+        panic!("no inbox")
+    };
+    assert!(envelopes.is_empty(), "an expired envelope is listed");
+    assert_eq!(crate::server::sweep::sweep_expired(&f.relay).await, 1);
+    assert!(f.relay.store.envelope_ids().unwrap().is_empty());
+    assert!(f.event_kinds().contains(&"envelope.expired".to_owned()));
+}

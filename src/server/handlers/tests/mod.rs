@@ -1,0 +1,212 @@
+//! Every kind of request, handled without a socket: the relay's state on an in-memory store, a
+//! clock the test moves, and callers whose certificates were never used. Each test asserts the
+//! answer and what was (or was not) stored.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use crate::clock::{Clock, ManualClock};
+use crate::core::directory::sha256;
+use crate::core::envelope::submission::Submission;
+use crate::core::grant::{Approval, DeliveryStatus, Grant, Receipt};
+use crate::core::identity::Identity;
+use crate::core::sign::Signed;
+use crate::core::store::GrantState;
+use crate::core::wire::{ErrorCode, Reply, Request, WireSigned};
+use crate::ids::{EnvelopeId, GrantId, SpiffeId};
+use crate::local::provision::{agent, provision, user};
+use crate::net::Peer;
+use crate::server::config::RelayConfig;
+use crate::server::monitor::MonitorConfig;
+use crate::server::startup;
+use crate::server::state::Relay;
+use crate::store::redb::RedbStore;
+
+use super::{handle, Outcome, StoredBody};
+
+mod admin;
+mod delivery;
+mod grants;
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    relay: Relay,
+    clock: Arc<ManualClock>,
+    alice: Identity,
+    bob: Identity,
+    carol: Identity,
+    bot: Identity,
+    admin: Identity,
+}
+
+fn fixture() -> Fixture {
+    fixture_with(|_| {})
+}
+
+fn fixture_with(adjust: impl FnOnce(&mut RelayConfig)) -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let now = crate::clock::now();
+    let (mut ids, admin) = provision(
+        &tmp.path().join("keys"),
+        &[
+            user("alice", 3, &["engineer"]),
+            user("bob", 3, &["approver", "auditor"]),
+            user("carol", 0, &[]),
+            agent("research-bot", &["tickets/*", "payroll/*"]),
+        ],
+        now,
+    )
+    .unwrap();
+    let mut config = RelayConfig {
+        data: tmp.path().join("data"),
+        dir: tmp.path().join("keys"),
+        monitor: MonitorConfig {
+            max_denials: 1000,
+            max_invalid_envelopes: 1000,
+            ..MonitorConfig::default()
+        },
+        ..RelayConfig::default()
+    };
+    adjust(&mut config);
+    let clock = Arc::new(ManualClock::new(now));
+    let store = Arc::new(RedbStore::in_memory().unwrap());
+    let (relay, _tls) = startup::load(config, Some(store), clock.clone()).unwrap();
+    let bot = ids.pop().unwrap();
+    let carol = ids.pop().unwrap();
+    let bob = ids.pop().unwrap();
+    let alice = ids.pop().unwrap();
+    Fixture {
+        _tmp: tmp,
+        relay,
+        clock,
+        alice,
+        bob,
+        carol,
+        bot,
+        admin,
+    }
+}
+
+/// The caller as the shell would see it after a handshake with this identity's certificate.
+fn peer(id: &Identity) -> Peer {
+    let info = crate::core::pki::inspect(id.cert.as_ref().unwrap()).unwrap();
+    Peer {
+        id: id.id.clone().unwrap(),
+        spki_sha256: sha256(&info.spki_der),
+    }
+}
+
+impl Fixture {
+    fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    async fn call(&self, who: &Identity, request: Request) -> Result<Reply, super::Refusal> {
+        self.call_with_body(who, request, &[]).await
+    }
+
+    async fn call_with_body(
+        &self,
+        who: &Identity,
+        request: Request,
+        body: &[u8],
+    ) -> Result<Reply, super::Refusal> {
+        let mut body = body;
+        match handle(&self.relay, &peer(who), request, self.now(), &mut body).await? {
+            Outcome::Reply(r) => Ok(r),
+            Outcome::Envelope { .. } => panic!("an envelope where a reply was expected"),
+        }
+    }
+
+    fn grant_statement(&self, resource: &str, ttl: u64) -> (Grant, Signed) {
+        let g = Grant {
+            grant_id: GrantId::random().unwrap(),
+            user: self.alice.id.clone().unwrap(),
+            agent: self.bot.id.clone().unwrap(),
+            resource: resource.into(),
+            purpose: "triage".into(),
+            created: self.now(),
+            expires: self.now() + ttl,
+            max_bytes: 1 << 20,
+        };
+        let signed = g.sign(&self.alice.signing_key).unwrap();
+        (g, signed)
+    }
+
+    async fn grant(&self, resource: &str) -> GrantId {
+        let (g, signed) = self.grant_statement(resource, 600);
+        let reply = self
+            .call(
+                &self.alice,
+                Request::CreateGrant {
+                    grant: WireSigned::from_signed(&signed),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            reply,
+            Reply::GrantCreated {
+                grant_id: g.grant_id,
+                expires: g.expires
+            }
+        );
+        g.grant_id
+    }
+
+    /// A sealed body for alice and the bot's statement over it.
+    fn sealed(&self, grant_id: GrantId, plaintext: &[u8]) -> (Vec<u8>, Request) {
+        let recipient = self.alice.age_identity.as_ref().unwrap().to_public();
+        let mut body = Vec::new();
+        crate::core::envelope::seal(&recipient, &mut &plaintext[..], &mut body, 1).unwrap();
+        let statement = Submission {
+            grant_id,
+            user: self.alice.id.clone().unwrap(),
+            agent: self.bot.id.clone().unwrap(),
+            ciphertext_sha256: sha256(&body),
+            ciphertext_len: body.len() as u64,
+        }
+        .sign(&self.bot.signing_key);
+        let request = Request::Submit {
+            grant_id,
+            statement: WireSigned::from_signed(&statement),
+            length: body.len() as u64,
+        };
+        (body, request)
+    }
+
+    async fn submit(&self, grant_id: GrantId, plaintext: &[u8]) -> Result<Reply, super::Refusal> {
+        let (body, request) = self.sealed(grant_id, plaintext);
+        self.call_with_body(&self.bot, request, &body).await
+    }
+
+    fn event_kinds(&self) -> Vec<String> {
+        self.relay
+            .store
+            .events(0, 100_000)
+            .unwrap()
+            .into_iter()
+            .map(|(_, e)| e.kind)
+            .collect()
+    }
+
+    fn receipt(&self, envelope_id: EnvelopeId, grant_id: GrantId, body: &[u8]) -> Request {
+        let r = Receipt {
+            envelope_id,
+            grant_id,
+            user: self.alice.id.clone().unwrap(),
+            agent: self.bot.id.clone().unwrap(),
+            ciphertext_sha256: sha256(body),
+            status: DeliveryStatus::Delivered,
+            time: self.now(),
+        }
+        .sign(&self.alice.signing_key);
+        Request::Receipt {
+            receipt: WireSigned::from_signed(&r),
+        }
+    }
+}
+
+fn code(r: Result<Reply, super::Refusal>) -> ErrorCode {
+    r.expect_err("a refusal was expected").code
+}

@@ -1,0 +1,65 @@
+//! Quarantine: the monitor's signals, the durable quarantine record, closing the agent's
+//! connections, and the operator's alert (a log line on `sealrelay::alert` and the configured
+//! alert command).
+
+use crate::core::store::WriteOp;
+use crate::core::wire::CloseCode;
+use crate::ids::{PartyKind, SpiffeId};
+
+use super::events;
+use super::monitor::Signal;
+use super::refusal::Refusal;
+use super::state::Relay;
+
+impl Relay {
+    /// Quarantines an agent: durable record and event, refused from the next request, its open
+    /// connections closed, its grants held, and an alert raised.
+    pub(crate) async fn quarantine(
+        &self,
+        agent: &SpiffeId,
+        reason: &str,
+        actor: &str,
+        now: u64,
+    ) -> Result<u64, Refusal> {
+        let event = events::agent_quarantined(now, actor, agent, reason);
+        let index = self
+            .commit(WriteOp::Quarantine {
+                agent: agent.clone(),
+                reason: reason.to_owned(),
+                event,
+            })
+            .await?;
+        self.monitor.set_quarantined(&agent.to_string(), reason);
+        self.connections.close_all(agent, CloseCode::Quarantined);
+        tracing::error!(target: "sealrelay::alert", agent = %agent, reason, "agent quarantined");
+        if let Some(cmd) = self.monitor.config().alert_command.clone() {
+            let spawned = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(&cmd)
+                .env("SEALRELAY_ALERT_AGENT", agent.to_string())
+                .env("SEALRELAY_ALERT_REASON", reason)
+                .stdin(std::process::Stdio::null())
+                .spawn();
+            if let Err(e) = spawned {
+                tracing::error!(target: "sealrelay::alert", error = %e, "the alert command did not start");
+            }
+        }
+        Ok(index)
+    }
+
+    /// Counts a signal against an agent; quarantines it past the threshold.
+    pub(crate) async fn signal(&self, agent: &SpiffeId, signal: Signal, now: u64) {
+        if agent.kind() != PartyKind::Agent {
+            return;
+        }
+        if let Some(reason) = self.monitor.record(&agent.to_string(), signal, now) {
+            let actor = self.actor("monitor");
+            if let Err(e) = self
+                .quarantine(agent, &format!("automatic: {reason}"), &actor, now)
+                .await
+            {
+                tracing::error!(agent = %agent, error = %e.message, "could not quarantine");
+            }
+        }
+    }
+}

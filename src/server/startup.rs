@@ -1,0 +1,187 @@
+//! Start-up: the trust root, the policy (a relay never starts on one that does not validate),
+//! the store checked against the last signed checkpoint, the directory merged from the store
+//! and `DIR/directory`, the first checkpoint, and the sweep of blobs with no envelope.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+
+use crate::clock::Clock;
+use crate::core::directory::Directory;
+use crate::core::policy::{CedarPolicy, DEFAULT_CATALOG, DEFAULT_POLICY};
+use crate::core::sign::{Signed, SigningKey, StatementType};
+use crate::core::store::{Store, StoredSigned, WriteOp};
+use crate::core::wire::WireSigned;
+use crate::error::{Error, Result};
+use crate::ids::EnvelopeId;
+use crate::local::{dirstore, trust_root};
+use crate::store::blobs::BlobDir;
+use crate::store::redb::RedbStore;
+
+use super::checkpoints;
+use super::committer::Committer;
+use super::config::RelayConfig;
+use super::connections::Connections;
+use super::events;
+use super::listener::InFlight;
+use super::monitor::{Monitor, RateLimiter};
+use super::state::Relay;
+
+/// What the relay needs from `DIR` to serve: its TLS key and certificate, the CA.
+pub struct Tls {
+    pub cert: Vec<u8>,
+    pub key: zeroize::Zeroizing<Vec<u8>>,
+    pub ca: Vec<u8>,
+}
+
+fn read_text(path: &Option<std::path::PathBuf>, default: &str) -> Result<String> {
+    match path {
+        Some(p) => String::from_utf8(crate::local::fs::read_capped(p, 1 << 20)?)
+            .map_err(|_| Error::bad_input(format!("{} is not UTF-8", p.display()))),
+        None => Ok(default.to_owned()),
+    }
+}
+
+/// The policy and catalog the config names (or the embedded defaults), validated.
+pub fn read_policy(config: &RelayConfig) -> Result<CedarPolicy> {
+    let policy = read_text(&config.policy_file, DEFAULT_POLICY)?;
+    let catalog = read_text(&config.catalog_file, DEFAULT_CATALOG)?;
+    CedarPolicy::new(&policy, &catalog)
+}
+
+/// Builds the relay's state; `store` is the embedded one unless given.
+pub fn load(
+    config: RelayConfig,
+    store: Option<Arc<dyn Store>>,
+    clock: Arc<dyn Clock>,
+) -> Result<(Relay, Tls)> {
+    let dir = config.dir.clone();
+    let meta = trust_root::read_meta(&dir)?;
+    let tls = Tls {
+        cert: trust_root::read_cert_pem(&dir.join("relay.crt"))?,
+        key: trust_root::read_key_pem(&dir.join("relay.key"))?,
+        ca: trust_root::read_cert_pem(&dir.join("ca.crt"))?,
+    };
+    let authority = trust_root::read_verifier_key(&dir.join("authority.pub"))?.key;
+    std::fs::create_dir_all(&config.data).map_err(|e| {
+        Error::io(format!(
+            "cannot create the data directory {}: {e}",
+            config.data.display()
+        ))
+    })?;
+    let store: Arc<dyn Store> = match store {
+        Some(s) => s,
+        None => Arc::new(RedbStore::open(&config.data.join("state.redb"))?),
+    };
+    let policy =
+        read_policy(&config).map_err(|e| e.context("refusing to start on an invalid policy"))?;
+    let monitor = Monitor::new(config.monitor.clone(), store.quarantined()?);
+    let limiter = RateLimiter::new(config.requests_per_second, config.request_burst);
+    // The log key signs checkpoints; a store behind the last one signed is refused.
+    let log_key = SigningKey::from_pkcs8(&trust_root::read_key_pem(&dir.join("log.key"))?)
+        .map_err(|e| e.context("log.key"))?;
+    let log_vk = trust_root::read_verifier_key(&dir.join("log.pub"))?;
+    let signer = Arc::new(checkpoints::Signer::new(log_key, log_vk, &config.data)?);
+    signer.check_store(store.as_ref())?;
+    let blobs = BlobDir::open(&config.data)?;
+    let relay_actor = format!("spiffe://{}/relay/{}", meta.trust_domain, meta.relay_name);
+    let directory = load_directory(&dir, store.as_ref(), &authority, &relay_actor, clock.now())?;
+    // From here on every batch is checkpointed; the first checkpoint covers what is there now.
+    signer.sign_current(store.as_ref())?;
+    let checkpoint = signer.latest.clone();
+    let committer = Committer::start(store.clone(), Some(signer.clone()))?;
+    // Blobs whose envelope never committed (or was deleted) go.
+    let live: HashSet<EnvelopeId> = store.envelope_ids()?.into_iter().collect();
+    let swept = blobs.sweep(&live)?;
+    if swept > 0 {
+        tracing::info!(swept, "removed blobs with no envelope record");
+    }
+    let relay = Relay {
+        config,
+        store,
+        committer,
+        directory: RwLock::new(directory),
+        authority,
+        trust_domain: meta.trust_domain,
+        blobs,
+        policy: RwLock::new(Arc::new(policy)),
+        in_flight: InFlight::default(),
+        checkpoint,
+        signer,
+        monitor,
+        limiter,
+        connections: Connections::default(),
+        clock,
+    };
+    Ok((relay, tls))
+}
+
+/// The directory: what was pushed before (in the store) plus what is in `DIR/directory`; what
+/// the disk adds is stored with a `directory.load` event.
+fn load_directory(
+    dir: &std::path::Path,
+    store: &dyn Store,
+    authority: &crate::core::sign::PublicKey,
+    relay_actor: &str,
+    now: u64,
+) -> Result<Directory> {
+    let mut directory = Directory::new();
+    let (stored_entries, stored_revocations) = store.directory()?;
+    for s in &stored_entries {
+        directory.insert_entry(to_signed(s, StatementType::DirectoryEntry)?, authority)?;
+    }
+    for s in &stored_revocations {
+        directory.insert_revocation(&to_signed(s, StatementType::Revocation)?, authority)?;
+    }
+    let disk_dir = dir.join("directory");
+    if !disk_dir.is_dir() {
+        return Ok(directory);
+    }
+    let (disk, _) = dirstore::load(&disk_dir, authority)?;
+    let (entries, revocations) = directory_statements(&disk);
+    for (_, _, s) in &entries {
+        directory.insert_entry(to_signed(s, StatementType::DirectoryEntry)?, authority)?;
+    }
+    for (_, _, s) in &revocations {
+        directory.insert_revocation(&to_signed(s, StatementType::Revocation)?, authority)?;
+    }
+    if !entries.is_empty() || !revocations.is_empty() {
+        let event = events::directory_load(now, relay_actor, entries.len(), revocations.len());
+        let op = WriteOp::PutDirectory {
+            entries,
+            revocations,
+            event,
+        };
+        store.apply(std::slice::from_ref(&op))?;
+    }
+    Ok(directory)
+}
+
+fn to_signed(s: &StoredSigned, ty: StatementType) -> Result<Signed> {
+    WireSigned {
+        statement: s.statement.clone(),
+        signature: s.signature.clone(),
+    }
+    .to_signed(ty)
+}
+
+type Rows = Vec<(String, u64, StoredSigned)>;
+
+/// Every statement of a verified directory, as store rows: (entries, revocations).
+fn directory_statements(d: &Directory) -> (Rows, Rows) {
+    let stored = |s: &Signed| StoredSigned {
+        statement: s.statement.clone(),
+        signature: s.signature.to_vec(),
+    };
+    let entries = d
+        .parties()
+        .filter_map(|e| {
+            d.latest_signed(&e.id)
+                .map(|s| (e.id.to_string(), e.serial, stored(s)))
+        })
+        .collect();
+    let revocations = d
+        .revocations()
+        .map(|(r, s)| (r.id.to_string(), r.serial, stored(s)))
+        .collect();
+    (entries, revocations)
+}

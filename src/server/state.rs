@@ -1,0 +1,180 @@
+//! The relay's shared state ([`Relay`]) and the small lookups every handler uses.
+
+use std::sync::{Arc, RwLock};
+
+use crate::clock::Clock;
+use crate::core::directory::{Directory, DirectoryEntry};
+use crate::core::policy::{Authorizer, CedarPolicy, Principal, Target};
+use crate::core::sign::PublicKey;
+use crate::core::store::{GrantRecord, Store, WriteOp};
+use crate::core::tlog::checkpoint::Checkpoint;
+use crate::core::wire::{ErrorCode, WireSigned};
+use crate::error::{Error, ErrorKind, Result};
+use crate::ids::{PartyKind, SpiffeId};
+use crate::net::Peer;
+use crate::store::blobs::BlobDir;
+
+use super::checkpoints;
+use super::committer::Committer;
+use super::config::RelayConfig;
+use super::connections::Connections;
+use super::listener::InFlight;
+use super::monitor::{Monitor, RateLimiter};
+use super::refusal::Refusal;
+
+/// Everything a request may read or change, shared by every connection.
+pub struct Relay {
+    /// The configuration it started with (docs/config.md).
+    pub(crate) config: RelayConfig,
+    /// Durable state: grants, envelopes, the directory, quarantines, events and the log.
+    pub(crate) store: Arc<dyn Store>,
+    /// The one writer: batches writes into durable transactions (group commit).
+    pub(crate) committer: Committer,
+    /// The verified directory in force; replaced whole after a durable push.
+    pub(crate) directory: RwLock<Directory>,
+    /// The authority key every directory statement must be signed by.
+    pub(crate) authority: PublicKey,
+    /// The SPIFFE trust domain this relay serves.
+    pub(crate) trust_domain: String,
+    /// Files for envelopes too large to store inline.
+    pub(crate) blobs: BlobDir,
+    /// The policy in force; `reload_policy` swaps it (SIGHUP).
+    pub(crate) policy: RwLock<Arc<CedarPolicy>>,
+    /// Requests in flight, so shutdown can let them finish.
+    pub(crate) in_flight: InFlight,
+    /// The latest signed checkpoint (written by the commit thread).
+    pub(crate) checkpoint: checkpoints::Latest,
+    /// Signs checkpoints with the log key.
+    pub(crate) signer: Arc<checkpoints::Signer>,
+    /// Per-agent counters and quarantines.
+    pub(crate) monitor: Monitor,
+    /// Per-identity token buckets.
+    pub(crate) limiter: RateLimiter,
+    /// Open connections per identity, so a quarantine can close an agent's at once.
+    pub(crate) connections: Connections,
+    /// Where `now` comes from: read once per request.
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl Relay {
+    /// The store (for tests, the demo and `audit`).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The relay's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<CedarPolicy> {
+        match self.policy.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// `spiffe://<td>/relay/<what>`: the actor of events the relay itself causes.
+    pub(crate) fn actor(&self, what: &str) -> String {
+        format!("spiffe://{}/relay/{what}", self.trust_domain)
+    }
+
+    pub(crate) fn latest_checkpoint(&self) -> Option<(Checkpoint, String)> {
+        self.checkpoint.read().ok().and_then(|g| g.clone())
+    }
+
+    /// Commits one write with its event; maps the store's refusals to wire errors.
+    pub(crate) async fn commit(&self, op: WriteOp) -> std::result::Result<u64, Refusal> {
+        match self.committer.submit(op).await? {
+            Ok(index) => Ok(index),
+            Err(refusal) => Err(Refusal::from_write(&refusal)),
+        }
+    }
+
+    /// The active entry of `id` at `now` and its signed form.
+    pub(crate) fn entry_for(
+        &self,
+        id: &SpiffeId,
+        now: u64,
+    ) -> std::result::Result<(DirectoryEntry, WireSigned), Refusal> {
+        let dir = self.directory.read().map_err(|_| Refusal::internal())?;
+        let entry = dir.active(id, now).map_err(|_| {
+            Refusal::new(
+                ErrorCode::NotFound,
+                format!("{} has no active directory entry", id.short()),
+            )
+        })?;
+        let signed = dir
+            .latest_signed(id)
+            .ok_or_else(|| Refusal::not_found("directory entry"))?;
+        Ok((entry.clone(), WireSigned::from_signed(signed)))
+    }
+
+    /// The latest signed entry of `id`, even if since revoked (clients judge it themselves).
+    pub(crate) fn latest_signed(&self, id: &SpiffeId) -> std::result::Result<WireSigned, Refusal> {
+        let dir = self.directory.read().map_err(|_| Refusal::internal())?;
+        dir.latest_signed(id)
+            .map(WireSigned::from_signed)
+            .ok_or_else(|| Refusal::not_found("directory entry"))
+    }
+
+    /// The policy's view of a stored grant.
+    pub(crate) fn grant_target(g: &GrantRecord) -> Target {
+        Target::Grant {
+            id: g.grant_id,
+            requester: g.user.clone(),
+            agent: g.agent.clone(),
+            resource: g.resource.clone(),
+            approved: g.approval.is_some(),
+        }
+    }
+
+    /// The caller as the policy sees it (directory attributes, quarantine).
+    pub(crate) fn principal_of(
+        &self,
+        peer: &Peer,
+        now: u64,
+    ) -> std::result::Result<Principal, Refusal> {
+        let attributes = match peer.id.kind() {
+            PartyKind::User | PartyKind::Agent => Some(self.entry_for(&peer.id, now)?.0.attributes),
+            _ => None,
+        };
+        Ok(Principal {
+            id: peer.id.clone(),
+            attributes,
+            quarantined: self.monitor.is_quarantined(&peer.id.to_string()),
+        })
+    }
+
+    /// Re-reads the policy and catalog files. A valid policy takes effect for the next request
+    /// (on every connection) and is logged as an event; an invalid one is refused, logged, and
+    /// the policy in force stays.
+    pub async fn reload_policy(&self) -> Result<String> {
+        let result = super::startup::read_policy(&self.config);
+        let (decision, detail, outcome) = match result {
+            Ok(new) => {
+                let hash = new.policy_hash();
+                if let Ok(mut slot) = self.policy.write() {
+                    *slot = Arc::new(new);
+                }
+                ("allow", format!("policy {hash}"), Ok(hash))
+            }
+            Err(e) => (
+                "deny",
+                format!("invalid policy kept out: {}", e.message()),
+                Err(e),
+            ),
+        };
+        let event = super::events::policy_reload(
+            self.clock.now(),
+            &self.actor("operator"),
+            decision,
+            detail,
+        );
+        self.commit(WriteOp::Append { event })
+            .await
+            .map_err(|r| Error::new(ErrorKind::Unavailable, r.message))?;
+        outcome
+    }
+}

@@ -1,0 +1,141 @@
+//! The stream shell: one request per bidirectional QUIC stream. It reads the request frame
+//! (with a deadline), reads the clock once, hands the decoded request and the body stream to
+//! the handlers, and writes the reply (and a fetched envelope's ciphertext). All of the relay's
+//! request I/O is here.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quinn::{RecvStream, SendStream};
+use tokio::io::AsyncReadExt;
+
+use crate::core::wire::{ErrorCode, Reply, RequestFrame, Response, PROTOCOL_VERSION};
+use crate::error::{Error, ErrorKind, Result};
+use crate::net::frame::{read_frame, write_frame, WriteFrameError, CHUNK};
+use crate::net::Peer;
+
+use super::handlers::{self, Outcome, StoredBody};
+use super::refusal::Refusal;
+use super::state::Relay;
+
+/// How long a client may take to send its request frame.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves one stream to its end.
+pub async fn serve(relay: Arc<Relay>, peer: Peer, mut send: SendStream, mut recv: RecvStream) {
+    let _guard = relay.in_flight.enter();
+    let started = Instant::now();
+    let frame =
+        match tokio::time::timeout(REQUEST_TIMEOUT, read_frame::<RequestFrame>(&mut recv)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                let refusal = Refusal::new(ErrorCode::BadRequest, e.into_error().message());
+                let _ = respond(&mut send, Err(refusal)).await;
+                return;
+            }
+            Err(_) => {
+                let refusal = Refusal::new(ErrorCode::BadRequest, "request frame timed out");
+                let _ = respond(&mut send, Err(refusal)).await;
+                return;
+            }
+        };
+    if frame.version != PROTOCOL_VERSION {
+        let refusal = Refusal::new(
+            ErrorCode::BadRequest,
+            format!(
+                "protocol version {} is not supported (this relay speaks {PROTOCOL_VERSION})",
+                frame.version
+            ),
+        );
+        let _ = respond(&mut send, Err(refusal)).await;
+        return;
+    }
+    let action = frame.request.action();
+    let now = relay.clock.now();
+    let outcome = handlers::handle(&relay, &peer, frame.request, now, &mut recv).await;
+    let outcome = match outcome {
+        Ok(Outcome::Envelope { view, body }) => {
+            send_envelope(&mut send, Reply::Envelope { view }, body).await
+        }
+        Ok(Outcome::Reply(reply)) => respond(&mut send, Ok(reply)).await.map_err(Refusal::from),
+        Err(r) => Err(r),
+    };
+    match outcome {
+        Ok(()) => {
+            tracing::info!(caller = %peer.id, action, ms = started.elapsed().as_millis() as u64, "ok")
+        }
+        Err(r) => {
+            tracing::info!(caller = %peer.id, action, code = ?r.code, reason = %r.message, "refused");
+            let _ = respond(&mut send, Err(r)).await;
+        }
+    }
+}
+
+/// Writes the response frame and finishes the stream.
+async fn respond(
+    send: &mut SendStream,
+    outcome: std::result::Result<Reply, Refusal>,
+) -> Result<()> {
+    let response = match outcome {
+        Ok(reply) => Response::Ok(reply),
+        Err(r) => Response::Err {
+            code: r.code,
+            message: r.message,
+        },
+    };
+    write_response(send, &response).await?;
+    let _ = send.finish();
+    Ok(())
+}
+
+async fn write_response(send: &mut SendStream, response: &Response) -> Result<()> {
+    write_frame(send, response).await.map_err(|e| match e {
+        WriteFrameError::Encode(e) => e,
+        WriteFrameError::Stream(e) => {
+            Error::new(ErrorKind::Unavailable, format!("cannot answer: {e}"))
+        }
+    })
+}
+
+/// The envelope reply, then its ciphertext. A missing blob is "no such envelope" (logged),
+/// answered before any byte is sent.
+async fn send_envelope(
+    send: &mut SendStream,
+    reply: Reply,
+    body: StoredBody,
+) -> std::result::Result<(), Refusal> {
+    let cannot_send = |e: quinn::WriteError| {
+        Refusal::from(Error::new(
+            ErrorKind::Unavailable,
+            format!("cannot send: {e}"),
+        ))
+    };
+    match body {
+        StoredBody::Inline(bytes) => {
+            write_response(send, &Response::Ok(reply)).await?;
+            send.write_all(&bytes).await.map_err(cannot_send)?;
+        }
+        StoredBody::Blob { path, length } => {
+            let mut file = tokio::fs::File::open(&path).await.map_err(|e| {
+                tracing::error!(error = %e, blob = %path.display(), "blob missing");
+                Refusal::not_found("envelope")
+            })?;
+            write_response(send, &Response::Ok(reply)).await?;
+            let mut buf = vec![0u8; CHUNK];
+            let mut sent = 0u64;
+            while sent < length {
+                let n = file
+                    .read(&mut buf)
+                    .await
+                    .map_err(|e| Refusal::from(Error::io(format!("cannot read a blob: {e}"))))?;
+                if n == 0 {
+                    return Err(Error::io("a blob is shorter than its record").into());
+                }
+                send.write_all(&buf[..n]).await.map_err(cannot_send)?;
+                sent += n as u64;
+            }
+        }
+    }
+    let _ = send.finish();
+    Ok(())
+}
