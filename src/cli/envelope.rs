@@ -13,7 +13,7 @@ use sealrelay::core::identity::IdentityFile;
 use sealrelay::core::sign::{Signed, StatementType, MAX_SIGNED_FILE_LEN};
 use sealrelay::error::{Error, Result};
 use sealrelay::ids::{GrantId, PartyKind};
-use sealrelay::local::fs::{read_capped, write_atomic, AtomicFile, PUBLIC_MODE};
+use sealrelay::local::fs::{read_capped, write_atomic, Output, PUBLIC_MODE};
 use sealrelay::local::{identity_file, trust_root};
 
 /// Inputs at least this large get a progress bar (on a terminal only).
@@ -175,7 +175,7 @@ pub fn seal(args: SealArgs) -> Result<()> {
                 .map_err(|e| Error::io(format!("cannot write stdout: {e}")))?;
         }
         Some(path) => {
-            let file = AtomicFile::create(path, PUBLIC_MODE, true)?;
+            let file = Output::create(path, PUBLIC_MODE)?;
             let mut out = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
             envelope::seal(&recipient, &mut input, &mut out, default_threads())?;
             let (buffered, digest, written) = out.finish();
@@ -237,7 +237,7 @@ pub fn open(args: OpenArgs) -> Result<()> {
             result?;
         }
         Some(path) => {
-            let file = AtomicFile::create(path, 0o600, true)?;
+            let file = Output::create(path, 0o600)?;
             let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
             envelope::open(&refs, &mut input, &mut out, default_threads())?;
             let file = out.into_inner().map_err(|e| {

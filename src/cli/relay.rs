@@ -12,7 +12,7 @@ use sealrelay::core::identity::Identity;
 use sealrelay::core::sign::Signed;
 use sealrelay::error::{Error, Result};
 use sealrelay::ids::{hex, parse_hex, EnvelopeId, GrantId, PartyKind};
-use sealrelay::local::fs::{write_atomic, AtomicFile, PUBLIC_MODE};
+use sealrelay::local::fs::{write_atomic, Output, PUBLIC_MODE};
 use sealrelay::local::identity_file;
 use sealrelay::server::{self, RelayConfig};
 
@@ -326,6 +326,12 @@ pub fn run_agent(args: RunArgs) -> Result<()> {
                     continue; // reported once; not retried forever
                 }
                 let id = hex(g.grant.grant_id);
+                // The name reaches a command: check the grammar here too, whatever the relay did.
+                if let Err(e) = sealrelay::core::resource::validate_resource(&g.grant.resource) {
+                    eprintln!("grant {id}: refused: {}", e.message());
+                    failed.insert(g.grant.grant_id);
+                    continue;
+                }
                 // The command's output goes to a scratch file, not memory: it may be large.
                 let mut out_file = tempfile::tempfile_in(scratch_dir())
                     .map_err(|e| Error::io(format!("cannot make a scratch file: {e}")))?;
@@ -469,7 +475,7 @@ pub fn fetch(args: FetchArgs) -> Result<()> {
             };
             let fetched = match &out_path {
                 Some(p) => {
-                    let mut file = AtomicFile::create(p, 0o600, true)?;
+                    let mut file = Output::create(p, 0o600)?;
                     let f = user.fetch(*id, &scratch_dir(), &mut file).await?;
                     if f.status == DeliveryStatus::Delivered {
                         file.commit()?;
@@ -483,7 +489,13 @@ pub fn fetch(args: FetchArgs) -> Result<()> {
                     f
                 }
             };
-            let rpath = receipt_path(&out_path.clone().unwrap_or_else(|| PathBuf::from(hex(id))));
+            // Beside the output, unless the output is a device or a FIFO: then in the current
+            // directory, named by the envelope.
+            let beside = out_path
+                .clone()
+                .filter(|p| std::fs::metadata(p).map(|m| m.is_file()).unwrap_or(true))
+                .unwrap_or_else(|| PathBuf::from(hex(id)));
+            let rpath = receipt_path(&beside);
             save_receipt(&rpath, &fetched.receipt_file)?;
             match fetched.status {
                 DeliveryStatus::Delivered => eprintln!(

@@ -5,7 +5,7 @@
 //! Clients check every entry they use against the pinned authority key, so a relay that serves
 //! the directory cannot swap a user's age recipient or signing key without being caught.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use super::codec::Writer;
@@ -177,6 +177,7 @@ impl Attributes {
         }
         for s in &self.scopes {
             check_attribute(s, "scope")?;
+            super::resource::validate_pattern(s).map_err(|e| e.context("scope"))?;
         }
         match kind {
             PartyKind::Agent if !self.roles.is_empty() || self.clearance != 0 => Err(
@@ -358,8 +359,10 @@ pub enum EntryProblem {
 #[derive(Clone, Debug, Default)]
 pub struct Directory {
     entries: BTreeMap<SpiffeId, BTreeMap<u64, (DirectoryEntry, Signed)>>,
-    revoked: BTreeMap<SpiffeId, BTreeSet<u64>>,
-    revocations: Vec<(Revocation, Signed)>,
+    /// The highest revoked serial per party: revoking serial N ends every serial up to N.
+    revoked: BTreeMap<SpiffeId, u64>,
+    /// Every revocation statement, once each (what start-up loads and `directory push` sends).
+    revocations: BTreeMap<(SpiffeId, u64), (Revocation, Signed)>,
 }
 
 impl Directory {
@@ -395,10 +398,11 @@ impl Directory {
         authority: &PublicKey,
     ) -> Result<Revocation> {
         let rev = Revocation::verify(signed, authority)?;
-        self.revoked
-            .entry(rev.id.clone())
-            .or_default()
-            .insert(rev.serial);
+        let highest = self.revoked.entry(rev.id.clone()).or_insert(rev.serial);
+        *highest = (*highest).max(rev.serial);
+        self.revocations
+            .entry((rev.id.clone(), rev.serial))
+            .or_insert_with(|| (rev.clone(), signed.clone()));
         Ok(rev)
     }
 
@@ -418,8 +422,11 @@ impl Directory {
             .map(|(_, s)| s)
     }
 
+    /// Whether `serial` of `id` is revoked: a revocation of serial N ends every serial ≤ N.
     pub fn is_revoked(&self, id: &SpiffeId, serial: u64) -> bool {
-        self.revoked.get(id).is_some_and(|s| s.contains(&serial))
+        self.revoked
+            .get(id)
+            .is_some_and(|highest| serial <= *highest)
     }
 
     /// The entry a request from `id` is judged by: the latest serial, which must be neither
@@ -452,11 +459,12 @@ impl Directory {
 
     /// Every revocation with its signed form.
     pub fn revocations(&self) -> impl Iterator<Item = &(Revocation, Signed)> {
-        self.revocations.iter()
+        self.revocations.values()
     }
 
+    /// How many revocation statements the directory holds.
     pub fn revoked_count(&self) -> usize {
-        self.revoked.values().map(BTreeSet::len).sum()
+        self.revocations.len()
     }
 }
 
@@ -556,6 +564,23 @@ mod tests {
         dir.insert_revocation(&rev.sign(&authority).unwrap(), &authority.public())
             .unwrap();
         assert_eq!(dir.active(&e1.id, 270), Err(EntryProblem::Revoked));
+        // Revoking serial 2 ends serial 1 too, and the statement is kept (start-up and
+        // `directory push` read it back), once.
+        assert!(dir.is_revoked(&e1.id, 1) && dir.is_revoked(&e1.id, 2));
+        dir.insert_revocation(&rev.sign(&authority).unwrap(), &authority.public())
+            .unwrap();
+        assert_eq!(dir.revocations().count(), 1);
+        assert_eq!(dir.revoked_count(), 1);
+        let mut reloaded = Directory::new();
+        reloaded
+            .insert_entry(e2.sign(&authority).unwrap(), &authority.public())
+            .unwrap();
+        for (_, signed) in dir.revocations() {
+            reloaded
+                .insert_revocation(signed, &authority.public())
+                .unwrap();
+        }
+        assert_eq!(reloaded.active(&e1.id, 270), Err(EntryProblem::Revoked));
         // A different entry claiming an existing serial is a conflict.
         let (e2b, _) = user_entry(2);
         assert!(dir

@@ -8,7 +8,7 @@ use super::sign::{
 use crate::error::{Error, Result};
 use crate::ids::{EnvelopeId, GrantId, PartyKind, SpiffeId};
 
-pub const MAX_RESOURCE_LEN: usize = 256;
+pub use super::resource::MAX_RESOURCE_LEN;
 pub const MAX_PURPOSE_LEN: usize = 512;
 
 /// A user's request that an agent retrieve a resource for it.
@@ -41,7 +41,7 @@ impl Grant {
         if self.user.kind() != PartyKind::User || self.agent.kind() != PartyKind::Agent {
             return Err(Error::bad_input("a grant is from a user to an agent"));
         }
-        check_text(&self.resource, MAX_RESOURCE_LEN, "resource")?;
+        super::resource::validate_resource(&self.resource)?;
         check_text(&self.purpose, MAX_PURPOSE_LEN, "purpose")?;
         if self.expires <= self.created {
             return Err(Error::bad_input("the grant expires before it is created"));

@@ -12,6 +12,7 @@ pub mod identity;
 pub mod pki;
 pub mod policy;
 pub mod receipt_file;
+pub mod resource;
 pub mod sign;
 pub mod store;
 pub mod tlog;

@@ -158,12 +158,10 @@ pub trait Authorizer: Send + Sync {
     fn policy_hash(&self) -> String;
 }
 
-/// Whether `resource` is within `scope`: equal, or `scope` ends in `*` and is a prefix.
+/// Whether `resource` is within `scope`, segment by segment (`core::resource::matches`):
+/// anything outside the resource grammar matches nothing.
 pub fn scope_matches(scope: &str, resource: &str) -> bool {
-    match scope.strip_suffix('*') {
-        Some(prefix) => resource.starts_with(prefix),
-        None => scope == resource,
-    }
+    super::resource::matches(scope, resource)
 }
 
 /// One catalog line.
@@ -197,6 +195,10 @@ impl Catalog {
                 "resource catalog: {} has a classification above 9",
                 bad.pattern
             )));
+        }
+        for e in &c.resource {
+            super::resource::validate_pattern(&e.pattern)
+                .map_err(|err| err.context("resource catalog"))?;
         }
         Ok(c)
     }

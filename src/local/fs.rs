@@ -198,6 +198,87 @@ impl Drop for AtomicFile {
     }
 }
 
+/// Where a command writes its output (`-o PATH`): a new path or a regular file is written
+/// atomically (temporary file, fsync, rename), so readers never see half of it and a failure
+/// leaves the old file; a device or a FIFO (`/dev/null`, `/dev/stdout`, a named pipe) is written
+/// in place, since renaming onto it would replace it with a regular file. A symbolic link is
+/// followed, so the link stays a link. Anything else (a directory, a socket) is refused. A path
+/// is never replaced by a different kind of file.
+pub enum Output {
+    Atomic(AtomicFile),
+    InPlace { file: File, path: PathBuf },
+}
+
+impl Output {
+    pub fn create(path: &Path, mode: u32) -> Result<Self> {
+        use std::os::unix::fs::FileTypeExt;
+        let meta = match fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == IoKind::NotFound => {
+                // A dangling symlink would be replaced by a file: refuse it.
+                if fs::symlink_metadata(path).is_ok() {
+                    return Err(Error::bad_input(format!(
+                        "{} is a symbolic link to nothing: remove it or give another path",
+                        path.display()
+                    )));
+                }
+                return Ok(Output::Atomic(AtomicFile::create(path, mode, true)?));
+            }
+            Err(e) => return Err(io_error(path, "inspect", &e)),
+        };
+        let ft = meta.file_type();
+        if ft.is_file() {
+            // Through a link, the target is replaced and the link stays.
+            let target = fs::canonicalize(path).map_err(|e| io_error(path, "resolve", &e))?;
+            Ok(Output::Atomic(AtomicFile::create(&target, mode, true)?))
+        } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| io_error(path, "open", &e))?;
+            Ok(Output::InPlace {
+                file,
+                path: path.to_path_buf(),
+            })
+        } else if ft.is_dir() {
+            Err(Error::bad_input(format!(
+                "{} is a directory: give a file path",
+                path.display()
+            )))
+        } else {
+            Err(Error::bad_input(format!(
+                "{} is neither a regular file, a device nor a FIFO: give another path",
+                path.display()
+            )))
+        }
+    }
+
+    /// Makes the output final: the atomic file moves into place; a device is flushed.
+    pub fn commit(self) -> Result<()> {
+        match self {
+            Output::Atomic(f) => f.commit(),
+            Output::InPlace { mut file, path } => {
+                file.flush().map_err(|e| io_error(&path, "write", &e))
+            }
+        }
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Output::Atomic(f) => f.write(buf),
+            Output::InPlace { file, .. } => file.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Output::Atomic(f) => f.flush(),
+            Output::InPlace { file, .. } => file.flush(),
+        }
+    }
+}
+
 /// Writes `bytes` to `path` atomically with `mode`. With `overwrite` false an existing file is
 /// an error and stays untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, overwrite: bool) -> Result<()> {
@@ -234,5 +315,40 @@ mod tests {
         assert!(read_capped(&p, 2).is_err());
         // No temporary files are left behind.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn outputs_keep_the_kind_of_what_they_write_to() {
+        use std::os::unix::fs::FileTypeExt;
+        let dir = tempfile::tempdir().unwrap();
+        // A device is written in place, never replaced by a regular file.
+        // (Only the choice is checked here: a broken commit must not replace the real one.)
+        let out = Output::create(Path::new("/dev/null"), PUBLIC_MODE).unwrap();
+        assert!(matches!(out, Output::InPlace { .. }));
+        drop(out);
+        assert!(fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device());
+        // A symlink to a regular file stays a link; its target gets the new content.
+        let target = dir.path().join("target");
+        fs::write(&target, b"old").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let mut out = Output::create(&link, PUBLIC_MODE).unwrap();
+        out.write_all(b"new").unwrap();
+        out.commit().unwrap();
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(fs::read(&target).unwrap(), b"new");
+        // A directory is refused; a new path is created.
+        assert!(Output::create(dir.path(), PUBLIC_MODE).is_err());
+        let fresh = dir.path().join("fresh");
+        let mut out = Output::create(&fresh, PUBLIC_MODE).unwrap();
+        out.write_all(b"x").unwrap();
+        out.commit().unwrap();
+        assert_eq!(fs::read(&fresh).unwrap(), b"x");
     }
 }

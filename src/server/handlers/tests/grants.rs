@@ -167,3 +167,33 @@ async fn grants_that_need_approval_wait_for_a_second_person_before_expiry() {
         .approval
         .is_none());
 }
+
+/// Defect 2: classification by raw prefix. A name with `..` was classified by its first segment
+/// (`tickets/`, public) and accepted without approval; now no such name is a resource at all.
+#[tokio::test]
+async fn resource_names_outside_the_grammar_are_refused() {
+    let f = fixture();
+    for name in [
+        "tickets/../payroll/2026.csv",
+        "tickets/%2e%2e/payroll/2026.csv",
+        "tickets/./1",
+        "tickets//1",
+        "tickets/1\u{200b}",
+    ] {
+        let (mut g, _) = f.grant_statement("tickets/1", 600);
+        g.resource = name.into();
+        // Signed as a client that skips its own checks would.
+        let signed = Signed::sign(
+            crate::core::sign::StatementType::Grant,
+            g.encode(),
+            &f.alice.signing_key,
+        );
+        let req = Request::CreateGrant {
+            grant: WireSigned::from_signed(&signed),
+        };
+        let refusal = f.call(&f.alice, req).await.expect_err(name);
+        assert_eq!(refusal.code, ErrorCode::BadRequest, "{name}");
+        assert!(refusal.message.contains("invalid resource name"), "{}", refusal.message);
+        assert!(f.relay.store.grant(&g.grant_id).unwrap().is_none());
+    }
+}
