@@ -158,3 +158,111 @@ fn outputs_onto_devices_and_links_keep_their_kind() {
         "is a directory",
     );
 }
+
+/// Defect 3 at scale: a user with 5,000 pending envelopes. Before, any listing past a few hundred
+/// entries failed ("stream finished early"); now `inbox` lists all 5,000 and `fetch --all`
+/// delivers all 5,000, through the real CLI against a real relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_pending_envelopes_are_listed_and_fetched() {
+    use sealrelay::client::{AgentClient, GrantRequest, UserClient};
+    use sealrelay::local::provision::{agent, user};
+    use std::sync::Arc;
+    const N: usize = 5000;
+    const TASKS: usize = 32;
+    let started = std::time::Instant::now();
+    let mut w = common::test_relay(
+        &[user("alice", 0, &[]), agent("research-bot", &["tickets/*"])],
+        |c| {
+            c.requests_per_second = 1_000_000;
+            c.request_burst = 1_000_000;
+        },
+    )
+    .await;
+    // The clients are shared by 32 tasks: their identities live as long as the test process.
+    let bot_id: &'static _ = Box::leak(Box::new(w.ids.pop().unwrap()));
+    let alice_id: &'static _ = Box::leak(Box::new(w.ids.pop().unwrap()));
+    let alice = Arc::new(UserClient::connect(alice_id, &w.addr).await.unwrap());
+    let bot = Arc::new(AgentClient::connect(bot_id, &w.addr).await.unwrap());
+    let recipient = alice_id.age_identity.as_ref().unwrap().to_public();
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..TASKS {
+        let (alice, bot, recipient) = (alice.clone(), bot.clone(), recipient.clone());
+        tasks.spawn(async move {
+            for i in (t..N).step_by(TASKS) {
+                let g = alice
+                    .grant(&GrantRequest {
+                        agent: "research-bot".into(),
+                        resource: format!("tickets/{i}"),
+                        purpose: "scale".into(),
+                        ttl_secs: 3600,
+                        max_bytes: 4096,
+                    })
+                    .await
+                    .unwrap();
+                let mut body = Vec::new();
+                sealrelay::core::envelope::seal(&recipient, &mut &b"x"[..], &mut body, 1).unwrap();
+                let statement = sealrelay::core::envelope::submission::Submission {
+                    grant_id: g,
+                    user: alice_id.id.clone().unwrap(),
+                    agent: bot_id.id.clone().unwrap(),
+                    ciphertext_sha256: sealrelay::core::directory::sha256(&body),
+                    ciphertext_len: body.len() as u64,
+                }
+                .sign(&bot_id.signing_key);
+                bot.submit_raw(g, &statement, body.len() as u64, &mut body.as_slice())
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let filled = started.elapsed();
+    assert_eq!(alice.inbox().await.unwrap().len(), N);
+    // The CLI, as a user runs it.
+    sealrelay::local::identity_file::save(&w.dir.join("alice.id"), alice_id, false).unwrap();
+    let dir = w.dir.clone();
+    let addr = w.addr.clone();
+    let (listed, fetched) = tokio::task::spawn_blocking(move || {
+        let out = ok_in(&dir, &["inbox", "--identity", "alice.id", "--relay", &addr]);
+        let listed = out
+            .lines()
+            .filter(|l| l.contains(" bytes  received "))
+            .count();
+        let fetched = {
+            let (code, _, err) = run_in(
+                &dir,
+                &[
+                    "fetch",
+                    "--identity",
+                    "alice.id",
+                    "--all",
+                    "-o",
+                    "inbox",
+                    "--relay",
+                    &addr,
+                ],
+            );
+            assert_eq!(code, 0, "{}", err.lines().last().unwrap_or_default());
+            std::fs::read_dir(dir.join("inbox"))
+                .unwrap()
+                .filter(|e| {
+                    let name = e.as_ref().unwrap().file_name();
+                    !name.to_string_lossy().ends_with(".receipt")
+                })
+                .count()
+        };
+        (listed, fetched)
+    })
+    .await
+    .unwrap();
+    assert_eq!(listed, N);
+    assert_eq!(fetched, N);
+    assert!(alice.inbox().await.unwrap().is_empty());
+    eprintln!(
+        "5,000 envelopes: filled in {:.1} s, listed and fetched through the CLI in {:.1} s",
+        filled.as_secs_f64(),
+        started.elapsed().as_secs_f64() - filled.as_secs_f64()
+    );
+}

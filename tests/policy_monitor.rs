@@ -312,7 +312,9 @@ async fn clearance_scope_and_read_actions_are_refused_and_logged() {
     assert!(err.message().contains("scopes do not cover"), "{err}");
     // Any read action by an agent.
     for request in [
-        sealrelay::core::wire::Request::Inbox,
+        sealrelay::core::wire::Request::Inbox {
+            page: sealrelay::core::wire::Page::first(),
+        },
         sealrelay::core::wire::Request::Fetch {
             envelope_id: sealrelay::ids::EnvelopeId([0; 16]),
         },

@@ -169,7 +169,12 @@ async fn refusals() {
     // Agents cannot list or fetch envelopes.
     let err = bot
         .conn
-        .call(sealrelay::core::wire::Request::Inbox, None)
+        .call(
+            sealrelay::core::wire::Request::Inbox {
+                page: sealrelay::core::wire::Page::first(),
+            },
+            None,
+        )
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
@@ -476,7 +481,9 @@ async fn clients_without_a_certificate_or_from_another_ca_are_refused() {
         let (mut send, mut recv) = conn.open_bi().await.ok()?;
         let frame = sealrelay::core::wire::encode_frame(&sealrelay::core::wire::RequestFrame {
             version: 1,
-            request: sealrelay::core::wire::Request::Inbox,
+            request: sealrelay::core::wire::Request::Inbox {
+                page: sealrelay::core::wire::Page::first(),
+            },
         })
         .unwrap();
         send.write_all(&frame).await.ok()?;

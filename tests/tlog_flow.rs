@@ -533,8 +533,10 @@ impl sealrelay::core::store::Store for Failing {
     fn open_grants_for(
         &self,
         agent: &sealrelay::ids::SpiffeId,
+        after: Option<&sealrelay::ids::GrantId>,
+        limit: usize,
     ) -> sealrelay::Result<Vec<sealrelay::core::store::GrantRecord>> {
-        self.inner.open_grants_for(agent)
+        self.inner.open_grants_for(agent, after, limit)
     }
     fn envelope(
         &self,
@@ -545,8 +547,10 @@ impl sealrelay::core::store::Store for Failing {
     fn inbox(
         &self,
         user: &sealrelay::ids::SpiffeId,
+        after: Option<&sealrelay::ids::EnvelopeId>,
+        limit: usize,
     ) -> sealrelay::Result<Vec<sealrelay::core::store::EnvelopeRecord>> {
-        self.inner.inbox(user)
+        self.inner.inbox(user, after, limit)
     }
     fn inline_body(&self, id: &sealrelay::ids::EnvelopeId) -> sealrelay::Result<Option<Vec<u8>>> {
         self.inner.inline_body(id)
@@ -570,8 +574,19 @@ impl sealrelay::core::store::Store for Failing {
     fn quarantined(&self) -> sealrelay::Result<Vec<(String, String)>> {
         self.inner.quarantined()
     }
-    fn pending_approvals(&self) -> sealrelay::Result<Vec<sealrelay::core::store::GrantRecord>> {
-        self.inner.pending_approvals()
+    fn pending_approvals(
+        &self,
+        after: Option<&sealrelay::ids::GrantId>,
+        limit: usize,
+    ) -> sealrelay::Result<Vec<sealrelay::core::store::GrantRecord>> {
+        self.inner.pending_approvals(after, limit)
+    }
+    fn expired_grants(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> sealrelay::Result<Vec<sealrelay::ids::GrantId>> {
+        self.inner.expired_grants(now, limit)
     }
     fn log_root(&self, size: u64) -> sealrelay::Result<sealrelay::core::tlog::Hash> {
         self.inner.log_root(size)

@@ -138,7 +138,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
 
         step(6, "the attacks that fail");
         refused("mallory fetches alice's envelope", mallory.fetch(envelope_id, base, &mut Vec::new()).await.map(|f| f.status))?;
-        refused("research-bot (write-only) lists an inbox", bot.conn.call(Request::Inbox, None).await.map(|_| ()))?;
+        refused("research-bot (write-only) lists an inbox", bot.conn.call(Request::Inbox { page: sealrelay::core::wire::Page::first() }, None).await.map(|_| ()))?;
         refused(
             "research-bot reads the envelope",
             bot.conn.call(Request::Fetch { envelope_id }, None).await.map(|_| ()),

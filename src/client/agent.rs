@@ -39,9 +39,16 @@ impl<'a> AgentClient<'a> {
     /// whose user's entry is no longer current are skipped.
     pub async fn grants(&self) -> Result<Vec<OpenGrant>> {
         let authority = authority(self.identity)?;
-        let Reply::Grants { grants } = self.conn.simple(Request::ListGrants).await? else {
-            return Err(Error::internal("unexpected reply"));
-        };
+        let grants = self
+            .conn
+            .all_pages(
+                |page| Request::ListGrants { page },
+                |reply| match reply {
+                    Reply::Grants { grants, next } => Ok((grants, next)),
+                    other => Err(unexpected(&other)),
+                },
+            )
+            .await?;
         let now = clock::now();
         let mut out = Vec::new();
         for view in &grants {

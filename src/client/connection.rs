@@ -9,7 +9,7 @@ use quinn::{ConnectionError, RecvStream, SendStream};
 
 use crate::core::identity::Identity;
 use crate::core::wire::{
-    CloseCode, ErrorCode, Reply, Request, RequestFrame, Response, PROTOCOL_VERSION,
+    CloseCode, ErrorCode, Page, Reply, Request, RequestFrame, Response, PROTOCOL_VERSION,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::ids::PartyKind;
@@ -186,6 +186,31 @@ impl Connection {
 
     pub(crate) async fn simple(&self, request: Request) -> Result<Reply> {
         Ok(self.call(request, None).await?.0)
+    }
+
+    /// Every page of a listing: `ask` builds the request for a page, `take` splits a reply into
+    /// its items and the next cursor. The relay's cursors must move forward (a relay that
+    /// repeats one cannot keep a client looping).
+    pub(crate) async fn all_pages<T>(
+        &self,
+        ask: impl Fn(Page) -> Request,
+        take: impl Fn(Reply) -> Result<(Vec<T>, Option<[u8; 16]>)>,
+    ) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        let mut page = Page::first();
+        loop {
+            let (items, next) = take(self.simple(ask(page)).await?)?;
+            out.extend(items);
+            match next {
+                None => return Ok(out),
+                Some(n) if page.after.is_some_and(|prev| n <= prev) => {
+                    return Err(Error::verification(
+                        "the relay's listing did not move forward: refusing to loop",
+                    ))
+                }
+                Some(n) => page = Page::after(n),
+            }
+        }
     }
 
     /// The relay's latest signed checkpoint, with a consistency proof from `old_size`.

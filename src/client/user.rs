@@ -67,19 +67,31 @@ impl<'a> UserClient<'a> {
     }
 
     pub async fn inbox(&self) -> Result<Vec<EnvelopeView>> {
-        match self.conn.simple(Request::Inbox).await? {
-            Reply::Inbox { envelopes } => Ok(envelopes),
-            other => Err(unexpected(&other)),
-        }
+        self.conn
+            .all_pages(
+                |page| Request::Inbox { page },
+                |reply| match reply {
+                    Reply::Inbox { envelopes, next } => Ok((envelopes, next)),
+                    other => Err(unexpected(&other)),
+                },
+            )
+            .await
     }
 
     /// Grants awaiting approval that this user may approve, each verified: the requester's entry
     /// against the pinned authority, the grant against the requester's key.
     pub async fn pending_approvals(&self) -> Result<Vec<OpenGrant>> {
         let authority = authority(self.identity)?;
-        let Reply::Pending { grants } = self.conn.simple(Request::PendingApprovals).await? else {
-            return Err(Error::internal("unexpected reply"));
-        };
+        let grants = self
+            .conn
+            .all_pages(
+                |page| Request::PendingApprovals { page },
+                |reply| match reply {
+                    Reply::Pending { grants, next } => Ok((grants, next)),
+                    other => Err(unexpected(&other)),
+                },
+            )
+            .await?;
         grants
             .iter()
             .map(|view| verified_grant(view, &authority))

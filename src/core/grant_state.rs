@@ -17,8 +17,10 @@ pub fn check_consume(
     if grant.agent != *agent {
         return Err(WriteRefusal::WrongAgent);
     }
-    if grant.state != GrantState::Open {
-        return Err(WriteRefusal::GrantUsed);
+    match grant.state {
+        GrantState::Open => {}
+        GrantState::Used { .. } => return Err(WriteRefusal::GrantUsed),
+        GrantState::Expired => return Err(WriteRefusal::GrantExpired),
     }
     if now >= grant.expires {
         return Err(WriteRefusal::GrantExpired);
@@ -48,10 +50,26 @@ pub fn consume(
     Ok(used)
 }
 
+/// open → expired: the sweep closes an unused grant whose time has passed.
+pub fn expire(grant: &GrantRecord, now: u64) -> Result<GrantRecord, WriteRefusal> {
+    match grant.state {
+        GrantState::Open if now >= grant.expires => {
+            let mut closed = grant.clone();
+            closed.state = GrantState::Expired;
+            Ok(closed)
+        }
+        GrantState::Open => Err(WriteRefusal::GrantNotExpired),
+        GrantState::Used { .. } => Err(WriteRefusal::GrantUsed),
+        GrantState::Expired => Err(WriteRefusal::Duplicate),
+    }
+}
+
 /// Whether a second person's approval can still be recorded on `grant` at `now`.
 pub fn check_approve(grant: &GrantRecord, now: u64) -> Result<(), WriteRefusal> {
-    if grant.state != GrantState::Open {
-        return Err(WriteRefusal::GrantUsed);
+    match grant.state {
+        GrantState::Open => {}
+        GrantState::Used { .. } => return Err(WriteRefusal::GrantUsed),
+        GrantState::Expired => return Err(WriteRefusal::GrantExpired),
     }
     if grant.approval.is_some() {
         return Err(WriteRefusal::Duplicate);
@@ -157,5 +175,20 @@ mod tests {
         assert!(is_ready(&approved, 50) && !awaits_approval(&approved, 50));
         let used = consume(&approved, &bot, 1, 50, e).unwrap();
         assert_eq!(approve(&used, &a, 50), Err(WriteRefusal::GrantUsed));
+    }
+
+    #[test]
+    fn the_sweep_closes_only_open_grants_past_their_time() {
+        let g = grant(false);
+        let bot = id(PartyKind::Agent, "bot");
+        assert_eq!(expire(&g, 99), Err(WriteRefusal::GrantNotExpired));
+        let closed = expire(&g, 100).unwrap();
+        assert_eq!(closed.state, GrantState::Expired);
+        assert_eq!(expire(&closed, 100), Err(WriteRefusal::Duplicate));
+        assert_eq!(
+            consume(&closed, &bot, 1, 0, EnvelopeId([1; 16])),
+            Err(WriteRefusal::GrantExpired)
+        );
+        assert!(!is_ready(&closed, 0) && !awaits_approval(&closed, 0));
     }
 }

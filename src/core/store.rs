@@ -26,6 +26,8 @@ pub enum GrantState {
     Used {
         envelope_id: EnvelopeId,
     },
+    /// Closed by expiry, unused (garbage-collected by the sweep).
+    Expired,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,6 +165,12 @@ pub enum WriteOp {
         delete: bool,
         event: Event,
     },
+    /// Close an open grant whose time has passed (the sweep): out of every listing.
+    ExpireGrant {
+        grant_id: GrantId,
+        now: u64,
+        event: Event,
+    },
     /// Delete an envelope (expiry).
     DeleteEnvelope {
         envelope_id: EnvelopeId,
@@ -208,6 +216,8 @@ pub enum WriteRefusal {
     NotQuarantined,
     /// The grant awaits a second person's approval.
     NotApproved,
+    /// The sweep asked to close a grant that has not expired.
+    GrantNotExpired,
 }
 
 impl WriteRefusal {
@@ -227,6 +237,7 @@ impl WriteRefusal {
             WriteRefusal::EnvelopeNotFound => Error::not_found("no such envelope"),
             WriteRefusal::Duplicate => Error::conflict("already recorded"),
             WriteRefusal::NotQuarantined => Error::not_found("that agent is not quarantined"),
+            WriteRefusal::GrantNotExpired => Error::conflict("the grant has not expired"),
             WriteRefusal::NotApproved => Error::new(
                 crate::ErrorKind::Refused,
                 "the grant awaits a second person's approval",
@@ -247,11 +258,23 @@ pub trait Store: Send + Sync + 'static {
     /// All directory statements: (entries, revocations).
     fn directory(&self) -> Result<(Vec<StoredSigned>, Vec<StoredSigned>)>;
     fn grant(&self, grant_id: &GrantId) -> Result<Option<GrantRecord>>;
-    /// Open grants addressed to `agent` (expired ones included; the caller filters by time).
-    fn open_grants_for(&self, agent: &SpiffeId) -> Result<Vec<GrantRecord>>;
+    /// Open grants addressed to `agent`, in id order, after `after`, at most `limit` (expired
+    /// ones included until the sweep closes them; the caller filters by time).
+    fn open_grants_for(
+        &self,
+        agent: &SpiffeId,
+        after: Option<&GrantId>,
+        limit: usize,
+    ) -> Result<Vec<GrantRecord>>;
     fn envelope(&self, envelope_id: &EnvelopeId) -> Result<Option<EnvelopeRecord>>;
-    /// Envelopes waiting for `user` (no receipt yet).
-    fn inbox(&self, user: &SpiffeId) -> Result<Vec<EnvelopeRecord>>;
+    /// Envelopes waiting for `user` (no receipt yet), in id order, after `after`, at most
+    /// `limit`.
+    fn inbox(
+        &self,
+        user: &SpiffeId,
+        after: Option<&EnvelopeId>,
+        limit: usize,
+    ) -> Result<Vec<EnvelopeRecord>>;
     /// The ciphertext of an envelope stored inline.
     fn inline_body(&self, envelope_id: &EnvelopeId) -> Result<Option<Vec<u8>>>;
     /// Every envelope id (for sweeping orphaned blobs and expiry).
@@ -261,8 +284,11 @@ pub trait Store: Send + Sync + 'static {
     fn event_count(&self) -> Result<u64>;
     /// Quarantined agents and why.
     fn quarantined(&self) -> Result<Vec<(String, String)>>;
-    /// Grants that await approval (unexpired ones are the caller's to filter).
-    fn pending_approvals(&self) -> Result<Vec<GrantRecord>>;
+    /// Grants that await approval, in id order, after `after`, at most `limit` (unexpired ones
+    /// are the caller's to filter).
+    fn pending_approvals(&self, after: Option<&GrantId>, limit: usize) -> Result<Vec<GrantRecord>>;
+    /// Open grants whose expiry is at or before `now` (at most `limit`), for the sweep.
+    fn expired_grants(&self, now: u64, limit: usize) -> Result<Vec<GrantId>>;
     /// The transparency log over the events: leaf `i` is event `i`'s [`Event::leaf_bytes`].
     fn log_size(&self) -> u64;
     fn log_root(&self, size: u64) -> Result<crate::core::tlog::Hash>;

@@ -12,7 +12,7 @@ use crate::ids::{EnvelopeId, GrantId};
 /// ALPN protocol id.
 pub const ALPN: &[u8] = b"sealrelay/1";
 /// Version carried in every request frame.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Largest header frame either side accepts.
 pub const MAX_FRAME: usize = 256 * 1024;
 
@@ -44,6 +44,39 @@ impl WireSigned {
     }
 }
 
+/// Most items in one page of a listing; the relay also keeps every reply under [`PAGE_BYTES`].
+pub const MAX_PAGE: u32 = 100;
+/// The encoded size a page of a listing stays under (well below [`MAX_FRAME`]).
+pub const PAGE_BYTES: usize = 192 * 1024;
+
+/// Which page of a listing: after the cursor the previous page returned (`None`: from the
+/// start), at most `limit` items (capped at [`MAX_PAGE`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page {
+    pub after: Option<[u8; 16]>,
+    pub limit: u32,
+}
+
+impl Page {
+    pub fn first() -> Self {
+        Page {
+            after: None,
+            limit: MAX_PAGE,
+        }
+    }
+    /// The page after `next` (a reply's cursor).
+    pub fn after(next: [u8; 16]) -> Self {
+        Page {
+            after: Some(next),
+            limit: MAX_PAGE,
+        }
+    }
+    /// The limit the relay applies: 1 to [`MAX_PAGE`].
+    pub fn capped_limit(&self) -> usize {
+        usize::try_from(self.limit.clamp(1, MAX_PAGE)).unwrap_or(1)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestFrame {
     pub version: u16,
@@ -65,16 +98,20 @@ pub enum Request {
     CreateGrant {
         grant: WireSigned,
     },
-    /// Agent: the open grants addressed to it.
-    ListGrants,
+    /// Agent: the open grants addressed to it, a page at a time.
+    ListGrants {
+        page: Page,
+    },
     /// Agent: submit an envelope for a grant; `length` ciphertext bytes follow the frame.
     Submit {
         grant_id: GrantId,
         statement: WireSigned,
         length: u64,
     },
-    /// User: its envelopes waiting.
-    Inbox,
+    /// User: its envelopes waiting, a page at a time.
+    Inbox {
+        page: Page,
+    },
     /// User: fetch one envelope; the ciphertext follows the response frame.
     Fetch {
         envelope_id: EnvelopeId,
@@ -92,8 +129,10 @@ pub enum Request {
         from: u64,
         limit: u32,
     },
-    /// Approvers: grants awaiting a second person's approval.
-    PendingApprovals,
+    /// Approvers: grants awaiting a second person's approval, a page at a time.
+    PendingApprovals {
+        page: Page,
+    },
     /// Approvers: a signed approval of a grant.
     Approve {
         approval: WireSigned,
@@ -115,14 +154,14 @@ impl Request {
             Request::PushDirectory { .. } => "push_directory",
             Request::GetEntry { .. } => "get_entry",
             Request::CreateGrant { .. } => "grant",
-            Request::ListGrants => "list_grants",
+            Request::ListGrants { .. } => "list_grants",
             Request::Submit { .. } => "submit",
-            Request::Inbox => "inbox",
+            Request::Inbox { .. } => "inbox",
             Request::Fetch { .. } => "fetch",
             Request::Receipt { .. } => "receipt",
             Request::GetCheckpoint { .. } => "checkpoint",
             Request::Events { .. } => "events",
-            Request::PendingApprovals => "approvals",
+            Request::PendingApprovals { .. } => "approvals",
             Request::Approve { .. } => "approve",
             Request::Quarantine { .. } => "quarantine",
             Request::Release { .. } => "release",
@@ -161,14 +200,17 @@ pub enum Reply {
         grant_id: GrantId,
         expires: u64,
     },
+    /// `next`: the cursor of the following page, if there may be one.
     Grants {
         grants: Vec<GrantView>,
+        next: Option<[u8; 16]>,
     },
     Submitted {
         envelope_id: EnvelopeId,
     },
     Inbox {
         envelopes: Vec<EnvelopeView>,
+        next: Option<[u8; 16]>,
     },
     /// Ciphertext of `view.length` bytes follows.
     Envelope {
@@ -193,6 +235,7 @@ pub enum Reply {
     /// Grants awaiting approval, each with its requester's entry.
     Pending {
         grants: Vec<GrantView>,
+        next: Option<[u8; 16]>,
     },
 }
 

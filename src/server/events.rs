@@ -154,6 +154,11 @@ pub fn envelope_expired(now: u64, relay: &str, envelope_id: &EnvelopeId) -> Even
     )
 }
 
+/// An open grant passed its expiry unused and was closed by the sweep.
+pub fn grant_expired(now: u64, relay: &str, grant_id: &GrantId) -> Event {
+    event(now, "grant.expired", relay, grant_id.to_hex(), "close")
+}
+
 /// A request was refused by authentication or policy. `reason` names no resource.
 pub fn deny(now: u64, caller: &SpiffeId, action: &str, reason: &str, policy_hash: &str) -> Event {
     Event {

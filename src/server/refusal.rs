@@ -39,7 +39,9 @@ impl Refusal {
             | WriteRefusal::WrongAgent
             | WriteRefusal::EnvelopeNotFound
             | WriteRefusal::NotQuarantined => ErrorCode::NotFound,
-            WriteRefusal::GrantUsed | WriteRefusal::Duplicate => ErrorCode::Conflict,
+            WriteRefusal::GrantUsed | WriteRefusal::Duplicate | WriteRefusal::GrantNotExpired => {
+                ErrorCode::Conflict
+            }
             WriteRefusal::GrantExpired => ErrorCode::Expired,
             WriteRefusal::NotApproved => ErrorCode::Forbidden,
             WriteRefusal::TooLarge { .. } => ErrorCode::TooLarge,

@@ -1,5 +1,5 @@
 //! The expiry sweep: envelopes past their time to live are deleted (with an event), blob files
-//! included.
+//! included, and open grants past their expiry are closed (out of every listing and index).
 
 use crate::core::store::WriteOp;
 
@@ -30,5 +30,27 @@ pub async fn sweep_expired(relay: &Relay) -> usize {
             swept += 1;
         }
     }
-    swept
+    swept + close_expired_grants(relay, now).await
+}
+
+/// Grants closed per sweep at most (the next sweep takes the rest).
+const GRANTS_PER_SWEEP: usize = 10_000;
+
+async fn close_expired_grants(relay: &Relay, now: u64) -> usize {
+    let Ok(ids) = relay.store.expired_grants(now, GRANTS_PER_SWEEP) else {
+        return 0;
+    };
+    let actor = format!("spiffe://{}/relay", relay.trust_domain);
+    let mut closed = 0;
+    for grant_id in ids {
+        let op = WriteOp::ExpireGrant {
+            grant_id,
+            now,
+            event: events::grant_expired(now, &actor, &grant_id),
+        };
+        if let Ok(Ok(_)) = relay.committer.submit(op).await {
+            closed += 1;
+        }
+    }
+    closed
 }

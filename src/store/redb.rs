@@ -3,16 +3,12 @@
 
 use std::path::Path;
 
-use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use crate::core::grant_state;
 use crate::core::store::{
     EnvelopeRecord, Event, GrantRecord, GrantState, OpResult, Store, StoredSigned, WriteOp,
-    WriteRefusal,
 };
-use crate::core::tlog::{leaf_hash, Hash, Tree};
+use crate::core::tlog::{Hash, Tree};
 use crate::error::{Error, Result};
 use crate::ids::{hex, EnvelopeId, GrantId, SpiffeId};
 
@@ -28,6 +24,8 @@ const QUARANTINE: TableDefinition<&str, &str> = TableDefinition::new("quarantine
 const PENDING: TableDefinition<&[u8], ()> = TableDefinition::new("pending_approval");
 /// Merkle tree nodes: (level, index) → hash of the complete subtree of 2^level leaves.
 const TLOG_NODES: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("tlog_nodes");
+
+mod write;
 
 fn db_err(e: impl std::fmt::Display) -> Error {
     Error::io(format!("store error: {e}"))
@@ -157,19 +155,32 @@ impl RedbStore {
         v.map(|v| dec(v.value())).transpose()
     }
 
-    /// The records an `owner\0<id hex>` index lists for `owner`, in one read transaction.
+    /// A page of the records an `owner\0<id hex>` index lists for `owner`: ids after `after`,
+    /// at most `limit`, in one read transaction.
     fn owned_records<T: serde::de::DeserializeOwned>(
         &self,
         index: TableDefinition<&str, ()>,
         records: TableDefinition<&[u8], &[u8]>,
         owner: &SpiffeId,
+        after: Option<&[u8; 16]>,
+        limit: usize,
     ) -> Result<Vec<T>> {
+        use std::ops::Bound;
         let txn = self.db.begin_read().map_err(db_err)?;
         let index = txn.open_table(index).map_err(db_err)?;
         let records = txn.open_table(records).map_err(db_err)?;
         let (lo, hi) = prefix_range(owner);
+        let start = after.map(|id| pair_key(owner, id));
+        let lower = match &start {
+            Some(k) => Bound::Excluded(k.as_str()),
+            None => Bound::Included(lo.as_str()),
+        };
         let mut out = Vec::new();
-        for item in index.range(lo.as_str()..hi.as_str()).map_err(db_err)? {
+        for item in index
+            .range::<&str>((lower, Bound::Excluded(hi.as_str())))
+            .map_err(db_err)?
+            .take(limit)
+        {
             let (k, _) = item.map_err(db_err)?;
             let Some(hex_id) = k.value().rsplit('\0').next() else {
                 continue;
@@ -180,243 +191,6 @@ impl RedbStore {
             }
         }
         Ok(out)
-    }
-
-    fn apply_in(&self, tree: &mut Tree, ops: &[WriteOp]) -> Result<Vec<OpResult>> {
-        let mut txn = self.db.begin_write().map_err(db_err)?;
-        txn.set_durability(Durability::Immediate).map_err(db_err)?;
-        let mut results = Vec::with_capacity(ops.len());
-        {
-            let mut entries = txn.open_table(DIR_ENTRIES).map_err(db_err)?;
-            let mut revocations = txn.open_table(DIR_REVOCATIONS).map_err(db_err)?;
-            let mut grants = txn.open_table(GRANTS).map_err(db_err)?;
-            let mut agent_grants = txn.open_table(AGENT_GRANTS).map_err(db_err)?;
-            let mut envelopes = txn.open_table(ENVELOPES).map_err(db_err)?;
-            let mut inbox = txn.open_table(USER_INBOX).map_err(db_err)?;
-            let mut events = txn.open_table(EVENTS).map_err(db_err)?;
-            let mut inline = txn.open_table(INLINE).map_err(db_err)?;
-            let mut nodes = txn.open_table(TLOG_NODES).map_err(db_err)?;
-            let mut quarantine = txn.open_table(QUARANTINE).map_err(db_err)?;
-            let mut pending = txn.open_table(PENDING).map_err(db_err)?;
-            let mut next_event = events.len().map_err(db_err)?;
-            if next_event != tree.size() {
-                return Err(Error::internal("the log tree and the events disagree"));
-            }
-            // Every event is a log leaf; its tree nodes are stored in the same transaction.
-            let mut append = |events: &mut redb::Table<u64, &[u8]>, event: &Event| -> Result<u64> {
-                let index = next_event;
-                events
-                    .insert(index, enc(event)?.as_slice())
-                    .map_err(db_err)?;
-                for node in tree.append(leaf_hash(&event.leaf_bytes())) {
-                    nodes
-                        .insert((node.level, node.index), node.hash.as_slice())
-                        .map_err(db_err)?;
-                }
-                next_event += 1;
-                Ok(index)
-            };
-            for op in ops {
-                let result: OpResult = match op {
-                    WriteOp::PutDirectory {
-                        entries: es,
-                        revocations: rs,
-                        event,
-                    } => {
-                        for (id, serial, s) in es {
-                            entries
-                                .insert(dir_key(id, *serial).as_str(), enc(s)?.as_slice())
-                                .map_err(db_err)?;
-                        }
-                        for (id, serial, s) in rs {
-                            revocations
-                                .insert(dir_key(id, *serial).as_str(), enc(s)?.as_slice())
-                                .map_err(db_err)?;
-                        }
-                        Ok(append(&mut events, event)?)
-                    }
-                    WriteOp::CreateGrant { record, event } => {
-                        if grants
-                            .get(record.grant_id.as_slice())
-                            .map_err(db_err)?
-                            .is_some()
-                        {
-                            Err(WriteRefusal::Duplicate)
-                        } else {
-                            grants
-                                .insert(record.grant_id.as_slice(), enc(record)?.as_slice())
-                                .map_err(db_err)?;
-                            agent_grants
-                                .insert(
-                                    pair_key(&record.agent, record.grant_id.as_bytes()).as_str(),
-                                    (),
-                                )
-                                .map_err(db_err)?;
-                            if record.needs_approval && record.approval.is_none() {
-                                pending
-                                    .insert(record.grant_id.as_slice(), ())
-                                    .map_err(db_err)?;
-                            }
-                            Ok(append(&mut events, event)?)
-                        }
-                    }
-                    WriteOp::ConsumeGrant {
-                        agent,
-                        envelope,
-                        inline_body,
-                        now,
-                        event,
-                    } => {
-                        let existing = grants
-                            .get(envelope.grant_id.as_slice())
-                            .map_err(db_err)?
-                            .map(|g| dec::<GrantRecord>(g.value()))
-                            .transpose()?;
-                        let consumed = match existing {
-                            None => Err(WriteRefusal::GrantNotFound),
-                            Some(g) => grant_state::consume(
-                                &g,
-                                agent,
-                                envelope.length,
-                                *now,
-                                envelope.envelope_id,
-                            ),
-                        };
-                        match consumed {
-                            Err(refusal) => Err(refusal),
-                            Ok(g) => {
-                                grants
-                                    .insert(g.grant_id.as_slice(), enc(&g)?.as_slice())
-                                    .map_err(db_err)?;
-                                agent_grants
-                                    .remove(pair_key(&g.agent, g.grant_id.as_bytes()).as_str())
-                                    .map_err(db_err)?;
-                                envelopes
-                                    .insert(
-                                        envelope.envelope_id.as_slice(),
-                                        enc(envelope)?.as_slice(),
-                                    )
-                                    .map_err(db_err)?;
-                                inbox
-                                    .insert(
-                                        pair_key(&envelope.user, envelope.envelope_id.as_bytes())
-                                            .as_str(),
-                                        (),
-                                    )
-                                    .map_err(db_err)?;
-                                if let Some(body) = inline_body {
-                                    inline
-                                        .insert(envelope.envelope_id.as_slice(), body.as_slice())
-                                        .map_err(db_err)?;
-                                }
-                                Ok(append(&mut events, event)?)
-                            }
-                        }
-                    }
-                    WriteOp::RecordReceipt {
-                        envelope_id,
-                        user,
-                        receipt,
-                        delete,
-                        event,
-                    } => {
-                        let existing = envelopes
-                            .get(envelope_id.as_slice())
-                            .map_err(db_err)?
-                            .map(|e| dec::<EnvelopeRecord>(e.value()))
-                            .transpose()?;
-                        match existing {
-                            None => Err(WriteRefusal::EnvelopeNotFound),
-                            Some(e) if e.user != *user => Err(WriteRefusal::EnvelopeNotFound),
-                            Some(e) if e.receipt.is_some() => Err(WriteRefusal::Duplicate),
-                            Some(mut e) => {
-                                inbox
-                                    .remove(pair_key(&e.user, e.envelope_id.as_bytes()).as_str())
-                                    .map_err(db_err)?;
-                                if *delete {
-                                    envelopes.remove(envelope_id.as_slice()).map_err(db_err)?;
-                                    inline.remove(envelope_id.as_slice()).map_err(db_err)?;
-                                } else {
-                                    e.receipt = Some(receipt.clone());
-                                    envelopes
-                                        .insert(envelope_id.as_slice(), enc(&e)?.as_slice())
-                                        .map_err(db_err)?;
-                                }
-                                Ok(append(&mut events, event)?)
-                            }
-                        }
-                    }
-                    WriteOp::DeleteEnvelope { envelope_id, event } => {
-                        let existing = envelopes
-                            .remove(envelope_id.as_slice())
-                            .map_err(db_err)?
-                            .map(|e| dec::<EnvelopeRecord>(e.value()))
-                            .transpose()?;
-                        match existing {
-                            None => Err(WriteRefusal::EnvelopeNotFound),
-                            Some(e) => {
-                                inbox
-                                    .remove(pair_key(&e.user, e.envelope_id.as_bytes()).as_str())
-                                    .map_err(db_err)?;
-                                inline.remove(e.envelope_id.as_slice()).map_err(db_err)?;
-                                Ok(append(&mut events, event)?)
-                            }
-                        }
-                    }
-                    WriteOp::Append { event } => Ok(append(&mut events, event)?),
-                    WriteOp::Approve {
-                        grant_id,
-                        approval,
-                        now,
-                        event,
-                    } => {
-                        let existing = grants
-                            .get(grant_id.as_slice())
-                            .map_err(db_err)?
-                            .map(|g| dec::<GrantRecord>(g.value()))
-                            .transpose()?;
-                        let approved = match existing {
-                            None => Err(WriteRefusal::GrantNotFound),
-                            Some(g) => grant_state::approve(&g, approval, *now),
-                        };
-                        match approved {
-                            Err(refusal) => Err(refusal),
-                            Ok(g) => {
-                                grants
-                                    .insert(g.grant_id.as_slice(), enc(&g)?.as_slice())
-                                    .map_err(db_err)?;
-                                pending.remove(g.grant_id.as_slice()).map_err(db_err)?;
-                                Ok(append(&mut events, event)?)
-                            }
-                        }
-                    }
-                    WriteOp::Quarantine {
-                        agent,
-                        reason,
-                        event,
-                    } => {
-                        quarantine
-                            .insert(agent.to_string().as_str(), reason.as_str())
-                            .map_err(db_err)?;
-                        Ok(append(&mut events, event)?)
-                    }
-                    WriteOp::Release { agent, event } => {
-                        if quarantine
-                            .remove(agent.to_string().as_str())
-                            .map_err(db_err)?
-                            .is_none()
-                        {
-                            Err(WriteRefusal::NotQuarantined)
-                        } else {
-                            Ok(append(&mut events, event)?)
-                        }
-                    }
-                };
-                results.push(result);
-            }
-        }
-        txn.commit().map_err(db_err)?;
-        Ok(results)
     }
 }
 
@@ -442,18 +216,41 @@ impl Store for RedbStore {
         Ok(out)
     }
 
-    fn pending_approvals(&self) -> Result<Vec<GrantRecord>> {
+    fn pending_approvals(&self, after: Option<&GrantId>, limit: usize) -> Result<Vec<GrantRecord>> {
+        use std::ops::Bound;
         let txn = self.db.begin_read().map_err(db_err)?;
         let index = txn.open_table(PENDING).map_err(db_err)?;
         let grants = txn.open_table(GRANTS).map_err(db_err)?;
+        let lower = match after {
+            Some(id) => Bound::Excluded(id.as_slice()),
+            None => Bound::Unbounded,
+        };
         let mut out = Vec::new();
-        for item in index.iter().map_err(db_err)? {
+        for item in index
+            .range::<&[u8]>((lower, Bound::Unbounded))
+            .map_err(db_err)?
+            .take(limit)
+        {
             let (k, _) = item.map_err(db_err)?;
             if let Some(g) = grants.get(k.value()).map_err(db_err)? {
-                let rec: GrantRecord = dec(g.value())?;
-                if rec.state == GrantState::Open {
-                    out.push(rec);
-                }
+                out.push(dec(g.value())?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn expired_grants(&self, now: u64, limit: usize) -> Result<Vec<GrantId>> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let grants = txn.open_table(GRANTS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for item in grants.iter().map_err(db_err)? {
+            if out.len() >= limit {
+                break;
+            }
+            let (_, v) = item.map_err(db_err)?;
+            let g: GrantRecord = dec(v.value())?;
+            if g.state == GrantState::Open && now >= g.expires {
+                out.push(g.grant_id);
             }
         }
         Ok(out)
@@ -497,20 +294,39 @@ impl Store for RedbStore {
         self.record(GRANTS, grant_id.as_slice())
     }
 
-    fn open_grants_for(&self, agent: &SpiffeId) -> Result<Vec<GrantRecord>> {
-        let all: Vec<GrantRecord> = self.owned_records(AGENT_GRANTS, GRANTS, agent)?;
-        Ok(all
-            .into_iter()
-            .filter(|g| g.state == GrantState::Open)
-            .collect())
+    fn open_grants_for(
+        &self,
+        agent: &SpiffeId,
+        after: Option<&GrantId>,
+        limit: usize,
+    ) -> Result<Vec<GrantRecord>> {
+        // The index holds open grants only: consuming or closing a grant removes it.
+        self.owned_records(
+            AGENT_GRANTS,
+            GRANTS,
+            agent,
+            after.map(|g| g.as_bytes()),
+            limit,
+        )
     }
 
     fn envelope(&self, envelope_id: &EnvelopeId) -> Result<Option<EnvelopeRecord>> {
         self.record(ENVELOPES, envelope_id.as_slice())
     }
 
-    fn inbox(&self, user: &SpiffeId) -> Result<Vec<EnvelopeRecord>> {
-        self.owned_records(USER_INBOX, ENVELOPES, user)
+    fn inbox(
+        &self,
+        user: &SpiffeId,
+        after: Option<&EnvelopeId>,
+        limit: usize,
+    ) -> Result<Vec<EnvelopeRecord>> {
+        self.owned_records(
+            USER_INBOX,
+            ENVELOPES,
+            user,
+            after.map(|e| e.as_bytes()),
+            limit,
+        )
     }
 
     fn inline_body(&self, envelope_id: &EnvelopeId) -> Result<Option<Vec<u8>>> {

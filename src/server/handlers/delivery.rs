@@ -5,7 +5,7 @@ use crate::core::grant::{DeliveryStatus, Receipt};
 use crate::core::policy::{Action, Context, Target};
 use crate::core::sign::StatementType;
 use crate::core::store::{EnvelopeRecord, StoredSigned, WriteOp};
-use crate::core::wire::{EnvelopeView, ErrorCode, Reply, WireSigned};
+use crate::core::wire::{EnvelopeView, ErrorCode, Page, Reply, WireSigned};
 use crate::ids::{EnvelopeId, PartyKind};
 use crate::net::Peer;
 
@@ -13,21 +13,27 @@ use super::super::events;
 use super::super::monitor::Signal;
 use super::super::refusal::{Handled, Refusal};
 use super::super::state::Relay;
-use super::StoredBody;
+use super::{paginate, StoredBody};
 
-/// The caller's envelopes that have not expired and have no receipt yet.
-pub async fn inbox(relay: &Relay, peer: &Peer, now: u64) -> Handled {
+/// A page of the caller's envelopes that have not expired and have no receipt yet.
+pub async fn inbox(relay: &Relay, peer: &Peer, page: Page, now: u64) -> Handled {
     relay.authorize_relay(peer, Action::Inbox, now).await?;
-    let mut envelopes = Vec::new();
-    for e in relay
-        .store
-        .inbox(&peer.id)?
-        .into_iter()
-        .filter(|e| now < e.expires_at)
-    {
-        envelopes.push(view(relay, &e)?);
-    }
-    Ok(Reply::Inbox { envelopes })
+    let limit = page.capped_limit();
+    let after = page.after.map(EnvelopeId);
+    let records = relay.store.inbox(&peer.id, after.as_ref(), limit)?;
+    let (envelopes, next) = paginate(
+        records,
+        limit,
+        |e| e.envelope_id.0,
+        |e| {
+            if now < e.expires_at {
+                view(relay, &e).map(Some)
+            } else {
+                Ok(None)
+            }
+        },
+    )?;
+    Ok(Reply::Inbox { envelopes, next })
 }
 
 /// The envelope as its user sees it: the grant, the agent's statement and the agent's entry.

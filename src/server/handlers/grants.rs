@@ -7,12 +7,14 @@ use crate::core::grant_state;
 use crate::core::policy::{Action, Authorizer, Context, Target};
 use crate::core::sign::StatementType;
 use crate::core::store::{GrantRecord, GrantState, StoredSigned, WriteOp, WriteRefusal};
-use crate::core::wire::{ErrorCode, GrantView, Reply, WireSigned};
+use crate::core::wire::{ErrorCode, GrantView, Page, Reply, WireSigned};
+use crate::ids::GrantId;
 use crate::net::Peer;
 
 use super::super::events;
 use super::super::refusal::{Handled, Refusal};
 use super::super::state::Relay;
+use super::paginate;
 
 /// A user's signed grant: policy (clearance, scope, quarantine), signature, limits, then stored
 /// with a `grant.created` event.
@@ -110,42 +112,53 @@ fn view(relay: &Relay, g: GrantRecord, now: u64) -> Option<GrantView> {
     })
 }
 
-/// The agent's grants that are ready: open, unexpired, approved where needed.
-pub async fn list(relay: &Relay, peer: &Peer, now: u64) -> Handled {
+/// A page of the agent's grants that are ready: open, unexpired, approved where needed.
+pub async fn list(relay: &Relay, peer: &Peer, page: Page, now: u64) -> Handled {
     relay.authorize_relay(peer, Action::ListGrants, now).await?;
-    let grants = relay
+    let limit = page.capped_limit();
+    let after = page.after.map(GrantId);
+    let records = relay
         .store
-        .open_grants_for(&peer.id)?
-        .into_iter()
-        .filter(|g| grant_state::is_ready(g, now))
-        .filter_map(|g| view(relay, g, now))
-        .collect();
-    Ok(Reply::Grants { grants })
+        .open_grants_for(&peer.id, after.as_ref(), limit)?;
+    let (grants, next) = paginate(
+        records,
+        limit,
+        |g| g.grant_id.0,
+        |g| {
+            Ok(grant_state::is_ready(&g, now)
+                .then(|| view(relay, g, now))
+                .flatten())
+        },
+    )?;
+    Ok(Reply::Grants { grants, next })
 }
 
-/// Grants awaiting approval, listed only where this caller could approve them.
-pub async fn pending_approvals(relay: &Relay, peer: &Peer, now: u64) -> Handled {
+/// A page of the grants awaiting approval, listed only where this caller could approve them.
+pub async fn pending_approvals(relay: &Relay, peer: &Peer, page: Page, now: u64) -> Handled {
     relay.authorize_relay(peer, Action::Checkpoint, now).await?;
     let principal = relay.principal_of(peer, now)?;
     let policy = relay.policy();
-    let grants = relay
-        .store
-        .pending_approvals()?
-        .into_iter()
-        .filter(|g| grant_state::awaits_approval(g, now))
-        .filter(|g| {
-            let ctx = Context {
-                target: Relay::grant_target(g),
-                now,
-                ..Context::default()
-            };
-            policy
+    let limit = page.capped_limit();
+    let after = page.after.map(GrantId);
+    let records = relay.store.pending_approvals(after.as_ref(), limit)?;
+    let may_approve = |g: &GrantRecord| {
+        let ctx = Context {
+            target: Relay::grant_target(g),
+            now,
+            ..Context::default()
+        };
+        grant_state::awaits_approval(g, now)
+            && policy
                 .authorize(&principal, Action::Approve, &ctx)
                 .is_allow()
-        })
-        .filter_map(|g| view(relay, g, now))
-        .collect();
-    Ok(Reply::Pending { grants })
+    };
+    let (grants, next) = paginate(
+        records,
+        limit,
+        |g| g.grant_id.0,
+        |g| Ok(may_approve(&g).then(|| view(relay, g, now)).flatten()),
+    )?;
+    Ok(Reply::Pending { grants, next })
 }
 
 /// A second person's signed approval of a grant that needs one.

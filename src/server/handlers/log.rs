@@ -2,7 +2,7 @@
 //! caller's last one) and event leaves for auditors.
 
 use crate::core::policy::Action;
-use crate::core::wire::{ErrorCode, Reply};
+use crate::core::wire::{ErrorCode, Reply, PAGE_BYTES};
 use crate::error::Error;
 use crate::net::Peer;
 
@@ -44,12 +44,17 @@ pub async fn checkpoint(relay: &Relay, peer: &Peer, old_size: Option<u64>, now: 
 
 pub async fn events(relay: &Relay, peer: &Peer, from: u64, limit: u32, now: u64) -> Handled {
     relay.authorize_relay(peer, Action::Audit, now).await?;
-    let limit = usize::try_from(limit.min(MAX_EVENTS)).unwrap_or(1000);
-    let events = relay
-        .store
-        .events(from, limit)?
-        .into_iter()
-        .map(|(i, e)| (i, e.leaf_bytes()))
-        .collect();
+    let limit = usize::try_from(limit.clamp(1, MAX_EVENTS)).unwrap_or(1000);
+    // Whole leaves only, under the page budget: the caller asks again from the next index.
+    let mut events = Vec::new();
+    let mut bytes = 0usize;
+    for (i, e) in relay.store.events(from, limit)? {
+        let leaf = e.leaf_bytes();
+        if bytes + leaf.len() + 16 > PAGE_BYTES && !events.is_empty() {
+            break;
+        }
+        bytes += leaf.len() + 16;
+        events.push((i, leaf));
+    }
     Ok(Reply::Events { events })
 }

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 use tokio::io::AsyncRead;
 
-use crate::core::wire::{EnvelopeView, Reply, Request};
+use crate::core::wire::{EnvelopeView, Reply, Request, PAGE_BYTES};
 use crate::net::Peer;
 
 use super::refusal::Refusal;
@@ -45,6 +45,37 @@ pub enum Outcome {
     },
 }
 
+/// One page of a listing: `records` as the store returned them (at most `limit`, in cursor
+/// order), each turned into a view or skipped (`None`: expired, or no longer visible). The page
+/// stops early when its views would pass [`PAGE_BYTES`]; the cursor is then the last record
+/// included. `next` is `None` only when the store had no more.
+pub fn paginate<R, V: serde::Serialize>(
+    records: Vec<R>,
+    limit: usize,
+    id: impl Fn(&R) -> [u8; 16],
+    mut view: impl FnMut(R) -> Result<Option<V>, Refusal>,
+) -> Result<(Vec<V>, Option<[u8; 16]>), Refusal> {
+    let full = records.len() >= limit;
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    let mut last = None;
+    for r in records {
+        let rid = id(&r);
+        if let Some(v) = view(r)? {
+            let size = postcard::to_stdvec(&v)
+                .map_err(|_| Refusal::internal())?
+                .len();
+            if bytes + size > PAGE_BYTES && !out.is_empty() {
+                return Ok((out, last));
+            }
+            bytes += size;
+            out.push(v);
+        }
+        last = Some(rid);
+    }
+    Ok((out, if full { last } else { None }))
+}
+
 /// The request → handler table.
 pub async fn handle<B: AsyncRead + Unpin + Send>(
     relay: &Relay,
@@ -60,15 +91,17 @@ pub async fn handle<B: AsyncRead + Unpin + Send>(
         } => directory::push(relay, peer, entries, revocations, now).await,
         Request::GetEntry { id } => directory::get_entry(relay, peer, &id, now).await,
         Request::CreateGrant { grant } => grants::create(relay, peer, grant, now).await,
-        Request::ListGrants => grants::list(relay, peer, now).await,
-        Request::PendingApprovals => grants::pending_approvals(relay, peer, now).await,
+        Request::ListGrants { page } => grants::list(relay, peer, page, now).await,
+        Request::PendingApprovals { page } => {
+            grants::pending_approvals(relay, peer, page, now).await
+        }
         Request::Approve { approval } => grants::approve(relay, peer, approval, now).await,
         Request::Submit {
             grant_id,
             statement,
             length,
         } => submit::submit(relay, peer, grant_id, statement, length, now, body).await,
-        Request::Inbox => delivery::inbox(relay, peer, now).await,
+        Request::Inbox { page } => delivery::inbox(relay, peer, page, now).await,
         Request::Fetch { envelope_id } => {
             let (view, body) = delivery::fetch(relay, peer, envelope_id, now).await?;
             return Ok(Outcome::Envelope { view, body });

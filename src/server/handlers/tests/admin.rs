@@ -22,7 +22,12 @@ async fn admins_quarantine_and_release_agents_users_cannot() {
     );
     // The quarantined agent is refused on its next request, and grants to it too.
     let refusal = f
-        .call(&f.bot, Request::ListGrants)
+        .call(
+            &f.bot,
+            Request::ListGrants {
+                page: Page::first(),
+            },
+        )
         .await
         .expect_err("quarantined");
     assert!(
@@ -42,7 +47,14 @@ async fn admins_quarantine_and_release_agents_users_cannot() {
     );
     f.call(&f.admin, release.clone()).await.unwrap();
     assert_eq!(code(f.call(&f.admin, release).await), ErrorCode::NotFound);
-    f.call(&f.bot, Request::ListGrants).await.unwrap();
+    f.call(
+        &f.bot,
+        Request::ListGrants {
+            page: Page::first(),
+        },
+    )
+    .await
+    .unwrap();
     let kinds = f.event_kinds();
     assert!(kinds.contains(&"agent.quarantined".to_owned()));
     assert!(kinds.contains(&"agent.released".to_owned()));
@@ -164,14 +176,30 @@ async fn callers_outside_the_directory_or_revoked_are_unauthenticated() {
     let f = fixture();
     let mut stranger = peer(&f.carol);
     stranger.spki_sha256 = [0; 32];
-    let r = handle(&f.relay, &stranger, Request::Inbox, f.now(), &mut &[][..])
-        .await
-        .expect_err("a superseded key");
+    let r = handle(
+        &f.relay,
+        &stranger,
+        Request::Inbox {
+            page: Page::first(),
+        },
+        f.now(),
+        &mut &[][..],
+    )
+    .await
+    .expect_err("a superseded key");
     assert_eq!(r.code, ErrorCode::Unauthenticated);
     // The directory entries expire on the clock like everything else.
     f.clock.advance(400 * 86_400);
     assert_eq!(
-        code(f.call(&f.carol, Request::Inbox).await),
+        code(
+            f.call(
+                &f.carol,
+                Request::Inbox {
+                    page: Page::first()
+                }
+            )
+            .await
+        ),
         ErrorCode::Unauthenticated
     );
 }

@@ -95,17 +95,43 @@ async fn only_the_requester_sees_and_fetches_its_envelope_then_files_a_receipt()
     else {
         panic!("not submitted")
     };
-    let Reply::Inbox { envelopes } = f.call(&f.alice, Request::Inbox).await.unwrap() else {
+    let Reply::Inbox { envelopes, .. } = f
+        .call(
+            &f.alice,
+            Request::Inbox {
+                page: Page::first(),
+            },
+        )
+        .await
+        .unwrap()
+    else {
         panic!("no inbox")
     };
     assert_eq!(envelopes.len(), 1);
     assert_eq!(envelopes[0].envelope_id, envelope_id);
-    let Reply::Inbox { envelopes } = f.call(&f.bob, Request::Inbox).await.unwrap() else {
+    let Reply::Inbox { envelopes, .. } = f
+        .call(
+            &f.bob,
+            Request::Inbox {
+                page: Page::first(),
+            },
+        )
+        .await
+        .unwrap()
+    else {
         panic!("no inbox")
     };
     assert!(envelopes.is_empty());
     assert_eq!(
-        code(f.call(&f.bot, Request::Inbox).await),
+        code(
+            f.call(
+                &f.bot,
+                Request::Inbox {
+                    page: Page::first()
+                }
+            )
+            .await
+        ),
         ErrorCode::Forbidden
     );
     // Fetch: alice gets the view and the stored bytes; bob's answer is the same as for a
@@ -185,7 +211,16 @@ async fn only_the_requester_sees_and_fetches_its_envelope_then_files_a_receipt()
         ErrorCode::NotFound,
         "a second receipt"
     );
-    let Reply::Inbox { envelopes } = f.call(&f.alice, Request::Inbox).await.unwrap() else {
+    let Reply::Inbox { envelopes, .. } = f
+        .call(
+            &f.alice,
+            Request::Inbox {
+                page: Page::first(),
+            },
+        )
+        .await
+        .unwrap()
+    else {
         panic!("no inbox")
     };
     assert!(envelopes.is_empty());
@@ -200,7 +235,16 @@ async fn envelopes_past_their_ttl_leave_the_inbox_and_are_swept_on_the_clock() {
     f.clock.advance(59);
     assert_eq!(crate::server::sweep::sweep_expired(&f.relay).await, 0);
     f.clock.advance(1);
-    let Reply::Inbox { envelopes } = f.call(&f.alice, Request::Inbox).await.unwrap() else {
+    let Reply::Inbox { envelopes, .. } = f
+        .call(
+            &f.alice,
+            Request::Inbox {
+                page: Page::first(),
+            },
+        )
+        .await
+        .unwrap()
+    else {
         panic!("no inbox")
     };
     assert!(envelopes.is_empty(), "an expired envelope is listed");

@@ -53,22 +53,48 @@ async fn the_agent_lists_ready_grants_until_they_expire_on_the_clock() {
     let f = fixture();
     let id = f.grant("tickets/1").await;
     let listed = |r: Reply| match r {
-        Reply::Grants { grants } => grants.len(),
+        Reply::Grants { grants, .. } => grants.len(),
         other => panic!("{other:?}"),
     };
     assert_eq!(
-        listed(f.call(&f.bot, Request::ListGrants).await.unwrap()),
+        listed(
+            f.call(
+                &f.bot,
+                Request::ListGrants {
+                    page: Page::first()
+                }
+            )
+            .await
+            .unwrap()
+        ),
         1
     );
     // Users have no grants to list.
     assert_eq!(
-        code(f.call(&f.alice, Request::ListGrants).await),
+        code(
+            f.call(
+                &f.alice,
+                Request::ListGrants {
+                    page: Page::first()
+                }
+            )
+            .await
+        ),
         ErrorCode::Forbidden
     );
     // Move time past the grant's expiry: no sleeping.
     f.clock.advance(601);
     assert_eq!(
-        listed(f.call(&f.bot, Request::ListGrants).await.unwrap()),
+        listed(
+            f.call(
+                &f.bot,
+                Request::ListGrants {
+                    page: Page::first()
+                }
+            )
+            .await
+            .unwrap()
+        ),
         0
     );
     assert_eq!(code(f.submit(id, b"late").await), ErrorCode::Expired);
@@ -79,21 +105,48 @@ async fn grants_that_need_approval_wait_for_a_second_person_before_expiry() {
     let f = fixture();
     let id = f.grant("payroll/2026").await;
     let pending = |r: Reply| match r {
-        Reply::Pending { grants } => grants.len(),
+        Reply::Pending { grants, .. } => grants.len(),
         other => panic!("{other:?}"),
     };
     // Invisible to the agent, refused if submitted, listed to bob (an approver) only.
-    let Reply::Grants { grants } = f.call(&f.bot, Request::ListGrants).await.unwrap() else {
+    let Reply::Grants { grants, .. } = f
+        .call(
+            &f.bot,
+            Request::ListGrants {
+                page: Page::first(),
+            },
+        )
+        .await
+        .unwrap()
+    else {
         panic!()
     };
     assert!(grants.is_empty());
     assert_eq!(code(f.submit(id, b"early").await), ErrorCode::Forbidden);
     assert_eq!(
-        pending(f.call(&f.bob, Request::PendingApprovals).await.unwrap()),
+        pending(
+            f.call(
+                &f.bob,
+                Request::PendingApprovals {
+                    page: Page::first()
+                }
+            )
+            .await
+            .unwrap()
+        ),
         1
     );
     assert_eq!(
-        pending(f.call(&f.alice, Request::PendingApprovals).await.unwrap()),
+        pending(
+            f.call(
+                &f.alice,
+                Request::PendingApprovals {
+                    page: Page::first()
+                }
+            )
+            .await
+            .unwrap()
+        ),
         0
     );
     let record = f.relay.store.grant(&id).unwrap().unwrap();
@@ -137,7 +190,16 @@ async fn grants_that_need_approval_wait_for_a_second_person_before_expiry() {
     let record = f.relay.store.grant(&late).unwrap().unwrap();
     f.clock.advance(601);
     assert_eq!(
-        pending(f.call(&f.bob, Request::PendingApprovals).await.unwrap()),
+        pending(
+            f.call(
+                &f.bob,
+                Request::PendingApprovals {
+                    page: Page::first()
+                }
+            )
+            .await
+            .unwrap()
+        ),
         0
     );
     let req = Request::Approve {
@@ -193,7 +255,62 @@ async fn resource_names_outside_the_grammar_are_refused() {
         };
         let refusal = f.call(&f.alice, req).await.expect_err(name);
         assert_eq!(refusal.code, ErrorCode::BadRequest, "{name}");
-        assert!(refusal.message.contains("invalid resource name"), "{}", refusal.message);
+        assert!(
+            refusal.message.contains("invalid resource name"),
+            "{}",
+            refusal.message
+        );
         assert!(f.relay.store.grant(&g.grant_id).unwrap().is_none());
     }
+}
+
+/// Defect 3: listings were single frames capped at 256 KiB, so past a few hundred entries they
+/// failed. Pages now follow a cursor, each under the frame cap, and every entry comes once.
+#[tokio::test]
+async fn listings_come_in_pages_that_cover_everything_once() {
+    let f = fixture_with(|c| {
+        c.requests_per_second = 100_000;
+        c.request_burst = 100_000;
+    });
+    let mut made = std::collections::BTreeSet::new();
+    for i in 0..250 {
+        made.insert(f.grant(&format!("tickets/{i}")).await);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut page = Page::first();
+    let mut pages = 0;
+    loop {
+        let Reply::Grants { grants, next } =
+            f.call(&f.bot, Request::ListGrants { page }).await.unwrap()
+        else {
+            panic!("no grants")
+        };
+        pages += 1;
+        assert!(grants.len() <= 100);
+        for g in grants {
+            let grant = Grant::decode(&g.grant.statement).unwrap();
+            assert!(seen.insert(grant.grant_id), "listed twice");
+        }
+        match next {
+            Some(n) => page = Page::after(n),
+            None => break,
+        }
+    }
+    assert_eq!(seen, made);
+    assert!(pages >= 3, "{pages} pages");
+    // Grants that expire unused are closed by the sweep: out of the index, refused as expired.
+    f.clock.advance(601);
+    assert_eq!(crate::server::sweep::sweep_expired(&f.relay).await, 250);
+    assert!(f
+        .relay
+        .store
+        .open_grants_for(f.bot.id.as_ref().unwrap(), None, 1000)
+        .unwrap()
+        .is_empty());
+    let any = *made.iter().next().unwrap();
+    assert_eq!(
+        f.relay.store.grant(&any).unwrap().unwrap().state,
+        GrantState::Expired
+    );
+    assert_eq!(code(f.submit(any, b"late").await), ErrorCode::Expired);
 }

@@ -12,7 +12,7 @@ use crate::core::grant::{Approval, DeliveryStatus, Grant, Receipt};
 use crate::core::identity::Identity;
 use crate::core::sign::Signed;
 use crate::core::store::GrantState;
-use crate::core::wire::{ErrorCode, Reply, Request, WireSigned};
+use crate::core::wire::{ErrorCode, Page, Reply, Request, WireSigned};
 use crate::ids::{EnvelopeId, GrantId, SpiffeId};
 use crate::local::provision::{agent, provision, user};
 use crate::net::Peer;

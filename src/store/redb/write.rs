@@ -1,0 +1,281 @@
+//! The write half of the embedded store: every [`WriteOp`] checked (through
+//! `core::grant_state`) and applied inside one durable transaction, with its event appended as
+//! a log leaf and the leaf's tree nodes stored beside it.
+
+use redb::{Durability, ReadableTable, ReadableTableMetadata};
+
+use super::{
+    db_err, dec, dir_key, enc, pair_key, RedbStore, AGENT_GRANTS, DIR_ENTRIES, DIR_REVOCATIONS,
+    ENVELOPES, EVENTS, GRANTS, INLINE, PENDING, QUARANTINE, TLOG_NODES, USER_INBOX,
+};
+use crate::core::grant_state;
+use crate::core::store::{EnvelopeRecord, Event, GrantRecord, OpResult, WriteOp, WriteRefusal};
+use crate::core::tlog::{leaf_hash, Tree};
+use crate::error::{Error, Result};
+
+impl RedbStore {
+    pub(super) fn apply_in(&self, tree: &mut Tree, ops: &[WriteOp]) -> Result<Vec<OpResult>> {
+        let mut txn = self.db.begin_write().map_err(db_err)?;
+        txn.set_durability(Durability::Immediate).map_err(db_err)?;
+        let mut results = Vec::with_capacity(ops.len());
+        {
+            let mut entries = txn.open_table(DIR_ENTRIES).map_err(db_err)?;
+            let mut revocations = txn.open_table(DIR_REVOCATIONS).map_err(db_err)?;
+            let mut grants = txn.open_table(GRANTS).map_err(db_err)?;
+            let mut agent_grants = txn.open_table(AGENT_GRANTS).map_err(db_err)?;
+            let mut envelopes = txn.open_table(ENVELOPES).map_err(db_err)?;
+            let mut inbox = txn.open_table(USER_INBOX).map_err(db_err)?;
+            let mut events = txn.open_table(EVENTS).map_err(db_err)?;
+            let mut inline = txn.open_table(INLINE).map_err(db_err)?;
+            let mut nodes = txn.open_table(TLOG_NODES).map_err(db_err)?;
+            let mut quarantine = txn.open_table(QUARANTINE).map_err(db_err)?;
+            let mut pending = txn.open_table(PENDING).map_err(db_err)?;
+            let mut next_event = events.len().map_err(db_err)?;
+            if next_event != tree.size() {
+                return Err(Error::internal("the log tree and the events disagree"));
+            }
+            // Every event is a log leaf; its tree nodes are stored in the same transaction.
+            let mut append = |events: &mut redb::Table<u64, &[u8]>, event: &Event| -> Result<u64> {
+                let index = next_event;
+                events
+                    .insert(index, enc(event)?.as_slice())
+                    .map_err(db_err)?;
+                for node in tree.append(leaf_hash(&event.leaf_bytes())) {
+                    nodes
+                        .insert((node.level, node.index), node.hash.as_slice())
+                        .map_err(db_err)?;
+                }
+                next_event += 1;
+                Ok(index)
+            };
+            for op in ops {
+                let result: OpResult = match op {
+                    WriteOp::PutDirectory {
+                        entries: es,
+                        revocations: rs,
+                        event,
+                    } => {
+                        for (id, serial, s) in es {
+                            entries
+                                .insert(dir_key(id, *serial).as_str(), enc(s)?.as_slice())
+                                .map_err(db_err)?;
+                        }
+                        for (id, serial, s) in rs {
+                            revocations
+                                .insert(dir_key(id, *serial).as_str(), enc(s)?.as_slice())
+                                .map_err(db_err)?;
+                        }
+                        Ok(append(&mut events, event)?)
+                    }
+                    WriteOp::CreateGrant { record, event } => {
+                        if grants
+                            .get(record.grant_id.as_slice())
+                            .map_err(db_err)?
+                            .is_some()
+                        {
+                            Err(WriteRefusal::Duplicate)
+                        } else {
+                            grants
+                                .insert(record.grant_id.as_slice(), enc(record)?.as_slice())
+                                .map_err(db_err)?;
+                            agent_grants
+                                .insert(
+                                    pair_key(&record.agent, record.grant_id.as_bytes()).as_str(),
+                                    (),
+                                )
+                                .map_err(db_err)?;
+                            if record.needs_approval && record.approval.is_none() {
+                                pending
+                                    .insert(record.grant_id.as_slice(), ())
+                                    .map_err(db_err)?;
+                            }
+                            Ok(append(&mut events, event)?)
+                        }
+                    }
+                    WriteOp::ConsumeGrant {
+                        agent,
+                        envelope,
+                        inline_body,
+                        now,
+                        event,
+                    } => {
+                        let existing = grants
+                            .get(envelope.grant_id.as_slice())
+                            .map_err(db_err)?
+                            .map(|g| dec::<GrantRecord>(g.value()))
+                            .transpose()?;
+                        let consumed = match existing {
+                            None => Err(WriteRefusal::GrantNotFound),
+                            Some(g) => grant_state::consume(
+                                &g,
+                                agent,
+                                envelope.length,
+                                *now,
+                                envelope.envelope_id,
+                            ),
+                        };
+                        match consumed {
+                            Err(refusal) => Err(refusal),
+                            Ok(g) => {
+                                grants
+                                    .insert(g.grant_id.as_slice(), enc(&g)?.as_slice())
+                                    .map_err(db_err)?;
+                                agent_grants
+                                    .remove(pair_key(&g.agent, g.grant_id.as_bytes()).as_str())
+                                    .map_err(db_err)?;
+                                envelopes
+                                    .insert(
+                                        envelope.envelope_id.as_slice(),
+                                        enc(envelope)?.as_slice(),
+                                    )
+                                    .map_err(db_err)?;
+                                inbox
+                                    .insert(
+                                        pair_key(&envelope.user, envelope.envelope_id.as_bytes())
+                                            .as_str(),
+                                        (),
+                                    )
+                                    .map_err(db_err)?;
+                                if let Some(body) = inline_body {
+                                    inline
+                                        .insert(envelope.envelope_id.as_slice(), body.as_slice())
+                                        .map_err(db_err)?;
+                                }
+                                Ok(append(&mut events, event)?)
+                            }
+                        }
+                    }
+                    WriteOp::RecordReceipt {
+                        envelope_id,
+                        user,
+                        receipt,
+                        delete,
+                        event,
+                    } => {
+                        let existing = envelopes
+                            .get(envelope_id.as_slice())
+                            .map_err(db_err)?
+                            .map(|e| dec::<EnvelopeRecord>(e.value()))
+                            .transpose()?;
+                        match existing {
+                            None => Err(WriteRefusal::EnvelopeNotFound),
+                            Some(e) if e.user != *user => Err(WriteRefusal::EnvelopeNotFound),
+                            Some(e) if e.receipt.is_some() => Err(WriteRefusal::Duplicate),
+                            Some(mut e) => {
+                                inbox
+                                    .remove(pair_key(&e.user, e.envelope_id.as_bytes()).as_str())
+                                    .map_err(db_err)?;
+                                if *delete {
+                                    envelopes.remove(envelope_id.as_slice()).map_err(db_err)?;
+                                    inline.remove(envelope_id.as_slice()).map_err(db_err)?;
+                                } else {
+                                    e.receipt = Some(receipt.clone());
+                                    envelopes
+                                        .insert(envelope_id.as_slice(), enc(&e)?.as_slice())
+                                        .map_err(db_err)?;
+                                }
+                                Ok(append(&mut events, event)?)
+                            }
+                        }
+                    }
+                    WriteOp::ExpireGrant {
+                        grant_id,
+                        now,
+                        event,
+                    } => {
+                        let existing = grants
+                            .get(grant_id.as_slice())
+                            .map_err(db_err)?
+                            .map(|g| dec::<GrantRecord>(g.value()))
+                            .transpose()?;
+                        let closed = match existing {
+                            None => Err(WriteRefusal::GrantNotFound),
+                            Some(g) => grant_state::expire(&g, *now),
+                        };
+                        match closed {
+                            Err(refusal) => Err(refusal),
+                            Ok(g) => {
+                                grants
+                                    .insert(g.grant_id.as_slice(), enc(&g)?.as_slice())
+                                    .map_err(db_err)?;
+                                agent_grants
+                                    .remove(pair_key(&g.agent, g.grant_id.as_bytes()).as_str())
+                                    .map_err(db_err)?;
+                                pending.remove(g.grant_id.as_slice()).map_err(db_err)?;
+                                Ok(append(&mut events, event)?)
+                            }
+                        }
+                    }
+                    WriteOp::DeleteEnvelope { envelope_id, event } => {
+                        let existing = envelopes
+                            .remove(envelope_id.as_slice())
+                            .map_err(db_err)?
+                            .map(|e| dec::<EnvelopeRecord>(e.value()))
+                            .transpose()?;
+                        match existing {
+                            None => Err(WriteRefusal::EnvelopeNotFound),
+                            Some(e) => {
+                                inbox
+                                    .remove(pair_key(&e.user, e.envelope_id.as_bytes()).as_str())
+                                    .map_err(db_err)?;
+                                inline.remove(e.envelope_id.as_slice()).map_err(db_err)?;
+                                Ok(append(&mut events, event)?)
+                            }
+                        }
+                    }
+                    WriteOp::Append { event } => Ok(append(&mut events, event)?),
+                    WriteOp::Approve {
+                        grant_id,
+                        approval,
+                        now,
+                        event,
+                    } => {
+                        let existing = grants
+                            .get(grant_id.as_slice())
+                            .map_err(db_err)?
+                            .map(|g| dec::<GrantRecord>(g.value()))
+                            .transpose()?;
+                        let approved = match existing {
+                            None => Err(WriteRefusal::GrantNotFound),
+                            Some(g) => grant_state::approve(&g, approval, *now),
+                        };
+                        match approved {
+                            Err(refusal) => Err(refusal),
+                            Ok(g) => {
+                                grants
+                                    .insert(g.grant_id.as_slice(), enc(&g)?.as_slice())
+                                    .map_err(db_err)?;
+                                pending.remove(g.grant_id.as_slice()).map_err(db_err)?;
+                                Ok(append(&mut events, event)?)
+                            }
+                        }
+                    }
+                    WriteOp::Quarantine {
+                        agent,
+                        reason,
+                        event,
+                    } => {
+                        quarantine
+                            .insert(agent.to_string().as_str(), reason.as_str())
+                            .map_err(db_err)?;
+                        Ok(append(&mut events, event)?)
+                    }
+                    WriteOp::Release { agent, event } => {
+                        if quarantine
+                            .remove(agent.to_string().as_str())
+                            .map_err(db_err)?
+                            .is_none()
+                        {
+                            Err(WriteRefusal::NotQuarantined)
+                        } else {
+                            Ok(append(&mut events, event)?)
+                        }
+                    }
+                };
+                results.push(result);
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(results)
+    }
+}
