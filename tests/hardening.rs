@@ -175,6 +175,7 @@ async fn five_thousand_pending_envelopes_are_listed_and_fetched() {
         |c| {
             c.requests_per_second = 1_000_000;
             c.request_burst = 1_000_000;
+            c.quotas.max_uploads_per_agent = TASKS as u64;
         },
     )
     .await;
@@ -265,4 +266,97 @@ async fn five_thousand_pending_envelopes_are_listed_and_fetched() {
         filled.as_secs_f64(),
         started.elapsed().as_secs_f64() - filled.as_secs_f64()
     );
+}
+
+/// Defect 5 (acceptance): 32 parallel uploads of 64 MiB on one grant. A grant was consumed only
+/// at commit, so every stream could upload (and write a temporary blob) at once. Now one
+/// proceeds and the others are refused before their bodies are read; the data directory never
+/// holds more than one temporary blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_uploads_on_one_grant_are_refused_before_their_bodies() {
+    use sealrelay::client::{AgentClient, GrantRequest, UserClient};
+    use sealrelay::local::provision::{agent, user};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    const UPLOADS: usize = 32;
+    let mut w = common::test_relay(
+        &[user("alice", 0, &[]), agent("research-bot", &["tickets/*"])],
+        |_| {},
+    )
+    .await;
+    let bot_id: &'static _ = Box::leak(Box::new(w.ids.pop().unwrap()));
+    let alice_id = w.ids.pop().unwrap();
+    let alice = UserClient::connect(&alice_id, &w.addr).await.unwrap();
+    let grant = alice
+        .grant(&GrantRequest {
+            agent: "research-bot".into(),
+            resource: "tickets/big".into(),
+            purpose: "bulk".into(),
+            ttl_secs: 600,
+            max_bytes: 80 << 20,
+        })
+        .await
+        .unwrap();
+    let plaintext = common::pattern(64 << 20, 9);
+    let mut body = Vec::new();
+    let recipient = alice_id.age_identity.as_ref().unwrap().to_public();
+    sealrelay::core::envelope::seal(&recipient, &mut plaintext.as_slice(), &mut body, 2).unwrap();
+    drop(plaintext);
+    let statement = sealrelay::core::envelope::submission::Submission {
+        grant_id: grant,
+        user: alice_id.id.clone().unwrap(),
+        agent: bot_id.id.clone().unwrap(),
+        ciphertext_sha256: sealrelay::core::directory::sha256(&body),
+        ciphertext_len: body.len() as u64,
+    }
+    .sign(&bot_id.signing_key);
+    let body: &'static [u8] = Box::leak(body.into_boxed_slice());
+    let statement = Arc::new(statement);
+    // Watch the temporary blobs while the uploads run.
+    let tmp = w.dir.join("data/blobs.tmp");
+    let most = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (most, done) = (most.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::SeqCst) {
+                let n = std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0);
+                most.fetch_max(n, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        })
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..UPLOADS {
+        let (addr, statement) = (w.addr.clone(), statement.clone());
+        tasks.spawn(async move {
+            // A connection each, as 32 separate agent processes would.
+            let bot = AgentClient::connect(bot_id, &addr).await.unwrap();
+            bot.submit_raw(grant, &statement, body.len() as u64, &mut &body[..])
+                .await
+        });
+    }
+    let mut won = 0;
+    let mut refused = 0;
+    while let Some(r) = tasks.join_next().await {
+        match r.unwrap() {
+            Ok(_) => won += 1,
+            Err(e) => {
+                assert!(
+                    e.message().contains("in progress") || e.message().contains("already used"),
+                    "{e}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    done.store(true, Ordering::SeqCst);
+    watcher.join().unwrap();
+    assert_eq!((won, refused), (1, UPLOADS - 1));
+    assert!(
+        most.load(Ordering::SeqCst) <= 1,
+        "{} temporary blobs at once",
+        most.load(Ordering::SeqCst)
+    );
+    assert_eq!(w.relay.relay().store().envelope_ids().unwrap().len(), 1);
 }

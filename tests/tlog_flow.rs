@@ -581,6 +581,12 @@ impl sealrelay::core::store::Store for Failing {
     ) -> sealrelay::Result<Vec<sealrelay::core::store::GrantRecord>> {
         self.inner.pending_approvals(after, limit)
     }
+    fn usage(
+        &self,
+        party: &sealrelay::ids::SpiffeId,
+    ) -> sealrelay::Result<sealrelay::core::store::Usage> {
+        self.inner.usage(party)
+    }
     fn expired_grants(
         &self,
         now: u64,

@@ -133,6 +133,76 @@ pub fn statement_digest(s: &crate::core::sign::Signed) -> [u8; 32] {
     out
 }
 
+/// What a party holds at the relay now, kept by the store inside the same transactions that
+/// change it (so quotas are checked atomically, whatever races).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Grants created by (a user) or addressed to (an agent) the party, still open.
+    pub open_grants: u64,
+    /// Envelopes waiting for the user, and their bytes.
+    pub pending_envelopes: u64,
+    pub pending_bytes: u64,
+}
+
+/// The limits a write must stay within (docs/config.md, `[quotas]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quotas {
+    pub open_grants_per_user: u64,
+    pub open_grants_per_agent: u64,
+    pub pending_envelopes_per_user: u64,
+    pub pending_bytes_per_user: u64,
+}
+
+impl Quotas {
+    /// No limits (for stores driven directly, as in benchmarks).
+    pub const NONE: Quotas = Quotas {
+        open_grants_per_user: u64::MAX,
+        open_grants_per_agent: u64::MAX,
+        pending_envelopes_per_user: u64::MAX,
+        pending_bytes_per_user: u64::MAX,
+    };
+}
+
+/// Which quota a write would pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuotaKind {
+    OpenGrantsPerUser,
+    OpenGrantsPerAgent,
+    PendingEnvelopesPerUser,
+    PendingBytesPerUser,
+    UploadsPerAgent,
+    UploadBytesPerAgent,
+}
+
+impl QuotaKind {
+    /// The config field (`[quotas]`) that sets it.
+    pub fn field(self) -> &'static str {
+        match self {
+            QuotaKind::OpenGrantsPerUser => "max_open_grants_per_user",
+            QuotaKind::OpenGrantsPerAgent => "max_open_grants_per_agent",
+            QuotaKind::PendingEnvelopesPerUser => "max_pending_envelopes_per_user",
+            QuotaKind::PendingBytesPerUser => "max_pending_bytes_per_user",
+            QuotaKind::UploadsPerAgent => "max_uploads_per_agent",
+            QuotaKind::UploadBytesPerAgent => "max_upload_bytes_per_agent",
+        }
+    }
+
+    /// What the caller can do about it.
+    fn advice(self) -> &'static str {
+        match self {
+            QuotaKind::OpenGrantsPerUser | QuotaKind::OpenGrantsPerAgent => {
+                "wait until open grants are used or expire"
+            }
+            QuotaKind::PendingEnvelopesPerUser | QuotaKind::PendingBytesPerUser => {
+                "the user must fetch (or let expire) what is waiting first"
+            }
+            QuotaKind::UploadsPerAgent | QuotaKind::UploadBytesPerAgent => {
+                "wait for this agent's uploads in progress to finish"
+            }
+        }
+    }
+}
+
 /// A write the relay asks the store to make, with the event that records it.
 #[derive(Clone, Debug)]
 pub enum WriteOp {
@@ -144,6 +214,7 @@ pub enum WriteOp {
     },
     CreateGrant {
         record: GrantRecord,
+        quotas: Quotas,
         event: Event,
     },
     /// Consume an open, unexpired grant addressed to `agent` and store the envelope, in one
@@ -154,6 +225,7 @@ pub enum WriteOp {
         /// The ciphertext, for envelopes stored inline.
         inline_body: Option<Vec<u8>>,
         now: u64,
+        quotas: Quotas,
         event: Event,
     },
     /// Record the user's receipt on an envelope; with `delete` the envelope record goes (its
@@ -191,14 +263,9 @@ pub enum WriteOp {
         event: Event,
     },
     /// Release a quarantined agent.
-    Release {
-        agent: SpiffeId,
-        event: Event,
-    },
+    Release { agent: SpiffeId, event: Event },
     /// Only an event (a denial, a quarantine).
-    Append {
-        event: Event,
-    },
+    Append { event: Event },
 }
 
 /// Why a write was refused by the store's own checks.
@@ -218,6 +285,11 @@ pub enum WriteRefusal {
     NotApproved,
     /// The sweep asked to close a grant that has not expired.
     GrantNotExpired,
+    /// The write would pass a quota.
+    Quota {
+        kind: QuotaKind,
+        limit: u64,
+    },
 }
 
 impl WriteRefusal {
@@ -238,6 +310,14 @@ impl WriteRefusal {
             WriteRefusal::Duplicate => Error::conflict("already recorded"),
             WriteRefusal::NotQuarantined => Error::not_found("that agent is not quarantined"),
             WriteRefusal::GrantNotExpired => Error::conflict("the grant has not expired"),
+            WriteRefusal::Quota { kind, limit } => Error::new(
+                crate::ErrorKind::Refused,
+                format!(
+                    "quota reached: {} is {limit}; {} (or ask the relay's operator to raise it)",
+                    kind.field(),
+                    kind.advice()
+                ),
+            ),
             WriteRefusal::NotApproved => Error::new(
                 crate::ErrorKind::Refused,
                 "the grant awaits a second person's approval",
@@ -282,6 +362,8 @@ pub trait Store: Send + Sync + 'static {
     /// Events `from..from+limit`.
     fn events(&self, from: u64, limit: usize) -> Result<Vec<(u64, Event)>>;
     fn event_count(&self) -> Result<u64>;
+    /// What `party` holds now (open grants, pending envelopes and bytes).
+    fn usage(&self, party: &SpiffeId) -> Result<Usage>;
     /// Quarantined agents and why.
     fn quarantined(&self) -> Result<Vec<(String, String)>>;
     /// Grants that await approval, in id order, after `after`, at most `limit` (unexpired ones

@@ -253,6 +253,8 @@ pub enum ErrorCode {
     RateLimited,
     Unavailable,
     Internal,
+    /// A quota (docs/config.md) would be passed; the message names it.
+    QuotaExceeded,
 }
 
 impl ErrorCode {
@@ -264,7 +266,8 @@ impl ErrorCode {
             ErrorCode::Unauthenticated
             | ErrorCode::Forbidden
             | ErrorCode::Expired
-            | ErrorCode::RateLimited => ErrorKind::Refused,
+            | ErrorCode::RateLimited
+            | ErrorCode::QuotaExceeded => ErrorKind::Refused,
             ErrorCode::NotFound => ErrorKind::NotFound,
             ErrorCode::Conflict => ErrorKind::Conflict,
             ErrorCode::Unavailable => ErrorKind::Unavailable,

@@ -40,6 +40,49 @@ pub struct RelayConfig {
     pub request_burst: u32,
     pub limits: Limits,
     pub monitor: super::monitor::MonitorConfig,
+    /// What one party may hold at once (`[quotas]`).
+    pub quotas: QuotaConfig,
+}
+
+/// Quotas per party (docs/config.md). Each refusal names the field that set it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    /// Open grants a user may have created and not yet seen used or expired.
+    pub max_open_grants_per_user: u64,
+    /// Open grants addressed to one agent.
+    pub max_open_grants_per_agent: u64,
+    /// Envelopes waiting for one user, and their bytes.
+    pub max_pending_envelopes_per_user: u64,
+    pub max_pending_bytes_per_user: u64,
+    /// Uploads one agent may have in progress at once, and their declared bytes.
+    pub max_uploads_per_agent: u64,
+    pub max_upload_bytes_per_agent: u64,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        QuotaConfig {
+            max_open_grants_per_user: 1_000,
+            max_open_grants_per_agent: 10_000,
+            max_pending_envelopes_per_user: 10_000,
+            max_pending_bytes_per_user: 16 * 1024 * 1024 * 1024,
+            max_uploads_per_agent: 16,
+            max_upload_bytes_per_agent: 8 * 1024 * 1024 * 1024,
+        }
+    }
+}
+
+impl QuotaConfig {
+    /// The limits the store checks inside its transactions.
+    pub fn store_quotas(&self) -> crate::core::store::Quotas {
+        crate::core::store::Quotas {
+            open_grants_per_user: self.max_open_grants_per_user,
+            open_grants_per_agent: self.max_open_grants_per_agent,
+            pending_envelopes_per_user: self.max_pending_envelopes_per_user,
+            pending_bytes_per_user: self.max_pending_bytes_per_user,
+        }
+    }
 }
 
 impl Default for RelayConfig {
@@ -60,6 +103,7 @@ impl Default for RelayConfig {
             request_burst: 1000,
             limits: Limits::default(),
             monitor: super::monitor::MonitorConfig::default(),
+            quotas: QuotaConfig::default(),
         }
     }
 }

@@ -23,6 +23,7 @@ mod startup;
 mod state;
 mod stream;
 mod sweep;
+mod uploads;
 
 use std::net::SocketAddr;
 use std::path::Path;

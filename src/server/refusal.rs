@@ -44,6 +44,7 @@ impl Refusal {
             }
             WriteRefusal::GrantExpired => ErrorCode::Expired,
             WriteRefusal::NotApproved => ErrorCode::Forbidden,
+            WriteRefusal::Quota { .. } => ErrorCode::QuotaExceeded,
             WriteRefusal::TooLarge { .. } => ErrorCode::TooLarge,
         };
         Refusal::new(code, r.to_error().message())

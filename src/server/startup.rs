@@ -111,6 +111,7 @@ pub fn load(
         limiter,
         connections: Connections::default(),
         clock,
+        uploads: Default::default(),
     };
     Ok((relay, tls))
 }

@@ -54,6 +54,8 @@ pub struct Relay {
     pub(crate) connections: Connections,
     /// Where `now` comes from: read once per request.
     pub(crate) clock: Arc<dyn Clock>,
+    /// Uploads in progress (one per grant, per-agent caps).
+    pub(crate) uploads: super::uploads::Uploads,
 }
 
 impl Relay {

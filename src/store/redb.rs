@@ -22,6 +22,8 @@ const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const INLINE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("inline_ciphertext");
 const QUARANTINE: TableDefinition<&str, &str> = TableDefinition::new("quarantine");
 const PENDING: TableDefinition<&[u8], ()> = TableDefinition::new("pending_approval");
+/// Per-party counters (`core::store::Usage`), kept in the transactions that change them.
+const USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("usage");
 /// Merkle tree nodes: (level, index) → hash of the complete subtree of 2^level leaves.
 const TLOG_NODES: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("tlog_nodes");
 
@@ -91,6 +93,7 @@ impl RedbStore {
             txn.open_table(TLOG_NODES).map_err(db_err)?;
             txn.open_table(QUARANTINE).map_err(db_err)?;
             txn.open_table(PENDING).map_err(db_err)?;
+            txn.open_table(USAGE).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
         let tree = load_tree(&db)?;
@@ -203,6 +206,15 @@ impl Store for RedbStore {
             *tree = load_tree(&self.db)?;
         }
         result
+    }
+
+    fn usage(&self, party: &SpiffeId) -> Result<crate::core::store::Usage> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(USAGE).map_err(db_err)?;
+        match t.get(party.to_string().as_str()).map_err(db_err)? {
+            Some(v) => dec(v.value()),
+            None => Ok(crate::core::store::Usage::default()),
+        }
     }
 
     fn quarantined(&self) -> Result<Vec<(String, String)>> {

@@ -92,7 +92,14 @@ pub async fn create(relay: &Relay, peer: &Peer, grant: WireSigned, now: u64) -> 
         approval: None,
     };
     let event = events::grant_created(now, &peer.id, &g, &signed, needs_approval);
-    relay.commit(WriteOp::CreateGrant { record, event }).await?;
+    let quotas = relay.config.quotas.store_quotas();
+    relay
+        .commit(WriteOp::CreateGrant {
+            record,
+            quotas,
+            event,
+        })
+        .await?;
     Ok(Reply::GrantCreated {
         grant_id: g.grant_id,
         expires: g.expires,

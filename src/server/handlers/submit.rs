@@ -64,6 +64,11 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
     // Early checks, so a refused body is not read; the store checks the same rules again
     // inside the commit.
     grant_state::check_consume(&grant, &peer.id, length, now)?;
+    // One upload per grant at a time, and the agent's caps, claimed before any body byte is
+    // read; the claim ends with this request.
+    let _slot = relay
+        .uploads
+        .begin(grant_id, &peer.id, length, &relay.config.quotas)?;
     let (agent_entry, _) = relay.entry_for(&peer.id, now)?;
     let signed = statement.to_signed(StatementType::Submission)?;
     let claimed = Submission::decode(&signed.statement)?;
@@ -133,6 +138,7 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
         envelope: record,
         inline_body,
         now,
+        quotas: relay.config.quotas.store_quotas(),
         event,
     };
     match relay.commit(op).await {

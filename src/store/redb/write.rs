@@ -6,12 +6,15 @@ use redb::{Durability, ReadableTable, ReadableTableMetadata};
 
 use super::{
     db_err, dec, dir_key, enc, pair_key, RedbStore, AGENT_GRANTS, DIR_ENTRIES, DIR_REVOCATIONS,
-    ENVELOPES, EVENTS, GRANTS, INLINE, PENDING, QUARANTINE, TLOG_NODES, USER_INBOX,
+    ENVELOPES, EVENTS, GRANTS, INLINE, PENDING, QUARANTINE, TLOG_NODES, USAGE, USER_INBOX,
 };
 use crate::core::grant_state;
-use crate::core::store::{EnvelopeRecord, Event, GrantRecord, OpResult, WriteOp, WriteRefusal};
+use crate::core::store::{
+    EnvelopeRecord, Event, GrantRecord, OpResult, QuotaKind, Usage, WriteOp, WriteRefusal,
+};
 use crate::core::tlog::{leaf_hash, Tree};
 use crate::error::{Error, Result};
+use crate::ids::SpiffeId;
 
 impl RedbStore {
     pub(super) fn apply_in(&self, tree: &mut Tree, ops: &[WriteOp]) -> Result<Vec<OpResult>> {
@@ -30,6 +33,7 @@ impl RedbStore {
             let mut nodes = txn.open_table(TLOG_NODES).map_err(db_err)?;
             let mut quarantine = txn.open_table(QUARANTINE).map_err(db_err)?;
             let mut pending = txn.open_table(PENDING).map_err(db_err)?;
+            let mut usage = txn.open_table(USAGE).map_err(db_err)?;
             let mut next_event = events.len().map_err(db_err)?;
             if next_event != tree.size() {
                 return Err(Error::internal("the log tree and the events disagree"));
@@ -67,14 +71,32 @@ impl RedbStore {
                         }
                         Ok(append(&mut events, event)?)
                     }
-                    WriteOp::CreateGrant { record, event } => {
+                    WriteOp::CreateGrant {
+                        record,
+                        quotas,
+                        event,
+                    } => {
+                        let held_by_user = usage_of(&usage, &record.user)?.open_grants;
+                        let held_by_agent = usage_of(&usage, &record.agent)?.open_grants;
                         if grants
                             .get(record.grant_id.as_slice())
                             .map_err(db_err)?
                             .is_some()
                         {
                             Err(WriteRefusal::Duplicate)
+                        } else if held_by_user >= quotas.open_grants_per_user {
+                            Err(WriteRefusal::Quota {
+                                kind: QuotaKind::OpenGrantsPerUser,
+                                limit: quotas.open_grants_per_user,
+                            })
+                        } else if held_by_agent >= quotas.open_grants_per_agent {
+                            Err(WriteRefusal::Quota {
+                                kind: QuotaKind::OpenGrantsPerAgent,
+                                limit: quotas.open_grants_per_agent,
+                            })
                         } else {
+                            adjust(&mut usage, &record.user, |u| u.open_grants += 1)?;
+                            adjust(&mut usage, &record.agent, |u| u.open_grants += 1)?;
                             grants
                                 .insert(record.grant_id.as_slice(), enc(record)?.as_slice())
                                 .map_err(db_err)?;
@@ -97,8 +119,10 @@ impl RedbStore {
                         envelope,
                         inline_body,
                         now,
+                        quotas,
                         event,
                     } => {
+                        let waiting = usage_of(&usage, &envelope.user)?;
                         let existing = grants
                             .get(envelope.grant_id.as_slice())
                             .map_err(db_err)?
@@ -113,10 +137,36 @@ impl RedbStore {
                                 *now,
                                 envelope.envelope_id,
                             ),
-                        };
+                        }
+                        .and_then(|g| {
+                            if waiting.pending_envelopes >= quotas.pending_envelopes_per_user {
+                                Err(WriteRefusal::Quota {
+                                    kind: QuotaKind::PendingEnvelopesPerUser,
+                                    limit: quotas.pending_envelopes_per_user,
+                                })
+                            } else if waiting.pending_bytes.saturating_add(envelope.length)
+                                > quotas.pending_bytes_per_user
+                            {
+                                Err(WriteRefusal::Quota {
+                                    kind: QuotaKind::PendingBytesPerUser,
+                                    limit: quotas.pending_bytes_per_user,
+                                })
+                            } else {
+                                Ok(g)
+                            }
+                        });
                         match consumed {
                             Err(refusal) => Err(refusal),
                             Ok(g) => {
+                                adjust(&mut usage, &g.user, |u| {
+                                    u.open_grants = u.open_grants.saturating_sub(1);
+                                    u.pending_envelopes += 1;
+                                    u.pending_bytes =
+                                        u.pending_bytes.saturating_add(envelope.length);
+                                })?;
+                                adjust(&mut usage, &g.agent, |u| {
+                                    u.open_grants = u.open_grants.saturating_sub(1)
+                                })?;
                                 grants
                                     .insert(g.grant_id.as_slice(), enc(&g)?.as_slice())
                                     .map_err(db_err)?;
@@ -162,6 +212,7 @@ impl RedbStore {
                             Some(e) if e.user != *user => Err(WriteRefusal::EnvelopeNotFound),
                             Some(e) if e.receipt.is_some() => Err(WriteRefusal::Duplicate),
                             Some(mut e) => {
+                                release_pending(&mut usage, &e)?;
                                 inbox
                                     .remove(pair_key(&e.user, e.envelope_id.as_bytes()).as_str())
                                     .map_err(db_err)?;
@@ -195,6 +246,11 @@ impl RedbStore {
                         match closed {
                             Err(refusal) => Err(refusal),
                             Ok(g) => {
+                                for party in [&g.user, &g.agent] {
+                                    adjust(&mut usage, party, |u| {
+                                        u.open_grants = u.open_grants.saturating_sub(1)
+                                    })?;
+                                }
                                 grants
                                     .insert(g.grant_id.as_slice(), enc(&g)?.as_slice())
                                     .map_err(db_err)?;
@@ -215,6 +271,9 @@ impl RedbStore {
                         match existing {
                             None => Err(WriteRefusal::EnvelopeNotFound),
                             Some(e) => {
+                                if e.receipt.is_none() {
+                                    release_pending(&mut usage, &e)?;
+                                }
                                 inbox
                                     .remove(pair_key(&e.user, e.envelope_id.as_bytes()).as_str())
                                     .map_err(db_err)?;
@@ -278,4 +337,29 @@ impl RedbStore {
         txn.commit().map_err(db_err)?;
         Ok(results)
     }
+}
+
+type UsageTable<'t> = redb::Table<'t, &'static str, &'static [u8]>;
+
+fn usage_of(t: &UsageTable<'_>, who: &SpiffeId) -> Result<Usage> {
+    match t.get(who.to_string().as_str()).map_err(db_err)? {
+        Some(v) => dec(v.value()),
+        None => Ok(Usage::default()),
+    }
+}
+
+fn adjust(t: &mut UsageTable<'_>, who: &SpiffeId, change: impl FnOnce(&mut Usage)) -> Result<()> {
+    let mut u = usage_of(t, who)?;
+    change(&mut u);
+    t.insert(who.to_string().as_str(), enc(&u)?.as_slice())
+        .map_err(db_err)?;
+    Ok(())
+}
+
+/// An envelope leaves the user's inbox (receipt or expiry).
+fn release_pending(t: &mut UsageTable<'_>, e: &EnvelopeRecord) -> Result<()> {
+    adjust(t, &e.user, |u| {
+        u.pending_envelopes = u.pending_envelopes.saturating_sub(1);
+        u.pending_bytes = u.pending_bytes.saturating_sub(e.length);
+    })
 }

@@ -252,3 +252,44 @@ async fn envelopes_past_their_ttl_leave_the_inbox_and_are_swept_on_the_clock() {
     assert!(f.relay.store.envelope_ids().unwrap().is_empty());
     assert!(f.event_kinds().contains(&"envelope.expired".to_owned()));
 }
+
+/// Defect 5: no per-party quotas. Open grants per user and envelopes waiting per user are now
+/// capped (checked in the store's transaction), with a refusal that names the quota; a receipt
+/// frees the room again.
+#[tokio::test]
+async fn quotas_cap_open_grants_and_pending_envelopes_and_say_which() {
+    let f = fixture_with(|c| {
+        c.quotas.max_open_grants_per_user = 2;
+        c.quotas.max_pending_envelopes_per_user = 1;
+    });
+    let first = f.grant("tickets/1").await;
+    let second = f.grant("tickets/2").await;
+    let (_, signed) = f.grant_statement("tickets/3", 600);
+    let req = Request::CreateGrant {
+        grant: WireSigned::from_signed(&signed),
+    };
+    let refusal = f.call(&f.alice, req.clone()).await.expect_err("third grant");
+    assert_eq!(refusal.code, ErrorCode::QuotaExceeded);
+    assert!(refusal.message.contains("max_open_grants_per_user"), "{}", refusal.message);
+    // One envelope may wait; the second is refused until the first is fetched.
+    let (body, request) = f.sealed(first, b"one");
+    let Reply::Submitted { envelope_id } =
+        f.call_with_body(&f.bot, request, &body).await.unwrap()
+    else {
+        panic!("not submitted")
+    };
+    let refusal = f.submit(second, b"two").await.expect_err("second envelope");
+    assert_eq!(refusal.code, ErrorCode::QuotaExceeded);
+    assert!(refusal.message.contains("max_pending_envelopes_per_user"), "{}", refusal.message);
+    assert_eq!(
+        f.relay.store.grant(&second).unwrap().unwrap().state,
+        GrantState::Open,
+        "a refused submission leaves its grant open"
+    );
+    f.call(&f.alice, f.receipt(envelope_id, first, &body))
+        .await
+        .unwrap();
+    f.submit(second, b"two").await.unwrap();
+    // Both grants are used now: a third fits again.
+    f.call(&f.alice, req).await.unwrap();
+}
