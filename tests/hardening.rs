@@ -360,3 +360,127 @@ async fn parallel_uploads_on_one_grant_are_refused_before_their_bodies() {
     );
     assert_eq!(w.relay.relay().store().envelope_ids().unwrap().len(), 1);
 }
+
+/// Defect 6 (acceptance): unauthenticated clients could hold every connection slot (the permit
+/// was taken before the handshake and awaited inside the accept loop). A raw UDP sender replays
+/// a real QUIC Initial from 5,000 source addresses and never answers; a legitimate client still
+/// connects and is served within 2 s, and SIGTERM still stops the relay within 5 s.
+#[test]
+fn a_handshake_flood_does_not_lock_out_clients_or_block_shutdown() {
+    use std::net::UdpSocket;
+    use std::time::{Duration, Instant};
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    cli_world(dir);
+    std::fs::write(dir.join("relay.toml"), "[limits]\nmax_connections = 100\n").unwrap();
+    let (server, addr) = common::serve(dir, &["--config", "relay.toml"]);
+    let relay: std::net::SocketAddr = addr.parse().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let alice = sealrelay::local::identity_file::load(&dir.join("alice.id"), None).unwrap();
+    // 5,000 real, distinct Initials (each with its own connection id and ClientHello), made
+    // by a QUIC client connecting to a socket of ours that never answers.
+    const FLOOD: usize = 5000;
+    let catcher = UdpSocket::bind("127.0.0.1:0").unwrap();
+    catcher
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let fake = catcher.local_addr().unwrap();
+    let config = sealrelay::net::client_config(
+        alice.cert.as_ref().unwrap(),
+        alice.tls_key.pkcs8(),
+        alice.ca_cert.as_ref().unwrap(),
+        &sealrelay::net::Limits::default(),
+    )
+    .unwrap();
+    let (endpoint, attempts) = rt.block_on(async {
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(config);
+        let attempts: Vec<_> = (0..FLOOD)
+            .map(|_| endpoint.connect(fake, "localhost").unwrap())
+            .collect();
+        (endpoint, attempts)
+    });
+    let mut initials = std::collections::HashMap::new();
+    let mut buf = [0u8; 2048];
+    while initials.len() < FLOOD {
+        let (n, _) = catcher.recv_from(&mut buf).unwrap();
+        let packet = &buf[..n];
+        assert!(packet[0] & 0x80 != 0 && n >= 1200, "not a QUIC Initial");
+        let dcid_len = usize::from(packet[5]);
+        initials
+            .entry(packet[6..6 + dcid_len].to_vec())
+            .or_insert_with(|| packet.to_vec());
+    }
+    drop(attempts);
+    drop(endpoint);
+    // Replayed from 5,000 source addresses (50 loopback IPs × 100 sockets), never answering.
+    let mut sockets = Vec::new();
+    for (i, initial) in initials.values().enumerate() {
+        let ip = format!("127.0.1.{}", 2 + i / 100);
+        let s = UdpSocket::bind((ip.as_str(), 0)).unwrap();
+        s.send_to(initial, relay).unwrap();
+        sockets.push(s);
+    }
+    // The legitimate client, right after the flood.
+    let started = Instant::now();
+    rt.block_on(async {
+        let user = sealrelay::client::UserClient::connect(&alice, &addr)
+            .await
+            .unwrap();
+        user.inbox().await.unwrap();
+    });
+    let took = started.elapsed();
+    eprintln!(
+        "after {} flooding Initials the client was served in {took:?}",
+        initials.len()
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "the client took {took:?} to connect and be served"
+    );
+    // One enrolled identity (a stolen credential) opens as many connections as the relay
+    // serves: it gets its own cap, the others are closed as busy, and alice still gets in.
+    let bot = sealrelay::local::identity_file::load(&dir.join("bot.id"), None).unwrap();
+    let hogs = rt.block_on(async {
+        let mut hogs = Vec::new();
+        for _ in 0..100 {
+            if let Ok(Ok(c)) = tokio::time::timeout(
+                Duration::from_secs(1),
+                sealrelay::client::AgentClient::connect(&bot, &addr),
+            )
+            .await
+            {
+                hogs.push(c);
+            }
+        }
+        hogs
+    });
+    let started = Instant::now();
+    let served = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(3), async {
+            let user = sealrelay::client::UserClient::connect(&alice, &addr).await?;
+            user.inbox().await
+        })
+        .await
+    });
+    assert!(
+        matches!(served, Ok(Ok(_))) && started.elapsed() < Duration::from_secs(2),
+        "with one identity holding connections the client got {served:?} after {:?}",
+        started.elapsed()
+    );
+    drop(hogs);
+    // SIGTERM: the relay stops within 5 s, flood or not.
+    let stopping = Instant::now();
+    let status = common::terminate(server);
+    assert!(status.success(), "{status:?}");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "stopping took {:?}",
+        stopping.elapsed()
+    );
+    drop(sockets);
+}

@@ -46,6 +46,10 @@ pub fn connection_error(e: &ConnectionError) -> Error {
                     ErrorKind::Refused,
                     "the relay refused this identity (its certificate carries no valid SPIFFE ID): check that it was issued by the relay's CA",
                 ),
+                Some(CloseCode::Busy) => Error::new(
+                    ErrorKind::Unavailable,
+                    "the relay has too many connections (for this identity, or in all): close some, or try again shortly",
+                ),
                 Some(CloseCode::ShuttingDown) => Error::new(
                     ErrorKind::Unavailable,
                     "the relay is shutting down: try again when it is back",

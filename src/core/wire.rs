@@ -296,15 +296,18 @@ pub enum CloseCode {
     ShuttingDown,
     /// The client found the server is not a relay of its trust domain.
     NotARelay,
+    /// The relay serves as many connections as it may (overall or for this identity).
+    Busy,
 }
 
 impl CloseCode {
-    pub const ALL: [CloseCode; 5] = [
+    pub const ALL: [CloseCode; 6] = [
         CloseCode::Normal,
         CloseCode::NoIdentity,
         CloseCode::Quarantined,
         CloseCode::ShuttingDown,
         CloseCode::NotARelay,
+        CloseCode::Busy,
     ];
 
     /// The number on the wire.
@@ -315,6 +318,7 @@ impl CloseCode {
             CloseCode::Quarantined => 2,
             CloseCode::ShuttingDown => 3,
             CloseCode::NotARelay => 4,
+            CloseCode::Busy => 5,
         }
     }
 
@@ -332,6 +336,7 @@ impl CloseCode {
             CloseCode::Quarantined => b"agent quarantined",
             CloseCode::ShuttingDown => b"relay shutting down",
             CloseCode::NotARelay => b"not a relay of our trust domain",
+            CloseCode::Busy => b"too many connections",
         }
     }
 }

@@ -25,8 +25,20 @@ pub mod frame;
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
-    /// Connections served at once; more wait at the handshake.
+    /// Connections served at once (counted after the handshake); more are closed as busy.
     pub max_connections: usize,
+    /// Handshakes in progress at once; past this, new attempts are refused.
+    pub max_handshakes: usize,
+    /// Handshakes in progress past which a client must first prove its address (a QUIC
+    /// Retry, stateless for the relay): a flood of spoofed or abandoned attempts then costs
+    /// the relay nothing.
+    pub retry_above_handshakes: usize,
+    /// Seconds a handshake may take.
+    pub handshake_timeout_secs: u64,
+    /// Handshakes and connections from one IP address at once.
+    pub max_connections_per_ip: usize,
+    /// Connections one identity may hold open at once.
+    pub max_connections_per_identity: usize,
     /// Concurrent request streams per connection.
     pub max_streams_per_connection: u32,
     /// Seconds without traffic before a connection is closed.
@@ -41,6 +53,11 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 1024,
+            max_handshakes: 1024,
+            retry_above_handshakes: 64,
+            handshake_timeout_secs: 10,
+            max_connections_per_ip: 256,
+            max_connections_per_identity: 64,
             max_streams_per_connection: 64,
             idle_timeout_secs: 30,
             stream_window: 8 * 1024 * 1024,

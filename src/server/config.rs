@@ -29,6 +29,8 @@ pub struct RelayConfig {
     pub delete_after_delivery: bool,
     /// How often expired envelopes are swept, in seconds.
     pub sweep_interval_secs: u64,
+    /// On shutdown, how long requests in flight may take to finish before the relay closes.
+    pub shutdown_grace_secs: u64,
     /// `text` or `json` log lines (on stderr).
     pub log_format: String,
     /// A Cedar policy file (default: the shipped docs/policy/default.cedar).
@@ -96,6 +98,7 @@ impl Default for RelayConfig {
             envelope_ttl_secs: 7 * 86_400,
             delete_after_delivery: true,
             sweep_interval_secs: 60,
+            shutdown_grace_secs: 5,
             log_format: "text".into(),
             policy_file: None,
             catalog_file: None,

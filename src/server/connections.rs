@@ -21,15 +21,24 @@ pub struct Registration<'a> {
 }
 
 impl Connections {
-    pub fn register(&self, id: &SpiffeId, conn: &quinn::Connection) -> Registration<'_> {
-        if let Ok(mut open) = self.open.lock() {
-            open.entry(id.clone()).or_default().push(conn.clone());
+    /// Registers `conn` for `id`, unless `id` already holds `cap` connections.
+    pub fn register(
+        &self,
+        id: &SpiffeId,
+        conn: &quinn::Connection,
+        cap: usize,
+    ) -> Option<Registration<'_>> {
+        let mut open = self.open.lock().ok()?;
+        let list = open.entry(id.clone()).or_default();
+        if list.len() >= cap {
+            return None;
         }
-        Registration {
+        list.push(conn.clone());
+        Some(Registration {
             registry: self,
             id: id.clone(),
             stable_id: conn.stable_id(),
-        }
+        })
     }
 
     /// Closes every open connection of `id`; returns how many.

@@ -3,11 +3,13 @@
 //! loop and the sweep by [`Supervisor`], so dropping the supervisor aborts everything; shutdown
 //! stops accepting, lets the requests in flight finish, then closes.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::core::wire::CloseCode;
@@ -94,8 +96,83 @@ async fn sweep_loop(relay: Arc<Relay>) {
     }
 }
 
+/// Handshakes and connections per remote IP, released when the guard drops.
+#[derive(Default)]
+struct PerIp(std::sync::Mutex<HashMap<IpAddr, usize>>);
+
+struct IpGuard {
+    table: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    fn enter(self: &Arc<Self>, ip: IpAddr, cap: usize) -> Option<IpGuard> {
+        let mut t = self.0.lock().ok()?;
+        let n = t.entry(ip).or_insert(0);
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(IpGuard {
+            table: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpGuard {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.table.0.lock() {
+            if let Some(n) = t.get_mut(&self.ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    t.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+/// What happens to a new connection attempt, decided without waiting for anything.
+fn admit(
+    incoming: quinn::Incoming,
+    handshakes: &Arc<Semaphore>,
+    limits: &net::Limits,
+    per_ip: &Arc<PerIp>,
+) -> Option<(quinn::Incoming, OwnedSemaphorePermit, IpGuard)> {
+    let in_progress = limits
+        .max_handshakes
+        .saturating_sub(handshakes.available_permits());
+    // Under load, a client must first show it receives at its address (stateless Retry).
+    if in_progress >= limits.retry_above_handshakes
+        && !incoming.remote_address_validated()
+        && incoming.may_retry()
+    {
+        if let Err(e) = incoming.retry() {
+            e.into_incoming().ignore();
+        }
+        return None;
+    }
+    let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+        incoming.refuse();
+        return None;
+    };
+    let Some(ip_guard) = per_ip.enter(
+        incoming.remote_address().ip(),
+        limits.max_connections_per_ip,
+    ) else {
+        incoming.refuse();
+        return None;
+    };
+    Some((incoming, permit, ip_guard))
+}
+
 async fn accept_loop(relay: Arc<Relay>, endpoint: quinn::Endpoint, stop: Arc<Notify>) {
-    let slots = Arc::new(Semaphore::new(relay.config.limits.max_connections.max(1)));
+    let limits = relay.config.limits.clone();
+    let handshakes = Arc::new(Semaphore::new(limits.max_handshakes.max(1)));
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let per_ip = Arc::new(PerIp::default());
+    let handshake_timeout = Duration::from_secs(limits.handshake_timeout_secs.max(1));
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -104,26 +181,52 @@ async fn accept_loop(relay: Arc<Relay>, endpoint: quinn::Endpoint, stop: Arc<Not
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             incoming = endpoint.accept() => {
                 let Some(incoming) = incoming else { break };
-                let Ok(permit) = slots.clone().acquire_owned().await else { break };
-                let r = relay.clone();
+                let Some((incoming, handshake, ip_guard)) =
+                    admit(incoming, &handshakes, &limits, &per_ip)
+                else {
+                    continue;
+                };
+                let (r, slots) = (relay.clone(), slots.clone());
                 connections.spawn(async move {
-                    let _permit = permit;
-                    match incoming.await {
-                        Ok(conn) => serve_connection(r, conn).await,
-                        Err(e) => tracing::info!(error = %e, "handshake failed"),
-                    }
+                    let _ip = ip_guard;
+                    let conn = match tokio::time::timeout(handshake_timeout, incoming).await {
+                        Ok(Ok(conn)) => conn,
+                        Ok(Err(e)) => {
+                            tracing::info!(error = %e, "handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::info!("handshake timed out");
+                            return;
+                        }
+                    };
+                    drop(handshake);
+                    // The connection slot is taken after the handshake, never awaited.
+                    let Ok(_slot) = slots.try_acquire_owned() else {
+                        let code = CloseCode::Busy;
+                        conn.close(code.code().into(), code.reason());
+                        return;
+                    };
+                    serve_connection(r, conn).await;
                 });
             }
         }
     }
-    // No new connections from here on; the requests in flight finish, then everything closes.
+    // No new connections from here on; the requests in flight get a bounded grace period to
+    // finish, then everything closes.
     endpoint.set_server_config(None);
-    relay.in_flight.wait_idle().await;
+    let grace = Duration::from_secs(relay.config.shutdown_grace_secs);
+    if tokio::time::timeout(grace, relay.in_flight.wait_idle())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in flight after the shutdown grace period: closing");
+    }
     endpoint.close(
         CloseCode::ShuttingDown.code().into(),
         CloseCode::ShuttingDown.reason(),
     );
-    endpoint.wait_idle().await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
     connections.shutdown().await;
 }
 
@@ -140,7 +243,16 @@ async fn serve_connection(relay: Arc<Relay>, conn: quinn::Connection) {
         }
     };
     tracing::debug!(peer = %peer.id, remote = %conn.remote_address(), "connection");
-    let _registration = relay.connections.register(&peer.id, &conn);
+    let Some(_registration) = relay.connections.register(
+        &peer.id,
+        &conn,
+        relay.config.limits.max_connections_per_identity,
+    ) else {
+        let code = CloseCode::Busy;
+        conn.close(code.code().into(), code.reason());
+        tracing::info!(peer = %peer.id, "refused a connection: too many for this identity");
+        return;
+    };
     let mut streams = JoinSet::new();
     loop {
         tokio::select! {

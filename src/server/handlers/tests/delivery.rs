@@ -268,19 +268,29 @@ async fn quotas_cap_open_grants_and_pending_envelopes_and_say_which() {
     let req = Request::CreateGrant {
         grant: WireSigned::from_signed(&signed),
     };
-    let refusal = f.call(&f.alice, req.clone()).await.expect_err("third grant");
+    let refusal = f
+        .call(&f.alice, req.clone())
+        .await
+        .expect_err("third grant");
     assert_eq!(refusal.code, ErrorCode::QuotaExceeded);
-    assert!(refusal.message.contains("max_open_grants_per_user"), "{}", refusal.message);
+    assert!(
+        refusal.message.contains("max_open_grants_per_user"),
+        "{}",
+        refusal.message
+    );
     // One envelope may wait; the second is refused until the first is fetched.
     let (body, request) = f.sealed(first, b"one");
-    let Reply::Submitted { envelope_id } =
-        f.call_with_body(&f.bot, request, &body).await.unwrap()
+    let Reply::Submitted { envelope_id } = f.call_with_body(&f.bot, request, &body).await.unwrap()
     else {
         panic!("not submitted")
     };
     let refusal = f.submit(second, b"two").await.expect_err("second envelope");
     assert_eq!(refusal.code, ErrorCode::QuotaExceeded);
-    assert!(refusal.message.contains("max_pending_envelopes_per_user"), "{}", refusal.message);
+    assert!(
+        refusal.message.contains("max_pending_envelopes_per_user"),
+        "{}",
+        refusal.message
+    );
     assert_eq!(
         f.relay.store.grant(&second).unwrap().unwrap().state,
         GrantState::Open,
