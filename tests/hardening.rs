@@ -484,3 +484,90 @@ fn a_handshake_flood_does_not_lock_out_clients_or_block_shutdown() {
     );
     drop(sockets);
 }
+
+/// Defect 10 (acceptance): a client whose relay died mid-request waited ~30 s (the relay's idle
+/// timeout), and a send retried after a lost answer got Conflict. Now the client notices within
+/// seconds, `send` retries with backoff (saying so), and the envelope is stored once: the relay
+/// is killed (SIGKILL) while the upload is under way and started again on the same port.
+#[test]
+fn a_send_to_a_relay_killed_mid_request_succeeds_on_retry_and_is_stored_once() {
+    use std::time::{Duration, Instant};
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    cli_world(dir);
+    let (server, addr) = common::serve(dir, &[]);
+    let grant = ok_in(
+        dir,
+        &[
+            "grant",
+            "--identity",
+            "alice.id",
+            "--agent",
+            "research-bot",
+            "--resource",
+            "tickets/1",
+            "--relay",
+            &addr,
+        ],
+    );
+    let grant = grant.split_whitespace().next().unwrap().to_owned();
+    std::fs::write(dir.join("big"), common::pattern(60 << 20, 3)).unwrap();
+    let mut send = std::process::Command::new(common::bin())
+        .args([
+            "send",
+            "--identity",
+            "bot.id",
+            "--grant",
+            &grant,
+            "big",
+            "--relay",
+            &addr,
+        ])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kill the relay once the upload is under way (its temporary blob exists).
+    let tmp = dir.join("data/blobs.tmp");
+    let waited = Instant::now();
+    while std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0) == 0 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "the upload never started"
+        );
+        if let Some(status) = send.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(send.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("send ended before the relay was killed ({status}): {err}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut server = server;
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let killed = Instant::now();
+    let (server, _) = common::serve_at(dir, &addr, &[]);
+    let out = send.wait_with_output().unwrap();
+    let took = killed.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "send failed: {stderr}");
+    assert!(
+        stderr.contains("retrying"),
+        "send did not say it retried: {stderr}"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "send took {took:?} after the kill"
+    );
+    let inbox = ok_in(dir, &["inbox", "--identity", "alice.id", "--relay", &addr]);
+    assert_eq!(
+        inbox
+            .lines()
+            .filter(|l| l.contains(" bytes  received "))
+            .count(),
+        1,
+        "{inbox}"
+    );
+    common::terminate(server);
+}

@@ -410,8 +410,16 @@ async fn revocation_takes_effect_on_an_open_connection() {
         .await
         .unwrap();
     admin.push(&[], &[signed]).await.unwrap();
-    // Same connection, next request: refused.
+    // Same connection, next request: refused (the relay closed the connection as revoked).
     let err = bot.grants().await.expect_err("a revoked agent was served");
+    assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
+    assert!(err.message().contains("revoked"), "{err}");
+    // A new connection: refused by the relay, request by request.
+    let again = AgentClient::connect(&w.bot, &w.addr).await.unwrap();
+    let err = again
+        .grants()
+        .await
+        .expect_err("a revoked agent was served");
     assert_eq!(err.kind(), ErrorKind::Refused, "{err}");
     assert!(err.message().contains("revoked"), "{err}");
     // And alice can no longer grant to it.

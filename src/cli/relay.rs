@@ -255,6 +255,10 @@ pub struct SendArgs {
     /// The data: a file, or - for stdin.
     #[arg(value_name = "FILE", default_value = "-")]
     input: String,
+    /// While the relay is unreachable, keep retrying (with backoff) for this many seconds. The
+    /// envelope is sealed once; a retry after a lost answer is stored once.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    retry_for: u64,
     #[command(flatten)]
     relay: RelayArg,
 }
@@ -282,16 +286,47 @@ pub fn send(args: SendArgs) -> Result<()> {
         )
     };
     runtime()?.block_on(async {
-        let agent = AgentClient::connect(&identity, &relay).await?;
-        let grants = agent.grants().await?;
-        let grant = grants
-            .iter()
-            .find(|g| g.grant.grant_id == grant_id)
-            .ok_or_else(|| Error::not_found("no open grant with that id for this agent (used, expired, or addressed to another agent)"))?;
-        let id = agent.send(grant, &mut input, &scratch_dir()).await?;
-        println!("{}", hex(id));
-        agent.conn.close().await;
-        Ok(())
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.retry_for);
+        let mut delay = std::time::Duration::from_millis(250);
+        let mut sealed: Option<sealrelay::client::Sealed> = None;
+        loop {
+            let attempt = async {
+                let agent = AgentClient::connect(&identity, &relay).await?;
+                let sealed = match &mut sealed {
+                    Some(s) => s,
+                    None => {
+                        let grants = agent.grants().await?;
+                        let grant = grants
+                            .iter()
+                            .find(|g| g.grant.grant_id == grant_id)
+                            .ok_or_else(|| Error::not_found("no open grant with that id for this agent (used, expired, or addressed to another agent)"))?;
+                        sealed.insert(agent.seal(grant, &mut input, &scratch_dir())?)
+                    }
+                };
+                let id = agent.submit_sealed(sealed).await?;
+                agent.conn.close().await;
+                Ok::<_, Error>(id)
+            };
+            match attempt.await {
+                Ok(id) => {
+                    println!("{}", hex(id));
+                    return Ok(());
+                }
+                Err(e)
+                    if e.kind() == sealrelay::ErrorKind::Unavailable
+                        && std::time::Instant::now() + delay < deadline =>
+                {
+                    eprintln!(
+                        "the relay is unreachable ({}); retrying in {:.1} s",
+                        e.message(),
+                        delay.as_secs_f64()
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(4));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     })
 }
 

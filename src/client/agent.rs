@@ -18,6 +18,14 @@ use super::connection::Connection;
 use super::unexpected;
 use super::verify::{authority, own_id, verified_grant, OpenGrant};
 
+/// An envelope sealed for a grant, with its signed statement, ready to send (and to send again).
+pub struct Sealed {
+    pub grant_id: GrantId,
+    pub statement: Signed,
+    pub length: u64,
+    file: std::fs::File,
+}
+
 /// An agent: lists its grants and submits envelopes (it can read nothing).
 pub struct AgentClient<'a> {
     pub conn: Connection,
@@ -74,6 +82,35 @@ impl<'a> AgentClient<'a> {
         input: &mut (dyn Read + Send),
         scratch_dir: &Path,
     ) -> Result<EnvelopeId> {
+        let mut sealed = self.seal(grant, input, scratch_dir)?;
+        self.submit_sealed(&mut sealed).await
+    }
+
+    /// Sends what [`AgentClient::seal`] made. Sending the same `Sealed` again (after a lost
+    /// answer, on a new connection) is safe: the relay answers a repeated submission with the
+    /// original envelope id and stores it once.
+    pub async fn submit_sealed(&self, sealed: &mut Sealed) -> Result<EnvelopeId> {
+        sealed
+            .file
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| Error::io(format!("cannot rewind the scratch file: {e}")))?;
+        self.submit_raw(
+            sealed.grant_id,
+            &sealed.statement,
+            sealed.length,
+            &mut sealed.file,
+        )
+        .await
+    }
+
+    /// Seals `input` for `grant` into a scratch file and signs the submission statement, without
+    /// sending anything.
+    pub fn seal(
+        &self,
+        grant: &OpenGrant,
+        input: &mut (dyn Read + Send),
+        scratch_dir: &Path,
+    ) -> Result<Sealed> {
         let recipient = grant
             .user_entry
             .age_recipient
@@ -111,11 +148,12 @@ impl<'a> AgentClient<'a> {
             ciphertext_len: len,
         }
         .sign(&self.identity.signing_key);
-        scratch
-            .seek(SeekFrom::Start(0))
-            .map_err(|e| Error::io(format!("cannot rewind the scratch file: {e}")))?;
-        self.submit_raw(grant.grant.grant_id, &statement, len, &mut scratch)
-            .await
+        Ok(Sealed {
+            grant_id: grant.grant.grant_id,
+            statement,
+            length: len,
+            file: scratch,
+        })
     }
 
     /// Submits already-sealed bytes with a statement (no checks: for tests of the relay).

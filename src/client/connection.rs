@@ -46,6 +46,10 @@ pub fn connection_error(e: &ConnectionError) -> Error {
                     ErrorKind::Refused,
                     "the relay refused this identity (its certificate carries no valid SPIFFE ID): check that it was issued by the relay's CA",
                 ),
+                Some(CloseCode::Revoked) => Error::new(
+                    ErrorKind::Refused,
+                    "the relay closed the connection: this identity has been revoked",
+                ),
                 Some(CloseCode::Busy) => Error::new(
                     ErrorKind::Unavailable,
                     "the relay has too many connections (for this identity, or in all): close some, or try again shortly",
@@ -101,7 +105,7 @@ impl Connection {
                 "this identity is not enrolled: import the admin's bundle with `sealrelay keys import`",
             ));
         };
-        let config = net::client_config(cert, identity.tls_key.pkcs8(), ca, &Limits::default())?;
+        let config = net::client_config(cert, identity.tls_key.pkcs8(), ca, &Limits::client())?;
         let (addr, host) = net::resolve(relay)?;
         let bind: SocketAddr = if addr.is_ipv6() {
             SocketAddr::from(([0u16; 8], 0))
@@ -177,9 +181,9 @@ impl Connection {
                 return Err(body_result.err().unwrap_or(e));
             }
         };
-        if let (Err(e), Response::Ok(_)) = (&body_result, &response) {
-            return Err(e.clone());
-        }
+        // The relay's answer decides: it says `Ok` to a body only once it has stored it whole
+        // (or recognized it as one it stored before), so a body cut short after that is fine.
+        let _ = body_result;
         match response {
             Response::Ok(reply) => Ok((reply, recv)),
             Response::Err { code, message } => {

@@ -298,16 +298,19 @@ pub enum CloseCode {
     NotARelay,
     /// The relay serves as many connections as it may (overall or for this identity).
     Busy,
+    /// This identity was revoked.
+    Revoked,
 }
 
 impl CloseCode {
-    pub const ALL: [CloseCode; 6] = [
+    pub const ALL: [CloseCode; 7] = [
         CloseCode::Normal,
         CloseCode::NoIdentity,
         CloseCode::Quarantined,
         CloseCode::ShuttingDown,
         CloseCode::NotARelay,
         CloseCode::Busy,
+        CloseCode::Revoked,
     ];
 
     /// The number on the wire.
@@ -319,6 +322,7 @@ impl CloseCode {
             CloseCode::ShuttingDown => 3,
             CloseCode::NotARelay => 4,
             CloseCode::Busy => 5,
+            CloseCode::Revoked => 6,
         }
     }
 
@@ -337,6 +341,7 @@ impl CloseCode {
             CloseCode::ShuttingDown => b"relay shutting down",
             CloseCode::NotARelay => b"not a relay of our trust domain",
             CloseCode::Busy => b"too many connections",
+            CloseCode::Revoked => b"identity revoked",
         }
     }
 }

@@ -66,6 +66,18 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// A client's: the connection counts as dead after 5 s without a packet (keep-alives every
+    /// 1.6 s keep a healthy one open), so a client whose relay died fails in seconds, not at
+    /// the relay's 30 s idle timeout.
+    pub fn client() -> Self {
+        Limits {
+            idle_timeout_secs: 5,
+            ..Limits::default()
+        }
+    }
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

@@ -74,6 +74,23 @@ impl Relay {
         .await
     }
 
+    /// Right before a submission commits: the time now (a grant's expiry is judged when the
+    /// body has arrived, not when the request started) and the caller checked again (a
+    /// revocation or quarantine that came during a slow upload ends it).
+    pub(crate) fn commit_time_check(&self, peer: &Peer) -> Result<u64, Refusal> {
+        let now = self.clock.now();
+        let principal = self
+            .authenticate(peer, now)
+            .map_err(|reason| Refusal::new(ErrorCode::Unauthenticated, reason))?;
+        if principal.quarantined {
+            return Err(Refusal::new(
+                ErrorCode::Forbidden,
+                "this agent was quarantined during the upload; an admin must release it",
+            ));
+        }
+        Ok(now)
+    }
+
     /// The caller as a principal, or why it may not call at all.
     fn authenticate(&self, peer: &Peer, now: u64) -> Result<Principal, &'static str> {
         match peer.id.kind() {

@@ -31,6 +31,10 @@ pub struct RelayConfig {
     pub sweep_interval_secs: u64,
     /// On shutdown, how long requests in flight may take to finish before the relay closes.
     pub shutdown_grace_secs: u64,
+    /// A request body may start slowly for this many seconds; after that it must keep up
+    /// `min_body_bytes_per_sec` on average, or the request fails.
+    pub body_grace_secs: u64,
+    pub min_body_bytes_per_sec: u64,
     /// `text` or `json` log lines (on stderr).
     pub log_format: String,
     /// A Cedar policy file (default: the shipped docs/policy/default.cedar).
@@ -99,6 +103,8 @@ impl Default for RelayConfig {
             delete_after_delivery: true,
             sweep_interval_secs: 60,
             shutdown_grace_secs: 5,
+            body_grace_secs: 10,
+            min_body_bytes_per_sec: 32 * 1024,
             log_format: "text".into(),
             policy_file: None,
             catalog_file: None,

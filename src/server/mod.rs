@@ -13,6 +13,7 @@ pub mod checkpoints;
 mod committer;
 pub mod config;
 mod connections;
+mod deadline;
 mod events;
 pub mod handlers;
 mod listener;

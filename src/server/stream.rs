@@ -14,6 +14,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::net::frame::{read_frame, write_frame, WriteFrameError, CHUNK};
 use crate::net::Peer;
 
+use super::deadline::Paced;
 use super::handlers::{self, Outcome, StoredBody};
 use super::refusal::Refusal;
 use super::state::Relay;
@@ -52,7 +53,13 @@ pub async fn serve(relay: Arc<Relay>, peer: Peer, mut send: SendStream, mut recv
     }
     let action = frame.request.action();
     let now = relay.clock.now();
-    let outcome = handlers::handle(&relay, &peer, frame.request, now, &mut recv).await;
+    let mut body = Paced::new(
+        &mut recv,
+        Duration::from_secs(relay.config.body_grace_secs),
+        relay.config.min_body_bytes_per_sec,
+    );
+    let outcome = handlers::handle(&relay, &peer, frame.request, now, &mut body).await;
+    drop(body);
     let outcome = match outcome {
         Ok(Outcome::Envelope { view, body }) => {
             send_envelope(&mut send, Reply::Envelope { view }, body).await

@@ -140,16 +140,19 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
 /// Starts `sealrelay serve --dir keys --data data --listen 127.0.0.1:0` (plus `extra`) in
 /// `dir`; returns the process and the address it printed.
 pub fn serve(dir: &std::path::Path, extra: &[&str]) -> (std::process::Child, String) {
+    serve_at(dir, "127.0.0.1:0", extra)
+}
+
+/// [`serve`] on a given address (a restart on the same port).
+pub fn serve_at(
+    dir: &std::path::Path,
+    listen: &str,
+    extra: &[&str],
+) -> (std::process::Child, String) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(bin())
         .args([
-            "serve",
-            "--dir",
-            "keys",
-            "--data",
-            "data",
-            "--listen",
-            "127.0.0.1:0",
+            "serve", "--dir", "keys", "--data", "data", "--listen", listen,
         ])
         .args(extra)
         .current_dir(dir)

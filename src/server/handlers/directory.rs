@@ -4,7 +4,7 @@
 use crate::core::policy::Action;
 use crate::core::sign::StatementType;
 use crate::core::store::{StoredSigned, WriteOp};
-use crate::core::wire::{ErrorCode, Reply, WireSigned};
+use crate::core::wire::{CloseCode, ErrorCode, Reply, WireSigned};
 use crate::error::Error;
 use crate::ids::SpiffeId;
 use crate::net::Peer;
@@ -45,9 +45,11 @@ pub async fn push(
         names.push(format!("{}#{}", e.id.short(), e.serial));
         rows_e.push((e.id.to_string(), e.serial, stored(w)));
     }
+    let mut revoked = Vec::new();
     for w in &revocations {
         let signed = w.to_signed(StatementType::Revocation)?;
         let r = next.insert_revocation(&signed, &relay.authority)?;
+        revoked.push(r.id.clone());
         names.push(format!("revoke {}#{}", r.id.short(), r.serial));
         rows_r.push((r.id.to_string(), r.serial, stored(w)));
     }
@@ -58,8 +60,12 @@ pub async fn push(
             event: events::directory_push(now, &peer.id, &names),
         })
         .await?;
-    // Only after the commit is durable does the new directory take effect.
+    // Only after the commit is durable does the new directory take effect; a revoked party's
+    // open connections close now (its next request would be refused anyway).
     *relay.directory.write().map_err(|_| Refusal::internal())? = next;
+    for r in &revoked {
+        relay.connections.close_all(r, CloseCode::Revoked);
+    }
     Ok(Reply::Done)
 }
 

@@ -10,7 +10,7 @@ use crate::core::envelope::validate::EnvelopeValidator;
 use crate::core::grant_state;
 use crate::core::policy::{Action, Context};
 use crate::core::sign::StatementType;
-use crate::core::store::{EnvelopeRecord, StoredSigned, WriteOp};
+use crate::core::store::{EnvelopeRecord, GrantState, StoredSigned, WriteOp};
 use crate::core::wire::{ErrorCode, Reply, WireSigned};
 use crate::error::Error;
 use crate::ids::{EnvelopeId, GrantId};
@@ -52,6 +52,18 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
         ..Context::default()
     };
     relay.authorize(peer, Action::Submit, &ctx).await?;
+    // A submission repeated after a lost answer (the same signed statement on a used grant)
+    // gets the original answer, without its body being read again.
+    if let GrantState::Used { envelope_id } = grant.state {
+        let same = relay.store.envelope(&envelope_id)?.is_some_and(|e| {
+            e.agent == peer.id
+                && e.statement.statement == statement.statement
+                && e.statement.signature == statement.signature
+        });
+        if same {
+            return Ok(Reply::Submitted { envelope_id });
+        }
+    }
     if length > relay.config.max_envelope_bytes {
         return Err(Refusal::new(
             ErrorCode::TooLarge,
@@ -100,6 +112,9 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
             "the body does not match the SHA-256 in the signed statement",
         ));
     }
+    // The body took time: judge the grant's expiry and the caller's standing as of now.
+    let now = relay.commit_time_check(peer)?;
+    grant_state::check_consume(&grant, &peer.id, length, now)?;
     if let Some(b) = blob {
         // fsync, rename, fsync the directory: off the async threads.
         let blobs = relay.blobs.clone();

@@ -303,3 +303,88 @@ async fn quotas_cap_open_grants_and_pending_envelopes_and_say_which() {
     // Both grants are used now: a third fits again.
     f.call(&f.alice, req).await.unwrap();
 }
+
+/// A body that runs `during` once, after its first bytes: something that happens while an
+/// upload is in progress.
+struct During<'a, F: FnMut()> {
+    body: &'a [u8],
+    during: Option<F>,
+}
+
+impl<F: FnMut() + Unpin> tokio::io::AsyncRead for During<'_, F> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let n = self.body.len().min(buf.remaining()).min(100);
+        let (head, rest) = self.body.split_at(n);
+        buf.put_slice(head);
+        self.body = rest;
+        if let Some(mut f) = self.during.take() {
+            f();
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// Defect 7: expiry was judged against the request's start and standing was not checked again,
+/// so a slow upload consumed a grant that expired meanwhile, and a quarantine during the upload
+/// did not stop it.
+#[tokio::test]
+async fn expiry_and_quarantine_are_judged_when_the_body_has_arrived() {
+    let f = fixture();
+    let id = f.grant("tickets/1").await;
+    let (body, request) = f.sealed(id, &[5u8; 1000]);
+    let clock = f.clock.clone();
+    let mut slow = During {
+        body: &body,
+        during: Some(move || clock.advance(601)),
+    };
+    let refusal = handle(&f.relay, &peer(&f.bot), request, f.now(), &mut slow)
+        .await
+        .expect_err("a grant that expired during the upload");
+    assert_eq!(refusal.code, ErrorCode::Expired);
+    assert!(f.relay.store.envelope_ids().unwrap().is_empty());
+
+    let id = f.grant("tickets/2").await;
+    let (body, request) = f.sealed(id, &[6u8; 1000]);
+    let bot = f.bot.id.clone().unwrap().to_string();
+    let monitor = &f.relay.monitor;
+    let mut slow = During {
+        body: &body,
+        during: Some(|| monitor.set_quarantined(&bot, "test")),
+    };
+    let refusal = handle(&f.relay, &peer(&f.bot), request, f.now(), &mut slow)
+        .await
+        .expect_err("an agent quarantined during the upload");
+    assert_eq!(refusal.code, ErrorCode::Forbidden);
+    assert!(
+        refusal.message.contains("quarantined"),
+        "{}",
+        refusal.message
+    );
+    assert!(f.relay.store.envelope_ids().unwrap().is_empty());
+    assert_eq!(
+        f.relay.store.grant(&id).unwrap().unwrap().state,
+        GrantState::Open
+    );
+}
+
+/// Defect 10: a send retried after a lost answer got Conflict. The same signed submission again
+/// now gets the original answer, and the envelope is stored once; a different one still
+/// conflicts.
+#[tokio::test]
+async fn a_repeated_submission_gets_its_original_answer() {
+    let f = fixture();
+    let id = f.grant("tickets/1").await;
+    let (body, request) = f.sealed(id, b"once");
+    let first = f
+        .call_with_body(&f.bot, request.clone(), &body)
+        .await
+        .unwrap();
+    let again = f.call_with_body(&f.bot, request, &body).await.unwrap();
+    assert_eq!(first, again);
+    assert_eq!(f.relay.store.envelope_ids().unwrap().len(), 1);
+    assert_eq!(code(f.submit(id, b"other").await), ErrorCode::Conflict);
+}
