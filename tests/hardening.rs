@@ -571,3 +571,73 @@ fn a_send_to_a_relay_killed_mid_request_succeeds_on_retry_and_is_stored_once() {
     );
     common::terminate(server);
 }
+
+/// Defect 9: data at rest was not checked. A damaged blob is now refused at fetch (nothing
+/// sent, an `integrity.failure` event, an alert), and a store whose events no longer hash to
+/// its log tree is refused at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_ciphertext_and_a_tampered_log_are_caught() {
+    use sealrelay::client::{AgentClient, GrantRequest, UserClient};
+    use sealrelay::local::provision::{agent, user};
+    let w = common::test_relay(
+        &[user("alice", 0, &[]), agent("research-bot", &["tickets/*"])],
+        |_| {},
+    )
+    .await;
+    let alice = UserClient::connect(&w.ids[0], &w.addr).await.unwrap();
+    let bot = AgentClient::connect(&w.ids[1], &w.addr).await.unwrap();
+    alice
+        .grant(&GrantRequest {
+            agent: "research-bot".into(),
+            resource: "tickets/1".into(),
+            purpose: "p".into(),
+            ttl_secs: 600,
+            max_bytes: 1 << 20,
+        })
+        .await
+        .unwrap();
+    let g = bot.grants().await.unwrap();
+    let data = common::pattern(200_000, 1); // a blob file, not inline
+    let id = bot.send(&g[0], &mut data.as_slice(), &w.dir).await.unwrap();
+    let blob = w.dir.join("data/blobs").join(id.to_hex());
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[150_000] ^= 1;
+    std::fs::write(&blob, &bytes).unwrap();
+    let mut out = Vec::new();
+    let err = alice.fetch(id, &w.dir, &mut out).await.unwrap_err();
+    assert!(err.message().contains("damaged"), "{err}");
+    assert!(out.is_empty(), "damaged bytes were released");
+    let events = w.relay.relay().store().events(0, 1000).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|(_, e)| e.kind == "integrity.failure" && e.subject == id.to_hex()),
+        "{events:?}"
+    );
+    let dir = w.dir.clone();
+    drop(alice);
+    drop(bot);
+    w.relay.shutdown().await;
+
+    // The log: change one stored event, and the store refuses to open.
+    let path = dir.join("data/state.redb");
+    {
+        use redb::ReadableTable;
+        let db = redb::Database::open(&path).unwrap();
+        let table: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("events");
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(table).unwrap();
+            let mut event: sealrelay::core::store::Event =
+                postcard::from_bytes(t.get(1).unwrap().unwrap().value()).unwrap();
+            event.decision = "rewritten".into();
+            t.insert(1, postcard::to_stdvec(&event).unwrap().as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let err = sealrelay::store::redb::RedbStore::open(&path)
+        .err()
+        .expect("a tampered log was accepted");
+    assert!(err.message().contains("refusing to serve"), "{err}");
+}

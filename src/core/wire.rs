@@ -255,6 +255,8 @@ pub enum ErrorCode {
     Internal,
     /// A quota (docs/config.md) would be passed; the message names it.
     QuotaExceeded,
+    /// What the relay stored does not match its recorded digest: nothing was sent.
+    Integrity,
 }
 
 impl ErrorCode {
@@ -271,6 +273,7 @@ impl ErrorCode {
             ErrorCode::NotFound => ErrorKind::NotFound,
             ErrorCode::Conflict => ErrorKind::Conflict,
             ErrorCode::Unavailable => ErrorKind::Unavailable,
+            ErrorCode::Integrity => ErrorKind::Io,
             ErrorCode::Internal => ErrorKind::Internal,
         }
     }

@@ -15,9 +15,16 @@ pub const MAX_BATCH: usize = 1024;
 
 type Job = (WriteOp, oneshot::Sender<Result<OpResult>>);
 
+enum Message {
+    Write(Box<Job>),
+    /// Finish what is queued, then end the thread (and release the store).
+    Stop,
+}
+
 #[derive(Clone)]
 pub struct Committer {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Message>,
+    thread: std::sync::Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl Committer {
@@ -26,15 +33,23 @@ impl Committer {
         store: Arc<dyn Store>,
         signer: Option<Arc<super::checkpoints::Signer>>,
     ) -> Result<Self> {
-        let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
+        let (tx, rx) = mpsc::channel::<Message>();
+        let thread = std::thread::Builder::new()
             .name("sealrelay-commit".into())
             .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut jobs = vec![first];
+                let mut stopping = false;
+                while !stopping {
+                    let Ok(Message::Write(first)) = rx.recv() else {
+                        break;
+                    };
+                    let mut jobs = vec![*first];
                     while jobs.len() < MAX_BATCH {
                         match rx.try_recv() {
-                            Ok(job) => jobs.push(job),
+                            Ok(Message::Write(job)) => jobs.push(*job),
+                            Ok(Message::Stop) => {
+                                stopping = true;
+                                break;
+                            }
                             Err(_) => break,
                         }
                     }
@@ -67,14 +82,26 @@ impl Committer {
                 }
             })
             .map_err(|e| Error::internal(format!("cannot start the commit thread: {e}")))?;
-        Ok(Committer { tx })
+        Ok(Committer {
+            tx,
+            thread: std::sync::Arc::new(std::sync::Mutex::new(Some(thread))),
+        })
+    }
+
+    /// Commits what is queued, ends the commit thread and waits for it (it holds the store).
+    pub async fn stop(&self) {
+        let _ = self.tx.send(Message::Stop);
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
     }
 
     /// Queues `op` and waits until it is durable (or refused).
     pub async fn submit(&self, op: WriteOp) -> Result<OpResult> {
         let (reply, wait) = oneshot::channel();
         self.tx
-            .send((op, reply))
+            .send(Message::Write(Box::new((op, reply))))
             .map_err(|_| Error::new(crate::ErrorKind::Unavailable, "the store is shutting down"))?;
         wait.await.map_err(|_| {
             Error::new(

@@ -159,6 +159,20 @@ pub fn grant_expired(now: u64, relay: &str, grant_id: &GrantId) -> Event {
     event(now, "grant.expired", relay, grant_id.to_hex(), "close")
 }
 
+/// Stored ciphertext did not match its recorded digest (found at fetch): it was not sent.
+pub fn integrity_failure(now: u64, relay: &str, envelope_id: &EnvelopeId) -> Event {
+    Event {
+        detail: "the stored ciphertext does not match its recorded SHA-256".into(),
+        ..event(
+            now,
+            "integrity.failure",
+            relay,
+            envelope_id.to_hex(),
+            "refuse",
+        )
+    }
+}
+
 /// A request was refused by authentication or policy. `reason` names no resource.
 pub fn deny(now: u64, caller: &SpiffeId, action: &str, reason: &str, policy_hash: &str) -> Event {
     Event {

@@ -77,6 +77,7 @@ impl Supervisor {
         self.stop.notify_one();
         let _ = (&mut self.accept).await;
         self.sweep.abort();
+        let _ = (&mut self.sweep).await;
     }
 }
 

@@ -67,9 +67,11 @@ pub struct RunningRelay {
 }
 
 impl RunningRelay {
-    /// Stops accepting, lets in-flight requests finish, then closes.
+    /// Stops accepting, lets in-flight requests finish (for the grace period), closes, and
+    /// commits what is queued; the store is released when this returns.
     pub async fn shutdown(self) {
         self.supervisor.shutdown().await;
+        self.relay.committer.stop().await;
     }
 
     /// The relay's state (for tests and the demo).

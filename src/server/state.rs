@@ -10,7 +10,7 @@ use crate::core::store::{GrantRecord, Store, WriteOp};
 use crate::core::tlog::checkpoint::Checkpoint;
 use crate::core::wire::{ErrorCode, WireSigned};
 use crate::error::{Error, ErrorKind, Result};
-use crate::ids::{PartyKind, SpiffeId};
+use crate::ids::{EnvelopeId, PartyKind, SpiffeId};
 use crate::net::Peer;
 use crate::store::blobs::BlobDir;
 
@@ -147,6 +147,20 @@ impl Relay {
             attributes,
             quarantined: self.monitor.is_quarantined(&peer.id.to_string()),
         })
+    }
+
+    /// Stored ciphertext does not match its digest: an alert, an event, and the refusal the
+    /// caller gets (nothing of the envelope is sent).
+    pub(crate) async fn integrity_failure(&self, envelope_id: &EnvelopeId, now: u64) -> Refusal {
+        tracing::error!(target: "sealrelay::alert", envelope = %envelope_id, "stored ciphertext does not match its digest");
+        let event = super::events::integrity_failure(now, &self.actor("store"), envelope_id);
+        if let Err(e) = self.commit(WriteOp::Append { event }).await {
+            tracing::error!(error = %e.message, "could not log an integrity failure");
+        }
+        Refusal::new(
+            ErrorCode::Integrity,
+            "the stored envelope is damaged (it does not match what the agent signed): nothing was sent; the relay's operator was alerted",
+        )
     }
 
     /// Re-reads the policy and catalog files. A valid policy takes effect for the next request

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quinn::{RecvStream, SendStream};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::core::wire::{ErrorCode, Reply, RequestFrame, Response, PROTOCOL_VERSION};
 use crate::error::{Error, ErrorKind, Result};
@@ -62,7 +62,7 @@ pub async fn serve(relay: Arc<Relay>, peer: Peer, mut send: SendStream, mut recv
     drop(body);
     let outcome = match outcome {
         Ok(Outcome::Envelope { view, body }) => {
-            send_envelope(&mut send, Reply::Envelope { view }, body).await
+            send_envelope(&relay, now, &mut send, Reply::Envelope { view }, body).await
         }
         Ok(Outcome::Reply(reply)) => respond(&mut send, Ok(reply)).await.map_err(Refusal::from),
         Err(r) => Err(r),
@@ -106,7 +106,27 @@ async fn write_response(send: &mut SendStream, response: &Response) -> Result<()
 
 /// The envelope reply, then its ciphertext. A missing blob is "no such envelope" (logged),
 /// answered before any byte is sent.
+async fn blob_digest(file: &mut tokio::fs::File) -> std::result::Result<[u8; 32], Refusal> {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .await
+            .map_err(|e| Refusal::from(Error::io(format!("cannot read a blob: {e}"))))?;
+        if n == 0 {
+            break;
+        }
+        ctx.update(&buf[..n]);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    Ok(out)
+}
+
 async fn send_envelope(
+    relay: &Relay,
+    now: u64,
     send: &mut SendStream,
     reply: Reply,
     body: StoredBody,
@@ -122,11 +142,26 @@ async fn send_envelope(
             write_response(send, &Response::Ok(reply)).await?;
             send.write_all(&bytes).await.map_err(cannot_send)?;
         }
-        StoredBody::Blob { path, length } => {
+        StoredBody::Blob {
+            path,
+            length,
+            sha256,
+        } => {
             let mut file = tokio::fs::File::open(&path).await.map_err(|e| {
                 tracing::error!(error = %e, blob = %path.display(), "blob missing");
                 Refusal::not_found("envelope")
             })?;
+            // Nothing is sent that does not match what the agent signed for: hash the blob
+            // first (its second read comes from the page cache).
+            if blob_digest(&mut file).await? != sha256 {
+                let Reply::Envelope { view } = &reply else {
+                    return Err(Refusal::internal());
+                };
+                return Err(relay.integrity_failure(&view.envelope_id, now).await);
+            }
+            file.rewind()
+                .await
+                .map_err(|e| Refusal::from(Error::io(format!("cannot read a blob: {e}"))))?;
             write_response(send, &Response::Ok(reply)).await?;
             let mut buf = vec![0u8; CHUNK];
             let mut sent = 0u64;

@@ -100,16 +100,20 @@ pub async fn fetch(
         .ok_or_else(|| Refusal::not_found("envelope"))?;
     let view = view(relay, &record)?;
     let body = if record.inline {
-        StoredBody::Inline(
-            relay
-                .store
-                .inline_body(&envelope_id)?
-                .ok_or_else(|| Refusal::not_found("envelope"))?,
-        )
+        let bytes = relay
+            .store
+            .inline_body(&envelope_id)?
+            .ok_or_else(|| Refusal::not_found("envelope"))?;
+        // Nothing is sent that does not match what the agent signed for.
+        if crate::core::directory::sha256(&bytes) != record.sha256 {
+            return Err(relay.integrity_failure(&envelope_id, now).await);
+        }
+        StoredBody::Inline(bytes)
     } else {
         StoredBody::Blob {
             path: relay.blobs.path(&envelope_id),
             length: record.length,
+            sha256: record.sha256,
         }
     };
     Ok((view, body))

@@ -29,8 +29,13 @@ use super::state::Relay;
 pub enum StoredBody {
     /// Small envelopes, kept in the store itself.
     Inline(Vec<u8>),
-    /// A blob file of `length` bytes.
-    Blob { path: PathBuf, length: u64 },
+    /// A blob file of `length` bytes whose SHA-256 must be `sha256` (the shell checks it
+    /// before sending anything).
+    Blob {
+        path: PathBuf,
+        length: u64,
+        sha256: [u8; 32],
+    },
 }
 
 /// What a request produced.
