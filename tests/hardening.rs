@@ -641,3 +641,52 @@ async fn damaged_ciphertext_and_a_tampered_log_are_caught() {
         .expect("a tampered log was accepted");
     assert!(err.message().contains("refusing to serve"), "{err}");
 }
+
+/// Found by reading: the data directory and its files followed the umask (0755/0644 here). Now
+/// the directory is 0700 and every file in it 0600, whatever the umask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_directory_is_the_operators_alone() {
+    use sealrelay::client::{AgentClient, GrantRequest, UserClient};
+    use sealrelay::local::provision::{agent, user};
+    use std::os::unix::fs::PermissionsExt;
+    let w = common::test_relay(
+        &[user("alice", 0, &[]), agent("research-bot", &["tickets/*"])],
+        |_| {},
+    )
+    .await;
+    let alice = UserClient::connect(&w.ids[0], &w.addr).await.unwrap();
+    let bot = AgentClient::connect(&w.ids[1], &w.addr).await.unwrap();
+    alice
+        .grant(&GrantRequest {
+            agent: "research-bot".into(),
+            resource: "tickets/1".into(),
+            purpose: "p".into(),
+            ttl_secs: 600,
+            max_bytes: 1 << 20,
+        })
+        .await
+        .unwrap();
+    let g = bot.grants().await.unwrap();
+    bot.send(&g[0], &mut common::pattern(100_000, 2).as_slice(), &w.dir)
+        .await
+        .unwrap();
+    alice.conn.checkpoint(None).await.unwrap();
+    let data = w.dir.join("data");
+    let mut stack = vec![data.clone()];
+    let mut files = 0;
+    while let Some(d) = stack.pop() {
+        let mode = std::fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{} is {mode:o}", d.display());
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{} is {mode:o}", p.display());
+                files += 1;
+            }
+        }
+    }
+    assert!(files >= 3, "expected the store, a blob and the checkpoints");
+}

@@ -624,7 +624,11 @@ async fn an_action_whose_event_cannot_be_written_is_refused_and_changes_nothing(
     });
     let w = common::test_relay_with(
         &[user("alice", 2, &[]), agent("research-bot", &["tickets/*"])],
-        |_| {},
+        |config| {
+            let policy = config.data.with_file_name("policy.cedar");
+            std::fs::write(&policy, sealrelay::core::policy::DEFAULT_POLICY).unwrap();
+            config.policy_file = Some(policy);
+        },
         Some(store),
     )
     .await;
@@ -652,6 +656,16 @@ async fn an_action_whose_event_cannot_be_written_is_refused_and_changes_nothing(
         .await
         .unwrap_err();
     assert_eq!(err.kind(), sealrelay::ErrorKind::Unavailable, "{err}");
+    // A policy reload whose event cannot be written does not take effect (found by reading:
+    // the new policy was in force before its event was durable).
+    use sealrelay::core::policy::Authorizer;
+    let in_force = relay.relay().policy().policy_hash();
+    let policy = w.dir.join("policy.cedar");
+    let mut text = std::fs::read_to_string(&policy).unwrap();
+    text.push_str("\n// a change\n");
+    std::fs::write(&policy, text).unwrap();
+    assert!(relay.relay().reload_policy().await.is_err());
+    assert_eq!(relay.relay().policy().policy_hash(), in_force);
     fail.store(false, Ordering::SeqCst);
 
     // Nothing changed: no new grant, the old grant still open, no envelope, no events, same log.

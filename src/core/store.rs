@@ -105,6 +105,43 @@ impl Event {
         w.finish()
     }
 
+    /// Whether every field fits what [`Event::from_leaf_bytes`] reads back.
+    pub fn fits_a_leaf(&self) -> bool {
+        [
+            &self.kind,
+            &self.actor,
+            &self.subject,
+            &self.decision,
+            &self.detail,
+        ]
+        .iter()
+        .all(|f| f.len() <= MAX_LEAF_FIELD)
+            && self.digest.len() <= 32
+    }
+
+    /// The event with every text field cut to what a leaf may hold ([`MAX_LEAF_FIELD`] bytes,
+    /// at a character boundary, marked with `…`), so that every stored leaf can be read back.
+    pub fn bounded(mut self) -> Event {
+        for field in [
+            &mut self.kind,
+            &mut self.actor,
+            &mut self.subject,
+            &mut self.decision,
+            &mut self.detail,
+        ] {
+            if field.len() > MAX_LEAF_FIELD {
+                let mut end = MAX_LEAF_FIELD - '…'.len_utf8();
+                while !field.is_char_boundary(end) {
+                    end -= 1;
+                }
+                field.truncate(end);
+                field.push('…');
+            }
+        }
+        self.digest.truncate(32);
+        self
+    }
+
     /// Parses leaf bytes strictly.
     pub fn from_leaf_bytes(bytes: &[u8]) -> Result<Event> {
         let mut r = crate::core::codec::Reader::new(bytes);
@@ -380,4 +417,34 @@ pub trait Store: Send + Sync + 'static {
         old_size: u64,
         new_size: u64,
     ) -> Result<Vec<crate::core::tlog::Hash>>;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Found by reading: fields were unbounded when written but capped when read back, so an
+    /// event with a long subject (a large directory push) made a leaf that could not be read.
+    #[test]
+    fn every_stored_event_can_be_read_back() {
+        let long = Event {
+            time: 1,
+            kind: "directory.push".into(),
+            actor: "spiffe://t/admin/a".into(),
+            subject: "user/é-name#1, ".repeat(600),
+            decision: "allow".into(),
+            detail: String::new(),
+            digest: vec![7; 32],
+        };
+        assert!(!long.fits_a_leaf());
+        assert!(Event::from_leaf_bytes(&long.leaf_bytes()).is_err());
+        let bounded = long.bounded();
+        assert!(bounded.fits_a_leaf());
+        assert!(bounded.subject.ends_with('…'));
+        assert_eq!(
+            Event::from_leaf_bytes(&bounded.leaf_bytes()).unwrap(),
+            bounded
+        );
+    }
 }

@@ -85,6 +85,15 @@ pub fn ensure_dir(path: &Path, mode: u32) -> Result<()> {
         .map_err(|e| io_error(path, "set permissions on", &e))
 }
 
+/// Sets `path`'s mode exactly (whatever the umask made of it).
+pub fn restrict(path: &Path, mode: u32) -> Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|e| io_error(path, "set permissions on", &e))
+}
+
+/// Mode of the relay's data directories: the operator's alone.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+
 fn parent_of(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

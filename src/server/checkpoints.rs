@@ -5,6 +5,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -33,10 +34,14 @@ impl Signer {
         if key.public() != vk.key {
             return Err(Error::verification("log.key does not match log.pub"));
         }
+        let path = data.join("checkpoints");
+        if path.exists() {
+            crate::local::fs::restrict(&path, crate::local::fs::PRIVATE_MODE)?;
+        }
         Ok(Signer {
             key,
             vk,
-            path: data.join("checkpoints"),
+            path,
             latest: Arc::default(),
             last_signed: std::sync::Mutex::new(None),
         })
@@ -124,6 +129,7 @@ impl Signer {
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(crate::local::fs::PRIVATE_MODE)
             .open(&self.path)
             .map_err(|e| Error::io(format!("cannot open {}: {e}", self.path.display())))?;
         f.write_all(format!("{size} {}\n", B64.encode(&note)).as_bytes())

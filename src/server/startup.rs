@@ -68,6 +68,8 @@ pub fn load(
             config.data.display()
         ))
     })?;
+    // The data directory is the relay operator's alone (0700, files 0600), whatever the umask.
+    crate::local::fs::restrict(&config.data, crate::local::fs::PRIVATE_DIR_MODE)?;
     let store: Arc<dyn Store> = match store {
         Some(s) => s,
         None => Arc::new(RedbStore::open(&config.data.join("state.redb"))?),
@@ -112,6 +114,7 @@ pub fn load(
         connections: Connections::default(),
         clock,
         uploads: Default::default(),
+        push_lock: tokio::sync::Mutex::new(()),
     };
     Ok((relay, tls))
 }

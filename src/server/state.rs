@@ -56,6 +56,9 @@ pub struct Relay {
     pub(crate) clock: Arc<dyn Clock>,
     /// Uploads in progress (one per grant, per-agent caps).
     pub(crate) uploads: super::uploads::Uploads,
+    /// Directory pushes one at a time: each builds on the directory the one before left, so two
+    /// racing pushes cannot lose one (a revocation, say).
+    pub(crate) push_lock: tokio::sync::Mutex<()>,
 }
 
 impl Relay {
@@ -168,19 +171,9 @@ impl Relay {
     /// the policy in force stays.
     pub async fn reload_policy(&self) -> Result<String> {
         let result = super::startup::read_policy(&self.config);
-        let (decision, detail, outcome) = match result {
-            Ok(new) => {
-                let hash = new.policy_hash();
-                if let Ok(mut slot) = self.policy.write() {
-                    *slot = Arc::new(new);
-                }
-                ("allow", format!("policy {hash}"), Ok(hash))
-            }
-            Err(e) => (
-                "deny",
-                format!("invalid policy kept out: {}", e.message()),
-                Err(e),
-            ),
+        let (decision, detail) = match &result {
+            Ok(new) => ("allow", format!("policy {}", new.policy_hash())),
+            Err(e) => ("deny", format!("invalid policy kept out: {}", e.message())),
         };
         let event = super::events::policy_reload(
             self.clock.now(),
@@ -188,9 +181,15 @@ impl Relay {
             decision,
             detail,
         );
+        // The change is logged durably first; only then is the new policy in force.
         self.commit(WriteOp::Append { event })
             .await
             .map_err(|r| Error::new(ErrorKind::Unavailable, r.message))?;
-        outcome
+        let new = result?;
+        let hash = new.policy_hash();
+        if let Ok(mut slot) = self.policy.write() {
+            *slot = Arc::new(new);
+        }
+        Ok(hash)
     }
 }

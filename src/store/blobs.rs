@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -31,6 +32,7 @@ impl BlobDir {
         for d in [&dir, &tmp] {
             fs::create_dir_all(d)
                 .map_err(|e| Error::io(format!("cannot create {}: {e}", d.display())))?;
+            crate::local::fs::restrict(d, crate::local::fs::PRIVATE_DIR_MODE)?;
         }
         // Temporary blobs are from uploads that never committed.
         for item in fs::read_dir(&tmp)
@@ -51,6 +53,7 @@ impl BlobDir {
         let file = File::options()
             .write(true)
             .create_new(true)
+            .mode(crate::local::fs::PRIVATE_MODE)
             .open(&tmp_path)
             .map_err(|e| Error::io(format!("cannot create a blob: {e}")))?;
         Ok(BlobWriter {

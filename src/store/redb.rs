@@ -66,6 +66,7 @@ impl RedbStore {
     pub fn open(path: &Path) -> Result<Self> {
         let db = Database::create(path)
             .map_err(|e| Error::io(format!("cannot open the store {}: {e}", path.display())))?;
+        crate::local::fs::restrict(path, crate::local::fs::PRIVATE_MODE)?;
         Self::with_database(db)
     }
 

@@ -25,6 +25,7 @@ pub async fn push(
     relay
         .authorize_relay(peer, Action::PushDirectory, now)
         .await?;
+    let _one_at_a_time = relay.push_lock.lock().await;
     let mut next = relay
         .directory
         .read()

@@ -40,6 +40,14 @@ impl RedbStore {
             }
             // Every event is a log leaf; its tree nodes are stored in the same transaction.
             let mut append = |events: &mut redb::Table<u64, &[u8]>, event: &Event| -> Result<u64> {
+                // A leaf must be readable back: oversized fields are cut before they are stored.
+                let bounded;
+                let event = if event.fits_a_leaf() {
+                    event
+                } else {
+                    bounded = event.clone().bounded();
+                    &bounded
+                };
                 let index = next_event;
                 events
                     .insert(index, enc(event)?.as_slice())

@@ -203,3 +203,33 @@ async fn callers_outside_the_directory_or_revoked_are_unauthenticated() {
         ErrorCode::Unauthenticated
     );
 }
+
+/// Found by reading: two directory pushes at once could lose one (each built on the directory
+/// before either, and the last to finish won), a revocation among them, say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_directory_pushes_both_take_effect() {
+    let f = fixture();
+    let keys = f.relay.config.dir.clone();
+    let root = crate::local::trust_root::TrustRoot::load(&keys).unwrap();
+    let now = f.now();
+    let dave = crate::local::provision::enroll(&root, &user("dave", 1, &[]), now).unwrap();
+    let erin = crate::local::provision::enroll(&root, &user("erin", 1, &[]), now).unwrap();
+    let push = |who: &Identity| Request::PushDirectory {
+        entries: vec![WireSigned::from_signed(who.entry.as_ref().unwrap())],
+        revocations: Vec::new(),
+    };
+    let admin = peer(&f.admin);
+    for _ in 0..20 {
+        let (mut none_a, mut none_b): (&[u8], &[u8]) = (&[], &[]);
+        let (a, b) = tokio::join!(
+            handle(&f.relay, &admin, push(&dave), now, &mut none_a),
+            handle(&f.relay, &admin, push(&erin), now, &mut none_b),
+        );
+        a.unwrap();
+        b.unwrap();
+    }
+    for who in [&dave, &erin] {
+        let id = who.id.clone().unwrap().to_string();
+        f.call(&f.bot, Request::GetEntry { id }).await.unwrap();
+    }
+}
