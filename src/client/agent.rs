@@ -16,7 +16,7 @@ use crate::ids::{EnvelopeId, GrantId, PartyKind, SpiffeId};
 
 use super::connection::Connection;
 use super::unexpected;
-use super::verify::{authority, own_id, verified_grant, OpenGrant};
+use super::verify::{authority, own_id, verified_grant, OpenGrant, SerialPins};
 
 /// An envelope sealed for a grant, with its signed statement, ready to send (and to send again).
 pub struct Sealed {
@@ -31,6 +31,8 @@ pub struct AgentClient<'a> {
     pub conn: Connection,
     identity: &'a Identity,
     id: SpiffeId,
+    /// The highest directory serial seen per user, for as long as this client lives.
+    pins: SerialPins,
 }
 
 impl<'a> AgentClient<'a> {
@@ -40,6 +42,7 @@ impl<'a> AgentClient<'a> {
             conn: Connection::connect(identity, relay).await?,
             identity,
             id,
+            pins: SerialPins::default(),
         })
     }
 
@@ -61,7 +64,9 @@ impl<'a> AgentClient<'a> {
         let mut out = Vec::new();
         for view in &grants {
             let g = verified_grant(view, &authority)?;
-            if !g.user_entry.is_current(now) {
+            self.pins.check(&g.user_entry)?;
+            // The agent judges expiry itself too: an expired grant is not acted on.
+            if !g.user_entry.is_current(now) || g.grant.expires <= now {
                 continue;
             }
             if g.grant.agent != self.id {

@@ -62,6 +62,32 @@ pub fn verified_grant(view: &GrantView, authority: &PublicKey) -> Result<OpenGra
     Ok(OpenGrant { grant, user_entry })
 }
 
+/// The highest directory serial seen per party. A relay that serves an older entry after a newer
+/// one (a superseded, perhaps compromised key) is caught: nothing is sealed to it.
+#[derive(Debug, Default)]
+pub struct SerialPins(std::sync::Mutex<std::collections::HashMap<SpiffeId, u64>>);
+
+impl SerialPins {
+    /// Records `entry`'s serial, or refuses it if a newer one was seen before.
+    pub fn check(&self, entry: &DirectoryEntry) -> Result<()> {
+        let mut pins = self
+            .0
+            .lock()
+            .map_err(|_| Error::internal("the serial pins are poisoned"))?;
+        let seen = pins.entry(entry.id.clone()).or_insert(entry.serial);
+        if entry.serial < *seen {
+            return Err(Error::verification(format!(
+                "the relay served {}'s directory entry serial {} after serial {}: a superseded key; refusing to seal to it",
+                entry.id.short(),
+                entry.serial,
+                seen
+            )));
+        }
+        *seen = entry.serial;
+        Ok(())
+    }
+}
+
 /// The identity's own SPIFFE ID, which must be of `kind`.
 pub fn own_id(identity: &Identity, kind: PartyKind) -> Result<SpiffeId> {
     identity.require_kind(kind)?;
@@ -69,4 +95,37 @@ pub fn own_id(identity: &Identity, kind: PartyKind) -> Result<SpiffeId> {
         .id
         .clone()
         .ok_or_else(|| Error::bad_input("this identity is not enrolled: import its bundle"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::core::directory::Attributes;
+    use crate::core::sign::SigningKey;
+
+    fn entry(serial: u64) -> DirectoryEntry {
+        DirectoryEntry {
+            id: SpiffeId::new("t", PartyKind::User, "alice").unwrap(),
+            age_recipient: None,
+            signing_key: SigningKey::generate().unwrap().public(),
+            tls_spki_sha256: [0; 32],
+            attributes: Attributes::default(),
+            serial,
+            not_before: 0,
+            not_after: 10,
+        }
+    }
+
+    /// Found by reading: the agent did not pin the highest serial it had seen, so a relay could
+    /// replay a superseded entry and have data sealed to a rotated-away key.
+    #[test]
+    fn an_older_entry_after_a_newer_one_is_refused() {
+        let pins = SerialPins::default();
+        pins.check(&entry(1)).unwrap();
+        pins.check(&entry(2)).unwrap();
+        pins.check(&entry(2)).unwrap();
+        let err = pins.check(&entry(1)).unwrap_err();
+        assert!(err.message().contains("superseded"), "{err}");
+    }
 }
