@@ -95,7 +95,7 @@ fn provision_import_verify_and_certificates() {
         "{out}"
     );
     assert!(
-        out.contains("ok: 2 signed statements (1 users, 1 agents, 0 revoked)"),
+        out.contains("ok: 3 signed statements (1 users, 1 agents, 1 admins, 0 revoked)"),
         "{out}"
     );
 

@@ -690,3 +690,48 @@ async fn the_data_directory_is_the_operators_alone() {
     }
     assert!(files >= 3, "expected the store, a blob and the checkpoints");
 }
+
+/// Defect 8 through the CLI: an admin revoked offline (`admin revoke`, no `--relay`) is refused
+/// by the relay after a restart; a second admin enrolled with `admin add` works.
+#[test]
+fn an_admin_is_revocable_like_everyone_else() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    cli_world(dir);
+    ok_in(
+        dir,
+        &[
+            "keys", "gen", "--name", "ops", "--kind", "admin", "--out", "ops.id",
+        ],
+    );
+    ok_in(dir, &["admin", "add", "ops.id.request", "--dir", "keys"]);
+    ok_in(
+        dir,
+        &["keys", "import", "--identity", "ops.id", "ops.id.bundle"],
+    );
+    let (server, addr) = common::serve(dir, &[]);
+    ok_in(
+        dir,
+        &["directory", "push", "--dir", "keys", "--relay", &addr],
+    );
+    common::terminate(server);
+    ok_in(dir, &["admin", "revoke", "admin", "--dir", "keys"]);
+    let (server, addr) = common::serve(dir, &[]);
+    // keys/admin.id is the revoked admin: refused.
+    let (code, _, err) = run_in(
+        dir,
+        &["directory", "push", "--dir", "keys", "--relay", &addr],
+    );
+    assert_ne!(code, 0, "a revoked admin pushed");
+    assert!(err.contains("revoked"), "{err}");
+    // ops, the other admin, still can.
+    let ops = sealrelay::local::identity_file::load(&dir.join("ops.id"), None).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let admin = sealrelay::client::AdminClient::connect(&ops, &addr)
+            .await
+            .unwrap();
+        admin.quarantine("research-bot", "test").await.unwrap();
+    });
+    common::terminate(server);
+}

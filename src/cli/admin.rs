@@ -285,10 +285,11 @@ pub fn run_directory(cmd: DirectoryCommand) -> Result<()> {
                 );
             }
             println!(
-                "ok: {} signed statements ({} users, {} agents, {} revoked) verify against authority {}",
+                "ok: {} signed statements ({} users, {} agents, {} admins, {} revoked) verify against authority {}",
                 summary.statements,
                 summary.users,
                 summary.agents,
+                summary.admins,
                 summary.revoked,
                 vk.key.fingerprint()
             );

@@ -44,7 +44,7 @@ pub enum KeysCommand {
         #[arg(long, value_name = "N")]
         name: String,
         /// What the party is.
-        #[arg(long, value_name = "user|agent")]
+        #[arg(long, value_name = "user|agent|admin")]
         kind: String,
         /// Where to write the identity (FILE.request is written beside it).
         #[arg(long, short = 'o', value_name = "FILE")]
@@ -124,8 +124,8 @@ pub fn request_path(out: &Path) -> PathBuf {
 
 fn gen(name: &str, kind: &str, out: &Path, force: bool) -> Result<()> {
     let kind: PartyKind = kind.parse()?;
-    if !matches!(kind, PartyKind::User | PartyKind::Agent) {
-        return Err(Error::bad_input("--kind must be user or agent"));
+    if !matches!(kind, PartyKind::User | PartyKind::Agent | PartyKind::Admin) {
+        return Err(Error::bad_input("--kind must be user, agent or admin"));
     }
     let req_path = request_path(out);
     for p in [out, req_path.as_path()] {

@@ -37,6 +37,10 @@ enum Command {
     /// Enroll, rotate or revoke agents (admin), or run an agent worker.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Enroll, rotate or revoke admins (admin): admins are directory entries too, pinned to
+    /// their TLS key and revocable.
+    #[command(subcommand)]
+    Admin(admin::PartyCommand),
     /// Check the signed directory.
     #[command(subcommand)]
     Directory(admin::DirectoryCommand),
@@ -98,6 +102,7 @@ pub fn run() -> Result<()> {
     match cli.command {
         Command::Keys(cmd) => keys::run(cmd),
         Command::User(cmd) => admin::run_party(sealrelay::ids::PartyKind::User, cmd),
+        Command::Admin(cmd) => admin::run_party(sealrelay::ids::PartyKind::Admin, cmd),
         Command::Agent(AgentCommand::Party(cmd)) => {
             admin::run_party(sealrelay::ids::PartyKind::Agent, cmd)
         }

@@ -80,9 +80,12 @@ pub struct EnrollmentRequest {
 
 impl EnrollmentRequest {
     pub fn validate(&self) -> Result<()> {
-        if !matches!(self.kind, PartyKind::User | PartyKind::Agent) {
+        if !matches!(
+            self.kind,
+            PartyKind::User | PartyKind::Agent | PartyKind::Admin
+        ) {
             return Err(Error::bad_input(
-                "only users and agents enroll with a request",
+                "only users, agents and admins enroll with a request",
             ));
         }
         validate_name(&self.name)?;
@@ -209,9 +212,17 @@ pub struct DirectoryEntry {
 
 impl DirectoryEntry {
     pub fn validate(&self) -> Result<()> {
-        if !matches!(self.id.kind(), PartyKind::User | PartyKind::Agent) {
+        if !matches!(
+            self.id.kind(),
+            PartyKind::User | PartyKind::Agent | PartyKind::Admin
+        ) {
             return Err(Error::bad_input(
-                "directory entries are for users and agents",
+                "directory entries are for users, agents and admins",
+            ));
+        }
+        if self.id.kind() == PartyKind::Admin && self.attributes != Attributes::default() {
+            return Err(Error::bad_input(
+                "admins carry no clearance, roles or scopes",
             ));
         }
         check_recipient(self.id.kind(), self.age_recipient.as_deref())?;
@@ -469,122 +480,4 @@ impl Directory {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn user_entry(serial: u64) -> (DirectoryEntry, SigningKey) {
-        let party = SigningKey::generate().unwrap();
-        let age_id = age::x25519::Identity::generate();
-        let e = DirectoryEntry {
-            id: SpiffeId::new("example.org", PartyKind::User, "alice").unwrap(),
-            age_recipient: Some(age_id.to_public().to_string()),
-            signing_key: party.public(),
-            tls_spki_sha256: [3u8; 32],
-            attributes: Attributes {
-                clearance: 2,
-                roles: vec!["engineer".into()],
-                scopes: vec![],
-            },
-            serial,
-            not_before: 100,
-            not_after: 200,
-        };
-        (e, party)
-    }
-
-    #[test]
-    fn entry_round_trip_and_tamper() {
-        let authority = SigningKey::generate().unwrap();
-        let (e, _) = user_entry(1);
-        let signed = e.sign(&authority).unwrap();
-        assert_eq!(
-            DirectoryEntry::verify(&signed, &authority.public()).unwrap(),
-            e
-        );
-        for i in 0..signed.statement.len() {
-            let mut t = signed.clone();
-            t.statement[i] ^= 0x01;
-            assert!(
-                DirectoryEntry::verify(&t, &authority.public()).is_err(),
-                "byte {i}"
-            );
-        }
-        let other = SigningKey::generate().unwrap();
-        let err = DirectoryEntry::verify(&signed, &other.public()).unwrap_err();
-        assert!(err.message().contains("user/alice"), "{err}");
-    }
-
-    #[test]
-    fn request_proof_of_possession() {
-        let key = SigningKey::generate().unwrap();
-        let req = EnrollmentRequest {
-            kind: PartyKind::Agent,
-            name: "research-bot".into(),
-            age_recipient: None,
-            signing_key: key.public(),
-            tls_spki: vec![1, 2, 3],
-            created: 5,
-        };
-        let signed = req.sign(&key).unwrap();
-        assert_eq!(EnrollmentRequest::verify(&signed).unwrap(), req);
-        // Swap the named key: the signature no longer proves possession.
-        let other = SigningKey::generate().unwrap();
-        let mut forged = req.clone();
-        forged.signing_key = other.public();
-        let mut bad = signed.clone();
-        bad.statement = forged.encode();
-        assert!(EnrollmentRequest::verify(&bad).is_err());
-        // Agents cannot carry an age recipient.
-        let mut with_age = req.clone();
-        with_age.age_recipient = Some(age::x25519::Identity::generate().to_public().to_string());
-        assert!(with_age.sign(&key).is_err());
-    }
-
-    #[test]
-    fn directory_rotation_and_revocation() {
-        let authority = SigningKey::generate().unwrap();
-        let mut dir = Directory::new();
-        let (e1, _) = user_entry(1);
-        dir.insert_entry(e1.sign(&authority).unwrap(), &authority.public())
-            .unwrap();
-        assert_eq!(dir.active(&e1.id, 150).unwrap().serial, 1);
-        assert_eq!(dir.active(&e1.id, 250), Err(EntryProblem::Expired));
-        assert_eq!(dir.next_serial(&e1.id), 2);
-        let (mut e2, _) = user_entry(2);
-        e2.not_after = 300;
-        dir.insert_entry(e2.sign(&authority).unwrap(), &authority.public())
-            .unwrap();
-        assert_eq!(dir.active(&e1.id, 250).unwrap().serial, 2);
-        let rev = Revocation {
-            id: e1.id.clone(),
-            serial: 2,
-            revoked_at: 260,
-            reason: "left".into(),
-        };
-        dir.insert_revocation(&rev.sign(&authority).unwrap(), &authority.public())
-            .unwrap();
-        assert_eq!(dir.active(&e1.id, 270), Err(EntryProblem::Revoked));
-        // Revoking serial 2 ends serial 1 too, and the statement is kept (start-up and
-        // `directory push` read it back), once.
-        assert!(dir.is_revoked(&e1.id, 1) && dir.is_revoked(&e1.id, 2));
-        dir.insert_revocation(&rev.sign(&authority).unwrap(), &authority.public())
-            .unwrap();
-        assert_eq!(dir.revocations().count(), 1);
-        assert_eq!(dir.revoked_count(), 1);
-        let mut reloaded = Directory::new();
-        reloaded
-            .insert_entry(e2.sign(&authority).unwrap(), &authority.public())
-            .unwrap();
-        for (_, signed) in dir.revocations() {
-            reloaded
-                .insert_revocation(signed, &authority.public())
-                .unwrap();
-        }
-        assert_eq!(reloaded.active(&e1.id, 270), Err(EntryProblem::Revoked));
-        // A different entry claiming an existing serial is a conflict.
-        let (e2b, _) = user_entry(2);
-        assert!(dir
-            .insert_entry(e2b.sign(&authority).unwrap(), &authority.public())
-            .is_err());
-    }
-}
+mod tests;

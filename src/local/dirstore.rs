@@ -39,6 +39,7 @@ pub fn revocation_path(dir: &Path, id: &SpiffeId, serial: u64) -> PathBuf {
 pub struct VerifySummary {
     pub users: usize,
     pub agents: usize,
+    pub admins: usize,
     pub statements: usize,
     pub revoked: usize,
 }
@@ -67,7 +68,11 @@ fn sorted_files(dir: &Path) -> Result<Vec<PathBuf>> {
 pub fn load(dir: &Path, authority: &PublicKey) -> Result<(Directory, VerifySummary)> {
     let mut directory = Directory::new();
     let mut summary = VerifySummary::default();
-    for (sub, kind) in [("users", PartyKind::User), ("agents", PartyKind::Agent)] {
+    for (sub, kind) in [
+        ("users", PartyKind::User),
+        ("agents", PartyKind::Agent),
+        ("admins", PartyKind::Admin),
+    ] {
         for path in sorted_files(&dir.join(sub))? {
             let bytes = read_capped(&path, MAX_SIGNED_FILE_LEN)?;
             let signed = Signed::from_json(&bytes, StatementType::DirectoryEntry)
@@ -107,6 +112,7 @@ pub fn load(dir: &Path, authority: &PublicKey) -> Result<(Directory, VerifySumma
         match e.id.kind() {
             PartyKind::User => summary.users += 1,
             PartyKind::Agent => summary.agents += 1,
+            PartyKind::Admin => summary.admins += 1,
             _ => {}
         }
     }

@@ -143,6 +143,16 @@ pub fn init(dir: &Path, opts: &InitOptions, now: u64) -> Result<RootMeta> {
         now.saturating_sub(300),
         now.saturating_add(opts.relay_days.saturating_mul(DAY)),
     )?;
+    // The admin is a directory entry too (pinned to its TLS key, revocable, rotated like a
+    // user): a CA-issued admin certificate alone is not enough for the relay.
+    let admin_entry = admin_entry(
+        &admin,
+        &admin_id,
+        now.saturating_sub(300),
+        now.saturating_add(opts.relay_days.saturating_mul(DAY)),
+    )?
+    .sign(&authority)?;
+    admin.entry = Some(admin_entry.clone());
     admin.id = Some(admin_id);
     admin.cert = Some(admin_cert);
     admin.ca_cert = Some(ca_cert.clone());
@@ -158,6 +168,16 @@ pub fn init(dir: &Path, opts: &InitOptions, now: u64) -> Result<RootMeta> {
     }
     ensure_dir(&directory, 0o700)?;
     let ow = opts.force;
+    let entry_path = crate::local::dirstore::entry_path(&directory, &admin_entry_id(&meta)?, 1);
+    if let Some(parent) = entry_path.parent() {
+        ensure_dir(parent, 0o700)?;
+    }
+    write_atomic(
+        &entry_path,
+        admin_entry.to_json().as_bytes(),
+        PUBLIC_MODE,
+        ow,
+    )?;
     let meta_json = serde_json::to_string_pretty(&meta)
         .map_err(|e| Error::internal(format!("cannot encode root.json: {e}")))?;
     // Private files first, root.json last: a root without root.json is not loadable.
@@ -266,7 +286,55 @@ pub fn read_meta(dir: &Path) -> Result<RootMeta> {
     Ok(meta)
 }
 
+fn admin_entry_id(meta: &RootMeta) -> Result<SpiffeId> {
+    SpiffeId::new(&meta.trust_domain, PartyKind::Admin, &meta.admin_name)
+}
+
+/// The directory entry of an admin identity: its signing key and TLS key, nothing else.
+fn admin_entry(
+    admin: &Identity,
+    id: &SpiffeId,
+    not_before: u64,
+    not_after: u64,
+) -> Result<crate::core::directory::DirectoryEntry> {
+    Ok(crate::core::directory::DirectoryEntry {
+        id: id.clone(),
+        age_recipient: None,
+        signing_key: admin.signing_key.public(),
+        tls_spki_sha256: crate::core::directory::sha256(&admin.tls_key.spki_der()?),
+        attributes: Default::default(),
+        serial: 1,
+        not_before,
+        not_after,
+    })
+}
+
 impl TrustRoot {
+    /// A trust root made before admins were directory entries has none for its admin: this
+    /// signs one (from `admin.id` and its certificate's validity) and stores it, so that the
+    /// next push or relay start carries it. Does nothing when the entry exists.
+    pub fn ensure_admin_entry(&self) -> Result<bool> {
+        let id = admin_entry_id(&self.meta)?;
+        let path = crate::local::dirstore::entry_path(&self.directory_dir(), &id, 1);
+        if exists(&path) {
+            return Ok(false);
+        }
+        let admin =
+            crate::local::identity_file::load(&self.dir.join("admin.id"), Some(PartyKind::Admin))?;
+        let cert = admin
+            .cert
+            .as_ref()
+            .ok_or_else(|| Error::bad_input("admin.id holds no certificate"))?;
+        let info = pki::inspect(cert)?;
+        let signed =
+            admin_entry(&admin, &id, info.not_before, info.not_after)?.sign(&self.authority)?;
+        if let Some(parent) = path.parent() {
+            ensure_dir(parent, 0o700)?;
+        }
+        write_atomic(&path, signed.to_json().as_bytes(), PUBLIC_MODE, false)?;
+        Ok(true)
+    }
+
     /// Loads what admin commands need.
     pub fn load(dir: &Path) -> Result<Self> {
         let meta = read_meta(dir)?;
@@ -287,14 +355,16 @@ impl TrustRoot {
             ));
         }
         let log_public = read_verifier_key(&dir.join("log.pub"))?;
-        Ok(TrustRoot {
+        let root = TrustRoot {
             dir: dir.to_path_buf(),
             meta,
             authority,
             ca_cert,
             ca_key,
             log_public,
-        })
+        };
+        root.ensure_admin_entry()?;
+        Ok(root)
     }
 
     pub fn authority_vk(&self) -> Result<VerifierKey> {

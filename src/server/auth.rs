@@ -94,17 +94,15 @@ impl Relay {
     /// The caller as a principal, or why it may not call at all.
     fn authenticate(&self, peer: &Peer, now: u64) -> Result<Principal, &'static str> {
         match peer.id.kind() {
-            PartyKind::Admin if peer.id.trust_domain() == self.trust_domain => Ok(Principal {
-                id: peer.id.clone(),
-                attributes: None,
-                quarantined: false,
-            }),
-            PartyKind::User | PartyKind::Agent => {
+            // Admins too are directory entries, pinned to their TLS key and revocable: a
+            // certificate from the CA alone is not enough.
+            PartyKind::User | PartyKind::Agent | PartyKind::Admin => {
                 let dir = self.directory.read().map_err(|_| "internal error")?;
                 match dir.active(&peer.id, now) {
                     Ok(entry) if entry.tls_spki_sha256 == peer.spki_sha256 => Ok(Principal {
                         id: peer.id.clone(),
-                        attributes: Some(entry.attributes.clone()),
+                        attributes: (peer.id.kind() != PartyKind::Admin)
+                            .then(|| entry.attributes.clone()),
                         quarantined: self.monitor.is_quarantined(&peer.id.to_string()),
                     }),
                     Ok(_) => Err("the certificate's key is not the one in the directory entry (superseded?)"),

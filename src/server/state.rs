@@ -145,6 +145,9 @@ impl Relay {
             PartyKind::User | PartyKind::Agent => Some(self.entry_for(&peer.id, now)?.0.attributes),
             _ => None,
         };
+        if peer.id.kind() == PartyKind::Admin {
+            self.entry_for(&peer.id, now)?;
+        }
         Ok(Principal {
             id: peer.id.clone(),
             attributes,

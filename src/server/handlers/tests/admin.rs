@@ -233,3 +233,61 @@ async fn racing_directory_pushes_both_take_effect() {
         f.call(&f.bot, Request::GetEntry { id }).await.unwrap();
     }
 }
+
+/// Defect 8: any CA-issued `spiffe://<td>/admin/*` certificate was trusted, for a year, and
+/// could not be revoked. Admins are now directory entries: pinned to their TLS key, revocable.
+#[tokio::test]
+async fn admins_are_directory_entries_pinned_and_revocable() {
+    let f = fixture();
+    let quarantine = || Request::Quarantine {
+        agent: "research-bot".into(),
+        reason: "test".into(),
+    };
+    let release = || Request::Release {
+        agent: "research-bot".into(),
+    };
+    // An admin name the directory does not know, with a CA certificate: refused.
+    let mut rogue = peer(&f.admin);
+    rogue.id = SpiffeId::new(
+        rogue.id.trust_domain(),
+        crate::ids::PartyKind::Admin,
+        "rogue",
+    )
+    .unwrap();
+    let r = handle(&f.relay, &rogue, quarantine(), f.now(), &mut &[][..])
+        .await
+        .expect_err("an unknown admin");
+    assert_eq!(r.code, ErrorCode::Unauthenticated);
+    // The real admin's name with another key: refused.
+    let mut other_key = peer(&f.admin);
+    other_key.spki_sha256 = [9; 32];
+    let r = handle(&f.relay, &other_key, quarantine(), f.now(), &mut &[][..])
+        .await
+        .expect_err("another key");
+    assert_eq!(r.code, ErrorCode::Unauthenticated);
+    // The real admin works, until it is revoked.
+    f.call(&f.admin, quarantine()).await.unwrap();
+    let keys = f.relay.config.dir.clone();
+    let root = crate::local::trust_root::TrustRoot::load(&keys).unwrap();
+    let (directory, _) =
+        crate::local::dirstore::load(&root.directory_dir(), &root.authority.public()).unwrap();
+    let (_, revocation, _) = crate::local::dirstore::revoke(
+        &root,
+        &directory,
+        f.admin.id.as_ref().unwrap(),
+        "left",
+        f.now(),
+    )
+    .unwrap();
+    let push = Request::PushDirectory {
+        entries: Vec::new(),
+        revocations: vec![WireSigned::from_signed(&revocation)],
+    };
+    f.call(&f.admin, push).await.unwrap();
+    let r = f
+        .call(&f.admin, release())
+        .await
+        .expect_err("a revoked admin");
+    assert_eq!(r.code, ErrorCode::Unauthenticated);
+    assert!(r.message.contains("revoked"), "{}", r.message);
+}
