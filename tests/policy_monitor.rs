@@ -355,15 +355,19 @@ async fn clearance_scope_and_read_actions_are_refused_and_logged() {
 async fn agent_sealing_to_the_wrong_key_is_quarantined_then_released_and_the_kill_switch_works() {
     let w = world().await;
     let alice = UserClient::connect(&w.ids[0], &w.addr).await.unwrap();
+    let bob = UserClient::connect(&w.ids[1], &w.addr).await.unwrap();
+    let carol = UserClient::connect(&w.ids[2], &w.addr).await.unwrap();
     let carol_recipient = w.ids[2].age_identity.as_ref().unwrap().to_public();
+    let alice_recipient = w.ids[0].age_identity.as_ref().unwrap().to_public();
     let bot = AgentClient::connect(&w.ids[3], &w.addr).await.unwrap();
-    for n in 0..3 {
-        alice.grant(&req(&format!("tickets/{n}"))).await.unwrap();
+    let mut n = 0;
+    // Sealed to another user's key: only the requester's client can tell.
+    let mut wrong_key = async |user: &UserClient<'_>, wrong: &age::x25519::Recipient| {
+        n += 1;
+        user.grant(&req(&format!("tickets/{n}"))).await.unwrap();
         let g = bot.grants().await.unwrap().into_iter().next().unwrap();
-        // Sealed to carol's key, not alice's: only alice's client can tell.
         let mut body = Vec::new();
-        sealrelay::core::envelope::seal(&carol_recipient, &mut &b"wrong key"[..], &mut body, 1)
-            .unwrap();
+        sealrelay::core::envelope::seal(wrong, &mut &b"wrong key"[..], &mut body, 1).unwrap();
         let st = sealrelay::core::envelope::submission::Submission {
             grant_id: g.grant.grant_id,
             user: g.grant.user.clone(),
@@ -381,9 +385,20 @@ async fn agent_sealing_to_the_wrong_key_is_quarantined_then_released_and_the_kil
             )
             .await
             .unwrap();
-        let f = alice.fetch(env, &w.dir, &mut Vec::new()).await.unwrap();
+        let f = user.fetch(env, &w.dir, &mut Vec::new()).await.unwrap();
         assert_eq!(f.status, DeliveryStatus::Undecryptable);
+    };
+    // One user's claims count once (found by reading: three claims by one user quarantined an
+    // agent that everyone shares).
+    for _ in 0..3 {
+        wrong_key(&alice, &carol_recipient).await;
     }
+    bot.grants()
+        .await
+        .expect("one user alone quarantined a shared agent");
+    // Two more users: three distinct claimants.
+    wrong_key(&bob, &carol_recipient).await;
+    wrong_key(&carol, &alice_recipient).await;
     // Quarantined automatically; the next send on the already-open connection is refused.
     alice.grant(&req("tickets/9")).await.unwrap_err(); // grants to a quarantined agent are refused too
     let err = bot.grants().await.unwrap_err();

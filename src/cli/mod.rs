@@ -7,6 +7,7 @@ mod envelope;
 mod keys;
 mod policy;
 mod relay;
+mod worker;
 
 use std::path::PathBuf;
 
@@ -82,7 +83,7 @@ enum AgentCommand {
     #[command(flatten)]
     Party(admin::PartyCommand),
     /// Run a worker: for each new grant, run CMD and send its stdout.
-    Run(relay::RunArgs),
+    Run(worker::RunArgs),
     /// The kill switch: quarantine an agent on a running relay (admin).
     Quarantine(policy::QuarantineArgs),
     /// Lift an agent's quarantine (admin).
@@ -106,7 +107,7 @@ pub fn run() -> Result<()> {
         Command::Agent(AgentCommand::Party(cmd)) => {
             admin::run_party(sealrelay::ids::PartyKind::Agent, cmd)
         }
-        Command::Agent(AgentCommand::Run(args)) => relay::run_agent(args),
+        Command::Agent(AgentCommand::Run(args)) => worker::run_agent(args),
         Command::Agent(AgentCommand::Quarantine(args)) => policy::quarantine(args),
         Command::Agent(AgentCommand::Release(args)) => policy::release(args),
         Command::Approve(args) => policy::approve(args),

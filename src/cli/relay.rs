@@ -263,7 +263,7 @@ pub struct SendArgs {
     relay: RelayArg,
 }
 
-fn scratch_dir() -> PathBuf {
+pub(crate) fn scratch_dir() -> PathBuf {
     std::env::temp_dir()
 }
 
@@ -327,95 +327,6 @@ pub fn send(args: SendArgs) -> Result<()> {
                 Err(e) => return Err(e),
             }
         }
-    })
-}
-
-#[derive(Args)]
-pub struct RunArgs {
-    /// The agent's identity file.
-    #[arg(long, value_name = "F")]
-    identity: PathBuf,
-    /// Command run (by `sh -c`) for each new grant; its stdout is sealed and sent. It gets the
-    /// resource and purpose as $SEALRELAY_RESOURCE / $SEALRELAY_PURPOSE and as arguments $1 $2.
-    #[arg(long, value_name = "CMD")]
-    exec: String,
-    /// Seconds between polls for new grants.
-    #[arg(long, value_name = "SECS", default_value_t = 5)]
-    poll: u64,
-    /// Handle the grants open now, then exit.
-    #[arg(long)]
-    once: bool,
-    #[command(flatten)]
-    relay: RelayArg,
-}
-
-pub fn run_agent(args: RunArgs) -> Result<()> {
-    let identity = identity_file::load_enrolled(&args.identity, PartyKind::Agent, clock::now())?;
-    let relay = args.relay.address(&identity);
-    runtime()?.block_on(async {
-        let agent = AgentClient::connect(&identity, &relay).await?;
-        let mut failed: std::collections::HashSet<GrantId> = std::collections::HashSet::new();
-        loop {
-            for g in agent.grants().await? {
-                if failed.contains(&g.grant.grant_id) {
-                    continue; // reported once; not retried forever
-                }
-                let id = hex(g.grant.grant_id);
-                // The name reaches a command: check the grammar here too, whatever the relay did.
-                if let Err(e) = sealrelay::core::resource::validate_resource(&g.grant.resource) {
-                    eprintln!("grant {id}: refused: {}", e.message());
-                    failed.insert(g.grant.grant_id);
-                    continue;
-                }
-                // The command's output goes to a scratch file, not memory: it may be large.
-                let mut out_file = tempfile::tempfile_in(scratch_dir())
-                    .map_err(|e| Error::io(format!("cannot make a scratch file: {e}")))?;
-                let stdout = out_file
-                    .try_clone()
-                    .map_err(|e| Error::io(format!("cannot make a scratch file: {e}")))?;
-                let status = tokio::process::Command::new("sh")
-                    .arg("-c")
-                    .arg(&args.exec)
-                    .arg("sealrelay-agent")
-                    .arg(&g.grant.resource)
-                    .arg(&g.grant.purpose)
-                    .env("SEALRELAY_RESOURCE", &g.grant.resource)
-                    .env("SEALRELAY_PURPOSE", &g.grant.purpose)
-                    .env("SEALRELAY_GRANT", &id)
-                    .env("SEALRELAY_USER", g.grant.user.to_string())
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::from(stdout))
-                    .status()
-                    .await
-                    .map_err(|e| Error::io(format!("cannot run {:?}: {e}", args.exec)))?;
-                if !status.success() {
-                    eprintln!(
-                        "grant {id}: the command failed ({status}); not sending, not retrying"
-                    );
-                    failed.insert(g.grant.grant_id);
-                    continue;
-                }
-                std::io::Seek::seek(&mut out_file, std::io::SeekFrom::Start(0))
-                    .map_err(|e| Error::io(format!("cannot rewind the scratch file: {e}")))?;
-                match agent.send(&g, &mut out_file, &scratch_dir()).await {
-                    Ok(env) => println!(
-                        "grant {id} ({}): sent envelope {}",
-                        g.grant.resource,
-                        hex(env)
-                    ),
-                    Err(e) => {
-                        eprintln!("grant {id}: send failed: {e}");
-                        failed.insert(g.grant.grant_id);
-                    }
-                }
-            }
-            if args.once {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_secs(args.poll.max(1))).await;
-        }
-        agent.conn.close().await;
-        Ok(())
     })
 }
 

@@ -6,7 +6,7 @@ use crate::core::directory::EntryProblem;
 use crate::core::policy::{Action, Authorizer, Context, Decision, Principal};
 use crate::core::store::WriteOp;
 use crate::core::wire::ErrorCode;
-use crate::ids::PartyKind;
+use crate::ids::{PartyKind, SpiffeId};
 use crate::net::Peer;
 
 use super::events;
@@ -117,6 +117,15 @@ impl Relay {
     }
 
     async fn log_denial(&self, peer: &Peer, action: Action, reason: &str, now: u64) {
+        let decision = self
+            .denials
+            .record(&peer.id, now, self.config.max_denial_events_per_minute);
+        if let Some(count) = decision.summary {
+            self.log_denial_summary(&peer.id, count, now).await;
+        }
+        if !decision.log {
+            return;
+        }
         let event = events::deny(
             now,
             &peer.id,
@@ -126,6 +135,14 @@ impl Relay {
         );
         if let Err(e) = self.committer.submit(WriteOp::Append { event }).await {
             tracing::error!(error = %e, "could not log a denial");
+        }
+    }
+
+    /// One event for `count` denials of `caller` that were not logged one by one.
+    pub(crate) async fn log_denial_summary(&self, caller: &SpiffeId, count: u64, now: u64) {
+        let event = events::deny_summary(now, caller, count);
+        if let Err(e) = self.committer.submit(WriteOp::Append { event }).await {
+            tracing::error!(error = %e, "could not log a denial summary");
         }
     }
 }

@@ -35,6 +35,8 @@ pub struct RelayConfig {
     /// `min_body_bytes_per_sec` on average, or the request fails.
     pub body_grace_secs: u64,
     pub min_body_bytes_per_sec: u64,
+    /// Denials logged one by one per caller per minute; the rest become one summary event.
+    pub max_denial_events_per_minute: u64,
     /// `text` or `json` log lines (on stderr).
     pub log_format: String,
     /// A Cedar policy file (default: the shipped docs/policy/default.cedar).
@@ -105,6 +107,7 @@ impl Default for RelayConfig {
             shutdown_grace_secs: 5,
             body_grace_secs: 10,
             min_body_bytes_per_sec: 32 * 1024,
+            max_denial_events_per_minute: 60,
             log_format: "text".into(),
             policy_file: None,
             catalog_file: None,

@@ -184,6 +184,20 @@ pub fn deny(now: u64, caller: &SpiffeId, action: &str, reason: &str, policy_hash
     }
 }
 
+/// `count` more denials of `caller` in its previous minute, past the per-minute cap.
+pub fn deny_summary(now: u64, caller: &SpiffeId, count: u64) -> Event {
+    Event {
+        detail: format!("{count} more denials in the minute before, not logged one by one"),
+        ..event(
+            now,
+            "deny.summary",
+            &caller.to_string(),
+            String::new(),
+            "deny",
+        )
+    }
+}
+
 /// An agent was quarantined (by the monitor or an admin's kill switch).
 pub fn agent_quarantined(now: u64, actor: &str, agent: &SpiffeId, reason: &str) -> Event {
     Event {

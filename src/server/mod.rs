@@ -14,6 +14,7 @@ mod committer;
 pub mod config;
 mod connections;
 mod deadline;
+mod denials;
 mod events;
 pub mod handlers;
 mod listener;

@@ -65,9 +65,14 @@ impl Signal {
     }
 }
 
+/// A signal as counted: when, what, and who raised it (if a party did).
+type Raised = (u64, Signal, Option<String>);
+
 pub struct Monitor {
     config: MonitorConfig,
-    counters: Mutex<HashMap<String, VecDeque<(u64, Signal)>>>,
+    /// Per agent: (time, signal, who raised it). Undecryptable receipts count once per user, so
+    /// one user cannot quarantine an agent that everyone shares.
+    counters: Mutex<HashMap<String, VecDeque<Raised>>>,
     quarantined: RwLock<HashMap<String, String>>,
 }
 
@@ -93,6 +98,18 @@ impl Monitor {
 
     /// Records a signal; returns the reason to quarantine when a threshold is crossed now.
     pub fn record(&self, agent: &str, signal: Signal, now: u64) -> Option<String> {
+        self.record_from(agent, signal, None, now)
+    }
+
+    /// [`Monitor::record`] for a signal raised by a party (`claimant`): signals of a kind that
+    /// counts per claimant (undecryptable receipts) count once for each.
+    pub fn record_from(
+        &self,
+        agent: &str,
+        signal: Signal,
+        claimant: Option<&str>,
+        now: u64,
+    ) -> Option<String> {
         if self.is_quarantined(agent) {
             return None;
         }
@@ -104,15 +121,22 @@ impl Monitor {
         };
         let mut counters = self.counters.lock().ok()?;
         let list = counters.entry(agent.to_owned()).or_default();
-        list.push_back((now, signal));
+        list.push_back((now, signal, claimant.map(str::to_owned)));
         let horizon = now.saturating_sub(self.config.window_secs);
-        while list.front().is_some_and(|(t, _)| *t < horizon) {
+        while list.front().is_some_and(|(t, _, _)| *t < horizon) {
             list.pop_front();
         }
-        let count = list.iter().filter(|(_, s)| *s == signal).count();
+        let of_kind = list.iter().filter(|(_, s, _)| *s == signal);
+        let (count, from) = if signal == Signal::Undecryptable {
+            let claimants: std::collections::HashSet<_> =
+                of_kind.map(|(_, _, c)| c.as_deref()).collect();
+            (claimants.len(), " from different users")
+        } else {
+            (of_kind.count(), "")
+        };
         (limit > 0 && count >= limit as usize).then(|| {
             format!(
-                "{count} {} within {} s (threshold {limit})",
+                "{count} {}{from} within {} s (threshold {limit})",
                 signal.name(),
                 self.config.window_secs
             )
@@ -183,20 +207,21 @@ mod tests {
             },
             vec![],
         );
-        assert!(m.record("a", Signal::Undecryptable, 10).is_none());
-        assert!(m.record("a", Signal::Undecryptable, 20).is_none());
+        let claim = |who: &str, t: u64| m.record_from("a", Signal::Undecryptable, Some(who), t);
+        assert!(claim("u1", 10).is_none());
+        assert!(claim("u2", 20).is_none());
         // The first falls out of the window: still two.
-        assert!(m.record("a", Signal::Undecryptable, 115).is_none());
-        let reason = m.record("a", Signal::Undecryptable, 116).unwrap();
+        assert!(claim("u3", 115).is_none());
+        // One user's repeated claims count once.
+        assert!(claim("u3", 115).is_none());
+        assert!(claim("u2", 115).is_none());
+        let reason = claim("u4", 116).unwrap();
         assert!(reason.contains("3 undecryptable receipts"), "{reason}");
         m.set_quarantined("a", &reason);
         assert!(m.is_quarantined("a") && !m.is_quarantined("b"));
         m.release("a");
         assert!(!m.is_quarantined("a"));
-        assert!(
-            m.record("a", Signal::Undecryptable, 117).is_none(),
-            "release clears the counters"
-        );
+        assert!(claim("u5", 117).is_none(), "release clears the counters");
     }
 
     #[test]

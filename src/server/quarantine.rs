@@ -49,10 +49,25 @@ impl Relay {
 
     /// Counts a signal against an agent; quarantines it past the threshold.
     pub(crate) async fn signal(&self, agent: &SpiffeId, signal: Signal, now: u64) {
+        self.signal_from(agent, signal, None, now).await;
+    }
+
+    /// [`Relay::signal`] raised by a party (undecryptable receipts count once per user).
+    pub(crate) async fn signal_from(
+        &self,
+        agent: &SpiffeId,
+        signal: Signal,
+        claimant: Option<&SpiffeId>,
+        now: u64,
+    ) {
         if agent.kind() != PartyKind::Agent {
             return;
         }
-        if let Some(reason) = self.monitor.record(&agent.to_string(), signal, now) {
+        let claimant = claimant.map(ToString::to_string);
+        if let Some(reason) =
+            self.monitor
+                .record_from(&agent.to_string(), signal, claimant.as_deref(), now)
+        {
             let actor = self.actor("monitor");
             if let Err(e) = self
                 .quarantine(agent, &format!("automatic: {reason}"), &actor, now)

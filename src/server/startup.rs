@@ -115,6 +115,7 @@ pub fn load(
         clock,
         uploads: Default::default(),
         push_lock: tokio::sync::Mutex::new(()),
+        denials: Default::default(),
     };
     Ok((relay, tls))
 }

@@ -30,6 +30,9 @@ pub async fn sweep_expired(relay: &Relay) -> usize {
             swept += 1;
         }
     }
+    for (caller, count) in relay.denials.due(now) {
+        relay.log_denial_summary(&caller, count, now).await;
+    }
     swept + close_expired_grants(relay, now).await
 }
 

@@ -177,7 +177,9 @@ pub async fn receipt(relay: &Relay, peer: &Peer, receipt: WireSigned, now: u64) 
     }
     if r.status == DeliveryStatus::Undecryptable {
         // Only the user's client can tell a file was not sealed to it: count it against the agent.
-        relay.signal(&r.agent, Signal::Undecryptable, now).await;
+        relay
+            .signal_from(&r.agent, Signal::Undecryptable, Some(&peer.id), now)
+            .await;
     }
     // The commit thread signed a checkpoint covering this event before answering.
     let (cp, note) = relay

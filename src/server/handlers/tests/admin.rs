@@ -291,3 +291,38 @@ async fn admins_are_directory_entries_pinned_and_revocable() {
     assert_eq!(r.code, ErrorCode::Unauthenticated);
     assert!(r.message.contains("revoked"), "{}", r.message);
 }
+
+/// Found by reading: every denial was a durable event with no aggregation, so a flood grew the
+/// log without bound. Past the per-minute cap, denials are counted and logged as one summary.
+#[tokio::test]
+async fn a_flood_of_denials_is_summarized_not_logged_one_by_one() {
+    let f = fixture_with(|c| c.max_denial_events_per_minute = 5);
+    for _ in 0..50 {
+        assert_eq!(
+            code(
+                f.call(
+                    &f.bot,
+                    Request::Inbox {
+                        page: Page::first()
+                    }
+                )
+                .await
+            ),
+            ErrorCode::Forbidden
+        );
+    }
+    let denies = |f: &Fixture| f.event_kinds().iter().filter(|k| *k == "deny").count();
+    assert_eq!(denies(&f), 5);
+    f.clock.advance(61);
+    crate::server::sweep::sweep_expired(&f.relay).await;
+    let events = f.relay.store.events(0, 1000).unwrap();
+    let summary = events
+        .iter()
+        .find(|(_, e)| e.kind == "deny.summary")
+        .expect("no summary");
+    assert!(
+        summary.1.detail.starts_with("45 more denials"),
+        "{:?}",
+        summary.1
+    );
+}
