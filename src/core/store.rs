@@ -88,7 +88,8 @@ pub struct Event {
 
 /// Prefix of an event's leaf bytes in the transparency log.
 pub const LEAF_PREFIX: &[u8] = b"sealrelay-event-v1\0";
-const MAX_LEAF_FIELD: usize = 4096;
+/// The longest text field an event leaf holds.
+pub const MAX_LEAF_FIELD: usize = 4096;
 
 impl Event {
     /// The event as a transparency-log leaf: canonical bytes (docs/formats.md).
