@@ -13,53 +13,7 @@ use common::{ok_in, run_in};
 fn serve_grant_send_fetch_revoke_through_the_cli() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
-    ok_in(dir, &["keys", "init", "--dir", "keys"]);
-    ok_in(
-        dir,
-        &[
-            "keys", "gen", "--name", "alice", "--kind", "user", "--out", "alice.id",
-        ],
-    );
-    ok_in(
-        dir,
-        &[
-            "keys",
-            "gen",
-            "--name",
-            "research-bot",
-            "--kind",
-            "agent",
-            "--out",
-            "bot.id",
-        ],
-    );
-    ok_in(dir, &["user", "add", "alice.id.request", "--dir", "keys"]);
-    ok_in(
-        dir,
-        &[
-            "agent",
-            "add",
-            "bot.id.request",
-            "--dir",
-            "keys",
-            "--scope",
-            "tickets/*",
-        ],
-    );
-    ok_in(
-        dir,
-        &[
-            "keys",
-            "import",
-            "--identity",
-            "alice.id",
-            "alice.id.bundle",
-        ],
-    );
-    ok_in(
-        dir,
-        &["keys", "import", "--identity", "bot.id", "bot.id.bundle"],
-    );
+    common::cli_world(dir);
 
     let (server, addr) = common::serve(dir, &[]);
     let relay = ["--relay", addr.as_str()];

@@ -4,50 +4,7 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::{fails_cleanly, ok_in, run_in};
-
-/// keys init; alice (user) and research-bot (agent, tickets/*) enrolled through the CLI.
-fn cli_world(dir: &Path) {
-    ok_in(dir, &["keys", "init", "--dir", "keys"]);
-    for (name, kind, out) in [
-        ("alice", "user", "alice.id"),
-        ("research-bot", "agent", "bot.id"),
-    ] {
-        ok_in(
-            dir,
-            &["keys", "gen", "--name", name, "--kind", kind, "--out", out],
-        );
-    }
-    ok_in(dir, &["user", "add", "alice.id.request", "--dir", "keys"]);
-    ok_in(
-        dir,
-        &[
-            "agent",
-            "add",
-            "bot.id.request",
-            "--dir",
-            "keys",
-            "--scope",
-            "tickets/*",
-        ],
-    );
-    ok_in(
-        dir,
-        &[
-            "keys",
-            "import",
-            "--identity",
-            "alice.id",
-            "alice.id.bundle",
-        ],
-    );
-    ok_in(
-        dir,
-        &["keys", "import", "--identity", "bot.id", "bot.id.bundle"],
-    );
-}
 
 /// Defect 1: a revocation made offline (`user revoke` without `--relay`) was lost when the
 /// relay restarted: the revoked user kept full access.
@@ -55,7 +12,7 @@ fn cli_world(dir: &Path) {
 fn an_offline_revocation_holds_across_a_relay_restart() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
-    cli_world(dir);
+    common::cli_world(dir);
     let (server, addr) = common::serve(dir, &[]);
     ok_in(dir, &["inbox", "--identity", "alice.id", "--relay", &addr]);
     common::terminate(server);
@@ -371,7 +328,7 @@ fn a_handshake_flood_does_not_lock_out_clients_or_block_shutdown() {
     use std::time::{Duration, Instant};
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
-    cli_world(dir);
+    common::cli_world(dir);
     std::fs::write(dir.join("relay.toml"), "[limits]\nmax_connections = 100\n").unwrap();
     let (server, addr) = common::serve(dir, &["--config", "relay.toml"]);
     let relay: std::net::SocketAddr = addr.parse().unwrap();
@@ -494,7 +451,7 @@ fn a_send_to_a_relay_killed_mid_request_succeeds_on_retry_and_is_stored_once() {
     use std::time::{Duration, Instant};
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
-    cli_world(dir);
+    common::cli_world(dir);
     let (server, addr) = common::serve(dir, &[]);
     let grant = ok_in(
         dir,
@@ -697,7 +654,7 @@ async fn the_data_directory_is_the_operators_alone() {
 fn an_admin_is_revocable_like_everyone_else() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
-    cli_world(dir);
+    common::cli_world(dir);
     ok_in(
         dir,
         &[
@@ -733,5 +690,36 @@ fn an_admin_is_revocable_like_everyone_else() {
             .unwrap();
         admin.quarantine("research-bot", "test").await.unwrap();
     });
+    common::terminate(server);
+}
+
+/// A trust root from before admins were directory entries: the relay does not know its admin,
+/// and the admin's first `directory push` carries the entry its root now signs for it (bound to
+/// its own TLS key): the relay takes it, and the admin is served from then on.
+#[test]
+fn an_admin_from_an_older_trust_root_bootstraps_with_its_own_entry() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    common::cli_world(dir);
+    // As an older `keys init` left it: no admin entry.
+    std::fs::remove_file(dir.join("keys/directory/admins/admin.1.entry")).unwrap();
+    let (server, addr) = common::serve(dir, &[]);
+    let quarantine = [
+        "agent",
+        "quarantine",
+        "research-bot",
+        "--dir",
+        "keys",
+        "--relay",
+        addr.as_str(),
+    ];
+    let (code, _, err) = run_in(dir, &quarantine);
+    assert_ne!(code, 0, "an admin unknown to the relay was served");
+    assert!(err.contains("not in the relay's directory"), "{err}");
+    ok_in(
+        dir,
+        &["directory", "push", "--dir", "keys", "--relay", &addr],
+    );
+    ok_in(dir, &quarantine);
     common::terminate(server);
 }

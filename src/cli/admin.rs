@@ -296,6 +296,11 @@ pub fn run_directory(cmd: DirectoryCommand) -> Result<()> {
             Ok(())
         }
         DirectoryCommand::Push { dir, relay } => {
+            // On the admin's machine, loading the root also signs the admin's own entry if an
+            // older root lacks it, so that this push carries it.
+            if dir.dir.join("authority.key").exists() {
+                trust_root::TrustRoot::load(&dir.dir)?;
+            }
             let vk = trust_root::read_verifier_key(&dir.dir.join("authority.pub"))?;
             let (directory, summary) = dirstore::load(&dir.dir.join("directory"), &vk.key)?;
             let entries: Vec<Signed> = directory

@@ -109,7 +109,7 @@ impl Relay {
                     Err(EntryProblem::Revoked) => Err("this identity has been revoked"),
                     Err(EntryProblem::Expired) => Err("this identity's directory entry has expired"),
                     Err(EntryProblem::NotYetValid) => Err("this identity's directory entry is not valid yet"),
-                    Err(EntryProblem::Unknown) => Err("this identity is not in the relay's directory (push it with `sealrelay user add --relay`)"),
+                    Err(EntryProblem::Unknown) => Err("this identity is not in the relay's directory (the admin pushes it: `sealrelay directory push`)"),
                 }
             }
             _ => Err("this kind of identity may not call the relay"),

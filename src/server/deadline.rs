@@ -21,6 +21,12 @@ pub struct Paced<R> {
     deadline: Pin<Box<Sleep>>,
 }
 
+/// `t + d`, or a day after `t` when that would overflow (a grace configured absurdly long).
+fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .unwrap_or_else(|| t + Duration::from_secs(86_400))
+}
+
 impl<R> Paced<R> {
     pub fn new(inner: R, grace: Duration, bytes_per_sec: u64) -> Self {
         let started = Instant::now();
@@ -30,14 +36,17 @@ impl<R> Paced<R> {
             grace,
             bytes_per_sec: bytes_per_sec.max(1),
             received: 0,
-            deadline: Box::pin(tokio::time::sleep_until(started + grace)),
+            deadline: Box::pin(tokio::time::sleep_until(later(started, grace))),
         }
     }
 
     /// When the body must have delivered one byte more than it has.
     fn next_deadline(&self) -> Instant {
         let secs = (self.received + 1) as f64 / self.bytes_per_sec as f64;
-        self.started + self.grace + Duration::from_secs_f64(secs.min(1e9))
+        later(
+            later(self.started, self.grace),
+            Duration::from_secs_f64(secs.min(1e9)),
+        )
     }
 }
 

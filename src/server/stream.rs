@@ -106,6 +106,14 @@ async fn write_response(send: &mut SendStream, response: &Response) -> Result<()
 
 /// The envelope reply, then its ciphertext. A missing blob is "no such envelope" (logged),
 /// answered before any byte is sent.
+/// A failure after the `Ok` header went out: the body cannot be followed by an error frame (the
+/// client would read it as ciphertext), so the stream is reset; the client sees the body cut
+/// short and verifies nothing.
+fn after_header(send: &mut SendStream, r: Refusal) -> Refusal {
+    let _ = send.reset(0u32.into());
+    r
+}
+
 async fn blob_digest(file: &mut tokio::fs::File) -> std::result::Result<[u8; 32], Refusal> {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     let mut buf = vec![0u8; CHUNK];
@@ -140,7 +148,9 @@ async fn send_envelope(
     match body {
         StoredBody::Inline(bytes) => {
             write_response(send, &Response::Ok(reply)).await?;
-            send.write_all(&bytes).await.map_err(cannot_send)?;
+            if let Err(e) = send.write_all(&bytes).await {
+                return Err(after_header(send, cannot_send(e)));
+            }
         }
         StoredBody::Blob {
             path,
@@ -166,14 +176,19 @@ async fn send_envelope(
             let mut buf = vec![0u8; CHUNK];
             let mut sent = 0u64;
             while sent < length {
+                let want = usize::try_from((length - sent).min(CHUNK as u64)).unwrap_or(CHUNK);
                 let n = file
-                    .read(&mut buf)
+                    .read(&mut buf[..want])
                     .await
-                    .map_err(|e| Refusal::from(Error::io(format!("cannot read a blob: {e}"))))?;
+                    .map_err(|e| Refusal::from(Error::io(format!("cannot read a blob: {e}"))))
+                    .map_err(|r| after_header(send, r))?;
                 if n == 0 {
-                    return Err(Error::io("a blob is shorter than its record").into());
+                    let r = Error::io("a blob is shorter than its record").into();
+                    return Err(after_header(send, r));
                 }
-                send.write_all(&buf[..n]).await.map_err(cannot_send)?;
+                if let Err(e) = send.write_all(&buf[..n]).await {
+                    return Err(after_header(send, cannot_send(e)));
+                }
                 sent += n as u64;
             }
         }

@@ -242,3 +242,44 @@ pub async fn test_relay_with(
         admin,
     }
 }
+
+/// keys init; alice (user) and research-bot (agent, tickets/*) enrolled through the CLI.
+pub fn cli_world(dir: &std::path::Path) {
+    ok_in(dir, &["keys", "init", "--dir", "keys"]);
+    for (name, kind, out) in [
+        ("alice", "user", "alice.id"),
+        ("research-bot", "agent", "bot.id"),
+    ] {
+        ok_in(
+            dir,
+            &["keys", "gen", "--name", name, "--kind", kind, "--out", out],
+        );
+    }
+    ok_in(dir, &["user", "add", "alice.id.request", "--dir", "keys"]);
+    ok_in(
+        dir,
+        &[
+            "agent",
+            "add",
+            "bot.id.request",
+            "--dir",
+            "keys",
+            "--scope",
+            "tickets/*",
+        ],
+    );
+    ok_in(
+        dir,
+        &[
+            "keys",
+            "import",
+            "--identity",
+            "alice.id",
+            "alice.id.bundle",
+        ],
+    );
+    ok_in(
+        dir,
+        &["keys", "import", "--identity", "bot.id", "bot.id.bundle"],
+    );
+}

@@ -1,12 +1,13 @@
 //! Directory requests: an admin's push of signed entries and revocations, and anyone's lookup
 //! of a party's latest signed entry.
 
+use crate::core::directory::DirectoryEntry;
 use crate::core::policy::Action;
 use crate::core::sign::StatementType;
 use crate::core::store::{StoredSigned, WriteOp};
 use crate::core::wire::{CloseCode, ErrorCode, Reply, WireSigned};
 use crate::error::Error;
-use crate::ids::SpiffeId;
+use crate::ids::{PartyKind, SpiffeId};
 use crate::net::Peer;
 
 use super::super::events;
@@ -22,9 +23,14 @@ pub async fn push(
     revocations: Vec<WireSigned>,
     now: u64,
 ) -> Handled {
-    relay
-        .authorize_relay(peer, Action::PushDirectory, now)
-        .await?;
+    // An admin from a trust root made before admins were directory entries bootstraps itself:
+    // its push is accepted when it carries its own authority-signed entry, bound to the TLS key
+    // it connected with (and the relay has never known it: a revoked admin cannot).
+    if !bootstraps_itself(relay, peer, &entries)? {
+        relay
+            .authorize_relay(peer, Action::PushDirectory, now)
+            .await?;
+    }
     let _one_at_a_time = relay.push_lock.lock().await;
     let mut next = relay
         .directory
@@ -68,6 +74,24 @@ pub async fn push(
         relay.connections.close_all(r, CloseCode::Revoked);
     }
     Ok(Reply::Done)
+}
+
+fn bootstraps_itself(relay: &Relay, peer: &Peer, entries: &[WireSigned]) -> Result<bool, Refusal> {
+    if peer.id.kind() != PartyKind::Admin || peer.id.trust_domain() != relay.trust_domain {
+        return Ok(false);
+    }
+    let known = relay
+        .directory
+        .read()
+        .map_err(|_| Refusal::internal())?
+        .latest(&peer.id)
+        .is_some();
+    Ok(!known
+        && entries.iter().any(|w| {
+            w.to_signed(StatementType::DirectoryEntry)
+                .and_then(|s| DirectoryEntry::verify(&s, &relay.authority))
+                .is_ok_and(|e| e.id == peer.id && e.tls_spki_sha256 == peer.spki_sha256)
+        }))
 }
 
 fn stored(w: &WireSigned) -> StoredSigned {

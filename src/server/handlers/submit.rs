@@ -118,9 +118,15 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
     if let Some(b) = blob {
         // fsync, rename, fsync the directory: off the async threads.
         let blobs = relay.blobs.clone();
-        tokio::task::spawn_blocking(move || blobs.commit(b, &envelope_id))
+        let placed = tokio::task::spawn_blocking(move || blobs.commit(b, &envelope_id))
             .await
-            .map_err(|_| Error::internal("blob commit task failed"))??;
+            .map_err(|_| Error::internal("blob commit task failed"))
+            .and_then(|r| r);
+        if let Err(e) = placed {
+            // The rename may have happened before the failure: no blob without its record.
+            relay.blobs.remove(&envelope_id);
+            return Err(e.into());
+        }
     }
     let record = EnvelopeRecord {
         envelope_id,

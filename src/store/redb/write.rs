@@ -131,11 +131,7 @@ impl RedbStore {
                         event,
                     } => {
                         let waiting = usage_of(&usage, &envelope.user)?;
-                        let existing = grants
-                            .get(envelope.grant_id.as_slice())
-                            .map_err(db_err)?
-                            .map(|g| dec::<GrantRecord>(g.value()))
-                            .transpose()?;
+                        let existing = stored_grant(&grants, &envelope.grant_id)?;
                         let consumed = match existing {
                             None => Err(WriteRefusal::GrantNotFound),
                             Some(g) => grant_state::consume(
@@ -242,11 +238,7 @@ impl RedbStore {
                         now,
                         event,
                     } => {
-                        let existing = grants
-                            .get(grant_id.as_slice())
-                            .map_err(db_err)?
-                            .map(|g| dec::<GrantRecord>(g.value()))
-                            .transpose()?;
+                        let existing = stored_grant(&grants, grant_id)?;
                         let closed = match existing {
                             None => Err(WriteRefusal::GrantNotFound),
                             Some(g) => grant_state::expire(&g, *now),
@@ -297,11 +289,7 @@ impl RedbStore {
                         now,
                         event,
                     } => {
-                        let existing = grants
-                            .get(grant_id.as_slice())
-                            .map_err(db_err)?
-                            .map(|g| dec::<GrantRecord>(g.value()))
-                            .transpose()?;
+                        let existing = stored_grant(&grants, grant_id)?;
                         let approved = match existing {
                             None => Err(WriteRefusal::GrantNotFound),
                             Some(g) => grant_state::approve(&g, approval, *now),
@@ -370,4 +358,16 @@ fn release_pending(t: &mut UsageTable<'_>, e: &EnvelopeRecord) -> Result<()> {
         u.pending_envelopes = u.pending_envelopes.saturating_sub(1);
         u.pending_bytes = u.pending_bytes.saturating_sub(e.length);
     })
+}
+
+/// The grant record stored under `id`, if any.
+fn stored_grant(
+    grants: &redb::Table<'_, &'static [u8], &'static [u8]>,
+    id: &crate::ids::GrantId,
+) -> Result<Option<GrantRecord>> {
+    grants
+        .get(id.as_slice())
+        .map_err(db_err)?
+        .map(|g| dec::<GrantRecord>(g.value()))
+        .transpose()
 }
