@@ -534,7 +534,7 @@ fn a_send_to_a_relay_killed_mid_request_succeeds_on_retry_and_is_stored_once() {
 /// its log tree is refused at start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn damaged_ciphertext_and_a_tampered_log_are_caught() {
-    use sealrelay::client::{AgentClient, GrantRequest, UserClient};
+    use sealrelay::client::{AgentClient, UserClient};
     use sealrelay::local::provision::{agent, user};
     let w = common::test_relay(
         &[user("alice", 0, &[]), agent("research-bot", &["tickets/*"])],
@@ -544,13 +544,7 @@ async fn damaged_ciphertext_and_a_tampered_log_are_caught() {
     let alice = UserClient::connect(&w.ids[0], &w.addr).await.unwrap();
     let bot = AgentClient::connect(&w.ids[1], &w.addr).await.unwrap();
     alice
-        .grant(&GrantRequest {
-            agent: "research-bot".into(),
-            resource: "tickets/1".into(),
-            purpose: "p".into(),
-            ttl_secs: 600,
-            max_bytes: 1 << 20,
-        })
+        .grant(&common::grant_request("tickets/1"))
         .await
         .unwrap();
     let g = bot.grants().await.unwrap();
@@ -603,7 +597,7 @@ async fn damaged_ciphertext_and_a_tampered_log_are_caught() {
 /// the directory is 0700 and every file in it 0600, whatever the umask.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_data_directory_is_the_operators_alone() {
-    use sealrelay::client::{AgentClient, GrantRequest, UserClient};
+    use sealrelay::client::{AgentClient, UserClient};
     use sealrelay::local::provision::{agent, user};
     use std::os::unix::fs::PermissionsExt;
     let w = common::test_relay(
@@ -614,13 +608,7 @@ async fn the_data_directory_is_the_operators_alone() {
     let alice = UserClient::connect(&w.ids[0], &w.addr).await.unwrap();
     let bot = AgentClient::connect(&w.ids[1], &w.addr).await.unwrap();
     alice
-        .grant(&GrantRequest {
-            agent: "research-bot".into(),
-            resource: "tickets/1".into(),
-            purpose: "p".into(),
-            ttl_secs: 600,
-            max_bytes: 1 << 20,
-        })
+        .grant(&common::grant_request("tickets/1"))
         .await
         .unwrap();
     let g = bot.grants().await.unwrap();

@@ -283,3 +283,14 @@ pub fn cli_world(dir: &std::path::Path) {
         &["keys", "import", "--identity", "bot.id", "bot.id.bundle"],
     );
 }
+
+/// A grant for research-bot: 600 s, up to 1 MiB.
+pub fn grant_request(resource: &str) -> sealrelay::client::GrantRequest {
+    sealrelay::client::GrantRequest {
+        agent: "research-bot".into(),
+        resource: resource.into(),
+        purpose: "p".into(),
+        ttl_secs: 600,
+        max_bytes: 1 << 20,
+    }
+}

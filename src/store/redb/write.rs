@@ -171,12 +171,7 @@ impl RedbStore {
                                 adjust(&mut usage, &g.agent, |u| {
                                     u.open_grants = u.open_grants.saturating_sub(1)
                                 })?;
-                                grants
-                                    .insert(g.grant_id.as_slice(), enc(&g)?.as_slice())
-                                    .map_err(db_err)?;
-                                agent_grants
-                                    .remove(pair_key(&g.agent, g.grant_id.as_bytes()).as_str())
-                                    .map_err(db_err)?;
+                                store_closed_grant(&mut grants, &mut agent_grants, &g)?;
                                 envelopes
                                     .insert(
                                         envelope.envelope_id.as_slice(),
@@ -251,12 +246,7 @@ impl RedbStore {
                                         u.open_grants = u.open_grants.saturating_sub(1)
                                     })?;
                                 }
-                                grants
-                                    .insert(g.grant_id.as_slice(), enc(&g)?.as_slice())
-                                    .map_err(db_err)?;
-                                agent_grants
-                                    .remove(pair_key(&g.agent, g.grant_id.as_bytes()).as_str())
-                                    .map_err(db_err)?;
+                                store_closed_grant(&mut grants, &mut agent_grants, &g)?;
                                 pending.remove(g.grant_id.as_slice()).map_err(db_err)?;
                                 Ok(append(&mut events, event)?)
                             }
@@ -370,4 +360,19 @@ fn stored_grant(
         .map_err(db_err)?
         .map(|g| dec::<GrantRecord>(g.value()))
         .transpose()
+}
+
+/// Stores a grant that is no longer open and takes it out of its agent's index.
+fn store_closed_grant(
+    grants: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    agent_grants: &mut redb::Table<'_, &'static str, ()>,
+    g: &GrantRecord,
+) -> Result<()> {
+    grants
+        .insert(g.grant_id.as_slice(), enc(g)?.as_slice())
+        .map_err(db_err)?;
+    agent_grants
+        .remove(pair_key(&g.agent, g.grant_id.as_bytes()).as_str())
+        .map_err(db_err)?;
+    Ok(())
 }
