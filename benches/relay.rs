@@ -320,7 +320,14 @@ async fn raw_quinn(keys: &Path, alice: &Identity, bytes: u64) -> f64 {
         sealrelay::local::trust_root::read_key_pem(&keys.join("relay.key")).or_fail("relay.key");
     let ca = sealrelay::local::trust_root::read_cert_pem(&keys.join("ca.crt")).or_fail("ca.crt");
     let limits = sealrelay::net::Limits::default();
-    let sc = sealrelay::net::server_config(&cert, &key, &ca, &limits).or_fail("server config");
+    let sc = sealrelay::net::server_config(
+        &cert,
+        &key,
+        &ca,
+        &limits,
+        std::sync::Arc::new(sealrelay::clock::SystemClock),
+    )
+    .or_fail("server config");
     let server =
         quinn::Endpoint::server(sc, "127.0.0.1:0".parse().or_fail("addr")).or_fail("endpoint");
     let addr = server.local_addr().or_fail("addr");

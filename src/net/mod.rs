@@ -1,7 +1,7 @@
 //! Transport: quinn endpoints over rustls with the ring provider, built explicitly. TLS 1.3
 //! only, ALPN `sealrelay/1`, client certificates required and verified against the sealrelay
-//! CA, 0-RTT off, and transport limits set on purpose. The caller's identity comes only from
-//! the verified certificate's SPIFFE URI SAN.
+//! CA on the relay's own clock, no session resumption and so no 0-RTT, and transport limits set
+//! on purpose. The caller's identity comes only from the verified certificate's SPIFFE URI SAN.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{IdleTimeout, TransportConfig, VarInt};
+use rustls::pki_types::UnixTime;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 
+use crate::clock::Clock;
 use crate::core::directory::sha256;
 use crate::core::pki;
 use crate::core::wire::ALPN;
@@ -105,12 +107,33 @@ fn tls_err(e: impl std::fmt::Display) -> Error {
     Error::bad_input(format!("TLS configuration: {e}"))
 }
 
-/// The relay's QUIC server configuration.
+/// Certificate validity judged on the relay's clock (threat 16: one clock for grants, directory
+/// entries and certificates, which a test can move to the second).
+struct RelayTime(Arc<dyn Clock>);
+
+impl std::fmt::Debug for RelayTime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RelayTime")
+    }
+}
+
+impl rustls::time_provider::TimeProvider for RelayTime {
+    fn current_time(&self) -> Option<UnixTime> {
+        Some(UnixTime::since_unix_epoch(Duration::from_secs(
+            self.0.now(),
+        )))
+    }
+}
+
+/// The relay's QUIC server configuration. Client certificates are checked against `ca` at
+/// `clock`'s time. Sessions are never resumed: no tickets, no session cache, so every connection
+/// proves its certificate afresh and early data (0-RTT) cannot be offered (threats 19, 23).
 pub fn server_config(
     cert: &[u8],
     key_pkcs8: &[u8],
     ca: &[u8],
     limits: &Limits,
+    clock: Arc<dyn Clock>,
 ) -> Result<quinn::ServerConfig> {
     let mut roots = RootCertStore::empty();
     roots
@@ -120,14 +143,17 @@ pub fn server_config(
         .build()
         .map_err(tls_err)?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8.to_vec()));
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(tls_err)?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(vec![CertificateDer::from(cert.to_vec())], key)
-        .map_err(tls_err)?;
+    let mut tls =
+        rustls::ServerConfig::builder_with_details(provider(), Arc::new(RelayTime(clock)))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(tls_err)?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![CertificateDer::from(cert.to_vec())], key)
+            .map_err(tls_err)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     tls.max_early_data_size = 0; // no 0-RTT: every request is bound to a full handshake
+    tls.send_tls13_tickets = 0;
+    tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     let quic = QuicServerConfig::try_from(tls).map_err(tls_err)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     config.transport_config(Arc::new(transport(limits, false)?));

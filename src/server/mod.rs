@@ -96,7 +96,8 @@ pub async fn start_with(config: RelayConfig, deps: Dependencies) -> Result<Runni
     let listen = config.listen;
     let limits = config.limits.clone();
     let (relay, tls) = startup::load(config, deps.store, deps.clock)?;
-    let server_config = net::server_config(&tls.cert, &tls.key, &tls.ca, &limits)?;
+    let server_config =
+        net::server_config(&tls.cert, &tls.key, &tls.ca, &limits, relay.clock().clone())?;
     let endpoint = quinn::Endpoint::server(server_config, listen)
         .map_err(|e| Error::io(format!("cannot listen on {listen}: {e}")))?;
     let local_addr = endpoint
