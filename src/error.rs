@@ -43,6 +43,15 @@ impl ErrorKind {
     }
 }
 
+/// How every "the disk is full" error message starts (threat 38): clients and operators match
+/// it, and the relay answers it as such instead of as a generic failure.
+pub const STORAGE_FULL: &str = "storage full";
+
+/// True when an I/O error's text is ENOSPC or EDQUOT (std and redb both show the OS error).
+fn is_no_space(text: &str) -> bool {
+    text.contains("(os error 28)") || text.contains("(os error 122)")
+}
+
 /// An error with its kind and a one-line, actionable message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
@@ -68,6 +77,24 @@ impl Error {
     }
     pub fn io(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Io, message)
+    }
+    /// A failed write to storage: "storage full: …" when the disk or quota is full, else an
+    /// I/O error. `what` says what was being done.
+    pub fn storing(what: &str, e: impl std::fmt::Display) -> Self {
+        let text = e.to_string();
+        if is_no_space(&text) {
+            Self::io(format!("{STORAGE_FULL}: {what}: {text}"))
+        } else {
+            Self::io(format!("{what}: {text}"))
+        }
+    }
+    /// A write refused because the disk is (nearly) full.
+    pub fn storage_full(detail: impl std::fmt::Display) -> Self {
+        Self::io(format!("{STORAGE_FULL}: {detail}"))
+    }
+    /// Whether this error is a full disk (see [`Error::storing`]).
+    pub fn is_storage_full(&self) -> bool {
+        self.kind == ErrorKind::Io && self.message.starts_with(STORAGE_FULL)
     }
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::NotFound, message)

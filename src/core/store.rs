@@ -402,6 +402,12 @@ pub trait Store: Send + Sync + 'static {
     fn event_count(&self) -> Result<u64>;
     /// What `party` holds now (open grants, pending envelopes and bytes).
     fn usage(&self, party: &SpiffeId) -> Result<Usage>;
+    /// Refuses with "storage full" when `incoming` more bytes would eat into the free space the
+    /// store keeps in reserve (stores without a disk of their own accept).
+    fn ensure_room(&self, incoming: u64) -> Result<()> {
+        let _ = incoming;
+        Ok(())
+    }
     /// Quarantined agents and why.
     fn quarantined(&self) -> Result<Vec<(String, String)>>;
     /// Grants that await approval, in id order, after `after`, at most `limit` (unexpired ones

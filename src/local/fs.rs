@@ -101,6 +101,13 @@ fn parent_of(path: &Path) -> PathBuf {
     }
 }
 
+/// Bytes an unprivileged writer can still use on the file system of `path` (`None` when it
+/// cannot be told).
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(path).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 /// Fsyncs a directory so a rename or link in it is durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)

@@ -37,6 +37,9 @@ pub struct RelayConfig {
     pub min_body_bytes_per_sec: u64,
     /// Denials logged one by one per caller per minute; the rest become one summary event.
     pub max_denial_events_per_minute: u64,
+    /// Free space kept in the data directory's file system, in bytes: writes that would eat
+    /// into it are refused as "storage full" (reads go on) until space is freed.
+    pub min_free_bytes: u64,
     /// `text` or `json` log lines (on stderr).
     pub log_format: String,
     /// A Cedar policy file (default: the shipped docs/policy/default.cedar).
@@ -108,6 +111,7 @@ impl Default for RelayConfig {
             body_grace_secs: 10,
             min_body_bytes_per_sec: 32 * 1024,
             max_denial_events_per_minute: 60,
+            min_free_bytes: 64 * 1024 * 1024,
             log_format: "text".into(),
             policy_file: None,
             catalog_file: None,

@@ -59,6 +59,13 @@ impl From<WriteRefusal> for Refusal {
 
 impl From<Error> for Refusal {
     fn from(e: Error) -> Self {
+        if e.is_storage_full() {
+            tracing::error!(error = %e, "the data directory is full: writes are refused until space is freed");
+            return Refusal::new(
+                ErrorCode::Unavailable,
+                "storage full: the relay has no disk space left; nothing was stored, try again later",
+            );
+        }
         let code = match e.kind() {
             ErrorKind::BadInput | ErrorKind::Verification => ErrorCode::BadRequest,
             ErrorKind::Conflict => ErrorCode::Conflict,
@@ -69,7 +76,7 @@ impl From<Error> for Refusal {
         };
         let message = match code {
             ErrorCode::Unavailable => {
-                "the relay could not complete the request durably; nothing was changed, try again"
+                "the relay could not complete the request durably: try again (a submission sent again is stored once)"
                     .to_owned()
             }
             ErrorCode::Internal => "internal error".to_owned(),

@@ -72,7 +72,11 @@ pub fn load(
     crate::local::fs::restrict(&config.data, crate::local::fs::PRIVATE_DIR_MODE)?;
     let store: Arc<dyn Store> = match store {
         Some(s) => s,
-        None => Arc::new(RedbStore::open(&config.data.join("state.redb"))?),
+        None => {
+            let store = RedbStore::open(&config.data.join("state.redb"))?;
+            store.set_min_free(config.min_free_bytes);
+            Arc::new(store)
+        }
     };
     let policy =
         read_policy(&config).map_err(|e| e.context("refusing to start on an invalid policy"))?;

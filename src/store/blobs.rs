@@ -55,7 +55,7 @@ impl BlobDir {
             .create_new(true)
             .mode(crate::local::fs::PRIVATE_MODE)
             .open(&tmp_path)
-            .map_err(|e| Error::io(format!("cannot create a blob: {e}")))?;
+            .map_err(|e| Error::storing("cannot create a blob", e))?;
         Ok(BlobWriter {
             file,
             tmp_path,
@@ -67,12 +67,12 @@ impl BlobDir {
     pub fn commit(&self, mut w: BlobWriter, id: &EnvelopeId) -> Result<()> {
         w.file
             .flush()
-            .map_err(|e| Error::io(format!("cannot write a blob: {e}")))?;
+            .map_err(|e| Error::storing("cannot write a blob", e))?;
         w.file
             .sync_all()
-            .map_err(|e| Error::io(format!("cannot sync a blob: {e}")))?;
+            .map_err(|e| Error::storing("cannot sync a blob", e))?;
         fs::rename(&w.tmp_path, self.path(id))
-            .map_err(|e| Error::io(format!("cannot place a blob: {e}")))?;
+            .map_err(|e| Error::storing("cannot place a blob", e))?;
         w.done = true;
         sync_dir(&self.dir)
     }

@@ -30,7 +30,7 @@ const TLOG_NODES: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("tlo
 mod write;
 
 fn db_err(e: impl std::fmt::Display) -> Error {
-    Error::io(format!("store error: {e}"))
+    Error::storing("store error", e)
 }
 
 fn enc<T: serde::Serialize>(v: &T) -> Result<Vec<u8>> {
@@ -55,8 +55,19 @@ fn prefix_range(owner: &SpiffeId) -> (String, String) {
     (format!("{owner}\0"), format!("{owner}\u{1}"))
 }
 
+type Reopener = Box<dyn Fn() -> Result<Database> + Send + Sync>;
+
 pub struct RedbStore {
-    db: Database,
+    /// `None` only while a poisoned database is being reopened (see [`RedbStore::apply`]).
+    db: std::sync::RwLock<Option<Database>>,
+    /// The file, for the free-space check (`None` in memory).
+    path: Option<std::path::PathBuf>,
+    /// How to open the database again after an I/O error (`None` in memory: nothing to reopen).
+    reopener: Option<Reopener>,
+    /// A write failed on I/O: redb refuses every later write until the database is reopened.
+    poisoned: std::sync::atomic::AtomicBool,
+    /// Writes are refused as "storage full" while the data directory has less free space.
+    min_free: std::sync::atomic::AtomicU64,
     /// The Merkle tree over the events, mirrored from TLOG_NODES; only `apply` appends to it.
     tree: std::sync::Mutex<Tree>,
 }
@@ -67,7 +78,90 @@ impl RedbStore {
         let db = Database::create(path)
             .map_err(|e| Error::io(format!("cannot open the store {}: {e}", path.display())))?;
         crate::local::fs::restrict(path, crate::local::fs::PRIVATE_MODE)?;
-        Self::with_database(db)
+        let mut store = Self::with_database(db)?;
+        store.path = Some(path.to_path_buf());
+        let path = path.to_path_buf();
+        store.reopener = Some(Box::new(move || {
+            Database::create(&path).map_err(|e| Error::storing("cannot reopen the store", e))
+        }));
+        Ok(store)
+    }
+
+    /// A store on storage backends that `open` makes (each call opens the same storage again):
+    /// for tests that inject faults below redb, and for lost-unsynced-writes crash images.
+    pub fn on_backend<B: redb::StorageBackend>(
+        open: impl Fn() -> B + Send + Sync + 'static,
+    ) -> Result<Self> {
+        let reopen = move || {
+            Database::builder()
+                .create_with_backend(open())
+                .map_err(|e| Error::storing("cannot open the store", e))
+        };
+        let mut store = Self::with_database(reopen()?)?;
+        store.reopener = Some(Box::new(reopen));
+        Ok(store)
+    }
+
+    /// Keeps `bytes` free in the data directory: writes that would eat into them are refused
+    /// as "storage full" before redb or a blob meets ENOSPC (threat 38).
+    pub fn set_min_free(&self, bytes: u64) {
+        self.min_free
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn db(&self) -> Result<std::sync::RwLockReadGuard<'_, Option<Database>>> {
+        self.db
+            .read()
+            .map_err(|_| Error::internal("the store lock is poisoned"))
+    }
+
+    fn begin_read(&self) -> Result<redb::ReadTransaction> {
+        match self.try_begin_read() {
+            Err(e)
+                if self.reopener.is_some()
+                    && (e.message().contains("Previous I/O error")
+                        || self.poisoned.load(std::sync::atomic::Ordering::Relaxed)) =>
+            {
+                // A failed write left redb refusing even reads, or its reopening failed:
+                // reopen it, then read.
+                let mut tree = self.tree()?;
+                self.reopen(&mut tree)?;
+                drop(tree);
+                self.try_begin_read()
+            }
+            other => other,
+        }
+    }
+
+    fn try_begin_read(&self) -> Result<redb::ReadTransaction> {
+        match self.db()?.as_ref() {
+            Some(db) => db.begin_read().map_err(db_err),
+            None => Err(Error::io(
+                "the store is being reopened after an I/O error: try again shortly",
+            )),
+        }
+    }
+
+    /// Closes and reopens a database that failed a write on I/O (redb refuses every write
+    /// after one), then checks its log against its tree as at start.
+    fn reopen(&self, tree: &mut Tree) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let Some(reopen) = &self.reopener else {
+            self.poisoned.store(false, Ordering::Relaxed);
+            return Ok(());
+        };
+        let mut slot = self
+            .db
+            .write()
+            .map_err(|_| Error::internal("the store lock is poisoned"))?;
+        drop(slot.take());
+        let db = reopen()?;
+        *tree = load_tree(&db)?;
+        check_tree_against_events(&db, tree)?;
+        *slot = Some(db);
+        self.poisoned.store(false, Ordering::Relaxed);
+        tracing::warn!("the store was reopened after an I/O error; writes resume");
+        Ok(())
     }
 
     /// A store that lives in memory only (tests of the relay's handlers: the same code as on
@@ -100,7 +194,11 @@ impl RedbStore {
         let tree = load_tree(&db)?;
         check_tree_against_events(&db, &tree)?;
         Ok(RedbStore {
-            db,
+            db: std::sync::RwLock::new(Some(db)),
+            path: None,
+            reopener: None,
+            poisoned: std::sync::atomic::AtomicBool::new(false),
+            min_free: std::sync::atomic::AtomicU64::new(0),
             tree: std::sync::Mutex::new(tree),
         })
     }
@@ -199,7 +297,7 @@ impl RedbStore {
         table: TableDefinition<&[u8], &[u8]>,
         id: &[u8],
     ) -> Result<Option<T>> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.begin_read()?;
         let t = txn.open_table(table).map_err(db_err)?;
         let v = t.get(id).map_err(db_err)?;
         v.map(|v| dec(v.value())).transpose()
@@ -216,7 +314,7 @@ impl RedbStore {
         limit: usize,
     ) -> Result<Vec<T>> {
         use std::ops::Bound;
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.begin_read()?;
         let index = txn.open_table(index).map_err(db_err)?;
         let records = txn.open_table(records).map_err(db_err)?;
         let (lo, hi) = prefix_range(owner);
@@ -246,17 +344,55 @@ impl RedbStore {
 
 impl Store for RedbStore {
     fn apply(&self, ops: &[WriteOp]) -> Result<Vec<OpResult>> {
+        use std::sync::atomic::Ordering;
         let mut tree = self.tree()?;
-        let result = self.apply_in(&mut tree, ops);
-        if result.is_err() {
+        self.ensure_room(0)?;
+        if self.poisoned.load(Ordering::Relaxed) {
+            self.reopen(&mut tree)?;
+        }
+        let guard = self.db()?;
+        let db = guard.as_ref().ok_or_else(|| {
+            Error::io("the store is closed after an I/O error: try again shortly")
+        })?;
+        let result = self.apply_in(db, &mut tree, ops);
+        if let Err(e) = &result {
+            if e.kind() == crate::ErrorKind::Io && self.reopener.is_some() {
+                // redb refuses every later read and write after an I/O error until it is
+                // reopened: reopen now (a failed reopen is retried before the next write).
+                // The batch itself is refused and reported, never retried as if it had
+                // succeeded (an fsync error included).
+                self.poisoned.store(true, Ordering::Relaxed);
+                drop(guard);
+                if let Err(again) = self.reopen(&mut tree) {
+                    tracing::error!(error = %again, "cannot reopen the store yet");
+                }
+                return result;
+            }
             // Nothing was committed: the in-memory tree goes back to what is stored.
-            *tree = load_tree(&self.db)?;
+            *tree = load_tree(db)?;
         }
         result
     }
 
+    fn ensure_room(&self, incoming: u64) -> Result<()> {
+        let min = self.min_free.load(std::sync::atomic::Ordering::Relaxed);
+        let Some(dir) = self.path.as_deref().and_then(Path::parent) else {
+            return Ok(());
+        };
+        if min == 0 {
+            return Ok(());
+        }
+        match crate::local::fs::free_bytes(dir) {
+            Some(free) if free < incoming.saturating_add(min) => Err(Error::storage_full(format!(
+                "{free} bytes free in {}, under the {min} kept in reserve (min_free_bytes)",
+                dir.display()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     fn usage(&self, party: &SpiffeId) -> Result<crate::core::store::Usage> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.begin_read()?;
         let t = txn.open_table(USAGE).map_err(db_err)?;
         match t.get(party.to_string().as_str()).map_err(db_err)? {
             Some(v) => dec(v.value()),
@@ -265,7 +401,7 @@ impl Store for RedbStore {
     }
 
     fn quarantined(&self) -> Result<Vec<(String, String)>> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.begin_read()?;
         let t = txn.open_table(QUARANTINE).map_err(db_err)?;
         let mut out = Vec::new();
         for item in t.iter().map_err(db_err)? {
@@ -277,7 +413,7 @@ impl Store for RedbStore {
 
     fn pending_approvals(&self, after: Option<&GrantId>, limit: usize) -> Result<Vec<GrantRecord>> {
         use std::ops::Bound;
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.begin_read()?;
         let index = txn.open_table(PENDING).map_err(db_err)?;
         let grants = txn.open_table(GRANTS).map_err(db_err)?;
         let lower = match after {
@@ -299,7 +435,7 @@ impl Store for RedbStore {
     }
 
     fn expired_grants(&self, now: u64, limit: usize) -> Result<Vec<GrantId>> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.begin_read()?;
         let grants = txn.open_table(GRANTS).map_err(db_err)?;
         let mut out = Vec::new();
         for item in grants.iter().map_err(db_err)? {
@@ -336,7 +472,7 @@ impl Store for RedbStore {
     }
 
     fn directory(&self) -> Result<(Vec<StoredSigned>, Vec<StoredSigned>)> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.begin_read()?;
         let read = |def| -> Result<Vec<StoredSigned>> {
             let t = txn.open_table(def).map_err(db_err)?;
             let mut out = Vec::new();
@@ -389,14 +525,14 @@ impl Store for RedbStore {
     }
 
     fn inline_body(&self, envelope_id: &EnvelopeId) -> Result<Option<Vec<u8>>> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.begin_read()?;
         let t = txn.open_table(INLINE).map_err(db_err)?;
         let v = t.get(envelope_id.as_slice()).map_err(db_err)?;
         Ok(v.map(|v| v.value().to_vec()))
     }
 
     fn envelope_ids(&self) -> Result<Vec<EnvelopeId>> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.begin_read()?;
         let t = txn.open_table(ENVELOPES).map_err(db_err)?;
         let mut out = Vec::new();
         for item in t.iter().map_err(db_err)? {
@@ -409,7 +545,7 @@ impl Store for RedbStore {
     }
 
     fn events(&self, from: u64, limit: usize) -> Result<Vec<(u64, Event)>> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.begin_read()?;
         let t = txn.open_table(EVENTS).map_err(db_err)?;
         let mut out = Vec::new();
         for item in t.range(from..).map_err(db_err)?.take(limit) {
@@ -420,7 +556,7 @@ impl Store for RedbStore {
     }
 
     fn event_count(&self) -> Result<u64> {
-        let txn = self.db.begin_read().map_err(db_err)?;
+        let txn = self.begin_read()?;
         let t = txn.open_table(EVENTS).map_err(db_err)?;
         t.len().map_err(db_err)
     }

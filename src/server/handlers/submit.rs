@@ -187,6 +187,7 @@ async fn receive<B: AsyncRead + Unpin + Send>(
     let mut blob = if inline {
         None
     } else {
+        relay.store.ensure_room(length)?;
         Some(relay.blobs.create(envelope_id)?)
     };
     let mut kept = Vec::with_capacity(if inline {
@@ -217,7 +218,7 @@ async fn receive<B: AsyncRead + Unpin + Send>(
         hasher.update(chunk);
         match &mut blob {
             Some(b) => std::io::Write::write_all(b, chunk)
-                .map_err(|e| Error::io(format!("cannot write a blob: {e}")))?,
+                .map_err(|e| Error::storing("cannot write a blob", e))?,
             None => kept.extend_from_slice(chunk),
         }
         remaining -= n as u64;

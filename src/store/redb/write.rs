@@ -17,8 +17,13 @@ use crate::error::{Error, Result};
 use crate::ids::SpiffeId;
 
 impl RedbStore {
-    pub(super) fn apply_in(&self, tree: &mut Tree, ops: &[WriteOp]) -> Result<Vec<OpResult>> {
-        let mut txn = self.db.begin_write().map_err(db_err)?;
+    pub(super) fn apply_in(
+        &self,
+        db: &redb::Database,
+        tree: &mut Tree,
+        ops: &[WriteOp],
+    ) -> Result<Vec<OpResult>> {
+        let mut txn = db.begin_write().map_err(db_err)?;
         txn.set_durability(Durability::Immediate).map_err(db_err)?;
         let mut results = Vec::with_capacity(ops.len());
         {

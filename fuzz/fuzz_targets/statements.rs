@@ -1,0 +1,41 @@
+//! Signed statements (grants, approvals, receipts, submissions, enrollment requests, directory
+//! entries, revocations): the JSON envelope and each canonical binary body. A body that decodes
+//! re-encodes to exactly the same bytes (one encoding per value: no malleability).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use sealrelay::core::directory::{DirectoryEntry, EnrollmentRequest, Revocation};
+use sealrelay::core::envelope::submission::Submission;
+use sealrelay::core::grant::{Approval, Grant, Receipt};
+use sealrelay::core::sign::{Signed, StatementType};
+
+macro_rules! canonical {
+    ($ty:ty, $data:expr) => {
+        if let Ok(v) = <$ty>::decode($data) {
+            assert_eq!(v.encode(), $data, "{} has a second encoding", stringify!($ty));
+        }
+    };
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&selector, body)) = data.split_first() else {
+        return;
+    };
+    match selector % 8 {
+        0 => canonical!(Grant, body),
+        1 => canonical!(Approval, body),
+        2 => canonical!(Receipt, body),
+        3 => canonical!(Submission, body),
+        4 => canonical!(EnrollmentRequest, body),
+        5 => canonical!(DirectoryEntry, body),
+        6 => canonical!(Revocation, body),
+        _ => {
+            for ty in StatementType::ALL {
+                if let Ok(s) = Signed::from_json(body, ty) {
+                    let again = Signed::from_json(s.to_json().as_bytes(), ty).unwrap();
+                    assert_eq!(again, s);
+                }
+            }
+        }
+    }
+});

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs each fuzz target for SECONDS (default 20) from a seed corpus made from ../shared/vectors
+# and from files the relay's own CLI writes. Usage: fuzz/run.sh [SECONDS] [TARGET...]
+# Builds with `cargo fuzz` on the stable toolchain (RUSTC_BOOTSTRAP=1 allows the sanitizer
+# flags that cargo-fuzz passes; no nightly toolchain can be fetched on these machines).
+set -euo pipefail
+cd "$(dirname "$0")"
+secs=${1:-20}
+shift || true
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+    mapfile -t targets < <(cargo fuzz list)
+fi
+export RUSTC_BOOTSTRAP=1
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# Seeds: the CCTV age files (their bodies, after the test-vector header), and the files a
+# fresh trust root and identities hold (bundles, requests, identity files, no secrets kept).
+vectors=../../shared/vectors
+mkdir -p "$work/seeds/age_envelope" "$work/seeds/identity_files" "$work/seeds/statements"
+if [ -d "$vectors/cctv-age/testdata" ]; then
+    python3 - "$vectors/cctv-age/testdata" "$work/seeds/age_envelope" <<'PY'
+import os, sys, zlib
+src, dst = sys.argv[1], sys.argv[2]
+for name in os.listdir(src):
+    raw = open(os.path.join(src, name), 'rb').read()
+    head, _, body = raw.partition(b'\n\n')
+    if b'compressed: zlib' in head:
+        body = zlib.decompress(body)
+    open(os.path.join(dst, name), 'wb').write(body)
+PY
+elif [ -n "${SEALRELAY_REQUIRE_VECTORS:-}" ]; then
+    echo "fuzz/run.sh: $vectors/cctv-age is missing" >&2
+    exit 1
+fi
+env -u RUSTC_BOOTSTRAP cargo build --quiet --manifest-path ../Cargo.toml --bin sealrelay 2>/dev/null || true
+bin="$(cd .. && pwd)/target/debug/sealrelay"
+if [ -x "$bin" ]; then
+    ( cd "$work" && "$bin" keys init --dir keys >/dev/null \
+        && "$bin" keys gen --name alice --kind user --out alice.id >/dev/null ) || true
+    cp "$work"/alice.id.request "$work"/seeds/identity_files/ 2>/dev/null || true
+    cp "$work"/alice.id.request "$work"/seeds/statements/ 2>/dev/null || true
+    rm -rf "$work/keys" "$work"/alice.id
+fi
+
+cargo fuzz build -O >/dev/null
+for t in "${targets[@]}"; do
+    corpus="$work/corpus/$t"
+    mkdir -p "$corpus"
+    [ -d "$work/seeds/$t" ] && cp -r "$work/seeds/$t/." "$corpus/"
+    echo "== fuzz $t for ${secs}s ($(ls "$corpus" | wc -l) seeds)"
+    cargo fuzz run -O "$t" "$corpus" -- -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 2>"$work/$t.log" \
+        || { tail -40 "$work/$t.log"; echo "FAIL: fuzz target $t" >&2; exit 1; }
+    grep -E "^stat::number_of_executed_units|^stat::average_exec_per_sec|^#[0-9]+.*DONE" "$work/$t.log" | tr '\n' ' '
+    echo
+done
