@@ -44,13 +44,14 @@ if [ -x "$bin" ]; then
     rm -rf "$work/keys" "$work"/alice.id
 fi
 
-cargo fuzz build -O >/dev/null
+sanitizer=${FUZZ_SANITIZER:-address}
+cargo fuzz build -O -s "$sanitizer" >/dev/null
 for t in "${targets[@]}"; do
     corpus="$work/corpus/$t"
     mkdir -p "$corpus"
     [ -d "$work/seeds/$t" ] && cp -r "$work/seeds/$t/." "$corpus/"
     echo "== fuzz $t for ${secs}s ($(ls "$corpus" | wc -l) seeds)"
-    cargo fuzz run -O "$t" "$corpus" -- -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 2>"$work/$t.log" \
+    cargo fuzz run -O -s "$sanitizer" "$t" "$corpus" -- -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 2>"$work/$t.log" \
         || { tail -40 "$work/$t.log"; echo "FAIL: fuzz target $t" >&2; exit 1; }
     grep -E "^stat::number_of_executed_units|^stat::average_exec_per_sec|^#[0-9]+.*DONE" "$work/$t.log" | tr '\n' ' '
     echo

@@ -428,3 +428,245 @@ async fn futures_join_all<F: std::future::Future<Output = ()>>(futs: Vec<F>) {
     })
     .await
 }
+
+/// Threat 34: garbage on a stream (an oversized length prefix, a cut frame, random bytes, a
+/// frame with trailing bytes, an empty stream, an unknown version) gets an error answer or a
+/// reset, never a panic (a process-wide panic hook counts them) and never an allocation of the
+/// claimed length; the relay serves a good request afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn threat_34_garbage_streams_get_errors_and_never_a_panic() {
+    static PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, Ordering::SeqCst);
+        default(info);
+    }));
+    let t = common::test_relay(&[user("alice", 2, &[])], |c| c.body_grace_secs = 2).await;
+    let alice = &t.ids[0];
+    let cert = mint(&t.dir.join("keys"), alice, Bad::Good, t.clock.now());
+    let client = RawClient::new(Some((alice, cert)), ALPN);
+    let addr = t.relay.local_addr;
+    let good = sealrelay::core::wire::encode_frame(&sealrelay::core::wire::RequestFrame {
+        version: sealrelay::core::wire::PROTOCOL_VERSION,
+        request: inbox(),
+    })
+    .unwrap();
+    let mut rng = harness::Rng::new(harness::Rng::seed_from_env("threat 34 garbage"));
+    let mut cases: Vec<(String, Vec<u8>, bool)> = vec![
+        ("a 4 GiB length prefix".into(), vec![0xff; 4], true),
+        (
+            "a prefix just over the cap".into(),
+            ((sealrelay::core::wire::MAX_FRAME + 1) as u32)
+                .to_be_bytes()
+                .to_vec(),
+            false,
+        ),
+        ("an empty stream".into(), vec![], true),
+        ("half a prefix".into(), vec![0, 0], true),
+        (
+            "a frame cut short".into(),
+            good[..good.len() - 3].to_vec(),
+            true,
+        ),
+        (
+            "a frame with trailing bytes".into(),
+            [&good[..], b"xyz"].concat(),
+            true,
+        ),
+        (
+            "a prefix and no body, held open".into(),
+            good[..4].to_vec(),
+            false,
+        ),
+    ];
+    let mut versioned = good.clone();
+    versioned[4] ^= 0x7f; // the version field
+    cases.push(("an unknown version".into(), versioned, true));
+    for i in 0..40 {
+        let n = rng.below(300) as usize;
+        let mut junk: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
+        if i % 2 == 0 && n >= 4 {
+            junk[..4].copy_from_slice(&((n - 4) as u32).to_be_bytes()); // a plausible prefix
+        }
+        cases.push((format!("random bytes #{i}"), junk, true));
+    }
+    for (what, bytes, finish) in &cases {
+        let o = tokio::time::timeout(
+            Duration::from_secs(8),
+            client.send_bytes(addr, bytes, *finish),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{what}: the relay neither answered nor reset"));
+        let refused = match &o {
+            Outcome::Answered(Response::Err { code, .. }) => {
+                matches!(code, ErrorCode::BadRequest | ErrorCode::TooLarge)
+            }
+            Outcome::Other(_) | Outcome::Closed(_) => true,
+            _ => false,
+        };
+        assert!(refused, "{what}: {o:?}");
+    }
+    let o = client.request(addr, inbox()).await;
+    assert!(served(&o), "a good request after the garbage: {o:?}");
+    let _ = std::panic::take_hook();
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "the relay panicked");
+}
+
+/// Threat 18: a stolen agent credential used from another address is still bounded by the
+/// agent's grants: the thief can only do what the agent may (submit on a grant it holds, once),
+/// cannot read, cannot use another agent's grant; revocation ends both the agent's and the
+/// thief's connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn threat_18_a_stolen_agent_key_is_bounded_by_grants_and_revocation() {
+    let t = common::test_relay(
+        &[
+            user("alice", 2, &[]),
+            agent("research-bot", &["tickets/*"]),
+            agent("other-bot", &["tickets/*"]),
+        ],
+        |_| {},
+    )
+    .await;
+    let (alice, bot) = (&t.ids[0], &t.ids[1]);
+    let u = UserClient::connect(alice, &t.addr).await.unwrap();
+    u.grant(&common::grant_request("tickets/1")).await.unwrap();
+    let mut other = common::grant_request("tickets/2");
+    other.agent = "other-bot".into();
+    let other_grant = u.grant(&other).await.unwrap();
+
+    // The agent and the thief: one identity, two endpoints (two source ports).
+    let owner = AgentClient::connect(bot, &t.addr).await.unwrap();
+    let thief = AgentClient::connect(bot, &t.addr).await.unwrap();
+    let grants = thief.grants().await.unwrap();
+    assert_eq!(grants.len(), 1, "the thief sees only the agent's grants");
+    let id = thief
+        .send(&grants[0], &mut &b"what the thief sends"[..], &t.dir)
+        .await
+        .unwrap();
+    // Once: the owner's send on the same grant is refused.
+    let err = owner
+        .send(&grants[0], &mut &b"late"[..], &t.dir)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), sealrelay::ErrorKind::Conflict, "{err}");
+    // Reads are refused by the relay (the raw request: no client-side check in the way).
+    let cert = mint(&t.dir.join("keys"), bot, Bad::Good, t.clock.now());
+    let raw = RawClient::new(Some((bot, cert)), ALPN);
+    for request in [
+        inbox(),
+        Request::Fetch { envelope_id: id },
+        Request::PendingApprovals {
+            page: Page::first(),
+        },
+    ] {
+        let o = raw.request(t.relay.local_addr, request.clone()).await;
+        assert!(
+            matches!(
+                o,
+                Outcome::Answered(Response::Err {
+                    code: ErrorCode::Forbidden | ErrorCode::NotFound,
+                    ..
+                })
+            ),
+            "the thief's {request:?}: {o:?}"
+        );
+    }
+    // Another agent's grant: the statement names the wrong agent, or the grant is not its own.
+    let body = b"x".to_vec();
+    let st = sealrelay::core::envelope::submission::Submission {
+        grant_id: other_grant,
+        user: alice.id.clone().unwrap(),
+        agent: bot.id.clone().unwrap(),
+        ciphertext_sha256: sealrelay::core::directory::sha256(&body),
+        ciphertext_len: 1,
+    }
+    .sign(&bot.signing_key);
+    let err = thief
+        .submit_raw(other_grant, &st, 1, &mut body.as_slice())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), sealrelay::ErrorKind::NotFound, "{err}");
+
+    // Revocation: both connections are refused from their next request.
+    let keys = t.dir.join("keys");
+    let root = sealrelay::local::trust_root::TrustRoot::load(&keys).unwrap();
+    let (directory, _) =
+        sealrelay::local::dirstore::load(&root.directory_dir(), &root.authority.public()).unwrap();
+    let (_, signed, _) = sealrelay::local::dirstore::revoke(
+        &root,
+        &directory,
+        bot.id.as_ref().unwrap(),
+        "key stolen",
+        t.clock.now(),
+    )
+    .unwrap();
+    let admin = sealrelay::client::AdminClient::connect(&t.admin, &t.addr)
+        .await
+        .unwrap();
+    admin.push(&[], &[signed]).await.unwrap();
+    for (who, c) in [("owner", &owner), ("thief", &thief)] {
+        let err = c.grants().await.expect_err("a revoked key was served");
+        assert!(err.message().contains("revoked"), "{who}: {err}");
+    }
+}
+
+/// Threat 27 (and 9, 10 through the relay): an envelope whose last chunk was altered after the
+/// agent signed it (its statement signs the altered bytes, so only the AEAD can tell) is never
+/// receipted as delivered: the user's client releases at most the authenticated chunks and
+/// files an `undecryptable` receipt, which verifies and is in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn threat_27_a_partial_decrypt_never_gets_a_positive_receipt() {
+    let t = common::test_relay(
+        &[
+            user("alice", 2, &["auditor"]),
+            agent("research-bot", &["tickets/*"]),
+        ],
+        |_| {},
+    )
+    .await;
+    let (alice, bot) = (&t.ids[0], &t.ids[1]);
+    let u = UserClient::connect(alice, &t.addr).await.unwrap();
+    let a = AgentClient::connect(bot, &t.addr).await.unwrap();
+    let plaintext = common::pattern(3 * 65_536 + 100, 9); // four chunks
+    let recipient = alice.age_identity.as_ref().unwrap().to_public();
+    let mut sealed = Vec::new();
+    sealrelay::core::envelope::seal(&recipient, &mut plaintext.as_slice(), &mut sealed, 1).unwrap();
+    for (what, cut) in [
+        ("a flipped byte in the last chunk", false),
+        ("the final chunk dropped", true),
+    ] {
+        let g = u.grant(&common::grant_request("tickets/x")).await.unwrap();
+        let mut body = sealed.clone();
+        if cut {
+            // Dropping the whole final chunk keeps a valid-looking length: 3 full chunks.
+            body.truncate(body.len() - (100 + 16));
+        } else {
+            let n = body.len();
+            body[n - 20] ^= 1;
+        }
+        let st = sealrelay::core::envelope::submission::Submission {
+            grant_id: g,
+            user: alice.id.clone().unwrap(),
+            agent: bot.id.clone().unwrap(),
+            ciphertext_sha256: sealrelay::core::directory::sha256(&body),
+            ciphertext_len: body.len() as u64,
+        }
+        .sign(&bot.signing_key);
+        let id = a
+            .submit_raw(g, &st, body.len() as u64, &mut body.as_slice())
+            .await
+            .unwrap_or_else(|e| panic!("{what}: the relay refused a well-formed envelope: {e}"));
+        let mut out = Vec::new();
+        let f = u.fetch(id, &t.dir, &mut out).await.unwrap();
+        assert_eq!(f.status, DeliveryStatus::Undecryptable, "{what}");
+        assert!(
+            out.len() < plaintext.len() && plaintext.starts_with(&out),
+            "{what}: released {} bytes that are not an authenticated prefix",
+            out.len()
+        );
+        let log = alice.log_key.clone().unwrap();
+        let authority = alice.authority.as_ref().unwrap().key;
+        let v = f.receipt_file.verify(&authority, &log).unwrap();
+        assert_eq!(v.receipt.status, DeliveryStatus::Undecryptable, "{what}");
+    }
+}

@@ -135,3 +135,69 @@ fn the_architecture_doc_maps_every_source_file() {
         missing.join("\n")
     );
 }
+
+/// Every test docs/security.md names exists: `file::function` is `fn function` in
+/// `tests/file.rs`, and `a::b::tests::function` is `fn function` in `src/a/b.rs` or
+/// `src/a/b/tests.rs` (a name ending in `tests` is the module itself). Every one of the 46
+/// scenarios has a row.
+#[test]
+fn security_md_names_only_tests_that_exist() {
+    let doc = std::fs::read_to_string(root().join("docs/security.md")).unwrap();
+    let rows: Vec<&str> = doc
+        .lines()
+        .filter(|l| {
+            l.starts_with("| ")
+                && l.split('|')
+                    .nth(1)
+                    .is_some_and(|c| c.trim().parse::<u32>().is_ok())
+        })
+        .collect();
+    let numbers: Vec<u32> = rows
+        .iter()
+        .map(|l| l.split('|').nth(1).unwrap().trim().parse().unwrap())
+        .collect();
+    assert_eq!(
+        numbers,
+        (1..=46).collect::<Vec<_>>(),
+        "one row per scenario, in order"
+    );
+    let mut checked = 0;
+    for row in rows {
+        let tests = row.rsplit('|').nth(1).unwrap();
+        for name in tests.split('`').skip(1).step_by(2) {
+            if !name.contains("::") {
+                continue; // a fuzz target or a file, named as such in the text
+            }
+            let parts: Vec<&str> = name.split("::").collect();
+            let (func, path) = parts.split_last().unwrap();
+            let candidates: Vec<PathBuf> = if path.len() == 1 {
+                vec![root().join(format!("tests/{}.rs", path[0]))]
+            } else {
+                let module: Vec<&str> = path.iter().copied().filter(|p| *p != "tests").collect();
+                let base = root().join("src").join(module.join("/"));
+                vec![
+                    base.with_extension("rs"),
+                    base.join("tests.rs"),
+                    base.join("mod.rs"),
+                    base.join("tests/mod.rs"),
+                    root().join("src").join(path.join("/")).with_extension("rs"),
+                ]
+            };
+            let found = candidates.iter().any(|f| {
+                std::fs::read_to_string(f).is_ok_and(|text| {
+                    *func == "tests" && text.contains("mod tests")
+                        || text.contains(&format!("fn {func}("))
+                })
+            });
+            assert!(
+                found,
+                "docs/security.md names `{name}`, which is not a test here"
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked > 60,
+        "only {checked} test names were read from docs/security.md"
+    );
+}

@@ -3,13 +3,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+mod harness;
 
 use std::path::Path;
 
 use sealrelay::client::{AgentClient, GrantRequest, UserClient};
 use sealrelay::core::grant::DeliveryStatus;
 use sealrelay::core::identity::Identity;
-use sealrelay::local::provision::{agent, provision, user};
+use sealrelay::local::provision::{agent, user};
 use sealrelay::ErrorKind;
 
 struct World {
@@ -259,7 +260,8 @@ async fn bad_bodies_expired_grants_and_races() {
     let g = alice.grant(&grant_req("tickets/3")).await.unwrap();
     let mut forged = b"age-encryption.org/v1\n-> X25519 TEiF0ypqr+bpvcqXNyCVJpL7OuwPdVwPL7KQEbFDOCc\nhjabGXwSLQ9c3S6Lw2i+S2Tu2fiwQHHslbBN6B41FLE\n--- WyJp9F/9FOZh7gJdheq2WIJcwHgYc8NIVh3ddwhrcNg\n".to_vec();
     forged.extend_from_slice(
-        &b"CANARY the quarterly numbers, in plain text, smuggled as ciphertext.\n".repeat(40),
+        // Over the inline threshold, so that it is refused while streaming into a blob file.
+        &b"CANARY the quarterly numbers, in plain text, smuggled as ciphertext.\n".repeat(1200),
     );
     let recipients = [
         w.alice.age_identity.as_ref().unwrap().to_public(),
@@ -292,8 +294,9 @@ async fn bad_bodies_expired_grants_and_races() {
     // The grant is still open after all those refusals.
     assert_eq!(bot.grants().await.unwrap().len(), 2);
 
-    // A statement that does not match the body.
-    let good = seal_for(&w.alice, b"fine");
+    // A statement that does not match the body (a body big enough for a blob file, which must
+    // not be left behind).
+    let good = seal_for(&w.alice, &vec![1u8; 200_000]);
     let other = seal_for(&w.alice, b"other");
     let err = bot
         .submit_raw(
@@ -440,27 +443,26 @@ async fn revocation_takes_effect_on_an_open_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_without_a_certificate_or_from_another_ca_are_refused() {
     let w = world().await;
-    // Another trust root, same trust domain and names: its certificates are not ours.
-    let other = tempfile::tempdir().unwrap();
-    let (ids, _) = provision(
-        &other.path().join("keys"),
-        &[user("alice", 2, &[])],
+    // A certificate for alice's own key from another CA, presented by a client that trusts any
+    // relay, so that the relay's own check is what refuses it (a client holding the other
+    // trust root would refuse our relay first and hide the relay's check).
+    let cert = harness::pki::mint(
+        &w.dir.join("keys"),
+        &w.alice,
+        harness::pki::Bad::ForeignCa,
         sealrelay::clock::now(),
-    )
-    .unwrap();
-    let err = match UserClient::connect(&ids[0], &w.addr).await {
-        Ok(c) => c
-            .inbox()
-            .await
-            .expect_err("a foreign certificate was served"),
-        Err(e) => e,
-    };
+    );
+    let o = harness::pki::RawClient::new(Some((&w.alice, cert)), sealrelay::core::wire::ALPN)
+        .request(
+            w.relay.local_addr,
+            sealrelay::core::wire::Request::Inbox {
+                page: sealrelay::core::wire::Page::first(),
+            },
+        )
+        .await;
     assert!(
-        matches!(
-            err.kind(),
-            ErrorKind::Refused | ErrorKind::Unavailable | ErrorKind::Verification
-        ),
-        "{err}"
+        matches!(o, harness::pki::Outcome::TlsAlert(_)),
+        "a foreign CA's certificate: {o:?}"
     );
 
     // No client certificate at all.

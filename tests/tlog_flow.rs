@@ -650,7 +650,11 @@ async fn an_action_whose_event_cannot_be_written_is_refused_and_changes_nothing(
     fail.store(true, Ordering::SeqCst);
     let err = alice.grant(&req).await.unwrap_err();
     assert_eq!(err.kind(), sealrelay::ErrorKind::Unavailable, "{err}");
-    assert!(err.message().contains("nothing was changed"), "{err}");
+    assert!(
+        err.message()
+            .contains("could not complete the request durably"),
+        "{err}"
+    );
     let err = bot
         .send(&grants[0], &mut &b"data"[..], w.dir.as_path())
         .await

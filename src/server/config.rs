@@ -31,8 +31,9 @@ pub struct RelayConfig {
     pub sweep_interval_secs: u64,
     /// On shutdown, how long requests in flight may take to finish before the relay closes.
     pub shutdown_grace_secs: u64,
-    /// A request body may start slowly for this many seconds; after that it must keep up
-    /// `min_body_bytes_per_sec` on average, or the request fails.
+    /// A request's frame must arrive within this many seconds, and its body may start slowly
+    /// for as long; after that the body must keep up `min_body_bytes_per_sec` on average, or
+    /// the request fails.
     pub body_grace_secs: u64,
     pub min_body_bytes_per_sec: u64,
     /// Denials logged one by one per caller per minute; the rest become one summary event.

@@ -18,16 +18,16 @@ use super::deadline::Paced;
 use super::handlers::{self, Outcome, StoredBody};
 use super::refusal::Refusal;
 use super::state::Relay;
-
-/// How long a client may take to send its request frame.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::core::wire::Request;
 
 /// Serves one stream to its end.
 pub async fn serve(relay: Arc<Relay>, peer: Peer, mut send: SendStream, mut recv: RecvStream) {
     let _guard = relay.in_flight.enter();
     let started = Instant::now();
+    // The request frame must arrive within the body's grace period (slowloris, threat 33).
+    let frame_deadline = Duration::from_secs(relay.config.body_grace_secs.max(1));
     let frame =
-        match tokio::time::timeout(REQUEST_TIMEOUT, read_frame::<RequestFrame>(&mut recv)).await {
+        match tokio::time::timeout(frame_deadline, read_frame::<RequestFrame>(&mut recv)).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 let refusal = Refusal::new(ErrorCode::BadRequest, e.into_error().message());
@@ -58,6 +58,21 @@ pub async fn serve(relay: Arc<Relay>, peer: Peer, mut send: SendStream, mut recv
         Duration::from_secs(relay.config.body_grace_secs),
         relay.config.min_body_bytes_per_sec,
     );
+    if !matches!(frame.request, Request::Submit { .. }) {
+        // Only a submission has a body: anything after another request's frame is refused
+        // (threat 34), and the stream must end (the client finishes it after the frame).
+        let mut extra = [0u8; 1];
+        let refusal = match body.read(&mut extra).await {
+            Ok(0) => None,
+            Ok(_) => Some("trailing bytes after the request frame: only a submission has a body"),
+            Err(_) => Some("the request stream did not end after its frame"),
+        };
+        if let Some(why) = refusal {
+            tracing::info!(caller = %peer.id, action, reason = why, "refused");
+            let _ = respond(&mut send, Err(Refusal::new(ErrorCode::BadRequest, why))).await;
+            return;
+        }
+    }
     let outcome = handlers::handle(&relay, &peer, frame.request, now, &mut body).await;
     drop(body);
     let outcome = match outcome {

@@ -163,6 +163,17 @@ fn outcome_of(e: &quinn::ConnectionError) -> Outcome {
     }
 }
 
+/// A read that failed: the connection's end, or the stream's (reset, cut short).
+fn lost(conn: &quinn::Connection, e: quinn::ReadExactError) -> Outcome {
+    match e {
+        quinn::ReadExactError::ReadError(quinn::ReadError::ConnectionLost(c)) => outcome_of(&c),
+        other => {
+            conn.close(0u32.into(), b"");
+            Outcome::Other(format!("no whole answer frame: {other}"))
+        }
+    }
+}
+
 /// A raw client: `cert` with `party`'s TLS key (or no certificate), the given ALPN.
 pub struct RawClient {
     endpoint: quinn::Endpoint,
@@ -194,32 +205,40 @@ impl RawClient {
 
     /// Connects to `relay` and sends one request; what happened.
     pub async fn request(&self, relay: SocketAddr, request: Request) -> Outcome {
+        let frame = wire::encode_frame(&RequestFrame {
+            version: wire::PROTOCOL_VERSION,
+            request,
+        })
+        .unwrap();
+        self.send_bytes(relay, &frame, true).await
+    }
+
+    /// Connects to `relay`, writes `bytes` on a stream (finishing it when `finish`) and reads
+    /// one answer frame; what happened. For garbage, truncation and oversized prefixes.
+    pub async fn send_bytes(&self, relay: SocketAddr, bytes: &[u8], finish: bool) -> Outcome {
         let run = async {
             let conn = match self.endpoint.connect(relay, "localhost").unwrap().await {
                 Ok(c) => c,
                 Err(e) => return outcome_of(&e),
             };
-            let frame = wire::encode_frame(&RequestFrame {
-                version: wire::PROTOCOL_VERSION,
-                request,
-            })
-            .unwrap();
             let (mut send, mut recv) = match conn.open_bi().await {
                 Ok(s) => s,
                 Err(e) => return outcome_of(&e),
             };
-            if send.write_all(&frame).await.is_err() {
+            if send.write_all(bytes).await.is_err() {
                 return outcome_of(&conn.closed().await);
             }
-            let _ = send.finish();
+            if finish {
+                let _ = send.finish();
+            }
             let mut prefix = [0u8; 4];
-            if recv.read_exact(&mut prefix).await.is_err() {
-                return outcome_of(&conn.closed().await);
+            if let Err(e) = recv.read_exact(&mut prefix).await {
+                return lost(&conn, e);
             }
             let len = wire::frame_len(prefix).unwrap();
             let mut body = vec![0u8; len];
-            if recv.read_exact(&mut body).await.is_err() {
-                return outcome_of(&conn.closed().await);
+            if let Err(e) = recv.read_exact(&mut body).await {
+                return lost(&conn, e);
             }
             conn.close(0u32.into(), b"");
             Outcome::Answered(wire::decode_frame(&body).unwrap())

@@ -142,7 +142,9 @@ pub async fn list(relay: &Relay, peer: &Peer, page: Page, now: u64) -> Handled {
 
 /// A page of the grants awaiting approval, listed only where this caller could approve them.
 pub async fn pending_approvals(relay: &Relay, peer: &Peer, page: Page, now: u64) -> Handled {
-    relay.authorize_relay(peer, Action::Checkpoint, now).await?;
+    // Reading what awaits the caller is a user's read, like its inbox: agents are write-only
+    // and are refused (and logged), not answered with an empty list.
+    relay.authorize_relay(peer, Action::Inbox, now).await?;
     let principal = relay.principal_of(peer, now)?;
     let policy = relay.policy();
     let limit = page.capped_limit();
