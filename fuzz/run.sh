@@ -45,13 +45,15 @@ if [ -x "$bin" ]; then
 fi
 
 sanitizer=${FUZZ_SANITIZER:-address}
-cargo fuzz build -O -s "$sanitizer" >/dev/null
+# FUZZ_PROFILE=dev builds unoptimized: minutes faster to build, slower to run (CI's short runs).
+if [ "${FUZZ_PROFILE:-release}" = dev ]; then profile=(--dev); else profile=(-O); fi
+cargo fuzz build "${profile[@]}" -s "$sanitizer" >/dev/null
 for t in "${targets[@]}"; do
     corpus="$work/corpus/$t"
     mkdir -p "$corpus"
     [ -d "$work/seeds/$t" ] && cp -r "$work/seeds/$t/." "$corpus/"
     echo "== fuzz $t for ${secs}s ($(ls "$corpus" | wc -l) seeds)"
-    cargo fuzz run -O -s "$sanitizer" "$t" "$corpus" -- -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 2>"$work/$t.log" \
+    cargo fuzz run "${profile[@]}" -s "$sanitizer" "$t" "$corpus" -- -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 2>"$work/$t.log" \
         || { tail -40 "$work/$t.log"; echo "FAIL: fuzz target $t" >&2; exit 1; }
     grep -E "^stat::number_of_executed_units|^stat::average_exec_per_sec|^#[0-9]+.*DONE" "$work/$t.log" | tr '\n' ' '
     echo
