@@ -24,7 +24,8 @@ use sealrelay::store::redb::RedbStore;
 enum Fault {
     /// Every `write` fails with EIO after this many more succeed.
     WriteEio(u32),
-    /// Every `write` and `set_len` fails with ENOSPC.
+    /// Every `write` and growing `set_len` fails with ENOSPC (a real full disk, with reads
+    /// going on, is `tests/full_disk.rs`).
     NoSpace,
     /// Every `sync_data` fails with EIO.
     SyncEio,
@@ -152,10 +153,50 @@ fn world(base: &Path) -> Vec<Identity> {
     .0
 }
 
-/// Threat 37: power is cut while 40 agents' submissions are in flight; the relay restarts
-/// from what the disk kept (the durable image and a random part of the rest). Every
-/// submission acked before the cut is there and opens byte-exact; the store's start-up check
-/// of the log against its tree passes.
+/// Copies the data directory (blob files and the relay's checkpoint record live there, beside
+/// the store): the rest of what a power cut leaves.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dest = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            // A blob being written may vanish under us: what was not there was not on disk.
+            let _ = std::fs::copy(&p, &dest);
+        }
+    }
+}
+
+/// Runs futures concurrently on this task.
+async fn join_all<F: std::future::Future<Output = ()>>(futs: Vec<F>) {
+    let mut set: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    std::future::poll_fn(|cx| {
+        set.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if set.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
+fn body(i: usize) -> Vec<u8> {
+    // Every third one over the inline threshold: a blob file fsynced before the commit.
+    let len = if i.is_multiple_of(3) {
+        100_000 + i
+    } else {
+        500 + i * 101
+    };
+    common::pattern(len, i as u8)
+}
+
+/// Threat 37: power is cut while 40 submissions are in flight at once; the relay restarts from
+/// what the disk kept (the store's durable image plus a seeded random part of its unsynced
+/// writes, and the data directory's files as they were). Every submission acked before the
+/// cut is there and opens byte-exact; the start-up check of the log against its tree passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn threat_37_a_power_cut_loses_no_acked_submission() {
     let t = tempfile::tempdir().unwrap();
@@ -178,37 +219,47 @@ async fn threat_37_a_power_cut_loses_no_acked_submission() {
     let grants = a.grants().await.unwrap();
     let cut = AtomicBool::new(false);
     let acked = Mutex::new(Vec::new());
-    let sends = grants.iter().enumerate().map(|(i, g)| {
-        let (a, cut, acked) = (&a, &cut, &acked);
-        async move {
-            let body = common::pattern(500 + i * 101, i as u8);
-            if let Ok(id) = a.send(g, &mut body.as_slice(), base).await {
-                // An ack seen before the cut was made durable before the cut.
-                if !cut.load(Ordering::SeqCst) {
-                    acked.lock().unwrap().push((id, body));
+    let sends: Vec<_> = grants
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let (a, cut, acked) = (&a, &cut, &acked);
+            async move {
+                let body = body(i);
+                if let Ok(id) = a.send(g, &mut body.as_slice(), base).await {
+                    // An ack seen before the cut was made durable before the cut.
+                    if !cut.load(Ordering::SeqCst) {
+                        acked.lock().unwrap().push((id, body));
+                    }
                 }
             }
-        }
-    });
-    let cut_after = std::time::Duration::from_millis(30 + rng.below(120));
-    let all = async {
-        let futs: Vec<_> = sends.collect();
-        for f in futs {
-            f.await;
+        })
+        .collect();
+    // The cut comes once a seeded number of acks are in, with the rest in flight.
+    let cut_at = 2 + rng.below(14) as usize;
+    let enough = async {
+        while acked.lock().unwrap().len() < cut_at {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         }
     };
-    let image = tokio::select! {
-        _ = all => None,
-        _ = tokio::time::sleep(cut_after) => {
-            cut.store(true, Ordering::SeqCst);
-            Some(disk.lock().unwrap().crash_image(&mut rng))
-        }
+    let kept = base.join("data-at-cut");
+    // The sends stop being polled when the cut comes: no ack is seen after it.
+    tokio::select! {
+        _ = join_all(sends) => {},
+        _ = enough => {},
     };
     cut.store(true, Ordering::SeqCst);
-    let image = image.unwrap_or_else(|| disk.lock().unwrap().crash_image(&mut rng));
+    let image = disk.lock().unwrap().crash_image(&mut rng);
+    copy_dir(&base.join("data"), &kept);
     let acked = acked.into_inner().unwrap();
     relay.shutdown().await;
+    assert!(
+        !acked.is_empty(),
+        "nothing was acked before the cut: the test checked nothing (seed {seed})"
+    );
 
+    std::fs::remove_dir_all(base.join("data")).unwrap();
+    std::fs::rename(&kept, base.join("data")).unwrap();
     let after = Arc::new(Mutex::new(Disk {
         live: image.clone(),
         durable: image,
@@ -225,7 +276,7 @@ async fn threat_37_a_power_cut_loses_no_acked_submission() {
         .map(|e| e.envelope_id)
         .collect();
     eprintln!(
-        "seed {seed}: cut after {cut_after:?}, {} acked before the cut, {} listed after",
+        "seed {seed}: cut after {cut_at} acks, {} acked before the cut, {} listed after",
         acked.len(),
         listed.len()
     );
@@ -242,10 +293,17 @@ async fn threat_37_a_power_cut_loses_no_acked_submission() {
     relay.shutdown().await;
 }
 
+async fn checkpoint_size(c: &sealrelay::client::Connection, who: &Identity) -> u64 {
+    let (note, _) = c.checkpoint(None).await.unwrap();
+    sealrelay::core::tlog::checkpoint::Checkpoint::verify(&note, who.log_key.as_ref().unwrap())
+        .unwrap()
+        .size
+}
+
 /// Threat 38 below the store: an fsync error, ENOSPC and an EIO in the middle of a commit each
 /// refuse the submission with no ack; the store is reopened and writes resume (the refused
-/// submission, sent again, is stored once); a fresh open of the storage passes the integrity
-/// check and holds exactly the acked envelopes.
+/// submission, sent again, is stored once, its blob kept for it); a fresh open of the storage passes the integrity check and every acked envelope
+/// opens byte-exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn threat_38_fsync_enospc_and_eio_refuse_the_write_and_writes_resume() {
     let t = tempfile::tempdir().unwrap();
@@ -256,7 +314,6 @@ async fn threat_38_fsync_enospc_and_eio_refuse_the_write_and_writes_resume() {
     let relay = relay_on(base, store_on(&disk)).await;
     let addr = relay.local_addr.to_string();
     let u = UserClient::connect(alice, &addr).await.unwrap();
-    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     for i in 0..16 {
         u.grant(&common::grant_request(&format!("tickets/{i}")))
             .await
@@ -265,17 +322,22 @@ async fn threat_38_fsync_enospc_and_eio_refuse_the_write_and_writes_resume() {
     let a = AgentClient::connect(bot, &addr).await.unwrap();
     let mut grants = a.grants().await.unwrap().into_iter();
     let mut acked = Vec::new();
-    for fault in [
+    for (k, fault) in [
         Fault::SyncEio,
         Fault::NoSpace,
         Fault::WriteEio(0),
         Fault::WriteEio(1),
         Fault::WriteEio(3),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let size_before = checkpoint_size(&u.conn, alice).await;
         disk.lock().unwrap().fault = Some(fault);
         let g = grants.next().unwrap();
-        let body = common::pattern(700, 1);
-        let mut sealed = a.seal(&g, &mut body.as_slice(), base).unwrap();
+        // Over the inline threshold: the body is a blob file.
+        let first = common::pattern(100_000 + k, k as u8);
+        let mut sealed = a.seal(&g, &mut first.as_slice(), base).unwrap();
         let err = a
             .submit_sealed(&mut sealed)
             .await
@@ -289,6 +351,13 @@ async fn threat_38_fsync_enospc_and_eio_refuse_the_write_and_writes_resume() {
         if fault == Fault::NoSpace {
             assert!(msg.contains("storage full"), "{fault:?}: {msg}");
         }
+        // With the disk still failing, the log the relay signs has not grown by the refused
+        // submission's leaf.
+        assert_eq!(
+            checkpoint_size(&u.conn, alice).await,
+            size_before,
+            "{fault:?}: a checkpoint was signed over a leaf that was not stored"
+        );
         disk.lock().unwrap().fault = None;
         // Writes resume on the same relay. The refused submission's fate is not known to the
         // agent (after a failed fsync the bytes may still be read back, as on Linux), so it
@@ -297,14 +366,14 @@ async fn threat_38_fsync_enospc_and_eio_refuse_the_write_and_writes_resume() {
             .submit_sealed(&mut sealed)
             .await
             .unwrap_or_else(|e| panic!("the retry after {fault:?}: {e}"));
-        acked.push(id);
+        acked.push((id, first));
         let g = grants.next().unwrap();
-        let body = common::pattern(900, 2);
+        let second = common::pattern(900, 2);
         let id = a
-            .send(&g, &mut body.as_slice(), base)
+            .send(&g, &mut second.as_slice(), base)
             .await
             .unwrap_or_else(|e| panic!("after {fault:?}: {e}"));
-        acked.push(id);
+        acked.push((id, second));
         assert_eq!(
             u.inbox().await.unwrap().len(),
             acked.len(),
@@ -312,7 +381,8 @@ async fn threat_38_fsync_enospc_and_eio_refuse_the_write_and_writes_resume() {
         );
     }
     relay.shutdown().await;
-    // What the disk holds opens cleanly (the start-up integrity check) with exactly those.
+    // What the disk holds opens cleanly (the start-up integrity check) with exactly those, and
+    // each opens byte-exact.
     let durable = disk.lock().unwrap().durable.clone();
     let again = Arc::new(Mutex::new(Disk {
         live: durable.clone(),
@@ -331,8 +401,53 @@ async fn threat_38_fsync_enospc_and_eio_refuse_the_write_and_writes_resume() {
         .map(|e| e.envelope_id)
         .collect();
     assert_eq!(listed.len(), acked.len());
-    for id in &acked {
+    for (id, body) in &acked {
         assert!(listed.contains(id));
+        let mut out = Vec::new();
+        let f = u.fetch(*id, base, &mut out).await.unwrap();
+        assert_eq!(f.status, DeliveryStatus::Delivered);
+        assert_eq!(&out, body, "an acked envelope's body");
     }
     relay.shutdown().await;
+}
+
+/// Threat 38, the reserve: with less free space than `min_free_bytes`, new grants and
+/// submissions are refused as "storage full", while what revokes or reads goes on: a nearly
+/// full disk never blocks a revocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn threat_38_the_free_space_reserve_refuses_new_data_but_not_revocations() {
+    let t = common::test_relay(
+        &[user("alice", 2, &[]), agent("research-bot", &["tickets/*"])],
+        // More than any disk has: the reserve is always eaten into.
+        |c| c.min_free_bytes = u64::MAX,
+    )
+    .await;
+    let (alice, bot) = (&t.ids[0], &t.ids[1]);
+    let u = UserClient::connect(alice, &t.addr).await.unwrap();
+    let err = u
+        .grant(&common::grant_request("tickets/1"))
+        .await
+        .expect_err("a grant was stored inside the reserve");
+    assert!(err.to_string().contains("storage full"), "{err}");
+    assert!(u.inbox().await.unwrap().is_empty(), "reads go on");
+    // A revocation still takes effect.
+    let keys = t.dir.join("keys");
+    let root = sealrelay::local::trust_root::TrustRoot::load(&keys).unwrap();
+    let (directory, _) =
+        sealrelay::local::dirstore::load(&root.directory_dir(), &root.authority.public()).unwrap();
+    let (_, signed, _) = sealrelay::local::dirstore::revoke(
+        &root,
+        &directory,
+        bot.id.as_ref().unwrap(),
+        "key stolen",
+        sealrelay::clock::now(),
+    )
+    .unwrap();
+    let admin = sealrelay::client::AdminClient::connect(&t.admin, &t.addr)
+        .await
+        .unwrap();
+    admin.push(&[], &[signed]).await.unwrap();
+    let a = AgentClient::connect(bot, &t.addr).await.unwrap();
+    let err = a.grants().await.expect_err("a revoked agent was served");
+    assert!(err.message().contains("revoked"), "{err}");
 }

@@ -39,10 +39,22 @@ pub async fn read_frame<T: for<'a> Deserialize<'a>>(
         .await
         .map_err(ReadFrameError::Stream)?;
     let len = wire::frame_len(prefix).map_err(ReadFrameError::Malformed)?;
-    let mut body = vec![0u8; len];
-    recv.read_exact(&mut body)
-        .await
-        .map_err(ReadFrameError::Stream)?;
+    // The buffer grows with the bytes that arrive, not with the length the peer claims
+    // (threat 34: a prefix alone allocates nothing).
+    let mut body = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    while body.len() < len {
+        let want = (len - body.len()).min(chunk.len());
+        match recv.read(&mut chunk[..want]).await {
+            Ok(Some(n)) => body.extend_from_slice(&chunk[..n]),
+            Ok(None) => {
+                return Err(ReadFrameError::Stream(
+                    quinn::ReadExactError::FinishedEarly(body.len()),
+                ))
+            }
+            Err(e) => return Err(ReadFrameError::Stream(quinn::ReadExactError::ReadError(e))),
+        }
+    }
     wire::decode_frame(&body).map_err(ReadFrameError::Malformed)
 }
 

@@ -117,13 +117,12 @@ impl RedbStore {
 
     fn begin_read(&self) -> Result<redb::ReadTransaction> {
         match self.try_begin_read() {
-            Err(e)
+            Err(_)
                 if self.reopener.is_some()
-                    && (e.message().contains("Previous I/O error")
-                        || self.poisoned.load(std::sync::atomic::Ordering::Relaxed)) =>
+                    && self.poisoned.load(std::sync::atomic::Ordering::Relaxed) =>
             {
-                // A failed write left redb refusing even reads, or its reopening failed:
-                // reopen it, then read.
+                // A failed write's reopening failed too (the slot is empty): try again, then
+                // read.
                 let mut tree = self.tree()?;
                 self.reopen(&mut tree)?;
                 drop(tree);
@@ -346,7 +345,16 @@ impl Store for RedbStore {
     fn apply(&self, ops: &[WriteOp]) -> Result<Vec<OpResult>> {
         use std::sync::atomic::Ordering;
         let mut tree = self.tree()?;
-        self.ensure_room(0)?;
+        // The reserve holds back what adds data (grants, submissions); what revokes, closes,
+        // records or frees goes on, so that a nearly full disk never blocks a revocation.
+        if ops.iter().any(|op| {
+            matches!(
+                op,
+                WriteOp::CreateGrant { .. } | WriteOp::ConsumeGrant { .. }
+            )
+        }) {
+            self.ensure_room(0)?;
+        }
         if self.poisoned.load(Ordering::Relaxed) {
             self.reopen(&mut tree)?;
         }
@@ -354,22 +362,24 @@ impl Store for RedbStore {
         let db = guard.as_ref().ok_or_else(|| {
             Error::io("the store is closed after an I/O error: try again shortly")
         })?;
+        let size_before = tree.size();
         let result = self.apply_in(db, &mut tree, ops);
         if let Err(e) = &result {
+            // Nothing was committed (or, after a failed fsync, nothing is known to be): the
+            // in-memory tree goes back to its size before the batch at once, so that no
+            // checkpoint is ever signed over leaves the store may not hold.
+            tree.truncate(size_before);
             if e.kind() == crate::ErrorKind::Io && self.reopener.is_some() {
                 // redb refuses every later read and write after an I/O error until it is
-                // reopened: reopen now (a failed reopen is retried before the next write).
-                // The batch itself is refused and reported, never retried as if it had
-                // succeeded (an fsync error included).
+                // reopened: reopen now (a failed reopen is retried before the next read or
+                // write). The batch itself is refused and reported, never retried as if it had
+                // succeeded (an fsync error included); the reopened tree is the store's.
                 self.poisoned.store(true, Ordering::Relaxed);
                 drop(guard);
                 if let Err(again) = self.reopen(&mut tree) {
                     tracing::error!(error = %again, "cannot reopen the store yet");
                 }
-                return result;
             }
-            // Nothing was committed: the in-memory tree goes back to what is stored.
-            *tree = load_tree(db)?;
         }
         result
     }

@@ -447,6 +447,22 @@ impl Tree {
         added
     }
 
+    /// Cuts the tree back to its first `size` leaves (no-op when it is not larger): what a
+    /// store does when appends it made in memory were not committed.
+    pub fn truncate(&mut self, size: u64) {
+        if size >= self.size() {
+            return;
+        }
+        let mut keep = size;
+        for row in self.levels.iter_mut() {
+            row.truncate(usize::try_from(keep).unwrap_or(usize::MAX));
+            keep /= 2;
+        }
+        while self.levels.last().is_some_and(|row| row.is_empty()) {
+            self.levels.pop();
+        }
+    }
+
     fn row_for_append(&mut self, level: usize) -> Option<&mut Vec<Hash>> {
         if self.levels.len() == level {
             self.levels.push(Vec::new());

@@ -165,7 +165,11 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
     match relay.commit(op).await {
         Ok(_) => Ok(Reply::Submitted { envelope_id }),
         Err(r) => {
-            if !inline {
+            // A refusal by the store's rules committed nothing: the blob goes. After an I/O
+            // failure the record's fate is unknown (a failed fsync may still be read back), so
+            // the blob stays for a repeated submission to find; if no record names it, the
+            // start-up sweep removes it.
+            if !inline && !matches!(r.code, ErrorCode::Unavailable | ErrorCode::Internal) {
                 relay.blobs.remove(&envelope_id);
             }
             Err(r)

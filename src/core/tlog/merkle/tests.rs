@@ -378,3 +378,16 @@ proptest! {
         );
     }
 }
+
+#[test]
+fn truncating_gives_the_tree_of_the_first_leaves() {
+    let all = leaves(40);
+    for n in 0..=40u64 {
+        for k in 0..=n + 2 {
+            let mut t = Tree::from_leaf_hashes(all[..n as usize].iter().copied());
+            t.truncate(k);
+            let want = Tree::from_leaf_hashes(all[..k.min(n) as usize].iter().copied());
+            assert_eq!(t, want, "{n} leaves cut to {k}");
+        }
+    }
+}
