@@ -202,6 +202,7 @@ async fn threat_38_a_full_disk_refuses_writes_keeps_reads_and_recovers() {
     // Space back: writes resume without a restart.
     assert_eq!(vol.say("free"), "freed");
     let again = send(2, 300_000).await;
+    assert_eq!(again.len(), 2, "two open grants were left to send on");
     for r in again {
         acked.push(r.expect("a submission after space came back"));
     }

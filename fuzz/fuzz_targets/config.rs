@@ -1,9 +1,10 @@
-//! The relay's config file and policy text (operator input, but parsed before anything is
-//! checked): no panic, and a valid config survives a TOML round trip.
+//! The relay's config file and resource catalog (operator input, parsed before anything is
+//! checked): no panic, and a valid config survives a TOML round trip. (Cedar's own policy parser
+//! is left to its project's fuzzing: at a few dozen runs a second it would starve the rest.)
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sealrelay::core::policy::{Catalog, CedarPolicy};
+use sealrelay::core::policy::Catalog;
 use sealrelay::server::RelayConfig;
 
 fuzz_target!(|data: &[u8]| {
@@ -16,8 +17,5 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(again, c);
         }
     }
-    if text.len() < 4096 {
-        let _ = Catalog::parse(text);
-        let _ = CedarPolicy::new(text, "");
-    }
+    let _ = Catalog::parse(text);
 });

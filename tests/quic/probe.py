@@ -72,7 +72,7 @@ async def request(args, frame, tickets, ticket=None):
                 result["read_error"] = type(e).__name__
             if data:
                 result["outcome"] = "answered"
-                result["reply_len"] = len(data)
+                result["reply_hex"] = data.hex()
             else:
                 await asyncio.sleep(0.2)
             if client.terminated is not None:
