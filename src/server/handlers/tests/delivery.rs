@@ -388,3 +388,48 @@ async fn a_repeated_submission_gets_its_original_answer() {
     assert_eq!(f.relay.store.envelope_ids().unwrap().len(), 1);
     assert_eq!(code(f.submit(id, b"other").await), ErrorCode::Conflict);
 }
+
+/// Threat 20 at scale: a thousand grants, each raced by eight distinct submissions started at
+/// once; every time exactly one is stored and the other seven are refused (one upload per grant,
+/// consumed in the store's transaction).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_races_of_eight_submissions_each_store_exactly_one() {
+    let f = fixture_with(|c| {
+        c.requests_per_second = 1_000_000;
+        c.request_burst = 1_000_000;
+        c.quotas.max_pending_envelopes_per_user = 100_000;
+        c.quotas.max_pending_bytes_per_user = u64::MAX;
+    });
+    for round in 0..1000 {
+        let g = f.grant("tickets/race").await;
+        let entries: Vec<(Vec<u8>, Request)> = (0..8u8).map(|i| f.sealed(g, &[i; 40])).collect();
+        let racers: Vec<_> = entries
+            .iter()
+            .map(|(body, request)| f.call_with_body(&f.bot, request.clone(), body))
+            .collect();
+        let mut pending: Vec<_> = racers.into_iter().map(Box::pin).collect();
+        let mut won = 0;
+        let mut lost = 0;
+        std::future::poll_fn(|cx| {
+            pending.retain_mut(|fut| match std::future::Future::poll(fut.as_mut(), cx) {
+                std::task::Poll::Ready(Ok(Reply::Submitted { .. })) => {
+                    won += 1;
+                    false
+                }
+                std::task::Poll::Ready(other) => {
+                    assert!(other.is_err(), "round {round}: {other:?}");
+                    lost += 1;
+                    false
+                }
+                std::task::Poll::Pending => true,
+            });
+            if pending.is_empty() {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+        assert_eq!((won, lost), (1, 7), "round {round}");
+    }
+}
