@@ -362,7 +362,7 @@ async fn threat_35_five_hundred_submissions_through_a_lossy_network() {
         }
     };
     let workers: Vec<_> = (0..16).map(|_| worker()).collect();
-    futures_join_all(workers).await;
+    harness::join_all(workers).await;
     let mid = auditor.audit(&direct).await.len();
     let ledger = ledger.into_inner().unwrap();
     let failed = failed.into_inner().unwrap();
@@ -425,20 +425,6 @@ async fn threat_35_five_hundred_submissions_through_a_lossy_network() {
     }
     let hits = canary_hits(&canary, &files_under(&t.dir.join("data")), &[]);
     assert!(hits.is_empty(), "the canary leaked: {hits:?}");
-}
-
-/// Runs futures concurrently on this task (a small join_all).
-async fn futures_join_all<F: std::future::Future<Output = ()>>(futs: Vec<F>) {
-    let mut set: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
-    std::future::poll_fn(|cx| {
-        set.retain_mut(|f| f.as_mut().poll(cx).is_pending());
-        if set.is_empty() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await
 }
 
 /// Threat 34: garbage on a stream (an oversized length prefix, a cut frame, random bytes, a
@@ -600,22 +586,15 @@ async fn threat_18_a_stolen_agent_key_is_bounded_by_grants_and_revocation() {
     assert_eq!(err.kind(), sealrelay::ErrorKind::NotFound, "{err}");
 
     // Revocation: both connections are refused from their next request.
-    let keys = t.dir.join("keys");
-    let root = sealrelay::local::trust_root::TrustRoot::load(&keys).unwrap();
-    let (directory, _) =
-        sealrelay::local::dirstore::load(&root.directory_dir(), &root.authority.public()).unwrap();
-    let (_, signed, _) = sealrelay::local::dirstore::revoke(
-        &root,
-        &directory,
+    harness::revoke_and_push(
+        &t.dir.join("keys"),
+        &t.admin,
+        &t.addr,
         bot.id.as_ref().unwrap(),
         "key stolen",
         t.clock.now(),
     )
-    .unwrap();
-    let admin = sealrelay::client::AdminClient::connect(&t.admin, &t.addr)
-        .await
-        .unwrap();
-    admin.push(&[], &[signed]).await.unwrap();
+    .await;
     for (who, c) in [("owner", &owner), ("thief", &thief)] {
         let err = c.grants().await.expect_err("a revoked key was served");
         assert!(err.message().contains("revoked"), "{who}: {err}");

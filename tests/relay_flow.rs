@@ -397,22 +397,15 @@ async fn revocation_takes_effect_on_an_open_connection() {
     alice.grant(&grant_req("tickets/9")).await.unwrap();
     assert_eq!(bot.grants().await.unwrap().len(), 1);
     // The admin revokes research-bot and pushes the revocation.
-    let keys = w.dir.join("keys");
-    let root = sealrelay::local::trust_root::TrustRoot::load(&keys).unwrap();
-    let (directory, _) =
-        sealrelay::local::dirstore::load(&root.directory_dir(), &root.authority.public()).unwrap();
-    let (_, signed, _) = sealrelay::local::dirstore::revoke(
-        &root,
-        &directory,
+    harness::revoke_and_push(
+        &w.dir.join("keys"),
+        &w.admin,
+        &w.addr,
         w.bot.id.as_ref().unwrap(),
         "compromised",
         sealrelay::clock::now(),
     )
-    .unwrap();
-    let admin = sealrelay::client::AdminClient::connect(&w.admin, &w.addr)
-        .await
-        .unwrap();
-    admin.push(&[], &[signed]).await.unwrap();
+    .await;
     // Same connection, next request: refused (the relay closed the connection as revoked).
     let err = bot.grants().await.expect_err("a revoked agent was served");
     assert_eq!(err.kind(), ErrorKind::Refused, "{err}");

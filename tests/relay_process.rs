@@ -199,7 +199,7 @@ fn crash_loop(base: &Path, cycles: usize) {
                 server.child.wait().unwrap();
                 killed
             };
-            let ((), killed) = tokio::join!(join_all(sends), killer);
+            let ((), killed) = tokio::join!(harness::join_all(sends), killer);
             for at in failed_at.into_inner().unwrap() {
                 fail_times.push(at.saturating_duration_since(killed));
             }
@@ -307,18 +307,4 @@ fn scan(base: &Path) {
         log.contains("envelope") || log.contains("submit"),
         "the relay log is empty: the scan would prove nothing"
     );
-}
-
-/// Runs futures concurrently on this task.
-async fn join_all<F: std::future::Future<Output = ()>>(futs: Vec<F>) {
-    let mut set: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
-    std::future::poll_fn(|cx| {
-        set.retain_mut(|f| f.as_mut().poll(cx).is_pending());
-        if set.is_empty() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await
 }

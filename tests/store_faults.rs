@@ -169,20 +169,6 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Runs futures concurrently on this task.
-async fn join_all<F: std::future::Future<Output = ()>>(futs: Vec<F>) {
-    let mut set: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
-    std::future::poll_fn(|cx| {
-        set.retain_mut(|f| f.as_mut().poll(cx).is_pending());
-        if set.is_empty() {
-            std::task::Poll::Ready(())
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await
-}
-
 fn body(i: usize) -> Vec<u8> {
     // Every third one over the inline threshold: a blob file fsynced before the commit.
     let len = if i.is_multiple_of(3) {
@@ -245,7 +231,7 @@ async fn threat_37_a_power_cut_loses_no_acked_submission() {
     let kept = base.join("data-at-cut");
     // The sends stop being polled when the cut comes: no ack is seen after it.
     tokio::select! {
-        _ = join_all(sends) => {},
+        _ = harness::join_all(sends) => {},
         _ = enough => {},
     };
     cut.store(true, Ordering::SeqCst);
@@ -431,22 +417,15 @@ async fn threat_38_the_free_space_reserve_refuses_new_data_but_not_revocations()
     assert!(err.to_string().contains("storage full"), "{err}");
     assert!(u.inbox().await.unwrap().is_empty(), "reads go on");
     // A revocation still takes effect.
-    let keys = t.dir.join("keys");
-    let root = sealrelay::local::trust_root::TrustRoot::load(&keys).unwrap();
-    let (directory, _) =
-        sealrelay::local::dirstore::load(&root.directory_dir(), &root.authority.public()).unwrap();
-    let (_, signed, _) = sealrelay::local::dirstore::revoke(
-        &root,
-        &directory,
+    harness::revoke_and_push(
+        &t.dir.join("keys"),
+        &t.admin,
+        &t.addr,
         bot.id.as_ref().unwrap(),
         "key stolen",
         sealrelay::clock::now(),
     )
-    .unwrap();
-    let admin = sealrelay::client::AdminClient::connect(&t.admin, &t.addr)
-        .await
-        .unwrap();
-    admin.push(&[], &[signed]).await.unwrap();
+    .await;
     let a = AgentClient::connect(bot, &t.addr).await.unwrap();
     let err = a.grants().await.expect_err("a revoked agent was served");
     assert!(err.message().contains("revoked"), "{err}");

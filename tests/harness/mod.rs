@@ -51,3 +51,38 @@ impl Rng {
         self.next_u64() % n.max(1)
     }
 }
+
+/// Runs futures concurrently on the calling task and waits for all of them.
+pub async fn join_all<F: std::future::Future<Output = ()>>(futs: Vec<F>) {
+    let mut set: Vec<std::pin::Pin<Box<F>>> = futs.into_iter().map(Box::pin).collect();
+    std::future::poll_fn(|cx| {
+        set.retain_mut(|f| f.as_mut().poll(cx).is_pending());
+        if set.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
+/// The admin of the trust root in `keys` revokes `who` and pushes the revocation to the relay
+/// at `relay` (as `sealrelay agent revoke --relay` does).
+pub async fn revoke_and_push(
+    keys: &std::path::Path,
+    admin: &sealrelay::core::identity::Identity,
+    relay: &str,
+    who: &sealrelay::ids::SpiffeId,
+    reason: &str,
+    now: u64,
+) {
+    let root = sealrelay::local::trust_root::TrustRoot::load(keys).unwrap();
+    let (directory, _) =
+        sealrelay::local::dirstore::load(&root.directory_dir(), &root.authority.public()).unwrap();
+    let (_, signed, _) =
+        sealrelay::local::dirstore::revoke(&root, &directory, who, reason, now).unwrap();
+    let admin = sealrelay::client::AdminClient::connect(admin, relay)
+        .await
+        .unwrap();
+    admin.push(&[], &[signed]).await.unwrap();
+}
