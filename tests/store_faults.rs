@@ -42,6 +42,15 @@ struct Disk {
 }
 
 impl Disk {
+    /// A disk that holds `image`, all of it durable (what a restart after a cut finds).
+    fn from_image(image: Vec<u8>) -> Arc<Mutex<Disk>> {
+        Arc::new(Mutex::new(Disk {
+            live: image.clone(),
+            durable: image,
+            ..Default::default()
+        }))
+    }
+
     /// What a power cut leaves: the durable image and, for each unsynced write in order, a
     /// coin toss whether it reached the platter.
     fn crash_image(&self, rng: &mut harness::Rng) -> Vec<u8> {
@@ -129,6 +138,15 @@ fn store_on(disk: &Arc<Mutex<Disk>>) -> Arc<dyn Store> {
     Arc::new(RedbStore::on_backend(move || FaultBackend(disk.clone())).unwrap())
 }
 
+/// `n` grants from the user to research-bot (`tickets/0`, `tickets/1`, …).
+async fn grant_tickets(u: &UserClient<'_>, n: usize) {
+    for i in 0..n {
+        u.grant(&common::grant_request(&format!("tickets/{i}")))
+            .await
+            .unwrap();
+    }
+}
+
 async fn relay_on(base: &Path, store: Arc<dyn Store>) -> sealrelay::server::RunningRelay {
     let config = sealrelay::server::RelayConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -196,11 +214,7 @@ async fn threat_37_a_power_cut_loses_no_acked_submission() {
     let addr = relay.local_addr.to_string();
 
     let u = UserClient::connect(alice, &addr).await.unwrap();
-    for i in 0..40 {
-        u.grant(&common::grant_request(&format!("tickets/{i}")))
-            .await
-            .unwrap();
-    }
+    grant_tickets(&u, 40).await;
     let a = AgentClient::connect(bot, &addr).await.unwrap();
     let grants = a.grants().await.unwrap();
     let cut = AtomicBool::new(false);
@@ -246,11 +260,7 @@ async fn threat_37_a_power_cut_loses_no_acked_submission() {
 
     std::fs::remove_dir_all(base.join("data")).unwrap();
     std::fs::rename(&kept, base.join("data")).unwrap();
-    let after = Arc::new(Mutex::new(Disk {
-        live: image.clone(),
-        durable: image,
-        ..Default::default()
-    }));
+    let after = Disk::from_image(image);
     let relay = relay_on(base, store_on(&after)).await;
     let addr = relay.local_addr.to_string();
     let u = UserClient::connect(alice, &addr).await.unwrap();
@@ -300,11 +310,7 @@ async fn threat_38_fsync_enospc_and_eio_refuse_the_write_and_writes_resume() {
     let relay = relay_on(base, store_on(&disk)).await;
     let addr = relay.local_addr.to_string();
     let u = UserClient::connect(alice, &addr).await.unwrap();
-    for i in 0..16 {
-        u.grant(&common::grant_request(&format!("tickets/{i}")))
-            .await
-            .unwrap();
-    }
+    grant_tickets(&u, 16).await;
     let a = AgentClient::connect(bot, &addr).await.unwrap();
     let mut grants = a.grants().await.unwrap().into_iter();
     let mut acked = Vec::new();
@@ -370,11 +376,7 @@ async fn threat_38_fsync_enospc_and_eio_refuse_the_write_and_writes_resume() {
     // What the disk holds opens cleanly (the start-up integrity check) with exactly those, and
     // each opens byte-exact.
     let durable = disk.lock().unwrap().durable.clone();
-    let again = Arc::new(Mutex::new(Disk {
-        live: durable.clone(),
-        durable,
-        ..Default::default()
-    }));
+    let again = Disk::from_image(durable);
     let relay = relay_on(base, store_on(&again)).await;
     let u = UserClient::connect(alice, &relay.local_addr.to_string())
         .await
