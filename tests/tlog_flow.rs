@@ -544,6 +544,12 @@ impl sealrelay::core::store::Store for Failing {
     ) -> sealrelay::Result<Option<sealrelay::core::store::EnvelopeRecord>> {
         self.inner.envelope(id)
     }
+    fn delivery(
+        &self,
+        id: &sealrelay::ids::EnvelopeId,
+    ) -> sealrelay::Result<Option<sealrelay::core::store::DeliveryRecord>> {
+        self.inner.delivery(id)
+    }
     fn inbox(
         &self,
         user: &sealrelay::ids::SpiffeId,

@@ -10,7 +10,7 @@ use crate::core::envelope::submission::Submission;
 use crate::core::envelope::{self, stream::default_threads, HashingWriter};
 use crate::core::identity::Identity;
 use crate::core::sign::Signed;
-use crate::core::wire::{Reply, Request, WireSigned};
+use crate::core::wire::{Reply, Request, SubmissionState, WireSigned};
 use crate::error::{Error, Result};
 use crate::ids::{EnvelopeId, GrantId, PartyKind, SpiffeId};
 
@@ -24,6 +24,15 @@ pub struct Sealed {
     pub statement: Signed,
     pub length: u64,
     file: std::fs::File,
+}
+
+/// What became of a submission, as the relay tells its agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubmissionStatus {
+    pub state: SubmissionState,
+    pub envelope_id: Option<EnvelopeId>,
+    /// The receipt's leaf index in the transparency log, once the user filed one.
+    pub receipt_index: Option<u64>,
 }
 
 /// An agent: lists its grants and submits envelopes (it can read nothing).
@@ -176,6 +185,28 @@ impl<'a> AgentClient<'a> {
         };
         match self.conn.call(request, Some(body)).await?.0 {
             Reply::Submitted { envelope_id } => Ok(envelope_id),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Where the envelope submitted for one of this agent's grants is (the outcome only: an
+    /// agent can read nothing).
+    pub async fn submission_status(&self, grant_id: GrantId) -> Result<SubmissionStatus> {
+        match self
+            .conn
+            .call(Request::SubmissionStatus { grant_id }, None)
+            .await?
+            .0
+        {
+            Reply::SubmissionStatus {
+                state,
+                envelope_id,
+                receipt_index,
+            } => Ok(SubmissionStatus {
+                state,
+                envelope_id,
+                receipt_index,
+            }),
             other => Err(unexpected(&other)),
         }
     }

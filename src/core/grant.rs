@@ -154,7 +154,7 @@ impl Approval {
 }
 
 /// What the user's client found when it opened an envelope.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DeliveryStatus {
     Delivered,
     /// Not sealed to the user's key, or corrupt: only the user's client can tell.

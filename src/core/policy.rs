@@ -44,10 +44,11 @@ pub enum Action {
     Audit,
     Quarantine,
     Release,
+    SubmissionStatus,
 }
 
 impl Action {
-    pub const ALL: [Action; 13] = [
+    pub const ALL: [Action; 14] = [
         Action::PushDirectory,
         Action::GetEntry,
         Action::Grant,
@@ -61,6 +62,7 @@ impl Action {
         Action::Audit,
         Action::Quarantine,
         Action::Release,
+        Action::SubmissionStatus,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -77,6 +79,7 @@ impl Action {
             Action::Audit => "audit",
             Action::Quarantine => "quarantine",
             Action::Release => "release",
+            Action::SubmissionStatus => "submission_status",
         }
     }
     pub fn from_name(s: &str) -> Result<Self> {

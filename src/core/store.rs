@@ -68,6 +68,17 @@ pub struct EnvelopeRecord {
     pub inline: bool,
 }
 
+/// What the user's receipt said of an envelope, kept after the envelope itself is deleted so that
+/// its agent can learn the outcome (never the content).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    pub envelope_id: EnvelopeId,
+    pub grant_id: GrantId,
+    pub status: crate::core::grant::DeliveryStatus,
+    /// The receipt's leaf index in the transparency log.
+    pub receipt_index: u64,
+}
+
 /// A security event: ids, digests, decisions and times, never content or secrets.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
@@ -272,6 +283,8 @@ pub enum WriteOp {
         envelope_id: EnvelopeId,
         user: SpiffeId,
         receipt: StoredSigned,
+        /// What the receipt says (kept as a [`DeliveryRecord`]).
+        status: crate::core::grant::DeliveryStatus,
         delete: bool,
         event: Event,
     },
@@ -385,6 +398,8 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<GrantRecord>>;
     fn envelope(&self, envelope_id: &EnvelopeId) -> Result<Option<EnvelopeRecord>>;
+    /// What the user's receipt said of an envelope (kept after the envelope is deleted).
+    fn delivery(&self, envelope_id: &EnvelopeId) -> Result<Option<DeliveryRecord>>;
     /// Envelopes waiting for `user` (no receipt yet), in id order, after `after`, at most
     /// `limit`.
     fn inbox(

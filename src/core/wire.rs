@@ -145,6 +145,11 @@ pub enum Request {
     Release {
         agent: String,
     },
+    /// Agent: where the envelope it submitted for one of its grants is now (submitted,
+    /// delivered, undecryptable, expired), with the receipt's log index once there is one.
+    SubmissionStatus {
+        grant_id: GrantId,
+    },
 }
 
 impl Request {
@@ -165,6 +170,7 @@ impl Request {
             Request::Approve { .. } => "approve",
             Request::Quarantine { .. } => "quarantine",
             Request::Release { .. } => "release",
+            Request::SubmissionStatus { .. } => "submission_status",
         }
     }
 }
@@ -237,6 +243,41 @@ pub enum Reply {
         grants: Vec<GrantView>,
         next: Option<[u8; 16]>,
     },
+    /// Where an agent's submission for a grant is.
+    SubmissionStatus {
+        state: SubmissionState,
+        /// The envelope, once one was submitted.
+        envelope_id: Option<EnvelopeId>,
+        /// The receipt's leaf index in the transparency log, once the user filed one.
+        receipt_index: Option<u64>,
+    },
+}
+
+/// Where an agent's submission for a grant is, as the relay knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SubmissionState {
+    /// The grant is open: nothing was submitted yet.
+    Open,
+    /// Stored at the relay, not yet fetched.
+    Submitted,
+    /// The user fetched it and filed a `delivered` receipt.
+    Delivered,
+    /// The user's client could not open it and filed an `undecryptable` receipt.
+    Undecryptable,
+    /// The grant closed unused, or the envelope passed its time to live unfetched.
+    Expired,
+}
+
+impl SubmissionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubmissionState::Open => "open",
+            SubmissionState::Submitted => "submitted",
+            SubmissionState::Delivered => "delivered",
+            SubmissionState::Undecryptable => "undecryptable",
+            SubmissionState::Expired => "expired",
+        }
+    }
 }
 
 /// Typed error codes on the wire.

@@ -24,6 +24,8 @@ const QUARANTINE: TableDefinition<&str, &str> = TableDefinition::new("quarantine
 const PENDING: TableDefinition<&[u8], ()> = TableDefinition::new("pending_approval");
 /// Per-party counters (`core::store::Usage`), kept in the transactions that change them.
 const USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("usage");
+/// Envelope id → what its receipt said ([`DeliveryRecord`]), kept after the envelope goes.
+const DELIVERIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("deliveries");
 /// Merkle tree nodes: (level, index) → hash of the complete subtree of 2^level leaves.
 const TLOG_NODES: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("tlog_nodes");
 
@@ -188,6 +190,7 @@ impl RedbStore {
             txn.open_table(QUARANTINE).map_err(db_err)?;
             txn.open_table(PENDING).map_err(db_err)?;
             txn.open_table(USAGE).map_err(db_err)?;
+            txn.open_table(DELIVERIES).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
         let tree = load_tree(&db)?;
@@ -517,6 +520,13 @@ impl Store for RedbStore {
 
     fn envelope(&self, envelope_id: &EnvelopeId) -> Result<Option<EnvelopeRecord>> {
         self.record(ENVELOPES, envelope_id.as_slice())
+    }
+
+    fn delivery(
+        &self,
+        envelope_id: &EnvelopeId,
+    ) -> Result<Option<crate::core::store::DeliveryRecord>> {
+        self.record(DELIVERIES, envelope_id.as_slice())
     }
 
     fn inbox(

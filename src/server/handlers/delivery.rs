@@ -1,12 +1,13 @@
 //! Delivery to the user who asked: the inbox, fetching an envelope (the shell streams its
-//! ciphertext), and the user's signed receipt with its inclusion proof.
+//! ciphertext), the user's signed receipt with its inclusion proof, and the agent's view of
+//! what became of its submission.
 
 use crate::core::grant::{DeliveryStatus, Receipt};
 use crate::core::policy::{Action, Context, Target};
 use crate::core::sign::StatementType;
-use crate::core::store::{EnvelopeRecord, StoredSigned, WriteOp};
-use crate::core::wire::{EnvelopeView, ErrorCode, Page, Reply, WireSigned};
-use crate::ids::{EnvelopeId, PartyKind};
+use crate::core::store::{EnvelopeRecord, GrantState, StoredSigned, WriteOp};
+use crate::core::wire::{EnvelopeView, ErrorCode, Page, Reply, SubmissionState, WireSigned};
+use crate::ids::{EnvelopeId, GrantId, PartyKind};
 use crate::net::Peer;
 
 use super::super::events;
@@ -168,6 +169,7 @@ pub async fn receipt(relay: &Relay, peer: &Peer, receipt: WireSigned, now: u64) 
                 statement: signed.statement.clone(),
                 signature: signed.signature.to_vec(),
             },
+            status: r.status,
             delete,
             event,
         })
@@ -198,5 +200,51 @@ pub async fn receipt(relay: &Relay, peer: &Peer, receipt: WireSigned, now: u64) 
         tree_size: cp.size,
         proof,
         checkpoint: note,
+    })
+}
+
+/// Where the envelope an agent submitted for one of its grants is: the agent learns the outcome
+/// (and the receipt's log index), never the content. A grant addressed to another agent is "no
+/// such grant", as on submit.
+pub async fn submission_status(relay: &Relay, peer: &Peer, grant_id: GrantId, now: u64) -> Handled {
+    let grant = relay.store.grant(&grant_id)?.filter(|g| g.agent == peer.id);
+    let Some(grant) = grant else {
+        relay.authorize_relay(peer, Action::ListGrants, now).await?;
+        return Err(Refusal::not_found("grant"));
+    };
+    let ctx = Context {
+        target: Relay::grant_target(&grant),
+        user: Some(grant.user.clone()),
+        agent: Some(peer.id.clone()),
+        now,
+        ..Context::default()
+    };
+    relay
+        .authorize(peer, Action::SubmissionStatus, &ctx)
+        .await?;
+    let (state, envelope_id, receipt_index) = match grant.state {
+        GrantState::Open if grant.expires <= now => (SubmissionState::Expired, None, None),
+        GrantState::Open => (SubmissionState::Open, None, None),
+        GrantState::Expired => (SubmissionState::Expired, None, None),
+        GrantState::Used { envelope_id } => match relay.store.delivery(&envelope_id)? {
+            Some(d) => (
+                match d.status {
+                    DeliveryStatus::Delivered => SubmissionState::Delivered,
+                    DeliveryStatus::Undecryptable => SubmissionState::Undecryptable,
+                },
+                Some(envelope_id),
+                Some(d.receipt_index),
+            ),
+            None if relay.store.envelope(&envelope_id)?.is_some() => {
+                (SubmissionState::Submitted, Some(envelope_id), None)
+            }
+            // Gone without a receipt: its time to live passed unfetched.
+            None => (SubmissionState::Expired, Some(envelope_id), None),
+        },
+    };
+    Ok(Reply::SubmissionStatus {
+        state,
+        envelope_id,
+        receipt_index,
     })
 }

@@ -118,6 +118,9 @@ pub async fn handle<B: AsyncRead + Unpin + Send>(
             admin::quarantine(relay, peer, &agent, &reason, now).await
         }
         Request::Release { agent } => admin::release(relay, peer, &agent, now).await,
+        Request::SubmissionStatus { grant_id } => {
+            delivery::submission_status(relay, peer, grant_id, now).await
+        }
     };
     reply.map(Outcome::Reply)
 }

@@ -5,12 +5,14 @@
 use redb::{Durability, ReadableTable, ReadableTableMetadata};
 
 use super::{
-    db_err, dec, dir_key, enc, pair_key, RedbStore, AGENT_GRANTS, DIR_ENTRIES, DIR_REVOCATIONS,
-    ENVELOPES, EVENTS, GRANTS, INLINE, PENDING, QUARANTINE, TLOG_NODES, USAGE, USER_INBOX,
+    db_err, dec, dir_key, enc, pair_key, RedbStore, AGENT_GRANTS, DELIVERIES, DIR_ENTRIES,
+    DIR_REVOCATIONS, ENVELOPES, EVENTS, GRANTS, INLINE, PENDING, QUARANTINE, TLOG_NODES, USAGE,
+    USER_INBOX,
 };
 use crate::core::grant_state;
 use crate::core::store::{
-    EnvelopeRecord, Event, GrantRecord, OpResult, QuotaKind, Usage, WriteOp, WriteRefusal,
+    DeliveryRecord, EnvelopeRecord, Event, GrantRecord, OpResult, QuotaKind, Usage, WriteOp,
+    WriteRefusal,
 };
 use crate::core::tlog::{leaf_hash, Tree};
 use crate::error::{Error, Result};
@@ -39,6 +41,7 @@ impl RedbStore {
             let mut quarantine = txn.open_table(QUARANTINE).map_err(db_err)?;
             let mut pending = txn.open_table(PENDING).map_err(db_err)?;
             let mut usage = txn.open_table(USAGE).map_err(db_err)?;
+            let mut deliveries = txn.open_table(DELIVERIES).map_err(db_err)?;
             let mut next_event = events.len().map_err(db_err)?;
             if next_event != tree.size() {
                 return Err(Error::internal("the log tree and the events disagree"));
@@ -203,6 +206,7 @@ impl RedbStore {
                         envelope_id,
                         user,
                         receipt,
+                        status,
                         delete,
                         event,
                     } => {
@@ -229,7 +233,17 @@ impl RedbStore {
                                         .insert(envelope_id.as_slice(), enc(&e)?.as_slice())
                                         .map_err(db_err)?;
                                 }
-                                Ok(append(&mut events, event)?)
+                                let index = append(&mut events, event)?;
+                                let delivery = DeliveryRecord {
+                                    envelope_id: *envelope_id,
+                                    grant_id: e.grant_id,
+                                    status: *status,
+                                    receipt_index: index,
+                                };
+                                deliveries
+                                    .insert(envelope_id.as_slice(), enc(&delivery)?.as_slice())
+                                    .map_err(db_err)?;
+                                Ok(index)
                             }
                         }
                     }

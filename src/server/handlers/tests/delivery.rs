@@ -433,3 +433,65 @@ async fn a_thousand_races_of_eight_submissions_each_store_exactly_one() {
         assert_eq!((won, lost), (1, 7), "round {round}");
     }
 }
+
+/// The agent learns what became of its submission, and only for its own grants: open,
+/// submitted, delivered with the receipt's log index (kept after the envelope is deleted), or
+/// expired; another party's question is refused.
+#[tokio::test]
+async fn an_agent_learns_the_outcome_of_its_own_submissions_only() {
+    use crate::core::wire::SubmissionState;
+    let f = fixture_with(|c| c.delete_after_delivery = true);
+    let status = |r: Result<Reply, crate::server::Refusal>| match r.unwrap() {
+        Reply::SubmissionStatus {
+            state,
+            envelope_id,
+            receipt_index,
+        } => (state, envelope_id, receipt_index),
+        other => panic!("unexpected {other:?}"),
+    };
+    let ask = |grant_id| Request::SubmissionStatus { grant_id };
+    let id = f.grant("tickets/1").await;
+    assert_eq!(
+        status(f.call(&f.bot, ask(id)).await),
+        (SubmissionState::Open, None, None)
+    );
+    // Users, and unknown grants, learn nothing.
+    assert_eq!(code(f.call(&f.alice, ask(id)).await), ErrorCode::Forbidden);
+    assert_eq!(
+        code(f.call(&f.bot, ask(GrantId([9; 16]))).await),
+        ErrorCode::NotFound
+    );
+    let (body, request) = f.sealed(id, b"the data");
+    let Reply::Submitted { envelope_id } = f.call_with_body(&f.bot, request, &body).await.unwrap()
+    else {
+        panic!("not submitted")
+    };
+    assert_eq!(
+        status(f.call(&f.bot, ask(id)).await),
+        (SubmissionState::Submitted, Some(envelope_id), None)
+    );
+    let Reply::ReceiptRecorded { event_index, .. } = f
+        .call(&f.alice, f.receipt(envelope_id, id, &body))
+        .await
+        .unwrap()
+    else {
+        panic!("no receipt")
+    };
+    // The envelope is gone (delete_after_delivery), its outcome is not.
+    assert!(f.relay.store.envelope(&envelope_id).unwrap().is_none());
+    assert_eq!(
+        status(f.call(&f.bot, ask(id)).await),
+        (
+            SubmissionState::Delivered,
+            Some(envelope_id),
+            Some(event_index)
+        )
+    );
+    // A grant left unused past its expiry.
+    let late = f.grant("tickets/2").await;
+    f.clock.advance(2 * 3600);
+    assert_eq!(
+        status(f.call(&f.bot, ask(late)).await).0,
+        SubmissionState::Expired
+    );
+}
