@@ -16,6 +16,7 @@
 
 pub mod client;
 pub mod clock;
+pub mod connect;
 pub mod core;
 pub mod error;
 pub mod ids;

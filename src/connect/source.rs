@@ -1,0 +1,443 @@
+//! Opening a connector's source for one resource: a `Read` with a byte limit that remembers why
+//! it failed, in one line that never holds what was read.
+
+use std::io::Read;
+use std::os::unix::fs::FileTypeExt;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use super::{Connector, Kind};
+use crate::error::{Error, Result};
+
+/// A connector's source for one resource, ready to be pulled by the sealer.
+pub struct Source {
+    inner: Inner,
+    limit: u64,
+    read: u64,
+    timeout_secs: u64,
+    failure: Option<Error>,
+}
+
+enum Inner {
+    Http(Box<dyn Read + Send>),
+    File(std::fs::File),
+    Command(Running),
+}
+
+/// A command's child, shared with its watchdog (which kills it at the deadline).
+struct Running {
+    child: Arc<Mutex<Child>>,
+    stdout: ChildStdout,
+    stop: Option<mpsc::Sender<()>>,
+    watchdog: Option<std::thread::JoinHandle<bool>>,
+}
+
+/// What fills the templates: the resource, and the segments after the pattern's prefix.
+fn rest_of(pattern: &str, resource: &str) -> String {
+    if pattern == "*" {
+        return resource.to_owned();
+    }
+    match pattern.strip_suffix("/*") {
+        Some(prefix) => resource
+            .strip_prefix(prefix)
+            .and_then(|r| r.strip_prefix('/'))
+            .unwrap_or_default()
+            .to_owned(),
+        None => String::new(),
+    }
+}
+
+/// Each segment percent-encoded (everything but unreserved characters), joined by `/`.
+fn escape_path(name: &str) -> String {
+    name.split('/')
+        .map(|seg| {
+            seg.bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~') {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+impl Connector {
+    /// Opens the source for `resource` (already checked against the grammar and this
+    /// connector's pattern), reading at most `limit` bytes (and never more than `max_bytes`).
+    /// `env` is given to a command as environment variables.
+    pub fn open(&self, resource: &str, limit: u64, env: &[(&str, String)]) -> Result<Source> {
+        crate::core::resource::validate_resource(resource)?;
+        if !crate::core::resource::matches(&self.resources, resource) {
+            return Err(Error::bad_input(
+                "this connector does not serve that resource",
+            ));
+        }
+        let rest = rest_of(&self.resources, resource);
+        let limit = limit.min(self.max_bytes);
+        let inner = match &self.kind {
+            Kind::Http {
+                template,
+                headers,
+                ca_pem,
+                max_redirects,
+            } => {
+                let url = template
+                    .replace("{rest}", &escape_path(&rest))
+                    .replace("{resource}", &escape_path(resource));
+                Inner::Http(self.http_get(
+                    &url,
+                    headers,
+                    ca_pem.as_deref(),
+                    *max_redirects,
+                    limit,
+                )?)
+            }
+            Kind::File { root } => Inner::File(open_beneath(root, &rest, limit)?),
+            Kind::Command { argv } => Inner::Command(self.spawn(argv, &rest, resource, env)?),
+        };
+        Ok(Source {
+            inner,
+            limit,
+            read: 0,
+            timeout_secs: self.timeout_secs,
+            failure: None,
+        })
+    }
+
+    fn http_get(
+        &self,
+        url: &str,
+        headers: &[(String, zeroize::Zeroizing<String>)],
+        ca_pem: Option<&[u8]>,
+        max_redirects: u32,
+        limit: u64,
+    ) -> Result<Box<dyn Read + Send>> {
+        use ureq::tls::{RootCerts, TlsConfig};
+        let roots = match ca_pem {
+            None => RootCerts::WebPki,
+            Some(pem) => {
+                let certs = ureq::tls::parse_pem(pem)
+                    .filter_map(|item| match item {
+                        Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>();
+                if certs.is_empty() {
+                    return Err(Error::bad_input("ca_file holds no PEM certificate"));
+                }
+                RootCerts::Specific(Arc::new(certs))
+            }
+        };
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(self.timeout_secs)))
+            .http_status_as_error(false)
+            .max_redirects(max_redirects)
+            .max_redirects_will_error(true)
+            // An https source is never followed to plain http.
+            .https_only(url.starts_with("https://"))
+            .tls_config(TlsConfig::builder().root_certs(roots).build())
+            .user_agent("sealrelay-connector")
+            .build()
+            .into();
+        let mut request = agent.get(url);
+        for (name, value) in headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let response = request
+            .call()
+            .map_err(|e| http_error(&e, self.timeout_secs))?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            return Err(Error::io(format!(
+                "the source answered HTTP {status}: nothing was sealed"
+            )));
+        }
+        let declared = response
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(n) = declared.filter(|n| *n > limit) {
+            return Err(over_limit(n, limit));
+        }
+        Ok(Box::new(response.into_body().into_reader()))
+    }
+
+    fn spawn(
+        &self,
+        argv: &[String],
+        rest: &str,
+        resource: &str,
+        env: &[(&str, String)],
+    ) -> Result<Running> {
+        let (program, args) = argv
+            .split_first()
+            .ok_or_else(|| Error::bad_input("command is empty"))?;
+        let mut cmd = Command::new(program);
+        for a in args {
+            cmd.arg(a.replace("{rest}", rest).replace("{resource}", resource));
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        // No shell; stderr is dropped (it may echo data, and nothing of the data may reach a
+        // log or an error).
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| Error::io(format!("cannot run the connector's command: {}", e.kind())))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::internal("the command has no stdout"))?;
+        let child = Arc::new(Mutex::new(child));
+        let (stop, stopped) = mpsc::channel::<()>();
+        let deadline = Duration::from_secs(self.timeout_secs);
+        let watched = child.clone();
+        let watchdog = std::thread::Builder::new()
+            .name("connector-watchdog".into())
+            .spawn(move || match stopped.recv_timeout(deadline) {
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // Under the lock: a child already reaped is not signalled (its pid may be
+                    // someone else's by now).
+                    if let Ok(mut c) = watched.lock() {
+                        let _ = c.kill();
+                    }
+                    true
+                }
+                _ => false,
+            })
+            .map_err(|e| Error::internal(format!("cannot start the command's watchdog: {e}")))?;
+        Ok(Running {
+            child,
+            stdout,
+            stop: Some(stop),
+            watchdog: Some(watchdog),
+        })
+    }
+}
+
+/// Opens `rest` beneath `root` with openat2(RESOLVE_BENEATH): the kernel refuses `..` and
+/// symlinks that lead out of the root, with no window between a check and the open.
+fn open_beneath(root: &std::path::Path, rest: &str, limit: u64) -> Result<std::fs::File> {
+    use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
+    if rest.is_empty()
+        || rest
+            .split('/')
+            .any(|s| s == ".." || s == "." || s.is_empty())
+    {
+        return Err(Error::bad_input(
+            "the resource names no file under the connector's root",
+        ));
+    }
+    let dir = std::fs::File::open(root)
+        .map_err(|e| Error::io(format!("cannot open the connector's root: {}", e.kind())))?;
+    let fd = openat2(
+        &dir,
+        rest,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(|e| match e {
+        rustix::io::Errno::XDEV => {
+            refused("the file is outside the connector's root (a symlink or .. leads out): refused")
+        }
+        rustix::io::Errno::NOENT => Error::not_found("no such file under the connector's root"),
+        rustix::io::Errno::LOOP => refused("too many symlinks under the connector's root"),
+        rustix::io::Errno::NOSYS => {
+            unavailable("this kernel lacks openat2 (Linux 5.6+), which the file connector needs")
+        }
+        other => Error::io(format!(
+            "cannot open the file under the connector's root: {}",
+            std::io::Error::from(other).kind()
+        )),
+    })?;
+    let file = std::fs::File::from(fd);
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io(format!("cannot inspect the file: {}", e.kind())))?;
+    let ft = meta.file_type();
+    if !ft.is_file() || ft.is_fifo() || ft.is_char_device() || ft.is_block_device() {
+        return Err(Error::bad_input(
+            "the resource is not a regular file under the connector's root",
+        ));
+    }
+    if meta.len() > limit {
+        return Err(over_limit(meta.len(), limit));
+    }
+    Ok(file)
+}
+
+fn refused(m: impl Into<String>) -> Error {
+    Error::new(crate::ErrorKind::Refused, m)
+}
+fn too_large(m: impl Into<String>) -> Error {
+    Error::new(crate::ErrorKind::BadInput, m)
+}
+fn unavailable(m: impl Into<String>) -> Error {
+    Error::new(crate::ErrorKind::Unavailable, m)
+}
+
+fn over_limit(n: u64, limit: u64) -> Error {
+    too_large(format!(
+        "the source holds {n} bytes, over the limit of {limit} (max_bytes, or the grant's): nothing was sealed"
+    ))
+}
+
+fn http_error(e: &ureq::Error, timeout_secs: u64) -> Error {
+    match e {
+        ureq::Error::Timeout(_) => unavailable(format!(
+            "the source did not answer within {timeout_secs} s (timeout_secs): nothing was sealed"
+        )),
+        ureq::Error::TooManyRedirects => {
+            Error::io("the source redirected too many times (max_redirects): nothing was sealed")
+        }
+        ureq::Error::HostNotFound => unavailable("the source's host was not found"),
+        ureq::Error::ConnectionFailed => unavailable("cannot connect to the source"),
+        ureq::Error::Io(io) => unavailable(format!("cannot reach the source ({})", io.kind())),
+        other => Error::io(format!(
+            "the request to the source failed: {}",
+            crate::ids::truncate_for_message(other.to_string().lines().next().unwrap_or(""))
+        )),
+    }
+}
+
+impl Source {
+    /// Why reading failed, if it did: the error to report instead of the sealer's.
+    pub fn failure(&self) -> Option<&Error> {
+        self.failure.as_ref()
+    }
+
+    /// After the last byte: a command must have exited 0 within its time.
+    pub fn finish(mut self) -> Result<()> {
+        if let Some(e) = self.failure.take() {
+            return Err(e);
+        }
+        if let Inner::Command(running) = &mut self.inner {
+            let status = running.wait()?;
+            if running.timed_out() {
+                return Err(unavailable(format!(
+                    "the command did not finish within {} s (timeout_secs): nothing was sent",
+                    self.timeout_secs
+                )));
+            }
+            if !status.success() {
+                return Err(Error::io(match status.code() {
+                    Some(code) => {
+                        format!("the command exited with status {code}: nothing was sent")
+                    }
+                    None => "the command was killed by a signal: nothing was sent".to_owned(),
+                }));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Running {
+    /// Waits for the child (polling under the lock the watchdog takes, so that the watchdog
+    /// never signals a reaped pid).
+    fn wait(&mut self) -> Result<std::process::ExitStatus> {
+        loop {
+            {
+                let mut c = self
+                    .child
+                    .lock()
+                    .map_err(|_| Error::internal("the command's lock is poisoned"))?;
+                if let Some(status) = c
+                    .try_wait()
+                    .map_err(|e| Error::io(format!("cannot wait for the command: {}", e.kind())))?
+                {
+                    return Ok(status);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Stops the watchdog; whether it had fired.
+    fn timed_out(&mut self) -> bool {
+        self.stop.take();
+        self.watchdog
+            .take()
+            .map(|w| w.join().unwrap_or(true))
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Cut short (a limit, an error): the child goes now, and is reaped.
+        if let Ok(mut c) = self.child.lock() {
+            if matches!(c.try_wait(), Ok(None)) {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        self.stop.take();
+    }
+}
+
+impl Read for Source {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.failure.is_some() {
+            return Err(std::io::Error::other("the source failed"));
+        }
+        // One byte past the limit is asked for, so that a source of exactly `limit` passes.
+        let room = (self.limit - self.read).saturating_add(1);
+        let want = buf.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let result = match &mut self.inner {
+            Inner::Http(r) => r.read(&mut buf[..want]),
+            Inner::File(f) => f.read(&mut buf[..want]),
+            Inner::Command(c) => c.stdout.read(&mut buf[..want]),
+        };
+        match result {
+            Ok(n) => {
+                self.read += n as u64;
+                if self.read > self.limit {
+                    self.failure = Some(too_large(format!(
+                        "the source sent more than the limit of {} bytes (max_bytes, or the grant's): nothing was sent",
+                        self.limit
+                    )));
+                    return Err(std::io::Error::other("the source is over its limit"));
+                }
+                Ok(n)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                self.failure = Some(match e.kind() {
+                    std::io::ErrorKind::TimedOut => unavailable(format!(
+                        "the source did not finish within {} s (timeout_secs): nothing was sent",
+                        self.timeout_secs
+                    )),
+                    kind => Error::io(format!(
+                        "reading the source failed ({kind}): nothing was sent"
+                    )),
+                });
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_take_the_rest_escaped_segment_by_segment() {
+        assert_eq!(rest_of("tickets/*", "tickets/4711/notes"), "4711/notes");
+        assert_eq!(rest_of("*", "a/b"), "a/b");
+        assert_eq!(rest_of("docs/one", "docs/one"), "");
+        assert_eq!(escape_path("4711/notes.v2"), "4711/notes%2Ev2");
+        assert_eq!(escape_path("a~b_c-d"), "a~b_c-d");
+    }
+}

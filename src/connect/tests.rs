@@ -1,0 +1,226 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Read;
+
+use super::*;
+
+fn parse(text: &str, base: &Path) -> Result<Connectors> {
+    Connectors::parse(text, base)
+}
+
+#[test]
+fn the_file_shape_of_the_contract_parses() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("docs")).unwrap();
+    std::env::set_var("SEALRELAY_TEST_TOKEN_A", "Bearer t0k");
+    let c = parse(
+        r#"
+[[connector]]
+resources = "tickets/*"
+http = "http://127.0.0.1:8080/api/tickets/{rest}"
+headers = { Authorization = "env:SEALRELAY_TEST_TOKEN_A" }
+max_bytes = 1073741824
+timeout_secs = 30
+
+[[connector]]
+resources = "docs/*"
+file_root = "docs"
+
+[[connector]]
+resources = "reports/*"
+command = ["/usr/local/bin/make-report", "{rest}"]
+"#,
+        dir.path(),
+    )
+    .unwrap();
+    assert_eq!(c.list.len(), 3);
+    assert_eq!(
+        c.for_resource("tickets/4711").unwrap().resources,
+        "tickets/*"
+    );
+    assert_eq!(c.for_resource("docs/a/b").unwrap().resources, "docs/*");
+    let e = c.for_resource("payroll/2026").unwrap_err();
+    assert_eq!(e.kind(), crate::ErrorKind::NotFound);
+    assert!(e.message().contains("no connector serves"), "{e}");
+    // Names outside the grammar never reach a connector.
+    assert!(c.for_resource("docs/../etc/passwd").is_err());
+    assert!(c.for_resource("docs/%2e%2e/x").is_err());
+}
+
+#[test]
+fn bad_connector_files_are_refused_with_one_line_each() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, says) in [
+        ("", "no [[connector]]"),
+        ("[[connector]]\nresources = \"a/*\"\n", "exactly one of"),
+        (
+            "[[connector]]\nresources = \"a/*\"\nhttp = \"http://h/{rest}\"\nfile_root = \".\"\n",
+            "exactly one of",
+        ),
+        (
+            "[[connector]]\nresources = \"a/*\"\nhttp = \"http://h/x\"\nheaders = { A = \"inline-secret\" }\n",
+            "never inline",
+        ),
+        (
+            "[[connector]]\nresources = \"a/*\"\nhttp = \"http://{rest}.evil/x\"\n",
+            "host is fixed",
+        ),
+        (
+            "[[connector]]\nresources = \"a/*\"\nhttp = \"ftp://h/{rest}\"\n",
+            "http:// or https://",
+        ),
+        (
+            "[[connector]]\nresources = \"a/*\"\nhttp = \"http://h/{oops}\"\n",
+            "only {rest}",
+        ),
+        (
+            "[[connector]]\nresources = \"a/*\"\ncommand = [\"make-report\"]\n",
+            "absolute path",
+        ),
+        (
+            "[[connector]]\nresources = \"a/*\"\ncommand = [\"/bin/{rest}\"]\n",
+            "program of a command is fixed",
+        ),
+        (
+            "[[connector]]\nresources = \"a/../b\"\ncommand = [\"/bin/cat\"]\n",
+            "invalid resource pattern",
+        ),
+        (
+            "[[connector]]\nresources = \"a/*\"\nfile_root = \"missing\"\n",
+            "cannot be used",
+        ),
+        (
+            "[[connector]]\nresources = \"a/*\"\nhttp = \"http://h/x\"\nheaders = { A = \"env:SEALRELAY_NOT_SET_EVER\" }\n",
+            "is not set",
+        ),
+        ("[[connector]]\nresources = \"a/*\"\nhtp = \"x\"\n", "not valid"),
+    ] {
+        let e = parse(text, dir.path()).unwrap_err();
+        assert!(e.message().contains(says), "{text:?}: {e}");
+        assert!(!e.message().contains('\n'), "{e}");
+        assert!(!e.message().contains("inline-secret"), "{e}");
+    }
+}
+
+#[test]
+fn scopes_and_connectors_must_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = parse(
+        "[[connector]]\nresources = \"tickets/*\"\ncommand = [\"/bin/cat\"]\n",
+        dir.path(),
+    )
+    .unwrap();
+    let unserved = c
+        .check_scopes(&["tickets/*".into(), "payroll/*".into()])
+        .unwrap();
+    assert_eq!(unserved, vec!["payroll/*".to_owned()]);
+    let e = c.check_scopes(&["docs/*".into()]).unwrap_err();
+    assert!(e.message().contains("outside the agent's scopes"), "{e}");
+    assert!(pattern_within("tickets/a/*", "tickets/*"));
+    assert!(pattern_within("tickets/a", "tickets/*"));
+    assert!(!pattern_within("tickets/*", "tickets/a/*"));
+    assert!(!pattern_within("*", "tickets/*"));
+    assert!(pattern_within("x/*", "*"));
+}
+
+#[test]
+fn files_are_opened_beneath_the_root_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("sub")).unwrap();
+    std::fs::write(root.join("sub/ok.txt"), b"inside").unwrap();
+    std::fs::write(dir.path().join("secret.txt"), b"outside").unwrap();
+    std::os::unix::fs::symlink("../secret.txt", root.join("escape")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("secret.txt"), root.join("absolute")).unwrap();
+    std::os::unix::fs::symlink("..", root.join("up")).unwrap();
+    std::os::unix::fs::symlink("sub/ok.txt", root.join("inner")).unwrap();
+    let c = parse(
+        "[[connector]]\nresources = \"docs/*\"\nfile_root = \"root\"\nmax_bytes = 6\n",
+        dir.path(),
+    )
+    .unwrap();
+    let conn = &c.list[0];
+    let read = |name: &str| -> Result<Vec<u8>> {
+        let mut s = conn.open(name, u64::MAX, &[])?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out)
+            .map_err(|_| s.failure().cloned().unwrap())?;
+        s.finish()?;
+        Ok(out)
+    };
+    assert_eq!(read("docs/sub/ok.txt").unwrap(), b"inside");
+    assert_eq!(read("docs/inner").unwrap(), b"inside");
+    for name in ["docs/escape", "docs/absolute", "docs/up/secret.txt"] {
+        let e = read(name).unwrap_err();
+        assert!(
+            e.message().contains("outside the connector's root"),
+            "{name}: {e}"
+        );
+    }
+    assert!(read("docs/../secret.txt").is_err());
+    assert_eq!(
+        read("docs/none").unwrap_err().kind(),
+        crate::ErrorKind::NotFound
+    );
+    // Over max_bytes (6): refused before a byte is read.
+    std::fs::write(root.join("big"), b"1234567").unwrap();
+    assert!(read("docs/big")
+        .unwrap_err()
+        .message()
+        .contains("over the limit"));
+    // A directory or a FIFO is not a document.
+    assert!(read("docs/sub").is_err());
+}
+
+#[test]
+fn commands_run_without_a_shell_and_their_failures_send_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = parse(
+        r#"
+[[connector]]
+resources = "echo/*"
+command = ["/bin/echo", "-n", "{rest}"]
+
+[[connector]]
+resources = "fail/*"
+command = ["/bin/sh", "-c", "printf partial; exit 3"]
+
+[[connector]]
+resources = "slow/*"
+command = ["/bin/sleep", "30"]
+timeout_secs = 1
+
+[[connector]]
+resources = "big/*"
+command = ["/bin/cat", "/dev/zero"]
+max_bytes = 100000
+"#,
+        dir.path(),
+    )
+    .unwrap();
+    let run = |name: &str| -> Result<Vec<u8>> {
+        let conn = c.for_resource(name)?;
+        let mut s = conn.open(name, u64::MAX, &[])?;
+        let mut out = Vec::new();
+        if s.read_to_end(&mut out).is_err() {
+            return Err(s.failure().cloned().unwrap());
+        }
+        s.finish()?;
+        Ok(out)
+    };
+    // The name is one argument, not shell text.
+    assert_eq!(
+        run("echo/a;b").unwrap_err().kind(),
+        crate::ErrorKind::BadInput
+    );
+    assert_eq!(run("echo/x.y").unwrap(), b"x.y");
+    let e = run("fail/1").unwrap_err();
+    assert!(e.message().contains("exited with status 3"), "{e}");
+    assert!(!e.message().contains("partial"));
+    let started = std::time::Instant::now();
+    let e = run("slow/1").unwrap_err();
+    assert!(e.message().contains("did not finish within 1 s"), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    let e = run("big/1").unwrap_err();
+    assert!(e.message().contains("more than the limit of 100000"), "{e}");
+}
