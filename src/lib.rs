@@ -21,6 +21,7 @@ pub mod core;
 pub mod error;
 pub mod ids;
 pub mod local;
+pub mod mcp;
 pub mod net;
 pub mod server;
 pub mod store;

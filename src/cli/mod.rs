@@ -5,6 +5,7 @@ mod audit;
 mod demo;
 mod envelope;
 mod keys;
+mod mcp;
 mod policy;
 mod relay;
 mod worker;
@@ -74,6 +75,9 @@ enum Command {
     Seal(envelope::SealArgs),
     /// Open an age envelope with your identity (offline).
     Open(envelope::OpenArgs),
+    /// Agent: an MCP server for an LLM agent; connectors seal data at the source, the model
+    /// gets only a handle (blind retrieval, docs/mcp.md).
+    Mcp(mcp::McpArgs),
     /// Run the whole flow in a temporary directory, step by step.
     Demo(demo::DemoArgs),
 }
@@ -124,6 +128,7 @@ pub fn run() -> Result<()> {
         Command::Audit(cmd) => audit::run_audit(cmd),
         Command::Seal(args) => envelope::seal(args),
         Command::Open(args) => envelope::open(args),
+        Command::Mcp(args) => mcp::run(args),
         Command::Demo(args) => demo::run(args),
     }
 }

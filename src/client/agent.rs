@@ -23,6 +23,8 @@ pub struct Sealed {
     pub grant_id: GrantId,
     pub statement: Signed,
     pub length: u64,
+    /// SHA-256 of the ciphertext (never of the plaintext).
+    pub sha256: [u8; 32],
     file: std::fs::File,
 }
 
@@ -125,49 +127,7 @@ impl<'a> AgentClient<'a> {
         input: &mut (dyn Read + Send),
         scratch_dir: &Path,
     ) -> Result<Sealed> {
-        let recipient = grant
-            .user_entry
-            .age_recipient
-            .as_deref()
-            .ok_or_else(|| Error::bad_input("the grant's user has no age recipient"))?;
-        let recipient = age::x25519::Recipient::from_str(recipient)
-            .map_err(|_| Error::bad_input("the grant's user has a malformed age recipient"))?;
-        let mut scratch = tempfile::tempfile_in(scratch_dir).map_err(|e| {
-            Error::io(format!(
-                "cannot make a scratch file in {}: {e}",
-                scratch_dir.display()
-            ))
-        })?;
-        let (digest, len) = {
-            let mut w =
-                HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, &mut scratch));
-            envelope::seal(&recipient, input, &mut w, default_threads())?;
-            let (inner, digest, len) = w.finish();
-            inner
-                .into_inner()
-                .map_err(|e| Error::io(format!("cannot write the scratch file: {}", e.error())))?;
-            (digest, len)
-        };
-        if len > grant.grant.max_bytes {
-            return Err(Error::bad_input(format!(
-                "the sealed envelope is {len} bytes, over the grant's limit of {} bytes",
-                grant.grant.max_bytes
-            )));
-        }
-        let statement = Submission {
-            grant_id: grant.grant.grant_id,
-            user: grant.grant.user.clone(),
-            agent: self.id.clone(),
-            ciphertext_sha256: digest,
-            ciphertext_len: len,
-        }
-        .sign(&self.identity.signing_key);
-        Ok(Sealed {
-            grant_id: grant.grant.grant_id,
-            statement,
-            length: len,
-            file: scratch,
-        })
+        seal_for(self.identity, grant, input, scratch_dir)
     }
 
     /// Submits already-sealed bytes with a statement (no checks: for tests of the relay).
@@ -215,4 +175,62 @@ impl<'a> AgentClient<'a> {
     pub fn identity(&self) -> &Identity {
         self.identity
     }
+}
+
+/// Seals `input` to the grant's user (recipient from the verified entry) into a scratch file
+/// (ciphertext only) and signs the submission statement as `identity`, the grant's agent.
+/// Blocking: callers on an async runtime run it on a blocking thread.
+pub fn seal_for(
+    identity: &Identity,
+    grant: &OpenGrant,
+    input: &mut (dyn Read + Send),
+    scratch_dir: &Path,
+) -> Result<Sealed> {
+    let agent = own_id(identity, PartyKind::Agent)?;
+    if grant.grant.agent != agent {
+        return Err(Error::bad_input("the grant is addressed to another agent"));
+    }
+    let recipient = grant
+        .user_entry
+        .age_recipient
+        .as_deref()
+        .ok_or_else(|| Error::bad_input("the grant's user has no age recipient"))?;
+    let recipient = age::x25519::Recipient::from_str(recipient)
+        .map_err(|_| Error::bad_input("the grant's user has a malformed age recipient"))?;
+    let mut scratch = tempfile::tempfile_in(scratch_dir).map_err(|e| {
+        Error::io(format!(
+            "cannot make a scratch file in {}: {e}",
+            scratch_dir.display()
+        ))
+    })?;
+    let (digest, len) = {
+        let mut w = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, &mut scratch));
+        envelope::seal(&recipient, input, &mut w, default_threads())?;
+        let (inner, digest, len) = w.finish();
+        inner
+            .into_inner()
+            .map_err(|e| Error::io(format!("cannot write the scratch file: {}", e.error())))?;
+        (digest, len)
+    };
+    if len > grant.grant.max_bytes {
+        return Err(Error::bad_input(format!(
+            "the sealed envelope is {len} bytes, over the grant's limit of {} bytes",
+            grant.grant.max_bytes
+        )));
+    }
+    let statement = Submission {
+        grant_id: grant.grant.grant_id,
+        user: grant.grant.user.clone(),
+        agent,
+        ciphertext_sha256: digest,
+        ciphertext_len: len,
+    }
+    .sign(&identity.signing_key);
+    Ok(Sealed {
+        grant_id: grant.grant.grant_id,
+        statement,
+        length: len,
+        sha256: digest,
+        file: scratch,
+    })
 }

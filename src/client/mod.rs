@@ -13,7 +13,7 @@ mod user;
 mod verify;
 
 pub use admin::AdminClient;
-pub use agent::{AgentClient, Sealed, SubmissionStatus};
+pub use agent::{seal_for, AgentClient, Sealed, SubmissionStatus};
 pub use connection::{connection_error, Connection, CONNECT_TIMEOUT};
 pub use fetch::Fetched;
 pub use user::{GrantRequest, UserClient};

@@ -141,8 +141,8 @@ impl Connectors {
     }
 
     /// Scopes and connectors must agree: a connector outside every scope could never be used
-    /// (an error), and a scope no connector covers means grants that will be refused (returned,
-    /// for a warning).
+    /// (an error), and a scope that no connector serves any part of means grants that will be
+    /// refused (returned, for a warning).
     pub fn check_scopes(&self, scopes: &[String]) -> Result<Vec<String>> {
         for c in &self.list {
             if !scopes.iter().any(|s| pattern_within(&c.resources, s)) {
@@ -155,7 +155,12 @@ impl Connectors {
         }
         Ok(scopes
             .iter()
-            .filter(|s| !self.list.iter().any(|c| pattern_within(s, &c.resources)))
+            .filter(|s| {
+                !self
+                    .list
+                    .iter()
+                    .any(|c| pattern_within(s, &c.resources) || pattern_within(&c.resources, s))
+            })
             .cloned()
             .collect())
     }

@@ -114,6 +114,13 @@ fn scopes_and_connectors_must_agree() {
         .check_scopes(&["tickets/*".into(), "payroll/*".into()])
         .unwrap();
     assert_eq!(unserved, vec!["payroll/*".to_owned()]);
+    // A connector for part of a scope serves it.
+    let part = parse(
+        "[[connector]]\nresources = \"tickets/doc/*\"\ncommand = [\"/bin/cat\"]\n",
+        dir.path(),
+    )
+    .unwrap();
+    assert!(part.check_scopes(&["tickets/*".into()]).unwrap().is_empty());
     let e = c.check_scopes(&["docs/*".into()]).unwrap_err();
     assert!(e.message().contains("outside the agent's scopes"), "{e}");
     assert!(pattern_within("tickets/a/*", "tickets/*"));

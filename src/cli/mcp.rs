@@ -1,0 +1,118 @@
+//! `sealrelay mcp`: the MCP server for an LLM agent (blind retrieval): over stdio by default, or
+//! over Streamable HTTP on loopback with a bearer token.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use sealrelay::clock;
+use sealrelay::connect::Connectors;
+use sealrelay::core::directory::DirectoryEntry;
+use sealrelay::error::{Error, Result};
+use sealrelay::ids::PartyKind;
+use sealrelay::local::identity_file;
+use sealrelay::mcp::http::{random_token, HttpServer, PATH};
+use sealrelay::mcp::server::McpServer;
+use sealrelay::mcp::BlindAgent;
+use zeroize::Zeroizing;
+
+use super::relay::{runtime, scratch_dir, RelayArg};
+
+#[derive(Args)]
+pub struct McpArgs {
+    /// The agent's identity file.
+    #[arg(long, value_name = "F")]
+    identity: PathBuf,
+    /// The connector file (docs/mcp.md): which source serves which resources.
+    #[arg(long, value_name = "FILE")]
+    connectors: PathBuf,
+    /// Serve MCP over Streamable HTTP on this loopback address (e.g. 127.0.0.1:8765; port 0
+    /// picks one) instead of stdio. The URL is printed on stdout.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
+    /// With --http: a file holding the bearer token (else $SEALRELAY_MCP_TOKEN, else a random
+    /// token printed once on stderr).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    relay: RelayArg,
+}
+
+pub fn run(args: McpArgs) -> Result<()> {
+    let identity = identity_file::load_enrolled(&args.identity, PartyKind::Agent, clock::now())?;
+    let connectors = Connectors::load(&args.connectors)?;
+    // Scopes and connectors must agree: a connector outside the scopes is an error, a scope
+    // without a connector a warning.
+    let scopes = identity
+        .entry
+        .as_ref()
+        .map(|e| DirectoryEntry::decode(&e.statement))
+        .transpose()?
+        .map(|e| e.attributes.scopes)
+        .unwrap_or_default();
+    for unserved in connectors.check_scopes(&scopes)? {
+        eprintln!("warning: no connector serves scope {unserved:?}: grants for it will be refused");
+    }
+    init_logging();
+    let relay = args.relay.address(&identity);
+    let agent = BlindAgent::new(Arc::new(identity), relay, connectors, scratch_dir());
+    let server = McpServer::new(agent);
+    runtime()?.block_on(async move {
+        match args.http {
+            None => {
+                let running = rmcp::ServiceExt::serve(server, rmcp::transport::stdio())
+                    .await
+                    .map_err(|e| Error::io(format!("the MCP session did not start: {e}")))?;
+                running
+                    .waiting()
+                    .await
+                    .map_err(|e| Error::internal(format!("the MCP session failed: {e}")))?;
+                Ok(())
+            }
+            Some(listen) => {
+                let token = token(args.token_file.as_deref())?;
+                let http = HttpServer::bind(listen).await?;
+                println!("http://{}{PATH}", http.addr);
+                let shutdown = tokio_util::sync::CancellationToken::new();
+                let stop = shutdown.clone();
+                tokio::spawn(async move {
+                    let _ = tokio::signal::ctrl_c().await;
+                    stop.cancel();
+                });
+                http.serve(server, token, shutdown).await
+            }
+        }
+    })
+}
+
+fn token(file: Option<&std::path::Path>) -> Result<Zeroizing<String>> {
+    let token = if let Some(path) = file {
+        let bytes = Zeroizing::new(sealrelay::local::fs::read_capped(path, 4096)?);
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| Error::bad_input(format!("{} is not UTF-8 text", path.display())))?;
+        Zeroizing::new(text.trim().to_owned())
+    } else if let Ok(t) = std::env::var("SEALRELAY_MCP_TOKEN") {
+        Zeroizing::new(t.trim().to_owned())
+    } else {
+        let t = random_token()?;
+        eprintln!("bearer token (shown once): {}", t.as_str());
+        t
+    };
+    if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::bad_input(
+            "the bearer token must be at least 16 visible ASCII characters",
+        ));
+    }
+    Ok(token)
+}
+
+/// Logs go to stderr (stdout carries the protocol over stdio): ids and sizes, never data.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}

@@ -1,0 +1,227 @@
+//! Blind retrieval: an agent driven by an LLM over the Model Context Protocol fetches data for a
+//! grant through a connector that seals it to the requester at the source; the model only ever
+//! holds a handle. [`BlindAgent`] is the logic (no MCP types), `server` the MCP tools on the
+//! official Rust SDK (rmcp), `http` the Streamable HTTP listener behind a bearer token.
+//!
+//! Nothing this module returns or logs holds plaintext: results carry ids, the ciphertext's size
+//! and SHA-256, and statuses; errors are one line from the connector or the relay.
+
+pub mod http;
+pub mod server;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::client::{seal_for, AgentClient, OpenGrant};
+use crate::clock;
+use crate::connect::Connectors;
+use crate::core::identity::Identity;
+use crate::error::{Error, Result};
+use crate::ids::{hex, parse_hex, GrantId};
+
+/// How a handle is written: the grant it answers (a grant carries at most one envelope).
+pub const HANDLE_PREFIX: &str = "sealrelay:grant/";
+
+/// An open grant, as the model may see it (what was asked, by whom, why — no data).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct RequestInfo {
+    pub grant_id: String,
+    pub resource: String,
+    pub purpose: String,
+    pub requester: String,
+    pub expires: String,
+    /// Whether a connector serves the resource (if not, `retrieve` will refuse it).
+    pub connector: bool,
+}
+
+/// What `retrieve` did: the envelope went to the requester; the model gets ids and the
+/// ciphertext's size and digest.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Retrieved {
+    pub handle: String,
+    pub envelope_id: String,
+    /// Ciphertext bytes stored at the relay.
+    pub bytes: u64,
+    /// SHA-256 of the ciphertext (not of the data).
+    pub sha256: String,
+    pub status: String,
+}
+
+/// Where a handle's envelope is.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Delivery {
+    pub handle: String,
+    /// open, submitted, delivered, undecryptable or expired.
+    pub status: String,
+    pub envelope_id: Option<String>,
+    /// The receipt's leaf index in the relay's transparency log, once the requester filed one.
+    pub receipt_log_index: Option<u64>,
+}
+
+/// The agent side of blind retrieval: its identity, its relay, its connectors.
+pub struct BlindAgent {
+    identity: Arc<Identity>,
+    relay: String,
+    connectors: Arc<Connectors>,
+    scratch: PathBuf,
+}
+
+/// The handle of a grant's envelope.
+pub fn handle_for(grant_id: GrantId) -> String {
+    format!("{HANDLE_PREFIX}{}", hex(grant_id))
+}
+
+/// A handle (or a bare grant id) back to the grant id.
+pub fn parse_handle(handle: &str) -> Result<GrantId> {
+    let id = handle.strip_prefix(HANDLE_PREFIX).unwrap_or(handle);
+    parse_hex(id).map(GrantId).map_err(|_| {
+        Error::bad_input(
+            "not a handle: pass the handle retrieve returned (sealrelay:grant/<32 hex digits>)",
+        )
+    })
+}
+
+fn parse_grant_id(s: &str) -> Result<GrantId> {
+    parse_hex(s)
+        .map(GrantId)
+        .map_err(|_| Error::bad_input("grant_id must be the 32 hex digits list_requests gave"))
+}
+
+impl BlindAgent {
+    pub fn new(
+        identity: Arc<Identity>,
+        relay: String,
+        connectors: Connectors,
+        scratch: PathBuf,
+    ) -> BlindAgent {
+        BlindAgent {
+            identity,
+            relay,
+            connectors: Arc::new(connectors),
+            scratch,
+        }
+    }
+
+    async fn connect(&self) -> Result<AgentClient<'_>> {
+        AgentClient::connect(&self.identity, &self.relay).await
+    }
+
+    /// The agent's open grants (each verified against the pinned authority by the client).
+    pub async fn list_requests(&self) -> Result<Vec<RequestInfo>> {
+        let agent = self.connect().await?;
+        let grants = agent.grants().await;
+        agent.conn.close().await;
+        Ok(grants?
+            .into_iter()
+            .map(|g| RequestInfo {
+                grant_id: hex(g.grant.grant_id),
+                connector: self.connectors.for_resource(&g.grant.resource).is_ok(),
+                resource: g.grant.resource,
+                purpose: g.grant.purpose,
+                requester: g.grant.user.to_string(),
+                expires: clock::rfc3339(g.grant.expires),
+            })
+            .collect())
+    }
+
+    /// Fetches the grant's resource through its connector, seals it to the requester as it
+    /// streams, and submits it. Nothing is sent unless the whole source was read and (for a
+    /// command) exited 0.
+    pub async fn retrieve(&self, grant_id: &str) -> Result<Retrieved> {
+        let grant_id = parse_grant_id(grant_id)?;
+        let agent = self.connect().await?;
+        let grant = agent
+            .grants()
+            .await?
+            .into_iter()
+            .find(|g| g.grant.grant_id == grant_id)
+            .ok_or_else(|| {
+                Error::not_found(
+                    "no open grant with that id for this agent (used, expired, or never made): call list_requests",
+                )
+            })?;
+        // Refused before anything is read when no connector serves it.
+        self.connectors.for_resource(&grant.grant.resource)?;
+        let mut sealed = self.seal_from_source(grant.clone()).await?;
+        // A lost answer is safe to repeat: the relay stores one submission per grant and answers
+        // the same statement again with the same envelope id.
+        let mut tries = 0;
+        let envelope_id = loop {
+            tries += 1;
+            let client = if tries == 1 {
+                None
+            } else {
+                Some(self.connect().await)
+            };
+            let result = match &client {
+                None => agent.submit_sealed(&mut sealed).await,
+                Some(Ok(c)) => c.submit_sealed(&mut sealed).await,
+                Some(Err(e)) => Err(e.clone()),
+            };
+            match result {
+                Ok(id) => break id,
+                Err(e) if e.kind() == crate::ErrorKind::Unavailable && tries < 3 => {
+                    tokio::time::sleep(std::time::Duration::from_millis(250 * tries)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        agent.conn.close().await;
+        tracing::info!(
+            grant = %hex(grant_id),
+            envelope = %hex(envelope_id),
+            bytes = sealed.length,
+            "retrieved, sealed to the requester and submitted"
+        );
+        Ok(Retrieved {
+            handle: handle_for(grant_id),
+            envelope_id: hex(envelope_id),
+            bytes: sealed.length,
+            sha256: hex(sealed.sha256),
+            status: "submitted".to_owned(),
+        })
+    }
+
+    async fn seal_from_source(&self, grant: OpenGrant) -> Result<crate::client::Sealed> {
+        let identity = self.identity.clone();
+        let connectors = self.connectors.clone();
+        let scratch = self.scratch.clone();
+        tokio::task::spawn_blocking(move || {
+            let connector = connectors.for_resource(&grant.grant.resource)?;
+            let env = [
+                ("SEALRELAY_RESOURCE", grant.grant.resource.clone()),
+                ("SEALRELAY_PURPOSE", grant.grant.purpose.clone()),
+                ("SEALRELAY_GRANT", hex(grant.grant.grant_id)),
+                ("SEALRELAY_USER", grant.grant.user.to_string()),
+            ];
+            let mut source = connector.open(&grant.grant.resource, grant.grant.max_bytes, &env)?;
+            match seal_for(&identity, &grant, &mut source, &scratch) {
+                // The source's own reason (a limit, a timeout, a status) over the sealer's.
+                Err(e) => Err(source.failure().cloned().unwrap_or(e)),
+                Ok(sealed) => {
+                    source.finish()?;
+                    Ok(sealed)
+                }
+            }
+        })
+        .await
+        .map_err(|_| Error::internal("the sealing task failed"))?
+    }
+
+    /// Where a handle's envelope is, as the relay tells this agent.
+    pub async fn delivery_status(&self, handle: &str) -> Result<Delivery> {
+        let grant_id = parse_handle(handle)?;
+        let agent = self.connect().await?;
+        let status = agent.submission_status(grant_id).await;
+        agent.conn.close().await;
+        let status = status?;
+        Ok(Delivery {
+            handle: handle_for(grant_id),
+            status: status.state.as_str().to_owned(),
+            envelope_id: status.envelope_id.map(hex),
+            receipt_log_index: status.receipt_index,
+        })
+    }
+}
