@@ -24,6 +24,7 @@ pub const COMMANDS: &[&[&str]] = &[
     &["grant"],
     &["grants"],
     &["send"],
+    &["mcp"],
     &["inbox"],
     &["fetch"],
     &["agent", "quarantine"],
@@ -78,5 +79,33 @@ fn cli_reference_matches_help() {
     assert!(
         doc == want,
         "docs/cli.md is out of date with --help: run SEALRELAY_UPDATE_DOCS=1 cargo test --test cli_docs"
+    );
+}
+
+const TOOLS_BEGIN: &str = "<!-- BEGIN GENERATED TOOLS -->";
+const TOOLS_END: &str = "<!-- END GENERATED TOOLS -->";
+
+/// `docs/mcp.md` holds the MCP tool schemas verbatim, as the server defines them.
+#[test]
+fn mcp_tool_schemas_match_the_server() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/mcp.md");
+    let doc = std::fs::read_to_string(&path).unwrap();
+    let (head, rest) = doc
+        .split_once(TOOLS_BEGIN)
+        .expect("docs/mcp.md lacks the BEGIN marker");
+    let (_, tail) = rest
+        .split_once(TOOLS_END)
+        .expect("docs/mcp.md lacks the END marker");
+    let want = format!(
+        "{head}{TOOLS_BEGIN}\n```json\n{}\n```\n{TOOLS_END}{tail}",
+        sealrelay::mcp::server::tools_json()
+    );
+    if std::env::var_os("SEALRELAY_UPDATE_DOCS").is_some() {
+        std::fs::write(&path, &want).unwrap();
+        return;
+    }
+    assert!(
+        doc == want,
+        "docs/mcp.md's tool schemas are out of date: run SEALRELAY_UPDATE_DOCS=1 cargo test --test cli_docs"
     );
 }

@@ -32,6 +32,18 @@ fn demo_runs_the_flow() {
         out.contains("Root cause: the nightly index rebuild"),
         "{out}"
     );
+    // Blind retrieval: alice reads the ticket; what the model sees holds no word of it.
+    assert!(out.contains("| Ticket 4712 (confidential)"), "{out}");
+    let model: Vec<&str> = out.lines().filter(|l| l.contains("model sees:")).collect();
+    assert_eq!(model.len(), 3, "{out}");
+    assert!(model[1].contains("\"status\":\"submitted\""), "{out}");
+    assert!(model[2].contains("\"status\":\"delivered\""), "{out}");
+    assert!(
+        model
+            .iter()
+            .all(|l| !l.contains("ACME") && !l.contains("credit")),
+        "{out}"
+    );
     // The demo's directory verifies with the real command too.
     let verify = common::ok_in(t.path(), &["directory", "verify", "--dir", "run/keys"]);
     assert!(verify.contains("2 users, 1 agents"), "{verify}");

@@ -416,6 +416,24 @@ fn an_mcp_client_retrieves_blind_over_stdio_and_http_and_the_canary_reaches_only
         .map(|t| t["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["list_requests", "retrieve", "delivery_status"]);
+    // What the SDK received is what docs/mcp.md shows.
+    let documented: Value = serde_json::from_str(&sealrelay::mcp::server::tools_json()).unwrap();
+    for (got, want) in out["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(documented.as_array().unwrap())
+    {
+        for key in [
+            "name",
+            "description",
+            "inputSchema",
+            "outputSchema",
+            "annotations",
+        ] {
+            assert_eq!(got[key], want[key], "{key} of {}", want["name"]);
+        }
+    }
     let listed = out["list_requests"]["structured"]["requests"]
         .as_array()
         .unwrap();

@@ -1,6 +1,7 @@
 //! `sealrelay demo`: the whole story in one process and a temporary directory, with real keys,
 //! a real QUIC relay on 127.0.0.1 and the embedded store: provision, grant, agent send, inbox,
-//! fetch, receipt; then the attacks that fail, each printed with the refusal.
+//! fetch, receipt; then the attacks that fail, each printed with the refusal; then blind
+//! retrieval (a connector seals at the source, the model sees a handle).
 
 use std::path::Path;
 
@@ -37,6 +38,48 @@ fn refused(what: &str, result: Result<impl std::fmt::Debug>) -> Result<()> {
             Ok(())
         }
     }
+}
+
+const TICKET_4712: &str =
+    "Ticket 4712 (confidential): ACME asks for a credit of 3 days of service.\n";
+
+/// What the demo prints of a tool result: its JSON, as the model would receive it.
+fn model_sees<T: serde::Serialize>(v: &T) {
+    println!(
+        "    model sees: {}",
+        serde_json::to_string(v).unwrap_or_default()
+    );
+}
+
+/// A one-document HTTP source on 127.0.0.1 for the blind-retrieval step; returns its address.
+async fn http_source(document: &'static str) -> Result<std::net::SocketAddr> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| Error::io(format!("cannot start the demo's HTTP source: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::io(format!("cannot start the demo's HTTP source: {e}")))?;
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16384 {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{document}",
+                    document.len()
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    Ok(addr)
 }
 
 const TICKET: &str = "Ticket 4711 (confidential): customer ACME reports that exports time out after 30 s.\n\
@@ -182,6 +225,42 @@ pub fn run(args: DemoArgs) -> Result<()> {
                 keys.join("log.pub").display()
             );
         }
+        step(8, "blind retrieval: a connector fetches tickets/4712 from a local HTTP source and seals it to alice at the source; the LLM driving the agent (through `sealrelay mcp`) gets only a handle");
+        let source = http_source(TICKET_4712).await?;
+        let connectors = sealrelay::connect::Connectors::parse(
+            &format!("[[connector]]\nresources = \"tickets/*\"\nhttp = \"http://{source}/api/tickets/{{rest}}\"\n"),
+            base,
+        )?;
+        let blind = sealrelay::mcp::BlindAgent::new(
+            std::sync::Arc::new(identity_file::load_enrolled(&base.join("research-bot.id"), sealrelay::ids::PartyKind::Agent, clock::now())?),
+            addr.clone(),
+            connectors,
+            base.to_path_buf(),
+        );
+        let grant_id = alice
+            .grant(&GrantRequest {
+                agent: "research-bot".into(),
+                resource: "tickets/4712".into(),
+                purpose: "draft the customer reply".into(),
+                ttl_secs: 3600,
+                max_bytes: 1 << 20,
+            })
+            .await?;
+        let requests = blind.list_requests().await?;
+        for r in &requests {
+            model_sees(r);
+        }
+        let retrieved = blind.retrieve(&hex(grant_id)).await?;
+        model_sees(&retrieved);
+        let envelope_id = sealrelay::ids::EnvelopeId(sealrelay::ids::parse_hex(&retrieved.envelope_id)?);
+        let mut plaintext = Vec::new();
+        let fetched = alice.fetch(envelope_id, base, &mut plaintext).await?;
+        println!("    alice fetched it: {} {} bytes", fetched.status.as_str(), fetched.plaintext_len);
+        for line in String::from_utf8_lossy(&plaintext).lines() {
+            println!("    | {line}");
+        }
+        model_sees(&blind.delivery_status(&retrieved.handle).await?);
+
         let events = relay.relay().store().events(0, 1000)?;
         println!("    the relay's log holds {} events (ids, digests and decisions; no content)", events.len());
 
