@@ -186,10 +186,8 @@ pub fn seal_for(
     input: &mut (dyn Read + Send),
     scratch_dir: &Path,
 ) -> Result<Sealed> {
+    // A grant addressed to another agent is the relay's to refuse (as "no such grant").
     let agent = own_id(identity, PartyKind::Agent)?;
-    if grant.grant.agent != agent {
-        return Err(Error::bad_input("the grant is addressed to another agent"));
-    }
     let recipient = grant
         .user_entry
         .age_recipient
