@@ -302,6 +302,11 @@ fn http_error(e: &ureq::Error, timeout_secs: u64) -> Error {
         }
         ureq::Error::HostNotFound => unavailable("the source's host was not found"),
         ureq::Error::ConnectionFailed => unavailable("cannot connect to the source"),
+        // TLS failures (an unknown issuer, a name mismatch) arrive as I/O errors of this kind.
+        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => Error::io(format!(
+            "the connection to the source was refused: {}",
+            crate::ids::truncate_for_message(io.to_string().lines().next().unwrap_or(""))
+        )),
         ureq::Error::Io(io) => unavailable(format!("cannot reach the source ({})", io.kind())),
         other => Error::io(format!(
             "the request to the source failed: {}",

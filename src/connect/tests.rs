@@ -231,3 +231,132 @@ max_bytes = 100000
     let e = run("big/1").unwrap_err();
     assert!(e.message().contains("more than the limit of 100000"), "{e}");
 }
+
+/// An HTTPS source on 127.0.0.1 with a certificate of its own CA: served when `ca_file` names
+/// that CA, refused (TLS verified) with the built-in roots.
+#[test]
+fn https_sources_are_verified() {
+    use std::io::Write;
+    use std::sync::Arc;
+    let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    let config = Arc::new(config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { continue };
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, tcp);
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match tls.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let _ = tls.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nsecure",
+                );
+                let _ = tls.flush();
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            });
+        }
+    });
+    let read = |c: &Connectors| -> Result<Vec<u8>> {
+        let mut s = c.list[0].open("t/1", u64::MAX, &[])?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out)
+            .map_err(|_| s.failure().cloned().unwrap())?;
+        s.finish()?;
+        Ok(out)
+    };
+    let trusted = parse(
+        &format!(
+            "[[connector]]\nresources = \"t/*\"\nhttp = \"https://localhost:{port}/{{rest}}\"\nca_file = \"ca.pem\"\n"
+        ),
+        dir.path(),
+    )
+    .unwrap();
+    assert_eq!(read(&trusted).unwrap(), b"secure");
+    let web_roots = parse(
+        &format!(
+            "[[connector]]\nresources = \"t/*\"\nhttp = \"https://localhost:{port}/{{rest}}\"\n"
+        ),
+        dir.path(),
+    )
+    .unwrap();
+    let e = read(&web_roots).unwrap_err();
+    assert!(!e.message().contains('\n'), "{e}");
+    assert!(e.message().contains("invalid peer certificate"), "{e}");
+}
+
+/// A source that redirects forever is followed `max_redirects` times, then refused; the
+/// Authorization header is never sent on a redirected request.
+#[test]
+fn redirects_are_bounded_and_drop_the_authorization_header() {
+    use std::io::{BufRead, Write};
+    use std::sync::{Arc, Mutex};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Arc<Mutex<Vec<(String, bool)>>> = Arc::default();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let mut auth = false;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap() == 0 || h == "\r\n" {
+                    break;
+                }
+                auth |= h.to_ascii_lowercase().starts_with("authorization:");
+            }
+            log.lock().unwrap().push((line.trim().to_owned(), auth));
+            let mut out = conn;
+            let _ = out.write_all(
+                b"HTTP/1.1 302 Found\r\nLocation: /again\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    std::env::set_var("SEALRELAY_TEST_TOKEN_R", "Bearer r3d1rect");
+    let dir = tempfile::tempdir().unwrap();
+    let c = parse(
+        &format!(
+            "[[connector]]\nresources = \"t/*\"\nhttp = \"http://127.0.0.1:{port}/{{rest}}\"\nmax_redirects = 2\nheaders = {{ Authorization = \"env:SEALRELAY_TEST_TOKEN_R\" }}\n"
+        ),
+        dir.path(),
+    )
+    .unwrap();
+    let e = c.list[0].open("t/1", u64::MAX, &[]).err().unwrap();
+    assert!(e.message().contains("redirected too many times"), "{e}");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(seen[0].1, "the first request carries the header");
+    assert!(seen[1..].iter().all(|(_, auth)| !auth), "{seen:?}");
+}
