@@ -25,5 +25,6 @@ pub mod mcp;
 pub mod net;
 pub mod server;
 pub mod store;
+pub mod ui;
 
 pub use error::{Error, ErrorKind, Result};

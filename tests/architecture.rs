@@ -139,7 +139,7 @@ fn the_architecture_doc_maps_every_source_file() {
 /// Every test docs/security.md names exists: `file::function` is `fn function` in
 /// `tests/file.rs`, and `a::b::tests::function` is `fn function` in `src/a/b.rs` or
 /// `src/a/b/tests.rs` (a name ending in `tests` is the module itself). Every one of the 46
-/// scenarios has a row; the blind-retrieval table is checked the same way.
+/// scenarios has a row; the blind-retrieval and web-client tables are checked the same way.
 #[test]
 fn security_md_names_only_tests_that_exist() {
     let doc = std::fs::read_to_string(root().join("docs/security.md")).unwrap();
@@ -161,21 +161,25 @@ fn security_md_names_only_tests_that_exist() {
         (1..=46).collect::<Vec<_>>(),
         "one row per scenario, in order"
     );
-    // The numbered scenarios and the blind-retrieval table: every test named must exist.
-    let blind = doc
-        .split_once("### Blind retrieval")
-        .map(|(_, rest)| rest.split("\n### ").next().unwrap_or(""))
-        .unwrap_or("");
-    let blind_rows: Vec<&str> = blind
-        .lines()
-        .filter(|l| l.starts_with("| ") && l.contains("::"))
-        .collect();
-    assert!(
-        blind_rows.len() >= 5,
-        "docs/security.md lacks the blind-retrieval table"
-    );
+    // The numbered scenarios and the tables beyond them: every test named must exist.
+    let mut extra_rows: Vec<&str> = Vec::new();
+    for section in ["### Blind retrieval", "### The requester's web client"] {
+        let body = doc
+            .split_once(section)
+            .map(|(_, rest)| rest.split("\n### ").next().unwrap_or(""))
+            .unwrap_or("");
+        let rows: Vec<&str> = body
+            .lines()
+            .filter(|l| l.starts_with("| ") && l.contains("::"))
+            .collect();
+        assert!(
+            rows.len() >= 3,
+            "docs/security.md lacks the table {section:?}"
+        );
+        extra_rows.extend(rows);
+    }
     let mut checked = 0;
-    for row in rows.into_iter().chain(blind_rows) {
+    for row in rows.into_iter().chain(extra_rows) {
         let tests = row.rsplit('|').nth(1).unwrap();
         let pieces: Vec<&str> = tests.split('`').collect();
         for (k, name) in pieces.iter().enumerate().skip(1).step_by(2) {

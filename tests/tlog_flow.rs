@@ -500,133 +500,14 @@ fn every_kind_of_event_is_in_audit_tail_with_no_content() {
     }
 }
 
-/// A store that refuses every transaction once `fail` is set.
-struct Failing {
-    inner: sealrelay::store::redb::RedbStore,
-    fail: Arc<AtomicBool>,
-}
-
-impl sealrelay::core::store::Store for Failing {
-    fn apply(
-        &self,
-        ops: &[sealrelay::core::store::WriteOp],
-    ) -> sealrelay::Result<Vec<sealrelay::core::store::OpResult>> {
-        if self.fail.load(Ordering::SeqCst) {
-            return Err(sealrelay::Error::io("disk full (injected)"));
-        }
-        self.inner.apply(ops)
-    }
-    fn directory(
-        &self,
-    ) -> sealrelay::Result<(
-        Vec<sealrelay::core::store::StoredSigned>,
-        Vec<sealrelay::core::store::StoredSigned>,
-    )> {
-        self.inner.directory()
-    }
-    fn grant(
-        &self,
-        id: &sealrelay::ids::GrantId,
-    ) -> sealrelay::Result<Option<sealrelay::core::store::GrantRecord>> {
-        self.inner.grant(id)
-    }
-    fn open_grants_for(
-        &self,
-        agent: &sealrelay::ids::SpiffeId,
-        after: Option<&sealrelay::ids::GrantId>,
-        limit: usize,
-    ) -> sealrelay::Result<Vec<sealrelay::core::store::GrantRecord>> {
-        self.inner.open_grants_for(agent, after, limit)
-    }
-    fn envelope(
-        &self,
-        id: &sealrelay::ids::EnvelopeId,
-    ) -> sealrelay::Result<Option<sealrelay::core::store::EnvelopeRecord>> {
-        self.inner.envelope(id)
-    }
-    fn delivery(
-        &self,
-        id: &sealrelay::ids::EnvelopeId,
-    ) -> sealrelay::Result<Option<sealrelay::core::store::DeliveryRecord>> {
-        self.inner.delivery(id)
-    }
-    fn inbox(
-        &self,
-        user: &sealrelay::ids::SpiffeId,
-        after: Option<&sealrelay::ids::EnvelopeId>,
-        limit: usize,
-    ) -> sealrelay::Result<Vec<sealrelay::core::store::EnvelopeRecord>> {
-        self.inner.inbox(user, after, limit)
-    }
-    fn inline_body(&self, id: &sealrelay::ids::EnvelopeId) -> sealrelay::Result<Option<Vec<u8>>> {
-        self.inner.inline_body(id)
-    }
-    fn envelope_ids(&self) -> sealrelay::Result<Vec<sealrelay::ids::EnvelopeId>> {
-        self.inner.envelope_ids()
-    }
-    fn events(
-        &self,
-        from: u64,
-        limit: usize,
-    ) -> sealrelay::Result<Vec<(u64, sealrelay::core::store::Event)>> {
-        self.inner.events(from, limit)
-    }
-    fn event_count(&self) -> sealrelay::Result<u64> {
-        self.inner.event_count()
-    }
-    fn log_size(&self) -> u64 {
-        self.inner.log_size()
-    }
-    fn quarantined(&self) -> sealrelay::Result<Vec<(String, String)>> {
-        self.inner.quarantined()
-    }
-    fn pending_approvals(
-        &self,
-        after: Option<&sealrelay::ids::GrantId>,
-        limit: usize,
-    ) -> sealrelay::Result<Vec<sealrelay::core::store::GrantRecord>> {
-        self.inner.pending_approvals(after, limit)
-    }
-    fn usage(
-        &self,
-        party: &sealrelay::ids::SpiffeId,
-    ) -> sealrelay::Result<sealrelay::core::store::Usage> {
-        self.inner.usage(party)
-    }
-    fn expired_grants(
-        &self,
-        now: u64,
-        limit: usize,
-    ) -> sealrelay::Result<Vec<sealrelay::ids::GrantId>> {
-        self.inner.expired_grants(now, limit)
-    }
-    fn log_root(&self, size: u64) -> sealrelay::Result<sealrelay::core::tlog::Hash> {
-        self.inner.log_root(size)
-    }
-    fn inclusion_proof(
-        &self,
-        i: u64,
-        size: u64,
-    ) -> sealrelay::Result<Vec<sealrelay::core::tlog::Hash>> {
-        self.inner.inclusion_proof(i, size)
-    }
-    fn consistency_proof(
-        &self,
-        a: u64,
-        b: u64,
-    ) -> sealrelay::Result<Vec<sealrelay::core::tlog::Hash>> {
-        self.inner.consistency_proof(a, b)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_action_whose_event_cannot_be_written_is_refused_and_changes_nothing() {
     use sealrelay::client::{AgentClient, GrantRequest, UserClient};
     use sealrelay::local::provision::{agent, user};
     let fail = Arc::new(AtomicBool::new(false));
-    let store = Arc::new(Failing {
-        inner: sealrelay::store::redb::RedbStore::in_memory().unwrap(),
+    let store = Arc::new(common::hooked::Hooked {
         fail: fail.clone(),
+        ..common::hooked::Hooked::in_memory()
     });
     let w = common::test_relay_with(
         &[user("alice", 2, &[]), agent("research-bot", &["tickets/*"])],

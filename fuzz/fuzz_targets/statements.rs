@@ -1,12 +1,12 @@
-//! Signed statements (grants, approvals, receipts, submissions, enrollment requests, directory
-//! entries, revocations): the JSON envelope and each canonical binary body. A body that decodes
+//! Signed statements (grants, approvals, denials, receipts, submissions, enrollment requests,
+//! directory entries, revocations): the JSON envelope and each canonical binary body. A body that decodes
 //! re-encodes to exactly the same bytes (one encoding per value: no malleability).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use sealrelay::core::directory::{DirectoryEntry, EnrollmentRequest, Revocation};
 use sealrelay::core::envelope::submission::Submission;
-use sealrelay::core::grant::{Approval, Grant, Receipt};
+use sealrelay::core::grant::{Approval, Denial, Grant, Receipt};
 use sealrelay::core::sign::{Signed, StatementType};
 
 macro_rules! canonical {
@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else {
         return;
     };
-    match selector % 8 {
+    match selector % 9 {
         0 => canonical!(Grant, body),
         1 => canonical!(Approval, body),
         2 => canonical!(Receipt, body),
@@ -29,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
         4 => canonical!(EnrollmentRequest, body),
         5 => canonical!(DirectoryEntry, body),
         6 => canonical!(Revocation, body),
+        7 => canonical!(Denial, body),
         _ => {
             for ty in StatementType::ALL {
                 if let Ok(s) = Signed::from_json(body, ty) {

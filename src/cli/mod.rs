@@ -4,10 +4,12 @@ mod admin;
 mod audit;
 mod demo;
 mod envelope;
+mod inbox;
 mod keys;
 mod mcp;
 mod policy;
 mod relay;
+mod ui;
 mod worker;
 
 use std::path::PathBuf;
@@ -54,14 +56,17 @@ enum Command {
     Grants(relay::IdentityRelayArgs),
     /// Agent: seal data to a grant's user and submit it.
     Send(relay::SendArgs),
-    /// User: list your envelopes waiting at the relay.
+    /// User: list your envelopes waiting at the relay: who sent each, for what, why, under
+    /// whose approval, and whether it verifies.
     Inbox(relay::IdentityRelayArgs),
     /// User: fetch, verify and decrypt envelopes, and file signed receipts.
-    Fetch(relay::FetchArgs),
+    Fetch(inbox::FetchArgs),
     /// Approver: approve a grant that needs a second person.
-    Approve(policy::ApproveArgs),
-    /// Approver: list the grants awaiting your approval.
-    Approvals(policy::ApprovalsArgs),
+    Approve(inbox::ApproveArgs),
+    /// Approver: deny a grant that needs a second person (a signed refusal; the grant closes).
+    Deny(inbox::DenyArgs),
+    /// Approver: list the grants awaiting your approval, in full.
+    Approvals(relay::IdentityRelayArgs),
     /// Validate a Cedar policy, or evaluate one request against it.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -75,6 +80,9 @@ enum Command {
     Seal(envelope::SealArgs),
     /// Open an age envelope with your identity (offline).
     Open(envelope::OpenArgs),
+    /// User: your own client as a web app on 127.0.0.1 (inbox, envelopes, approvals, grants,
+    /// receipts); prints the URL with its token once.
+    Ui(ui::UiArgs),
     /// Agent: an MCP server for an LLM agent; connectors seal data at the source, the model
     /// gets only a handle (blind retrieval, docs/mcp.md).
     Mcp(mcp::McpArgs),
@@ -114,20 +122,22 @@ pub fn run() -> Result<()> {
         Command::Agent(AgentCommand::Run(args)) => worker::run_agent(args),
         Command::Agent(AgentCommand::Quarantine(args)) => policy::quarantine(args),
         Command::Agent(AgentCommand::Release(args)) => policy::release(args),
-        Command::Approve(args) => policy::approve(args),
-        Command::Approvals(args) => policy::approvals(args),
+        Command::Approve(args) => inbox::approve(args),
+        Command::Deny(args) => inbox::deny(args),
+        Command::Approvals(args) => inbox::approvals(args),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Serve(args) => relay::serve(args),
         Command::Grant(args) => relay::grant(args),
         Command::Grants(args) => relay::grants(args),
         Command::Send(args) => relay::send(args),
-        Command::Inbox(args) => relay::inbox(args),
-        Command::Fetch(args) => relay::fetch(args),
+        Command::Inbox(args) => inbox::inbox(args),
+        Command::Fetch(args) => inbox::fetch(args),
         Command::Directory(cmd) => admin::run_directory(cmd),
         Command::Receipt(cmd) => audit::run_receipt(cmd),
         Command::Audit(cmd) => audit::run_audit(cmd),
         Command::Seal(args) => envelope::seal(args),
         Command::Open(args) => envelope::open(args),
+        Command::Ui(args) => ui::run(args),
         Command::Mcp(args) => mcp::run(args),
         Command::Demo(args) => demo::run(args),
     }

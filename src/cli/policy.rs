@@ -3,87 +3,19 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
-use sealrelay::client::{AdminClient, UserClient};
+use sealrelay::client::AdminClient;
 use sealrelay::clock;
 use sealrelay::core::directory::Attributes;
 use sealrelay::core::policy::{
     Action, Authorizer, CedarPolicy, Context, Principal, Target, DEFAULT_CATALOG, DEFAULT_POLICY,
 };
 use sealrelay::error::{Error, Result};
-use sealrelay::ids::{hex, parse_hex, validate_name, GrantId, PartyKind, SpiffeId};
+use sealrelay::ids::{validate_name, GrantId, PartyKind, SpiffeId};
 use sealrelay::local::fs::read_capped;
 use sealrelay::local::identity_file;
 
-use super::relay::{runtime, RelayArg};
+use super::relay::runtime;
 use super::DirArg;
-
-#[derive(Args)]
-pub struct ApproveArgs {
-    /// The approver's identity (a user with the approver role, not the requester).
-    #[arg(long, value_name = "F")]
-    identity: PathBuf,
-    /// The grant to approve (its id, as `approvals` prints it).
-    #[arg(value_name = "GRANT-ID")]
-    grant: String,
-    #[command(flatten)]
-    relay: RelayArg,
-}
-
-#[derive(Args)]
-pub struct ApprovalsArgs {
-    /// The approver's identity.
-    #[arg(long, value_name = "F")]
-    identity: PathBuf,
-    #[command(flatten)]
-    relay: RelayArg,
-}
-
-pub fn approve(args: ApproveArgs) -> Result<()> {
-    let identity = identity_file::load_enrolled(&args.identity, PartyKind::User, clock::now())?;
-    let relay = args.relay.address(&identity);
-    let id = parse_hex(&args.grant)
-        .map(GrantId)
-        .map_err(|_| Error::bad_input("the grant id is 32 hex digits, as `approvals` prints it"))?;
-    runtime()?.block_on(async {
-        let user = UserClient::connect(&identity, &relay).await?;
-        let g = user.approve(id).await?;
-        println!(
-            "approved grant {}: {} asked {} for {} ({:?})",
-            hex(id),
-            g.grant.user.short(),
-            g.grant.agent.short(),
-            g.grant.resource,
-            g.grant.purpose
-        );
-        user.conn.close().await;
-        Ok(())
-    })
-}
-
-pub fn approvals(args: ApprovalsArgs) -> Result<()> {
-    let identity = identity_file::load_enrolled(&args.identity, PartyKind::User, clock::now())?;
-    let relay = args.relay.address(&identity);
-    runtime()?.block_on(async {
-        let user = UserClient::connect(&identity, &relay).await?;
-        let pending = user.pending_approvals().await?;
-        if pending.is_empty() {
-            println!("no grants await your approval");
-        }
-        for g in &pending {
-            println!(
-                "{}  {} asks {} for {}  purpose {:?}  expires {}",
-                hex(g.grant.grant_id),
-                g.grant.user.short(),
-                g.grant.agent.short(),
-                g.grant.resource,
-                g.grant.purpose,
-                clock::rfc3339(g.grant.expires)
-            );
-        }
-        user.conn.close().await;
-        Ok(())
-    })
-}
 
 /// `agent quarantine | release` (admin, against a running relay).
 #[derive(Args)]

@@ -7,12 +7,10 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use sealrelay::client::{AdminClient, AgentClient, GrantRequest, OpenGrant, UserClient};
 use sealrelay::clock;
-use sealrelay::core::grant::DeliveryStatus;
 use sealrelay::core::identity::Identity;
 use sealrelay::core::sign::Signed;
 use sealrelay::error::{Error, Result};
-use sealrelay::ids::{hex, parse_hex, EnvelopeId, GrantId, PartyKind};
-use sealrelay::local::fs::{write_atomic, Output, PUBLIC_MODE};
+use sealrelay::ids::{hex, parse_hex, GrantId, PartyKind};
 use sealrelay::local::identity_file;
 use sealrelay::server::{self, RelayConfig};
 
@@ -197,12 +195,12 @@ pub fn grant(args: GrantArgs) -> Result<()> {
 pub struct IdentityRelayArgs {
     /// Your identity file.
     #[arg(long, value_name = "F")]
-    identity: PathBuf,
+    pub identity: PathBuf,
     /// Print JSON instead of a table.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     #[command(flatten)]
-    relay: RelayArg,
+    pub relay: RelayArg,
 }
 
 fn grant_json(g: &OpenGrant) -> serde_json::Value {
@@ -327,151 +325,6 @@ pub fn send(args: SendArgs) -> Result<()> {
                 Err(e) => return Err(e),
             }
         }
-    })
-}
-
-pub fn inbox(args: IdentityRelayArgs) -> Result<()> {
-    let identity = identity_file::load_enrolled(&args.identity, PartyKind::User, clock::now())?;
-    let relay = args.relay.address(&identity);
-    runtime()?.block_on(async {
-        let user = UserClient::connect(&identity, &relay).await?;
-        let list = user.inbox().await?;
-        if args.json {
-            let v: Vec<_> = list
-                .iter()
-                .map(|e| serde_json::json!({"envelope_id": hex(e.envelope_id), "length": e.length, "received_at": e.received_at}))
-                .collect();
-            println!("{}", serde_json::Value::Array(v));
-        } else if list.is_empty() {
-            println!("inbox empty");
-        } else {
-            for e in &list {
-                println!("{}  {:>10} bytes  received {}", hex(e.envelope_id), e.length, clock::rfc3339(e.received_at));
-            }
-        }
-        user.conn.close().await;
-        Ok(())
-    })
-}
-
-#[derive(Args)]
-pub struct FetchArgs {
-    /// The user's identity file.
-    #[arg(long, value_name = "F")]
-    identity: PathBuf,
-    /// The envelope to fetch (its id, as `inbox` prints it).
-    #[arg(
-        value_name = "ENVELOPE-ID",
-        required_unless_present = "all",
-        conflicts_with = "all"
-    )]
-    envelope: Option<String>,
-    /// Fetch every envelope in the inbox (needs -o DIR).
-    #[arg(long, requires = "out")]
-    all: bool,
-    /// Where to write the plaintext: a file (one envelope) or a directory (--all). Without it
-    /// the plaintext goes to stdout and the receipt to ./<ENVELOPE-ID>.receipt.
-    #[arg(short = 'o', long, value_name = "PATH")]
-    out: Option<PathBuf>,
-    #[command(flatten)]
-    relay: RelayArg,
-}
-
-/// Writes a receipt file (the user-signed receipt; later with its proof) beside the output.
-fn save_receipt(path: &Path, file: &sealrelay::core::receipt_file::ReceiptFile) -> Result<()> {
-    write_atomic(path, file.to_json().as_bytes(), PUBLIC_MODE, true)
-}
-
-fn receipt_path(out: &Path) -> PathBuf {
-    let mut s = out.as_os_str().to_owned();
-    s.push(".receipt");
-    PathBuf::from(s)
-}
-
-pub fn fetch(args: FetchArgs) -> Result<()> {
-    let identity = identity_file::load_enrolled(&args.identity, PartyKind::User, clock::now())?;
-    let relay = args.relay.address(&identity);
-    let single: Option<EnvelopeId> = args
-        .envelope
-        .as_deref()
-        .map(|e| {
-            parse_hex(e).map(EnvelopeId).map_err(|_| {
-                Error::bad_input("the envelope id is 32 hex digits, as `inbox` prints it")
-            })
-        })
-        .transpose()?;
-    if args.all {
-        if let Some(dir) = &args.out {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::io(format!("cannot create {}: {e}", dir.display())))?;
-        }
-    }
-    runtime()?.block_on(async {
-        let user = UserClient::connect(&identity, &relay).await?;
-        let ids: Vec<EnvelopeId> = match single {
-            Some(id) => vec![id],
-            None => user.inbox().await?.iter().map(|e| e.envelope_id).collect(),
-        };
-        let mut undecryptable = 0;
-        for id in &ids {
-            let out_path = match (&args.out, args.all) {
-                (Some(dir), true) => Some(dir.join(hex(id))),
-                (Some(p), false) => Some(p.clone()),
-                (None, _) => None,
-            };
-            let fetched = match &out_path {
-                Some(p) => {
-                    let mut file = Output::create(p, 0o600)?;
-                    let f = user.fetch(*id, &scratch_dir(), &mut file).await?;
-                    if f.status == DeliveryStatus::Delivered {
-                        file.commit()?;
-                    }
-                    f
-                }
-                None => {
-                    let mut stdout = std::io::stdout();
-                    let f = user.fetch(*id, &scratch_dir(), &mut stdout).await?;
-                    let _ = stdout.flush();
-                    f
-                }
-            };
-            // Beside the output, unless the output is a device or a FIFO: then in the current
-            // directory, named by the envelope.
-            let beside = out_path
-                .clone()
-                .filter(|p| std::fs::metadata(p).map(|m| m.is_file()).unwrap_or(true))
-                .unwrap_or_else(|| PathBuf::from(hex(id)));
-            let rpath = receipt_path(&beside);
-            save_receipt(&rpath, &fetched.receipt_file)?;
-            match fetched.status {
-                DeliveryStatus::Delivered => eprintln!(
-                    "envelope {}: delivered ({} bytes){}; receipt {}",
-                    hex(id),
-                    fetched.plaintext_len,
-                    out_path.as_ref().map(|p| format!(" to {}", p.display())).unwrap_or_default(),
-                    rpath.display()
-                ),
-                DeliveryStatus::Undecryptable => {
-                    undecryptable += 1;
-                    eprintln!(
-                        "envelope {}: undecryptable ({}); an undecryptable receipt was filed: {}",
-                        hex(id),
-                        fetched.problem.as_deref().unwrap_or("unknown"),
-                        rpath.display()
-                    );
-                }
-            }
-        }
-        if ids.is_empty() {
-            eprintln!("inbox empty");
-        }
-        user.conn.close().await;
-        if undecryptable > 0 {
-            return Err(Error::verification(format!(
-                "{undecryptable} envelope(s) could not be opened with this identity (receipts filed as undecryptable)"
-            )));
-        }
-        Ok(())
     })
 }
 

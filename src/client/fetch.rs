@@ -17,6 +17,7 @@ use crate::ids::EnvelopeId;
 use crate::net::frame::CHUNK;
 
 use super::connection::read_body;
+use super::header::{describe, EnvelopeHeader};
 use super::unexpected;
 use super::user::UserClient;
 use super::verify::{authority, verified_entry};
@@ -25,6 +26,8 @@ use super::verify::{authority, verified_entry};
 #[derive(Debug)]
 pub struct Fetched {
     pub envelope_id: EnvelopeId,
+    /// Who, what, why, and whether it verified.
+    pub header: EnvelopeHeader,
     pub status: DeliveryStatus,
     pub plaintext_len: u64,
     pub receipt: Signed,
@@ -36,9 +39,37 @@ pub struct Fetched {
 }
 
 impl UserClient<'_> {
-    /// Fetches an envelope, checks the agent's signed statement and the ciphertext digest,
-    /// opens it locally into `out` (only if everything verifies), signs a receipt
-    /// (`delivered` or `undecryptable`) and files it with the relay.
+    /// The envelope's digest and length against the agent's signed statement.
+    fn check_digest(
+        &self,
+        view: &crate::core::wire::EnvelopeView,
+        grant: &Grant,
+        digest: [u8; 32],
+        len: u64,
+    ) -> std::result::Result<(), String> {
+        let authority = authority(self.identity).map_err(|e| e.message().to_owned())?;
+        let agent_entry = verified_entry(&view.agent_entry, &authority, Some(&grant.agent))
+            .map_err(|e| e.message().to_owned())?;
+        let expected = Submission {
+            grant_id: grant.grant_id,
+            user: self.id.clone(),
+            agent: grant.agent.clone(),
+            ciphertext_sha256: digest,
+            ciphertext_len: len,
+        };
+        let statement = view
+            .statement
+            .to_signed(StatementType::Submission)
+            .map_err(|e| e.message().to_owned())?;
+        Submission::verify(&statement, &agent_entry.signing_key, &expected)
+            .map(|_| ())
+            .map_err(|e| e.message().to_owned())
+    }
+
+    /// Fetches an envelope, checks its header (grant, agent, statement, approval) and the
+    /// ciphertext digest, opens it locally into `out` only if everything verifies, signs a
+    /// receipt (`delivered`, or `undecryptable` for one that did not verify or open) and files
+    /// it with the relay.
     pub async fn fetch(
         &self,
         envelope_id: EnvelopeId,
@@ -49,11 +80,9 @@ impl UserClient<'_> {
         let Reply::Envelope { view } = reply else {
             return Err(unexpected(&reply));
         };
-        let authority = authority(self.identity)?;
-        let grant_signed = view.grant.to_signed(StatementType::Grant)?;
-        let grant = Grant::verify(&grant_signed, &self.identity.signing_key.public())
-            .map_err(|e| e.context("the envelope's grant is not one this user signed"))?;
-        let agent_entry = verified_entry(&view.agent_entry, &authority, Some(&grant.agent))?;
+        // Who, what, why, and whether it all verifies — judged before a byte is decrypted.
+        let header = describe(self.identity, &view);
+        let grant = Grant::decode(&view.grant.statement)?;
         let mut scratch = tempfile::tempfile_in(scratch_dir).map_err(|e| {
             Error::io(format!(
                 "cannot make a scratch file in {}: {e}",
@@ -66,35 +95,33 @@ impl UserClient<'_> {
             let (_, digest, len) = w.finish();
             (digest, len)
         };
-        let expected = Submission {
-            grant_id: grant.grant_id,
-            user: self.id.clone(),
-            agent: grant.agent.clone(),
-            ciphertext_sha256: digest,
-            ciphertext_len: len,
+        // The digest is the one claim the header could not check without the ciphertext.
+        let problem = match &header.problem {
+            Some(p) => Some(p.clone()),
+            None => self.check_digest(&view, &grant, digest, len).err(),
         };
-        Submission::verify(
-            &view.statement.to_signed(StatementType::Submission)?,
-            &agent_entry.signing_key,
-            &expected,
-        )?;
-        scratch
-            .seek(SeekFrom::Start(0))
-            .map_err(|e| Error::io(format!("cannot rewind the scratch file: {e}")))?;
-        let age_id = self
-            .identity
-            .age_identity
-            .as_ref()
-            .ok_or_else(|| Error::bad_input("this identity holds no age key"))?;
-        let mut reader = std::io::BufReader::with_capacity(CHUNK, scratch);
-        let (status, plaintext_len, problem) =
-            match envelope::open(&[age_id], &mut reader, out, default_threads()) {
-                Ok(n) => (DeliveryStatus::Delivered, n, None),
-                Err(
-                    e @ (envelope::EnvelopeError::Io(_) | envelope::EnvelopeError::Internal(_)),
-                ) => return Err(e.into()),
-                Err(e) => (DeliveryStatus::Undecryptable, 0, Some(e.to_string())),
-            };
+        let (status, plaintext_len, problem) = match problem {
+            // Never opened: an undecryptable receipt says so, signed.
+            Some(p) => (DeliveryStatus::Undecryptable, 0, Some(p)),
+            None => {
+                scratch
+                    .seek(SeekFrom::Start(0))
+                    .map_err(|e| Error::io(format!("cannot rewind the scratch file: {e}")))?;
+                let age_id = self
+                    .identity
+                    .age_identity
+                    .as_ref()
+                    .ok_or_else(|| Error::bad_input("this identity holds no age key"))?;
+                let mut reader = std::io::BufReader::with_capacity(CHUNK, scratch);
+                match envelope::open(&[age_id], &mut reader, out, default_threads()) {
+                    Ok(n) => (DeliveryStatus::Delivered, n, None),
+                    Err(
+                        e @ (envelope::EnvelopeError::Io(_) | envelope::EnvelopeError::Internal(_)),
+                    ) => return Err(e.into()),
+                    Err(e) => (DeliveryStatus::Undecryptable, 0, Some(e.to_string())),
+                }
+            }
+        };
         let receipt = Receipt {
             envelope_id,
             grant_id: grant.grant_id,
@@ -134,11 +161,14 @@ impl UserClient<'_> {
         let log_key = self.identity.log_key.as_ref().ok_or_else(|| {
             Error::bad_input("this identity trusts no log key: import its bundle")
         })?;
-        receipt_file.verify(&authority, log_key).map_err(|e| {
-            e.context("the relay recorded the receipt but its proof does not verify")
-        })?;
+        receipt_file
+            .verify(&authority(self.identity)?, log_key)
+            .map_err(|e| {
+                e.context("the relay recorded the receipt but its proof does not verify")
+            })?;
         Ok(Fetched {
             envelope_id,
+            header,
             status,
             plaintext_len,
             receipt,

@@ -9,6 +9,7 @@ mod admin;
 mod agent;
 mod connection;
 mod fetch;
+mod header;
 mod user;
 mod verify;
 
@@ -16,7 +17,8 @@ pub use admin::AdminClient;
 pub use agent::{seal_for, AgentClient, Sealed, SubmissionStatus};
 pub use connection::{connection_error, Connection, CONNECT_TIMEOUT};
 pub use fetch::Fetched;
-pub use user::{GrantRequest, UserClient};
+pub use header::{describe, EnvelopeHeader, HeaderJson};
+pub use user::{GrantRequest, MyGrant, UserClient};
 pub use verify::OpenGrant;
 
 use crate::core::wire::Reply;

@@ -28,6 +28,17 @@ pub struct GrantRequest {
     pub max_bytes: u64,
 }
 
+/// A grant this user made, and where it is.
+#[derive(Clone, Debug)]
+pub struct MyGrant {
+    pub grant: crate::core::grant::Grant,
+    pub progress: crate::core::wire::GrantProgress,
+    pub envelope_id: Option<crate::ids::EnvelopeId>,
+    pub receipt_index: Option<u64>,
+    /// Who approved or denied it (read from the signed decision, as the relay served it).
+    pub decided_by: Option<crate::ids::SpiffeId>,
+}
+
 impl<'a> UserClient<'a> {
     pub async fn connect(identity: &'a Identity, relay: &str) -> Result<Self> {
         let id = own_id(identity, PartyKind::User)?;
@@ -66,6 +77,16 @@ impl<'a> UserClient<'a> {
         }
     }
 
+    /// The inbox with each envelope's header judged (who, what, why, verified or not).
+    pub async fn inbox_headers(&self) -> Result<Vec<super::header::EnvelopeHeader>> {
+        Ok(self
+            .inbox()
+            .await?
+            .iter()
+            .map(|v| super::header::describe(self.identity, v))
+            .collect())
+    }
+
     pub async fn inbox(&self) -> Result<Vec<EnvelopeView>> {
         self.conn
             .all_pages(
@@ -81,6 +102,17 @@ impl<'a> UserClient<'a> {
     /// Grants awaiting approval that this user may approve, each verified: the requester's entry
     /// against the pinned authority, the grant against the requester's key.
     pub async fn pending_approvals(&self) -> Result<Vec<OpenGrant>> {
+        Ok(self
+            .pending_with_classification()
+            .await?
+            .into_iter()
+            .map(|(g, _)| g)
+            .collect())
+    }
+
+    /// [`UserClient::pending_approvals`], each with the classification the relay's catalog
+    /// gives its resource.
+    pub async fn pending_with_classification(&self) -> Result<Vec<(OpenGrant, u8)>> {
         let authority = authority(self.identity)?;
         let grants = self
             .conn
@@ -94,7 +126,73 @@ impl<'a> UserClient<'a> {
             .await?;
         grants
             .iter()
-            .map(|view| verified_grant(view, &authority))
+            .map(|p| Ok((verified_grant(&p.view, &authority)?, p.classification)))
+            .collect()
+    }
+
+    /// Denies a pending grant: a signed refusal bound to the grant's SHA-256; the relay closes
+    /// the grant and logs it.
+    pub async fn deny(&self, grant_id: GrantId, reason: &str) -> Result<OpenGrant> {
+        let pending = self.pending_approvals().await?;
+        let g = pending
+            .into_iter()
+            .find(|g| g.grant.grant_id == grant_id)
+            .ok_or_else(|| Error::not_found("no grant with that id awaits your decision (unknown, already decided, expired, or yours)"))?;
+        let denial = crate::core::grant::Denial {
+            grant_id,
+            grant_sha256: crate::core::directory::sha256(&g.grant.encode()),
+            approver: self.id.clone(),
+            reason: reason.to_owned(),
+            time: clock::now(),
+        };
+        // The same checks the relay makes, so a bad reason is refused here with its rule.
+        crate::core::grant::Denial::decode(&denial.encode())?;
+        let request = Request::Deny {
+            denial: WireSigned::from_signed(&denial.sign(&self.identity.signing_key)),
+        };
+        match self.conn.simple(request).await? {
+            Reply::Done => Ok(g),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The grants this user made, each checked against its own key, with where it is now.
+    pub async fn my_grants(&self) -> Result<Vec<MyGrant>> {
+        let views = self
+            .conn
+            .all_pages(
+                |page| Request::MyGrants { page },
+                |reply| match reply {
+                    Reply::MyGrants { grants, next } => Ok((grants, next)),
+                    other => Err(unexpected(&other)),
+                },
+            )
+            .await?;
+        let key = self.identity.signing_key.public();
+        views
+            .into_iter()
+            .map(|v| {
+                let grant = crate::core::grant::Grant::verify(
+                    &v.grant.to_signed(crate::core::sign::StatementType::Grant)?,
+                    &key,
+                )
+                .map_err(|e| e.context("the relay served a grant this user did not sign"))?;
+                let decided_by = v.decision.as_ref().and_then(|d| {
+                    crate::core::grant::Approval::decode(&d.statement)
+                        .map(|a| a.approver)
+                        .or_else(|_| {
+                            crate::core::grant::Denial::decode(&d.statement).map(|d| d.approver)
+                        })
+                        .ok()
+                });
+                Ok(MyGrant {
+                    grant,
+                    progress: v.progress,
+                    envelope_id: v.envelope_id,
+                    receipt_index: v.receipt_index,
+                    decided_by,
+                })
+            })
             .collect()
     }
 

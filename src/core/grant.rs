@@ -153,6 +153,62 @@ impl Approval {
     }
 }
 
+/// A second person's refusal of a grant that awaits approval, bound to the grant's SHA-256 like
+/// an approval; the relay closes the grant and logs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denial {
+    pub grant_id: GrantId,
+    pub grant_sha256: [u8; 32],
+    pub approver: SpiffeId,
+    /// Why, in a line (may be empty).
+    pub reason: String,
+    pub time: u64,
+}
+
+/// The longest reason a denial carries.
+pub const MAX_REASON: usize = 512;
+
+impl Denial {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = statement_writer(StatementType::Denial);
+        w.bytes(self.grant_id.as_bytes())
+            .bytes(&self.grant_sha256)
+            .str(&self.approver.to_string())
+            .str(&self.reason)
+            .u64(self.time);
+        w.finish()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let mut r = statement_reader(bytes, StatementType::Denial)?;
+        let d = Denial {
+            grant_id: GrantId(r.fixed::<16>("grant id")?),
+            grant_sha256: r.fixed::<32>("grant digest")?,
+            approver: r.str(MAX_SPIFFE_LEN, "approver")?.parse()?,
+            reason: r.str(MAX_REASON, "reason")?.to_owned(),
+            time: r.u64()?,
+        };
+        r.finish()?;
+        check_text(&d.reason, MAX_REASON, "reason")?;
+        Ok(d)
+    }
+
+    pub fn sign(&self, key: &SigningKey) -> Signed {
+        Signed::sign(StatementType::Denial, self.encode(), key)
+    }
+
+    pub fn verify(signed: &Signed, key: &PublicKey) -> Result<Self> {
+        let d = Self::decode(&signed.statement)?;
+        signed.verify(key).map_err(|e| {
+            Error::verification(format!(
+                "the denial is not signed by {}: {e}",
+                d.approver.short()
+            ))
+        })?;
+        Ok(d)
+    }
+}
+
 /// What the user's client found when it opened an envelope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DeliveryStatus {

@@ -21,6 +21,7 @@ pub fn check_consume(
         GrantState::Open => {}
         GrantState::Used { .. } => return Err(WriteRefusal::GrantUsed),
         GrantState::Expired => return Err(WriteRefusal::GrantExpired),
+        GrantState::Denied => return Err(WriteRefusal::GrantDenied),
     }
     if now >= grant.expires {
         return Err(WriteRefusal::GrantExpired);
@@ -61,15 +62,20 @@ pub fn expire(grant: &GrantRecord, now: u64) -> Result<GrantRecord, WriteRefusal
         GrantState::Open => Err(WriteRefusal::GrantNotExpired),
         GrantState::Used { .. } => Err(WriteRefusal::GrantUsed),
         GrantState::Expired => Err(WriteRefusal::Duplicate),
+        GrantState::Denied => Err(WriteRefusal::GrantDenied),
     }
 }
 
-/// Whether a second person's approval can still be recorded on `grant` at `now`.
+/// Whether a second person's approval (or denial) can still be recorded on `grant` at `now`.
 pub fn check_approve(grant: &GrantRecord, now: u64) -> Result<(), WriteRefusal> {
     match grant.state {
         GrantState::Open => {}
         GrantState::Used { .. } => return Err(WriteRefusal::GrantUsed),
         GrantState::Expired => return Err(WriteRefusal::GrantExpired),
+        GrantState::Denied => return Err(WriteRefusal::GrantDenied),
+    }
+    if !grant.needs_approval {
+        return Err(WriteRefusal::NotAwaitingApproval);
     }
     if grant.approval.is_some() {
         return Err(WriteRefusal::Duplicate);
@@ -90,6 +96,20 @@ pub fn approve(
     let mut approved = grant.clone();
     approved.approval = Some(approval.clone());
     Ok(approved)
+}
+
+/// open (awaiting approval) → denied: the grant with the signed denial recorded in place of an
+/// approval; it is closed for good.
+pub fn deny(
+    grant: &GrantRecord,
+    denial: &StoredSigned,
+    now: u64,
+) -> Result<GrantRecord, WriteRefusal> {
+    check_approve(grant, now)?;
+    let mut denied = grant.clone();
+    denied.state = GrantState::Denied;
+    denied.approval = Some(denial.clone());
+    Ok(denied)
 }
 
 /// Whether the addressed agent sees the grant in its list: open, unexpired, and approved where

@@ -42,10 +42,12 @@ pub enum StatementType {
     Approval,
     Submission,
     Receipt,
+    /// A second person's signed refusal of a grant that awaits approval.
+    Denial,
 }
 
 impl StatementType {
-    pub const ALL: [StatementType; 7] = [
+    pub const ALL: [StatementType; 8] = [
         StatementType::EnrollmentRequest,
         StatementType::DirectoryEntry,
         StatementType::Revocation,
@@ -53,6 +55,7 @@ impl StatementType {
         StatementType::Approval,
         StatementType::Submission,
         StatementType::Receipt,
+        StatementType::Denial,
     ];
     pub fn tag(self) -> &'static str {
         match self {
@@ -63,6 +66,7 @@ impl StatementType {
             StatementType::Approval => "approval",
             StatementType::Submission => "submission",
             StatementType::Receipt => "receipt",
+            StatementType::Denial => "denial",
         }
     }
     pub fn from_tag(tag: &str) -> Result<Self> {

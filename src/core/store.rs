@@ -28,6 +28,8 @@ pub enum GrantState {
     },
     /// Closed by expiry, unused (garbage-collected by the sweep).
     Expired,
+    /// Closed by a second person's signed refusal (the denial is kept on the record).
+    Denied,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,7 +48,7 @@ pub struct GrantRecord {
     pub resource: String,
     /// The catalog says a second person must approve it.
     pub needs_approval: bool,
-    /// The approver's signed approval, once given.
+    /// The approver's signed approval, once given (or, for a denied grant, the signed denial).
     pub approval: Option<StoredSigned>,
 }
 
@@ -299,6 +301,13 @@ pub enum WriteOp {
         envelope_id: EnvelopeId,
         event: Event,
     },
+    /// Close a grant that awaits approval with a second person's signed denial.
+    Deny {
+        grant_id: GrantId,
+        denial: StoredSigned,
+        now: u64,
+        event: Event,
+    },
     /// Record an approval on a grant that awaits one.
     Approve {
         grant_id: GrantId,
@@ -336,6 +345,10 @@ pub enum WriteRefusal {
     NotApproved,
     /// The sweep asked to close a grant that has not expired.
     GrantNotExpired,
+    /// A second person refused the grant.
+    GrantDenied,
+    /// An approval or denial for a grant that needs none.
+    NotAwaitingApproval,
     /// The write would pass a quota.
     Quota {
         kind: QuotaKind,
@@ -373,6 +386,11 @@ impl WriteRefusal {
                 crate::ErrorKind::Refused,
                 "the grant awaits a second person's approval",
             ),
+            WriteRefusal::GrantDenied => Error::new(
+                crate::ErrorKind::Refused,
+                "a second person denied the grant: it is closed",
+            ),
+            WriteRefusal::NotAwaitingApproval => Error::conflict("the grant needs no approval"),
         }
     }
 }
@@ -398,6 +416,13 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<GrantRecord>>;
     fn envelope(&self, envelope_id: &EnvelopeId) -> Result<Option<EnvelopeRecord>>;
+    /// Grants `user` made (every state), in id order, after `after`, at most `limit`.
+    fn grants_by(
+        &self,
+        user: &SpiffeId,
+        after: Option<&GrantId>,
+        limit: usize,
+    ) -> Result<Vec<GrantRecord>>;
     /// What the user's receipt said of an envelope (kept after the envelope is deleted).
     fn delivery(&self, envelope_id: &EnvelopeId) -> Result<Option<DeliveryRecord>>;
     /// Envelopes waiting for `user` (no receipt yet), in id order, after `after`, at most

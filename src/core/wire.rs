@@ -12,7 +12,7 @@ use crate::ids::{EnvelopeId, GrantId};
 /// ALPN protocol id.
 pub const ALPN: &[u8] = b"sealrelay/1";
 /// Version carried in every request frame.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Largest header frame either side accepts.
 pub const MAX_FRAME: usize = 256 * 1024;
 
@@ -150,6 +150,14 @@ pub enum Request {
     SubmissionStatus {
         grant_id: GrantId,
     },
+    /// Approvers: a signed denial of a grant that awaits approval (closes it).
+    Deny {
+        denial: WireSigned,
+    },
+    /// User: the grants it made, in every state, a page at a time.
+    MyGrants {
+        page: Page,
+    },
 }
 
 impl Request {
@@ -171,6 +179,8 @@ impl Request {
             Request::Quarantine { .. } => "quarantine",
             Request::Release { .. } => "release",
             Request::SubmissionStatus { .. } => "submission_status",
+            Request::Deny { .. } => "deny",
+            Request::MyGrants { .. } => "my_grants",
         }
     }
 }
@@ -194,6 +204,56 @@ pub struct EnvelopeView {
     pub agent_entry: WireSigned,
     pub length: u64,
     pub received_at: u64,
+    /// The second person's signed approval, where the catalog asked for one.
+    pub approval: Option<WireSigned>,
+    /// The approver's entry (the user's client verifies it against its authority).
+    pub approver_entry: Option<WireSigned>,
+}
+
+/// A grant awaiting approval, as an approver sees it: the grant, its requester's entry, and the
+/// classification the relay's catalog gives its resource.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingView {
+    pub view: GrantView,
+    pub classification: u8,
+}
+
+/// A grant as the user who made it sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MyGrantView {
+    pub grant: WireSigned,
+    pub progress: GrantProgress,
+    pub envelope_id: Option<EnvelopeId>,
+    /// The receipt's leaf index in the log, once there is one.
+    pub receipt_index: Option<u64>,
+    /// The approval or denial, signed (the approver's name is read from it).
+    pub decision: Option<WireSigned>,
+}
+
+/// Where a grant is, for the user who made it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GrantProgress {
+    AwaitingApproval,
+    Open,
+    Denied,
+    Sent,
+    Delivered,
+    Undecryptable,
+    Expired,
+}
+
+impl GrantProgress {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantProgress::AwaitingApproval => "awaiting approval",
+            GrantProgress::Open => "open",
+            GrantProgress::Denied => "denied",
+            GrantProgress::Sent => "sent",
+            GrantProgress::Delivered => "delivered",
+            GrantProgress::Undecryptable => "undecryptable",
+            GrantProgress::Expired => "expired",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,9 +298,14 @@ pub enum Reply {
     Events {
         events: Vec<(u64, Vec<u8>)>,
     },
-    /// Grants awaiting approval, each with its requester's entry.
+    /// Grants awaiting approval, each with its requester's entry and classification.
     Pending {
-        grants: Vec<GrantView>,
+        grants: Vec<PendingView>,
+        next: Option<[u8; 16]>,
+    },
+    /// The caller's own grants.
+    MyGrants {
+        grants: Vec<MyGrantView>,
         next: Option<[u8; 16]>,
     },
     /// Where an agent's submission for a grant is.
@@ -266,6 +331,8 @@ pub enum SubmissionState {
     Undecryptable,
     /// The grant closed unused, or the envelope passed its time to live unfetched.
     Expired,
+    /// A second person refused the grant.
+    Denied,
 }
 
 impl SubmissionState {
@@ -276,6 +343,7 @@ impl SubmissionState {
             SubmissionState::Delivered => "delivered",
             SubmissionState::Undecryptable => "undecryptable",
             SubmissionState::Expired => "expired",
+            SubmissionState::Denied => "denied",
         }
     }
 }
@@ -321,6 +389,8 @@ impl ErrorCode {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+// A reply lives for one request; boxing it would only add an allocation per answer.
+#[allow(clippy::large_enum_variant)]
 pub enum Response {
     Ok(Reply),
     Err { code: ErrorCode, message: String },

@@ -3,7 +3,7 @@
 //! sensitive.
 
 use crate::core::directory::sha256;
-use crate::core::grant::{Approval, Grant, Receipt};
+use crate::core::grant::{Approval, Denial, Grant, Receipt};
 use crate::core::sign::Signed;
 use crate::core::store::{statement_digest, Event};
 use crate::ids::{hex, EnvelopeId, GrantId, SpiffeId};
@@ -88,6 +88,27 @@ pub fn grant_approved(
             &approver.to_string(),
             a.grant_id.to_hex(),
             "approve",
+        )
+    }
+}
+
+/// A second person denied a grant.
+pub fn grant_denied(
+    now: u64,
+    approver: &SpiffeId,
+    requester: &SpiffeId,
+    d: &Denial,
+    signed: &Signed,
+) -> Event {
+    Event {
+        detail: format!("requester={requester} grant_sha256={}", hex(d.grant_sha256)),
+        digest: statement_digest(signed).to_vec(),
+        ..event(
+            now,
+            "grant.denied",
+            &approver.to_string(),
+            d.grant_id.to_hex(),
+            "deny",
         )
     }
 }

@@ -43,7 +43,8 @@ impl Refusal {
                 ErrorCode::Conflict
             }
             WriteRefusal::GrantExpired => ErrorCode::Expired,
-            WriteRefusal::NotApproved => ErrorCode::Forbidden,
+            WriteRefusal::NotApproved | WriteRefusal::GrantDenied => ErrorCode::Forbidden,
+            WriteRefusal::NotAwaitingApproval => ErrorCode::Conflict,
             WriteRefusal::Quota { .. } => ErrorCode::QuotaExceeded,
             WriteRefusal::TooLarge { .. } => ErrorCode::TooLarge,
         };

@@ -26,9 +26,13 @@ const PENDING: TableDefinition<&[u8], ()> = TableDefinition::new("pending_approv
 const USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("usage");
 /// Envelope id → what its receipt said ([`DeliveryRecord`]), kept after the envelope goes.
 const DELIVERIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("deliveries");
+/// `user\0<grant hex>` → (): every grant a user made (grants made before this index existed
+/// are not listed).
+const USER_GRANTS: TableDefinition<&str, ()> = TableDefinition::new("user_grants");
 /// Merkle tree nodes: (level, index) → hash of the complete subtree of 2^level leaves.
 const TLOG_NODES: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("tlog_nodes");
 
+mod read;
 mod write;
 
 fn db_err(e: impl std::fmt::Display) -> Error {
@@ -191,6 +195,7 @@ impl RedbStore {
             txn.open_table(PENDING).map_err(db_err)?;
             txn.open_table(USAGE).map_err(db_err)?;
             txn.open_table(DELIVERIES).map_err(db_err)?;
+            txn.open_table(USER_GRANTS).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
         let tree = load_tree(&db)?;
@@ -290,58 +295,6 @@ fn check_tree_against_events(db: &Database, tree: &Tree) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-impl RedbStore {
-    /// One record by id.
-    fn record<T: serde::de::DeserializeOwned>(
-        &self,
-        table: TableDefinition<&[u8], &[u8]>,
-        id: &[u8],
-    ) -> Result<Option<T>> {
-        let txn = self.begin_read()?;
-        let t = txn.open_table(table).map_err(db_err)?;
-        let v = t.get(id).map_err(db_err)?;
-        v.map(|v| dec(v.value())).transpose()
-    }
-
-    /// A page of the records an `owner\0<id hex>` index lists for `owner`: ids after `after`,
-    /// at most `limit`, in one read transaction.
-    fn owned_records<T: serde::de::DeserializeOwned>(
-        &self,
-        index: TableDefinition<&str, ()>,
-        records: TableDefinition<&[u8], &[u8]>,
-        owner: &SpiffeId,
-        after: Option<&[u8; 16]>,
-        limit: usize,
-    ) -> Result<Vec<T>> {
-        use std::ops::Bound;
-        let txn = self.begin_read()?;
-        let index = txn.open_table(index).map_err(db_err)?;
-        let records = txn.open_table(records).map_err(db_err)?;
-        let (lo, hi) = prefix_range(owner);
-        let start = after.map(|id| pair_key(owner, id));
-        let lower = match &start {
-            Some(k) => Bound::Excluded(k.as_str()),
-            None => Bound::Included(lo.as_str()),
-        };
-        let mut out = Vec::new();
-        for item in index
-            .range::<&str>((lower, Bound::Excluded(hi.as_str())))
-            .map_err(db_err)?
-            .take(limit)
-        {
-            let (k, _) = item.map_err(db_err)?;
-            let Some(hex_id) = k.value().rsplit('\0').next() else {
-                continue;
-            };
-            let id: [u8; 16] = crate::ids::parse_hex(hex_id)?;
-            if let Some(r) = records.get(id.as_slice()).map_err(db_err)? {
-                out.push(dec(r.value())?);
-            }
-        }
-        Ok(out)
-    }
 }
 
 impl Store for RedbStore {
@@ -500,6 +453,21 @@ impl Store for RedbStore {
 
     fn grant(&self, grant_id: &GrantId) -> Result<Option<GrantRecord>> {
         self.record(GRANTS, grant_id.as_slice())
+    }
+
+    fn grants_by(
+        &self,
+        user: &SpiffeId,
+        after: Option<&GrantId>,
+        limit: usize,
+    ) -> Result<Vec<GrantRecord>> {
+        self.owned_records(
+            USER_GRANTS,
+            GRANTS,
+            user,
+            after.map(|g| g.as_bytes()),
+            limit,
+        )
     }
 
     fn open_grants_for(

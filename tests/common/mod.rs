@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub mod hooked;
+
 /// `../shared/vectors/<sub>` when present. When absent the test says so and skips, unless
 /// `SEALRELAY_REQUIRE_VECTORS` is set (as `.ci/run` does), in which case it fails.
 pub fn vectors(sub: &str) -> Option<PathBuf> {

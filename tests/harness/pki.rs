@@ -137,6 +137,7 @@ impl ServerCertVerifier for AnyServer {
 
 /// What the relay did with a raw request.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Outcome {
     /// A handler answered (with a reply or an error): the connection was accepted.
     Answered(Response),

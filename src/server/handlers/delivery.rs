@@ -47,6 +47,15 @@ fn view(relay: &Relay, e: &EnvelopeRecord) -> Result<EnvelopeView, Refusal> {
     let agent_entry = relay
         .latest_signed(&e.agent)
         .map_err(|_| Refusal::not_found("agent entry"))?;
+    // The approval and its approver's entry, for the client to verify and show.
+    let approval = grant.approval.as_ref().map(|a| WireSigned {
+        statement: a.statement.clone(),
+        signature: a.signature.clone(),
+    });
+    let approver_entry = approval
+        .as_ref()
+        .and_then(|a| crate::core::grant::Approval::decode(&a.statement).ok())
+        .and_then(|a| relay.latest_signed(&a.approver).ok());
     Ok(EnvelopeView {
         envelope_id: e.envelope_id,
         grant: WireSigned {
@@ -60,6 +69,8 @@ fn view(relay: &Relay, e: &EnvelopeRecord) -> Result<EnvelopeView, Refusal> {
         agent_entry,
         length: e.length,
         received_at: e.received_at,
+        approval,
+        approver_entry,
     })
 }
 
@@ -226,6 +237,7 @@ pub async fn submission_status(relay: &Relay, peer: &Peer, grant_id: GrantId, no
         GrantState::Open if grant.expires <= now => (SubmissionState::Expired, None, None),
         GrantState::Open => (SubmissionState::Open, None, None),
         GrantState::Expired => (SubmissionState::Expired, None, None),
+        GrantState::Denied => (SubmissionState::Denied, None, None),
         GrantState::Used { envelope_id } => match relay.store.delivery(&envelope_id)? {
             Some(d) => (
                 match d.status {

@@ -2,12 +2,14 @@
 //! and approve the ones that need a second person.
 
 use crate::core::directory::sha256;
-use crate::core::grant::{Approval, Grant};
+use crate::core::grant::{Approval, DeliveryStatus, Denial, Grant};
 use crate::core::grant_state;
 use crate::core::policy::{Action, Authorizer, Context, Target};
 use crate::core::sign::StatementType;
 use crate::core::store::{GrantRecord, GrantState, StoredSigned, WriteOp, WriteRefusal};
-use crate::core::wire::{ErrorCode, GrantView, Page, Reply, WireSigned};
+use crate::core::wire::{
+    ErrorCode, GrantProgress, GrantView, MyGrantView, Page, PendingView, Reply, WireSigned,
+};
 use crate::ids::GrantId;
 use crate::net::Peer;
 
@@ -165,7 +167,19 @@ pub async fn pending_approvals(relay: &Relay, peer: &Peer, page: Page, now: u64)
         records,
         limit,
         |g| g.grant_id.0,
-        |g| Ok(may_approve(&g).then(|| view(relay, g, now)).flatten()),
+        |g| {
+            let classification = policy
+                .catalog()
+                .lookup(&g.resource)
+                .map_or(0, |c| c.classification);
+            Ok(may_approve(&g)
+                .then(|| view(relay, g, now))
+                .flatten()
+                .map(|view| PendingView {
+                    view,
+                    classification,
+                }))
+        },
     )?;
     Ok(Reply::Pending { grants, next })
 }
@@ -226,4 +240,104 @@ pub async fn approve(relay: &Relay, peer: &Peer, approval: WireSigned, now: u64)
             }
         })?;
     Ok(Reply::Done)
+}
+
+/// A second person's signed denial of a grant that awaits approval: the same rule as an
+/// approval decides who may (an approver, not the requester); the grant closes for good and the
+/// denial is logged.
+pub async fn deny(relay: &Relay, peer: &Peer, denial: WireSigned, now: u64) -> Handled {
+    let signed = denial.to_signed(StatementType::Denial)?;
+    let d = Denial::decode(&signed.statement)?;
+    let g = relay
+        .store
+        .grant(&d.grant_id)?
+        .ok_or_else(|| Refusal::not_found("grant"))?;
+    let ctx = Context {
+        target: Relay::grant_target(&g),
+        now,
+        ..Context::default()
+    };
+    relay.authorize(peer, Action::Approve, &ctx).await?;
+    let (entry, _) = relay.entry_for(&peer.id, now)?;
+    Denial::verify(&signed, &entry.signing_key)?;
+    if d.approver != peer.id {
+        return Err(Refusal::new(
+            ErrorCode::BadRequest,
+            "the denial names another approver",
+        ));
+    }
+    if d.grant_sha256 != sha256(&g.grant.statement) {
+        return Err(Refusal::new(
+            ErrorCode::BadRequest,
+            "the denial is for a different version of this grant",
+        ));
+    }
+    grant_state::check_approve(&g, now)?;
+    let event = events::grant_denied(now, &peer.id, &g.user, &d, &signed);
+    relay
+        .commit(WriteOp::Deny {
+            grant_id: g.grant_id,
+            denial: StoredSigned {
+                statement: signed.statement.clone(),
+                signature: signed.signature.to_vec(),
+            },
+            now,
+            event,
+        })
+        .await?;
+    Ok(Reply::Done)
+}
+
+/// A page of the grants the caller made, each with where it is now.
+pub async fn mine(relay: &Relay, peer: &Peer, page: Page, now: u64) -> Handled {
+    relay.authorize_relay(peer, Action::Inbox, now).await?;
+    let limit = page.capped_limit();
+    let after = page.after.map(GrantId);
+    let records = relay.store.grants_by(&peer.id, after.as_ref(), limit)?;
+    let (grants, next) = paginate(
+        records,
+        limit,
+        |g| g.grant_id.0,
+        |g| progress(relay, g, now).map(Some),
+    )?;
+    Ok(Reply::MyGrants { grants, next })
+}
+
+fn progress(relay: &Relay, g: GrantRecord, now: u64) -> Result<MyGrantView, Refusal> {
+    let (progress, envelope_id, receipt_index) = match g.state {
+        GrantState::Denied => (GrantProgress::Denied, None, None),
+        GrantState::Expired => (GrantProgress::Expired, None, None),
+        GrantState::Open if now >= g.expires => (GrantProgress::Expired, None, None),
+        GrantState::Open if grant_state::awaits_approval(&g, now) => {
+            (GrantProgress::AwaitingApproval, None, None)
+        }
+        GrantState::Open => (GrantProgress::Open, None, None),
+        GrantState::Used { envelope_id } => match relay.store.delivery(&envelope_id)? {
+            Some(d) => (
+                match d.status {
+                    DeliveryStatus::Delivered => GrantProgress::Delivered,
+                    DeliveryStatus::Undecryptable => GrantProgress::Undecryptable,
+                },
+                Some(envelope_id),
+                Some(d.receipt_index),
+            ),
+            None if relay.store.envelope(&envelope_id)?.is_some() => {
+                (GrantProgress::Sent, Some(envelope_id), None)
+            }
+            None => (GrantProgress::Expired, Some(envelope_id), None),
+        },
+    };
+    Ok(MyGrantView {
+        grant: WireSigned {
+            statement: g.grant.statement,
+            signature: g.grant.signature,
+        },
+        progress,
+        envelope_id,
+        receipt_index,
+        decision: g.approval.map(|a| WireSigned {
+            statement: a.statement,
+            signature: a.signature,
+        }),
+    })
 }

@@ -118,6 +118,8 @@ pub async fn handle<B: AsyncRead + Unpin + Send>(
             admin::quarantine(relay, peer, &agent, &reason, now).await
         }
         Request::Release { agent } => admin::release(relay, peer, &agent, now).await,
+        Request::Deny { denial } => grants::deny(relay, peer, denial, now).await,
+        Request::MyGrants { page } => grants::mine(relay, peer, page, now).await,
         Request::SubmissionStatus { grant_id } => {
             delivery::submission_status(relay, peer, grant_id, now).await
         }

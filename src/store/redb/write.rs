@@ -7,7 +7,7 @@ use redb::{Durability, ReadableTable, ReadableTableMetadata};
 use super::{
     db_err, dec, dir_key, enc, pair_key, RedbStore, AGENT_GRANTS, DELIVERIES, DIR_ENTRIES,
     DIR_REVOCATIONS, ENVELOPES, EVENTS, GRANTS, INLINE, PENDING, QUARANTINE, TLOG_NODES, USAGE,
-    USER_INBOX,
+    USER_GRANTS, USER_INBOX,
 };
 use crate::core::grant_state;
 use crate::core::store::{
@@ -42,6 +42,7 @@ impl RedbStore {
             let mut pending = txn.open_table(PENDING).map_err(db_err)?;
             let mut usage = txn.open_table(USAGE).map_err(db_err)?;
             let mut deliveries = txn.open_table(DELIVERIES).map_err(db_err)?;
+            let mut user_grants = txn.open_table(USER_GRANTS).map_err(db_err)?;
             let mut next_event = events.len().map_err(db_err)?;
             if next_event != tree.size() {
                 return Err(Error::internal("the log tree and the events disagree"));
@@ -119,6 +120,12 @@ impl RedbStore {
                             agent_grants
                                 .insert(
                                     pair_key(&record.agent, record.grant_id.as_bytes()).as_str(),
+                                    (),
+                                )
+                                .map_err(db_err)?;
+                            user_grants
+                                .insert(
+                                    pair_key(&record.user, record.grant_id.as_bytes()).as_str(),
                                     (),
                                 )
                                 .map_err(db_err)?;
@@ -292,6 +299,31 @@ impl RedbStore {
                         }
                     }
                     WriteOp::Append { event } => Ok(append(&mut events, event)?),
+                    WriteOp::Deny {
+                        grant_id,
+                        denial,
+                        now,
+                        event,
+                    } => {
+                        let existing = stored_grant(&grants, grant_id)?;
+                        let denied = match existing {
+                            None => Err(WriteRefusal::GrantNotFound),
+                            Some(g) => grant_state::deny(&g, denial, *now),
+                        };
+                        match denied {
+                            Err(refusal) => Err(refusal),
+                            Ok(g) => {
+                                for party in [&g.user, &g.agent] {
+                                    adjust(&mut usage, party, |u| {
+                                        u.open_grants = u.open_grants.saturating_sub(1)
+                                    })?;
+                                }
+                                store_closed_grant(&mut grants, &mut agent_grants, &g)?;
+                                pending.remove(g.grant_id.as_slice()).map_err(db_err)?;
+                                Ok(append(&mut events, event)?)
+                            }
+                        }
+                    }
                     WriteOp::Approve {
                         grant_id,
                         approval,

@@ -1,0 +1,318 @@
+//! The requester's commands: `inbox` (who sent what, for what, why, under whose approval, and
+//! whether it verifies), `fetch` (the same header before the plaintext; an envelope that does not
+//! verify is never opened and gets an `undecryptable` receipt), and the approver's `approvals`,
+//! `approve` and `deny`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use sealrelay::client::{EnvelopeHeader, OpenGrant, UserClient};
+use sealrelay::clock;
+use sealrelay::core::grant::DeliveryStatus;
+use sealrelay::error::{Error, Result};
+use sealrelay::ids::{hex, parse_hex, EnvelopeId, GrantId, PartyKind};
+use sealrelay::local::fs::{write_atomic, Output, PUBLIC_MODE};
+use sealrelay::local::identity_file;
+
+use super::relay::{runtime, scratch_dir, IdentityRelayArgs, RelayArg};
+
+/// The header lines `inbox` and `fetch` print for an envelope.
+pub fn header_lines(h: &EnvelopeHeader) -> String {
+    let mut out = format!(
+        "{}  {:>10} bytes  received {}  {}\n",
+        hex(h.envelope_id),
+        h.length,
+        clock::rfc3339(h.received_at),
+        match &h.problem {
+            None => "verified".to_owned(),
+            Some(p) => format!("UNVERIFIABLE: {p} (it will not be opened)"),
+        }
+    );
+    let agent = h
+        .agent
+        .as_ref()
+        .map_or_else(|| "?".to_owned(), ToString::to_string);
+    out.push_str(&format!("    from      {agent}\n"));
+    out.push_str(&format!("    resource  {}\n", h.resource));
+    out.push_str(&format!("    purpose   {:?}\n", h.purpose));
+    out.push_str(&format!("    asked     {}\n", clock::rfc3339(h.asked)));
+    match (&h.approver, h.approved_at) {
+        (Some(a), Some(t)) => {
+            out.push_str(&format!("    approved  by {a} at {}\n", clock::rfc3339(t)))
+        }
+        _ => out.push_str("    approved  (no approval came with it)\n"),
+    }
+    out
+}
+
+pub fn inbox(args: IdentityRelayArgs) -> Result<()> {
+    let identity = identity_file::load_enrolled(&args.identity, PartyKind::User, clock::now())?;
+    let relay = args.relay.address(&identity);
+    runtime()?.block_on(async {
+        let user = UserClient::connect(&identity, &relay).await?;
+        let list = user.inbox_headers().await?;
+        if args.json {
+            let v: Vec<_> = list.iter().map(EnvelopeHeader::to_json).collect();
+            println!(
+                "{}",
+                serde_json::to_string(&v)
+                    .map_err(|e| Error::internal(format!("cannot print JSON: {e}")))?
+            );
+        } else if list.is_empty() {
+            println!("inbox empty");
+        } else {
+            for h in &list {
+                print!("{}", header_lines(h));
+            }
+        }
+        user.conn.close().await;
+        Ok(())
+    })
+}
+
+#[derive(Args)]
+pub struct FetchArgs {
+    /// The user's identity file.
+    #[arg(long, value_name = "F")]
+    identity: PathBuf,
+    /// The envelope to fetch (its id, as `inbox` prints it).
+    #[arg(
+        value_name = "ENVELOPE-ID",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    envelope: Option<String>,
+    /// Fetch every envelope in the inbox (needs -o DIR).
+    #[arg(long, requires = "out")]
+    all: bool,
+    /// Where to write the plaintext: a file (one envelope) or a directory (--all). Without it
+    /// the plaintext goes to stdout and the receipt to ./<ENVELOPE-ID>.receipt.
+    #[arg(short = 'o', long, value_name = "PATH")]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    relay: RelayArg,
+}
+
+/// Writes a receipt file (the user-signed receipt; later with its proof) beside the output.
+fn save_receipt(path: &Path, file: &sealrelay::core::receipt_file::ReceiptFile) -> Result<()> {
+    write_atomic(path, file.to_json().as_bytes(), PUBLIC_MODE, true)
+}
+
+fn receipt_path(out: &Path) -> PathBuf {
+    let mut s = out.as_os_str().to_owned();
+    s.push(".receipt");
+    PathBuf::from(s)
+}
+
+pub fn fetch(args: FetchArgs) -> Result<()> {
+    let identity = identity_file::load_enrolled(&args.identity, PartyKind::User, clock::now())?;
+    let relay = args.relay.address(&identity);
+    let single: Option<EnvelopeId> = args
+        .envelope
+        .as_deref()
+        .map(|e| {
+            parse_hex(e).map(EnvelopeId).map_err(|_| {
+                Error::bad_input("the envelope id is 32 hex digits, as `inbox` prints it")
+            })
+        })
+        .transpose()?;
+    if args.all {
+        if let Some(dir) = &args.out {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("cannot create {}: {e}", dir.display())))?;
+        }
+    }
+    runtime()?.block_on(async {
+        let user = UserClient::connect(&identity, &relay).await?;
+        let ids: Vec<EnvelopeId> = match single {
+            Some(id) => vec![id],
+            None => user.inbox().await?.iter().map(|e| e.envelope_id).collect(),
+        };
+        let mut undecryptable = 0;
+        for id in &ids {
+            let out_path = match (&args.out, args.all) {
+                (Some(dir), true) => Some(dir.join(hex(id))),
+                (Some(p), false) => Some(p.clone()),
+                (None, _) => None,
+            };
+            let fetched = match &out_path {
+                Some(p) => {
+                    let mut file = Output::create(p, 0o600)?;
+                    let f = user.fetch(*id, &scratch_dir(), &mut file).await?;
+                    if f.status == DeliveryStatus::Delivered {
+                        file.commit()?;
+                    }
+                    f
+                }
+                None => {
+                    let mut stdout = std::io::stdout();
+                    let f = user.fetch(*id, &scratch_dir(), &mut stdout).await?;
+                    let _ = stdout.flush();
+                    f
+                }
+            };
+            // Beside the output, unless the output is a device or a FIFO: then in the current
+            // directory, named by the envelope.
+            let beside = out_path
+                .clone()
+                .filter(|p| std::fs::metadata(p).map(|m| m.is_file()).unwrap_or(true))
+                .unwrap_or_else(|| PathBuf::from(hex(id)));
+            let rpath = receipt_path(&beside);
+            save_receipt(&rpath, &fetched.receipt_file)?;
+            eprint!("{}", header_lines(&fetched.header));
+            match fetched.status {
+                DeliveryStatus::Delivered => eprintln!(
+                    "envelope {}: delivered ({} bytes){}; receipt {}",
+                    hex(id),
+                    fetched.plaintext_len,
+                    out_path.as_ref().map(|p| format!(" to {}", p.display())).unwrap_or_default(),
+                    rpath.display()
+                ),
+                DeliveryStatus::Undecryptable => {
+                    undecryptable += 1;
+                    eprintln!(
+                        "envelope {}: undecryptable ({}); an undecryptable receipt was filed: {}",
+                        hex(id),
+                        fetched.problem.as_deref().unwrap_or("unknown"),
+                        rpath.display()
+                    );
+                }
+            }
+        }
+        if ids.is_empty() {
+            eprintln!("inbox empty");
+        }
+        user.conn.close().await;
+        if undecryptable > 0 {
+            return Err(Error::verification(format!(
+                "{undecryptable} envelope(s) could not be opened with this identity (receipts filed as undecryptable)"
+            )));
+        }
+        Ok(())
+    })
+}
+
+#[derive(Args)]
+pub struct ApproveArgs {
+    /// The approver's identity (a user with the approver role, not the requester).
+    #[arg(long, value_name = "F")]
+    identity: PathBuf,
+    /// The grant to approve (its id, as `approvals` prints it).
+    #[arg(value_name = "GRANT-ID")]
+    grant: String,
+    #[command(flatten)]
+    relay: RelayArg,
+}
+
+#[derive(Args)]
+pub struct DenyArgs {
+    /// The approver's identity (a user with the approver role, not the requester).
+    #[arg(long, value_name = "F")]
+    identity: PathBuf,
+    /// The grant to deny (its id, as `approvals` prints it).
+    #[arg(value_name = "GRANT-ID")]
+    grant: String,
+    /// Why, in a line (signed into the denial; the requester sees it).
+    #[arg(long, value_name = "TEXT", default_value = "")]
+    reason: String,
+    #[command(flatten)]
+    relay: RelayArg,
+}
+
+fn grant_id(s: &str) -> Result<GrantId> {
+    parse_hex(s)
+        .map(GrantId)
+        .map_err(|_| Error::bad_input("the grant id is 32 hex digits, as `approvals` prints it"))
+}
+
+fn describe_grant(g: &OpenGrant) -> String {
+    format!(
+        "{} asked {} for {} ({:?})",
+        g.grant.user.short(),
+        g.grant.agent.short(),
+        g.grant.resource,
+        g.grant.purpose
+    )
+}
+
+pub fn approve(args: ApproveArgs) -> Result<()> {
+    let identity = identity_file::load_enrolled(&args.identity, PartyKind::User, clock::now())?;
+    let relay = args.relay.address(&identity);
+    let id = grant_id(&args.grant)?;
+    runtime()?.block_on(async {
+        let user = UserClient::connect(&identity, &relay).await?;
+        let g = user.approve(id).await?;
+        println!("approved grant {}: {}", hex(id), describe_grant(&g));
+        user.conn.close().await;
+        Ok(())
+    })
+}
+
+pub fn deny(args: DenyArgs) -> Result<()> {
+    let identity = identity_file::load_enrolled(&args.identity, PartyKind::User, clock::now())?;
+    let relay = args.relay.address(&identity);
+    let id = grant_id(&args.grant)?;
+    runtime()?.block_on(async {
+        let user = UserClient::connect(&identity, &relay).await?;
+        let g = user.deny(id, &args.reason).await?;
+        println!(
+            "denied grant {}: {}; it is closed and the denial is logged",
+            hex(id),
+            describe_grant(&g)
+        );
+        user.conn.close().await;
+        Ok(())
+    })
+}
+
+/// The whole grant, as an approver must see it before deciding.
+pub fn approvals(args: IdentityRelayArgs) -> Result<()> {
+    let identity = identity_file::load_enrolled(&args.identity, PartyKind::User, clock::now())?;
+    let relay = args.relay.address(&identity);
+    runtime()?.block_on(async {
+        let user = UserClient::connect(&identity, &relay).await?;
+        let pending = user.pending_with_classification().await?;
+        if args.json {
+            let v: Vec<_> = pending
+                .iter()
+                .map(|(g, class)| {
+                    serde_json::json!({
+                        "grant_id": hex(g.grant.grant_id),
+                        "requester": g.grant.user.to_string(),
+                        "agent": g.grant.agent.to_string(),
+                        "resource": g.grant.resource,
+                        "purpose": g.grant.purpose,
+                        "classification": class,
+                        "asked": clock::rfc3339(g.grant.created),
+                        "expires": clock::rfc3339(g.grant.expires),
+                        "max_bytes": g.grant.max_bytes,
+                        "sha256": hex(sealrelay::core::directory::sha256(&g.grant.encode())),
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::Value::Array(v));
+        } else if pending.is_empty() {
+            println!("no grants await your approval");
+        }
+        if !args.json {
+            for (g, class) in &pending {
+                println!("{}  awaits your approval", hex(g.grant.grant_id));
+                println!("    requester       {}", g.grant.user);
+                println!("    agent           {}", g.grant.agent);
+                println!("    resource        {}", g.grant.resource);
+                println!("    purpose         {:?}", g.grant.purpose);
+                println!("    classification  {class}");
+                println!("    asked           {}", clock::rfc3339(g.grant.created));
+                println!("    expires         {}", clock::rfc3339(g.grant.expires));
+                println!("    max bytes       {}", g.grant.max_bytes);
+                println!(
+                    "    sha256          {} (what an approval or denial signs)",
+                    hex(sealrelay::core::directory::sha256(&g.grant.encode()))
+                );
+            }
+        }
+        user.conn.close().await;
+        Ok(())
+    })
+}

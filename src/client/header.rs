@@ -1,0 +1,159 @@
+//! What a requester sees of an envelope before opening it: who sent it (the agent), for what
+//! (the resource), why (the purpose), when it was asked, who approved it, and whether each of
+//! those claims verifies — the grant against the user's own key, the agent's entry and the
+//! approver's entry against the pinned authority, the agent's signed statement and the approval
+//! against those entries. An envelope whose header does not verify is shown as such and is never
+//! opened.
+
+use serde::Serialize;
+
+use crate::clock;
+use crate::core::directory::sha256;
+use crate::core::envelope::submission::Submission;
+use crate::core::grant::{Approval, Grant};
+use crate::core::identity::Identity;
+use crate::core::sign::StatementType;
+use crate::core::wire::EnvelopeView;
+use crate::error::{Error, Result};
+use crate::ids::{hex, EnvelopeId, SpiffeId};
+
+use super::verify::{authority, verified_entry};
+
+/// An envelope's header as the user's client judged it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvelopeHeader {
+    pub envelope_id: EnvelopeId,
+    /// The agent that sent it (from the grant; `None` when the grant does not even decode).
+    pub agent: Option<SpiffeId>,
+    pub resource: String,
+    pub purpose: String,
+    /// When the user asked (the grant's creation time).
+    pub asked: u64,
+    /// Who approved it, where an approval came with it.
+    pub approver: Option<SpiffeId>,
+    pub approved_at: Option<u64>,
+    pub length: u64,
+    pub received_at: u64,
+    /// `None` when everything verifies; otherwise why not, in one line.
+    pub problem: Option<String>,
+}
+
+impl EnvelopeHeader {
+    pub fn verified(&self) -> bool {
+        self.problem.is_none()
+    }
+
+    /// The header as `inbox --json` prints it and the web client serves it.
+    pub fn to_json(&self) -> HeaderJson {
+        HeaderJson {
+            envelope_id: hex(self.envelope_id),
+            agent: self.agent.as_ref().map(ToString::to_string),
+            resource: self.resource.clone(),
+            purpose: self.purpose.clone(),
+            asked: clock::rfc3339(self.asked),
+            approver: self.approver.as_ref().map(ToString::to_string),
+            approved_at: self.approved_at.map(clock::rfc3339),
+            bytes: self.length,
+            received: clock::rfc3339(self.received_at),
+            verified: self.verified(),
+            problem: self.problem.clone(),
+        }
+    }
+}
+
+/// The JSON shape of a header (docs/cli.md, docs/ui.md).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct HeaderJson {
+    pub envelope_id: String,
+    pub agent: Option<String>,
+    pub resource: String,
+    pub purpose: String,
+    pub asked: String,
+    pub approver: Option<String>,
+    pub approved_at: Option<String>,
+    pub bytes: u64,
+    pub received: String,
+    pub verified: bool,
+    pub problem: Option<String>,
+}
+
+/// Judges `view` for the user `identity`. Never fails: what cannot be checked is the header's
+/// problem.
+pub fn describe(identity: &Identity, view: &EnvelopeView) -> EnvelopeHeader {
+    let mut h = EnvelopeHeader {
+        envelope_id: view.envelope_id,
+        agent: None,
+        resource: String::new(),
+        purpose: String::new(),
+        asked: 0,
+        approver: None,
+        approved_at: None,
+        length: view.length,
+        received_at: view.received_at,
+        problem: None,
+    };
+    if let Err(e) = check(identity, view, &mut h) {
+        h.problem = Some(e.message().to_owned());
+    }
+    h
+}
+
+fn check(identity: &Identity, view: &EnvelopeView, h: &mut EnvelopeHeader) -> Result<()> {
+    let authority = authority(identity)?;
+    let grant_signed = view.grant.to_signed(StatementType::Grant)?;
+    let claimed = Grant::decode(&grant_signed.statement)?;
+    h.agent = Some(claimed.agent.clone());
+    h.resource = claimed.resource.clone();
+    h.purpose = claimed.purpose.clone();
+    h.asked = claimed.created;
+    // Who approved, as claimed, before anything is judged (shown even when it fails).
+    let approval = match &view.approval {
+        Some(a) => {
+            let signed = a.to_signed(StatementType::Approval)?;
+            let claimed = Approval::decode(&signed.statement)?;
+            h.approver = Some(claimed.approver.clone());
+            h.approved_at = Some(claimed.time);
+            Some((signed, claimed))
+        }
+        None => None,
+    };
+    let grant = Grant::verify(&grant_signed, &identity.signing_key.public())
+        .map_err(|_| Error::verification("the grant is not one you signed"))?;
+    let agent_entry = verified_entry(&view.agent_entry, &authority, Some(&grant.agent))
+        .map_err(|e| Error::verification(format!("the agent's entry: {}", e.message())))?;
+    let statement = view.statement.to_signed(StatementType::Submission)?;
+    let s = Submission::decode(&statement.statement)?;
+    statement
+        .verify(&agent_entry.signing_key)
+        .map_err(|_| Error::verification("the agent's signed statement does not verify"))?;
+    let me = identity
+        .id
+        .as_ref()
+        .ok_or_else(|| Error::bad_input("this identity is not enrolled"))?;
+    if s.grant_id != grant.grant_id
+        || s.user != *me
+        || s.agent != grant.agent
+        || s.ciphertext_len != view.length
+    {
+        return Err(Error::verification(
+            "the agent's statement describes another grant, user or size",
+        ));
+    }
+    if let Some((signed, claimed)) = approval {
+        let entry = view
+            .approver_entry
+            .as_ref()
+            .ok_or_else(|| Error::verification("the approver's entry is missing"))?;
+        let approver = verified_entry(entry, &authority, Some(&claimed.approver))
+            .map_err(|e| Error::verification(format!("the approver's entry: {}", e.message())))?;
+        Approval::verify(&signed, &approver.signing_key)
+            .map_err(|_| Error::verification("the approval does not verify"))?;
+        if claimed.grant_id != grant.grant_id
+            || claimed.grant_sha256 != sha256(&grant_signed.statement)
+            || claimed.approver == *me
+        {
+            return Err(Error::verification("the approval is not for this grant"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,46 @@
+// sealrelay ui: new envelopes appear in the inbox without a reload. Text only (textContent),
+// no HTML from the server is ever inserted, and the page works without this script.
+"use strict";
+(function () {
+  const table = document.querySelector("#inbox tbody");
+  if (!table) return;
+  function cell(row, text) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    row.appendChild(td);
+    return td;
+  }
+  async function poll() {
+    try {
+      const r = await fetch("/api/inbox", { credentials: "same-origin", cache: "no-store" });
+      if (!r.ok) return;
+      const list = await r.json();
+      for (const h of list) {
+        if (table.querySelector('tr[data-envelope="' + h.envelope_id + '"]')) continue;
+        const row = document.createElement("tr");
+        row.dataset.envelope = h.envelope_id;
+        const first = document.createElement("td");
+        const link = document.createElement("a");
+        link.href = "/envelope/" + h.envelope_id;
+        link.textContent = h.envelope_id.slice(0, 12);
+        first.appendChild(link);
+        row.appendChild(first);
+        cell(row, h.agent || "?");
+        cell(row, h.resource);
+        cell(row, h.purpose);
+        cell(row, h.asked);
+        cell(row, h.approver ? h.approver + " at " + h.approved_at : "none");
+        cell(row, String(h.bytes));
+        cell(row, h.received);
+        const status = cell(row, h.verified ? "verified" : "unverifiable: " + h.problem + " (it will not be opened)");
+        status.className = h.verified ? "ok" : "bad";
+        table.appendChild(row);
+        const empty = document.getElementById("empty");
+        if (empty) empty.remove();
+      }
+    } catch (e) {
+      // The relay or this server is away: try again at the next tick.
+    }
+  }
+  setInterval(poll, 3000);
+})();

@@ -1,0 +1,539 @@
+//! `sealrelay ui`: the requester's own client as a web app on 127.0.0.1. The private key never
+//! leaves this process; pages get only what the client decided to show (headers it judged,
+//! plaintext the user chose to open), never ciphertext or keys.
+//!
+//! The Jupyter model: a random port and a random token in the URL printed once; the first
+//! request with the token sets a `SameSite=Strict`, `HttpOnly` cookie and redirects to the bare
+//! path. Every request must name this server in `Host` (loopback names and the bound port only:
+//! DNS rebinding), carry no foreign `Origin`, and not be cross-site by `Sec-Fetch-Site`; a POST
+//! must prove it is same-origin. Every response carries a Content-Security-Policy that forbids
+//! inline scripts and anything remote; every asset is embedded in the binary.
+
+mod pages;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use crate::client::{EnvelopeHeader, UserClient};
+use crate::core::identity::Identity;
+use crate::error::{Error, Result};
+use crate::ids::{parse_hex, EnvelopeId, GrantId};
+
+/// The cookie that carries the token after the first visit, named with the port: browsers keep
+/// cookies per host, not per port, so two clients on one machine must not share a name.
+const COOKIE: &str = "sealrelay_ui";
+/// Plaintext up to this size, if it is UTF-8 text, is shown in the page (escaped); anything
+/// else is offered as a download.
+pub const SHOW_MAX: u64 = 1 << 20;
+
+/// What the page is never sent: a Content-Security-Policy with no inline script and nothing
+/// remote.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// An envelope this client opened (fetched, verified, decrypted to `out`).
+#[derive(Clone, Debug)]
+pub struct Opened {
+    pub header: EnvelopeHeader,
+    pub delivered: bool,
+    pub plaintext_len: u64,
+    pub problem: Option<String>,
+    pub receipt_index: u64,
+    pub tree_size: u64,
+    pub path: PathBuf,
+}
+
+/// The web client's state.
+pub struct Ui {
+    identity: Arc<Identity>,
+    relay: String,
+    /// Where opened envelopes are written (0600) with their receipts.
+    out: PathBuf,
+    token: Zeroizing<String>,
+    port: u16,
+    opened: Mutex<HashMap<EnvelopeId, Opened>>,
+}
+
+/// A bound listener, ready to serve.
+pub struct UiServer {
+    listener: tokio::net::TcpListener,
+    pub addr: SocketAddr,
+}
+
+impl UiServer {
+    /// Binds `listen`, which must be a loopback address.
+    pub async fn bind(listen: SocketAddr) -> Result<UiServer> {
+        if !listen.ip().is_loopback() {
+            return Err(Error::bad_input(format!(
+                "--listen must be a loopback address (127.0.0.1:PORT), not {listen}: the web client is for this machine's browser only"
+            )));
+        }
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| Error::io(format!("cannot listen on {listen}: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::io(format!("cannot read the bound address: {e}")))?;
+        Ok(UiServer { listener, addr })
+    }
+
+    /// The URL to open (with the token), printed once.
+    pub fn url(&self, token: &str) -> String {
+        format!("http://127.0.0.1:{}/?token={token}", self.addr.port())
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn serve(
+        self,
+        identity: Arc<Identity>,
+        relay: String,
+        out: PathBuf,
+        token: Zeroizing<String>,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<()> {
+        let ui = Arc::new(Ui {
+            identity,
+            relay,
+            out,
+            token,
+            port: self.addr.port(),
+            opened: Mutex::new(HashMap::new()),
+        });
+        let app = router(ui);
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| Error::io(format!("the web client's listener failed: {e}")))
+    }
+}
+
+fn router(ui: Arc<Ui>) -> Router {
+    Router::new()
+        .route("/", get(inbox))
+        .route("/api/inbox", get(api_inbox))
+        .route("/envelope/{id}", get(envelope))
+        .route("/envelope/{id}/open", post(open))
+        .route("/envelope/{id}/content", get(content))
+        .route("/approvals", get(approvals))
+        .route("/approvals/{id}/approve", post(approve))
+        .route("/approvals/{id}/deny", post(deny))
+        .route("/grants", get(grants))
+        .route("/receipt", get(receipt_form).post(receipt_check))
+        .route("/static/style.css", get(style))
+        .route("/static/app.js", get(script))
+        .layer(axum::middleware::from_fn_with_state(ui.clone(), guard))
+        .with_state(ui)
+}
+
+/// Constant time in the bytes compared.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn refuse(status: StatusCode, why: &str) -> Response {
+    (status, Html(pages::message("Refused", why))).into_response()
+}
+
+/// Every request: Host, Origin, Sec-Fetch-Site, same-origin POSTs, then the token (in the URL
+/// once, then the cookie); every response: the security headers.
+async fn guard(State(ui): State<Arc<Ui>>, req: Request, next: Next) -> Response {
+    let mut response = match admit(&ui, &req) {
+        None => next.run(req).await,
+        Some(r) => r,
+    };
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    // same-origin, not no-referrer: under no-referrer a browser sends `Origin: null` on this
+    // page's own form POSTs, which the Origin check would refuse.
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        "cross-origin-resource-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    response
+}
+
+/// `None`: go on; `Some(r)`: answer `r` instead (a refusal, or the token's redirect).
+fn admit(ui: &Ui, req: &Request) -> Option<Response> {
+    let headers = req.headers();
+    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let ours = |host: &str| {
+        [
+            format!("127.0.0.1:{}", ui.port),
+            format!("localhost:{}", ui.port),
+        ]
+        .iter()
+        .any(|h| h == host)
+    };
+    if !text(header::HOST).is_some_and(ours) {
+        return Some(refuse(
+            StatusCode::FORBIDDEN,
+            "this server answers only to its own loopback address",
+        ));
+    }
+    let origin = text(header::ORIGIN);
+    if let Some(o) = origin {
+        if !o.strip_prefix("http://").is_some_and(ours) {
+            return Some(refuse(
+                StatusCode::FORBIDDEN,
+                "a request from another origin",
+            ));
+        }
+    }
+    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if site.is_some_and(|s| s != "same-origin" && s != "none") {
+        return Some(refuse(StatusCode::FORBIDDEN, "a cross-site request"));
+    }
+    if req.method() == Method::POST && origin.is_none() && site != Some("same-origin") {
+        return Some(refuse(
+            StatusCode::FORBIDDEN,
+            "a form must come from this page (no Origin or Sec-Fetch-Site)",
+        ));
+    }
+    let token = ui.token.as_bytes();
+    let from_query = req.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("token="))
+            .map(str::as_bytes)
+    });
+    if let Some(t) = from_query {
+        if !same(t, token) || req.method() != Method::GET {
+            return Some(refuse(StatusCode::UNAUTHORIZED, "a wrong token"));
+        }
+        let cookie = format!(
+            "{COOKIE}_{}={}; HttpOnly; SameSite=Strict; Path=/",
+            ui.port,
+            ui.token.as_str()
+        );
+        let mut r = Redirect::to(req.uri().path()).into_response();
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            r.headers_mut().insert(header::SET_COOKIE, v);
+        }
+        return Some(r);
+    }
+    let has_cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().strip_prefix(&format!("{COOKIE}_{}=", ui.port)))
+        .any(|t| same(t.as_bytes(), token));
+    if !has_cookie {
+        return Some(refuse(
+            StatusCode::UNAUTHORIZED,
+            "open the URL that `sealrelay ui` printed (it carries the token)",
+        ));
+    }
+    None
+}
+
+impl Ui {
+    async fn client(&self) -> Result<UserClient<'_>> {
+        UserClient::connect(&self.identity, &self.relay).await
+    }
+
+    fn opened(&self, id: &EnvelopeId) -> Option<Opened> {
+        self.opened.lock().ok().and_then(|m| m.get(id).cloned())
+    }
+}
+
+fn failed(e: &Error) -> Response {
+    (
+        StatusCode::BAD_GATEWAY,
+        Html(pages::message("Something went wrong", e.message())),
+    )
+        .into_response()
+}
+
+fn envelope_id(s: &str) -> Option<EnvelopeId> {
+    parse_hex(s).map(EnvelopeId).ok()
+}
+
+fn no_envelope() -> Response {
+    refuse(StatusCode::NOT_FOUND, "no such envelope")
+}
+
+async fn headers(ui: &Ui) -> Result<Vec<EnvelopeHeader>> {
+    let c = ui.client().await?;
+    let list = c.inbox_headers().await;
+    c.conn.close().await;
+    list
+}
+
+async fn inbox(State(ui): State<Arc<Ui>>) -> Response {
+    match headers(&ui).await {
+        Ok(list) => Html(pages::inbox(&list)).into_response(),
+        Err(e) => failed(&e),
+    }
+}
+
+async fn api_inbox(State(ui): State<Arc<Ui>>) -> Response {
+    match headers(&ui).await {
+        Ok(list) => {
+            let v: Vec<_> = list.iter().map(EnvelopeHeader::to_json).collect();
+            axum::Json(v).into_response()
+        }
+        Err(e) => failed(&e),
+    }
+}
+
+async fn envelope(State(ui): State<Arc<Ui>>, Path(id): Path<String>) -> Response {
+    let Some(id) = envelope_id(&id) else {
+        return no_envelope();
+    };
+    if let Some(o) = ui.opened(&id) {
+        let shown = pages::shown_text(&o);
+        return Html(pages::opened(&o, shown.as_deref())).into_response();
+    }
+    match headers(&ui).await {
+        Ok(list) => match list.into_iter().find(|h| h.envelope_id == id) {
+            Some(h) => Html(pages::header_page(&h)).into_response(),
+            None => refuse(StatusCode::NOT_FOUND, "no such envelope in your inbox"),
+        },
+        Err(e) => failed(&e),
+    }
+}
+
+/// Fetches, verifies and opens the envelope into the output directory, files the receipt.
+async fn open(State(ui): State<Arc<Ui>>, Path(id): Path<String>) -> Response {
+    let Some(id) = envelope_id(&id) else {
+        return no_envelope();
+    };
+    if ui.opened(&id).is_some() {
+        return Redirect::to(&format!("/envelope/{}", crate::ids::hex(id))).into_response();
+    }
+    match open_into(&ui, id).await {
+        Ok(o) => {
+            if let Ok(mut m) = ui.opened.lock() {
+                m.insert(id, o);
+            }
+            Redirect::to(&format!("/envelope/{}", crate::ids::hex(id))).into_response()
+        }
+        Err(e) => failed(&e),
+    }
+}
+
+async fn open_into(ui: &Ui, id: EnvelopeId) -> Result<Opened> {
+    std::fs::create_dir_all(&ui.out)
+        .map_err(|e| Error::io(format!("cannot create {}: {e}", ui.out.display())))?;
+    let path = ui.out.join(crate::ids::hex(id));
+    let c = ui.client().await?;
+    let mut file = crate::local::fs::Output::create(&path, 0o600)?;
+    let fetched = c.fetch(id, &ui.out, &mut file).await;
+    c.conn.close().await;
+    let fetched = fetched?;
+    let delivered = fetched.status == crate::core::grant::DeliveryStatus::Delivered;
+    if delivered {
+        file.commit()?;
+    }
+    let mut receipt = path.as_os_str().to_owned();
+    receipt.push(".receipt");
+    crate::local::fs::write_atomic(
+        std::path::Path::new(&receipt),
+        fetched.receipt_file.to_json().as_bytes(),
+        crate::local::fs::PUBLIC_MODE,
+        true,
+    )?;
+    Ok(Opened {
+        header: fetched.header,
+        delivered,
+        plaintext_len: fetched.plaintext_len,
+        problem: fetched.problem,
+        receipt_index: fetched.event_index,
+        tree_size: fetched.receipt_file.tree_size,
+        path,
+    })
+}
+
+async fn content(State(ui): State<Arc<Ui>>, Path(id): Path<String>) -> Response {
+    let Some(id) = envelope_id(&id) else {
+        return no_envelope();
+    };
+    let Some(o) = ui.opened(&id).filter(|o| o.delivered) else {
+        return refuse(StatusCode::NOT_FOUND, "open the envelope first");
+    };
+    let file = match tokio::fs::File::open(&o.path).await {
+        Ok(f) => f,
+        Err(e) => return failed(&Error::io(format!("cannot read the opened file: {e}"))),
+    };
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"{}.bin\"",
+        crate::ids::hex(id)
+    )) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    r
+}
+
+async fn approvals(State(ui): State<Arc<Ui>>) -> Response {
+    let list = async {
+        let c = ui.client().await?;
+        let l = c.pending_with_classification().await;
+        c.conn.close().await;
+        l
+    };
+    match list.await {
+        Ok(l) => Html(pages::approvals(&l, None)).into_response(),
+        Err(e) => failed(&e),
+    }
+}
+
+#[derive(Deserialize)]
+struct DenyForm {
+    #[serde(default)]
+    reason: String,
+}
+
+fn grant_id(s: &str) -> Option<GrantId> {
+    parse_hex(s).map(GrantId).ok()
+}
+
+async fn decide(ui: &Ui, id: GrantId, deny: Option<&str>) -> Response {
+    let done = async {
+        let c = ui.client().await?;
+        let r = match deny {
+            None => c
+                .approve(id)
+                .await
+                .map(|g| format!("Approved: {}", pages::grant_line(&g))),
+            Some(reason) => c
+                .deny(id, reason)
+                .await
+                .map(|g| format!("Denied: {}", pages::grant_line(&g))),
+        };
+        let list = c.pending_with_classification().await;
+        c.conn.close().await;
+        Ok::<_, Error>((r?, list?))
+    };
+    match done.await {
+        Ok((said, list)) => Html(pages::approvals(&list, Some(&said))).into_response(),
+        Err(e) => failed(&e),
+    }
+}
+
+async fn approve(State(ui): State<Arc<Ui>>, Path(id): Path<String>) -> Response {
+    match grant_id(&id) {
+        Some(id) => decide(&ui, id, None).await,
+        None => refuse(StatusCode::NOT_FOUND, "no such grant"),
+    }
+}
+
+async fn deny(
+    State(ui): State<Arc<Ui>>,
+    Path(id): Path<String>,
+    Form(form): Form<DenyForm>,
+) -> Response {
+    match grant_id(&id) {
+        Some(id) => decide(&ui, id, Some(form.reason.trim())).await,
+        None => refuse(StatusCode::NOT_FOUND, "no such grant"),
+    }
+}
+
+async fn grants(State(ui): State<Arc<Ui>>) -> Response {
+    let list = async {
+        let c = ui.client().await?;
+        let l = c.my_grants().await;
+        c.conn.close().await;
+        l
+    };
+    match list.await {
+        Ok(l) => Html(pages::grants(&l)).into_response(),
+        Err(e) => failed(&e),
+    }
+}
+
+async fn receipt_form() -> Response {
+    Html(pages::receipt(None)).into_response()
+}
+
+#[derive(Deserialize)]
+struct ReceiptForm {
+    receipt: String,
+}
+
+/// Verifies a pasted receipt file offline, with the keys this identity pinned.
+async fn receipt_check(State(ui): State<Arc<Ui>>, Form(form): Form<ReceiptForm>) -> Response {
+    let verdict = (|| {
+        let authority = ui
+            .identity
+            .authority
+            .as_ref()
+            .ok_or_else(|| Error::bad_input("this identity pins no authority"))?;
+        let log = ui
+            .identity
+            .log_key
+            .as_ref()
+            .ok_or_else(|| Error::bad_input("this identity trusts no log key"))?;
+        let file = crate::core::receipt_file::ReceiptFile::from_json(form.receipt.as_bytes())?;
+        file.verify(&authority.key, log)
+    })();
+    let said = match verdict {
+        Ok(v) => Ok(format!(
+            "Verified: envelope {} {} to {}, log entry {} of {} under a checkpoint signed by {}.",
+            crate::ids::hex(v.receipt.envelope_id),
+            v.receipt.status.as_str(),
+            v.receipt.user,
+            v.leaf_index,
+            v.checkpoint.size,
+            v.checkpoint.origin
+        )),
+        Err(e) => Err(format!("Does not verify: {}", e.message())),
+    };
+    Html(pages::receipt(Some(said))).into_response()
+}
+
+async fn style() -> Response {
+    asset("text/css; charset=utf-8", include_str!("assets/style.css"))
+}
+
+async fn script() -> Response {
+    asset(
+        "text/javascript; charset=utf-8",
+        include_str!("assets/app.js"),
+    )
+}
+
+fn asset(kind: &'static str, body: &'static str) -> Response {
+    let mut r = body.into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    r
+}
+
+/// A fresh random token (32 bytes, hex).
+pub fn random_token() -> Result<Zeroizing<String>> {
+    crate::mcp::http::random_token()
+}

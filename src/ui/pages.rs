@@ -1,0 +1,287 @@
+//! Server-rendered pages: every value escaped, no inline script or style, readable without
+//! JavaScript, every action a link, a button or a form field (reachable by keyboard).
+
+use crate::client::{EnvelopeHeader, MyGrant, OpenGrant};
+use crate::clock;
+use crate::ids::hex;
+
+use super::{Opened, SHOW_MAX};
+
+/// HTML-escapes text for element content and quoted attributes.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn page(title: &str, body: &str, script: bool) -> String {
+    let script = if script {
+        "<script src=\"/static/app.js\" defer></script>"
+    } else {
+        ""
+    };
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>{t} · sealrelay</title><link rel=\"stylesheet\" href=\"/static/style.css\">{script}</head>\
+<body><header><nav aria-label=\"sealrelay\"><strong>sealrelay</strong> \
+<a href=\"/\">Inbox</a> <a href=\"/approvals\">Approvals</a> <a href=\"/grants\">My grants</a> \
+<a href=\"/receipt\">Check a receipt</a></nav></header><main><h1>{t}</h1>{body}</main></body></html>",
+        t = esc(title)
+    )
+}
+
+/// A page with one message (errors, refusals).
+pub fn message(title: &str, text: &str) -> String {
+    page(
+        title,
+        &format!("<p class=\"note\">{}</p>", esc(text)),
+        false,
+    )
+}
+
+fn status_cell(h: &EnvelopeHeader) -> String {
+    match &h.problem {
+        None => "<span class=\"ok\">verified</span>".to_owned(),
+        Some(p) => format!(
+            "<span class=\"bad\">unverifiable</span>: {} <em>(it will not be opened)</em>",
+            esc(p)
+        ),
+    }
+}
+
+fn approver(h: &EnvelopeHeader) -> String {
+    match (&h.approver, h.approved_at) {
+        (Some(a), Some(t)) => format!("{} at {}", esc(&a.to_string()), clock::rfc3339(t)),
+        _ => "none".to_owned(),
+    }
+}
+
+fn agent(h: &EnvelopeHeader) -> String {
+    h.agent
+        .as_ref()
+        .map_or_else(|| "?".to_owned(), |a| esc(&a.to_string()))
+}
+
+/// The inbox: who, what, why and the verification status of each envelope.
+pub fn inbox(list: &[EnvelopeHeader]) -> String {
+    let mut rows = String::new();
+    for h in list {
+        let id = hex(h.envelope_id);
+        rows.push_str(&format!(
+            "<tr data-envelope=\"{id}\"><td><a href=\"/envelope/{id}\">{short}</a></td><td>{agent}</td><td>{res}</td><td>{purpose}</td>\
+<td>{asked}</td><td>{approver}</td><td>{bytes}</td><td>{received}</td><td>{status}</td></tr>",
+            short = &id[..12],
+            agent = agent(h),
+            res = esc(&h.resource),
+            purpose = esc(&h.purpose),
+            asked = clock::rfc3339(h.asked),
+            approver = approver(h),
+            bytes = h.length,
+            received = clock::rfc3339(h.received_at),
+            status = status_cell(h),
+        ));
+    }
+    let empty = if list.is_empty() {
+        "<p id=\"empty\">Your inbox is empty.</p>"
+    } else {
+        ""
+    };
+    page(
+        "Inbox",
+        &format!(
+            "<p>What agents sent you, sealed to your key. Check who sent it, for what and why before you open it.</p>{empty}\
+<table id=\"inbox\"><thead><tr><th scope=\"col\">Envelope</th><th scope=\"col\">From (agent)</th><th scope=\"col\">Resource</th>\
+<th scope=\"col\">Purpose</th><th scope=\"col\">Asked</th><th scope=\"col\">Approved by</th><th scope=\"col\">Bytes</th>\
+<th scope=\"col\">Received</th><th scope=\"col\">Verification</th></tr></thead><tbody>{rows}</tbody></table>\
+<p class=\"hint\">New envelopes appear here as they arrive (or reload the page).</p>"
+        ),
+        true,
+    )
+}
+
+fn header_table(h: &EnvelopeHeader) -> String {
+    format!(
+        "<dl class=\"header\"><dt>Envelope</dt><dd>{id}</dd><dt>From (agent)</dt><dd>{agent}</dd>\
+<dt>Resource</dt><dd>{res}</dd><dt>Purpose</dt><dd>{purpose}</dd><dt>Asked</dt><dd>{asked}</dd>\
+<dt>Approved by</dt><dd>{approver}</dd><dt>Size</dt><dd>{bytes} bytes</dd><dt>Received</dt><dd>{received}</dd>\
+<dt>Verification</dt><dd id=\"verification\">{status}</dd></dl>",
+        id = hex(h.envelope_id),
+        agent = agent(h),
+        res = esc(&h.resource),
+        purpose = esc(&h.purpose),
+        asked = clock::rfc3339(h.asked),
+        approver = approver(h),
+        bytes = h.length,
+        received = clock::rfc3339(h.received_at),
+        status = status_cell(h),
+    )
+}
+
+/// An envelope before it is opened: the header, and the button to open it (when it verifies).
+pub fn header_page(h: &EnvelopeHeader) -> String {
+    let action = if h.verified() {
+        format!(
+            "<form method=\"post\" action=\"/envelope/{}/open\"><button id=\"open\" type=\"submit\">Open: fetch, verify, decrypt here, and sign a receipt</button></form>",
+            hex(h.envelope_id)
+        )
+    } else {
+        "<p class=\"bad\">This envelope does not verify and will not be opened. Fetching it with \
+`sealrelay fetch` files an <code>undecryptable</code> receipt.</p>"
+            .to_owned()
+    };
+    page("Envelope", &format!("{}{action}", header_table(h)), false)
+}
+
+/// The plaintext to show in the page: UTF-8 text up to [`SHOW_MAX`] bytes, else nothing.
+pub fn shown_text(o: &Opened) -> Option<String> {
+    if !o.delivered || o.plaintext_len > SHOW_MAX {
+        return None;
+    }
+    let bytes = std::fs::read(&o.path).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// An opened envelope: the header, the content (escaped text or a download), the receipt.
+pub fn opened(o: &Opened, text: Option<&str>) -> String {
+    let id = hex(o.header.envelope_id);
+    let content = match (o.delivered, text) {
+        (true, Some(t)) => format!(
+            "<h2>Content</h2><pre id=\"content\">{}</pre><p><a href=\"/envelope/{id}/content\">Download</a></p>",
+            esc(t)
+        ),
+        (true, None) => format!(
+            "<h2>Content</h2><p>{} bytes that are not shown as text. <a id=\"download\" href=\"/envelope/{id}/content\">Download</a></p>",
+            o.plaintext_len
+        ),
+        (false, _) => format!(
+            "<h2>Not opened</h2><p class=\"bad\">{}</p>",
+            esc(o.problem.as_deref().unwrap_or("it could not be opened"))
+        ),
+    };
+    let receipt = format!(
+        "<h2>Receipt</h2><p id=\"receipt\">Your signed <strong>{}</strong> receipt is entry <strong>{}</strong> of the relay's log (tree size {}), its inclusion proof verified. Saved beside the content as <code>{}.receipt</code>.</p>",
+        if o.delivered { "delivered" } else { "undecryptable" },
+        o.receipt_index,
+        o.tree_size,
+        esc(&o.path.display().to_string()),
+    );
+    page(
+        "Envelope",
+        &format!("{}{content}{receipt}", header_table(&o.header)),
+        false,
+    )
+}
+
+/// One line about a grant, for messages.
+pub fn grant_line(g: &OpenGrant) -> String {
+    format!(
+        "{} asked {} for {} ({})",
+        g.grant.user, g.grant.agent, g.grant.resource, g.grant.purpose
+    )
+}
+
+/// Grants awaiting this approver: the whole grant, and approve or deny.
+pub fn approvals(list: &[(OpenGrant, u8)], said: Option<&str>) -> String {
+    let mut body = String::new();
+    if let Some(s) = said {
+        body.push_str(&format!("<p class=\"note\" id=\"said\">{}</p>", esc(s)));
+    }
+    if list.is_empty() {
+        body.push_str("<p>No grants await your approval.</p>");
+    }
+    for (g, class) in list {
+        let id = hex(g.grant.grant_id);
+        body.push_str(&format!(
+            "<section class=\"grant\" data-grant=\"{id}\"><h2>{res}</h2><dl><dt>Grant</dt><dd>{id}</dd>\
+<dt>Requester</dt><dd>{user}</dd><dt>Agent</dt><dd>{agent}</dd><dt>Resource</dt><dd>{res}</dd>\
+<dt>Purpose</dt><dd>{purpose}</dd><dt>Classification</dt><dd>{class}</dd><dt>Asked</dt><dd>{asked}</dd>\
+<dt>Expires</dt><dd>{expires}</dd><dt>Max bytes</dt><dd>{max}</dd><dt>SHA-256</dt><dd><code>{digest}</code></dd></dl>\
+<form method=\"post\" action=\"/approvals/{id}/approve\"><button type=\"submit\" class=\"approve\">Approve</button></form>\
+<form method=\"post\" action=\"/approvals/{id}/deny\"><label for=\"reason-{id}\">Reason</label> \
+<input id=\"reason-{id}\" name=\"reason\" maxlength=\"512\"> <button type=\"submit\" class=\"deny\">Deny</button></form></section>",
+            res = esc(&g.grant.resource),
+            user = esc(&g.grant.user.to_string()),
+            agent = esc(&g.grant.agent.to_string()),
+            purpose = esc(&g.grant.purpose),
+            asked = clock::rfc3339(g.grant.created),
+            expires = clock::rfc3339(g.grant.expires),
+            max = g.grant.max_bytes,
+            digest = hex(crate::core::directory::sha256(&g.grant.encode())),
+        ));
+    }
+    page("Approvals", &body, false)
+}
+
+/// The grants this user made: open, sent, delivered, expired, denied.
+pub fn grants(list: &[MyGrant]) -> String {
+    let mut rows = String::new();
+    for g in list {
+        rows.push_str(&format!(
+            "<tr><td>{id}</td><td>{agent}</td><td>{res}</td><td>{purpose}</td><td>{asked}</td><td>{expires}</td>\
+<td>{state}</td><td>{decided}</td><td>{envelope}</td><td>{receipt}</td></tr>",
+            id = &hex(g.grant.grant_id)[..12],
+            agent = esc(&g.grant.agent.to_string()),
+            res = esc(&g.grant.resource),
+            purpose = esc(&g.grant.purpose),
+            asked = clock::rfc3339(g.grant.created),
+            expires = clock::rfc3339(g.grant.expires),
+            state = g.progress.as_str(),
+            decided = g
+                .decided_by
+                .as_ref()
+                .map_or_else(String::new, |d| esc(&d.to_string())),
+            envelope = g.envelope_id.map_or_else(String::new, |e| hex(e)[..12].to_owned()),
+            receipt = g
+                .receipt_index
+                .map_or_else(String::new, |i| format!("log entry {i}")),
+        ));
+    }
+    page(
+        "My grants",
+        &format!(
+            "<table id=\"grants\"><thead><tr><th scope=\"col\">Grant</th><th scope=\"col\">Agent</th><th scope=\"col\">Resource</th>\
+<th scope=\"col\">Purpose</th><th scope=\"col\">Asked</th><th scope=\"col\">Expires</th><th scope=\"col\">State</th>\
+<th scope=\"col\">Approved or denied by</th><th scope=\"col\">Envelope</th><th scope=\"col\">Receipt</th></tr></thead><tbody>{rows}</tbody></table>"
+        ),
+        false,
+    )
+}
+
+/// The receipt check: paste a receipt file, verified offline with this identity's keys.
+pub fn receipt(said: Option<Result<String, String>>) -> String {
+    let result = match said {
+        None => String::new(),
+        Some(Ok(s)) => format!("<p class=\"ok\" id=\"verdict\">{}</p>", esc(&s)),
+        Some(Err(s)) => format!("<p class=\"bad\" id=\"verdict\">{}</p>", esc(&s)),
+    };
+    page(
+        "Check a receipt",
+        &format!(
+            "{result}<form method=\"post\" action=\"/receipt\"><label for=\"receipt\">A receipt file (JSON), as `fetch` saves it</label>\
+<textarea id=\"receipt\" name=\"receipt\" rows=\"12\" required></textarea><button type=\"submit\">Verify offline</button></form>\
+<p class=\"hint\">Checked here with the authority and log keys your identity pins; nothing is sent to the relay.</p>"
+        ),
+        false,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escaping_covers_markup_and_quotes() {
+        assert_eq!(
+            super::esc("<script>alert('x') & \"y\"</script>"),
+            "&lt;script&gt;alert(&#39;x&#39;) &amp; &quot;y&quot;&lt;/script&gt;"
+        );
+    }
+}

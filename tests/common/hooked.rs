@@ -1,0 +1,159 @@
+//! A store for tests that attack the relay from below: it delegates to redb, refuses every
+//! transaction once `fail` is set (an I/O error), and serves the envelope named in `tamper`
+//! with one bit of its agent-signed statement's signature flipped (a corrupted or malicious
+//! store: the user's client must notice).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sealrelay::core::store::{EnvelopeRecord, Store};
+use sealrelay::ids::EnvelopeId;
+
+pub struct Hooked {
+    pub inner: sealrelay::store::redb::RedbStore,
+    pub fail: Arc<AtomicBool>,
+    pub tamper: Arc<Mutex<Option<EnvelopeId>>>,
+}
+
+impl Hooked {
+    pub fn in_memory() -> Hooked {
+        Hooked {
+            inner: sealrelay::store::redb::RedbStore::in_memory().unwrap(),
+            fail: Arc::default(),
+            tamper: Arc::default(),
+        }
+    }
+
+    fn served(&self, mut e: EnvelopeRecord) -> EnvelopeRecord {
+        if *self.tamper.lock().unwrap() == Some(e.envelope_id) {
+            e.statement.signature[0] ^= 1;
+        }
+        e
+    }
+}
+
+impl Store for Hooked {
+    fn apply(
+        &self,
+        ops: &[sealrelay::core::store::WriteOp],
+    ) -> sealrelay::Result<Vec<sealrelay::core::store::OpResult>> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(sealrelay::Error::io("disk full (injected)"));
+        }
+        self.inner.apply(ops)
+    }
+    fn directory(
+        &self,
+    ) -> sealrelay::Result<(
+        Vec<sealrelay::core::store::StoredSigned>,
+        Vec<sealrelay::core::store::StoredSigned>,
+    )> {
+        self.inner.directory()
+    }
+    fn grant(
+        &self,
+        id: &sealrelay::ids::GrantId,
+    ) -> sealrelay::Result<Option<sealrelay::core::store::GrantRecord>> {
+        self.inner.grant(id)
+    }
+    fn grants_by(
+        &self,
+        user: &sealrelay::ids::SpiffeId,
+        after: Option<&sealrelay::ids::GrantId>,
+        limit: usize,
+    ) -> sealrelay::Result<Vec<sealrelay::core::store::GrantRecord>> {
+        self.inner.grants_by(user, after, limit)
+    }
+    fn open_grants_for(
+        &self,
+        agent: &sealrelay::ids::SpiffeId,
+        after: Option<&sealrelay::ids::GrantId>,
+        limit: usize,
+    ) -> sealrelay::Result<Vec<sealrelay::core::store::GrantRecord>> {
+        self.inner.open_grants_for(agent, after, limit)
+    }
+    fn envelope(
+        &self,
+        id: &sealrelay::ids::EnvelopeId,
+    ) -> sealrelay::Result<Option<sealrelay::core::store::EnvelopeRecord>> {
+        Ok(self.inner.envelope(id)?.map(|e| self.served(e)))
+    }
+    fn delivery(
+        &self,
+        id: &sealrelay::ids::EnvelopeId,
+    ) -> sealrelay::Result<Option<sealrelay::core::store::DeliveryRecord>> {
+        self.inner.delivery(id)
+    }
+    fn inbox(
+        &self,
+        user: &sealrelay::ids::SpiffeId,
+        after: Option<&sealrelay::ids::EnvelopeId>,
+        limit: usize,
+    ) -> sealrelay::Result<Vec<sealrelay::core::store::EnvelopeRecord>> {
+        Ok(self
+            .inner
+            .inbox(user, after, limit)?
+            .into_iter()
+            .map(|e| self.served(e))
+            .collect())
+    }
+    fn inline_body(&self, id: &sealrelay::ids::EnvelopeId) -> sealrelay::Result<Option<Vec<u8>>> {
+        self.inner.inline_body(id)
+    }
+    fn envelope_ids(&self) -> sealrelay::Result<Vec<sealrelay::ids::EnvelopeId>> {
+        self.inner.envelope_ids()
+    }
+    fn events(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> sealrelay::Result<Vec<(u64, sealrelay::core::store::Event)>> {
+        self.inner.events(from, limit)
+    }
+    fn event_count(&self) -> sealrelay::Result<u64> {
+        self.inner.event_count()
+    }
+    fn log_size(&self) -> u64 {
+        self.inner.log_size()
+    }
+    fn quarantined(&self) -> sealrelay::Result<Vec<(String, String)>> {
+        self.inner.quarantined()
+    }
+    fn pending_approvals(
+        &self,
+        after: Option<&sealrelay::ids::GrantId>,
+        limit: usize,
+    ) -> sealrelay::Result<Vec<sealrelay::core::store::GrantRecord>> {
+        self.inner.pending_approvals(after, limit)
+    }
+    fn usage(
+        &self,
+        party: &sealrelay::ids::SpiffeId,
+    ) -> sealrelay::Result<sealrelay::core::store::Usage> {
+        self.inner.usage(party)
+    }
+    fn expired_grants(
+        &self,
+        now: u64,
+        limit: usize,
+    ) -> sealrelay::Result<Vec<sealrelay::ids::GrantId>> {
+        self.inner.expired_grants(now, limit)
+    }
+    fn log_root(&self, size: u64) -> sealrelay::Result<sealrelay::core::tlog::Hash> {
+        self.inner.log_root(size)
+    }
+    fn inclusion_proof(
+        &self,
+        i: u64,
+        size: u64,
+    ) -> sealrelay::Result<Vec<sealrelay::core::tlog::Hash>> {
+        self.inner.inclusion_proof(i, size)
+    }
+    fn consistency_proof(
+        &self,
+        a: u64,
+        b: u64,
+    ) -> sealrelay::Result<Vec<sealrelay::core::tlog::Hash>> {
+        self.inner.consistency_proof(a, b)
+    }
+}
