@@ -1,6 +1,6 @@
 //! Signed statements (grants, approvals, denials, receipts, submissions, enrollment requests,
-//! directory entries, revocations): the JSON envelope and each canonical binary body. A body that decodes
-//! re-encodes to exactly the same bytes (one encoding per value: no malleability).
+//! directory entries, revocations): the JSON envelope and each canonical binary body. A body
+//! that decodes re-encodes to exactly the same bytes (one encoding per value: no malleability).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
