@@ -160,7 +160,7 @@ async fn submissions(
             let grants = client.grants().await.or_fail("grants");
             let mut prepared = Vec::new();
             for g in grants {
-                let recipient: age::x25519::Recipient = g
+                let recipient: sealrelay::core::envelope::keys::AgeRecipient = g
                     .user_entry
                     .age_recipient
                     .as_deref()
@@ -478,7 +478,7 @@ fn main() {
                 .unwrap_or_else(|| fail("grant"));
             // Seal to a file first (not timed), then time the upload and the download.
             let path = scratch.join("big.age");
-            let recipient: age::x25519::Recipient = g
+            let recipient: sealrelay::core::envelope::keys::AgeRecipient = g
                 .user_entry
                 .age_recipient
                 .as_deref()

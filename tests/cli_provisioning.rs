@@ -159,9 +159,16 @@ fn provision_import_verify_and_certificates() {
         "{relay}"
     );
 
-    // The identity file is also a plain age identity: Go's age-keygen reads its recipient.
+    // The identity file is also a plain age identity: Go's age-keygen reads its recipient
+    // (Debian's age 1.1 knows X25519 keys only; hybrid keys need age 1.3 or later).
+    ok_in(
+        dir,
+        &[
+            "keys", "gen", "--name", "carol", "--kind", "user", "--out", "carol.id", "--x25519",
+        ],
+    );
     let y = std::process::Command::new("age-keygen")
-        .args(["-y", "alice.id"])
+        .args(["-y", "carol.id"])
         .current_dir(dir)
         .output();
     if let Ok(y) = y {

@@ -1,6 +1,8 @@
-//! The relay's envelope validator: what it must refuse and accept, plus property tests of the
-//! header codec (parse → serialize → identical) and of the validator (never panics; whatever
-//! it accepts has a parseable header and a valid STREAM length).
+//! The relay's envelope validator: what it must refuse and accept (one post-quantum hybrid
+//! stanza by default, parsed strictly; one X25519 stanza only where the relay allows it; never a
+//! mixture), plus property tests of the header codec (parse → serialize → identical) and of the
+//! validator (never panics; whatever it accepts has a parseable header and a valid STREAM
+//! length).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -13,7 +15,9 @@ use proptest::prelude::*;
 use ring::rand::{SecureRandom, SystemRandom};
 use sealrelay::core::envelope::header::{Header, Stanza};
 use sealrelay::core::envelope::stream::sealed_len;
-use sealrelay::core::envelope::validate::{validate_reader, EnvelopeValidator};
+use sealrelay::core::envelope::validate::{
+    validate_reader, validate_reader_with, EnvelopeValidator,
+};
 
 fn random(n: usize) -> Vec<u8> {
     let mut v = vec![0u8; n];
@@ -25,6 +29,15 @@ fn x25519_stanza() -> Stanza {
     Stanza {
         tag: "X25519".into(),
         args: vec![base64::engine::general_purpose::STANDARD_NO_PAD.encode(random(32))],
+        body: random(32),
+    }
+}
+
+/// A hybrid stanza of the right shape: a 1120-byte enc, a 32-byte body.
+fn hybrid_stanza() -> Stanza {
+    Stanza {
+        tag: "mlkem768x25519".into(),
+        args: vec![base64::engine::general_purpose::STANDARD_NO_PAD.encode(random(1120))],
         body: random(32),
     }
 }
@@ -54,6 +67,13 @@ fn validate(bytes: &[u8]) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// As a relay with `require_post_quantum = false` validates.
+fn validate_allowing_x25519(bytes: &[u8]) -> Result<(), String> {
+    validate_reader_with(&mut &bytes[..], true)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 #[track_caller]
 fn refused(bytes: &[u8], needle: &str) {
     let err = validate(bytes).expect_err("validator accepted it");
@@ -62,10 +82,44 @@ fn refused(bytes: &[u8], needle: &str) {
 
 #[test]
 fn refuses_what_is_not_a_single_recipient_envelope() {
+    // Two hybrid stanzas do not even fit the header cap; two X25519 stanzas are two recipients.
     refused(
-        &forge(vec![x25519_stanza(), x25519_stanza()], 100),
-        "more than one X25519",
+        &forge(vec![hybrid_stanza(), hybrid_stanza()], 100),
+        "longer than",
     );
+    let two = forge(vec![x25519_stanza(), x25519_stanza()], 100);
+    assert!(validate_allowing_x25519(&two)
+        .unwrap_err()
+        .contains("more than one recipient stanza"));
+    // X25519: refused while post-quantum is required, in one line that says what to do; taken
+    // where the relay allows it; never mixed with a hybrid stanza.
+    let classic = forge(vec![x25519_stanza()], 100);
+    refused(&classic, "requires post-quantum recipients");
+    assert!(!validate(&classic).unwrap_err().contains('\n'));
+    validate_allowing_x25519(&classic).unwrap();
+    let mixed = forge(vec![hybrid_stanza(), x25519_stanza()], 100);
+    refused(&mixed, "mixes a post-quantum and an X25519 recipient");
+    assert!(validate_allowing_x25519(&mixed).is_err());
+    // A hybrid stanza is parsed strictly (the CCTV header failures).
+    let mut extra = hybrid_stanza();
+    extra.args.push("x".into());
+    refused(&forge(vec![extra], 100), "exactly two arguments");
+    let mut short = hybrid_stanza();
+    short.args = vec![base64::engine::general_purpose::STANDARD_NO_PAD.encode(random(1119))];
+    refused(&forge(vec![short], 100), "not 1120");
+    let mut body_len = hybrid_stanza();
+    body_len.body = random(33);
+    refused(&forge(vec![body_len], 100), "body is 33 bytes");
+    let mut not_canonical = hybrid_stanza();
+    not_canonical.args[0].pop();
+    not_canonical.args[0].push('B');
+    let last = not_canonical.args[0].clone();
+    if base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(&last)
+        .is_ok()
+    {
+        refused(&forge(vec![not_canonical], 100), "not canonical base64");
+    }
     let scrypt = Stanza {
         tag: "scrypt".into(),
         args: vec!["c2FsdHNhbHRzYWx0c2FsdA".into(), "18".into()],
@@ -81,21 +135,21 @@ fn refuses_what_is_not_a_single_recipient_envelope() {
         body: random(32),
     };
     refused(
-        &forge(vec![x25519_stanza(), plugin], 100),
+        &forge(vec![hybrid_stanza(), plugin], 100),
         "\"piv-p256\" stanza is not allowed",
     );
     refused(
-        &forge(vec![x25519_stanza(), grease(10), grease(20)], 100),
+        &forge(vec![hybrid_stanza(), grease(10), grease(20)], 100),
         "more than one grease",
     );
     refused(
-        &forge(vec![x25519_stanza(), grease(600)], 100),
+        &forge(vec![hybrid_stanza(), grease(200)], 100),
         "larger than the age crate",
     );
-    refused(&forge(vec![grease(10)], 100), "no X25519 stanza");
+    refused(&forge(vec![grease(10)], 100), "no recipient stanza");
     // Plaintext behind a forged header, short and long.
     let mut forged = Header {
-        stanzas: vec![x25519_stanza()],
+        stanzas: vec![hybrid_stanza()],
         mac: [3u8; 32],
     }
     .to_bytes();
@@ -105,7 +159,7 @@ fn refuses_what_is_not_a_single_recipient_envelope() {
     forged.extend_from_slice(&text[..len.min(text.len())]);
     refused(&forged, "not ciphertext");
     let mut short = Header {
-        stanzas: vec![x25519_stanza()],
+        stanzas: vec![hybrid_stanza()],
         mac: [3u8; 32],
     }
     .to_bytes();
@@ -113,15 +167,15 @@ fn refuses_what_is_not_a_single_recipient_envelope() {
         .extend_from_slice(b"0123456789abcdef{\"ssn\":\"123-45-6789\",\"name\":\"Alice Example\"}");
     refused(&short, "not ciphertext");
     // Lengths that cannot be a STREAM.
-    let mut bad = forge(vec![x25519_stanza()], 65_536 + 100);
+    let mut bad = forge(vec![hybrid_stanza()], 65_536 + 100);
     bad.truncate(bad.len() - 108); // 1 full chunk, then an 8-byte "final chunk" (shorter than a tag)
     refused(&bad, "cannot be an age STREAM");
-    let mut bad = forge(vec![x25519_stanza()], 65_536 + 100);
+    let mut bad = forge(vec![hybrid_stanza()], 65_536 + 100);
     bad.truncate(bad.len() - 116 + 16); // 1 full chunk, then an empty final chunk
     refused(&bad, "cannot be an age STREAM");
     refused(&bad, "cannot be an age STREAM");
     let mut no_nonce = Header {
-        stanzas: vec![x25519_stanza()],
+        stanzas: vec![hybrid_stanza()],
         mac: [3u8; 32],
     }
     .to_bytes();
@@ -143,7 +197,17 @@ fn accepts_ours_and_the_age_crates_output() {
         let pt = common::pattern(size, 3);
         let mut ours = Vec::new();
         sealrelay::core::envelope::seal(&recipient, &mut pt.as_slice(), &mut ours, 2).unwrap();
-        validate(&ours).unwrap();
+        validate_allowing_x25519(&ours).unwrap();
+        assert!(
+            validate(&ours).is_err(),
+            "X25519 taken while post-quantum is required"
+        );
+        // The hybrid recipient (the default for users).
+        let pq = sealrelay::core::envelope::keys::AgeIdentity::generate(false).unwrap();
+        let mut hybrid = Vec::new();
+        sealrelay::core::envelope::seal(&pq.to_public(), &mut pt.as_slice(), &mut hybrid, 2)
+            .unwrap();
+        validate(&hybrid).unwrap();
         // The age crate adds a random grease stanza: try it several times.
         for _ in 0..8 {
             let enc =
@@ -153,14 +217,14 @@ fn accepts_ours_and_the_age_crates_output() {
             let mut w = enc.wrap_output(&mut theirs).unwrap();
             w.write_all(&pt).unwrap();
             w.finish().unwrap();
-            validate(&theirs).unwrap();
+            validate_allowing_x25519(&theirs).unwrap();
         }
     }
 }
 
 #[test]
 fn validator_gives_the_same_answer_whatever_the_split() {
-    let env = forge(vec![x25519_stanza(), grease(50)], 200_000);
+    let env = forge(vec![hybrid_stanza(), grease(50)], 200_000);
     for split in [1usize, 7, 100, 4096, 65_536] {
         let mut v = EnvelopeValidator::new();
         for piece in env.chunks(split) {
@@ -208,7 +272,7 @@ proptest! {
 
     #[test]
     fn validator_never_panics_and_accepts_only_valid_shapes(data in proptest::collection::vec(any::<u8>(), 0..3000), prefix in any::<bool>()) {
-        let mut input = if prefix { Header { stanzas: vec![x25519_stanza()], mac: [1u8; 32] }.to_bytes() } else { Vec::new() };
+        let mut input = if prefix { Header { stanzas: vec![hybrid_stanza()], mac: [1u8; 32] }.to_bytes() } else { Vec::new() };
         input.extend(data);
         if let Ok(shape) = validate_reader(&mut input.as_slice()) {
             let (h, n) = Header::parse(&mut input.as_slice()).unwrap();

@@ -9,6 +9,7 @@ use std::process::Command;
 
 use sealrelay::client::{AdminClient, AgentClient, GrantRequest, UserClient};
 use sealrelay::core::directory::Attributes;
+use sealrelay::core::envelope::keys::AgeRecipient;
 use sealrelay::core::grant::DeliveryStatus;
 use sealrelay::core::policy::{
     Action, Authorizer, CedarPolicy, Context, Decision, Principal, Target, DEFAULT_CATALOG,
@@ -362,7 +363,7 @@ async fn agent_sealing_to_the_wrong_key_is_quarantined_then_released_and_the_kil
     let bot = AgentClient::connect(&w.ids[3], &w.addr).await.unwrap();
     let mut n = 0;
     // Sealed to another user's key: only the requester's client can tell.
-    let mut wrong_key = async |user: &UserClient<'_>, wrong: &age::x25519::Recipient| {
+    let mut wrong_key = async |user: &UserClient<'_>, wrong: &AgeRecipient| {
         n += 1;
         user.grant(&req(&format!("tickets/{n}"))).await.unwrap();
         let g = bot.grants().await.unwrap().into_iter().next().unwrap();

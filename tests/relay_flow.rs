@@ -210,7 +210,7 @@ fn nothing_stored(w: &World) {
 }
 
 fn seal_for(user: &Identity, data: &[u8]) -> Vec<u8> {
-    let recipient: age::x25519::Recipient = user.age_identity.as_ref().unwrap().to_public();
+    let recipient = user.age_identity.as_ref().unwrap().to_public();
     let mut out = Vec::new();
     sealrelay::core::envelope::seal(&recipient, &mut &data[..], &mut out, 1).unwrap();
     out
@@ -258,7 +258,19 @@ async fn bad_bodies_expired_grants_and_races() {
     // A body that is not a valid single-recipient age file: plaintext behind a forged header,
     // a file sealed to two recipients, and plain garbage.
     let g = alice.grant(&grant_req("tickets/3")).await.unwrap();
-    let mut forged = b"age-encryption.org/v1\n-> X25519 TEiF0ypqr+bpvcqXNyCVJpL7OuwPdVwPL7KQEbFDOCc\nhjabGXwSLQ9c3S6Lw2i+S2Tu2fiwQHHslbBN6B41FLE\n--- WyJp9F/9FOZh7gJdheq2WIJcwHgYc8NIVh3ddwhrcNg\n".to_vec();
+    // A header of the right shape (one hybrid stanza) over plaintext.
+    let mut forged = sealrelay::core::envelope::header::Header {
+        stanzas: vec![sealrelay::core::envelope::header::Stanza {
+            tag: "mlkem768x25519".into(),
+            args: vec![base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD_NO_PAD,
+                [7u8; 1120],
+            )],
+            body: vec![9u8; 32],
+        }],
+        mac: [3u8; 32],
+    }
+    .to_bytes();
     forged.extend_from_slice(
         // Over the inline threshold, so that it is refused while streaming into a blob file.
         &b"CANARY the quarterly numbers, in plain text, smuggled as ciphertext.\n".repeat(1200),
@@ -275,7 +287,8 @@ async fn bad_bodies_expired_grants_and_races() {
     wr.finish().unwrap();
     for (body, why) in [
         (forged, "not ciphertext"),
-        (two, "more than one X25519"),
+        // Two hybrid stanzas do not fit the relay's header cap.
+        (two, "longer than"),
         (b"just some text".to_vec(), "not an age v1 file"),
     ] {
         let err = bot

@@ -7,6 +7,7 @@ use std::str::FromStr;
 use clap::Args;
 use sealrelay::clock;
 use sealrelay::core::directory::DirectoryEntry;
+use sealrelay::core::envelope::keys::{AgeIdentity, AgeRecipient};
 use sealrelay::core::envelope::submission::Submission;
 use sealrelay::core::envelope::{self, stream::default_threads, HashingWriter};
 use sealrelay::core::identity::IdentityFile;
@@ -21,7 +22,7 @@ const PROGRESS_MIN: u64 = 16 * 1024 * 1024;
 
 #[derive(Args)]
 pub struct SealArgs {
-    /// Recipient: an age X25519 recipient (age1…).
+    /// Recipient: an age recipient, post-quantum hybrid (age1pq1…) or X25519 (age1…).
     #[arg(
         long,
         value_name = "age1…",
@@ -116,8 +117,7 @@ pub fn seal(args: SealArgs) -> Result<()> {
         .transpose()?;
     let (recipient, entry) = match (&args.to, &args.to_entry) {
         (Some(r), _) => (
-            age::x25519::Recipient::from_str(r)
-                .map_err(|_| Error::bad_input("--to is not an age X25519 recipient (age1…)"))?,
+            AgeRecipient::from_str(r).map_err(|e| Error::bad_input(format!("--to: {e}")))?,
             None,
         ),
         (None, Some(path)) => {
@@ -152,7 +152,7 @@ pub fn seal(args: SealArgs) -> Result<()> {
                     entry.id.short()
                 ))
             })?;
-            let recipient = age::x25519::Recipient::from_str(r)
+            let recipient = AgeRecipient::from_str(r)
                 .map_err(|_| Error::bad_input("the entry's age recipient is malformed"))?;
             (recipient, Some(entry))
         }
@@ -170,14 +170,24 @@ pub fn seal(args: SealArgs) -> Result<()> {
                 ));
             }
             let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-            envelope::seal(&recipient, &mut input, &mut out, default_threads())?;
+            envelope::seal(
+                recipient.as_recipient(),
+                &mut input,
+                &mut out,
+                default_threads(),
+            )?;
             out.flush()
                 .map_err(|e| Error::io(format!("cannot write stdout: {e}")))?;
         }
         Some(path) => {
             let file = Output::create(path, PUBLIC_MODE)?;
             let mut out = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
-            envelope::seal(&recipient, &mut input, &mut out, default_threads())?;
+            envelope::seal(
+                recipient.as_recipient(),
+                &mut input,
+                &mut out,
+                default_threads(),
+            )?;
             let (buffered, digest, written) = out.finish();
             let file = buffered.into_inner().map_err(|e| {
                 Error::io(format!("cannot write {}: {}", path.display(), e.error()))
@@ -211,7 +221,7 @@ pub fn seal(args: SealArgs) -> Result<()> {
 }
 
 pub fn open(args: OpenArgs) -> Result<()> {
-    let identities: Vec<age::x25519::Identity> = match identity_file::load_any(&args.identity)? {
+    let identities: Vec<AgeIdentity> = match identity_file::load_any(&args.identity)? {
         IdentityFile::PlainAge(ids) => ids,
         IdentityFile::Sealrelay(id) => {
             let name = format!("{} {}", id.kind, id.name);
@@ -223,8 +233,7 @@ pub fn open(args: OpenArgs) -> Result<()> {
             })?]
         }
     };
-    let refs: Vec<&dyn age::Identity> =
-        identities.iter().map(|i| i as &dyn age::Identity).collect();
+    let refs: Vec<&dyn age::Identity> = identities.iter().map(AgeIdentity::as_identity).collect();
     let (input, len) = open_input(&args.input)?;
     let mut input = with_progress(input, len, "opening");
     match &args.out {

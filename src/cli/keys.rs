@@ -52,6 +52,11 @@ pub enum KeysCommand {
         /// Overwrite FILE and FILE.request if they exist.
         #[arg(long)]
         force: bool,
+        /// Users: an X25519 age key instead of the post-quantum hybrid (ML-KEM-768 + X25519),
+        /// for age clients that predate age v1.3. A relay with require_post_quantum refuses
+        /// envelopes for it.
+        #[arg(long)]
+        x25519: bool,
     },
     /// Add the bundle the admin issued (entry, certificate, trust anchors) to an identity.
     Import {
@@ -110,7 +115,8 @@ pub fn run(cmd: KeysCommand) -> Result<()> {
             kind,
             out,
             force,
-        } => gen(&name, &kind, &out, force),
+            x25519,
+        } => gen(&name, &kind, &out, force, x25519),
         KeysCommand::Import { identity, bundle } => import(&identity, &bundle),
     }
 }
@@ -122,10 +128,15 @@ pub fn request_path(out: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn gen(name: &str, kind: &str, out: &Path, force: bool) -> Result<()> {
+fn gen(name: &str, kind: &str, out: &Path, force: bool, x25519: bool) -> Result<()> {
     let kind: PartyKind = kind.parse()?;
     if !matches!(kind, PartyKind::User | PartyKind::Agent | PartyKind::Admin) {
         return Err(Error::bad_input("--kind must be user, agent or admin"));
+    }
+    if x25519 && kind != PartyKind::User {
+        return Err(Error::bad_input(
+            "--x25519 is for users (only users hold age keys)",
+        ));
     }
     let req_path = request_path(out);
     for p in [out, req_path.as_path()] {
@@ -136,7 +147,7 @@ fn gen(name: &str, kind: &str, out: &Path, force: bool) -> Result<()> {
             )));
         }
     }
-    let identity = Identity::generate(kind, name)?;
+    let identity = Identity::generate_with(kind, name, x25519)?;
     let request = identity.enrollment_request(clock::now())?;
     identity_file::save(out, &identity, force)?;
     if let Err(e) = write_atomic(&req_path, request.to_json().as_bytes(), PUBLIC_MODE, force) {

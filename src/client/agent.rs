@@ -193,7 +193,7 @@ pub fn seal_for(
         .age_recipient
         .as_deref()
         .ok_or_else(|| Error::bad_input("the grant's user has no age recipient"))?;
-    let recipient = age::x25519::Recipient::from_str(recipient)
+    let recipient = crate::core::envelope::keys::AgeRecipient::from_str(recipient)
         .map_err(|_| Error::bad_input("the grant's user has a malformed age recipient"))?;
     let mut scratch = tempfile::tempfile_in(scratch_dir).map_err(|e| {
         Error::io(format!(
@@ -203,7 +203,7 @@ pub fn seal_for(
     })?;
     let (digest, len) = {
         let mut w = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, &mut scratch));
-        envelope::seal(&recipient, input, &mut w, default_threads())?;
+        envelope::seal(recipient.as_recipient(), input, &mut w, default_threads())?;
         let (inner, digest, len) = w.finish();
         inner
             .into_inner()

@@ -113,7 +113,7 @@ impl UserClient<'_> {
                     .as_ref()
                     .ok_or_else(|| Error::bad_input("this identity holds no age key"))?;
                 let mut reader = std::io::BufReader::with_capacity(CHUNK, scratch);
-                match envelope::open(&[age_id], &mut reader, out, default_threads()) {
+                match envelope::open(&[age_id.as_identity()], &mut reader, out, default_threads()) {
                     Ok(n) => (DeliveryStatus::Delivered, n, None),
                     Err(
                         e @ (envelope::EnvelopeError::Io(_) | envelope::EnvelopeError::Internal(_)),

@@ -6,7 +6,6 @@
 //! the directory cannot swap a user's age recipient or signing key without being caught.
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 
 use super::codec::Writer;
 use super::sign::{
@@ -19,7 +18,7 @@ use crate::ids::{validate_name, PartyKind, SpiffeId, MAX_NAME_LEN, MAX_TRUST_DOM
 pub const MAX_ROLES: usize = 32;
 pub const MAX_SCOPES: usize = 64;
 pub const MAX_ATTRIBUTE_LEN: usize = 128;
-pub const MAX_RECIPIENT_LEN: usize = 128;
+pub const MAX_RECIPIENT_LEN: usize = 2048;
 pub const MAX_SPKI_LEN: usize = 1024;
 pub const MAX_REASON_LEN: usize = 256;
 pub const MAX_SPIFFE_LEN: usize = MAX_TRUST_DOMAIN_LEN + MAX_NAME_LEN + 32;
@@ -37,9 +36,8 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 fn check_recipient(kind: PartyKind, recipient: Option<&str>) -> Result<Option<String>> {
     match (kind, recipient) {
         (PartyKind::User, Some(r)) => {
-            age::x25519::Recipient::from_str(r).map_err(|_| {
-                Error::bad_input("the age recipient is not a valid age1… X25519 recipient")
-            })?;
+            r.parse::<crate::core::envelope::keys::AgeRecipient>()
+                .map_err(|e| Error::bad_input(format!("the age recipient is not valid: {e}")))?;
             Ok(Some(r.to_owned()))
         }
         (PartyKind::User, None) => Err(Error::bad_input("a user needs an age recipient")),

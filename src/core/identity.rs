@@ -25,7 +25,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use age::secrecy::ExposeSecret as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use zeroize::Zeroizing;
@@ -44,6 +43,7 @@ const FIELD_PREFIX: &str = "# sealrelay-";
 /// How an age X25519 secret key line starts. Spelled in two pieces so secret scanners that look
 /// for the literal prefix in tracked files do not mistake this format constant for a key.
 const AGE_SECRET_KEY_PREFIX: &str = concat!("AGE-SECRET-", "KEY-1");
+const AGE_PQ_PREFIX: &str = concat!("AGE-SECRET-", "KEY-PQ-1");
 
 /// A party's identity: private keys and trust anchors.
 pub struct Identity {
@@ -51,7 +51,8 @@ pub struct Identity {
     pub name: String,
     pub signing_key: SigningKey,
     pub tls_key: TlsKey,
-    pub age_identity: Option<age::x25519::Identity>,
+    /// Users' age key: the post-quantum hybrid by default, X25519 for older age clients.
+    pub age_identity: Option<crate::core::envelope::keys::AgeIdentity>,
     pub id: Option<SpiffeId>,
     pub cert: Option<Vec<u8>>,
     pub ca_cert: Option<Vec<u8>>,
@@ -74,13 +75,20 @@ impl fmt::Debug for Identity {
 /// What an identity file turned out to be.
 pub enum IdentityFile {
     Sealrelay(Box<Identity>),
-    /// A plain age identity file (`age-keygen` output): X25519 identities only.
-    PlainAge(Vec<age::x25519::Identity>),
+    /// A plain age identity file (`age-keygen` output): hybrid or X25519 identities.
+    PlainAge(Vec<crate::core::envelope::keys::AgeIdentity>),
 }
 
 impl Identity {
-    /// New keys for a party (run on the party's own machine).
+    /// New keys for a party (run on the party's own machine); a user's age key is the
+    /// post-quantum hybrid.
     pub fn generate(kind: PartyKind, name: &str) -> Result<Self> {
+        Self::generate_with(kind, name, false)
+    }
+
+    /// [`Identity::generate`], with an X25519 age key instead when `x25519_only` (for users
+    /// whose age clients predate the hybrid type).
+    pub fn generate_with(kind: PartyKind, name: &str, x25519_only: bool) -> Result<Self> {
         validate_name(name)?;
         if !matches!(kind, PartyKind::User | PartyKind::Agent | PartyKind::Admin) {
             return Err(Error::bad_input(
@@ -92,7 +100,13 @@ impl Identity {
             name: name.to_owned(),
             signing_key: SigningKey::generate()?,
             tls_key: TlsKey::generate()?,
-            age_identity: (kind == PartyKind::User).then(age::x25519::Identity::generate),
+            age_identity: match kind {
+                PartyKind::User => Some(
+                    crate::core::envelope::keys::AgeIdentity::generate(x25519_only)
+                        .map_err(Error::internal)?,
+                ),
+                _ => None,
+            },
             id: None,
             cert: None,
             ca_cert: None,
@@ -164,7 +178,7 @@ impl Identity {
         let mut text = Zeroizing::new(format!("{HEADER}\n"));
         text.push_str(&out);
         if let Some(age_id) = &self.age_identity {
-            text.push_str(age_id.to_string().expose_secret());
+            text.push_str(&age_id.to_secret_string());
             text.push('\n');
         }
         text
@@ -198,7 +212,7 @@ pub fn parse_identity_file(text: &[u8]) -> Result<IdentityFile> {
     let text = std::str::from_utf8(text)
         .map_err(|_| Error::bad_input("identity file is not UTF-8 text"))?;
     let mut fields: Vec<(&str, &str)> = Vec::new();
-    let mut age_keys: Vec<age::x25519::Identity> = Vec::new();
+    let mut age_keys: Vec<crate::core::envelope::keys::AgeIdentity> = Vec::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix(FIELD_PREFIX) {
             let (name, value) = rest
@@ -212,14 +226,14 @@ pub fn parse_identity_file(text: &[u8]) -> Result<IdentityFile> {
             fields.push((name, value));
         } else if line.starts_with('#') || line.trim().is_empty() {
             continue;
-        } else if line.starts_with(AGE_SECRET_KEY_PREFIX) {
-            let id = age::x25519::Identity::from_str(line).map_err(|_| {
+        } else if line.starts_with(AGE_SECRET_KEY_PREFIX) || line.starts_with(AGE_PQ_PREFIX) {
+            let id = crate::core::envelope::keys::AgeIdentity::parse(line).map_err(|_| {
                 Error::bad_input("identity file holds a malformed AGE-SECRET-KEY line")
             })?;
             age_keys.push(id);
         } else if line.starts_with("AGE-") {
             return Err(Error::bad_input(
-                "identity file holds an age key type sealrelay does not support (only X25519 age secret keys)",
+                "identity file holds an age key type sealrelay does not support (only hybrid AGE-SECRET-KEY-PQ-1 and X25519 AGE-SECRET-KEY-1 keys)",
             ));
         } else {
             return Err(Error::bad_input(
@@ -329,6 +343,7 @@ pub fn parse_identity_file(text: &[u8]) -> Result<IdentityFile> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use age::secrecy::ExposeSecret as _;
 
     #[test]
     fn round_trip_user_identity() {

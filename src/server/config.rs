@@ -27,6 +27,9 @@ pub struct RelayConfig {
     pub envelope_ttl_secs: u64,
     /// Delete an envelope's ciphertext once its receipt is recorded.
     pub delete_after_delivery: bool,
+    /// Accept only envelopes sealed to a post-quantum hybrid (mlkem768x25519) recipient; off,
+    /// one X25519 recipient is accepted too (never a mixture).
+    pub require_post_quantum: bool,
     /// How often expired envelopes are swept, in seconds.
     pub sweep_interval_secs: u64,
     /// On shutdown, how long requests in flight may take to finish before the relay closes.
@@ -107,6 +110,7 @@ impl Default for RelayConfig {
             max_grant_ttl_secs: 30 * 86_400,
             envelope_ttl_secs: 7 * 86_400,
             delete_after_delivery: true,
+            require_post_quantum: true,
             sweep_interval_secs: 60,
             shutdown_grace_secs: 5,
             body_grace_secs: 10,

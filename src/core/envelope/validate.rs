@@ -1,6 +1,6 @@
 //! What the relay checks about an envelope without any key: a well-formed age v1 header with
-//! exactly one X25519 stanza and at most one bounded grease stanza (the Rust age crate adds
-//! one), a body whose length fits the STREAM arithmetic, and a payload that is statistically
+//! exactly one recipient stanza (the post-quantum hybrid, or X25519 where the relay allows it)
+//! and at most one bounded grease stanza (the Rust age crate adds one), a body whose length fits the STREAM arithmetic, and a payload that is statistically
 //! indistinguishable from random bytes (so plaintext behind a forged header is refused).
 //!
 //! [`EnvelopeValidator`] is incremental: the relay feeds it bytes as they stream in and calls
@@ -13,8 +13,9 @@ use super::header::{Header, Stanza};
 use super::stream;
 use super::EnvelopeError;
 
-/// Largest header the relay accepts: one X25519 stanza, one grease stanza, the MAC.
-pub const MAX_RELAY_HEADER_LEN: usize = 1024;
+/// Largest header the relay accepts: one hybrid stanza (a 1120-byte enc, 1494 base64
+/// characters), one grease stanza, the MAC.
+pub const MAX_RELAY_HEADER_LEN: usize = 2048;
 /// Bounds on the grease stanza (the age crate writes tags of 1-8 characters plus `-grease`,
 /// at most 4 arguments of 1-8 characters, and bodies under 100 bytes).
 pub const MAX_GREASE_TAG_LEN: usize = 32;
@@ -29,11 +30,12 @@ pub const WINDOW: usize = 64 * 1024;
 pub const MIN_CHI_WINDOW: usize = 1024;
 pub const CHI_SQUARE_LIMIT: f64 = 800.0;
 
-/// Checks the header's stanzas against the relay's rule.
-pub fn check_stanzas(stanzas: &[Stanza]) -> Result<(), EnvelopeError> {
+/// Checks the header's stanzas against the relay's rule: exactly one recipient stanza — a
+/// post-quantum hybrid `mlkem768x25519` stanza (parsed strictly), or, where `allow_x25519`,
+/// one X25519 stanza — never a mixture, and at most one bounded grease stanza.
+pub fn check_stanzas(stanzas: &[Stanza], allow_x25519: bool) -> Result<(), EnvelopeError> {
     let invalid = |m: &str| Err(EnvelopeError::Invalid(m.to_owned()));
-    let mut x25519 = 0;
-    let mut grease = 0;
+    let (mut x25519, mut hybrid, mut grease) = (0, 0, 0);
     for s in stanzas {
         if s.tag == "X25519" {
             x25519 += 1;
@@ -45,6 +47,9 @@ pub fn check_stanzas(stanzas: &[Stanza]) -> Result<(), EnvelopeError> {
             if !share_ok || s.body.len() != 32 {
                 return invalid("the X25519 stanza is malformed");
             }
+        } else if s.tag == super::hybrid::TAG {
+            hybrid += 1;
+            super::hybrid::check_stanza(&s.to_age()).map_err(EnvelopeError::Invalid)?;
         } else if s.tag.ends_with("-grease") {
             grease += 1;
             if s.tag.len() > MAX_GREASE_TAG_LEN
@@ -56,18 +61,25 @@ pub fn check_stanzas(stanzas: &[Stanza]) -> Result<(), EnvelopeError> {
             }
         } else {
             return Err(EnvelopeError::Invalid(format!(
-                "a {:?} stanza is not allowed: envelopes are sealed to exactly one X25519 recipient",
+                "a {:?} stanza is not allowed: envelopes are sealed to exactly one recipient (mlkem768x25519, or X25519 where allowed)",
                 crate::ids::truncate_for_message(&s.tag)
             )));
         }
     }
-    match (x25519, grease) {
-        (1, 0 | 1) => Ok(()),
-        (0, _) => invalid("there is no X25519 stanza"),
-        (_, 0 | 1) => {
-            invalid("there is more than one X25519 stanza (an envelope has exactly one recipient)")
-        }
-        _ => invalid("there is more than one grease stanza"),
+    if grease > 1 {
+        return invalid("there is more than one grease stanza");
+    }
+    match (hybrid, x25519) {
+        (1, 0) => Ok(()),
+        (0, 1) if allow_x25519 => Ok(()),
+        (0, 1) => invalid(
+            "the envelope is sealed to an X25519 recipient, but this relay requires post-quantum recipients (require_post_quantum): seal to the user's age1pq1 hybrid recipient",
+        ),
+        (0, 0) => invalid("there is no recipient stanza"),
+        (1.., 1..) => invalid(
+            "the envelope mixes a post-quantum and an X25519 recipient (which would undo the post-quantum protection)",
+        ),
+        _ => invalid("there is more than one recipient stanza (an envelope has exactly one recipient)"),
     }
 }
 
@@ -90,6 +102,7 @@ pub struct EnvelopeValidator {
     counts: [u64; 256],
     window_fill: usize,
     printable: u64,
+    allow_x25519: bool,
 }
 
 impl Default for EnvelopeValidator {
@@ -115,7 +128,14 @@ impl EnvelopeValidator {
             counts: [0; 256],
             window_fill: 0,
             printable: 0,
+            allow_x25519: false,
         }
+    }
+
+    /// Also accept one X25519 stanza (a relay with `require_post_quantum = false`).
+    pub fn allowing_x25519(mut self, allow: bool) -> Self {
+        self.allow_x25519 = allow;
+        self
     }
 
     /// Feeds the next bytes. Fails as soon as the envelope is known to be invalid.
@@ -138,7 +158,7 @@ impl EnvelopeValidator {
                 if len != end {
                     return Err(EnvelopeError::Internal("header length mismatch"));
                 }
-                check_stanzas(&header.stanzas)?;
+                check_stanzas(&header.stanzas, self.allow_x25519)?;
                 self.header_len = Some(end);
                 self.header_buf = Vec::new();
                 // The bytes of `data` past the header's end are the start of the payload.
@@ -271,7 +291,15 @@ fn find_header_end(buf: &[u8]) -> Option<usize> {
 
 /// Validates a whole envelope from a reader (streaming; memory bounded).
 pub fn validate_reader<R: std::io::Read>(r: &mut R) -> Result<Shape, EnvelopeError> {
-    let mut v = EnvelopeValidator::new();
+    validate_reader_with(r, false)
+}
+
+/// [`validate_reader`], accepting one X25519 stanza too when `allow_x25519`.
+pub fn validate_reader_with<R: std::io::Read>(
+    r: &mut R,
+    allow_x25519: bool,
+) -> Result<Shape, EnvelopeError> {
+    let mut v = EnvelopeValidator::new().allowing_x25519(allow_x25519);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match r.read(&mut buf) {

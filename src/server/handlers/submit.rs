@@ -199,7 +199,8 @@ async fn receive<B: AsyncRead + Unpin + Send>(
     } else {
         0
     });
-    let mut validator = EnvelopeValidator::new();
+    let mut validator =
+        EnvelopeValidator::new().allowing_x25519(!relay.config.require_post_quantum);
     let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
     let mut remaining = length;
     let mut buf = vec![0u8; CHUNK.min(usize::try_from(length).unwrap_or(CHUNK).max(1))];

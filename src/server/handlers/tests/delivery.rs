@@ -495,3 +495,57 @@ async fn an_agent_learns_the_outcome_of_its_own_submissions_only() {
         SubmissionState::Expired
     );
 }
+
+/// Post-quantum by default: envelopes are sealed to the user's hybrid recipient; one sealed to
+/// an X25519 recipient is refused with a one-line reason while `require_post_quantum` is on, and
+/// accepted when a deployment turns it off.
+#[tokio::test]
+async fn x25519_envelopes_are_refused_while_post_quantum_is_required() {
+    let x25519 = |f: &Fixture, grant_id: GrantId| {
+        let key = age::x25519::Identity::generate().to_public();
+        let mut body = Vec::new();
+        crate::core::envelope::seal(&key, &mut &b"classic"[..], &mut body, 1).unwrap();
+        let statement = Submission {
+            grant_id,
+            user: f.alice.id.clone().unwrap(),
+            agent: f.bot.id.clone().unwrap(),
+            ciphertext_sha256: sha256(&body),
+            ciphertext_len: body.len() as u64,
+        }
+        .sign(&f.bot.signing_key);
+        let request = Request::Submit {
+            grant_id,
+            statement: WireSigned::from_signed(&statement),
+            length: body.len() as u64,
+        };
+        (body, request)
+    };
+    let f = fixture();
+    let id = f.grant("tickets/1").await;
+    let (body, request) = x25519(&f, id);
+    let refusal = f.call_with_body(&f.bot, request, &body).await.unwrap_err();
+    assert_eq!(refusal.code, ErrorCode::InvalidEnvelope);
+    assert!(
+        refusal.message.contains("requires post-quantum recipients"),
+        "{}",
+        refusal.message
+    );
+    assert!(!refusal.message.contains('\n'));
+    assert!(f.relay.store.envelope_ids().unwrap().is_empty());
+    // The user's own (hybrid) recipient is what the relay stores.
+    let (body, request) = f.sealed(id, b"post-quantum");
+    let Reply::Submitted { envelope_id } = f.call_with_body(&f.bot, request, &body).await.unwrap()
+    else {
+        panic!("not submitted")
+    };
+    let stored = f.relay.store.inline_body(&envelope_id).unwrap().unwrap();
+    assert!(stored.windows(17).any(|w| w == b"-> mlkem768x25519"));
+    // A deployment that allows X25519 takes it.
+    let f = fixture_with(|c| c.require_post_quantum = false);
+    let id = f.grant("tickets/1").await;
+    let (body, request) = x25519(&f, id);
+    assert!(matches!(
+        f.call_with_body(&f.bot, request, &body).await.unwrap(),
+        Reply::Submitted { .. }
+    ));
+}

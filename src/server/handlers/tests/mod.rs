@@ -158,7 +158,8 @@ impl Fixture {
     fn sealed(&self, grant_id: GrantId, plaintext: &[u8]) -> (Vec<u8>, Request) {
         let recipient = self.alice.age_identity.as_ref().unwrap().to_public();
         let mut body = Vec::new();
-        crate::core::envelope::seal(&recipient, &mut &plaintext[..], &mut body, 1).unwrap();
+        crate::core::envelope::seal(recipient.as_recipient(), &mut &plaintext[..], &mut body, 1)
+            .unwrap();
         let statement = Submission {
             grant_id,
             user: self.alice.id.clone().unwrap(),

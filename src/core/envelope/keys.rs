@@ -1,0 +1,148 @@
+//! The age key types sealrelay uses: the post-quantum hybrid (`age1pq1…`,
+//! `AGE-SECRET-KEY-PQ-1…`, the default for users) and X25519 (`age1…`, `AGE-SECRET-KEY-1…`,
+//! kept for older age clients).
+
+use std::fmt;
+use std::str::FromStr;
+
+use age::secrecy::ExposeSecret as _;
+use zeroize::Zeroizing;
+
+use super::hybrid::{HybridIdentity, HybridRecipient};
+
+/// A private age key.
+pub enum AgeIdentity {
+    Hybrid(Box<HybridIdentity>),
+    X25519(age::x25519::Identity),
+}
+
+/// A public age key (a directory entry's recipient).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AgeRecipient {
+    Hybrid(Box<HybridRecipient>),
+    X25519(X25519Recipient),
+}
+
+/// The age crate's X25519 recipient, compared by its encoding.
+#[derive(Clone, Debug)]
+pub struct X25519Recipient(pub age::x25519::Recipient);
+
+impl PartialEq for X25519Recipient {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
+}
+impl Eq for X25519Recipient {}
+
+impl AgeIdentity {
+    /// A new key: hybrid unless `x25519_only`.
+    pub fn generate(x25519_only: bool) -> Result<AgeIdentity, &'static str> {
+        Ok(if x25519_only {
+            AgeIdentity::X25519(age::x25519::Identity::generate())
+        } else {
+            AgeIdentity::Hybrid(Box::new(HybridIdentity::generate()?))
+        })
+    }
+
+    pub fn to_public(&self) -> AgeRecipient {
+        match self {
+            AgeIdentity::Hybrid(h) => AgeRecipient::Hybrid(Box::new(h.to_public())),
+            AgeIdentity::X25519(x) => AgeRecipient::X25519(X25519Recipient(x.to_public())),
+        }
+    }
+
+    /// The secret line (`AGE-SECRET-KEY-PQ-1…` or `AGE-SECRET-KEY-1…`).
+    pub fn to_secret_string(&self) -> Zeroizing<String> {
+        match self {
+            AgeIdentity::Hybrid(h) => h.to_bech32(),
+            AgeIdentity::X25519(x) => Zeroizing::new(x.to_string().expose_secret().to_owned()),
+        }
+    }
+
+    /// Parses a secret line of either type.
+    pub fn parse(line: &str) -> Result<AgeIdentity, &'static str> {
+        if line.starts_with("AGE-SECRET-KEY-PQ-1") {
+            HybridIdentity::from_bech32(line).map(|h| AgeIdentity::Hybrid(Box::new(h)))
+        } else if line.starts_with("AGE-SECRET-KEY-1") {
+            age::x25519::Identity::from_str(line)
+                .map(AgeIdentity::X25519)
+                .map_err(|_| "a malformed AGE-SECRET-KEY-1 line")
+        } else {
+            Err("not an age secret key sealrelay supports (AGE-SECRET-KEY-PQ-1 or AGE-SECRET-KEY-1)")
+        }
+    }
+
+    /// For [`super::open`].
+    pub fn as_identity(&self) -> &dyn age::Identity {
+        match self {
+            AgeIdentity::Hybrid(h) => h.as_ref(),
+            AgeIdentity::X25519(x) => x,
+        }
+    }
+
+    pub fn is_post_quantum(&self) -> bool {
+        matches!(self, AgeIdentity::Hybrid(_))
+    }
+}
+
+impl AgeRecipient {
+    /// For [`super::seal`].
+    pub fn as_recipient(&self) -> &dyn age::Recipient {
+        match self {
+            AgeRecipient::Hybrid(h) => h.as_ref(),
+            AgeRecipient::X25519(x) => &x.0,
+        }
+    }
+
+    pub fn is_post_quantum(&self) -> bool {
+        matches!(self, AgeRecipient::Hybrid(_))
+    }
+}
+
+impl FromStr for AgeRecipient {
+    type Err = &'static str;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.starts_with("age1pq1") {
+            HybridRecipient::from_bech32(s).map(|h| AgeRecipient::Hybrid(Box::new(h)))
+        } else if s.starts_with("age1") && !s.starts_with("age1tag") {
+            age::x25519::Recipient::from_str(s)
+                .map(|r| AgeRecipient::X25519(X25519Recipient(r)))
+                .map_err(|_| "a malformed age1 X25519 recipient")
+        } else {
+            Err("not an age recipient sealrelay supports (age1pq1… or age1…)")
+        }
+    }
+}
+
+impl fmt::Display for AgeRecipient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AgeRecipient::Hybrid(h) => h.fmt(f),
+            AgeRecipient::X25519(x) => x.0.fmt(f),
+        }
+    }
+}
+
+impl age::Recipient for AgeRecipient {
+    fn wrap_file_key(
+        &self,
+        file_key: &age_core::format::FileKey,
+    ) -> Result<
+        (
+            Vec<age_core::format::Stanza>,
+            std::collections::HashSet<String>,
+        ),
+        age::EncryptError,
+    > {
+        self.as_recipient().wrap_file_key(file_key)
+    }
+}
+
+impl age::Identity for AgeIdentity {
+    fn unwrap_stanza(
+        &self,
+        stanza: &age_core::format::Stanza,
+    ) -> Option<Result<age_core::format::FileKey, age::DecryptError>> {
+        self.as_identity().unwrap_stanza(stanza)
+    }
+}
