@@ -19,7 +19,9 @@ fn serve_grant_send_fetch_revoke_through_the_cli() {
     let relay = ["--relay", addr.as_str()];
     // Post-quantum by default: the user's key is the hybrid one, and the relay requires it.
     let alice_id = std::fs::read_to_string(dir.join("alice.id")).unwrap();
-    assert!(alice_id.lines().any(|l| l.starts_with("AGE-SECRET-KEY-PQ-1")));
+    assert!(alice_id
+        .lines()
+        .any(|l| l.starts_with("AGE-SECRET-KEY-PQ-1")));
 
     let grant = ok_in(
         dir,
