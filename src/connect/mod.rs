@@ -56,7 +56,6 @@ struct RawConnector {
 }
 
 /// Where a connector reads from.
-#[derive(Debug)]
 pub enum Kind {
     /// A URL template with `{rest}` / `{resource}`, and headers resolved at load time.
     Http {
@@ -69,6 +68,31 @@ pub enum Kind {
     File { root: PathBuf },
     /// A program and its argument templates, run without a shell.
     Command { argv: Vec<String> },
+}
+
+/// Header values are secrets: `Debug` shows the names only.
+impl std::fmt::Debug for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Kind::Http {
+                template,
+                headers,
+                ca_pem,
+                max_redirects,
+            } => f
+                .debug_struct("Http")
+                .field("template", template)
+                .field(
+                    "headers",
+                    &headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+                )
+                .field("ca_pem", &ca_pem.is_some())
+                .field("max_redirects", max_redirects)
+                .finish(),
+            Kind::File { root } => f.debug_struct("File").field("root", root).finish(),
+            Kind::Command { argv } => f.debug_struct("Command").field("argv", argv).finish(),
+        }
+    }
 }
 
 /// One `[[connector]]`.
@@ -204,62 +228,74 @@ fn connector(raw: RawConnector, base: &Path) -> Result<Connector> {
         ));
     }
     let http_only = !raw.headers.is_empty() || raw.ca_file.is_some() || raw.max_redirects.is_some();
-    let kind =
-        if let Some(template) = raw.http {
-            check_url_template(&template)?;
-            let headers = raw
-                .headers
-                .into_iter()
-                .map(|(name, value)| Ok((check_header_name(name)?, header_value(&value, base)?)))
-                .collect::<Result<Vec<_>>>()?;
-            let ca_pem = raw
-                .ca_file
-                .map(|p| crate::local::fs::read_capped(&base.join(p), MAX_FILE))
-                .transpose()?;
-            Kind::Http {
-                template,
-                headers,
-                ca_pem,
-                max_redirects: raw.max_redirects.unwrap_or(DEFAULT_MAX_REDIRECTS).min(10),
-            }
-        } else if let Some(root) = raw.file_root {
-            if http_only {
-                return Err(Error::bad_input(
-                    "headers, ca_file and max_redirects apply to http connectors only",
+    let kind = if let Some(template) = raw.http {
+        check_url_template(&template)?;
+        let headers = raw
+            .headers
+            .into_iter()
+            .map(|(name, value)| Ok((check_header_name(name)?, header_value(&value, base)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let ca_pem = raw
+            .ca_file
+            .map(|p| crate::local::fs::read_capped(&base.join(p), MAX_FILE))
+            .transpose()?;
+        // A redirect could send the secret headers to another host (ureq strips only
+        // Authorization and Cookie): a connector with headers follows none.
+        let max_redirects = if headers.is_empty() {
+            raw.max_redirects.unwrap_or(DEFAULT_MAX_REDIRECTS).min(10)
+        } else if raw.max_redirects.is_some_and(|n| n > 0) {
+            return Err(Error::bad_input(
+                    "max_redirects cannot be set with headers: a redirect could carry the secret headers to another host (point http at the final URL)",
                 ));
-            }
-            let root = base.join(root);
-            let root = root.canonicalize().map_err(|e| {
-                Error::not_found(format!("file_root {} cannot be used: {e}", root.display()))
-            })?;
-            if !root.is_dir() {
-                return Err(Error::bad_input(format!(
-                    "file_root {} is not a directory",
-                    root.display()
-                )));
-            }
-            Kind::File { root }
         } else {
-            if http_only {
-                return Err(Error::bad_input(
-                    "headers, ca_file and max_redirects apply to http connectors only",
-                ));
-            }
-            let argv = raw.command.unwrap_or_default();
-            match argv.first() {
-                None => return Err(Error::bad_input("command is empty: give the program first")),
-                Some(p) if p.contains('{') => return Err(Error::bad_input(
-                    "the program of a command is fixed: {rest} and {resource} go in its arguments",
-                )),
-                Some(p) if !Path::new(p).is_absolute() => {
-                    return Err(Error::bad_input(format!(
-                        "command program {p:?} must be an absolute path (no PATH lookup)"
-                    )))
-                }
-                Some(_) => {}
-            }
-            Kind::Command { argv }
+            0
         };
+        Kind::Http {
+            template,
+            headers,
+            ca_pem,
+            max_redirects,
+        }
+    } else if let Some(root) = raw.file_root {
+        if http_only {
+            return Err(Error::bad_input(
+                "headers, ca_file and max_redirects apply to http connectors only",
+            ));
+        }
+        let root = base.join(root);
+        let root = root.canonicalize().map_err(|e| {
+            Error::not_found(format!("file_root {} cannot be used: {e}", root.display()))
+        })?;
+        if !root.is_dir() {
+            return Err(Error::bad_input(format!(
+                "file_root {} is not a directory",
+                root.display()
+            )));
+        }
+        Kind::File { root }
+    } else {
+        if http_only {
+            return Err(Error::bad_input(
+                "headers, ca_file and max_redirects apply to http connectors only",
+            ));
+        }
+        let argv = raw.command.unwrap_or_default();
+        match argv.first() {
+            None => return Err(Error::bad_input("command is empty: give the program first")),
+            Some(p) if p.contains('{') => {
+                return Err(Error::bad_input(
+                    "the program of a command is fixed: {rest} and {resource} go in its arguments",
+                ))
+            }
+            Some(p) if !Path::new(p).is_absolute() => {
+                return Err(Error::bad_input(format!(
+                    "command program {p:?} must be an absolute path (no PATH lookup)"
+                )))
+            }
+            Some(_) => {}
+        }
+        Kind::Command { argv }
+    };
     Ok(Connector {
         resources: raw.resources,
         kind,

@@ -142,6 +142,8 @@ impl Connector {
             .https_only(url.starts_with("https://"))
             .tls_config(TlsConfig::builder().root_certs(roots).build())
             .user_agent("sealrelay-connector")
+            // Never a proxy taken from the environment: it would see the secret headers.
+            .proxy(None)
             .build()
             .into();
         let mut request = agent.get(url);
@@ -180,11 +182,28 @@ impl Connector {
             .ok_or_else(|| Error::bad_input("command is empty"))?;
         let mut cmd = Command::new(program);
         for a in args {
-            cmd.arg(a.replace("{rest}", rest).replace("{resource}", resource));
+            let filled = a.replace("{rest}", rest).replace("{resource}", resource);
+            // A resource segment may start with '-': it must never become an option.
+            if filled.starts_with('-') && !a.starts_with('-') {
+                return Err(refused(
+                    "the resource would reach the command as an option (it starts with '-'): refused",
+                ));
+            }
+            cmd.arg(filled);
+        }
+        // Only what a program needs, and the grant's facts: not the agent's environment (which
+        // holds the HTTP connectors' secrets).
+        cmd.env_clear();
+        for name in ["PATH", "LANG", "LC_ALL", "HOME", "TMPDIR"] {
+            if let Some(v) = std::env::var_os(name) {
+                cmd.env(name, v);
+            }
         }
         for (k, v) in env {
             cmd.env(k, v);
         }
+        // Its own process group, so that the watchdog kills whatever it started too.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         // No shell; stderr is dropped (it may echo data, and nothing of the data may reach a
         // log or an error).
         let mut child = cmd
@@ -206,8 +225,12 @@ impl Connector {
             .spawn(move || match stopped.recv_timeout(deadline) {
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     // Under the lock: a child already reaped is not signalled (its pid may be
-                    // someone else's by now).
+                    // someone else's by now). The whole group goes, so that a grandchild holding
+                    // the pipe cannot keep the read blocked.
                     if let Ok(mut c) = watched.lock() {
+                        if matches!(c.try_wait(), Ok(None)) {
+                            kill_group(c.id());
+                        }
                         let _ = c.kill();
                     }
                     true
@@ -380,14 +403,25 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        // Cut short (a limit, an error): the child goes now, and is reaped.
+        // Cut short (a limit, an error): the child and its group go now, and it is reaped.
         if let Ok(mut c) = self.child.lock() {
             if matches!(c.try_wait(), Ok(None)) {
+                kill_group(c.id());
                 let _ = c.kill();
                 let _ = c.wait();
             }
         }
         self.stop.take();
+    }
+}
+
+/// SIGKILL to the process group `pid` leads (the command was started as its leader).
+fn kill_group(pid: u32) {
+    if let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
     }
 }
 

@@ -313,10 +313,10 @@ fn https_sources_are_verified() {
     assert!(e.message().contains("invalid peer certificate"), "{e}");
 }
 
-/// A source that redirects forever is followed `max_redirects` times, then refused; the
-/// Authorization header is never sent on a redirected request.
+/// A source that redirects forever is followed `max_redirects` times, then refused; a
+/// connector with secret headers follows no redirect at all.
 #[test]
-fn redirects_are_bounded_and_drop_the_authorization_header() {
+fn redirects_are_bounded_and_never_followed_with_secret_headers() {
     use std::io::{BufRead, Write};
     use std::sync::{Arc, Mutex};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -346,17 +346,81 @@ fn redirects_are_bounded_and_drop_the_authorization_header() {
     });
     std::env::set_var("SEALRELAY_TEST_TOKEN_R", "Bearer r3d1rect");
     let dir = tempfile::tempdir().unwrap();
+    // Without secret headers: followed max_redirects times, then refused.
     let c = parse(
         &format!(
-            "[[connector]]\nresources = \"t/*\"\nhttp = \"http://127.0.0.1:{port}/{{rest}}\"\nmax_redirects = 2\nheaders = {{ Authorization = \"env:SEALRELAY_TEST_TOKEN_R\" }}\n"
+            "[[connector]]\nresources = \"t/*\"\nhttp = \"http://127.0.0.1:{port}/{{rest}}\"\nmax_redirects = 2\n"
         ),
         dir.path(),
     )
     .unwrap();
     let e = c.list[0].open("t/1", u64::MAX, &[]).err().unwrap();
     assert!(e.message().contains("redirected too many times"), "{e}");
+    assert_eq!(seen.lock().unwrap().len(), 3);
+    // With secret headers: max_redirects is refused at load, and no redirect is followed (a
+    // redirect could carry the headers to another host).
+    let with_headers = |extra: &str| {
+        parse(
+            &format!(
+                "[[connector]]\nresources = \"t/*\"\nhttp = \"http://127.0.0.1:{port}/{{rest}}\"\nheaders = {{ X-Api-Key = \"env:SEALRELAY_TEST_TOKEN_R\" }}\n{extra}"
+            ),
+            dir.path(),
+        )
+    };
+    let e = with_headers("max_redirects = 2\n").unwrap_err();
+    assert!(e.message().contains("cannot be set with headers"), "{e}");
+    seen.lock().unwrap().clear();
+    let c = with_headers("").unwrap();
+    assert!(c.list[0].open("t/1", u64::MAX, &[]).is_err());
     let seen = seen.lock().unwrap();
-    assert_eq!(seen.len(), 3, "{seen:?}");
-    assert!(seen[0].1, "the first request carries the header");
-    assert!(seen[1..].iter().all(|(_, auth)| !auth), "{seen:?}");
+    assert_eq!(seen.len(), 1, "a redirect was followed: {seen:?}");
+}
+
+/// A command never sees the agent's environment (the HTTP connectors' secrets live there), a
+/// resource cannot become one of its options, and its timeout kills what it started too.
+#[test]
+fn commands_get_a_clean_environment_no_options_and_a_group_kill() {
+    std::env::set_var("SEALRELAY_TEST_SECRET_E", "do-not-leak");
+    let dir = tempfile::tempdir().unwrap();
+    let c = parse(
+        r#"
+[[connector]]
+resources = "env/*"
+command = ["/usr/bin/env"]
+
+[[connector]]
+resources = "opt/*"
+command = ["/bin/echo", "{rest}"]
+
+[[connector]]
+resources = "tree/*"
+command = ["/bin/sh", "-c", "sleep 30 & wait"]
+timeout_secs = 1
+"#,
+        dir.path(),
+    )
+    .unwrap();
+    let run = |name: &str| -> Result<Vec<u8>> {
+        let conn = c.for_resource(name)?;
+        let env = [("SEALRELAY_RESOURCE", name.to_owned())];
+        let mut s = conn.open(name, u64::MAX, &env)?;
+        let mut out = Vec::new();
+        if s.read_to_end(&mut out).is_err() {
+            return Err(s.failure().cloned().unwrap());
+        }
+        s.finish()?;
+        Ok(out)
+    };
+    let env = String::from_utf8(run("env/1").unwrap()).unwrap();
+    assert!(env.contains("SEALRELAY_RESOURCE=env/1"), "{env}");
+    assert!(!env.contains("do-not-leak"), "{env}");
+    let e = run("opt/-n").unwrap_err();
+    assert!(e.message().contains("as an option"), "{e}");
+    let started = std::time::Instant::now();
+    let e = run("tree/1").unwrap_err();
+    assert!(e.message().contains("did not finish within 1 s"), "{e}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "a grandchild kept the pipe open"
+    );
 }

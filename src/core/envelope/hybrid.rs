@@ -127,13 +127,14 @@ impl HybridIdentity {
     /// `AGE-SECRET-KEY-PQ-1…` (upper case, as age writes identities).
     pub fn to_bech32(&self) -> Zeroizing<String> {
         let hrp = bech32::Hrp::parse_unchecked(IDENTITY_HRP);
-        Zeroizing::new(age_core::primitives::bech32_encode(hrp, self.seed.as_ref()).to_uppercase())
+        let lower = Zeroizing::new(age_core::primitives::bech32_encode(hrp, self.seed.as_ref()));
+        Zeroizing::new(lower.to_uppercase())
     }
 
     /// Parses `AGE-SECRET-KEY-PQ-1…`.
     pub fn from_bech32(s: &str) -> Result<HybridIdentity, &'static str> {
         let (hrp, data) = decode_bech32(s).ok_or("not a Bech32 string")?;
-        if !hrp.eq_ignore_ascii_case(IDENTITY_HRP) || s != s.to_uppercase() {
+        if !hrp.eq_ignore_ascii_case(IDENTITY_HRP) || s.bytes().any(|b| b.is_ascii_lowercase()) {
             return Err("not an AGE-SECRET-KEY-PQ-1 identity");
         }
         let data = Zeroizing::new(data);
@@ -186,11 +187,13 @@ impl HybridIdentity {
         .map(|pt| pt.to_vec());
         body.zeroize();
         let mut pt = opened?;
-        let key: Result<[u8; 16], _> = pt.as_slice().try_into();
+        let key: Option<Zeroizing<[u8; 16]>> = pt.as_slice().try_into().ok().map(Zeroizing::new);
         pt.zeroize();
         match key {
-            Ok(k) => Some(Ok(FileKey::init_with_mut(|fk| fk.copy_from_slice(&k)))),
-            Err(_) => Some(Err("the file key is not 16 bytes".to_owned())),
+            Some(k) => Some(Ok(FileKey::init_with_mut(|fk| {
+                fk.copy_from_slice(k.as_ref())
+            }))),
+            None => Some(Err("the file key is not 16 bytes".to_owned())),
         }
     }
 }
@@ -278,7 +281,9 @@ impl HybridRecipient {
             self.pk_x.as_bytes(),
         );
         let (key, nonce) = key_schedule(&ss);
-        let mut body = file_key.expose_secret().to_vec();
+        // Room for the tag up front: no reallocation leaves a copy of the file key behind.
+        let mut body = Vec::with_capacity(16 + 16);
+        body.extend_from_slice(file_key.expose_secret());
         let sealing = aead::LessSafeKey::new(
             aead::UnboundKey::new(&aead::CHACHA20_POLY1305, key.as_ref())
                 .map_err(|_| "AEAD key")?,

@@ -42,7 +42,7 @@ pub fn check_stanzas(stanzas: &[Stanza], allow_x25519: bool) -> Result<(), Envel
             let share_ok = s.args.len() == 1
                 && s.args
                     .first()
-                    .and_then(|a| B64.decode(a).ok())
+                    .and_then(|a| B64.decode(a).ok().filter(|b| B64.encode(b) == *a))
                     .is_some_and(|b| b.len() == 32);
             if !share_ok || s.body.len() != 32 {
                 return invalid("the X25519 stanza is malformed");
@@ -255,6 +255,30 @@ impl EnvelopeValidator {
             if self.printable as f64 > limit {
                 return Err(EnvelopeError::Invalid(
                     "the payload is not ciphertext (it is mostly printable text: plaintext behind a forged header?)".into(),
+                ));
+            }
+        }
+        // A final window too short for chi-square (at the end of a longer payload) gets the
+        // same printable test, on its own bytes.
+        if total_payload >= MIN_CHI_WINDOW as u64
+            && self.window_fill >= 32
+            && self.window_fill < MIN_CHI_WINDOW
+        {
+            let printable: u64 = self
+                .counts
+                .iter()
+                .enumerate()
+                .filter(|(b, _)| {
+                    let b = *b as u8;
+                    b.is_ascii_graphic() || matches!(b, b' ' | b'\n' | b'\r' | b'\t')
+                })
+                .map(|(_, c)| *c)
+                .sum();
+            let n = self.window_fill as f64;
+            let p = 98.0 / 256.0;
+            if printable as f64 > p * n + 7.0 * (n * p * (1.0 - p)).sqrt() {
+                return Err(EnvelopeError::Invalid(
+                    "the payload is not ciphertext (its last bytes are mostly printable text: plaintext behind a forged header?)".into(),
                 ));
             }
         }
