@@ -21,7 +21,7 @@ fn serve_grant_send_fetch_revoke_through_the_cli() {
     let alice_id = std::fs::read_to_string(dir.join("alice.id")).unwrap();
     assert!(alice_id
         .lines()
-        .any(|l| l.starts_with("AGE-SECRET-KEY-PQ-1")));
+        .any(|l| l.starts_with(sealrelay::core::envelope::keys::PQ_SECRET_PREFIX)));
 
     let grant = ok_in(
         dir,

@@ -61,7 +61,7 @@ fn typage_and_sealrelay_open_each_others_hybrid_envelopes() {
     let alice_id = std::fs::read_to_string(dir.join("alice.id")).unwrap();
     let ours = alice_id
         .lines()
-        .find(|l| l.starts_with("AGE-SECRET-KEY-PQ-1"))
+        .find(|l| l.starts_with(sealrelay::core::envelope::keys::PQ_SECRET_PREFIX))
         .expect("keys gen makes a hybrid key for users");
     std::fs::write(dir.join("ours.key"), format!("{ours}\n")).unwrap();
     std::fs::set_permissions(

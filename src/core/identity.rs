@@ -43,7 +43,7 @@ const FIELD_PREFIX: &str = "# sealrelay-";
 /// How an age X25519 secret key line starts. Spelled in two pieces so secret scanners that look
 /// for the literal prefix in tracked files do not mistake this format constant for a key.
 const AGE_SECRET_KEY_PREFIX: &str = concat!("AGE-SECRET-", "KEY-1");
-const AGE_PQ_PREFIX: &str = concat!("AGE-SECRET-", "KEY-PQ-1");
+const AGE_PQ_PREFIX: &str = crate::core::envelope::keys::PQ_SECRET_PREFIX;
 
 /// A party's identity: private keys and trust anchors.
 pub struct Identity {
@@ -233,7 +233,7 @@ pub fn parse_identity_file(text: &[u8]) -> Result<IdentityFile> {
             age_keys.push(id);
         } else if line.starts_with("AGE-") {
             return Err(Error::bad_input(
-                "identity file holds an age key type sealrelay does not support (only hybrid AGE-SECRET-KEY-PQ-1 and X25519 AGE-SECRET-KEY-1 keys)",
+                "identity file holds an age key type sealrelay does not support (only hybrid and X25519 age secret keys)",
             ));
         } else {
             return Err(Error::bad_input(

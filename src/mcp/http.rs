@@ -31,17 +31,12 @@ pub struct HttpServer {
 impl HttpServer {
     /// Binds `listen`, which must be a loopback address.
     pub async fn bind(listen: SocketAddr) -> Result<HttpServer> {
-        if !listen.ip().is_loopback() {
-            return Err(Error::bad_input(format!(
-                "--http must be a loopback address (127.0.0.1:PORT or [::1]:PORT), not {listen}: the MCP endpoint is for a host on this machine"
-            )));
-        }
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| Error::io(format!("cannot listen on {listen}: {e}")))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::io(format!("cannot read the bound address: {e}")))?;
+        let (listener, addr) = bind_loopback(
+            listen,
+            "--http must be a loopback address (127.0.0.1:PORT or [::1]:PORT)",
+            "the MCP endpoint is for a host on this machine",
+        )
+        .await?;
         Ok(HttpServer { listener, addr })
     }
 
@@ -104,8 +99,27 @@ async fn bearer(expected: &str, req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
+/// Binds a TCP listener on `listen`, refused (with `rule` and `why`) unless it is a loopback
+/// address; the MCP endpoint and the web client both listen this way.
+pub async fn bind_loopback(
+    listen: SocketAddr,
+    rule: &str,
+    why: &str,
+) -> Result<(tokio::net::TcpListener, SocketAddr)> {
+    if !listen.ip().is_loopback() {
+        return Err(Error::bad_input(format!("{rule}, not {listen}: {why}")));
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Error::io(format!("cannot listen on {listen}: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::io(format!("cannot read the bound address: {e}")))?;
+    Ok((listener, addr))
+}
+
 /// Constant time in the bytes compared (the length of the expected value is not secret).
-fn same(a: &[u8], b: &[u8]) -> bool {
+pub fn same(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -29,6 +29,7 @@ use crate::client::{EnvelopeHeader, UserClient};
 use crate::core::identity::Identity;
 use crate::error::{Error, Result};
 use crate::ids::{parse_hex, EnvelopeId, GrantId};
+use crate::mcp::http::same;
 
 /// The cookie that carries the token after the first visit, named with the port: browsers keep
 /// cookies per host, not per port, so two clients on one machine must not share a name.
@@ -73,17 +74,12 @@ pub struct UiServer {
 impl UiServer {
     /// Binds `listen`, which must be a loopback address.
     pub async fn bind(listen: SocketAddr) -> Result<UiServer> {
-        if !listen.ip().is_loopback() {
-            return Err(Error::bad_input(format!(
-                "--listen must be a loopback address (127.0.0.1:PORT), not {listen}: the web client is for this machine's browser only"
-            )));
-        }
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| Error::io(format!("cannot listen on {listen}: {e}")))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::io(format!("cannot read the bound address: {e}")))?;
+        let (listener, addr) = crate::mcp::http::bind_loopback(
+            listen,
+            "--listen must be a loopback address (127.0.0.1:PORT)",
+            "the web client is for this machine's browser only",
+        )
+        .await?;
         Ok(UiServer { listener, addr })
     }
 
@@ -133,11 +129,6 @@ fn router(ui: Arc<Ui>) -> Router {
         .route("/static/app.js", get(script))
         .layer(axum::middleware::from_fn_with_state(ui.clone(), guard))
         .with_state(ui)
-}
-
-/// Constant time in the bytes compared.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn refuse(status: StatusCode, why: &str) -> Response {

