@@ -380,44 +380,66 @@ impl VerifierKey {
     }
     /// The 4-byte key ID of C2SP signed notes.
     pub fn key_id(&self) -> [u8; 4] {
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        ctx.update(self.name.as_bytes());
-        ctx.update(b"\n\x01");
-        ctx.update(&self.key.0);
-        let d = ctx.finish();
-        let mut id = [0u8; 4];
-        id.copy_from_slice(d.as_ref().get(..4).unwrap_or(&[0; 4]));
-        id
+        note_key_id(&self.name, 0x01, &self.key)
     }
     pub fn encode(&self) -> String {
-        let mut raw = Vec::with_capacity(33);
-        raw.push(0x01);
-        raw.extend_from_slice(&self.key.0);
-        format!("{}+{}+{}", self.name, hex(self.key_id()), B64.encode(raw))
+        encode_vkey(&self.name, 0x01, &self.key)
     }
     pub fn parse(s: &str) -> Result<Self> {
-        let s = s.trim_end_matches('\n');
-        let bad = |why: &str| {
-            Error::bad_input(format!(
-                "not a verifier key ({why}): expected <name>+<hash>+<base64>"
-            ))
-        };
-        // Names hold no '+', but base64 may: split from the left.
-        let mut parts = s.splitn(3, '+');
-        let (Some(name), Some(hash), Some(b64)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(bad("wrong shape"));
-        };
-        let raw = B64.decode(b64).map_err(|_| bad("bad base64"))?;
-        let (alg, key) = raw.split_first().ok_or_else(|| bad("empty key"))?;
-        if *alg != 0x01 {
-            return Err(bad("not an Ed25519 key"));
-        }
-        let vk = VerifierKey::new(name, PublicKey::from_slice(key)?)?;
-        if hex(vk.key_id()) != hash {
-            return Err(bad("key hash does not match"));
-        }
-        Ok(vk)
+        let (name, key) = parse_vkey(s, 0x01, "an Ed25519 key")?;
+        VerifierKey::new(&name, key)
     }
+}
+
+/// A C2SP signed-note key ID: the first four bytes of SHA-256(name || "\n" || alg || key).
+/// `alg` is 0x01 for Ed25519 note signatures and 0x04 for Ed25519 cosignatures.
+pub fn note_key_id(name: &str, alg: u8, key: &PublicKey) -> [u8; 4] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(name.as_bytes());
+    ctx.update(&[b'\n', alg]);
+    ctx.update(&key.0);
+    let d = ctx.finish();
+    let mut id = [0u8; 4];
+    id.copy_from_slice(d.as_ref().get(..4).unwrap_or(&[0; 4]));
+    id
+}
+
+/// The verifier-key text `<name>+<hex key ID>+<base64(alg || key)>`.
+pub fn encode_vkey(name: &str, alg: u8, key: &PublicKey) -> String {
+    let mut raw = Vec::with_capacity(33);
+    raw.push(alg);
+    raw.extend_from_slice(&key.0);
+    format!(
+        "{name}+{}+{}",
+        hex(note_key_id(name, alg, key)),
+        B64.encode(raw)
+    )
+}
+
+/// Parses a verifier-key text of algorithm `alg` (`what` names it in the error), checking the
+/// key ID; returns the name and the key.
+pub fn parse_vkey(s: &str, alg: u8, what: &str) -> Result<(String, PublicKey)> {
+    let s = s.trim_end_matches('\n');
+    let bad = |why: &str| {
+        Error::bad_input(format!(
+            "not a verifier key ({why}): expected <name>+<hash>+<base64>"
+        ))
+    };
+    // Names hold no '+', but base64 may: split from the left.
+    let mut parts = s.splitn(3, '+');
+    let (Some(name), Some(hash), Some(b64)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad("wrong shape"));
+    };
+    let raw = B64.decode(b64).map_err(|_| bad("bad base64"))?;
+    let (found, key) = raw.split_first().ok_or_else(|| bad("empty key"))?;
+    if *found != alg {
+        return Err(bad(&format!("not {what}")));
+    }
+    let key = PublicKey::from_slice(key)?;
+    if hex(note_key_id(name, alg, &key)) != hash {
+        return Err(bad("key hash does not match"));
+    }
+    Ok((name.to_owned(), key))
 }
 
 #[cfg(test)]

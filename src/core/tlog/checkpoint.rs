@@ -51,20 +51,45 @@ impl Checkpoint {
         let sig = key.sign(text.as_bytes());
         let mut blob = vk.key_id().to_vec();
         blob.extend_from_slice(&sig);
-        Ok(format!("{text}\n{DASH}{} {}\n", vk.name, B64.encode(blob)))
+        Ok(format!("{text}\n{}", signature_line(&vk.name, &blob)))
     }
 
     /// Parses a signed note and verifies it with `vk` (whose name must be the origin).
+    /// Signature lines of other keys (witness cosignatures among them) are skipped.
     pub fn verify(note: &str, vk: &VerifierKey) -> Result<Checkpoint> {
-        let bad = |why: &str| Error::verification(format!("checkpoint: {why}"));
-        if note.len() > MAX_CHECKPOINT_LEN {
-            return Err(bad("too large"));
+        let parsed = Note::split(note)?;
+        let cp = Checkpoint::parse_text(parsed.text)?;
+        if cp.origin != vk.name {
+            return Err(bad(&format!(
+                "origin {:?} is not the log key's name {:?}",
+                cp.origin, vk.name
+            )));
         }
-        let (text, sigs) = note
-            .split_once("\n\n")
-            .ok_or_else(|| bad("not a signed note (no blank line)"))?;
-        let text = format!("{text}\n");
-        let mut lines = text.lines();
+        let id = vk.key_id();
+        let mut verified = false;
+        for line in &parsed.signatures {
+            if line.name != vk.name || line.blob.len() != 68 || line.blob.get(..4) != Some(&id[..])
+            {
+                continue; // another signer's line
+            }
+            vk.key
+                .verify_strict(
+                    parsed.text.as_bytes(),
+                    line.blob.get(4..).unwrap_or_default(),
+                )
+                .map_err(|e| bad(&format!("log signature: {e}")))?;
+            verified = true;
+        }
+        if !verified {
+            return Err(bad("no valid signature by the log key"));
+        }
+        Ok(cp)
+    }
+
+    /// Parses a checkpoint's note text (origin, size and root lines, each ending in a
+    /// newline), strictly: no extension lines, canonical decimal, a 32-byte root.
+    pub fn parse_text(text: &str) -> Result<Checkpoint> {
+        let mut lines = text.split_terminator('\n');
         let (Some(origin), Some(size), Some(root), None) =
             (lines.next(), lines.next(), lines.next(), lines.next())
         else {
@@ -72,56 +97,106 @@ impl Checkpoint {
                 "the note must have exactly an origin, a size and a root line",
             ));
         };
-        if origin != vk.name {
-            return Err(bad(&format!(
-                "origin {origin:?} is not the log key's name {:?}",
-                vk.name
-            )));
+        if origin.is_empty() || !text.ends_with('\n') {
+            return Err(bad("malformed note text"));
         }
-        let canonical_size =
-            size.bytes().all(|b| b.is_ascii_digit()) && !(size.len() > 1 && size.starts_with('0'));
-        let size: u64 = size
-            .parse()
-            .ok()
-            .filter(|_| canonical_size)
-            .ok_or_else(|| bad("tree size is not a canonical decimal"))?;
+        let size =
+            parse_decimal(size).ok_or_else(|| bad("tree size is not a canonical decimal"))?;
         let root: Hash = B64
             .decode(root)
             .ok()
             .and_then(|r| r.try_into().ok())
             .ok_or_else(|| bad("root is not 32 bytes of base64"))?;
-        if !sigs.ends_with('\n') {
-            return Err(bad("signature lines must end with a newline"));
-        }
-        let mut verified = false;
-        for line in sigs.lines() {
-            let rest = line
-                .strip_prefix(DASH)
-                .ok_or_else(|| bad("malformed signature line"))?;
-            let (name, b64) = rest
-                .rsplit_once(' ')
-                .ok_or_else(|| bad("malformed signature line"))?;
-            let blob = B64
-                .decode(b64)
-                .map_err(|_| bad("signature is not base64"))?;
-            if name != vk.name || blob.len() != 68 || blob.get(..4) != Some(vk.key_id().as_slice())
-            {
-                continue; // another signer's line
-            }
-            vk.key
-                .verify_strict(text.as_bytes(), blob.get(4..).unwrap_or_default())
-                .map_err(|e| bad(&format!("log signature: {e}")))?;
-            verified = true;
-        }
-        if !verified {
-            return Err(bad("no valid signature by the log key"));
-        }
         Ok(Checkpoint {
             origin: origin.to_owned(),
             size,
             root,
         })
     }
+
+    /// The note text (what the log and witnesses sign).
+    pub fn note_text(&self) -> String {
+        self.text()
+    }
+}
+
+fn bad(why: &str) -> Error {
+    Error::verification(format!("checkpoint: {why}"))
+}
+
+/// An ASCII decimal with no leading zeroes (`0` itself allowed), as C2SP formats require.
+pub fn parse_decimal(s: &str) -> Option<u64> {
+    let canonical = !s.is_empty()
+        && s.bytes().all(|b| b.is_ascii_digit())
+        && !(s.len() > 1 && s.starts_with('0'));
+    if canonical {
+        s.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// A C2SP signed note split into its text and its signature lines.
+#[derive(Debug)]
+pub struct Note<'a> {
+    /// The text, with its final newline (what every signature covers).
+    pub text: &'a str,
+    pub signatures: Vec<SignatureLine<'a>>,
+}
+
+/// One `— <name> <base64>` line of a signed note.
+#[derive(Debug)]
+pub struct SignatureLine<'a> {
+    pub name: &'a str,
+    pub blob: Vec<u8>,
+}
+
+impl<'a> Note<'a> {
+    /// Splits a signed note (C2SP `signed-note`): text, the last blank line, then one or more
+    /// signature lines, each ending in a newline. Control characters other than newline are
+    /// refused.
+    pub fn split(note: &'a str) -> Result<Note<'a>> {
+        if note.len() > MAX_CHECKPOINT_LEN {
+            return Err(bad("too large"));
+        }
+        if note.bytes().any(|b| b < 0x20 && b != b'\n') {
+            return Err(bad("control characters other than newline"));
+        }
+        // The text ends at the last blank line.
+        let cut = note
+            .rfind("\n\n")
+            .ok_or_else(|| bad("not a signed note (no blank line)"))?;
+        let text = note.get(..cut + 1).unwrap_or_default();
+        let sigs = note.get(cut + 2..).unwrap_or_default();
+        if sigs.is_empty() || !sigs.ends_with('\n') {
+            return Err(bad("signature lines must end with a newline"));
+        }
+        let mut signatures = Vec::new();
+        for line in sigs.split_terminator('\n') {
+            let rest = line
+                .strip_prefix(DASH)
+                .ok_or_else(|| bad("malformed signature line"))?;
+            let (name, b64) = rest
+                .split_once(' ')
+                .ok_or_else(|| bad("malformed signature line"))?;
+            if name.is_empty() || b64.contains(' ') {
+                return Err(bad("malformed signature line"));
+            }
+            let blob = B64
+                .decode(b64)
+                .map_err(|_| bad("signature is not base64"))?;
+            if blob.len() < 5 {
+                return Err(bad("signature too short"));
+            }
+            signatures.push(SignatureLine { name, blob });
+        }
+        Ok(Note { text, signatures })
+    }
+}
+
+/// A signature line for a note: `— <name> <base64(blob)>\n`.
+pub fn signature_line(name: &str, blob: &[u8]) -> String {
+    format!("{DASH}{name} {}\n", B64.encode(blob))
 }
 
 #[cfg(test)]
