@@ -13,6 +13,7 @@
 //! * [`server`]: the relay (startup, listener, stream shell, request handlers);
 //! * [`client`]: the user, agent and admin clients;
 //! * [`local`]: files on this machine (identity files, the trust root, the admin's directory).
+//! * [`witness`]: the C2SP tlog-witness server that cosigns consistent checkpoints.
 
 pub mod client;
 pub mod clock;
@@ -26,5 +27,6 @@ pub mod net;
 pub mod server;
 pub mod store;
 pub mod ui;
+pub mod witness;
 
 pub use error::{Error, ErrorKind, Result};

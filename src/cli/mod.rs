@@ -10,6 +10,7 @@ mod mcp;
 mod policy;
 mod relay;
 mod ui;
+mod witness;
 mod worker;
 
 use std::path::PathBuf;
@@ -88,6 +89,10 @@ enum Command {
     Mcp(mcp::McpArgs),
     /// Run the whole flow in a temporary directory, step by step.
     Demo(demo::DemoArgs),
+    /// A transparency-log witness: cosigns a log's checkpoints only when consistent with
+    /// every one it cosigned before (C2SP tlog-witness, docs/witness.md).
+    #[command(subcommand)]
+    Witness(witness::WitnessCommand),
 }
 
 #[derive(Subcommand)]
@@ -140,5 +145,6 @@ pub fn run() -> Result<()> {
         Command::Ui(args) => ui::run(args),
         Command::Mcp(args) => mcp::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Witness(cmd) => witness::run(cmd),
     }
 }

@@ -115,7 +115,7 @@ async fn wait_for_signal(relay: &server::RunningRelay) {
     }
 }
 
-fn init_logging(format: &str) {
+pub fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
