@@ -123,7 +123,7 @@ fn policy_counts_distinct_witnesses_and_says_who_is_missing() {
     let all = WitnessPolicy::parse_file(&format!("witnesses = [\"{}\"]\n", w1.encode())).unwrap();
     assert_eq!(all.quorum, 1);
     assert!(WitnessPolicy::parse_file("quorum = 1\nwitnesses = []\nextra = 1\n").is_err());
-    assert_eq!(lines_of(&two, &[w2.clone()]).len(), 1);
+    assert_eq!(lines_of(&two, std::slice::from_ref(&w2)).len(), 1);
     assert_eq!(lines_of(&two, &[w1, w2]).len(), 2);
 }
 
