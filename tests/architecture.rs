@@ -167,6 +167,7 @@ fn security_md_names_only_tests_that_exist() {
         "### Blind retrieval",
         "### The requester's web client",
         "### Harvest now, decrypt later",
+        "### Witnessed checkpoints",
     ] {
         let body = doc
             .split_once(section)

@@ -36,11 +36,14 @@ pub const COMMANDS: &[&[&str]] = &[
     &["policy", "validate"],
     &["policy", "check"],
     &["receipt", "verify"],
+    &["receipt", "upgrade"],
     &["audit", "verify"],
     &["audit", "tail"],
     &["seal"],
     &["open"],
     &["demo"],
+    &["witness", "keygen"],
+    &["witness", "serve"],
 ];
 
 fn generated() -> String {

@@ -1,18 +1,20 @@
 //! `sealrelay receipt verify` (offline) and `sealrelay audit verify | tail`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use sealrelay::client::Connection;
 use sealrelay::clock;
 use sealrelay::core::receipt_file::{ReceiptFile, ReceiptVerifier, MAX_RECEIPT_FILE_LEN};
 use sealrelay::core::store::Event;
-use sealrelay::core::tlog::checkpoint::{Checkpoint, MAX_CHECKPOINT_LEN};
-use sealrelay::core::tlog::verify_consistency;
+use sealrelay::core::tlog::checkpoint::Checkpoint;
+use sealrelay::core::tlog::cosignature::WitnessPolicy;
 use sealrelay::error::{Error, Result};
 use sealrelay::ids::hex;
+use sealrelay::local::checkpoint_state::{check_extends, CheckpointState};
 use sealrelay::local::fs::{read_capped, write_atomic, PUBLIC_MODE};
 use sealrelay::local::{identity_file, trust_root};
+use sealrelay::witness::read_cosigner_key;
 
 use super::relay::{runtime, RelayArg};
 
@@ -30,7 +32,62 @@ pub enum ReceiptCommand {
         /// The log public key.
         #[arg(long, value_name = "PUB", default_value = "keys/log.pub")]
         log_key: PathBuf,
+        #[command(flatten)]
+        witnesses: WitnessArgs,
     },
+    /// Replace a receipt's proof with one against the relay's newest witnessed checkpoint (for
+    /// a receipt answered before witnesses had cosigned); the new proof is verified first.
+    Upgrade(UpgradeArgs),
+}
+
+/// Which witnesses must have cosigned a checkpoint (k of n).
+#[derive(Args)]
+pub struct WitnessArgs {
+    /// A witness's verifier key file (from `witness keygen`); repeat for several.
+    #[arg(long = "witness", value_name = "PUB")]
+    witness: Vec<PathBuf>,
+    /// How many of the --witness keys must have cosigned (default: all of them).
+    #[arg(long, value_name = "K", requires = "witness")]
+    quorum: Option<usize>,
+    /// A witness policy file instead: TOML `quorum = K` and `witnesses = ["<vkey>", ...]`.
+    #[arg(long, value_name = "FILE", conflicts_with = "witness")]
+    witness_policy: Option<PathBuf>,
+}
+
+impl WitnessArgs {
+    pub fn policy(&self) -> Result<Option<WitnessPolicy>> {
+        if let Some(path) = &self.witness_policy {
+            let bytes = read_capped(path, 64 * 1024)?;
+            let text = std::str::from_utf8(&bytes)
+                .map_err(|_| Error::bad_input(format!("{} is not text", path.display())))?;
+            return WitnessPolicy::parse_file(text)
+                .map(Some)
+                .map_err(|e| e.context(path.display()));
+        }
+        if self.witness.is_empty() {
+            return Ok(None);
+        }
+        let keys = self
+            .witness
+            .iter()
+            .map(|p| read_cosigner_key(p))
+            .collect::<Result<Vec<_>>>()?;
+        WitnessPolicy::new(keys, self.quorum).map(Some)
+    }
+}
+
+#[derive(Args)]
+pub struct UpgradeArgs {
+    /// Receipt files to upgrade in place.
+    #[arg(value_name = "RECEIPT", required = true)]
+    receipts: Vec<PathBuf>,
+    /// Your identity file (its pinned authority and log keys verify the new proof).
+    #[arg(long, value_name = "F")]
+    identity: PathBuf,
+    #[command(flatten)]
+    witnesses: WitnessArgs,
+    #[command(flatten)]
+    relay: RelayArg,
 }
 
 #[derive(Subcommand)]
@@ -51,6 +108,8 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "OLD")]
     checkpoint: Option<PathBuf>,
     #[command(flatten)]
+    witnesses: WitnessArgs,
+    #[command(flatten)]
     relay: RelayArg,
 }
 
@@ -70,15 +129,20 @@ pub struct TailArgs {
 }
 
 pub fn run_receipt(cmd: ReceiptCommand) -> Result<()> {
-    let ReceiptCommand::Verify {
-        receipts,
-        authority,
-        log_key,
-    } = cmd;
+    let (receipts, authority, log_key, witnesses) = match cmd {
+        ReceiptCommand::Verify {
+            receipts,
+            authority,
+            log_key,
+            witnesses,
+        } => (receipts, authority, log_key, witnesses),
+        ReceiptCommand::Upgrade(args) => return upgrade(args),
+    };
+    let policy = witnesses.policy()?;
     let authority = trust_root::read_verifier_key(&authority)?;
     let log = trust_root::read_verifier_key(&log_key)?;
     // Entries and checkpoints shared by several receipts are verified once.
-    let mut verifier = ReceiptVerifier::new(authority.key, log);
+    let mut verifier = ReceiptVerifier::new(authority.key, log).with_witnesses(policy);
     let mut failed: Option<Error> = None;
     for receipt in &receipts {
         let result = read_capped(receipt, MAX_RECEIPT_FILE_LEN)
@@ -87,7 +151,7 @@ pub fn run_receipt(cmd: ReceiptCommand) -> Result<()> {
             .map_err(|e| e.context(receipt.display()));
         match result {
             Ok(v) => println!(
-                "ok: envelope {} {} to {} at {}; signed by the user (key vouched for by authority {}); log entry #{} of {} under a checkpoint signed by {}",
+                "ok: envelope {} {} to {} at {}; signed by the user (key vouched for by authority {}); log entry #{} of {} under a checkpoint signed by {}{}",
                 hex(v.receipt.envelope_id),
                 v.receipt.status.as_str(),
                 v.receipt.user,
@@ -95,7 +159,8 @@ pub fn run_receipt(cmd: ReceiptCommand) -> Result<()> {
                 authority.key.fingerprint(),
                 v.leaf_index,
                 v.checkpoint.size,
-                v.checkpoint.origin
+                v.checkpoint.origin,
+                witnessed_by(&v.witnessed_by)
             ),
             Err(e) if receipts.len() == 1 => return Err(e),
             Err(e) => {
@@ -113,10 +178,78 @@ pub fn run_receipt(cmd: ReceiptCommand) -> Result<()> {
     }
 }
 
-fn saved_checkpoint_path(identity: &Path) -> PathBuf {
-    let mut s = identity.as_os_str().to_owned();
-    s.push(".checkpoint");
-    PathBuf::from(s)
+fn witnessed_by(by: &[(String, u64)]) -> String {
+    if by.is_empty() {
+        return String::new();
+    }
+    let names: Vec<&str> = by.iter().map(|(n, _)| n.as_str()).collect();
+    format!(", cosigned by {}", names.join(", "))
+}
+
+fn upgrade(args: UpgradeArgs) -> Result<()> {
+    let identity = identity_file::load(&args.identity, None)?;
+    let log = identity
+        .log_key
+        .clone()
+        .ok_or_else(|| Error::bad_input("this identity trusts no log key: import its bundle"))?;
+    let authority = sealrelay::client::authority(&identity)?;
+    let policy = args.witnesses.policy()?;
+    let relay = args.relay.address(&identity);
+    let mut files = Vec::new();
+    for path in &args.receipts {
+        let file = read_capped(path, MAX_RECEIPT_FILE_LEN)
+            .and_then(|bytes| ReceiptFile::from_json(&bytes))
+            .map_err(|e| e.context(path.display()))?;
+        // The receipt as it stands must verify (its checkpoint is the starting point).
+        ReceiptVerifier::new(authority, log.clone())
+            .verify(&file)
+            .map_err(|e| e.context(path.display()))?;
+        files.push((path, file));
+    }
+    runtime()?.block_on(async {
+        let conn = Connection::connect(&identity, &relay).await?;
+        let mut verifier = ReceiptVerifier::new(authority, log.clone()).with_witnesses(policy.clone());
+        let mut result = Ok(());
+        for (path, file) in files {
+            let step = async {
+                let old = Checkpoint::verify(&file.checkpoint, &log)?;
+                let (leaf, tree_size, proof, checkpoint, consistency) =
+                    conn.proof(file.leaf_index, Some(old.size)).await?;
+                if leaf != file.leaf {
+                    return Err(Error::verification(
+                        "the relay's log holds another entry at this receipt's index: the log was rewritten",
+                    ));
+                }
+                let new = Checkpoint::verify(&checkpoint, &log)
+                    .map_err(|e| e.context("the relay's checkpoint"))?;
+                check_extends(&old, &new, &consistency)?;
+                let upgraded = ReceiptFile {
+                    tree_size,
+                    proof,
+                    checkpoint,
+                    ..file
+                };
+                let v = verifier.verify(&upgraded)?;
+                write_atomic(path, upgraded.to_json().as_bytes(), PUBLIC_MODE, true)?;
+                println!(
+                    "upgraded: {} now proves log entry #{} under a checkpoint of {} entries{}",
+                    path.display(),
+                    v.leaf_index,
+                    v.checkpoint.size,
+                    witnessed_by(&v.witnessed_by)
+                );
+                Ok::<(), Error>(())
+            }
+            .await
+            .map_err(|e| e.context(path.display()));
+            if let Err(e) = step {
+                eprintln!("error: {e}");
+                result = Err(e);
+            }
+        }
+        conn.close().await;
+        result
+    })
 }
 
 pub fn run_audit(cmd: AuditCommand) -> Result<()> {
@@ -132,19 +265,17 @@ fn verify(args: VerifyArgs) -> Result<()> {
         .log_key
         .clone()
         .ok_or_else(|| Error::bad_input("this identity trusts no log key: import its bundle"))?;
+    let policy = args.witnesses.policy()?;
     let relay = args.relay.address(&identity);
-    let old_path = args
-        .checkpoint
-        .clone()
-        .unwrap_or_else(|| saved_checkpoint_path(&args.identity));
-    let old = match read_capped(&old_path, MAX_CHECKPOINT_LEN) {
-        Ok(bytes) => {
-            let text = String::from_utf8(bytes)
-                .map_err(|_| Error::bad_input(format!("{} is not text", old_path.display())))?;
-            Some(Checkpoint::verify(&text, &log).map_err(|e| e.context(old_path.display()))?)
-        }
-        Err(e) if e.kind() == sealrelay::ErrorKind::NotFound && args.checkpoint.is_none() => None,
-        Err(e) => return Err(e),
+    let state = CheckpointState::for_identity(&args.identity, log.clone());
+    let old = match &args.checkpoint {
+        Some(path) => Some(
+            CheckpointState::at(path.clone(), log.clone())
+                .load()?
+                .ok_or_else(|| Error::not_found(format!("{} does not exist", path.display())))?
+                .0,
+        ),
+        None => state.load()?.map(|(c, _)| c),
     };
     runtime()?.block_on(async {
         let conn = Connection::connect(&identity, &relay).await?;
@@ -158,32 +289,34 @@ fn verify(args: VerifyArgs) -> Result<()> {
             Err(e) => return Err(e),
         };
         let new = Checkpoint::verify(&note, &log).map_err(|e| e.context("the relay's checkpoint"))?;
+        let witnessed = match &policy {
+            Some(p) => p
+                .check(&note)
+                .map_err(|e| e.context("the relay's checkpoint"))?
+                .by,
+            None => Vec::new(),
+        };
         if let Some(old) = &old {
-            if new.size < old.size {
-                return Err(Error::verification(format!(
-                    "ROLLBACK: the relay's log has {} entries, fewer than the {} of the checkpoint you verified before",
-                    new.size, old.size
-                )));
-            }
-            verify_consistency(old.size, new.size, &proof, &old.root, &new.root).map_err(|e| {
-                Error::verification(format!(
-                    "FORK: the relay's log of {} entries is not an extension of your checkpoint of {} ({e})",
-                    new.size, old.size
-                ))
-            })?;
+            check_extends(old, &new, &proof)?;
         }
-        write_atomic(&saved_checkpoint_path(&args.identity), note.as_bytes(), PUBLIC_MODE, true)?;
+        // The identity's own state: saved when the new checkpoint extends it. With an explicit
+        // --checkpoint of another size, the state is left alone (the proof is from that one).
+        let saved_size = state.size()?;
+        let saved = if args.checkpoint.is_none() || saved_size.is_none() || saved_size == old.as_ref().map(|c| c.size) {
+            state.accept(&note, if saved_size.is_none() { &[] } else { &proof }, policy.as_ref())?;
+            format!("; saved it to {}", state.path().display())
+        } else {
+            String::new()
+        };
+        let cosigned = witnessed_by(&witnessed);
         match old {
             Some(old) => println!(
-                "ok: the log has {} entries and is consistent with your checkpoint of {}; saved the new checkpoint to {}",
-                new.size,
-                old.size,
-                saved_checkpoint_path(&args.identity).display()
+                "ok: the log has {} entries and is consistent with your checkpoint of {}{cosigned}{saved}",
+                new.size, old.size
             ),
             None => println!(
-                "ok: the log has {} entries (signed checkpoint verified); saved it to {} for next time",
-                new.size,
-                saved_checkpoint_path(&args.identity).display()
+                "ok: the log has {} entries (signed checkpoint verified{cosigned}){saved} for next time",
+                new.size
             ),
         }
         Ok(())

@@ -12,6 +12,7 @@ use sealrelay::clock;
 use sealrelay::core::grant::DeliveryStatus;
 use sealrelay::error::{Error, Result};
 use sealrelay::ids::{hex, parse_hex, EnvelopeId, GrantId, PartyKind};
+use sealrelay::local::checkpoint_state::CheckpointState;
 use sealrelay::local::fs::{write_atomic, Output, PUBLIC_MODE};
 use sealrelay::local::identity_file;
 
@@ -123,8 +124,16 @@ pub fn fetch(args: FetchArgs) -> Result<()> {
                 .map_err(|e| Error::io(format!("cannot create {}: {e}", dir.display())))?;
         }
     }
+    // Each receipt's checkpoint must extend the newest one this identity saw (IDENTITY.checkpoint).
+    let seen = identity
+        .log_key
+        .clone()
+        .map(|log| CheckpointState::for_identity(&args.identity, log));
     runtime()?.block_on(async {
-        let user = UserClient::connect(&identity, &relay).await?;
+        let mut user = UserClient::connect(&identity, &relay).await?;
+        if let Some(seen) = seen {
+            user = user.remember_checkpoints(seen);
+        }
         let ids: Vec<EnvelopeId> = match single {
             Some(id) => vec![id],
             None => user.inbox().await?.iter().map(|e| e.envelope_id).collect(),

@@ -221,6 +221,26 @@ impl Connection {
         }
     }
 
+    /// An inclusion proof of leaf `index` against the relay's newest witnessed checkpoint
+    /// (leaf, tree size, proof, checkpoint note, consistency proof from `old_size`).
+    #[allow(clippy::type_complexity)]
+    pub async fn proof(
+        &self,
+        index: u64,
+        old_size: Option<u64>,
+    ) -> Result<(Vec<u8>, u64, Vec<[u8; 32]>, String, Vec<[u8; 32]>)> {
+        match self.simple(Request::Proof { index, old_size }).await? {
+            Reply::Proof {
+                leaf,
+                tree_size,
+                proof,
+                checkpoint,
+                consistency,
+            } => Ok((leaf, tree_size, proof, checkpoint, consistency)),
+            other => Err(super::unexpected(&other)),
+        }
+    }
+
     /// The relay's latest signed checkpoint, with a consistency proof from `old_size`.
     pub async fn checkpoint(&self, old_size: Option<u64>) -> Result<(String, Vec<[u8; 32]>)> {
         match self.simple(Request::GetCheckpoint { old_size }).await? {

@@ -132,8 +132,13 @@ impl UserClient<'_> {
             time: clock::now(),
         }
         .sign(&self.identity.signing_key);
+        let old_size = match &self.seen {
+            Some(s) => s.size()?,
+            None => None,
+        };
         let request = Request::Receipt {
             receipt: WireSigned::from_signed(&receipt),
+            old_size,
         };
         let Reply::ReceiptRecorded {
             event_index,
@@ -141,6 +146,7 @@ impl UserClient<'_> {
             tree_size,
             proof,
             checkpoint,
+            consistency,
         } = self.conn.simple(request).await?
         else {
             return Err(Error::internal("unexpected reply to a receipt"));
@@ -166,6 +172,11 @@ impl UserClient<'_> {
             .map_err(|e| {
                 e.context("the relay recorded the receipt but its proof does not verify")
             })?;
+        // The receipt's checkpoint must extend the newest one this client saw before.
+        if let Some(seen) = &self.seen {
+            seen.accept(&receipt_file.checkpoint, &consistency, None)
+                .map_err(|e| e.context("the receipt is recorded, but"))?;
+        }
         Ok(Fetched {
             envelope_id,
             header,

@@ -17,6 +17,8 @@ pub struct UserClient<'a> {
     pub conn: Connection,
     pub(crate) identity: &'a Identity,
     pub(crate) id: SpiffeId,
+    /// The newest checkpoint this client saw: each receipt's checkpoint must extend it.
+    pub(crate) seen: Option<crate::local::checkpoint_state::CheckpointState>,
 }
 
 /// Options for a new grant.
@@ -46,7 +48,18 @@ impl<'a> UserClient<'a> {
             conn: Connection::connect(identity, relay).await?,
             identity,
             id,
+            seen: None,
         })
+    }
+
+    /// Keeps the newest checkpoint seen in `state` (see `local::checkpoint_state`): a receipt's
+    /// checkpoint that does not extend it fails the fetch with ROLLBACK or FORK.
+    pub fn remember_checkpoints(
+        mut self,
+        state: crate::local::checkpoint_state::CheckpointState,
+    ) -> Self {
+        self.seen = Some(state);
+        self
     }
 
     /// Signs and files a grant; returns its id.

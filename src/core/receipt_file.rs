@@ -14,6 +14,7 @@ use super::grant::Receipt;
 use super::sign::{PublicKey, Signed, StatementType, VerifierKey};
 use super::store::{statement_digest, Event};
 use super::tlog::checkpoint::Checkpoint;
+use super::tlog::cosignature::WitnessPolicy;
 use super::tlog::{leaf_hash, verify_inclusion, Hash};
 use crate::error::{Error, Result};
 
@@ -46,12 +47,17 @@ struct Json {
     checkpoint: String,
 }
 
+/// Witness names with the times of their cosignatures.
+pub type Witnesses = Vec<(String, u64)>;
+
 /// What a verified receipt says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verified {
     pub receipt: Receipt,
     pub checkpoint: Checkpoint,
     pub leaf_index: u64,
+    /// The witnesses whose cosignatures on the checkpoint verified (with a witness policy).
+    pub witnessed_by: Vec<(String, u64)>,
 }
 
 fn fail(check: &str, why: impl std::fmt::Display) -> Error {
@@ -127,8 +133,9 @@ impl ReceiptFile {
 pub struct ReceiptVerifier {
     authority: PublicKey,
     log: VerifierKey,
+    witnesses: Option<WitnessPolicy>,
     entries: std::collections::HashMap<[u8; 32], DirectoryEntry>,
-    checkpoints: std::collections::HashMap<[u8; 32], Checkpoint>,
+    checkpoints: std::collections::HashMap<[u8; 32], (Checkpoint, Witnesses)>,
 }
 
 impl ReceiptVerifier {
@@ -136,9 +143,16 @@ impl ReceiptVerifier {
         ReceiptVerifier {
             authority,
             log,
+            witnesses: None,
             entries: std::collections::HashMap::new(),
             checkpoints: std::collections::HashMap::new(),
         }
+    }
+
+    /// Also requires the checkpoint to be cosigned by a quorum of `policy`'s witnesses.
+    pub fn with_witnesses(mut self, policy: Option<WitnessPolicy>) -> Self {
+        self.witnesses = policy;
+        self
     }
 
     pub fn verify(&mut self, file: &ReceiptFile) -> Result<Verified> {
@@ -153,16 +167,35 @@ impl ReceiptVerifier {
             }
         };
         let cp_key = super::directory::sha256(file.checkpoint.as_bytes());
-        let checkpoint = match self.checkpoints.get(&cp_key) {
+        let (checkpoint, witnessed_by) = match self.checkpoints.get(&cp_key) {
             Some(c) => c.clone(),
             None => {
                 let c = Checkpoint::verify(&file.checkpoint, &self.log)
                     .map_err(|e| fail("checkpoint signature", e.message()))?;
-                self.checkpoints.insert(cp_key, c.clone());
-                c
+                let by = match &self.witnesses {
+                    Some(policy) => {
+                        policy
+                            .check(&file.checkpoint)
+                            .map_err(|e| {
+                                fail(
+                                    "witness cosignatures",
+                                    format!(
+                                        "{} (a receipt answered before its checkpoint was witnessed can be brought up to date with `sealrelay receipt upgrade`)",
+                                        e.message()
+                                    ),
+                                )
+                            })?
+                            .by
+                    }
+                    None => Vec::new(),
+                };
+                self.checkpoints.insert(cp_key, (c.clone(), by.clone()));
+                (c, by)
             }
         };
-        file.verify_with(&entry, checkpoint)
+        let mut v = file.verify_with(&entry, checkpoint)?;
+        v.witnessed_by = witnessed_by;
+        Ok(v)
     }
 }
 
@@ -207,6 +240,7 @@ impl ReceiptFile {
             receipt,
             checkpoint,
             leaf_index: self.leaf_index,
+            witnessed_by: Vec::new(),
         })
     }
 }

@@ -12,7 +12,7 @@ use crate::ids::{EnvelopeId, GrantId};
 /// ALPN protocol id.
 pub const ALPN: &[u8] = b"sealrelay/1";
 /// Version carried in every request frame.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 /// Largest header frame either side accepts.
 pub const MAX_FRAME: usize = 256 * 1024;
 
@@ -116,9 +116,11 @@ pub enum Request {
     Fetch {
         envelope_id: EnvelopeId,
     },
-    /// User: record a signed delivery receipt.
+    /// User: record a signed delivery receipt. `old_size`: the newest checkpoint the client
+    /// holds, so the answer carries a consistency proof from it.
     Receipt {
         receipt: WireSigned,
+        old_size: Option<u64>,
     },
     /// Anyone enrolled: the latest signed checkpoint, with a consistency proof from `old_size`.
     GetCheckpoint {
@@ -158,6 +160,13 @@ pub enum Request {
     MyGrants {
         page: Page,
     },
+    /// Anyone enrolled: an inclusion proof of leaf `index` against the newest witnessed
+    /// checkpoint (to upgrade a receipt that was not yet witnessed), with a consistency proof
+    /// from `old_size`.
+    Proof {
+        index: u64,
+        old_size: Option<u64>,
+    },
 }
 
 impl Request {
@@ -181,6 +190,7 @@ impl Request {
             Request::SubmissionStatus { .. } => "submission_status",
             Request::Deny { .. } => "deny",
             Request::MyGrants { .. } => "my_grants",
+            Request::Proof { .. } => "proof",
         }
     }
 }
@@ -289,6 +299,8 @@ pub enum Reply {
         tree_size: u64,
         proof: Vec<[u8; 32]>,
         checkpoint: String,
+        /// From the request's `old_size` to `tree_size` (empty without one).
+        consistency: Vec<[u8; 32]>,
     },
     Checkpoint {
         checkpoint: String,
@@ -315,6 +327,16 @@ pub enum Reply {
         envelope_id: Option<EnvelopeId>,
         /// The receipt's leaf index in the transparency log, once the user filed one.
         receipt_index: Option<u64>,
+    },
+    /// A leaf's inclusion proof against a checkpoint (witnessed when the relay has witnesses
+    /// and a quorum cosigned one that covers the leaf), with a consistency proof from the
+    /// request's `old_size`.
+    Proof {
+        leaf: Vec<u8>,
+        tree_size: u64,
+        proof: Vec<[u8; 32]>,
+        checkpoint: String,
+        consistency: Vec<[u8; 32]>,
     },
 }
 

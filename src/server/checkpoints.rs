@@ -25,6 +25,8 @@ pub struct Signer {
     vk: VerifierKey,
     path: PathBuf,
     pub latest: Latest,
+    /// Woken after each new checkpoint (the witnessing task waits on it).
+    pub signed: Arc<tokio::sync::Notify>,
     /// When the last checkpoint was signed; also serializes signing and appending.
     last_signed: std::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -43,6 +45,7 @@ impl Signer {
             vk,
             path,
             latest: Arc::default(),
+            signed: Arc::default(),
             last_signed: std::sync::Mutex::new(None),
         })
     }
@@ -138,6 +141,7 @@ impl Signer {
         if let Ok(mut guard) = self.latest.write() {
             *guard = Some((cp, note));
         }
+        self.signed.notify_one();
         Ok(())
     }
 }

@@ -57,6 +57,26 @@ pub struct RelayConfig {
     pub monitor: super::monitor::MonitorConfig,
     /// What one party may hold at once (`[quotas]`).
     pub quotas: QuotaConfig,
+    /// Witnesses that cosign the log's checkpoints (`[[witness]]`, docs/witness.md).
+    pub witness: Vec<WitnessEndpoint>,
+    /// How many of the witnesses must cosign a checkpoint (default: all of them).
+    pub witness_quorum: Option<usize>,
+    /// How long a receipt waits for a witnessed checkpoint before it is answered with a
+    /// checkpoint not yet witnessed, in milliseconds.
+    pub witness_receipt_wait_ms: u64,
+    /// One request to a witness, in milliseconds (connect, send, answer).
+    pub witness_timeout_ms: u64,
+}
+
+/// One witness: where to send checkpoints and the key its cosignatures verify with.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessEndpoint {
+    /// The witness's submission prefix, e.g. `http://witness.example:7380` (`/add-checkpoint`
+    /// is appended).
+    pub url: String,
+    /// Its verifier key `<name>+<hash>+<base64>` (from `witness keygen`'s `.pub`).
+    pub key: String,
 }
 
 /// Quotas per party (docs/config.md). Each refusal names the field that set it.
@@ -125,6 +145,10 @@ impl Default for RelayConfig {
             limits: Limits::default(),
             monitor: super::monitor::MonitorConfig::default(),
             quotas: QuotaConfig::default(),
+            witness: Vec::new(),
+            witness_quorum: None,
+            witness_receipt_wait_ms: 2_000,
+            witness_timeout_ms: 5_000,
         }
     }
 }
@@ -156,7 +180,38 @@ impl RelayConfig {
         if self.limits.max_connections == 0 || self.limits.max_streams_per_connection == 0 {
             return Err(Error::bad_input("limits must be above zero"));
         }
+        self.witness_policy()?;
+        if self.witness_timeout_ms == 0 {
+            return Err(Error::bad_input("witness_timeout_ms must be above zero"));
+        }
         Ok(())
+    }
+
+    /// The witnesses and quorum as a policy (`None` without witnesses).
+    pub fn witness_policy(&self) -> Result<Option<crate::core::tlog::cosignature::WitnessPolicy>> {
+        use crate::core::tlog::cosignature::{CosignerKey, WitnessPolicy};
+        if self.witness.is_empty() {
+            if self.witness_quorum.is_some() {
+                return Err(Error::bad_input(
+                    "witness_quorum is set but no [[witness]] is listed",
+                ));
+            }
+            return Ok(None);
+        }
+        for w in &self.witness {
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                return Err(Error::bad_input(format!(
+                    "witness url {:?} must start with http:// or https://",
+                    w.url
+                )));
+            }
+        }
+        let keys = self
+            .witness
+            .iter()
+            .map(|w| CosignerKey::parse(&w.key).map_err(|e| e.context("[[witness]] key")))
+            .collect::<Result<Vec<_>>>()?;
+        WitnessPolicy::new(keys, self.witness_quorum).map(Some)
     }
 }
 

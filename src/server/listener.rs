@@ -57,6 +57,7 @@ impl Drop for InFlightGuard<'_> {
 pub struct Supervisor {
     accept: JoinHandle<()>,
     sweep: JoinHandle<()>,
+    witness: JoinHandle<()>,
     stop: Arc<Notify>,
 }
 
@@ -64,10 +65,12 @@ impl Supervisor {
     pub fn start(relay: Arc<Relay>, endpoint: quinn::Endpoint) -> Self {
         let stop = Arc::new(Notify::new());
         let accept = tokio::spawn(accept_loop(relay.clone(), endpoint, stop.clone()));
+        let witness = tokio::spawn(super::witnessing::run(relay.clone()));
         let sweep = tokio::spawn(sweep_loop(relay));
         Supervisor {
             accept,
             sweep,
+            witness,
             stop,
         }
     }
@@ -77,7 +80,9 @@ impl Supervisor {
         self.stop.notify_one();
         let _ = (&mut self.accept).await;
         self.sweep.abort();
+        self.witness.abort();
         let _ = (&mut self.sweep).await;
+        let _ = (&mut self.witness).await;
     }
 }
 
@@ -85,6 +90,7 @@ impl Drop for Supervisor {
     fn drop(&mut self) {
         self.accept.abort();
         self.sweep.abort();
+        self.witness.abort();
     }
 }
 

@@ -26,6 +26,7 @@ mod state;
 mod stream;
 mod sweep;
 mod uploads;
+mod witnessing;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -25,6 +25,7 @@ use super::events;
 use super::listener::InFlight;
 use super::monitor::{Monitor, RateLimiter};
 use super::state::Relay;
+use super::witnessing::Witnessing;
 
 /// What the relay needs from `DIR` to serve: its TLS key and certificate, the CA.
 pub struct Tls {
@@ -95,6 +96,10 @@ pub fn load(
     signer.sign_current(store.as_ref())?;
     let checkpoint = signer.latest.clone();
     let committer = Committer::start(store.clone(), Some(signer.clone()))?;
+    let witnessing = match config.witness_policy()? {
+        Some(policy) => Some(Arc::new(Witnessing::new(&config, policy)?)),
+        None => None,
+    };
     // Blobs whose envelope never committed (or was deleted) go.
     let live: HashSet<EnvelopeId> = store.envelope_ids()?.into_iter().collect();
     let swept = blobs.sweep(&live)?;
@@ -113,6 +118,7 @@ pub fn load(
         in_flight: InFlight::default(),
         checkpoint,
         signer,
+        witnessing,
         monitor,
         limiter,
         connections: Connections::default(),

@@ -46,6 +46,9 @@ pub struct Relay {
     pub(crate) checkpoint: checkpoints::Latest,
     /// Signs checkpoints with the log key.
     pub(crate) signer: Arc<checkpoints::Signer>,
+    /// The witnesses that cosign checkpoints, and the newest one they cosigned (`None`: the
+    /// relay has no witnesses configured).
+    pub(crate) witnessing: Option<Arc<super::witnessing::Witnessing>>,
     /// Per-agent counters and quarantines.
     pub(crate) monitor: Monitor,
     /// Per-identity token buckets.
@@ -89,6 +92,55 @@ impl Relay {
 
     pub(crate) fn latest_checkpoint(&self) -> Option<(Checkpoint, String)> {
         self.checkpoint.read().ok().and_then(|g| g.clone())
+    }
+
+    /// The checkpoint to answer with, of at least `min_size` leaves and at least the caller's
+    /// `old_size`: the newest *witnessed* one when it is that large (waiting up to `wait` for
+    /// one), otherwise the newest signed one, not yet witnessed. A caller holding a larger
+    /// checkpoint than the relay's newest is told the log was rolled back.
+    pub(crate) async fn checkpoint_for(
+        &self,
+        min_size: u64,
+        old_size: Option<u64>,
+        wait: std::time::Duration,
+    ) -> std::result::Result<(Checkpoint, String), Refusal> {
+        let min = min_size.max(old_size.unwrap_or(0));
+        if let Some(w) = &self.witnessing {
+            let mut rx = w.witnessed.subscribe();
+            let large =
+                |n: &super::witnessing::Noted| n.as_ref().is_some_and(|(c, _)| c.size >= min);
+            if !large(&rx.borrow()) && !wait.is_zero() {
+                let _ = tokio::time::timeout(wait, rx.wait_for(large)).await;
+            }
+            let got = rx.borrow().clone().filter(|(c, _)| c.size >= min);
+            if let Some(found) = got {
+                return Ok(found);
+            }
+        }
+        let (cp, note) = self
+            .latest_checkpoint()
+            .ok_or_else(|| Refusal::new(ErrorCode::Unavailable, "no checkpoint signed yet"))?;
+        if let Some(old) = old_size.filter(|o| *o > cp.size) {
+            return Err(Refusal::new(
+                ErrorCode::Conflict,
+                format!(
+                    "your checkpoint has {old} entries but the relay's newest has {}: the log was rolled back",
+                    cp.size
+                ),
+            ));
+        }
+        if cp.size < min {
+            return Err(Refusal::new(
+                ErrorCode::Unavailable,
+                "no checkpoint covers that entry yet; ask again shortly",
+            ));
+        }
+        Ok((cp, note))
+    }
+
+    /// How long a receipt waits for a witnessed checkpoint.
+    pub(crate) fn receipt_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.config.witness_receipt_wait_ms)
     }
 
     /// Commits one write with its event; maps the store's refusals to wire errors.

@@ -133,7 +133,13 @@ pub async fn fetch(
 
 /// Records the user's signed receipt (delivered or undecryptable) and answers with its log
 /// entry, inclusion proof and the checkpoint that covers it.
-pub async fn receipt(relay: &Relay, peer: &Peer, receipt: WireSigned, now: u64) -> Handled {
+pub async fn receipt(
+    relay: &Relay,
+    peer: &Peer,
+    receipt: WireSigned,
+    old_size: Option<u64>,
+    now: u64,
+) -> Handled {
     let signed = receipt.to_signed(StatementType::Receipt)?;
     let claimed = Receipt::decode(&signed.statement)?;
     let owner = match relay.store.envelope(&claimed.envelope_id)? {
@@ -194,23 +200,33 @@ pub async fn receipt(relay: &Relay, peer: &Peer, receipt: WireSigned, now: u64) 
             .signal_from(&r.agent, Signal::Undecryptable, Some(&peer.id), now)
             .await;
     }
-    // The commit thread signed a checkpoint covering this event before answering.
+    // The commit thread signed a checkpoint covering this event before answering; with
+    // witnesses, the answer waits a little for one they cosigned.
     let (cp, note) = relay
-        .latest_checkpoint()
-        .filter(|(cp, _)| cp.size > index)
-        .ok_or_else(|| {
-            Refusal::new(
-                ErrorCode::Unavailable,
-                "the receipt is recorded but no checkpoint covers it yet; fetch its proof later",
-            )
+        .checkpoint_for(index + 1, old_size, relay.receipt_wait())
+        .await
+        .map_err(|r| {
+            if r.code == ErrorCode::Unavailable {
+                Refusal::new(
+                    ErrorCode::Unavailable,
+                    "the receipt is recorded but no checkpoint covers it yet; fetch its proof later",
+                )
+            } else {
+                r
+            }
         })?;
     let proof = relay.store.inclusion_proof(index, cp.size)?;
+    let consistency = match old_size {
+        Some(old) => relay.store.consistency_proof(old, cp.size)?,
+        None => Vec::new(),
+    };
     Ok(Reply::ReceiptRecorded {
         event_index: index,
         leaf,
         tree_size: cp.size,
         proof,
         checkpoint: note,
+        consistency,
     })
 }
 

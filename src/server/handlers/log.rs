@@ -2,7 +2,7 @@
 //! caller's last one) and event leaves for auditors.
 
 use crate::core::policy::Action;
-use crate::core::wire::{ErrorCode, Reply, PAGE_BYTES};
+use crate::core::wire::{Reply, PAGE_BYTES};
 use crate::error::Error;
 use crate::net::Peer;
 
@@ -20,23 +20,50 @@ pub async fn checkpoint(relay: &Relay, peer: &Peer, old_size: Option<u64>, now: 
     tokio::task::spawn_blocking(move || signer.sign_current(store.as_ref()))
         .await
         .map_err(|_| Error::internal("checkpoint task failed"))??;
+    // The newest witnessed checkpoint when there is one at least as large as the caller's.
     let (cp, note) = relay
-        .latest_checkpoint()
-        .ok_or_else(|| Refusal::new(ErrorCode::Unavailable, "no checkpoint signed yet"))?;
+        .checkpoint_for(0, old_size, std::time::Duration::ZERO)
+        .await?;
     let consistency = match old_size {
-        Some(old) if old > cp.size => {
-            return Err(Refusal::new(
-                ErrorCode::Conflict,
-                format!(
-                    "your checkpoint has {old} entries but the relay's newest has {}: the log was rolled back",
-                    cp.size
-                ),
-            ))
-        }
         Some(old) => relay.store.consistency_proof(old, cp.size)?,
         None => Vec::new(),
     };
     Ok(Reply::Checkpoint {
+        checkpoint: note,
+        consistency,
+    })
+}
+
+/// An inclusion proof of leaf `index` against the newest witnessed checkpoint that covers it
+/// (or the newest signed one), for upgrading a receipt answered before its checkpoint was
+/// witnessed. Proofs hold hashes only; the leaf is the caller's own receipt's or public to
+/// auditors, so any enrolled party may ask, as for checkpoints.
+pub async fn proof(
+    relay: &Relay,
+    peer: &Peer,
+    index: u64,
+    old_size: Option<u64>,
+    now: u64,
+) -> Handled {
+    relay.authorize_relay(peer, Action::Checkpoint, now).await?;
+    let (cp, note) = relay
+        .checkpoint_for(index.saturating_add(1), old_size, std::time::Duration::ZERO)
+        .await?;
+    let leaf = relay
+        .store
+        .events(index, 1)?
+        .into_iter()
+        .find(|(i, _)| *i == index)
+        .map(|(_, e)| e.leaf_bytes())
+        .ok_or_else(|| Refusal::not_found("log entry"))?;
+    let consistency = match old_size {
+        Some(old) => relay.store.consistency_proof(old, cp.size)?,
+        None => Vec::new(),
+    };
+    Ok(Reply::Proof {
+        leaf,
+        tree_size: cp.size,
+        proof: relay.store.inclusion_proof(index, cp.size)?,
         checkpoint: note,
         consistency,
     })

@@ -111,7 +111,10 @@ pub async fn handle<B: AsyncRead + Unpin + Send>(
             let (view, body) = delivery::fetch(relay, peer, envelope_id, now).await?;
             return Ok(Outcome::Envelope { view, body });
         }
-        Request::Receipt { receipt } => delivery::receipt(relay, peer, receipt, now).await,
+        Request::Receipt { receipt, old_size } => {
+            delivery::receipt(relay, peer, receipt, old_size, now).await
+        }
+        Request::Proof { index, old_size } => log::proof(relay, peer, index, old_size, now).await,
         Request::GetCheckpoint { old_size } => log::checkpoint(relay, peer, old_size, now).await,
         Request::Events { from, limit } => log::events(relay, peer, from, limit, now).await,
         Request::Quarantine { agent, reason } => {

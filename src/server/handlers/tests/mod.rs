@@ -204,6 +204,7 @@ impl Fixture {
         .sign(&self.alice.signing_key);
         Request::Receipt {
             receipt: WireSigned::from_signed(&r),
+            old_size: None,
         }
     }
 }
