@@ -866,3 +866,174 @@ fn base64_encode(b: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
+
+/// With its witness down the relay keeps serving: the receipt says not yet witnessed and fails a
+/// 1-of-1 policy; once the witness is up and has cosigned, `receipt upgrade` brings the receipt
+/// up to date and it verifies.
+#[test]
+fn a_receipt_answered_while_the_witness_was_down_is_upgraded_later() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    ok_in(dir, &["keys", "init", "--dir", "keys"]);
+    ok_in(
+        dir,
+        &["user", "add", "alice", "--dir", "keys", "--out", "alice.id"],
+    );
+    ok_in(
+        dir,
+        &[
+            "agent",
+            "add",
+            "research-bot",
+            "--dir",
+            "keys",
+            "--out",
+            "bot.id",
+            "--scope",
+            "tickets/*",
+        ],
+    );
+    ok_in(
+        dir,
+        &[
+            "witness",
+            "keygen",
+            "--name",
+            "witness.test/late",
+            "--out",
+            "w.key",
+        ],
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let w_pub = std::fs::read_to_string(dir.join("w.key.pub")).unwrap();
+    std::fs::write(
+        dir.join("relay.toml"),
+        format!(
+            "witness_receipt_wait_ms = 300\nwitness_timeout_ms = 500\n[[witness]]\nurl = \"http://127.0.0.1:{port}\"\nkey = \"{}\"\n",
+            w_pub.trim()
+        ),
+    )
+    .unwrap();
+    let (relay, addr) = start_relay(dir, "data", "relay.toml", "relay.log");
+    let receipt = deliver(dir, &addr, "alice", 1);
+    let verify = |extra: &[&str]| {
+        run_in(
+            dir,
+            &[
+                &[
+                    "receipt",
+                    "verify",
+                    receipt.to_str().unwrap(),
+                    "--authority",
+                    "keys/authority.pub",
+                    "--log-key",
+                    "keys/log.pub",
+                ][..],
+                extra,
+            ]
+            .concat(),
+        )
+    };
+    let (code, _, err) = verify(&["--witness", "w.key.pub"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("not witnessed") && err.contains("receipt upgrade"),
+        "{err}"
+    );
+    assert_eq!(verify(&[]).0, 0, "under the log key alone it verifies");
+    let before = std::fs::read(&receipt).unwrap();
+    // Upgrading before any witness cosigned changes nothing and says why.
+    let (code, _, err) = run_in(
+        dir,
+        &[
+            "receipt",
+            "upgrade",
+            receipt.to_str().unwrap(),
+            "--identity",
+            "alice.id",
+            "--witness",
+            "w.key.pub",
+            "--relay",
+            &addr,
+        ],
+    );
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("not witnessed"), "{err}");
+    assert_eq!(std::fs::read(&receipt).unwrap(), before);
+    // The witness comes up; new activity makes the relay try again at once.
+    let (witness, _) = {
+        let mut cmd = Command::new(common::bin());
+        cmd.args([
+            "witness",
+            "serve",
+            "--key",
+            "w.key",
+            "--state",
+            "wstate",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log",
+            "keys/log.pub",
+        ]);
+        let mut child = cmd
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        (child, line)
+    };
+    let mut upgraded = String::new();
+    for attempt in 0..40 {
+        ok_in(
+            dir,
+            &[
+                "grant",
+                "--identity",
+                "alice.id",
+                "--agent",
+                "research-bot",
+                "--resource",
+                &format!("tickets/poke{attempt}"),
+                "--relay",
+                &addr,
+            ],
+        );
+        let (code, out, _) = run_in(
+            dir,
+            &[
+                "receipt",
+                "upgrade",
+                receipt.to_str().unwrap(),
+                "--identity",
+                "alice.id",
+                "--witness",
+                "w.key.pub",
+                "--relay",
+                &addr,
+            ],
+        );
+        if code == 0 {
+            upgraded = out;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(
+        upgraded.starts_with("upgraded: ") && upgraded.contains("witness.test/late"),
+        "{upgraded}"
+    );
+    let (code, out, err) = verify(&["--witness", "w.key.pub"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("cosigned by witness.test/late"), "{out}");
+    common::terminate(relay);
+    kill9(witness);
+}
