@@ -172,11 +172,12 @@ pub fn fetch(args: FetchArgs) -> Result<()> {
             eprint!("{}", header_lines(&fetched.header));
             match fetched.status {
                 DeliveryStatus::Delivered => eprintln!(
-                    "envelope {}: delivered ({} bytes){}; receipt {}",
+                    "envelope {}: delivered ({} bytes){}; receipt {}{}",
                     hex(id),
                     fetched.plaintext_len,
                     out_path.as_ref().map(|p| format!(" to {}", p.display())).unwrap_or_default(),
-                    rpath.display()
+                    rpath.display(),
+                    witnessed_note(&fetched.receipt_file.checkpoint)
                 ),
                 DeliveryStatus::Undecryptable => {
                     undecryptable += 1;
@@ -200,6 +201,15 @@ pub fn fetch(args: FetchArgs) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// Whether a receipt's checkpoint came with witness cosignatures (checked by `receipt verify
+/// --witness`), or was answered before any witness cosigned it.
+fn witnessed_note(checkpoint: &str) -> String {
+    match sealrelay::core::tlog::cosignature::other_signature_lines(checkpoint) {
+        0 => " (its checkpoint is signed by the relay alone: no witness cosignature; docs/witness.md)".into(),
+        n => format!(" (its checkpoint carries {n} witness cosignature(s): check them with `receipt verify --witness`)"),
+    }
 }
 
 #[derive(Args)]

@@ -81,15 +81,17 @@ impl Witnessing {
     async fn cosign_all(&self, store: &Arc<dyn Store>, cp: &Checkpoint, note: &str) -> Vec<String> {
         let mut tasks = tokio::task::JoinSet::new();
         for ep in &self.endpoints {
+            // A weak handle: a request still waiting on a slow witness must not keep the store
+            // open after the relay shut down.
             let (ep, store, cp, note, agent) = (
                 ep.clone(),
-                store.clone(),
+                Arc::downgrade(store),
                 cp.clone(),
                 note.to_owned(),
                 self.agent.clone(),
             );
             tasks.spawn_blocking(move || {
-                let r = ep.cosign(&agent, store.as_ref(), &cp, &note);
+                let r = ep.cosign(&agent, &store, &cp, &note);
                 (ep, r)
             });
         }
@@ -112,7 +114,7 @@ impl Endpoint {
     fn cosign(
         &self,
         agent: &ureq::Agent,
-        store: &dyn Store,
+        store: &std::sync::Weak<dyn Store>,
         cp: &Checkpoint,
         note: &str,
     ) -> Result<String, String> {
@@ -128,6 +130,8 @@ impl Endpoint {
                 Vec::new()
             } else {
                 store
+                    .upgrade()
+                    .ok_or("the relay is shutting down")?
                     .consistency_proof(old, cp.size)
                     .map_err(|e| format!("no consistency proof from {old}: {e}"))?
             };

@@ -125,6 +125,20 @@ pub fn lines_of<'a>(note: &'a str, witnesses: &[CosignerKey]) -> Vec<&'a str> {
         .collect()
 }
 
+/// How many signature lines of a note are not the log's own (by name: unverified, an
+/// indication only; [`WitnessPolicy::check`] verifies).
+pub fn other_signature_lines(note: &str) -> usize {
+    let Ok(parsed) = Note::split(note) else {
+        return 0;
+    };
+    let origin = parsed.text.split('\n').next().unwrap_or_default();
+    parsed
+        .signatures
+        .iter()
+        .filter(|s| s.name != origin)
+        .count()
+}
+
 /// k of n witnesses: what a client requires before it trusts a checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WitnessPolicy {

@@ -1,0 +1,244 @@
+//! What the relay benchmarks share: a real `sealrelay serve` process, CPU and latency figures,
+//! the 1 KiB submission load, and the docs/benchmarks.md section writer.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sealrelay::client::{AgentClient, GrantRequest, UserClient};
+use sealrelay::core::identity::Identity;
+
+pub fn fail(msg: impl std::fmt::Display) -> ! {
+    eprintln!("bench failed: {msg}");
+    std::process::exit(1)
+}
+
+pub trait OrFail<T> {
+    fn or_fail(self, what: &str) -> T;
+}
+impl<T, E: std::fmt::Display> OrFail<T> for Result<T, E> {
+    fn or_fail(self, what: &str) -> T {
+        self.unwrap_or_else(|e| fail(format!("{what}: {e}")))
+    }
+}
+
+pub struct Relay {
+    pub child: Child,
+    pub addr: String,
+}
+
+impl Relay {
+    pub fn start(bin: &Path, base: &Path) -> Relay {
+        Relay::start_with(bin, base, "data", &[])
+    }
+
+    /// `serve --dir keys --data DATA --listen 127.0.0.1:0` plus `extra` (e.g. `--config F`).
+    pub fn start_with(bin: &Path, base: &Path, data: &str, extra: &[&str]) -> Relay {
+        let mut child = Command::new(bin)
+            .args([
+                "serve",
+                "--dir",
+                "keys",
+                "--data",
+                data,
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .current_dir(base)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .or_fail("start the relay");
+        let stdout = child.stdout.take().unwrap_or_else(|| fail("no stdout"));
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .or_fail("read the relay's first line");
+        let addr = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        Relay { child, addr }
+    }
+    /// Peak resident set (VmHWM) of the relay process, MiB.
+    pub fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0.0, |kib| kib / 1024.0)
+    }
+}
+
+/// CPU seconds (user + system) a process has used, from /proc/<pid>/stat (clock ticks of 1/100 s).
+pub fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = stat.rsplit(')').next().unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
+pub fn grant_req(agent: &str, max: u64) -> GrantRequest {
+    GrantRequest {
+        agent: agent.into(),
+        resource: "tickets/bench".into(),
+        purpose: String::new(),
+        ttl_secs: 3600,
+        max_bytes: max,
+    }
+}
+
+/// Bytes that are not text, so the relay's randomness check sees ciphertext-like input (the
+/// envelopes here are real age files anyway).
+pub fn data(n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut v).or_fail("random");
+    v
+}
+
+pub async fn submissions(
+    addr: &str,
+    users: &[Identity],
+    agents: &[Identity],
+    per_agent: usize,
+    scratch: &Path,
+    relay_pid: &str,
+) -> (f64, f64, f64, usize, f64) {
+    // Grants first (not timed): each agent gets `per_agent` grants from the users in turn.
+    let mut user_conns = Vec::new();
+    for u in users {
+        user_conns.push(UserClient::connect(u, addr).await.or_fail("user connect"));
+    }
+    for (k, a) in agents.iter().enumerate() {
+        let name = a.name.clone();
+        for j in 0..per_agent {
+            let u = &user_conns[(k + j) % user_conns.len()];
+            u.grant(&grant_req(&name, 64 * 1024)).await.or_fail("grant");
+        }
+    }
+    // Each agent seals its 1 KiB envelopes up front; the timed part is the relay's work.
+    let barrier = Arc::new(tokio::sync::Barrier::new(agents.len() + 1));
+    let mut tasks = Vec::new();
+    for a in agents {
+        let a = a.clone_for_bench();
+        let addr = addr.to_owned();
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = AgentClient::connect(&a, &addr)
+                .await
+                .or_fail("agent connect");
+            let grants = client.grants().await.or_fail("grants");
+            let mut prepared = Vec::new();
+            for g in grants {
+                let recipient: sealrelay::core::envelope::keys::AgeRecipient = g
+                    .user_entry
+                    .age_recipient
+                    .as_deref()
+                    .unwrap_or_default()
+                    .parse()
+                    .or_fail("recipient");
+                let mut body = Vec::new();
+                sealrelay::core::envelope::seal(
+                    &recipient,
+                    &mut data(1024).as_slice(),
+                    &mut body,
+                    1,
+                )
+                .or_fail("seal");
+                let st = sealrelay::core::envelope::submission::Submission {
+                    grant_id: g.grant.grant_id,
+                    user: g.grant.user.clone(),
+                    agent: a.id.clone().unwrap_or_else(|| fail("agent id")),
+                    ciphertext_sha256: sealrelay::core::directory::sha256(&body),
+                    ciphertext_len: body.len() as u64,
+                }
+                .sign(&a.signing_key);
+                prepared.push((g.grant.grant_id, st, body));
+            }
+            barrier.wait().await;
+            let mut lat = Vec::new();
+            for (gid, st, body) in prepared {
+                let t = Instant::now();
+                client
+                    .submit_raw(gid, &st, body.len() as u64, &mut body.as_slice())
+                    .await
+                    .or_fail("submit");
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let _ = scratch;
+    barrier.wait().await;
+    let cpu0 = cpu_secs(relay_pid);
+    let start = Instant::now();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.or_fail("join"));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    // Relay CPU per submission (µs), for the policy-overhead figure.
+    let cpu_per = (cpu_secs(relay_pid) - cpu0) / all.len().max(1) as f64 * 1e6;
+    all.sort();
+    (
+        all.len() as f64 / secs,
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+        all.len(),
+        cpu_per,
+    )
+}
+
+pub trait CloneForBench {
+    fn clone_for_bench(&self) -> Identity;
+}
+impl CloneForBench for Identity {
+    fn clone_for_bench(&self) -> Identity {
+        match sealrelay::core::identity::parse_identity_file(self.to_text().as_bytes())
+            .or_fail("identity")
+        {
+            sealrelay::core::identity::IdentityFile::Sealrelay(b) => *b,
+            _ => fail("identity"),
+        }
+    }
+}
+
+pub fn replace_section(doc: &Path, name: &str, body: &str) {
+    let begin = format!("<!-- BEGIN {name} -->");
+    let end = format!("<!-- END {name} -->");
+    let text = std::fs::read_to_string(doc).unwrap_or_else(|_| "# Benchmarks\n".into());
+    let block = format!("{begin}\n{}\n{end}", body.trim_end());
+    let new = match (text.find(&begin), text.find(&end)) {
+        (Some(a), Some(b)) if a < b => format!("{}{}{}", &text[..a], block, &text[b + end.len()..]),
+        _ => format!("{}\n\n{}\n", text.trim_end(), block),
+    };
+    std::fs::write(doc, new).or_fail("write docs/benchmarks.md");
+}
