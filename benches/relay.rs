@@ -18,7 +18,6 @@ use std::time::Instant;
 use common::*;
 use sealrelay::client::{AgentClient, UserClient};
 use sealrelay::core::identity::Identity;
-use sealrelay::local::provision::{agent, provision, user, PartySpec};
 
 /// Latency of one authorization decision with the shipped policy (µs): p50, p99.
 fn decision_latency() -> (f64, f64) {
@@ -182,19 +181,8 @@ async fn raw_quinn(keys: &Path, alice: &Identity, bytes: u64) -> f64 {
 }
 
 fn main() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let bin = root.join("target/release/sealrelay");
-    if !bin.exists() {
-        fail("build the release binary first: cargo build --release (benches/relay.sh does)");
-    }
-    let tmp = tempfile::tempdir().or_fail("tempdir");
+    let (root, bin, tmp, ids) = bench_world();
     let base = tmp.path();
-    let now = sealrelay::clock::now();
-    let user_names: Vec<String> = (0..32).map(|i| format!("user{i}")).collect();
-    let agent_names: Vec<String> = (0..32).map(|i| format!("agent{i}")).collect();
-    let mut specs: Vec<PartySpec> = user_names.iter().map(|n| user(n, 2, &[])).collect();
-    specs.extend(agent_names.iter().map(|n| agent(n, &["tickets/*"])));
-    let (ids, _) = provision(&base.join("keys"), &specs, now).or_fail("provision");
     let (users, agents) = ids.split_at(32);
     let relay = Relay::start(&bin, base);
     let rt = tokio::runtime::Builder::new_multi_thread()

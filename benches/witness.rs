@@ -9,54 +9,26 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use common::*;
 use sealrelay::client::Connection;
 use sealrelay::core::tlog::cosignature::{CosignerKey, WitnessPolicy};
-use sealrelay::local::provision::{agent, provision, user, PartySpec};
 
-fn main() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let bin = root.join("target/release/sealrelay");
-    if !bin.exists() {
-        fail("build the release binary first: cargo build --release (benches/witness.sh does)");
-    }
-    let tmp = tempfile::tempdir().or_fail("tempdir");
-    let base = tmp.path();
-    let now = sealrelay::clock::now();
-    let user_names: Vec<String> = (0..32).map(|i| format!("user{i}")).collect();
-    let agent_names: Vec<String> = (0..32).map(|i| format!("agent{i}")).collect();
-    let mut specs: Vec<PartySpec> = user_names.iter().map(|n| user(n, 2, &[])).collect();
-    specs.extend(agent_names.iter().map(|n| agent(n, &["tickets/*"])));
-    let (ids, _) = provision(&base.join("keys"), &specs, now).or_fail("provision");
-    let (users, agents) = ids.split_at(32);
-    let status = Command::new(&bin)
-        .args([
-            "witness",
-            "keygen",
-            "--name",
-            "bench.local/w1",
-            "--out",
-            "w1.key",
-        ])
-        .current_dir(base)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .or_fail("witness keygen");
-    if !status.success() {
-        fail("witness keygen failed");
-    }
-    let mut witness = Command::new(&bin)
+/// `sealrelay witness serve` for the bench's log with its state in `state`: the process and URL.
+fn start_witness(
+    bin: &std::path::Path,
+    base: &std::path::Path,
+    state: &str,
+) -> (std::process::Child, String) {
+    let mut witness = Command::new(bin)
         .args([
             "witness",
             "serve",
             "--key",
             "w1.key",
             "--state",
-            "wstate",
+            state,
             "--listen",
             "127.0.0.1:0",
             "--log",
@@ -78,14 +50,33 @@ fn main() {
         .next()
         .unwrap_or_default()
         .to_owned();
+    (witness, url)
+}
+
+fn main() {
+    let (root, bin, tmp, ids) = bench_world();
+    let base = tmp.path();
+    let (users, agents) = ids.split_at(32);
+    let status = Command::new(&bin)
+        .args([
+            "witness",
+            "keygen",
+            "--name",
+            "bench.local/w1",
+            "--out",
+            "w1.key",
+        ])
+        .current_dir(base)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .or_fail("witness keygen");
+    if !status.success() {
+        fail("witness keygen failed");
+    }
     let w_pub = std::fs::read_to_string(base.join("w1.key.pub")).or_fail("w1.key.pub");
     let policy = WitnessPolicy::new(vec![CosignerKey::parse(&w_pub).or_fail("w1.key.pub")], None)
         .or_fail("policy");
-    std::fs::write(
-        base.join("witnessed.toml"),
-        format!("[[witness]]\nurl = \"{url}\"\nkey = \"{}\"\n", w_pub.trim()),
-    )
-    .or_fail("config");
     std::fs::write(base.join("plain.toml"), "").or_fail("config");
     let per_agent: usize = std::env::var("SEALRELAY_BENCH_PER_AGENT")
         .ok()
@@ -100,6 +91,16 @@ fn main() {
     for (round, witnessed) in [false, true, false, true].into_iter().enumerate() {
         // A fresh data directory per run: the same store size at the start of each.
         let data = format!("data{round}");
+        // Each witnessed run is a new history under the same log key: it gets a witness with a
+        // fresh state (the same witness would rightly refuse it as a fork of the run before).
+        let witness = witnessed.then(|| start_witness(&bin, base, &format!("wstate{round}")));
+        if let Some((_, url)) = &witness {
+            std::fs::write(
+                base.join("witnessed.toml"),
+                format!("[[witness]]\nurl = \"{url}\"\nkey = \"{}\"\n", w_pub.trim()),
+            )
+            .or_fail("config");
+        }
         let config = base.join(if witnessed {
             "witnessed.toml"
         } else {
@@ -147,9 +148,11 @@ fn main() {
         );
         figures.push((witnessed, rate, p99, n));
         drop(relay);
+        if let Some((mut w, _)) = witness {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
     }
-    let _ = witness.kill();
-    let _ = witness.wait();
     let mean = |w: bool, f: fn(&(bool, f64, f64, usize)) -> f64| {
         let v: Vec<f64> = figures.iter().filter(|x| x.0 == w).map(f).collect();
         v.iter().sum::<f64>() / v.len().max(1) as f64
@@ -187,12 +190,15 @@ fn main() {
         "## Witnessed checkpoints: 1 KiB submissions with and without a witness\n\n\
 Command: `bash benches/witness.sh` ({per_agent} submissions per agent, 32 agents, per run). \
 Machine: {cpu}, {cores} cores; relay, witness and clients on it together. Runs alternate \
-plain and witnessed, each on a fresh data directory; after each witnessed run the relay's \
+plain and witnessed, each on a fresh data directory (and each witnessed run with a witness on \
+a fresh state: a new history under the same log key); after each witnessed run the relay's \
 checkpoint carried the witness's cosignature (checked).\n\n\
 | figure | no witness | one witness on loopback | target |\n|---|---|---|---|\n\
 | 1 KiB submissions/s (mean of 2 runs) | {plain:.0}/s | {with:.0}/s | drop ≤ 10%: {drop_pct:.1}% ({met}) |\n\
 | p99 latency (mean of 2 runs) | {plain_p99:.2} ms | {with_p99:.2} ms | |\n\n\
-Runs in order: {}.\n\n\
+Runs in order: {}. A negative drop means the witnessed runs were faster: on this shared \
+machine the spread between runs of one kind can exceed the witness's cost, so compare the \
+runs, not only the means.\n\n\
 Cosigning is batched with checkpoint signing: the relay signs at most about one checkpoint a \
 second while only submissions arrive, and the witnessing task always takes the newest, so a \
 burst of submissions costs one `add-checkpoint` request (and one fsync at the witness) per \

@@ -161,6 +161,25 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// keys init; the users (`NAME.id`) and research-bot (`bot.id`, tickets/*) enrolled.
+fn world(dir: &Path, users: &[&str]) {
+    ok_in(dir, &["keys", "init", "--dir", "keys"]);
+    for user in users {
+        let out = format!("{user}.id");
+        ok_in(dir, &["user", "add", user, "--dir", "keys", "--out", &out]);
+    }
+    let agent = [
+        "agent",
+        "add",
+        "research-bot",
+        "--dir",
+        "keys",
+        "--out",
+        "bot.id",
+    ];
+    ok_in(dir, &[&agent[..], &["--scope", "tickets/*"]].concat());
+}
+
 fn kill9(mut child: Child) {
     let _ = child.kill();
     let _ = child.wait();
@@ -170,35 +189,7 @@ fn kill9(mut child: Child) {
 fn a_split_view_is_refused_by_the_witness_and_caught_by_receipts_and_clients() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
-    ok_in(dir, &["keys", "init", "--dir", "keys"]);
-    for user in ["alice", "bob"] {
-        ok_in(
-            dir,
-            &[
-                "user",
-                "add",
-                user,
-                "--dir",
-                "keys",
-                "--out",
-                &format!("{user}.id"),
-            ],
-        );
-    }
-    ok_in(
-        dir,
-        &[
-            "agent",
-            "add",
-            "research-bot",
-            "--dir",
-            "keys",
-            "--out",
-            "bot.id",
-            "--scope",
-            "tickets/*",
-        ],
-    );
+    world(dir, &["alice", "bob"]);
     let printed = ok_in(
         dir,
         &[
@@ -874,25 +865,7 @@ fn base64_encode(b: &[u8]) -> String {
 fn a_receipt_answered_while_the_witness_was_down_is_upgraded_later() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
-    ok_in(dir, &["keys", "init", "--dir", "keys"]);
-    ok_in(
-        dir,
-        &["user", "add", "alice", "--dir", "keys", "--out", "alice.id"],
-    );
-    ok_in(
-        dir,
-        &[
-            "agent",
-            "add",
-            "research-bot",
-            "--dir",
-            "keys",
-            "--out",
-            "bot.id",
-            "--scope",
-            "tickets/*",
-        ],
-    );
+    world(dir, &["alice"]);
     ok_in(
         dir,
         &[

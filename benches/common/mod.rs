@@ -242,3 +242,27 @@ pub fn replace_section(doc: &Path, name: &str, body: &str) {
     };
     std::fs::write(doc, new).or_fail("write docs/benchmarks.md");
 }
+
+/// The release binary, a temporary directory with a trust root, and 32 users then 32 agents
+/// (scope `tickets/*`) provisioned in it: what every relay benchmark starts from.
+pub fn bench_world() -> (
+    std::path::PathBuf,
+    std::path::PathBuf,
+    tempfile::TempDir,
+    Vec<Identity>,
+) {
+    use sealrelay::local::provision::{agent, provision, user, PartySpec};
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let bin = root.join("target/release/sealrelay");
+    if !bin.exists() {
+        fail("build the release binary first: cargo build --release (the benches' .sh scripts do)");
+    }
+    let tmp = tempfile::tempdir().or_fail("tempdir");
+    let now = sealrelay::clock::now();
+    let user_names: Vec<String> = (0..32).map(|i| format!("user{i}")).collect();
+    let agent_names: Vec<String> = (0..32).map(|i| format!("agent{i}")).collect();
+    let mut specs: Vec<PartySpec> = user_names.iter().map(|n| user(n, 2, &[])).collect();
+    specs.extend(agent_names.iter().map(|n| agent(n, &["tickets/*"])));
+    let (ids, _) = provision(&tmp.path().join("keys"), &specs, now).or_fail("provision");
+    (root, bin, tmp, ids)
+}
