@@ -197,6 +197,19 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
     let relay_pid = relay.child.id().to_string();
+    // Profiling mode (benches/profile.sh): round trips only, N per user pair, no doc update.
+    if let Some(n) = std::env::var("SEALRELAY_BENCH_ROUND_TRIPS_ONLY")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        eprintln!("relay pid {relay_pid}");
+        let (relay_cpu0, client_cpu0) = (cpu_secs(&relay_pid), cpu_secs("self"));
+        let (rate, n) = rt.block_on(round_trips(&relay.addr, users, agents, n, scratch.clone()));
+        let relay_cpu = (cpu_secs(&relay_pid) - relay_cpu0) / n as f64 * 1000.0;
+        let client_cpu = (cpu_secs("self") - client_cpu0) / n as f64 * 1000.0;
+        eprintln!("round trips: {n} at {rate:.0}/s; CPU per round trip: relay {relay_cpu:.2} ms, clients {client_cpu:.2} ms");
+        return;
+    }
     let (sub_rate, p50, p99, n_sub, cpu_per_sub) = rt.block_on(submissions(
         &relay.addr,
         users,

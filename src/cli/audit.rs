@@ -206,30 +206,40 @@ fn upgrade(args: UpgradeArgs) -> Result<()> {
             .map_err(|e| e.context(path.display()))?;
         files.push((path, file));
     }
+    let state = CheckpointState::for_identity(&args.identity, log.clone());
     runtime()?.block_on(async {
         let conn = Connection::connect(&identity, &relay).await?;
-        let mut verifier = ReceiptVerifier::new(authority, log.clone()).with_witnesses(policy.clone());
+        let mut verifier =
+            ReceiptVerifier::new(authority, log.clone()).with_witnesses(policy.clone());
         let mut result = Ok(());
         for (path, file) in files {
             let step = async {
-                let old = Checkpoint::verify(&file.checkpoint, &log)?;
-                let (leaf, tree_size, proof, checkpoint, consistency) =
+                // The new checkpoint must extend the newest one this identity saw (or, before
+                // the first, the receipt's own).
+                let saved = state.load()?;
+                let old = match &saved {
+                    Some((c, _)) => c.clone(),
+                    None => Checkpoint::verify(&file.checkpoint, &log)?,
+                };
+                let (tree_size, proof, checkpoint, consistency) =
                     conn.proof(file.leaf_index, Some(old.size)).await?;
-                if leaf != file.leaf {
-                    return Err(Error::verification(
-                        "the relay's log holds another entry at this receipt's index: the log was rewritten",
-                    ));
-                }
                 let new = Checkpoint::verify(&checkpoint, &log)
                     .map_err(|e| e.context("the relay's checkpoint"))?;
                 check_extends(&old, &new, &consistency)?;
                 let upgraded = ReceiptFile {
                     tree_size,
                     proof,
-                    checkpoint,
+                    checkpoint: checkpoint.clone(),
                     ..file
                 };
+                // The receipt's own leaf must be in the new tree (and witnessed, with a policy).
                 let v = verifier.verify(&upgraded)?;
+                match &saved {
+                    Some((c, _)) => {
+                        state.accept(&checkpoint, &consistency, Some(c.size), policy.as_ref())?
+                    }
+                    None => state.accept(&checkpoint, &[], None, policy.as_ref())?,
+                };
                 write_atomic(path, upgraded.to_json().as_bytes(), PUBLIC_MODE, true)?;
                 println!(
                     "upgraded: {} now proves log entry #{} under a checkpoint of {} entries{}",
@@ -268,6 +278,8 @@ fn verify(args: VerifyArgs) -> Result<()> {
     let policy = args.witnesses.policy()?;
     let relay = args.relay.address(&identity);
     let state = CheckpointState::for_identity(&args.identity, log.clone());
+    // The size saved before this run (the state accepts the new checkpoint only against it).
+    let saved_size = state.size()?;
     let old = match &args.checkpoint {
         Some(path) => Some(
             CheckpointState::at(path.clone(), log.clone())
@@ -301,12 +313,17 @@ fn verify(args: VerifyArgs) -> Result<()> {
         }
         // The identity's own state: saved when the new checkpoint extends it. With an explicit
         // --checkpoint of another size, the state is left alone (the proof is from that one).
-        let saved_size = state.size()?;
-        let saved = if args.checkpoint.is_none() || saved_size.is_none() || saved_size == old.as_ref().map(|c| c.size) {
-            state.accept(&note, if saved_size.is_none() { &[] } else { &proof }, policy.as_ref())?;
-            format!("; saved it to {}", state.path().display())
-        } else {
-            String::new()
+        let proof_from_saved = match saved_size {
+            None => Some(&[][..]),
+            Some(s) if Some(s) == old.as_ref().map(|c| c.size) => Some(&proof[..]),
+            Some(_) => None,
+        };
+        let saved = match proof_from_saved {
+            Some(p) => {
+                state.accept(&note, p, saved_size, policy.as_ref())?;
+                format!("; saved it to {}", state.path().display())
+            }
+            None => String::new(),
         };
         let cosigned = witnessed_by(&witnessed);
         match old {

@@ -222,21 +222,20 @@ impl Connection {
     }
 
     /// An inclusion proof of leaf `index` against the relay's newest witnessed checkpoint
-    /// (leaf, tree size, proof, checkpoint note, consistency proof from `old_size`).
+    /// (tree size, proof, checkpoint note, consistency proof from `old_size`).
     #[allow(clippy::type_complexity)]
     pub async fn proof(
         &self,
         index: u64,
         old_size: Option<u64>,
-    ) -> Result<(Vec<u8>, u64, Vec<[u8; 32]>, String, Vec<[u8; 32]>)> {
+    ) -> Result<(u64, Vec<[u8; 32]>, String, Vec<[u8; 32]>)> {
         match self.simple(Request::Proof { index, old_size }).await? {
             Reply::Proof {
-                leaf,
                 tree_size,
                 proof,
                 checkpoint,
                 consistency,
-            } => Ok((leaf, tree_size, proof, checkpoint, consistency)),
+            } => Ok((tree_size, proof, checkpoint, consistency)),
             other => Err(super::unexpected(&other)),
         }
     }

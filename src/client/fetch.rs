@@ -174,7 +174,7 @@ impl UserClient<'_> {
             })?;
         // The receipt's checkpoint must extend the newest one this client saw before.
         if let Some(seen) = &self.seen {
-            seen.accept(&receipt_file.checkpoint, &consistency, None)
+            seen.accept(&receipt_file.checkpoint, &consistency, old_size, None)
                 .map_err(|e| e.context("the receipt is recorded, but"))?;
         }
         Ok(Fetched {

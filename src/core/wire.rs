@@ -162,7 +162,8 @@ pub enum Request {
     },
     /// Anyone enrolled: an inclusion proof of leaf `index` against the newest witnessed
     /// checkpoint (to upgrade a receipt that was not yet witnessed), with a consistency proof
-    /// from `old_size`.
+    /// from `old_size`. Hashes only: the leaf itself is the caller's (auditors read leaves
+    /// with `Events`).
     Proof {
         index: u64,
         old_size: Option<u64>,
@@ -332,7 +333,6 @@ pub enum Reply {
     /// and a quorum cosigned one that covers the leaf), with a consistency proof from the
     /// request's `old_size`.
     Proof {
-        leaf: Vec<u8>,
         tree_size: u64,
         proof: Vec<[u8; 32]>,
         checkpoint: String,

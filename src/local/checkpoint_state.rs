@@ -60,12 +60,16 @@ impl CheckpointState {
     }
 
     /// Verifies `note` (the log's signature and, with a `policy`, its witnesses), checks it
-    /// extends the saved checkpoint by `consistency` (a proof from the saved size), and saves
-    /// it when it is newer. The errors say ROLLBACK or FORK.
+    /// extends the saved checkpoint by `consistency`, a proof from `from` (the saved size the
+    /// caller sent to the relay; `None` if nothing was saved then), and saves it when newer:
+    /// larger, or of the same size with more cosignatures that verify under `policy`. The
+    /// errors say ROLLBACK or FORK. Load, check and write hold a lock file, so two runs at once
+    /// cannot each check against a stale state and overwrite each other.
     pub fn accept(
         &self,
         note: &str,
         consistency: &[Hash],
+        from: Option<u64>,
         policy: Option<&WitnessPolicy>,
     ) -> Result<Accepted> {
         let new =
@@ -74,24 +78,54 @@ impl CheckpointState {
             p.check(note)
                 .map_err(|e| e.context("the relay's checkpoint"))?;
         }
+        let _lock = self.lock()?;
         let saved = self.load()?;
+        if saved.as_ref().map(|(c, _)| c.size) != from {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "{} changed while this ran (another sealrelay command?); run it again",
+                    self.path.display()
+                ),
+            ));
+        }
         if let Some((old, _)) = &saved {
             check_extends(old, &new, consistency)?;
         }
-        let newer = saved.as_ref().is_none_or(|(old, text)| {
-            new.size > old.size || (new.size == old.size && note.len() > text.len())
-        });
+        let newer = match &saved {
+            None => true,
+            Some((old, _)) if new.size > old.size => true,
+            // The same tree: replaced only by a copy with more cosignatures that verify.
+            Some((_, text)) => match policy {
+                Some(p) => p.cosigners(note)?.len() > p.cosigners(text)?.len(),
+                None => false,
+            },
+        };
         if newer {
-            // Another process may have saved a newer one meanwhile: never replace it.
-            let current = self.load()?;
-            if current.as_ref().is_none_or(|(c, _)| c.size <= new.size) {
-                write_atomic(&self.path, note.as_bytes(), PUBLIC_MODE, true)?;
-            }
+            write_atomic(&self.path, note.as_bytes(), PUBLIC_MODE, true)?;
         }
         Ok(Accepted {
             checkpoint: new,
             previous: saved.map(|(c, _)| c),
         })
+    }
+
+    /// An exclusive lock on `PATH.lock`, held until the returned file drops.
+    fn lock(&self) -> Result<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut p = self.path.as_os_str().to_owned();
+        p.push(".lock");
+        let path = PathBuf::from(p);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(crate::local::fs::PRIVATE_MODE)
+            .open(&path)
+            .map_err(|e| Error::io(format!("cannot open {}: {e}", path.display())))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| Error::io(format!("cannot lock {}: {e}", path.display())))?;
+        Ok(file)
     }
 }
 
@@ -120,4 +154,82 @@ pub fn check_extends(old: &Checkpoint, new: &Checkpoint, proof: &[Hash]) -> Resu
             new.size, old.size
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::core::sign::SigningKey;
+    use crate::core::tlog::cosignature::{cosign, CosignerKey};
+    use crate::core::tlog::{leaf_hash, Tree};
+
+    struct Log {
+        key: SigningKey,
+        vk: VerifierKey,
+        tree: Tree,
+    }
+
+    impl Log {
+        fn new(tag: &str, key: SigningKey) -> Log {
+            let vk = VerifierKey::new("example.org/log", key.public()).unwrap();
+            let mut tree = Tree::new();
+            for i in 0..20u32 {
+                let t = if i < 5 { "same" } else { tag };
+                tree.append(leaf_hash(format!("{t}{i}").as_bytes()));
+            }
+            Log { key, vk, tree }
+        }
+        fn note(&self, size: u64) -> String {
+            Checkpoint {
+                origin: self.vk.name.clone(),
+                size,
+                root: self.tree.root(size).unwrap(),
+            }
+            .sign(&self.key, &self.vk)
+            .unwrap()
+        }
+    }
+
+    #[test]
+    fn a_fork_a_rollback_a_stale_proof_and_padding_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate().unwrap();
+        let a = Log::new("a", SigningKey::from_pkcs8(key.pkcs8()).unwrap());
+        let b = Log::new("b", key);
+        let state = CheckpointState::for_identity(&dir.path().join("alice.id"), a.vk.clone());
+        state.accept(&a.note(8), &[], None, None).unwrap();
+        // Consistent growth is saved.
+        let p = a.tree.consistency_proof(8, 12).unwrap();
+        state.accept(&a.note(12), &p, Some(8), None).unwrap();
+        assert_eq!(state.size().unwrap(), Some(12));
+        // The other history: FORK, and nothing saved.
+        let p = b.tree.consistency_proof(12, 15).unwrap();
+        let err = state.accept(&b.note(15), &p, Some(12), None).unwrap_err();
+        assert!(err.message().starts_with("FORK"), "{err}");
+        // Smaller: ROLLBACK.
+        let err = state.accept(&a.note(10), &[], Some(12), None).unwrap_err();
+        assert!(err.message().starts_with("ROLLBACK"), "{err}");
+        // A proof from a size that is no longer the saved one: refused, run again.
+        let p = a.tree.consistency_proof(8, 16).unwrap();
+        let err = state.accept(&a.note(16), &p, Some(8), None).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable);
+        assert_eq!(state.size().unwrap(), Some(12));
+        // The same tree padded with junk lines does not replace the saved note; one with more
+        // cosignatures that verify under the policy does.
+        let wkey = SigningKey::generate().unwrap();
+        let w = CosignerKey::new("w.example", wkey.public()).unwrap();
+        let policy = WitnessPolicy::new(vec![w.clone()], None).unwrap();
+        let plain = a.note(12);
+        let padded = format!("{plain}\u{2014} junk.example AAAAAAAAAAAAAAAAAAAA\n");
+        state.accept(&padded, &[], Some(12), None).unwrap();
+        let saved = std::fs::read_to_string(state.path()).unwrap();
+        assert_eq!(saved, plain);
+        let text = Checkpoint::verify(&plain, &a.vk).unwrap().note_text();
+        let cosigned = format!("{plain}{}", cosign(&text, 1, &wkey, &w).unwrap());
+        state
+            .accept(&cosigned, &[], Some(12), Some(&policy))
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(state.path()).unwrap(), cosigned);
+    }
 }

@@ -155,17 +155,13 @@ impl Endpoint {
                 .map_err(|e| format!("unreadable answer: {e}"))?;
             match status {
                 200 => {
-                    let joined = format!("{note}{text}");
-                    match cosignature::verify(&joined, &self.key) {
-                        Ok(Some(_)) => {}
-                        Ok(None) => return Err("the answer holds no cosignature by its key".into()),
-                        Err(e) => return Err(e.message().to_owned()),
-                    }
+                    // Only the line that verifies is kept: anything else the witness sent
+                    // (junk under its name, padding) never reaches a receipt.
+                    let line = cosignature::verified_line(note, &text, &self.key)
+                        .ok_or("the answer holds no valid cosignature by its key")?;
                     if let Ok(mut k) = self.known.lock() {
                         *k = Some(cp.size);
                     }
-                    let line =
-                        cosignature::lines_of(&joined, std::slice::from_ref(&self.key)).concat();
                     return Ok(line);
                 }
                 409 => {
@@ -176,6 +172,14 @@ impl Endpoint {
                     if size == old {
                         return Err(format!(
                             "409: the witness cosigned another tree of size {size}: the log was forked"
+                        ));
+                    }
+                    if old > 0 && size < old {
+                        // It cosigned `old` before and now claims less: it lost its state, and
+                        // a witness that forgets could be led to cosign a fork.
+                        tracing::error!(witness = %self.key.name, said = size, cosigned = old, "the witness went back to a smaller tree: its state was lost or rolled back");
+                        return Err(format!(
+                            "the witness now reports {size} entries after cosigning {old}: its state was rolled back; not using it"
                         ));
                     }
                     if let Ok(mut k) = self.known.lock() {
@@ -214,7 +218,9 @@ pub async fn run(relay: Arc<Relay>) {
             relay.signer.signed.notified().await;
             continue;
         }
-        let lines = w.cosign_all(&relay.store, &cp, &note).await;
+        let mut lines = w.cosign_all(&relay.store, &cp, &note).await;
+        // A quorum is enough: more lines only make every receipt longer.
+        lines.truncate(w.policy.quorum);
         let full = format!("{note}{}", lines.concat());
         match w.policy.check(&full) {
             Ok(_) => {

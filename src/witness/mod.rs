@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -264,7 +263,23 @@ async fn info(State(w): State<Arc<Witness>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
 }
 
-async fn add_checkpoint(State(w): State<Arc<Witness>>, body: Bytes) -> Response {
+/// How long a request body may take to arrive.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn add_checkpoint(State(w): State<Arc<Witness>>, body: axum::body::Body) -> Response {
+    // The body is read here, capped and with a deadline, so a slow sender holds nothing long.
+    let body = match tokio::time::timeout(
+        BODY_TIMEOUT,
+        axum::body::to_bytes(body, protocol::MAX_REQUEST_LEN),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => {
+            return (StatusCode::PAYLOAD_TOO_LARGE, "request too large\n").into_response();
+        }
+        Err(_) => return (StatusCode::REQUEST_TIMEOUT, "request body too slow\n").into_response(),
+    };
     match w.add_checkpoint(&body, crate::clock::now()).await {
         Ok(line) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], line).into_response(),
         Err(Failure::Refused(r)) => {

@@ -19,8 +19,9 @@ use super::Hash;
 use crate::core::sign::{SigningKey, VerifierKey};
 use crate::error::{Error, Result};
 
-/// Largest checkpoint text we parse.
-pub const MAX_CHECKPOINT_LEN: usize = 4096;
+/// Largest signed checkpoint note we parse: room for the log's signature and 32 cosignatures
+/// with names of up to 256 bytes (C2SP signed-note asks for at least 16 signatures).
+pub const MAX_CHECKPOINT_LEN: usize = 16 * 1024;
 const DASH: &str = "\u{2014} ";
 
 #[derive(Clone, Debug, PartialEq, Eq)]

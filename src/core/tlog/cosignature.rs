@@ -110,6 +110,17 @@ fn verify_parsed(parsed: &Note<'_>, who: &CosignerKey) -> Result<Option<u64>> {
     Ok(found)
 }
 
+/// The one line of `answer` (signature lines a witness sent for `note`) that is a valid
+/// cosignature by `who`, rebuilt in canonical form; other lines (junk, other keys) are dropped.
+pub fn verified_line(note: &str, answer: &str, who: &CosignerKey) -> Option<String> {
+    answer
+        .split_inclusive('\n')
+        .take(MAX_WITNESSES)
+        .filter(|line| line.ends_with('\n'))
+        .find(|line| matches!(verify(&format!("{note}{line}"), who), Ok(Some(_))))
+        .map(str::to_owned)
+}
+
 /// The cosignature lines of a note (everything but the log's own signature), for moving
 /// cosignatures from one copy of a note to another.
 pub fn lines_of<'a>(note: &'a str, witnesses: &[CosignerKey]) -> Vec<&'a str> {
@@ -170,13 +181,12 @@ impl WitnessPolicy {
                 "a witness policy names 1 to {MAX_WITNESSES} witnesses"
             )));
         }
+        let names: BTreeSet<&String> = witnesses.iter().map(|w| &w.name).collect();
+        let keys: BTreeSet<&PublicKey> = witnesses.iter().map(|w| &w.key).collect();
+        // One key under two names would count one party twice.
         if distinct.len() != witnesses.len()
-            || witnesses
-                .iter()
-                .map(|w| &w.name)
-                .collect::<BTreeSet<_>>()
-                .len()
-                != witnesses.len()
+            || names.len() != witnesses.len()
+            || keys.len() != witnesses.len()
         {
             return Err(Error::bad_input(
                 "a witness policy names each witness once (names and keys must differ)",
@@ -204,18 +214,28 @@ impl WitnessPolicy {
         WitnessPolicy::new(keys, f.quorum)
     }
 
+    /// The policy's witnesses whose cosignatures on `note` verify (any number).
+    pub fn cosigners(&self, note: &str) -> Result<Vec<(String, u64)>> {
+        let parsed = Note::split(note)?;
+        let mut by = Vec::new();
+        for w in &self.witnesses {
+            if let Some(t) = verify_parsed(&parsed, w)? {
+                by.push((w.name.clone(), t));
+            }
+        }
+        Ok(by)
+    }
+
     /// Checks that at least `quorum` of the policy's witnesses cosigned `note`; the error is
     /// one line naming how many did and who is missing.
     pub fn check(&self, note: &str) -> Result<Witnessed> {
-        let parsed = Note::split(note)?;
-        let mut by = Vec::new();
-        let mut missing = Vec::new();
-        for w in &self.witnesses {
-            match verify_parsed(&parsed, w)? {
-                Some(t) => by.push((w.name.clone(), t)),
-                None => missing.push(w.name.as_str()),
-            }
-        }
+        let by = self.cosigners(note)?;
+        let missing: Vec<&str> = self
+            .witnesses
+            .iter()
+            .filter(|w| !by.iter().any(|(n, _)| *n == w.name))
+            .map(|w| w.name.as_str())
+            .collect();
         if by.len() < self.quorum {
             return Err(Error::verification(format!(
                 "not witnessed: {} of the {} required witness cosignatures (missing: {})",

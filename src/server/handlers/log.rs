@@ -36,8 +36,8 @@ pub async fn checkpoint(relay: &Relay, peer: &Peer, old_size: Option<u64>, now: 
 
 /// An inclusion proof of leaf `index` against the newest witnessed checkpoint that covers it
 /// (or the newest signed one), for upgrading a receipt answered before its checkpoint was
-/// witnessed. Proofs hold hashes only; the leaf is the caller's own receipt's or public to
-/// auditors, so any enrolled party may ask, as for checkpoints.
+/// witnessed. The answer holds hashes only, never the leaf (reading leaves is for auditors,
+/// through `Events`), so any enrolled party may ask, as for checkpoints.
 pub async fn proof(
     relay: &Relay,
     peer: &Peer,
@@ -49,19 +49,14 @@ pub async fn proof(
     let (cp, note) = relay
         .checkpoint_for(index.saturating_add(1), old_size, std::time::Duration::ZERO)
         .await?;
-    let leaf = relay
-        .store
-        .events(index, 1)?
-        .into_iter()
-        .find(|(i, _)| *i == index)
-        .map(|(_, e)| e.leaf_bytes())
-        .ok_or_else(|| Refusal::not_found("log entry"))?;
+    if index >= relay.store.log_size() {
+        return Err(Refusal::not_found("log entry"));
+    }
     let consistency = match old_size {
         Some(old) => relay.store.consistency_proof(old, cp.size)?,
         None => Vec::new(),
     };
     Ok(Reply::Proof {
-        leaf,
         tree_size: cp.size,
         proof: relay.store.inclusion_proof(index, cp.size)?,
         checkpoint: note,

@@ -111,6 +111,17 @@ fn policy_counts_distinct_witnesses_and_says_who_is_missing() {
     assert!(WitnessPolicy::new(vec![w1.clone()], Some(2)).is_err());
     assert!(WitnessPolicy::new(vec![w1.clone()], Some(0)).is_err());
     assert!(WitnessPolicy::new(vec![w1.clone(), w1.clone()], None).is_err());
+    // The same key under another name is still one witness.
+    let alias = CosignerKey::new("w1-alias.example", w1.key).unwrap();
+    assert!(WitnessPolicy::new(vec![w1.clone(), alias], Some(2)).is_err());
+    // Only the verified line of a witness's answer is kept: junk under its name is dropped.
+    let good = cosign(&text, 9, &k1, &w1).unwrap();
+    let junk = format!("\u{2014} {} AAAAAAAAAAAAAAAA\n", w1.name);
+    assert_eq!(
+        verified_line(&note, &format!("{junk}{good}"), &w1),
+        Some(good.clone())
+    );
+    assert_eq!(verified_line(&note, &junk, &w1), None);
     assert!(WitnessPolicy::new(Vec::new(), None).is_err());
     let file = format!(
         "quorum = 1\nwitnesses = [\"{}\", \"{}\"]\n",
