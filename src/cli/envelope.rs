@@ -181,14 +181,28 @@ pub fn seal(args: SealArgs) -> Result<()> {
         }
         Some(path) => {
             let file = Output::create(path, PUBLIC_MODE)?;
-            let mut out = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
-            envelope::seal(
-                recipient.as_recipient(),
-                &mut input,
-                &mut out,
-                default_threads(),
-            )?;
-            let (buffered, digest, written) = out.finish();
+            let buffered = std::io::BufWriter::with_capacity(1 << 20, file);
+            // The ciphertext's SHA-256 is needed only for a signed statement: without
+            // --sign-with, hashing every byte would be CPU spent for nothing.
+            let (buffered, digest, written) = if signer.is_some() {
+                let mut out = HashingWriter::new(buffered);
+                envelope::seal(
+                    recipient.as_recipient(),
+                    &mut input,
+                    &mut out,
+                    default_threads(),
+                )?;
+                out.finish()
+            } else {
+                let mut out = buffered;
+                envelope::seal(
+                    recipient.as_recipient(),
+                    &mut input,
+                    &mut out,
+                    default_threads(),
+                )?;
+                (out, [0u8; 32], 0)
+            };
             let file = buffered.into_inner().map_err(|e| {
                 Error::io(format!("cannot write {}: {}", path.display(), e.error()))
             })?;

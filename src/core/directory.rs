@@ -5,7 +5,7 @@
 //! Clients check every entry they use against the pinned authority key, so a relay that serves
 //! the directory cannot swap a user's age recipient or signing key without being caught.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::codec::Writer;
 use super::sign::{
@@ -26,6 +26,32 @@ pub const MAX_SPIFFE_LEN: usize = MAX_TRUST_DOMAIN_LEN + MAX_NAME_LEN + 32;
 pub const MAX_CLEARANCE: u8 = 9;
 
 /// SHA-256.
+/// Most verified directory entries one process remembers.
+pub const VERIFIED_CACHE: usize = 4096;
+
+type VerifiedCache = std::sync::Mutex<HashMap<[u8; 32], DirectoryEntry>>;
+
+fn verified_cache() -> &'static VerifiedCache {
+    static CACHE: std::sync::OnceLock<VerifiedCache> = std::sync::OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// SHA-256 over the authority key and the signed statement with its signature, each
+/// length-prefixed: what identifies one verification.
+fn verified_key(signed: &Signed, authority: &PublicKey) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"sealrelay-verified-entry\0");
+    ctx.update(signed.ty.tag().as_bytes());
+    ctx.update(b"\0");
+    ctx.update(&authority.0);
+    ctx.update(&(signed.statement.len() as u64).to_be_bytes());
+    ctx.update(&signed.statement);
+    ctx.update(&signed.signature);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     let d = ring::digest::digest(&ring::digest::SHA256, bytes);
     let mut out = [0u8; 32];
@@ -282,7 +308,33 @@ impl DirectoryEntry {
     }
 
     /// Parses a signed entry and checks the authority's signature. Errors name the entry.
+    ///
+    /// Verification is a pure function of the signed bytes and the authority key, so entries
+    /// that verified are remembered (by the SHA-256 of both, up to [`VERIFIED_CACHE`] of them)
+    /// and a repeat (the same user's entry on every grant an agent lists, the agent's entry
+    /// checked twice per fetch) costs a hash instead of a signature check and a key parse.
+    /// Failures are never remembered. Validity times and revocation are the caller's checks,
+    /// as before.
     pub fn verify(signed: &Signed, authority: &PublicKey) -> Result<Self> {
+        let key = verified_key(signed, authority);
+        if let Some(hit) = verified_cache()
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key).cloned())
+        {
+            return Ok(hit);
+        }
+        let e = Self::verify_uncached(signed, authority)?;
+        if let Ok(mut c) = verified_cache().lock() {
+            if c.len() >= VERIFIED_CACHE {
+                c.clear();
+            }
+            c.insert(key, e.clone());
+        }
+        Ok(e)
+    }
+
+    fn verify_uncached(signed: &Signed, authority: &PublicKey) -> Result<Self> {
         let e = Self::decode(&signed.statement)?;
         signed.verify(authority).map_err(|err| {
             Error::verification(format!(

@@ -197,6 +197,12 @@ impl Write for AtomicFile {
             None => Err(std::io::Error::other("atomic file already committed")),
         }
     }
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        match &mut self.file {
+            Some(f) => f.write_vectored(bufs),
+            None => Err(std::io::Error::other("atomic file already committed")),
+        }
+    }
     fn flush(&mut self) -> std::io::Result<()> {
         match &mut self.file {
             Some(f) => f.flush(),
@@ -285,6 +291,12 @@ impl Write for Output {
         match self {
             Output::Atomic(f) => f.write(buf),
             Output::InPlace { file, .. } => file.write(buf),
+        }
+    }
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        match self {
+            Output::Atomic(f) => f.write_vectored(bufs),
+            Output::InPlace { file, .. } => file.write_vectored(bufs),
         }
     }
     fn flush(&mut self) -> std::io::Result<()> {

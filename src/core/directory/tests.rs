@@ -116,3 +116,33 @@ fn directory_rotation_and_revocation() {
         .insert_entry(e2b.sign(&authority).unwrap(), &authority.public())
         .is_err());
 }
+
+/// The cache of verified entries answers only the exact bytes under the exact authority that
+/// verified: a tampered copy, another authority, or a failure asked again still fail.
+#[test]
+fn remembered_verifications_answer_only_what_verified() {
+    let authority = SigningKey::generate().unwrap();
+    let other = SigningKey::generate().unwrap();
+    let (e, _) = user_entry(7);
+    let signed = e.sign(&authority).unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            DirectoryEntry::verify(&signed, &authority.public()).unwrap(),
+            e
+        );
+        assert!(DirectoryEntry::verify(&signed, &other.public()).is_err());
+    }
+    let mut sig = signed.clone();
+    sig.signature[10] ^= 1;
+    for _ in 0..2 {
+        assert!(DirectoryEntry::verify(&sig, &authority.public()).is_err());
+    }
+    let mut st = signed.clone();
+    st.statement[20] ^= 1;
+    assert!(DirectoryEntry::verify(&st, &authority.public()).is_err());
+    // Still answered correctly after the failures.
+    assert_eq!(
+        DirectoryEntry::verify(&signed, &authority.public()).unwrap(),
+        e
+    );
+}

@@ -388,6 +388,8 @@ pub fn open<R: Read + ?Sized, W: Write + ?Sized>(
             }
         },
         |out, part| {
+            // (offset, length) of the chunks released from this batch, in order.
+            let mut ready: Vec<(usize, usize)> = Vec::with_capacity(part.opened.len());
             for (i, r) in part.opened.iter().enumerate() {
                 let at = part.first + i as u64;
                 chunks_seen = at + 1;
@@ -406,27 +408,58 @@ pub fn open<R: Read + ?Sized, W: Write + ?Sized>(
                         )),
                     ),
                     Opened::Failed => {
+                        // What authenticated before it is released first, as before.
+                        write_chunks(out, &part.plain, &ready)?;
                         return Err(EnvelopeError::Payload(if part.lens[i] < TAG {
                             format!("chunk {at} is truncated")
                         } else {
                             format!("chunk {at} does not authenticate (corrupt, reordered, truncated or spliced)")
-                        }))
+                        }));
                     }
                 };
-                out.write_all(&part.plain[i * SLOT..i * SLOT + n])
-                    .map_err(EnvelopeError::Io)?;
+                ready.push((i * SLOT, n));
                 total += n as u64;
                 if let Some(e) = err {
+                    write_chunks(out, &part.plain, &ready)?;
                     return Err(EnvelopeError::Payload(e));
                 }
             }
-            Ok(())
+            // Every chunk of the batch authenticated: one vectored write, no copy.
+            write_chunks(out, &part.plain, &ready)
         },
     )?;
     if chunks_seen == 0 {
         return Err(EnvelopeError::Payload("the payload has no chunks".into()));
     }
     Ok(total)
+}
+
+/// Writes the chunks `(offset, length)` of `buf` in order with vectored writes (no copy into a
+/// buffer first).
+fn write_chunks<W: Write + ?Sized>(
+    out: &mut W,
+    buf: &[u8],
+    chunks: &[(usize, usize)],
+) -> Result<(), EnvelopeError> {
+    let mut slices: Vec<std::io::IoSlice<'_>> = chunks
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .filter_map(|&(at, n)| buf.get(at..at + n).map(std::io::IoSlice::new))
+        .collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        match out.write_vectored(rest) {
+            Ok(0) => {
+                return Err(EnvelopeError::Io(std::io::Error::from(
+                    std::io::ErrorKind::WriteZero,
+                )))
+            }
+            Ok(n) => std::io::IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(EnvelopeError::Io(e)),
+        }
+    }
+    Ok(())
 }
 
 /// The ciphertext length of a STREAM over `plaintext_len` bytes (without nonce).
