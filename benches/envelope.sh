@@ -45,6 +45,11 @@ for _ in 1; do
     measure sealrelay_open "$BIN" open --identity k.txt ours.age
     measure go_age_open age -d -i k.txt go.age
     measure rage_open rage -d -i k.txt rage.age
+    # What users run: -o FILE (in tmpfs here), sealrelay beside Go age.
+    measure sealrelay_seal_o "$BIN" seal --to "$R" -o o1.age pt
+    measure go_age_seal_o age -e -r "$R" -o o2.age pt
+    measure sealrelay_open_o "$BIN" open --identity k.txt -o o1.pt ours.age
+    measure go_age_open_o age -d -i k.txt -o o2.pt go.age
 done
 # 1 GiB memory check (one run each).
 head -c $((1024 * 1024 * 1024)) /dev/zero > big

@@ -84,6 +84,21 @@ def envelope(results, raw, mb, runs):
     out.append(f"| open ≥ 2× Go age | {o / go:.2f}× | {mark(o / go >= 2.0)} |")
     out.append(f"| open ≥ 3× rage | {o / ro:.2f}× | {mark(o / ro >= 3.0)} |")
     out.append(f"| seal ≥ 85% of raw 2-thread ring | {100 * s / rawv['raw_seal_2t']:.0f}% | {mark(s / rawv['raw_seal_2t'] >= 0.85)} |")
+    # The performance issue's targets: ≥ 2.0× Go age to stdout and with -o FILE, with no more
+    # than 1.2× Go age's CPU time (user + system, medians).
+    def cpu_total(name):
+        return statistics.median(u + k for u, k in cpu[name])
+    for what, ours, theirs in [
+        ("seal to stdout", "sealrelay_seal", "go_age_seal"),
+        ("seal -o FILE", "sealrelay_seal_o", "go_age_seal_o"),
+        ("open to stdout", "sealrelay_open", "go_age_open"),
+        ("open -o FILE", "sealrelay_open_o", "go_age_open_o"),
+    ]:
+        speed = stat(ours)[0] / stat(theirs)[0]
+        c_ours, c_theirs = cpu_total(ours), cpu_total(theirs)
+        cpu_ratio = c_ours / max(c_theirs, 1e-9)
+        out.append(f"| {what} ≥ 2.0× Go age ({stat(ours)[0]:.0f} vs {stat(theirs)[0]:.0f} MB/s) | {speed:.2f}× | {mark(speed >= 2.0)} |")
+        out.append(f"| {what}: CPU ≤ 1.2× Go age's ({c_ours:.2f} s vs {c_theirs:.2f} s) | {cpu_ratio:.2f}× | {mark(cpu_ratio <= 1.2)} |")
     s1, srss1 = stat("sealrelay_seal_1g")
     o1, orss1 = stat("sealrelay_open_1g")
     out.append(f"| sealing 1 GiB < 64 MiB RSS | {srss1:.1f} MiB | {mark(srss1 < 64)} |")
