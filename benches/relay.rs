@@ -368,7 +368,9 @@ fn main() {
     let mark = |ok: bool| if ok { "met" } else { "**not met**" };
     drop(relay);
     let (idle_rest, idle_1000) = idle_connections_rss(&bin, base, &ids, 1000, &rt);
-    eprintln!("relay RSS: {idle_rest:.1} MiB at rest, {idle_1000:.1} MiB with 1000 idle connections");
+    eprintln!(
+        "relay RSS: {idle_rest:.1} MiB at rest, {idle_1000:.1} MiB with 1000 idle connections"
+    );
     let body = format!(
         "## Relay\n\n\
 Measured on {cores} cores ({cpu}) by `bash benches/relay.sh`: a release `sealrelay serve` process on\n\
