@@ -4,7 +4,7 @@
 //! — <witness name> base64(4-byte key ID || 8-byte big-endian timestamp || 64-byte signature)
 //! ```
 //!
-//! The key ID is SHA-256(name || "\n" || 0x04 || public key)[:4]; the signed message is
+//! The key ID is `SHA-256(name || "\n" || 0x04 || public key)[:4]`; the signed message is
 //! `cosignature/v1\ntime <timestamp>\n` followed by the checkpoint's note text. A witness key is
 //! written as a verifier key with algorithm byte 0x04: `<name>+<hash>+<base64(0x04 || key)>`.
 //!
