@@ -222,6 +222,12 @@ async fn the_web_client_refuses_strangers_and_serves_no_secret() {
         }
         let all: Vec<u8> = bodies.concat();
         assert!(find(&all, b"ALICE-TEXT-11"), "the opened content is shown");
+        // Like `fetch`, the web client keeps the newest checkpoint it saw, so a later fork or
+        // rollback shown to it is refused.
+        assert!(
+            dir.join("alice.id.checkpoint").exists(),
+            "the web client keeps IDENTITY.checkpoint"
+        );
         // No ciphertext, no key, nothing of bob's.
         for needle in [
             &b"age-encryption.org/v1"[..],

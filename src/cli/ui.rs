@@ -31,7 +31,9 @@ pub fn run(args: UiArgs) -> Result<()> {
     let identity = identity_file::load_enrolled(&args.identity, PartyKind::User, clock::now())?;
     let relay = args.relay.address(&identity);
     runtime()?.block_on(async move {
-        let server = UiServer::bind(args.listen).await?;
+        let server = UiServer::bind(args.listen)
+            .await?
+            .remember_checkpoints(args.identity.clone());
         let token = random_token()?;
         // Printed once: whoever has this URL is you, until this process ends.
         println!("{}", server.url(token.as_str()));

@@ -11,6 +11,7 @@
 
 mod pages;
 
+use crate::local::checkpoint_state::CheckpointState;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -57,6 +58,7 @@ pub struct Opened {
 /// The web client's state.
 pub struct Ui {
     identity: Arc<Identity>,
+    identity_path: Option<PathBuf>,
     relay: String,
     /// Where opened envelopes are written (0600) with their receipts.
     out: PathBuf,
@@ -69,6 +71,8 @@ pub struct Ui {
 pub struct UiServer {
     listener: tokio::net::TcpListener,
     pub addr: SocketAddr,
+    /// The identity file's path, to keep `IDENTITY.checkpoint` as `fetch` does.
+    identity_path: Option<PathBuf>,
 }
 
 impl UiServer {
@@ -80,7 +84,19 @@ impl UiServer {
             "the web client is for this machine's browser only",
         )
         .await?;
-        Ok(UiServer { listener, addr })
+        Ok(UiServer {
+            listener,
+            addr,
+            identity_path: None,
+        })
+    }
+
+    /// Keeps the newest checkpoint seen in `IDENTITY.checkpoint` beside `identity_path`, as
+    /// `fetch` does: a receipt whose checkpoint does not extend it fails the open (FORK or
+    /// ROLLBACK), and the page says so.
+    pub fn remember_checkpoints(mut self, identity_path: PathBuf) -> Self {
+        self.identity_path = Some(identity_path);
+        self
     }
 
     /// The URL to open (with the token), printed once.
@@ -99,6 +115,7 @@ impl UiServer {
     ) -> Result<()> {
         let ui = Arc::new(Ui {
             identity,
+            identity_path: self.identity_path,
             relay,
             out,
             token,
@@ -246,7 +263,15 @@ fn admit(ui: &Ui, req: &Request) -> Option<Response> {
 
 impl Ui {
     async fn client(&self) -> Result<UserClient<'_>> {
-        UserClient::connect(&self.identity, &self.relay).await
+        let client = UserClient::connect(&self.identity, &self.relay).await?;
+        let seen = match (&self.identity_path, &self.identity.log_key) {
+            (Some(path), Some(log)) => Some(CheckpointState::for_identity(path, log.clone())),
+            _ => None,
+        };
+        Ok(match seen {
+            Some(s) => client.remember_checkpoints(s),
+            None => client,
+        })
     }
 
     fn opened(&self, id: &EnvelopeId) -> Option<Opened> {
