@@ -99,6 +99,30 @@ fn post(url: &str, body: &str) -> (u16, String) {
 
 /// grant → send → fetch for `user`; returns the receipt path.
 fn deliver(dir: &Path, addr: &str, user: &str, n: u32) -> PathBuf {
+    grant_and_send(dir, addr, user, n);
+    let out = dir.join(format!("out-{user}-{n}"));
+    ok_in(
+        dir,
+        &[
+            "fetch",
+            "--identity",
+            &format!("{user}.id"),
+            "--all",
+            "-o",
+            out.to_str().unwrap(),
+            "--relay",
+            addr,
+        ],
+    );
+    std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "receipt"))
+        .unwrap()
+}
+
+/// `user` asks research-bot for tickets/N and the agent sends it.
+fn grant_and_send(dir: &Path, addr: &str, user: &str, n: u32) {
     let g = ok_in(
         dir,
         &[
@@ -127,25 +151,6 @@ fn deliver(dir: &Path, addr: &str, user: &str, n: u32) -> PathBuf {
             addr,
         ],
     );
-    let out = dir.join(format!("out-{user}-{n}"));
-    ok_in(
-        dir,
-        &[
-            "fetch",
-            "--identity",
-            &format!("{user}.id"),
-            "--all",
-            "-o",
-            out.to_str().unwrap(),
-            "--relay",
-            addr,
-        ],
-    );
-    std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|x| x == "receipt"))
-        .unwrap()
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -380,33 +385,7 @@ fn a_split_view_is_refused_by_the_witness_and_caught_by_receipts_and_clients() {
     );
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("FORK") || err.contains("ROLLBACK"), "{err}");
-    let g = ok_in(
-        dir,
-        &[
-            "grant",
-            "--identity",
-            "alice.id",
-            "--agent",
-            "research-bot",
-            "--resource",
-            "tickets/5",
-            "--relay",
-            &b_addr,
-        ],
-    );
-    ok_in(
-        dir,
-        &[
-            "send",
-            "--identity",
-            "bot.id",
-            "--grant",
-            g.trim(),
-            "data.txt",
-            "--relay",
-            &b_addr,
-        ],
-    );
+    grant_and_send(dir, &b_addr, "alice", 5);
     let (code, _, err) = run_in(
         dir,
         &[

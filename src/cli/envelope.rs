@@ -181,27 +181,20 @@ pub fn seal(args: SealArgs) -> Result<()> {
         }
         Some(path) => {
             let file = Output::create(path, PUBLIC_MODE)?;
-            let buffered = std::io::BufWriter::with_capacity(1 << 20, file);
+            let mut buffered = std::io::BufWriter::with_capacity(1 << 20, file);
+            let mut seal_into = |out: &mut dyn Write| {
+                envelope::seal(recipient.as_recipient(), &mut input, out, default_threads())
+            };
             // The ciphertext's SHA-256 is needed only for a signed statement: without
             // --sign-with, hashing every byte would be CPU spent for nothing.
-            let (buffered, digest, written) = if signer.is_some() {
-                let mut out = HashingWriter::new(buffered);
-                envelope::seal(
-                    recipient.as_recipient(),
-                    &mut input,
-                    &mut out,
-                    default_threads(),
-                )?;
-                out.finish()
+            let (digest, written) = if signer.is_some() {
+                let mut out = HashingWriter::new(&mut buffered);
+                seal_into(&mut out)?;
+                let (_, digest, written) = out.finish();
+                (digest, written)
             } else {
-                let mut out = buffered;
-                envelope::seal(
-                    recipient.as_recipient(),
-                    &mut input,
-                    &mut out,
-                    default_threads(),
-                )?;
-                (out, [0u8; 32], 0)
+                seal_into(&mut buffered)?;
+                ([0u8; 32], 0)
             };
             let file = buffered.into_inner().map_err(|e| {
                 Error::io(format!("cannot write {}: {}", path.display(), e.error()))
