@@ -143,6 +143,8 @@ impl Witness {
         let origin = protocol::origin_of(&req.note)
             .unwrap_or_default()
             .to_owned();
+        // The origin is the requester's text: logged escaped, so it cannot forge log lines.
+        let shown = origin.escape_debug().to_string();
         let log = self.logs.get(&origin);
         let mut states = self.states.lock().await;
         let latest = states.get(&origin);
@@ -152,9 +154,9 @@ impl Witness {
                 // A refused checkpoint signed by a known log may be evidence of a fork: keep
                 // it in the log output (checkpoints are public).
                 if matches!(refusal.status(), 409 | 422) && log.is_some() {
-                    tracing::warn!(origin = %origin, status = refusal.status(), reason = %refusal.reason(), old = req.old_size, note = %req.note.escape_debug(), "refused to cosign");
+                    tracing::warn!(origin = %shown, status = refusal.status(), reason = %refusal.reason(), old = req.old_size, note = %req.note.escape_debug(), "refused to cosign");
                 } else {
-                    tracing::info!(origin = %origin, status = refusal.status(), reason = %refusal.reason(), "refused to cosign");
+                    tracing::info!(origin = %shown, status = refusal.status(), reason = %refusal.reason(), "refused to cosign");
                 }
                 return Err(Failure::Refused(refusal));
             }
@@ -175,7 +177,7 @@ impl Witness {
         let line = cosignature::cosign(&text, now, &self.key, &self.me)
             .map_err(|e| Failure::Internal(e.message().to_owned()))?;
         drop(states);
-        tracing::info!(origin = %origin, size = cp.size, "cosigned");
+        tracing::info!(origin = %shown, size = cp.size, "cosigned");
         Ok(line)
     }
 }

@@ -46,12 +46,12 @@ pub async fn proof(
     now: u64,
 ) -> Handled {
     relay.authorize_relay(peer, Action::Checkpoint, now).await?;
-    let (cp, note) = relay
-        .checkpoint_for(index.saturating_add(1), old_size, std::time::Duration::ZERO)
-        .await?;
     if index >= relay.store.log_size() {
         return Err(Refusal::not_found("log entry"));
     }
+    let (cp, note) = relay
+        .checkpoint_for(index.saturating_add(1), old_size, std::time::Duration::ZERO)
+        .await?;
     let consistency = match old_size {
         Some(old) => relay.store.consistency_proof(old, cp.size)?,
         None => Vec::new(),
