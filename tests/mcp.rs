@@ -177,6 +177,7 @@ fn serve_logged(dir: &Path) -> (std::process::Child, String) {
             "127.0.0.1:0",
         ])
         .current_dir(dir)
+        .env("SEALRELAY_METRICS_LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()

@@ -152,6 +152,7 @@ async fn relay_on(base: &Path, store: Arc<dyn Store>) -> sealrelay::server::Runn
         listen: "127.0.0.1:0".parse().unwrap(),
         data: base.join("data"),
         dir: base.join("keys"),
+        metrics_listen: "off".into(),
         ..Default::default()
     };
     let deps = sealrelay::server::Dependencies {

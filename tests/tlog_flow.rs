@@ -348,6 +348,7 @@ fn rollback_is_caught_by_audit_verify_and_by_the_relay() {
             "127.0.0.1:0",
         ])
         .current_dir(dir)
+        .env("SEALRELAY_METRICS_LISTEN", "127.0.0.1:0")
         .output()
         .unwrap();
     assert!(!out.status.success());

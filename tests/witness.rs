@@ -70,6 +70,7 @@ fn start_relay(dir: &Path, data: &str, config: &str, log: &str) -> (Child, Strin
             "127.0.0.1:0",
         ])
         .current_dir(dir)
+        .env("SEALRELAY_METRICS_LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.join(log)).unwrap())
         .spawn()

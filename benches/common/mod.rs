@@ -49,6 +49,7 @@ impl Relay {
             ])
             .args(extra)
             .current_dir(base)
+            .env("SEALRELAY_METRICS_LISTEN", "127.0.0.1:0")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

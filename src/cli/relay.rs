@@ -43,8 +43,9 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// TOML config file (docs/config.md); flags below override it.
-    #[arg(long, value_name = "FILE")]
+    /// TOML config file (docs/config.md); SEALRELAY_* variables override it, and the flags
+    /// below override both.
+    #[arg(long, value_name = "FILE", env = "SEALRELAY_CONFIG")]
     config: Option<PathBuf>,
     /// Trust-root directory with relay.crt, relay.key, ca.crt, authority.pub, root.json.
     #[arg(long, value_name = "DIR")]
@@ -58,6 +59,10 @@ pub struct ServeArgs {
     /// Log format on stderr: text or json.
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
+    /// The admin listener for /metrics, /livez and /readyz (HTTP; default 127.0.0.1:9464), or
+    /// "off".
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
@@ -65,6 +70,11 @@ pub fn serve(args: ServeArgs) -> Result<()> {
         Some(p) => RelayConfig::load(p)?,
         None => RelayConfig::default(),
     };
+    // SEALRELAY_* variables override the file (variables that are not UTF-8 are no config).
+    config.apply_env(
+        std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+    )?;
     if let Some(d) = args.dir {
         config.dir = d;
     }
@@ -77,14 +87,23 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     if let Some(f) = args.log_format {
         config.log_format = f;
     }
+    if let Some(m) = args.metrics_listen {
+        config.metrics_listen = m;
+    }
     config.validate()?;
     init_logging(&config.log_format);
     let rt = runtime()?;
     rt.block_on(async move {
         let relay = server::start(config).await?;
-        // One line on stdout that scripts can wait for.
-        println!("sealrelay relay listening on {}", relay.local_addr);
-        let _ = std::io::stdout().flush();
+        // One line on stdout that scripts can wait for (and the admin listener's), in one
+        // write whose failure (a reader that went away) is no reason to stop serving.
+        let mut lines = format!("sealrelay relay listening on {}\n", relay.local_addr);
+        if let Some(addr) = relay.metrics_addr {
+            lines.push_str(&format!("sealrelay metrics on http://{addr}\n"));
+        }
+        let mut stdout = std::io::stdout();
+        let _ = stdout.write_all(lines.as_bytes());
+        let _ = stdout.flush();
         wait_for_signal(&relay).await;
         tracing::info!("shutting down: finishing in-flight requests");
         relay.shutdown().await;

@@ -448,6 +448,11 @@ pub trait Store: Send + Sync + 'static {
         let _ = incoming;
         Ok(())
     }
+    /// Whether the store can serve now (`/readyz`): a cheap read by default; a store that can
+    /// tell more (a database connection, a failed write) says why not.
+    fn health(&self) -> Result<()> {
+        self.event_count().map(|_| ())
+    }
     /// Quarantined agents and why.
     fn quarantined(&self) -> Result<Vec<(String, String)>>;
     /// Grants that await approval, in id order, after `after`, at most `limit` (unexpired ones

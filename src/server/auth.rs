@@ -38,7 +38,10 @@ impl Relay {
                 return Err(Refusal::new(ErrorCode::Unauthenticated, reason));
             }
         };
-        match self.policy().authorize(&principal, action, ctx) {
+        let decision = self.policy().authorize(&principal, action, ctx);
+        self.metrics
+            .policy_decision(matches!(decision, Decision::Allow), peer.id.kind().as_str());
+        match decision {
             Decision::Allow => Ok(principal),
             Decision::Deny { reasons } => {
                 let reason = reasons.join("; ");

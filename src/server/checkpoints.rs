@@ -29,6 +29,8 @@ pub struct Signer {
     pub signed: Arc<tokio::sync::Notify>,
     /// When the last checkpoint was signed; also serializes signing and appending.
     last_signed: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Why the last attempt to sign failed (cleared by the next success): `/readyz`.
+    failure: std::sync::Mutex<Option<String>>,
 }
 
 impl Signer {
@@ -47,6 +49,7 @@ impl Signer {
             latest: Arc::default(),
             signed: Arc::default(),
             last_signed: std::sync::Mutex::new(None),
+            failure: std::sync::Mutex::new(None),
         })
     }
 
@@ -102,7 +105,6 @@ impl Signer {
         Ok(())
     }
 
-    /// Signs a checkpoint of the store's current tree and appends it durably.
     /// Whether the last checkpoint is older than `age` (or there is none).
     pub fn is_stale(&self, age: std::time::Duration) -> bool {
         self.last_signed
@@ -111,7 +113,22 @@ impl Signer {
             .unwrap_or(true)
     }
 
+    /// Signs a checkpoint of the store's current tree and appends it durably (a failure is
+    /// kept for [`Signer::failure`] until a later attempt succeeds).
     pub fn sign_current(&self, store: &dyn Store) -> Result<()> {
+        let r = self.sign_current_inner(store);
+        if let Ok(mut f) = self.failure.lock() {
+            *f = r.as_ref().err().map(|e| e.message().to_owned());
+        }
+        r
+    }
+
+    /// Why the last attempt to sign a checkpoint failed, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|f| f.clone())
+    }
+
+    fn sign_current_inner(&self, store: &dyn Store) -> Result<()> {
         let mut last_signed = self
             .last_signed
             .lock()

@@ -12,6 +12,8 @@ use crate::error::{Error, Result};
 
 /// Most operations in one transaction.
 pub const MAX_BATCH: usize = 1024;
+/// With nothing to commit for this long, the thread checkpoints what is not yet covered.
+const IDLE_SIGN: std::time::Duration = std::time::Duration::from_secs(1);
 
 type Job = (WriteOp, oneshot::Sender<Result<OpResult>>);
 
@@ -39,8 +41,20 @@ impl Committer {
             .spawn(move || {
                 let mut stopping = false;
                 while !stopping {
-                    let Ok(Message::Write(first)) = rx.recv() else {
-                        break;
+                    let first = match rx.recv_timeout(IDLE_SIGN) {
+                        Ok(Message::Write(first)) => first,
+                        Ok(Message::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            // Idle: cover what the last batches appended (they may have been
+                            // signed less than a second apart, or a signing may have failed),
+                            // so no entry waits for the next write to be checkpointed.
+                            if let Some(signer) = &signer {
+                                if let Err(e) = signer.sign_current(store.as_ref()) {
+                                    tracing::error!(error = %e, "could not write a checkpoint");
+                                }
+                            }
+                            continue;
+                        }
                     };
                     let mut jobs = vec![*first];
                     while jobs.len() < MAX_BATCH {
@@ -86,6 +100,14 @@ impl Committer {
             tx,
             thread: std::sync::Arc::new(std::sync::Mutex::new(Some(thread))),
         })
+    }
+
+    /// Whether the commit thread is running (`/readyz`).
+    pub fn is_running(&self) -> bool {
+        self.thread
+            .lock()
+            .map(|t| t.as_ref().is_some_and(|t| !t.is_finished()))
+            .unwrap_or(false)
     }
 
     /// Commits what is queued, ends the commit thread and waits for it (it holds the store).

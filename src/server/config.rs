@@ -66,6 +66,9 @@ pub struct RelayConfig {
     pub witness_receipt_wait_ms: u64,
     /// One request to a witness, in milliseconds (connect, send, answer).
     pub witness_timeout_ms: u64,
+    /// The admin listener (HTTP: `/metrics`, `/livez`, `/readyz`; docs/operations.md), or
+    /// `off`. Loopback by default: nothing on it is secret, but it is not for the world.
+    pub metrics_listen: String,
 }
 
 /// One witness: where to send checkpoints and the key its cosignatures verify with.
@@ -77,6 +80,32 @@ pub struct WitnessEndpoint {
     pub url: String,
     /// Its verifier key `<name>+<hash>+<base64>` (from `witness keygen`'s `.pub`).
     pub key: String,
+}
+
+/// An environment variable that overrides a config field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvVar {
+    /// e.g. `SEALRELAY_LIMITS__MAX_CONNECTIONS`.
+    pub name: String,
+    /// The field's key path, e.g. `["limits", "max_connections"]`.
+    pub path: Vec<String>,
+    /// A text field: the value is taken as it is (otherwise it is read as TOML).
+    pub text: bool,
+}
+
+fn collect_env_vars(table: &toml::Table, path: &[String], out: &mut Vec<EnvVar>) {
+    for (key, value) in table {
+        let mut path = path.to_vec();
+        path.push(key.clone());
+        match value {
+            toml::Value::Table(t) => collect_env_vars(t, &path, out),
+            v => out.push(EnvVar {
+                name: format!("{ENV_PREFIX}{}", path.join("__").to_uppercase()),
+                path,
+                text: v.is_str(),
+            }),
+        }
+    }
 }
 
 /// Quotas per party (docs/config.md). Each refusal names the field that set it.
@@ -120,6 +149,12 @@ impl QuotaConfig {
     }
 }
 
+/// Where the admin listener is unless the config says otherwise.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
+
+/// The prefix of the environment variables that override config fields.
+pub const ENV_PREFIX: &str = "SEALRELAY_";
+
 impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
@@ -149,19 +184,21 @@ impl Default for RelayConfig {
             witness_quorum: None,
             witness_receipt_wait_ms: 2_000,
             witness_timeout_ms: 5_000,
+            metrics_listen: DEFAULT_METRICS_LISTEN.into(),
         }
     }
 }
 
 impl RelayConfig {
-    /// Reads a TOML config file; unknown fields are errors.
+    /// Reads a TOML config file; unknown fields are errors. The values are checked by
+    /// [`RelayConfig::validate`] once the environment and the flags have had their say (a
+    /// variable may complete what the file leaves out, e.g. `[[witness]]` for its quorum).
     pub fn load(path: &Path) -> Result<Self> {
         let text = crate::local::fs::read_capped(path, 64 * 1024)?;
         let text = std::str::from_utf8(&text)
             .map_err(|_| Error::bad_input(format!("{} is not UTF-8 text", path.display())))?;
         let config: RelayConfig = toml::from_str(text)
             .map_err(|e| Error::bad_input(format!("{}: {}", path.display(), e.message())))?;
-        config.validate()?;
         Ok(config)
     }
 
@@ -184,6 +221,107 @@ impl RelayConfig {
         if self.witness_timeout_ms == 0 {
             return Err(Error::bad_input("witness_timeout_ms must be above zero"));
         }
+        self.metrics_addr()?;
+        Ok(())
+    }
+
+    /// The admin listener's address (`None`: `metrics_listen = "off"`).
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>> {
+        if self.metrics_listen == "off" {
+            return Ok(None);
+        }
+        self.metrics_listen.parse().map(Some).map_err(|_| {
+            Error::bad_input(format!(
+                "metrics_listen {:?} is not an address like 127.0.0.1:9464 (or \"off\")",
+                self.metrics_listen
+            ))
+        })
+    }
+
+    /// Every environment variable that can override a field: `SEALRELAY_<FIELD>`, and for a
+    /// field of a table, `SEALRELAY_<TABLE>__<FIELD>` (upper case).
+    pub fn env_vars() -> Vec<EnvVar> {
+        // A config with every optional field set, so that each appears once serialized.
+        let full = RelayConfig {
+            policy_file: Some(PathBuf::new()),
+            catalog_file: Some(PathBuf::new()),
+            witness_quorum: Some(1),
+            monitor: super::monitor::MonitorConfig {
+                alert_command: Some(String::new()),
+                ..Default::default()
+            },
+            ..RelayConfig::default()
+        };
+        let mut out = Vec::new();
+        if let Ok(toml::Value::Table(table)) = toml::Value::try_from(&full) {
+            collect_env_vars(&table, &[], &mut out);
+        }
+        out
+    }
+
+    /// Applies the `SEALRELAY_*` overrides found in `vars` (the process environment, in
+    /// `serve`), one at a time so that an error names its variable. A value is read as the
+    /// field's type: text as it is; numbers, booleans and lists (`[[witness]]` as
+    /// `[{url = "...", key = "..."}]`) as TOML; an empty value restores the default. Other
+    /// `SEALRELAY_*` variables (the clients' own) are left alone, but a `SEALRELAY_A__B` that
+    /// names no field is an error (a misspelt table field would otherwise be ignored).
+    pub fn apply_env(&mut self, vars: impl IntoIterator<Item = (String, String)>) -> Result<()> {
+        let known = Self::env_vars();
+        let mut value = toml::Value::try_from(&*self)
+            .map_err(|e| Error::internal(format!("cannot encode the config: {e}")))?;
+        let mut vars: Vec<(String, String)> = vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        vars.sort();
+        for (name, raw) in vars {
+            let Some(var) = known.iter().find(|v| v.name == name) else {
+                if name.contains("__") {
+                    return Err(Error::bad_input(format!(
+                        "{name} names no config field (docs/config.md lists every SEALRELAY_* variable)"
+                    )));
+                }
+                continue;
+            };
+            let bad = |why: &str| {
+                Error::bad_input(format!(
+                    "{name}: {why} (the config field {}, docs/config.md)",
+                    var.path.join(".")
+                ))
+            };
+            let (last, parents) = var
+                .path
+                .split_last()
+                .ok_or_else(|| Error::internal("a config field with no name"))?;
+            let mut table = value
+                .as_table_mut()
+                .ok_or_else(|| Error::internal("the config is not a table"))?;
+            for p in parents {
+                table = table
+                    .entry(p.clone())
+                    .or_insert_with(|| toml::Value::Table(Default::default()))
+                    .as_table_mut()
+                    .ok_or_else(|| Error::internal("a config table is not a table"))?;
+            }
+            if raw.is_empty() {
+                table.remove(last);
+            } else if var.text {
+                table.insert(last.clone(), toml::Value::String(raw.clone()));
+            } else {
+                let parsed: toml::Table = toml::from_str(&format!("v = {raw}"))
+                    .map_err(|_| bad(&format!("{raw:?} is not a valid value")))?;
+                let v = parsed.get("v").cloned().ok_or_else(|| bad("no value"))?;
+                table.insert(last.clone(), v);
+            }
+            // Checked now, so that the error names this variable.
+            value
+                .clone()
+                .try_into::<RelayConfig>()
+                .map_err(|e| bad(e.message()))?;
+        }
+        *self = value
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::bad_input(e.message().to_owned()))?;
         Ok(())
     }
 
@@ -234,5 +372,114 @@ mod tests {
             partial.limits.idle_timeout_secs,
             Limits::default().idle_timeout_secs
         );
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn every_field_has_an_environment_variable_and_they_override_the_file() {
+        let names: Vec<String> = RelayConfig::env_vars()
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        for n in [
+            "SEALRELAY_LISTEN",
+            "SEALRELAY_METRICS_LISTEN",
+            "SEALRELAY_POLICY_FILE",
+            "SEALRELAY_WITNESS",
+            "SEALRELAY_WITNESS_QUORUM",
+            "SEALRELAY_LIMITS__MAX_CONNECTIONS",
+            "SEALRELAY_MONITOR__ALERT_COMMAND",
+            "SEALRELAY_QUOTAS__MAX_UPLOADS_PER_AGENT",
+        ] {
+            assert!(names.contains(&n.to_string()), "{n} missing from {names:?}");
+        }
+        let mut c: RelayConfig =
+            toml::from_str("delete_after_delivery = false\n[limits]\nmax_connections = 5\n")
+                .unwrap();
+        c.apply_env(env(&[
+            ("SEALRELAY_LISTEN", "0.0.0.0:7000"),
+            ("SEALRELAY_DATA", "/var/lib/sealrelay"),
+            ("SEALRELAY_DELETE_AFTER_DELIVERY", "true"),
+            ("SEALRELAY_LIMITS__MAX_CONNECTIONS", "9"),
+            ("SEALRELAY_POLICY_FILE", "/etc/sealrelay/policy.cedar"),
+            ("SEALRELAY_MONITOR__ALERT_COMMAND", "logger -t x"),
+            (
+                "SEALRELAY_WITNESS",
+                r#"[{url = "http://w:7380", key = "k"}]"#,
+            ),
+            // The clients' own variables are not config fields and stay untouched.
+            ("SEALRELAY_RELAY", "relay.example:4433"),
+            ("PATH", "/bin"),
+        ]))
+        .unwrap();
+        assert_eq!(c.listen, "0.0.0.0:7000".parse().unwrap());
+        assert_eq!(c.data, PathBuf::from("/var/lib/sealrelay"));
+        assert!(c.delete_after_delivery);
+        assert_eq!(c.limits.max_connections, 9);
+        assert_eq!(
+            c.limits.idle_timeout_secs,
+            Limits::default().idle_timeout_secs
+        );
+        assert_eq!(
+            c.policy_file.as_deref(),
+            Some(std::path::Path::new("/etc/sealrelay/policy.cedar"))
+        );
+        assert_eq!(c.monitor.alert_command.as_deref(), Some("logger -t x"));
+        assert_eq!(c.witness.len(), 1);
+        // Empty: back to the default.
+        c.apply_env(env(&[("SEALRELAY_LIMITS__MAX_CONNECTIONS", "")]))
+            .unwrap();
+        assert_eq!(c.limits.max_connections, Limits::default().max_connections);
+    }
+
+    #[test]
+    fn a_bad_environment_value_is_refused_naming_its_variable() {
+        for (name, value, needle) in [
+            (
+                "SEALRELAY_LIMITS__MAX_CONNECTIONS",
+                "many",
+                "SEALRELAY_LIMITS__MAX_CONNECTIONS",
+            ),
+            ("SEALRELAY_LISTEN", "nowhere", "SEALRELAY_LISTEN"),
+            (
+                "SEALRELAY_DELETE_AFTER_DELIVERY",
+                "yes",
+                "SEALRELAY_DELETE_AFTER_DELIVERY",
+            ),
+            (
+                "SEALRELAY_LIMITS__MAX_CONECTIONS",
+                "5",
+                "names no config field",
+            ),
+        ] {
+            let mut c = RelayConfig::default();
+            let e = c.apply_env(env(&[(name, value)])).unwrap_err().to_string();
+            assert!(e.contains(needle), "{name}={value}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+            assert_eq!(c, RelayConfig::default(), "nothing changed on {name}");
+        }
+    }
+
+    #[test]
+    fn metrics_listen_is_an_address_or_off() {
+        let mut c = RelayConfig::default();
+        assert_eq!(
+            c.metrics_addr().unwrap(),
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        c.metrics_listen = "off".into();
+        assert_eq!(c.metrics_addr().unwrap(), None);
+        c.metrics_listen = "localhost".into();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("metrics_listen"));
     }
 }

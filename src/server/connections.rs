@@ -41,6 +41,14 @@ impl Connections {
         })
     }
 
+    /// Connections open now.
+    pub fn count(&self) -> usize {
+        self.open
+            .lock()
+            .map(|open| open.values().map(Vec::len).sum())
+            .unwrap_or(0)
+    }
+
     /// Closes every open connection of `id`; returns how many.
     pub fn close_all(&self, id: &SpiffeId, code: CloseCode) -> usize {
         let conns = self

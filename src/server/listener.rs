@@ -58,12 +58,19 @@ pub struct Supervisor {
     accept: JoinHandle<()>,
     sweep: JoinHandle<()>,
     witness: JoinHandle<()>,
+    /// The admin listener (`None` when off).
+    admin: Option<JoinHandle<()>>,
     stop: Arc<Notify>,
 }
 
 impl Supervisor {
-    pub fn start(relay: Arc<Relay>, endpoint: quinn::Endpoint) -> Self {
+    pub fn start(
+        relay: Arc<Relay>,
+        endpoint: quinn::Endpoint,
+        admin: Option<tokio::net::TcpListener>,
+    ) -> Self {
         let stop = Arc::new(Notify::new());
+        let admin = admin.map(|l| tokio::spawn(super::ops::serve(relay.clone(), l)));
         let accept = tokio::spawn(accept_loop(relay.clone(), endpoint, stop.clone()));
         let witness = tokio::spawn(super::witnessing::run(relay.clone()));
         let sweep = tokio::spawn(sweep_loop(relay));
@@ -71,6 +78,7 @@ impl Supervisor {
             accept,
             sweep,
             witness,
+            admin,
             stop,
         }
     }
@@ -81,6 +89,9 @@ impl Supervisor {
         let _ = (&mut self.accept).await;
         self.sweep.abort();
         self.witness.abort();
+        if let Some(admin) = &self.admin {
+            admin.abort();
+        }
         let _ = (&mut self.sweep).await;
         let _ = (&mut self.witness).await;
     }
@@ -91,6 +102,9 @@ impl Drop for Supervisor {
         self.accept.abort();
         self.sweep.abort();
         self.witness.abort();
+        if let Some(admin) = &self.admin {
+            admin.abort();
+        }
     }
 }
 

@@ -18,7 +18,9 @@ mod denials;
 mod events;
 pub mod handlers;
 mod listener;
+pub mod metrics;
 pub mod monitor;
+mod ops;
 mod quarantine;
 mod refusal;
 mod startup;
@@ -64,6 +66,8 @@ impl Default for Dependencies {
 /// A started relay. Dropping it aborts every task at once; [`RunningRelay::shutdown`] drains.
 pub struct RunningRelay {
     pub local_addr: SocketAddr,
+    /// The admin listener (`/metrics`, `/livez`, `/readyz`), unless `metrics_listen = "off"`.
+    pub metrics_addr: Option<SocketAddr>,
     relay: Arc<Relay>,
     supervisor: listener::Supervisor,
 }
@@ -96,7 +100,20 @@ pub async fn start(config: RelayConfig) -> Result<RunningRelay> {
 pub async fn start_with(config: RelayConfig, deps: Dependencies) -> Result<RunningRelay> {
     let listen = config.listen;
     let limits = config.limits.clone();
+    let metrics_at = config.metrics_addr()?;
     let (relay, tls) = startup::load(config, deps.store, deps.clock)?;
+    // Bound after the state loads (its errors come first) and before serving.
+    let admin = match metrics_at {
+        Some(addr) => Some(ops::bind(addr).await?),
+        None => None,
+    };
+    let metrics_addr = match &admin {
+        Some(l) => Some(
+            l.local_addr()
+                .map_err(|e| Error::io(format!("cannot read the metrics address: {e}")))?,
+        ),
+        None => None,
+    };
     let server_config =
         net::server_config(&tls.cert, &tls.key, &tls.ca, &limits, relay.clock().clone())?;
     let endpoint = quinn::Endpoint::server(server_config, listen)
@@ -105,10 +122,14 @@ pub async fn start_with(config: RelayConfig, deps: Dependencies) -> Result<Runni
         .local_addr()
         .map_err(|e| Error::io(format!("cannot read the listening address: {e}")))?;
     let relay = Arc::new(relay);
-    let supervisor = listener::Supervisor::start(relay.clone(), endpoint);
+    let supervisor = listener::Supervisor::start(relay.clone(), endpoint, admin);
     tracing::info!(%local_addr, "relay listening");
+    if let Some(addr) = metrics_addr {
+        tracing::info!(%addr, "metrics, livez and readyz on http://{addr}");
+    }
     Ok(RunningRelay {
         local_addr,
+        metrics_addr,
         relay,
         supervisor,
     })
@@ -120,6 +141,8 @@ pub async fn start_local(dir: &Path, data: &Path) -> Result<RunningRelay> {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         data: data.to_path_buf(),
         dir: dir.to_path_buf(),
+        // The demo and tests run beside other relays: no fixed admin port.
+        metrics_listen: "off".into(),
         ..RelayConfig::default()
     };
     start(config).await

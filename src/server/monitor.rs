@@ -89,6 +89,11 @@ impl Monitor {
         &self.config
     }
 
+    /// Agents quarantined now.
+    pub fn quarantined_count(&self) -> usize {
+        self.quarantined.read().map(|q| q.len()).unwrap_or(0)
+    }
+
     pub fn is_quarantined(&self, agent: &str) -> bool {
         self.quarantined
             .read()

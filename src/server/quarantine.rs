@@ -30,6 +30,7 @@ impl Relay {
             })
             .await?;
         self.monitor.set_quarantined(&agent.to_string(), reason);
+        self.metrics.quarantined();
         self.connections.close_all(agent, CloseCode::Quarantined);
         tracing::error!(target: "sealrelay::alert", agent = %agent, reason, "agent quarantined");
         if let Some(cmd) = self.monitor.config().alert_command.clone() {

@@ -79,6 +79,9 @@ pub fn load(
             Arc::new(store)
         }
     };
+    // Every store's failures are counted for `/metrics`.
+    let metrics = Arc::new(super::metrics::Metrics::new()?);
+    let store: Arc<dyn Store> = Arc::new(super::metrics::MeteredStore::new(store, metrics.clone()));
     let policy =
         read_policy(&config).map_err(|e| e.context("refusing to start on an invalid policy"))?;
     let monitor = Monitor::new(config.monitor.clone(), store.quarantined()?);
@@ -126,6 +129,7 @@ pub fn load(
         uploads: Default::default(),
         push_lock: tokio::sync::Mutex::new(()),
         denials: Default::default(),
+        metrics,
     };
     Ok((relay, tls))
 }

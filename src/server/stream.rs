@@ -31,12 +31,12 @@ pub async fn serve(relay: Arc<Relay>, peer: Peer, mut send: SendStream, mut recv
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 let refusal = Refusal::new(ErrorCode::BadRequest, e.into_error().message());
-                let _ = respond(&mut send, Err(refusal)).await;
+                refuse_early(&relay, &mut send, refusal, started).await;
                 return;
             }
             Err(_) => {
                 let refusal = Refusal::new(ErrorCode::BadRequest, "request frame timed out");
-                let _ = respond(&mut send, Err(refusal)).await;
+                refuse_early(&relay, &mut send, refusal, started).await;
                 return;
             }
         };
@@ -48,7 +48,7 @@ pub async fn serve(relay: Arc<Relay>, peer: Peer, mut send: SendStream, mut recv
                 frame.version
             ),
         );
-        let _ = respond(&mut send, Err(refusal)).await;
+        refuse_early(&relay, &mut send, refusal, started).await;
         return;
     }
     let action = frame.request.action();
@@ -70,6 +70,10 @@ pub async fn serve(relay: Arc<Relay>, peer: Peer, mut send: SendStream, mut recv
         if let Some(why) = refusal {
             tracing::info!(caller = %peer.id, action, reason = why, "refused");
             let _ = respond(&mut send, Err(Refusal::new(ErrorCode::BadRequest, why))).await;
+            let seconds = started.elapsed().as_secs_f64();
+            relay
+                .metrics
+                .request(action, Some(ErrorCode::BadRequest), seconds);
             return;
         }
     }
@@ -79,18 +83,53 @@ pub async fn serve(relay: Arc<Relay>, peer: Peer, mut send: SendStream, mut recv
         Ok(Outcome::Envelope { view, body }) => {
             send_envelope(&relay, now, &mut send, Reply::Envelope { view }, body).await
         }
-        Ok(Outcome::Reply(reply)) => respond(&mut send, Ok(reply)).await.map_err(Refusal::from),
-        Err(r) => Err(r),
+        Ok(Outcome::Reply(reply)) => respond(&mut send, Ok(reply))
+            .await
+            .map_err(|_| Failure::Gone),
+        Err(r) => Err(Failure::Refused(r)),
     };
-    match outcome {
+    let label = match outcome {
         Ok(()) => {
-            tracing::info!(caller = %peer.id, action, ms = started.elapsed().as_millis() as u64, "ok")
+            tracing::info!(caller = %peer.id, action, ms = started.elapsed().as_millis() as u64, "ok");
+            "ok"
         }
-        Err(r) => {
+        Err(Failure::Gone) => {
+            tracing::info!(caller = %peer.id, action, "the client went away before its answer was written");
+            "aborted"
+        }
+        Err(Failure::Refused(r)) => {
             tracing::info!(caller = %peer.id, action, code = ?r.code, reason = %r.message, "refused");
+            let label = super::metrics::code_label(r.code);
             let _ = respond(&mut send, Err(r)).await;
+            label
         }
+    };
+    relay
+        .metrics
+        .request_ended(action, label, started.elapsed().as_secs_f64());
+}
+
+/// Why a request did not end with its answer written.
+enum Failure {
+    /// Refused: the refusal is the answer (if the stream still takes one).
+    Refused(Refusal),
+    /// The client stopped reading or reset the stream: nothing more can be written.
+    Gone,
+}
+
+impl From<Refusal> for Failure {
+    fn from(r: Refusal) -> Self {
+        Failure::Refused(r)
     }
+}
+
+/// A refusal before the request's action is known (counted under action `unknown`).
+async fn refuse_early(relay: &Relay, send: &mut SendStream, refusal: Refusal, started: Instant) {
+    let code = refusal.code;
+    let _ = respond(send, Err(refusal)).await;
+    relay
+        .metrics
+        .request("unknown", Some(code), started.elapsed().as_secs_f64());
 }
 
 /// Writes the response frame and finishes the stream.
@@ -124,9 +163,9 @@ async fn write_response(send: &mut SendStream, response: &Response) -> Result<()
 /// A failure after the `Ok` header went out: the body cannot be followed by an error frame (the
 /// client would read it as ciphertext), so the stream is reset; the client sees the body cut
 /// short and verifies nothing.
-fn after_header(send: &mut SendStream, r: Refusal) -> Refusal {
+fn after_header(send: &mut SendStream, f: Failure) -> Failure {
     let _ = send.reset(0u32.into());
-    r
+    f
 }
 
 async fn blob_digest(file: &mut tokio::fs::File) -> std::result::Result<[u8; 32], Refusal> {
@@ -153,19 +192,16 @@ async fn send_envelope(
     send: &mut SendStream,
     reply: Reply,
     body: StoredBody,
-) -> std::result::Result<(), Refusal> {
-    let cannot_send = |e: quinn::WriteError| {
-        Refusal::from(Error::new(
-            ErrorKind::Unavailable,
-            format!("cannot send: {e}"),
-        ))
-    };
+) -> std::result::Result<(), Failure> {
     match body {
         StoredBody::Inline(bytes) => {
-            write_response(send, &Response::Ok(reply)).await?;
-            if let Err(e) = send.write_all(&bytes).await {
-                return Err(after_header(send, cannot_send(e)));
+            write_response(send, &Response::Ok(reply))
+                .await
+                .map_err(|_| Failure::Gone)?;
+            if send.write_all(&bytes).await.is_err() {
+                return Err(after_header(send, Failure::Gone));
             }
+            relay.metrics.envelope_bytes(false, bytes.len() as u64);
         }
         StoredBody::Blob {
             path,
@@ -180,14 +216,16 @@ async fn send_envelope(
             // first (its second read comes from the page cache).
             if blob_digest(&mut file).await? != sha256 {
                 let Reply::Envelope { view } = &reply else {
-                    return Err(Refusal::internal());
+                    return Err(Refusal::internal().into());
                 };
-                return Err(relay.integrity_failure(&view.envelope_id, now).await);
+                return Err(relay.integrity_failure(&view.envelope_id, now).await.into());
             }
             file.rewind()
                 .await
                 .map_err(|e| Refusal::from(Error::io(format!("cannot read a blob: {e}"))))?;
-            write_response(send, &Response::Ok(reply)).await?;
+            write_response(send, &Response::Ok(reply))
+                .await
+                .map_err(|_| Failure::Gone)?;
             let mut buf = vec![0u8; CHUNK];
             let mut sent = 0u64;
             while sent < length {
@@ -196,16 +234,17 @@ async fn send_envelope(
                     .read(&mut buf[..want])
                     .await
                     .map_err(|e| Refusal::from(Error::io(format!("cannot read a blob: {e}"))))
-                    .map_err(|r| after_header(send, r))?;
+                    .map_err(|r| after_header(send, r.into()))?;
                 if n == 0 {
-                    let r = Error::io("a blob is shorter than its record").into();
-                    return Err(after_header(send, r));
+                    let r = Refusal::from(Error::io("a blob is shorter than its record"));
+                    return Err(after_header(send, r.into()));
                 }
-                if let Err(e) = send.write_all(&buf[..n]).await {
-                    return Err(after_header(send, cannot_send(e)));
+                if send.write_all(&buf[..n]).await.is_err() {
+                    return Err(after_header(send, Failure::Gone));
                 }
                 sent += n as u64;
             }
+            relay.metrics.envelope_bytes(false, sent);
         }
     }
     let _ = send.finish();

@@ -548,4 +548,21 @@ impl Store for RedbStore {
         let t = txn.open_table(EVENTS).map_err(db_err)?;
         t.len().map_err(db_err)
     }
+
+    fn health(&self) -> Result<()> {
+        if self.poisoned.load(std::sync::atomic::Ordering::Relaxed) {
+            // A failed write left the database closed: try to reopen it now rather than wait
+            // for a write that a relay marked not ready would never receive.
+            let mut tree = self.tree()?;
+            if self.poisoned.load(std::sync::atomic::Ordering::Relaxed) {
+                self.reopen(&mut tree).map_err(|e| {
+                    Error::io(format!(
+                        "the store failed a write and cannot be reopened yet: {}",
+                        e.message()
+                    ))
+                })?;
+            }
+        }
+        self.event_count().map(|_| ())
+    }
 }

@@ -42,6 +42,13 @@ impl Store for Hooked {
         }
         self.inner.apply(ops)
     }
+    fn health(&self) -> sealrelay::Result<()> {
+        // A store that fails every write is down, as a database that went away would be.
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(sealrelay::Error::io("disk full (injected)"));
+        }
+        self.inner.health()
+    }
     fn directory(
         &self,
     ) -> sealrelay::Result<(

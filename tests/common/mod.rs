@@ -158,6 +158,7 @@ pub fn serve_at(
         ])
         .args(extra)
         .current_dir(dir)
+        .env("SEALRELAY_METRICS_LISTEN", "127.0.0.1:0")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -224,6 +225,7 @@ pub async fn test_relay_with(
         listen: "127.0.0.1:0".parse().unwrap(),
         data: dir.join("data"),
         dir: dir.join("keys"),
+        metrics_listen: "off".into(),
         ..Default::default()
     };
     adjust(&mut config);

@@ -163,7 +163,10 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
         event,
     };
     match relay.commit(op).await {
-        Ok(_) => Ok(Reply::Submitted { envelope_id }),
+        Ok(_) => {
+            relay.metrics.envelope_bytes(true, length);
+            Ok(Reply::Submitted { envelope_id })
+        }
         Err(r) => {
             // A refusal by the store's rules committed nothing: the blob goes. After an I/O
             // failure the record's fate is unknown (a failed fsync may still be read back), so

@@ -1,0 +1,126 @@
+//! The admin listener (`metrics_listen`, HTTP, loopback by default): `/metrics` in the
+//! Prometheus text format, `/livez` (the process answers) and `/readyz` (the store and
+//! the log are usable now). Nothing on it names a user or an agent, or carries content.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::error::{Error, Result};
+
+use super::state::Relay;
+
+/// Binds the admin listener (at start, so that a taken port stops the relay with a clear error).
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        Error::io(format!(
+            "cannot listen for metrics on {addr}: {e}; set metrics_listen (or SEALRELAY_METRICS_LISTEN) to a free address, or to \"off\""
+        ))
+    })
+}
+
+/// Serves the admin endpoints until the task is aborted.
+pub async fn serve(relay: Arc<Relay>, listener: tokio::net::TcpListener) {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .with_state(relay);
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "the admin listener stopped");
+    }
+}
+
+async fn livez() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(relay): State<Arc<Relay>>) -> Response {
+    let checked = tokio::task::spawn_blocking(move || relay.readiness()).await;
+    match checked {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(Err(why)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the check failed\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(relay): State<Arc<Relay>>) -> Response {
+    let rendered = tokio::task::spawn_blocking(move || relay.render_metrics()).await;
+    match rendered {
+        Ok(Ok(text)) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        _ => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot render the metrics\n",
+        )
+            .into_response(),
+    }
+}
+
+impl Relay {
+    /// Why the relay cannot serve now, if it cannot: the store answers (and has not failed a
+    /// write it could not recover from), the log's root can be read and its checkpoints signed,
+    /// and the commit thread runs. (A policy is always in force: a relay never starts on, or
+    /// reloads to, one that does not validate.)
+    pub fn readiness(&self) -> std::result::Result<(), String> {
+        self.store
+            .health()
+            .map_err(|e| format!("store: {}", e.message()))?;
+        let size = self.store.log_size();
+        self.store
+            .log_root(size)
+            .map_err(|e| format!("log: {}", e.message()))?;
+        if let Some(why) = self.signer.failure() {
+            return Err(format!("log: cannot sign a checkpoint: {why}"));
+        }
+        if !self.committer.is_running() {
+            return Err("store: the commit thread has stopped".into());
+        }
+        Ok(())
+    }
+
+    /// The metrics, with the gauges read now.
+    pub fn render_metrics(&self) -> Result<String> {
+        let m = &self.metrics;
+        m.log_entries.set(gauge_value(self.store.log_size()));
+        if let Ok(latest) = self.checkpoint.read() {
+            m.checkpoint_size
+                .set(gauge_value(latest.as_ref().map_or(0, |(cp, _)| cp.size)));
+        }
+        if let Some(w) = &self.witnessing {
+            let size = w.witnessed.borrow().as_ref().map_or(0, |(cp, _)| cp.size);
+            m.witnessed_size.set(gauge_value(size));
+            m.witness_quorum.set(gauge_value(w.policy.quorum as u64));
+        }
+        m.ready.set(i64::from(self.readiness().is_ok()));
+        m.quarantined_agents
+            .set(gauge_value(self.monitor.quarantined_count() as u64));
+        m.connections
+            .set(gauge_value(self.connections.count() as u64));
+        m.render()
+    }
+}
+
+fn gauge_value(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
