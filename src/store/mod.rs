@@ -1,5 +1,7 @@
 //! Store implementations. [`redb::RedbStore`] is the embedded default: redb for state and the
-//! event log, fsynced on every commit. Ciphertext blobs are files ([`blobs`]).
+//! event log, fsynced on every commit. Ciphertext blobs are files ([`blobs`]). [`ops`] holds
+//! the write operations every store applies through its own tables.
 
 pub mod blobs;
+pub mod ops;
 pub mod redb;

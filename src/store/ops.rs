@@ -1,0 +1,293 @@
+//! The write operations, once for every store: each [`WriteOp`] checked (through
+//! `core::grant_state`) and applied to a store's open transaction through [`Tables`], with its
+//! event appended as a log leaf. A refused operation writes nothing (every check comes before
+//! the first write), so the others in the batch go on.
+
+use crate::core::grant_state;
+use crate::core::store::{
+    DeliveryRecord, EnvelopeRecord, Event, GrantRecord, GrantState, OpResult, QuotaKind,
+    StoredSigned, Usage, WriteOp, WriteRefusal,
+};
+use crate::error::Result;
+use crate::ids::{EnvelopeId, GrantId, SpiffeId};
+
+/// One store's open write transaction, as the operations see it. Each store keeps its own
+/// indexes in step with the records it is given.
+pub trait Tables {
+    fn grant(&mut self, id: &GrantId) -> Result<Option<GrantRecord>>;
+    /// Writes a grant and its indexes: listed for its agent while open, for its user always,
+    /// and as awaiting approval while open, needing one, and without one.
+    fn put_grant(&mut self, g: &GrantRecord) -> Result<()>;
+    fn usage(&mut self, who: &SpiffeId) -> Result<Usage>;
+    fn put_usage(&mut self, who: &SpiffeId, u: &Usage) -> Result<()>;
+    fn envelope(&mut self, id: &EnvelopeId) -> Result<Option<EnvelopeRecord>>;
+    /// Writes an envelope record: in its user's inbox while it has no receipt.
+    fn put_envelope(&mut self, e: &EnvelopeRecord) -> Result<()>;
+    /// Removes an envelope record, its inbox entry and its inline ciphertext.
+    fn remove_envelope(&mut self, e: &EnvelopeRecord) -> Result<()>;
+    fn put_inline(&mut self, id: &EnvelopeId, body: &[u8]) -> Result<()>;
+    fn put_delivery(&mut self, d: &DeliveryRecord) -> Result<()>;
+    /// A directory statement: an entry, or with `revocation` a revocation.
+    fn put_directory(
+        &mut self,
+        revocation: bool,
+        id: &str,
+        serial: u64,
+        s: &StoredSigned,
+    ) -> Result<()>;
+    fn put_quarantine(&mut self, agent: &str, reason: &str) -> Result<()>;
+    /// Whether the agent was quarantined (and is not any more).
+    fn remove_quarantine(&mut self, agent: &str) -> Result<bool>;
+    /// Appends the event as the next log leaf (and its tree nodes); returns its index.
+    fn append(&mut self, event: &Event) -> Result<u64>;
+}
+
+/// The event as stored: fields cut to what a leaf may hold, so every leaf can be read back.
+pub fn leaf_event(event: &Event) -> std::borrow::Cow<'_, Event> {
+    if event.fits_a_leaf() {
+        std::borrow::Cow::Borrowed(event)
+    } else {
+        std::borrow::Cow::Owned(event.clone().bounded())
+    }
+}
+
+/// Applies `ops` in order inside the caller's transaction.
+pub fn apply_ops(t: &mut impl Tables, ops: &[WriteOp]) -> Result<Vec<OpResult>> {
+    ops.iter().map(|op| apply_one(t, op)).collect()
+}
+
+fn adjust(t: &mut impl Tables, who: &SpiffeId, change: impl FnOnce(&mut Usage)) -> Result<()> {
+    let mut u = t.usage(who)?;
+    change(&mut u);
+    t.put_usage(who, &u)
+}
+
+/// A grant is no longer open: neither party holds it against a quota.
+fn release_open(t: &mut impl Tables, g: &GrantRecord) -> Result<()> {
+    for party in [&g.user, &g.agent] {
+        adjust(t, party, |u| {
+            u.open_grants = u.open_grants.saturating_sub(1)
+        })?;
+    }
+    Ok(())
+}
+
+/// An envelope leaves the user's inbox (receipt or expiry).
+fn release_pending(t: &mut impl Tables, e: &EnvelopeRecord) -> Result<()> {
+    adjust(t, &e.user, |u| {
+        u.pending_envelopes = u.pending_envelopes.saturating_sub(1);
+        u.pending_bytes = u.pending_bytes.saturating_sub(e.length);
+    })
+}
+
+/// A grant changed by `change` (a state transition of `core::grant_state`), stored with `event`.
+fn transition(
+    t: &mut impl Tables,
+    id: &GrantId,
+    event: &Event,
+    change: impl FnOnce(&GrantRecord) -> std::result::Result<GrantRecord, WriteRefusal>,
+    closes: bool,
+) -> Result<OpResult> {
+    let g = match t.grant(id)? {
+        None => return Ok(Err(WriteRefusal::GrantNotFound)),
+        Some(g) => match change(&g) {
+            Err(r) => return Ok(Err(r)),
+            Ok(g) => g,
+        },
+    };
+    if closes {
+        release_open(t, &g)?;
+    }
+    t.put_grant(&g)?;
+    Ok(Ok(t.append(event)?))
+}
+
+fn apply_one(t: &mut impl Tables, op: &WriteOp) -> Result<OpResult> {
+    Ok(match op {
+        WriteOp::PutDirectory {
+            entries,
+            revocations,
+            event,
+        } => {
+            for (id, serial, s) in entries {
+                t.put_directory(false, id, *serial, s)?;
+            }
+            for (id, serial, s) in revocations {
+                t.put_directory(true, id, *serial, s)?;
+            }
+            Ok(t.append(event)?)
+        }
+        WriteOp::CreateGrant {
+            record,
+            quotas,
+            event,
+        } => {
+            let held_by_user = t.usage(&record.user)?.open_grants;
+            let held_by_agent = t.usage(&record.agent)?.open_grants;
+            if t.grant(&record.grant_id)?.is_some() {
+                Err(WriteRefusal::Duplicate)
+            } else if held_by_user >= quotas.open_grants_per_user {
+                Err(WriteRefusal::Quota {
+                    kind: QuotaKind::OpenGrantsPerUser,
+                    limit: quotas.open_grants_per_user,
+                })
+            } else if held_by_agent >= quotas.open_grants_per_agent {
+                Err(WriteRefusal::Quota {
+                    kind: QuotaKind::OpenGrantsPerAgent,
+                    limit: quotas.open_grants_per_agent,
+                })
+            } else {
+                adjust(t, &record.user, |u| u.open_grants += 1)?;
+                adjust(t, &record.agent, |u| u.open_grants += 1)?;
+                t.put_grant(record)?;
+                Ok(t.append(event)?)
+            }
+        }
+        WriteOp::ConsumeGrant {
+            agent,
+            envelope,
+            inline_body,
+            now,
+            quotas,
+            event,
+        } => {
+            let waiting = t.usage(&envelope.user)?;
+            let consumed = match t.grant(&envelope.grant_id)? {
+                None => Err(WriteRefusal::GrantNotFound),
+                Some(g) => {
+                    grant_state::consume(&g, agent, envelope.length, *now, envelope.envelope_id)
+                }
+            }
+            .and_then(|g| {
+                if waiting.pending_envelopes >= quotas.pending_envelopes_per_user {
+                    Err(WriteRefusal::Quota {
+                        kind: QuotaKind::PendingEnvelopesPerUser,
+                        limit: quotas.pending_envelopes_per_user,
+                    })
+                } else if waiting.pending_bytes.saturating_add(envelope.length)
+                    > quotas.pending_bytes_per_user
+                {
+                    Err(WriteRefusal::Quota {
+                        kind: QuotaKind::PendingBytesPerUser,
+                        limit: quotas.pending_bytes_per_user,
+                    })
+                } else {
+                    Ok(g)
+                }
+            });
+            match consumed {
+                Err(refusal) => Err(refusal),
+                Ok(g) => {
+                    adjust(t, &g.user, |u| {
+                        u.open_grants = u.open_grants.saturating_sub(1);
+                        u.pending_envelopes += 1;
+                        u.pending_bytes = u.pending_bytes.saturating_add(envelope.length);
+                    })?;
+                    adjust(t, &g.agent, |u| {
+                        u.open_grants = u.open_grants.saturating_sub(1)
+                    })?;
+                    t.put_grant(&g)?;
+                    t.put_envelope(envelope)?;
+                    if let Some(body) = inline_body {
+                        t.put_inline(&envelope.envelope_id, body)?;
+                    }
+                    Ok(t.append(event)?)
+                }
+            }
+        }
+        WriteOp::RecordReceipt {
+            envelope_id,
+            user,
+            receipt,
+            status,
+            delete,
+            event,
+        } => match t.envelope(envelope_id)? {
+            None => Err(WriteRefusal::EnvelopeNotFound),
+            Some(e) if e.user != *user => Err(WriteRefusal::EnvelopeNotFound),
+            Some(e) if e.receipt.is_some() => Err(WriteRefusal::Duplicate),
+            Some(mut e) => {
+                release_pending(t, &e)?;
+                if *delete {
+                    t.remove_envelope(&e)?;
+                } else {
+                    e.receipt = Some(receipt.clone());
+                    t.put_envelope(&e)?;
+                }
+                let index = t.append(event)?;
+                t.put_delivery(&DeliveryRecord {
+                    envelope_id: *envelope_id,
+                    grant_id: e.grant_id,
+                    status: *status,
+                    receipt_index: index,
+                })?;
+                Ok(index)
+            }
+        },
+        WriteOp::ExpireGrant {
+            grant_id,
+            now,
+            event,
+        } => transition(t, grant_id, event, |g| grant_state::expire(g, *now), true)?,
+        WriteOp::DeleteEnvelope { envelope_id, event } => match t.envelope(envelope_id)? {
+            None => Err(WriteRefusal::EnvelopeNotFound),
+            Some(e) => {
+                if e.receipt.is_none() {
+                    release_pending(t, &e)?;
+                }
+                t.remove_envelope(&e)?;
+                Ok(t.append(event)?)
+            }
+        },
+        WriteOp::Append { event } => Ok(t.append(event)?),
+        WriteOp::Deny {
+            grant_id,
+            denial,
+            now,
+            event,
+        } => transition(
+            t,
+            grant_id,
+            event,
+            |g| grant_state::deny(g, denial, *now),
+            true,
+        )?,
+        WriteOp::Approve {
+            grant_id,
+            approval,
+            now,
+            event,
+        } => transition(
+            t,
+            grant_id,
+            event,
+            |g| grant_state::approve(g, approval, *now),
+            false,
+        )?,
+        WriteOp::Quarantine {
+            agent,
+            reason,
+            event,
+        } => {
+            t.put_quarantine(&agent.to_string(), reason)?;
+            Ok(t.append(event)?)
+        }
+        WriteOp::Release { agent, event } => {
+            if t.remove_quarantine(&agent.to_string())? {
+                Ok(t.append(event)?)
+            } else {
+                Err(WriteRefusal::NotQuarantined)
+            }
+        }
+    })
+}
+
+/// Whether a grant belongs in its agent's list of open grants.
+pub fn listed_for_agent(g: &GrantRecord) -> bool {
+    g.state == GrantState::Open
+}
+
+/// Whether a grant belongs in the list of grants awaiting approval.
+pub fn awaits_approval(g: &GrantRecord) -> bool {
+    g.state == GrantState::Open && g.needs_approval && g.approval.is_none()
+}
