@@ -38,6 +38,7 @@ fn serve_with_metrics(dir: &std::path::Path) -> (std::process::Child, String, St
         .args(["serve", "--dir", "keys", "--data", "data"])
         .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
         .current_dir(dir)
+        .envs(common::store_env(dir))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -89,6 +90,7 @@ fn metrics_after_a_real_flow_pass_promtool_and_name_no_party() {
             .concat(),
         )
         .current_dir(dir)
+        .envs(common::store_env(dir))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -362,6 +364,7 @@ fn environment_variables_override_the_config_file_and_bad_ones_are_one_line() {
         .env("SEALRELAY_METRICS_LISTEN", "127.0.0.1:0")
         .env("SEALRELAY_LIMITS__MAX_CONNECTIONS", "3")
         .current_dir(dir)
+        .envs(common::store_env(dir))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -408,6 +411,7 @@ fn environment_variables_override_the_config_file_and_bad_ones_are_one_line() {
             .env("SEALRELAY_CONFIG", "relay.toml")
             .env(name, value)
             .current_dir(dir)
+            .envs(common::store_env(dir))
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);

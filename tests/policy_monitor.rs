@@ -780,6 +780,7 @@ fn policy_reload_on_sighup_takes_effect_at_once_and_is_logged() {
             "127.0.0.1:0",
         ])
         .current_dir(dir)
+        .envs(common::store_env(dir))
         .env("SEALRELAY_METRICS_LISTEN", "127.0.0.1:0")
         .output()
         .unwrap();

@@ -46,6 +46,7 @@ fn start(base: &Path) -> Server {
             "json",
         ])
         .current_dir(base)
+        .envs(common::store_env(base))
         .env("SEALRELAY_METRICS_LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "debug")
         .stdout(Stdio::piped())

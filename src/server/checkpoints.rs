@@ -120,6 +120,12 @@ impl Signer {
         if let Ok(mut f) = self.failure.lock() {
             *f = r.as_ref().err().map(|e| e.message().to_owned());
         }
+        if r.is_err() {
+            // A failed attempt is no checkpoint: the next batch tries again at once.
+            if let Ok(mut last) = self.last_signed.lock() {
+                *last = None;
+            }
+        }
         r
     }
 

@@ -16,6 +16,11 @@ pub struct RelayConfig {
     pub listen: SocketAddr,
     /// Where state (`state.redb`) and ciphertext blobs live.
     pub data: PathBuf,
+    /// The state in PostgreSQL instead of `data/state.redb`: `postgres://USER@HOST:PORT/DB`
+    /// (docs/operations.md). Ciphertext too large to store inline stays in `data`.
+    pub store: Option<String>,
+    /// Connections to PostgreSQL (with `store`).
+    pub store_connections: usize,
     /// The trust-root directory: relay.crt, relay.key, ca.crt, authority.pub, root.json, and
     /// optionally directory/ (loaded at start).
     pub dir: PathBuf,
@@ -160,6 +165,8 @@ impl Default for RelayConfig {
         RelayConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 4433)),
             data: PathBuf::from("data"),
+            store: None,
+            store_connections: 8,
             dir: PathBuf::from("keys"),
             max_envelope_bytes: 4 * 1024 * 1024 * 1024,
             max_grant_ttl_secs: 30 * 86_400,
@@ -222,6 +229,16 @@ impl RelayConfig {
             return Err(Error::bad_input("witness_timeout_ms must be above zero"));
         }
         self.metrics_addr()?;
+        if let Some(url) = &self.store {
+            if !crate::store::postgres::is_postgres_url(url) {
+                return Err(Error::bad_input(
+                    "store must be a postgres:// URL (or left out for the embedded store in data/)",
+                ));
+            }
+        }
+        if self.store_connections == 0 {
+            return Err(Error::bad_input("store_connections must be above zero"));
+        }
         Ok(())
     }
 
@@ -245,6 +262,7 @@ impl RelayConfig {
         let full = RelayConfig {
             policy_file: Some(PathBuf::new()),
             catalog_file: Some(PathBuf::new()),
+            store: Some(String::new()),
             witness_quorum: Some(1),
             monitor: super::monitor::MonitorConfig {
                 alert_command: Some(String::new()),

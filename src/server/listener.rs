@@ -60,6 +60,8 @@ pub struct Supervisor {
     witness: JoinHandle<()>,
     /// The admin listener (`None` when off).
     admin: Option<JoinHandle<()>>,
+    /// Reloads what other nodes change in a shared store (`None` on the embedded store).
+    sync: Option<JoinHandle<()>>,
     stop: Arc<Notify>,
 }
 
@@ -71,6 +73,11 @@ impl Supervisor {
     ) -> Self {
         let stop = Arc::new(Notify::new());
         let admin = admin.map(|l| tokio::spawn(super::ops::serve(relay.clone(), l)));
+        let sync = relay
+            .config
+            .store
+            .is_some()
+            .then(|| tokio::spawn(super::shared::run(relay.clone())));
         let accept = tokio::spawn(accept_loop(relay.clone(), endpoint, stop.clone()));
         let witness = tokio::spawn(super::witnessing::run(relay.clone()));
         let sweep = tokio::spawn(sweep_loop(relay));
@@ -79,6 +86,7 @@ impl Supervisor {
             sweep,
             witness,
             admin,
+            sync,
             stop,
         }
     }
@@ -89,8 +97,8 @@ impl Supervisor {
         let _ = (&mut self.accept).await;
         self.sweep.abort();
         self.witness.abort();
-        if let Some(admin) = &self.admin {
-            admin.abort();
+        for task in [&self.admin, &self.sync].into_iter().flatten() {
+            task.abort();
         }
         let _ = (&mut self.sweep).await;
         let _ = (&mut self.witness).await;
@@ -102,8 +110,8 @@ impl Drop for Supervisor {
         self.accept.abort();
         self.sweep.abort();
         self.witness.abort();
-        if let Some(admin) = &self.admin {
-            admin.abort();
+        for task in [&self.admin, &self.sync].into_iter().flatten() {
+            task.abort();
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod monitor;
 mod ops;
 mod quarantine;
 mod refusal;
+mod shared;
 mod startup;
 mod state;
 mod stream;

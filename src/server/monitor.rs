@@ -74,6 +74,9 @@ pub struct Monitor {
     /// one user cannot quarantine an agent that everyone shares.
     counters: Mutex<HashMap<String, VecDeque<Raised>>>,
     quarantined: RwLock<HashMap<String, String>>,
+    /// Bumped by every local quarantine and release, so a reload from a shared store read
+    /// before one of them does not undo it.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Monitor {
@@ -82,6 +85,7 @@ impl Monitor {
             config,
             counters: Mutex::new(HashMap::new()),
             quarantined: RwLock::new(quarantined.into_iter().collect()),
+            generation: Default::default(),
         }
     }
 
@@ -148,15 +152,44 @@ impl Monitor {
         })
     }
 
+    /// Where local quarantines and releases stand (read before reading the shared store).
+    pub fn quarantine_generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Replaces every quarantine with `now` (what the shared store held when
+    /// [`Monitor::quarantine_generation`] was `generation`); returns the agents quarantined that
+    /// were not before. Nothing changes if a local quarantine or release came in between (the
+    /// next reload sees it in the store).
+    pub fn replace_quarantined(&self, now: Vec<(String, String)>, generation: u64) -> Vec<String> {
+        let Ok(mut q) = self.quarantined.write() else {
+            return Vec::new();
+        };
+        if self.quarantine_generation() != generation {
+            return Vec::new();
+        }
+        let added = now
+            .iter()
+            .filter(|(a, _)| !q.contains_key(a))
+            .map(|(a, _)| a.clone())
+            .collect();
+        *q = now.into_iter().collect();
+        added
+    }
+
     pub fn set_quarantined(&self, agent: &str, reason: &str) {
         if let Ok(mut q) = self.quarantined.write() {
             q.insert(agent.to_owned(), reason.to_owned());
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
     pub fn release(&self, agent: &str) {
         if let Ok(mut q) = self.quarantined.write() {
             q.remove(agent);
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
         if let Ok(mut c) = self.counters.lock() {
             c.remove(agent);

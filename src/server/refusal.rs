@@ -76,6 +76,10 @@ impl From<Error> for Refusal {
             ErrorKind::Internal => ErrorCode::Internal,
         };
         let message = match code {
+            ErrorCode::Unavailable if e.kind() == ErrorKind::Unavailable => {
+                "unavailable, try again: the relay's database cannot be reached; nothing was done (a submission sent again is stored once)"
+                    .to_owned()
+            }
             ErrorCode::Unavailable => {
                 "the relay could not complete the request durably: try again (a submission sent again is stored once)"
                     .to_owned()

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::ids::EnvelopeId;
 use crate::local::{dirstore, trust_root};
 use crate::store::blobs::BlobDir;
+use crate::store::postgres::PgStore;
 use crate::store::redb::RedbStore;
 
 use super::checkpoints;
@@ -73,11 +74,19 @@ pub fn load(
     crate::local::fs::restrict(&config.data, crate::local::fs::PRIVATE_DIR_MODE)?;
     let store: Arc<dyn Store> = match store {
         Some(s) => s,
-        None => {
-            let store = RedbStore::open(&config.data.join("state.redb"))?;
-            store.set_min_free(config.min_free_bytes);
-            Arc::new(store)
-        }
+        None => match &config.store {
+            Some(url) => {
+                let mut store = PgStore::connect(url, config.store_connections)
+                    .map_err(|e| e.context("store"))?;
+                store.set_blob_reserve(config.data.clone(), config.min_free_bytes);
+                Arc::new(store)
+            }
+            None => {
+                let store = RedbStore::open(&config.data.join("state.redb"))?;
+                store.set_min_free(config.min_free_bytes);
+                Arc::new(store)
+            }
+        },
     };
     // Every store's failures are counted for `/metrics`.
     let metrics = Arc::new(super::metrics::Metrics::new()?);
@@ -129,6 +138,7 @@ pub fn load(
         uploads: Default::default(),
         push_lock: tokio::sync::Mutex::new(()),
         denials: Default::default(),
+        synced: Default::default(),
         metrics,
     };
     Ok((relay, tls))
@@ -143,14 +153,7 @@ fn load_directory(
     relay_actor: &str,
     now: u64,
 ) -> Result<Directory> {
-    let mut directory = Directory::new();
-    let (stored_entries, stored_revocations) = store.directory()?;
-    for s in &stored_entries {
-        directory.insert_entry(to_signed(s, StatementType::DirectoryEntry)?, authority)?;
-    }
-    for s in &stored_revocations {
-        directory.insert_revocation(&to_signed(s, StatementType::Revocation)?, authority)?;
-    }
+    let (mut directory, _) = directory_from_store(store, authority)?;
     let disk_dir = dir.join("directory");
     if !disk_dir.is_dir() {
         return Ok(directory);
@@ -173,6 +176,23 @@ fn load_directory(
         store.apply(std::slice::from_ref(&op))?;
     }
     Ok(directory)
+}
+
+/// The directory from the statements the store holds (every one verified against
+/// `authority`), for a node that shares its store with others.
+pub fn directory_from_store(
+    store: &dyn Store,
+    authority: &crate::core::sign::PublicKey,
+) -> Result<(Directory, usize)> {
+    let mut directory = Directory::new();
+    let (entries, revocations) = store.directory()?;
+    for s in &entries {
+        directory.insert_entry(to_signed(s, StatementType::DirectoryEntry)?, authority)?;
+    }
+    for s in &revocations {
+        directory.insert_revocation(&to_signed(s, StatementType::Revocation)?, authority)?;
+    }
+    Ok((directory, entries.len() + revocations.len()))
 }
 
 fn to_signed(s: &StoredSigned, ty: StatementType) -> Result<Signed> {

@@ -62,6 +62,8 @@ pub struct Relay {
     /// Directory pushes one at a time: each builds on the directory the one before left, so two
     /// racing pushes cannot lose one (a revocation, say).
     pub(crate) push_lock: tokio::sync::Mutex<()>,
+    /// What this node last loaded of the state it shares with other nodes (PostgreSQL).
+    pub(crate) synced: super::shared::Synced,
     /// What `/metrics` reports (docs/operations.md).
     pub(crate) metrics: Arc<super::metrics::Metrics>,
     /// Denials per caller per minute, so a flood of them does not grow the log without bound.

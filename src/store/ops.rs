@@ -291,3 +291,49 @@ pub fn listed_for_agent(g: &GrantRecord) -> bool {
 pub fn awaits_approval(g: &GrantRecord) -> bool {
     g.state == GrantState::Open && g.needs_approval && g.approval.is_none()
 }
+
+/// Recomputes the log's root from the stored events themselves, in index order (streaming,
+/// O(log n) memory), and compares it with the stored tree: an event changed, removed or
+/// reordered is caught here, and the relay refuses to serve on it.
+pub fn check_tree_against_events(
+    tree: &crate::core::tlog::Tree,
+    events: impl Iterator<Item = Result<(u64, Event)>>,
+) -> Result<()> {
+    use crate::core::tlog::{leaf_hash, node_hash, Hash, EMPTY_ROOT};
+    use crate::error::Error;
+    // Perfect subtrees, left to right: (height, root).
+    let mut stack: Vec<(u32, Hash)> = Vec::new();
+    for (expected, item) in (0u64..).zip(events) {
+        let (index, event) = item?;
+        if index != expected {
+            return Err(Error::internal(format!(
+                "the store's events have a gap at {expected}: the store is corrupt; refusing to serve"
+            )));
+        }
+        let mut node = (0u32, leaf_hash(&event.leaf_bytes()));
+        while let Some(&(height, left)) = stack.last() {
+            if height != node.0 {
+                break;
+            }
+            stack.pop();
+            node = (height + 1, node_hash(&left, &node.1));
+        }
+        stack.push(node);
+    }
+    let mut root = match stack.pop() {
+        Some((_, h)) => h,
+        None => EMPTY_ROOT,
+    };
+    while let Some((_, left)) = stack.pop() {
+        root = node_hash(&left, &root);
+    }
+    let stored = tree
+        .root(tree.size())
+        .map_err(|e| Error::internal(format!("corrupt log tree: {e}")))?;
+    if root != stored {
+        return Err(Error::internal(
+            "the store's events do not hash to its log tree (an event was changed): the store is corrupt; refusing to serve",
+        ));
+    }
+    Ok(())
+}

@@ -8,7 +8,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use crate::core::store::{
     EnvelopeRecord, Event, GrantRecord, GrantState, OpResult, Store, StoredSigned, WriteOp,
 };
-use crate::core::tlog::{leaf_hash, Hash, Tree};
+use crate::core::tlog::{Hash, Tree};
 use crate::error::{Error, Result};
 use crate::ids::{hex, EnvelopeId, GrantId, SpiffeId};
 
@@ -252,49 +252,15 @@ fn load_tree(db: &Database) -> Result<Tree> {
     Ok(tree)
 }
 
-/// Recomputes the log's root from the stored events themselves (streaming, O(log n) memory)
-/// and compares it with the stored tree: an event changed, removed or reordered on disk is
-/// caught here, and the relay refuses to serve on it.
+/// Checks the stored events against the stored tree ([`crate::store::ops::check_tree_against_events`]).
 fn check_tree_against_events(db: &Database, tree: &Tree) -> Result<()> {
-    use crate::core::tlog::{node_hash, EMPTY_ROOT};
     let txn = db.begin_read().map_err(db_err)?;
     let events = txn.open_table(EVENTS).map_err(db_err)?;
-    // Perfect subtrees, left to right: (height, root).
-    let mut stack: Vec<(u32, Hash)> = Vec::new();
-    for (expected, item) in (0u64..).zip(events.iter().map_err(db_err)?) {
+    let iter = events.iter().map_err(db_err)?.map(|item| {
         let (k, v) = item.map_err(db_err)?;
-        if k.value() != expected {
-            return Err(Error::internal(format!(
-                "the store's events have a gap at {expected}: the store is corrupt; refusing to serve"
-            )));
-        }
-        let event: Event = dec(v.value())?;
-        let mut node = (0u32, leaf_hash(&event.leaf_bytes()));
-        while let Some(&(height, left)) = stack.last() {
-            if height != node.0 {
-                break;
-            }
-            stack.pop();
-            node = (height + 1, node_hash(&left, &node.1));
-        }
-        stack.push(node);
-    }
-    let mut root = match stack.pop() {
-        Some((_, h)) => h,
-        None => EMPTY_ROOT,
-    };
-    while let Some((_, left)) = stack.pop() {
-        root = node_hash(&left, &root);
-    }
-    let stored = tree
-        .root(tree.size())
-        .map_err(|e| Error::internal(format!("corrupt log tree: {e}")))?;
-    if root != stored {
-        return Err(Error::internal(
-            "the store's events do not hash to its log tree (an event was changed on disk): the store is corrupt; refusing to serve",
-        ));
-    }
-    Ok(())
+        Ok((k.value(), dec::<Event>(v.value())?))
+    });
+    crate::store::ops::check_tree_against_events(tree, iter)
 }
 
 impl Store for RedbStore {

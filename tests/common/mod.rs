@@ -157,6 +157,7 @@ pub fn serve_at(
             "serve", "--dir", "keys", "--data", "data", "--listen", listen,
         ])
         .args(extra)
+        .envs(store_env(dir))
         .current_dir(dir)
         .env("SEALRELAY_METRICS_LISTEN", "127.0.0.1:0")
         .stdout(std::process::Stdio::piped())
@@ -226,6 +227,11 @@ pub async fn test_relay_with(
         data: dir.join("data"),
         dir: dir.join("keys"),
         metrics_listen: "off".into(),
+        store: if store.is_none() {
+            fresh_postgres()
+        } else {
+            None
+        },
         ..Default::default()
     };
     adjust(&mut config);
@@ -297,4 +303,45 @@ pub fn grant_request(resource: &str) -> sealrelay::client::GrantRequest {
         ttl_secs: 600,
         max_bytes: 1 << 20,
     }
+}
+
+/// The environment that puts a `serve` in `dir` on its own PostgreSQL database when
+/// `SEALRELAY_TEST_POSTGRES` is set (the same database on every restart in `dir`); empty
+/// otherwise.
+pub fn store_env(dir: &std::path::Path) -> Vec<(String, String)> {
+    let file = dir.join("test-postgres.url");
+    let url = match std::fs::read_to_string(&file) {
+        Ok(url) => Some(url),
+        Err(_) => fresh_postgres().inspect(|url| std::fs::write(&file, url).unwrap()),
+    };
+    url.map(|u| ("SEALRELAY_STORE".to_owned(), u))
+        .into_iter()
+        .collect()
+}
+
+/// With `SEALRELAY_TEST_POSTGRES` set (a `postgres://` URL whose user may create databases, as
+/// `.ci/run` sets), a new empty database for one relay, as a URL; otherwise `None` (the relay
+/// then runs on the embedded store).
+pub fn fresh_postgres() -> Option<String> {
+    let base = std::env::var("SEALRELAY_TEST_POSTGRES").ok()?;
+    let name = format!("sealrelay_test_{}", sealrelay::ids::hex(rand_bytes::<8>()));
+    // The synchronous client runs a runtime of its own: not on an async test's thread.
+    let (base2, name2) = (base.clone(), name.clone());
+    std::thread::spawn(move || {
+        let mut admin = postgres::Client::connect(&base2, postgres::NoTls)
+            .expect("connect to SEALRELAY_TEST_POSTGRES");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name2}"))
+            .expect("create a test database");
+    })
+    .join()
+    .expect("create a test database");
+    let (prefix, _) = base.rsplit_once('/').expect("a URL with a database name");
+    Some(format!("{prefix}/{name}"))
+}
+
+fn rand_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).expect("random");
+    b
 }

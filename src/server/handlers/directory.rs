@@ -70,6 +70,7 @@ pub async fn push(
     // Only after the commit is durable does the new directory take effect; a revoked party's
     // open connections close now (its next request would be refused anyway).
     *relay.directory.write().map_err(|_| Refusal::internal())? = next;
+    relay.synced.directory_changed();
     for r in &revoked {
         relay.connections.close_all(r, CloseCode::Revoked);
     }

@@ -1,0 +1,114 @@
+//! Connections to PostgreSQL, each owned by a worker thread of the store's own: a store call
+//! hands its work to a free worker and waits for the answer. The synchronous client runs its own
+//! small runtime, which must never run inside the relay's; this keeps them apart. A connection
+//! that fails is dropped and made again for the next call, so the store comes back by itself
+//! after the database restarts.
+
+use std::sync::{mpsc, Arc, Mutex};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// A connection of one worker.
+pub struct Conn {
+    pub client: postgres::Client,
+}
+
+/// Longest a store call waits for its answer (a worker may still be waiting on the database;
+/// the caller fails instead of hanging).
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+type Job = Box<dyn FnOnce(&mut Option<Conn>) + Send>;
+
+pub struct Pool {
+    jobs: Mutex<mpsc::Sender<Job>>,
+}
+
+/// A database error as the relay reports it: one line, "unavailable, try again" (the URL and
+/// its password never appear).
+pub fn pg_err(e: postgres::Error) -> Error {
+    let detail = match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    };
+    Error::new(
+        ErrorKind::Unavailable,
+        format!("the database is unavailable, try again ({detail})"),
+    )
+}
+
+impl Pool {
+    /// Starts `size` workers that connect with `config` on first use.
+    pub fn new(config: postgres::Config, size: usize) -> Result<Self> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..size.max(1) {
+            let rx = rx.clone();
+            let config = config.clone();
+            std::thread::Builder::new()
+                .name(format!("sealrelay-pg-{i}"))
+                .spawn(move || {
+                    let mut slot: Option<Conn> = None;
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(rx) => match rx.recv() {
+                                Ok(job) => job,
+                                Err(_) => return,
+                            },
+                            Err(_) => return,
+                        };
+                        if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
+                            slot = config
+                                .connect(postgres::NoTls)
+                                .map(|client| Conn { client })
+                                .map_err(|e| {
+                                    tracing::warn!(error = %pg_err(e), "cannot connect to the database");
+                                })
+                                .ok();
+                        }
+                        job(&mut slot);
+                    }
+                })
+                .map_err(|e| Error::internal(format!("cannot start a database worker: {e}")))?;
+        }
+        Ok(Pool {
+            jobs: Mutex::new(tx),
+        })
+    }
+
+    /// Runs `f` on a connection and waits for its result. A failed call drops its connection
+    /// (the next call connects again).
+    pub fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Conn) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move |slot: &mut Option<Conn>| {
+            let result = match slot.as_mut() {
+                None => Err(Error::new(
+                    ErrorKind::Unavailable,
+                    "the database is unavailable, try again (cannot connect)",
+                )),
+                Some(conn) => f(conn),
+            };
+            if result.is_err() && slot.as_ref().is_some_and(|c| c.client.is_closed()) {
+                *slot = None;
+            }
+            let _ = tx.send(result);
+        });
+        self.jobs
+            .lock()
+            .map_err(|_| Error::internal("the database pool lock is poisoned"))?
+            .send(job)
+            .map_err(|_| Error::new(ErrorKind::Unavailable, "the database pool has stopped"))?;
+        match rx.recv_timeout(CALL_TIMEOUT) {
+            Ok(result) => result,
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(Error::new(
+                ErrorKind::Unavailable,
+                "the database is unavailable, try again (no answer in time)",
+            )),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                Err(Error::internal("a database worker stopped"))
+            }
+        }
+    }
+}

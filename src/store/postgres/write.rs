@@ -1,0 +1,277 @@
+//! The write half of the PostgreSQL store: one transaction per batch under the log's advisory
+//! lock (so the log keeps one sequence of leaves whichever node appends), the operations of
+//! `store::ops` applied through [`PgTables`], committed with `synchronous_commit` on (the
+//! server's WAL flushed before the commit returns).
+
+use postgres::Transaction;
+
+use super::pool::{pg_err, Conn};
+use super::{dec, enc, to_i64, LOG_LOCK};
+use crate::core::store::{
+    DeliveryRecord, EnvelopeRecord, Event, GrantRecord, OpResult, StoredSigned, Usage, WriteOp,
+};
+use crate::core::tlog::{leaf_hash, Tree};
+use crate::error::{Error, Result};
+use crate::ids::{EnvelopeId, GrantId, SpiffeId};
+use crate::store::ops::{self, Tables};
+
+struct PgTables<'a, 't> {
+    tx: &'a mut Transaction<'t>,
+    tree: &'a mut Tree,
+    next_event: u64,
+}
+
+/// Applies `ops` in one transaction; `tree` (the node's copy of the log tree) is brought up to
+/// the database's first, with what other nodes appended.
+pub fn apply(conn: &mut Conn, tree: &mut Tree, ops: &[WriteOp]) -> Result<Vec<OpResult>> {
+    // Read committed: every statement after the advisory lock sees what the previous writer
+    // committed, whatever the server's default isolation.
+    let mut tx = conn
+        .client
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::ReadCommitted)
+        .start()
+        .map_err(pg_err)?;
+    tx.batch_execute("SET LOCAL synchronous_commit = on")
+        .map_err(pg_err)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK])
+        .map_err(pg_err)?;
+    let next_event = catch_up(&mut tx, tree)?;
+    let results = {
+        let mut t = PgTables {
+            tx: &mut tx,
+            tree,
+            next_event,
+        };
+        ops::apply_ops(&mut t, ops)?
+    };
+    tx.commit().map_err(pg_err)?;
+    Ok(results)
+}
+
+/// Appends to `tree` the events the database holds past it; returns the database's log size.
+pub fn catch_up(tx: &mut Transaction<'_>, tree: &mut Tree) -> Result<u64> {
+    let size: i64 = tx
+        .query_one("SELECT coalesce(max(idx) + 1, 0) FROM events", &[])
+        .map_err(pg_err)?
+        .get(0);
+    let size = u64::try_from(size).map_err(|_| Error::internal("a negative log size"))?;
+    if size < tree.size() {
+        return Err(Error::internal(format!(
+            "the database's log holds {size} entries but this relay already saw {}: the database was rolled back; refusing to write",
+            tree.size()
+        )));
+    }
+    if let Some(last) = tree.size().checked_sub(1) {
+        // The database's leaf where this node's tree ends must be this node's: a database
+        // restored from a backup and grown past it again is a fork.
+        let row = tx
+            .query_opt(
+                "SELECT hash FROM tlog_nodes WHERE level = 0 AND idx = $1",
+                &[&to_i64(last)?],
+            )
+            .map_err(pg_err)?;
+        let theirs: Option<Vec<u8>> = row.map(|r| r.get(0));
+        let ours = tree.leaf(last);
+        if theirs.as_deref() != ours.as_ref().map(|h| h.as_slice()) {
+            return Err(Error::internal(format!(
+                "the database's log differs from what this relay saw at entry {last}: it was restored or rewritten; refusing to write"
+            )));
+        }
+    }
+    if size > tree.size() {
+        let rows = tx
+            .query(
+                "SELECT idx, body FROM events WHERE idx >= $1 ORDER BY idx",
+                &[&to_i64(tree.size())?],
+            )
+            .map_err(pg_err)?;
+        for row in rows {
+            let idx: i64 = row.get(0);
+            if u64::try_from(idx).ok() != Some(tree.size()) {
+                return Err(Error::internal("the database's events have a gap"));
+            }
+            let event: Event = dec(row.get(1))?;
+            tree.append(leaf_hash(&event.leaf_bytes()));
+        }
+    }
+    Ok(size)
+}
+
+impl PgTables<'_, '_> {
+    fn one<T: serde::de::DeserializeOwned>(
+        &mut self,
+        sql: &str,
+        key: &(dyn postgres::types::ToSql + Sync),
+    ) -> Result<Option<T>> {
+        match self.tx.query_opt(sql, &[key]).map_err(pg_err)? {
+            Some(row) => Ok(Some(dec(row.get(0))?)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Tables for PgTables<'_, '_> {
+    fn grant(&mut self, id: &GrantId) -> Result<Option<GrantRecord>> {
+        self.one(
+            "SELECT record FROM grants WHERE grant_id = $1",
+            &id.as_slice(),
+        )
+    }
+
+    fn put_grant(&mut self, g: &GrantRecord) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO grants (grant_id, user_id, agent, open, pending, expires, record)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (grant_id) DO UPDATE SET open = excluded.open,
+                   pending = excluded.pending, expires = excluded.expires, record = excluded.record",
+                &[
+                    &g.grant_id.as_slice(),
+                    &g.user.to_string(),
+                    &g.agent.to_string(),
+                    &ops::listed_for_agent(g),
+                    &ops::awaits_approval(g),
+                    &to_i64(g.expires)?,
+                    &enc(g)?,
+                ],
+            )
+            .map_err(pg_err)?;
+        Ok(())
+    }
+
+    fn usage(&mut self, who: &SpiffeId) -> Result<Usage> {
+        Ok(self
+            .one(
+                "SELECT record FROM usage WHERE party = $1",
+                &who.to_string(),
+            )?
+            .unwrap_or_default())
+    }
+
+    fn put_usage(&mut self, who: &SpiffeId, u: &Usage) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO usage (party, record) VALUES ($1, $2)
+                 ON CONFLICT (party) DO UPDATE SET record = excluded.record",
+                &[&who.to_string(), &enc(u)?],
+            )
+            .map_err(pg_err)?;
+        Ok(())
+    }
+
+    fn envelope(&mut self, id: &EnvelopeId) -> Result<Option<EnvelopeRecord>> {
+        self.one(
+            "SELECT record FROM envelopes WHERE envelope_id = $1",
+            &id.as_slice(),
+        )
+    }
+
+    fn put_envelope(&mut self, e: &EnvelopeRecord) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO envelopes (envelope_id, user_id, waiting, record) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (envelope_id) DO UPDATE SET waiting = excluded.waiting,
+                   record = excluded.record",
+                &[
+                    &e.envelope_id.as_slice(),
+                    &e.user.to_string(),
+                    &e.receipt.is_none(),
+                    &enc(e)?,
+                ],
+            )
+            .map_err(pg_err)?;
+        Ok(())
+    }
+
+    fn remove_envelope(&mut self, e: &EnvelopeRecord) -> Result<()> {
+        let id = e.envelope_id.as_slice();
+        self.tx
+            .execute("DELETE FROM envelopes WHERE envelope_id = $1", &[&id])
+            .map_err(pg_err)?;
+        self.tx
+            .execute("DELETE FROM inline_bodies WHERE envelope_id = $1", &[&id])
+            .map_err(pg_err)?;
+        Ok(())
+    }
+
+    fn put_inline(&mut self, id: &EnvelopeId, body: &[u8]) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO inline_bodies (envelope_id, body) VALUES ($1, $2)
+                 ON CONFLICT (envelope_id) DO UPDATE SET body = excluded.body",
+                &[&id.as_slice(), &body],
+            )
+            .map_err(pg_err)?;
+        Ok(())
+    }
+
+    fn put_delivery(&mut self, d: &DeliveryRecord) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO deliveries (envelope_id, record) VALUES ($1, $2)
+                 ON CONFLICT (envelope_id) DO UPDATE SET record = excluded.record",
+                &[&d.envelope_id.as_slice(), &enc(d)?],
+            )
+            .map_err(pg_err)?;
+        Ok(())
+    }
+
+    fn put_directory(
+        &mut self,
+        revocation: bool,
+        id: &str,
+        serial: u64,
+        s: &StoredSigned,
+    ) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO dir_statements (revocation, id, serial, body) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (revocation, id, serial) DO UPDATE SET body = excluded.body",
+                &[&revocation, &id, &to_i64(serial)?, &enc(s)?],
+            )
+            .map_err(pg_err)?;
+        Ok(())
+    }
+
+    fn put_quarantine(&mut self, agent: &str, reason: &str) -> Result<()> {
+        self.tx
+            .execute(
+                "INSERT INTO quarantine (agent, reason) VALUES ($1, $2)
+                 ON CONFLICT (agent) DO UPDATE SET reason = excluded.reason",
+                &[&agent, &reason],
+            )
+            .map_err(pg_err)?;
+        Ok(())
+    }
+
+    fn remove_quarantine(&mut self, agent: &str) -> Result<bool> {
+        let n = self
+            .tx
+            .execute("DELETE FROM quarantine WHERE agent = $1", &[&agent])
+            .map_err(pg_err)?;
+        Ok(n > 0)
+    }
+
+    fn append(&mut self, event: &Event) -> Result<u64> {
+        let event = ops::leaf_event(event);
+        let index = self.next_event;
+        self.tx
+            .execute(
+                "INSERT INTO events (idx, body) VALUES ($1, $2)",
+                &[&to_i64(index)?, &enc(event.as_ref())?],
+            )
+            .map_err(pg_err)?;
+        for node in self.tree.append(leaf_hash(&event.leaf_bytes())) {
+            let level = i32::try_from(node.level).map_err(|_| Error::internal("log level"))?;
+            self.tx
+                .execute(
+                    "INSERT INTO tlog_nodes (level, idx, hash) VALUES ($1, $2, $3)",
+                    &[&level, &to_i64(node.index)?, &node.hash.as_slice()],
+                )
+                .map_err(pg_err)?;
+        }
+        self.next_event += 1;
+        Ok(index)
+    }
+}

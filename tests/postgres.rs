@@ -1,0 +1,496 @@
+//! The PostgreSQL store against a real PostgreSQL server that each test starts itself (Debian's
+//! `initdb`/`pg_ctl`, a temporary data directory, a free loopback port): the server killed
+//! with SIGKILL and restarted under a running relay, and two relay nodes on one database.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::{ok_in, run_in};
+
+/// A PostgreSQL server of the test's own.
+struct Pg {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    bin: PathBuf,
+    port: u16,
+}
+
+fn pg_bin() -> Option<PathBuf> {
+    if let Some(b) = std::env::var_os("SEALRELAY_PG_BIN") {
+        return Some(PathBuf::from(b));
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|b| b.join("pg_ctl").exists())
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// `bin/tool args`, as the `postgres` user when this runs as root (the server refuses root).
+fn pg_command(bin: &Path, tool: &str) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin.join(tool));
+        c
+    } else {
+        Command::new(bin.join(tool))
+    }
+}
+
+impl Pg {
+    fn start() -> Option<Pg> {
+        let Some(bin) = pg_bin() else {
+            if std::env::var_os("SEALRELAY_REQUIRE_TOOLS").is_some() {
+                panic!("PostgreSQL is not installed and SEALRELAY_REQUIRE_TOOLS is set");
+            }
+            eprintln!("SKIPPED: PostgreSQL is not installed (apt-get install postgresql)");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        if is_root() {
+            let out = Command::new("chown")
+                .arg("postgres")
+                .arg(dir.path())
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+        }
+        let data = dir.path().join("data");
+        let out = pg_command(&bin, "initdb")
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "sealrelay",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pg = Pg {
+            _dir: dir,
+            data,
+            bin,
+            port,
+        };
+        pg.run();
+        Some(pg)
+    }
+
+    /// Starts the server (again); waits until it accepts connections.
+    fn run(&self) {
+        let sock = self.data.parent().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let out = pg_command(&self.bin, "pg_ctl")
+                .arg("-D")
+                .arg(&self.data)
+                .arg("-l")
+                .arg(sock.join("log"))
+                .args(["-w", "-o"])
+                .arg(format!(
+                    "-k {} -p {} -c listen_addresses=127.0.0.1",
+                    sock.display(),
+                    self.port
+                ))
+                .arg("start")
+                .output()
+                .unwrap();
+            if out.status.success() {
+                return;
+            }
+            // After a SIGKILL the old server's children may still hold the port a moment.
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pg_ctl start: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    }
+
+    /// SIGKILL to the postmaster (as `kill -9` would), and to its children.
+    fn kill9(&self) {
+        let pid = std::fs::read_to_string(self.data.join("postmaster.pid")).unwrap();
+        let pid = pid.lines().next().unwrap().trim().to_owned();
+        let _ = Command::new("pkill").args(["-9", "-P", &pid]).status();
+        let status = Command::new("kill").args(["-9", &pid]).status().unwrap();
+        assert!(status.success());
+        // Wait for the postmaster to be gone.
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// A new database, as a URL.
+    fn database(&self, name: &str) -> String {
+        let admin = format!("postgres://sealrelay@127.0.0.1:{}/postgres", self.port);
+        let sql = format!("CREATE DATABASE {name}");
+        std::thread::spawn(move || {
+            let mut c = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+            c.batch_execute(&sql).unwrap();
+        })
+        .join()
+        .unwrap();
+        format!("postgres://sealrelay@127.0.0.1:{}/{name}", self.port)
+    }
+
+    fn stop(&self) {
+        let _ = pg_command(&self.bin, "pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `serve` on `url` with data in `dir/data_name`; returns it, its address and its admin URL.
+fn serve(dir: &Path, data_name: &str, url: &str) -> (std::process::Child, String, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(common::bin())
+        .args(["serve", "--dir", "keys", "--data", data_name])
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .env("SEALRELAY_STORE", url)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (mut first, mut second) = (String::new(), String::new());
+    out.read_line(&mut first).unwrap();
+    out.read_line(&mut second).unwrap();
+    assert!(first.starts_with("sealrelay relay listening on"), "{first}");
+    let addr = first.trim().rsplit(' ').next().unwrap().to_owned();
+    let admin = second.trim().rsplit(' ').next().unwrap().to_owned();
+    (child, addr, admin)
+}
+
+fn grant(dir: &Path, addr: &str, resource: &str) -> String {
+    ok_in(
+        dir,
+        &[
+            "grant",
+            "--identity",
+            "alice.id",
+            "--agent",
+            "research-bot",
+            "--resource",
+            resource,
+            "--relay",
+            addr,
+        ],
+    )
+    .trim()
+    .to_owned()
+}
+
+fn readyz(admin: &str) -> u16 {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .proxy(None)
+        .build()
+        .into();
+    agent
+        .get(&format!("{admin}/readyz"))
+        .call()
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+#[test]
+fn postgres_killed_and_restarted_under_a_relay_loses_nothing_acked_and_service_resumes() {
+    let Some(pg) = Pg::start() else { return };
+    let url = pg.database("relay");
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    common::cli_world(dir);
+    let (relay, addr, admin) = serve(dir, "data", &url);
+
+    // Acknowledged envelopes before the database goes down.
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        let g = grant(dir, &addr, &format!("tickets/{i}"));
+        std::fs::write(dir.join(format!("in{i}")), format!("ticket {i}\n")).unwrap();
+        let id = ok_in(
+            dir,
+            &[
+                "send",
+                "--identity",
+                "bot.id",
+                "--grant",
+                &g,
+                &format!("in{i}"),
+                "--relay",
+                &addr,
+            ],
+        );
+        acked.push((id.trim().to_owned(), format!("ticket {i}\n")));
+    }
+    assert_eq!(readyz(&admin), 200);
+
+    pg.kill9();
+    let (code, _, err) = run_in(
+        dir,
+        &[
+            "grant",
+            "--identity",
+            "alice.id",
+            "--agent",
+            "research-bot",
+            "--resource",
+            "tickets/down",
+            "--relay",
+            &addr,
+        ],
+    );
+    assert_ne!(code, 0, "a grant with the database down succeeded");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("unavailable, try again"), "{err}");
+    assert_eq!(readyz(&admin), 503);
+
+    // The database comes back; the relay, never restarted, serves again by itself.
+    pg.run();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (code, _, err) = run_in(
+            dir,
+            &[
+                "grant",
+                "--identity",
+                "alice.id",
+                "--agent",
+                "research-bot",
+                "--resource",
+                "tickets/up",
+                "--relay",
+                &addr,
+            ],
+        );
+        if code == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay did not recover: {err}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    while readyz(&admin) != 200 {
+        assert!(std::time::Instant::now() < deadline, "never ready again");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    ok_in(
+        dir,
+        &[
+            "fetch",
+            "--identity",
+            "alice.id",
+            "--all",
+            "-o",
+            "got",
+            "--relay",
+            &addr,
+        ],
+    );
+    for (id, text) in &acked {
+        let got = std::fs::read_to_string(dir.join("got").join(id))
+            .unwrap_or_else(|_| panic!("acked envelope {id} was lost"));
+        assert_eq!(&got, text);
+    }
+    common::terminate(relay);
+}
+
+#[test]
+fn two_nodes_on_one_database_share_grants_envelopes_and_one_log() {
+    let Some(pg) = Pg::start() else { return };
+    let url = pg.database("shared");
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    common::cli_world(dir);
+    let (a, addr_a, _) = serve(dir, "data-a", &url);
+    let (b, addr_b, _) = serve(dir, "data-b", &url);
+
+    // A grant made on A, sent on B, fetched on A.
+    let g = grant(dir, &addr_a, "tickets/1");
+    std::fs::write(dir.join("small"), "across nodes\n").unwrap();
+    let id = ok_in(
+        dir,
+        &[
+            "send",
+            "--identity",
+            "bot.id",
+            "--grant",
+            &g,
+            "small",
+            "--relay",
+            &addr_b,
+        ],
+    );
+    ok_in(
+        dir,
+        &[
+            "fetch",
+            "--identity",
+            "alice.id",
+            "--all",
+            "-o",
+            "got",
+            "--relay",
+            &addr_a,
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("got").join(id.trim())).unwrap(),
+        "across nodes\n"
+    );
+    let out = ok_in(
+        dir,
+        &[
+            "audit",
+            "verify",
+            "--identity",
+            "alice.id",
+            "--relay",
+            &addr_a,
+        ],
+    );
+    assert!(out.starts_with("ok:"), "{out}");
+
+    // Eight sends racing on one grant, four through each node: exactly one is stored.
+    let g = grant(dir, &addr_b, "tickets/2");
+    let racers: Vec<_> = (0..8)
+        .map(|i| {
+            let addr = if i % 2 == 0 { &addr_a } else { &addr_b };
+            Command::new(common::bin())
+                .args([
+                    "send",
+                    "--identity",
+                    "bot.id",
+                    "--grant",
+                    &g,
+                    "small",
+                    "--relay",
+                    addr,
+                ])
+                .current_dir(dir)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outcomes: Vec<_> = racers
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let stored = outcomes.iter().filter(|o| o.status.success()).count();
+    assert_eq!(
+        stored,
+        1,
+        "{:?}",
+        outcomes
+            .iter()
+            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+            .collect::<Vec<_>>()
+    );
+    let count: i64 = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            c.query_one("SELECT count(*) FROM envelopes WHERE waiting", &[])
+                .unwrap()
+                .get(0)
+        })
+        .join()
+        .unwrap()
+    };
+    // (The first grant's envelope went once its receipt was recorded.)
+    assert_eq!(count, 1, "one envelope stored for the raced grant");
+
+    // One log: B's checkpoint extends the one alice saved from A (and back again).
+    let out = ok_in(
+        dir,
+        &[
+            "audit",
+            "verify",
+            "--identity",
+            "alice.id",
+            "--relay",
+            &addr_b,
+        ],
+    );
+    assert!(out.contains("consistent with your checkpoint"), "{out}");
+    grant(dir, &addr_a, "tickets/3");
+    let out = ok_in(
+        dir,
+        &[
+            "audit",
+            "verify",
+            "--identity",
+            "alice.id",
+            "--relay",
+            &addr_a,
+        ],
+    );
+    assert!(out.contains("consistent with your checkpoint"), "{out}");
+
+    // A revocation pushed to A is in force on B (within its one-second sync).
+    ok_in(
+        dir,
+        &[
+            "agent",
+            "revoke",
+            "research-bot",
+            "--dir",
+            "keys",
+            "--relay",
+            &addr_a,
+        ],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (code, _, err) = run_in(dir, &["grants", "--identity", "bot.id", "--relay", &addr_b]);
+        if code != 0 {
+            assert!(err.contains("revoked"), "{err}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node B still serves a party revoked through node A"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    common::terminate(a);
+    common::terminate(b);
+}
