@@ -310,6 +310,11 @@ fn postgres_killed_and_restarted_under_a_relay_loses_nothing_acked_and_service_r
         assert!(std::time::Instant::now() < deadline, "never ready again");
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    // Every one of the relay's connections died with the server: none may fail a request now
+    // (each is made again, and a read sent again, when found broken).
+    for _ in 0..24 {
+        ok_in(dir, &["inbox", "--identity", "alice.id", "--relay", &addr]);
+    }
     ok_in(
         dir,
         &[

@@ -75,8 +75,8 @@ impl PgStore {
             .keepalives_interval(std::time::Duration::from_secs(5))
             .keepalives_retries(3);
         let pool = Pool::new(config, connections)?;
-        pool.run(schema::migrate)?;
-        let tree = pool.run(|conn| {
+        pool.run(|conn, _| schema::migrate(conn))?;
+        let tree = pool.run(|conn, _| {
             // One snapshot for the nodes and the events, whatever other nodes append meanwhile.
             let mut tx = conn
                 .client
@@ -117,7 +117,7 @@ impl PgStore {
         sql: &'static str,
         params: Vec<Box<dyn postgres::types::ToSql + Sync + Send>>,
     ) -> Result<Vec<T>> {
-        self.pool.run(move |conn| {
+        self.pool.run(move |conn, _| {
             let refs: Vec<Param<'_>> = params.iter().map(|p| p.as_ref() as Param<'_>).collect();
             let rows = conn.client.query(sql, &refs).map_err(pg_err)?;
             rows.iter().map(|r| dec(r.get(0))).collect()
@@ -135,7 +135,7 @@ impl PgStore {
     /// Brings this node's tree up to the database's (entries other nodes appended).
     fn refresh(&self) -> Result<()> {
         let tree = self.tree.clone();
-        self.pool.run(move |conn| {
+        self.pool.run(move |conn, _| {
             let mut tree = tree
                 .lock()
                 .map_err(|_| Error::internal("the log tree lock is poisoned"))?;
@@ -244,12 +244,12 @@ impl Store for PgStore {
     fn apply(&self, ops: &[WriteOp]) -> Result<Vec<OpResult>> {
         let ops = ops.to_vec();
         let tree = self.tree.clone();
-        self.pool.run(move |conn| {
+        self.pool.run(move |conn, retryable| {
             let mut tree = tree
                 .lock()
                 .map_err(|_| Error::internal("the log tree lock is poisoned"))?;
             let size_before = tree.size();
-            let result = write::apply(conn, &mut tree, &ops);
+            let result = write::apply(conn, &mut tree, &ops, retryable);
             if result.is_err() {
                 // Nothing is known to be committed: the tree goes back, and the next write or
                 // read brings it up to whatever the database holds.
@@ -338,7 +338,7 @@ impl Store for PgStore {
 
     fn inline_body(&self, envelope_id: &EnvelopeId) -> Result<Option<Vec<u8>>> {
         let key = envelope_id.as_slice().to_vec();
-        self.pool.run(move |conn| {
+        self.pool.run(move |conn, _| {
             let row = conn
                 .client
                 .query_opt(
@@ -351,7 +351,7 @@ impl Store for PgStore {
     }
 
     fn envelope_ids(&self) -> Result<Vec<EnvelopeId>> {
-        self.pool.run(|conn| {
+        self.pool.run(|conn, _| {
             let rows = conn
                 .client
                 .query("SELECT envelope_id FROM envelopes", &[])
@@ -369,7 +369,7 @@ impl Store for PgStore {
         let Ok(from) = i64::try_from(from) else {
             return Ok(Vec::new());
         };
-        self.pool.run(move |conn| {
+        self.pool.run(move |conn, _| {
             let rows = conn
                 .client
                 .query(
@@ -387,7 +387,7 @@ impl Store for PgStore {
     }
 
     fn event_count(&self) -> Result<u64> {
-        self.pool.run(|conn| {
+        self.pool.run(|conn, _| {
             let n: i64 = conn
                 .client
                 .query_one("SELECT coalesce(max(idx) + 1, 0) FROM events", &[])
@@ -426,7 +426,7 @@ impl Store for PgStore {
     }
 
     fn health(&self) -> Result<()> {
-        self.pool.run(|conn| {
+        self.pool.run(|conn, _| {
             conn.client
                 .simple_query("SELECT 1")
                 .map(|_| ())
@@ -435,7 +435,7 @@ impl Store for PgStore {
     }
 
     fn quarantined(&self) -> Result<Vec<(String, String)>> {
-        self.pool.run(|conn| {
+        self.pool.run(|conn, _| {
             let rows = conn
                 .client
                 .query("SELECT agent, reason FROM quarantine ORDER BY agent", &[])
@@ -456,7 +456,7 @@ impl Store for PgStore {
 
     fn expired_grants(&self, now: u64, n: usize) -> Result<Vec<GrantId>> {
         let now = to_i64(now)?;
-        self.pool.run(move |conn| {
+        self.pool.run(move |conn, _| {
             let rows = conn
                 .client
                 .query(

@@ -17,7 +17,16 @@ pub struct Conn {
 /// the caller fails instead of hanging).
 const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-type Job = Box<dyn FnOnce(&mut Option<Conn>) + Send>;
+type Job = Box<dyn FnOnce(&mut Option<Conn>, &postgres::Config) + Send>;
+
+/// A new connection, or `None` (logged) when the database cannot be reached.
+fn connect(config: &postgres::Config) -> Option<Conn> {
+    config
+        .connect(postgres::NoTls)
+        .map(|client| Conn { client })
+        .map_err(|e| tracing::warn!(error = %pg_err(e), "cannot connect to the database"))
+        .ok()
+}
 
 pub struct Pool {
     jobs: Mutex<mpsc::Sender<Job>>,
@@ -57,15 +66,9 @@ impl Pool {
                             Err(_) => return,
                         };
                         if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
-                            slot = config
-                                .connect(postgres::NoTls)
-                                .map(|client| Conn { client })
-                                .map_err(|e| {
-                                    tracing::warn!(error = %pg_err(e), "cannot connect to the database");
-                                })
-                                .ok();
+                            slot = connect(&config);
                         }
-                        job(&mut slot);
+                        job(&mut slot, &config);
                     }
                 })
                 .map_err(|e| Error::internal(format!("cannot start a database worker: {e}")))?;
@@ -75,23 +78,35 @@ impl Pool {
         })
     }
 
-    /// Runs `f` on a connection and waits for its result. A failed call drops its connection
-    /// (the next call connects again).
+    /// Runs `f` on a connection and waits for its result. A connection found broken by the
+    /// call (the server restarted since its last use, say) is made again and `f` runs once
+    /// more, unless `f` cleared its `retryable` flag first (it sent something whose outcome it
+    /// cannot know, a COMMIT). A connection that stays broken is dropped (the next call
+    /// connects again).
     pub fn run<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Conn) -> Result<T> + Send + 'static,
+        f: impl Fn(&mut Conn, &mut bool) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let (tx, rx) = mpsc::sync_channel(1);
-        let job: Job = Box::new(move |slot: &mut Option<Conn>| {
-            let result = match slot.as_mut() {
+        let job: Job = Box::new(move |slot: &mut Option<Conn>, config: &postgres::Config| {
+            let attempt = |slot: &mut Option<Conn>, retryable: &mut bool| match slot.as_mut() {
                 None => Err(Error::new(
                     ErrorKind::Unavailable,
                     "the database is unavailable, try again (cannot connect)",
                 )),
-                Some(conn) => f(conn),
+                Some(conn) => f(conn, retryable),
             };
-            if result.is_err() && slot.as_ref().is_some_and(|c| c.client.is_closed()) {
-                *slot = None;
+            let broken = |slot: &Option<Conn>| slot.as_ref().is_none_or(|c| c.client.is_closed());
+            let mut retryable = true;
+            let mut result = attempt(slot, &mut retryable);
+            if result.is_err() && broken(slot) {
+                *slot = connect(config);
+                if retryable && slot.is_some() {
+                    result = attempt(slot, &mut retryable);
+                }
+                if result.is_err() && broken(slot) {
+                    *slot = None;
+                }
             }
             let _ = tx.send(result);
         });

@@ -23,7 +23,14 @@ struct PgTables<'a, 't> {
 
 /// Applies `ops` in one transaction; `tree` (the node's copy of the log tree) is brought up to
 /// the database's first, with what other nodes appended.
-pub fn apply(conn: &mut Conn, tree: &mut Tree, ops: &[WriteOp]) -> Result<Vec<OpResult>> {
+/// `retryable` is cleared as the COMMIT goes out: from then on the outcome is unknown, and the
+/// batch must not be sent again on a new connection.
+pub fn apply(
+    conn: &mut Conn,
+    tree: &mut Tree,
+    ops: &[WriteOp],
+    retryable: &mut bool,
+) -> Result<Vec<OpResult>> {
     // Read committed: every statement after the advisory lock sees what the previous writer
     // committed, whatever the server's default isolation.
     let mut tx = conn
@@ -45,6 +52,7 @@ pub fn apply(conn: &mut Conn, tree: &mut Tree, ops: &[WriteOp]) -> Result<Vec<Op
         };
         ops::apply_ops(&mut t, ops)?
     };
+    *retryable = false;
     tx.commit().map_err(pg_err)?;
     Ok(results)
 }
