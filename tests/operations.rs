@@ -31,30 +31,9 @@ fn get(url: &str) -> (u16, String) {
     (status, r.body_mut().read_to_string().unwrap())
 }
 
-/// Starts `serve` with its admin listener on a free port; returns it, the relay's address and
-/// the admin base URL.
+/// `serve` with its admin listener on a free port (and its own database on the PostgreSQL pass).
 fn serve_with_metrics(dir: &std::path::Path) -> (std::process::Child, String, String) {
-    let mut child = Command::new(common::bin())
-        .args(["serve", "--dir", "keys", "--data", "data"])
-        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
-        .current_dir(dir)
-        .envs(common::store_env(dir))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let (mut first, mut second) = (String::new(), String::new());
-    out.read_line(&mut first).unwrap();
-    out.read_line(&mut second).unwrap();
-    let addr = first.trim().rsplit(' ').next().unwrap().to_owned();
-    assert!(first.starts_with("sealrelay relay listening on"), "{first}");
-    let admin = second
-        .trim()
-        .strip_prefix("sealrelay metrics on ")
-        .unwrap_or_else(|| panic!("second line: {second:?}"))
-        .to_owned();
-    (child, addr, admin)
+    common::serve_with_admin(dir, "data", common::store_env(dir))
 }
 
 /// The value of the sample `name` (with its labels as written), if present.

@@ -176,24 +176,11 @@ impl Drop for Pg {
 
 /// `serve` on `url` with data in `dir/data_name`; returns it, its address and its admin URL.
 fn serve(dir: &Path, data_name: &str, url: &str) -> (std::process::Child, String, String) {
-    use std::io::BufRead;
-    let mut child = Command::new(common::bin())
-        .args(["serve", "--dir", "keys", "--data", data_name])
-        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
-        .env("SEALRELAY_STORE", url)
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let (mut first, mut second) = (String::new(), String::new());
-    out.read_line(&mut first).unwrap();
-    out.read_line(&mut second).unwrap();
-    assert!(first.starts_with("sealrelay relay listening on"), "{first}");
-    let addr = first.trim().rsplit(' ').next().unwrap().to_owned();
-    let admin = second.trim().rsplit(' ').next().unwrap().to_owned();
-    (child, addr, admin)
+    common::serve_with_admin(
+        dir,
+        data_name,
+        vec![("SEALRELAY_STORE".to_owned(), url.to_owned())],
+    )
 }
 
 fn grant(dir: &Path, addr: &str, resource: &str) -> String {

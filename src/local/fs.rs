@@ -108,6 +108,21 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
     Some(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
+/// Refuses as "storage full" when writing `incoming` more bytes in `dir` would leave less than
+/// `min` free (`min_free_bytes`, threat 38); `min` 0 checks nothing.
+pub fn ensure_free(dir: &Path, min: u64, incoming: u64) -> Result<()> {
+    if min == 0 {
+        return Ok(());
+    }
+    match free_bytes(dir) {
+        Some(free) if free < incoming.saturating_add(min) => Err(Error::storage_full(format!(
+            "{free} bytes free in {}, under the {min} kept in reserve (min_free_bytes)",
+            dir.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Fsyncs a directory so a rename or link in it is durable.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)

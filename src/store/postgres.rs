@@ -410,18 +410,9 @@ impl Store for PgStore {
 
     fn ensure_room(&self, incoming: u64) -> Result<()> {
         let min = self.min_free.load(std::sync::atomic::Ordering::Relaxed);
-        let Some(dir) = self.blob_dir.as_deref() else {
-            return Ok(());
-        };
-        if min == 0 {
-            return Ok(());
-        }
-        match crate::local::fs::free_bytes(dir) {
-            Some(free) if free < incoming.saturating_add(min) => Err(Error::storage_full(format!(
-                "{free} bytes free in {}, under the {min} kept in reserve (min_free_bytes)",
-                dir.display()
-            ))),
-            _ => Ok(()),
+        match self.blob_dir.as_deref() {
+            Some(dir) => crate::local::fs::ensure_free(dir, min, incoming),
+            None => Ok(()),
         }
     }
 

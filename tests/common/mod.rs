@@ -305,6 +305,45 @@ pub fn grant_request(resource: &str) -> sealrelay::client::GrantRequest {
     }
 }
 
+/// Starts `serve --dir keys --data DATA --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0` in
+/// `dir` with `envs`; returns it, the relay's address and the admin listener's base URL.
+pub fn serve_with_admin(
+    dir: &std::path::Path,
+    data: &str,
+    envs: Vec<(String, String)>,
+) -> (std::process::Child, String, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(bin())
+        .args(["serve", "--dir", "keys", "--data", data])
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .envs(envs)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start serve");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let (mut first, mut second) = (String::new(), String::new());
+    out.read_line(&mut first).expect("the listening line");
+    out.read_line(&mut second).expect("the metrics line");
+    assert!(
+        first.starts_with("sealrelay relay listening on"),
+        "serve printed {first:?}"
+    );
+    let addr = first
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let admin = second
+        .trim()
+        .strip_prefix("sealrelay metrics on ")
+        .unwrap_or_else(|| panic!("second line: {second:?}"))
+        .to_owned();
+    (child, addr, admin)
+}
+
 /// The environment that puts a `serve` in `dir` on its own PostgreSQL database when
 /// `SEALRELAY_TEST_POSTGRES` is set (the same database on every restart in `dir`); empty
 /// otherwise.
