@@ -379,6 +379,47 @@ fn two_nodes_on_one_database_share_grants_envelopes_and_one_log() {
     );
     assert!(out.starts_with("ok:"), "{out}");
 
+    // A large envelope (pieces in the database) sent through B is fetched through A, and its
+    // pieces go with its receipt.
+    let g = grant(dir, &addr_a, "tickets/large");
+    let large = common::pattern(3 * 1024 * 1024 + 4321, 7);
+    std::fs::write(dir.join("large"), &large).unwrap();
+    let id = ok_in(
+        dir,
+        &[
+            "send",
+            "--identity",
+            "bot.id",
+            "--grant",
+            &g,
+            "large",
+            "--relay",
+            &addr_b,
+        ],
+    );
+    let pieces = common::count_rows(&url, "blob_pieces");
+    assert!(pieces > 10, "a 3 MiB envelope in {pieces} pieces");
+    assert_eq!(common::count_rows(&url, "blobs"), 1);
+    ok_in(
+        dir,
+        &[
+            "fetch",
+            "--identity",
+            "alice.id",
+            "--all",
+            "-o",
+            "got-large",
+            "--relay",
+            &addr_a,
+        ],
+    );
+    assert!(
+        std::fs::read(dir.join("got-large").join(id.trim())).unwrap() == large,
+        "the large envelope fetched through A differs from what was sent through B"
+    );
+    assert_eq!(common::count_rows(&url, "blobs"), 0, "delivered, yet kept");
+    assert_eq!(common::count_rows(&url, "blob_pieces"), 0);
+
     // Eight sends racing on one grant, four through each node: exactly one is stored.
     let g = grant(dir, &addr_b, "tickets/2");
     let racers: Vec<_> = (0..8)
@@ -485,4 +526,213 @@ fn two_nodes_on_one_database_share_grants_envelopes_and_one_log() {
     }
     common::terminate(a);
     common::terminate(b);
+}
+
+const SENDS: usize = 6;
+/// When each cycle's kill comes, after its sends start.
+const KILL_AFTER_MS: [u64; 10] = [0, 50, 100, 150, 200, 250, 300, 350, 450, 600];
+
+/// Files of `SENDS` envelopes (every other one large enough for several pieces in the
+/// database), each with a grant made through `granting`.
+fn prepare_batch(dir: &Path, granting: &str, tag: &str) -> Vec<(Vec<u8>, String, String)> {
+    (0..SENDS)
+        .map(|i| {
+            let g = grant(dir, granting, &format!("tickets/{tag}/{i}"));
+            let len = if i % 2 == 0 { 600 * 1024 + i } else { 100 + i };
+            let seed = tag.bytes().fold(u8::try_from(i).unwrap(), |a, b| {
+                a.wrapping_mul(31).wrapping_add(b)
+            });
+            let body = common::pattern(len, seed);
+            let name = format!("in-{tag}-{i}");
+            std::fs::write(dir.join(&name), &body).unwrap();
+            (body, name, g)
+        })
+        .collect()
+}
+
+/// `sealrelay send` of one prepared envelope through `relay`, started.
+fn start_send(dir: &Path, name: &str, grant: &str, relay: &str) -> std::process::Child {
+    Command::new(common::bin())
+        .args(["send", "--identity", "bot.id", "--grant", grant, name])
+        .args(["--relay", relay])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The other node of two.
+fn other(i: usize) -> usize {
+    1 - i
+}
+
+#[test]
+fn a_node_killed_during_concurrent_sends_loses_nothing_acked_twenty_times() {
+    let Some(pg) = Pg::start() else { return };
+    let url = pg.database("killed");
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    common::cli_world(dir);
+    let names = ["data-a", "data-b"];
+    let mut nodes: Vec<(std::process::Child, String)> = names
+        .iter()
+        .map(|n| {
+            let (c, addr, _) = serve(dir, n, &url);
+            (c, addr)
+        })
+        .collect();
+    let (mut acked_total, mut cut_total) = (0, 0);
+    let mut mid_batch = 0;
+    for cycle in 0..20 {
+        // Node `k` is killed this cycle; `s` survives and serves grants and fetches.
+        let (k, s) = (cycle % 2, other(cycle % 2));
+        let survivor = nodes[s].1.clone();
+        let batch = prepare_batch(dir, &survivor, &format!("{cycle}"));
+        let senders: Vec<_> = batch
+            .iter()
+            .map(|(_, name, g)| start_send(dir, name, g, &nodes[k].1))
+            .collect();
+        // kill -9 at a different moment each cycle: before the sends connect, while they
+        // upload, after some or all were acknowledged.
+        std::thread::sleep(std::time::Duration::from_millis(KILL_AFTER_MS[cycle % 10]));
+        nodes[k].0.kill().unwrap();
+        nodes[k].0.wait().unwrap();
+        let mut acked = Vec::new();
+        // A send still waiting two seconds after its relay died can no longer be answered (it
+        // would wait out its idle timeout): it is stopped, and counts as cut off.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        for (i, mut c) in senders.into_iter().enumerate() {
+            while c.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let out = c.wait_with_output().unwrap();
+            if out.status.success() {
+                acked.push((String::from_utf8(out.stdout).unwrap().trim().to_owned(), i));
+            }
+        }
+        if !acked.is_empty() && acked.len() < SENDS {
+            mid_batch += 1;
+        }
+        acked_total += acked.len();
+        cut_total += SENDS - acked.len();
+        // Every acknowledged envelope, fetched from the node that was not killed.
+        let got = format!("got-{cycle}");
+        ok_in(
+            dir,
+            &[
+                "fetch",
+                "--identity",
+                "alice.id",
+                "--all",
+                "-o",
+                &got,
+                "--relay",
+                &survivor,
+            ],
+        );
+        for (id, i) in &acked {
+            let bytes = std::fs::read(dir.join(&got).join(id)).unwrap_or_else(|_| {
+                panic!("cycle {cycle}: envelope {id}, acknowledged before the kill, was lost")
+            });
+            assert!(bytes == batch[*i].0, "cycle {cycle}: envelope {id} differs");
+        }
+        // The killed node comes back on the same data directory and database.
+        let (c, addr, _) = serve(dir, names[k], &url);
+        nodes[k] = (c, addr);
+    }
+    eprintln!(
+        "{acked_total} sends acknowledged, {cut_total} cut off by a kill; {mid_batch} of 20 kills landed mid-batch"
+    );
+    assert!(
+        acked_total > 0 && cut_total > 0,
+        "the kills never landed during the sends"
+    );
+    // One log still, through a node that was killed and restarted.
+    let audit = ok_in(
+        dir,
+        &[
+            "audit",
+            "verify",
+            "--identity",
+            "alice.id",
+            "--relay",
+            &nodes[0].1,
+        ],
+    );
+    assert!(audit.contains("consistent with your checkpoint"), "{audit}");
+    for (c, _) in nodes {
+        common::terminate(c);
+    }
+}
+
+#[test]
+fn blob_pieces_of_a_refused_or_crashed_upload_are_removed_and_a_running_one_is_kept() {
+    use sealrelay::store::blobs::BlobStore;
+    let Some(pg) = Pg::start() else { return };
+    let url = pg.database("blobs");
+    let store = sealrelay::store::postgres::PgStore::connect(&url, 2).unwrap();
+    let blobs = store.blobs();
+    let id = |b: u8| sealrelay::ids::EnvelopeId([b; 16]);
+    let piece = common::pattern(sealrelay::store::blobs::PIECE, 1);
+
+    // A writer dropped before its commit (a refused upload) leaves nothing.
+    let mut w = blobs.create(&id(1)).unwrap();
+    w.write(&piece).unwrap();
+    assert_eq!(common::count_rows(&url, "blob_pieces"), 1);
+    drop(w);
+    assert_eq!(common::count_rows(&url, "blobs"), 0);
+    assert_eq!(common::count_rows(&url, "blob_pieces"), 0);
+
+    // A committed blob reads back piece by piece, and rewinds.
+    let mut w = blobs.create(&id(2)).unwrap();
+    w.write(&piece).unwrap();
+    w.write(b"tail").unwrap();
+    w.commit().unwrap();
+    let mut r = blobs.open(&id(2)).unwrap().expect("committed");
+    let mut buf = Vec::new();
+    let mut all = Vec::new();
+    for _ in 0..2 {
+        all.clear();
+        loop {
+            r.read(&mut buf).unwrap();
+            if buf.is_empty() {
+                break;
+            }
+            all.extend_from_slice(&buf);
+        }
+        assert_eq!(all.len(), piece.len() + 4);
+        assert!(all[..piece.len()] == piece[..] && &all[piece.len()..] == b"tail");
+        r.rewind().unwrap();
+    }
+    // An upload still running (uncommitted) is not readable.
+    let mut running = blobs.create(&id(3)).unwrap();
+    running.write(b"partial").unwrap();
+    assert!(blobs.open(&id(3)).unwrap().is_none());
+
+    // What a crash left (no envelope names these blobs): swept once untouched for an hour, and
+    // not before; a running upload on another node is touched by every piece.
+    assert_eq!(blobs.sweep_idle().unwrap(), 0);
+    let url2 = url.clone();
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url2, postgres::NoTls).unwrap();
+        c.execute(
+            "UPDATE blobs SET touched = now() - interval '61 minutes' WHERE envelope_id = $1",
+            &[&id(2).0.to_vec()],
+        )
+        .unwrap();
+    })
+    .join()
+    .unwrap();
+    assert_eq!(blobs.sweep_idle().unwrap(), 1);
+    assert!(blobs.open(&id(2)).unwrap().is_none());
+    assert_eq!(
+        common::count_rows(&url, "blobs"),
+        1,
+        "the running upload was swept"
+    );
+    running.write(b" more").unwrap();
+    running.commit().unwrap();
+    assert!(blobs.open(&id(3)).unwrap().is_some());
 }

@@ -202,11 +202,7 @@ fn nothing_stored(w: &World) {
         store.envelope_ids().unwrap().is_empty(),
         "an envelope was stored"
     );
-    let blobs = std::fs::read_dir(w.dir.join("data/blobs")).unwrap().count();
-    let tmp = std::fs::read_dir(w.dir.join("data/blobs.tmp"))
-        .unwrap()
-        .count();
-    assert_eq!((blobs, tmp), (0, 0), "blob files were left behind");
+    assert_eq!(w.t.blobs_held(), 0, "blobs were left behind");
 }
 
 fn seal_for(user: &Identity, data: &[u8]) -> Vec<u8> {
@@ -365,14 +361,7 @@ async fn bad_bodies_expired_grants_and_races() {
         .inline_body(&winner)
         .unwrap()
         .is_some());
-    assert_eq!(
-        std::fs::read_dir(w.dir.join("data/blobs")).unwrap().count()
-            + std::fs::read_dir(w.dir.join("data/blobs.tmp"))
-                .unwrap()
-                .count(),
-        0,
-        "losing racers left blobs"
-    );
+    assert_eq!(w.t.blobs_held(), 0, "losing racers left blobs");
 
     // An expired grant.
     let mut short = grant_req("tickets/5");
@@ -554,13 +543,7 @@ async fn undelivered_envelopes_expire_and_are_deleted() {
         relay.relay().store().envelope_ids().unwrap().is_empty(),
         "expired envelopes remain"
     );
-    assert_eq!(
-        std::fs::read_dir(tmp.path().join("data/blobs"))
-            .unwrap()
-            .count(),
-        0,
-        "an expired blob remains"
-    );
+    assert_eq!(w.blobs_held(), 0, "an expired blob remains");
     let events = relay.relay().store().events(0, 1000).unwrap();
     assert_eq!(
         events

@@ -2,7 +2,6 @@
 //! the store checked against the last signed checkpoint, the directory merged from the store
 //! and `DIR/directory`, the first checkpoint, and the sweep of blobs with no envelope.
 
-use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 
 use crate::clock::Clock;
@@ -12,9 +11,8 @@ use crate::core::sign::{Signed, SigningKey, StatementType};
 use crate::core::store::{Store, StoredSigned, WriteOp};
 use crate::core::wire::WireSigned;
 use crate::error::{Error, Result};
-use crate::ids::EnvelopeId;
 use crate::local::{dirstore, trust_root};
-use crate::store::blobs::BlobDir;
+use crate::store::blobs::{BlobDir, BlobStore};
 use crate::store::postgres::PgStore;
 use crate::store::redb::RedbStore;
 
@@ -72,19 +70,20 @@ pub fn load(
     })?;
     // The data directory is the relay operator's alone (0700, files 0600), whatever the umask.
     crate::local::fs::restrict(&config.data, crate::local::fs::PRIVATE_DIR_MODE)?;
-    let store: Arc<dyn Store> = match store {
-        Some(s) => s,
+    // Large ciphertexts live beside the state: in the database, or files in the data directory.
+    let (store, blobs): (Arc<dyn Store>, Arc<dyn BlobStore>) = match store {
+        Some(s) => (s, Arc::new(BlobDir::open(&config.data)?)),
         None => match &config.store {
             Some(url) => {
-                let mut store = PgStore::connect(url, config.store_connections)
+                let store = PgStore::connect(url, config.store_connections)
                     .map_err(|e| e.context("store"))?;
-                store.set_blob_reserve(config.data.clone(), config.min_free_bytes);
-                Arc::new(store)
+                let blobs = store.blobs();
+                (Arc::new(store), Arc::new(blobs))
             }
             None => {
                 let store = RedbStore::open(&config.data.join("state.redb"))?;
                 store.set_min_free(config.min_free_bytes);
-                Arc::new(store)
+                (Arc::new(store), Arc::new(BlobDir::open(&config.data)?))
             }
         },
     };
@@ -101,7 +100,6 @@ pub fn load(
     let log_vk = trust_root::read_verifier_key(&dir.join("log.pub"))?;
     let signer = Arc::new(checkpoints::Signer::new(log_key, log_vk, &config.data)?);
     signer.check_store(store.as_ref())?;
-    let blobs = BlobDir::open(&config.data)?;
     let relay_actor = format!("spiffe://{}/relay/{}", meta.trust_domain, meta.relay_name);
     let directory = load_directory(&dir, store.as_ref(), &authority, &relay_actor, clock.now())?;
     // From here on every batch is checkpointed; the first checkpoint covers what is there now.
@@ -113,8 +111,7 @@ pub fn load(
         None => None,
     };
     // Blobs whose envelope never committed (or was deleted) go.
-    let live: HashSet<EnvelopeId> = store.envelope_ids()?.into_iter().collect();
-    let swept = blobs.sweep(&live)?;
+    let swept = blobs.sweep_at_start(store.as_ref())?;
     if swept > 0 {
         tracing::info!(swept, "removed blobs with no envelope record");
     }

@@ -12,7 +12,7 @@ use crate::core::wire::{ErrorCode, WireSigned};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ids::{EnvelopeId, PartyKind, SpiffeId};
 use crate::net::Peer;
-use crate::store::blobs::BlobDir;
+use crate::store::blobs::BlobStore;
 
 use super::checkpoints;
 use super::committer::Committer;
@@ -37,7 +37,7 @@ pub struct Relay {
     /// The SPIFFE trust domain this relay serves.
     pub(crate) trust_domain: String,
     /// Files for envelopes too large to store inline.
-    pub(crate) blobs: BlobDir,
+    pub(crate) blobs: Arc<dyn BlobStore>,
     /// The policy in force; `reload_policy` swaps it (SIGHUP).
     pub(crate) policy: RwLock<Arc<CedarPolicy>>,
     /// Requests in flight, so shutdown can let them finish.

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quinn::{RecvStream, SendStream};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::AsyncReadExt;
 
 use crate::core::wire::{ErrorCode, Reply, RequestFrame, Response, PROTOCOL_VERSION};
 use crate::error::{Error, ErrorKind, Result};
 use crate::net::frame::{read_frame, write_frame, WriteFrameError, CHUNK};
 use crate::net::Peer;
+use crate::store::blobs::{blocking, BlobReader};
 
 use super::deadline::Paced;
 use super::handlers::{self, Outcome, StoredBody};
@@ -168,22 +169,41 @@ fn after_header(send: &mut SendStream, f: Failure) -> Failure {
     f
 }
 
-async fn blob_digest(file: &mut tokio::fs::File) -> std::result::Result<[u8; 32], Refusal> {
+/// The next piece of a blob (empty at its end), read off the async threads.
+async fn next_piece(
+    reader: Box<dyn BlobReader>,
+    buf: Vec<u8>,
+) -> std::result::Result<(Box<dyn BlobReader>, Vec<u8>), Refusal> {
+    Ok(blocking(move || {
+        let (mut reader, mut buf) = (reader, buf);
+        reader.read(&mut buf)?;
+        Ok((reader, buf))
+    })
+    .await?)
+}
+
+/// The SHA-256 of a whole blob, then the blob rewound.
+async fn blob_digest(
+    reader: Box<dyn BlobReader>,
+) -> std::result::Result<(Box<dyn BlobReader>, [u8; 32]), Refusal> {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; CHUNK];
+    let (mut reader, mut buf) = (reader, Vec::with_capacity(CHUNK));
     loop {
-        let n = file
-            .read(&mut buf)
-            .await
-            .map_err(|e| Refusal::from(Error::io(format!("cannot read a blob: {e}"))))?;
-        if n == 0 {
+        (reader, buf) = next_piece(reader, buf).await?;
+        if buf.is_empty() {
             break;
         }
-        ctx.update(&buf[..n]);
+        ctx.update(&buf);
     }
     let mut out = [0u8; 32];
     out.copy_from_slice(ctx.finish().as_ref());
-    Ok(out)
+    let reader = blocking(move || {
+        let mut reader = reader;
+        reader.rewind()?;
+        Ok(reader)
+    })
+    .await?;
+    Ok((reader, out))
 }
 
 async fn send_envelope(
@@ -204,41 +224,40 @@ async fn send_envelope(
             relay.metrics.envelope_bytes(false, bytes.len() as u64);
         }
         StoredBody::Blob {
-            path,
+            envelope_id,
             length,
             sha256,
         } => {
-            let mut file = tokio::fs::File::open(&path).await.map_err(|e| {
-                tracing::error!(error = %e, blob = %path.display(), "blob missing");
-                Refusal::not_found("envelope")
-            })?;
-            // Nothing is sent that does not match what the agent signed for: hash the blob
-            // first (its second read comes from the page cache).
-            if blob_digest(&mut file).await? != sha256 {
-                let Reply::Envelope { view } = &reply else {
-                    return Err(Refusal::internal().into());
-                };
-                return Err(relay.integrity_failure(&view.envelope_id, now).await.into());
-            }
-            file.rewind()
+            let blobs = relay.blobs.clone();
+            let reader = blocking(move || blobs.open(&envelope_id))
                 .await
-                .map_err(|e| Refusal::from(Error::io(format!("cannot read a blob: {e}"))))?;
+                .map_err(Refusal::from)?
+                .ok_or_else(|| {
+                    tracing::error!(envelope = %envelope_id, "blob missing");
+                    Refusal::not_found("envelope")
+                })?;
+            // Nothing is sent that does not match what the agent signed for: hash the blob
+            // first (a file's second read comes from the page cache).
+            let (mut reader, digest) = blob_digest(reader).await?;
+            if digest != sha256 {
+                return Err(relay.integrity_failure(&envelope_id, now).await.into());
+            }
             write_response(send, &Response::Ok(reply))
                 .await
                 .map_err(|_| Failure::Gone)?;
-            let mut buf = vec![0u8; CHUNK];
+            let mut buf = Vec::with_capacity(CHUNK);
             let mut sent = 0u64;
             while sent < length {
-                let want = usize::try_from((length - sent).min(CHUNK as u64)).unwrap_or(CHUNK);
-                let n = file
-                    .read(&mut buf[..want])
+                (reader, buf) = next_piece(reader, buf)
                     .await
-                    .map_err(|e| Refusal::from(Error::io(format!("cannot read a blob: {e}"))))
                     .map_err(|r| after_header(send, r.into()))?;
-                if n == 0 {
+                if buf.is_empty() {
                     let r = Refusal::from(Error::io("a blob is shorter than its record"));
                     return Err(after_header(send, r.into()));
                 }
+                let n = buf
+                    .len()
+                    .min(usize::try_from(length - sent).unwrap_or(usize::MAX));
                 if send.write_all(&buf[..n]).await.is_err() {
                     return Err(after_header(send, Failure::Gone));
                 }

@@ -30,6 +30,13 @@ pub async fn sweep_expired(relay: &Relay) -> usize {
             swept += 1;
         }
     }
+    // Database blobs a crash left behind (files are swept at start only).
+    let blobs = relay.blobs.clone();
+    match crate::store::blobs::blocking(move || blobs.sweep_idle()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(swept = n, "removed blobs with no envelope record"),
+        Err(e) => tracing::warn!(error = %e, "cannot sweep blobs"),
+    }
     for (caller, count) in relay.denials.due(now) {
         relay.log_denial_summary(&caller, count, now).await;
     }

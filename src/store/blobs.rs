@@ -1,28 +1,88 @@
-//! Ciphertext blobs as files: written under a temporary name, fsynced, renamed into
-//! `blobs/<envelope id hex>`, and the directory fsynced, before the state commit that makes the
-//! envelope visible. A blob with no envelope record (a crash between the two) is swept at start.
+//! Where ciphertexts larger than an inline body live ([`BlobStore`]): files in the data
+//! directory ([`BlobDir`], the embedded default) or pieces in PostgreSQL
+//! (`store::postgres::blobs`). Either way a blob is written piece by piece as the upload
+//! arrives, made durable before the record that names it commits, and read back piece by piece:
+//! never a whole envelope in memory. The calls block (file or database I/O): async callers use
+//! [`blocking`].
+//!
+//! Files are written under a temporary name, fsynced, renamed into `blobs/<envelope id hex>`,
+//! and the directory fsynced. A file with no envelope record (a crash between the two) is swept
+//! at start.
 
-use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::core::store::Store;
 use crate::error::{Error, Result};
 use crate::ids::EnvelopeId;
 use crate::local::fs::sync_dir;
 
+/// The bytes of a blob read or written at a time (the network's chunk).
+pub const PIECE: usize = crate::net::frame::CHUNK;
+
+/// A store of large ciphertexts, keyed by envelope id.
+pub trait BlobStore: Send + Sync {
+    /// Starts the blob of `id`. Nothing of it is readable until [`BlobWriter::commit`]; a
+    /// writer dropped before that leaves nothing behind.
+    fn create(&self, id: &EnvelopeId) -> Result<Box<dyn BlobWriter>>;
+    /// The committed blob of `id`, if there is one.
+    fn open(&self, id: &EnvelopeId) -> Result<Option<Box<dyn BlobReader>>>;
+    /// Deletes the blob of `id` (best effort: a leftover is swept later).
+    fn remove(&self, id: &EnvelopeId);
+    /// At start: removes blobs that no envelope in `store` names. Returns how many went.
+    fn sweep_at_start(&self, store: &dyn Store) -> Result<usize>;
+    /// Now and then while serving: removes what is safe to remove while uploads run (files
+    /// keep this to the start; database pieces untouched for long go).
+    fn sweep_idle(&self) -> Result<usize> {
+        Ok(0)
+    }
+}
+
+/// A blob being written, in pieces of at most [`PIECE`] bytes.
+pub trait BlobWriter: Send {
+    fn write(&mut self, bytes: &[u8]) -> Result<()>;
+    /// Makes the blob durable and readable under its id (before the caller commits the
+    /// envelope record that names it).
+    fn commit(self: Box<Self>) -> Result<()>;
+}
+
+/// A committed blob, read in pieces.
+pub trait BlobReader: Send {
+    /// Replaces `buf` with the next piece (at most [`PIECE`] bytes); empty at the end.
+    fn read(&mut self, buf: &mut Vec<u8>) -> Result<()>;
+    /// Back to the first byte.
+    fn rewind(&mut self) -> Result<()>;
+}
+
+/// Runs blocking blob I/O off the async threads.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| Error::internal("a blob task failed"))?
+}
+
+/// Blob files in the data directory.
 #[derive(Clone)]
 pub struct BlobDir {
     dir: PathBuf,
     tmp: PathBuf,
 }
 
-/// A blob being written.
-pub struct BlobWriter {
+/// A blob file being written.
+struct FileWriter {
     file: File,
     tmp_path: PathBuf,
+    dir: BlobDir,
+    id: EnvelopeId,
     done: bool,
+}
+
+struct FileReader {
+    file: File,
 }
 
 impl BlobDir {
@@ -44,11 +104,13 @@ impl BlobDir {
         Ok(BlobDir { dir, tmp })
     }
 
-    pub fn path(&self, id: &EnvelopeId) -> PathBuf {
+    fn path(&self, id: &EnvelopeId) -> PathBuf {
         self.dir.join(id.to_hex())
     }
+}
 
-    pub fn create(&self, id: &EnvelopeId) -> Result<BlobWriter> {
+impl BlobStore for BlobDir {
+    fn create(&self, id: &EnvelopeId) -> Result<Box<dyn BlobWriter>> {
         let tmp_path = self.tmp.join(id.to_hex());
         let file = File::options()
             .write(true)
@@ -56,33 +118,30 @@ impl BlobDir {
             .mode(crate::local::fs::PRIVATE_MODE)
             .open(&tmp_path)
             .map_err(|e| Error::storing("cannot create a blob", e))?;
-        Ok(BlobWriter {
+        Ok(Box::new(FileWriter {
             file,
             tmp_path,
+            dir: self.clone(),
+            id: *id,
             done: false,
-        })
+        }))
     }
 
-    /// Fsyncs and moves a finished blob into place (durable before it returns).
-    pub fn commit(&self, mut w: BlobWriter, id: &EnvelopeId) -> Result<()> {
-        w.file
-            .flush()
-            .map_err(|e| Error::storing("cannot write a blob", e))?;
-        w.file
-            .sync_all()
-            .map_err(|e| Error::storing("cannot sync a blob", e))?;
-        fs::rename(&w.tmp_path, self.path(id))
-            .map_err(|e| Error::storing("cannot place a blob", e))?;
-        w.done = true;
-        sync_dir(&self.dir)
+    fn open(&self, id: &EnvelopeId) -> Result<Option<Box<dyn BlobReader>>> {
+        match File::open(self.path(id)) {
+            Ok(file) => Ok(Some(Box::new(FileReader { file }))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("cannot open a blob: {e}"))),
+        }
     }
 
-    pub fn remove(&self, id: &EnvelopeId) {
+    fn remove(&self, id: &EnvelopeId) {
         let _ = fs::remove_file(self.path(id));
     }
 
-    /// Removes blobs that no envelope record references.
-    pub fn sweep(&self, live: &HashSet<EnvelopeId>) -> Result<usize> {
+    fn sweep_at_start(&self, store: &dyn Store) -> Result<usize> {
+        let live: std::collections::HashSet<EnvelopeId> =
+            store.envelope_ids()?.into_iter().collect();
         let mut removed = 0;
         for item in fs::read_dir(&self.dir)
             .map_err(|e| Error::io(format!("cannot list blobs: {e}")))?
@@ -100,19 +159,58 @@ impl BlobDir {
     }
 }
 
-impl Write for BlobWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.file.write(buf)
+impl BlobWriter for FileWriter {
+    fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.file
+            .write_all(bytes)
+            .map_err(|e| Error::storing("cannot write a blob", e))
     }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
+
+    /// Fsyncs and moves the finished file into place (durable before it returns).
+    fn commit(mut self: Box<Self>) -> Result<()> {
+        self.file
+            .sync_all()
+            .map_err(|e| Error::storing("cannot sync a blob", e))?;
+        let placed = self.dir.path(&self.id);
+        fs::rename(&self.tmp_path, &placed)
+            .map_err(|e| Error::storing("cannot place a blob", e))?;
+        self.done = true;
+        sync_dir(&self.dir.dir).inspect_err(|_| {
+            // Not known to be durable: no blob without its record.
+            let _ = fs::remove_file(&placed);
+        })
     }
 }
 
-impl Drop for BlobWriter {
+impl Drop for FileWriter {
     fn drop(&mut self) {
         if !self.done {
             let _ = fs::remove_file(&self.tmp_path);
         }
+    }
+}
+
+impl BlobReader for FileReader {
+    fn read(&mut self, buf: &mut Vec<u8>) -> Result<()> {
+        buf.clear();
+        buf.resize(PIECE, 0);
+        let mut filled = 0;
+        // Whole pieces, as far as the file goes.
+        while filled < PIECE {
+            match self.file.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(format!("cannot read a blob: {e}"))),
+            }
+        }
+        buf.truncate(filled);
+        Ok(())
+    }
+
+    fn rewind(&mut self) -> Result<()> {
+        self.file
+            .rewind()
+            .map_err(|e| Error::io(format!("cannot read a blob: {e}")))
     }
 }

@@ -4,15 +4,14 @@
 //! a copy of the log tree (as the embedded store does), brought up to the database's before
 //! every write and every log read.
 //!
-//! Envelopes small enough to be stored inline live in the database; larger ones are still
-//! files in the data directory of the node that received them, so only that node serves them
-//! (docs/operations.md, "Several nodes on one database").
+//! Envelopes small enough to be stored inline live in the envelope's batch; larger ones are
+//! pieces in the database too ([`blobs`]), so every node serves every envelope.
 
+pub mod blobs;
 mod pool;
 mod schema;
 mod write;
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::core::store::{
@@ -47,11 +46,8 @@ pub fn is_postgres_url(url: &str) -> bool {
 }
 
 pub struct PgStore {
-    pool: Pool,
+    pool: Arc<Pool>,
     tree: Arc<Mutex<Tree>>,
-    /// The data directory's free-space reserve, for the ciphertext files that live there.
-    blob_dir: Option<PathBuf>,
-    min_free: std::sync::atomic::AtomicU64,
 }
 
 type Param<'a> = &'a (dyn postgres::types::ToSql + Sync);
@@ -74,7 +70,7 @@ impl PgStore {
             .keepalives_idle(std::time::Duration::from_secs(10))
             .keepalives_interval(std::time::Duration::from_secs(5))
             .keepalives_retries(3);
-        let pool = Pool::new(config, connections)?;
+        let pool = Arc::new(Pool::new(config, connections)?);
         pool.run(|conn, _| schema::migrate(conn))?;
         let tree = pool.run(|conn, _| {
             // One snapshot for the nodes and the events, whatever other nodes append meanwhile.
@@ -92,17 +88,12 @@ impl PgStore {
         Ok(PgStore {
             pool,
             tree: Arc::new(Mutex::new(tree)),
-            blob_dir: None,
-            min_free: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
-    /// Keeps `min_free` bytes free in `dir` (the data directory, where large ciphertexts are
-    /// files), as the embedded store does.
-    pub fn set_blob_reserve(&mut self, dir: PathBuf, min_free: u64) {
-        self.blob_dir = Some(dir);
-        self.min_free
-            .store(min_free, std::sync::atomic::Ordering::Relaxed);
+    /// The store of large ciphertexts in this database.
+    pub fn blobs(&self) -> blobs::PgBlobs {
+        blobs::PgBlobs::new(self.pool.clone())
     }
 
     fn tree(&self) -> Result<std::sync::MutexGuard<'_, Tree>> {
@@ -406,14 +397,6 @@ impl Store for PgStore {
             .into_iter()
             .next()
             .unwrap_or_default())
-    }
-
-    fn ensure_room(&self, incoming: u64) -> Result<()> {
-        let min = self.min_free.load(std::sync::atomic::Ordering::Relaxed);
-        match self.blob_dir.as_deref() {
-            Some(dir) => crate::local::fs::ensure_free(dir, min, incoming),
-            None => Ok(()),
-        }
     }
 
     fn health(&self) -> Result<()> {

@@ -201,6 +201,39 @@ pub struct TestRelay {
     /// The enrolled parties, in the order given.
     pub ids: Vec<sealrelay::core::identity::Identity>,
     pub admin: sealrelay::core::identity::Identity,
+    /// The relay's PostgreSQL database, when it runs on one.
+    pub store_url: Option<String>,
+}
+
+impl TestRelay {
+    /// Large ciphertexts the relay holds, committed or not: blob files (`data/blobs`,
+    /// `data/blobs.tmp`), or rows of the database's `blobs` table.
+    pub fn blobs_held(&self) -> usize {
+        let files =
+            |d: &str| std::fs::read_dir(self.dir.join("data").join(d)).map_or(0, |r| r.count());
+        let rows = self
+            .store_url
+            .as_ref()
+            .map_or(0, |url| count_rows(url, "blobs"));
+        files("blobs") + files("blobs.tmp") + rows
+    }
+}
+
+/// The number of rows of `table` in the database at `url`, and of its blob pieces when it is
+/// `blobs` (one number: a piece without its blob cannot be, so any leftover shows).
+pub fn count_rows(url: &str, table: &'static str) -> usize {
+    let url = url.to_owned();
+    // The synchronous client runs a runtime of its own: not on an async test's thread.
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+        let n: i64 = c
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .expect("count")
+            .get(0);
+        usize::try_from(n).unwrap()
+    })
+    .join()
+    .unwrap()
 }
 
 /// Provisions `parties` and starts a relay for them; `adjust` changes the config first.
@@ -235,6 +268,7 @@ pub async fn test_relay_with(
         ..Default::default()
     };
     adjust(&mut config);
+    let store_url = config.store.clone();
     let clock = std::sync::Arc::new(sealrelay::clock::ManualClock::new(now));
     let deps = sealrelay::server::Dependencies {
         store,
@@ -250,6 +284,7 @@ pub async fn test_relay_with(
         clock,
         ids,
         admin,
+        store_url,
     }
 }
 

@@ -123,7 +123,7 @@ pub async fn fetch(
         StoredBody::Inline(bytes)
     } else {
         StoredBody::Blob {
-            path: relay.blobs.path(&envelope_id),
+            envelope_id,
             length: record.length,
             sha256: record.sha256,
         }

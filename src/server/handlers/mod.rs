@@ -14,8 +14,6 @@ pub mod submit;
 #[cfg(test)]
 mod tests;
 
-use std::path::PathBuf;
-
 use tokio::io::AsyncRead;
 
 use crate::core::wire::{EnvelopeView, Reply, Request, PAGE_BYTES};
@@ -29,10 +27,10 @@ use super::state::Relay;
 pub enum StoredBody {
     /// Small envelopes, kept in the store itself.
     Inline(Vec<u8>),
-    /// A blob file of `length` bytes whose SHA-256 must be `sha256` (the shell checks it
-    /// before sending anything).
+    /// The blob of `envelope_id`, of `length` bytes, whose SHA-256 must be `sha256` (the shell
+    /// checks it before sending anything).
     Blob {
-        path: PathBuf,
+        envelope_id: crate::ids::EnvelopeId,
         length: u64,
         sha256: [u8; 32],
     },

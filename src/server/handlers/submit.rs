@@ -1,5 +1,6 @@
 //! An agent's submission: every check that can be made before the body is, then the body is
-//! streamed (to memory when small, to a temporary blob otherwise) while it is validated as a
+//! streamed (to memory when small, piece by piece to an uncommitted blob otherwise) while it is
+//! validated as a
 //! single-recipient age file and hashed, and the grant is consumed and the envelope stored in
 //! one durable transaction.
 
@@ -12,11 +13,10 @@ use crate::core::policy::{Action, Context};
 use crate::core::sign::StatementType;
 use crate::core::store::{EnvelopeRecord, GrantState, StoredSigned, WriteOp};
 use crate::core::wire::{ErrorCode, Reply, WireSigned};
-use crate::error::Error;
 use crate::ids::{EnvelopeId, GrantId};
 use crate::net::frame::CHUNK;
 use crate::net::Peer;
-use crate::store::blobs::BlobWriter;
+use crate::store::blobs::{blocking, BlobWriter, PIECE};
 
 use super::super::events;
 use super::super::monitor::Signal;
@@ -24,7 +24,7 @@ use super::super::refusal::{Handled, Refusal};
 use super::super::state::Relay;
 
 /// Envelopes up to this size are stored inline in the store (committed with their batch, no
-/// file and no per-envelope fsync); larger ones stream to blob files.
+/// blob and no per-envelope fsync); larger ones stream to the relay's blob store.
 pub const INLINE_MAX: u64 = 64 * 1024;
 
 pub async fn submit<B: AsyncRead + Unpin + Send>(
@@ -116,13 +116,9 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
     let now = relay.commit_time_check(peer)?;
     grant_state::check_consume(&grant, &peer.id, length, now)?;
     if let Some(b) = blob {
-        // fsync, rename, fsync the directory: off the async threads.
-        let blobs = relay.blobs.clone();
-        let placed = tokio::task::spawn_blocking(move || blobs.commit(b, &envelope_id))
-            .await
-            .map_err(|_| Error::internal("blob commit task failed"))
-            .and_then(|r| r);
-        if let Err(e) = placed {
+        // Durable before the record that names it (a file's fsync and rename, a database's
+        // synchronous commit): off the async threads.
+        if let Err(e) = blocking(move || b.commit()).await {
             // The rename may have happened before the failure: no blob without its record.
             relay.blobs.remove(&envelope_id);
             return Err(e.into());
@@ -181,7 +177,8 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
 }
 
 /// Reads exactly `length` body bytes (and then the end of the stream), validating and hashing
-/// them on the way; small bodies are returned, large ones written to a temporary blob.
+/// them on the way; small bodies are returned, large ones written to a blob in whole pieces
+/// (one piece in memory at a time).
 async fn receive<B: AsyncRead + Unpin + Send>(
     relay: &Relay,
     peer: &Peer,
@@ -190,13 +187,16 @@ async fn receive<B: AsyncRead + Unpin + Send>(
     inline: bool,
     now: u64,
     body: &mut B,
-) -> Result<(Option<Vec<u8>>, Option<BlobWriter>, [u8; 32]), Refusal> {
+) -> Result<(Option<Vec<u8>>, Option<Box<dyn BlobWriter>>, [u8; 32]), Refusal> {
     let mut blob = if inline {
         None
     } else {
         relay.store.ensure_room(length)?;
-        Some(relay.blobs.create(envelope_id)?)
+        let (blobs, id) = (relay.blobs.clone(), *envelope_id);
+        Some(blocking(move || blobs.create(&id)).await?)
     };
+    // The piece being filled for the blob.
+    let mut piece: Vec<u8> = Vec::with_capacity(if inline { 0 } else { PIECE });
     let mut kept = Vec::with_capacity(if inline {
         usize::try_from(length).unwrap_or(0)
     } else {
@@ -224,9 +224,31 @@ async fn receive<B: AsyncRead + Unpin + Send>(
             return Err(Refusal::new(ErrorCode::InvalidEnvelope, e.to_string()));
         }
         hasher.update(chunk);
-        match &mut blob {
-            Some(b) => std::io::Write::write_all(b, chunk)
-                .map_err(|e| Error::storing("cannot write a blob", e))?,
+        match blob.take() {
+            Some(mut b) => {
+                let mut rest = chunk;
+                while !rest.is_empty() {
+                    let take = rest.len().min(PIECE - piece.len());
+                    piece.extend_from_slice(&rest[..take]);
+                    rest = &rest[take..];
+                    if piece.len() == PIECE || (rest.is_empty() && remaining == n as u64) {
+                        let full = std::mem::take(&mut piece);
+                        let (back, written) = blocking(move || {
+                            let r = b.write(&full);
+                            Ok((b, full, r))
+                        })
+                        .await
+                        .map(|(b, mut full, r)| {
+                            full.clear();
+                            piece = full;
+                            (b, r)
+                        })?;
+                        written?;
+                        b = back;
+                    }
+                }
+                blob = Some(b);
+            }
             None => kept.extend_from_slice(chunk),
         }
         remaining -= n as u64;

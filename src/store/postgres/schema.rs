@@ -10,7 +10,8 @@ const SCHEMA_LOCK: i64 = 0x5345_414c_5343_4845;
 
 /// Migration `i + 1`. Text columns that order results use the "C" collation (byte order, as
 /// the embedded store's keys do).
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE dir_statements (
     revocation boolean NOT NULL,
     id text COLLATE "C" NOT NULL,
@@ -49,7 +50,23 @@ CREATE TABLE tlog_nodes (
     hash bytea NOT NULL,
     PRIMARY KEY (level, idx)
 );
-"#];
+"#,
+    r#"
+CREATE TABLE blobs (
+    envelope_id bytea PRIMARY KEY,
+    complete boolean NOT NULL DEFAULT false,
+    touched timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE blob_pieces (
+    envelope_id bytea NOT NULL REFERENCES blobs ON DELETE CASCADE,
+    seq integer NOT NULL,
+    data bytea NOT NULL,
+    PRIMARY KEY (envelope_id, seq)
+);
+-- Ciphertext does not compress: stored out of line without trying.
+ALTER TABLE blob_pieces ALTER COLUMN data SET STORAGE EXTERNAL;
+"#,
+];
 
 /// Brings the schema up to this relay's version.
 pub fn migrate(conn: &mut Conn) -> Result<()> {

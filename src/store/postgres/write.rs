@@ -200,6 +200,10 @@ impl Tables for PgTables<'_, '_> {
         self.tx
             .execute("DELETE FROM inline_bodies WHERE envelope_id = $1", &[&id])
             .map_err(pg_err)?;
+        // A large ciphertext goes with its record (its pieces cascade).
+        self.tx
+            .execute("DELETE FROM blobs WHERE envelope_id = $1", &[&id])
+            .map_err(pg_err)?;
         Ok(())
     }
 
