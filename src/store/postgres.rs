@@ -110,7 +110,8 @@ impl PgStore {
     ) -> Result<Vec<T>> {
         self.pool.run(move |conn, _| {
             let refs: Vec<Param<'_>> = params.iter().map(|p| p.as_ref() as Param<'_>).collect();
-            let rows = conn.client.query(sql, &refs).map_err(pg_err)?;
+            let st = conn.statements.get(&mut conn.client, sql).map_err(pg_err)?;
+            let rows = conn.client.query(&st, &refs).map_err(pg_err)?;
             rows.iter().map(|r| dec(r.get(0))).collect()
         })
     }
@@ -131,7 +132,7 @@ impl PgStore {
                 .lock()
                 .map_err(|_| Error::internal("the log tree lock is poisoned"))?;
             let mut tx = conn.client.transaction().map_err(pg_err)?;
-            write::catch_up(&mut tx, &mut tree)?;
+            write::catch_up(&mut tx, &mut conn.statements, &mut tree)?;
             tx.commit().map_err(pg_err)
         })
     }
@@ -330,13 +331,14 @@ impl Store for PgStore {
     fn inline_body(&self, envelope_id: &EnvelopeId) -> Result<Option<Vec<u8>>> {
         let key = envelope_id.as_slice().to_vec();
         self.pool.run(move |conn, _| {
-            let row = conn
-                .client
-                .query_opt(
+            let st = conn
+                .statements
+                .get(
+                    &mut conn.client,
                     "SELECT body FROM inline_bodies WHERE envelope_id = $1",
-                    &[&key],
                 )
                 .map_err(pg_err)?;
+            let row = conn.client.query_opt(&st, &[&key]).map_err(pg_err)?;
             Ok(row.map(|r| r.get::<_, Vec<u8>>(0)))
         })
     }

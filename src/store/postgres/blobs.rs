@@ -129,18 +129,23 @@ impl BlobWriter for PgWriter {
             tx.batch_execute("SET LOCAL synchronous_commit = off")
                 .map_err(pg_err)?;
             // Idempotent, for a call sent again after a lost answer.
-            tx.execute(
-                "INSERT INTO blob_pieces (envelope_id, seq, data) VALUES ($1, $2, $3) \
-                 ON CONFLICT (envelope_id, seq) DO UPDATE SET data = EXCLUDED.data",
-                &[&id, &seq, &data],
-            )
-            .map_err(pg_err)?;
-            let touched = tx
-                .execute(
-                    "UPDATE blobs SET touched = now() WHERE envelope_id = $1",
-                    &[&id],
+            let insert = conn
+                .statements
+                .get(
+                    &mut tx,
+                    "INSERT INTO blob_pieces (envelope_id, seq, data) VALUES ($1, $2, $3) \
+                     ON CONFLICT (envelope_id, seq) DO UPDATE SET data = EXCLUDED.data",
                 )
                 .map_err(pg_err)?;
+            tx.execute(&insert, &[&id, &seq, &data]).map_err(pg_err)?;
+            let touch = conn
+                .statements
+                .get(
+                    &mut tx,
+                    "UPDATE blobs SET touched = now() WHERE envelope_id = $1",
+                )
+                .map_err(pg_err)?;
+            let touched = tx.execute(&touch, &[&id]).map_err(pg_err)?;
             if touched != 1 {
                 return Err(Error::new(
                     ErrorKind::Unavailable,
@@ -207,13 +212,14 @@ impl BlobReader for PgReader {
     fn read(&mut self, buf: &mut Vec<u8>) -> Result<()> {
         let (id, seq) = (self.id.clone(), self.seq);
         let piece = self.pool.run(move |conn, _| {
-            let row = conn
-                .client
-                .query_opt(
+            let st = conn
+                .statements
+                .get(
+                    &mut conn.client,
                     "SELECT data FROM blob_pieces WHERE envelope_id = $1 AND seq = $2",
-                    &[&id, &seq],
                 )
                 .map_err(pg_err)?;
+            let row = conn.client.query_opt(&st, &[&id, &seq]).map_err(pg_err)?;
             Ok(row.map(|r| r.get::<_, Vec<u8>>(0)))
         })?;
         buf.clear();

@@ -8,9 +8,32 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// A connection of one worker.
+/// A connection of one worker, with the statements it has prepared.
 pub struct Conn {
     pub client: postgres::Client,
+    pub statements: Statements,
+}
+
+/// Statements prepared once per connection and kept (parsed and planned once, and one round
+/// trip per use instead of two). Every SQL text is a constant of the store's.
+#[derive(Default)]
+pub struct Statements(std::collections::HashMap<&'static str, postgres::Statement>);
+
+impl Statements {
+    /// The statement for `sql`, prepared on `client` (the connection, or a transaction of it)
+    /// the first time.
+    pub fn get(
+        &mut self,
+        client: &mut impl postgres::GenericClient,
+        sql: &'static str,
+    ) -> std::result::Result<postgres::Statement, postgres::Error> {
+        if let Some(s) = self.0.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = client.prepare(sql)?;
+        self.0.insert(sql, s.clone());
+        Ok(s)
+    }
 }
 
 /// Longest a store call waits for its answer (a worker may still be waiting on the database;
@@ -23,7 +46,10 @@ type Job = Box<dyn FnOnce(&mut Option<Conn>, &postgres::Config) + Send>;
 fn connect(config: &postgres::Config) -> Option<Conn> {
     config
         .connect(postgres::NoTls)
-        .map(|client| Conn { client })
+        .map(|client| Conn {
+            client,
+            statements: Statements::default(),
+        })
         .map_err(|e| tracing::warn!(error = %pg_err(e), "cannot connect to the database"))
         .ok()
 }
@@ -99,6 +125,13 @@ impl Pool {
             let broken = |slot: &Option<Conn>| slot.as_ref().is_none_or(|c| c.client.is_closed());
             let mut retryable = true;
             let mut result = attempt(slot, &mut retryable);
+            if result.is_err() {
+                // A failure may come from a statement the server no longer knows (a schema
+                // changed under it): prepare afresh next time.
+                if let Some(conn) = slot.as_mut() {
+                    conn.statements.0.clear();
+                }
+            }
             if result.is_err() && broken(slot) {
                 *slot = connect(config);
                 if retryable && slot.is_some() {

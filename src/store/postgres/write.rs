@@ -5,7 +5,7 @@
 
 use postgres::Transaction;
 
-use super::pool::{pg_err, Conn};
+use super::pool::{pg_err, Conn, Statements};
 use super::{dec, enc, to_i64, LOG_LOCK};
 use crate::core::store::{
     DeliveryRecord, EnvelopeRecord, Event, GrantRecord, OpResult, StoredSigned, Usage, WriteOp,
@@ -17,6 +17,7 @@ use crate::store::ops::{self, Tables};
 
 struct PgTables<'a, 't> {
     tx: &'a mut Transaction<'t>,
+    statements: &'a mut Statements,
     tree: &'a mut Tree,
     next_event: u64,
 }
@@ -33,20 +34,23 @@ pub fn apply(
 ) -> Result<Vec<OpResult>> {
     // Read committed: every statement after the advisory lock sees what the previous writer
     // committed, whatever the server's default isolation.
-    let mut tx = conn
-        .client
+    let Conn { client, statements } = conn;
+    let mut tx = client
         .build_transaction()
         .isolation_level(postgres::IsolationLevel::ReadCommitted)
         .start()
         .map_err(pg_err)?;
     tx.batch_execute("SET LOCAL synchronous_commit = on")
         .map_err(pg_err)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK])
+    let lock = statements
+        .get(&mut tx, "SELECT pg_advisory_xact_lock($1)")
         .map_err(pg_err)?;
-    let next_event = catch_up(&mut tx, tree)?;
+    tx.execute(&lock, &[&LOG_LOCK]).map_err(pg_err)?;
+    let next_event = catch_up(&mut tx, statements, tree)?;
     let results = {
         let mut t = PgTables {
             tx: &mut tx,
+            statements,
             tree,
             next_event,
         };
@@ -58,11 +62,15 @@ pub fn apply(
 }
 
 /// Appends to `tree` the events the database holds past it; returns the database's log size.
-pub fn catch_up(tx: &mut Transaction<'_>, tree: &mut Tree) -> Result<u64> {
-    let size: i64 = tx
-        .query_one("SELECT coalesce(max(idx) + 1, 0) FROM events", &[])
-        .map_err(pg_err)?
-        .get(0);
+pub fn catch_up(
+    tx: &mut Transaction<'_>,
+    statements: &mut Statements,
+    tree: &mut Tree,
+) -> Result<u64> {
+    let st = statements
+        .get(tx, "SELECT coalesce(max(idx) + 1, 0) FROM events")
+        .map_err(pg_err)?;
+    let size: i64 = tx.query_one(&st, &[]).map_err(pg_err)?.get(0);
     let size = u64::try_from(size).map_err(|_| Error::internal("a negative log size"))?;
     if size < tree.size() {
         return Err(Error::internal(format!(
@@ -73,12 +81,13 @@ pub fn catch_up(tx: &mut Transaction<'_>, tree: &mut Tree) -> Result<u64> {
     if let Some(last) = tree.size().checked_sub(1) {
         // The database's leaf where this node's tree ends must be this node's: a database
         // restored from a backup and grown past it again is a fork.
-        let row = tx
-            .query_opt(
+        let st = statements
+            .get(
+                tx,
                 "SELECT hash FROM tlog_nodes WHERE level = 0 AND idx = $1",
-                &[&to_i64(last)?],
             )
             .map_err(pg_err)?;
+        let row = tx.query_opt(&st, &[&to_i64(last)?]).map_err(pg_err)?;
         let theirs: Option<Vec<u8>> = row.map(|r| r.get(0));
         let ours = tree.leaf(last);
         if theirs.as_deref() != ours.as_ref().map(|h| h.as_slice()) {
@@ -88,12 +97,13 @@ pub fn catch_up(tx: &mut Transaction<'_>, tree: &mut Tree) -> Result<u64> {
         }
     }
     if size > tree.size() {
-        let rows = tx
-            .query(
+        let st = statements
+            .get(
+                tx,
                 "SELECT idx, body FROM events WHERE idx >= $1 ORDER BY idx",
-                &[&to_i64(tree.size())?],
             )
             .map_err(pg_err)?;
+        let rows = tx.query(&st, &[&to_i64(tree.size())?]).map_err(pg_err)?;
         for row in rows {
             let idx: i64 = row.get(0);
             if u64::try_from(idx).ok() != Some(tree.size()) {
@@ -107,12 +117,23 @@ pub fn catch_up(tx: &mut Transaction<'_>, tree: &mut Tree) -> Result<u64> {
 }
 
 impl PgTables<'_, '_> {
+    /// Runs `sql` (prepared once per connection).
+    fn exec(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> std::result::Result<u64, postgres::Error> {
+        let st = self.statements.get(self.tx, sql)?;
+        self.tx.execute(&st, params)
+    }
+
     fn one<T: serde::de::DeserializeOwned>(
         &mut self,
-        sql: &str,
+        sql: &'static str,
         key: &(dyn postgres::types::ToSql + Sync),
     ) -> Result<Option<T>> {
-        match self.tx.query_opt(sql, &[key]).map_err(pg_err)? {
+        let st = self.statements.get(self.tx, sql).map_err(pg_err)?;
+        match self.tx.query_opt(&st, &[key]).map_err(pg_err)? {
             Some(row) => Ok(Some(dec(row.get(0))?)),
             None => Ok(None),
         }
@@ -128,8 +149,7 @@ impl Tables for PgTables<'_, '_> {
     }
 
     fn put_grant(&mut self, g: &GrantRecord) -> Result<()> {
-        self.tx
-            .execute(
+        self.exec(
                 "INSERT INTO grants (grant_id, user_id, agent, open, pending, expires, record)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (grant_id) DO UPDATE SET open = excluded.open,
@@ -158,13 +178,12 @@ impl Tables for PgTables<'_, '_> {
     }
 
     fn put_usage(&mut self, who: &SpiffeId, u: &Usage) -> Result<()> {
-        self.tx
-            .execute(
-                "INSERT INTO usage (party, record) VALUES ($1, $2)
+        self.exec(
+            "INSERT INTO usage (party, record) VALUES ($1, $2)
                  ON CONFLICT (party) DO UPDATE SET record = excluded.record",
-                &[&who.to_string(), &enc(u)?],
-            )
-            .map_err(pg_err)?;
+            &[&who.to_string(), &enc(u)?],
+        )
+        .map_err(pg_err)?;
         Ok(())
     }
 
@@ -176,56 +195,50 @@ impl Tables for PgTables<'_, '_> {
     }
 
     fn put_envelope(&mut self, e: &EnvelopeRecord) -> Result<()> {
-        self.tx
-            .execute(
-                "INSERT INTO envelopes (envelope_id, user_id, waiting, record) VALUES ($1, $2, $3, $4)
+        self.exec(
+            "INSERT INTO envelopes (envelope_id, user_id, waiting, record) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (envelope_id) DO UPDATE SET waiting = excluded.waiting,
                    record = excluded.record",
-                &[
-                    &e.envelope_id.as_slice(),
-                    &e.user.to_string(),
-                    &e.receipt.is_none(),
-                    &enc(e)?,
-                ],
-            )
-            .map_err(pg_err)?;
+            &[
+                &e.envelope_id.as_slice(),
+                &e.user.to_string(),
+                &e.receipt.is_none(),
+                &enc(e)?,
+            ],
+        )
+        .map_err(pg_err)?;
         Ok(())
     }
 
     fn remove_envelope(&mut self, e: &EnvelopeRecord) -> Result<()> {
         let id = e.envelope_id.as_slice();
-        self.tx
-            .execute("DELETE FROM envelopes WHERE envelope_id = $1", &[&id])
+        self.exec("DELETE FROM envelopes WHERE envelope_id = $1", &[&id])
             .map_err(pg_err)?;
-        self.tx
-            .execute("DELETE FROM inline_bodies WHERE envelope_id = $1", &[&id])
+        self.exec("DELETE FROM inline_bodies WHERE envelope_id = $1", &[&id])
             .map_err(pg_err)?;
         // A large ciphertext goes with its record (its pieces cascade).
-        self.tx
-            .execute("DELETE FROM blobs WHERE envelope_id = $1", &[&id])
+        self.exec("DELETE FROM blobs WHERE envelope_id = $1", &[&id])
             .map_err(pg_err)?;
         Ok(())
     }
 
     fn put_inline(&mut self, id: &EnvelopeId, body: &[u8]) -> Result<()> {
-        self.tx
-            .execute(
-                "INSERT INTO inline_bodies (envelope_id, body) VALUES ($1, $2)
+        self.exec(
+            "INSERT INTO inline_bodies (envelope_id, body) VALUES ($1, $2)
                  ON CONFLICT (envelope_id) DO UPDATE SET body = excluded.body",
-                &[&id.as_slice(), &body],
-            )
-            .map_err(pg_err)?;
+            &[&id.as_slice(), &body],
+        )
+        .map_err(pg_err)?;
         Ok(())
     }
 
     fn put_delivery(&mut self, d: &DeliveryRecord) -> Result<()> {
-        self.tx
-            .execute(
-                "INSERT INTO deliveries (envelope_id, record) VALUES ($1, $2)
+        self.exec(
+            "INSERT INTO deliveries (envelope_id, record) VALUES ($1, $2)
                  ON CONFLICT (envelope_id) DO UPDATE SET record = excluded.record",
-                &[&d.envelope_id.as_slice(), &enc(d)?],
-            )
-            .map_err(pg_err)?;
+            &[&d.envelope_id.as_slice(), &enc(d)?],
+        )
+        .map_err(pg_err)?;
         Ok(())
     }
 
@@ -236,24 +249,22 @@ impl Tables for PgTables<'_, '_> {
         serial: u64,
         s: &StoredSigned,
     ) -> Result<()> {
-        self.tx
-            .execute(
-                "INSERT INTO dir_statements (revocation, id, serial, body) VALUES ($1, $2, $3, $4)
+        self.exec(
+            "INSERT INTO dir_statements (revocation, id, serial, body) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (revocation, id, serial) DO UPDATE SET body = excluded.body",
-                &[&revocation, &id, &to_i64(serial)?, &enc(s)?],
-            )
-            .map_err(pg_err)?;
+            &[&revocation, &id, &to_i64(serial)?, &enc(s)?],
+        )
+        .map_err(pg_err)?;
         Ok(())
     }
 
     fn put_quarantine(&mut self, agent: &str, reason: &str) -> Result<()> {
-        self.tx
-            .execute(
-                "INSERT INTO quarantine (agent, reason) VALUES ($1, $2)
+        self.exec(
+            "INSERT INTO quarantine (agent, reason) VALUES ($1, $2)
                  ON CONFLICT (agent) DO UPDATE SET reason = excluded.reason",
-                &[&agent, &reason],
-            )
-            .map_err(pg_err)?;
+            &[&agent, &reason],
+        )
+        .map_err(pg_err)?;
         Ok(())
     }
 
@@ -268,20 +279,18 @@ impl Tables for PgTables<'_, '_> {
     fn append(&mut self, event: &Event) -> Result<u64> {
         let event = ops::leaf_event(event);
         let index = self.next_event;
-        self.tx
-            .execute(
-                "INSERT INTO events (idx, body) VALUES ($1, $2)",
-                &[&to_i64(index)?, &enc(event.as_ref())?],
-            )
-            .map_err(pg_err)?;
+        self.exec(
+            "INSERT INTO events (idx, body) VALUES ($1, $2)",
+            &[&to_i64(index)?, &enc(event.as_ref())?],
+        )
+        .map_err(pg_err)?;
         for node in self.tree.append(leaf_hash(&event.leaf_bytes())) {
             let level = i32::try_from(node.level).map_err(|_| Error::internal("log level"))?;
-            self.tx
-                .execute(
-                    "INSERT INTO tlog_nodes (level, idx, hash) VALUES ($1, $2, $3)",
-                    &[&level, &to_i64(node.index)?, &node.hash.as_slice()],
-                )
-                .map_err(pg_err)?;
+            self.exec(
+                "INSERT INTO tlog_nodes (level, idx, hash) VALUES ($1, $2, $3)",
+                &[&level, &to_i64(node.index)?, &node.hash.as_slice()],
+            )
+            .map_err(pg_err)?;
         }
         self.next_event += 1;
         Ok(index)
