@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -64,52 +64,6 @@ fn decision_latency() -> (f64, f64) {
         percentile(&times, 0.5) * 1000.0,
         percentile(&times, 0.99) * 1000.0,
     )
-}
-
-async fn round_trips(
-    addr: &str,
-    users: &[Identity],
-    agents: &[Identity],
-    per_user: usize,
-    scratch: PathBuf,
-) -> (f64, usize) {
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    // User i asks agent i: each agent's grant list stays short.
-    for (u, bot) in users.iter().zip(agents) {
-        let u = u.clone_for_bench();
-        let bot = bot.clone_for_bench();
-        let addr = addr.to_owned();
-        let scratch = scratch.clone();
-        tasks.push(tokio::spawn(async move {
-            let uc = UserClient::connect(&u, &addr).await.or_fail("user connect");
-            let ac = AgentClient::connect(&bot, &addr)
-                .await
-                .or_fail("agent connect");
-            for _ in 0..per_user {
-                let gid = uc
-                    .grant(&grant_req(&bot.name, 64 * 1024))
-                    .await
-                    .or_fail("grant");
-                let grants = ac.grants().await.or_fail("grants");
-                let g = grants
-                    .into_iter()
-                    .find(|g| g.grant.grant_id == gid)
-                    .unwrap_or_else(|| fail("grant not listed"));
-                let env = ac
-                    .send(&g, &mut data(1024).as_slice(), &scratch)
-                    .await
-                    .or_fail("send");
-                let mut out = Vec::new();
-                uc.fetch(env, &scratch, &mut out).await.or_fail("fetch");
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.or_fail("join");
-    }
-    let n = users.len() * per_user;
-    (n as f64 / start.elapsed().as_secs_f64(), n)
 }
 
 /// Raw quinn loopback: one stream of `bytes` with the relay's TLS configuration.
@@ -251,26 +205,38 @@ fn main() {
     {
         eprintln!("relay pid {relay_pid}");
         let (relay_cpu0, client_cpu0) = (cpu_secs(&relay_pid), cpu_secs("self"));
-        let (rate, n) = rt.block_on(round_trips(&relay.addr, users, agents, n, scratch.clone()));
+        let (rate, n) = rt.block_on(round_trips(
+            std::slice::from_ref(&relay.addr),
+            users,
+            agents,
+            n,
+            scratch.clone(),
+        ));
         let relay_cpu = (cpu_secs(&relay_pid) - relay_cpu0) / n as f64 * 1000.0;
         let client_cpu = (cpu_secs("self") - client_cpu0) / n as f64 * 1000.0;
         eprintln!("round trips: {n} at {rate:.0}/s; CPU per round trip: relay {relay_cpu:.2} ms, clients {client_cpu:.2} ms");
         return;
     }
     let (sub_rate, p50, p99, n_sub, cpu_per_sub) = rt.block_on(submissions(
-        &relay.addr,
+        std::slice::from_ref(&relay.addr),
         users,
         agents,
         per_agent,
         &scratch,
-        &relay_pid,
+        std::slice::from_ref(&relay_pid),
     ));
     let (dec_p50, dec_p99) = decision_latency();
     let policy_share = 100.0 * dec_p50 / cpu_per_sub.max(1e-9);
     eprintln!("policy decision p50 {dec_p50:.1} µs p99 {dec_p99:.1} µs; relay CPU per submission {cpu_per_sub:.0} µs ({policy_share:.1}%)");
     eprintln!("submissions: {n_sub} at {sub_rate:.0}/s, p50 {p50:.2} ms, p99 {p99:.2} ms");
     let (relay_cpu0, client_cpu0) = (cpu_secs(&relay_pid), cpu_secs("self"));
-    let (rt_rate, n_rt) = rt.block_on(round_trips(&relay.addr, users, agents, 20, scratch.clone()));
+    let (rt_rate, n_rt) = rt.block_on(round_trips(
+        std::slice::from_ref(&relay.addr),
+        users,
+        agents,
+        20,
+        scratch.clone(),
+    ));
     let relay_cpu_rt = (cpu_secs(&relay_pid) - relay_cpu0) / n_rt as f64 * 1000.0;
     let client_cpu_rt = (cpu_secs("self") - client_cpu0) / n_rt as f64 * 1000.0;
     let cores_f = std::thread::available_parallelism()

@@ -110,12 +110,12 @@ fn main() {
         let relay = Relay::start_with(&bin, base, &data, &["--config", &config]);
         let pid = relay.child.id().to_string();
         let (rate, _p50, p99, n, _) = rt.block_on(submissions(
-            &relay.addr,
+            std::slice::from_ref(&relay.addr),
             users,
             agents,
             per_agent,
             base,
-            &pid,
+            std::slice::from_ref(&pid),
         ));
         if witnessed {
             // The witness really cosigned: the relay's newest checkpoint carries its line.

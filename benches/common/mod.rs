@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::path::PathBuf;
+
 use sealrelay::client::{AgentClient, GrantRequest, UserClient};
 use sealrelay::core::identity::Identity;
 
@@ -37,6 +39,17 @@ impl Relay {
 
     /// `serve --dir keys --data DATA --listen 127.0.0.1:0` plus `extra` (e.g. `--config F`).
     pub fn start_with(bin: &Path, base: &Path, data: &str, extra: &[&str]) -> Relay {
+        Relay::start_env(bin, base, data, extra, &[])
+    }
+
+    /// [`Relay::start_with`] with environment variables (e.g. `SEALRELAY_STORE`).
+    pub fn start_env(
+        bin: &Path,
+        base: &Path,
+        data: &str,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Relay {
         let mut child = Command::new(bin)
             .args([
                 "serve",
@@ -51,6 +64,7 @@ impl Relay {
             .current_dir(base)
             .env("SEALRELAY_METRICS_LISTEN", "127.0.0.1:0")
             .env("RUST_LOG", "warn")
+            .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -125,17 +139,22 @@ pub fn data(n: usize) -> Vec<u8> {
     v
 }
 
+/// 1 KiB submissions, `per_agent` from each agent at once (pre-sealed; the timed part is the
+/// relay's work); with several relay nodes (`addrs`), agent `k` and user `j` speak to node
+/// `k` and `j` (round robin). Returns the rate, p50 and p99 (ms), the count and the CPU the
+/// relays in `relay_pids` used per submission (µs).
 pub async fn submissions(
-    addr: &str,
+    addrs: &[String],
     users: &[Identity],
     agents: &[Identity],
     per_agent: usize,
     scratch: &Path,
-    relay_pid: &str,
+    relay_pids: &[String],
 ) -> (f64, f64, f64, usize, f64) {
     // Grants first (not timed): each agent gets `per_agent` grants from the users in turn.
     let mut user_conns = Vec::new();
-    for u in users {
+    for (j, u) in users.iter().enumerate() {
+        let addr = &addrs[j % addrs.len()];
         user_conns.push(UserClient::connect(u, addr).await.or_fail("user connect"));
     }
     for (k, a) in agents.iter().enumerate() {
@@ -148,9 +167,9 @@ pub async fn submissions(
     // Each agent seals its 1 KiB envelopes up front; the timed part is the relay's work.
     let barrier = Arc::new(tokio::sync::Barrier::new(agents.len() + 1));
     let mut tasks = Vec::new();
-    for a in agents {
+    for (k, a) in agents.iter().enumerate() {
         let a = a.clone_for_bench();
-        let addr = addr.to_owned();
+        let addr = addrs[k % addrs.len()].clone();
         let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
             let client = AgentClient::connect(&a, &addr)
@@ -199,7 +218,8 @@ pub async fn submissions(
     }
     let _ = scratch;
     barrier.wait().await;
-    let cpu0 = cpu_secs(relay_pid);
+    let cpu = || relay_pids.iter().map(|p| cpu_secs(p)).sum::<f64>();
+    let cpu0 = cpu();
     let start = Instant::now();
     let mut all = Vec::new();
     for t in tasks {
@@ -207,7 +227,7 @@ pub async fn submissions(
     }
     let secs = start.elapsed().as_secs_f64();
     // Relay CPU per submission (µs), for the policy-overhead figure.
-    let cpu_per = (cpu_secs(relay_pid) - cpu0) / all.len().max(1) as f64 * 1e6;
+    let cpu_per = (cpu() - cpu0) / all.len().max(1) as f64 * 1e6;
     all.sort();
     (
         all.len() as f64 / secs,
@@ -216,6 +236,58 @@ pub async fn submissions(
         all.len(),
         cpu_per,
     )
+}
+
+/// Full round trips (grant → list → send → fetch → receipt), `per_user` for each of the
+/// user/agent pairs at once; with several relay nodes (`addrs`), pair `i`'s user speaks to node
+/// `i` and its agent to the next node, so every round trip crosses nodes.
+pub async fn round_trips(
+    addrs: &[String],
+    users: &[Identity],
+    agents: &[Identity],
+    per_user: usize,
+    scratch: PathBuf,
+) -> (f64, usize) {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    // User i asks agent i: each agent's grant list stays short.
+    for (i, (u, bot)) in users.iter().zip(agents).enumerate() {
+        let u = u.clone_for_bench();
+        let bot = bot.clone_for_bench();
+        let user_addr = addrs[i % addrs.len()].clone();
+        let agent_addr = addrs[(i + 1) % addrs.len()].clone();
+        let scratch = scratch.clone();
+        tasks.push(tokio::spawn(async move {
+            let uc = UserClient::connect(&u, &user_addr)
+                .await
+                .or_fail("user connect");
+            let ac = AgentClient::connect(&bot, &agent_addr)
+                .await
+                .or_fail("agent connect");
+            for _ in 0..per_user {
+                let gid = uc
+                    .grant(&grant_req(&bot.name, 64 * 1024))
+                    .await
+                    .or_fail("grant");
+                let grants = ac.grants().await.or_fail("grants");
+                let g = grants
+                    .into_iter()
+                    .find(|g| g.grant.grant_id == gid)
+                    .unwrap_or_else(|| fail("grant not listed"));
+                let env = ac
+                    .send(&g, &mut data(1024).as_slice(), &scratch)
+                    .await
+                    .or_fail("send");
+                let mut out = Vec::new();
+                uc.fetch(env, &scratch, &mut out).await.or_fail("fetch");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.or_fail("join");
+    }
+    let n = users.len() * per_user;
+    (n as f64 / start.elapsed().as_secs_f64(), n)
 }
 
 pub trait CloneForBench {
