@@ -575,13 +575,15 @@ fn a_node_killed_during_concurrent_sends_loses_nothing_acked_twenty_times() {
     let dir = t.path();
     common::cli_world(dir);
     let names = ["data-a", "data-b"];
-    let mut nodes: Vec<(std::process::Child, String)> = names
-        .iter()
-        .map(|n| {
-            let (c, addr, _) = serve(dir, n, &url);
-            (c, addr)
-        })
-        .collect();
+    let mut nodes = Nodes(
+        names
+            .iter()
+            .map(|n| {
+                let (c, addr, _) = serve(dir, n, &url);
+                (c, addr)
+            })
+            .collect(),
+    );
     let (mut acked_total, mut cut_total) = (0, 0);
     let mut mid_batch = 0;
     for cycle in 0..20 {
@@ -662,8 +664,33 @@ fn a_node_killed_during_concurrent_sends_loses_nothing_acked_twenty_times() {
         ],
     );
     assert!(audit.contains("consistent with your checkpoint"), "{audit}");
-    for (c, _) in nodes {
+    for (c, _) in std::mem::take(&mut nodes.0) {
         common::terminate(c);
+    }
+}
+
+/// Relay nodes, killed if the test fails before it stops them.
+struct Nodes(Vec<(std::process::Child, String)>);
+
+impl std::ops::Deref for Nodes {
+    type Target = Vec<(std::process::Child, String)>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Nodes {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for (c, _) in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
