@@ -530,7 +530,8 @@ fn two_nodes_on_one_database_share_grants_envelopes_and_one_log() {
 
 const SENDS: usize = 6;
 /// When each cycle's kill comes, after its sends start.
-const KILL_AFTER_MS: [u64; 10] = [0, 50, 100, 150, 200, 250, 300, 350, 450, 600];
+/// (The longest is there for a slow or busy machine, where no send would finish sooner.)
+const KILL_AFTER_MS: [u64; 10] = [0, 50, 100, 150, 200, 250, 300, 400, 600, 3000];
 
 /// Files of `SENDS` envelopes (every other one large enough for several pieces in the
 /// database), each with a grant made through `granting`.
@@ -738,28 +739,146 @@ fn blob_pieces_of_a_refused_or_crashed_upload_are_removed_and_a_running_one_is_k
     running.write(b"partial").unwrap();
     assert!(blobs.open(&id(3)).unwrap().is_none());
 
+    // A committed blob an envelope names (its record is in `envelopes`).
+    let mut w = blobs.create(&id(4)).unwrap();
+    w.write(b"named").unwrap();
+    w.commit().unwrap();
+    let sql = |sql: &'static str, key: Vec<u8>| {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            c.execute(sql, &[&key]).unwrap();
+        })
+        .join()
+        .unwrap();
+    };
+    sql(
+        "INSERT INTO envelopes (envelope_id, user_id, waiting, record) VALUES ($1, 'u', true, '')",
+        id(4).0.to_vec(),
+    );
+
     // What a crash left (no envelope names these blobs): swept once untouched for an hour, and
     // not before; a running upload on another node is touched by every piece.
     assert_eq!(blobs.sweep_idle().unwrap(), 0);
-    let url2 = url.clone();
-    std::thread::spawn(move || {
-        let mut c = postgres::Client::connect(&url2, postgres::NoTls).unwrap();
-        c.execute(
-            "UPDATE blobs SET touched = now() - interval '61 minutes' WHERE envelope_id = $1",
-            &[&id(2).0.to_vec()],
-        )
-        .unwrap();
-    })
-    .join()
-    .unwrap();
+    let age = "UPDATE blobs SET touched = now() - interval '61 minutes' WHERE envelope_id = $1";
+    sql(age, id(2).0.to_vec());
+    sql(age, id(4).0.to_vec());
     assert_eq!(blobs.sweep_idle().unwrap(), 1);
-    assert!(blobs.open(&id(2)).unwrap().is_none());
+    assert!(blobs.open(&id(2)).unwrap().is_none(), "a leftover was kept");
+    assert!(
+        blobs.open(&id(4)).unwrap().is_some(),
+        "an envelope's ciphertext was swept"
+    );
     assert_eq!(
         common::count_rows(&url, "blobs"),
-        1,
+        2,
         "the running upload was swept"
     );
     running.write(b" more").unwrap();
-    running.commit().unwrap();
-    assert!(blobs.open(&id(3)).unwrap().is_some());
+    // An upload cut off by a crash (never committed) goes too; were it still running, its
+    // next piece says so.
+    sql(age, id(3).0.to_vec());
+    assert_eq!(blobs.sweep_idle().unwrap(), 1);
+    let err = running.write(b" late").unwrap_err();
+    assert!(err.to_string().contains("send it again"), "{err}");
+}
+
+#[test]
+fn the_monitor_counts_an_agents_denials_on_every_node_together() {
+    let Some(pg) = Pg::start() else { return };
+    let url = pg.database("monitor");
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    common::cli_world(dir);
+    // Four policy denials in the window quarantine an agent: two on each node must do it.
+    let envs = || {
+        vec![
+            ("SEALRELAY_STORE".to_owned(), url.clone()),
+            ("SEALRELAY_MONITOR__MAX_DENIALS".to_owned(), "4".to_owned()),
+        ]
+    };
+    let mut nodes = Nodes(
+        ["data-a", "data-b"]
+            .iter()
+            .map(|n| {
+                let (c, addr, _) = common::serve_with_admin(dir, n, envs());
+                (c, addr)
+            })
+            .collect(),
+    );
+    let (a, b) = (nodes[0].1.clone(), nodes[1].1.clone());
+    let bot = sealrelay::local::identity_file::load(
+        &dir.join("bot.id"),
+        Some(sealrelay::ids::PartyKind::Agent),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let denied = |addr: &str| {
+        // An agent has no inbox: the relay's policy denies it (the raw request, past the
+        // client's own check).
+        let err = rt.block_on(async {
+            let client = sealrelay::client::AgentClient::connect(&bot, addr)
+                .await
+                .unwrap();
+            let inbox = sealrelay::core::wire::Request::Inbox {
+                page: sealrelay::core::wire::Page::first(),
+            };
+            client.conn.call(inbox, None).await.map(|_| ()).unwrap_err()
+        });
+        err.to_string()
+    };
+    for addr in [&a, &b, &a] {
+        let err = denied(addr);
+        assert!(err.contains("denied by policy"), "{err}");
+    }
+    ok_in(dir, &["grants", "--identity", "bot.id", "--relay", &b]);
+    // The fourth, on B: two per node, four in all. The quarantine closes the connection the
+    // denied request came on.
+    let err = denied(&b);
+    assert!(err.contains("quarantined"), "{err}");
+    for addr in [&a, &b] {
+        // Quarantined on B at once, and on A within its one-second reload.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let (code, _, err) = run_in(dir, &["grants", "--identity", "bot.id", "--relay", addr]);
+            if code != 0 {
+                assert!(err.contains("quarantined"), "{err}");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "four denials across two nodes did not quarantine the agent"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    // A release forgets the signals on every node: one more denial does not quarantine again.
+    ok_in(
+        dir,
+        &[
+            "agent",
+            "release",
+            "research-bot",
+            "--dir",
+            "keys",
+            "--relay",
+            &a,
+        ],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while run_in(dir, &["grants", "--identity", "bot.id", "--relay", &b]).0 != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the release did not reach B"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let err = denied(&b);
+    assert!(err.contains("denied by policy"), "{err}");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    ok_in(dir, &["grants", "--identity", "bot.id", "--relay", &a]);
+    ok_in(dir, &["grants", "--identity", "bot.id", "--relay", &b]);
+    for (c, _) in std::mem::take(&mut nodes.0) {
+        common::terminate(c);
+    }
 }

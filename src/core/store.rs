@@ -455,6 +455,33 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Quarantined agents and why.
     fn quarantined(&self) -> Result<Vec<(String, String)>>;
+    /// A store that several relay nodes share counts the monitor's signals for all of them:
+    /// records `signal` (raised by `claimant`, when a party raised it) against `agent` at `at`,
+    /// and returns how many of that kind the agent has at or after `since`, each claimant
+    /// counted once when `per_claimant`. `None`: the store is one node's, and the monitor
+    /// counts in memory.
+    fn record_signal(
+        &self,
+        agent: &str,
+        signal: &'static str,
+        claimant: Option<&str>,
+        at: u64,
+        since: u64,
+        per_claimant: bool,
+    ) -> Result<Option<u64>> {
+        let _ = (agent, signal, claimant, at, since, per_claimant);
+        Ok(None)
+    }
+    /// Forgets the signals counted against `agent` (an admin released it).
+    fn clear_signals(&self, agent: &str) -> Result<()> {
+        let _ = agent;
+        Ok(())
+    }
+    /// Forgets the signals raised before `before` (out of every window).
+    fn prune_signals(&self, before: u64) -> Result<()> {
+        let _ = before;
+        Ok(())
+    }
     /// Grants that await approval, in id order, after `after`, at most `limit` (unexpired ones
     /// are the caller's to filter).
     fn pending_approvals(&self, after: Option<&GrantId>, limit: usize) -> Result<Vec<GrantRecord>>;

@@ -365,6 +365,26 @@ impl Store for MeteredStore {
     fn quarantined(&self) -> Result<Vec<(String, String)>> {
         self.read(self.inner.quarantined())
     }
+    fn record_signal(
+        &self,
+        agent: &str,
+        signal: &'static str,
+        claimant: Option<&str>,
+        at: u64,
+        since: u64,
+        per_claimant: bool,
+    ) -> Result<Option<u64>> {
+        self.read(
+            self.inner
+                .record_signal(agent, signal, claimant, at, since, per_claimant),
+        )
+    }
+    fn clear_signals(&self, agent: &str) -> Result<()> {
+        self.read(self.inner.clear_signals(agent))
+    }
+    fn prune_signals(&self, before: u64) -> Result<()> {
+        self.read(self.inner.prune_signals(before))
+    }
     fn pending_approvals(&self, after: Option<&GrantId>, limit: usize) -> Result<Vec<GrantRecord>> {
         self.read(self.inner.pending_approvals(after, limit))
     }

@@ -55,6 +55,22 @@ pub enum Signal {
 }
 
 impl Signal {
+    /// How a shared store records the signal.
+    pub fn key(self) -> &'static str {
+        match self {
+            Signal::Denial => "denial",
+            Signal::Undecryptable => "undecryptable",
+            Signal::InvalidEnvelope => "invalid_envelope",
+            Signal::RateLimited => "rate_limited",
+        }
+    }
+
+    /// Whether each party that raises it counts once (one user cannot quarantine an agent
+    /// that everyone shares).
+    pub fn per_claimant(self) -> bool {
+        self == Signal::Undecryptable
+    }
+
     fn name(self) -> &'static str {
         match self {
             Signal::Denial => "policy denials",
@@ -122,12 +138,6 @@ impl Monitor {
         if self.is_quarantined(agent) {
             return None;
         }
-        let limit = match signal {
-            Signal::Denial => self.config.max_denials,
-            Signal::Undecryptable => self.config.max_undecryptable,
-            Signal::InvalidEnvelope => self.config.max_invalid_envelopes,
-            Signal::RateLimited => self.config.max_rate_limited,
-        };
         let mut counters = self.counters.lock().ok()?;
         let list = counters.entry(agent.to_owned()).or_default();
         list.push_back((now, signal, claimant.map(str::to_owned)));
@@ -136,14 +146,31 @@ impl Monitor {
             list.pop_front();
         }
         let of_kind = list.iter().filter(|(_, s, _)| *s == signal);
-        let (count, from) = if signal == Signal::Undecryptable {
+        let count = if signal.per_claimant() {
             let claimants: std::collections::HashSet<_> =
                 of_kind.map(|(_, _, c)| c.as_deref()).collect();
-            (claimants.len(), " from different users")
+            claimants.len()
         } else {
-            (of_kind.count(), "")
+            of_kind.count()
         };
-        (limit > 0 && count >= limit as usize).then(|| {
+        self.judge(signal, count as u64)
+    }
+
+    /// The reason to quarantine when `count` signals of a kind in the window reach its
+    /// threshold (a count from [`Monitor::record_from`], or from the shared store).
+    pub fn judge(&self, signal: Signal, count: u64) -> Option<String> {
+        let limit = match signal {
+            Signal::Denial => self.config.max_denials,
+            Signal::Undecryptable => self.config.max_undecryptable,
+            Signal::InvalidEnvelope => self.config.max_invalid_envelopes,
+            Signal::RateLimited => self.config.max_rate_limited,
+        };
+        let from = if signal.per_claimant() {
+            " from different users"
+        } else {
+            ""
+        };
+        (limit > 0 && count >= u64::from(limit)).then(|| {
             format!(
                 "{count} {}{from} within {} s (threshold {limit})",
                 signal.name(),

@@ -65,10 +65,33 @@ impl Relay {
             return;
         }
         let claimant = claimant.map(ToString::to_string);
-        if let Some(reason) =
-            self.monitor
-                .record_from(&agent.to_string(), signal, claimant.as_deref(), now)
-        {
+        let agent_s = agent.to_string();
+        if self.monitor.is_quarantined(&agent_s) {
+            return;
+        }
+        // On a store several nodes share, the signals of every node count together.
+        let since = now.saturating_sub(self.monitor.config().window_secs);
+        let shared = self.store.record_signal(
+            &agent_s,
+            signal.key(),
+            claimant.as_deref(),
+            now,
+            since,
+            signal.per_claimant(),
+        );
+        let verdict = match shared {
+            Ok(Some(count)) => self.monitor.judge(signal, count),
+            Ok(None) => self
+                .monitor
+                .record_from(&agent_s, signal, claimant.as_deref(), now),
+            Err(e) => {
+                // The database is out of reach: this node counts alone meanwhile.
+                tracing::warn!(error = %e, "cannot record a monitor signal in the store");
+                self.monitor
+                    .record_from(&agent_s, signal, claimant.as_deref(), now)
+            }
+        };
+        if let Some(reason) = verdict {
             let actor = self.actor("monitor");
             if let Err(e) = self
                 .quarantine(agent, &format!("automatic: {reason}"), &actor, now)

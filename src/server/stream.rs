@@ -240,6 +240,21 @@ async fn send_envelope(
             // first (a file's second read comes from the page cache).
             let (mut reader, digest) = blob_digest(reader).await?;
             if digest != sha256 {
+                // A database blob deleted while it was read (delivered or expired through
+                // another node) reads short: that is no envelope, not a damaged one.
+                let blobs = relay.blobs.clone();
+                let blob_kept = blocking(move || blobs.open(&envelope_id).map(|r| r.is_some()))
+                    .await
+                    .unwrap_or(false);
+                let waiting = relay
+                    .store
+                    .envelope(&envelope_id)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|e| e.receipt.is_none());
+                if !(blob_kept && waiting) {
+                    return Err(Refusal::not_found("envelope").into());
+                }
                 return Err(relay.integrity_failure(&envelope_id, now).await.into());
             }
             write_response(send, &Response::Ok(reply))

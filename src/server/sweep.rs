@@ -26,9 +26,16 @@ pub async fn sweep_expired(relay: &Relay) -> usize {
             event: events::envelope_expired(now, &actor, &id),
         };
         if let Ok(Ok(_)) = relay.committer.submit(op).await {
-            relay.blobs.remove(&id);
+            if !e.inline {
+                crate::store::blobs::remove(&relay.blobs, id).await;
+            }
             swept += 1;
         }
+    }
+    // Monitor signals out of every window (a shared store's; one node's count in memory).
+    let before = now.saturating_sub(relay.monitor.config().window_secs);
+    if let Err(e) = relay.store.prune_signals(before) {
+        tracing::warn!(error = %e, "cannot prune monitor signals");
     }
     // Database blobs a crash left behind (files are swept at start only).
     let blobs = relay.blobs.clone();

@@ -65,6 +65,27 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|_| Error::internal("a blob task failed"))?
 }
 
+/// Discards an uncommitted blob (its writer's clean-up is I/O) off the async threads.
+pub async fn discard(w: Option<Box<dyn BlobWriter>>) {
+    if let Some(w) = w {
+        let _ = blocking(move || {
+            drop(w);
+            Ok(())
+        })
+        .await;
+    }
+}
+
+/// [`BlobStore::remove`] off the async threads.
+pub async fn remove(blobs: &std::sync::Arc<dyn BlobStore>, id: EnvelopeId) {
+    let blobs = blobs.clone();
+    let _ = blocking(move || {
+        blobs.remove(&id);
+        Ok(())
+    })
+    .await;
+}
+
 /// Blob files in the data directory.
 #[derive(Clone)]
 pub struct BlobDir {

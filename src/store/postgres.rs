@@ -420,6 +420,73 @@ impl Store for PgStore {
         })
     }
 
+    fn record_signal(
+        &self,
+        agent: &str,
+        signal: &'static str,
+        claimant: Option<&str>,
+        at: u64,
+        since: u64,
+        per_claimant: bool,
+    ) -> Result<Option<u64>> {
+        let (agent, claimant) = (agent.to_owned(), claimant.map(str::to_owned));
+        let (at, since) = (to_i64(at)?, to_i64(since)?);
+        self.pool.run(move |conn, _| {
+            let mut tx = conn.client.transaction().map_err(pg_err)?;
+            // A count for the monitor, not an acknowledgement: no WAL flush of its own.
+            tx.batch_execute("SET LOCAL synchronous_commit = off")
+                .map_err(pg_err)?;
+            let insert = conn
+                .statements
+                .get(
+                    &mut tx,
+                    "INSERT INTO monitor_signals (agent, signal, claimant, at) VALUES ($1, $2, $3, $4)",
+                )
+                .map_err(pg_err)?;
+            tx.execute(&insert, &[&agent, &signal, &claimant, &at])
+                .map_err(pg_err)?;
+            let count = conn
+                .statements
+                .get(
+                    &mut tx,
+                    if per_claimant {
+                        "SELECT count(DISTINCT coalesce(claimant, '')) FROM monitor_signals \
+                         WHERE agent = $1 AND signal = $2 AND at >= $3"
+                    } else {
+                        "SELECT count(*) FROM monitor_signals \
+                         WHERE agent = $1 AND signal = $2 AND at >= $3"
+                    },
+                )
+                .map_err(pg_err)?;
+            let n: i64 = tx
+                .query_one(&count, &[&agent, &signal, &since])
+                .map_err(pg_err)?
+                .get(0);
+            tx.commit().map_err(pg_err)?;
+            Ok(Some(u64::try_from(n).unwrap_or(0)))
+        })
+    }
+
+    fn clear_signals(&self, agent: &str) -> Result<()> {
+        let agent = agent.to_owned();
+        self.pool.run(move |conn, _| {
+            conn.client
+                .execute("DELETE FROM monitor_signals WHERE agent = $1", &[&agent])
+                .map(|_| ())
+                .map_err(pg_err)
+        })
+    }
+
+    fn prune_signals(&self, before: u64) -> Result<()> {
+        let before = to_i64(before)?;
+        self.pool.run(move |conn, _| {
+            conn.client
+                .execute("DELETE FROM monitor_signals WHERE at < $1", &[&before])
+                .map(|_| ())
+                .map_err(pg_err)
+        })
+    }
+
     fn pending_approvals(&self, after: Option<&GrantId>, n: usize) -> Result<Vec<GrantRecord>> {
         self.records(
             "SELECT record FROM grants WHERE pending AND grant_id > $1 ORDER BY grant_id LIMIT $2",

@@ -61,5 +61,9 @@ pub async fn release(relay: &Relay, peer: &Peer, agent: &str, now: u64) -> Handl
         })
         .await?;
     relay.monitor.release(&id.to_string());
+    if let Err(e) = relay.store.clear_signals(&id.to_string()) {
+        // Released all the same; old signals age out of the window.
+        tracing::warn!(error = %e, "cannot clear the agent's monitor signals");
+    }
     Ok(Reply::Done)
 }

@@ -191,8 +191,8 @@ pub async fn receipt(
             event,
         })
         .await?;
-    if delete {
-        relay.blobs.remove(&r.envelope_id);
+    if delete && !record.inline {
+        crate::store::blobs::remove(&relay.blobs, r.envelope_id).await;
     }
     if r.status == DeliveryStatus::Undecryptable {
         // Only the user's client can tell a file was not sealed to it: count it against the agent.

@@ -16,7 +16,7 @@ use crate::core::wire::{ErrorCode, Reply, WireSigned};
 use crate::ids::{EnvelopeId, GrantId};
 use crate::net::frame::CHUNK;
 use crate::net::Peer;
-use crate::store::blobs::{blocking, BlobWriter, PIECE};
+use crate::store::blobs::{self, blocking, BlobWriter, PIECE};
 
 use super::super::events;
 use super::super::monitor::Signal;
@@ -103,24 +103,34 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
 
     let envelope_id = EnvelopeId::random()?;
     let inline = length <= INLINE_MAX;
-    // A refused body leaves nothing: the temporary blob goes when its writer drops.
+    // A refused body leaves nothing: the uncommitted blob is discarded.
     let (inline_body, blob, digest) =
         receive(relay, peer, &envelope_id, length, inline, now, body).await?;
-    if digest != claimed.ciphertext_sha256 {
-        return Err(Refusal::new(
+    let checked = if digest != claimed.ciphertext_sha256 {
+        Err(Refusal::new(
             ErrorCode::BadRequest,
             "the body does not match the SHA-256 in the signed statement",
-        ));
-    }
-    // The body took time: judge the grant's expiry and the caller's standing as of now.
-    let now = relay.commit_time_check(peer)?;
-    grant_state::check_consume(&grant, &peer.id, length, now)?;
+        ))
+    } else {
+        // The body took time: judge the grant's expiry and the caller's standing as of now.
+        relay.commit_time_check(peer).and_then(|now| {
+            grant_state::check_consume(&grant, &peer.id, length, now)?;
+            Ok(now)
+        })
+    };
+    let now = match checked {
+        Ok(now) => now,
+        Err(r) => {
+            blobs::discard(blob).await;
+            return Err(r);
+        }
+    };
     if let Some(b) = blob {
         // Durable before the record that names it (a file's fsync and rename, a database's
         // synchronous commit): off the async threads.
         if let Err(e) = blocking(move || b.commit()).await {
             // The rename may have happened before the failure: no blob without its record.
-            relay.blobs.remove(&envelope_id);
+            blobs::remove(&relay.blobs, envelope_id).await;
             return Err(e.into());
         }
     }
@@ -169,7 +179,7 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
             // the blob stays for a repeated submission to find; if no record names it, the
             // start-up sweep removes it.
             if !inline && !matches!(r.code, ErrorCode::Unavailable | ErrorCode::Internal) {
-                relay.blobs.remove(&envelope_id);
+                blobs::remove(&relay.blobs, envelope_id).await;
             }
             Err(r)
         }
@@ -195,6 +205,25 @@ async fn receive<B: AsyncRead + Unpin + Send>(
         let (blobs, id) = (relay.blobs.clone(), *envelope_id);
         Some(blocking(move || blobs.create(&id)).await?)
     };
+    match receive_into(relay, peer, length, inline, now, body, &mut blob).await {
+        Ok((kept, digest)) => Ok((kept, blob, digest)),
+        Err(r) => {
+            blobs::discard(blob).await;
+            Err(r)
+        }
+    }
+}
+
+/// [`receive`]'s body: the bytes into `blob` (or kept, when inline).
+async fn receive_into<B: AsyncRead + Unpin + Send>(
+    relay: &Relay,
+    peer: &Peer,
+    length: u64,
+    inline: bool,
+    now: u64,
+    body: &mut B,
+    blob: &mut Option<Box<dyn BlobWriter>>,
+) -> Result<(Option<Vec<u8>>, [u8; 32]), Refusal> {
     // The piece being filled for the blob.
     let mut piece: Vec<u8> = Vec::with_capacity(if inline { 0 } else { PIECE });
     let mut kept = Vec::with_capacity(if inline {
@@ -243,11 +272,15 @@ async fn receive<B: AsyncRead + Unpin + Send>(
                             piece = full;
                             (b, r)
                         })?;
-                        written?;
                         b = back;
+                        if let Err(e) = written {
+                            // Back where the caller discards it.
+                            *blob = Some(b);
+                            return Err(e.into());
+                        }
                     }
                 }
-                blob = Some(b);
+                *blob = Some(b);
             }
             None => kept.extend_from_slice(chunk),
         }
@@ -266,5 +299,5 @@ async fn receive<B: AsyncRead + Unpin + Send>(
     }
     let mut digest = [0u8; 32];
     digest.copy_from_slice(hasher.finish().as_ref());
-    Ok((inline.then_some(kept), blob, digest))
+    Ok((inline.then_some(kept), digest))
 }

@@ -128,16 +128,7 @@ impl BlobWriter for PgWriter {
             let mut tx = conn.client.transaction().map_err(pg_err)?;
             tx.batch_execute("SET LOCAL synchronous_commit = off")
                 .map_err(pg_err)?;
-            // Idempotent, for a call sent again after a lost answer.
-            let insert = conn
-                .statements
-                .get(
-                    &mut tx,
-                    "INSERT INTO blob_pieces (envelope_id, seq, data) VALUES ($1, $2, $3) \
-                     ON CONFLICT (envelope_id, seq) DO UPDATE SET data = EXCLUDED.data",
-                )
-                .map_err(pg_err)?;
-            tx.execute(&insert, &[&id, &seq, &data]).map_err(pg_err)?;
+            // The blob first: a swept upload is told so (its pieces would have no blob).
             let touch = conn
                 .statements
                 .get(
@@ -152,6 +143,16 @@ impl BlobWriter for PgWriter {
                     "the upload's stored pieces were swept; send it again",
                 ));
             }
+            // Idempotent, for a call sent again after a lost answer.
+            let insert = conn
+                .statements
+                .get(
+                    &mut tx,
+                    "INSERT INTO blob_pieces (envelope_id, seq, data) VALUES ($1, $2, $3) \
+                     ON CONFLICT (envelope_id, seq) DO UPDATE SET data = EXCLUDED.data",
+                )
+                .map_err(pg_err)?;
+            tx.execute(&insert, &[&id, &seq, &data]).map_err(pg_err)?;
             tx.commit().map_err(pg_err)
         })?;
         self.seq = self

@@ -66,6 +66,17 @@ CREATE TABLE blob_pieces (
 -- Ciphertext does not compress: stored out of line without trying.
 ALTER TABLE blob_pieces ALTER COLUMN data SET STORAGE EXTERNAL;
 "#,
+    r#"
+CREATE TABLE monitor_signals (
+    id bigserial PRIMARY KEY,
+    agent text NOT NULL,
+    signal text NOT NULL,
+    claimant text,
+    at bigint NOT NULL
+);
+CREATE INDEX monitor_signals_by_agent ON monitor_signals (agent, signal, at);
+CREATE INDEX monitor_signals_by_time ON monitor_signals (at);
+"#,
 ];
 
 /// Brings the schema up to this relay's version.
