@@ -202,6 +202,35 @@ fn grant(dir: &Path, addr: &str, resource: &str) -> String {
     .to_owned()
 }
 
+/// `sealrelay send` of `file` on `grant` as the agent, through `relay`: the envelope id.
+fn send(dir: &Path, relay: &str, grant: &str, file: &str) -> String {
+    let args = ["send", "--identity", "bot.id", "--grant", grant, file];
+    ok_in(dir, &[&args[..], &["--relay", relay]].concat())
+        .trim()
+        .to_owned()
+}
+
+/// alice's `fetch --all -o out` through `relay`.
+fn fetch_all(dir: &Path, relay: &str, out: &str) {
+    let args = ["fetch", "--identity", "alice.id", "--all", "-o", out];
+    ok_in(dir, &[&args[..], &["--relay", relay]].concat());
+}
+
+/// alice's `audit verify` through `relay`: what it printed.
+fn audit_verify(dir: &Path, relay: &str) -> String {
+    ok_in(
+        dir,
+        &[
+            "audit",
+            "verify",
+            "--identity",
+            "alice.id",
+            "--relay",
+            relay,
+        ],
+    )
+}
+
 fn readyz(admin: &str) -> u16 {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -229,20 +258,8 @@ fn postgres_killed_and_restarted_under_a_relay_loses_nothing_acked_and_service_r
     for i in 0..5 {
         let g = grant(dir, &addr, &format!("tickets/{i}"));
         std::fs::write(dir.join(format!("in{i}")), format!("ticket {i}\n")).unwrap();
-        let id = ok_in(
-            dir,
-            &[
-                "send",
-                "--identity",
-                "bot.id",
-                "--grant",
-                &g,
-                &format!("in{i}"),
-                "--relay",
-                &addr,
-            ],
-        );
-        acked.push((id.trim().to_owned(), format!("ticket {i}\n")));
+        let id = send(dir, &addr, &g, &format!("in{i}"));
+        acked.push((id, format!("ticket {i}\n")));
     }
     assert_eq!(readyz(&admin), 200);
 
@@ -302,19 +319,7 @@ fn postgres_killed_and_restarted_under_a_relay_loses_nothing_acked_and_service_r
     for _ in 0..24 {
         ok_in(dir, &["inbox", "--identity", "alice.id", "--relay", &addr]);
     }
-    ok_in(
-        dir,
-        &[
-            "fetch",
-            "--identity",
-            "alice.id",
-            "--all",
-            "-o",
-            "got",
-            "--relay",
-            &addr,
-        ],
-    );
+    fetch_all(dir, &addr, "got");
     for (id, text) in &acked {
         let got = std::fs::read_to_string(dir.join("got").join(id))
             .unwrap_or_else(|_| panic!("acked envelope {id} was lost"));
@@ -336,47 +341,13 @@ fn two_nodes_on_one_database_share_grants_envelopes_and_one_log() {
     // A grant made on A, sent on B, fetched on A.
     let g = grant(dir, &addr_a, "tickets/1");
     std::fs::write(dir.join("small"), "across nodes\n").unwrap();
-    let id = ok_in(
-        dir,
-        &[
-            "send",
-            "--identity",
-            "bot.id",
-            "--grant",
-            &g,
-            "small",
-            "--relay",
-            &addr_b,
-        ],
-    );
-    ok_in(
-        dir,
-        &[
-            "fetch",
-            "--identity",
-            "alice.id",
-            "--all",
-            "-o",
-            "got",
-            "--relay",
-            &addr_a,
-        ],
-    );
+    let id = send(dir, &addr_b, &g, "small");
+    fetch_all(dir, &addr_a, "got");
     assert_eq!(
-        std::fs::read_to_string(dir.join("got").join(id.trim())).unwrap(),
+        std::fs::read_to_string(dir.join("got").join(&id)).unwrap(),
         "across nodes\n"
     );
-    let out = ok_in(
-        dir,
-        &[
-            "audit",
-            "verify",
-            "--identity",
-            "alice.id",
-            "--relay",
-            &addr_a,
-        ],
-    );
+    let out = audit_verify(dir, &addr_a);
     assert!(out.starts_with("ok:"), "{out}");
 
     // A large envelope (pieces in the database) sent through B is fetched through A, and its
@@ -384,37 +355,13 @@ fn two_nodes_on_one_database_share_grants_envelopes_and_one_log() {
     let g = grant(dir, &addr_a, "tickets/large");
     let large = common::pattern(3 * 1024 * 1024 + 4321, 7);
     std::fs::write(dir.join("large"), &large).unwrap();
-    let id = ok_in(
-        dir,
-        &[
-            "send",
-            "--identity",
-            "bot.id",
-            "--grant",
-            &g,
-            "large",
-            "--relay",
-            &addr_b,
-        ],
-    );
+    let id = send(dir, &addr_b, &g, "large");
     let pieces = common::count_rows(&url, "blob_pieces");
     assert!(pieces > 10, "a 3 MiB envelope in {pieces} pieces");
     assert_eq!(common::count_rows(&url, "blobs"), 1);
-    ok_in(
-        dir,
-        &[
-            "fetch",
-            "--identity",
-            "alice.id",
-            "--all",
-            "-o",
-            "got-large",
-            "--relay",
-            &addr_a,
-        ],
-    );
+    fetch_all(dir, &addr_a, "got-large");
     assert!(
-        std::fs::read(dir.join("got-large").join(id.trim())).unwrap() == large,
+        std::fs::read(dir.join("got-large").join(&id)).unwrap() == large,
         "the large envelope fetched through A differs from what was sent through B"
     );
     assert_eq!(common::count_rows(&url, "blobs"), 0, "delivered, yet kept");
@@ -425,22 +372,7 @@ fn two_nodes_on_one_database_share_grants_envelopes_and_one_log() {
     let racers: Vec<_> = (0..8)
         .map(|i| {
             let addr = if i % 2 == 0 { &addr_a } else { &addr_b };
-            Command::new(common::bin())
-                .args([
-                    "send",
-                    "--identity",
-                    "bot.id",
-                    "--grant",
-                    &g,
-                    "small",
-                    "--relay",
-                    addr,
-                ])
-                .current_dir(dir)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+            start_send(dir, "small", &g, addr)
         })
         .collect();
     let outcomes: Vec<_> = racers
@@ -472,30 +404,10 @@ fn two_nodes_on_one_database_share_grants_envelopes_and_one_log() {
     assert_eq!(count, 1, "one envelope stored for the raced grant");
 
     // One log: B's checkpoint extends the one alice saved from A (and back again).
-    let out = ok_in(
-        dir,
-        &[
-            "audit",
-            "verify",
-            "--identity",
-            "alice.id",
-            "--relay",
-            &addr_b,
-        ],
-    );
+    let out = audit_verify(dir, &addr_b);
     assert!(out.contains("consistent with your checkpoint"), "{out}");
     grant(dir, &addr_a, "tickets/3");
-    let out = ok_in(
-        dir,
-        &[
-            "audit",
-            "verify",
-            "--identity",
-            "alice.id",
-            "--relay",
-            &addr_a,
-        ],
-    );
+    let out = audit_verify(dir, &addr_a);
     assert!(out.contains("consistent with your checkpoint"), "{out}");
 
     // A revocation pushed to A is in force on B (within its one-second sync).
@@ -622,19 +534,7 @@ fn a_node_killed_during_concurrent_sends_loses_nothing_acked_twenty_times() {
         cut_total += SENDS - acked.len();
         // Every acknowledged envelope, fetched from the node that was not killed.
         let got = format!("got-{cycle}");
-        ok_in(
-            dir,
-            &[
-                "fetch",
-                "--identity",
-                "alice.id",
-                "--all",
-                "-o",
-                &got,
-                "--relay",
-                &survivor,
-            ],
-        );
+        fetch_all(dir, &survivor, &got);
         for (id, i) in &acked {
             let bytes = std::fs::read(dir.join(&got).join(id)).unwrap_or_else(|_| {
                 panic!("cycle {cycle}: envelope {id}, acknowledged before the kill, was lost")
@@ -653,17 +553,7 @@ fn a_node_killed_during_concurrent_sends_loses_nothing_acked_twenty_times() {
         "the kills never landed during the sends"
     );
     // One log still, through a node that was killed and restarted.
-    let audit = ok_in(
-        dir,
-        &[
-            "audit",
-            "verify",
-            "--identity",
-            "alice.id",
-            "--relay",
-            &nodes[0].1,
-        ],
-    );
+    let audit = audit_verify(dir, &nodes[0].1);
     assert!(audit.contains("consistent with your checkpoint"), "{audit}");
     for (c, _) in std::mem::take(&mut nodes.0) {
         common::terminate(c);
