@@ -32,7 +32,7 @@ pub async fn sweep_expired(relay: &Relay) -> usize {
             swept += 1;
         }
     }
-    // Monitor signals out of every window (a shared store's; one node's count in memory).
+    // Monitor signals past every window, on a shared store (in-memory counts prune themselves).
     let before = now.saturating_sub(relay.monitor.config().window_secs);
     if let Err(e) = relay.store.prune_signals(before) {
         tracing::warn!(error = %e, "cannot prune monitor signals");
