@@ -217,35 +217,8 @@ fn main() {
         eprintln!("round trips: {n} at {rate:.0}/s; CPU per round trip: relay {relay_cpu:.2} ms, clients {client_cpu:.2} ms");
         return;
     }
-    let (sub_rate, p50, p99, n_sub, cpu_per_sub) = rt.block_on(submissions(
-        std::slice::from_ref(&relay.addr),
-        users,
-        agents,
-        per_agent,
-        &scratch,
-        std::slice::from_ref(&relay_pid),
-    ));
-    let (dec_p50, dec_p99) = decision_latency();
-    let policy_share = 100.0 * dec_p50 / cpu_per_sub.max(1e-9);
-    eprintln!("policy decision p50 {dec_p50:.1} µs p99 {dec_p99:.1} µs; relay CPU per submission {cpu_per_sub:.0} µs ({policy_share:.1}%)");
-    eprintln!("submissions: {n_sub} at {sub_rate:.0}/s, p50 {p50:.2} ms, p99 {p99:.2} ms");
-    let (relay_cpu0, client_cpu0) = (cpu_secs(&relay_pid), cpu_secs("self"));
-    let (rt_rate, n_rt) = rt.block_on(round_trips(
-        std::slice::from_ref(&relay.addr),
-        users,
-        agents,
-        20,
-        scratch.clone(),
-    ));
-    let relay_cpu_rt = (cpu_secs(&relay_pid) - relay_cpu0) / n_rt as f64 * 1000.0;
-    let client_cpu_rt = (cpu_secs("self") - client_cpu0) / n_rt as f64 * 1000.0;
-    let cores_f = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1) as f64;
-    let relay_capacity = cores_f * 1000.0 / relay_cpu_rt.max(1e-9);
-    eprintln!("round trips: {n_rt} at {rt_rate:.0}/s; CPU per round trip: relay {relay_cpu_rt:.2} ms, clients {client_cpu_rt:.2} ms");
-
-    // Large envelopes: 256 MiB up and down, then 1 GiB for the RSS check.
+    // Large envelopes: 256 MiB up and down, then 1 GiB for the RSS check (sealed to a file
+    // first, untimed).
     let big = |mib: u64| -> (f64, f64, f64) {
         rt.block_on(async {
             let uc = UserClient::connect(&users[0], &relay.addr)
@@ -317,6 +290,46 @@ fn main() {
             (up, down, relay.peak_rss_mib())
         })
     };
+    // Bulk mode: the 256 MiB envelope and raw quinn only, N times, no doc update.
+    if let Some(n) = std::env::var("SEALRELAY_BENCH_BULK_ONLY")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        for _ in 0..n {
+            let (up, down, _) = big(256);
+            let raw = rt.block_on(raw_quinn(&base.join("keys"), &users[0], 256 << 20));
+            eprintln!("256 MiB: up {up:.0} MB/s, down+open {down:.0} MB/s; raw quinn {raw:.0} MB/s ({:.0}% / {:.0}%)", 100.0 * up / raw, 100.0 * down / raw);
+        }
+        return;
+    }
+    let (sub_rate, p50, p99, n_sub, cpu_per_sub) = rt.block_on(submissions(
+        std::slice::from_ref(&relay.addr),
+        users,
+        agents,
+        per_agent,
+        &scratch,
+        std::slice::from_ref(&relay_pid),
+    ));
+    let (dec_p50, dec_p99) = decision_latency();
+    let policy_share = 100.0 * dec_p50 / cpu_per_sub.max(1e-9);
+    eprintln!("policy decision p50 {dec_p50:.1} µs p99 {dec_p99:.1} µs; relay CPU per submission {cpu_per_sub:.0} µs ({policy_share:.1}%)");
+    eprintln!("submissions: {n_sub} at {sub_rate:.0}/s, p50 {p50:.2} ms, p99 {p99:.2} ms");
+    let (relay_cpu0, client_cpu0) = (cpu_secs(&relay_pid), cpu_secs("self"));
+    let (rt_rate, n_rt) = rt.block_on(round_trips(
+        std::slice::from_ref(&relay.addr),
+        users,
+        agents,
+        20,
+        scratch.clone(),
+    ));
+    let relay_cpu_rt = (cpu_secs(&relay_pid) - relay_cpu0) / n_rt as f64 * 1000.0;
+    let client_cpu_rt = (cpu_secs("self") - client_cpu0) / n_rt as f64 * 1000.0;
+    let cores_f = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as f64;
+    let relay_capacity = cores_f * 1000.0 / relay_cpu_rt.max(1e-9);
+    eprintln!("round trips: {n_rt} at {rt_rate:.0}/s; CPU per round trip: relay {relay_cpu_rt:.2} ms, clients {client_cpu_rt:.2} ms");
+
     let (up, down, _) = big(256);
     let raw = rt.block_on(raw_quinn(&base.join("keys"), &users[0], 256 << 20));
     eprintln!("256 MiB: up {up:.0} MB/s, down+open {down:.0} MB/s; raw quinn {raw:.0} MB/s");

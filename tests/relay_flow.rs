@@ -317,6 +317,32 @@ async fn bad_bodies_expired_grants_and_races() {
         .await;
     assert!(err.is_err());
     nothing_stored(&w);
+    // A blob-sized body shorter, then longer, than the length its statement declares.
+    let mut claimed = good.clone();
+    claimed.extend_from_slice(&[0u8; 1000]);
+    let short = bot
+        .submit_raw(
+            g,
+            &statement(&w.bot, &w.alice, g, &claimed),
+            claimed.len() as u64,
+            &mut good.as_slice(),
+        )
+        .await
+        .unwrap_err();
+    assert!(short.message().contains("ended before"), "{short}");
+    nothing_stored(&w);
+    let head = &good[..good.len() - 1000];
+    let long = bot
+        .submit_raw(
+            g,
+            &statement(&w.bot, &w.alice, g, head),
+            head.len() as u64,
+            &mut good.as_slice(),
+        )
+        .await
+        .unwrap_err();
+    assert!(long.message().contains("longer than"), "{long}");
+    nothing_stored(&w);
 
     // 8 racing sends on one grant: exactly one wins.
     let bodies: Vec<Vec<u8>> = (0..8)

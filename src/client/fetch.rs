@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::clock;
 use crate::core::envelope::submission::Submission;
-use crate::core::envelope::{self, stream::default_threads, HashingWriter};
+use crate::core::envelope::{self, stream::default_threads};
 use crate::core::grant::{DeliveryStatus, Grant, Receipt};
 use crate::core::receipt_file::ReceiptFile;
 use crate::core::sign::{Signed, StatementType};
@@ -83,18 +83,13 @@ impl UserClient<'_> {
         // Who, what, why, and whether it all verifies — judged before a byte is decrypted.
         let header = describe(self.identity, &view);
         let grant = Grant::decode(&view.grant.statement)?;
-        let mut scratch = tempfile::tempfile_in(scratch_dir).map_err(|e| {
+        let scratch = tempfile::tempfile_in(scratch_dir).map_err(|e| {
             Error::io(format!(
                 "cannot make a scratch file in {}: {e}",
                 scratch_dir.display()
             ))
         })?;
-        let (digest, len) = {
-            let mut w = HashingWriter::new(&mut scratch);
-            read_body(&mut recv, view.length, &mut w).await?;
-            let (_, digest, len) = w.finish();
-            (digest, len)
-        };
+        let (mut scratch, digest, len) = read_body(&mut recv, view.length, scratch).await?;
         // The digest is the one claim the header could not check without the ciphertext.
         let problem = match &header.problem {
             Some(p) => Some(p.clone()),

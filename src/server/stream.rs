@@ -182,28 +182,27 @@ async fn next_piece(
     .await?)
 }
 
-/// The SHA-256 of a whole blob, then the blob rewound.
+/// The SHA-256 of a whole blob, then the blob rewound: one blocking task for the whole pass.
 async fn blob_digest(
     reader: Box<dyn BlobReader>,
 ) -> std::result::Result<(Box<dyn BlobReader>, [u8; 32]), Refusal> {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let (mut reader, mut buf) = (reader, Vec::with_capacity(CHUNK));
-    loop {
-        (reader, buf) = next_piece(reader, buf).await?;
-        if buf.is_empty() {
-            break;
-        }
-        ctx.update(&buf);
-    }
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    let reader = blocking(move || {
+    Ok(blocking(move || {
         let mut reader = reader;
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut buf = Vec::with_capacity(CHUNK);
+        loop {
+            reader.read(&mut buf)?;
+            if buf.is_empty() {
+                break;
+            }
+            ctx.update(&buf);
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.finish().as_ref());
         reader.rewind()?;
-        Ok(reader)
+        Ok((reader, out))
     })
-    .await?;
-    Ok((reader, out))
+    .await?)
 }
 
 async fn send_envelope(
@@ -238,7 +237,7 @@ async fn send_envelope(
                 })?;
             // Nothing is sent that does not match what the agent signed for: hash the blob
             // first (a file's second read comes from the page cache).
-            let (mut reader, digest) = blob_digest(reader).await?;
+            let (reader, digest) = blob_digest(reader).await?;
             if digest != sha256 {
                 // A database blob deleted while it was read (delivered or expired through
                 // another node) reads short: that is no envelope, not a damaged one.
@@ -260,12 +259,13 @@ async fn send_envelope(
             write_response(send, &Response::Ok(reply))
                 .await
                 .map_err(|_| Failure::Gone)?;
-            let mut buf = Vec::with_capacity(CHUNK);
+            // The next piece is read while this one is written.
+            let (mut reader, mut buf) = next_piece(reader, Vec::with_capacity(CHUNK))
+                .await
+                .map_err(|r| after_header(send, r.into()))?;
+            let mut spare = Vec::with_capacity(CHUNK);
             let mut sent = 0u64;
             while sent < length {
-                (reader, buf) = next_piece(reader, buf)
-                    .await
-                    .map_err(|r| after_header(send, r.into()))?;
                 if buf.is_empty() {
                     let r = Refusal::from(Error::io("a blob is shorter than its record"));
                     return Err(after_header(send, r.into()));
@@ -273,10 +273,20 @@ async fn send_envelope(
                 let n = buf
                     .len()
                     .min(usize::try_from(length - sent).unwrap_or(usize::MAX));
+                let ahead = (sent + (n as u64) < length)
+                    .then(|| tokio::spawn(next_piece(reader, std::mem::take(&mut spare))));
                 if send.write_all(&buf[..n]).await.is_err() {
                     return Err(after_header(send, Failure::Gone));
                 }
                 sent += n as u64;
+                let Some(ahead) = ahead else { break };
+                let (r, next) = ahead
+                    .await
+                    .map_err(|_| Refusal::from(Error::internal("a blob read failed")))
+                    .and_then(|piece| piece)
+                    .map_err(|r| after_header(send, r.into()))?;
+                reader = r;
+                spare = std::mem::replace(&mut buf, next);
             }
             relay.metrics.envelope_bytes(false, sent);
         }

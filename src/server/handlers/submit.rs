@@ -214,7 +214,7 @@ async fn receive<B: AsyncRead + Unpin + Send>(
     }
 }
 
-/// [`receive`]'s body: the bytes into `blob` (or kept, when inline).
+/// [`receive`]'s body: the bytes kept (inline), or streamed into `blob`.
 async fn receive_into<B: AsyncRead + Unpin + Send>(
     relay: &Relay,
     peer: &Peer,
@@ -224,68 +224,47 @@ async fn receive_into<B: AsyncRead + Unpin + Send>(
     body: &mut B,
     blob: &mut Option<Box<dyn BlobWriter>>,
 ) -> Result<(Option<Vec<u8>>, [u8; 32]), Refusal> {
-    // The piece being filled for the blob.
-    let mut piece: Vec<u8> = Vec::with_capacity(if inline { 0 } else { PIECE });
-    let mut kept = Vec::with_capacity(if inline {
-        usize::try_from(length).unwrap_or(0)
-    } else {
-        0
-    });
-    let mut validator =
-        EnvelopeValidator::new().allowing_x25519(!relay.config.require_post_quantum);
-    let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut remaining = length;
-    let mut buf = vec![0u8; CHUNK.min(usize::try_from(length).unwrap_or(CHUNK).max(1))];
-    let upload_failed =
-        |e: std::io::Error| Refusal::new(ErrorCode::BadRequest, format!("the upload failed: {e}"));
-    while remaining > 0 {
-        let want = usize::try_from(remaining.min(buf.len() as u64)).unwrap_or(buf.len());
-        let n = body.read(&mut buf[..want]).await.map_err(upload_failed)?;
-        if n == 0 {
-            return Err(Refusal::new(
-                ErrorCode::BadRequest,
-                "the body ended before its declared length",
-            ));
-        }
-        let chunk = &buf[..n];
-        if let Err(e) = validator.update(chunk) {
-            relay.signal(&peer.id, Signal::InvalidEnvelope, now).await;
-            return Err(Refusal::new(ErrorCode::InvalidEnvelope, e.to_string()));
-        }
-        hasher.update(chunk);
-        match blob.take() {
-            Some(mut b) => {
-                let mut rest = chunk;
-                while !rest.is_empty() {
-                    let take = rest.len().min(PIECE - piece.len());
-                    piece.extend_from_slice(&rest[..take]);
-                    rest = &rest[take..];
-                    if piece.len() == PIECE || (rest.is_empty() && remaining == n as u64) {
-                        let full = std::mem::take(&mut piece);
-                        let (back, written) = blocking(move || {
-                            let r = b.write(&full);
-                            Ok((b, full, r))
-                        })
-                        .await
-                        .map(|(b, mut full, r)| {
-                            full.clear();
-                            piece = full;
-                            (b, r)
-                        })?;
-                        b = back;
-                        if let Err(e) = written {
-                            // Back where the caller discards it.
-                            *blob = Some(b);
-                            return Err(e.into());
-                        }
-                    }
+    let validator = EnvelopeValidator::new().allowing_x25519(!relay.config.require_post_quantum);
+    match blob.take() {
+        Some(b) => {
+            let (b, outcome) = receive_blob(length, body, b, validator).await;
+            *blob = b;
+            match outcome {
+                Ok(digest) => Ok((None, digest)),
+                Err(Stop::Invalid(message)) => {
+                    relay.signal(&peer.id, Signal::InvalidEnvelope, now).await;
+                    Err(Refusal::new(ErrorCode::InvalidEnvelope, message))
                 }
-                *blob = Some(b);
+                Err(Stop::Refused(r)) => Err(r),
             }
-            None => kept.extend_from_slice(chunk),
         }
-        remaining -= n as u64;
+        None if inline => receive_inline(relay, peer, length, now, body, validator).await,
+        None => Err(Refusal::from(crate::error::Error::internal(
+            "a large body without a blob to hold it",
+        ))),
     }
+}
+
+/// Why a body was not taken.
+enum Stop {
+    /// The bytes are not a valid envelope (the agent is signalled to the monitor).
+    Invalid(String),
+    Refused(Refusal),
+}
+
+fn upload_failed(e: std::io::Error) -> Refusal {
+    Refusal::new(ErrorCode::BadRequest, format!("the upload failed: {e}"))
+}
+
+fn ended_early() -> Refusal {
+    Refusal::new(
+        ErrorCode::BadRequest,
+        "the body ended before its declared length",
+    )
+}
+
+/// Reads what follows the declared length: nothing, then the end of the stream.
+async fn expect_end<B: AsyncRead + Unpin + Send>(body: &mut B) -> Result<(), Refusal> {
     let mut extra = [0u8; 1];
     if body.read(&mut extra).await.map_err(upload_failed)? != 0 {
         return Err(Refusal::new(
@@ -293,11 +272,147 @@ async fn receive_into<B: AsyncRead + Unpin + Send>(
             "the body is longer than its declared length",
         ));
     }
+    Ok(())
+}
+
+/// A small body, kept in memory and validated and hashed as it arrives.
+async fn receive_inline<B: AsyncRead + Unpin + Send>(
+    relay: &Relay,
+    peer: &Peer,
+    length: u64,
+    now: u64,
+    body: &mut B,
+    mut validator: EnvelopeValidator,
+) -> Result<(Option<Vec<u8>>, [u8; 32]), Refusal> {
+    let len = usize::try_from(length).unwrap_or(0);
+    let mut kept = vec![0u8; len];
+    let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut got = 0;
+    while got < len {
+        let n = body.read(&mut kept[got..]).await.map_err(upload_failed)?;
+        if n == 0 {
+            return Err(ended_early());
+        }
+        if let Err(e) = validator.update(&kept[got..got + n]) {
+            relay.signal(&peer.id, Signal::InvalidEnvelope, now).await;
+            return Err(Refusal::new(ErrorCode::InvalidEnvelope, e.to_string()));
+        }
+        hasher.update(&kept[got..got + n]);
+        got += n;
+    }
+    expect_end(body).await?;
     if let Err(e) = validator.finish() {
         relay.signal(&peer.id, Signal::InvalidEnvelope, now).await;
         return Err(Refusal::new(ErrorCode::InvalidEnvelope, e.to_string()));
     }
     let mut digest = [0u8; 32];
     digest.copy_from_slice(hasher.finish().as_ref());
-    Ok((inline.then_some(kept), digest))
+    Ok((Some(kept), digest))
+}
+
+/// Chunks read ahead of the blob thread, at most (memory per upload: these, the chunk being
+/// read, the one being taken and the piece being filled, each at most [`CHUNK`]).
+const AHEAD: usize = 2;
+
+/// A large body: this task reads the network while a blocking thread validates, hashes and
+/// writes what it read, so receiving and storing overlap. The writer always comes back, for
+/// the caller to commit or discard. A failure of the thread (invalid bytes, a failed write)
+/// concerns earlier bytes than one seen here after it, so it is the one reported.
+async fn receive_blob<B: AsyncRead + Unpin + Send>(
+    length: u64,
+    body: &mut B,
+    blob: Box<dyn BlobWriter>,
+    validator: EnvelopeValidator,
+) -> (Option<Box<dyn BlobWriter>>, Result<[u8; 32], Stop>) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(AHEAD);
+    let (spare_tx, mut spare_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let worker = tokio::task::spawn_blocking(move || take_blob(rx, spare_tx, blob, validator));
+    let reader = &mut *body;
+    // Owns the sender: when it ends, the thread sees the end of the chunks.
+    let read = async move {
+        let mut remaining = length;
+        while remaining > 0 {
+            let mut buf = spare_rx.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
+            buf.resize(CHUNK, 0);
+            let want = usize::try_from(remaining.min(CHUNK as u64)).unwrap_or(CHUNK);
+            let n = reader.read(&mut buf[..want]).await.map_err(upload_failed)?;
+            if n == 0 {
+                return Err(ended_early());
+            }
+            buf.truncate(n);
+            remaining -= n as u64;
+            if tx.send(buf).await.is_err() {
+                // The thread stopped on a failure: it is reported below.
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    let read = read.await;
+    let Ok((blob, taken)) = worker.await else {
+        return (
+            None,
+            Err(Stop::Refused(Refusal::from(crate::error::Error::internal(
+                "the blob thread failed",
+            )))),
+        );
+    };
+    let outcome = match (taken, read) {
+        (Err(stop), _) => Err(stop),
+        (Ok(_), Err(r)) => Err(Stop::Refused(r)),
+        (Ok(_), Ok(false)) => Err(Stop::Refused(Refusal::from(crate::error::Error::internal(
+            "the blob thread stopped early",
+        )))),
+        (Ok((validator, digest)), Ok(true)) => match expect_end(body).await {
+            Err(r) => Err(Stop::Refused(r)),
+            Ok(()) => validator
+                .finish()
+                .map(|_| digest)
+                .map_err(|e| Stop::Invalid(e.to_string())),
+        },
+    };
+    (Some(blob), outcome)
+}
+
+/// What the blob thread took: the validator (to finish once the end of the stream is seen)
+/// and the digest, or why it stopped.
+type Taken = Result<(EnvelopeValidator, [u8; 32]), Stop>;
+
+/// The blob thread: validates and hashes each chunk and writes whole pieces; the last, short
+/// piece once the reader is done. Used chunk buffers go back through `spare`.
+fn take_blob(
+    mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    spare: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+    mut blob: Box<dyn BlobWriter>,
+    mut validator: EnvelopeValidator,
+) -> (Box<dyn BlobWriter>, Taken) {
+    let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut piece: Vec<u8> = Vec::with_capacity(PIECE);
+    while let Some(chunk) = rx.blocking_recv() {
+        if let Err(e) = validator.update(&chunk) {
+            return (blob, Err(Stop::Invalid(e.to_string())));
+        }
+        hasher.update(&chunk);
+        let mut rest = chunk.as_slice();
+        while !rest.is_empty() {
+            let take = rest.len().min(PIECE - piece.len());
+            piece.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if piece.len() == PIECE {
+                if let Err(e) = blob.write(&piece) {
+                    return (blob, Err(Stop::Refused(e.into())));
+                }
+                piece.clear();
+            }
+        }
+        let _ = spare.send(chunk);
+    }
+    if !piece.is_empty() {
+        if let Err(e) = blob.write(&piece) {
+            return (blob, Err(Stop::Refused(e.into())));
+        }
+    }
+    let mut digest = [0u8; 32];
+    digest.copy_from_slice(hasher.finish().as_ref());
+    (blob, Ok((validator, digest)))
 }
