@@ -182,6 +182,11 @@ fn idle_connections_rss(
 }
 
 fn main() {
+    if std::env::var_os("SEALRELAY_BENCH_DECISION_ONLY").is_some() {
+        let (p50, p99) = decision_latency();
+        eprintln!("policy decision p50 {p50:.1} µs p99 {p99:.1} µs");
+        return;
+    }
     let (root, bin, tmp, ids) = bench_world();
     let base = tmp.path();
     let (users, agents) = ids.split_at(32);

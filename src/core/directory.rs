@@ -179,7 +179,7 @@ impl EnrollmentRequest {
 }
 
 /// What policy knows about a party: clearance and roles for users, scopes for agents.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Attributes {
     pub clearance: u8,
     pub roles: Vec<String>,

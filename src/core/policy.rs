@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::{Mutex, OnceLock};
 
 use cedar_policy::{
     Authorizer as CedarAuthorizer, Context as CedarContext, Decision as CedarDecision, Entities,
@@ -219,11 +220,41 @@ pub struct CedarPolicy {
     catalog: Catalog,
     authorizer: CedarAuthorizer,
     hash: String,
+    /// Principal entities already built, by what they are built from: a party's entity is
+    /// the same for every request until its attributes or quarantine change (which changes
+    /// the key). Bounded: emptied when full.
+    principals: Mutex<HashMap<PrincipalKey, (EntityUid, Entity)>>,
 }
 
+/// What a principal entity is built from.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct PrincipalKey {
+    id: SpiffeId,
+    attributes: Option<Attributes>,
+    quarantined: bool,
+}
+
+/// Principal entities kept at most.
+const MAX_CACHED_PRINCIPALS: usize = 8192;
+
+/// The schema's entity types, parsed once (parsing a type name runs Cedar's parser).
+const ENTITY_TYPES: [&str; 8] = [
+    "User", "Agent", "Admin", "Relay", "Resource", "Grant", "Envelope", "Action",
+];
+
 fn uid(ty: &str, id: &str) -> Result<EntityUid> {
-    let t = EntityTypeName::from_str(ty)
-        .map_err(|e| Error::internal(format!("bad entity type {ty}: {e}")))?;
+    static PARSED: OnceLock<HashMap<&'static str, EntityTypeName>> = OnceLock::new();
+    let parsed = PARSED.get_or_init(|| {
+        ENTITY_TYPES
+            .iter()
+            .filter_map(|t| EntityTypeName::from_str(t).ok().map(|n| (*t, n)))
+            .collect()
+    });
+    let t = match parsed.get(ty) {
+        Some(t) => t.clone(),
+        None => EntityTypeName::from_str(ty)
+            .map_err(|e| Error::internal(format!("bad entity type {ty}: {e}")))?,
+    };
     Ok(EntityUid::from_type_name_and_id(t, EntityId::new(id)))
 }
 
@@ -287,6 +318,7 @@ impl CedarPolicy {
             catalog,
             authorizer: CedarAuthorizer::new(),
             hash: hex(sha256(&h)),
+            principals: Mutex::new(HashMap::new()),
         })
     }
 
@@ -299,7 +331,32 @@ impl CedarPolicy {
         &self.catalog
     }
 
+    /// The principal's entity, built once per party and attributes.
     fn principal_entity(&self, p: &Principal) -> Result<(EntityUid, Entity)> {
+        let key = PrincipalKey {
+            id: p.id.clone(),
+            attributes: p.attributes.clone(),
+            quarantined: p.quarantined,
+        };
+        if let Some(hit) = self
+            .principals
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).cloned())
+        {
+            return Ok(hit);
+        }
+        let built = self.build_principal_entity(p)?;
+        if let Ok(mut m) = self.principals.lock() {
+            if m.len() >= MAX_CACHED_PRINCIPALS {
+                m.clear();
+            }
+            m.insert(key, built.clone());
+        }
+        Ok(built)
+    }
+
+    fn build_principal_entity(&self, p: &Principal) -> Result<(EntityUid, Entity)> {
         let id = p.id.to_string();
         let attrs = p.attributes.clone().unwrap_or_default();
         match p.id.kind() {
@@ -567,6 +624,56 @@ mod tests {
         .is_err());
         assert!(CedarPolicy::new("this is not cedar", DEFAULT_CATALOG).is_err());
         assert!(CedarPolicy::new(DEFAULT_POLICY, "[[resource]]\npattern = 1\n").is_err());
+    }
+
+    /// Principal entities are cached: a party whose clearance or quarantine changes is judged
+    /// on what it is now, not on the entity built for it before.
+    #[test]
+    fn a_changed_party_is_judged_anew() {
+        let policy = CedarPolicy::default_policy().unwrap();
+        let alice = SpiffeId::new("t.local", PartyKind::User, "alice").unwrap();
+        let bot = SpiffeId::new("t.local", PartyKind::Agent, "bot").unwrap();
+        let user = |clearance| Principal {
+            id: alice.clone(),
+            attributes: Some(Attributes {
+                clearance,
+                ..Attributes::default()
+            }),
+            quarantined: false,
+        };
+        let ctx = Context {
+            target: Target::Resource {
+                name: "customers/1".into(),
+            },
+            agent_attributes: Some(Attributes {
+                scopes: vec!["customers/*".into()],
+                ..Attributes::default()
+            }),
+            user: Some(alice.clone()),
+            agent: Some(bot.clone()),
+            ..Context::default()
+        };
+        let allowed = |p: &Principal, a: Action| policy.authorize(p, a, &ctx).is_allow();
+        assert!(allowed(&user(1), Action::Grant));
+        assert!(!allowed(&user(0), Action::Grant));
+        assert!(allowed(&user(1), Action::Grant));
+        let agent = |quarantined| Principal {
+            id: bot.clone(),
+            attributes: ctx.agent_attributes.clone(),
+            quarantined,
+        };
+        let relay = Context {
+            target: Target::Relay,
+            ..ctx.clone()
+        };
+        let lists = |quarantined| {
+            policy
+                .authorize(&agent(quarantined), Action::ListGrants, &relay)
+                .is_allow()
+        };
+        assert!(lists(false));
+        assert!(!lists(true));
+        assert!(lists(false));
     }
 
     #[test]
