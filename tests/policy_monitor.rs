@@ -841,3 +841,53 @@ async fn an_approval_that_comes_after_expiry_leaves_the_grant_closed() {
         .is_none());
     w.relay.shutdown().await;
 }
+
+/// Principal entities are cached: a party whose clearance or quarantine changes is judged
+/// on what it is now, not on the entity built for it before.
+#[test]
+fn a_changed_party_is_judged_anew() {
+    let policy = CedarPolicy::default_policy().unwrap();
+    let alice = SpiffeId::new("t.local", PartyKind::User, "alice").unwrap();
+    let bot = SpiffeId::new("t.local", PartyKind::Agent, "bot").unwrap();
+    let user = |clearance| Principal {
+        id: alice.clone(),
+        attributes: Some(Attributes {
+            clearance,
+            ..Attributes::default()
+        }),
+        quarantined: false,
+    };
+    let ctx = Context {
+        target: Target::Resource {
+            name: "customers/1".into(),
+        },
+        agent_attributes: Some(Attributes {
+            scopes: vec!["customers/*".into()],
+            ..Attributes::default()
+        }),
+        user: Some(alice.clone()),
+        agent: Some(bot.clone()),
+        ..Context::default()
+    };
+    let allowed = |p: &Principal, a: Action| policy.authorize(p, a, &ctx).is_allow();
+    assert!(allowed(&user(1), Action::Grant));
+    assert!(!allowed(&user(0), Action::Grant));
+    assert!(allowed(&user(1), Action::Grant));
+    let agent = |quarantined| Principal {
+        id: bot.clone(),
+        attributes: ctx.agent_attributes.clone(),
+        quarantined,
+    };
+    let relay = Context {
+        target: Target::Relay,
+        ..ctx.clone()
+    };
+    let lists = |quarantined| {
+        policy
+            .authorize(&agent(quarantined), Action::ListGrants, &relay)
+            .is_allow()
+    };
+    assert!(lists(false));
+    assert!(!lists(true));
+    assert!(lists(false));
+}

@@ -66,9 +66,42 @@ pub struct OpenArgs {
     input: String,
 }
 
-fn open_input(input: &str) -> Result<(Box<dyn Read>, Option<u64>)> {
+/// What a command reads: a regular file (sealed or opened by worker threads reading it at
+/// offsets), or a stream (stdin, a FIFO, a device, or a file shown with a progress bar).
+enum Input {
+    File(std::fs::File),
+    Reader(Box<dyn Read>),
+}
+
+impl Input {
+    fn seal(
+        &mut self,
+        recipient: &dyn age::Recipient,
+        out: &mut dyn Write,
+    ) -> std::result::Result<envelope::Sealed, envelope::EnvelopeError> {
+        match self {
+            Input::File(f) => envelope::seal_file(recipient, f, out, default_threads()),
+            Input::Reader(r) => envelope::seal(recipient, r, out, default_threads()),
+        }
+    }
+
+    fn open(
+        &mut self,
+        identities: &[&dyn age::Identity],
+        out: &mut dyn Write,
+    ) -> std::result::Result<u64, envelope::EnvelopeError> {
+        match self {
+            Input::File(f) => envelope::open_file(identities, f, out, default_threads()),
+            Input::Reader(r) => envelope::open(identities, r, out, default_threads()),
+        }
+    }
+}
+
+/// Opens `input` ("-" is stdin), with a progress bar when stderr is a terminal and the input
+/// is large.
+fn open_input(input: &str, what: &str) -> Result<Input> {
     if input == "-" {
-        return Ok((Box::new(std::io::stdin().lock()), None));
+        return Ok(Input::Reader(Box::new(std::io::stdin().lock())));
     }
     let path = Path::new(input);
     let f = std::fs::File::open(path).map_err(|e| match e.kind() {
@@ -77,14 +110,10 @@ fn open_input(input: &str) -> Result<(Box<dyn Read>, Option<u64>)> {
         }
         _ => Error::io(format!("cannot read {input}: {e}")),
     })?;
-    let len = f.metadata().ok().map(|m| m.len());
-    Ok((Box::new(f), len))
-}
-
-/// Wraps a reader with a progress bar when stderr is a terminal and the input is large.
-fn with_progress(r: Box<dyn Read>, len: Option<u64>, what: &str) -> Box<dyn Read> {
-    match len {
-        Some(len) if len >= PROGRESS_MIN && std::io::stderr().is_terminal() => {
+    let meta = f.metadata().ok();
+    let regular = meta.as_ref().is_some_and(|m| m.is_file());
+    match meta.map(|m| m.len()) {
+        Some(len) if regular && len >= PROGRESS_MIN && std::io::stderr().is_terminal() => {
             let bar = indicatif::ProgressBar::new(len);
             bar.set_style(
                 indicatif::ProgressStyle::with_template(
@@ -93,9 +122,10 @@ fn with_progress(r: Box<dyn Read>, len: Option<u64>, what: &str) -> Box<dyn Read
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             bar.set_message(what.to_owned());
-            Box::new(bar.wrap_read(r))
+            Ok(Input::Reader(Box::new(bar.wrap_read(f))))
         }
-        _ => r,
+        _ if regular => Ok(Input::File(f)),
+        _ => Ok(Input::Reader(Box::new(f))),
     }
 }
 
@@ -159,8 +189,7 @@ pub fn seal(args: SealArgs) -> Result<()> {
         (None, None) => return Err(Error::bad_input("give --to age1… or --to-entry FILE")),
     };
     let grant_id = parse_grant(args.grant.as_deref())?;
-    let (input, len) = open_input(&args.input)?;
-    let mut input = with_progress(input, len, "sealing");
+    let mut input = open_input(&args.input, "sealing")?;
     match &args.out {
         None => {
             let stdout = std::io::stdout();
@@ -170,21 +199,14 @@ pub fn seal(args: SealArgs) -> Result<()> {
                 ));
             }
             let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-            envelope::seal(
-                recipient.as_recipient(),
-                &mut input,
-                &mut out,
-                default_threads(),
-            )?;
+            input.seal(recipient.as_recipient(), &mut out)?;
             out.flush()
                 .map_err(|e| Error::io(format!("cannot write stdout: {e}")))?;
         }
         Some(path) => {
             let file = Output::create(path, PUBLIC_MODE)?;
             let mut buffered = std::io::BufWriter::with_capacity(1 << 20, file);
-            let mut seal_into = |out: &mut dyn Write| {
-                envelope::seal(recipient.as_recipient(), &mut input, out, default_threads())
-            };
+            let mut seal_into = |out: &mut dyn Write| input.seal(recipient.as_recipient(), out);
             // The ciphertext's SHA-256 is needed only for a signed statement: without
             // --sign-with, hashing every byte would be CPU spent for nothing.
             let (digest, written) = if signer.is_some() {
@@ -241,13 +263,12 @@ pub fn open(args: OpenArgs) -> Result<()> {
         }
     };
     let refs: Vec<&dyn age::Identity> = identities.iter().map(AgeIdentity::as_identity).collect();
-    let (input, len) = open_input(&args.input)?;
-    let mut input = with_progress(input, len, "opening");
+    let mut input = open_input(&args.input, "opening")?;
     match &args.out {
         None => {
             // Released in order, each chunk only after it authenticates.
             let mut out = std::io::stdout().lock();
-            let result = envelope::open(&refs, &mut input, &mut out, default_threads());
+            let result = input.open(&refs, &mut out);
             out.flush()
                 .map_err(|e| Error::io(format!("cannot write stdout: {e}")))?;
             result?;
@@ -255,7 +276,7 @@ pub fn open(args: OpenArgs) -> Result<()> {
         Some(path) => {
             let file = Output::create(path, 0o600)?;
             let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-            envelope::open(&refs, &mut input, &mut out, default_threads())?;
+            input.open(&refs, &mut out)?;
             let file = out.into_inner().map_err(|e| {
                 Error::io(format!("cannot write {}: {}", path.display(), e.error()))
             })?;

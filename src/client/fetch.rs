@@ -14,7 +14,6 @@ use crate::core::sign::{Signed, StatementType};
 use crate::core::wire::{Reply, Request, WireSigned};
 use crate::error::{Error, Result};
 use crate::ids::EnvelopeId;
-use crate::net::frame::CHUNK;
 
 use super::connection::read_body;
 use super::header::{describe, EnvelopeHeader};
@@ -107,8 +106,8 @@ impl UserClient<'_> {
                     .age_identity
                     .as_ref()
                     .ok_or_else(|| Error::bad_input("this identity holds no age key"))?;
-                let mut reader = std::io::BufReader::with_capacity(CHUNK, scratch);
-                match envelope::open(&[age_id.as_identity()], &mut reader, out, default_threads()) {
+                match envelope::open_file(&[age_id.as_identity()], &scratch, out, default_threads())
+                {
                     Ok(n) => (DeliveryStatus::Delivered, n, None),
                     Err(
                         e @ (envelope::EnvelopeError::Io(_) | envelope::EnvelopeError::Internal(_)),

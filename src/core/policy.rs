@@ -16,7 +16,6 @@ use cedar_policy::{
     Entity, EntityId, EntityTypeName, EntityUid, PolicySet, Request, RestrictedExpression, Schema,
     ValidationMode, Validator,
 };
-use serde::Deserialize;
 
 use crate::core::directory::{sha256, Attributes};
 use crate::error::{Error, Result};
@@ -168,51 +167,7 @@ pub fn scope_matches(scope: &str, resource: &str) -> bool {
     super::resource::matches(scope, resource)
 }
 
-/// One catalog line.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct CatalogEntry {
-    pub pattern: String,
-    pub classification: u8,
-    #[serde(default)]
-    pub approval: bool,
-}
-
-/// Resource patterns → classification and approval.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct Catalog {
-    #[serde(default)]
-    pub resource: Vec<CatalogEntry>,
-}
-
-impl Catalog {
-    pub fn parse(text: &str) -> Result<Self> {
-        let c: Catalog = toml::from_str(text)
-            .map_err(|e| Error::bad_input(format!("resource catalog: {}", e.message())))?;
-        if let Some(bad) = c
-            .resource
-            .iter()
-            .find(|e| e.classification > crate::core::directory::MAX_CLEARANCE)
-        {
-            return Err(Error::bad_input(format!(
-                "resource catalog: {} has a classification above 9",
-                bad.pattern
-            )));
-        }
-        for e in &c.resource {
-            super::resource::validate_pattern(&e.pattern)
-                .map_err(|err| err.context("resource catalog"))?;
-        }
-        Ok(c)
-    }
-    /// The first entry whose pattern matches.
-    pub fn lookup(&self, resource: &str) -> Option<&CatalogEntry> {
-        self.resource
-            .iter()
-            .find(|e| scope_matches(&e.pattern, resource))
-    }
-}
+pub use super::resource::{Catalog, CatalogEntry};
 
 /// A Cedar policy set, its schema and the resource catalog.
 pub struct CedarPolicy {
@@ -624,56 +579,6 @@ mod tests {
         .is_err());
         assert!(CedarPolicy::new("this is not cedar", DEFAULT_CATALOG).is_err());
         assert!(CedarPolicy::new(DEFAULT_POLICY, "[[resource]]\npattern = 1\n").is_err());
-    }
-
-    /// Principal entities are cached: a party whose clearance or quarantine changes is judged
-    /// on what it is now, not on the entity built for it before.
-    #[test]
-    fn a_changed_party_is_judged_anew() {
-        let policy = CedarPolicy::default_policy().unwrap();
-        let alice = SpiffeId::new("t.local", PartyKind::User, "alice").unwrap();
-        let bot = SpiffeId::new("t.local", PartyKind::Agent, "bot").unwrap();
-        let user = |clearance| Principal {
-            id: alice.clone(),
-            attributes: Some(Attributes {
-                clearance,
-                ..Attributes::default()
-            }),
-            quarantined: false,
-        };
-        let ctx = Context {
-            target: Target::Resource {
-                name: "customers/1".into(),
-            },
-            agent_attributes: Some(Attributes {
-                scopes: vec!["customers/*".into()],
-                ..Attributes::default()
-            }),
-            user: Some(alice.clone()),
-            agent: Some(bot.clone()),
-            ..Context::default()
-        };
-        let allowed = |p: &Principal, a: Action| policy.authorize(p, a, &ctx).is_allow();
-        assert!(allowed(&user(1), Action::Grant));
-        assert!(!allowed(&user(0), Action::Grant));
-        assert!(allowed(&user(1), Action::Grant));
-        let agent = |quarantined| Principal {
-            id: bot.clone(),
-            attributes: ctx.agent_attributes.clone(),
-            quarantined,
-        };
-        let relay = Context {
-            target: Target::Relay,
-            ..ctx.clone()
-        };
-        let lists = |quarantined| {
-            policy
-                .authorize(&agent(quarantined), Action::ListGrants, &relay)
-                .is_allow()
-        };
-        assert!(lists(false));
-        assert!(!lists(true));
-        assert!(lists(false));
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! character. A pattern is a resource name, or a resource name followed by `/*` (everything
 //! below it), or `*` alone (everything).
 
+use serde::Deserialize;
+
 use crate::error::{Error, Result};
 use crate::ids::truncate_for_message;
 
@@ -76,6 +78,49 @@ pub fn matches(pattern: &str, resource: &str) -> bool {
             .strip_prefix(prefix)
             .is_some_and(|rest| rest.starts_with('/')),
         None => pattern == resource,
+    }
+}
+
+/// One catalog line.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogEntry {
+    pub pattern: String,
+    pub classification: u8,
+    #[serde(default)]
+    pub approval: bool,
+}
+
+/// Resource patterns → classification and approval.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Catalog {
+    #[serde(default)]
+    pub resource: Vec<CatalogEntry>,
+}
+
+impl Catalog {
+    pub fn parse(text: &str) -> Result<Self> {
+        let c: Catalog = toml::from_str(text)
+            .map_err(|e| Error::bad_input(format!("resource catalog: {}", e.message())))?;
+        if let Some(bad) = c
+            .resource
+            .iter()
+            .find(|e| e.classification > crate::core::directory::MAX_CLEARANCE)
+        {
+            return Err(Error::bad_input(format!(
+                "resource catalog: {} has a classification above 9",
+                bad.pattern
+            )));
+        }
+        for e in &c.resource {
+            validate_pattern(&e.pattern).map_err(|err| err.context("resource catalog"))?;
+        }
+        Ok(c)
+    }
+    /// The first entry whose pattern matches.
+    pub fn lookup(&self, resource: &str) -> Option<&CatalogEntry> {
+        self.resource.iter().find(|e| matches(&e.pattern, resource))
     }
 }
 

@@ -322,6 +322,16 @@ impl Write for Output {
     }
 }
 
+/// A regular file is read at offsets by the envelope pipeline's worker threads.
+impl crate::core::envelope::stream::ReadAt for File {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        std::os::unix::fs::FileExt::read_at(self, buf, offset)
+    }
+    fn size(&self) -> std::io::Result<u64> {
+        self.metadata().map(|m| m.len())
+    }
+}
+
 /// Writes `bytes` to `path` atomically with `mode`. With `overwrite` false an existing file is
 /// an error and stays untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, overwrite: bool) -> Result<()> {

@@ -12,12 +12,13 @@
 pub mod header;
 pub mod hybrid;
 pub mod keys;
+mod pipeline;
 pub mod stream;
 pub mod submission;
 pub mod validate;
 
 use std::fmt;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 
 use age::secrecy::ExposeSecret as _;
 use age_core::format::FileKey;
@@ -116,6 +117,36 @@ pub fn seal<R: Read + ?Sized, W: Write + ?Sized>(
     output: &mut W,
     threads: usize,
 ) -> Result<Sealed, EnvelopeError> {
+    seal_from(recipient, stream::Source::Reader(input), output, threads)
+}
+
+/// [`seal`] from a file (all of it), which the worker threads read at offsets; a file that
+/// changes size meanwhile is an error.
+pub fn seal_file<W: Write + ?Sized>(
+    recipient: &dyn age::Recipient,
+    input: &dyn stream::ReadAt,
+    output: &mut W,
+    threads: usize,
+) -> Result<Sealed, EnvelopeError> {
+    let end = input.size().map_err(EnvelopeError::Io)?;
+    seal_from::<std::io::Empty, W>(
+        recipient,
+        stream::Source::File {
+            file: input,
+            start: 0,
+            end,
+        },
+        output,
+        threads,
+    )
+}
+
+fn seal_from<R: Read + ?Sized, W: Write + ?Sized>(
+    recipient: &dyn age::Recipient,
+    input: stream::Source<'_, R>,
+    output: &mut W,
+    threads: usize,
+) -> Result<Sealed, EnvelopeError> {
     let rng = SystemRandom::new();
     let file_key = FileKey::try_init_with_mut(|k| rng.fill(k))
         .map_err(|_| EnvelopeError::Internal("no randomness for the file key"))?;
@@ -138,7 +169,7 @@ pub fn seal<R: Read + ?Sized, W: Write + ?Sized>(
     output.write_all(&nonce).map_err(EnvelopeError::Io)?;
     let payload_key =
         zeroize::Zeroizing::new(hkdf32(file_key.expose_secret(), &nonce, b"payload")?);
-    let plaintext_len = stream::seal(&payload_key, input, output, threads)?;
+    let plaintext_len = stream::seal_from(&payload_key, input, output, threads)?;
     let ciphertext_len = header.len() as u64 + 16 + stream::sealed_len(plaintext_len);
     Ok(Sealed {
         plaintext_len,
@@ -156,7 +187,56 @@ pub fn open<R: Read + ?Sized, W: Write + ?Sized>(
     threads: usize,
 ) -> Result<u64, EnvelopeError> {
     let mut reader = BufReader::with_capacity(64 * 1024, input);
-    let (header, _len) = Header::parse(&mut reader)?;
+    let (payload_key, _) = open_header(identities, &mut reader)?;
+    stream::open(&payload_key, &mut reader, output, threads)
+}
+
+/// [`open`] from a file (all of it): the header is read in order, then the worker threads
+/// read the payload at offsets. Plaintext is released in order, as [`open`] releases it; a
+/// file that changes size meanwhile is an error.
+pub fn open_file<W: Write + ?Sized>(
+    identities: &[&dyn age::Identity],
+    input: &dyn stream::ReadAt,
+    output: &mut W,
+    threads: usize,
+) -> Result<u64, EnvelopeError> {
+    let end = input.size().map_err(EnvelopeError::Io)?;
+    let mut reader = BufReader::with_capacity(4096, OffsetReader { src: input, pos: 0 });
+    let (payload_key, start) = open_header(identities, &mut reader)?;
+    let start = start as u64;
+    stream::open_from::<std::io::Empty, W>(
+        &payload_key,
+        stream::Source::File {
+            file: input,
+            start,
+            end: end.max(start),
+        },
+        output,
+        threads,
+    )
+}
+
+/// Reads a [`stream::ReadAt`] in order from an offset.
+struct OffsetReader<'a> {
+    src: &'a dyn stream::ReadAt,
+    pos: u64,
+}
+
+impl Read for OffsetReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.src.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads and checks the header and the payload nonce: the payload key, and the bytes the
+/// header and nonce take.
+fn open_header<R: BufRead>(
+    identities: &[&dyn age::Identity],
+    reader: &mut R,
+) -> Result<(zeroize::Zeroizing<[u8; 32]>, usize), EnvelopeError> {
+    let (header, len) = Header::parse(reader)?;
     if header.stanzas.is_empty() {
         return Err(EnvelopeError::Header(
             "the header has no recipient stanzas".into(),
@@ -213,7 +293,7 @@ pub fn open<R: Read + ?Sized, W: Write + ?Sized>(
     }
     let payload_key =
         zeroize::Zeroizing::new(hkdf32(file_key.expose_secret(), &nonce, b"payload")?);
-    stream::open(&payload_key, &mut reader, output, threads)
+    Ok((payload_key, len + 16))
 }
 
 /// A writer that passes bytes through and keeps their SHA-256 and count.

@@ -7,10 +7,12 @@
 //! plaintext strictly in order and only chunks that authenticated; nothing after the first
 //! failure is released.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 
+use super::pipeline::{pipeline, Opened, Part};
+pub use super::pipeline::{ReadAt, Source};
 use super::EnvelopeError;
 
 /// Plaintext bytes per chunk.
@@ -44,214 +46,20 @@ fn key(payload_key: &[u8; 32]) -> Result<LessSafeKey, EnvelopeError> {
         .map_err(|_| EnvelopeError::Internal("bad payload key length"))
 }
 
-/// Reads until `buf` is full or EOF; returns the bytes read.
-fn fill<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> Result<usize, EnvelopeError> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(EnvelopeError::Io(e)),
-        }
-    }
-    Ok(n)
-}
-
-/// A share of a batch: consecutive chunks handled by one worker thread.
-struct Part {
-    /// Sealing: plaintext in, ciphertext out, in place. Opening: ciphertext (kept intact).
-    buf: Vec<u8>,
-    /// Opening: where each chunk is copied and opened (ring zeroes a buffer that fails, and a
-    /// chunk that fails one way must still be tried the other).
-    plain: Vec<u8>,
-    /// Chunk slots this part holds at most.
-    chunks: usize,
-    open: bool,
-    /// Bytes in each chunk slot of this part.
-    lens: Vec<usize>,
-    /// Stream index of the part's first chunk.
-    first: u64,
-    /// Index within the part of the chunk that ends the input, if it is here.
-    at_end: Option<usize>,
-    /// Sealing: whether every chunk sealed. Opening: each chunk's outcome.
-    sealed_ok: bool,
-    opened: Vec<Opened>,
-}
-
-impl Part {
-    /// Buffers grow as chunks arrive (a small input never allocates a whole batch).
-    fn new(chunks: usize, open: bool) -> Self {
-        Part {
-            buf: Vec::new(),
-            plain: Vec::new(),
-            chunks,
-            open,
-            lens: Vec::with_capacity(chunks),
-            first: 0,
-            at_end: None,
-            sealed_ok: true,
-            opened: Vec::with_capacity(chunks),
-        }
-    }
-}
-
-/// Reads the next batch into `parts` (chunk slots of `slot_fill` bytes each, in order across
-/// the parts). Returns whether the input ended. A one-byte look-ahead past a full batch tells
-/// whether its last chunk is the final one; that byte is carried into the next batch.
-fn read_batch<R: Read + ?Sized>(
-    input: &mut R,
-    parts: &mut [Part],
-    slot_fill: usize,
-    carry: &mut Option<u8>,
-    next_index: &mut u64,
-) -> Result<bool, EnvelopeError> {
-    let mut eof = false;
-    for part in parts.iter_mut() {
-        part.lens.clear();
-        part.opened.clear();
-        part.at_end = None;
-        part.sealed_ok = true;
-        part.first = *next_index;
-        if eof {
-            continue;
-        }
-        for j in 0..part.chunks {
-            let need = (j + 1) * SLOT;
-            if part.buf.len() < need {
-                part.buf.resize(need, 0);
-                if part.open {
-                    part.plain.resize(need, 0);
-                }
-            }
-            let slot = &mut part.buf[j * SLOT..need];
-            let mut start = 0;
-            if let Some(b) = carry.take() {
-                slot[0] = b;
-                start = 1;
-            }
-            let n = start + fill(input, &mut slot[start..slot_fill])?;
-            part.lens.push(n);
-            *next_index += 1;
-            if n < slot_fill {
-                eof = true;
-                break;
-            }
-        }
-    }
-    if !eof {
-        let mut one = [0u8; 1];
-        if fill(input, &mut one)? == 0 {
-            eof = true;
-        } else {
-            *carry = Some(one[0]);
-        }
-    }
-    if eof {
-        // Mark the chunk that ends the input: the last non-empty slot read. An empty slot read
-        // at a chunk boundary is not a chunk, unless it is the only one (an empty stream).
-        if let Some(pi) = parts.iter().rposition(|p| !p.lens.is_empty()) {
-            let is_first_chunk = parts[pi].first == 0 && parts[pi].lens.len() == 1;
-            if parts[pi].lens.last() == Some(&0) && !is_first_chunk {
-                parts[pi].lens.pop();
-                *next_index -= 1;
-            }
-            if let Some(pj) = parts.iter().rposition(|p| !p.lens.is_empty()) {
-                parts[pj].at_end = Some(parts[pj].lens.len() - 1);
-            }
-        }
-    }
-    Ok(eof)
-}
-
-/// Worker threads, one per part, fed over channels. Parts go out and come back in FIFO order
-/// per worker, so the batch being written overlaps with the next one being processed and the
-/// one after being read.
-fn pipeline<R, W, F, G>(
-    input: &mut R,
-    output: &mut W,
-    threads: usize,
-    open: bool,
-    work: F,
-    mut write_part: G,
-) -> Result<(), EnvelopeError>
-where
-    R: Read + ?Sized,
-    W: Write + ?Sized,
-    F: Fn(&mut Part) + Sync,
-    G: FnMut(&mut W, &Part) -> Result<(), EnvelopeError>,
-{
-    let threads = threads.clamp(1, BATCH_CHUNKS);
-    let per = BATCH_CHUNKS.div_ceil(threads);
-    let slot_fill = if open { SLOT } else { CHUNK };
-    std::thread::scope(|scope| {
-        let work = &work;
-        let mut to_workers = Vec::with_capacity(threads);
-        let mut from_workers = Vec::with_capacity(threads);
-        for _ in 0..threads {
-            let (job_tx, job_rx) = std::sync::mpsc::channel::<Part>();
-            let (done_tx, done_rx) = std::sync::mpsc::channel::<Part>();
-            scope.spawn(move || {
-                while let Ok(mut part) = job_rx.recv() {
-                    work(&mut part);
-                    if done_tx.send(part).is_err() {
-                        break;
-                    }
-                }
-            });
-            to_workers.push(job_tx);
-            from_workers.push(done_rx);
-        }
-        // Two batches of parts rotate: one being processed while the other is read/written.
-        let mut spare: Vec<Vec<Part>> = (0..2)
-            .map(|_| (0..threads).map(|_| Part::new(per, open)).collect())
-            .collect();
-        let mut carry = None;
-        let mut next_index = 0u64;
-        let mut in_flight = false;
-        let mut eof = false;
-        loop {
-            let mut dispatched = false;
-            if !eof {
-                let mut batch = spare
-                    .pop()
-                    .ok_or(EnvelopeError::Internal("pipeline lost a batch"))?;
-                eof = read_batch(input, &mut batch, slot_fill, &mut carry, &mut next_index)?;
-                for (tx, part) in to_workers.iter().zip(batch) {
-                    tx.send(part)
-                        .map_err(|_| EnvelopeError::Internal("a worker stopped"))?;
-                }
-                dispatched = true;
-            }
-            if in_flight {
-                // Collect and write the older batch (each worker answers in order).
-                let mut done = Vec::with_capacity(threads);
-                for rx in &from_workers {
-                    done.push(
-                        rx.recv()
-                            .map_err(|_| EnvelopeError::Internal("a worker stopped"))?,
-                    );
-                }
-                for part in &done {
-                    write_part(output, part)?;
-                }
-                spare.push(done);
-            }
-            in_flight = dispatched;
-            if !dispatched {
-                return Ok(());
-            }
-            if eof && !in_flight {
-                return Ok(());
-            }
-        }
-    })
-}
-
 /// Seals everything from `input` to `output` as a STREAM. Returns plaintext bytes sealed.
 pub fn seal<R: Read + ?Sized, W: Write + ?Sized>(
     payload_key: &[u8; 32],
     input: &mut R,
+    output: &mut W,
+    threads: usize,
+) -> Result<u64, EnvelopeError> {
+    seal_from(payload_key, Source::Reader(input), output, threads)
+}
+
+/// [`seal`] from a [`Source`]: a reader, or a file the workers read at offsets.
+pub fn seal_from<R: Read + ?Sized, W: Write + ?Sized>(
+    payload_key: &[u8; 32],
+    input: Source<'_, R>,
     output: &mut W,
     threads: usize,
 ) -> Result<u64, EnvelopeError> {
@@ -296,20 +104,6 @@ pub fn seal<R: Read + ?Sized, W: Write + ?Sized>(
     Ok(total)
 }
 
-/// How a chunk that authenticated relates to where the stream ends.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-enum Opened {
-    /// Did not authenticate (or is malformed): nothing of it is released.
-    #[default]
-    Failed,
-    /// Authenticated where it stands (non-final before more data, final at the end).
-    Ok(usize),
-    /// Authenticated as a final chunk but more data follows (trailing data, two final chunks).
-    FinalBeforeMore(usize),
-    /// Authenticated as a non-final chunk but the input ends after it (no final chunk).
-    NonFinalAtEnd(usize),
-}
-
 fn open_chunk(
     key: &LessSafeKey,
     c: &[u8],
@@ -350,6 +144,17 @@ fn open_chunk(
 pub fn open<R: Read + ?Sized, W: Write + ?Sized>(
     payload_key: &[u8; 32],
     input: &mut R,
+    output: &mut W,
+    threads: usize,
+) -> Result<u64, EnvelopeError> {
+    open_from(payload_key, Source::Reader(input), output, threads)
+}
+
+/// [`open`] from a [`Source`]: a reader, or a file the workers read at offsets. Plaintext is
+/// released in order either way.
+pub fn open_from<R: Read + ?Sized, W: Write + ?Sized>(
+    payload_key: &[u8; 32],
+    input: Source<'_, R>,
     output: &mut W,
     threads: usize,
 ) -> Result<u64, EnvelopeError> {
@@ -570,6 +375,117 @@ mod tests {
         assert!(
             out == pt,
             "the final chunk authenticates; the appended bytes are refused"
+        );
+    }
+
+    /// Bytes in memory, read at offsets as a file would be.
+    struct Mem(Vec<u8>);
+
+    impl ReadAt for Mem {
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+            let from = usize::try_from(offset).unwrap().min(self.0.len());
+            let n = buf.len().min(self.0.len() - from);
+            buf[..n].copy_from_slice(&self.0[from..from + n]);
+            Ok(n)
+        }
+        fn size(&self) -> std::io::Result<u64> {
+            Ok(self.0.len() as u64)
+        }
+    }
+
+    /// A "file" holding `prefix` then `bytes`, and the offsets of `bytes` in it.
+    fn file_with(prefix: &[u8], bytes: &[u8]) -> (Mem, u64, u64) {
+        let mut all = prefix.to_vec();
+        all.extend_from_slice(bytes);
+        (
+            Mem(all),
+            prefix.len() as u64,
+            (prefix.len() + bytes.len()) as u64,
+        )
+    }
+
+    fn at(file: &Mem, start: u64, end: u64) -> Source<'_, std::io::Empty> {
+        Source::File { file, start, end }
+    }
+
+    /// Read at offsets by the workers, a file gives the same ciphertext and plaintext as the
+    /// same bytes read in order, at every chunk and batch edge.
+    #[test]
+    fn a_file_read_at_offsets_matches_a_reader() {
+        let k = [7u8; 32];
+        for len in [
+            0,
+            1,
+            CHUNK - 1,
+            CHUNK,
+            CHUNK + 1,
+            BATCH_CHUNKS * CHUNK,
+            BATCH_CHUNKS * CHUNK + 1,
+            (BATCH_CHUNKS + 1) * CHUNK,
+            2 * BATCH_CHUNKS * SLOT + 3,
+        ] {
+            let pt: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
+            let mut expected = Vec::new();
+            seal(&k, &mut pt.as_slice(), &mut expected, 2).unwrap();
+            for threads in [1, 3] {
+                let (f, start, end) = file_with(b"prefix", &pt);
+                let mut ct = Vec::new();
+                assert_eq!(
+                    seal_from(&k, at(&f, start, end), &mut ct, threads).unwrap(),
+                    len as u64
+                );
+                assert!(ct == expected, "seal, len {len}");
+                let (f, start, end) = file_with(b"xy", &ct);
+                let mut back = Vec::new();
+                open_from(&k, at(&f, start, end), &mut back, threads).unwrap();
+                assert!(back == pt, "open, len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_damaged_file_read_at_offsets_releases_what_a_reader_would() {
+        let pt: Vec<u8> = (0..3 * CHUNK).map(|i| (i % 256) as u8).collect();
+        let k = [1u8; 32];
+        let mut ct = Vec::new();
+        seal(&k, &mut pt.as_slice(), &mut ct, 2).unwrap();
+        let mut swapped = ct.clone();
+        swapped[..SLOT].copy_from_slice(&ct[SLOT..2 * SLOT]);
+        swapped[SLOT..2 * SLOT].copy_from_slice(&ct[..SLOT]);
+        let mut extended = ct.clone();
+        extended.extend_from_slice(b"more");
+        for bad in [
+            ct[..2 * SLOT].to_vec(),
+            ct[..2 * SLOT - 5].to_vec(),
+            swapped,
+            extended,
+        ] {
+            let mut by_reader = Vec::new();
+            let e1 = open(&k, &mut bad.as_slice(), &mut by_reader, 2).unwrap_err();
+            let (f, start, end) = file_with(b"", &bad);
+            let mut by_file = Vec::new();
+            let e2 = open_from(&k, at(&f, start, end), &mut by_file, 2).unwrap_err();
+            assert!(by_reader == by_file);
+            assert_eq!(e1.to_string(), e2.to_string());
+        }
+    }
+
+    /// A file whose size is not what it was when reading began is refused.
+    #[test]
+    fn a_file_that_changed_size_is_refused() {
+        let pt = vec![3u8; 2 * CHUNK];
+        let k = [2u8; 32];
+        let (f, start, end) = file_with(b"", &pt);
+        let mut ct = Vec::new();
+        let err = seal_from(&k, at(&f, start, end - 10), &mut ct, 2).unwrap_err();
+        assert!(
+            err.to_string().contains("changed while it was read"),
+            "{err}"
+        );
+        let err = seal_from(&k, at(&f, start, end + 10), &mut ct, 2).unwrap_err();
+        assert!(
+            err.to_string().contains("changed while it was read"),
+            "{err}"
         );
     }
 
