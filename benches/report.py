@@ -133,10 +133,11 @@ def envelope(results, raw, mb, runs):
     out.append("(in memory: no file, no age framing, no process start) is out of reach for a CLI that reads and")
     out.append("writes files: raw ring runs about 2.5 GB/s per core here, faster than the 1.3–1.6 GB/s the")
     out.append("targets were set from, so the fixed costs (the kernel copy in read(2), start-up) weigh more.")
-    out.append(f"sealrelay reaches {100 * s / seal_ceiling:.0f}% / {100 * o / open_ceiling:.0f}% of its own ceiling: the main thread reads and")
-    out.append("writes while the workers seal or open, but the overlap is partial. Next step: `pread` on the")
-    out.append("worker threads, so the kernel copy is spread over both cores (mapping the file would avoid the")
-    out.append("copy but needs `unsafe`, which this crate forbids). The memory targets are met with wide margins.")
+    out.append(f"sealrelay reaches {100 * s / seal_ceiling:.0f}% / {100 * o / open_ceiling:.0f}% of its own ceiling: the worker threads read")
+    out.append("their own chunks at offsets (pread) and seal or open them, while the main thread writes in")
+    out.append("order. What is left serial is that write(2) copy (with `-o`, tmpfs's page allocation too).")
+    out.append("Next step for `-o`: positional writes from the workers into the temporary file (committed")
+    out.append("only if every chunk authenticates). The memory targets are met with wide margins.")
     replace_section("ENVELOPE", "\n".join(out))
 
 
