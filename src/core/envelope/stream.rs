@@ -3,7 +3,8 @@
 //!
 //! Chunks depend only on the key, their index and the flag, so they are sealed and opened in
 //! parallel: worker threads take shares of each 4 MiB batch while the calling thread reads the
-//! next batch and writes the previous one; memory stays bounded by two batches. Opening releases
+//! next batch (or, for a file, the workers read their shares at offsets themselves) and writes
+//! the previous one (`pipeline`); memory stays bounded by two batches. Opening releases
 //! plaintext strictly in order and only chunks that authenticated; nothing after the first
 //! failure is released.
 
