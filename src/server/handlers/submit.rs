@@ -310,109 +310,153 @@ async fn receive_inline<B: AsyncRead + Unpin + Send>(
     Ok((Some(kept), digest))
 }
 
-/// Chunks read ahead of the blob thread, at most (memory per upload: these, the chunk being
-/// read, the one being taken and the piece being filled, each at most [`CHUNK`]).
-const AHEAD: usize = 2;
+/// What the blocking jobs carry from one chunk to the next: the blob, the validator, the hash
+/// and the piece being filled.
+struct Taker {
+    blob: Box<dyn BlobWriter>,
+    validator: EnvelopeValidator,
+    hasher: ring::digest::Context,
+    piece: Vec<u8>,
+}
 
-/// A large body: this task reads the network while a blocking thread validates, hashes and
-/// writes what it read, so receiving and storing overlap. The writer always comes back, for
-/// the caller to commit or discard. A failure of the thread (invalid bytes, a failed write)
-/// concerns earlier bytes than one seen here after it, so it is the one reported.
+impl Taker {
+    /// Validates and hashes a chunk, and writes each piece it fills.
+    fn take(&mut self, chunk: &[u8]) -> Result<(), Stop> {
+        self.validator
+            .update(chunk)
+            .map_err(|e| Stop::Invalid(e.to_string()))?;
+        self.hasher.update(chunk);
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            let take = rest.len().min(PIECE - self.piece.len());
+            self.piece.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.piece.len() == PIECE {
+                self.blob
+                    .write(&self.piece)
+                    .map_err(|e| Stop::Refused(e.into()))?;
+                self.piece.clear();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A blocking job: the state back, the outcome, and the chunk's buffer for the next read.
+type Job = tokio::task::JoinHandle<(Taker, Result<(), Stop>, Vec<u8>)>;
+
+/// A large body: each chunk read from the network is validated, hashed and written by a
+/// blocking job while the next chunk is read, so receiving and storing overlap; no thread
+/// waits on the network (a slow upload holds no blocking thread). The writer comes back for
+/// the caller to commit or discard. A failure of a job (invalid bytes, a failed write)
+/// concerns earlier bytes than one seen by the reader after it, so it is the one reported.
 async fn receive_blob<B: AsyncRead + Unpin + Send>(
     length: u64,
     body: &mut B,
     blob: Box<dyn BlobWriter>,
     validator: EnvelopeValidator,
 ) -> (Option<Box<dyn BlobWriter>>, Result<[u8; 32], Stop>) {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(AHEAD);
-    let (spare_tx, mut spare_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
-    let worker = tokio::task::spawn_blocking(move || take_blob(rx, spare_tx, blob, validator));
-    let reader = &mut *body;
-    // Owns the sender: when it ends, the thread sees the end of the chunks.
-    let read = async move {
-        let mut remaining = length;
-        while remaining > 0 {
-            let mut buf = spare_rx.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
-            buf.resize(CHUNK, 0);
-            let want = usize::try_from(remaining.min(CHUNK as u64)).unwrap_or(CHUNK);
-            let n = reader.read(&mut buf[..want]).await.map_err(upload_failed)?;
-            if n == 0 {
-                return Err(ended_early());
+    let lost = || {
+        Stop::Refused(Refusal::from(crate::error::Error::internal(
+            "a blob write task failed",
+        )))
+    };
+    let mut taker = Some(Taker {
+        blob,
+        validator,
+        hasher: ring::digest::Context::new(&ring::digest::SHA256),
+        piece: Vec::with_capacity(PIECE),
+    });
+    let mut job: Option<Job> = None;
+    let mut spare = vec![0u8; CHUNK];
+    let mut remaining = length;
+    let mut read_failure = None;
+    while remaining > 0 {
+        let mut buf = std::mem::take(&mut spare);
+        buf.resize(CHUNK, 0);
+        let want = usize::try_from(remaining.min(CHUNK as u64)).unwrap_or(CHUNK);
+        let n = match body.read(&mut buf[..want]).await {
+            Ok(0) => Err(ended_early()),
+            Ok(n) => Ok(n),
+            Err(e) => Err(upload_failed(e)),
+        };
+        // The previous chunk's job: its state comes back for this chunk.
+        if let Some(j) = job.take() {
+            let Ok((t, r, back)) = j.await else {
+                return (None, Err(lost()));
+            };
+            spare = back;
+            if let Err(stop) = r {
+                return (Some(t.blob), Err(stop));
             }
-            buf.truncate(n);
-            remaining -= n as u64;
-            if tx.send(buf).await.is_err() {
-                // The thread stopped on a failure: it is reported below.
-                return Ok(false);
-            }
+            taker = Some(t);
         }
-        Ok(true)
+        let n = match n {
+            Ok(n) => n,
+            Err(r) => {
+                read_failure = Some(r);
+                break;
+            }
+        };
+        buf.truncate(n);
+        remaining -= n as u64;
+        let Some(mut t) = taker.take() else {
+            return (None, Err(lost()));
+        };
+        job = Some(tokio::task::spawn_blocking(move || {
+            let r = t.take(&buf);
+            (t, r, buf)
+        }));
+    }
+    if let Some(j) = job.take() {
+        let Ok((t, r, _)) = j.await else {
+            return (None, Err(lost()));
+        };
+        if let Err(stop) = r {
+            return (Some(t.blob), Err(stop));
+        }
+        taker = Some(t);
+    }
+    let Some(t) = taker else {
+        return (None, Err(lost()));
     };
-    let read = read.await;
-    let Ok((blob, taken)) = worker.await else {
-        return (
-            None,
-            Err(Stop::Refused(Refusal::from(crate::error::Error::internal(
-                "the blob thread failed",
-            )))),
-        );
+    if let Some(r) = read_failure {
+        return (Some(t.blob), Err(Stop::Refused(r)));
+    }
+    // The last, short piece.
+    let Ok((mut t, written)) = tokio::task::spawn_blocking(move || {
+        let mut t = t;
+        let r = if t.piece.is_empty() {
+            Ok(())
+        } else {
+            t.blob.write(&t.piece).map_err(|e| Stop::Refused(e.into()))
+        };
+        (t, r)
+    })
+    .await
+    else {
+        return (None, Err(lost()));
     };
-    let outcome = match (taken, read) {
-        (Err(stop), _) => Err(stop),
-        (Ok(_), Err(r)) => Err(Stop::Refused(r)),
-        (Ok(_), Ok(false)) => Err(Stop::Refused(Refusal::from(crate::error::Error::internal(
-            "the blob thread stopped early",
-        )))),
-        (Ok((validator, digest)), Ok(true)) => match expect_end(body).await {
-            Err(r) => Err(Stop::Refused(r)),
-            Ok(()) => validator
+    if let Err(stop) = written {
+        return (Some(t.blob), Err(stop));
+    }
+    let outcome = match expect_end(body).await {
+        Err(r) => Err(Stop::Refused(r)),
+        Ok(()) => {
+            let mut digest = [0u8; 32];
+            digest.copy_from_slice(
+                std::mem::replace(
+                    &mut t.hasher,
+                    ring::digest::Context::new(&ring::digest::SHA256),
+                )
+                .finish()
+                .as_ref(),
+            );
+            t.validator
                 .finish()
                 .map(|_| digest)
-                .map_err(|e| Stop::Invalid(e.to_string())),
-        },
+                .map_err(|e| Stop::Invalid(e.to_string()))
+        }
     };
-    (Some(blob), outcome)
-}
-
-/// What the blob thread took: the validator (to finish once the end of the stream is seen)
-/// and the digest, or why it stopped.
-type Taken = Result<(EnvelopeValidator, [u8; 32]), Stop>;
-
-/// The blob thread: validates and hashes each chunk and writes whole pieces; the last, short
-/// piece once the reader is done. Used chunk buffers go back through `spare`.
-fn take_blob(
-    mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
-    spare: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
-    mut blob: Box<dyn BlobWriter>,
-    mut validator: EnvelopeValidator,
-) -> (Box<dyn BlobWriter>, Taken) {
-    let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut piece: Vec<u8> = Vec::with_capacity(PIECE);
-    while let Some(chunk) = rx.blocking_recv() {
-        if let Err(e) = validator.update(&chunk) {
-            return (blob, Err(Stop::Invalid(e.to_string())));
-        }
-        hasher.update(&chunk);
-        let mut rest = chunk.as_slice();
-        while !rest.is_empty() {
-            let take = rest.len().min(PIECE - piece.len());
-            piece.extend_from_slice(&rest[..take]);
-            rest = &rest[take..];
-            if piece.len() == PIECE {
-                if let Err(e) = blob.write(&piece) {
-                    return (blob, Err(Stop::Refused(e.into())));
-                }
-                piece.clear();
-            }
-        }
-        let _ = spare.send(chunk);
-    }
-    if !piece.is_empty() {
-        if let Err(e) = blob.write(&piece) {
-            return (blob, Err(Stop::Refused(e.into())));
-        }
-    }
-    let mut digest = [0u8; 32];
-    digest.copy_from_slice(hasher.finish().as_ref());
-    (blob, Ok((validator, digest)))
+    (Some(t.blob), outcome)
 }
