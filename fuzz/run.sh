@@ -44,6 +44,16 @@ if [ -x "$bin" ]; then
     rm -rf "$work/keys" "$work"/alice.id
 fi
 
+# Seeds for the witness request, cosignature and connector-file targets: one well-formed
+# example each (libFuzzer mutates from there).
+mkdir -p "$work/seeds/witness_request" "$work/seeds/cosignatures" "$work/seeds/connector_file"
+printf 'old 2\nAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\n\nrelay.example/log\n3\nAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=\n\n\u2014 relay.example/log AAAAAGVhc3Q=\n' \
+    > "$work/seeds/witness_request/one"
+printf 'quorum = 1\nwitnesses = ["witness.example/w1+6d4a0b1c+BCpY8G1+9nE3r6bT2Zl0x5JH7cLwq7nE1m3dBPVn0aJ8"]\n' \
+    > "$work/seeds/cosignatures/policy"
+printf '[[connector]]\nresources = "tickets/*"\nhttp = "http://127.0.0.1:8080/api/tickets/{rest}"\nmax_bytes = 1048576\ntimeout_secs = 30\n\n[[connector]]\nresources = "docs/*"\nfile_root = "docs"\n\n[[connector]]\nresources = "reports/*"\ncommand = ["/usr/local/bin/make-report", "{rest}"]\n' \
+    > "$work/seeds/connector_file/three"
+
 sanitizer=${FUZZ_SANITIZER:-address}
 # FUZZ_PROFILE=dev builds unoptimized: minutes faster to build, slower to run (CI's short runs).
 if [ "${FUZZ_PROFILE:-release}" = dev ]; then profile=(--dev); else profile=(-O); fi

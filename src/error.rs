@@ -19,7 +19,8 @@ pub enum ErrorKind {
     Io,
     /// The relay, or a policy, refused the request (exit 6).
     Refused,
-    /// The relay could not be reached or the connection failed (exit 7).
+    /// The relay could not be reached or the connection failed (exit 7), or it answered
+    /// "unavailable, try again" (retried alike, but a refusal: exit 6, [`Error::exit_code`]).
     Unavailable,
     /// Something that is not there (exit 8).
     NotFound,
@@ -57,6 +58,9 @@ fn is_no_space(text: &str) -> bool {
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    /// The relay answered with this refusal (a `Response::Err`), as opposed to a failure to
+    /// reach it: see [`Error::exit_code`].
+    answered: bool,
 }
 
 impl Error {
@@ -64,6 +68,30 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            answered: false,
+        }
+    }
+    /// A refusal the relay answered with. Its kind is the wire code's (so that "unavailable, try
+    /// again" is still retried as [`ErrorKind::Unavailable`]); only its exit code differs.
+    pub fn answered_by_relay(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            answered: true,
+        }
+    }
+    /// Whether the relay answered with this refusal (it was reached).
+    pub fn is_relay_answer(&self) -> bool {
+        self.answered
+    }
+    /// The process exit code (`docs/cli.md`): the kind's, except that a relay that answered
+    /// "unavailable, try again" refused the request (6, like every refusal by a relay that
+    /// answered); 7 ("relay unreachable") is for a relay that could not be reached at all.
+    pub fn exit_code(&self) -> i32 {
+        if self.answered && self.kind == ErrorKind::Unavailable {
+            ErrorKind::Refused.exit_code()
+        } else {
+            self.kind.exit_code()
         }
     }
     pub fn verification(message: impl Into<String>) -> Self {
@@ -113,6 +141,7 @@ impl Error {
         Error {
             kind: self.kind,
             message: format!("{what}: {}", self.message),
+            answered: self.answered,
         }
     }
 }
@@ -151,5 +180,22 @@ mod tests {
         assert_eq!(e.to_string(), "file x: line one line two");
         assert_eq!(e.kind(), ErrorKind::BadInput);
         assert_eq!(e.kind().exit_code(), 3);
+        assert_eq!(e.exit_code(), 3);
+    }
+
+    #[test]
+    fn a_relay_that_answered_unavailable_refused_and_one_not_reached_is_unreachable() {
+        let answered = Error::answered_by_relay(ErrorKind::Unavailable, "try again").context("x");
+        assert_eq!(answered.kind(), ErrorKind::Unavailable, "still retried");
+        assert!(answered.is_relay_answer());
+        assert_eq!(answered.exit_code(), 6);
+        let unreachable = Error::new(ErrorKind::Unavailable, "no answer");
+        assert!(!unreachable.is_relay_answer());
+        assert_eq!(unreachable.exit_code(), 7);
+        // Other answers keep their kind's code (not found 8, bad input 3, ...).
+        let gone = Error::answered_by_relay(ErrorKind::NotFound, "gone");
+        assert_eq!(gone.exit_code(), 8);
+        let no = Error::answered_by_relay(ErrorKind::Refused, "no");
+        assert_eq!(no.exit_code(), 6);
     }
 }

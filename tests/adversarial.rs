@@ -257,6 +257,7 @@ async fn threat_35_five_hundred_submissions_through_a_lossy_network() {
             c.request_burst = 100_000;
             c.quotas.max_open_grants_per_user = 10_000;
             c.quotas.max_open_grants_per_agent = 10_000;
+            c.quotas.max_open_grants_per_user_per_agent = 10_000;
             c.quotas.max_pending_envelopes_per_user = 10_000;
         },
     )

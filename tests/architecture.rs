@@ -158,7 +158,7 @@ fn security_md_names_only_tests_that_exist() {
         .collect();
     assert_eq!(
         numbers,
-        (1..=46).collect::<Vec<_>>(),
+        (1..=54).collect::<Vec<_>>(),
         "one row per scenario, in order"
     );
     // The numbered scenarios and the tables beyond them: every test named must exist.
@@ -168,6 +168,8 @@ fn security_md_names_only_tests_that_exist() {
         "### The requester's web client",
         "### Harvest now, decrypt later",
         "### Witnessed checkpoints",
+        "### Who pays for a refusal",
+        "### Where features meet",
     ] {
         let body = doc
             .split_once(section)

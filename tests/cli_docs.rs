@@ -11,6 +11,7 @@ const END: &str = "<!-- END GENERATED HELP -->";
 pub const COMMANDS: &[&[&str]] = &[
     &[],
     &["keys", "init"],
+    &["keys", "reissue-relay"],
     &["keys", "gen"],
     &["keys", "import"],
     &["user", "add"],

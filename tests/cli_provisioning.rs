@@ -537,6 +537,172 @@ fn one_step_add_rotation_and_revocation() {
     );
 }
 
+/// `openssl ARGS` in `dir`: its stdout, after it succeeded.
+fn openssl(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Issue 33: a client that dials a name the relay's certificate lacks is told so in one line,
+/// with the command that fixes it; `keys reissue-relay` reissues the relay certificate alone
+/// (new names, new key) while the CA, the authority, the log keys and every party enrolled
+/// before stay as they were, and the restarted relay serves them under the new name.
+#[test]
+fn reissue_relay_names_a_new_host_and_keeps_every_party() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    provision(dir);
+    let kept = [
+        "keys/ca.crt",
+        "keys/ca.key",
+        "keys/authority.key",
+        "keys/authority.pub",
+        "keys/log.key",
+        "keys/log.pub",
+        "keys/root.json",
+        "keys/admin.id",
+    ];
+    let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+    let before = kept.map(read);
+    let old_key = read("keys/relay.key");
+
+    // The relay on 127.0.0.2 (all of 127/8 is loopback), a name its certificate lacks.
+    let (relay, addr) = common::serve_at(dir, "127.0.0.2:0", &[]);
+    let (code, _, err) = run_in(dir, &["inbox", "--identity", "alice.id", "--relay", &addr]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("certificate does not name 127.0.0.2")
+            && err.contains("keys reissue-relay --san 127.0.0.2"),
+        "{err}"
+    );
+    common::terminate(relay);
+
+    let out = ok_in(
+        dir,
+        &[
+            "keys",
+            "reissue-relay",
+            "--dir",
+            "keys",
+            "--san",
+            "example.test",
+            "--san",
+            "127.0.0.2",
+        ],
+    );
+    assert!(
+        out.contains("localhost, 127.0.0.1, ::1, example.test, 127.0.0.2"),
+        "{out}"
+    );
+    assert!(out.contains("restart `sealrelay serve`"), "{out}");
+
+    // openssl agrees: the new certificate names example.test and 127.0.0.2, carries the relay's
+    // SPIFFE ID and chains to the CA, which is unchanged.
+    let text = openssl(dir, &["x509", "-noout", "-text", "-in", "keys/relay.crt"]);
+    assert!(
+        text.contains("DNS:example.test")
+            && text.contains("IP Address:127.0.0.2")
+            && text.contains("DNS:localhost")
+            && text.contains("URI:spiffe://example.org/relay/relay")
+            && text.contains("TLS Web Server Authentication"),
+        "{text}"
+    );
+    openssl(dir, &["verify", "-CAfile", "keys/ca.crt", "keys/relay.crt"]);
+    assert!(
+        kept.map(read) == before,
+        "keys reissue-relay changed more than relay.crt and relay.key"
+    );
+    assert_ne!(read("keys/relay.key"), old_key, "a new key is the default");
+    let mode = std::fs::metadata(dir.join("keys/relay.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+
+    // Everyone enrolled before still verifies and imports; enrollment goes on.
+    let out = ok_in(dir, &["directory", "verify", "--dir", "keys"]);
+    assert!(out.contains("ok: 3 signed statements"), "{out}");
+    ok_in(
+        dir,
+        &[
+            "keys",
+            "import",
+            "--identity",
+            "alice.id",
+            "alice.id.bundle",
+        ],
+    );
+    ok_in(
+        dir,
+        &["user", "add", "carol", "--dir", "keys", "--out", "carol.id"],
+    );
+
+    // Restarted, the relay serves alice, enrolled before, under the new name.
+    let (relay, addr) = common::serve_at(dir, "127.0.0.2:0", &[]);
+    ok_in(dir, &["inbox", "--identity", "alice.id", "--relay", &addr]);
+    common::terminate(relay);
+
+    // A renewal keeps the names; --keep-key keeps the key.
+    let key = read("keys/relay.key");
+    let out = ok_in(
+        dir,
+        &["keys", "reissue-relay", "--dir", "keys", "--keep-key"],
+    );
+    assert!(out.contains("example.test, 127.0.0.2"), "{out}");
+    assert_eq!(read("keys/relay.key"), key);
+
+    // Bad input: one line, nothing written.
+    fails_cleanly(
+        dir,
+        &[
+            "keys",
+            "reissue-relay",
+            "--dir",
+            "keys",
+            "--san",
+            "example.test:4433",
+        ],
+        3,
+        "not a DNS name",
+    );
+    fails_cleanly(
+        dir,
+        &["keys", "reissue-relay", "--dir", "keys", "--validity", "0"],
+        3,
+        "at least 1 day",
+    );
+    fails_cleanly(
+        dir,
+        &[
+            "keys",
+            "reissue-relay",
+            "--dir",
+            "keys",
+            "--validity",
+            "99999",
+        ],
+        3,
+        "may not outlive",
+    );
+    fails_cleanly(
+        dir,
+        &["keys", "reissue-relay", "--dir", "nowhere"],
+        8,
+        "no trust root",
+    );
+}
+
 #[test]
 fn every_command_has_help() {
     let t = tempfile::tempdir().unwrap();
@@ -545,6 +711,7 @@ fn every_command_has_help() {
         vec!["keys", "init", "--help"],
         vec!["keys", "gen", "--help"],
         vec!["keys", "import", "--help"],
+        vec!["keys", "reissue-relay", "--help"],
         vec!["user", "add", "--help"],
         vec!["user", "revoke", "--help"],
         vec!["agent", "add", "--help"],

@@ -82,12 +82,18 @@ fn free_port() -> String {
     s.local_addr().unwrap().to_string()
 }
 
-async fn wait_for(addr: &str, who: &sealrelay::core::identity::Identity) {
+/// Waits until the relay answers; fails at once when it could not start (its one-line error in
+/// `base/relay.err`) instead of trying a hundred times.
+async fn wait_for(addr: &str, who: &sealrelay::core::identity::Identity, base: &std::path::Path) {
     for _ in 0..100 {
         if let Ok(u) = UserClient::connect(who, addr).await {
             if u.inbox().await.is_ok() {
                 return;
             }
+        }
+        let log = std::fs::read_to_string(base.join("relay.err")).unwrap_or_default();
+        if let Some(line) = log.lines().find(|l| l.starts_with("error:")) {
+            panic!("the relay on the tmpfs did not start: {line}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -106,6 +112,9 @@ async fn threat_38_a_full_disk_refuses_writes_keeps_reads_and_recovers() {
         eprintln!("SKIP: {msg}");
         return;
     }
+    // As beside a relay already running here: on main this test's relay took the default
+    // admin port and, with it held, never came up (eight minutes, then a failure).
+    let _held = common::hold_default_ports();
     let t = tempfile::tempdir().unwrap();
     let base = t.path();
     let (ids, _) = provision(
@@ -117,8 +126,13 @@ async fn threat_38_a_full_disk_refuses_writes_keeps_reads_and_recovers() {
     let (alice, bot) = (&ids[0], &ids[1]);
     std::fs::create_dir(base.join("vol")).unwrap();
     // No reserve: redb and the blob files meet ENOSPC themselves, the hardest case (with the
-    // default reserve the relay refuses before they do).
-    std::fs::write(base.join("relay.toml"), "min_free_bytes = 0\n").unwrap();
+    // default reserve the relay refuses before they do). No admin listener: the default port
+    // may be another relay's on this machine.
+    std::fs::write(
+        base.join("relay.toml"),
+        "min_free_bytes = 0\nmetrics_listen = \"off\"\n",
+    )
+    .unwrap();
     for fifo in ["ctl", "ack"] {
         assert!(Command::new("mkfifo")
             .arg(base.join(fifo))
@@ -139,7 +153,7 @@ async fn threat_38_a_full_disk_refuses_writes_keeps_reads_and_recovers() {
         child,
         base: base.to_path_buf(),
     };
-    wait_for(&addr, alice).await;
+    wait_for(&addr, alice, base).await;
 
     let u = UserClient::connect(alice, &addr).await.unwrap();
     let send = |n: usize, len: usize| {
@@ -208,7 +222,7 @@ async fn threat_38_a_full_disk_refuses_writes_keeps_reads_and_recovers() {
     }
     // A restart: the start-up integrity check passes and every ack is there.
     assert_eq!(vol.say("restart"), "restarted");
-    wait_for(&addr, alice).await;
+    wait_for(&addr, alice, base).await;
     let u = UserClient::connect(alice, &addr).await.unwrap();
     let listed: Vec<_> = u
         .inbox()

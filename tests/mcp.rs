@@ -303,7 +303,7 @@ fn check_refusals(out: &Value) {
         ("symlink_absolute", "outside the connector's root"),
         ("http_404", "answered HTTP 404"),
         ("http_timeout", "did not answer within 1 s"),
-        ("http_too_big", "over the limit of 100"),
+        ("http_too_big", "more than the limit of 100"),
         ("command_fails", "exited with status 3"),
     ] {
         let r = &out["refusals"][name];
@@ -690,4 +690,235 @@ fn a_one_gib_source_is_sealed_and_submitted_in_bounded_memory() {
         idle >> 20
     );
     assert!(peak < 64 << 20, "peak RSS {} MiB", peak >> 20);
+}
+
+/// A source that puts a marker in every field it controls: a redirect target, a status line,
+/// a header, a malformed header line, a declared length, a body cut short; and commands that
+/// write it to stdout and stderr and then fail, or outlive their time.
+fn hostile_source(marker: String) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let m = marker.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let path = line.split(' ').nth(1).unwrap_or("/").to_owned();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap() == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                let mut out = conn;
+                let reply = if path.starts_with("/redirect/") {
+                    format!("HTTP/1.1 302 Found {m}\r\nLocation: http://[{m}/x\r\nX-Why: {m}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{m}", m.len())
+                } else if path.starts_with("/elsewhere/") {
+                    format!("HTTP/1.1 301 {m}\r\nLocation: http://{m}.invalid/{m}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                } else if path.starts_with("/status/") {
+                    format!("HTTP/1.1 503 {m}\r\nX-Why: {m}\r\nRetry-After: {m}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{m}", m.len())
+                } else if path.starts_with("/header/") {
+                    format!("HTTP/1.1 200 OK\r\n{m}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                } else if path.starts_with("/length/") {
+                    format!("HTTP/1.1 200 {m}\r\nX-Why: {m}\r\nContent-Length: 123456789\r\nConnection: close\r\n\r\n{m}")
+                } else {
+                    // A body shorter than it said, its bytes the marker.
+                    format!("HTTP/1.1 200 {m}\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n{m}")
+                };
+                let _ = out.write_all(reply.as_bytes());
+            });
+        }
+    });
+    port
+}
+
+/// Threat 50 (defect 2, found by reading): some connector failures were reported with the HTTP
+/// library's own error text, which carries what the source chose (a redirect target, for
+/// one), into the MCP tool result and the MCP server's log. Through `sealrelay mcp` over stdio,
+/// driven by the official MCP Python SDK: every retrieve from a hostile source fails with a
+/// fixed sentence, and the marker is in no JSON-RPC byte, no MCP server log line, no relay log
+/// line. On main the redirect's target reached the tool result and the log.
+#[test]
+fn threat_50_words_a_source_chooses_reach_neither_the_model_nor_a_log() {
+    let Some(py) = python() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    world(dir);
+    let c = canary();
+    let marker: String = format!(
+        "SRCWORD{}",
+        c.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    );
+    let port = hostile_source(marker.clone());
+    let connectors = dir.join("hostile.toml");
+    std::fs::write(
+        &connectors,
+        format!(
+            r#"
+[[connector]]
+resources = "tickets/redirect/*"
+http = "http://127.0.0.1:{port}/redirect/{{rest}}"
+
+[[connector]]
+resources = "tickets/elsewhere/*"
+http = "http://127.0.0.1:{port}/elsewhere/{{rest}}"
+max_redirects = 1
+
+[[connector]]
+resources = "tickets/status/*"
+http = "http://127.0.0.1:{port}/status/{{rest}}"
+
+[[connector]]
+resources = "tickets/header/*"
+http = "http://127.0.0.1:{port}/header/{{rest}}"
+
+[[connector]]
+resources = "tickets/length/*"
+http = "http://127.0.0.1:{port}/length/{{rest}}"
+max_bytes = 1000
+
+[[connector]]
+resources = "tickets/cut/*"
+http = "http://127.0.0.1:{port}/cut/{{rest}}"
+
+[[connector]]
+resources = "tickets/says/*"
+command = ["/bin/sh", "-c", "echo {marker}; echo {marker} >&2; exit 4"]
+
+[[connector]]
+resources = "tickets/lingers/*"
+command = ["/bin/sh", "-c", "echo {marker}; echo {marker} >&2; sleep 600 & exit 0"]
+timeout_secs = 1
+"#
+        ),
+    )
+    .unwrap();
+    let (relay_proc, relay) = serve_logged(dir);
+    let cases = [
+        ("redirect", "tickets/redirect/1", "redirect"),
+        (
+            "elsewhere",
+            "tickets/elsewhere/1",
+            "reach the source|host was not found",
+        ),
+        ("status", "tickets/status/1", "answered HTTP 503"),
+        ("header", "tickets/header/1", "not valid HTTP"),
+        ("length", "tickets/length/1", "more than the limit of 1000"),
+        ("cut", "tickets/cut/1", "reading the source failed"),
+        ("says", "tickets/says/1", "exited with status 4"),
+        ("lingers", "tickets/lingers/1", "did not finish within 1 s"),
+    ];
+    let refusals: serde_json::Map<String, Value> = cases
+        .iter()
+        .map(|(k, r, _)| {
+            (
+                (*k).to_owned(),
+                Value::String(grant(dir, &relay, r, 1 << 20)),
+            )
+        })
+        .collect();
+    let bin = common::bin();
+    let wrapper = format!(
+        "tee -a mcp.in | TMPDIR='{tmp}' RUST_LOG=debug '{bin}' mcp --identity bot.id --connectors '{conn}' --relay {relay} 2>>mcp.log | tee -a mcp.out",
+        tmp = dir.display(),
+        bin = bin.display(),
+        conn = connectors.display(),
+    );
+    let plan = serde_json::json!({
+        "transport": "stdio",
+        "command": ["/bin/sh", "-c", wrapper],
+        "cwd": dir,
+        "refusals": refusals,
+        "only_refusals": true,
+    });
+    let out = run_client(&py, dir, &plan);
+    for (name, _, says) in cases {
+        let r = &out["refusals"][name];
+        assert_eq!(r["is_error"], true, "{name}: {r}");
+        let text = r["text"][0].as_str().unwrap();
+        assert!(says.split('|').any(|s| text.contains(s)), "{name}: {text}");
+        assert!(!text.contains('\n'), "{name}: {text}");
+    }
+    let mut relay_proc = relay_proc;
+    relay_proc.kill().unwrap();
+    relay_proc.wait().unwrap();
+    // The marker reached the source's side only: not the model, not a log.
+    let files: Vec<PathBuf> = ["mcp.in", "mcp.out", "mcp.log", "client.stdout", "relay.log"]
+        .iter()
+        .map(|f| dir.join(f))
+        .collect();
+    for f in &files {
+        assert!(f.exists(), "{} was not written", f.display());
+    }
+    let hits = canary_hits(&c, &files, &[]);
+    assert!(hits.is_empty(), "the source's words leaked: {hits:?}");
+    // The scan can fail: the marker is in the connector file the operator wrote.
+    assert!(!canary_hits(&c, &[connectors], &[]).is_empty());
+}
+
+/// Issue 33 (found by walking it): `mcp --http` without a token printed the generated bearer
+/// token on stderr, which a service's journal keeps. It is now written to `IDENTITY.mcp-token`
+/// (0600) and never printed; the file's token opens the endpoint. On main the token was in the
+/// log below.
+#[test]
+fn a_generated_bearer_token_goes_to_a_private_file_never_to_the_log() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    world(dir);
+    std::fs::write(
+        dir.join("c.toml"),
+        "[[connector]]\nresources = \"tickets/*\"\nfile_root = \".\"\n",
+    )
+    .unwrap();
+    let log = dir.join("mcp-http.log");
+    let mut http = Command::new(common::bin())
+        .args([
+            "mcp",
+            "--identity",
+            "bot.id",
+            "--connectors",
+            "c.toml",
+            "--relay",
+            "127.0.0.1:9",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .env_remove("SEALRELAY_MCP_TOKEN")
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut url = String::new();
+    BufReader::new(http.stdout.take().unwrap())
+        .read_line(&mut url)
+        .unwrap();
+    let upstream: std::net::SocketAddr = url
+        .trim()
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .parse()
+        .unwrap();
+    let file = dir.join("bot.id.mcp-token");
+    let token = std::fs::read_to_string(&file).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(token.len() >= 16);
+    let ok = raw_post(upstream, Some(&format!("Bearer {token}")));
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(raw_post(upstream, None).starts_with("HTTP/1.1 401"));
+    let _ = http.kill();
+    let _ = http.wait();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("bot.id.mcp-token"), "{logged}");
+    assert!(
+        !logged.contains(&token),
+        "the token is in the log: {logged}"
+    );
 }

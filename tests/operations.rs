@@ -296,6 +296,11 @@ async fn readyz_fails_while_the_store_is_down_and_recovers_by_itself() {
         .await
         .unwrap_err();
     assert!(!e.to_string().contains('\n'), "{e}");
+    // The relay answered "unavailable": still retried as unavailable, but a refusal by a relay
+    // that was reached (exit 6), not "relay unreachable" (7).
+    assert_eq!(e.kind(), sealrelay::ErrorKind::Unavailable, "{e}");
+    assert!(e.is_relay_answer(), "{e}");
+    assert_eq!(e.exit_code(), 6, "{e}");
     let text = metrics().await;
     assert!(
         sample(&text, "sealrelay_store_errors_total{kind=\"write\"}").unwrap_or(0.0) >= 1.0,
@@ -398,6 +403,99 @@ fn environment_variables_override_the_config_file_and_bad_ones_are_one_line() {
         assert!(err.contains(needle), "{name}={value}: {err}");
         let last = err.trim_end().lines().last().unwrap_or_default();
         assert!(last.starts_with("error:"), "{name}={value}: {err}");
+    }
+}
+
+/// `grant` as alice through `relay`: (exit code, stderr).
+fn grant_through(dir: &std::path::Path, relay: &str) -> (i32, String) {
+    let (code, _, err) = run_in(
+        dir,
+        &[
+            "grant",
+            "--identity",
+            "alice.id",
+            "--agent",
+            "research-bot",
+            "--resource",
+            "tickets/1",
+            "--relay",
+            relay,
+        ],
+    );
+    (code, err)
+}
+
+/// docs/cli.md: 6 is a refusal by the relay, 7 a relay that could not be reached. A relay that
+/// answers "unavailable, try again" (here: storage full, its free-space reserve larger than any
+/// disk) was reached: 6.
+#[test]
+fn a_relay_that_answers_unavailable_exits_6_and_one_not_reached_exits_7() {
+    if std::env::var_os("SEALRELAY_TEST_POSTGRES").is_some() {
+        eprintln!("SKIPPED on PostgreSQL: the free-space reserve guards the embedded store");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    common::cli_world(dir);
+    let reserve = vec![(
+        "SEALRELAY_MIN_FREE_BYTES".to_owned(),
+        "1000000000000000000".to_owned(),
+    )];
+    let (server, addr, _) = common::serve_with_admin(dir, "data", reserve);
+    let (code, err) = grant_through(dir, &addr);
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("storage full"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    common::terminate(server);
+    // Nothing answers there now.
+    let (code, err) = grant_through(dir, &addr);
+    assert_eq!(code, 7, "{err}");
+}
+
+/// A data directory whose checkpoints come from a log the store does not hold: a node started
+/// without its `store` (on PostgreSQL), or on an empty embedded store, is told that plainly, not
+/// that its data was rolled back.
+#[test]
+fn a_node_started_without_its_store_is_told_so_not_that_it_was_rolled_back() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    common::cli_world(dir);
+    let envs = common::store_env(dir);
+    let on_postgres = !envs.is_empty();
+    let (server, _, _) = common::serve_with_admin(dir, "data", envs.clone());
+    common::terminate(server);
+    let recorded = std::fs::read_to_string(dir.join("data/checkpoints.store")).unwrap();
+    assert_eq!(
+        recorded.trim(),
+        if on_postgres { "postgres" } else { "embedded" }
+    );
+    if !on_postgres {
+        // The embedded store lost (as a node that ran on PostgreSQL has none).
+        std::fs::remove_file(dir.join("data/state.redb")).unwrap();
+    }
+    let out = Command::new(common::bin())
+        .args(["serve", "--dir", "keys", "--data", "data"])
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off"])
+        .env_remove("SEALRELAY_STORE")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.trim_end().lines().last().unwrap_or_default();
+    assert!(last.starts_with("error:"), "{err}");
+    assert!(
+        last.contains("started without its `store` (SEALRELAY_STORE)"),
+        "{last}"
+    );
+    assert!(!last.contains("rolled back"), "{last}");
+    if on_postgres {
+        assert!(last.contains("made on PostgreSQL"), "{last}");
+        // With its store again, it starts.
+        let (server, _, _) = common::serve_with_admin(dir, "data", envs);
+        common::terminate(server);
+    } else {
+        assert!(last.contains("but the store is empty"), "{last}");
     }
 }
 

@@ -179,7 +179,15 @@ fn serve(dir: &Path, data_name: &str, url: &str) -> (std::process::Child, String
     common::serve_with_admin(
         dir,
         data_name,
-        vec![("SEALRELAY_STORE".to_owned(), url.to_owned())],
+        vec![
+            ("SEALRELAY_STORE".to_owned(), url.to_owned()),
+            // The kill loop leaves the grants of unacknowledged sends open: more than one
+            // user's default share of an agent over 20 cycles.
+            (
+                "SEALRELAY_QUOTAS__MAX_OPEN_GRANTS_PER_USER_PER_AGENT".to_owned(),
+                "1000".to_owned(),
+            ),
+        ],
     )
 }
 
@@ -771,4 +779,74 @@ fn the_monitor_counts_an_agents_denials_on_every_node_together() {
     for (c, _) in std::mem::take(&mut nodes.0) {
         common::terminate(c);
     }
+}
+
+/// `serve` on `url` that must fail to start: (exit code, the last line of stderr, all of it).
+fn serve_fails(dir: &Path, url: Option<&str>) -> (i32, String, String) {
+    let mut cmd = Command::new(common::bin());
+    cmd.args(["serve", "--dir", "keys", "--data", "data"])
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off"])
+        .env_remove("SEALRELAY_STORE")
+        .current_dir(dir);
+    if let Some(url) = url {
+        cmd.env("SEALRELAY_STORE", url);
+    }
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let last = err.trim_end().lines().last().unwrap_or_default().to_owned();
+    assert!(last.starts_with("error: "), "{err}");
+    (out.status.code().unwrap_or(-1), last, err)
+}
+
+/// Issue 33: a server that refuses the credentials in `store`, or has no such database, is
+/// named in one line that says what to check (never "unavailable, try again", never the
+/// password); and a node that ran on PostgreSQL, started without its `store`, is told that,
+/// not that its data was rolled back.
+#[test]
+fn a_refused_or_missing_store_is_named_at_start() {
+    let Some(pg) = Pg::start() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    common::cli_world(dir);
+
+    // The test server trusts every local user that exists: an unknown role is refused (28000).
+    let url = format!(
+        "postgres://nobody:n0t-this-pw@127.0.0.1:{}/postgres",
+        pg.port
+    );
+    let (code, last, err) = serve_fails(dir, Some(&url));
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        last.contains("store: the database refused the credentials (28000")
+            && last.contains("pg_hba.conf")
+            && !last.contains("try again"),
+        "{last}"
+    );
+    assert!(
+        !err.contains("n0t-this-pw"),
+        "the password was printed: {err}"
+    );
+
+    let url = format!("postgres://sealrelay@127.0.0.1:{}/no_such_db", pg.port);
+    let (code, last, err) = serve_fails(dir, Some(&url));
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        last.contains("the database does not exist (3D000") && last.contains("createdb"),
+        "{last}"
+    );
+
+    // A node on PostgreSQL, then started without its store.
+    let url = pg.database("relay");
+    let (relay, _, _) = serve(dir, "data", &url);
+    common::terminate(relay);
+    let (code, last, err) = serve_fails(dir, None);
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        last.contains("made on PostgreSQL")
+            && last.contains("started without its `store` (SEALRELAY_STORE)")
+            && !last.contains("rolled back"),
+        "{last}"
+    );
+    let (relay, _, _) = serve(dir, "data", &url);
+    common::terminate(relay);
 }

@@ -48,6 +48,12 @@ fn start(base: &Path) -> Server {
         .current_dir(base)
         .envs(common::store_env(base))
         .env("SEALRELAY_METRICS_LISTEN", "127.0.0.1:0")
+        // 200 cycles leave the grants of unacknowledged sends open: more than one user's
+        // default share of an agent.
+        .env(
+            "SEALRELAY_QUOTAS__MAX_OPEN_GRANTS_PER_USER_PER_AGENT",
+            "10000",
+        )
         .env("RUST_LOG", "debug")
         .stdout(Stdio::piped())
         .stderr(stderr)

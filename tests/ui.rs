@@ -1,5 +1,6 @@
 //! `sealrelay ui`, the requester's web client: its security from raw HTTP (token, Host, Origin,
-//! cross-site, same-origin POSTs, CSP, loopback only, nothing secret or foreign in any response),
+//! cross-site, same-origin POSTs, CSP, loopback only, nothing secret or foreign in any response,
+//! the whole app and its cookie under a random per-run path prefix, nothing outside it answered),
 //! and the whole flow in a real headless Chromium driven through WebDriver (Debian `chromium`
 //! and `chromium-driver`; `.ci/run` installs them), with a screenshot of each page. The browser
 //! test skips with a message when Chromium is missing (fails under `SEALRELAY_REQUIRE_TOOLS`).
@@ -29,8 +30,10 @@ fn request(resource: &str, purpose: &str) -> GrantRequest {
     }
 }
 
-/// `sealrelay ui` for `identity`; returns the process, the base URL and the token.
-fn start_ui(dir: &Path, identity: &str, relay: &str, out: &str) -> (Child, String, String) {
+/// `sealrelay ui` for `identity`; returns the process, its origin (`http://127.0.0.1:PORT`),
+/// this run's path prefix (`/s/<32 hex>`, no trailing slash) and the token, all from the URL it
+/// printed (`ORIGIN PREFIX /?token=TOKEN`).
+fn start_ui(dir: &Path, identity: &str, relay: &str, out: &str) -> (Child, String, String, String) {
     let mut child = Command::new(common::bin())
         .args(["ui", "--identity", identity, "--relay", relay, "--out", out])
         .current_dir(dir)
@@ -43,9 +46,24 @@ fn start_ui(dir: &Path, identity: &str, relay: &str, out: &str) -> (Child, Strin
         .read_line(&mut line)
         .unwrap();
     let line = line.trim();
-    let (base, token) = line.split_once("/?token=").expect(line);
-    assert!(base.starts_with("http://127.0.0.1:"), "{line}");
-    (child, base.to_owned(), token.to_owned())
+    let (app, token) = line.split_once("/?token=").expect(line);
+    let (port, prefix) = app
+        .strip_prefix("http://127.0.0.1:")
+        .and_then(|rest| rest.split_once('/'))
+        .expect(line);
+    let prefix = format!("/{prefix}");
+    let digits = prefix.strip_prefix("/s/").expect(line);
+    assert!(
+        digits.len() == 32 && digits.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{line}"
+    );
+    assert!(port.parse::<u16>().is_ok(), "{line}");
+    (
+        child,
+        format!("http://127.0.0.1:{port}"),
+        prefix,
+        token.to_owned(),
+    )
 }
 
 fn stop(mut c: Child) {
@@ -107,6 +125,40 @@ fn find(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
 
+/// A hostile server on another loopback port of the same host: it answers every request with a
+/// small page and reports each request head it was sent (to show no ui cookie reaches it).
+fn hostile_server() -> (String, std::sync::mpsc::Receiver<String>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !find(&head, b"\r\n\r\n") {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if head.is_empty() {
+                    return;
+                }
+                let _ = tx.send(String::from_utf8_lossy(&head).into_owned());
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 23\r\n\
+Connection: close\r\n\r\n<p>a hostile server</p>",
+                );
+            });
+        }
+    });
+    (origin, rx)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_web_client_refuses_strangers_and_serves_no_secret() {
     let World { w } = world().await;
@@ -154,14 +206,16 @@ async fn the_web_client_refuses_strangers_and_serves_no_secret() {
         );
         assert_ne!(code, 0);
         assert!(err.contains("loopback"), "{err}");
-        let (ui, base, token) = start_ui(&dir, "alice.id", &relay, "opened");
+        let (ui, base, prefix, token) = start_ui(&dir, "alice.id", &relay, "opened");
         let port = base.rsplit(':').next().unwrap().to_owned();
+        // Every page lives under this run's prefix.
+        let at = |path: &str| format!("{prefix}{path}");
         // No token, a wrong token: 401.
-        assert_eq!(raw(&base, "GET", "/", &[], "").0, 401);
-        assert_eq!(raw(&base, "GET", "/?token=0000", &[], "").0, 401);
+        assert_eq!(raw(&base, "GET", &at("/"), &[], "").0, 401);
+        assert_eq!(raw(&base, "GET", &at("/?token=0000"), &[], "").0, 401);
         // The token with a foreign Host (DNS rebinding): 403.
         let foreign = format!("evil.example:{port}");
-        let q = format!("/?token={token}");
+        let q = at(&format!("/?token={token}"));
         assert_eq!(raw(&base, "GET", &q, &[("Host", &foreign)], "").0, 403);
         // The token: a cookie (HttpOnly, SameSite=Strict) and a redirect without it.
         let (code, head, _) = raw(&base, "GET", &q, &[], "");
@@ -170,13 +224,11 @@ async fn the_web_client_refuses_strangers_and_serves_no_secret() {
             head.contains("HttpOnly") && head.contains("SameSite=Strict"),
             "{head}"
         );
-        assert!(
-            head.contains("location: /\r\n") || head.contains("location: /"),
-            "{head}"
-        );
+        let home = format!("location: {prefix}/");
+        assert!(head.lines().any(|l| l == home), "{head}");
         let cookie = format!("sealrelay_ui_{port}={token}");
         let c = [("Cookie", cookie.as_str())];
-        let (code, head, body) = raw(&base, "GET", "/", &c, "");
+        let (code, head, body) = raw(&base, "GET", &at("/"), &c, "");
         assert_eq!(code, 200, "{head}");
         assert!(
             head.contains("content-security-policy: default-src 'none'; script-src 'self'"),
@@ -190,13 +242,13 @@ async fn the_web_client_refuses_strangers_and_serves_no_secret() {
             ("Cookie", cookie.as_str()),
             ("Origin", "http://evil.example"),
         ];
-        assert_eq!(raw(&base, "GET", "/", &o, "").0, 403);
+        assert_eq!(raw(&base, "GET", &at("/"), &o, "").0, 403);
         let x = [
             ("Cookie", cookie.as_str()),
             ("Sec-Fetch-Site", "cross-site"),
         ];
-        assert_eq!(raw(&base, "GET", "/api/inbox", &x, "").0, 403);
-        let open = format!("/envelope/{alice_env}/open");
+        assert_eq!(raw(&base, "GET", &at("/api/inbox"), &x, "").0, 403);
+        let open = at(&format!("/envelope/{alice_env}/open"));
         assert_eq!(raw(&base, "POST", &open, &c, "").0, 403);
         // Every page, the envelope opened with a same-origin POST included.
         let me = format!("http://127.0.0.1:{port}");
@@ -205,16 +257,16 @@ async fn the_web_client_refuses_strangers_and_serves_no_secret() {
         let c: &[(&str, &str)] = &c;
         let same: &[(&str, &str)] = &same;
         for (method, path, h) in [
-            ("GET", "/".to_owned(), c),
-            ("GET", "/api/inbox".to_owned(), c),
-            ("GET", format!("/envelope/{alice_env}"), c),
+            ("GET", at("/"), c),
+            ("GET", at("/api/inbox"), c),
+            ("GET", at(&format!("/envelope/{alice_env}")), c),
             ("POST", open.clone(), same),
-            ("GET", format!("/envelope/{alice_env}"), c),
-            ("GET", format!("/envelope/{alice_env}/content"), c),
-            ("GET", "/grants".to_owned(), c),
-            ("GET", "/approvals".to_owned(), c),
-            ("GET", "/receipt".to_owned(), c),
-            ("GET", "/static/app.js".to_owned(), c),
+            ("GET", at(&format!("/envelope/{alice_env}")), c),
+            ("GET", at(&format!("/envelope/{alice_env}/content")), c),
+            ("GET", at("/grants"), c),
+            ("GET", at("/approvals"), c),
+            ("GET", at("/receipt"), c),
+            ("GET", at("/static/app.js"), c),
         ] {
             let (code, head, body) = raw(&base, method, &path, h, "");
             assert!(code == 200 || code == 303, "{method} {path}: {head}");
@@ -256,6 +308,111 @@ async fn the_web_client_refuses_strangers_and_serves_no_secret() {
     alice.conn.close().await;
     bob.conn.close().await;
     bot.conn.close().await;
+}
+
+/// threat: the ui cookie reaching other loopback ports. Browsers send a 127.0.0.1 cookie to
+/// every port of that host whose path matches, so a hostile server on another port must never
+/// be sent the client's cookie: the whole client lives under a random prefix printed once, the
+/// cookie's `Path` is that prefix, and nothing outside it is answered (404, no token taken, no
+/// cookie read or set, nothing of the prefix or the token in the answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_client_lives_under_a_random_prefix_that_keeps_its_cookie_from_other_ports() {
+    let World { w } = world().await;
+    let dir = w.dir.clone();
+    let relay = w.addr.clone();
+    tokio::task::spawn_blocking(move || {
+        let (ui, base, prefix, token) = start_ui(&dir, "alice.id", &relay, "opened");
+        let port = base.rsplit(':').next().unwrap().to_owned();
+        // A fresh prefix each run.
+        let (again, _, again_prefix, _) = start_ui(&dir, "alice.id", &relay, "opened2");
+        stop(again);
+        assert_ne!(prefix, again_prefix, "two runs drew one prefix");
+        let digits = prefix.strip_prefix("/s/").unwrap().to_owned();
+        let cookie = format!("sealrelay_ui_{port}={token}");
+        let me = base.clone();
+        let none: &[(&str, &str)] = &[];
+        let with_cookie: &[(&str, &str)] = &[("Cookie", cookie.as_str())];
+        let same_origin: &[(&str, &str)] = &[("Cookie", cookie.as_str()), ("Origin", me.as_str())];
+        // A 404 from outside the prefix: no cookie set, no redirect, nothing of the prefix or
+        // the token, and still the security headers.
+        let outside = |method: &str, path: &str, h: &[(&str, &str)]| {
+            let (code, head, body) = raw(&base, method, path, h, "");
+            assert_eq!(code, 404, "{method} {path}: {head}");
+            let lower = head.to_ascii_lowercase();
+            assert!(!lower.contains("set-cookie"), "{method} {path}: {head}");
+            assert!(!lower.contains("location"), "{method} {path}: {head}");
+            for secret in [digits.as_bytes(), token.as_bytes()] {
+                assert!(!find(head.as_bytes(), secret), "{method} {path}: {head}");
+                assert!(
+                    !find(&body, secret),
+                    "{method} {path} told the prefix or token"
+                );
+            }
+            assert!(
+                head.contains("content-security-policy: default-src 'none'"),
+                "{head}"
+            );
+        };
+        // The token is not taken outside the prefix: at the root, at a page's bare path, at the
+        // prefix without its slash, under another prefix, under one a digit off.
+        let wrong = "0".repeat(32);
+        let last = if digits.ends_with('0') { '1' } else { '0' };
+        let near = format!("{}{last}", &digits[..31]);
+        let tokened = [
+            format!("/?token={token}"),
+            format!("/receipt?token={token}"),
+            format!("{prefix}?token={token}"),
+            format!("/s/{wrong}/?token={token}"),
+            format!("/s/{near}/?token={token}"),
+            format!("/s/?token={token}"),
+        ];
+        for path in &tokened {
+            outside("GET", path, none);
+        }
+        // The token in the prefix: the cookie's Path is exactly the prefix printed.
+        let (code, head, _) = raw(&base, "GET", &format!("{prefix}/?token={token}"), none, "");
+        assert_eq!(code, 303, "{head}");
+        let set = head
+            .lines()
+            .find_map(|l| l.strip_prefix("set-cookie: "))
+            .expect(&head);
+        let attrs: Vec<&str> = set.split("; ").collect();
+        assert_eq!(attrs[0], cookie, "{set}");
+        assert!(attrs.contains(&"HttpOnly"), "{set}");
+        assert!(attrs.contains(&"SameSite=Strict"), "{set}");
+        let paths: Vec<&str> = attrs
+            .iter()
+            .filter_map(|a| a.strip_prefix("Path="))
+            .collect();
+        assert_eq!(paths, [format!("{prefix}/").as_str()], "{set}");
+        let home = format!("location: {prefix}/");
+        assert!(head.lines().any(|l| l == home), "{head}");
+        // With the cookie, the pages under the prefix answer...
+        for page in ["/receipt", "/static/app.js", "/static/style.css"] {
+            let (code, head, _) = raw(&base, "GET", &format!("{prefix}{page}"), with_cookie, "");
+            assert_eq!(code, 200, "{page}: {head}");
+        }
+        // ...and the same pages outside it are 404, cookie or not, GET or same-origin POST.
+        for page in ["/", "/receipt", "/api/inbox", "/static/app.js", "/grants"] {
+            outside("GET", page, none);
+            outside("GET", page, with_cookie);
+            outside("GET", &format!("/s/{wrong}{page}"), with_cookie);
+        }
+        outside("POST", "/receipt", same_origin);
+        outside("POST", &format!("/s/{wrong}/receipt"), same_origin);
+        // Under the prefix, a path that is no page is the client's own 404 (after the guard).
+        assert_eq!(
+            raw(&base, "GET", &format!("{prefix}/nope"), none, "").0,
+            401
+        );
+        assert_eq!(
+            raw(&base, "GET", &format!("{prefix}/nope"), with_cookie, "").0,
+            404
+        );
+        stop(ui);
+    })
+    .await
+    .unwrap();
 }
 
 /// A small WebDriver client (W3C protocol over HTTP, to chromedriver).
@@ -453,8 +610,13 @@ async fn a_real_chromium_reads_the_inbox_opens_an_envelope_and_approves_a_grant(
     let dir = w.dir.clone();
     let relay = w.addr.clone();
     let shots = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
-    let (alice_ui, alice_base, alice_token) = start_ui(&dir, "alice.id", &relay, "opened");
-    let (bob_ui, bob_base, bob_token) = start_ui(&dir, "bob.id", &relay, "bob-opened");
+    let (alice_ui, alice_origin, alice_prefix, alice_token) =
+        start_ui(&dir, "alice.id", &relay, "opened");
+    let (bob_ui, bob_origin, bob_prefix, bob_token) =
+        start_ui(&dir, "bob.id", &relay, "bob-opened");
+    // Each client's app: its origin and this run's prefix.
+    let alice_base = format!("{alice_origin}{alice_prefix}");
+    let bob_base = format!("{bob_origin}{bob_prefix}");
     let driver = {
         let (dir, shots) = (dir.clone(), shots.clone());
         tokio::task::spawn_blocking(move || Driver::start(&dir.join("profile"), shots))
@@ -466,6 +628,11 @@ async fn a_real_chromium_reads_the_inbox_opens_an_envelope_and_approves_a_grant(
     // The inbox: who, what, why, verified.
     let dd = d.clone();
     let url = format!("{alice_base}/?token={alice_token}");
+    let (prefix, token, home) = (
+        alice_prefix.clone(),
+        alice_token.clone(),
+        format!("{alice_base}/"),
+    );
     tokio::task::spawn_blocking(move || {
         dd.go(&url);
         let t = dd.text("#inbox");
@@ -478,6 +645,46 @@ async fn a_real_chromium_reads_the_inbox_opens_an_envelope_and_approves_a_grant(
             assert!(t.contains(needle), "{needle}: {t}");
         }
         dd.shot("inbox");
+        // threat: the ui cookie reaching other loopback ports. The browser keeps the cookie
+        // under this run's prefix only...
+        let cookies = dd.call("GET", &dd.s("/cookie"), None);
+        let ours: Vec<&Value> = cookies
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| {
+                c["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("sealrelay_ui_"))
+            })
+            .collect();
+        assert_eq!(ours.len(), 1, "{cookies}");
+        assert_eq!(
+            ours[0]["path"].as_str(),
+            Some(format!("{prefix}/").as_str())
+        );
+        assert_eq!(ours[0]["httpOnly"].as_bool(), Some(true), "{cookies}");
+        // ...so a hostile server on another port of 127.0.0.1, visited in the same browser,
+        // is sent none of it, at any path it can name.
+        let (hostile, heads) = hostile_server();
+        for path in ["/", "/receipt", "/s/", "/api/inbox"] {
+            dd.go(&format!("{hostile}{path}"));
+            assert!(dd.text("body").contains("a hostile server"));
+        }
+        let heads: Vec<String> = heads.try_iter().collect();
+        assert!(
+            heads.iter().any(|h| h.starts_with("GET /receipt ")),
+            "{heads:?}"
+        );
+        for h in &heads {
+            assert!(
+                !h.contains("sealrelay_ui") && !h.contains(token.as_str()),
+                "the hostile server was sent the cookie: {h}"
+            );
+        }
+        // Back in the client, the cookie still opens it (no token in the URL now).
+        dd.go(&home);
+        dd.wait_for("the inbox again", |d| d.find("#inbox").is_some());
     })
     .await
     .unwrap();
@@ -529,10 +736,11 @@ async fn a_real_chromium_reads_the_inbox_opens_an_envelope_and_approves_a_grant(
         .all(|g| g.grant.grant_id != payroll));
     let dd = d.clone();
     let url = format!("{bob_base}/?token={bob_token}");
+    let approvals = format!("nav a[href='{bob_prefix}/approvals']");
     let gid = hex(payroll);
     tokio::task::spawn_blocking(move || {
         dd.go(&url);
-        dd.click("nav a[href='/approvals']");
+        dd.click(&approvals);
         dd.wait_for("the pending grant", |d| {
             d.find(&format!("section[data-grant='{gid}']")).is_some()
         });

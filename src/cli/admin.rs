@@ -27,14 +27,23 @@ pub enum PartyCommand {
         #[command(flatten)]
         dir: DirArg,
         /// Users: clearance level 0-9 (policy compares it with a resource's classification).
-        #[arg(long, value_name = "N", default_value_t = 0)]
-        clearance: u8,
-        /// Users: a role (repeatable), e.g. engineer, approver.
+        /// Default 0; with --rotate, the current entry's.
+        #[arg(long, value_name = "N")]
+        clearance: Option<u8>,
+        /// Users: a role (repeatable), e.g. engineer, approver. With --rotate, the roles given
+        /// replace the current ones; none given keeps them.
         #[arg(long = "role", value_name = "R")]
         roles: Vec<String>,
-        /// Agents: a scope of resources it may serve (repeatable), e.g. tickets/*.
+        /// With --rotate: drop every role (none given otherwise keeps the current ones).
+        #[arg(long, conflicts_with = "roles")]
+        no_roles: bool,
+        /// Agents: a scope of resources it may serve (repeatable), e.g. tickets/*. With
+        /// --rotate, the scopes given replace the current ones; none given keeps them.
         #[arg(long = "scope", value_name = "S")]
         scopes: Vec<String>,
+        /// With --rotate: drop every scope (none given otherwise keeps the current ones).
+        #[arg(long, conflicts_with = "scopes")]
+        no_scopes: bool,
         /// Where to write: the bundle (with a request; default: REQUEST with .bundle) or the
         /// generated identity (with a name; required).
         #[arg(long, short = 'o', value_name = "FILE")]
@@ -42,14 +51,19 @@ pub enum PartyCommand {
         /// Days the entry and client certificate stay valid.
         #[arg(long, value_name = "DAYS", default_value_t = 30)]
         validity: u64,
-        /// Issue a new serial for a party that is already enrolled (key rotation, new attributes).
+        /// Issue a new serial for a party that is already enrolled: a new key (key rotation), the
+        /// same request again (certificate renewal: a new validity period), or new attributes.
+        /// Clearance, roles and scopes not given carry over from the current entry; what changed
+        /// is printed.
         #[arg(long)]
         rotate: bool,
         /// Also push the new entry to this relay (as DIR/admin.id).
         #[arg(long, value_name = "HOST:PORT")]
         relay: Option<String>,
     },
-    /// Revoke a party's current entry (signed by the authority; it takes effect on its next request).
+    /// Revoke a party's current entry (signed by the authority). A relay enforces it once it has
+    /// it: at once with --relay; within a few seconds on a relay whose --dir is this DIR (it
+    /// watches DIR/directory); otherwise after `sealrelay directory push`.
     Revoke {
         /// The party's name.
         #[arg(value_name = "NAME")]
@@ -59,7 +73,7 @@ pub enum PartyCommand {
         /// Why (recorded in the signed revocation).
         #[arg(long, value_name = "TEXT", default_value = "revoked by admin")]
         reason: String,
-        /// Also push the revocation to this relay (it takes effect on the party's next request).
+        /// Also push the revocation to this relay (in force there from the party's next request).
         #[arg(long, value_name = "HOST:PORT")]
         relay: Option<String>,
     },
@@ -105,22 +119,20 @@ pub fn run_party(kind: PartyKind, cmd: PartyCommand) -> Result<()> {
             dir,
             clearance,
             roles,
+            no_roles,
             scopes,
+            no_scopes,
             out,
             validity,
             rotate,
             relay,
         } => {
-            let opts = EnrollOptions {
-                attributes: Attributes {
-                    clearance,
-                    roles,
-                    scopes,
-                },
-                rotate,
-                validity_days: validity,
+            let changes = AttributeChanges {
+                clearance,
+                roles: (no_roles || !roles.is_empty()).then_some(roles),
+                scopes: (no_scopes || !scopes.is_empty()).then_some(scopes),
             };
-            let signed = add(kind, &target, &dir.dir, &opts, out)?;
+            let signed = add(kind, &target, &dir.dir, &changes, rotate, validity, out)?;
             if let Some(relay) = relay {
                 super::relay::push(&dir.dir, &relay, &[signed], &[])?;
                 println!("  pushed to the relay at {relay}");
@@ -134,6 +146,13 @@ pub fn run_party(kind: PartyKind, cmd: PartyCommand) -> Result<()> {
             relay,
         } => {
             let signed = revoke(kind, &name, &dir.dir, &reason)?;
+            if relay.is_none() {
+                println!(
+                    "  not pushed: a relay started with --dir {} takes it in within seconds; any other relay refuses {name} only after `sealrelay directory push --dir {} --relay HOST:PORT`",
+                    dir.dir.display(),
+                    dir.dir.display()
+                );
+            }
             if let Some(relay) = relay {
                 super::relay::push(&dir.dir, &relay, &[], &[signed])?;
                 println!(
@@ -145,17 +164,134 @@ pub fn run_party(kind: PartyKind, cmd: PartyCommand) -> Result<()> {
     }
 }
 
+/// What `add` was told about the party's attributes; what it was not told is the current
+/// entry's on a rotation (threat: a rotation that silently resets what a party may do).
+struct AttributeChanges {
+    clearance: Option<u8>,
+    roles: Option<Vec<String>>,
+    scopes: Option<Vec<String>>,
+}
+
+impl AttributeChanges {
+    /// The attributes of the new entry: the changes over `current` (a rotation), or over the
+    /// defaults (a first enrollment); and one line per attribute saying what happened to it.
+    fn apply(&self, kind: PartyKind, current: Option<&Attributes>) -> (Attributes, Vec<String>) {
+        let base = current.cloned().unwrap_or_default();
+        let mut notes = Vec::new();
+        // Only the kind's own attributes are spoken of (users: clearance and roles; agents:
+        // scopes).
+        let applies = |what: &str| match kind {
+            PartyKind::User => what != "scopes",
+            PartyKind::Agent => what == "scopes",
+            _ => false,
+        };
+        let mut note = |what: &str, old: String, new: String, given: bool| {
+            if current.is_some() && applies(what) {
+                let how = match (given, old == new) {
+                    (false, _) => "kept".to_owned(),
+                    (true, true) => "unchanged".to_owned(),
+                    (true, false) => format!("changed from {old}"),
+                };
+                notes.push(format!("{what} {new} ({how})"));
+            }
+        };
+        let clearance = self.clearance.unwrap_or(base.clearance);
+        note(
+            "clearance",
+            base.clearance.to_string(),
+            clearance.to_string(),
+            self.clearance.is_some(),
+        );
+        let roles = self.roles.clone().unwrap_or_else(|| base.roles.clone());
+        note(
+            "roles",
+            format!("[{}]", base.roles.join(", ")),
+            format!("[{}]", roles.join(", ")),
+            self.roles.is_some(),
+        );
+        let scopes = self.scopes.clone().unwrap_or_else(|| base.scopes.clone());
+        note(
+            "scopes",
+            format!("[{}]", base.scopes.join(", ")),
+            format!("[{}]", scopes.join(", ")),
+            self.scopes.is_some(),
+        );
+        (
+            Attributes {
+                clearance,
+                roles,
+                scopes,
+            },
+            notes,
+        )
+    }
+}
+
 fn add(
     kind: PartyKind,
     target: &str,
     dir: &Path,
-    opts: &EnrollOptions,
+    changes: &AttributeChanges,
+    rotate: bool,
+    validity_days: u64,
     out: Option<PathBuf>,
 ) -> Result<Signed> {
-    opts.attributes.validate(kind)?;
     let root = TrustRoot::load(dir)?;
     let (directory, _) = dirstore::load(&root.directory_dir(), &root.authority.public())?;
     let now = clock::now();
+    let name = if is_request_path(target) {
+        None
+    } else {
+        Some(target)
+    };
+    // The party's current attributes, on a rotation: the request names the party.
+    let party_name = match name {
+        Some(n) => n.to_owned(),
+        None => request_name(Path::new(target))?,
+    };
+    let id = SpiffeId::new(&root.meta.trust_domain, kind, &party_name)?;
+    let current = if rotate {
+        directory.latest(&id).map(|e| e.attributes.clone())
+    } else {
+        None
+    };
+    let (attributes, notes) = changes.apply(kind, current.as_ref());
+    attributes.validate(kind)?;
+    let opts = EnrollOptions {
+        attributes,
+        rotate,
+        validity_days,
+    };
+    let signed = add_with(kind, target, &root, &directory, &opts, out, now)?;
+    for n in notes {
+        println!("  {n}");
+    }
+    Ok(signed)
+}
+
+/// The party a request file names (checked again, with its signature, when it is enrolled).
+fn request_name(path: &Path) -> Result<String> {
+    let bytes = read_capped(path, MAX_SIGNED_FILE_LEN)?;
+    let signed = Signed::from_json(&bytes, StatementType::EnrollmentRequest).map_err(|e| {
+        e.context(format!(
+            "{} is not a valid enrollment request (ask the party to run `sealrelay keys gen` again)",
+            path.display()
+        ))
+    })?;
+    Ok(EnrollmentRequest::verify(&signed)
+        .map_err(|e| e.context(path.display()))?
+        .name)
+}
+
+fn add_with(
+    kind: PartyKind,
+    target: &str,
+    root: &TrustRoot,
+    directory: &sealrelay::core::directory::Directory,
+    opts: &EnrollOptions,
+    out: Option<PathBuf>,
+    now: u64,
+) -> Result<Signed> {
     if is_request_path(target) {
         let path = PathBuf::from(target);
         let bytes = read_capped(&path, MAX_SIGNED_FILE_LEN)?;
@@ -175,7 +311,7 @@ fn add(
                 req.kind
             )));
         }
-        let issued = dirstore::issue(&root, &directory, &req, opts, now)?;
+        let issued = dirstore::issue(root, directory, &req, opts, now)?;
         let bundle = root.bundle(issued.signed.clone(), issued.cert.clone(), None)?;
         let out = out.unwrap_or_else(|| bundle_path_for(&path));
         write_atomic(&out, bundle.to_json().as_bytes(), PUBLIC_MODE, false)?;
@@ -209,7 +345,7 @@ fn add(
         }
         let mut identity = Identity::generate(kind, target)?;
         let req = EnrollmentRequest::verify(&identity.enrollment_request(now)?)?;
-        let issued = dirstore::issue(&root, &directory, &req, opts, now)?;
+        let issued = dirstore::issue(root, directory, &req, opts, now)?;
         let bundle = root.bundle(issued.signed.clone(), issued.cert.clone(), None)?;
         bundle.import_into(&mut identity, now)?;
         identity_file::save(&out, &identity, false)?;
@@ -272,13 +408,18 @@ pub fn run_directory(cmd: DirectoryCommand) -> Result<()> {
             let vk = trust_root::read_verifier_key(&pub_path)?;
             let (directory, summary) = dirstore::load(&dir.dir.join("directory"), &vk.key)?;
             let now = clock::now();
+            let width = directory
+                .parties()
+                .map(|e| e.id.to_string().len())
+                .max()
+                .unwrap_or(0);
             for e in directory.parties() {
                 let state = match directory.active(&e.id, now) {
                     Ok(_) => "active".to_owned(),
                     Err(p) => format!("{p:?}").to_lowercase(),
                 };
                 println!(
-                    "  {:<40} serial {:<3} {}",
+                    "  {:<width$} serial {:<3} {}",
                     e.id.to_string(),
                     e.serial,
                     state
@@ -303,10 +444,8 @@ pub fn run_directory(cmd: DirectoryCommand) -> Result<()> {
             }
             let vk = trust_root::read_verifier_key(&dir.dir.join("authority.pub"))?;
             let (directory, summary) = dirstore::load(&dir.dir.join("directory"), &vk.key)?;
-            let entries: Vec<Signed> = directory
-                .parties()
-                .filter_map(|e| directory.latest_signed(&e.id).cloned())
-                .collect();
+            // Every serial: the relay keeps each party's history (earlier keys are recognised).
+            let entries: Vec<Signed> = directory.all_entries().map(|(_, s)| s.clone()).collect();
             let revocations: Vec<Signed> =
                 directory.revocations().map(|(_, s)| s.clone()).collect();
             super::relay::push(&dir.dir, &relay, &entries, &revocations)?;

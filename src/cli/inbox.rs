@@ -25,9 +25,10 @@ pub fn header_lines(h: &EnvelopeHeader) -> String {
         hex(h.envelope_id),
         h.length,
         clock::rfc3339(h.received_at),
-        match &h.problem {
-            None => "verified".to_owned(),
-            Some(p) => format!("UNVERIFIABLE: {p} (it will not be opened)"),
+        match (&h.problem, h.other_key_note()) {
+            (None, None) => "verified".to_owned(),
+            (None, Some(note)) => format!("verified, {note}"),
+            (Some(p), _) => format!("UNVERIFIABLE: {p} (it will not be opened)"),
         }
     );
     let agent = h
@@ -120,8 +121,8 @@ pub fn fetch(args: FetchArgs) -> Result<()> {
         .transpose()?;
     if args.all {
         if let Some(dir) = &args.out {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::io(format!("cannot create {}: {e}", dir.display())))?;
+            // Plaintext goes here: a directory fetch makes is the user's alone.
+            sealrelay::local::fs::ensure_dir(dir, 0o700)?;
         }
     }
     // Each receipt's checkpoint must extend the newest one this identity saw (IDENTITY.checkpoint).
@@ -134,9 +135,20 @@ pub fn fetch(args: FetchArgs) -> Result<()> {
         if let Some(seen) = seen {
             user = user.remember_checkpoints(seen);
         }
+        // With --all, what was sealed to another of the user's keys (a rotation) is left for
+        // that identity: not opened, no receipt (it is not the agent's doing).
         let ids: Vec<EnvelopeId> = match single {
             Some(id) => vec![id],
-            None => user.inbox().await?.iter().map(|e| e.envelope_id).collect(),
+            None => {
+                let mut ids = Vec::new();
+                for h in user.inbox_headers().await? {
+                    match h.other_key_note() {
+                        Some(note) => eprintln!("envelope {}: left for now: {note}", hex(h.envelope_id)),
+                        None => ids.push(h.envelope_id),
+                    }
+                }
+                ids
+            }
         };
         let mut undecryptable = 0;
         for id in &ids {

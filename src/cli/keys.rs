@@ -1,4 +1,4 @@
-//! `sealrelay keys init | gen | import`.
+//! `sealrelay keys init | reissue-relay | gen | import`.
 
 use std::path::{Path, PathBuf};
 
@@ -10,7 +10,7 @@ use sealrelay::error::{Error, Result};
 use sealrelay::ids::PartyKind;
 use sealrelay::local::fs::{exists, read_capped, write_atomic, PUBLIC_MODE};
 use sealrelay::local::identity_file;
-use sealrelay::local::trust_root::{self, InitOptions};
+use sealrelay::local::trust_root::{self, InitOptions, ReissueOptions};
 
 use super::DirArg;
 
@@ -30,12 +30,32 @@ pub enum KeysCommand {
         #[arg(long, value_name = "NAME", default_value = "admin")]
         admin_name: String,
         /// Extra DNS name or IP address for the relay certificate (repeatable); localhost,
-        /// 127.0.0.1 and ::1 are always included.
+        /// 127.0.0.1 and ::1 are always included. Clients must dial one of these names; change
+        /// them later with `keys reissue-relay`.
         #[arg(long = "san", value_name = "NAME")]
         sans: Vec<String>,
         /// Replace an existing trust root (every certificate and entry it issued stops working).
         #[arg(long)]
         force: bool,
+    },
+    /// Reissue the relay's TLS certificate alone (new host names, or a renewal), signed by the CA
+    /// in DIR: the CA, authority, log keys and every enrolled party stay valid. Restart `serve`
+    /// to use it.
+    ReissueRelay {
+        #[command(flatten)]
+        dir: DirArg,
+        /// DNS name or IP address clients dial the relay by (repeatable); localhost, 127.0.0.1
+        /// and ::1 are always included. The new certificate names only these; without --san it
+        /// keeps the current certificate's names.
+        #[arg(long = "san", value_name = "NAME")]
+        sans: Vec<String>,
+        /// Days the new certificate is valid (not past the CA's expiry).
+        #[arg(long, value_name = "DAYS", default_value_t = 365)]
+        validity: u64,
+        /// Certify the existing relay.key instead of making a new key. The default, a new key,
+        /// means a copy of the old key left elsewhere cannot serve under the new names.
+        #[arg(long)]
+        keep_key: bool,
     },
     /// Make a party's private identity FILE (0600) and its public enrollment request FILE.request.
     /// Run it on the party's own machine: private keys never leave it.
@@ -104,6 +124,11 @@ pub fn run(cmd: KeysCommand) -> Result<()> {
                 "  ca.crt, relay.crt (spiffe://{}/relay/{}), admin.id (spiffe://{}/admin/{})",
                 meta.trust_domain, meta.relay_name, meta.trust_domain, meta.admin_name
             );
+            let relay_crt = trust_root::read_cert_pem(&dir.dir.join("relay.crt"))?;
+            println!(
+                "  relay names    {} (clients dial one of these; `keys reissue-relay --san HOST` changes them)",
+                sealrelay::core::pki::host_names(&relay_crt)?.join(", ")
+            );
             println!(
                 "  private keys (*.key, admin.id) are mode 0600: keep them off shared machines"
             );
@@ -117,8 +142,44 @@ pub fn run(cmd: KeysCommand) -> Result<()> {
             force,
             x25519,
         } => gen(&name, &kind, &out, force, x25519),
+        KeysCommand::ReissueRelay {
+            dir,
+            sans,
+            validity,
+            keep_key,
+        } => reissue_relay(&dir.dir, sans, validity, keep_key),
         KeysCommand::Import { identity, bundle } => import(&identity, &bundle),
     }
+}
+
+fn reissue_relay(dir: &Path, sans: Vec<String>, days: u64, keep_key: bool) -> Result<()> {
+    let opts = ReissueOptions {
+        sans,
+        days,
+        keep_key,
+    };
+    let r = trust_root::reissue_relay(dir, &opts, clock::now())?;
+    println!(
+        "relay certificate for {} reissued in {} ({}), valid until {}",
+        r.id,
+        dir.display(),
+        if r.new_key {
+            "new key in relay.key"
+        } else {
+            "same relay.key"
+        },
+        clock::rfc3339(r.not_after)
+    );
+    println!("  names          {}", r.names.join(", "));
+    if !r.dropped.is_empty() {
+        println!("  no longer      {}", r.dropped.join(", "));
+    }
+    println!("  unchanged      ca.crt, authority and log keys, admin.id, every enrolled party");
+    println!(
+        "next: copy relay.crt and relay.key to the relay's trust-root directory (if it is not {}) and restart `sealrelay serve`: a running relay keeps the old certificate",
+        dir.display()
+    );
+    Ok(())
 }
 
 /// `FILE.request` beside `FILE`.

@@ -31,7 +31,7 @@ pub struct McpArgs {
     #[arg(long, value_name = "ADDR")]
     http: Option<std::net::SocketAddr>,
     /// With --http: a file holding the bearer token (else $SEALRELAY_MCP_TOKEN, else a random
-    /// token printed once on stderr).
+    /// token written to IDENTITY.mcp-token, mode 0600; it is never printed).
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
     #[command(flatten)]
@@ -55,7 +55,10 @@ pub fn run(args: McpArgs) -> Result<()> {
     }
     init_logging();
     let relay = args.relay.address(&identity);
-    let agent = BlindAgent::new(Arc::new(identity), relay, connectors, scratch_dir());
+    // Serial pins kept beside the identity, across tool calls and runs.
+    let pins = Arc::new(sealrelay::client::SerialPins::for_identity(&args.identity)?);
+    let agent =
+        BlindAgent::new(Arc::new(identity), relay, connectors, scratch_dir()).with_pins(pins);
     let server = McpServer::new(agent);
     runtime()?.block_on(async move {
         match args.http {
@@ -70,7 +73,7 @@ pub fn run(args: McpArgs) -> Result<()> {
                 Ok(())
             }
             Some(listen) => {
-                let token = token(args.token_file.as_deref())?;
+                let token = token(args.token_file.as_deref(), &args.identity)?;
                 let http = HttpServer::bind(listen).await?;
                 println!("http://{}{PATH}", http.addr);
                 let shutdown = tokio_util::sync::CancellationToken::new();
@@ -85,7 +88,10 @@ pub fn run(args: McpArgs) -> Result<()> {
     })
 }
 
-fn token(file: Option<&std::path::Path>) -> Result<Zeroizing<String>> {
+/// The bearer token: from `--token-file`, else `$SEALRELAY_MCP_TOKEN`, else a random one
+/// written to `IDENTITY.mcp-token` (0600, replaced each run). A generated token is never
+/// printed: a service's journal would keep it; only the file's path is.
+fn token(file: Option<&std::path::Path>, identity: &std::path::Path) -> Result<Zeroizing<String>> {
     let token = if let Some(path) = file {
         let bytes = Zeroizing::new(sealrelay::local::fs::read_capped(path, 4096)?);
         let text = std::str::from_utf8(&bytes)
@@ -95,7 +101,19 @@ fn token(file: Option<&std::path::Path>) -> Result<Zeroizing<String>> {
         Zeroizing::new(t.trim().to_owned())
     } else {
         let t = random_token()?;
-        eprintln!("bearer token (shown once): {}", t.as_str());
+        let mut path = identity.as_os_str().to_owned();
+        path.push(".mcp-token");
+        let path = PathBuf::from(path);
+        sealrelay::local::fs::write_atomic(
+            &path,
+            t.as_bytes(),
+            sealrelay::local::fs::PRIVATE_MODE,
+            true,
+        )?;
+        eprintln!(
+            "bearer token: generated and written to {} (mode 0600; give it to the MCP host)",
+            path.display()
+        );
         t
     };
     if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
@@ -108,8 +126,16 @@ fn token(file: Option<&std::path::Path>) -> Result<Zeroizing<String>> {
 
 /// Logs go to stderr (stdout carries the protocol over stdio): ids and sizes, never data.
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The HTTP and TLS libraries log what a source sent (status lines, headers, redirect
+    // targets, certificate names) at their debug levels: never in this log, whatever RUST_LOG
+    // asks for, since nothing a source chose may reach the agent's side (threat 50).
+    for quiet in ["ureq=off", "ureq_proto=off", "rustls=off"] {
+        if let Ok(d) = quiet.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

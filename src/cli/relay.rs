@@ -5,7 +5,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use sealrelay::client::{AdminClient, AgentClient, GrantRequest, OpenGrant, UserClient};
+use sealrelay::client::{
+    AdminClient, AgentClient, GrantRequest, OpenGrant, SerialPins, UserClient,
+};
 use sealrelay::clock;
 use sealrelay::core::identity::Identity;
 use sealrelay::core::sign::Signed;
@@ -47,7 +49,8 @@ pub struct ServeArgs {
     /// below override both.
     #[arg(long, value_name = "FILE", env = "SEALRELAY_CONFIG")]
     config: Option<PathBuf>,
-    /// Trust-root directory with relay.crt, relay.key, ca.crt, authority.pub, root.json.
+    /// Trust-root directory with relay.crt, relay.key, ca.crt, authority.pub, log.key, log.pub,
+    /// root.json (and directory/, loaded at start if present).
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
     /// Data directory (state and ciphertext blobs).
@@ -59,8 +62,8 @@ pub struct ServeArgs {
     /// Log format on stderr: text or json.
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
-    /// The admin listener for /metrics, /livez and /readyz (HTTP; default 127.0.0.1:9464), or
-    /// "off".
+    /// The admin listener for /metrics, /livez and /readyz (HTTP; default 127.0.0.1:9464; port 0
+    /// picks one), or "off".
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<String>,
 }
@@ -237,7 +240,10 @@ pub fn grants(args: IdentityRelayArgs) -> Result<()> {
     let identity = identity_file::load_enrolled(&args.identity, PartyKind::Agent, clock::now())?;
     let relay = args.relay.address(&identity);
     runtime()?.block_on(async {
-        let agent = AgentClient::connect(&identity, &relay).await?;
+        let pins = std::sync::Arc::new(SerialPins::for_identity(&args.identity)?);
+        let agent = AgentClient::connect(&identity, &relay)
+            .await?
+            .with_pins(pins);
         let grants = agent.grants().await?;
         if args.json {
             let list: Vec<_> = grants.iter().map(grant_json).collect();
@@ -302,13 +308,16 @@ pub fn send(args: SendArgs) -> Result<()> {
             })?,
         )
     };
+    let pins = std::sync::Arc::new(SerialPins::for_identity(&args.identity)?);
     runtime()?.block_on(async {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.retry_for);
         let mut delay = std::time::Duration::from_millis(250);
         let mut sealed: Option<sealrelay::client::Sealed> = None;
         loop {
             let attempt = async {
-                let agent = AgentClient::connect(&identity, &relay).await?;
+                let agent = AgentClient::connect(&identity, &relay)
+                    .await?
+                    .with_pins(pins.clone());
                 let sealed = match &mut sealed {
                     Some(s) => s,
                     None => {

@@ -20,7 +20,8 @@ pub struct UiArgs {
     /// Loopback address to serve on (port 0 picks a random one).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
     listen: std::net::SocketAddr,
-    /// Where opened envelopes are written (mode 0600), each with its receipt.
+    /// Where opened envelopes are written, each with its receipt (the directory is made 0700;
+    /// opened files are 0600, receipts 0644).
     #[arg(long, value_name = "DIR", default_value = "sealrelay-inbox")]
     out: PathBuf,
     #[command(flatten)]
@@ -35,7 +36,9 @@ pub fn run(args: UiArgs) -> Result<()> {
             .await?
             .remember_checkpoints(args.identity.clone());
         let token = random_token()?;
-        // Printed once: whoever has this URL is you, until this process ends.
+        // Printed once: whoever has this URL is you, until this process ends. It carries this
+        // run's random path prefix, under which the whole app and its cookie live (so a server
+        // on another loopback port is never sent the cookie), and the token.
         println!("{}", server.url(token.as_str()));
         eprintln!("sealrelay ui: open the URL above in your browser; Ctrl-C stops it");
         let shutdown = async {

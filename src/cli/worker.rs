@@ -35,8 +35,11 @@ pub struct RunArgs {
 pub fn run_agent(args: RunArgs) -> Result<()> {
     let identity = identity_file::load_enrolled(&args.identity, PartyKind::Agent, clock::now())?;
     let relay = args.relay.address(&identity);
+    let pins = std::sync::Arc::new(sealrelay::client::SerialPins::for_identity(&args.identity)?);
     runtime()?.block_on(async {
-        let mut agent = AgentClient::connect(&identity, &relay).await?;
+        let mut agent = AgentClient::connect(&identity, &relay)
+            .await?
+            .with_pins(pins.clone());
         let mut failed: std::collections::HashSet<GrantId> = std::collections::HashSet::new();
         let mut delay = std::time::Duration::from_millis(500);
         loop {
@@ -55,7 +58,7 @@ pub fn run_agent(args: RunArgs) -> Result<()> {
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(std::time::Duration::from_secs(30));
                     if let Ok(again) = AgentClient::connect(&identity, &relay).await {
-                        agent = again;
+                        agent = again.with_pins(pins.clone());
                     }
                     continue;
                 }

@@ -42,8 +42,9 @@ pub struct AgentClient<'a> {
     pub conn: Connection,
     identity: &'a Identity,
     id: SpiffeId,
-    /// The highest directory serial seen per user, for as long as this client lives.
-    pins: SerialPins,
+    /// The highest directory serial seen per user: this process's (and, when the caller gave
+    /// [`AgentClient::with_pins`] pins kept beside the identity, every earlier run's).
+    pins: std::sync::Arc<SerialPins>,
 }
 
 impl<'a> AgentClient<'a> {
@@ -53,8 +54,15 @@ impl<'a> AgentClient<'a> {
             conn: Connection::connect(identity, relay).await?,
             identity,
             id,
-            pins: SerialPins::default(),
+            pins: std::sync::Arc::new(SerialPins::in_memory()),
         })
+    }
+
+    /// Uses `pins` (shared by every client of this process, and kept across runs when made
+    /// with [`SerialPins::for_identity`]) instead of pins of this client's own.
+    pub fn with_pins(mut self, pins: std::sync::Arc<SerialPins>) -> Self {
+        self.pins = pins;
+        self
     }
 
     /// Open grants addressed to this agent, each verified against the pinned authority; grants
@@ -71,6 +79,7 @@ impl<'a> AgentClient<'a> {
                 },
             )
             .await?;
+        self.pins.refresh()?;
         let now = clock::now();
         let mut out = Vec::new();
         for view in &grants {

@@ -50,11 +50,12 @@ pub fn connection_error(e: &ConnectionError) -> Error {
                     ErrorKind::Refused,
                     "the relay closed the connection: this identity has been revoked",
                 ),
-                Some(CloseCode::Busy) => Error::new(
+                // The relay was reached and said so: a refusal (exit 6) that is still retried.
+                Some(CloseCode::Busy) => Error::answered_by_relay(
                     ErrorKind::Unavailable,
                     "the relay has too many connections (for this identity, or in all): close some, or try again shortly",
                 ),
-                Some(CloseCode::ShuttingDown) => Error::new(
+                Some(CloseCode::ShuttingDown) => Error::answered_by_relay(
                     ErrorKind::Unavailable,
                     "the relay is shutting down: try again when it is back",
                 ),
@@ -66,6 +67,31 @@ pub fn connection_error(e: &ConnectionError) -> Error {
             format!("the relay refused this identity ({close}): check that its certificate is issued by the relay's CA and not revoked"),
         ),
         other => unavailable(other),
+    }
+}
+
+/// TLS's bad_certificate alert (RFC 8446 §6.2).
+const TLS_BAD_CERTIFICATE: u8 = 42;
+
+/// Why a connection attempt failed. A handshake this client ended with a bad_certificate alert
+/// means the relay's certificate (issued by our CA, or the chain check would have said
+/// unknown_ca) does not name the host dialled: rustls raises that alert for a name mismatch,
+/// and otherwise only for a certificate it cannot parse, which `keys init` never issues. That
+/// is said in one line with what to do; any other failure counts as the relay unreachable.
+fn handshake_error(e: &ConnectionError, relay: &str, host: &str) -> Error {
+    match e {
+        ConnectionError::TransportError(t)
+            if t.code == quinn::TransportErrorCode::crypto(TLS_BAD_CERTIFICATE) =>
+        {
+            Error::verification(format!(
+                "the relay's certificate does not name {host}, the host dialled ({relay}): reissue it naming that host (`sealrelay keys reissue-relay --san {host}`, then restart `serve`), or dial a name it was issued for ({})",
+                t.reason
+            ))
+        }
+        other => Error::new(
+            ErrorKind::Unavailable,
+            format!("cannot reach the relay at {relay}: {other}"),
+        ),
     }
 }
 
@@ -125,12 +151,7 @@ impl Connection {
                     format!("no answer from the relay at {relay} (is it running?)"),
                 )
             })?
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Unavailable,
-                    format!("cannot reach the relay at {relay}: {e}"),
-                )
-            })?;
+            .map_err(|e| handshake_error(&e, relay, &host))?;
         // The relay must present a relay identity of our trust domain.
         let peer = net::peer(&conn)?;
         let ours = identity.id.as_ref().map(|i| i.trust_domain().to_owned());
@@ -186,9 +207,10 @@ impl Connection {
         let _ = body_result;
         match response {
             Response::Ok(reply) => Ok((reply, recv)),
-            Response::Err { code, message } => {
-                Err(Error::new(code.kind(), refusal_message(code, &message)))
-            }
+            Response::Err { code, message } => Err(Error::answered_by_relay(
+                code.kind(),
+                refusal_message(code, &message),
+            )),
         }
     }
 

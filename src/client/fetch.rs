@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::ids::EnvelopeId;
 
 use super::connection::read_body;
-use super::header::{describe, EnvelopeHeader};
+use super::header::EnvelopeHeader;
 use super::unexpected;
 use super::user::UserClient;
 use super::verify::{authority, verified_entry};
@@ -80,7 +80,15 @@ impl UserClient<'_> {
             return Err(unexpected(&reply));
         };
         // Who, what, why, and whether it all verifies — judged before a byte is decrypted.
-        let header = describe(self.identity, &view);
+        let header = self.judge(&view, &mut Vec::new()).await?;
+        // Sealed to another of the user's keys (a rotation): not opened here, and no receipt
+        // (an undecryptable one would count against the agent for the user's own key change).
+        if let Some(note) = header.other_key_note() {
+            return Err(Error::new(
+                crate::ErrorKind::Conflict,
+                format!("envelope {}: {note}", crate::ids::hex(envelope_id)),
+            ));
+        }
         let grant = Grant::decode(&view.grant.statement)?;
         let scratch = tempfile::tempfile_in(scratch_dir).map_err(|e| {
             Error::io(format!(

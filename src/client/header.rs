@@ -8,7 +8,7 @@
 use serde::Serialize;
 
 use crate::clock;
-use crate::core::directory::sha256;
+use crate::core::directory::{sha256, DirectoryEntry};
 use crate::core::envelope::submission::Submission;
 use crate::core::grant::{Approval, Grant};
 use crate::core::identity::Identity;
@@ -36,11 +36,29 @@ pub struct EnvelopeHeader {
     pub received_at: u64,
     /// `None` when everything verifies; otherwise why not, in one line.
     pub problem: Option<String>,
+    /// The grant was signed with another of this user's own keys (serial N: before, or after,
+    /// a rotation), so the agent sealed it to that key: open it with that identity. Everything
+    /// else verified. `None` for this identity's own key.
+    pub other_key_serial: Option<u64>,
 }
 
 impl EnvelopeHeader {
     pub fn verified(&self) -> bool {
         self.problem.is_none()
+    }
+
+    /// Whether this identity can open it: it verified, and it was sealed to this identity's key.
+    pub fn openable(&self) -> bool {
+        self.verified() && self.other_key_serial.is_none()
+    }
+
+    /// Why this identity does not open an envelope sealed to another of the user's keys.
+    pub fn other_key_note(&self) -> Option<String> {
+        self.other_key_serial.map(|serial| {
+            format!(
+                "sealed to your key of serial {serial} (you rotated keys): open it with that identity file; a relay accepts it for a grace period after the rotation (rotation_grace_secs); nothing was filed against the agent"
+            )
+        })
     }
 
     /// The header as `inbox --json` prints it and the web client serves it.
@@ -57,6 +75,7 @@ impl EnvelopeHeader {
             received: clock::rfc3339(self.received_at),
             verified: self.verified(),
             problem: self.problem.clone(),
+            other_key_serial: self.other_key_serial,
         }
     }
 }
@@ -75,11 +94,18 @@ pub struct HeaderJson {
     pub received: String,
     pub verified: bool,
     pub problem: Option<String>,
+    /// Sealed to another of your keys (that serial): open it with that identity.
+    pub other_key_serial: Option<u64>,
 }
 
 /// Judges `view` for the user `identity`. Never fails: what cannot be checked is the header's
-/// problem.
-pub fn describe(identity: &Identity, view: &EnvelopeView) -> EnvelopeHeader {
+/// problem. `own` are the user's other directory entries (verified against the authority), by
+/// which a grant signed before or after a rotation is recognised as the user's own.
+pub fn describe(
+    identity: &Identity,
+    own: &[DirectoryEntry],
+    view: &EnvelopeView,
+) -> EnvelopeHeader {
     let mut h = EnvelopeHeader {
         envelope_id: view.envelope_id,
         agent: None,
@@ -91,14 +117,20 @@ pub fn describe(identity: &Identity, view: &EnvelopeView) -> EnvelopeHeader {
         length: view.length,
         received_at: view.received_at,
         problem: None,
+        other_key_serial: None,
     };
-    if let Err(e) = check(identity, view, &mut h) {
+    if let Err(e) = check(identity, own, view, &mut h) {
         h.problem = Some(e.message().to_owned());
     }
     h
 }
 
-fn check(identity: &Identity, view: &EnvelopeView, h: &mut EnvelopeHeader) -> Result<()> {
+fn check(
+    identity: &Identity,
+    own: &[DirectoryEntry],
+    view: &EnvelopeView,
+    h: &mut EnvelopeHeader,
+) -> Result<()> {
     let authority = authority(identity)?;
     let grant_signed = view.grant.to_signed(StatementType::Grant)?;
     let claimed = Grant::decode(&grant_signed.statement)?;
@@ -117,8 +149,25 @@ fn check(identity: &Identity, view: &EnvelopeView, h: &mut EnvelopeHeader) -> Re
         }
         None => None,
     };
-    let grant = Grant::verify(&grant_signed, &identity.signing_key.public())
-        .map_err(|_| Error::verification("the grant is not one you signed"))?;
+    let grant = match Grant::verify(&grant_signed, &identity.signing_key.public()) {
+        Ok(g) => g,
+        Err(_) => {
+            // Signed with another of this user's keys (a rotation since, or before)?
+            let me = identity.id.as_ref();
+            let other = own.iter().find(|e| {
+                Some(&e.id) == me
+                    && e.signing_key != identity.signing_key.public()
+                    && Grant::verify(&grant_signed, &e.signing_key).is_ok()
+            });
+            match other {
+                Some(e) => {
+                    h.other_key_serial = Some(e.serial);
+                    Grant::verify(&grant_signed, &e.signing_key)?
+                }
+                None => return Err(Error::verification("the grant is not one you signed")),
+            }
+        }
+    };
     let agent_entry = verified_entry(&view.agent_entry, &authority, Some(&grant.agent))
         .map_err(|e| Error::verification(format!("the agent's entry: {}", e.message())))?;
     let statement = view.statement.to_signed(StatementType::Submission)?;

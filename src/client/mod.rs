@@ -19,7 +19,7 @@ pub use connection::{connection_error, Connection, CONNECT_TIMEOUT};
 pub use fetch::Fetched;
 pub use header::{describe, EnvelopeHeader, HeaderJson};
 pub use user::{GrantRequest, MyGrant, UserClient};
-pub use verify::{authority, OpenGrant};
+pub use verify::{authority, OpenGrant, SerialPins};
 
 use crate::core::wire::Reply;
 use crate::error::Error;

@@ -92,12 +92,45 @@ impl<'a> UserClient<'a> {
 
     /// The inbox with each envelope's header judged (who, what, why, verified or not).
     pub async fn inbox_headers(&self) -> Result<Vec<super::header::EnvelopeHeader>> {
-        Ok(self
-            .inbox()
-            .await?
-            .iter()
-            .map(|v| super::header::describe(self.identity, v))
-            .collect())
+        let views = self.inbox().await?;
+        let mut own = Vec::new();
+        let mut headers = Vec::with_capacity(views.len());
+        for v in &views {
+            headers.push(self.judge(v, &mut own).await?);
+        }
+        Ok(headers)
+    }
+
+    /// Judges an envelope's header; a grant this identity's key did not sign is checked again
+    /// against the user's other entries (fetched once into `own`), so one signed before a
+    /// rotation is recognised as the user's.
+    pub(crate) async fn judge(
+        &self,
+        view: &EnvelopeView,
+        own: &mut Vec<crate::core::directory::DirectoryEntry>,
+    ) -> Result<super::header::EnvelopeHeader> {
+        let h = super::header::describe(self.identity, own, view);
+        if h.problem.as_deref() != Some("the grant is not one you signed") || !own.is_empty() {
+            return Ok(h);
+        }
+        *own = self.own_history().await?;
+        Ok(super::header::describe(self.identity, own, view))
+    }
+
+    /// This user's entries the relay holds (every serial), each verified against the pinned
+    /// authority and naming this user.
+    pub async fn own_history(&self) -> Result<Vec<crate::core::directory::DirectoryEntry>> {
+        let authority = authority(self.identity)?;
+        let request = Request::GetEntries {
+            id: self.id.to_string(),
+        };
+        match self.conn.simple(request).await? {
+            Reply::Entries { entries } => entries
+                .iter()
+                .map(|w| super::verify::verified_entry(w, &authority, Some(&self.id)))
+                .collect(),
+            other => Err(unexpected(&other)),
+        }
     }
 
     pub async fn inbox(&self) -> Result<Vec<EnvelopeView>> {

@@ -63,27 +63,83 @@ pub fn verified_grant(view: &GrantView, authority: &PublicKey) -> Result<OpenGra
 }
 
 /// The highest directory serial seen per party. A relay that serves an older entry after a newer
-/// one (a superseded, perhaps compromised key) is caught: nothing is sealed to it.
+/// one (a superseded, perhaps compromised key) is caught: nothing is sealed to it. Kept for the
+/// life of the process, and, made with [`SerialPins::for_identity`], across runs in
+/// `IDENTITY.pins` (`local::pins`), merged with what other processes of the same agent saw.
 #[derive(Debug, Default)]
-pub struct SerialPins(std::sync::Mutex<std::collections::HashMap<SpiffeId, u64>>);
+pub struct SerialPins {
+    seen: std::sync::Mutex<std::collections::HashMap<SpiffeId, u64>>,
+    file: Option<std::path::PathBuf>,
+}
 
 impl SerialPins {
-    /// Records `entry`'s serial, or refuses it if a newer one was seen before.
-    pub fn check(&self, entry: &DirectoryEntry) -> Result<()> {
-        let mut pins = self
-            .0
+    /// Pins for this process only (tests, the demo).
+    pub fn in_memory() -> SerialPins {
+        SerialPins::default()
+    }
+
+    /// Pins kept beside the identity file at `identity`, loaded now.
+    pub fn for_identity(identity: &std::path::Path) -> Result<SerialPins> {
+        let file = crate::local::pins::path_for(identity);
+        let seen = crate::local::pins::load(&file)?;
+        Ok(SerialPins {
+            seen: std::sync::Mutex::new(seen),
+            file: Some(file),
+        })
+    }
+
+    /// Takes in what other processes of this agent saw since (from the file, if any).
+    pub fn refresh(&self) -> Result<()> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let on_disk = crate::local::pins::load(file)?;
+        let mut seen = self.lock()?;
+        for (id, serial) in on_disk {
+            let s = seen.entry(id).or_insert(serial);
+            *s = (*s).max(serial);
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, std::collections::HashMap<SpiffeId, u64>>> {
+        self.seen
             .lock()
-            .map_err(|_| Error::internal("the serial pins are poisoned"))?;
-        let seen = pins.entry(entry.id.clone()).or_insert(entry.serial);
-        if entry.serial < *seen {
+            .map_err(|_| Error::internal("the serial pins are poisoned"))
+    }
+
+    /// Records `entry`'s serial, or refuses it if a newer one was seen before. A new party or a
+    /// higher serial is written to the pins file (if any) before this returns.
+    pub fn check(&self, entry: &DirectoryEntry) -> Result<()> {
+        let mut seen = self.lock()?;
+        let known = seen.get(&entry.id).copied();
+        if let Some(pinned) = known.filter(|s| entry.serial < *s) {
             return Err(Error::verification(format!(
                 "the relay served {}'s directory entry serial {} after serial {}: a superseded key; refusing to seal to it",
                 entry.id.short(),
                 entry.serial,
-                seen
+                pinned
             )));
         }
-        *seen = entry.serial;
+        if known == Some(entry.serial) {
+            return Ok(());
+        }
+        seen.insert(entry.id.clone(), entry.serial);
+        if let Some(file) = &self.file {
+            let update = std::collections::HashMap::from([(entry.id.clone(), entry.serial)]);
+            let all = crate::local::pins::merge_and_save(file, &update)?;
+            // Another process may have seen a newer serial meanwhile.
+            let newest = all.get(&entry.id).copied().unwrap_or(entry.serial);
+            if newest > entry.serial {
+                seen.insert(entry.id.clone(), newest);
+                return Err(Error::verification(format!(
+                    "the relay served {}'s directory entry serial {} after serial {}: a superseded key; refusing to seal to it",
+                    entry.id.short(),
+                    entry.serial,
+                    newest
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -127,5 +183,36 @@ mod tests {
         pins.check(&entry(2)).unwrap();
         let err = pins.check(&entry(1)).unwrap_err();
         assert!(err.message().contains("superseded"), "{err}");
+    }
+
+    /// Defect 7 (found by reading): the pins lived as long as one client, that is one MCP tool
+    /// call or one run of the CLI, so a relay could hand the agent a superseded entry of a user
+    /// on its next call. Pins made for an identity file are kept beside it (`IDENTITY.pins`):
+    /// a new client, a new process, and another process of the same agent all see them.
+    #[test]
+    fn pins_outlive_the_client_and_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = dir.path().join("bot.id");
+        let first_run = SerialPins::for_identity(&identity).unwrap();
+        first_run.check(&entry(1)).unwrap();
+        first_run.check(&entry(2)).unwrap();
+        drop(first_run);
+        // The next run: serial 1 is refused before anything is sealed to it.
+        let next_run = SerialPins::for_identity(&identity).unwrap();
+        let err = next_run.check(&entry(1)).unwrap_err();
+        assert!(err.message().contains("superseded"), "{err}");
+        next_run.check(&entry(2)).unwrap();
+        // Two processes at once: what one saw reaches the other at its next listing.
+        let other = SerialPins::for_identity(&identity).unwrap();
+        other.check(&entry(5)).unwrap();
+        next_run.refresh().unwrap();
+        assert!(next_run.check(&entry(3)).is_err());
+        // The file is the agent's alone.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(crate::local::pins::path_for(&identity))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
     }
 }

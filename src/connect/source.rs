@@ -31,6 +31,10 @@ struct Running {
     stdout: ChildStdout,
     stop: Option<mpsc::Sender<()>>,
     watchdog: Option<std::thread::JoinHandle<bool>>,
+    /// Whether the watchdog fired (known once it is stopped).
+    timed_out: bool,
+    /// The leader was reaped: its pid is no longer ours to signal.
+    reaped: bool,
 }
 
 /// What fills the templates: the resource, and the segments after the pattern's prefix.
@@ -164,8 +168,8 @@ impl Connector {
             .get("content-length")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if let Some(n) = declared.filter(|n| *n > limit) {
-            return Err(over_limit(n, limit));
+        if declared.is_some_and(|n| n > limit) {
+            return Err(over_limit(limit));
         }
         Ok(Box::new(response.into_body().into_reader()))
     }
@@ -224,13 +228,13 @@ impl Connector {
             .name("connector-watchdog".into())
             .spawn(move || match stopped.recv_timeout(deadline) {
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    // Under the lock: a child already reaped is not signalled (its pid may be
-                    // someone else's by now). The whole group goes, so that a grandchild holding
-                    // the pipe cannot keep the read blocked.
+                    // The whole group goes, so that a child the command left behind holding
+                    // the pipe cannot keep the read blocked (threat 50's neighbour: a timeout
+                    // that holds). The leader is never reaped while the watchdog runs (only
+                    // looked at with WNOWAIT), so its pid, and the group's, cannot be someone
+                    // else's yet, even when the leader has exited.
                     if let Ok(mut c) = watched.lock() {
-                        if matches!(c.try_wait(), Ok(None)) {
-                            kill_group(c.id());
-                        }
+                        kill_group(c.id());
                         let _ = c.kill();
                     }
                     true
@@ -243,6 +247,8 @@ impl Connector {
             stdout,
             stop: Some(stop),
             watchdog: Some(watchdog),
+            timed_out: false,
+            reaped: false,
         })
     }
 }
@@ -294,7 +300,7 @@ fn open_beneath(root: &std::path::Path, rest: &str, limit: u64) -> Result<std::f
         ));
     }
     if meta.len() > limit {
-        return Err(over_limit(meta.len(), limit));
+        return Err(over_limit(limit));
     }
     Ok(file)
 }
@@ -309,32 +315,56 @@ fn unavailable(m: impl Into<String>) -> Error {
     Error::new(crate::ErrorKind::Unavailable, m)
 }
 
-fn over_limit(n: u64, limit: u64) -> Error {
+/// The source holds (or declares) more than `limit` bytes. Its own figure is not repeated: a
+/// number the source chose is a word the source chose (threat 50).
+fn over_limit(limit: u64) -> Error {
     too_large(format!(
-        "the source holds {n} bytes, over the limit of {limit} (max_bytes, or the grant's): nothing was sealed"
+        "the source holds more than the limit of {limit} bytes (max_bytes, or the grant's): nothing was sealed"
     ))
 }
 
+/// A failed request to an HTTP source, in fixed sentences: nothing of the library's own text,
+/// which can carry what the source chose (a redirect target, a status line, a header, a
+/// certificate's names), reaches the agent, its model or its log (threat 50).
 fn http_error(e: &ureq::Error, timeout_secs: u64) -> Error {
+    use ureq::Error as E;
     match e {
-        ureq::Error::Timeout(_) => unavailable(format!(
+        E::Timeout(_) => unavailable(format!(
             "the source did not answer within {timeout_secs} s (timeout_secs): nothing was sealed"
         )),
-        ureq::Error::TooManyRedirects => {
+        E::TooManyRedirects => {
             Error::io("the source redirected too many times (max_redirects): nothing was sealed")
         }
-        ureq::Error::HostNotFound => unavailable("the source's host was not found"),
-        ureq::Error::ConnectionFailed => unavailable("cannot connect to the source"),
-        // TLS failures (an unknown issuer, a name mismatch) arrive as I/O errors of this kind.
-        ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => Error::io(format!(
-            "the connection to the source was refused: {}",
-            crate::ids::truncate_for_message(io.to_string().lines().next().unwrap_or(""))
+        E::RedirectFailed | E::BadUri(_) => {
+            Error::io("the source answered with a redirect that cannot be followed: nothing was sealed")
+        }
+        E::RequireHttpsOnly(_) => Error::io(
+            "the source redirected an https request to plain http, which is never followed: nothing was sealed",
+        ),
+        E::HostNotFound => unavailable("the source's host was not found: nothing was sealed"),
+        E::ConnectionFailed => unavailable("cannot connect to the source: nothing was sealed"),
+        E::Tls(_) | E::Pem(_) | E::Rustls(_) | E::TlsRequired => Error::io(
+            "the source's TLS connection was refused (an unknown issuer, or a name that does not match; a source's own CA goes in ca_file): nothing was sealed",
+        ),
+        // TLS failures (an unknown issuer, a name mismatch) also arrive as I/O errors of this
+        // kind; their text names what the source's certificate holds, so it is not repeated.
+        E::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => Error::io(
+            "the source's TLS connection was refused (an unknown issuer, or a name that does not match; a source's own CA goes in ca_file): nothing was sealed",
+        ),
+        E::Io(io) => unavailable(format!(
+            "cannot reach the source ({}): nothing was sealed",
+            io.kind()
         )),
-        ureq::Error::Io(io) => unavailable(format!("cannot reach the source ({})", io.kind())),
-        other => Error::io(format!(
-            "the request to the source failed: {}",
-            crate::ids::truncate_for_message(other.to_string().lines().next().unwrap_or(""))
-        )),
+        E::LargeResponseHeader(..) => {
+            Error::io("the source's response headers are too large: nothing was sealed")
+        }
+        E::Protocol(_) | E::Http(_) => {
+            Error::io("the source's answer is not valid HTTP: nothing was sealed")
+        }
+        E::BodyExceedsLimit(_) => too_large(
+            "the source sent more than the connector's limit (max_bytes, or the grant's): nothing was sealed",
+        ),
+        _ => Error::io("the request to the source failed: nothing was sealed"),
     }
 }
 
@@ -351,7 +381,7 @@ impl Source {
         }
         if let Inner::Command(running) = &mut self.inner {
             let status = running.wait()?;
-            if running.timed_out() {
+            if running.timed_out {
                 return Err(unavailable(format!(
                     "the command did not finish within {} s (timeout_secs): nothing was sent",
                     self.timeout_secs
@@ -371,47 +401,75 @@ impl Source {
 }
 
 impl Running {
-    /// Waits for the child (polling under the lock the watchdog takes, so that the watchdog
-    /// never signals a reaped pid).
+    /// Waits for the command (the group's leader) to exit, then stops the watchdog and kills
+    /// what the command left running in its group, and only then reaps the leader: until
+    /// then it is only looked at (`WNOWAIT`), so the watchdog never signals a reused pid.
     fn wait(&mut self) -> Result<std::process::ExitStatus> {
-        loop {
-            {
-                let mut c = self
-                    .child
-                    .lock()
-                    .map_err(|_| Error::internal("the command's lock is poisoned"))?;
-                if let Some(status) = c
-                    .try_wait()
-                    .map_err(|e| Error::io(format!("cannot wait for the command: {}", e.kind())))?
-                {
-                    return Ok(status);
-                }
-            }
+        let pid = {
+            let c = self
+                .child
+                .lock()
+                .map_err(|_| Error::internal("the command's lock is poisoned"))?;
+            c.id()
+        };
+        while !exited(pid)? {
             std::thread::sleep(Duration::from_millis(5));
         }
+        self.stop_watchdog();
+        let mut c = self
+            .child
+            .lock()
+            .map_err(|_| Error::internal("the command's lock is poisoned"))?;
+        kill_group(c.id());
+        let status = c
+            .wait()
+            .map_err(|e| Error::io(format!("cannot wait for the command: {}", e.kind())))?;
+        self.reaped = true;
+        Ok(status)
     }
 
-    /// Stops the watchdog; whether it had fired.
-    fn timed_out(&mut self) -> bool {
+    /// Stops the watchdog and records whether it had fired.
+    fn stop_watchdog(&mut self) {
         self.stop.take();
-        self.watchdog
-            .take()
-            .map(|w| w.join().unwrap_or(true))
-            .unwrap_or(false)
+        if let Some(w) = self.watchdog.take() {
+            self.timed_out = w.join().unwrap_or(true);
+        }
     }
+}
+
+/// Whether the child `pid` has exited, without reaping it (`waitid` with `WNOWAIT`).
+fn exited(pid: u32) -> Result<bool> {
+    use rustix::process::{waitid, Pid, WaitId, WaitIdOptions};
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| Error::internal("the command has no pid"))?;
+    let found = waitid(
+        WaitId::Pid(pid),
+        WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT,
+    )
+    .map_err(|e| {
+        Error::io(format!(
+            "cannot wait for the command: {}",
+            std::io::Error::from(e).kind()
+        ))
+    })?;
+    Ok(found.is_some())
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        // Cut short (a limit, an error): the child and its group go now, and it is reaped.
-        if let Ok(mut c) = self.child.lock() {
-            if matches!(c.try_wait(), Ok(None)) {
-                kill_group(c.id());
-                let _ = c.kill();
-                let _ = c.wait();
-            }
+        // Cut short (a limit, an error), or done: the watchdog stops, the whole group goes,
+        // and the leader is reaped (it was never reaped before, so its pid is still ours).
+        self.stop_watchdog();
+        if self.reaped {
+            return;
         }
-        self.stop.take();
+        if let Ok(mut c) = self.child.lock() {
+            kill_group(c.id());
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 

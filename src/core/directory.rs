@@ -506,6 +506,34 @@ impl Directory {
         Ok(e)
     }
 
+    /// An earlier serial of `id` whose TLS key is `spki` and that a rotation superseded less
+    /// than `grace` seconds before `now` (the next serial's `not_before` plus `grace`), neither
+    /// revoked nor outside its own validity: the party's previous identity, which may still
+    /// read and finish what was sealed to its key for a while after the rotation.
+    pub fn superseded(
+        &self,
+        id: &SpiffeId,
+        spki: &[u8; 32],
+        now: u64,
+        grace: u64,
+    ) -> Option<&DirectoryEntry> {
+        let serials = self.entries.get(id)?;
+        let mut newer: Option<&DirectoryEntry> = None;
+        for (e, _) in serials.values().rev() {
+            if let Some(next) = newer {
+                if e.tls_spki_sha256 == *spki {
+                    let usable = !self.is_revoked(id, e.serial)
+                        && now >= e.not_before
+                        && now <= e.not_after
+                        && now < next.not_before.saturating_add(grace);
+                    return usable.then_some(e);
+                }
+            }
+            newer = Some(e);
+        }
+        None
+    }
+
     /// The serial a new or rotated entry for `id` gets.
     pub fn next_serial(&self, id: &SpiffeId) -> u64 {
         self.latest(id).map_or(1, |e| e.serial.saturating_add(1))
@@ -516,6 +544,31 @@ impl Directory {
         self.entries
             .values()
             .filter_map(|v| v.values().next_back().map(|(e, _)| e))
+    }
+
+    /// Every entry of every party, each serial (not only the latest), with its signed form.
+    pub fn all_entries(&self) -> impl Iterator<Item = &(DirectoryEntry, Signed)> {
+        self.entries.values().flat_map(|v| v.values())
+    }
+
+    /// Every entry of `id`, newest serial first.
+    pub fn history(&self, id: &SpiffeId) -> impl Iterator<Item = &(DirectoryEntry, Signed)> {
+        self.entries
+            .get(id)
+            .into_iter()
+            .flat_map(|v| v.values().rev())
+    }
+
+    /// Whether serial `serial` of `id` is here.
+    pub fn has_entry(&self, id: &SpiffeId, serial: u64) -> bool {
+        self.entries
+            .get(id)
+            .is_some_and(|v| v.contains_key(&serial))
+    }
+
+    /// Whether the revocation of serial `serial` of `id` is here.
+    pub fn has_revocation(&self, id: &SpiffeId, serial: u64) -> bool {
+        self.revocations.contains_key(&(id.clone(), serial))
     }
 
     /// Every revocation with its signed form.

@@ -51,10 +51,25 @@ pub fn consume(
     Ok(used)
 }
 
-/// open → expired: the sweep closes an unused grant whose time has passed.
-pub fn expire(grant: &GrantRecord, now: u64) -> Result<GrantRecord, WriteRefusal> {
+/// Whether an approval `grant` still waits for has lapsed at `now`: nobody approved or denied
+/// it within `approval_ttl` seconds of its creation (`[quotas]`-style protection: such grants
+/// stop counting against their user's and agent's quotas sooner than their own expiry).
+pub fn approval_lapsed(grant: &GrantRecord, now: u64, approval_ttl: u64) -> bool {
+    grant.state == GrantState::Open
+        && grant.needs_approval
+        && grant.approval.is_none()
+        && now >= grant.created.saturating_add(approval_ttl)
+}
+
+/// open → expired: the sweep closes an unused grant whose time has passed, or whose approval
+/// lapsed (see [`approval_lapsed`]).
+pub fn expire(
+    grant: &GrantRecord,
+    now: u64,
+    approval_ttl: u64,
+) -> Result<GrantRecord, WriteRefusal> {
     match grant.state {
-        GrantState::Open if now >= grant.expires => {
+        GrantState::Open if now >= grant.expires || approval_lapsed(grant, now, approval_ttl) => {
             let mut closed = grant.clone();
             closed.state = GrantState::Expired;
             Ok(closed)
@@ -66,8 +81,9 @@ pub fn expire(grant: &GrantRecord, now: u64) -> Result<GrantRecord, WriteRefusal
     }
 }
 
-/// Whether a second person's approval (or denial) can still be recorded on `grant` at `now`.
-pub fn check_approve(grant: &GrantRecord, now: u64) -> Result<(), WriteRefusal> {
+/// Whether a second person's approval (or denial) can still be recorded on `grant` at `now`:
+/// not after its expiry, nor after its approval lapsed (`approval_ttl`).
+pub fn check_approve(grant: &GrantRecord, now: u64, approval_ttl: u64) -> Result<(), WriteRefusal> {
     match grant.state {
         GrantState::Open => {}
         GrantState::Used { .. } => return Err(WriteRefusal::GrantUsed),
@@ -80,7 +96,7 @@ pub fn check_approve(grant: &GrantRecord, now: u64) -> Result<(), WriteRefusal> 
     if grant.approval.is_some() {
         return Err(WriteRefusal::Duplicate);
     }
-    if now >= grant.expires {
+    if now >= grant.expires || approval_lapsed(grant, now, approval_ttl) {
         return Err(WriteRefusal::GrantExpired);
     }
     Ok(())
@@ -91,8 +107,9 @@ pub fn approve(
     grant: &GrantRecord,
     approval: &StoredSigned,
     now: u64,
+    approval_ttl: u64,
 ) -> Result<GrantRecord, WriteRefusal> {
-    check_approve(grant, now)?;
+    check_approve(grant, now, approval_ttl)?;
     let mut approved = grant.clone();
     approved.approval = Some(approval.clone());
     Ok(approved)
@@ -104,8 +121,9 @@ pub fn deny(
     grant: &GrantRecord,
     denial: &StoredSigned,
     now: u64,
+    approval_ttl: u64,
 ) -> Result<GrantRecord, WriteRefusal> {
-    check_approve(grant, now)?;
+    check_approve(grant, now, approval_ttl)?;
     let mut denied = grant.clone();
     denied.state = GrantState::Denied;
     denied.approval = Some(denial.clone());
@@ -189,22 +207,59 @@ mod tests {
         };
         assert_eq!(consume(&g, &bot, 1, 0, e), Err(WriteRefusal::NotApproved));
         assert!(!is_ready(&g, 0) && awaits_approval(&g, 0) && !awaits_approval(&g, 100));
-        assert_eq!(approve(&g, &a, 100), Err(WriteRefusal::GrantExpired));
-        let approved = approve(&g, &a, 50).unwrap();
-        assert_eq!(approve(&approved, &a, 50), Err(WriteRefusal::Duplicate));
+        assert_eq!(approve(&g, &a, 100, 1_000), Err(WriteRefusal::GrantExpired));
+        let approved = approve(&g, &a, 50, 1_000).unwrap();
+        assert_eq!(
+            approve(&approved, &a, 50, 1_000),
+            Err(WriteRefusal::Duplicate)
+        );
         assert!(is_ready(&approved, 50) && !awaits_approval(&approved, 50));
         let used = consume(&approved, &bot, 1, 50, e).unwrap();
-        assert_eq!(approve(&used, &a, 50), Err(WriteRefusal::GrantUsed));
+        assert_eq!(approve(&used, &a, 50, 1_000), Err(WriteRefusal::GrantUsed));
+    }
+
+    /// Threat 51: an approval nobody gives lapses `approval_ttl` after the grant was made, long
+    /// before the grant's own expiry; an approved grant does not lapse.
+    #[test]
+    fn an_unanswered_approval_lapses_and_closes_the_grant() {
+        let g = grant(true);
+        let a = StoredSigned {
+            statement: vec![3],
+            signature: vec![4],
+        };
+        let ttl = 10;
+        assert!(!approval_lapsed(&g, g.created + ttl - 1, ttl));
+        assert!(approval_lapsed(&g, g.created + ttl, ttl));
+        assert_eq!(
+            expire(&g, g.created + ttl - 1, ttl),
+            Err(WriteRefusal::GrantNotExpired)
+        );
+        assert_eq!(
+            approve(&g, &a, g.created + ttl, ttl),
+            Err(WriteRefusal::GrantExpired)
+        );
+        assert_eq!(
+            deny(&g, &a, g.created + ttl, ttl),
+            Err(WriteRefusal::GrantExpired)
+        );
+        let closed = expire(&g, g.created + ttl, ttl).unwrap();
+        assert_eq!(closed.state, GrantState::Expired);
+        let approved = approve(&g, &a, g.created + 1, ttl).unwrap();
+        assert!(!approval_lapsed(&approved, g.created + ttl, ttl));
+        assert_eq!(
+            expire(&approved, g.created + ttl, ttl),
+            Err(WriteRefusal::GrantNotExpired)
+        );
     }
 
     #[test]
     fn the_sweep_closes_only_open_grants_past_their_time() {
         let g = grant(false);
         let bot = id(PartyKind::Agent, "bot");
-        assert_eq!(expire(&g, 99), Err(WriteRefusal::GrantNotExpired));
-        let closed = expire(&g, 100).unwrap();
+        assert_eq!(expire(&g, 99, 1_000), Err(WriteRefusal::GrantNotExpired));
+        let closed = expire(&g, 100, 1_000).unwrap();
         assert_eq!(closed.state, GrantState::Expired);
-        assert_eq!(expire(&closed, 100), Err(WriteRefusal::Duplicate));
+        assert_eq!(expire(&closed, 100, 1_000), Err(WriteRefusal::Duplicate));
         assert_eq!(
             consume(&closed, &bot, 1, 0, EnvelopeId([1; 16])),
             Err(WriteRefusal::GrantExpired)

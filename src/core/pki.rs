@@ -253,6 +253,76 @@ pub fn inspect(der: &[u8]) -> Result<CertInfo> {
     })
 }
 
+/// The host names a certificate is valid for, in its order: its DNS names and IP addresses
+/// (the names a TLS client checks the host it dialled against; not the SPIFFE ID).
+pub fn host_names(der: &[u8]) -> Result<Vec<String>> {
+    let cert = parse(der)?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|_| Error::bad_input("certificate has a malformed SAN extension"))?;
+    let Some(san) = san else {
+        return Ok(Vec::new());
+    };
+    Ok(san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some((*d).to_owned()),
+            GeneralName::IPAddress(b) => ip_of(b).map(|ip| ip.to_string()),
+            _ => None,
+        })
+        .collect())
+}
+
+/// An IP address SAN's bytes (4 for IPv4, 16 for IPv6).
+fn ip_of(bytes: &[u8]) -> Option<::core::net::IpAddr> {
+    if let Ok(v4) = <[u8; 4]>::try_from(bytes) {
+        return Some(::core::net::IpAddr::from(v4));
+    }
+    <[u8; 16]>::try_from(bytes)
+        .ok()
+        .map(::core::net::IpAddr::from)
+}
+
+/// The names every relay certificate carries, whatever else it names.
+pub const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+/// The host names of a relay certificate: [`LOOPBACK_NAMES`] and then `extra` (each checked
+/// and written as a certificate shows it, duplicates dropped).
+pub fn relay_host_names(extra: &[String]) -> Result<Vec<String>> {
+    let mut names: Vec<String> = LOOPBACK_NAMES.iter().map(|n| (*n).to_owned()).collect();
+    for n in extra {
+        let n = host_name(n)?;
+        if !names.contains(&n) {
+            names.push(n);
+        }
+    }
+    Ok(names)
+}
+
+/// A name for a certificate's SAN, as [`host_names`] reads it back: an IP address (in its
+/// usual form), or a DNS name in lower case (a leading `*.` label allowed). A port, a scheme or
+/// a path is the usual slip, and would make a certificate no client matches.
+fn host_name(name: &str) -> Result<String> {
+    if let Ok(ip) = name.parse::<::core::net::IpAddr>() {
+        return Ok(ip.to_string());
+    }
+    let label_ok = |(i, l): (usize, &str)| {
+        (i == 0 && l == "*")
+            || (!l.is_empty()
+                && l.len() <= 63
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').enumerate().all(label_ok) {
+        return Err(Error::bad_input(format!(
+            "--san {name:?} is not a DNS name or an IP address: give the host alone (no port, scheme or path)"
+        )));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
 /// Checks that `leaf_der` is signed by `ca_der` and that the CA is a CA.
 pub fn verify_issued_by(leaf_der: &[u8], ca_der: &[u8]) -> Result<()> {
     let leaf = parse(leaf_der)?;
@@ -358,5 +428,61 @@ mod tests {
         assert!(check_party_cert(&leaf, &ca, PartyKind::User, now + 31 * DAY).is_err());
         let (other_ca, _) = make_ca("example.org", now, 365).unwrap();
         assert!(verify_issued_by(&leaf, &other_ca).is_err());
+    }
+
+    #[test]
+    fn relay_host_names_are_checked_and_written_as_a_certificate_shows_them() {
+        let names = relay_host_names(&[
+            "Relay.Example.TEST".to_owned(),
+            "0:0:0:0:0:0:0:1".to_owned(),
+            "*.example.test".to_owned(),
+            "10.0.0.5".to_owned(),
+        ])
+        .unwrap();
+        assert_eq!(
+            names,
+            [
+                "localhost",
+                "127.0.0.1",
+                "::1",
+                "relay.example.test",
+                "*.example.test",
+                "10.0.0.5"
+            ]
+        );
+        for bad in [
+            "relay.example.test:4433",
+            "https://relay",
+            "a..b",
+            "",
+            "a b",
+        ] {
+            let e = relay_host_names(&[bad.to_owned()]).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::BadInput, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn host_names_are_the_dns_and_ip_sans() {
+        let now = 1_800_000_000;
+        let (ca, ca_key) = make_ca("example.org", now, 365).unwrap();
+        assert!(host_names(&ca).unwrap().is_empty());
+        let key = TlsKey::generate().unwrap();
+        let id = SpiffeId::new("example.org", PartyKind::Relay, "relay").unwrap();
+        let names: Vec<String> = ["localhost", "127.0.0.1", "::1", "relay.example.test"]
+            .map(String::from)
+            .to_vec();
+        let leaf = issue_leaf(
+            &ca,
+            &ca_key,
+            &key.spki_der().unwrap(),
+            &id,
+            &names,
+            CertUsage::Server,
+            now,
+            now + DAY,
+        )
+        .unwrap();
+        assert_eq!(host_names(&leaf).unwrap(), names);
     }
 }

@@ -195,11 +195,18 @@ pub struct Usage {
     pub pending_bytes: u64,
 }
 
+/// The key under which the store counts what `user` holds against `agent` (open grants), beside
+/// each party's own usage (a SPIFFE ID has no space, so the two never collide).
+pub fn pair_usage_key(user: &SpiffeId, agent: &SpiffeId) -> String {
+    format!("{user} {agent}")
+}
+
 /// The limits a write must stay within (docs/config.md, `[quotas]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Quotas {
     pub open_grants_per_user: u64,
     pub open_grants_per_agent: u64,
+    pub open_grants_per_user_per_agent: u64,
     pub pending_envelopes_per_user: u64,
     pub pending_bytes_per_user: u64,
 }
@@ -209,6 +216,7 @@ impl Quotas {
     pub const NONE: Quotas = Quotas {
         open_grants_per_user: u64::MAX,
         open_grants_per_agent: u64::MAX,
+        open_grants_per_user_per_agent: u64::MAX,
         pending_envelopes_per_user: u64::MAX,
         pending_bytes_per_user: u64::MAX,
     };
@@ -219,6 +227,7 @@ impl Quotas {
 pub enum QuotaKind {
     OpenGrantsPerUser,
     OpenGrantsPerAgent,
+    OpenGrantsPerUserPerAgent,
     PendingEnvelopesPerUser,
     PendingBytesPerUser,
     UploadsPerAgent,
@@ -231,6 +240,7 @@ impl QuotaKind {
         match self {
             QuotaKind::OpenGrantsPerUser => "max_open_grants_per_user",
             QuotaKind::OpenGrantsPerAgent => "max_open_grants_per_agent",
+            QuotaKind::OpenGrantsPerUserPerAgent => "max_open_grants_per_user_per_agent",
             QuotaKind::PendingEnvelopesPerUser => "max_pending_envelopes_per_user",
             QuotaKind::PendingBytesPerUser => "max_pending_bytes_per_user",
             QuotaKind::UploadsPerAgent => "max_uploads_per_agent",
@@ -241,9 +251,9 @@ impl QuotaKind {
     /// What the caller can do about it.
     fn advice(self) -> &'static str {
         match self {
-            QuotaKind::OpenGrantsPerUser | QuotaKind::OpenGrantsPerAgent => {
-                "wait until open grants are used or expire"
-            }
+            QuotaKind::OpenGrantsPerUser
+            | QuotaKind::OpenGrantsPerAgent
+            | QuotaKind::OpenGrantsPerUserPerAgent => "wait until open grants are used or expire",
             QuotaKind::PendingEnvelopesPerUser | QuotaKind::PendingBytesPerUser => {
                 "the user must fetch (or let expire) what is waiting first"
             }
@@ -294,6 +304,8 @@ pub enum WriteOp {
     ExpireGrant {
         grant_id: GrantId,
         now: u64,
+        /// An approval not given within this many seconds of the grant's creation lapses.
+        approval_ttl: u64,
         event: Event,
     },
     /// Delete an envelope (expiry).
@@ -306,14 +318,17 @@ pub enum WriteOp {
         grant_id: GrantId,
         denial: StoredSigned,
         now: u64,
+        approval_ttl: u64,
         event: Event,
     },
     /// Record an approval on a grant that awaits one.
     Approve {
         grant_id: GrantId,
         approval: StoredSigned,
-        /// When the approval arrived (an approval after expiry is refused).
+        /// When the approval arrived (an approval after expiry, or after the approval
+        /// lapsed, is refused).
         now: u64,
+        approval_ttl: u64,
         event: Event,
     },
     /// Quarantine an agent (kept across restarts until released).

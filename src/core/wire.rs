@@ -12,7 +12,7 @@ use crate::ids::{EnvelopeId, GrantId};
 /// ALPN protocol id.
 pub const ALPN: &[u8] = b"sealrelay/1";
 /// Version carried in every request frame.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 /// Largest header frame either side accepts.
 pub const MAX_FRAME: usize = 256 * 1024;
 
@@ -168,7 +168,15 @@ pub enum Request {
         index: u64,
         old_size: Option<u64>,
     },
+    /// Anyone enrolled: every signed entry the relay holds for a party, newest serial first (at
+    /// most [`MAX_HISTORY`]): a client recognises what a party signed before a rotation.
+    GetEntries {
+        id: String,
+    },
 }
+
+/// Most entries of one party a `GetEntries` answer carries.
+pub const MAX_HISTORY: usize = 64;
 
 impl Request {
     /// A short name for logs and events (no content).
@@ -192,6 +200,7 @@ impl Request {
             Request::Deny { .. } => "deny",
             Request::MyGrants { .. } => "my_grants",
             Request::Proof { .. } => "proof",
+            Request::GetEntries { .. } => "get_entries",
         }
     }
 }
@@ -337,6 +346,10 @@ pub enum Reply {
         proof: Vec<[u8; 32]>,
         checkpoint: String,
         consistency: Vec<[u8; 32]>,
+    },
+    /// A party's signed entries, newest serial first.
+    Entries {
+        entries: Vec<WireSigned>,
     },
 }
 

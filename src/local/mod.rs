@@ -6,5 +6,6 @@ pub mod checkpoint_state;
 pub mod dirstore;
 pub mod fs;
 pub mod identity_file;
+pub mod pins;
 pub mod provision;
 pub mod trust_root;

@@ -16,6 +16,8 @@ pub struct PartySpec<'a> {
     pub kind: PartyKind,
     pub name: &'a str,
     pub attributes: Attributes,
+    /// A user with an X25519 age key (`keys gen --x25519`) instead of the post-quantum hybrid.
+    pub x25519: bool,
 }
 
 /// Makes a trust root in `dir` and enrolls `parties`; returns their identities (in order) and
@@ -38,7 +40,7 @@ pub fn provision(
 /// Enrolls one more party into an existing root (writes its entry to `dir/directory`).
 pub fn enroll(root: &TrustRoot, p: &PartySpec<'_>, now: u64) -> Result<Identity> {
     let (directory, _) = dirstore::load(&root.directory_dir(), &root.authority.public())?;
-    let mut identity = Identity::generate(p.kind, p.name)?;
+    let mut identity = Identity::generate_with(p.kind, p.name, p.x25519)?;
     let req = EnrollmentRequest::verify(&identity.enrollment_request(now)?)?;
     let opts = EnrollOptions {
         attributes: p.attributes.clone(),
@@ -62,6 +64,15 @@ pub fn user<'a>(name: &'a str, clearance: u8, roles: &[&str]) -> PartySpec<'a> {
             roles: roles.iter().map(|s| (*s).to_owned()).collect(),
             scopes: vec![],
         },
+        x25519: false,
+    }
+}
+
+/// A user whose age key is X25519 (an older age client's), not post-quantum.
+pub fn legacy_user<'a>(name: &'a str, clearance: u8, roles: &[&str]) -> PartySpec<'a> {
+    PartySpec {
+        x25519: true,
+        ..user(name, clearance, roles)
     }
 }
 
@@ -75,5 +86,6 @@ pub fn agent<'a>(name: &'a str, scopes: &[&str]) -> PartySpec<'a> {
             roles: vec![],
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
         },
+        x25519: false,
     }
 }

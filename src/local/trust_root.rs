@@ -99,16 +99,7 @@ pub fn init(dir: &Path, opts: &InitOptions, now: u64) -> Result<RootMeta> {
     let (ca_cert, ca_key) = pki::make_ca(&opts.trust_domain, now, opts.ca_days)?;
     let relay_key = TlsKey::generate()?;
     let relay_id = SpiffeId::new(&opts.trust_domain, PartyKind::Relay, &opts.relay_name)?;
-    let mut sans = vec![
-        "localhost".to_owned(),
-        "127.0.0.1".to_owned(),
-        "::1".to_owned(),
-    ];
-    for s in &opts.relay_sans {
-        if !sans.contains(s) {
-            sans.push(s.clone());
-        }
-    }
+    let sans = pki::relay_host_names(&opts.relay_sans)?;
     let relay_cert = pki::issue_leaf(
         &ca_cert,
         &ca_key,
@@ -242,6 +233,151 @@ pub fn init(dir: &Path, opts: &InitOptions, now: u64) -> Result<RootMeta> {
         ow,
     )?;
     Ok(meta)
+}
+
+/// Options for `keys reissue-relay`.
+pub struct ReissueOptions {
+    /// The DNS names / IPs the new certificate names besides [`pki::LOOPBACK_NAMES`]. Empty: the
+    /// current certificate's names are kept (a renewal).
+    pub sans: Vec<String>,
+    /// Days the new certificate is valid (it may not outlive the CA).
+    pub days: u64,
+    /// Certify the existing `relay.key` instead of a new key.
+    pub keep_key: bool,
+}
+
+/// What `keys reissue-relay` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reissued {
+    /// The relay's SPIFFE ID (unchanged).
+    pub id: SpiffeId,
+    /// Every DNS name and IP address the new certificate names.
+    pub names: Vec<String>,
+    /// Names the previous certificate carried that the new one does not.
+    pub dropped: Vec<String>,
+    pub not_after: u64,
+    /// Whether `relay.key` is a new key.
+    pub new_key: bool,
+}
+
+/// Signs a new relay certificate (`relay.crt`) with the CA in `dir`, for a new `relay.key`
+/// unless `keep_key`. Nothing else in `dir` changes: the CA, the authority, the log keys and
+/// every entry and certificate issued stay valid, because clients trust the CA and check the
+/// relay's SPIFFE ID, never the relay's own key or certificate. A running relay serves the old
+/// certificate until it is restarted.
+///
+/// A new key is the default because reissuing is usually a move to another host or name: with a
+/// fresh key, a copy of the old one left behind (on the old host, in a backup, in an image)
+/// cannot serve under the new names. The old certificate cannot be revoked, so with the old key
+/// it stays usable until it expires, but only for the names it carried. `keep_key` suits a key
+/// that cannot be replaced (held by other tooling).
+///
+/// Everything is made and checked before anything is written; each file is replaced atomically
+/// (the new key first, then the certificate; if the certificate cannot be written the old key
+/// is put back, so the pair on disk always matches).
+pub fn reissue_relay(dir: &Path, opts: &ReissueOptions, now: u64) -> Result<Reissued> {
+    let meta = read_meta(dir)?;
+    let ca_cert = read_cert_pem(&dir.join("ca.crt"))?;
+    let ca_key =
+        TlsKey::from_pkcs8(&read_key_pem(&dir.join("ca.key"))?).map_err(|e| e.context("ca.key"))?;
+    let ca = pki::inspect(&ca_cert)?;
+    if ca.spki_der != ca_key.spki_der()? {
+        return Err(Error::verification(
+            "ca.crt does not match ca.key: the trust root is inconsistent",
+        ));
+    }
+    if opts.days == 0 {
+        return Err(Error::bad_input("--validity must be at least 1 day"));
+    }
+    if ca.not_after <= now {
+        return Err(Error::bad_input(format!(
+            "the CA in {} expired on {}: it can issue nothing more; make a new trust root (`sealrelay keys init --force`)",
+            dir.display(),
+            crate::clock::rfc3339(ca.not_after)
+        )));
+    }
+    let not_after = now.saturating_add(opts.days.saturating_mul(DAY));
+    if not_after > ca.not_after {
+        return Err(Error::bad_input(format!(
+            "the CA expires on {}, and a relay certificate may not outlive it: choose --validity {} or fewer",
+            crate::clock::rfc3339(ca.not_after),
+            (ca.not_after - now) / DAY
+        )));
+    }
+    let crt_path = dir.join("relay.crt");
+    let key_path = dir.join("relay.key");
+    let old_names = read_cert_pem(&crt_path).and_then(|c| pki::host_names(&c));
+    let old_names = match old_names {
+        Ok(names) => Some(names),
+        // With --san the old names only tell what is dropped: a lost certificate is no reason
+        // not to make a new one.
+        Err(_) if !opts.sans.is_empty() => None,
+        Err(e) => return Err(e.context("cannot keep the relay certificate's names (give --san)")),
+    };
+    let extra: Vec<String> = if opts.sans.is_empty() {
+        old_names.clone().unwrap_or_default()
+    } else {
+        opts.sans.clone()
+    };
+    let names = pki::relay_host_names(&extra)?;
+    let dropped: Vec<String> = old_names
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|n| !names.contains(n))
+        .collect();
+    let relay_key = if opts.keep_key {
+        TlsKey::from_pkcs8(&read_key_pem(&key_path)?).map_err(|e| e.context("relay.key"))?
+    } else {
+        TlsKey::generate()?
+    };
+    let id = SpiffeId::new(&meta.trust_domain, PartyKind::Relay, &meta.relay_name)?;
+    let cert = pki::issue_leaf(
+        &ca_cert,
+        &ca_key,
+        &relay_key.spki_der()?,
+        &id,
+        &names,
+        CertUsage::Server,
+        now.saturating_sub(300),
+        not_after,
+    )?;
+    // What is written is what a client will check: issued by this CA, for the relay's ID, for
+    // this key, naming these hosts.
+    pki::verify_issued_by(&cert, &ca_cert)?;
+    let info = pki::inspect(&cert)?;
+    if info.spiffe_id.as_ref() != Some(&id)
+        || info.spki_der != relay_key.spki_der()?
+        || pki::host_names(&cert)? != names
+    {
+        return Err(Error::internal(
+            "the new relay certificate is not what was asked for; nothing was written",
+        ));
+    }
+    let cert_pem = pki::cert_pem(&cert);
+    if opts.keep_key {
+        write_atomic(&crt_path, cert_pem.as_bytes(), PUBLIC_MODE, true)?;
+    } else {
+        let old_key = read_private(&key_path, MAX_KEY_FILE).ok();
+        write_atomic(
+            &key_path,
+            pki::key_pem(relay_key.pkcs8()).as_bytes(),
+            PRIVATE_MODE,
+            true,
+        )?;
+        if let Err(e) = write_atomic(&crt_path, cert_pem.as_bytes(), PUBLIC_MODE, true) {
+            if let Some(old) = old_key {
+                let _ = write_atomic(&key_path, old.as_slice(), PRIVATE_MODE, true);
+            }
+            return Err(e);
+        }
+    }
+    Ok(Reissued {
+        id,
+        names,
+        dropped,
+        not_after: info.not_after,
+        new_key: !opts.keep_key,
+    })
 }
 
 /// Reads a PKCS#8 PEM private key file (mode-checked).
@@ -393,5 +529,54 @@ impl TrustRoot {
             log_key: self.log_public.clone(),
             relay,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reissue_relay_changes_the_relay_certificate_alone() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("keys");
+        let now = crate::clock::now();
+        let sans = vec!["old.example.test".to_owned()];
+        let opts = InitOptions {
+            relay_sans: sans.clone(),
+            ..InitOptions::default()
+        };
+        init(&dir, &opts, now).unwrap();
+        let read = |f: &str| std::fs::read(dir.join(f)).unwrap();
+        let kept = ["ca.crt", "ca.key", "authority.key", "log.key", "admin.id"];
+        let before = kept.map(read);
+        let mut ask = ReissueOptions {
+            sans: vec!["example.test".to_owned()],
+            days: 30,
+            keep_key: false,
+        };
+        let r = reissue_relay(&dir, &ask, now).unwrap();
+        assert_eq!(r.names, ["localhost", "127.0.0.1", "::1", "example.test"]);
+        assert_eq!(r.dropped, sans);
+        let cert = read_cert_pem(&dir.join("relay.crt")).unwrap();
+        let ca = read_cert_pem(&dir.join("ca.crt")).unwrap();
+        pki::check_party_cert(&cert, &ca, PartyKind::Relay, now).unwrap();
+        let key = TlsKey::from_pkcs8(&read_key_pem(&dir.join("relay.key")).unwrap()).unwrap();
+        assert_eq!(
+            pki::inspect(&cert).unwrap().spki_der,
+            key.spki_der().unwrap()
+        );
+        assert!(kept.map(read) == before, "more than relay.* changed");
+        // A renewal keeps the names; keep_key the key; a refusal writes nothing.
+        ask.sans.clear();
+        ask.keep_key = true;
+        let key = read("relay.key");
+        let r = reissue_relay(&dir, &ask, now).unwrap();
+        assert!(r.dropped.is_empty() && r.names.contains(&"example.test".to_owned()));
+        assert_eq!(read("relay.key"), key);
+        let crt = read("relay.crt");
+        ask.days = 99_999;
+        assert!(reissue_relay(&dir, &ask, now).is_err());
+        assert_eq!(read("relay.crt"), crt);
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::client::{seal_for, AgentClient, OpenGrant};
+use crate::client::{seal_for, AgentClient, OpenGrant, SerialPins};
 use crate::clock;
 use crate::connect::Connectors;
 use crate::core::identity::Identity;
@@ -53,11 +53,23 @@ pub struct Retrieved {
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Delivery {
     pub handle: String,
-    /// open, submitted, delivered, undecryptable or expired.
+    /// open, submitted, delivered, undecryptable, expired or denied.
     pub status: String,
     pub envelope_id: Option<String>,
     /// The receipt's leaf index in the relay's transparency log, once the requester filed one.
     pub receipt_log_index: Option<u64>,
+}
+
+impl Delivery {
+    /// What `delivery_status` answers for `grant_id`'s submission status.
+    pub fn of(grant_id: GrantId, status: &crate::client::SubmissionStatus) -> Delivery {
+        Delivery {
+            handle: handle_for(grant_id),
+            status: status.state.as_str().to_owned(),
+            envelope_id: status.envelope_id.map(hex),
+            receipt_log_index: status.receipt_index,
+        }
+    }
 }
 
 /// The agent side of blind retrieval: its identity, its relay, its connectors.
@@ -66,6 +78,9 @@ pub struct BlindAgent {
     relay: String,
     connectors: Arc<Connectors>,
     scratch: PathBuf,
+    /// The highest directory serial seen of each user, for the life of the process (and
+    /// across runs with [`BlindAgent::with_pins`]): threat 48's first line of defence.
+    pins: Arc<SerialPins>,
 }
 
 /// The handle of a grant's envelope.
@@ -101,11 +116,20 @@ impl BlindAgent {
             relay,
             connectors: Arc::new(connectors),
             scratch,
+            pins: Arc::new(SerialPins::in_memory()),
         }
     }
 
+    /// Keeps `pins` (for example [`SerialPins::for_identity`]) instead of pins of its own.
+    pub fn with_pins(mut self, pins: Arc<SerialPins>) -> BlindAgent {
+        self.pins = pins;
+        self
+    }
+
     async fn connect(&self) -> Result<AgentClient<'_>> {
-        AgentClient::connect(&self.identity, &self.relay).await
+        Ok(AgentClient::connect(&self.identity, &self.relay)
+            .await?
+            .with_pins(self.pins.clone()))
     }
 
     /// The agent's open grants (each verified against the pinned authority by the client).
@@ -216,12 +240,6 @@ impl BlindAgent {
         let agent = self.connect().await?;
         let status = agent.submission_status(grant_id).await;
         agent.conn.close().await;
-        let status = status?;
-        Ok(Delivery {
-            handle: handle_for(grant_id),
-            status: status.state.as_str().to_owned(),
-            envelope_id: status.envelope_id.map(hex),
-            receipt_log_index: status.receipt_index,
-        })
+        Ok(Delivery::of(grant_id, &status?))
     }
 }

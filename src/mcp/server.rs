@@ -29,6 +29,19 @@ fn object(v: Value) -> Arc<JsonObject> {
     }
 }
 
+/// Every state `delivery_status` can answer: one per [`SubmissionState`] (threat: a strict MCP
+/// client rejects a result its output schema does not allow).
+///
+/// [`SubmissionState`]: crate::core::wire::SubmissionState
+pub const DELIVERY_STATES: [&str; 6] = [
+    "open",
+    "submitted",
+    "delivered",
+    "undecryptable",
+    "expired",
+    "denied",
+];
+
 /// The tools, with their input and output schemas.
 pub fn tools() -> Vec<Tool> {
     let read_only = |title: &str| {
@@ -105,8 +118,9 @@ pub fn tools() -> Vec<Tool> {
         Tool::new(
             "delivery_status",
             "Whether the requester has received what retrieve sent: open, submitted, delivered \
-             (with the receipt's index in the relay's transparency log), undecryptable, or \
-             expired. It says nothing of the content.",
+             (with the receipt's index in the relay's transparency log), undecryptable, \
+             expired, or denied (a second person refused the request). It says nothing of the \
+             content.",
             object(json!({
                 "type": "object",
                 "properties": {
@@ -120,7 +134,7 @@ pub fn tools() -> Vec<Tool> {
             "type": "object",
             "properties": {
                 "handle": {"type": "string"},
-                "status": {"type": "string", "enum": ["open", "submitted", "delivered", "undecryptable", "expired"]},
+                "status": {"type": "string", "enum": DELIVERY_STATES},
                 "envelope_id": {"type": ["string", "null"]},
                 "receipt_log_index": {"type": ["integer", "null"]}
             },
@@ -227,5 +241,140 @@ impl ServerHandler for McpServer {
     ) -> Result<CallToolResponse, ErrorData> {
         let args = request.arguments.unwrap_or_default();
         Ok(self.run(&request.name, &args).await.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use crate::client::SubmissionStatus;
+    use crate::core::wire::SubmissionState;
+    use crate::ids::{EnvelopeId, GrantId};
+
+    /// Every state a grant's submission can be in; a new state breaks the build here until it
+    /// is added (and so checked against the schema below).
+    fn every_state() -> Vec<SubmissionState> {
+        use SubmissionState::*;
+        let all = [Open, Submitted, Delivered, Undecryptable, Expired, Denied];
+        for s in all {
+            match s {
+                Open | Submitted | Delivered | Undecryptable | Expired | Denied => {}
+            }
+        }
+        all.to_vec()
+    }
+
+    /// The JSON Schema subset the tools' schemas use (type, enum, properties, required, items,
+    /// additionalProperties: false), as a strict MCP client applies it to a structured result.
+    fn validate(schema: &Value, v: &Value, at: &str) -> Result<(), String> {
+        if let Some(t) = schema.get("type") {
+            let types: Vec<&str> = match t {
+                Value::String(s) => vec![s.as_str()],
+                Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+                _ => return Err(format!("{at}: a schema type that is not a string or list")),
+            };
+            let fits = |ty: &str| match ty {
+                "object" => v.is_object(),
+                "array" => v.is_array(),
+                "string" => v.is_string(),
+                "integer" => v.is_i64() || v.is_u64(),
+                "number" => v.is_number(),
+                "boolean" => v.is_boolean(),
+                "null" => v.is_null(),
+                _ => false,
+            };
+            if !types.iter().any(|ty| fits(ty)) {
+                return Err(format!("{at}: {v} is not of type {t}"));
+            }
+        }
+        if let Some(Value::Array(allowed)) = schema.get("enum") {
+            if !allowed.contains(v) {
+                return Err(format!("{at}: {v} is not one of {allowed:?}"));
+            }
+        }
+        if let (Some(Value::Object(props)), Some(obj)) = (schema.get("properties"), v.as_object()) {
+            for (k, sub) in props {
+                if let Some(x) = obj.get(k) {
+                    validate(sub, x, &format!("{at}.{k}"))?;
+                }
+            }
+            if schema.get("additionalProperties") == Some(&Value::Bool(false)) {
+                if let Some(k) = obj.keys().find(|k| !props.contains_key(*k)) {
+                    return Err(format!("{at}: {k} is not allowed"));
+                }
+            }
+        }
+        if let (Some(Value::Array(req)), Some(obj)) = (schema.get("required"), v.as_object()) {
+            for k in req.iter().filter_map(Value::as_str) {
+                if !obj.contains_key(k) {
+                    return Err(format!("{at}: {k} is required"));
+                }
+            }
+        }
+        if let (Some(items), Some(list)) = (schema.get("items"), v.as_array()) {
+            for (i, x) in list.iter().enumerate() {
+                validate(items, x, &format!("{at}[{i}]"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn output_schema(tool: &str) -> Value {
+        let t = tools().into_iter().find(|t| t.name == tool).unwrap();
+        Value::Object((*t.output_schema.unwrap()).clone())
+    }
+
+    /// Found by review: `delivery_status` answered "denied" for a grant a second person refused,
+    /// which its output schema did not allow, so a strict MCP client rejected the result.
+    #[test]
+    fn every_delivery_status_answer_validates_against_its_schema() {
+        let schema = output_schema("delivery_status");
+        for state in every_state() {
+            let done = !matches!(state, SubmissionState::Open | SubmissionState::Expired);
+            let status = SubmissionStatus {
+                state,
+                envelope_id: done.then_some(EnvelopeId([7; 16])),
+                receipt_index: matches!(
+                    state,
+                    SubmissionState::Delivered | SubmissionState::Undecryptable
+                )
+                .then_some(42),
+            };
+            let answer = json!(crate::mcp::Delivery::of(GrantId([1; 16]), &status));
+            if let Err(e) = validate(&schema, &answer, "result") {
+                panic!("{state:?}: {e}");
+            }
+        }
+        // The validator can fail: a status outside the enum, a missing field.
+        assert!(validate(&schema, &json!({"handle": "h", "status": "lost", "envelope_id": null, "receipt_log_index": null}), "r").is_err());
+        assert!(validate(&schema, &json!({"handle": "h", "status": "open"}), "r").is_err());
+    }
+
+    /// The other tools' results validate too.
+    #[test]
+    fn retrieve_and_list_requests_answers_validate_against_their_schemas() {
+        let r = crate::mcp::Retrieved {
+            handle: crate::mcp::handle_for(GrantId([1; 16])),
+            envelope_id: crate::ids::hex([2u8; 16]),
+            bytes: 100,
+            sha256: crate::ids::hex([3u8; 32]),
+            status: "submitted".into(),
+        };
+        validate(&output_schema("retrieve"), &json!(r), "retrieve").unwrap();
+        let q = crate::mcp::RequestInfo {
+            grant_id: crate::ids::hex([1u8; 16]),
+            resource: "tickets/1".into(),
+            purpose: "why".into(),
+            requester: "spiffe://t/user/alice".into(),
+            expires: "2026-12-05T00:00:00Z".into(),
+            connector: true,
+        };
+        validate(
+            &output_schema("list_requests"),
+            &json!({ "requests": [q] }),
+            "list_requests",
+        )
+        .unwrap();
     }
 }

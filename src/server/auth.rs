@@ -14,7 +14,54 @@ use super::monitor::Signal;
 use super::refusal::Refusal;
 use super::state::Relay;
 
+/// Who is calling: the party's current entry, or a previous one within the grace period after
+/// its rotation (with that entry's serial).
+pub(crate) enum Caller {
+    Current(Principal),
+    Superseded(Principal, u64),
+}
+
+/// What a previous identity may still do after its key was rotated: read its inbox and fetch,
+/// open and file receipts for what was sealed to its key (and read public entries and
+/// checkpoints). Nothing it could start anew (a grant, an approval, a submission).
+const SUPERSEDED_MAY: [Action; 5] = [
+    Action::Inbox,
+    Action::Fetch,
+    Action::Receipt,
+    Action::GetEntry,
+    Action::Checkpoint,
+];
+
 impl Relay {
+    /// The caller's own directory entry: its current one, or, for a previous identity within
+    /// the grace after a rotation, the superseded entry its certificate belongs to (its
+    /// receipts are signed with that entry's key).
+    pub(crate) fn caller_entry(
+        &self,
+        peer: &Peer,
+        now: u64,
+    ) -> Result<crate::core::directory::DirectoryEntry, Refusal> {
+        let dir = self.directory.read().map_err(|_| Refusal::internal())?;
+        if let Ok(e) = dir.active(&peer.id, now) {
+            if e.tls_spki_sha256 == peer.spki_sha256 {
+                return Ok(e.clone());
+            }
+        }
+        dir.superseded(
+            &peer.id,
+            &peer.spki_sha256,
+            now,
+            self.config.rotation_grace_secs,
+        )
+        .cloned()
+        .ok_or_else(|| {
+            Refusal::new(
+                ErrorCode::Unauthenticated,
+                "the certificate's key is not the one in the directory entry",
+            )
+        })
+    }
+
     /// Authenticates the caller and asks the policy about `action` in `ctx` (`ctx.now` is the
     /// request's time).
     pub(crate) async fn authorize(
@@ -22,6 +69,18 @@ impl Relay {
         peer: &Peer,
         action: Action,
         ctx: &Context,
+    ) -> Result<Principal, Refusal> {
+        self.authorize_counting(peer, action, ctx, true).await
+    }
+
+    /// [`Relay::authorize`]; a policy denial counts against an agent only when `avoidable`
+    /// (the agent could have known not to ask: docs/security.md, "who pays for a refusal").
+    pub(crate) async fn authorize_counting(
+        &self,
+        peer: &Peer,
+        action: Action,
+        ctx: &Context,
+        avoidable: bool,
     ) -> Result<Principal, Refusal> {
         let now = ctx.now;
         if let Err(wait) = self.limiter.take(&peer.id.to_string()) {
@@ -32,7 +91,21 @@ impl Relay {
             ));
         }
         let principal = match self.authenticate(peer, now) {
-            Ok(p) => p,
+            Ok(Caller::Current(p)) => p,
+            // A previous identity, within the grace after its rotation: it may read and finish
+            // what was sealed to its key, nothing else.
+            Ok(Caller::Superseded(p, serial)) if SUPERSEDED_MAY.contains(&action) => {
+                let _ = serial;
+                p
+            }
+            Ok(Caller::Superseded(_, serial)) => {
+                let reason = "this identity's key was rotated: it may only list, fetch and file receipts for what was sealed to it, for a while; use the new identity";
+                self.log_denial(peer, action, reason, now).await;
+                return Err(Refusal::new(
+                    ErrorCode::Unauthenticated,
+                    format!("{reason} (this is serial {serial}, superseded)"),
+                ));
+            }
             Err(reason) => {
                 self.log_denial(peer, action, reason, now).await;
                 return Err(Refusal::new(ErrorCode::Unauthenticated, reason));
@@ -46,7 +119,7 @@ impl Relay {
             Decision::Deny { reasons } => {
                 let reason = reasons.join("; ");
                 self.log_denial(peer, action, &reason, now).await;
-                if !principal.quarantined {
+                if !principal.quarantined && avoidable {
                     self.signal(&peer.id, Signal::Denial, now).await;
                 }
                 let message = if principal.quarantined {
@@ -82,9 +155,18 @@ impl Relay {
     /// revocation or quarantine that came during a slow upload ends it).
     pub(crate) fn commit_time_check(&self, peer: &Peer) -> Result<u64, Refusal> {
         let now = self.clock.now();
-        let principal = self
+        let principal = match self
             .authenticate(peer, now)
-            .map_err(|reason| Refusal::new(ErrorCode::Unauthenticated, reason))?;
+            .map_err(|reason| Refusal::new(ErrorCode::Unauthenticated, reason))?
+        {
+            Caller::Current(p) => p,
+            Caller::Superseded(..) => {
+                return Err(Refusal::new(
+                    ErrorCode::Unauthenticated,
+                    "this identity's key was rotated during the upload; use the new identity",
+                ))
+            }
+        };
         if principal.quarantined {
             return Err(Refusal::new(
                 ErrorCode::Forbidden,
@@ -95,20 +177,31 @@ impl Relay {
     }
 
     /// The caller as a principal, or why it may not call at all.
-    fn authenticate(&self, peer: &Peer, now: u64) -> Result<Principal, &'static str> {
+    fn authenticate(&self, peer: &Peer, now: u64) -> Result<Caller, &'static str> {
         match peer.id.kind() {
             // Admins too are directory entries, pinned to their TLS key and revocable: a
             // certificate from the CA alone is not enough.
             PartyKind::User | PartyKind::Agent | PartyKind::Admin => {
                 let dir = self.directory.read().map_err(|_| "internal error")?;
+                let principal = |entry: &crate::core::directory::DirectoryEntry| Principal {
+                    id: peer.id.clone(),
+                    attributes: (peer.id.kind() != PartyKind::Admin)
+                        .then(|| entry.attributes.clone()),
+                    quarantined: self.monitor.is_quarantined(&peer.id.to_string()),
+                };
                 match dir.active(&peer.id, now) {
-                    Ok(entry) if entry.tls_spki_sha256 == peer.spki_sha256 => Ok(Principal {
-                        id: peer.id.clone(),
-                        attributes: (peer.id.kind() != PartyKind::Admin)
-                            .then(|| entry.attributes.clone()),
-                        quarantined: self.monitor.is_quarantined(&peer.id.to_string()),
-                    }),
-                    Ok(_) => Err("the certificate's key is not the one in the directory entry (superseded?)"),
+                    Ok(entry) if entry.tls_spki_sha256 == peer.spki_sha256 => {
+                        Ok(Caller::Current(principal(entry)))
+                    }
+                    Ok(_) => match dir.superseded(
+                        &peer.id,
+                        &peer.spki_sha256,
+                        now,
+                        self.config.rotation_grace_secs,
+                    ) {
+                        Some(old) => Ok(Caller::Superseded(principal(old), old.serial)),
+                        None => Err("the certificate's key is not the one in the directory entry (superseded by a rotation, and past the grace period for the previous identity: use the new identity)"),
+                    },
                     Err(EntryProblem::Revoked) => Err("this identity has been revoked"),
                     Err(EntryProblem::Expired) => Err("this identity's directory entry has expired"),
                     Err(EntryProblem::NotYetValid) => Err("this identity's directory entry is not valid yet"),

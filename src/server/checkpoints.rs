@@ -2,6 +2,9 @@
 //! signs a C2SP checkpoint of the new tree with the log key and appends it to `checkpoints` in
 //! the data directory (one line per checkpoint: `<size> <base64 note>`, fsynced). At start the
 //! relay refuses to run if its store is behind, or forked from, the last checkpoint it signed.
+//! Beside it, `checkpoints.store` names the kind of store the checkpoints were made on
+//! (`embedded` or `postgres`, never a URL), so that a node started without its `store` is told
+//! so instead of being told its data was rolled back.
 
 use std::fs::OpenOptions;
 use std::io::{BufRead, BufReader, Write};
@@ -19,6 +22,72 @@ use crate::error::{Error, Result};
 
 /// The latest checkpoint: parsed, and its signed note.
 pub type Latest = Arc<RwLock<Option<(Checkpoint, String)>>>;
+
+/// The kind of store a relay runs on, as `checkpoints.store` records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    /// `data/state.redb`.
+    Embedded,
+    /// PostgreSQL (`store`, `SEALRELAY_STORE`).
+    Postgres,
+}
+
+impl StoreKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            StoreKind::Embedded => "embedded",
+            StoreKind::Postgres => "postgres",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "embedded" => Some(StoreKind::Embedded),
+            "postgres" => Some(StoreKind::Postgres),
+            _ => None,
+        }
+    }
+}
+
+/// Why this node may be on another store than the one its checkpoints were made on, when
+/// `checkpoints.store` says it is, as a question with what to do.
+fn other_store(recorded: Option<StoreKind>, now: Option<StoreKind>) -> Option<String> {
+    match (recorded, now) {
+        (Some(StoreKind::Postgres), Some(StoreKind::Embedded)) => Some(
+            "this data directory's checkpoints were made on PostgreSQL but this node was started on the embedded store: was it started without its `store` (SEALRELAY_STORE)? Start it with the settings it ran with"
+                .to_owned(),
+        ),
+        (Some(StoreKind::Embedded), Some(StoreKind::Postgres)) => Some(
+            "this data directory's checkpoints were made on the embedded store (data/state.redb) but this node was started on PostgreSQL: was `store` (SEALRELAY_STORE) set by mistake? A relay's log does not move between stores"
+                .to_owned(),
+        ),
+        _ => None,
+    }
+}
+
+/// The refusal of a store whose log is shorter than the last checkpoint signed: the store named
+/// plainly when it is another kind, or empty (a node started without its `store`), and a
+/// rollback otherwise.
+fn behind_message(
+    signed: u64,
+    size: u64,
+    recorded: Option<StoreKind>,
+    now: Option<StoreKind>,
+) -> String {
+    if let Some(hint) = other_store(recorded, now) {
+        return format!(
+            "{hint} (the checkpoints come from a log of {signed} entries, the store holds {size}); refusing to start"
+        );
+    }
+    if size == 0 {
+        return format!(
+            "this data directory's checkpoints come from a log of {signed} entries, but the store is empty: was this node started without its `store` (SEALRELAY_STORE), or on another database? Start it with the store it ran with; refusing to start"
+        );
+    }
+    format!(
+        "the store holds {size} log entries but this relay already signed a checkpoint of {signed}: the data directory was rolled back or restored from an old copy; refusing to start"
+    )
+}
 
 pub struct Signer {
     key: SigningKey,
@@ -85,24 +154,60 @@ impl Signer {
     }
 
     /// Refuses a store that is behind or forked from the last checkpoint this relay signed.
-    pub fn check_store(&self, store: &dyn Store) -> Result<()> {
-        let Some(cp) = self.last_written()? else {
-            return Ok(());
-        };
-        let size = store.log_size();
-        if cp.size > size {
-            return Err(Error::verification(format!(
-                "the store holds {size} log entries but this relay already signed a checkpoint of {}: the data directory was rolled back or restored from an old copy; refusing to start",
-                cp.size
-            )));
+    /// `kind` is the kind of store this node runs on (`None`: one handed in, not known); once
+    /// the store passes, it is recorded in `checkpoints.store` for the next start to compare.
+    pub fn check_store(&self, store: &dyn Store, kind: Option<StoreKind>) -> Result<()> {
+        let recorded = self.recorded_kind();
+        if let Some(cp) = self.last_written()? {
+            let size = store.log_size();
+            if cp.size > size {
+                return Err(Error::verification(behind_message(
+                    cp.size, size, recorded, kind,
+                )));
+            }
+            if store.log_root(cp.size)? != cp.root {
+                let hint = other_store(recorded, kind)
+                    .map(|h| format!(": {h}"))
+                    .unwrap_or_default();
+                return Err(Error::verification(format!(
+                    "the store's log differs from the checkpoint this relay signed at size {}: the data was rewritten{hint}; refusing to start",
+                    cp.size
+                )));
+            }
         }
-        if store.log_root(cp.size)? != cp.root {
-            return Err(Error::verification(format!(
-                "the store's log differs from the checkpoint this relay signed at size {}: the data was rewritten; refusing to start",
-                cp.size
-            )));
+        if let Some(kind) = kind {
+            if recorded != Some(kind) {
+                self.record_kind(kind);
+            }
         }
         Ok(())
+    }
+
+    fn kind_path(&self) -> PathBuf {
+        self.path.with_file_name("checkpoints.store")
+    }
+
+    /// The kind of store `checkpoints.store` names (`None` when there is none, or it is not
+    /// one this relay knows).
+    fn recorded_kind(&self) -> Option<StoreKind> {
+        std::fs::read_to_string(self.kind_path())
+            .ok()
+            .and_then(|s| StoreKind::parse(&s))
+    }
+
+    /// Records the kind of store the checkpoints are made on. It only improves a message at
+    /// the next start: a failure to write it is logged, not fatal.
+    fn record_kind(&self, kind: StoreKind) {
+        let path = self.kind_path();
+        let text = format!("{}\n", kind.as_str());
+        if let Err(e) = crate::local::fs::write_atomic(
+            &path,
+            text.as_bytes(),
+            crate::local::fs::PRIVATE_MODE,
+            true,
+        ) {
+            tracing::warn!(error = %e, "cannot record the kind of store beside the checkpoints");
+        }
     }
 
     /// Whether the last checkpoint is older than `age` (or there is none).

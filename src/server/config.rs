@@ -21,15 +21,21 @@ pub struct RelayConfig {
     pub store: Option<String>,
     /// Connections to PostgreSQL (with `store`).
     pub store_connections: usize,
-    /// The trust-root directory: relay.crt, relay.key, ca.crt, authority.pub, root.json, and
-    /// optionally directory/ (loaded at start).
+    /// The trust-root directory: relay.crt, relay.key, ca.crt, authority.pub, log.key, log.pub,
+    /// root.json, and optionally directory/ (loaded at start).
     pub dir: PathBuf,
     /// Largest envelope accepted, in bytes.
     pub max_envelope_bytes: u64,
     /// Longest a grant may stay open, in seconds.
     pub max_grant_ttl_secs: u64,
+    /// A grant that needs a second person's approval and has none this many seconds after it
+    /// was made lapses (it closes, and stops counting against its user's and agent's quotas).
+    pub approval_ttl_secs: u64,
     /// How long an undelivered envelope is kept, in seconds.
     pub envelope_ttl_secs: u64,
+    /// After a party's key is rotated (not revoked), how long its previous identity may still
+    /// list, fetch and file receipts for what was sealed to its key, in seconds.
+    pub rotation_grace_secs: u64,
     /// Delete an envelope's ciphertext once its receipt is recorded.
     pub delete_after_delivery: bool,
     /// Accept only envelopes sealed to a post-quantum hybrid (mlkem768x25519) recipient; off,
@@ -121,6 +127,9 @@ pub struct QuotaConfig {
     pub max_open_grants_per_user: u64,
     /// Open grants addressed to one agent.
     pub max_open_grants_per_agent: u64,
+    /// Open grants one user may hold against one agent (so a few users cannot take up an
+    /// agent's whole `max_open_grants_per_agent` for everyone).
+    pub max_open_grants_per_user_per_agent: u64,
     /// Envelopes waiting for one user, and their bytes.
     pub max_pending_envelopes_per_user: u64,
     pub max_pending_bytes_per_user: u64,
@@ -134,6 +143,7 @@ impl Default for QuotaConfig {
         QuotaConfig {
             max_open_grants_per_user: 1_000,
             max_open_grants_per_agent: 10_000,
+            max_open_grants_per_user_per_agent: 100,
             max_pending_envelopes_per_user: 10_000,
             max_pending_bytes_per_user: 16 * 1024 * 1024 * 1024,
             max_uploads_per_agent: 16,
@@ -148,6 +158,7 @@ impl QuotaConfig {
         crate::core::store::Quotas {
             open_grants_per_user: self.max_open_grants_per_user,
             open_grants_per_agent: self.max_open_grants_per_agent,
+            open_grants_per_user_per_agent: self.max_open_grants_per_user_per_agent,
             pending_envelopes_per_user: self.max_pending_envelopes_per_user,
             pending_bytes_per_user: self.max_pending_bytes_per_user,
         }
@@ -170,7 +181,9 @@ impl Default for RelayConfig {
             dir: PathBuf::from("keys"),
             max_envelope_bytes: 4 * 1024 * 1024 * 1024,
             max_grant_ttl_secs: 30 * 86_400,
+            approval_ttl_secs: 3 * 86_400,
             envelope_ttl_secs: 7 * 86_400,
+            rotation_grace_secs: 7 * 86_400,
             delete_after_delivery: true,
             require_post_quantum: true,
             sweep_interval_secs: 60,

@@ -1,11 +1,12 @@
 //! The accept loop and the tasks it owns. Every task hangs off a [`tokio::task::JoinSet`] owned
 //! by its parent (connections by the accept loop, streams by their connection), and the accept
 //! loop and the sweep by [`Supervisor`], so dropping the supervisor aborts everything; shutdown
-//! stops accepting, lets the requests in flight finish, then closes.
+//! stops accepting connections and requests (a request on an open connection is refused as
+//! Unavailable), lets the requests in flight finish, then closes.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,20 +19,41 @@ use crate::net;
 use super::state::Relay;
 use super::{stream, sweep};
 
-/// Counts requests in flight so shutdown can wait for them.
+/// Counts requests in flight so shutdown can wait for them, and refuses new ones once shutdown
+/// has begun (threat 45: a shutdown lets what is in flight finish, and starts nothing new).
 #[derive(Default)]
 pub struct InFlight {
     count: AtomicUsize,
     idle: Notify,
+    closing: AtomicBool,
 }
 
-/// Held while a request is served.
-pub struct InFlightGuard<'a>(&'a InFlight);
+/// Held while a request is served. It owns its relay, so it is taken before the request's
+/// task is spawned: a request is counted from the moment its stream is accepted.
+pub struct InFlightGuard(Arc<Relay>);
 
 impl InFlight {
-    pub fn enter(&self) -> InFlightGuard<'_> {
-        self.count.fetch_add(1, Ordering::SeqCst);
-        InFlightGuard(self)
+    /// Counts a new request in, unless shutdown has begun (`None`: refuse it). The count is
+    /// raised before the flag is read, and shutdown sets the flag before it reads the count, so
+    /// every request is either refused or waited for.
+    pub fn enter(relay: &Arc<Relay>) -> Option<InFlightGuard> {
+        relay.in_flight.count.fetch_add(1, Ordering::SeqCst);
+        let guard = InFlightGuard(relay.clone());
+        if relay.in_flight.closing.load(Ordering::SeqCst) {
+            drop(guard);
+            return None;
+        }
+        Some(guard)
+    }
+
+    /// Shutdown has begun: every request from now on is refused.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
+    /// Requests in flight now.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
     }
 
     pub async fn wait_idle(&self) {
@@ -43,13 +65,17 @@ impl InFlight {
             notified.await;
         }
     }
+
+    fn leave(&self) {
+        if self.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
 }
 
-impl Drop for InFlightGuard<'_> {
+impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.idle.notify_waiters();
-        }
+        self.0.in_flight.leave();
     }
 }
 
@@ -62,6 +88,8 @@ pub struct Supervisor {
     admin: Option<JoinHandle<()>>,
     /// Reloads what other nodes change in a shared store (`None` on the embedded store).
     sync: Option<JoinHandle<()>>,
+    /// Takes in what the admin writes to `DIR/directory`.
+    dirwatch: JoinHandle<()>,
     stop: Arc<Notify>,
 }
 
@@ -80,6 +108,7 @@ impl Supervisor {
             .then(|| tokio::spawn(super::shared::run(relay.clone())));
         let accept = tokio::spawn(accept_loop(relay.clone(), endpoint, stop.clone()));
         let witness = tokio::spawn(super::witnessing::run(relay.clone()));
+        let dirwatch = tokio::spawn(super::dirwatch::run(relay.clone()));
         let sweep = tokio::spawn(sweep_loop(relay));
         Supervisor {
             accept,
@@ -87,16 +116,19 @@ impl Supervisor {
             witness,
             admin,
             sync,
+            dirwatch,
             stop,
         }
     }
 
-    /// Stops accepting, lets the requests in flight finish, closes every connection.
+    /// Stops accepting connections and requests, lets the requests in flight finish (for the
+    /// grace period), closes every connection.
     pub async fn shutdown(mut self) {
         self.stop.notify_one();
         let _ = (&mut self.accept).await;
         self.sweep.abort();
         self.witness.abort();
+        self.dirwatch.abort();
         for task in [&self.admin, &self.sync].into_iter().flatten() {
             task.abort();
         }
@@ -110,6 +142,7 @@ impl Drop for Supervisor {
         self.accept.abort();
         self.sweep.abort();
         self.witness.abort();
+        self.dirwatch.abort();
         for task in [&self.admin, &self.sync].into_iter().flatten() {
             task.abort();
         }
@@ -241,10 +274,17 @@ async fn accept_loop(relay: Arc<Relay>, endpoint: quinn::Endpoint, stop: Arc<Not
             }
         }
     }
-    // No new connections from here on; the requests in flight get a bounded grace period to
-    // finish, then everything closes.
+    // No new requests from here on, on open connections too (each is refused as Unavailable,
+    // which clients retry elsewhere or later), and no new connections; the requests in flight
+    // get a bounded grace period to finish, then everything closes.
+    relay.in_flight.close();
     endpoint.set_server_config(None);
     let grace = Duration::from_secs(relay.config.shutdown_grace_secs);
+    tracing::info!(
+        in_flight = relay.in_flight.count(),
+        grace_secs = grace.as_secs(),
+        "shutting down: new requests are refused, those in flight may finish"
+    );
     if tokio::time::timeout(grace, relay.in_flight.wait_idle())
         .await
         .is_err()
@@ -287,7 +327,27 @@ async fn serve_connection(relay: Arc<Relay>, conn: quinn::Connection) {
         tokio::select! {
             accepted = conn.accept_bi() => {
                 let Ok((send, recv)) = accepted else { break };
-                streams.spawn(stream::serve(relay.clone(), peer.clone(), send, recv));
+                // Counted in flight here, before its task runs, so a shutdown beginning now
+                // either waits for this request or refuses it.
+                match InFlight::enter(&relay) {
+                    Some(guard) => {
+                        streams.spawn(stream::serve(
+                            relay.clone(),
+                            peer.clone(),
+                            guard,
+                            send,
+                            recv,
+                        ));
+                    }
+                    None => {
+                        streams.spawn(stream::refuse_shutting_down(
+                            relay.clone(),
+                            peer.clone(),
+                            send,
+                            recv,
+                        ));
+                    }
+                }
             }
             Some(_) = streams.join_next(), if !streams.is_empty() => {}
         }

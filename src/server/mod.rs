@@ -15,6 +15,7 @@ pub mod config;
 mod connections;
 mod deadline;
 mod denials;
+mod dirwatch;
 mod events;
 pub mod handlers;
 mod listener;
@@ -74,8 +75,10 @@ pub struct RunningRelay {
 }
 
 impl RunningRelay {
-    /// Stops accepting, lets in-flight requests finish (for the grace period), closes, and
-    /// commits what is queued; the store is released when this returns.
+    /// Stops accepting connections and requests at once (a new request on an open connection
+    /// is answered Unavailable: "the relay is shutting down; …"), lets the requests in flight
+    /// finish (for the grace period), closes, and commits what is queued; the store is released
+    /// when this returns.
     pub async fn shutdown(self) {
         self.supervisor.shutdown().await;
         self.relay.committer.stop().await;

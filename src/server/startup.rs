@@ -70,6 +70,13 @@ pub fn load(
     })?;
     // The data directory is the relay operator's alone (0700, files 0600), whatever the umask.
     crate::local::fs::restrict(&config.data, crate::local::fs::PRIVATE_DIR_MODE)?;
+    // What the checkpoints in the data directory are compared with (a store handed in is of no
+    // kind known here).
+    let store_kind = match (&store, &config.store) {
+        (Some(_), _) => None,
+        (None, Some(_)) => Some(checkpoints::StoreKind::Postgres),
+        (None, None) => Some(checkpoints::StoreKind::Embedded),
+    };
     // Large ciphertexts live beside the state: in the database, or files in the data directory.
     let (store, blobs): (Arc<dyn Store>, Arc<dyn BlobStore>) = match store {
         Some(s) => (s, Arc::new(BlobDir::open(&config.data)?)),
@@ -99,7 +106,7 @@ pub fn load(
         .map_err(|e| e.context("log.key"))?;
     let log_vk = trust_root::read_verifier_key(&dir.join("log.pub"))?;
     let signer = Arc::new(checkpoints::Signer::new(log_key, log_vk, &config.data)?);
-    signer.check_store(store.as_ref())?;
+    signer.check_store(store.as_ref(), store_kind)?;
     let relay_actor = format!("spiffe://{}/relay/{}", meta.trust_domain, meta.relay_name);
     let directory = load_directory(&dir, store.as_ref(), &authority, &relay_actor, clock.now())?;
     // From here on every batch is checkpointed; the first checkpoint covers what is there now.
@@ -208,12 +215,11 @@ fn directory_statements(d: &Directory) -> (Rows, Rows) {
         statement: s.statement.clone(),
         signature: s.signature.to_vec(),
     };
+    // Every serial, not only the latest: clients recognise a party's earlier keys (a grant or
+    // a statement signed before a rotation) from the relay's history of its entries.
     let entries = d
-        .parties()
-        .filter_map(|e| {
-            d.latest_signed(&e.id)
-                .map(|s| (e.id.to_string(), e.serial, stored(s)))
-        })
+        .all_entries()
+        .map(|(e, s)| (e.id.to_string(), e.serial, stored(s)))
         .collect();
     let revocations = d
         .revocations()

@@ -1,7 +1,8 @@
 //! The stream shell: one request per bidirectional QUIC stream. It reads the request frame
 //! (with a deadline), reads the clock once, hands the decoded request and the body stream to
-//! the handlers, and writes the reply (and a fetched envelope's ciphertext). All of the relay's
-//! request I/O is here.
+//! the handlers, and writes the reply (and a fetched envelope's ciphertext, at the same minimum
+//! pace as a request body: threat 33). Once shutdown has begun, a new stream gets
+//! [`SHUTTING_DOWN`] instead (threat 45). All of the relay's request I/O is here.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,15 +16,27 @@ use crate::net::frame::{read_frame, write_frame, WriteFrameError, CHUNK};
 use crate::net::Peer;
 use crate::store::blobs::{blocking, BlobReader};
 
-use super::deadline::Paced;
+use super::deadline::{Pace, Paced};
 use super::handlers::{self, Outcome, StoredBody};
+use super::listener::InFlightGuard;
 use super::refusal::Refusal;
 use super::state::Relay;
 use crate::core::wire::Request;
 
-/// Serves one stream to its end.
-pub async fn serve(relay: Arc<Relay>, peer: Peer, mut send: SendStream, mut recv: RecvStream) {
-    let _guard = relay.in_flight.enter();
+/// The answer to a request that arrives once shutdown has begun (one line; Unavailable, which
+/// clients treat as "try again").
+pub const SHUTTING_DOWN: &str =
+    "the relay is shutting down; retry on another node or after it restarts";
+
+/// Serves one stream to its end; `_in_flight` counts it in until then (taken by the connection
+/// before this task was spawned).
+pub async fn serve(
+    relay: Arc<Relay>,
+    peer: Peer,
+    _in_flight: InFlightGuard,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) {
     let started = Instant::now();
     // The request frame must arrive within the body's grace period (slowloris, threat 33).
     let frame_deadline = Duration::from_secs(relay.config.body_grace_secs.max(1));
@@ -89,25 +102,68 @@ pub async fn serve(relay: Arc<Relay>, peer: Peer, mut send: SendStream, mut recv
             .map_err(|_| Failure::Gone),
         Err(r) => Err(Failure::Refused(r)),
     };
-    let label = match outcome {
+    // Whether the whole answer was handed to QUIC (then the request waits for it to arrive).
+    let (label, answered) = match outcome {
         Ok(()) => {
             tracing::info!(caller = %peer.id, action, ms = started.elapsed().as_millis() as u64, "ok");
-            "ok"
+            ("ok", true)
         }
         Err(Failure::Gone) => {
             tracing::info!(caller = %peer.id, action, "the client went away before its answer was written");
-            "aborted"
+            ("aborted", false)
+        }
+        Err(Failure::TooSlow { taken }) => {
+            tracing::info!(
+                caller = %peer.id,
+                action,
+                taken,
+                min_bytes_per_sec = relay.config.min_body_bytes_per_sec,
+                grace_secs = relay.config.body_grace_secs,
+                "the client took its answer too slowly: stream reset"
+            );
+            ("aborted", false)
         }
         Err(Failure::Refused(r)) => {
             tracing::info!(caller = %peer.id, action, code = ?r.code, reason = %r.message, "refused");
             let label = super::metrics::code_label(r.code);
-            let _ = respond(&mut send, Err(r)).await;
-            label
+            let answered = respond(&mut send, Err(r)).await.is_ok();
+            (label, answered)
         }
     };
     relay
         .metrics
         .request_ended(action, label, started.elapsed().as_secs_f64());
+    drop(recv);
+    if answered {
+        // The request stays in flight until the client has acknowledged its answer (all of it
+        // is within the client's flow-control window, so this takes a round trip, not the
+        // client's reading): a shutdown waiting for the requests in flight must not close the
+        // connection under an answer still on its way.
+        let settle = Duration::from_secs(relay.config.body_grace_secs.max(1));
+        let _ = tokio::time::timeout(settle, send.stopped()).await;
+    }
+}
+
+/// A stream opened once shutdown has begun: answered [`SHUTTING_DOWN`] without reading the
+/// request, and not counted in flight (shutdown does not wait for it).
+pub async fn refuse_shutting_down(
+    relay: Arc<Relay>,
+    peer: Peer,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) {
+    let started = Instant::now();
+    tracing::debug!(caller = %peer.id, "refused a request: shutting down");
+    let limit = Duration::from_secs(relay.config.body_grace_secs.max(1));
+    let refusal = Refusal::new(ErrorCode::Unavailable, SHUTTING_DOWN);
+    let _ = tokio::time::timeout(limit, respond(&mut send, Err(refusal))).await;
+    // A body that follows is not wanted (the client still reads the answer).
+    let _ = recv.stop(0u32.into());
+    relay.metrics.request(
+        "unknown",
+        Some(ErrorCode::Unavailable),
+        started.elapsed().as_secs_f64(),
+    );
 }
 
 /// Why a request did not end with its answer written.
@@ -116,6 +172,9 @@ enum Failure {
     Refused(Refusal),
     /// The client stopped reading or reset the stream: nothing more can be written.
     Gone,
+    /// The client took a fetched body slower than the minimum rate (after the grace period):
+    /// the stream was reset after `taken` bytes of it.
+    TooSlow { taken: u64 },
 }
 
 impl From<Refusal> for Failure {
@@ -205,6 +264,45 @@ async fn blob_digest(
     .await?)
 }
 
+/// The pace a fetched body must be taken at, from now: the request body's rule, the other way.
+fn download_pace(relay: &Relay) -> Pace {
+    Pace::new(
+        Duration::from_secs(relay.config.body_grace_secs),
+        relay.config.min_body_bytes_per_sec,
+    )
+}
+
+/// Writes the envelope reply's header by the pace's grace period.
+async fn paced_header(
+    send: &mut SendStream,
+    pace: &Pace,
+    reply: Reply,
+) -> std::result::Result<(), Failure> {
+    let header = Response::Ok(reply);
+    match pace.within(0, write_response(send, &header)).await {
+        Some(Ok(())) => Ok(()),
+        Some(Err(_)) => Err(Failure::Gone),
+        None => Err(after_header(send, Failure::TooSlow { taken: 0 })),
+    }
+}
+
+/// Writes `piece` of a fetched body, `taken` bytes of which the client has already taken, by
+/// the pace's deadline for `taken + piece.len()` bytes; a client that reads slower than that
+/// has its stream reset.
+async fn paced_write(
+    send: &mut SendStream,
+    pace: &Pace,
+    taken: u64,
+    piece: &[u8],
+) -> std::result::Result<(), Failure> {
+    let total = taken.saturating_add(piece.len() as u64);
+    match pace.within(total, send.write_all(piece)).await {
+        Some(Ok(())) => Ok(()),
+        Some(Err(_)) => Err(after_header(send, Failure::Gone)),
+        None => Err(after_header(send, Failure::TooSlow { taken })),
+    }
+}
+
 async fn send_envelope(
     relay: &Relay,
     now: u64,
@@ -214,12 +312,9 @@ async fn send_envelope(
 ) -> std::result::Result<(), Failure> {
     match body {
         StoredBody::Inline(bytes) => {
-            write_response(send, &Response::Ok(reply))
-                .await
-                .map_err(|_| Failure::Gone)?;
-            if send.write_all(&bytes).await.is_err() {
-                return Err(after_header(send, Failure::Gone));
-            }
+            let pace = download_pace(relay);
+            paced_header(send, &pace, reply).await?;
+            paced_write(send, &pace, 0, &bytes).await?;
             relay.metrics.envelope_bytes(false, bytes.len() as u64);
         }
         StoredBody::Blob {
@@ -256,9 +351,9 @@ async fn send_envelope(
                 }
                 return Err(relay.integrity_failure(&envelope_id, now).await.into());
             }
-            write_response(send, &Response::Ok(reply))
-                .await
-                .map_err(|_| Failure::Gone)?;
+            // The pace starts here: hashing the blob is the relay's time, not the client's.
+            let pace = download_pace(relay);
+            paced_header(send, &pace, reply).await?;
             // The next piece is read while this one is written.
             let (mut reader, mut buf) = next_piece(reader, Vec::with_capacity(CHUNK))
                 .await
@@ -275,9 +370,7 @@ async fn send_envelope(
                     .min(usize::try_from(length - sent).unwrap_or(usize::MAX));
                 let ahead = (sent + (n as u64) < length)
                     .then(|| tokio::spawn(next_piece(reader, std::mem::take(&mut spare))));
-                if send.write_all(&buf[..n]).await.is_err() {
-                    return Err(after_header(send, Failure::Gone));
-                }
+                paced_write(send, &pace, sent, &buf[..n]).await?;
                 sent += n as u64;
                 let Some(ahead) = ahead else { break };
                 let (r, next) = ahead

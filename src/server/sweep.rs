@@ -63,7 +63,46 @@ async fn close_expired_grants(relay: &Relay, now: u64) -> usize {
         let op = WriteOp::ExpireGrant {
             grant_id,
             now,
+            approval_ttl: relay.config.approval_ttl_secs,
             event: events::grant_expired(now, &actor, &grant_id),
+        };
+        if let Ok(Ok(_)) = relay.committer.submit(op).await {
+            closed += 1;
+        }
+    }
+    closed + close_lapsed_approvals(relay, now, &actor).await
+}
+
+/// Closes grants that waited longer than `approval_ttl_secs` for an approval, so that grants
+/// nobody answers stop holding their user's and agent's quotas (threat 51).
+async fn close_lapsed_approvals(relay: &Relay, now: u64, actor: &str) -> usize {
+    let ttl = relay.config.approval_ttl_secs;
+    let mut after = None;
+    let mut lapsed = Vec::new();
+    let mut seen = 0;
+    while seen < GRANTS_PER_SWEEP {
+        let Ok(page) = relay.store.pending_approvals(after.as_ref(), 1_000) else {
+            break;
+        };
+        let last = page.len() < 1_000;
+        seen += page.len();
+        after = page.last().map(|g| g.grant_id);
+        lapsed.extend(
+            page.iter()
+                .filter(|g| crate::core::grant_state::approval_lapsed(g, now, ttl))
+                .map(|g| g.grant_id),
+        );
+        if last {
+            break;
+        }
+    }
+    let mut closed = 0;
+    for grant_id in lapsed {
+        let op = WriteOp::ExpireGrant {
+            grant_id,
+            now,
+            approval_ttl: ttl,
+            event: events::grant_expired(now, actor, &grant_id),
         };
         if let Ok(Ok(_)) = relay.committer.submit(op).await {
             closed += 1;

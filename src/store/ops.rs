@@ -5,8 +5,8 @@
 
 use crate::core::grant_state;
 use crate::core::store::{
-    DeliveryRecord, EnvelopeRecord, Event, GrantRecord, GrantState, OpResult, QuotaKind,
-    StoredSigned, Usage, WriteOp, WriteRefusal,
+    pair_usage_key, DeliveryRecord, EnvelopeRecord, Event, GrantRecord, GrantState, OpResult,
+    QuotaKind, StoredSigned, Usage, WriteOp, WriteRefusal,
 };
 use crate::error::Result;
 use crate::ids::{EnvelopeId, GrantId, SpiffeId};
@@ -18,8 +18,10 @@ pub trait Tables {
     /// Writes a grant and its indexes: listed for its agent while open, for its user always,
     /// and as awaiting approval while open, needing one, and without one.
     fn put_grant(&mut self, g: &GrantRecord) -> Result<()>;
-    fn usage(&mut self, who: &SpiffeId) -> Result<Usage>;
-    fn put_usage(&mut self, who: &SpiffeId, u: &Usage) -> Result<()>;
+    /// What a party (its SPIFFE ID) or a user against an agent
+    /// ([`crate::core::store::pair_usage_key`]) holds.
+    fn usage(&mut self, key: &str) -> Result<Usage>;
+    fn put_usage(&mut self, key: &str, u: &Usage) -> Result<()>;
     fn envelope(&mut self, id: &EnvelopeId) -> Result<Option<EnvelopeRecord>>;
     /// Writes an envelope record: in its user's inbox while it has no receipt.
     fn put_envelope(&mut self, e: &EnvelopeRecord) -> Result<()>;
@@ -57,19 +59,30 @@ pub fn apply_ops(t: &mut impl Tables, ops: &[WriteOp]) -> Result<Vec<OpResult>> 
 }
 
 fn adjust(t: &mut impl Tables, who: &SpiffeId, change: impl FnOnce(&mut Usage)) -> Result<()> {
-    let mut u = t.usage(who)?;
-    change(&mut u);
-    t.put_usage(who, &u)
+    adjust_key(t, &who.to_string(), change)
 }
 
-/// A grant is no longer open: neither party holds it against a quota.
+fn adjust_key(t: &mut impl Tables, key: &str, change: impl FnOnce(&mut Usage)) -> Result<()> {
+    let mut u = t.usage(key)?;
+    change(&mut u);
+    t.put_usage(key, &u)
+}
+
+/// A grant is no longer open: neither party (nor the user against the agent) holds it against
+/// a quota.
 fn release_open(t: &mut impl Tables, g: &GrantRecord) -> Result<()> {
     for party in [&g.user, &g.agent] {
         adjust(t, party, |u| {
             u.open_grants = u.open_grants.saturating_sub(1)
         })?;
     }
-    Ok(())
+    release_pair(t, g)
+}
+
+fn release_pair(t: &mut impl Tables, g: &GrantRecord) -> Result<()> {
+    adjust_key(t, &pair_usage_key(&g.user, &g.agent), |u| {
+        u.open_grants = u.open_grants.saturating_sub(1)
+    })
 }
 
 /// An envelope leaves the user's inbox (receipt or expiry).
@@ -122,14 +135,22 @@ fn apply_one(t: &mut impl Tables, op: &WriteOp) -> Result<OpResult> {
             quotas,
             event,
         } => {
-            let held_by_user = t.usage(&record.user)?.open_grants;
-            let held_by_agent = t.usage(&record.agent)?.open_grants;
+            let pair = pair_usage_key(&record.user, &record.agent);
+            let held_by_user = t.usage(&record.user.to_string())?.open_grants;
+            let held_by_agent = t.usage(&record.agent.to_string())?.open_grants;
+            let held_by_pair = t.usage(&pair)?.open_grants;
             if t.grant(&record.grant_id)?.is_some() {
                 Err(WriteRefusal::Duplicate)
             } else if held_by_user >= quotas.open_grants_per_user {
                 Err(WriteRefusal::Quota {
                     kind: QuotaKind::OpenGrantsPerUser,
                     limit: quotas.open_grants_per_user,
+                })
+            } else if held_by_pair >= quotas.open_grants_per_user_per_agent {
+                // Before the agent's own quota: one user's share runs out first.
+                Err(WriteRefusal::Quota {
+                    kind: QuotaKind::OpenGrantsPerUserPerAgent,
+                    limit: quotas.open_grants_per_user_per_agent,
                 })
             } else if held_by_agent >= quotas.open_grants_per_agent {
                 Err(WriteRefusal::Quota {
@@ -139,6 +160,7 @@ fn apply_one(t: &mut impl Tables, op: &WriteOp) -> Result<OpResult> {
             } else {
                 adjust(t, &record.user, |u| u.open_grants += 1)?;
                 adjust(t, &record.agent, |u| u.open_grants += 1)?;
+                adjust_key(t, &pair, |u| u.open_grants += 1)?;
                 t.put_grant(record)?;
                 Ok(t.append(event)?)
             }
@@ -151,7 +173,7 @@ fn apply_one(t: &mut impl Tables, op: &WriteOp) -> Result<OpResult> {
             quotas,
             event,
         } => {
-            let waiting = t.usage(&envelope.user)?;
+            let waiting = t.usage(&envelope.user.to_string())?;
             let consumed = match t.grant(&envelope.grant_id)? {
                 None => Err(WriteRefusal::GrantNotFound),
                 Some(g) => {
@@ -186,6 +208,7 @@ fn apply_one(t: &mut impl Tables, op: &WriteOp) -> Result<OpResult> {
                     adjust(t, &g.agent, |u| {
                         u.open_grants = u.open_grants.saturating_sub(1)
                     })?;
+                    release_pair(t, &g)?;
                     t.put_grant(&g)?;
                     t.put_envelope(envelope)?;
                     if let Some(body) = inline_body {
@@ -227,8 +250,15 @@ fn apply_one(t: &mut impl Tables, op: &WriteOp) -> Result<OpResult> {
         WriteOp::ExpireGrant {
             grant_id,
             now,
+            approval_ttl,
             event,
-        } => transition(t, grant_id, event, |g| grant_state::expire(g, *now), true)?,
+        } => transition(
+            t,
+            grant_id,
+            event,
+            |g| grant_state::expire(g, *now, *approval_ttl),
+            true,
+        )?,
         WriteOp::DeleteEnvelope { envelope_id, event } => match t.envelope(envelope_id)? {
             None => Err(WriteRefusal::EnvelopeNotFound),
             Some(e) => {
@@ -244,24 +274,26 @@ fn apply_one(t: &mut impl Tables, op: &WriteOp) -> Result<OpResult> {
             grant_id,
             denial,
             now,
+            approval_ttl,
             event,
         } => transition(
             t,
             grant_id,
             event,
-            |g| grant_state::deny(g, denial, *now),
+            |g| grant_state::deny(g, denial, *now, *approval_ttl),
             true,
         )?,
         WriteOp::Approve {
             grant_id,
             approval,
             now,
+            approval_ttl,
             event,
         } => transition(
             t,
             grant_id,
             event,
-            |g| grant_state::approve(g, approval, *now),
+            |g| grant_state::approve(g, approval, *now, *approval_ttl),
             false,
         )?,
         WriteOp::Quarantine {

@@ -71,6 +71,9 @@ impl PgStore {
             .keepalives_interval(std::time::Duration::from_secs(5))
             .keepalives_retries(3);
         let pool = Arc::new(Pool::new(config, connections)?);
+        // A server that refuses the credentials, or has no such database, stops the start with
+        // that, not with "unavailable, try again".
+        pool.connect_now()?;
         pool.run(|conn, _| schema::migrate(conn))?;
         let tree = pool.run(|conn, _| {
             // One snapshot for the nodes and the events, whatever other nodes append meanwhile.

@@ -2,13 +2,19 @@
 //! leaves this process; pages get only what the client decided to show (headers it judged,
 //! plaintext the user chose to open), never ciphertext or keys.
 //!
-//! The Jupyter model: a random port and a random token in the URL printed once; the first
-//! request with the token sets a `SameSite=Strict`, `HttpOnly` cookie and redirects to the bare
-//! path. Every request must name this server in `Host` (loopback names and the bound port only:
-//! DNS rebinding), carry no foreign `Origin`, and not be cross-site by `Sec-Fetch-Site`; a POST
-//! must prove it is same-origin. Every response carries a Content-Security-Policy that forbids
-//! inline scripts and anything remote; every asset is embedded in the binary.
+//! The Jupyter model, closed against other ports: a random port, a random path prefix
+//! (`/s/<32 hex>`, new each run) under which the whole app lives, and a random token in the URL
+//! printed once; the first request with the token sets a `SameSite=Strict`, `HttpOnly` cookie
+//! scoped by `Path` to the prefix and redirects to the bare path. Browsers send a 127.0.0.1
+//! cookie to every port of that host whose path matches, so the prefix, which a server on
+//! another port cannot guess, is what keeps the cookie from it: outside the prefix every request
+//! gets 404, with no cookie read or set and no token accepted. Every request must name this
+//! server in `Host` (loopback names and the bound port only: DNS rebinding), carry no foreign
+//! `Origin`, and not be cross-site by `Sec-Fetch-Site`; a POST must prove it is same-origin.
+//! Every response carries a Content-Security-Policy that forbids inline scripts and anything
+//! remote; every asset is embedded in the binary.
 
+mod guard;
 mod pages;
 
 use crate::local::checkpoint_state::CheckpointState;
@@ -17,9 +23,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{Path, Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
@@ -32,9 +37,13 @@ use crate::error::{Error, Result};
 use crate::ids::{parse_hex, EnvelopeId, GrantId};
 use crate::mcp::http::same;
 
-/// The cookie that carries the token after the first visit, named with the port: browsers keep
-/// cookies per host, not per port, so two clients on one machine must not share a name.
+/// The cookie that carries the token after the first visit, named with the port and scoped by
+/// `Path` to this run's random prefix: browsers keep cookies per host, not per port, so two
+/// clients on one machine must not share a name, and they send a cookie to any port whose path
+/// matches, so only a path no other server knows keeps it from a hostile one.
 const COOKIE: &str = "sealrelay_ui";
+/// Random bytes in this run's path prefix (`/s/` and these in hex).
+const PREFIX_BYTES: usize = 16;
 /// Plaintext up to this size, if it is UTF-8 text, is shown in the page (escaped); anything
 /// else is offered as a download.
 pub const SHOW_MAX: u64 = 1 << 20;
@@ -64,6 +73,9 @@ pub struct Ui {
     out: PathBuf,
     token: Zeroizing<String>,
     port: u16,
+    /// This run's random path prefix, `/s/<32 hex>` without the trailing slash: every page,
+    /// asset, form and fetch lives under it, and the cookie's `Path` is it with the slash.
+    base: String,
     opened: Mutex<HashMap<EnvelopeId, Opened>>,
 }
 
@@ -73,11 +85,14 @@ pub struct UiServer {
     pub addr: SocketAddr,
     /// The identity file's path, to keep `IDENTITY.checkpoint` as `fetch` does.
     identity_path: Option<PathBuf>,
+    /// This run's random path prefix (as `Ui::base`), drawn at bind.
+    base: String,
 }
 
 impl UiServer {
-    /// Binds `listen`, which must be a loopback address.
+    /// Binds `listen`, which must be a loopback address, and draws this run's path prefix.
     pub async fn bind(listen: SocketAddr) -> Result<UiServer> {
+        let base = random_base()?;
         let (listener, addr) = crate::mcp::http::bind_loopback(
             listen,
             "--listen must be a loopback address (127.0.0.1:PORT)",
@@ -88,6 +103,7 @@ impl UiServer {
             listener,
             addr,
             identity_path: None,
+            base,
         })
     }
 
@@ -99,9 +115,13 @@ impl UiServer {
         self
     }
 
-    /// The URL to open (with the token), printed once.
+    /// The URL to open (this run's prefix and the token), printed once.
     pub fn url(&self, token: &str) -> String {
-        format!("http://127.0.0.1:{}/?token={token}", self.addr.port())
+        format!(
+            "http://127.0.0.1:{}{}/?token={token}",
+            self.addr.port(),
+            self.base
+        )
     }
 
     /// Serves until `shutdown` resolves.
@@ -120,6 +140,7 @@ impl UiServer {
             out,
             token,
             port: self.addr.port(),
+            base: self.base,
             opened: Mutex::new(HashMap::new()),
         });
         let app = router(ui);
@@ -130,135 +151,32 @@ impl UiServer {
     }
 }
 
+/// Every route under this run's prefix; the guard wraps them and the fallback alike, so a path
+/// outside the prefix meets it too (and gets its 404).
 fn router(ui: Arc<Ui>) -> Router {
+    let p = ui.base.clone();
     Router::new()
-        .route("/", get(inbox))
-        .route("/api/inbox", get(api_inbox))
-        .route("/envelope/{id}", get(envelope))
-        .route("/envelope/{id}/open", post(open))
-        .route("/envelope/{id}/content", get(content))
-        .route("/approvals", get(approvals))
-        .route("/approvals/{id}/approve", post(approve))
-        .route("/approvals/{id}/deny", post(deny))
-        .route("/grants", get(grants))
-        .route("/receipt", get(receipt_form).post(receipt_check))
-        .route("/static/style.css", get(style))
-        .route("/static/app.js", get(script))
-        .layer(axum::middleware::from_fn_with_state(ui.clone(), guard))
+        .route(&format!("{p}/"), get(inbox))
+        .route(&format!("{p}/api/inbox"), get(api_inbox))
+        .route(&format!("{p}/envelope/{{id}}"), get(envelope))
+        .route(&format!("{p}/envelope/{{id}}/open"), post(open))
+        .route(&format!("{p}/envelope/{{id}}/content"), get(content))
+        .route(&format!("{p}/approvals"), get(approvals))
+        .route(&format!("{p}/approvals/{{id}}/approve"), post(approve))
+        .route(&format!("{p}/approvals/{{id}}/deny"), post(deny))
+        .route(&format!("{p}/grants"), get(grants))
+        .route(
+            &format!("{p}/receipt"),
+            get(receipt_form).post(receipt_check),
+        )
+        .route(&format!("{p}/static/style.css"), get(style))
+        .route(&format!("{p}/static/app.js"), get(script))
+        .fallback(guard::no_page)
+        .layer(axum::middleware::from_fn_with_state(
+            ui.clone(),
+            guard::guard,
+        ))
         .with_state(ui)
-}
-
-fn refuse(status: StatusCode, why: &str) -> Response {
-    (status, Html(pages::message("Refused", why))).into_response()
-}
-
-/// Every request: Host, Origin, Sec-Fetch-Site, same-origin POSTs, then the token (in the URL
-/// once, then the cookie); every response: the security headers.
-async fn guard(State(ui): State<Arc<Ui>>, req: Request, next: Next) -> Response {
-    let mut response = match admit(&ui, &req) {
-        None => next.run(req).await,
-        Some(r) => r,
-    };
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    // same-origin, not no-referrer: under no-referrer a browser sends `Origin: null` on this
-    // page's own form POSTs, which the Origin check would refuse.
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        "cross-origin-resource-policy",
-        HeaderValue::from_static("same-origin"),
-    );
-    h.insert(
-        "cross-origin-opener-policy",
-        HeaderValue::from_static("same-origin"),
-    );
-    response
-}
-
-/// `None`: go on; `Some(r)`: answer `r` instead (a refusal, or the token's redirect).
-fn admit(ui: &Ui, req: &Request) -> Option<Response> {
-    let headers = req.headers();
-    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    let ours = |host: &str| {
-        [
-            format!("127.0.0.1:{}", ui.port),
-            format!("localhost:{}", ui.port),
-        ]
-        .iter()
-        .any(|h| h == host)
-    };
-    if !text(header::HOST).is_some_and(ours) {
-        return Some(refuse(
-            StatusCode::FORBIDDEN,
-            "this server answers only to its own loopback address",
-        ));
-    }
-    let origin = text(header::ORIGIN);
-    if let Some(o) = origin {
-        if !o.strip_prefix("http://").is_some_and(ours) {
-            return Some(refuse(
-                StatusCode::FORBIDDEN,
-                "a request from another origin",
-            ));
-        }
-    }
-    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-    if site.is_some_and(|s| s != "same-origin" && s != "none") {
-        return Some(refuse(StatusCode::FORBIDDEN, "a cross-site request"));
-    }
-    if req.method() == Method::POST && origin.is_none() && site != Some("same-origin") {
-        return Some(refuse(
-            StatusCode::FORBIDDEN,
-            "a form must come from this page (no Origin or Sec-Fetch-Site)",
-        ));
-    }
-    let token = ui.token.as_bytes();
-    let from_query = req.uri().query().and_then(|q| {
-        q.split('&')
-            .find_map(|kv| kv.strip_prefix("token="))
-            .map(str::as_bytes)
-    });
-    if let Some(t) = from_query {
-        if !same(t, token) || req.method() != Method::GET {
-            return Some(refuse(StatusCode::UNAUTHORIZED, "a wrong token"));
-        }
-        let cookie = format!(
-            "{COOKIE}_{}={}; HttpOnly; SameSite=Strict; Path=/",
-            ui.port,
-            ui.token.as_str()
-        );
-        let mut r = Redirect::to(req.uri().path()).into_response();
-        if let Ok(v) = HeaderValue::from_str(&cookie) {
-            r.headers_mut().insert(header::SET_COOKIE, v);
-        }
-        return Some(r);
-    }
-    let has_cookie = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().strip_prefix(&format!("{COOKIE}_{}=", ui.port)))
-        .any(|t| same(t.as_bytes(), token));
-    if !has_cookie {
-        return Some(refuse(
-            StatusCode::UNAUTHORIZED,
-            "open the URL that `sealrelay ui` printed (it carries the token)",
-        ));
-    }
-    None
 }
 
 impl Ui {
@@ -277,22 +195,42 @@ impl Ui {
     fn opened(&self, id: &EnvelopeId) -> Option<Opened> {
         self.opened.lock().ok().and_then(|m| m.get(id).cloned())
     }
-}
 
-fn failed(e: &Error) -> Response {
-    (
-        StatusCode::BAD_GATEWAY,
-        Html(pages::message("Something went wrong", e.message())),
-    )
-        .into_response()
+    /// Whether `path` lies under this run's prefix (`/s/<32 hex>/` and anything after it); the
+    /// prefix is compared in constant time, as the token is.
+    fn inside(&self, path: &str) -> bool {
+        let n = self.base.len();
+        match (path.get(..n), path.get(n..)) {
+            (Some(head), Some(rest)) => {
+                same(head.as_bytes(), self.base.as_bytes()) && rest.starts_with('/')
+            }
+            _ => false,
+        }
+    }
+
+    fn refuse(&self, status: StatusCode, why: &str) -> Response {
+        (status, Html(pages::message(&self.base, "Refused", why))).into_response()
+    }
+
+    fn failed(&self, e: &Error) -> Response {
+        (
+            StatusCode::BAD_GATEWAY,
+            Html(pages::message(
+                &self.base,
+                "Something went wrong",
+                e.message(),
+            )),
+        )
+            .into_response()
+    }
+
+    fn no_envelope(&self) -> Response {
+        self.refuse(StatusCode::NOT_FOUND, "no such envelope")
+    }
 }
 
 fn envelope_id(s: &str) -> Option<EnvelopeId> {
     parse_hex(s).map(EnvelopeId).ok()
-}
-
-fn no_envelope() -> Response {
-    refuse(StatusCode::NOT_FOUND, "no such envelope")
 }
 
 async fn headers(ui: &Ui) -> Result<Vec<EnvelopeHeader>> {
@@ -304,8 +242,8 @@ async fn headers(ui: &Ui) -> Result<Vec<EnvelopeHeader>> {
 
 async fn inbox(State(ui): State<Arc<Ui>>) -> Response {
     match headers(&ui).await {
-        Ok(list) => Html(pages::inbox(&list)).into_response(),
-        Err(e) => failed(&e),
+        Ok(list) => Html(pages::inbox(&ui.base, &list)).into_response(),
+        Err(e) => ui.failed(&e),
     }
 }
 
@@ -315,49 +253,51 @@ async fn api_inbox(State(ui): State<Arc<Ui>>) -> Response {
             let v: Vec<_> = list.iter().map(EnvelopeHeader::to_json).collect();
             axum::Json(v).into_response()
         }
-        Err(e) => failed(&e),
+        Err(e) => ui.failed(&e),
     }
 }
 
 async fn envelope(State(ui): State<Arc<Ui>>, Path(id): Path<String>) -> Response {
     let Some(id) = envelope_id(&id) else {
-        return no_envelope();
+        return ui.no_envelope();
     };
     if let Some(o) = ui.opened(&id) {
         let shown = pages::shown_text(&o);
-        return Html(pages::opened(&o, shown.as_deref())).into_response();
+        return Html(pages::opened(&ui.base, &o, shown.as_deref())).into_response();
     }
     match headers(&ui).await {
         Ok(list) => match list.into_iter().find(|h| h.envelope_id == id) {
-            Some(h) => Html(pages::header_page(&h)).into_response(),
-            None => refuse(StatusCode::NOT_FOUND, "no such envelope in your inbox"),
+            Some(h) => Html(pages::header_page(&ui.base, &h)).into_response(),
+            None => ui.refuse(StatusCode::NOT_FOUND, "no such envelope in your inbox"),
         },
-        Err(e) => failed(&e),
+        Err(e) => ui.failed(&e),
     }
 }
 
 /// Fetches, verifies and opens the envelope into the output directory, files the receipt.
 async fn open(State(ui): State<Arc<Ui>>, Path(id): Path<String>) -> Response {
     let Some(id) = envelope_id(&id) else {
-        return no_envelope();
+        return ui.no_envelope();
     };
+    let there = format!("{}/envelope/{}", ui.base, crate::ids::hex(id));
     if ui.opened(&id).is_some() {
-        return Redirect::to(&format!("/envelope/{}", crate::ids::hex(id))).into_response();
+        return Redirect::to(&there).into_response();
     }
     match open_into(&ui, id).await {
         Ok(o) => {
             if let Ok(mut m) = ui.opened.lock() {
                 m.insert(id, o);
             }
-            Redirect::to(&format!("/envelope/{}", crate::ids::hex(id))).into_response()
+            Redirect::to(&there).into_response()
         }
-        Err(e) => failed(&e),
+        Err(e) => ui.failed(&e),
     }
 }
 
 async fn open_into(ui: &Ui, id: EnvelopeId) -> Result<Opened> {
-    std::fs::create_dir_all(&ui.out)
-        .map_err(|e| Error::io(format!("cannot create {}: {e}", ui.out.display())))?;
+    // Plaintext goes here: a directory this client makes is the user's alone (0700); files
+    // opened into it are 0600, receipts (public proofs) 0644.
+    crate::local::fs::ensure_dir(&ui.out, 0o700)?;
     let path = ui.out.join(crate::ids::hex(id));
     let c = ui.client().await?;
     let mut file = crate::local::fs::Output::create(&path, 0o600)?;
@@ -389,14 +329,14 @@ async fn open_into(ui: &Ui, id: EnvelopeId) -> Result<Opened> {
 
 async fn content(State(ui): State<Arc<Ui>>, Path(id): Path<String>) -> Response {
     let Some(id) = envelope_id(&id) else {
-        return no_envelope();
+        return ui.no_envelope();
     };
     let Some(o) = ui.opened(&id).filter(|o| o.delivered) else {
-        return refuse(StatusCode::NOT_FOUND, "open the envelope first");
+        return ui.refuse(StatusCode::NOT_FOUND, "open the envelope first");
     };
     let file = match tokio::fs::File::open(&o.path).await {
         Ok(f) => f,
-        Err(e) => return failed(&Error::io(format!("cannot read the opened file: {e}"))),
+        Err(e) => return ui.failed(&Error::io(format!("cannot read the opened file: {e}"))),
     };
     let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
     let mut r = body.into_response();
@@ -422,8 +362,8 @@ async fn approvals(State(ui): State<Arc<Ui>>) -> Response {
         l
     };
     match list.await {
-        Ok(l) => Html(pages::approvals(&l, None)).into_response(),
-        Err(e) => failed(&e),
+        Ok(l) => Html(pages::approvals(&ui.base, &l, None)).into_response(),
+        Err(e) => ui.failed(&e),
     }
 }
 
@@ -455,15 +395,15 @@ async fn decide(ui: &Ui, id: GrantId, deny: Option<&str>) -> Response {
         Ok::<_, Error>((r?, list?))
     };
     match done.await {
-        Ok((said, list)) => Html(pages::approvals(&list, Some(&said))).into_response(),
-        Err(e) => failed(&e),
+        Ok((said, list)) => Html(pages::approvals(&ui.base, &list, Some(&said))).into_response(),
+        Err(e) => ui.failed(&e),
     }
 }
 
 async fn approve(State(ui): State<Arc<Ui>>, Path(id): Path<String>) -> Response {
     match grant_id(&id) {
         Some(id) => decide(&ui, id, None).await,
-        None => refuse(StatusCode::NOT_FOUND, "no such grant"),
+        None => ui.refuse(StatusCode::NOT_FOUND, "no such grant"),
     }
 }
 
@@ -474,7 +414,7 @@ async fn deny(
 ) -> Response {
     match grant_id(&id) {
         Some(id) => decide(&ui, id, Some(form.reason.trim())).await,
-        None => refuse(StatusCode::NOT_FOUND, "no such grant"),
+        None => ui.refuse(StatusCode::NOT_FOUND, "no such grant"),
     }
 }
 
@@ -486,13 +426,13 @@ async fn grants(State(ui): State<Arc<Ui>>) -> Response {
         l
     };
     match list.await {
-        Ok(l) => Html(pages::grants(&l)).into_response(),
-        Err(e) => failed(&e),
+        Ok(l) => Html(pages::grants(&ui.base, &l)).into_response(),
+        Err(e) => ui.failed(&e),
     }
 }
 
-async fn receipt_form() -> Response {
-    Html(pages::receipt(None)).into_response()
+async fn receipt_form(State(ui): State<Arc<Ui>>) -> Response {
+    Html(pages::receipt(&ui.base, None)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -528,7 +468,7 @@ async fn receipt_check(State(ui): State<Arc<Ui>>, Form(form): Form<ReceiptForm>)
         )),
         Err(e) => Err(format!("Does not verify: {}", e.message())),
     };
-    Html(pages::receipt(Some(said))).into_response()
+    Html(pages::receipt(&ui.base, Some(said))).into_response()
 }
 
 async fn style() -> Response {
@@ -552,4 +492,13 @@ fn asset(kind: &'static str, body: &'static str) -> Response {
 /// A fresh random token (32 bytes, hex).
 pub fn random_token() -> Result<Zeroizing<String>> {
     crate::mcp::http::random_token()
+}
+
+/// A fresh random path prefix for one run: `/s/` and 16 random bytes in hex (32 digits), which a
+/// server on another port cannot guess.
+fn random_base() -> Result<String> {
+    let mut bytes = [0u8; PREFIX_BYTES];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| Error::internal("no randomness for the path prefix"))?;
+    Ok(format!("/s/{}", crate::ids::hex(bytes)))
 }

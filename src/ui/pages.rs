@@ -1,5 +1,7 @@
 //! Server-rendered pages: every value escaped, no inline script or style, readable without
-//! JavaScript, every action a link, a button or a form field (reachable by keyboard).
+//! JavaScript, every action a link, a button or a form field (reachable by keyboard). Every
+//! link, form action and asset is under `base`, this run's random path prefix (`/s/<32 hex>`,
+//! without the trailing slash), which no page outside the prefix ever names.
 
 use crate::client::{EnvelopeHeader, MyGrant, OpenGrant};
 use crate::clock;
@@ -23,26 +25,32 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-fn page(title: &str, body: &str, script: bool) -> String {
+fn page(base: &str, title: &str, body: &str, script: bool) -> String {
+    let base = esc(base);
     let script = if script {
-        "<script src=\"/static/app.js\" defer></script>"
+        format!("<script src=\"{base}/static/app.js\" defer></script>")
     } else {
-        ""
+        String::new()
     };
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<title>{t} · sealrelay</title><link rel=\"stylesheet\" href=\"/static/style.css\">{script}</head>\
+<title>{t} · sealrelay</title><link rel=\"stylesheet\" href=\"{base}/static/style.css\">{script}</head>\
 <body><header><nav aria-label=\"sealrelay\"><strong>sealrelay</strong> \
-<a href=\"/\">Inbox</a> <a href=\"/approvals\">Approvals</a> <a href=\"/grants\">My grants</a> \
-<a href=\"/receipt\">Check a receipt</a></nav></header><main><h1>{t}</h1>{body}</main></body></html>",
+<a href=\"{base}/\">Inbox</a> <a href=\"{base}/approvals\">Approvals</a> <a href=\"{base}/grants\">My grants</a> \
+<a href=\"{base}/receipt\">Check a receipt</a></nav></header><main><h1>{t}</h1>{body}</main></body></html>",
         t = esc(title)
     )
 }
 
+/// The answer to any path outside this run's prefix: no link, no asset, nothing of the prefix.
+pub const NOT_FOUND: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<title>Not found</title></head><body><main><h1>Not found</h1></main></body></html>";
+
 /// A page with one message (errors, refusals).
-pub fn message(title: &str, text: &str) -> String {
+pub fn message(base: &str, title: &str, text: &str) -> String {
     page(
+        base,
         title,
         &format!("<p class=\"note\">{}</p>", esc(text)),
         false,
@@ -51,6 +59,10 @@ pub fn message(title: &str, text: &str) -> String {
 
 fn status_cell(h: &EnvelopeHeader) -> String {
     match &h.problem {
+        None if h.other_key_serial.is_some() => format!(
+            "<span class=\"ok\">verified</span>: {}",
+            esc(&h.other_key_note().unwrap_or_default())
+        ),
         None => "<span class=\"ok\">verified</span>".to_owned(),
         Some(p) => format!(
             "<span class=\"bad\">unverifiable</span>: {} <em>(it will not be opened)</em>",
@@ -72,13 +84,15 @@ fn agent(h: &EnvelopeHeader) -> String {
         .map_or_else(|| "?".to_owned(), |a| esc(&a.to_string()))
 }
 
-/// The inbox: who, what, why and the verification status of each envelope.
-pub fn inbox(list: &[EnvelopeHeader]) -> String {
+/// The inbox: who, what, why and the verification status of each envelope. The table carries
+/// the prefix (`data-base`) for the script's fetches and links.
+pub fn inbox(base: &str, list: &[EnvelopeHeader]) -> String {
+    let b = esc(base);
     let mut rows = String::new();
     for h in list {
         let id = hex(h.envelope_id);
         rows.push_str(&format!(
-            "<tr data-envelope=\"{id}\"><td><a href=\"/envelope/{id}\">{short}</a></td><td>{agent}</td><td>{res}</td><td>{purpose}</td>\
+            "<tr data-envelope=\"{id}\"><td><a href=\"{b}/envelope/{id}\">{short}</a></td><td>{agent}</td><td>{res}</td><td>{purpose}</td>\
 <td>{asked}</td><td>{approver}</td><td>{bytes}</td><td>{received}</td><td>{status}</td></tr>",
             short = &id[..12],
             agent = agent(h),
@@ -97,10 +111,11 @@ pub fn inbox(list: &[EnvelopeHeader]) -> String {
         ""
     };
     page(
+        base,
         "Inbox",
         &format!(
             "<p>What agents sent you, sealed to your key. Check who sent it, for what and why before you open it.</p>{empty}\
-<table id=\"inbox\"><thead><tr><th scope=\"col\">Envelope</th><th scope=\"col\">From (agent)</th><th scope=\"col\">Resource</th>\
+<table id=\"inbox\" data-base=\"{b}\"><thead><tr><th scope=\"col\">Envelope</th><th scope=\"col\">From (agent)</th><th scope=\"col\">Resource</th>\
 <th scope=\"col\">Purpose</th><th scope=\"col\">Asked</th><th scope=\"col\">Approved by</th><th scope=\"col\">Bytes</th>\
 <th scope=\"col\">Received</th><th scope=\"col\">Verification</th></tr></thead><tbody>{rows}</tbody></table>\
 <p class=\"hint\">New envelopes appear here as they arrive (or reload the page).</p>"
@@ -128,10 +143,11 @@ fn header_table(h: &EnvelopeHeader) -> String {
 }
 
 /// An envelope before it is opened: the header, and the button to open it (when it verifies).
-pub fn header_page(h: &EnvelopeHeader) -> String {
+pub fn header_page(base: &str, h: &EnvelopeHeader) -> String {
     let action = if h.verified() {
         format!(
-            "<form method=\"post\" action=\"/envelope/{}/open\"><button id=\"open\" type=\"submit\">Open: fetch, verify, decrypt here, and sign a receipt</button></form>",
+            "<form method=\"post\" action=\"{}/envelope/{}/open\"><button id=\"open\" type=\"submit\">Open: fetch, verify, decrypt here, and sign a receipt</button></form>",
+            esc(base),
             hex(h.envelope_id)
         )
     } else {
@@ -139,7 +155,12 @@ pub fn header_page(h: &EnvelopeHeader) -> String {
 `sealrelay fetch` files an <code>undecryptable</code> receipt.</p>"
             .to_owned()
     };
-    page("Envelope", &format!("{}{action}", header_table(h)), false)
+    page(
+        base,
+        "Envelope",
+        &format!("{}{action}", header_table(h)),
+        false,
+    )
 }
 
 /// The plaintext to show in the page: UTF-8 text up to [`SHOW_MAX`] bytes, else nothing.
@@ -152,15 +173,16 @@ pub fn shown_text(o: &Opened) -> Option<String> {
 }
 
 /// An opened envelope: the header, the content (escaped text or a download), the receipt.
-pub fn opened(o: &Opened, text: Option<&str>) -> String {
+pub fn opened(base: &str, o: &Opened, text: Option<&str>) -> String {
+    let b = esc(base);
     let id = hex(o.header.envelope_id);
     let content = match (o.delivered, text) {
         (true, Some(t)) => format!(
-            "<h2>Content</h2><pre id=\"content\">{}</pre><p><a href=\"/envelope/{id}/content\">Download</a></p>",
+            "<h2>Content</h2><pre id=\"content\">{}</pre><p><a href=\"{b}/envelope/{id}/content\">Download</a></p>",
             esc(t)
         ),
         (true, None) => format!(
-            "<h2>Content</h2><p>{} bytes that are not shown as text. <a id=\"download\" href=\"/envelope/{id}/content\">Download</a></p>",
+            "<h2>Content</h2><p>{} bytes that are not shown as text. <a id=\"download\" href=\"{b}/envelope/{id}/content\">Download</a></p>",
             o.plaintext_len
         ),
         (false, _) => format!(
@@ -176,6 +198,7 @@ pub fn opened(o: &Opened, text: Option<&str>) -> String {
         esc(&o.path.display().to_string()),
     );
     page(
+        base,
         "Envelope",
         &format!("{}{content}{receipt}", header_table(&o.header)),
         false,
@@ -191,7 +214,8 @@ pub fn grant_line(g: &OpenGrant) -> String {
 }
 
 /// Grants awaiting this approver: the whole grant, and approve or deny.
-pub fn approvals(list: &[(OpenGrant, u8)], said: Option<&str>) -> String {
+pub fn approvals(base: &str, list: &[(OpenGrant, u8)], said: Option<&str>) -> String {
+    let b = esc(base);
     let mut body = String::new();
     if let Some(s) = said {
         body.push_str(&format!("<p class=\"note\" id=\"said\">{}</p>", esc(s)));
@@ -206,8 +230,8 @@ pub fn approvals(list: &[(OpenGrant, u8)], said: Option<&str>) -> String {
 <dt>Requester</dt><dd>{user}</dd><dt>Agent</dt><dd>{agent}</dd><dt>Resource</dt><dd>{res}</dd>\
 <dt>Purpose</dt><dd>{purpose}</dd><dt>Classification</dt><dd>{class}</dd><dt>Asked</dt><dd>{asked}</dd>\
 <dt>Expires</dt><dd>{expires}</dd><dt>Max bytes</dt><dd>{max}</dd><dt>SHA-256</dt><dd><code>{digest}</code></dd></dl>\
-<form method=\"post\" action=\"/approvals/{id}/approve\"><button type=\"submit\" class=\"approve\">Approve</button></form>\
-<form method=\"post\" action=\"/approvals/{id}/deny\"><label for=\"reason-{id}\">Reason</label> \
+<form method=\"post\" action=\"{b}/approvals/{id}/approve\"><button type=\"submit\" class=\"approve\">Approve</button></form>\
+<form method=\"post\" action=\"{b}/approvals/{id}/deny\"><label for=\"reason-{id}\">Reason</label> \
 <input id=\"reason-{id}\" name=\"reason\" maxlength=\"512\"> <button type=\"submit\" class=\"deny\">Deny</button></form></section>",
             res = esc(&g.grant.resource),
             user = esc(&g.grant.user.to_string()),
@@ -219,11 +243,11 @@ pub fn approvals(list: &[(OpenGrant, u8)], said: Option<&str>) -> String {
             digest = hex(crate::core::directory::sha256(&g.grant.encode())),
         ));
     }
-    page("Approvals", &body, false)
+    page(base, "Approvals", &body, false)
 }
 
 /// The grants this user made: open, sent, delivered, expired, denied.
-pub fn grants(list: &[MyGrant]) -> String {
+pub fn grants(base: &str, list: &[MyGrant]) -> String {
     let mut rows = String::new();
     for g in list {
         rows.push_str(&format!(
@@ -247,6 +271,7 @@ pub fn grants(list: &[MyGrant]) -> String {
         ));
     }
     page(
+        base,
         "My grants",
         &format!(
             "<table id=\"grants\"><thead><tr><th scope=\"col\">Grant</th><th scope=\"col\">Agent</th><th scope=\"col\">Resource</th>\
@@ -258,16 +283,18 @@ pub fn grants(list: &[MyGrant]) -> String {
 }
 
 /// The receipt check: paste a receipt file, verified offline with this identity's keys.
-pub fn receipt(said: Option<Result<String, String>>) -> String {
+pub fn receipt(base: &str, said: Option<Result<String, String>>) -> String {
+    let b = esc(base);
     let result = match said {
         None => String::new(),
         Some(Ok(s)) => format!("<p class=\"ok\" id=\"verdict\">{}</p>", esc(&s)),
         Some(Err(s)) => format!("<p class=\"bad\" id=\"verdict\">{}</p>", esc(&s)),
     };
     page(
+        base,
         "Check a receipt",
         &format!(
-            "{result}<form method=\"post\" action=\"/receipt\"><label for=\"receipt\">A receipt file (JSON), as `fetch` saves it</label>\
+            "{result}<form method=\"post\" action=\"{b}/receipt\"><label for=\"receipt\">A receipt file (JSON), as `fetch` saves it</label>\
 <textarea id=\"receipt\" name=\"receipt\" rows=\"12\" required></textarea><button type=\"submit\">Verify offline</button></form>\
 <p class=\"hint\">Checked here with the authority and log keys your identity pins; nothing is sent to the relay.</p>"
         ),
@@ -283,5 +310,38 @@ mod tests {
             super::esc("<script>alert('x') & \"y\"</script>"),
             "&lt;script&gt;alert(&#39;x&#39;) &amp; &quot;y&quot;&lt;/script&gt;"
         );
+    }
+
+    /// threat: the ui cookie reaching other loopback ports. Every link, form and asset a page
+    /// names is under the run's prefix (where the cookie's `Path` lets it go), and the 404 for
+    /// paths outside it names none.
+    #[test]
+    fn every_link_form_and_asset_is_under_the_prefix() {
+        let base = "/s/0123456789abcdef0123456789abcdef";
+        let pages = [
+            super::message(base, "Refused", "no"),
+            super::inbox(base, &[]),
+            super::receipt(base, None),
+            super::receipt(base, Some(Err("x".to_owned()))),
+            super::grants(base, &[]),
+            super::approvals(base, &[], Some("done")),
+        ];
+        let under = format!("{base}/");
+        let mut seen = 0;
+        for html in &pages {
+            for attr in ["href=\"", "src=\"", "action=\"", "data-base=\""] {
+                for (i, _) in html.match_indices(attr) {
+                    let url = &html[i + attr.len()..];
+                    let url = &url[..url.find('"').unwrap_or(url.len())];
+                    seen += 1;
+                    assert!(
+                        url.starts_with(&under) || url == base,
+                        "{attr}{url} is outside the prefix"
+                    );
+                }
+            }
+        }
+        assert!(seen > 20, "only {seen} URLs were checked");
+        assert!(!super::NOT_FOUND.contains("href") && !super::NOT_FOUND.contains("/s/"));
     }
 }

@@ -419,3 +419,15 @@ fn rand_bytes<const N: usize>() -> [u8; N] {
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).expect("random");
     b
 }
+
+/// Holds the relay's default ports (the admin listener's 127.0.0.1:9464, the relay's UDP
+/// 127.0.0.1:4433) for as long as the returned guards live, as a relay already running on this
+/// machine would: a test that still depended on a default port being free fails instead of
+/// passing by luck (issue 33: the README's test command hung beside a running relay). A port
+/// something else already holds is left to it.
+pub fn hold_default_ports() -> (Option<std::net::TcpListener>, Option<std::net::UdpSocket>) {
+    (
+        std::net::TcpListener::bind("127.0.0.1:9464").ok(),
+        std::net::UdpSocket::bind("127.0.0.1:4433").ok(),
+    )
+}

@@ -35,6 +35,8 @@ async def drive(session, plan):
     for name, grant in plan.get("refusals", {}).items():
         out["refusals"][name] = result_of(await session.call_tool("retrieve", {"grant_id": grant}))
     out["bad_arguments"] = result_of(await session.call_tool("retrieve", {}))
+    if plan.get("only_refusals"):
+        return out
     main = plan["grant"]
     got = result_of(await session.call_tool("retrieve", {"grant_id": main}))
     out["retrieve"] = got

@@ -19,12 +19,14 @@ use super::{paginate, StoredBody};
 /// A page of the caller's envelopes that have not expired and have no receipt yet.
 pub async fn inbox(relay: &Relay, peer: &Peer, page: Page, now: u64) -> Handled {
     relay.authorize_relay(peer, Action::Inbox, now).await?;
-    let limit = page.capped_limit();
-    let after = page.after.map(EnvelopeId);
-    let records = relay.store.inbox(&peer.id, after.as_ref(), limit)?;
     let (envelopes, next) = paginate(
-        records,
-        limit,
+        page.after,
+        page.capped_limit(),
+        |after, limit| {
+            Ok(relay
+                .store
+                .inbox(&peer.id, after.map(EnvelopeId).as_ref(), limit)?)
+        },
         |e| e.envelope_id.0,
         |e| {
             if now < e.expires_at {
@@ -37,25 +39,63 @@ pub async fn inbox(relay: &Relay, peer: &Peer, page: Page, now: u64) -> Handled 
     Ok(Reply::Inbox { envelopes, next })
 }
 
+/// Whether the grant was signed with `key` (true when it cannot be read: the agent is then
+/// counted as before).
+fn grant_signed_by(relay: &Relay, grant_id: &GrantId, key: &crate::core::sign::PublicKey) -> bool {
+    let Ok(Some(g)) = relay.store.grant(grant_id) else {
+        return true;
+    };
+    let wire = WireSigned {
+        statement: g.grant.statement,
+        signature: g.grant.signature,
+    };
+    wire.to_signed(StatementType::Grant)
+        .map_or(true, |s| s.verify(key).is_ok())
+}
+
+/// The signed entry of `id` whose key verifies `signed` (the one the party held when it
+/// signed: a party may have rotated since), else its latest.
+fn entry_that_signed(
+    relay: &Relay,
+    id: &crate::ids::SpiffeId,
+    signed: &WireSigned,
+    ty: StatementType,
+) -> Result<WireSigned, Refusal> {
+    if let (Ok(dir), Ok(s)) = (relay.directory.read(), signed.to_signed(ty)) {
+        for (e, es) in dir.history(id) {
+            if s.verify(&e.signing_key).is_ok() {
+                return Ok(WireSigned::from_signed(es));
+            }
+        }
+    }
+    relay
+        .latest_signed(id)
+        .map_err(|_| Refusal::not_found("directory entry"))
+}
+
 /// The envelope as its user sees it: the grant, the agent's statement and the agent's entry.
 fn view(relay: &Relay, e: &EnvelopeRecord) -> Result<EnvelopeView, Refusal> {
     let grant = relay
         .store
         .grant(&e.grant_id)?
         .ok_or_else(|| Refusal::not_found("grant"))?;
-    // The agent's latest entry, even if since revoked: the client judges the signature.
-    let agent_entry = relay
-        .latest_signed(&e.agent)
+    // The agent's entry whose key signed the statement (it may have rotated since), even if
+    // since revoked: the client judges the signature.
+    let statement = WireSigned {
+        statement: e.statement.statement.clone(),
+        signature: e.statement.signature.clone(),
+    };
+    let agent_entry = entry_that_signed(relay, &e.agent, &statement, StatementType::Submission)
         .map_err(|_| Refusal::not_found("agent entry"))?;
     // The approval and its approver's entry, for the client to verify and show.
     let approval = grant.approval.as_ref().map(|a| WireSigned {
         statement: a.statement.clone(),
         signature: a.signature.clone(),
     });
-    let approver_entry = approval
-        .as_ref()
-        .and_then(|a| crate::core::grant::Approval::decode(&a.statement).ok())
-        .and_then(|a| relay.latest_signed(&a.approver).ok());
+    let approver_entry = approval.as_ref().and_then(|w| {
+        let a = crate::core::grant::Approval::decode(&w.statement).ok()?;
+        entry_that_signed(relay, &a.approver, w, StatementType::Approval).ok()
+    });
     Ok(EnvelopeView {
         envelope_id: e.envelope_id,
         grant: WireSigned {
@@ -158,7 +198,9 @@ pub async fn receipt(
         .authorize(peer, Action::Receipt, &ctx)
         .await
         .map_err(|r| hide_others(peer, r))?;
-    let (user_entry, _) = relay.entry_for(&peer.id, now)?;
+    // The caller's own entry: its current one, or the previous identity (within the grace
+    // after a rotation) whose key sealed envelopes were made for.
+    let user_entry = relay.caller_entry(peer, now)?;
     let r = Receipt::verify(&signed, &user_entry.signing_key)?;
     let record = relay
         .store
@@ -194,8 +236,13 @@ pub async fn receipt(
     if delete && !record.inline {
         crate::store::blobs::remove(&relay.blobs, r.envelope_id).await;
     }
-    if r.status == DeliveryStatus::Undecryptable {
-        // Only the user's client can tell a file was not sealed to it: count it against the agent.
+    // Only the user's client can tell a file was not sealed to it: count it against the agent,
+    // unless the user's key changed between the grant and this receipt (the grant was signed
+    // with another of the user's keys, so the agent sealed to that one): the user's own key
+    // change is not the agent's doing.
+    if r.status == DeliveryStatus::Undecryptable
+        && grant_signed_by(relay, &record.grant_id, &user_entry.signing_key)
+    {
         relay
             .signal_from(&r.agent, Signal::Undecryptable, Some(&peer.id), now)
             .await;

@@ -112,3 +112,22 @@ pub async fn get_entry(relay: &Relay, peer: &Peer, id: &str, now: u64) -> Handle
         entry: relay.latest_signed(&id)?,
     })
 }
+
+/// Every signed entry of a party, newest first (clients recognise a grant or statement a party
+/// signed before it rotated its key).
+pub async fn get_entries(relay: &Relay, peer: &Peer, id: &str, now: u64) -> Handled {
+    relay.authorize_relay(peer, Action::GetEntry, now).await?;
+    let id: SpiffeId = id
+        .parse()
+        .map_err(|e: Error| Refusal::new(ErrorCode::BadRequest, e.message()))?;
+    let dir = relay.directory.read().map_err(|_| Refusal::internal())?;
+    let entries: Vec<WireSigned> = dir
+        .history(&id)
+        .take(crate::core::wire::MAX_HISTORY)
+        .map(|(_, s)| WireSigned::from_signed(s))
+        .collect();
+    if entries.is_empty() {
+        return Err(Refusal::not_found("directory entry"));
+    }
+    Ok(Reply::Entries { entries })
+}

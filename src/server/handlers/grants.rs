@@ -50,6 +50,15 @@ pub async fn create(relay: &Relay, peer: &Peer, grant: WireSigned, now: u64) -> 
     }
     let (user_entry, _) = relay.entry_for(&peer.id, now)?;
     Grant::verify(&signed, &user_entry.signing_key)?;
+    // A grant no envelope could ever fill is refused now, not left for the agent to fail on
+    // (and be counted for): threat 51.
+    if relay.config.require_post_quantum && !recipient_is_post_quantum(&user_entry) {
+        return Err(Refusal::new(
+            ErrorCode::Forbidden,
+            "your age key is X25519 (`keys gen --x25519`), but this relay requires post-quantum recipients (require_post_quantum), so no agent could fill this grant: make a new key with `sealrelay keys gen` and have your admin enroll it (`user add REQUEST --rotate`), or the relay's operator sets require_post_quantum = false",
+        ));
+    }
+    crate::core::grant::check_display_text(&g.purpose, "purpose")?;
     if g.expires <= now {
         return Err(Refusal::new(
             ErrorCode::Expired,
@@ -108,6 +117,30 @@ pub async fn create(relay: &Relay, peer: &Peer, grant: WireSigned, now: u64) -> 
     })
 }
 
+/// Why a grant of a user with only an X25519 key cannot be filled on this relay.
+pub const UNFILLABLE: &str = "the grant's user has an X25519 age key and this relay requires post-quantum recipients (require_post_quantum): no envelope can fill this grant until the user enrolls a post-quantum key; this is not counted against the agent";
+
+/// Whether an envelope for `user` can be accepted at all: always, unless post-quantum
+/// recipients are required and the user's current entry has none (a user with no active entry
+/// is refused by the other checks).
+pub fn fillable(relay: &Relay, user: &crate::ids::SpiffeId, now: u64) -> bool {
+    !relay.config.require_post_quantum
+        || relay
+            .entry_for(user, now)
+            .ok()
+            .is_none_or(|(e, _)| recipient_is_post_quantum(&e))
+}
+
+/// Whether the entry's age recipient is the post-quantum hybrid (an entry without one, or with
+/// one that does not parse, is not).
+fn recipient_is_post_quantum(entry: &crate::core::directory::DirectoryEntry) -> bool {
+    entry
+        .age_recipient
+        .as_deref()
+        .and_then(|r| r.parse::<crate::core::envelope::keys::AgeRecipient>().ok())
+        .is_some_and(|r| r.is_post_quantum())
+}
+
 /// The grant and its requester's current entry, as an agent or approver sees it; `None` when
 /// the requester has no active entry any more.
 fn view(relay: &Relay, g: GrantRecord, now: u64) -> Option<GrantView> {
@@ -124,19 +157,21 @@ fn view(relay: &Relay, g: GrantRecord, now: u64) -> Option<GrantView> {
 /// A page of the agent's grants that are ready: open, unexpired, approved where needed.
 pub async fn list(relay: &Relay, peer: &Peer, page: Page, now: u64) -> Handled {
     relay.authorize_relay(peer, Action::ListGrants, now).await?;
-    let limit = page.capped_limit();
-    let after = page.after.map(GrantId);
-    let records = relay
-        .store
-        .open_grants_for(&peer.id, after.as_ref(), limit)?;
     let (grants, next) = paginate(
-        records,
-        limit,
+        page.after,
+        page.capped_limit(),
+        |after, limit| {
+            Ok(relay
+                .store
+                .open_grants_for(&peer.id, after.map(GrantId).as_ref(), limit)?)
+        },
         |g| g.grant_id.0,
         |g| {
-            Ok(grant_state::is_ready(&g, now)
-                .then(|| view(relay, g, now))
-                .flatten())
+            Ok(
+                (grant_state::is_ready(&g, now) && fillable(relay, &g.user, now))
+                    .then(|| view(relay, g, now))
+                    .flatten(),
+            )
         },
     )?;
     Ok(Reply::Grants { grants, next })
@@ -149,9 +184,6 @@ pub async fn pending_approvals(relay: &Relay, peer: &Peer, page: Page, now: u64)
     relay.authorize_relay(peer, Action::Inbox, now).await?;
     let principal = relay.principal_of(peer, now)?;
     let policy = relay.policy();
-    let limit = page.capped_limit();
-    let after = page.after.map(GrantId);
-    let records = relay.store.pending_approvals(after.as_ref(), limit)?;
     let may_approve = |g: &GrantRecord| {
         let ctx = Context {
             target: Relay::grant_target(g),
@@ -159,13 +191,19 @@ pub async fn pending_approvals(relay: &Relay, peer: &Peer, page: Page, now: u64)
             ..Context::default()
         };
         grant_state::awaits_approval(g, now)
+            && !grant_state::approval_lapsed(g, now, relay.config.approval_ttl_secs)
             && policy
                 .authorize(&principal, Action::Approve, &ctx)
                 .is_allow()
     };
     let (grants, next) = paginate(
-        records,
-        limit,
+        page.after,
+        page.capped_limit(),
+        |after, limit| {
+            Ok(relay
+                .store
+                .pending_approvals(after.map(GrantId).as_ref(), limit)?)
+        },
         |g| g.grant_id.0,
         |g| {
             let classification = policy
@@ -212,14 +250,20 @@ pub async fn approve(relay: &Relay, peer: &Peer, approval: WireSigned, now: u64)
             "the approval is for a different version of this grant (it was modified): it does not count",
         ));
     }
-    let approval_refused = |r: WriteRefusal| match r {
+    let approval_refused = |r: WriteRefusal| {
+        match r {
         WriteRefusal::GrantExpired => Refusal::new(
             ErrorCode::Expired,
-            "the grant expired before it was approved; it stays closed",
+            format!(
+                "the grant expired, or waited longer than approval_ttl_secs ({} s) for an approval, before it was approved; it stays closed (the requester asks again)",
+                relay.config.approval_ttl_secs
+            ),
         ),
         other => Refusal::from(other),
+    }
     };
-    grant_state::check_approve(&g, now).map_err(approval_refused)?;
+    let approval_ttl = relay.config.approval_ttl_secs;
+    grant_state::check_approve(&g, now, approval_ttl).map_err(approval_refused)?;
     let event = events::grant_approved(now, &peer.id, &g.user, &a, &signed);
     relay
         .commit(WriteOp::Approve {
@@ -229,6 +273,7 @@ pub async fn approve(relay: &Relay, peer: &Peer, approval: WireSigned, now: u64)
                 signature: signed.signature.to_vec(),
             },
             now,
+            approval_ttl,
             event,
         })
         .await
@@ -272,7 +317,8 @@ pub async fn deny(relay: &Relay, peer: &Peer, denial: WireSigned, now: u64) -> H
             "the denial is for a different version of this grant",
         ));
     }
-    grant_state::check_approve(&g, now)?;
+    let approval_ttl = relay.config.approval_ttl_secs;
+    grant_state::check_approve(&g, now, approval_ttl)?;
     let event = events::grant_denied(now, &peer.id, &g.user, &d, &signed);
     relay
         .commit(WriteOp::Deny {
@@ -282,6 +328,7 @@ pub async fn deny(relay: &Relay, peer: &Peer, denial: WireSigned, now: u64) -> H
                 signature: signed.signature.to_vec(),
             },
             now,
+            approval_ttl,
             event,
         })
         .await?;
@@ -291,12 +338,14 @@ pub async fn deny(relay: &Relay, peer: &Peer, denial: WireSigned, now: u64) -> H
 /// A page of the grants the caller made, each with where it is now.
 pub async fn mine(relay: &Relay, peer: &Peer, page: Page, now: u64) -> Handled {
     relay.authorize_relay(peer, Action::Inbox, now).await?;
-    let limit = page.capped_limit();
-    let after = page.after.map(GrantId);
-    let records = relay.store.grants_by(&peer.id, after.as_ref(), limit)?;
     let (grants, next) = paginate(
-        records,
-        limit,
+        page.after,
+        page.capped_limit(),
+        |after, limit| {
+            Ok(relay
+                .store
+                .grants_by(&peer.id, after.map(GrantId).as_ref(), limit)?)
+        },
         |g| g.grant_id.0,
         |g| progress(relay, g, now).map(Some),
     )?;

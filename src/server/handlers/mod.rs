@@ -48,35 +48,61 @@ pub enum Outcome {
     },
 }
 
-/// One page of a listing: `records` as the store returned them (at most `limit`, in cursor
-/// order), each turned into a view or skipped (`None`: expired, or no longer visible). The page
-/// stops early when its views would pass [`PAGE_BYTES`]; the cursor is then the last record
-/// included. `next` is `None` only when the store had no more.
+/// Most records one page may examine (visible or not) before it is answered with what it has.
+pub const SCAN_MAX: usize = 10_000;
+
+/// One page of a listing, built only from records the caller may see (threat 52): records are
+/// read from the store `limit` at a time after `after` (`fetch(after, limit)`, in cursor
+/// order), each turned into a view or skipped (`None`: expired, or not the caller's to see),
+/// until the page holds `limit` views, its views would pass [`PAGE_BYTES`], or the store has
+/// no more. The cursor is always the id of the last record *on the page*, so neither a page
+/// nor its cursor says anything of the records skipped (their ids, how many, when they come
+/// and go). `next` is `None` when the store had no more after the page.
+///
+/// A page examines at most [`SCAN_MAX`] records: past that it is answered with the views it
+/// has (and their cursor), or, when it has none, as the end of the listing, so a caller whose
+/// records lie beyond more than [`SCAN_MAX`] records hidden from them does not see them.
 pub fn paginate<R, V: serde::Serialize>(
-    records: Vec<R>,
+    after: Option<[u8; 16]>,
     limit: usize,
+    mut fetch: impl FnMut(Option<[u8; 16]>, usize) -> Result<Vec<R>, Refusal>,
     id: impl Fn(&R) -> [u8; 16],
     mut view: impl FnMut(R) -> Result<Option<V>, Refusal>,
 ) -> Result<(Vec<V>, Option<[u8; 16]>), Refusal> {
-    let full = records.len() >= limit;
     let mut out = Vec::new();
     let mut bytes = 0usize;
-    let mut last = None;
-    for r in records {
-        let rid = id(&r);
-        if let Some(v) = view(r)? {
-            let size = postcard::to_stdvec(&v)
-                .map_err(|_| Refusal::internal())?
-                .len();
-            if bytes + size > PAGE_BYTES && !out.is_empty() {
-                return Ok((out, last));
+    let mut last_shown = None;
+    let mut position = after;
+    let mut scanned = 0usize;
+    loop {
+        let batch = fetch(position, limit)?;
+        let exhausted = batch.len() < limit;
+        for r in batch {
+            let rid = id(&r);
+            position = Some(rid);
+            scanned += 1;
+            if let Some(v) = view(r)? {
+                let size = postcard::to_stdvec(&v)
+                    .map_err(|_| Refusal::internal())?
+                    .len();
+                if bytes + size > PAGE_BYTES && !out.is_empty() {
+                    return Ok((out, last_shown));
+                }
+                bytes += size;
+                out.push(v);
+                last_shown = Some(rid);
+                if out.len() >= limit {
+                    return Ok((out, last_shown));
+                }
             }
-            bytes += size;
-            out.push(v);
         }
-        last = Some(rid);
+        if exhausted {
+            return Ok((out, None));
+        }
+        if scanned >= SCAN_MAX {
+            return Ok((out, last_shown));
+        }
     }
-    Ok((out, if full { last } else { None }))
 }
 
 /// The request → handler table.
@@ -93,6 +119,7 @@ pub async fn handle<B: AsyncRead + Unpin + Send>(
             revocations,
         } => directory::push(relay, peer, entries, revocations, now).await,
         Request::GetEntry { id } => directory::get_entry(relay, peer, &id, now).await,
+        Request::GetEntries { id } => directory::get_entries(relay, peer, &id, now).await,
         Request::CreateGrant { grant } => grants::create(relay, peer, grant, now).await,
         Request::ListGrants { page } => grants::list(relay, peer, page, now).await,
         Request::PendingApprovals { page } => {

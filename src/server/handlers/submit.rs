@@ -51,7 +51,13 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
         size: Some(length),
         ..Context::default()
     };
-    relay.authorize(peer, Action::Submit, &ctx).await?;
+    // A grant listed to the agent as ready, but denied now (the catalog was reloaded and the
+    // resource needs an approval it did not need when the grant was made) is not the agent's
+    // doing: such a denial is not counted against it.
+    let avoidable = !grant_state::is_ready(&grant, now);
+    relay
+        .authorize_counting(peer, Action::Submit, &ctx, avoidable)
+        .await?;
     // A submission repeated after a lost answer (the same signed statement on a used grant)
     // gets the original answer, without its body being read again.
     if let GrantState::Used { envelope_id } = grant.state {
@@ -76,6 +82,18 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
     // Early checks, so a refused body is not read; the store checks the same rules again
     // inside the commit.
     grant_state::check_consume(&grant, &peer.id, length, now)?;
+    // A grant whose user holds only an X25519 key cannot be filled while post-quantum
+    // recipients are required (one made before the setting, or before a rotation): refused
+    // before the body, and not counted against the agent, which could not have avoided it.
+    // Nothing is stored for a user who is no longer enrolled (revoked, expired): no client of
+    // theirs could fetch it. Not the agent's doing either.
+    user_enrolled(relay, &grant.user, now)?;
+    if !super::grants::fillable(relay, &grant.user, now) {
+        return Err(Refusal::new(
+            ErrorCode::Forbidden,
+            super::grants::UNFILLABLE,
+        ));
+    }
     // One upload per grant at a time, and the agent's caps, claimed before any body byte is
     // read; the claim ends with this request.
     let _slot = relay
@@ -115,6 +133,8 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
         // The body took time: judge the grant's expiry and the caller's standing as of now.
         relay.commit_time_check(peer).and_then(|now| {
             grant_state::check_consume(&grant, &peer.id, length, now)?;
+            // A revocation of the user that came during a slow upload ends it too.
+            user_enrolled(relay, &grant.user, now)?;
             Ok(now)
         })
     };
@@ -184,6 +204,19 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
             Err(r)
         }
     }
+}
+
+/// The grant's user still has an active directory entry at `now`.
+fn user_enrolled(relay: &Relay, user: &crate::ids::SpiffeId, now: u64) -> Result<(), Refusal> {
+    relay.entry_for(user, now).map(|_| ()).map_err(|_| {
+        Refusal::new(
+            ErrorCode::Forbidden,
+            format!(
+                "the grant's user {} is no longer enrolled (revoked or expired): nothing can be delivered to them; this is not counted against the agent",
+                user.short()
+            ),
+        )
+    })
 }
 
 /// Reads exactly `length` body bytes (and then the end of the stream), validating and hashing

@@ -40,18 +40,89 @@ impl Statements {
 /// the caller fails instead of hanging).
 const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-type Job = Box<dyn FnOnce(&mut Option<Conn>, &postgres::Config) + Send>;
+type Job = Box<dyn FnOnce(&mut Slot, &postgres::Config) + Send>;
 
-/// A new connection, or `None` (logged) when the database cannot be reached.
-fn connect(config: &postgres::Config) -> Option<Conn> {
+/// A worker's connection, or why the last attempt to make one failed.
+#[derive(Default)]
+struct Slot {
+    conn: Option<Conn>,
+    failure: Option<Error>,
+}
+
+impl Slot {
+    /// Whether there is no usable connection.
+    fn broken(&self) -> bool {
+        self.conn.as_ref().is_none_or(|c| c.client.is_closed())
+    }
+
+    /// Makes the connection again; when the database cannot be reached or refuses it, logs
+    /// and keeps why.
+    fn reconnect(&mut self, config: &postgres::Config) {
+        match connect(config) {
+            Ok(conn) => {
+                self.conn = Some(conn);
+                self.failure = None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot connect to the database");
+                self.conn = None;
+                self.failure = Some(e);
+            }
+        }
+    }
+}
+
+/// A new connection.
+fn connect(config: &postgres::Config) -> Result<Conn> {
     config
         .connect(postgres::NoTls)
         .map(|client| Conn {
             client,
             statements: Statements::default(),
         })
-        .map_err(|e| tracing::warn!(error = %pg_err(e), "cannot connect to the database"))
-        .ok()
+        .map_err(connect_err)
+}
+
+/// Why a connection could not be made, in one line that never holds the URL or its password.
+/// A server that refuses the credentials (28P01 wrong password, 28000 no such role or no
+/// pg_hba.conf entry) or has no such database (3D000) needs a setting changed, and says which
+/// (BadInput); anything else is "unavailable, try again".
+pub fn connect_err(e: postgres::Error) -> Error {
+    use postgres::error::SqlState;
+    let refused = e.as_db_error().and_then(|db| {
+        let code = db.code();
+        let said = format!("{}: {}", code.code(), db.message());
+        if *code == SqlState::INVALID_PASSWORD
+            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+        {
+            Some(Error::bad_input(format!(
+                "the database refused the credentials ({said}): check the user and password in the `store` URL (SEALRELAY_STORE) and the server's pg_hba.conf"
+            )))
+        } else if *code == SqlState::INVALID_CATALOG_NAME {
+            Some(Error::bad_input(format!(
+                "the database does not exist ({said}): create it (createdb), or fix the database name in the `store` URL (SEALRELAY_STORE)"
+            )))
+        } else {
+            None
+        }
+    });
+    refused.unwrap_or_else(|| pg_err(e))
+}
+
+/// Why a store call found no connection: always "unavailable" (a serving relay's callers retry,
+/// and the relay answers clients without the detail), with what the database said, for the log.
+fn unavailable(failure: Option<&Error>) -> Error {
+    match failure {
+        Some(e) if e.kind() == ErrorKind::Unavailable => e.clone(),
+        Some(e) => Error::new(
+            ErrorKind::Unavailable,
+            format!("the database is unavailable, try again ({})", e.message()),
+        ),
+        None => Error::new(
+            ErrorKind::Unavailable,
+            "the database is unavailable, try again (cannot connect)",
+        ),
+    }
 }
 
 pub struct Pool {
@@ -82,7 +153,7 @@ impl Pool {
             std::thread::Builder::new()
                 .name(format!("sealrelay-pg-{i}"))
                 .spawn(move || {
-                    let mut slot: Option<Conn> = None;
+                    let mut slot = Slot::default();
                     loop {
                         let job = match rx.lock() {
                             Ok(rx) => match rx.recv() {
@@ -91,8 +162,8 @@ impl Pool {
                             },
                             Err(_) => return,
                         };
-                        if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
-                            slot = connect(&config);
+                        if slot.broken() {
+                            slot.reconnect(&config);
                         }
                         job(&mut slot, &config);
                     }
@@ -104,6 +175,19 @@ impl Pool {
         })
     }
 
+    /// Connects a worker now, for a start-up to fail on the real reason: a database that
+    /// refuses the credentials or does not exist is a setting to fix ([`connect_err`]), not
+    /// "unavailable, try again" as a store call later reports it.
+    pub fn connect_now(&self) -> Result<()> {
+        self.submit(
+            |slot: &mut Slot, _: &postgres::Config| match (&slot.conn, &slot.failure) {
+                (Some(_), _) => Ok(()),
+                (None, Some(e)) => Err(e.clone()),
+                (None, None) => Err(unavailable(None)),
+            },
+        )
+    }
+
     /// Runs `f` on a connection and waits for its result. A connection found broken by the
     /// call (the server restarted since its last use, say) is made again and `f` runs once
     /// more, unless `f` cleared its `retryable` flag first (it sent something whose outcome it
@@ -113,35 +197,44 @@ impl Pool {
         &self,
         f: impl Fn(&mut Conn, &mut bool) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        let job: Job = Box::new(move |slot: &mut Option<Conn>, config: &postgres::Config| {
-            let attempt = |slot: &mut Option<Conn>, retryable: &mut bool| match slot.as_mut() {
-                None => Err(Error::new(
-                    ErrorKind::Unavailable,
-                    "the database is unavailable, try again (cannot connect)",
-                )),
-                Some(conn) => f(conn, retryable),
+        self.submit(move |slot: &mut Slot, config: &postgres::Config| {
+            let attempt = |slot: &mut Slot, retryable: &mut bool| {
+                let Slot { conn, failure } = slot;
+                match conn.as_mut() {
+                    None => Err(unavailable(failure.as_ref())),
+                    Some(conn) => f(conn, retryable),
+                }
             };
-            let broken = |slot: &Option<Conn>| slot.as_ref().is_none_or(|c| c.client.is_closed());
             let mut retryable = true;
             let mut result = attempt(slot, &mut retryable);
             if result.is_err() {
                 // A failure may come from a statement the server no longer knows (a schema
                 // changed under it): prepare afresh next time.
-                if let Some(conn) = slot.as_mut() {
+                if let Some(conn) = slot.conn.as_mut() {
                     conn.statements.0.clear();
                 }
             }
-            if result.is_err() && broken(slot) {
-                *slot = connect(config);
-                if retryable && slot.is_some() {
+            if result.is_err() && slot.broken() {
+                slot.reconnect(config);
+                if retryable && slot.conn.is_some() {
                     result = attempt(slot, &mut retryable);
                 }
-                if result.is_err() && broken(slot) {
-                    *slot = None;
+                if result.is_err() && slot.broken() {
+                    slot.conn = None;
                 }
             }
-            let _ = tx.send(result);
+            result
+        })
+    }
+
+    /// Hands `work` to a free worker and waits for its answer.
+    fn submit<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Slot, &postgres::Config) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move |slot: &mut Slot, config: &postgres::Config| {
+            let _ = tx.send(work(slot, config));
         });
         self.jobs
             .lock()

@@ -12,7 +12,7 @@ use crate::core::store::{
 };
 use crate::core::tlog::{leaf_hash, Tree};
 use crate::error::{Error, Result};
-use crate::ids::{EnvelopeId, GrantId, SpiffeId};
+use crate::ids::{EnvelopeId, GrantId};
 use crate::store::ops::{self, Tables};
 
 struct PgTables<'a, 't> {
@@ -168,20 +168,17 @@ impl Tables for PgTables<'_, '_> {
         Ok(())
     }
 
-    fn usage(&mut self, who: &SpiffeId) -> Result<Usage> {
+    fn usage(&mut self, key: &str) -> Result<Usage> {
         Ok(self
-            .one(
-                "SELECT record FROM usage WHERE party = $1",
-                &who.to_string(),
-            )?
+            .one("SELECT record FROM usage WHERE party = $1", &key.to_owned())?
             .unwrap_or_default())
     }
 
-    fn put_usage(&mut self, who: &SpiffeId, u: &Usage) -> Result<()> {
+    fn put_usage(&mut self, key: &str, u: &Usage) -> Result<()> {
         self.exec(
             "INSERT INTO usage (party, record) VALUES ($1, $2)
                  ON CONFLICT (party) DO UPDATE SET record = excluded.record",
-            &[&who.to_string(), &enc(u)?],
+            &[&key.to_owned(), &enc(u)?],
         )
         .map_err(pg_err)?;
         Ok(())

@@ -14,7 +14,7 @@ use crate::core::store::{
 };
 use crate::core::tlog::{leaf_hash, Tree};
 use crate::error::{Error, Result};
-use crate::ids::{EnvelopeId, GrantId, SpiffeId};
+use crate::ids::{EnvelopeId, GrantId};
 use crate::store::ops::{self, Tables};
 
 type Bytes<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
@@ -119,17 +119,15 @@ impl Tables for RedbTables<'_, '_> {
         Ok(())
     }
 
-    fn usage(&mut self, who: &SpiffeId) -> Result<Usage> {
-        match self.usage.get(who.to_string().as_str()).map_err(db_err)? {
+    fn usage(&mut self, key: &str) -> Result<Usage> {
+        match self.usage.get(key).map_err(db_err)? {
             Some(v) => dec(v.value()),
             None => Ok(Usage::default()),
         }
     }
 
-    fn put_usage(&mut self, who: &SpiffeId, u: &Usage) -> Result<()> {
-        self.usage
-            .insert(who.to_string().as_str(), enc(u)?.as_slice())
-            .map_err(db_err)?;
+    fn put_usage(&mut self, key: &str, u: &Usage) -> Result<()> {
+        self.usage.insert(key, enc(u)?.as_slice()).map_err(db_err)?;
         Ok(())
     }
 

@@ -2,8 +2,12 @@
 // no HTML from the server is ever inserted, and the page works without this script.
 "use strict";
 (function () {
-  const table = document.querySelector("#inbox tbody");
-  if (!table) return;
+  const inbox = document.getElementById("inbox");
+  const table = inbox && inbox.querySelector("tbody");
+  // This run's random path prefix (docs/ui.md): every URL of the app lives under it, and the
+  // cookie goes nowhere else.
+  const base = inbox && inbox.dataset.base;
+  if (!table || !base) return;
   function cell(row, text) {
     const td = document.createElement("td");
     td.textContent = text;
@@ -12,7 +16,7 @@
   }
   async function poll() {
     try {
-      const r = await fetch("/api/inbox", { credentials: "same-origin", cache: "no-store" });
+      const r = await fetch(base + "/api/inbox", { credentials: "same-origin", cache: "no-store" });
       if (!r.ok) return;
       const list = await r.json();
       for (const h of list) {
@@ -21,7 +25,7 @@
         row.dataset.envelope = h.envelope_id;
         const first = document.createElement("td");
         const link = document.createElement("a");
-        link.href = "/envelope/" + h.envelope_id;
+        link.href = base + "/envelope/" + h.envelope_id;
         link.textContent = h.envelope_id.slice(0, 12);
         first.appendChild(link);
         row.appendChild(first);

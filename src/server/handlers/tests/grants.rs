@@ -271,6 +271,7 @@ async fn listings_come_in_pages_that_cover_everything_once() {
     let f = fixture_with(|c| {
         c.requests_per_second = 100_000;
         c.request_burst = 100_000;
+        c.quotas.max_open_grants_per_user_per_agent = 1_000;
     });
     let mut made = std::collections::BTreeSet::new();
     for i in 0..250 {

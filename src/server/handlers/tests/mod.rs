@@ -14,7 +14,7 @@ use crate::core::sign::Signed;
 use crate::core::store::GrantState;
 use crate::core::wire::{ErrorCode, Page, Reply, Request, WireSigned};
 use crate::ids::{EnvelopeId, GrantId, SpiffeId};
-use crate::local::provision::{agent, provision, user};
+use crate::local::provision::{agent, legacy_user, provision, user};
 use crate::net::Peer;
 use crate::server::config::RelayConfig;
 use crate::server::monitor::MonitorConfig;
@@ -27,6 +27,8 @@ use super::{handle, Outcome, StoredBody};
 mod admin;
 mod delivery;
 mod grants;
+mod meet;
+mod rotation;
 
 struct Fixture {
     _tmp: tempfile::TempDir,
@@ -37,6 +39,8 @@ struct Fixture {
     carol: Identity,
     bot: Identity,
     admin: Identity,
+    /// A user whose age key is X25519 (an older age client's).
+    legacy: Identity,
 }
 
 fn fixture() -> Fixture {
@@ -53,6 +57,7 @@ fn fixture_with(adjust: impl FnOnce(&mut RelayConfig)) -> Fixture {
             user("bob", 3, &["approver", "auditor"]),
             user("carol", 0, &[]),
             agent("research-bot", &["tickets/*", "payroll/*"]),
+            legacy_user("lee", 3, &[]),
         ],
         now,
     )
@@ -71,6 +76,7 @@ fn fixture_with(adjust: impl FnOnce(&mut RelayConfig)) -> Fixture {
     let clock = Arc::new(ManualClock::new(now));
     let store = Arc::new(RedbStore::in_memory().unwrap());
     let (relay, _tls) = startup::load(config, Some(store), clock.clone()).unwrap();
+    let legacy = ids.pop().unwrap();
     let bot = ids.pop().unwrap();
     let carol = ids.pop().unwrap();
     let bob = ids.pop().unwrap();
@@ -84,6 +90,7 @@ fn fixture_with(adjust: impl FnOnce(&mut RelayConfig)) -> Fixture {
         carol,
         bot,
         admin,
+        legacy,
     }
 }
 

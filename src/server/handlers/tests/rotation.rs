@@ -1,0 +1,239 @@
+//! A user's key rotation with envelopes waiting (issue 33, defect 2): the previous identity
+//! may still list, fetch and file receipts for a grace period, nothing else; the user's own key
+//! change never counts against the agent; the relay serves a party's earlier entries.
+
+use super::*;
+use crate::core::directory::EnrollmentRequest;
+use crate::local::dirstore::{self, EnrollOptions};
+use crate::local::trust_root::TrustRoot;
+
+/// Rotates `who` to a fresh key (same attributes) and pushes the new entry to the relay.
+async fn rotate(f: &Fixture, who: &Identity) -> Identity {
+    let root = TrustRoot::load(&f.relay.config.dir).unwrap();
+    let (directory, _) = dirstore::load(&root.directory_dir(), &root.authority.public()).unwrap();
+    let now = f.now();
+    let mut next = Identity::generate(who.kind, &who.name).unwrap();
+    let req = EnrollmentRequest::verify(&next.enrollment_request(now).unwrap()).unwrap();
+    let current = directory.latest(who.id.as_ref().unwrap()).unwrap();
+    let opts = EnrollOptions {
+        attributes: current.attributes.clone(),
+        rotate: true,
+        validity_days: 30,
+    };
+    let issued = dirstore::issue(&root, &directory, &req, &opts, now).unwrap();
+    dirstore::store_entry(&root.directory_dir(), &issued).unwrap();
+    root.bundle(issued.signed.clone(), issued.cert, None)
+        .unwrap()
+        .import_into(&mut next, now)
+        .unwrap();
+    f.call(
+        &f.admin,
+        Request::PushDirectory {
+            entries: vec![WireSigned::from_signed(&issued.signed)],
+            revocations: Vec::new(),
+        },
+    )
+    .await
+    .unwrap();
+    next
+}
+
+fn undecryptable(
+    f: &Fixture,
+    signer: &Identity,
+    envelope_id: EnvelopeId,
+    grant_id: GrantId,
+) -> Request {
+    let digest = f
+        .relay
+        .store
+        .envelope(&envelope_id)
+        .unwrap()
+        .unwrap()
+        .sha256;
+    let r = Receipt {
+        envelope_id,
+        grant_id,
+        user: f.alice.id.clone().unwrap(),
+        agent: f.bot.id.clone().unwrap(),
+        ciphertext_sha256: digest,
+        status: DeliveryStatus::Undecryptable,
+        time: f.now(),
+    }
+    .sign(&signer.signing_key);
+    Request::Receipt {
+        receipt: WireSigned::from_signed(&r),
+        old_size: None,
+    }
+}
+
+/// Defect 2 (found by walking it): after alice rotated her key with envelopes waiting, her new
+/// identity's `fetch --all` filed undecryptable receipts against the agent (one receipt is
+/// enough here: `max_undecryptable = 1`), and her old identity was refused ("superseded?"), so
+/// the data could not be recovered. On main the old identity's inbox below was refused and the
+/// new identity's receipt quarantined the agent.
+#[tokio::test]
+async fn a_rotated_users_old_identity_finishes_what_was_sealed_to_it_and_the_agent_does_not_pay() {
+    let f = fixture_with(|c| {
+        c.monitor = MonitorConfig {
+            max_undecryptable: 1,
+            ..MonitorConfig::default()
+        };
+        c.rotation_grace_secs = 1_000;
+    });
+    let g1 = f.grant("tickets/1").await;
+    let Reply::Submitted { envelope_id: e1 } = f.submit(g1, b"one").await.unwrap() else {
+        panic!()
+    };
+    let g2 = f.grant("tickets/2").await;
+    let Reply::Submitted { envelope_id: e2 } = f.submit(g2, b"two").await.unwrap() else {
+        panic!()
+    };
+    let alice_new = rotate(&f, &f.alice).await;
+    // The relay serves both of alice's entries, newest first.
+    let Reply::Entries { entries } = f
+        .call(
+            &alice_new,
+            Request::GetEntries {
+                id: f.alice.id.clone().unwrap().to_string(),
+            },
+        )
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(entries.len(), 2);
+    // Her new identity's undecryptable receipt for an envelope sealed to her old key (its grant
+    // signed with that key) is recorded but does not count against the agent.
+    f.call(&alice_new, undecryptable(&f, &alice_new, e1, g1))
+        .await
+        .unwrap();
+    assert!(!f
+        .relay
+        .monitor
+        .is_quarantined(&f.bot.id.clone().unwrap().to_string()));
+    // The old identity, within the grace period: lists, fetches, files its receipt.
+    let Reply::Inbox { envelopes, .. } = f
+        .call(
+            &f.alice,
+            Request::Inbox {
+                page: Page::first(),
+            },
+        )
+        .await
+        .expect("the previous identity reads its inbox")
+    else {
+        panic!()
+    };
+    assert!(envelopes.iter().any(|e| e.envelope_id == e2));
+    let outcome = handle(
+        &f.relay,
+        &peer(&f.alice),
+        Request::Fetch { envelope_id: e2 },
+        f.now(),
+        &mut &[][..],
+    )
+    .await
+    .expect("the previous identity fetches");
+    let Outcome::Envelope { body, .. } = outcome else {
+        panic!()
+    };
+    let StoredBody::Inline(bytes) = body else {
+        panic!()
+    };
+    f.call(&f.alice, f.receipt(e2, g2, &bytes))
+        .await
+        .expect("its receipt, signed with the old key, is recorded");
+    // Nothing it could start anew.
+    let (_, signed) = f.grant_statement("tickets/3", 600);
+    let refusal = f
+        .call(
+            &f.alice,
+            Request::CreateGrant {
+                grant: WireSigned::from_signed(&signed),
+            },
+        )
+        .await
+        .expect_err("a grant by the previous identity");
+    assert_eq!(refusal.code, ErrorCode::Unauthenticated);
+    assert!(refusal.message.contains("rotated"), "{}", refusal.message);
+    // An undecryptable receipt signed with the key the grant was made with still counts.
+    let g4 = f.granted_as(&alice_new, "tickets/4").await;
+    let Reply::Submitted { envelope_id: e4 } = f.submit_as(&alice_new, g4, b"four").await.unwrap()
+    else {
+        panic!()
+    };
+    f.call(&alice_new, undecryptable(&f, &alice_new, e4, g4))
+        .await
+        .unwrap();
+    assert!(f
+        .relay
+        .monitor
+        .is_quarantined(&f.bot.id.clone().unwrap().to_string()));
+    // After the grace period the previous identity is refused.
+    f.clock.advance(1_001);
+    let r = f
+        .call(
+            &f.alice,
+            Request::Inbox {
+                page: Page::first(),
+            },
+        )
+        .await
+        .expect_err("past the grace period");
+    assert_eq!(r.code, ErrorCode::Unauthenticated);
+}
+
+impl Fixture {
+    /// A grant by `who` (alice's current identity after a rotation) for the bot.
+    async fn granted_as(&self, who: &Identity, resource: &str) -> GrantId {
+        let g = Grant {
+            grant_id: GrantId::random().unwrap(),
+            user: who.id.clone().unwrap(),
+            agent: self.bot.id.clone().unwrap(),
+            resource: resource.into(),
+            purpose: "triage".into(),
+            created: self.now(),
+            expires: self.now() + 600,
+            max_bytes: 1 << 20,
+        };
+        let signed = g.sign(&who.signing_key).unwrap();
+        self.call(
+            who,
+            Request::CreateGrant {
+                grant: WireSigned::from_signed(&signed),
+            },
+        )
+        .await
+        .unwrap();
+        g.grant_id
+    }
+
+    /// The bot seals to `who`'s key and submits for `grant_id`.
+    async fn submit_as(
+        &self,
+        who: &Identity,
+        grant_id: GrantId,
+        plaintext: &[u8],
+    ) -> Result<Reply, super::super::Refusal> {
+        let recipient = who.age_identity.as_ref().unwrap().to_public();
+        let mut body = Vec::new();
+        crate::core::envelope::seal(recipient.as_recipient(), &mut &plaintext[..], &mut body, 1)
+            .unwrap();
+        let statement = Submission {
+            grant_id,
+            user: who.id.clone().unwrap(),
+            agent: self.bot.id.clone().unwrap(),
+            ciphertext_sha256: sha256(&body),
+            ciphertext_len: body.len() as u64,
+        }
+        .sign(&self.bot.signing_key);
+        let request = Request::Submit {
+            grant_id,
+            statement: WireSigned::from_signed(&statement),
+            length: body.len() as u64,
+        };
+        self.call_with_body(&self.bot, request, &body).await
+    }
+}
