@@ -18,6 +18,8 @@ pub const COMMANDS: &[&[&str]] = &[
     &["user", "revoke"],
     &["agent", "add"],
     &["agent", "revoke"],
+    &["admin", "add"],
+    &["admin", "revoke"],
     &["agent", "run"],
     &["directory", "verify"],
     &["directory", "push"],
@@ -65,6 +67,45 @@ fn generated() -> String {
         ));
     }
     out
+}
+
+/// The commands a `--help` lists under "Commands:" (without `help`).
+fn listed(args: &[&str]) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = args.to_vec();
+    a.push("--help");
+    let help = common::ok_in(dir.path(), &a);
+    let Some((_, commands)) = help.split_once("Commands:\n") else {
+        return Vec::new();
+    };
+    commands
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .filter(|c| c != "help")
+        .collect()
+}
+
+/// Found by walking the docs (issue 33): docs/cli.md claimed every command but lacked
+/// `admin add` and `admin revoke`. Every command the binary has is in the reference.
+#[test]
+fn the_reference_lists_every_command_the_binary_has() {
+    let mut missing = Vec::new();
+    for top in listed(&[]) {
+        let subs = listed(&[top.as_str()]);
+        if subs.is_empty() {
+            if !COMMANDS.iter().any(|c| *c == [top.as_str()]) {
+                missing.push(top.clone());
+            }
+        }
+        for sub in subs {
+            if !COMMANDS.iter().any(|c| *c == [top.as_str(), sub.as_str()]) {
+                missing.push(format!("{top} {sub}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "docs/cli.md lacks: {missing:?}");
 }
 
 #[test]

@@ -558,3 +558,100 @@ fn http_failures_are_fixed_sentences_whatever_the_source_sends() {
         assert!(!e.message().contains('\n'), "{path}: {e}");
     }
 }
+
+/// A TLS source on 127.0.0.1 with a certificate for `names`, issued by `issuer`, answering every
+/// request with `answer`; its port.
+fn tls_source(
+    names: &[&str],
+    issuer: &rcgen::Issuer<'_, &rcgen::KeyPair>,
+    answer: &'static [u8],
+) -> u16 {
+    use std::io::Write;
+    use std::sync::Arc;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let params =
+        rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+            .unwrap();
+    let cert = params.signed_by(&key, issuer).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { continue };
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, tcp);
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match tls.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let _ = tls.write_all(answer);
+                let _ = tls.flush();
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            });
+        }
+    });
+    port
+}
+
+/// Threat 50 over TLS (found by reading): an https source redirecting to plain http was
+/// reported with ureq's text, which holds the target the source chose (on main: "the request to
+/// the source failed: configured for https only: http://srcmark-target.example/srcmark-path"),
+/// and a certificate that does not name the host with rustls's, which goes on to list the
+/// names the source's certificate holds (on main only the 80-character cut kept them out).
+#[test]
+fn https_failures_name_nothing_the_source_chose() {
+    let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+    let wrong_name = tls_source(
+        &["srcmark-cert-name.example"],
+        &issuer,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    );
+    let downgrade = tls_source(
+        &["localhost"],
+        &issuer,
+        b"HTTP/1.1 302 Found\r\nLocation: http://srcmark-target.example/srcmark-path\r\nContent-Length: 0\r\n\r\n",
+    );
+    for (port, redirects, says) in [
+        (downgrade, 1, "plain http"),
+        (wrong_name, 0, "TLS connection was refused"),
+    ] {
+        let c = parse(
+            &format!(
+                "[[connector]]\nresources = \"t/*\"\nhttp = \"https://localhost:{port}/{{rest}}\"\nca_file = \"ca.pem\"\nmax_redirects = {redirects}\n"
+            ),
+            dir.path(),
+        )
+        .unwrap();
+        let e = match c.list[0].open("t/1", u64::MAX, &[]) {
+            Err(e) => e,
+            Ok(_) => panic!("port {port}: opened"),
+        };
+        assert!(!e.message().contains("srcmark"), "the source's words: {e}");
+        assert!(e.message().contains(says), "{e}");
+    }
+}

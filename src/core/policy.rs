@@ -517,7 +517,7 @@ impl CedarPolicy {
                 let clearance = p.attributes.as_ref().map_or(0, |a| a.clearance);
                 let class = self.catalog.lookup(name).map_or(0, |c| c.classification);
                 if ctx.agent_attributes.is_none() {
-                    format!("{base}: the agent is not enrolled")
+                    format!("{base}: the agent has no active directory entry (not enrolled, revoked or expired)")
                 } else if ctx.agent_quarantined {
                     format!("{base}: the agent is quarantined")
                 } else if clearance < class {
