@@ -19,6 +19,7 @@ use super::{paginate, StoredBody};
 /// A page of the caller's envelopes that have not expired and have no receipt yet.
 pub async fn inbox(relay: &Relay, peer: &Peer, page: Page, now: u64) -> Handled {
     relay.authorize_relay(peer, Action::Inbox, now).await?;
+    let previous = previous_key(relay, peer, now)?;
     let (envelopes, next) = paginate(
         page.after,
         page.capped_limit(),
@@ -29,7 +30,7 @@ pub async fn inbox(relay: &Relay, peer: &Peer, page: Page, now: u64) -> Handled 
         },
         |e| e.envelope_id.0,
         |e| {
-            if now < e.expires_at {
+            if now < e.expires_at && sealed_for(relay, &e, previous.as_ref()) {
                 view(relay, &e).map(Some)
             } else {
                 Ok(None)
@@ -37,6 +38,28 @@ pub async fn inbox(relay: &Relay, peer: &Peer, page: Page, now: u64) -> Handled 
         },
     )?;
     Ok(Reply::Inbox { envelopes, next })
+}
+
+/// For a previous identity (within the grace after its rotation), the key of its superseded
+/// entry; `None` for the party's current identity.
+fn previous_key(
+    relay: &Relay,
+    peer: &Peer,
+    now: u64,
+) -> Result<Option<crate::core::sign::PublicKey>, Refusal> {
+    let caller = relay.caller_entry(peer, now)?;
+    let current = relay.entry_for(&peer.id, now).ok().map(|(e, _)| e.serial);
+    Ok((current != Some(caller.serial)).then_some(caller.signing_key))
+}
+
+/// Whether a previous identity may see `e`: only what was asked for with its own key (and so
+/// sealed to it). Its current identity sees everything of the user's.
+fn sealed_for(
+    relay: &Relay,
+    e: &EnvelopeRecord,
+    previous: Option<&crate::core::sign::PublicKey>,
+) -> bool {
+    previous.is_none_or(|key| grant_signed_by(relay, &e.grant_id, key))
 }
 
 /// Whether the grant was signed with `key` (true when it cannot be read: the agent is then
@@ -147,8 +170,12 @@ pub async fn fetch(
         .authorize(peer, Action::Fetch, &ctx)
         .await
         .map_err(|r| hide_others(peer, r))?;
+    // A previous identity (after a rotation) reaches only what was sealed to its own key: a
+    // stolen old key cannot take or close what was sealed to the new one.
+    let previous = previous_key(relay, peer, now)?;
     let record = record
         .filter(|e| e.user == peer.id && now < e.expires_at && e.receipt.is_none())
+        .filter(|e| sealed_for(relay, e, previous.as_ref()))
         .ok_or_else(|| Refusal::not_found("envelope"))?;
     let view = view(relay, &record)?;
     let body = if record.inline {
@@ -202,10 +229,12 @@ pub async fn receipt(
     // after a rotation) whose key sealed envelopes were made for.
     let user_entry = relay.caller_entry(peer, now)?;
     let r = Receipt::verify(&signed, &user_entry.signing_key)?;
+    let previous = previous_key(relay, peer, now)?;
     let record = relay
         .store
         .envelope(&r.envelope_id)?
         .filter(|e| e.user == peer.id)
+        .filter(|e| sealed_for(relay, e, previous.as_ref()))
         .ok_or_else(|| Refusal::not_found("envelope"))?;
     if r.user != peer.id
         || r.grant_id != record.grant_id

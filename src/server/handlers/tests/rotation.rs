@@ -158,6 +158,41 @@ async fn a_rotated_users_old_identity_finishes_what_was_sealed_to_it_and_the_age
         .expect_err("a grant by the previous identity");
     assert_eq!(refusal.code, ErrorCode::Unauthenticated);
     assert!(refusal.message.contains("rotated"), "{}", refusal.message);
+    // What was sealed to the new key is out of the previous identity's reach: not listed, not
+    // fetched, no receipt (a stolen old key cannot take or close it).
+    let g5 = f.granted_as(&alice_new, "tickets/5").await;
+    let Reply::Submitted { envelope_id: e5 } = f.submit_as(&alice_new, g5, b"five").await.unwrap()
+    else {
+        panic!()
+    };
+    let Reply::Inbox { envelopes, .. } = f
+        .call(
+            &f.alice,
+            Request::Inbox {
+                page: Page::first(),
+            },
+        )
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert!(!envelopes.iter().any(|e| e.envelope_id == e5));
+    let r = handle(
+        &f.relay,
+        &peer(&f.alice),
+        Request::Fetch { envelope_id: e5 },
+        f.now(),
+        &mut &[][..],
+    )
+    .await
+    .expect_err("the new key's envelope");
+    assert_eq!(r.code, ErrorCode::NotFound);
+    let r = f
+        .call(&f.alice, undecryptable(&f, &f.alice, e5, g5))
+        .await
+        .expect_err("a receipt for the new key's envelope");
+    assert_eq!(r.code, ErrorCode::NotFound);
     // An undecryptable receipt signed with the key the grant was made with still counts.
     let g4 = f.granted_as(&alice_new, "tickets/4").await;
     let Reply::Submitted { envelope_id: e4 } = f.submit_as(&alice_new, g4, b"four").await.unwrap()
