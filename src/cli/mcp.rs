@@ -56,7 +56,10 @@ pub fn run(args: McpArgs) -> Result<()> {
     init_logging();
     let relay = args.relay.address(&identity);
     // Serial pins kept beside the identity, across tool calls and runs.
-    let pins = Arc::new(sealrelay::client::SerialPins::for_identity(&args.identity)?);
+    let pins = Arc::new(sealrelay::client::SerialPins::for_identity(
+        &args.identity,
+        &sealrelay::client::authority(&identity)?,
+    )?);
     let agent =
         BlindAgent::new(Arc::new(identity), relay, connectors, scratch_dir()).with_pins(pins);
     let server = McpServer::new(agent);

@@ -240,7 +240,10 @@ pub fn grants(args: IdentityRelayArgs) -> Result<()> {
     let identity = identity_file::load_enrolled(&args.identity, PartyKind::Agent, clock::now())?;
     let relay = args.relay.address(&identity);
     runtime()?.block_on(async {
-        let pins = std::sync::Arc::new(SerialPins::for_identity(&args.identity)?);
+        let pins = std::sync::Arc::new(SerialPins::for_identity(
+            &args.identity,
+            &sealrelay::client::authority(&identity)?,
+        )?);
         let agent = AgentClient::connect(&identity, &relay)
             .await?
             .with_pins(pins);
@@ -308,7 +311,10 @@ pub fn send(args: SendArgs) -> Result<()> {
             })?,
         )
     };
-    let pins = std::sync::Arc::new(SerialPins::for_identity(&args.identity)?);
+    let pins = std::sync::Arc::new(SerialPins::for_identity(
+        &args.identity,
+        &sealrelay::client::authority(&identity)?,
+    )?);
     runtime()?.block_on(async {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.retry_for);
         let mut delay = std::time::Duration::from_millis(250);

@@ -35,7 +35,10 @@ pub struct RunArgs {
 pub fn run_agent(args: RunArgs) -> Result<()> {
     let identity = identity_file::load_enrolled(&args.identity, PartyKind::Agent, clock::now())?;
     let relay = args.relay.address(&identity);
-    let pins = std::sync::Arc::new(sealrelay::client::SerialPins::for_identity(&args.identity)?);
+    let pins = std::sync::Arc::new(sealrelay::client::SerialPins::for_identity(
+        &args.identity,
+        &sealrelay::client::authority(&identity)?,
+    )?);
     runtime()?.block_on(async {
         let mut agent = AgentClient::connect(&identity, &relay)
             .await?

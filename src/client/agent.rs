@@ -83,8 +83,18 @@ impl<'a> AgentClient<'a> {
         let now = clock::now();
         let mut out = Vec::new();
         for view in &grants {
-            let g = verified_grant(view, &authority)?;
-            self.pins.check(&g.user_entry)?;
+            // One grant that does not verify (or names a superseded entry) is skipped, with a
+            // warning: nothing is sealed for it, and it must not stop the agent serving the
+            // others.
+            let g = match verified_grant(view, &authority)
+                .and_then(|g| self.pins.check(&g.user_entry).map(|()| g))
+            {
+                Ok(g) => g,
+                Err(e) => {
+                    tracing::warn!(error = %e, "a grant the relay listed was skipped");
+                    continue;
+                }
+            };
             // The agent judges expiry itself too: an expired grant is not acted on.
             if !g.user_entry.is_current(now) || g.grant.expires <= now {
                 continue;

@@ -113,7 +113,11 @@ impl<'a> UserClient<'a> {
         if h.problem.as_deref() != Some("the grant is not one you signed") || !own.is_empty() {
             return Ok(h);
         }
-        *own = self.own_history().await?;
+        match self.own_history().await {
+            Ok(history) => *own = history,
+            // One envelope the history cannot explain stays unverifiable; the inbox goes on.
+            Err(_) => return Ok(h),
+        }
         Ok(super::header::describe(self.identity, own, view))
     }
 
@@ -170,10 +174,17 @@ impl<'a> UserClient<'a> {
                 },
             )
             .await?;
-        grants
+        // A grant that does not verify is skipped (with a warning), not the whole listing.
+        Ok(grants
             .iter()
-            .map(|p| Ok((verified_grant(&p.view, &authority)?, p.classification)))
-            .collect()
+            .filter_map(|p| match verified_grant(&p.view, &authority) {
+                Ok(g) => Some((g, p.classification)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a pending grant the relay listed was skipped");
+                    None
+                }
+            })
+            .collect())
     }
 
     /// Denies a pending grant: a signed refusal bound to the grant's SHA-256; the relay closes

@@ -69,7 +69,8 @@ pub fn verified_grant(view: &GrantView, authority: &PublicKey) -> Result<OpenGra
 #[derive(Debug, Default)]
 pub struct SerialPins {
     seen: std::sync::Mutex<std::collections::HashMap<SpiffeId, u64>>,
-    file: Option<std::path::PathBuf>,
+    /// The pins file and the fingerprint of the authority its pins belong to.
+    file: Option<(std::path::PathBuf, String)>,
 }
 
 impl SerialPins {
@@ -78,22 +79,24 @@ impl SerialPins {
         SerialPins::default()
     }
 
-    /// Pins kept beside the identity file at `identity`, loaded now.
-    pub fn for_identity(identity: &std::path::Path) -> Result<SerialPins> {
+    /// Pins kept beside the identity file at `identity`, for the trust root of `authority`,
+    /// loaded now.
+    pub fn for_identity(identity: &std::path::Path, authority: &PublicKey) -> Result<SerialPins> {
         let file = crate::local::pins::path_for(identity);
-        let seen = crate::local::pins::load(&file)?;
+        let fp = authority.fingerprint();
+        let seen = crate::local::pins::load(&file, &fp)?;
         Ok(SerialPins {
             seen: std::sync::Mutex::new(seen),
-            file: Some(file),
+            file: Some((file, fp)),
         })
     }
 
     /// Takes in what other processes of this agent saw since (from the file, if any).
     pub fn refresh(&self) -> Result<()> {
-        let Some(file) = &self.file else {
+        let Some((file, fp)) = &self.file else {
             return Ok(());
         };
-        let on_disk = crate::local::pins::load(file)?;
+        let on_disk = crate::local::pins::load(file, fp)?;
         let mut seen = self.lock()?;
         for (id, serial) in on_disk {
             let s = seen.entry(id).or_insert(serial);
@@ -125,9 +128,9 @@ impl SerialPins {
             return Ok(());
         }
         seen.insert(entry.id.clone(), entry.serial);
-        if let Some(file) = &self.file {
+        if let Some((file, fp)) = &self.file {
             let update = std::collections::HashMap::from([(entry.id.clone(), entry.serial)]);
-            let all = crate::local::pins::merge_and_save(file, &update)?;
+            let all = crate::local::pins::merge_and_save(file, fp, &update)?;
             // Another process may have seen a newer serial meanwhile.
             let newest = all.get(&entry.id).copied().unwrap_or(entry.serial);
             if newest > entry.serial {
@@ -193,17 +196,18 @@ mod tests {
     fn pins_outlive_the_client_and_the_run() {
         let dir = tempfile::tempdir().unwrap();
         let identity = dir.path().join("bot.id");
-        let first_run = SerialPins::for_identity(&identity).unwrap();
+        let authority = SigningKey::generate().unwrap().public();
+        let first_run = SerialPins::for_identity(&identity, &authority).unwrap();
         first_run.check(&entry(1)).unwrap();
         first_run.check(&entry(2)).unwrap();
         drop(first_run);
         // The next run: serial 1 is refused before anything is sealed to it.
-        let next_run = SerialPins::for_identity(&identity).unwrap();
+        let next_run = SerialPins::for_identity(&identity, &authority).unwrap();
         let err = next_run.check(&entry(1)).unwrap_err();
         assert!(err.message().contains("superseded"), "{err}");
         next_run.check(&entry(2)).unwrap();
         // Two processes at once: what one saw reaches the other at its next listing.
-        let other = SerialPins::for_identity(&identity).unwrap();
+        let other = SerialPins::for_identity(&identity, &authority).unwrap();
         other.check(&entry(5)).unwrap();
         next_run.refresh().unwrap();
         assert!(next_run.check(&entry(3)).is_err());

@@ -374,4 +374,6 @@ fn header_value(spec: &str, base: &Path) -> Result<Zeroizing<String>> {
 }
 
 #[cfg(test)]
+mod source_tests;
+#[cfg(test)]
 mod tests;

@@ -60,10 +60,39 @@ pub fn is_deceptive_char(c: char) -> bool {
         | 0x110BD | 0x110CD // Kaithi number signs
         | 0x1BCA0..=0x1BCA3 // shorthand format controls
         | 0x1D173..=0x1D17A // musical format characters
+        | 0x2800 // braille pattern blank (shows as a space)
+        | 0x13430..=0x1343F // Egyptian hieroglyph format controls
         | 0xE0000..=0xE007F // tag characters
         | 0xE0100..=0xE01EF // variation selectors supplement
         | 0xF0000..=0x10FFFF // supplementary private use
     )
+}
+
+/// Where ordinary writing needs an invisible character: a zero-width (non-)joiner between two
+/// letters or marks of a script that joins (Persian, Arabic, the Indic scripts: non-ASCII), a
+/// joiner between two emoji, and an emoji or text presentation selector right after an emoji.
+/// Next to ASCII, or anywhere else, it is refused.
+fn joins_as_written(before: Option<&char>, c: char, after: Option<&char>) -> bool {
+    // A letter or a mark of a non-Latin script (a virama is a mark, not a letter).
+    let letter = |x: Option<&char>| {
+        x.is_some_and(|x| {
+            !x.is_ascii()
+                && !x.is_whitespace()
+                && !is_deceptive_char(*x)
+                && (x.is_alphabetic() || !x.is_alphanumeric())
+        })
+    };
+    let symbol = |x: Option<&char>| {
+        x.is_some_and(|x| {
+            !x.is_ascii() && !x.is_alphanumeric() && !x.is_whitespace() && !is_deceptive_char(*x)
+        })
+    };
+    match c {
+        '\u{200C}' => letter(before) && letter(after),
+        '\u{200D}' => (letter(before) && letter(after)) || (symbol(before) && symbol(after)),
+        '\u{FE0E}' | '\u{FE0F}' => symbol(before),
+        _ => false,
+    }
 }
 
 /// Refuses text that a person and a model could read differently (see
@@ -71,7 +100,12 @@ pub fn is_deceptive_char(c: char) -> bool {
 /// grant is made (by the client that signs it and by the relay that stores it), so the
 /// approver, the requester and the agent's model are shown the same visible text.
 pub fn check_display_text(value: &str, what: &str) -> Result<()> {
-    match value.chars().find(|c| is_deceptive_char(*c)) {
+    let chars: Vec<char> = value.chars().collect();
+    let found = chars.iter().enumerate().find(|(i, c)| {
+        is_deceptive_char(**c)
+            && !joins_as_written(chars.get(i.wrapping_sub(1)), **c, chars.get(i + 1))
+    });
+    match found.map(|(_, c)| *c) {
         None => Ok(()),
         Some(c) => Err(Error::bad_input(format!(
             "the {what} holds U+{:04X}, an invisible or direction-changing character that could show a person one text and a model another: write it without",

@@ -229,6 +229,8 @@ impl RelayConfig {
         if self.max_envelope_bytes == 0
             || self.max_grant_ttl_secs == 0
             || self.envelope_ttl_secs == 0
+            || self.approval_ttl_secs == 0
+            || self.quotas.max_open_grants_per_user_per_agent == 0
         {
             return Err(Error::bad_input(
                 "sizes and durations in the config must be above zero",

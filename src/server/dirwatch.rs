@@ -53,9 +53,9 @@ pub async fn run(relay: Arc<Relay>) {
             continue;
         };
         let (before, now_listed) = now_listed;
-        // The first look only records the listing: start-up loaded the directory already.
-        if before.is_none() || before.as_ref() == Some(&now_listed) {
-            seen = Some(now_listed);
+        // Unchanged since the last look: nothing to do. The first look takes in too (what was
+        // written while the relay started; taking in is idempotent).
+        if before.as_ref() == Some(&now_listed) {
             continue;
         }
         match take_in(&relay, &dir).await {
@@ -95,6 +95,9 @@ async fn take_in(relay: &Relay, dir: &Path) -> Result<usize> {
     };
     let mut entries = Vec::new();
     for (e, s) in disk.all_entries() {
+        if e.id.trust_domain() != relay.trust_domain {
+            continue;
+        }
         if !next.has_entry(&e.id, e.serial) {
             next.insert_entry(s.clone(), &relay.authority)?;
             entries.push((e.id.to_string(), e.serial, stored(s)));

@@ -135,10 +135,10 @@ pub async fn serve(
         .request_ended(action, label, started.elapsed().as_secs_f64());
     drop(recv);
     if answered {
-        // The request stays in flight until the client has acknowledged its answer (all of it
-        // is within the client's flow-control window, so this takes a round trip, not the
-        // client's reading): a shutdown waiting for the requests in flight must not close the
-        // connection under an answer still on its way.
+        // The request stays in flight until the client has taken the rest of its answer (the
+        // last write returns once the data is buffered, so this waits for the client to read
+        // it, at most `body_grace_secs`): a shutdown waiting for the requests in flight must not
+        // close the connection under an answer still on its way.
         let settle = Duration::from_secs(relay.config.body_grace_secs.max(1));
         let _ = tokio::time::timeout(settle, send.stopped()).await;
     }

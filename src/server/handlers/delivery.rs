@@ -52,6 +52,22 @@ fn previous_key(
     Ok((current != Some(caller.serial)).then_some(caller.signing_key))
 }
 
+/// A previous identity (within the grace after its rotation) may read only its own inbox: not
+/// the approvals listing (with the new entry's roles) nor the grants made with the new key.
+pub(super) fn refuse_previous_identity(
+    relay: &Relay,
+    peer: &Peer,
+    now: u64,
+) -> Result<(), Refusal> {
+    match previous_key(relay, peer, now)? {
+        None => Ok(()),
+        Some(_) => Err(Refusal::new(
+            ErrorCode::Unauthenticated,
+            "this identity's key was rotated: it may only list, fetch and file receipts for what was sealed to it; use the new identity",
+        )),
+    }
+}
+
 /// Whether a previous identity may see `e`: only what was asked for with its own key (and so
 /// sealed to it). Its current identity sees everything of the user's.
 fn sealed_for(

@@ -121,8 +121,11 @@ pub async fn get_entries(relay: &Relay, peer: &Peer, id: &str, now: u64) -> Hand
         .parse()
         .map_err(|e: Error| Refusal::new(ErrorCode::BadRequest, e.message()))?;
     let dir = relay.directory.read().map_err(|_| Refusal::internal())?;
+    // Revoked serials are not offered: a client must not recognise what a revoked (perhaps
+    // compromised) key signed as the party's own.
     let entries: Vec<WireSigned> = dir
         .history(&id)
+        .filter(|(e, _)| !dir.is_revoked(&id, e.serial))
         .take(crate::core::wire::MAX_HISTORY)
         .map(|(_, s)| WireSigned::from_signed(s))
         .collect();

@@ -142,9 +142,19 @@ fn recipient_is_post_quantum(entry: &crate::core::directory::DirectoryEntry) -> 
 }
 
 /// The grant and its requester's current entry, as an agent or approver sees it; `None` when
-/// the requester has no active entry any more.
+/// the requester has no active entry any more, or when the grant was signed with another of
+/// the requester's keys (made before a rotation): the agent or approver could not verify it
+/// against the current entry, and one such grant must not break a listing for everyone (the
+/// requester asks again with the new key).
 fn view(relay: &Relay, g: GrantRecord, now: u64) -> Option<GrantView> {
-    let (_, user_entry) = relay.entry_for(&g.user, now).ok()?;
+    let (entry, user_entry) = relay.entry_for(&g.user, now).ok()?;
+    let signed = WireSigned {
+        statement: g.grant.statement.clone(),
+        signature: g.grant.signature.clone(),
+    }
+    .to_signed(StatementType::Grant)
+    .ok()?;
+    signed.verify(&entry.signing_key).ok()?;
     Some(GrantView {
         grant: WireSigned {
             statement: g.grant.statement,
@@ -182,6 +192,7 @@ pub async fn pending_approvals(relay: &Relay, peer: &Peer, page: Page, now: u64)
     // Reading what awaits the caller is a user's read, like its inbox: agents are write-only
     // and are refused (and logged), not answered with an empty list.
     relay.authorize_relay(peer, Action::Inbox, now).await?;
+    super::delivery::refuse_previous_identity(relay, peer, now)?;
     let principal = relay.principal_of(peer, now)?;
     let policy = relay.policy();
     let may_approve = |g: &GrantRecord| {
@@ -338,6 +349,7 @@ pub async fn deny(relay: &Relay, peer: &Peer, denial: WireSigned, now: u64) -> H
 /// A page of the grants the caller made, each with where it is now.
 pub async fn mine(relay: &Relay, peer: &Peer, page: Page, now: u64) -> Handled {
     relay.authorize_relay(peer, Action::Inbox, now).await?;
+    super::delivery::refuse_previous_identity(relay, peer, now)?;
     let (grants, next) = paginate(
         page.after,
         page.capped_limit(),

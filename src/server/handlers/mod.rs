@@ -50,6 +50,8 @@ pub enum Outcome {
 
 /// Most records one page may examine (visible or not) before it is answered with what it has.
 pub const SCAN_MAX: usize = 10_000;
+/// Records read from the store at a time while a page is built.
+pub const SCAN_BATCH: usize = 256;
 
 /// One page of a listing, built only from records the caller may see (threat 52): records are
 /// read from the store `limit` at a time after `after` (`fetch(after, limit)`, in cursor
@@ -74,9 +76,12 @@ pub fn paginate<R, V: serde::Serialize>(
     let mut last_shown = None;
     let mut position = after;
     let mut scanned = 0usize;
+    // The store is read in batches of at least SCAN_BATCH, whatever the page's limit: a page of
+    // one behind many hidden records costs a few reads, not one per record.
+    let batch_size = limit.max(SCAN_BATCH);
     loop {
-        let batch = fetch(position, limit)?;
-        let exhausted = batch.len() < limit;
+        let batch = fetch(position, batch_size)?;
+        let exhausted = batch.len() < batch_size;
         for r in batch {
             let rid = id(&r);
             position = Some(rid);

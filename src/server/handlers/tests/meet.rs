@@ -23,14 +23,19 @@ fn monitored(adjust: impl FnOnce(&mut RelayConfig)) -> Fixture {
 }
 
 impl Fixture {
-    fn bot_quarantined(&self) -> bool {
+    pub(super) fn bot_quarantined(&self) -> bool {
         self.relay
             .monitor
             .is_quarantined(&self.bot.id.clone().unwrap().to_string())
     }
 
     /// A grant by `user` for the bot, signed as a client that skips its own checks would.
-    fn grant_by(&self, user: &Identity, resource: &str, purpose: &str) -> (Grant, Request) {
+    pub(super) fn grant_by(
+        &self,
+        user: &Identity,
+        resource: &str,
+        purpose: &str,
+    ) -> (Grant, Request) {
         let g = Grant {
             grant_id: GrantId::random().unwrap(),
             user: user.id.clone().unwrap(),
@@ -52,14 +57,14 @@ impl Fixture {
         (g, req)
     }
 
-    async fn granted_by(&self, user: &Identity, resource: &str) -> GrantId {
+    pub(super) async fn granted_by(&self, user: &Identity, resource: &str) -> GrantId {
         let (g, req) = self.grant_by(user, resource, "triage");
         self.call(user, req).await.unwrap();
         g.grant_id
     }
 
     /// The bot seals `plaintext` to `user`'s age key (whatever its type) and submits it.
-    async fn submit_for(
+    pub(super) async fn submit_for(
         &self,
         user: &Identity,
         grant_id: GrantId,
@@ -87,7 +92,7 @@ impl Fixture {
 
     /// Stores a grant as a relay that did not yet refuse unfillable grants would have (made
     /// before `require_post_quantum` was turned on, say).
-    async fn store_grant_directly(&self, user: &Identity, resource: &str) -> GrantId {
+    pub(super) async fn store_grant_directly(&self, user: &Identity, resource: &str) -> GrantId {
         let (g, _) = self.grant_by(user, resource, "made long ago");
         let signed = Signed::sign(
             crate::core::sign::StatementType::Grant,
@@ -122,7 +127,7 @@ impl Fixture {
         g.grant_id
     }
 
-    async fn ready_for_bot(&self) -> Vec<GrantId> {
+    pub(super) async fn ready_for_bot(&self) -> Vec<GrantId> {
         let Reply::Grants { grants, .. } = self
             .call(
                 &self.bot,
@@ -467,134 +472,4 @@ async fn one_user_cannot_take_an_agents_quota_and_unanswered_approvals_lapse() {
     assert!(crate::server::sweep::sweep_expired(&f.relay).await >= 2);
     assert_eq!(f.relay.store.usage(&alice).unwrap().open_grants, 0);
     f.grant("payroll/d").await;
-}
-
-/// Threat 52, defect 4 (found by reading): the approvals listing's cursor was the last record
-/// the store returned, visible or not, so a user paging with limit 1 learned the ids (and the
-/// number, and the coming and going) of grants they may not decide. On main carol's first,
-/// empty page came with a cursor: the id of alice's grant.
-#[tokio::test]
-async fn pages_and_cursors_hold_only_what_the_caller_may_see() {
-    let f = fixture();
-    let mut alices = std::collections::BTreeSet::new();
-    for i in 0..5 {
-        alices.insert(f.grant(&format!("payroll/{i}")).await.0);
-    }
-    // Bob's own grants await approval too, but he may not approve them himself.
-    let mut bobs = std::collections::BTreeSet::new();
-    for i in 0..5 {
-        bobs.insert(f.granted_by(&f.bob, &format!("payroll/b{i}")).await.0);
-    }
-    let one = |after: Option<[u8; 16]>| Page { after, limit: 1 };
-    // Carol may approve nothing: one empty page, no cursor.
-    let Reply::Pending { grants, next } = f
-        .call(&f.carol, Request::PendingApprovals { page: one(None) })
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
-    assert!(grants.is_empty());
-    assert_eq!(
-        next, None,
-        "an empty page's cursor names a grant carol may not see"
-    );
-    // Bob pages one by one: every cursor is a grant on his page, and he sees alice's only.
-    let mut after = None;
-    let mut seen = std::collections::BTreeSet::new();
-    loop {
-        let Reply::Pending { grants, next } = f
-            .call(&f.bob, Request::PendingApprovals { page: one(after) })
-            .await
-            .unwrap()
-        else {
-            panic!()
-        };
-        for g in &grants {
-            seen.insert(Grant::decode(&g.view.grant.statement).unwrap().grant_id.0);
-        }
-        match next {
-            None => break,
-            Some(cursor) => {
-                assert!(
-                    alices.contains(&cursor) && seen.contains(&cursor),
-                    "a cursor that is not on the page"
-                );
-                assert!(!bobs.contains(&cursor));
-                after = Some(cursor);
-            }
-        }
-    }
-    assert_eq!(seen, alices);
-    // The agent's own listing: grants awaiting approval are invisible to it, cursors too.
-    let ready: std::collections::BTreeSet<_> =
-        [f.grant("tickets/1").await.0, f.grant("tickets/2").await.0].into();
-    let mut after = None;
-    let mut listed = std::collections::BTreeSet::new();
-    loop {
-        let Reply::Grants { grants, next } = f
-            .call(&f.bot, Request::ListGrants { page: one(after) })
-            .await
-            .unwrap()
-        else {
-            panic!()
-        };
-        for g in &grants {
-            listed.insert(Grant::decode(&g.grant.statement).unwrap().grant_id.0);
-        }
-        match next {
-            None => break,
-            Some(cursor) => {
-                assert!(
-                    ready.contains(&cursor),
-                    "the cursor names a grant awaiting approval"
-                );
-                after = Some(cursor);
-            }
-        }
-    }
-    assert_eq!(listed, ready);
-}
-
-/// Threat 54, defect 5 (found by trying it): invisible and direction-changing characters passed
-/// the control-character check, so a purpose could show the approver one text and the model
-/// another. Each class is refused when the grant is made, by the relay (for a client that
-/// skips its own check) and by the signing client; ordinary non-ASCII text is not.
-#[tokio::test]
-async fn purposes_with_invisible_or_bidi_characters_are_refused_at_grant_time() {
-    let f = fixture();
-    for (class, purpose) in [
-        ("right-to-left override", "pay \u{202E}lortnoc"),
-        ("left-to-right isolate", "a\u{2066}b\u{2069}"),
-        ("zero-width space", "ignore\u{200B}previous"),
-        ("zero-width joiner", "a\u{200D}b"),
-        ("tag characters", "triage\u{E0069}\u{E0067}\u{E006E}"),
-        ("byte order mark", "\u{FEFF}triage"),
-        ("Arabic letter mark", "a\u{061C}b"),
-        ("soft hyphen", "tri\u{00AD}age"),
-        ("variation selector", "a\u{FE0F}"),
-        ("line separator", "one\u{2028}two"),
-        ("private use", "\u{E000}"),
-    ] {
-        let (g, req) = f.grant_by(&f.alice, "tickets/1", purpose);
-        let refusal = f.call(&f.alice, req).await.expect_err(class);
-        assert_eq!(refusal.code, ErrorCode::BadRequest, "{class}");
-        assert!(
-            refusal.message.contains("U+"),
-            "{class}: {}",
-            refusal.message
-        );
-        assert!(
-            f.relay.store.grant(&g.grant_id).unwrap().is_none(),
-            "{class}"
-        );
-        assert!(
-            g.sign(&f.alice.signing_key).is_err(),
-            "{class}: the client signs it"
-        );
-    }
-    for purpose in ["Überprüfung für Zoë — 税务 (Q3)", "naïve café", "שלום"] {
-        let (_, req) = f.grant_by(&f.alice, "tickets/1", purpose);
-        f.call(&f.alice, req).await.unwrap();
-    }
 }

@@ -29,6 +29,7 @@ mod delivery;
 mod grants;
 mod meet;
 mod rotation;
+mod visible;
 
 struct Fixture {
     _tmp: tempfile::TempDir,
