@@ -74,11 +74,21 @@ impl Fixture {
         let mut body = Vec::new();
         crate::core::envelope::seal(recipient.as_recipient(), &mut &plaintext[..], &mut body, 1)
             .unwrap();
+        self.submit_body(user, grant_id, &body).await
+    }
+
+    /// The bot signs a statement for `body` (whatever it holds) and submits it for `user`.
+    pub(super) async fn submit_body(
+        &self,
+        user: &Identity,
+        grant_id: GrantId,
+        body: &[u8],
+    ) -> Result<Reply, crate::server::refusal::Refusal> {
         let statement = Submission {
             grant_id,
             user: user.id.clone().unwrap(),
             agent: self.bot.id.clone().unwrap(),
-            ciphertext_sha256: sha256(&body),
+            ciphertext_sha256: sha256(body),
             ciphertext_len: body.len() as u64,
         }
         .sign(&self.bot.signing_key);
@@ -87,7 +97,7 @@ impl Fixture {
             statement: WireSigned::from_signed(&statement),
             length: body.len() as u64,
         };
-        self.call_with_body(&self.bot, request, &body).await
+        self.call_with_body(&self.bot, request, body).await
     }
 
     /// Stores a grant as a relay that did not yet refuse unfillable grants would have (made
@@ -212,21 +222,8 @@ async fn what_an_agent_could_have_avoided_counts_against_it() {
     for i in 0..3 {
         let id = f.grant(&format!("tickets/{i}")).await;
         let body = vec![b'a'; 4096];
-        let statement = Submission {
-            grant_id: id,
-            user: f.alice.id.clone().unwrap(),
-            agent: f.bot.id.clone().unwrap(),
-            ciphertext_sha256: sha256(&body),
-            ciphertext_len: body.len() as u64,
-        }
-        .sign(&f.bot.signing_key);
-        let req = Request::Submit {
-            grant_id: id,
-            statement: WireSigned::from_signed(&statement),
-            length: body.len() as u64,
-        };
         assert_eq!(
-            code(f.call_with_body(&f.bot, req, &body).await),
+            code(f.submit_body(&f.alice, id, &body).await),
             ErrorCode::InvalidEnvelope
         );
     }
@@ -239,21 +236,8 @@ async fn what_an_agent_could_have_avoided_counts_against_it() {
         let id = f.grant(&format!("tickets/{i}")).await;
         let mut body = Vec::new();
         crate::core::envelope::seal(&x25519, &mut &b"data"[..], &mut body, 1).unwrap();
-        let statement = Submission {
-            grant_id: id,
-            user: f.alice.id.clone().unwrap(),
-            agent: f.bot.id.clone().unwrap(),
-            ciphertext_sha256: sha256(&body),
-            ciphertext_len: body.len() as u64,
-        }
-        .sign(&f.bot.signing_key);
-        let req = Request::Submit {
-            grant_id: id,
-            statement: WireSigned::from_signed(&statement),
-            length: body.len() as u64,
-        };
         assert_eq!(
-            code(f.call_with_body(&f.bot, req, &body).await),
+            code(f.submit_body(&f.alice, id, &body).await),
             ErrorCode::InvalidEnvelope
         );
     }

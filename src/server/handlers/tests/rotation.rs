@@ -160,8 +160,8 @@ async fn a_rotated_users_old_identity_finishes_what_was_sealed_to_it_and_the_age
     assert!(refusal.message.contains("rotated"), "{}", refusal.message);
     // What was sealed to the new key is out of the previous identity's reach: not listed, not
     // fetched, no receipt (a stolen old key cannot take or close it).
-    let g5 = f.granted_as(&alice_new, "tickets/5").await;
-    let Reply::Submitted { envelope_id: e5 } = f.submit_as(&alice_new, g5, b"five").await.unwrap()
+    let g5 = f.granted_by(&alice_new, "tickets/5").await;
+    let Reply::Submitted { envelope_id: e5 } = f.submit_for(&alice_new, g5, b"five").await.unwrap()
     else {
         panic!()
     };
@@ -194,8 +194,8 @@ async fn a_rotated_users_old_identity_finishes_what_was_sealed_to_it_and_the_age
         .expect_err("a receipt for the new key's envelope");
     assert_eq!(r.code, ErrorCode::NotFound);
     // An undecryptable receipt signed with the key the grant was made with still counts.
-    let g4 = f.granted_as(&alice_new, "tickets/4").await;
-    let Reply::Submitted { envelope_id: e4 } = f.submit_as(&alice_new, g4, b"four").await.unwrap()
+    let g4 = f.granted_by(&alice_new, "tickets/4").await;
+    let Reply::Submitted { envelope_id: e4 } = f.submit_for(&alice_new, g4, b"four").await.unwrap()
     else {
         panic!()
     };
@@ -218,57 +218,4 @@ async fn a_rotated_users_old_identity_finishes_what_was_sealed_to_it_and_the_age
         .await
         .expect_err("past the grace period");
     assert_eq!(r.code, ErrorCode::Unauthenticated);
-}
-
-impl Fixture {
-    /// A grant by `who` (alice's current identity after a rotation) for the bot.
-    async fn granted_as(&self, who: &Identity, resource: &str) -> GrantId {
-        let g = Grant {
-            grant_id: GrantId::random().unwrap(),
-            user: who.id.clone().unwrap(),
-            agent: self.bot.id.clone().unwrap(),
-            resource: resource.into(),
-            purpose: "triage".into(),
-            created: self.now(),
-            expires: self.now() + 600,
-            max_bytes: 1 << 20,
-        };
-        let signed = g.sign(&who.signing_key).unwrap();
-        self.call(
-            who,
-            Request::CreateGrant {
-                grant: WireSigned::from_signed(&signed),
-            },
-        )
-        .await
-        .unwrap();
-        g.grant_id
-    }
-
-    /// The bot seals to `who`'s key and submits for `grant_id`.
-    async fn submit_as(
-        &self,
-        who: &Identity,
-        grant_id: GrantId,
-        plaintext: &[u8],
-    ) -> Result<Reply, super::super::Refusal> {
-        let recipient = who.age_identity.as_ref().unwrap().to_public();
-        let mut body = Vec::new();
-        crate::core::envelope::seal(recipient.as_recipient(), &mut &plaintext[..], &mut body, 1)
-            .unwrap();
-        let statement = Submission {
-            grant_id,
-            user: who.id.clone().unwrap(),
-            agent: self.bot.id.clone().unwrap(),
-            ciphertext_sha256: sha256(&body),
-            ciphertext_len: body.len() as u64,
-        }
-        .sign(&self.bot.signing_key);
-        let request = Request::Submit {
-            grant_id,
-            statement: WireSigned::from_signed(&statement),
-            length: body.len() as u64,
-        };
-        self.call_with_body(&self.bot, request, &body).await
-    }
 }
