@@ -21,7 +21,7 @@ use common::{ok_in, run_in};
 use sealrelay::core::sign::{SigningKey, VerifierKey};
 use sealrelay::core::tlog::checkpoint::Checkpoint;
 use sealrelay::core::tlog::cosignature::{self, CosignerKey};
-use sealrelay::core::tlog::witness::AddCheckpoint;
+use sealrelay::core::tlog::witness_protocol::AddCheckpoint;
 use sealrelay::core::tlog::{leaf_hash, Tree};
 
 /// Starts `sealrelay witness serve` in `dir`; returns the process and its URL.

@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use sealrelay::core::sign::{SigningKey, VerifierKey};
 use sealrelay::core::tlog::checkpoint::Checkpoint;
-use sealrelay::core::tlog::witness::{decide, origin_of, AddCheckpoint};
+use sealrelay::core::tlog::witness_protocol::{decide, origin_of, AddCheckpoint};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(req) = AddCheckpoint::parse(data) else {

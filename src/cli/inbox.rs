@@ -3,17 +3,15 @@
 //! verify is never opened and gets an `undecryptable` receipt), and the approver's `approvals`,
 //! `approve` and `deny`.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
-use sealrelay::client::{EnvelopeHeader, OpenGrant, UserClient};
+use sealrelay::client::{Destination, EnvelopeHeader, OpenGrant, UserClient};
 use sealrelay::clock;
 use sealrelay::core::grant::DeliveryStatus;
 use sealrelay::error::{Error, Result};
 use sealrelay::ids::{hex, parse_hex, EnvelopeId, GrantId, PartyKind};
 use sealrelay::local::checkpoint_state::CheckpointState;
-use sealrelay::local::fs::{write_atomic, Output, PUBLIC_MODE};
 use sealrelay::local::identity_file;
 
 use super::relay::{runtime, scratch_dir, IdentityRelayArgs, RelayArg};
@@ -96,17 +94,6 @@ pub struct FetchArgs {
     relay: RelayArg,
 }
 
-/// Writes a receipt file (the user-signed receipt; later with its proof) beside the output.
-fn save_receipt(path: &Path, file: &sealrelay::core::receipt_file::ReceiptFile) -> Result<()> {
-    write_atomic(path, file.to_json().as_bytes(), PUBLIC_MODE, true)
-}
-
-fn receipt_path(out: &Path) -> PathBuf {
-    let mut s = out.as_os_str().to_owned();
-    s.push(".receipt");
-    PathBuf::from(s)
-}
-
 pub fn fetch(args: FetchArgs) -> Result<()> {
     let identity = identity_file::load_enrolled(&args.identity, PartyKind::User, clock::now())?;
     let relay = args.relay.address(&identity);
@@ -157,30 +144,16 @@ pub fn fetch(args: FetchArgs) -> Result<()> {
                 (Some(p), false) => Some(p.clone()),
                 (None, _) => None,
             };
-            let fetched = match &out_path {
-                Some(p) => {
-                    let mut file = Output::create(p, 0o600)?;
-                    let f = user.fetch(*id, &scratch_dir(), &mut file).await?;
-                    if f.status == DeliveryStatus::Delivered {
-                        file.commit()?;
-                    }
-                    f
-                }
-                None => {
-                    let mut stdout = std::io::stdout();
-                    let f = user.fetch(*id, &scratch_dir(), &mut stdout).await?;
-                    let _ = stdout.flush();
-                    f
-                }
+            // Into the file (kept only if it opened), or stdout; the receipt beside the output,
+            // unless the output is a device or a FIFO: then in the current directory, named by
+            // the envelope.
+            let mut stdout = std::io::stdout();
+            let to = match &out_path {
+                Some(p) => Destination::Path(p),
+                None => Destination::Stream(&mut stdout),
             };
-            // Beside the output, unless the output is a device or a FIFO: then in the current
-            // directory, named by the envelope.
-            let beside = out_path
-                .clone()
-                .filter(|p| std::fs::metadata(p).map(|m| m.is_file()).unwrap_or(true))
-                .unwrap_or_else(|| PathBuf::from(hex(id)));
-            let rpath = receipt_path(&beside);
-            save_receipt(&rpath, &fetched.receipt_file)?;
+            let saved = user.fetch_to(*id, to, &scratch_dir()).await?;
+            let (fetched, rpath) = (saved.fetched, saved.receipt_path);
             eprint!("{}", header_lines(&fetched.header));
             match fetched.status {
                 DeliveryStatus::Delivered => eprintln!(

@@ -11,9 +11,10 @@ use sealrelay::core::directory::DirectoryEntry;
 use sealrelay::error::{Error, Result};
 use sealrelay::ids::PartyKind;
 use sealrelay::local::identity_file;
-use sealrelay::mcp::http::{random_token, HttpServer, PATH};
+use sealrelay::mcp::http::{HttpServer, PATH};
 use sealrelay::mcp::server::McpServer;
 use sealrelay::mcp::BlindAgent;
+use sealrelay::net::token::random_token;
 use zeroize::Zeroizing;
 
 use super::relay::{runtime, scratch_dir, RelayArg};

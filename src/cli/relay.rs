@@ -1,12 +1,14 @@
-//! Commands that talk to (or are) the relay: `serve`, `grant`, `grants`, `send`, `agent run`,
-//! `inbox`, `fetch`, and pushing the directory.
+//! Commands that talk to (or are) the relay: `serve`, `grant`, `grants`, `send` (through
+//! `client::deliver`), and pushing the directory. `agent run` is in `worker.rs`; `inbox`,
+//! `fetch` and the approver's commands are in `inbox.rs`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 use sealrelay::client::{
-    AdminClient, AgentClient, GrantRequest, OpenGrant, SerialPins, UserClient,
+    deliver, AdminClient, AgentClient, Courier, ForGrant, GrantRequest, OpenGrant, Plaintext,
+    Retry, SerialPins, UserClient,
 };
 use sealrelay::clock;
 use sealrelay::core::identity::Identity;
@@ -315,51 +317,34 @@ pub fn send(args: SendArgs) -> Result<()> {
         &args.identity,
         &sealrelay::client::authority(&identity)?,
     )?);
+    let courier = Courier {
+        identity: std::sync::Arc::new(identity),
+        relay,
+        pins,
+        scratch: scratch_dir(),
+    };
     runtime()?.block_on(async {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.retry_for);
-        let mut delay = std::time::Duration::from_millis(250);
-        let mut sealed: Option<sealrelay::client::Sealed> = None;
-        loop {
-            let attempt = async {
-                let agent = AgentClient::connect(&identity, &relay)
-                    .await?
-                    .with_pins(pins.clone());
-                let sealed = match &mut sealed {
-                    Some(s) => s,
-                    None => {
-                        let grants = agent.grants().await?;
-                        let grant = grants
-                            .iter()
-                            .find(|g| g.grant.grant_id == grant_id)
-                            .ok_or_else(|| Error::not_found("no open grant with that id for this agent (used, expired, or addressed to another agent)"))?;
-                        sealed.insert(agent.seal(grant, &mut input, &scratch_dir())?)
-                    }
-                };
-                let id = agent.submit_sealed(sealed).await?;
-                agent.conn.close().await;
-                Ok::<_, Error>(id)
-            };
-            match attempt.await {
-                Ok(id) => {
-                    println!("{}", hex(id));
-                    return Ok(());
-                }
-                Err(e)
-                    if e.kind() == sealrelay::ErrorKind::Unavailable
-                        && std::time::Instant::now() + delay < deadline =>
-                {
-                    eprintln!(
-                        "the relay is unreachable ({}); retrying in {:.1} s",
-                        e.message(),
-                        delay.as_secs_f64()
-                    );
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(std::time::Duration::from_secs(4));
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let delivered = deliver(
+            &courier,
+            None,
+            ForGrant::Id(grant_id),
+            Plaintext::Reader(&mut input),
+            Retry::until(deadline, say_unreachable),
+        )
+        .await?;
+        println!("{}", hex(delivered.envelope_id));
+        Ok(())
     })
+}
+
+/// `send`'s word on each retry while the relay is unreachable.
+fn say_unreachable(e: &Error, wait: std::time::Duration) {
+    eprintln!(
+        "the relay is unreachable ({}); retrying in {:.1} s",
+        e.message(),
+        wait.as_secs_f64()
+    );
 }
 
 /// Pushes signed statements to the relay as the admin in `dir/admin.id`.

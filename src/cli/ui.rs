@@ -8,7 +8,8 @@ use sealrelay::clock;
 use sealrelay::error::Result;
 use sealrelay::ids::PartyKind;
 use sealrelay::local::identity_file;
-use sealrelay::ui::{random_token, UiServer};
+use sealrelay::net::token::random_token;
+use sealrelay::ui::UiServer;
 
 use super::relay::{runtime, RelayArg};
 

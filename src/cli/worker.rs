@@ -1,12 +1,28 @@
 //! `sealrelay agent run`: the agent worker. For each new grant it runs a command (never through
 //! a shell's parsing of the name: the resource and purpose are arguments), seals the command's
 //! output to the grant's user and sends it; it outlives relay restarts.
+//!
+//! The command is run by the connectors' runner (`connect::command`), as
+//! `["/bin/sh", "-c", CMD, "sealrelay-agent", RESOURCE, PURPOSE]`: `--exec` is documented
+//! (docs/cli.md, DESIGN.md §6) as a command run by `sh -c` that gets the resource and purpose as
+//! `$1` and `$2`, so CMD is the operator's own shell text and is kept whole (splitting it would
+//! break its pipes, quotes and `$1`); the shell parses only CMD, and the resource and purpose
+//! reach it as positional arguments, never as shell text. Unlike a connector's command under a
+//! model, it sees the worker's whole environment and its stderr reaches the worker's, as before;
+//! it has no deadline (`agent run` has no flag for one), and its output goes to a scratch file
+//! (the grant's `max_bytes` is checked when it is sealed). From the runner it gets a process
+//! group of its own, killed once the command exits: what it left running in the background
+//! goes with it.
+//! Sending goes through `client::deliver`, one try per poll: a grant whose answer was lost is
+//! tried again (the command run again) at the next poll.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Args;
-use sealrelay::client::AgentClient;
+use sealrelay::client::{command_env, deliver, Courier, ForGrant, OpenGrant, Plaintext, Retry};
 use sealrelay::clock;
+use sealrelay::connect::command::{run_to_end, Program, RunError};
 use sealrelay::error::{Error, Result};
 use sealrelay::ids::{hex, GrantId, PartyKind};
 use sealrelay::local::identity_file;
@@ -35,14 +51,18 @@ pub struct RunArgs {
 pub fn run_agent(args: RunArgs) -> Result<()> {
     let identity = identity_file::load_enrolled(&args.identity, PartyKind::Agent, clock::now())?;
     let relay = args.relay.address(&identity);
-    let pins = std::sync::Arc::new(sealrelay::client::SerialPins::for_identity(
+    let pins = Arc::new(sealrelay::client::SerialPins::for_identity(
         &args.identity,
         &sealrelay::client::authority(&identity)?,
     )?);
+    let courier = Courier {
+        identity: Arc::new(identity),
+        relay,
+        pins,
+        scratch: scratch_dir(),
+    };
     runtime()?.block_on(async {
-        let mut agent = AgentClient::connect(&identity, &relay)
-            .await?
-            .with_pins(pins.clone());
+        let mut agent = courier.connect().await?;
         let mut failed: std::collections::HashSet<GrantId> = std::collections::HashSet::new();
         let mut delay = std::time::Duration::from_millis(500);
         loop {
@@ -60,8 +80,8 @@ pub fn run_agent(args: RunArgs) -> Result<()> {
                     );
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(std::time::Duration::from_secs(30));
-                    if let Ok(again) = AgentClient::connect(&identity, &relay).await {
-                        agent = again.with_pins(pins.clone());
+                    if let Ok(again) = courier.connect().await {
+                        agent = again;
                     }
                     continue;
                 }
@@ -84,21 +104,7 @@ pub fn run_agent(args: RunArgs) -> Result<()> {
                 let stdout = out_file
                     .try_clone()
                     .map_err(|e| Error::io(format!("cannot make a scratch file: {e}")))?;
-                let status = tokio::process::Command::new("sh")
-                    .arg("-c")
-                    .arg(&args.exec)
-                    .arg("sealrelay-agent")
-                    .arg(&g.grant.resource)
-                    .arg(&g.grant.purpose)
-                    .env("SEALRELAY_RESOURCE", &g.grant.resource)
-                    .env("SEALRELAY_PURPOSE", &g.grant.purpose)
-                    .env("SEALRELAY_GRANT", &id)
-                    .env("SEALRELAY_USER", g.grant.user.to_string())
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::from(stdout))
-                    .status()
-                    .await
-                    .map_err(|e| Error::io(format!("cannot run {:?}: {e}", args.exec)))?;
+                let status = run_exec(&args.exec, &g, stdout).await?;
                 if !status.success() {
                     eprintln!(
                         "grant {id}: the command failed ({status}); not sending, not retrying"
@@ -108,11 +114,19 @@ pub fn run_agent(args: RunArgs) -> Result<()> {
                 }
                 std::io::Seek::seek(&mut out_file, std::io::SeekFrom::Start(0))
                     .map_err(|e| Error::io(format!("cannot rewind the scratch file: {e}")))?;
-                match agent.send(&g, &mut out_file, &scratch_dir()).await {
-                    Ok(env) => println!(
+                let sent = deliver(
+                    &courier,
+                    Some(&agent),
+                    ForGrant::Listed(&g),
+                    Plaintext::Reader(&mut out_file),
+                    Retry::once(),
+                )
+                .await;
+                match sent {
+                    Ok(d) => println!(
                         "grant {id} ({}): sent envelope {}",
                         g.grant.resource,
-                        hex(env)
+                        hex(d.envelope_id)
                     ),
                     // The relay went away: the grant stays open and is tried again next poll.
                     Err(e) if e.kind() == sealrelay::ErrorKind::Unavailable => {
@@ -132,4 +146,38 @@ pub fn run_agent(args: RunArgs) -> Result<()> {
         agent.conn.close().await;
         Ok(())
     })
+}
+
+/// Runs `--exec` for one grant through the connectors' runner (see the module's doc for why
+/// through `/bin/sh -c`), its stdout into `stdout`, on a blocking thread; says how it exited.
+async fn run_exec(
+    exec: &str,
+    grant: &OpenGrant,
+    stdout: std::fs::File,
+) -> Result<std::process::ExitStatus> {
+    let argv = vec![
+        "/bin/sh".to_owned(),
+        "-c".to_owned(),
+        exec.to_owned(),
+        "sealrelay-agent".to_owned(),
+        grant.grant.resource.clone(),
+        grant.grant.purpose.clone(),
+    ];
+    let env = command_env(grant);
+    let exec = exec.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let program = Program {
+            argv: &argv,
+            env: &env,
+            inherit_env: true,
+            show_stderr: true,
+            timeout: None,
+        };
+        run_to_end(&program, stdout).map_err(|e| match e {
+            RunError::Start(e) => Error::io(format!("cannot run {exec:?}: {e}")),
+            RunError::Other(e) => e,
+        })
+    })
+    .await
+    .map_err(|_| Error::internal("the command's task failed"))?
 }

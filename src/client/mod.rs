@@ -1,6 +1,11 @@
 //! The client library the CLI, the demo and the tests use: [`UserClient`], [`AgentClient`] and
 //! [`AdminClient`] over one mutually authenticated QUIC [`Connection`] each.
 //!
+//! Each operation every surface shares is written once here: [`deliver()`] (seal once, submit,
+//! submit again after a lost answer) for `send`, `agent run` and the MCP server, and
+//! [`UserClient::fetch_to`] (fetch into a file, save the receipt beside it) for `fetch` and the
+//! web client.
+//!
 //! Clients trust nothing the relay says about keys: every directory entry the relay hands over
 //! is verified against the authority key pinned in the caller's identity before it is used
 //! (`verify.rs`).
@@ -8,7 +13,9 @@
 mod admin;
 mod agent;
 mod connection;
+mod deliver;
 mod fetch;
+mod fetch_to;
 mod header;
 mod user;
 mod verify;
@@ -16,7 +23,11 @@ mod verify;
 pub use admin::AdminClient;
 pub use agent::{seal_for, AgentClient, Sealed, SubmissionStatus};
 pub use connection::{connection_error, Connection, CONNECT_TIMEOUT};
+pub use deliver::{
+    command_env, deliver, Courier, Delivered, ForGrant, Plaintext, Retry, FIRST_WAIT, MAX_WAIT,
+};
 pub use fetch::Fetched;
+pub use fetch_to::{receipt_path, Destination, Saved};
 pub use header::{describe, EnvelopeHeader, HeaderJson};
 pub use user::{GrantRequest, MyGrant, UserClient};
 pub use verify::{authority, OpenGrant, SerialPins};

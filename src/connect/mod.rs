@@ -7,7 +7,12 @@
 //! A source is a plain [`std::io::Read`] with a byte limit, pulled by the sealer a bounded
 //! buffer at a time: no plaintext on disk, in a log, or in any error (errors say what failed —
 //! a status code, a limit, a path rule — never what was read).
+//!
+//! [`command`] is the one runner of processes for data (an argv as given, never a shell of its
+//! own; its own process group, an optional watchdog, the group killed at the end): command
+//! connectors use it, and so does `agent run`.
 
+pub mod command;
 mod source;
 
 use std::collections::BTreeMap;

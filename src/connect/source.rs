@@ -3,10 +3,11 @@
 
 use std::io::Read;
 use std::os::unix::fs::FileTypeExt;
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::{ChildStdout, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::command::{self, Program, RunError, Running};
 use super::{Connector, Kind};
 use crate::error::{Error, Result};
 
@@ -22,19 +23,8 @@ pub struct Source {
 enum Inner {
     Http(Box<dyn Read + Send>),
     File(std::fs::File),
-    Command(Running),
-}
-
-/// A command's child, shared with its watchdog (which kills it at the deadline).
-struct Running {
-    child: Arc<Mutex<Child>>,
-    stdout: ChildStdout,
-    stop: Option<mpsc::Sender<()>>,
-    watchdog: Option<std::thread::JoinHandle<bool>>,
-    /// Whether the watchdog fired (known once it is stopped).
-    timed_out: bool,
-    /// The leader was reaped: its pid is no longer ours to signal.
-    reaped: bool,
+    /// A command run by `command.rs`, and the reading end of its stdout.
+    Command(Running, ChildStdout),
 }
 
 /// What fills the templates: the resource, and the segments after the pattern's prefix.
@@ -102,7 +92,10 @@ impl Connector {
                 )?)
             }
             Kind::File { root } => Inner::File(open_beneath(root, &rest, limit)?),
-            Kind::Command { argv } => Inner::Command(self.spawn(argv, &rest, resource, env)?),
+            Kind::Command { argv } => {
+                let (running, stdout) = self.spawn(argv, &rest, resource, env)?;
+                Inner::Command(running, stdout)
+            }
         };
         Ok(Source {
             inner,
@@ -174,17 +167,20 @@ impl Connector {
         Ok(Box::new(response.into_body().into_reader()))
     }
 
+    /// Fills the argument templates and runs the command through `command.rs`: no shell, a
+    /// clean environment, stderr dropped, killed with its group at `timeout_secs`.
     fn spawn(
         &self,
         argv: &[String],
         rest: &str,
         resource: &str,
         env: &[(&str, String)],
-    ) -> Result<Running> {
+    ) -> Result<(Running, ChildStdout)> {
         let (program, args) = argv
             .split_first()
             .ok_or_else(|| Error::bad_input("command is empty"))?;
-        let mut cmd = Command::new(program);
+        let mut filled_argv = Vec::with_capacity(argv.len());
+        filled_argv.push(program.clone());
         for a in args {
             let filled = a.replace("{rest}", rest).replace("{resource}", resource);
             // A resource segment may start with '-': it must never become an option.
@@ -193,63 +189,27 @@ impl Connector {
                     "the resource would reach the command as an option (it starts with '-'): refused",
                 ));
             }
-            cmd.arg(filled);
+            filled_argv.push(filled);
         }
         // Only what a program needs, and the grant's facts: not the agent's environment (which
-        // holds the HTTP connectors' secrets).
-        cmd.env_clear();
-        for name in ["PATH", "LANG", "LC_ALL", "HOME", "TMPDIR"] {
-            if let Some(v) = std::env::var_os(name) {
-                cmd.env(name, v);
-            }
+        // holds the HTTP connectors' secrets). No shell; stderr is dropped (it may echo data,
+        // and nothing of the data may reach a log or an error).
+        let program = Program {
+            argv: &filled_argv,
+            env,
+            inherit_env: false,
+            show_stderr: false,
+            timeout: Some(Duration::from_secs(self.timeout_secs)),
+        };
+        match command::start(&program, Stdio::piped()) {
+            Ok((running, Some(stdout))) => Ok((running, stdout)),
+            Ok((_, None)) => Err(Error::internal("the command has no stdout")),
+            Err(RunError::Start(e)) => Err(Error::io(format!(
+                "cannot run the connector's command: {}",
+                e.kind()
+            ))),
+            Err(RunError::Other(e)) => Err(e),
         }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        // Its own process group, so that the watchdog kills whatever it started too.
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        // No shell; stderr is dropped (it may echo data, and nothing of the data may reach a
-        // log or an error).
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| Error::io(format!("cannot run the connector's command: {}", e.kind())))?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| Error::internal("the command has no stdout"))?;
-        let child = Arc::new(Mutex::new(child));
-        let (stop, stopped) = mpsc::channel::<()>();
-        let deadline = Duration::from_secs(self.timeout_secs);
-        let watched = child.clone();
-        let watchdog = std::thread::Builder::new()
-            .name("connector-watchdog".into())
-            .spawn(move || match stopped.recv_timeout(deadline) {
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    // The whole group goes, so that a child the command left behind holding
-                    // the pipe cannot keep the read blocked (threat 50's neighbour: a timeout
-                    // that holds). The leader is never reaped while the watchdog runs (only
-                    // looked at with WNOWAIT), so its pid, and the group's, cannot be someone
-                    // else's yet, even when the leader has exited.
-                    if let Ok(mut c) = watched.lock() {
-                        kill_group(c.id());
-                        let _ = c.kill();
-                    }
-                    true
-                }
-                _ => false,
-            })
-            .map_err(|e| Error::internal(format!("cannot start the command's watchdog: {e}")))?;
-        Ok(Running {
-            child,
-            stdout,
-            stop: Some(stop),
-            watchdog: Some(watchdog),
-            timed_out: false,
-            reaped: false,
-        })
     }
 }
 
@@ -379,9 +339,9 @@ impl Source {
         if let Some(e) = self.failure.take() {
             return Err(e);
         }
-        if let Inner::Command(running) = &mut self.inner {
+        if let Inner::Command(running, _) = &mut self.inner {
             let status = running.wait()?;
-            if running.timed_out {
+            if running.timed_out() {
                 return Err(unavailable(format!(
                     "the command did not finish within {} s (timeout_secs): nothing was sent",
                     self.timeout_secs
@@ -400,89 +360,6 @@ impl Source {
     }
 }
 
-impl Running {
-    /// Waits for the command (the group's leader) to exit, then stops the watchdog and kills
-    /// what the command left running in its group, and only then reaps the leader: until
-    /// then it is only looked at (`WNOWAIT`), so the watchdog never signals a reused pid.
-    fn wait(&mut self) -> Result<std::process::ExitStatus> {
-        let pid = {
-            let c = self
-                .child
-                .lock()
-                .map_err(|_| Error::internal("the command's lock is poisoned"))?;
-            c.id()
-        };
-        while !exited(pid)? {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        self.stop_watchdog();
-        let mut c = self
-            .child
-            .lock()
-            .map_err(|_| Error::internal("the command's lock is poisoned"))?;
-        kill_group(c.id());
-        let status = c
-            .wait()
-            .map_err(|e| Error::io(format!("cannot wait for the command: {}", e.kind())))?;
-        self.reaped = true;
-        Ok(status)
-    }
-
-    /// Stops the watchdog and records whether it had fired.
-    fn stop_watchdog(&mut self) {
-        self.stop.take();
-        if let Some(w) = self.watchdog.take() {
-            self.timed_out = w.join().unwrap_or(true);
-        }
-    }
-}
-
-/// Whether the child `pid` has exited, without reaping it (`waitid` with `WNOWAIT`).
-fn exited(pid: u32) -> Result<bool> {
-    use rustix::process::{waitid, Pid, WaitId, WaitIdOptions};
-    let pid = i32::try_from(pid)
-        .ok()
-        .and_then(Pid::from_raw)
-        .ok_or_else(|| Error::internal("the command has no pid"))?;
-    let found = waitid(
-        WaitId::Pid(pid),
-        WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT,
-    )
-    .map_err(|e| {
-        Error::io(format!(
-            "cannot wait for the command: {}",
-            std::io::Error::from(e).kind()
-        ))
-    })?;
-    Ok(found.is_some())
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        // Cut short (a limit, an error), or done: the watchdog stops, the whole group goes,
-        // and the leader is reaped (it was never reaped before, so its pid is still ours).
-        self.stop_watchdog();
-        if self.reaped {
-            return;
-        }
-        if let Ok(mut c) = self.child.lock() {
-            kill_group(c.id());
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// SIGKILL to the process group `pid` leads (the command was started as its leader).
-fn kill_group(pid: u32) {
-    if let Some(pid) = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    {
-        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-    }
-}
-
 impl Read for Source {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.failure.is_some() {
@@ -494,7 +371,7 @@ impl Read for Source {
         let result = match &mut self.inner {
             Inner::Http(r) => r.read(&mut buf[..want]),
             Inner::File(f) => f.read(&mut buf[..want]),
-            Inner::Command(c) => c.stdout.read(&mut buf[..want]),
+            Inner::Command(_, stdout) => stdout.read(&mut buf[..want]),
         };
         match result {
             Ok(n) => {

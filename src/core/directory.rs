@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::codec::Writer;
+use super::resource::MAX_CLEARANCE;
 use super::sign::{
     statement_reader, statement_writer, PublicKey, Signed, SigningKey, StatementType,
 };
@@ -22,8 +23,6 @@ pub const MAX_RECIPIENT_LEN: usize = 2048;
 pub const MAX_SPKI_LEN: usize = 1024;
 pub const MAX_REASON_LEN: usize = 256;
 pub const MAX_SPIFFE_LEN: usize = MAX_TRUST_DOMAIN_LEN + MAX_NAME_LEN + 32;
-/// Highest clearance level.
-pub const MAX_CLEARANCE: u8 = 9;
 
 /// SHA-256.
 /// Most verified directory entries one process remembers.

@@ -17,6 +17,9 @@ use crate::ids::truncate_for_message;
 pub const MAX_RESOURCE_LEN: usize = 256;
 pub const MAX_SEGMENTS: usize = 16;
 pub const MAX_SEGMENT_LEN: usize = 64;
+/// Highest clearance level: a party's clearance (a directory entry's attribute) and a
+/// resource's classification are on one scale, 0 to this.
+pub const MAX_CLEARANCE: u8 = 9;
 
 fn segment_ok(seg: &str) -> bool {
     !seg.is_empty()
@@ -103,11 +106,7 @@ impl Catalog {
     pub fn parse(text: &str) -> Result<Self> {
         let c: Catalog = toml::from_str(text)
             .map_err(|e| Error::bad_input(format!("resource catalog: {}", e.message())))?;
-        if let Some(bad) = c
-            .resource
-            .iter()
-            .find(|e| e.classification > crate::core::directory::MAX_CLEARANCE)
-        {
+        if let Some(bad) = c.resource.iter().find(|e| e.classification > MAX_CLEARANCE) {
             return Err(Error::bad_input(format!(
                 "resource catalog: {} has a classification above 9",
                 bad.pattern

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::dirpaths::{entry_path, revocation_path};
 use super::fs::{ensure_dir, read_capped, write_atomic, PUBLIC_MODE};
 use super::trust_root::TrustRoot;
 use crate::core::directory::{
@@ -14,25 +15,6 @@ use crate::core::pki::{self, CertUsage, DAY};
 use crate::core::sign::{PublicKey, Signed, StatementType, MAX_SIGNED_FILE_LEN};
 use crate::error::{Error, Result};
 use crate::ids::{PartyKind, SpiffeId};
-
-fn kind_dir(kind: PartyKind) -> &'static str {
-    match kind {
-        PartyKind::User => "users",
-        PartyKind::Agent => "agents",
-        PartyKind::Admin => "admins",
-        PartyKind::Relay => "relays",
-    }
-}
-
-pub fn entry_path(dir: &Path, id: &SpiffeId, serial: u64) -> PathBuf {
-    dir.join(kind_dir(id.kind()))
-        .join(format!("{}.{serial}.entry", id.name()))
-}
-
-pub fn revocation_path(dir: &Path, id: &SpiffeId, serial: u64) -> PathBuf {
-    dir.join("revocations")
-        .join(format!("{}-{}.{serial}.revocation", id.kind(), id.name()))
-}
 
 /// What `directory verify` found.
 #[derive(Debug, Default, PartialEq, Eq)]

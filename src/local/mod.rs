@@ -1,8 +1,10 @@
 //! Files on this machine: careful reads and atomic writes ([`fs`]), identity files
-//! ([`identity_file`]), the admin's trust root ([`trust_root`]) and directory ([`dirstore`]), and
-//! the newest checkpoint a client has seen ([`checkpoint_state`]).
+//! ([`identity_file`]), the admin's trust root ([`trust_root`]) and directory ([`dirstore`], its
+//! file names in [`dirpaths`]), and the newest checkpoint a client has seen
+//! ([`checkpoint_state`]).
 
 pub mod checkpoint_state;
+pub mod dirpaths;
 pub mod dirstore;
 pub mod fs;
 pub mod identity_file;

@@ -159,7 +159,7 @@ pub fn init(dir: &Path, opts: &InitOptions, now: u64) -> Result<RootMeta> {
     }
     ensure_dir(&directory, 0o700)?;
     let ow = opts.force;
-    let entry_path = crate::local::dirstore::entry_path(&directory, &admin_entry_id(&meta)?, 1);
+    let entry_path = crate::local::dirpaths::entry_path(&directory, &admin_entry_id(&meta)?, 1);
     if let Some(parent) = entry_path.parent() {
         ensure_dir(parent, 0o700)?;
     }
@@ -451,7 +451,7 @@ impl TrustRoot {
     /// next push or relay start carries it. Does nothing when the entry exists.
     pub fn ensure_admin_entry(&self) -> Result<bool> {
         let id = admin_entry_id(&self.meta)?;
-        let path = crate::local::dirstore::entry_path(&self.directory_dir(), &id, 1);
+        let path = crate::local::dirpaths::entry_path(&self.directory_dir(), &id, 1);
         if exists(&path) {
             return Ok(false);
         }

@@ -16,6 +16,8 @@ use zeroize::Zeroizing;
 
 use super::server::McpServer;
 use crate::error::{Error, Result};
+use crate::net::loopback::bind_loopback;
+use crate::net::token::constant_time_eq;
 
 /// The path the MCP endpoint is served at.
 pub const PATH: &str = "/mcp";
@@ -88,7 +90,7 @@ async fn bearer(expected: &str, req: Request, next: Next) -> Response {
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    if !same(given, expected.as_bytes()) {
+    if !constant_time_eq(given, expected.as_bytes()) {
         return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
@@ -97,50 +99,4 @@ async fn bearer(expected: &str, req: Request, next: Next) -> Response {
             .into_response();
     }
     next.run(req).await
-}
-
-/// Binds a TCP listener on `listen`, refused (with `rule` and `why`) unless it is a loopback
-/// address; the MCP endpoint and the web client both listen this way.
-pub async fn bind_loopback(
-    listen: SocketAddr,
-    rule: &str,
-    why: &str,
-) -> Result<(tokio::net::TcpListener, SocketAddr)> {
-    if !listen.ip().is_loopback() {
-        return Err(Error::bad_input(format!("{rule}, not {listen}: {why}")));
-    }
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| Error::io(format!("cannot listen on {listen}: {e}")))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::io(format!("cannot read the bound address: {e}")))?;
-    Ok((listener, addr))
-}
-
-/// Constant time in the bytes compared (the length of the expected value is not secret).
-pub fn same(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// A fresh random token (32 bytes, hex).
-pub fn random_token() -> Result<Zeroizing<String>> {
-    let mut bytes = Zeroizing::new([0u8; 32]);
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), bytes.as_mut())
-        .map_err(|_| Error::internal("no randomness for the token"))?;
-    Ok(Zeroizing::new(crate::ids::hex(*bytes)))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn tokens_compare_whole() {
-        assert!(super::same(b"Bearer abc", b"Bearer abc"));
-        assert!(!super::same(b"Bearer abd", b"Bearer abc"));
-        assert!(!super::same(b"Bearer ab", b"Bearer abc"));
-        assert!(!super::same(b"", b"Bearer abc"));
-    }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::client::{seal_for, AgentClient, OpenGrant, SerialPins};
+use crate::client::{deliver, AgentClient, Courier, ForGrant, Plaintext, Retry, SerialPins};
 use crate::clock;
 use crate::connect::Connectors;
 use crate::core::identity::Identity;
@@ -74,14 +74,15 @@ impl Delivery {
 
 /// The agent side of blind retrieval: its identity, its relay, its connectors.
 pub struct BlindAgent {
-    identity: Arc<Identity>,
-    relay: String,
+    /// The identity, the relay, the scratch directory, and the highest directory serial seen
+    /// of each user, for the life of the process (and across runs with
+    /// [`BlindAgent::with_pins`]): threat 48's first line of defence.
+    courier: Courier,
     connectors: Arc<Connectors>,
-    scratch: PathBuf,
-    /// The highest directory serial seen of each user, for the life of the process (and
-    /// across runs with [`BlindAgent::with_pins`]): threat 48's first line of defence.
-    pins: Arc<SerialPins>,
 }
+
+/// Submissions tried at most for one `retrieve` (the first and two after a lost answer).
+const RETRIEVE_ATTEMPTS: u32 = 3;
 
 /// The handle of a grant's envelope.
 pub fn handle_for(grant_id: GrantId) -> String {
@@ -112,24 +113,24 @@ impl BlindAgent {
         scratch: PathBuf,
     ) -> BlindAgent {
         BlindAgent {
-            identity,
-            relay,
+            courier: Courier {
+                identity,
+                relay,
+                pins: Arc::new(SerialPins::in_memory()),
+                scratch,
+            },
             connectors: Arc::new(connectors),
-            scratch,
-            pins: Arc::new(SerialPins::in_memory()),
         }
     }
 
     /// Keeps `pins` (for example [`SerialPins::for_identity`]) instead of pins of its own.
     pub fn with_pins(mut self, pins: Arc<SerialPins>) -> BlindAgent {
-        self.pins = pins;
+        self.courier.pins = pins;
         self
     }
 
     async fn connect(&self) -> Result<AgentClient<'_>> {
-        Ok(AgentClient::connect(&self.identity, &self.relay)
-            .await?
-            .with_pins(self.pins.clone()))
+        self.courier.connect().await
     }
 
     /// The agent's open grants (each verified against the pinned authority by the client).
@@ -168,70 +169,30 @@ impl BlindAgent {
             })?;
         // Refused before anything is read when no connector serves it.
         self.connectors.for_resource(&grant.grant.resource)?;
-        let mut sealed = self.seal_from_source(grant.clone()).await?;
-        // A lost answer is safe to repeat: the relay stores one submission per grant and answers
-        // the same statement again with the same envelope id.
-        let mut tries = 0;
-        let envelope_id = loop {
-            tries += 1;
-            let client = if tries == 1 {
-                None
-            } else {
-                Some(self.connect().await)
-            };
-            let result = match &client {
-                None => agent.submit_sealed(&mut sealed).await,
-                Some(Ok(c)) => c.submit_sealed(&mut sealed).await,
-                Some(Err(e)) => Err(e.clone()),
-            };
-            match result {
-                Ok(id) => break id,
-                Err(e) if e.kind() == crate::ErrorKind::Unavailable && tries < 3 => {
-                    tokio::time::sleep(std::time::Duration::from_millis(250 * tries)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        // Sealed once at the source; a lost answer is safe to repeat: the relay stores one
+        // submission per grant and answers the same statement again with the same envelope id.
+        let delivered = deliver(
+            &self.courier,
+            Some(&agent),
+            ForGrant::Listed(&grant),
+            Plaintext::Connector(self.connectors.clone()),
+            Retry::times(RETRIEVE_ATTEMPTS),
+        )
+        .await?;
         agent.conn.close().await;
         tracing::info!(
             grant = %hex(grant_id),
-            envelope = %hex(envelope_id),
-            bytes = sealed.length,
+            envelope = %hex(delivered.envelope_id),
+            bytes = delivered.length,
             "retrieved, sealed to the requester and submitted"
         );
         Ok(Retrieved {
             handle: handle_for(grant_id),
-            envelope_id: hex(envelope_id),
-            bytes: sealed.length,
-            sha256: hex(sealed.sha256),
+            envelope_id: hex(delivered.envelope_id),
+            bytes: delivered.length,
+            sha256: hex(delivered.sha256),
             status: "submitted".to_owned(),
         })
-    }
-
-    async fn seal_from_source(&self, grant: OpenGrant) -> Result<crate::client::Sealed> {
-        let identity = self.identity.clone();
-        let connectors = self.connectors.clone();
-        let scratch = self.scratch.clone();
-        tokio::task::spawn_blocking(move || {
-            let connector = connectors.for_resource(&grant.grant.resource)?;
-            let env = [
-                ("SEALRELAY_RESOURCE", grant.grant.resource.clone()),
-                ("SEALRELAY_PURPOSE", grant.grant.purpose.clone()),
-                ("SEALRELAY_GRANT", hex(grant.grant.grant_id)),
-                ("SEALRELAY_USER", grant.grant.user.to_string()),
-            ];
-            let mut source = connector.open(&grant.grant.resource, grant.grant.max_bytes, &env)?;
-            match seal_for(&identity, &grant, &mut source, &scratch) {
-                // The source's own reason (a limit, a timeout, a status) over the sealer's.
-                Err(e) => Err(source.failure().cloned().unwrap_or(e)),
-                Ok(sealed) => {
-                    source.finish()?;
-                    Ok(sealed)
-                }
-            }
-        })
-        .await
-        .map_err(|_| Error::internal("the sealing task failed"))?
     }
 
     /// Where a handle's envelope is, as the relay tells this agent.

@@ -2,6 +2,10 @@
 //! only, ALPN `sealrelay/1`, client certificates required and verified against the sealrelay
 //! CA on the relay's own clock, no session resumption and so no 0-RTT, and transport limits set
 //! on purpose. The caller's identity comes only from the verified certificate's SPIFFE URI SAN.
+//!
+//! Beside it, what the local HTTP listeners of every surface share, so that no surface imports
+//! another: [`loopback`] (binding loopback only) and [`token`] (random tokens, constant-time
+//! comparison).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +26,8 @@ use crate::error::{Error, Result};
 use crate::ids::SpiffeId;
 
 pub mod frame;
+pub mod loopback;
+pub mod token;
 
 /// Transport limits (see `docs/config.md`).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]

@@ -2,45 +2,32 @@
 //! the directory and the policy on every request, keeps only ciphertext (durably, fsync before
 //! ack), and hands an envelope only to the user who asked for it.
 //!
-//! `startup` builds the [`Relay`] state, `listener` accepts connections and owns every task,
-//! `stream` is the shell that reads a request and writes its reply, and `handlers` hold the
-//! rules, one module per kind of request, without I/O of their own. Every state change goes
-//! through the committer with the event that records it (the transparency log), and every
-//! request is first put to `auth` (rate limit, directory, policy).
+//! Three rooms, each importing only the ones below it:
+//! - `shell`: sockets, tasks, processes and timers, the only place that spawns or waits on the
+//!   network. `startup` builds the [`Relay`], `listener` accepts connections and owns every
+//!   task, `stream` reads a request and writes its reply.
+//! - `handlers`: the rules, one module per kind of request; each gets what it touches besides
+//!   the relay's state explicitly (`services::effects::Cx`: the time, the clock, a blocking
+//!   executor, an alert sink). Every request is first put to `handlers::auth` (rate limit,
+//!   directory, policy).
+//! - `services`: the relay's state and what keeps it (`relay::Relay`, the committer, the
+//!   checkpoints, the misbehaviour monitor, uploads, events, metrics, config). Every state
+//!   change goes through the committer with the event that records it (the transparency log).
 
-mod auth;
-pub mod checkpoints;
-mod committer;
-pub mod config;
-mod connections;
-mod deadline;
-mod denials;
-mod dirwatch;
-mod events;
-pub mod handlers;
-mod listener;
-pub mod metrics;
-pub mod monitor;
-mod ops;
-mod quarantine;
-mod refusal;
-mod shared;
-mod startup;
-mod state;
-mod stream;
-mod sweep;
-mod uploads;
-mod witnessing;
+pub(crate) mod handlers;
+pub(crate) mod services;
+pub(crate) mod shell;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use committer::Committer;
-pub use config::RelayConfig;
 pub use handlers::submit::INLINE_MAX;
-pub use refusal::Refusal;
-pub use state::Relay;
+pub use services::committer::Committer;
+pub use services::config::{self, RelayConfig};
+pub use services::metrics;
+pub use services::refusal::Refusal;
+pub use services::relay::Relay;
 
 use crate::clock::{Clock, SystemClock};
 use crate::core::store::Store;
@@ -71,7 +58,7 @@ pub struct RunningRelay {
     /// The admin listener (`/metrics`, `/livez`, `/readyz`), unless `metrics_listen = "off"`.
     pub metrics_addr: Option<SocketAddr>,
     relay: Arc<Relay>,
-    supervisor: listener::Supervisor,
+    supervisor: shell::listener::Supervisor,
 }
 
 impl RunningRelay {
@@ -91,7 +78,8 @@ impl RunningRelay {
 
     /// Runs the expiry sweep now (tests move the clock, then sweep).
     pub async fn sweep_expired(&self) -> usize {
-        sweep::sweep_expired(&self.relay).await
+        let cx = shell::effects::Effects::new(&self.relay).cx(&self.relay);
+        services::expiry::sweep_expired(&self.relay, &cx).await
     }
 }
 
@@ -105,10 +93,10 @@ pub async fn start_with(config: RelayConfig, deps: Dependencies) -> Result<Runni
     let listen = config.listen;
     let limits = config.limits.clone();
     let metrics_at = config.metrics_addr()?;
-    let (relay, tls) = startup::load(config, deps.store, deps.clock)?;
+    let (relay, tls) = shell::startup::load(config, deps.store, deps.clock)?;
     // Bound after the state loads (its errors come first) and before serving.
     let admin = match metrics_at {
-        Some(addr) => Some(ops::bind(addr).await?),
+        Some(addr) => Some(shell::admin_http::bind(addr).await?),
         None => None,
     };
     let metrics_addr = match &admin {
@@ -126,7 +114,7 @@ pub async fn start_with(config: RelayConfig, deps: Dependencies) -> Result<Runni
         .local_addr()
         .map_err(|e| Error::io(format!("cannot read the listening address: {e}")))?;
     let relay = Arc::new(relay);
-    let supervisor = listener::Supervisor::start(relay.clone(), endpoint, admin);
+    let supervisor = shell::listener::Supervisor::start(relay.clone(), endpoint, admin);
     tracing::info!(%local_addr, "relay listening");
     if let Some(addr) = metrics_addr {
         tracing::info!(%addr, "metrics, livez and readyz on http://{addr}");

@@ -189,7 +189,7 @@ fn load_tree(tx: &mut postgres::Transaction<'_>) -> Result<Tree> {
     });
     let counted = CountingIter::new(iter);
     let count = counted.count.clone();
-    crate::store::ops::check_tree_against_events(&tree, counted)?;
+    crate::store::write_ops::check_tree_against_events(&tree, counted)?;
     let count = count.load(std::sync::atomic::Ordering::Relaxed);
     if tree.size() != count {
         return Err(Error::internal(format!(

@@ -252,7 +252,7 @@ fn load_tree(db: &Database) -> Result<Tree> {
     Ok(tree)
 }
 
-/// Checks the stored events against the stored tree ([`crate::store::ops::check_tree_against_events`]).
+/// Checks the stored events against the stored tree ([`crate::store::write_ops::check_tree_against_events`]).
 fn check_tree_against_events(db: &Database, tree: &Tree) -> Result<()> {
     let txn = db.begin_read().map_err(db_err)?;
     let events = txn.open_table(EVENTS).map_err(db_err)?;
@@ -260,7 +260,7 @@ fn check_tree_against_events(db: &Database, tree: &Tree) -> Result<()> {
         let (k, v) = item.map_err(db_err)?;
         Ok((k.value(), dec::<Event>(v.value())?))
     });
-    crate::store::ops::check_tree_against_events(tree, iter)
+    crate::store::write_ops::check_tree_against_events(tree, iter)
 }
 
 impl Store for RedbStore {

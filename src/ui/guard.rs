@@ -11,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 
 use super::{pages, Ui, COOKIE, CSP};
-use crate::mcp::http::same;
+use crate::net::token::constant_time_eq;
 
 /// A path outside this run's prefix: a bare 404 that names nothing of the prefix.
 fn nowhere() -> Response {
@@ -104,7 +104,7 @@ fn admit(ui: &Ui, req: &Request) -> Option<Response> {
             .map(str::as_bytes)
     });
     if let Some(t) = from_query {
-        if !same(t, token) || req.method() != Method::GET {
+        if !constant_time_eq(t, token) || req.method() != Method::GET {
             return Some(ui.refuse(StatusCode::UNAUTHORIZED, "a wrong token"));
         }
         // Path: this run's prefix, so the browser sends the cookie back only under it (never
@@ -128,7 +128,7 @@ fn admit(ui: &Ui, req: &Request) -> Option<Response> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().strip_prefix(&format!("{COOKIE}_{}=", ui.port)))
-        .any(|t| same(t.as_bytes(), token));
+        .any(|t| constant_time_eq(t.as_bytes(), token));
     if !has_cookie {
         return Some(ui.refuse(
             StatusCode::UNAUTHORIZED,

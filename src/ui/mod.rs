@@ -31,11 +31,11 @@ use axum::{Form, Router};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::client::{EnvelopeHeader, UserClient};
+use crate::client::{Destination, EnvelopeHeader, UserClient};
 use crate::core::identity::Identity;
 use crate::error::{Error, Result};
 use crate::ids::{parse_hex, EnvelopeId, GrantId};
-use crate::mcp::http::same;
+use crate::net::token::constant_time_eq;
 
 /// The cookie that carries the token after the first visit, named with the port and scoped by
 /// `Path` to this run's random prefix: browsers keep cookies per host, not per port, so two
@@ -93,7 +93,7 @@ impl UiServer {
     /// Binds `listen`, which must be a loopback address, and draws this run's path prefix.
     pub async fn bind(listen: SocketAddr) -> Result<UiServer> {
         let base = random_base()?;
-        let (listener, addr) = crate::mcp::http::bind_loopback(
+        let (listener, addr) = crate::net::loopback::bind_loopback(
             listen,
             "--listen must be a loopback address (127.0.0.1:PORT)",
             "the web client is for this machine's browser only",
@@ -202,7 +202,7 @@ impl Ui {
         let n = self.base.len();
         match (path.get(..n), path.get(n..)) {
             (Some(head), Some(rest)) => {
-                same(head.as_bytes(), self.base.as_bytes()) && rest.starts_with('/')
+                constant_time_eq(head.as_bytes(), self.base.as_bytes()) && rest.starts_with('/')
             }
             _ => false,
         }
@@ -300,25 +300,12 @@ async fn open_into(ui: &Ui, id: EnvelopeId) -> Result<Opened> {
     crate::local::fs::ensure_dir(&ui.out, 0o700)?;
     let path = ui.out.join(crate::ids::hex(id));
     let c = ui.client().await?;
-    let mut file = crate::local::fs::Output::create(&path, 0o600)?;
-    let fetched = c.fetch(id, &ui.out, &mut file).await;
+    let saved = c.fetch_to(id, Destination::Path(&path), &ui.out).await;
     c.conn.close().await;
-    let fetched = fetched?;
-    let delivered = fetched.status == crate::core::grant::DeliveryStatus::Delivered;
-    if delivered {
-        file.commit()?;
-    }
-    let mut receipt = path.as_os_str().to_owned();
-    receipt.push(".receipt");
-    crate::local::fs::write_atomic(
-        std::path::Path::new(&receipt),
-        fetched.receipt_file.to_json().as_bytes(),
-        crate::local::fs::PUBLIC_MODE,
-        true,
-    )?;
+    let fetched = saved?.fetched;
     Ok(Opened {
+        delivered: fetched.status == crate::core::grant::DeliveryStatus::Delivered,
         header: fetched.header,
-        delivered,
         plaintext_len: fetched.plaintext_len,
         problem: fetched.problem,
         receipt_index: fetched.event_index,
@@ -487,11 +474,6 @@ fn asset(kind: &'static str, body: &'static str) -> Response {
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
     r
-}
-
-/// A fresh random token (32 bytes, hex).
-pub fn random_token() -> Result<Zeroizing<String>> {
-    crate::mcp::http::random_token()
 }
 
 /// A fresh random path prefix for one run: `/s/` and 16 random bytes in hex (32 digits), which a

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use crate::core::sign::{SigningKey, VerifierKey};
 use crate::core::tlog::checkpoint::Checkpoint;
 use crate::core::tlog::cosignature::{self, CosignerKey};
-use crate::core::tlog::witness::{self as protocol, AddCheckpoint, Refusal};
+use crate::core::tlog::witness_protocol::{self as protocol, AddCheckpoint, Refusal};
 use crate::error::{Error, Result};
 use crate::local::fs::{ensure_dir, read_capped, write_atomic, PRIVATE_DIR_MODE, PRIVATE_MODE};
 

@@ -8,11 +8,9 @@ use std::str::FromStr;
 use age::secrecy::ExposeSecret as _;
 use zeroize::Zeroizing;
 
+pub use super::hybrid::PQ_SECRET_PREFIX;
 use super::hybrid::{HybridIdentity, HybridRecipient};
 
-/// How a hybrid secret key line starts (spelled in two pieces so that a scan for key material
-/// in the sources does not mistake the format constant for a key).
-pub const PQ_SECRET_PREFIX: &str = concat!("AGE-SECRET-", "KEY-PQ-1");
 /// How an X25519 secret key line starts.
 pub const X25519_SECRET_PREFIX: &str = concat!("AGE-SECRET-", "KEY-1");
 

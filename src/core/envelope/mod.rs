@@ -9,6 +9,7 @@
 //! Keys come through the age crate's `Recipient` and `Identity` traits, the joint where
 //! plugins and hardware keys can come in later.
 
+mod chunks;
 pub mod header;
 pub mod hybrid;
 pub mod keys;

@@ -5,7 +5,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 
-use super::stream::{BATCH_CHUNKS, CHUNK, SLOT};
+use super::chunks::{BATCH_CHUNKS, CHUNK, SLOT};
 use super::EnvelopeError;
 
 /// Reads until `buf` is full or EOF; returns the bytes read.

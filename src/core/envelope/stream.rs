@@ -12,18 +12,10 @@ use std::io::{Read, Write};
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 
+pub use super::chunks::{BATCH_CHUNKS, CHUNK, SLOT, TAG};
 use super::pipeline::{pipeline, Opened, Part};
 pub use super::pipeline::{ReadAt, Source};
 use super::EnvelopeError;
-
-/// Plaintext bytes per chunk.
-pub const CHUNK: usize = 64 * 1024;
-/// Authentication tag bytes per chunk.
-pub const TAG: usize = 16;
-/// Ciphertext bytes of a full chunk.
-pub const SLOT: usize = CHUNK + TAG;
-/// Chunks per batch: 64 chunks = 4 MiB of plaintext in flight per batch.
-pub const BATCH_CHUNKS: usize = 64;
 
 /// How many threads seal or open a batch.
 pub fn default_threads() -> usize {

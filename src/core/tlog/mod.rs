@@ -6,7 +6,7 @@
 //! * `merkle.rs`: the hashes, [`Tree`], proof generation and verification, and [`ProofError`];
 //! * [`checkpoint`]: C2SP signed-note checkpoints;
 //! * [`cosignature`]: witness cosignatures (`cosignature/v1`) and k-of-n witness policies;
-//! * [`witness`]: the `tlog-witness` request and the witness's decision, without I/O;
+//! * [`witness_protocol`]: the `tlog-witness` request and the witness's decision, without I/O;
 //! * `crate::core::store::Event::leaf_bytes`: what a leaf holds (ids, digests, decisions, times).
 //!
 //! Everything works on leaf *hashes*, not leaf data, so a verifier never needs the entry it is
@@ -15,7 +15,7 @@
 pub mod checkpoint;
 pub mod cosignature;
 mod merkle;
-pub mod witness;
+pub mod witness_protocol;
 
 pub use merkle::{
     hash_from_slice, leaf_hash, node_hash, root_from_consistency_proof, root_from_inclusion_proof,

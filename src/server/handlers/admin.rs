@@ -1,40 +1,35 @@
 //! Admins: the kill switch that quarantines an agent at once, and its release.
 
 use crate::core::policy::{Action, Context, Target};
-use crate::core::store::WriteOp;
 use crate::core::wire::{ErrorCode, Reply};
 use crate::ids::{PartyKind, SpiffeId};
 use crate::net::Peer;
 
-use super::super::events;
-use super::super::refusal::{Handled, Refusal};
-use super::super::state::Relay;
+use crate::server::services::effects::Cx;
+use crate::server::services::refusal::{Handled, Refusal};
+use crate::server::services::relay::Relay;
 
 async fn authorize_on_agent(
     relay: &Relay,
     peer: &Peer,
     action: Action,
     agent: &str,
-    now: u64,
+    cx: &Cx,
 ) -> Result<SpiffeId, Refusal> {
+    let now = cx.now;
     let id = SpiffeId::new(&relay.trust_domain, PartyKind::Agent, agent)?;
     let ctx = Context {
         target: Target::Agent { id: id.clone() },
         now,
         ..Context::default()
     };
-    relay.authorize(peer, action, &ctx).await?;
+    relay.authorize(cx, peer, action, &ctx).await?;
     Ok(id)
 }
 
-pub async fn quarantine(
-    relay: &Relay,
-    peer: &Peer,
-    agent: &str,
-    reason: &str,
-    now: u64,
-) -> Handled {
-    let id = authorize_on_agent(relay, peer, Action::Quarantine, agent, now).await?;
+pub async fn quarantine(relay: &Relay, peer: &Peer, agent: &str, reason: &str, cx: &Cx) -> Handled {
+    let now = cx.now;
+    let id = authorize_on_agent(relay, peer, Action::Quarantine, agent, cx).await?;
     if relay.monitor.is_quarantined(&id.to_string()) {
         return Err(Refusal::new(
             ErrorCode::Conflict,
@@ -42,7 +37,9 @@ pub async fn quarantine(
         ));
     }
     relay
+        .monitor
         .quarantine(
+            &relay.reach(cx),
             &id,
             &format!("manual (kill switch): {reason}"),
             &peer.id.to_string(),
@@ -52,18 +49,12 @@ pub async fn quarantine(
     Ok(Reply::Done)
 }
 
-pub async fn release(relay: &Relay, peer: &Peer, agent: &str, now: u64) -> Handled {
-    let id = authorize_on_agent(relay, peer, Action::Release, agent, now).await?;
+pub async fn release(relay: &Relay, peer: &Peer, agent: &str, cx: &Cx) -> Handled {
+    let now = cx.now;
+    let id = authorize_on_agent(relay, peer, Action::Release, agent, cx).await?;
     relay
-        .commit(WriteOp::Release {
-            agent: id.clone(),
-            event: events::agent_released(now, &peer.id, &id),
-        })
+        .monitor
+        .release_agent(&relay.reach(cx), &id, &peer.id, now)
         .await?;
-    relay.monitor.release(&id.to_string());
-    if let Err(e) = relay.store.clear_signals(&id.to_string()) {
-        // Released all the same; old signals age out of the window.
-        tracing::warn!(error = %e, "cannot clear the agent's monitor signals");
-    }
     Ok(Reply::Done)
 }

@@ -10,15 +10,18 @@ use crate::core::wire::{EnvelopeView, ErrorCode, Page, Reply, SubmissionState, W
 use crate::ids::{EnvelopeId, GrantId, PartyKind};
 use crate::net::Peer;
 
-use super::super::events;
-use super::super::monitor::Signal;
-use super::super::refusal::{Handled, Refusal};
-use super::super::state::Relay;
-use super::{paginate, StoredBody};
+use super::page::paginate;
+use crate::server::services::effects::Cx;
+use crate::server::services::events;
+use crate::server::services::integrity::{checked_body, StoredBody};
+use crate::server::services::misbehaviour::Signal;
+use crate::server::services::refusal::{Handled, Refusal};
+use crate::server::services::relay::Relay;
 
 /// A page of the caller's envelopes that have not expired and have no receipt yet.
-pub async fn inbox(relay: &Relay, peer: &Peer, page: Page, now: u64) -> Handled {
-    relay.authorize_relay(peer, Action::Inbox, now).await?;
+pub async fn inbox(relay: &Relay, peer: &Peer, page: Page, cx: &Cx) -> Handled {
+    let now = cx.now;
+    relay.authorize_relay(cx, peer, Action::Inbox).await?;
     let previous = previous_key(relay, peer, now)?;
     let (envelopes, next) = paginate(
         page.after,
@@ -168,8 +171,9 @@ pub async fn fetch(
     relay: &Relay,
     peer: &Peer,
     envelope_id: EnvelopeId,
-    now: u64,
+    cx: &Cx,
 ) -> Result<(EnvelopeView, StoredBody), Refusal> {
+    let now = cx.now;
     let record = relay.store.envelope(&envelope_id)?;
     let owner = record
         .as_ref()
@@ -183,7 +187,7 @@ pub async fn fetch(
         ..Context::default()
     };
     relay
-        .authorize(peer, Action::Fetch, &ctx)
+        .authorize(cx, peer, Action::Fetch, &ctx)
         .await
         .map_err(|r| hide_others(peer, r))?;
     // A previous identity (after a rotation) reaches only what was sealed to its own key: a
@@ -194,23 +198,8 @@ pub async fn fetch(
         .filter(|e| sealed_for(relay, e, previous.as_ref()))
         .ok_or_else(|| Refusal::not_found("envelope"))?;
     let view = view(relay, &record)?;
-    let body = if record.inline {
-        let bytes = relay
-            .store
-            .inline_body(&envelope_id)?
-            .ok_or_else(|| Refusal::not_found("envelope"))?;
-        // Nothing is sent that does not match what the agent signed for.
-        if crate::core::directory::sha256(&bytes) != record.sha256 {
-            return Err(relay.integrity_failure(&envelope_id, now).await);
-        }
-        StoredBody::Inline(bytes)
-    } else {
-        StoredBody::Blob {
-            envelope_id,
-            length: record.length,
-            sha256: record.sha256,
-        }
-    };
+    // Nothing is sent that does not match what the agent signed for.
+    let body = checked_body(relay, cx, &record).await?;
     Ok((view, body))
 }
 
@@ -221,8 +210,9 @@ pub async fn receipt(
     peer: &Peer,
     receipt: WireSigned,
     old_size: Option<u64>,
-    now: u64,
+    cx: &Cx,
 ) -> Handled {
+    let now = cx.now;
     let signed = receipt.to_signed(StatementType::Receipt)?;
     let claimed = Receipt::decode(&signed.statement)?;
     let owner = match relay.store.envelope(&claimed.envelope_id)? {
@@ -238,7 +228,7 @@ pub async fn receipt(
         ..Context::default()
     };
     relay
-        .authorize(peer, Action::Receipt, &ctx)
+        .authorize(cx, peer, Action::Receipt, &ctx)
         .await
         .map_err(|r| hide_others(peer, r))?;
     // The caller's own entry: its current one, or the previous identity (within the grace
@@ -279,7 +269,7 @@ pub async fn receipt(
         })
         .await?;
     if delete && !record.inline {
-        crate::store::blobs::remove(&relay.blobs, r.envelope_id).await;
+        cx.remove_blob(&relay.blobs, r.envelope_id).await;
     }
     // Only the user's client can tell a file was not sealed to it: count it against the agent,
     // unless the user's key changed between the grant and this receipt (the grant was signed
@@ -289,7 +279,7 @@ pub async fn receipt(
         && grant_signed_by(relay, &record.grant_id, &user_entry.signing_key)
     {
         relay
-            .signal_from(&r.agent, Signal::Undecryptable, Some(&peer.id), now)
+            .signal(cx, &r.agent, Signal::Undecryptable, Some(&peer.id), now)
             .await;
     }
     // The commit thread signed a checkpoint covering this event before answering; with
@@ -325,10 +315,11 @@ pub async fn receipt(
 /// Where the envelope an agent submitted for one of its grants is: the agent learns the outcome
 /// (and the receipt's log index), never the content. A grant addressed to another agent is "no
 /// such grant", as on submit.
-pub async fn submission_status(relay: &Relay, peer: &Peer, grant_id: GrantId, now: u64) -> Handled {
+pub async fn submission_status(relay: &Relay, peer: &Peer, grant_id: GrantId, cx: &Cx) -> Handled {
+    let now = cx.now;
     let grant = relay.store.grant(&grant_id)?.filter(|g| g.agent == peer.id);
     let Some(grant) = grant else {
-        relay.authorize_relay(peer, Action::ListGrants, now).await?;
+        relay.authorize_relay(cx, peer, Action::ListGrants).await?;
         return Err(Refusal::not_found("grant"));
     };
     let ctx = Context {
@@ -339,7 +330,7 @@ pub async fn submission_status(relay: &Relay, peer: &Peer, grant_id: GrantId, no
         ..Context::default()
     };
     relay
-        .authorize(peer, Action::SubmissionStatus, &ctx)
+        .authorize(cx, peer, Action::SubmissionStatus, &ctx)
         .await?;
     let (state, envelope_id, receipt_index) = match grant.state {
         GrantState::Open if grant.expires <= now => (SubmissionState::Expired, None, None),

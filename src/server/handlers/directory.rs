@@ -10,9 +10,10 @@ use crate::error::Error;
 use crate::ids::{PartyKind, SpiffeId};
 use crate::net::Peer;
 
-use super::super::events;
-use super::super::refusal::{Handled, Refusal};
-use super::super::state::Relay;
+use crate::server::services::effects::Cx;
+use crate::server::services::events;
+use crate::server::services::refusal::{Handled, Refusal};
+use crate::server::services::relay::Relay;
 
 /// Verifies every statement against the authority, commits them with a `directory.push`
 /// event, and only then puts the new directory in force.
@@ -21,14 +22,15 @@ pub async fn push(
     peer: &Peer,
     entries: Vec<WireSigned>,
     revocations: Vec<WireSigned>,
-    now: u64,
+    cx: &Cx,
 ) -> Handled {
+    let now = cx.now;
     // An admin from a trust root made before admins were directory entries bootstraps itself:
     // its push is accepted when it carries its own authority-signed entry, bound to the TLS key
     // it connected with (and the relay has never known it: a revoked admin cannot).
     if !bootstraps_itself(relay, peer, &entries)? {
         relay
-            .authorize_relay(peer, Action::PushDirectory, now)
+            .authorize_relay(cx, peer, Action::PushDirectory)
             .await?;
     }
     let _one_at_a_time = relay.push_lock.lock().await;
@@ -103,8 +105,8 @@ fn stored(w: &WireSigned) -> StoredSigned {
 }
 
 /// The latest signed entry of a party (clients verify it against their pinned authority).
-pub async fn get_entry(relay: &Relay, peer: &Peer, id: &str, now: u64) -> Handled {
-    relay.authorize_relay(peer, Action::GetEntry, now).await?;
+pub async fn get_entry(relay: &Relay, peer: &Peer, id: &str, cx: &Cx) -> Handled {
+    relay.authorize_relay(cx, peer, Action::GetEntry).await?;
     let id: SpiffeId = id
         .parse()
         .map_err(|e: Error| Refusal::new(ErrorCode::BadRequest, e.message()))?;
@@ -115,8 +117,8 @@ pub async fn get_entry(relay: &Relay, peer: &Peer, id: &str, now: u64) -> Handle
 
 /// Every signed entry of a party, newest first (clients recognise a grant or statement a party
 /// signed before it rotated its key).
-pub async fn get_entries(relay: &Relay, peer: &Peer, id: &str, now: u64) -> Handled {
-    relay.authorize_relay(peer, Action::GetEntry, now).await?;
+pub async fn get_entries(relay: &Relay, peer: &Peer, id: &str, cx: &Cx) -> Handled {
+    relay.authorize_relay(cx, peer, Action::GetEntry).await?;
     let id: SpiffeId = id
         .parse()
         .map_err(|e: Error| Refusal::new(ErrorCode::BadRequest, e.message()))?;

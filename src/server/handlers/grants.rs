@@ -13,14 +13,16 @@ use crate::core::wire::{
 use crate::ids::GrantId;
 use crate::net::Peer;
 
-use super::super::events;
-use super::super::refusal::{Handled, Refusal};
-use super::super::state::Relay;
-use super::paginate;
+use super::page::paginate;
+use crate::server::services::effects::Cx;
+use crate::server::services::events;
+use crate::server::services::refusal::{Handled, Refusal};
+use crate::server::services::relay::Relay;
 
 /// A user's signed grant: policy (clearance, scope, quarantine), signature, limits, then stored
 /// with a `grant.created` event.
-pub async fn create(relay: &Relay, peer: &Peer, grant: WireSigned, now: u64) -> Handled {
+pub async fn create(relay: &Relay, peer: &Peer, grant: WireSigned, cx: &Cx) -> Handled {
+    let now = cx.now;
     let signed = grant.to_signed(StatementType::Grant)?;
     let g = Grant::decode(&signed.statement)?;
     let agent_entry = relay.entry_for(&g.agent, now).ok().map(|(e, _)| e);
@@ -35,7 +37,7 @@ pub async fn create(relay: &Relay, peer: &Peer, grant: WireSigned, now: u64) -> 
         now,
         size: Some(g.max_bytes),
     };
-    relay.authorize(peer, Action::Grant, &ctx).await?;
+    relay.authorize(cx, peer, Action::Grant, &ctx).await?;
     if g.user != peer.id {
         return Err(Refusal::new(
             ErrorCode::Forbidden,
@@ -165,8 +167,9 @@ fn view(relay: &Relay, g: GrantRecord, now: u64) -> Option<GrantView> {
 }
 
 /// A page of the agent's grants that are ready: open, unexpired, approved where needed.
-pub async fn list(relay: &Relay, peer: &Peer, page: Page, now: u64) -> Handled {
-    relay.authorize_relay(peer, Action::ListGrants, now).await?;
+pub async fn list(relay: &Relay, peer: &Peer, page: Page, cx: &Cx) -> Handled {
+    let now = cx.now;
+    relay.authorize_relay(cx, peer, Action::ListGrants).await?;
     let (grants, next) = paginate(
         page.after,
         page.capped_limit(),
@@ -188,10 +191,11 @@ pub async fn list(relay: &Relay, peer: &Peer, page: Page, now: u64) -> Handled {
 }
 
 /// A page of the grants awaiting approval, listed only where this caller could approve them.
-pub async fn pending_approvals(relay: &Relay, peer: &Peer, page: Page, now: u64) -> Handled {
+pub async fn pending_approvals(relay: &Relay, peer: &Peer, page: Page, cx: &Cx) -> Handled {
+    let now = cx.now;
     // Reading what awaits the caller is a user's read, like its inbox: agents are write-only
     // and are refused (and logged), not answered with an empty list.
-    relay.authorize_relay(peer, Action::Inbox, now).await?;
+    relay.authorize_relay(cx, peer, Action::Inbox).await?;
     super::delivery::refuse_previous_identity(relay, peer, now)?;
     let principal = relay.principal_of(peer, now)?;
     let policy = relay.policy();
@@ -234,7 +238,8 @@ pub async fn pending_approvals(relay: &Relay, peer: &Peer, page: Page, now: u64)
 }
 
 /// A second person's signed approval of a grant that needs one.
-pub async fn approve(relay: &Relay, peer: &Peer, approval: WireSigned, now: u64) -> Handled {
+pub async fn approve(relay: &Relay, peer: &Peer, approval: WireSigned, cx: &Cx) -> Handled {
+    let now = cx.now;
     let signed = approval.to_signed(StatementType::Approval)?;
     let a = Approval::decode(&signed.statement)?;
     let g = relay
@@ -246,7 +251,7 @@ pub async fn approve(relay: &Relay, peer: &Peer, approval: WireSigned, now: u64)
         now,
         ..Context::default()
     };
-    relay.authorize(peer, Action::Approve, &ctx).await?;
+    relay.authorize(cx, peer, Action::Approve, &ctx).await?;
     let (entry, _) = relay.entry_for(&peer.id, now)?;
     Approval::verify(&signed, &entry.signing_key)?;
     if a.approver != peer.id {
@@ -301,7 +306,8 @@ pub async fn approve(relay: &Relay, peer: &Peer, approval: WireSigned, now: u64)
 /// A second person's signed denial of a grant that awaits approval: the same rule as an
 /// approval decides who may (an approver, not the requester); the grant closes for good and the
 /// denial is logged.
-pub async fn deny(relay: &Relay, peer: &Peer, denial: WireSigned, now: u64) -> Handled {
+pub async fn deny(relay: &Relay, peer: &Peer, denial: WireSigned, cx: &Cx) -> Handled {
+    let now = cx.now;
     let signed = denial.to_signed(StatementType::Denial)?;
     let d = Denial::decode(&signed.statement)?;
     let g = relay
@@ -313,7 +319,7 @@ pub async fn deny(relay: &Relay, peer: &Peer, denial: WireSigned, now: u64) -> H
         now,
         ..Context::default()
     };
-    relay.authorize(peer, Action::Approve, &ctx).await?;
+    relay.authorize(cx, peer, Action::Approve, &ctx).await?;
     let (entry, _) = relay.entry_for(&peer.id, now)?;
     Denial::verify(&signed, &entry.signing_key)?;
     if d.approver != peer.id {
@@ -347,8 +353,9 @@ pub async fn deny(relay: &Relay, peer: &Peer, denial: WireSigned, now: u64) -> H
 }
 
 /// A page of the grants the caller made, each with where it is now.
-pub async fn mine(relay: &Relay, peer: &Peer, page: Page, now: u64) -> Handled {
-    relay.authorize_relay(peer, Action::Inbox, now).await?;
+pub async fn mine(relay: &Relay, peer: &Peer, page: Page, cx: &Cx) -> Handled {
+    let now = cx.now;
+    relay.authorize_relay(cx, peer, Action::Inbox).await?;
     super::delivery::refuse_previous_identity(relay, peer, now)?;
     let (grants, next) = paginate(
         page.after,

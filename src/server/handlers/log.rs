@@ -3,23 +3,22 @@
 
 use crate::core::policy::Action;
 use crate::core::wire::{Reply, PAGE_BYTES};
-use crate::error::Error;
 use crate::net::Peer;
 
-use super::super::refusal::{Handled, Refusal};
-use super::super::state::Relay;
+use crate::server::services::effects::Cx;
+use crate::server::services::refusal::{Handled, Refusal};
+use crate::server::services::relay::Relay;
 
 /// Most events in one reply.
 pub const MAX_EVENTS: u32 = 1000;
 
-pub async fn checkpoint(relay: &Relay, peer: &Peer, old_size: Option<u64>, now: u64) -> Handled {
-    relay.authorize_relay(peer, Action::Checkpoint, now).await?;
+pub async fn checkpoint(relay: &Relay, peer: &Peer, old_size: Option<u64>, cx: &Cx) -> Handled {
+    relay.authorize_relay(cx, peer, Action::Checkpoint).await?;
     // Checkpoints are signed lazily: bring the latest up to the log's size first.
     let signer = relay.signer.clone();
     let store = relay.store.clone();
-    tokio::task::spawn_blocking(move || signer.sign_current(store.as_ref()))
-        .await
-        .map_err(|_| Error::internal("checkpoint task failed"))??;
+    cx.blocking(move || signer.sign_current(store.as_ref()))
+        .await?;
     // The newest witnessed checkpoint when there is one at least as large as the caller's.
     let (cp, note) = relay
         .checkpoint_for(0, old_size, std::time::Duration::ZERO)
@@ -43,9 +42,9 @@ pub async fn proof(
     peer: &Peer,
     index: u64,
     old_size: Option<u64>,
-    now: u64,
+    cx: &Cx,
 ) -> Handled {
-    relay.authorize_relay(peer, Action::Checkpoint, now).await?;
+    relay.authorize_relay(cx, peer, Action::Checkpoint).await?;
     if index >= relay.store.log_size() {
         return Err(Refusal::not_found("log entry"));
     }
@@ -64,8 +63,8 @@ pub async fn proof(
     })
 }
 
-pub async fn events(relay: &Relay, peer: &Peer, from: u64, limit: u32, now: u64) -> Handled {
-    relay.authorize_relay(peer, Action::Audit, now).await?;
+pub async fn events(relay: &Relay, peer: &Peer, from: u64, limit: u32, cx: &Cx) -> Handled {
+    relay.authorize_relay(cx, peer, Action::Audit).await?;
     let limit = usize::try_from(limit.clamp(1, MAX_EVENTS)).unwrap_or(1000);
     // Whole leaves only, under the page budget: the caller asks again from the next index.
     let mut events = Vec::new();

@@ -16,12 +16,13 @@ use crate::core::wire::{ErrorCode, Reply, WireSigned};
 use crate::ids::{EnvelopeId, GrantId};
 use crate::net::frame::CHUNK;
 use crate::net::Peer;
-use crate::store::blobs::{self, blocking, BlobWriter, PIECE};
+use crate::store::blobs::{BlobWriter, PIECE};
 
-use super::super::events;
-use super::super::monitor::Signal;
-use super::super::refusal::{Handled, Refusal};
-use super::super::state::Relay;
+use crate::server::services::effects::Cx;
+use crate::server::services::events;
+use crate::server::services::misbehaviour::Signal;
+use crate::server::services::refusal::{Handled, Refusal};
+use crate::server::services::relay::Relay;
 
 /// Envelopes up to this size are stored inline in the store (committed with their batch, no
 /// blob and no per-envelope fsync); larger ones stream to the relay's blob store.
@@ -33,14 +34,15 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
     grant_id: GrantId,
     statement: WireSigned,
     length: u64,
-    now: u64,
+    cx: &Cx,
     body: &mut B,
 ) -> Handled {
+    let now = cx.now;
     // The grant the submission is for; one addressed to another agent is "no such grant".
     let grant = relay.store.grant(&grant_id)?.filter(|g| g.agent == peer.id);
     let Some(grant) = grant else {
         // Still authenticate (and rate-limit, and refuse a quarantined agent) first.
-        relay.authorize_relay(peer, Action::ListGrants, now).await?;
+        relay.authorize_relay(cx, peer, Action::ListGrants).await?;
         return Err(Refusal::not_found("grant"));
     };
     let ctx = Context {
@@ -56,7 +58,7 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
     // doing: such a denial is not counted against it.
     let avoidable = !grant_state::is_ready(&grant, now);
     relay
-        .authorize_counting(peer, Action::Submit, &ctx, avoidable)
+        .authorize_counting(cx, peer, Action::Submit, &ctx, avoidable)
         .await?;
     // A submission repeated after a lost answer (the same signed statement on a used grant)
     // gets the original answer, without its body being read again.
@@ -123,7 +125,7 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
     let inline = length <= INLINE_MAX;
     // A refused body leaves nothing: the uncommitted blob is discarded.
     let (inline_body, blob, digest) =
-        receive(relay, peer, &envelope_id, length, inline, now, body).await?;
+        receive(relay, peer, &envelope_id, length, inline, cx, body).await?;
     let checked = if digest != claimed.ciphertext_sha256 {
         Err(Refusal::new(
             ErrorCode::BadRequest,
@@ -131,7 +133,7 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
         ))
     } else {
         // The body took time: judge the grant's expiry and the caller's standing as of now.
-        relay.commit_time_check(peer).and_then(|now| {
+        relay.commit_time_check(cx, peer).and_then(|now| {
             grant_state::check_consume(&grant, &peer.id, length, now)?;
             // A revocation of the user that came during a slow upload ends it too.
             user_enrolled(relay, &grant.user, now)?;
@@ -141,16 +143,16 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
     let now = match checked {
         Ok(now) => now,
         Err(r) => {
-            blobs::discard(blob).await;
+            cx.discard(blob).await;
             return Err(r);
         }
     };
     if let Some(b) = blob {
         // Durable before the record that names it (a file's fsync and rename, a database's
         // synchronous commit): off the async threads.
-        if let Err(e) = blocking(move || b.commit()).await {
+        if let Err(e) = cx.blocking(move || b.commit()).await {
             // The rename may have happened before the failure: no blob without its record.
-            blobs::remove(&relay.blobs, envelope_id).await;
+            cx.remove_blob(&relay.blobs, envelope_id).await;
             return Err(e.into());
         }
     }
@@ -199,7 +201,7 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
             // the blob stays for a repeated submission to find; if no record names it, the
             // start-up sweep removes it.
             if !inline && !matches!(r.code, ErrorCode::Unavailable | ErrorCode::Internal) {
-                blobs::remove(&relay.blobs, envelope_id).await;
+                cx.remove_blob(&relay.blobs, envelope_id).await;
             }
             Err(r)
         }
@@ -228,7 +230,7 @@ async fn receive<B: AsyncRead + Unpin + Send>(
     envelope_id: &EnvelopeId,
     length: u64,
     inline: bool,
-    now: u64,
+    cx: &Cx,
     body: &mut B,
 ) -> Result<(Option<Vec<u8>>, Option<Box<dyn BlobWriter>>, [u8; 32]), Refusal> {
     let mut blob = if inline {
@@ -236,12 +238,12 @@ async fn receive<B: AsyncRead + Unpin + Send>(
     } else {
         relay.store.ensure_room(length)?;
         let (blobs, id) = (relay.blobs.clone(), *envelope_id);
-        Some(blocking(move || blobs.create(&id)).await?)
+        Some(cx.blocking(move || blobs.create(&id)).await?)
     };
-    match receive_into(relay, peer, length, inline, now, body, &mut blob).await {
+    match receive_into(relay, peer, length, inline, cx, body, &mut blob).await {
         Ok((kept, digest)) => Ok((kept, blob, digest)),
         Err(r) => {
-            blobs::discard(blob).await;
+            cx.discard(blob).await;
             Err(r)
         }
     }
@@ -253,25 +255,27 @@ async fn receive_into<B: AsyncRead + Unpin + Send>(
     peer: &Peer,
     length: u64,
     inline: bool,
-    now: u64,
+    cx: &Cx,
     body: &mut B,
     blob: &mut Option<Box<dyn BlobWriter>>,
 ) -> Result<(Option<Vec<u8>>, [u8; 32]), Refusal> {
     let validator = EnvelopeValidator::new().allowing_x25519(!relay.config.require_post_quantum);
     match blob.take() {
         Some(b) => {
-            let (b, outcome) = receive_blob(length, body, b, validator).await;
+            let (b, outcome) = receive_blob(cx, length, body, b, validator).await;
             *blob = b;
             match outcome {
                 Ok(digest) => Ok((None, digest)),
                 Err(Stop::Invalid(message)) => {
-                    relay.signal(&peer.id, Signal::InvalidEnvelope, now).await;
+                    relay
+                        .signal(cx, &peer.id, Signal::InvalidEnvelope, None, cx.now)
+                        .await;
                     Err(Refusal::new(ErrorCode::InvalidEnvelope, message))
                 }
                 Err(Stop::Refused(r)) => Err(r),
             }
         }
-        None if inline => receive_inline(relay, peer, length, now, body, validator).await,
+        None if inline => receive_inline(relay, peer, length, cx, body, validator).await,
         None => Err(Refusal::from(crate::error::Error::internal(
             "a large body without a blob to hold it",
         ))),
@@ -313,7 +317,7 @@ async fn receive_inline<B: AsyncRead + Unpin + Send>(
     relay: &Relay,
     peer: &Peer,
     length: u64,
-    now: u64,
+    cx: &Cx,
     body: &mut B,
     mut validator: EnvelopeValidator,
 ) -> Result<(Option<Vec<u8>>, [u8; 32]), Refusal> {
@@ -327,7 +331,9 @@ async fn receive_inline<B: AsyncRead + Unpin + Send>(
             return Err(ended_early());
         }
         if let Err(e) = validator.update(&kept[got..got + n]) {
-            relay.signal(&peer.id, Signal::InvalidEnvelope, now).await;
+            relay
+                .signal(cx, &peer.id, Signal::InvalidEnvelope, None, cx.now)
+                .await;
             return Err(Refusal::new(ErrorCode::InvalidEnvelope, e.to_string()));
         }
         hasher.update(&kept[got..got + n]);
@@ -335,7 +341,9 @@ async fn receive_inline<B: AsyncRead + Unpin + Send>(
     }
     expect_end(body).await?;
     if let Err(e) = validator.finish() {
-        relay.signal(&peer.id, Signal::InvalidEnvelope, now).await;
+        relay
+            .signal(cx, &peer.id, Signal::InvalidEnvelope, None, cx.now)
+            .await;
         return Err(Refusal::new(ErrorCode::InvalidEnvelope, e.to_string()));
     }
     let mut digest = [0u8; 32];
@@ -376,7 +384,7 @@ impl Taker {
 }
 
 /// A blocking job: the state back, the outcome, and the chunk's buffer for the next read.
-type Job = tokio::task::JoinHandle<(Taker, Result<(), Stop>, Vec<u8>)>;
+type Job = tokio::sync::oneshot::Receiver<(Taker, Result<(), Stop>, Vec<u8>)>;
 
 /// A large body: each chunk read from the network is validated, hashed and written by a
 /// blocking job while the next chunk is read, so receiving and storing overlap; no thread
@@ -384,6 +392,7 @@ type Job = tokio::task::JoinHandle<(Taker, Result<(), Stop>, Vec<u8>)>;
 /// the caller to commit or discard. A failure of a job (invalid bytes, a failed write)
 /// concerns earlier bytes than one seen by the reader after it, so it is the one reported.
 async fn receive_blob<B: AsyncRead + Unpin + Send>(
+    cx: &Cx,
     length: u64,
     body: &mut B,
     blob: Box<dyn BlobWriter>,
@@ -436,7 +445,7 @@ async fn receive_blob<B: AsyncRead + Unpin + Send>(
         let Some(mut t) = taker.take() else {
             return (None, Err(lost()));
         };
-        job = Some(tokio::task::spawn_blocking(move || {
+        job = Some(cx.start(move || {
             let r = t.take(&buf);
             (t, r, buf)
         }));
@@ -457,16 +466,17 @@ async fn receive_blob<B: AsyncRead + Unpin + Send>(
         return (Some(t.blob), Err(Stop::Refused(r)));
     }
     // The last, short piece.
-    let Ok((mut t, written)) = tokio::task::spawn_blocking(move || {
-        let mut t = t;
-        let r = if t.piece.is_empty() {
-            Ok(())
-        } else {
-            t.blob.write(&t.piece).map_err(|e| Stop::Refused(e.into()))
-        };
-        (t, r)
-    })
-    .await
+    let Ok((mut t, written)) = cx
+        .start(move || {
+            let mut t = t;
+            let r = if t.piece.is_empty() {
+                Ok(())
+            } else {
+                t.blob.write(&t.piece).map_err(|e| Stop::Refused(e.into()))
+            };
+            (t, r)
+        })
+        .await
     else {
         return (None, Err(lost()));
     };

@@ -1,6 +1,6 @@
 //! The write half of the PostgreSQL store: one transaction per batch under the log's advisory
 //! lock (so the log keeps one sequence of leaves whichever node appends), the operations of
-//! `store::ops` applied through [`PgTables`], committed with `synchronous_commit` on (the
+//! `store::write_ops` applied through [`PgTables`], committed with `synchronous_commit` on (the
 //! server's WAL flushed before the commit returns).
 
 use postgres::Transaction;
@@ -13,7 +13,7 @@ use crate::core::store::{
 use crate::core::tlog::{leaf_hash, Tree};
 use crate::error::{Error, Result};
 use crate::ids::{EnvelopeId, GrantId};
-use crate::store::ops::{self, Tables};
+use crate::store::write_ops::{self as ops, Tables};
 
 struct PgTables<'a, 't> {
     tx: &'a mut Transaction<'t>,

@@ -1,5 +1,5 @@
 //! The write half of the embedded store: one durable transaction per batch, the operations of
-//! `store::ops` applied through [`RedbTables`] (redb's tables and indexes), each event appended
+//! `store::write_ops` applied through [`RedbTables`] (redb's tables and indexes), each event appended
 //! as a log leaf with the leaf's tree nodes stored beside it.
 
 use redb::{Durability, ReadableTable, ReadableTableMetadata};
@@ -15,7 +15,7 @@ use crate::core::store::{
 use crate::core::tlog::{leaf_hash, Tree};
 use crate::error::{Error, Result};
 use crate::ids::{EnvelopeId, GrantId};
-use crate::store::ops::{self, Tables};
+use crate::store::write_ops::{self as ops, Tables};
 
 type Bytes<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
 type Index<'t> = redb::Table<'t, &'static str, ()>;

@@ -182,7 +182,7 @@ async fn callers_outside_the_directory_or_revoked_are_unauthenticated() {
         Request::Inbox {
             page: Page::first(),
         },
-        f.now(),
+        &f.cx(),
         &mut &[][..],
     )
     .await
@@ -221,9 +221,10 @@ async fn racing_directory_pushes_both_take_effect() {
     let admin = peer(&f.admin);
     for _ in 0..20 {
         let (mut none_a, mut none_b): (&[u8], &[u8]) = (&[], &[]);
+        let cx = f.cx_at(now);
         let (a, b) = tokio::join!(
-            handle(&f.relay, &admin, push(&dave), now, &mut none_a),
-            handle(&f.relay, &admin, push(&erin), now, &mut none_b),
+            handle(&f.relay, &admin, push(&dave), &cx, &mut none_a),
+            handle(&f.relay, &admin, push(&erin), &cx, &mut none_b),
         );
         a.unwrap();
         b.unwrap();
@@ -254,14 +255,14 @@ async fn admins_are_directory_entries_pinned_and_revocable() {
         "rogue",
     )
     .unwrap();
-    let r = handle(&f.relay, &rogue, quarantine(), f.now(), &mut &[][..])
+    let r = handle(&f.relay, &rogue, quarantine(), &f.cx(), &mut &[][..])
         .await
         .expect_err("an unknown admin");
     assert_eq!(r.code, ErrorCode::Unauthenticated);
     // The real admin's name with another key: refused.
     let mut other_key = peer(&f.admin);
     other_key.spki_sha256 = [9; 32];
-    let r = handle(&f.relay, &other_key, quarantine(), f.now(), &mut &[][..])
+    let r = handle(&f.relay, &other_key, quarantine(), &f.cx(), &mut &[][..])
         .await
         .expect_err("another key");
     assert_eq!(r.code, ErrorCode::Unauthenticated);
@@ -314,7 +315,7 @@ async fn a_flood_of_denials_is_summarized_not_logged_one_by_one() {
     let denies = |f: &Fixture| f.event_kinds().iter().filter(|k| *k == "deny").count();
     assert_eq!(denies(&f), 5);
     f.clock.advance(61);
-    crate::server::sweep::sweep_expired(&f.relay).await;
+    crate::server::services::expiry::sweep_expired(&f.relay, &f.cx()).await;
     let events = f.relay.store.events(0, 1000).unwrap();
     let summary = events
         .iter()

@@ -140,7 +140,7 @@ async fn only_the_requester_sees_and_fetches_its_envelope_then_files_a_receipt()
         &f.relay,
         &peer(&f.alice),
         Request::Fetch { envelope_id },
-        f.now(),
+        &f.cx(),
         &mut &[][..],
     )
     .await
@@ -163,7 +163,7 @@ async fn only_the_requester_sees_and_fetches_its_envelope_then_files_a_receipt()
             &f.relay,
             &peer(who),
             Request::Fetch { envelope_id },
-            f.now(),
+            &f.cx(),
             &mut &[][..],
         )
         .await;
@@ -175,7 +175,7 @@ async fn only_the_requester_sees_and_fetches_its_envelope_then_files_a_receipt()
         Request::Fetch {
             envelope_id: EnvelopeId([0; 16]),
         },
-        f.now(),
+        &f.cx(),
         &mut &[][..],
     )
     .await
@@ -184,7 +184,7 @@ async fn only_the_requester_sees_and_fetches_its_envelope_then_files_a_receipt()
         &f.relay,
         &peer(&f.bob),
         Request::Fetch { envelope_id },
-        f.now(),
+        &f.cx(),
         &mut &[][..],
     )
     .await
@@ -233,7 +233,10 @@ async fn envelopes_past_their_ttl_leave_the_inbox_and_are_swept_on_the_clock() {
     let (body, request) = f.sealed(id, b"soon gone");
     f.call_with_body(&f.bot, request, &body).await.unwrap();
     f.clock.advance(59);
-    assert_eq!(crate::server::sweep::sweep_expired(&f.relay).await, 0);
+    assert_eq!(
+        crate::server::services::expiry::sweep_expired(&f.relay, &f.cx()).await,
+        0
+    );
     f.clock.advance(1);
     let Reply::Inbox { envelopes, .. } = f
         .call(
@@ -248,7 +251,10 @@ async fn envelopes_past_their_ttl_leave_the_inbox_and_are_swept_on_the_clock() {
         panic!("no inbox")
     };
     assert!(envelopes.is_empty(), "an expired envelope is listed");
-    assert_eq!(crate::server::sweep::sweep_expired(&f.relay).await, 1);
+    assert_eq!(
+        crate::server::services::expiry::sweep_expired(&f.relay, &f.cx()).await,
+        1
+    );
     assert!(f.relay.store.envelope_ids().unwrap().is_empty());
     assert!(f.event_kinds().contains(&"envelope.expired".to_owned()));
 }
@@ -341,7 +347,7 @@ async fn expiry_and_quarantine_are_judged_when_the_body_has_arrived() {
         body: &body,
         during: Some(move || clock.advance(601)),
     };
-    let refusal = handle(&f.relay, &peer(&f.bot), request, f.now(), &mut slow)
+    let refusal = handle(&f.relay, &peer(&f.bot), request, &f.cx(), &mut slow)
         .await
         .expect_err("a grant that expired during the upload");
     assert_eq!(refusal.code, ErrorCode::Expired);
@@ -355,7 +361,7 @@ async fn expiry_and_quarantine_are_judged_when_the_body_has_arrived() {
         body: &body,
         during: Some(|| monitor.set_quarantined(&bot, "test")),
     };
-    let refusal = handle(&f.relay, &peer(&f.bot), request, f.now(), &mut slow)
+    let refusal = handle(&f.relay, &peer(&f.bot), request, &f.cx(), &mut slow)
         .await
         .expect_err("an agent quarantined during the upload");
     assert_eq!(refusal.code, ErrorCode::Forbidden);

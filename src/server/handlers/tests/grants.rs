@@ -301,7 +301,10 @@ async fn listings_come_in_pages_that_cover_everything_once() {
     assert!(pages >= 3, "{pages} pages");
     // Grants that expire unused are closed by the sweep: out of the index, refused as expired.
     f.clock.advance(601);
-    assert_eq!(crate::server::sweep::sweep_expired(&f.relay).await, 250);
+    assert_eq!(
+        crate::server::services::expiry::sweep_expired(&f.relay, &f.cx()).await,
+        250
+    );
     assert!(f
         .relay
         .store

@@ -6,7 +6,7 @@
 
 use super::*;
 use crate::core::store::{GrantRecord, StoredSigned, WriteOp};
-use crate::server::monitor::MonitorConfig;
+use crate::server::services::misbehaviour::MonitorConfig;
 
 /// Thresholds low enough to see a quarantine in a few requests (3 of each signal).
 fn monitored(adjust: impl FnOnce(&mut RelayConfig)) -> Fixture {
@@ -69,7 +69,7 @@ impl Fixture {
         user: &Identity,
         grant_id: GrantId,
         plaintext: &[u8],
-    ) -> Result<Reply, crate::server::refusal::Refusal> {
+    ) -> Result<Reply, crate::server::services::refusal::Refusal> {
         let recipient = user.age_identity.as_ref().unwrap().to_public();
         let mut body = Vec::new();
         crate::core::envelope::seal(recipient.as_recipient(), &mut &plaintext[..], &mut body, 1)
@@ -83,7 +83,7 @@ impl Fixture {
         user: &Identity,
         grant_id: GrantId,
         body: &[u8],
-    ) -> Result<Reply, crate::server::refusal::Refusal> {
+    ) -> Result<Reply, crate::server::services::refusal::Refusal> {
         let statement = Submission {
             grant_id,
             user: user.id.clone().unwrap(),
@@ -125,7 +125,8 @@ impl Fixture {
             needs_approval: false,
             approval: None,
         };
-        let event = crate::server::events::grant_created(self.now(), &g.user, &g, &signed, false);
+        let event =
+            crate::server::services::events::grant_created(self.now(), &g.user, &g, &signed, false);
         self.relay
             .commit(WriteOp::CreateGrant {
                 record,
@@ -453,7 +454,7 @@ async fn one_user_cannot_take_an_agents_quota_and_unanswered_approvals_lapse() {
         panic!()
     };
     assert!(grants.is_empty(), "lapsed approvals are not offered");
-    assert!(crate::server::sweep::sweep_expired(&f.relay).await >= 2);
+    assert!(crate::server::services::expiry::sweep_expired(&f.relay, &f.cx()).await >= 2);
     assert_eq!(f.relay.store.usage(&alice).unwrap().open_grants, 0);
     f.grant("payroll/d").await;
 }

@@ -17,9 +17,11 @@ use crate::ids::{EnvelopeId, GrantId, SpiffeId};
 use crate::local::provision::{agent, legacy_user, provision, user};
 use crate::net::Peer;
 use crate::server::config::RelayConfig;
-use crate::server::monitor::MonitorConfig;
-use crate::server::startup;
-use crate::server::state::Relay;
+use crate::server::services::effects::Cx;
+use crate::server::services::misbehaviour::MonitorConfig;
+use crate::server::services::relay::Relay;
+use crate::server::shell::effects::Effects;
+use crate::server::shell::startup;
 use crate::store::redb::RedbStore;
 
 use super::{handle, Outcome, StoredBody};
@@ -109,6 +111,16 @@ impl Fixture {
         self.clock.now()
     }
 
+    /// What the shell hands a request that starts now.
+    fn cx(&self) -> Cx {
+        self.cx_at(self.now())
+    }
+
+    /// What the shell hands a request whose time is `now`.
+    fn cx_at(&self, now: u64) -> Cx {
+        Effects::new(&self.relay).cx_at(&self.relay, now)
+    }
+
     async fn call(&self, who: &Identity, request: Request) -> Result<Reply, super::Refusal> {
         self.call_with_body(who, request, &[]).await
     }
@@ -120,7 +132,7 @@ impl Fixture {
         body: &[u8],
     ) -> Result<Reply, super::Refusal> {
         let mut body = body;
-        match handle(&self.relay, &peer(who), request, self.now(), &mut body).await? {
+        match handle(&self.relay, &peer(who), request, &self.cx(), &mut body).await? {
             Outcome::Reply(r) => Ok(r),
             Outcome::Envelope { .. } => panic!("an envelope where a reply was expected"),
         }

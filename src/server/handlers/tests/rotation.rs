@@ -131,7 +131,7 @@ async fn a_rotated_users_old_identity_finishes_what_was_sealed_to_it_and_the_age
         &f.relay,
         &peer(&f.alice),
         Request::Fetch { envelope_id: e2 },
-        f.now(),
+        &f.cx(),
         &mut &[][..],
     )
     .await
@@ -182,7 +182,7 @@ async fn a_rotated_users_old_identity_finishes_what_was_sealed_to_it_and_the_age
         &f.relay,
         &peer(&f.alice),
         Request::Fetch { envelope_id: e5 },
-        f.now(),
+        &f.cx(),
         &mut &[][..],
     )
     .await

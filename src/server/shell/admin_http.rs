@@ -13,7 +13,7 @@ use axum::Router;
 
 use crate::error::{Error, Result};
 
-use super::state::Relay;
+use crate::server::services::relay::Relay;
 
 /// Binds the admin listener (at start, so that a taken port stops the relay with a clear error).
 pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
@@ -75,52 +75,4 @@ async fn metrics(State(relay): State<Arc<Relay>>) -> Response {
         )
             .into_response(),
     }
-}
-
-impl Relay {
-    /// Why the relay cannot serve now, if it cannot: the store answers (and has not failed a
-    /// write it could not recover from), the log's root can be read and its checkpoints signed,
-    /// and the commit thread runs. (A policy is always in force: a relay never starts on, or
-    /// reloads to, one that does not validate.)
-    pub fn readiness(&self) -> std::result::Result<(), String> {
-        self.store
-            .health()
-            .map_err(|e| format!("store: {}", e.message()))?;
-        let size = self.store.log_size();
-        self.store
-            .log_root(size)
-            .map_err(|e| format!("log: {}", e.message()))?;
-        if let Some(why) = self.signer.failure() {
-            return Err(format!("log: cannot sign a checkpoint: {why}"));
-        }
-        if !self.committer.is_running() {
-            return Err("store: the commit thread has stopped".into());
-        }
-        Ok(())
-    }
-
-    /// The metrics, with the gauges read now.
-    pub fn render_metrics(&self) -> Result<String> {
-        let m = &self.metrics;
-        m.log_entries.set(gauge_value(self.store.log_size()));
-        if let Ok(latest) = self.checkpoint.read() {
-            m.checkpoint_size
-                .set(gauge_value(latest.as_ref().map_or(0, |(cp, _)| cp.size)));
-        }
-        if let Some(w) = &self.witnessing {
-            let size = w.witnessed.borrow().as_ref().map_or(0, |(cp, _)| cp.size);
-            m.witnessed_size.set(gauge_value(size));
-            m.witness_quorum.set(gauge_value(w.policy.quorum as u64));
-        }
-        m.ready.set(i64::from(self.readiness().is_ok()));
-        m.quarantined_agents
-            .set(gauge_value(self.monitor.quarantined_count() as u64));
-        m.connections
-            .set(gauge_value(self.connections.count() as u64));
-        m.render()
-    }
-}
-
-fn gauge_value(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }

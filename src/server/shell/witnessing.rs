@@ -15,19 +15,14 @@ use std::time::Duration;
 use crate::core::store::Store;
 use crate::core::tlog::checkpoint::Checkpoint;
 use crate::core::tlog::cosignature::{self, CosignerKey, WitnessPolicy};
-use crate::core::tlog::witness::AddCheckpoint;
+use crate::core::tlog::witness_protocol::AddCheckpoint;
 
-use super::state::Relay;
+use crate::server::services::config::RelayConfig;
+use crate::server::services::relay::Relay;
 
-/// A checkpoint and its note (with cosignature lines when witnessed).
-pub type Noted = Option<(Checkpoint, String)>;
-
-/// The relay's witnesses, and the newest checkpoint they cosigned with a quorum.
-pub struct Witnessing {
+/// The relay's witnesses: where to ask, and with what HTTP agent.
+struct Witnesses {
     endpoints: Vec<Arc<Endpoint>>,
-    pub(crate) policy: WitnessPolicy,
-    /// The newest checkpoint with a quorum of cosignatures.
-    pub(crate) witnessed: tokio::sync::watch::Sender<Noted>,
     agent: ureq::Agent,
 }
 
@@ -43,11 +38,8 @@ const MAX_ANSWER: u64 = 16 * 1024;
 /// Longest wait between retries without a quorum.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-impl Witnessing {
-    pub fn new(
-        config: &super::config::RelayConfig,
-        policy: WitnessPolicy,
-    ) -> crate::error::Result<Self> {
+impl Witnesses {
+    fn new(config: &RelayConfig, policy: &WitnessPolicy) -> Self {
         let endpoints = config
             .witness
             .iter()
@@ -68,13 +60,7 @@ impl Witnessing {
             .proxy(None)
             .build()
             .into();
-        let (witnessed, _) = tokio::sync::watch::channel(None);
-        Ok(Witnessing {
-            endpoints,
-            policy,
-            witnessed,
-            agent,
-        })
+        Witnesses { endpoints, agent }
     }
 
     /// Asks every witness to cosign `note` (concurrently); returns the verified lines.
@@ -203,6 +189,7 @@ pub async fn run(relay: Arc<Relay>) {
     let Some(w) = relay.witnessing.clone() else {
         return;
     };
+    let witnesses = Witnesses::new(&relay.config, &w.policy);
     let mut backoff = Duration::from_millis(250);
     loop {
         let Some((cp, note)) = relay.latest_checkpoint() else {
@@ -218,7 +205,7 @@ pub async fn run(relay: Arc<Relay>) {
             relay.signer.signed.notified().await;
             continue;
         }
-        let mut lines = w.cosign_all(&relay.store, &cp, &note).await;
+        let mut lines = witnesses.cosign_all(&relay.store, &cp, &note).await;
         // A quorum is enough: more lines only make every receipt longer.
         lines.truncate(w.policy.quorum);
         let full = format!("{note}{}", lines.concat());

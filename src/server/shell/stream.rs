@@ -16,12 +16,15 @@ use crate::net::frame::{read_frame, write_frame, WriteFrameError, CHUNK};
 use crate::net::Peer;
 use crate::store::blobs::{blocking, BlobReader};
 
-use super::deadline::{Pace, Paced};
-use super::handlers::{self, Outcome, StoredBody};
-use super::listener::InFlightGuard;
-use super::refusal::Refusal;
-use super::state::Relay;
 use crate::core::wire::Request;
+use crate::server::handlers::{self, Outcome, StoredBody};
+use crate::server::services::in_flight::InFlightGuard;
+use crate::server::services::metrics::code_label;
+use crate::server::services::refusal::Refusal;
+use crate::server::services::relay::Relay;
+
+use super::deadline::{Pace, Paced};
+use super::effects::Effects;
 
 /// The answer to a request that arrives once shutdown has begun (one line; Unavailable, which
 /// clients treat as "try again").
@@ -32,6 +35,7 @@ pub const SHUTTING_DOWN: &str =
 /// before this task was spawned).
 pub async fn serve(
     relay: Arc<Relay>,
+    effects: Effects,
     peer: Peer,
     _in_flight: InFlightGuard,
     mut send: SendStream,
@@ -66,7 +70,7 @@ pub async fn serve(
         return;
     }
     let action = frame.request.action();
-    let now = relay.clock.now();
+    let cx = effects.cx(&relay);
     let mut body = Paced::new(
         &mut recv,
         Duration::from_secs(relay.config.body_grace_secs),
@@ -91,11 +95,11 @@ pub async fn serve(
             return;
         }
     }
-    let outcome = handlers::handle(&relay, &peer, frame.request, now, &mut body).await;
+    let outcome = handlers::handle(&relay, &peer, frame.request, &cx, &mut body).await;
     drop(body);
     let outcome = match outcome {
         Ok(Outcome::Envelope { view, body }) => {
-            send_envelope(&relay, now, &mut send, Reply::Envelope { view }, body).await
+            send_envelope(&relay, &mut send, Reply::Envelope { view }, body).await
         }
         Ok(Outcome::Reply(reply)) => respond(&mut send, Ok(reply))
             .await
@@ -125,7 +129,7 @@ pub async fn serve(
         }
         Err(Failure::Refused(r)) => {
             tracing::info!(caller = %peer.id, action, code = ?r.code, reason = %r.message, "refused");
-            let label = super::metrics::code_label(r.code);
+            let label = code_label(r.code);
             let answered = respond(&mut send, Err(r)).await.is_ok();
             (label, answered)
         }
@@ -241,29 +245,6 @@ async fn next_piece(
     .await?)
 }
 
-/// The SHA-256 of a whole blob, then the blob rewound: one blocking task for the whole pass.
-async fn blob_digest(
-    reader: Box<dyn BlobReader>,
-) -> std::result::Result<(Box<dyn BlobReader>, [u8; 32]), Refusal> {
-    Ok(blocking(move || {
-        let mut reader = reader;
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        let mut buf = Vec::with_capacity(CHUNK);
-        loop {
-            reader.read(&mut buf)?;
-            if buf.is_empty() {
-                break;
-            }
-            ctx.update(&buf);
-        }
-        let mut out = [0u8; 32];
-        out.copy_from_slice(ctx.finish().as_ref());
-        reader.rewind()?;
-        Ok((reader, out))
-    })
-    .await?)
-}
-
 /// The pace a fetched body must be taken at, from now: the request body's rule, the other way.
 fn download_pace(relay: &Relay) -> Pace {
     Pace::new(
@@ -305,7 +286,6 @@ async fn paced_write(
 
 async fn send_envelope(
     relay: &Relay,
-    now: u64,
     send: &mut SendStream,
     reply: Reply,
     body: StoredBody,
@@ -317,41 +297,9 @@ async fn send_envelope(
             paced_write(send, &pace, 0, &bytes).await?;
             relay.metrics.envelope_bytes(false, bytes.len() as u64);
         }
-        StoredBody::Blob {
-            envelope_id,
-            length,
-            sha256,
-        } => {
-            let blobs = relay.blobs.clone();
-            let reader = blocking(move || blobs.open(&envelope_id))
-                .await
-                .map_err(Refusal::from)?
-                .ok_or_else(|| {
-                    tracing::error!(envelope = %envelope_id, "blob missing");
-                    Refusal::not_found("envelope")
-                })?;
-            // Nothing is sent that does not match what the agent signed for: hash the blob
-            // first (a file's second read comes from the page cache).
-            let (reader, digest) = blob_digest(reader).await?;
-            if digest != sha256 {
-                // A database blob deleted while it was read (delivered or expired through
-                // another node) reads short: that is no envelope, not a damaged one.
-                let blobs = relay.blobs.clone();
-                let blob_kept = blocking(move || blobs.open(&envelope_id).map(|r| r.is_some()))
-                    .await
-                    .unwrap_or(false);
-                let waiting = relay
-                    .store
-                    .envelope(&envelope_id)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|e| e.receipt.is_none());
-                if !(blob_kept && waiting) {
-                    return Err(Refusal::not_found("envelope").into());
-                }
-                return Err(relay.integrity_failure(&envelope_id, now).await.into());
-            }
-            // The pace starts here: hashing the blob is the relay's time, not the client's.
+        StoredBody::Blob { reader, length } => {
+            // The pace starts here: checking the blob (the handler did) is the relay's time,
+            // not the client's.
             let pace = download_pace(relay);
             paced_header(send, &pace, reply).await?;
             // The next piece is read while this one is written.

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,68 +15,12 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::core::wire::CloseCode;
 use crate::net;
 
-use super::state::Relay;
-use super::{stream, sweep};
+use crate::server::services::expiry;
+use crate::server::services::in_flight::InFlight;
+use crate::server::services::relay::Relay;
 
-/// Counts requests in flight so shutdown can wait for them, and refuses new ones once shutdown
-/// has begun (threat 45: a shutdown lets what is in flight finish, and starts nothing new).
-#[derive(Default)]
-pub struct InFlight {
-    count: AtomicUsize,
-    idle: Notify,
-    closing: AtomicBool,
-}
-
-/// Held while a request is served. It owns its relay, so it is taken before the request's
-/// task is spawned: a request is counted from the moment its stream is accepted.
-pub struct InFlightGuard(Arc<Relay>);
-
-impl InFlight {
-    /// Counts a new request in, unless shutdown has begun (`None`: refuse it). The count is
-    /// raised before the flag is read, and shutdown sets the flag before it reads the count, so
-    /// every request is either refused or waited for.
-    pub fn enter(relay: &Arc<Relay>) -> Option<InFlightGuard> {
-        relay.in_flight.count.fetch_add(1, Ordering::SeqCst);
-        let guard = InFlightGuard(relay.clone());
-        if relay.in_flight.closing.load(Ordering::SeqCst) {
-            drop(guard);
-            return None;
-        }
-        Some(guard)
-    }
-
-    /// Shutdown has begun: every request from now on is refused.
-    pub fn close(&self) {
-        self.closing.store(true, Ordering::SeqCst);
-    }
-
-    /// Requests in flight now.
-    pub fn count(&self) -> usize {
-        self.count.load(Ordering::SeqCst)
-    }
-
-    pub async fn wait_idle(&self) {
-        loop {
-            let notified = self.idle.notified();
-            if self.count.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    fn leave(&self) {
-        if self.count.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.idle.notify_waiters();
-        }
-    }
-}
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        self.0.in_flight.leave();
-    }
-}
+use super::effects::Effects;
+use super::stream;
 
 /// Owns the relay's tasks: aborts them all when dropped.
 pub struct Supervisor {
@@ -100,16 +43,22 @@ impl Supervisor {
         admin: Option<tokio::net::TcpListener>,
     ) -> Self {
         let stop = Arc::new(Notify::new());
-        let admin = admin.map(|l| tokio::spawn(super::ops::serve(relay.clone(), l)));
+        let admin = admin.map(|l| tokio::spawn(super::admin_http::serve(relay.clone(), l)));
         let sync = relay
             .config
             .store
             .is_some()
-            .then(|| tokio::spawn(super::shared::run(relay.clone())));
-        let accept = tokio::spawn(accept_loop(relay.clone(), endpoint, stop.clone()));
+            .then(|| tokio::spawn(super::loops::cluster_sync(relay.clone())));
+        let effects = Effects::new(&relay);
+        let accept = tokio::spawn(accept_loop(
+            relay.clone(),
+            effects.clone(),
+            endpoint,
+            stop.clone(),
+        ));
         let witness = tokio::spawn(super::witnessing::run(relay.clone()));
         let dirwatch = tokio::spawn(super::dirwatch::run(relay.clone()));
-        let sweep = tokio::spawn(sweep_loop(relay));
+        let sweep = tokio::spawn(sweep_loop(relay, effects));
         Supervisor {
             accept,
             sweep,
@@ -149,12 +98,12 @@ impl Drop for Supervisor {
     }
 }
 
-async fn sweep_loop(relay: Arc<Relay>) {
+async fn sweep_loop(relay: Arc<Relay>, effects: Effects) {
     let mut tick =
         tokio::time::interval(Duration::from_secs(relay.config.sweep_interval_secs.max(1)));
     loop {
         tick.tick().await;
-        sweep::sweep_expired(&relay).await;
+        expiry::sweep_expired(&relay, &effects.cx(&relay)).await;
     }
 }
 
@@ -229,7 +178,12 @@ fn admit(
     Some((incoming, permit, ip_guard))
 }
 
-async fn accept_loop(relay: Arc<Relay>, endpoint: quinn::Endpoint, stop: Arc<Notify>) {
+async fn accept_loop(
+    relay: Arc<Relay>,
+    effects: Effects,
+    endpoint: quinn::Endpoint,
+    stop: Arc<Notify>,
+) {
     let limits = relay.config.limits.clone();
     let handshakes = Arc::new(Semaphore::new(limits.max_handshakes.max(1)));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -248,7 +202,7 @@ async fn accept_loop(relay: Arc<Relay>, endpoint: quinn::Endpoint, stop: Arc<Not
                 else {
                     continue;
                 };
-                let (r, slots) = (relay.clone(), slots.clone());
+                let (r, fx, slots) = (relay.clone(), effects.clone(), slots.clone());
                 connections.spawn(async move {
                     let _ip = ip_guard;
                     let conn = match tokio::time::timeout(handshake_timeout, incoming).await {
@@ -269,7 +223,7 @@ async fn accept_loop(relay: Arc<Relay>, endpoint: quinn::Endpoint, stop: Arc<Not
                         conn.close(code.code().into(), code.reason());
                         return;
                     };
-                    serve_connection(r, conn).await;
+                    serve_connection(r, fx, conn).await;
                 });
             }
         }
@@ -299,7 +253,7 @@ async fn accept_loop(relay: Arc<Relay>, endpoint: quinn::Endpoint, stop: Arc<Not
     connections.shutdown().await;
 }
 
-async fn serve_connection(relay: Arc<Relay>, conn: quinn::Connection) {
+async fn serve_connection(relay: Arc<Relay>, effects: Effects, conn: quinn::Connection) {
     let peer = match net::peer(&conn) {
         Ok(p) => p,
         Err(e) => {
@@ -329,10 +283,11 @@ async fn serve_connection(relay: Arc<Relay>, conn: quinn::Connection) {
                 let Ok((send, recv)) = accepted else { break };
                 // Counted in flight here, before its task runs, so a shutdown beginning now
                 // either waits for this request or refuses it.
-                match InFlight::enter(&relay) {
+                match InFlight::enter(&relay.in_flight) {
                     Some(guard) => {
                         streams.spawn(stream::serve(
                             relay.clone(),
+                            effects.clone(),
                             peer.clone(),
                             guard,
                             send,

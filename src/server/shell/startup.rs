@@ -5,47 +5,28 @@
 use std::sync::{Arc, RwLock};
 
 use crate::clock::Clock;
-use crate::core::directory::Directory;
-use crate::core::policy::{CedarPolicy, DEFAULT_CATALOG, DEFAULT_POLICY};
-use crate::core::sign::{Signed, SigningKey, StatementType};
-use crate::core::store::{Store, StoredSigned, WriteOp};
-use crate::core::wire::WireSigned;
+use crate::core::sign::SigningKey;
+use crate::core::store::Store;
 use crate::error::{Error, Result};
-use crate::local::{dirstore, trust_root};
+use crate::local::trust_root;
 use crate::store::blobs::{BlobDir, BlobStore};
 use crate::store::postgres::PgStore;
 use crate::store::redb::RedbStore;
 
-use super::checkpoints;
-use super::committer::Committer;
-use super::config::RelayConfig;
-use super::connections::Connections;
-use super::events;
-use super::listener::InFlight;
-use super::monitor::{Monitor, RateLimiter};
-use super::state::Relay;
-use super::witnessing::Witnessing;
+use crate::server::services::checkpoints;
+use crate::server::services::committer::Committer;
+use crate::server::services::config::RelayConfig;
+use crate::server::services::connections::Connections;
+use crate::server::services::loading::{load_directory, read_policy};
+use crate::server::services::misbehaviour::{Monitor, RateLimiter};
+use crate::server::services::relay::Relay;
+use crate::server::services::witnessed::Witnessed;
 
 /// What the relay needs from `DIR` to serve: its TLS key and certificate, the CA.
 pub struct Tls {
     pub cert: Vec<u8>,
     pub key: zeroize::Zeroizing<Vec<u8>>,
     pub ca: Vec<u8>,
-}
-
-fn read_text(path: &Option<std::path::PathBuf>, default: &str) -> Result<String> {
-    match path {
-        Some(p) => String::from_utf8(crate::local::fs::read_capped(p, 1 << 20)?)
-            .map_err(|_| Error::bad_input(format!("{} is not UTF-8", p.display()))),
-        None => Ok(default.to_owned()),
-    }
-}
-
-/// The policy and catalog the config names (or the embedded defaults), validated.
-pub fn read_policy(config: &RelayConfig) -> Result<CedarPolicy> {
-    let policy = read_text(&config.policy_file, DEFAULT_POLICY)?;
-    let catalog = read_text(&config.catalog_file, DEFAULT_CATALOG)?;
-    CedarPolicy::new(&policy, &catalog)
 }
 
 /// Builds the relay's state; `store` is the embedded one unless given.
@@ -95,8 +76,11 @@ pub fn load(
         },
     };
     // Every store's failures are counted for `/metrics`.
-    let metrics = Arc::new(super::metrics::Metrics::new()?);
-    let store: Arc<dyn Store> = Arc::new(super::metrics::MeteredStore::new(store, metrics.clone()));
+    let metrics = Arc::new(crate::server::services::metrics::Metrics::new()?);
+    let store: Arc<dyn Store> = Arc::new(crate::server::services::metrics::MeteredStore::new(
+        store,
+        metrics.clone(),
+    ));
     let policy =
         read_policy(&config).map_err(|e| e.context("refusing to start on an invalid policy"))?;
     let monitor = Monitor::new(config.monitor.clone(), store.quarantined()?);
@@ -112,11 +96,14 @@ pub fn load(
     // From here on every batch is checkpointed; the first checkpoint covers what is there now.
     signer.sign_current(store.as_ref())?;
     let checkpoint = signer.latest.clone();
-    let committer = Committer::start(store.clone(), Some(signer.clone()))?;
-    let witnessing = match config.witness_policy()? {
-        Some(policy) => Some(Arc::new(Witnessing::new(&config, policy)?)),
-        None => None,
-    };
+    let (committer, commit_loop) = Committer::new(store.clone(), Some(signer.clone()));
+    std::thread::Builder::new()
+        .name("sealrelay-commit".into())
+        .spawn(move || commit_loop.run())
+        .map_err(|e| Error::internal(format!("cannot start the commit thread: {e}")))?;
+    let witnessing = config
+        .witness_policy()?
+        .map(|p| Arc::new(Witnessed::new(p)));
     // Blobs whose envelope never committed (or was deleted) go.
     let swept = blobs.sweep_at_start(store.as_ref())?;
     if swept > 0 {
@@ -131,7 +118,7 @@ pub fn load(
         trust_domain: meta.trust_domain,
         blobs,
         policy: RwLock::new(Arc::new(policy)),
-        in_flight: InFlight::default(),
+        in_flight: Default::default(),
         checkpoint,
         signer,
         witnessing,
@@ -146,84 +133,4 @@ pub fn load(
         metrics,
     };
     Ok((relay, tls))
-}
-
-/// The directory: what was pushed before (in the store) plus what is in `DIR/directory`; what
-/// the disk adds is stored with a `directory.load` event.
-fn load_directory(
-    dir: &std::path::Path,
-    store: &dyn Store,
-    authority: &crate::core::sign::PublicKey,
-    relay_actor: &str,
-    now: u64,
-) -> Result<Directory> {
-    let (mut directory, _) = directory_from_store(store, authority)?;
-    let disk_dir = dir.join("directory");
-    if !disk_dir.is_dir() {
-        return Ok(directory);
-    }
-    let (disk, _) = dirstore::load(&disk_dir, authority)?;
-    let (entries, revocations) = directory_statements(&disk);
-    for (_, _, s) in &entries {
-        directory.insert_entry(to_signed(s, StatementType::DirectoryEntry)?, authority)?;
-    }
-    for (_, _, s) in &revocations {
-        directory.insert_revocation(&to_signed(s, StatementType::Revocation)?, authority)?;
-    }
-    if !entries.is_empty() || !revocations.is_empty() {
-        let event = events::directory_load(now, relay_actor, entries.len(), revocations.len());
-        let op = WriteOp::PutDirectory {
-            entries,
-            revocations,
-            event,
-        };
-        store.apply(std::slice::from_ref(&op))?;
-    }
-    Ok(directory)
-}
-
-/// The directory from the statements the store holds (every one verified against
-/// `authority`), for a node that shares its store with others.
-pub fn directory_from_store(
-    store: &dyn Store,
-    authority: &crate::core::sign::PublicKey,
-) -> Result<(Directory, usize)> {
-    let mut directory = Directory::new();
-    let (entries, revocations) = store.directory()?;
-    for s in &entries {
-        directory.insert_entry(to_signed(s, StatementType::DirectoryEntry)?, authority)?;
-    }
-    for s in &revocations {
-        directory.insert_revocation(&to_signed(s, StatementType::Revocation)?, authority)?;
-    }
-    Ok((directory, entries.len() + revocations.len()))
-}
-
-fn to_signed(s: &StoredSigned, ty: StatementType) -> Result<Signed> {
-    WireSigned {
-        statement: s.statement.clone(),
-        signature: s.signature.clone(),
-    }
-    .to_signed(ty)
-}
-
-type Rows = Vec<(String, u64, StoredSigned)>;
-
-/// Every statement of a verified directory, as store rows: (entries, revocations).
-fn directory_statements(d: &Directory) -> (Rows, Rows) {
-    let stored = |s: &Signed| StoredSigned {
-        statement: s.statement.clone(),
-        signature: s.signature.to_vec(),
-    };
-    // Every serial, not only the latest: clients recognise a party's earlier keys (a grant or
-    // a statement signed before a rotation) from the relay's history of its entries.
-    let entries = d
-        .all_entries()
-        .map(|(e, s)| (e.id.to_string(), e.serial, stored(s)))
-        .collect();
-    let revocations = d
-        .revocations()
-        .map(|(r, s)| (r.id.to_string(), r.serial, stored(s)))
-        .collect();
-    (entries, revocations)
 }

@@ -17,8 +17,8 @@ use crate::error::Result;
 use crate::ids::SpiffeId;
 use crate::local::dirstore;
 
-use super::events;
-use super::state::Relay;
+use crate::server::services::events;
+use crate::server::services::relay::Relay;
 
 /// How often `DIR/directory` is looked at.
 pub const WATCH_EVERY: Duration = Duration::from_secs(2);

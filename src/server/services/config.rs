@@ -65,7 +65,7 @@ pub struct RelayConfig {
     pub requests_per_second: u32,
     pub request_burst: u32,
     pub limits: Limits,
-    pub monitor: super::monitor::MonitorConfig,
+    pub monitor: super::misbehaviour::MonitorConfig,
     /// What one party may hold at once (`[quotas]`).
     pub quotas: QuotaConfig,
     /// Witnesses that cosign the log's checkpoints (`[[witness]]`, docs/witness.md).
@@ -198,7 +198,7 @@ impl Default for RelayConfig {
             requests_per_second: 500,
             request_burst: 1000,
             limits: Limits::default(),
-            monitor: super::monitor::MonitorConfig::default(),
+            monitor: super::misbehaviour::MonitorConfig::default(),
             quotas: QuotaConfig::default(),
             witness: Vec::new(),
             witness_quorum: None,
@@ -279,7 +279,7 @@ impl RelayConfig {
             catalog_file: Some(PathBuf::new()),
             store: Some(String::new()),
             witness_quorum: Some(1),
-            monitor: super::monitor::MonitorConfig {
+            monitor: super::misbehaviour::MonitorConfig {
                 alert_command: Some(String::new()),
                 ..Default::default()
             },

@@ -6,13 +6,14 @@ use crate::core::directory::EntryProblem;
 use crate::core::policy::{Action, Authorizer, Context, Decision, Principal};
 use crate::core::store::WriteOp;
 use crate::core::wire::ErrorCode;
-use crate::ids::{PartyKind, SpiffeId};
+use crate::ids::PartyKind;
 use crate::net::Peer;
 
-use super::events;
-use super::monitor::Signal;
-use super::refusal::Refusal;
-use super::state::Relay;
+use crate::server::services::effects::Cx;
+use crate::server::services::events;
+use crate::server::services::misbehaviour::Signal;
+use crate::server::services::refusal::Refusal;
+use crate::server::services::relay::Relay;
 
 /// Who is calling: the party's current entry, or a previous one within the grace period after
 /// its rotation (with that entry's serial).
@@ -66,17 +67,19 @@ impl Relay {
     /// request's time).
     pub(crate) async fn authorize(
         &self,
+        cx: &Cx,
         peer: &Peer,
         action: Action,
         ctx: &Context,
     ) -> Result<Principal, Refusal> {
-        self.authorize_counting(peer, action, ctx, true).await
+        self.authorize_counting(cx, peer, action, ctx, true).await
     }
 
     /// [`Relay::authorize`]; a policy denial counts against an agent only when `avoidable`
     /// (the agent could have known not to ask: docs/security.md, "who pays for a refusal").
     pub(crate) async fn authorize_counting(
         &self,
+        cx: &Cx,
         peer: &Peer,
         action: Action,
         ctx: &Context,
@@ -84,7 +87,8 @@ impl Relay {
     ) -> Result<Principal, Refusal> {
         let now = ctx.now;
         if let Err(wait) = self.limiter.take(&peer.id.to_string()) {
-            self.signal(&peer.id, Signal::RateLimited, now).await;
+            self.signal(cx, &peer.id, Signal::RateLimited, None, now)
+                .await;
             return Err(Refusal::new(
                 ErrorCode::RateLimited,
                 format!("rate limited, retry after {} ms", wait.as_millis().max(1)),
@@ -120,7 +124,7 @@ impl Relay {
                 let reason = reasons.join("; ");
                 self.log_denial(peer, action, &reason, now).await;
                 if !principal.quarantined && avoidable {
-                    self.signal(&peer.id, Signal::Denial, now).await;
+                    self.signal(cx, &peer.id, Signal::Denial, None, now).await;
                 }
                 let message = if principal.quarantined {
                     format!("this agent is quarantined ({reason}); an admin must release it")
@@ -135,15 +139,16 @@ impl Relay {
     /// [`Relay::authorize`] for requests about no particular resource.
     pub(crate) async fn authorize_relay(
         &self,
+        cx: &Cx,
         peer: &Peer,
         action: Action,
-        now: u64,
     ) -> Result<Principal, Refusal> {
         self.authorize(
+            cx,
             peer,
             action,
             &Context {
-                now,
+                now: cx.now,
                 ..Context::default()
             },
         )
@@ -153,8 +158,8 @@ impl Relay {
     /// Right before a submission commits: the time now (a grant's expiry is judged when the
     /// body has arrived, not when the request started) and the caller checked again (a
     /// revocation or quarantine that came during a slow upload ends it).
-    pub(crate) fn commit_time_check(&self, peer: &Peer) -> Result<u64, Refusal> {
-        let now = self.clock.now();
+    pub(crate) fn commit_time_check(&self, cx: &Cx, peer: &Peer) -> Result<u64, Refusal> {
+        let now = cx.clock.now();
         let principal = match self
             .authenticate(peer, now)
             .map_err(|reason| Refusal::new(ErrorCode::Unauthenticated, reason))?
@@ -231,14 +236,6 @@ impl Relay {
         );
         if let Err(e) = self.committer.submit(WriteOp::Append { event }).await {
             tracing::error!(error = %e, "could not log a denial");
-        }
-    }
-
-    /// One event for `count` denials of `caller` that were not logged one by one.
-    pub(crate) async fn log_denial_summary(&self, caller: &SpiffeId, count: u64, now: u64) {
-        let event = events::deny_summary(now, caller, count);
-        if let Err(e) = self.committer.submit(WriteOp::Append { event }).await {
-            tracing::error!(error = %e, "could not log a denial summary");
         }
     }
 }

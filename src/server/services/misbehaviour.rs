@@ -1,4 +1,6 @@
-//! The agent monitor and per-identity rate limits.
+//! Agent misbehaviour, in one place: the signals that count against an agent, the thresholds,
+//! quarantine (the kill switch and the automatic one) and release, and the per-identity rate
+//! limits whose hits are one of the signals.
 //!
 //! The monitor counts, per agent and over a sliding window, what an agent does wrong: policy
 //! denials, envelopes its users could not open (`undecryptable` receipts), envelopes the relay
@@ -11,6 +13,17 @@ use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+use crate::core::store::{Store, WriteOp};
+use crate::core::wire::CloseCode;
+use crate::ids::{PartyKind, SpiffeId};
+
+use super::committer::Committer;
+use super::connections::Connections;
+use super::effects::AlertSink;
+use super::events;
+use super::metrics::Metrics;
+use super::refusal::Refusal;
 
 /// Thresholds and the alert hook (`[monitor]` in the relay config).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -121,12 +134,8 @@ impl Monitor {
             .unwrap_or(true)
     }
 
-    /// Records a signal; returns the reason to quarantine when a threshold is crossed now.
-    pub fn record(&self, agent: &str, signal: Signal, now: u64) -> Option<String> {
-        self.record_from(agent, signal, None, now)
-    }
-
-    /// [`Monitor::record`] for a signal raised by a party (`claimant`): signals of a kind that
+    /// Records a signal raised by a party (`claimant`, if one did), returning the reason to
+    /// quarantine when a threshold is crossed now. Signals of a kind that
     /// counts per claimant (undecryptable receipts) count once for each.
     pub fn record_from(
         &self,
@@ -220,6 +229,119 @@ impl Monitor {
         }
         if let Ok(mut c) = self.counters.lock() {
             c.remove(agent);
+        }
+    }
+}
+
+/// What acting on misbehaviour touches: the store (signals counted across nodes, the durable
+/// quarantine), the committer (every change with its event), the open connections (closed on a
+/// quarantine), the metrics and the alert sink.
+pub struct Reach<'a> {
+    pub store: &'a dyn Store,
+    pub committer: &'a Committer,
+    pub connections: &'a Connections,
+    pub metrics: &'a Metrics,
+    pub alerts: &'a dyn AlertSink,
+    /// The actor of automatic quarantines (`spiffe://<td>/relay/monitor`).
+    pub monitor_actor: String,
+}
+
+impl Monitor {
+    /// Quarantines an agent: durable record and event, refused from the next request, its open
+    /// connections closed, its grants held, and an alert raised.
+    pub async fn quarantine(
+        &self,
+        reach: &Reach<'_>,
+        agent: &SpiffeId,
+        reason: &str,
+        actor: &str,
+        now: u64,
+    ) -> Result<u64, Refusal> {
+        let event = events::agent_quarantined(now, actor, agent, reason);
+        let index = reach
+            .committer
+            .commit(WriteOp::Quarantine {
+                agent: agent.clone(),
+                reason: reason.to_owned(),
+                event,
+            })
+            .await?;
+        self.set_quarantined(&agent.to_string(), reason);
+        reach.metrics.quarantined();
+        reach.connections.close_all(agent, CloseCode::Quarantined);
+        tracing::error!(target: "sealrelay::alert", agent = %agent, reason, "agent quarantined");
+        reach.alerts.quarantined(agent, reason);
+        Ok(index)
+    }
+
+    /// An admin's release: durable record and event, the agent's counts cleared.
+    pub async fn release_agent(
+        &self,
+        reach: &Reach<'_>,
+        agent: &SpiffeId,
+        by: &SpiffeId,
+        now: u64,
+    ) -> Result<u64, Refusal> {
+        let index = reach
+            .committer
+            .commit(WriteOp::Release {
+                agent: agent.clone(),
+                event: events::agent_released(now, by, agent),
+            })
+            .await?;
+        self.release(&agent.to_string());
+        if let Err(e) = reach.store.clear_signals(&agent.to_string()) {
+            // Released all the same; old signals age out of the window.
+            tracing::warn!(error = %e, "cannot clear the agent's monitor signals");
+        }
+        Ok(index)
+    }
+
+    /// Counts a signal against an agent (raised by `claimant`, a party, when one did:
+    /// undecryptable receipts count once per user); quarantines it past the threshold.
+    pub async fn signal(
+        &self,
+        reach: &Reach<'_>,
+        agent: &SpiffeId,
+        signal: Signal,
+        claimant: Option<&SpiffeId>,
+        now: u64,
+    ) {
+        if agent.kind() != PartyKind::Agent {
+            return;
+        }
+        let claimant = claimant.map(ToString::to_string);
+        let agent_s = agent.to_string();
+        if self.is_quarantined(&agent_s) {
+            return;
+        }
+        // On a store several nodes share, the signals of every node count together.
+        let since = now.saturating_sub(self.config.window_secs);
+        let shared = reach.store.record_signal(
+            &agent_s,
+            signal.key(),
+            claimant.as_deref(),
+            now,
+            since,
+            signal.per_claimant(),
+        );
+        let verdict = match shared {
+            Ok(Some(count)) => self.judge(signal, count),
+            Ok(None) => self.record_from(&agent_s, signal, claimant.as_deref(), now),
+            Err(e) => {
+                // The database is out of reach: this node counts alone meanwhile.
+                tracing::warn!(error = %e, "cannot record a monitor signal in the store");
+                self.record_from(&agent_s, signal, claimant.as_deref(), now)
+            }
+        };
+        if let Some(reason) = verdict {
+            let reason = format!("automatic: {reason}");
+            if let Err(e) = self
+                .quarantine(reach, agent, &reason, &reach.monitor_actor, now)
+                .await
+            {
+                tracing::error!(agent = %agent, error = %e.message, "could not quarantine");
+            }
         }
     }
 }

@@ -1,4 +1,6 @@
-//! The relay's shared state ([`Relay`]) and the small lookups every handler uses.
+//! The relay's services in one place ([`Relay`]: the state every request may read or change)
+//! and the small lookups every handler uses. Nothing here starts a task, a thread or a
+//! process, or touches a socket: the shell (`server::shell`) does that.
 
 use std::sync::{Arc, RwLock};
 
@@ -10,7 +12,7 @@ use crate::core::store::{GrantRecord, Store, WriteOp};
 use crate::core::tlog::checkpoint::Checkpoint;
 use crate::core::wire::{ErrorCode, WireSigned};
 use crate::error::{Error, ErrorKind, Result};
-use crate::ids::{EnvelopeId, PartyKind, SpiffeId};
+use crate::ids::{PartyKind, SpiffeId};
 use crate::net::Peer;
 use crate::store::blobs::BlobStore;
 
@@ -18,9 +20,14 @@ use super::checkpoints;
 use super::committer::Committer;
 use super::config::RelayConfig;
 use super::connections::Connections;
-use super::listener::InFlight;
-use super::monitor::{Monitor, RateLimiter};
+use super::denials::Denials;
+use super::effects::Cx;
+use super::in_flight::InFlight;
+use super::metrics::Metrics;
+use super::misbehaviour::{Monitor, RateLimiter, Reach, Signal};
 use super::refusal::Refusal;
+use super::uploads::Uploads;
+use super::witnessed::{Noted, Witnessed};
 
 /// Everything a request may read or change, shared by every connection.
 pub struct Relay {
@@ -41,14 +48,14 @@ pub struct Relay {
     /// The policy in force; `reload_policy` swaps it (SIGHUP).
     pub(crate) policy: RwLock<Arc<CedarPolicy>>,
     /// Requests in flight, so shutdown can let them finish.
-    pub(crate) in_flight: InFlight,
+    pub(crate) in_flight: Arc<InFlight>,
     /// The latest signed checkpoint (written by the commit thread).
     pub(crate) checkpoint: checkpoints::Latest,
     /// Signs checkpoints with the log key.
     pub(crate) signer: Arc<checkpoints::Signer>,
     /// The witnesses that cosign checkpoints, and the newest one they cosigned (`None`: the
     /// relay has no witnesses configured).
-    pub(crate) witnessing: Option<Arc<super::witnessing::Witnessing>>,
+    pub(crate) witnessing: Option<Arc<Witnessed>>,
     /// Per-agent counters and quarantines.
     pub(crate) monitor: Monitor,
     /// Per-identity token buckets.
@@ -58,16 +65,16 @@ pub struct Relay {
     /// Where `now` comes from: read once per request.
     pub(crate) clock: Arc<dyn Clock>,
     /// Uploads in progress (one per grant, per-agent caps).
-    pub(crate) uploads: super::uploads::Uploads,
+    pub(crate) uploads: Uploads,
     /// Directory pushes one at a time: each builds on the directory the one before left, so two
     /// racing pushes cannot lose one (a revocation, say).
     pub(crate) push_lock: tokio::sync::Mutex<()>,
     /// What this node last loaded of the state it shares with other nodes (PostgreSQL).
-    pub(crate) synced: super::shared::Synced,
+    pub(crate) synced: Synced,
     /// What `/metrics` reports (docs/operations.md).
-    pub(crate) metrics: Arc<super::metrics::Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Denials per caller per minute, so a flood of them does not grow the log without bound.
-    pub(crate) denials: super::denials::Denials,
+    pub(crate) denials: Denials,
 }
 
 impl Relay {
@@ -111,8 +118,7 @@ impl Relay {
         let min = min_size.max(old_size.unwrap_or(0));
         if let Some(w) = &self.witnessing {
             let mut rx = w.witnessed.subscribe();
-            let large =
-                |n: &super::witnessing::Noted| n.as_ref().is_some_and(|(c, _)| c.size >= min);
+            let large = |n: &Noted| n.as_ref().is_some_and(|(c, _)| c.size >= min);
             if !large(&rx.borrow()) && !wait.is_zero() {
                 let _ = tokio::time::timeout(wait, rx.wait_for(large)).await;
             }
@@ -149,10 +155,33 @@ impl Relay {
 
     /// Commits one write with its event; maps the store's refusals to wire errors.
     pub(crate) async fn commit(&self, op: WriteOp) -> std::result::Result<u64, Refusal> {
-        match self.committer.submit(op).await? {
-            Ok(index) => Ok(index),
-            Err(refusal) => Err(Refusal::from_write(&refusal)),
+        self.committer.commit(op).await
+    }
+
+    /// What acting on an agent's misbehaviour touches, with the request's alert sink.
+    pub(crate) fn reach<'a>(&'a self, cx: &'a Cx) -> Reach<'a> {
+        Reach {
+            store: self.store.as_ref(),
+            committer: &self.committer,
+            connections: &self.connections,
+            metrics: &self.metrics,
+            alerts: cx.alerts.as_ref(),
+            monitor_actor: self.actor("monitor"),
         }
+    }
+
+    /// Counts a signal against an agent (`claimant`: the party that raised it, if one did).
+    pub(crate) async fn signal(
+        &self,
+        cx: &Cx,
+        agent: &SpiffeId,
+        signal: Signal,
+        claimant: Option<&SpiffeId>,
+        now: u64,
+    ) {
+        self.monitor
+            .signal(&self.reach(cx), agent, signal, claimant, now)
+            .await;
     }
 
     /// The active entry of `id` at `now` and its signed form.
@@ -213,25 +242,19 @@ impl Relay {
         })
     }
 
-    /// Stored ciphertext does not match its digest: an alert, an event, and the refusal the
-    /// caller gets (nothing of the envelope is sent).
-    pub(crate) async fn integrity_failure(&self, envelope_id: &EnvelopeId, now: u64) -> Refusal {
-        tracing::error!(target: "sealrelay::alert", envelope = %envelope_id, "stored ciphertext does not match its digest");
-        let event = super::events::integrity_failure(now, &self.actor("store"), envelope_id);
-        if let Err(e) = self.commit(WriteOp::Append { event }).await {
-            tracing::error!(error = %e.message, "could not log an integrity failure");
+    /// One event for `count` denials of `caller` that were not logged one by one.
+    pub(crate) async fn log_denial_summary(&self, caller: &SpiffeId, count: u64, now: u64) {
+        let event = super::events::deny_summary(now, caller, count);
+        if let Err(e) = self.committer.submit(WriteOp::Append { event }).await {
+            tracing::error!(error = %e, "could not log a denial summary");
         }
-        Refusal::new(
-            ErrorCode::Integrity,
-            "the stored envelope is damaged (it does not match what the agent signed): nothing was sent; the relay's operator was alerted",
-        )
     }
 
     /// Re-reads the policy and catalog files. A valid policy takes effect for the next request
     /// (on every connection) and is logged as an event; an invalid one is refused, logged, and
     /// the policy in force stays.
     pub async fn reload_policy(&self) -> Result<String> {
-        let result = super::startup::read_policy(&self.config);
+        let result = super::loading::read_policy(&self.config);
         let (decision, detail) = match &result {
             Ok(new) => ("allow", format!("policy {}", new.policy_hash())),
             Err(e) => ("deny", format!("invalid policy kept out: {}", e.message())),
@@ -252,5 +275,20 @@ impl Relay {
             *slot = Arc::new(new);
         }
         Ok(hash)
+    }
+}
+
+/// Directory statements this node last loaded from the store (0: reload at the next sync of
+/// the state nodes share, `super::cluster`).
+#[derive(Default)]
+pub struct Synced {
+    pub(crate) statements: std::sync::atomic::AtomicUsize,
+}
+
+impl Synced {
+    /// This node changed the directory itself: the next sync reloads it from the store.
+    pub fn directory_changed(&self) {
+        self.statements
+            .store(0, std::sync::atomic::Ordering::SeqCst);
     }
 }

@@ -3,12 +3,14 @@
 
 use crate::core::store::WriteOp;
 
+use super::effects::Cx;
 use super::events;
-use super::state::Relay;
+use super::relay::Relay;
 
-/// Deletes every envelope whose time to live has passed at the relay clock's `now`.
-pub async fn sweep_expired(relay: &Relay) -> usize {
-    let now = relay.clock.now();
+/// Deletes every envelope whose time to live has passed at `cx.now` (the shell's timer reads
+/// the relay's clock).
+pub async fn sweep_expired(relay: &Relay, cx: &Cx) -> usize {
+    let now = cx.now;
     let Ok(ids) = relay.store.envelope_ids() else {
         return 0;
     };
@@ -27,7 +29,7 @@ pub async fn sweep_expired(relay: &Relay) -> usize {
         };
         if let Ok(Ok(_)) = relay.committer.submit(op).await {
             if !e.inline {
-                crate::store::blobs::remove(&relay.blobs, id).await;
+                cx.remove_blob(&relay.blobs, id).await;
             }
             swept += 1;
         }
@@ -39,7 +41,7 @@ pub async fn sweep_expired(relay: &Relay) -> usize {
     }
     // Database blobs a crash left behind (files are swept at start only).
     let blobs = relay.blobs.clone();
-    match crate::store::blobs::blocking(move || blobs.sweep_idle()).await {
+    match cx.blocking(move || blobs.sweep_idle()).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(swept = n, "removed blobs with no envelope record"),
         Err(e) => tracing::warn!(error = %e, "cannot sweep blobs"),

@@ -1,0 +1,193 @@
+//! Group commit: one thread owns the store's write transactions. Requests queue their write
+//! operations; the thread takes everything queued (up to a cap) into one durable transaction,
+//! so throughput is not one fsync per request, and answers each operation when it is durable.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+use crate::core::store::{OpResult, Store, WriteOp};
+use crate::error::{Error, Result};
+
+use super::refusal::Refusal;
+
+/// Most operations in one transaction.
+pub const MAX_BATCH: usize = 1024;
+/// With nothing to commit for this long, the thread checkpoints what is not yet covered.
+const IDLE_SIGN: std::time::Duration = std::time::Duration::from_secs(1);
+
+type Job = (WriteOp, oneshot::Sender<Result<OpResult>>);
+
+enum Message {
+    Write(Box<Job>),
+    /// Finish what is queued, then end the thread (and release the store).
+    Stop,
+}
+
+#[derive(Clone)]
+pub struct Committer {
+    tx: mpsc::Sender<Message>,
+    /// Whether the commit loop is running (`/readyz`).
+    running: Arc<AtomicBool>,
+    /// Resolved when the commit loop has ended and released the store.
+    ended: Arc<Mutex<Option<oneshot::Receiver<()>>>>,
+}
+
+/// The commit loop, to be run on a thread of its own by the shell (`CommitLoop::run`).
+pub struct CommitLoop {
+    rx: mpsc::Receiver<Message>,
+    store: Arc<dyn Store>,
+    signer: Option<Arc<super::checkpoints::Signer>>,
+    running: Arc<AtomicBool>,
+    ended: oneshot::Sender<()>,
+}
+
+/// Marks the loop as ended however it ends (a panic included).
+struct Running(Arc<AtomicBool>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Committer {
+    /// The committer and its loop; with a `signer`, a checkpoint is signed after every batch.
+    /// Nothing commits until the shell runs the loop.
+    pub fn new(
+        store: Arc<dyn Store>,
+        signer: Option<Arc<super::checkpoints::Signer>>,
+    ) -> (Self, CommitLoop) {
+        let (tx, rx) = mpsc::channel::<Message>();
+        let (ended_tx, ended_rx) = oneshot::channel();
+        let running = Arc::new(AtomicBool::new(true));
+        let committer = Committer {
+            tx,
+            running: running.clone(),
+            ended: Arc::new(Mutex::new(Some(ended_rx))),
+        };
+        let commit_loop = CommitLoop {
+            rx,
+            store,
+            signer,
+            running,
+            ended: ended_tx,
+        };
+        (committer, commit_loop)
+    }
+
+    /// Whether the commit loop is running (`/readyz`).
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// Commits what is queued, ends the commit loop and waits for it (it holds the store).
+    pub async fn stop(&self) {
+        let _ = self.tx.send(Message::Stop);
+        let ended = self.ended.lock().ok().and_then(|mut t| t.take());
+        if let Some(ended) = ended {
+            let _ = ended.await;
+        }
+    }
+
+    /// Commits one write with its event; maps the store's refusals to wire errors.
+    pub async fn commit(&self, op: WriteOp) -> std::result::Result<u64, Refusal> {
+        match self.submit(op).await? {
+            Ok(index) => Ok(index),
+            Err(refusal) => Err(Refusal::from_write(&refusal)),
+        }
+    }
+
+    /// Queues `op` and waits until it is durable (or refused).
+    pub async fn submit(&self, op: WriteOp) -> Result<OpResult> {
+        let (reply, wait) = oneshot::channel();
+        self.tx
+            .send(Message::Write(Box::new((op, reply))))
+            .map_err(|_| Error::new(crate::ErrorKind::Unavailable, "the store is shutting down"))?;
+        wait.await.map_err(|_| {
+            Error::new(
+                crate::ErrorKind::Unavailable,
+                "the store stopped before committing",
+            )
+        })?
+    }
+}
+
+impl CommitLoop {
+    /// Takes everything queued (up to [`MAX_BATCH`]) into one durable transaction and answers
+    /// each operation when it is durable, until stopped; then releases the store.
+    pub fn run(self) {
+        let CommitLoop {
+            rx,
+            store,
+            signer,
+            running,
+            ended,
+        } = self;
+        let running = Running(running);
+        let mut stopping = false;
+        while !stopping {
+            let first = match rx.recv_timeout(IDLE_SIGN) {
+                Ok(Message::Write(first)) => first,
+                Ok(Message::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // Idle: cover what the last batches appended (they may have been signed
+                    // less than a second apart, or a signing may have failed), so no entry
+                    // waits for the next write to be checkpointed.
+                    if let Some(signer) = &signer {
+                        if let Err(e) = signer.sign_current(store.as_ref()) {
+                            tracing::error!(error = %e, "could not write a checkpoint");
+                        }
+                    }
+                    continue;
+                }
+            };
+            let mut jobs = vec![*first];
+            while jobs.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(Message::Write(job)) => jobs.push(*job),
+                    Ok(Message::Stop) => {
+                        stopping = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let (ops, replies): (Vec<WriteOp>, Vec<_>) = jobs.into_iter().unzip();
+            match store.apply(&ops) {
+                Ok(results) => {
+                    if let Some(signer) = &signer {
+                        // A checkpoint attests what is already durable. It is signed before
+                        // answering a batch that records receipts (their proofs need it), and
+                        // otherwise at most about once a second; a failure is logged and
+                        // retried with a later batch.
+                        let receipts = ops
+                            .iter()
+                            .any(|op| matches!(op, WriteOp::RecordReceipt { .. }));
+                        if receipts || signer.is_stale(std::time::Duration::from_secs(1)) {
+                            if let Err(e) = signer.sign_current(store.as_ref()) {
+                                tracing::error!(error = %e, "could not write a checkpoint");
+                            }
+                        }
+                    }
+                    for (reply, result) in replies.into_iter().zip(results) {
+                        let _ = reply.send(Ok(result));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, ops = ops.len(), "store commit failed; the batch is refused");
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        // The store is released before anyone waiting on `stop` goes on.
+        drop(store);
+        drop(signer);
+        drop(running);
+        let _ = ended.send(());
+    }
+}

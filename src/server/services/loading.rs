@@ -1,0 +1,108 @@
+//! Reading the relay's state: the policy and catalog files (or the embedded defaults), and the
+//! directory from the store and `DIR/directory`. Used at start and on reloads.
+
+use crate::core::directory::Directory;
+use crate::core::policy::{CedarPolicy, DEFAULT_CATALOG, DEFAULT_POLICY};
+use crate::core::sign::{Signed, StatementType};
+use crate::core::store::{Store, StoredSigned, WriteOp};
+use crate::core::wire::WireSigned;
+use crate::error::{Error, Result};
+use crate::local::dirstore;
+
+use super::config::RelayConfig;
+use super::events;
+
+fn read_text(path: &Option<std::path::PathBuf>, default: &str) -> Result<String> {
+    match path {
+        Some(p) => String::from_utf8(crate::local::fs::read_capped(p, 1 << 20)?)
+            .map_err(|_| Error::bad_input(format!("{} is not UTF-8", p.display()))),
+        None => Ok(default.to_owned()),
+    }
+}
+
+/// The policy and catalog the config names (or the embedded defaults), validated.
+pub fn read_policy(config: &RelayConfig) -> Result<CedarPolicy> {
+    let policy = read_text(&config.policy_file, DEFAULT_POLICY)?;
+    let catalog = read_text(&config.catalog_file, DEFAULT_CATALOG)?;
+    CedarPolicy::new(&policy, &catalog)
+}
+
+/// The directory: what was pushed before (in the store) plus what is in `DIR/directory`; what
+/// the disk adds is stored with a `directory.load` event.
+pub fn load_directory(
+    dir: &std::path::Path,
+    store: &dyn Store,
+    authority: &crate::core::sign::PublicKey,
+    relay_actor: &str,
+    now: u64,
+) -> Result<Directory> {
+    let (mut directory, _) = directory_from_store(store, authority)?;
+    let disk_dir = dir.join("directory");
+    if !disk_dir.is_dir() {
+        return Ok(directory);
+    }
+    let (disk, _) = dirstore::load(&disk_dir, authority)?;
+    let (entries, revocations) = directory_statements(&disk);
+    for (_, _, s) in &entries {
+        directory.insert_entry(to_signed(s, StatementType::DirectoryEntry)?, authority)?;
+    }
+    for (_, _, s) in &revocations {
+        directory.insert_revocation(&to_signed(s, StatementType::Revocation)?, authority)?;
+    }
+    if !entries.is_empty() || !revocations.is_empty() {
+        let event = events::directory_load(now, relay_actor, entries.len(), revocations.len());
+        let op = WriteOp::PutDirectory {
+            entries,
+            revocations,
+            event,
+        };
+        store.apply(std::slice::from_ref(&op))?;
+    }
+    Ok(directory)
+}
+
+/// The directory from the statements the store holds (every one verified against
+/// `authority`), for a node that shares its store with others.
+pub fn directory_from_store(
+    store: &dyn Store,
+    authority: &crate::core::sign::PublicKey,
+) -> Result<(Directory, usize)> {
+    let mut directory = Directory::new();
+    let (entries, revocations) = store.directory()?;
+    for s in &entries {
+        directory.insert_entry(to_signed(s, StatementType::DirectoryEntry)?, authority)?;
+    }
+    for s in &revocations {
+        directory.insert_revocation(&to_signed(s, StatementType::Revocation)?, authority)?;
+    }
+    Ok((directory, entries.len() + revocations.len()))
+}
+
+fn to_signed(s: &StoredSigned, ty: StatementType) -> Result<Signed> {
+    WireSigned {
+        statement: s.statement.clone(),
+        signature: s.signature.clone(),
+    }
+    .to_signed(ty)
+}
+
+type Rows = Vec<(String, u64, StoredSigned)>;
+
+/// Every statement of a verified directory, as store rows: (entries, revocations).
+fn directory_statements(d: &Directory) -> (Rows, Rows) {
+    let stored = |s: &Signed| StoredSigned {
+        statement: s.statement.clone(),
+        signature: s.signature.to_vec(),
+    };
+    // Every serial, not only the latest: clients recognise a party's earlier keys (a grant or
+    // a statement signed before a rotation) from the relay's history of its entries.
+    let entries = d
+        .all_entries()
+        .map(|(e, s)| (e.id.to_string(), e.serial, stored(s)))
+        .collect();
+    let revocations = d
+        .revocations()
+        .map(|(r, s)| (r.id.to_string(), r.serial, stored(s)))
+        .collect();
+    (entries, revocations)
+}

@@ -1,0 +1,13 @@
+//! The relay's shell: sockets, tasks, processes and timers. The only part of the server that
+//! spawns, or waits on the network; it reads the clock once per request and hands the
+//! handlers what they touch (`effects`).
+
+pub mod admin_http;
+pub mod deadline;
+pub mod dirwatch;
+pub mod effects;
+pub mod listener;
+pub mod loops;
+pub mod startup;
+pub mod stream;
+pub mod witnessing;
