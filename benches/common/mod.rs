@@ -326,7 +326,10 @@ pub fn bench_world() -> (
 ) {
     use sealrelay::local::provision::{agent, provision, user, PartySpec};
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let bin = root.join("target/release/sealrelay");
+    // SEALRELAY_BENCH_BIN: another relay binary to serve (an A/B run against an older build).
+    let bin = std::env::var_os("SEALRELAY_BENCH_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target/release/sealrelay"));
     if !bin.exists() {
         fail("build the release binary first: cargo build --release (the benches' .sh scripts do)");
     }
