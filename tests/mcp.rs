@@ -112,55 +112,7 @@ fn answer(conn: TcpStream, document: &[u8], seen: &Mutex<Vec<String>>) {
 
 /// keys init; alice (user) and research-bot (agent: tickets/* and public/*) through the CLI.
 fn world(dir: &Path) {
-    ok_in(dir, &["keys", "init", "--dir", "keys"]);
-    ok_in(
-        dir,
-        &[
-            "keys", "gen", "--name", "alice", "--kind", "user", "--out", "alice.id",
-        ],
-    );
-    ok_in(
-        dir,
-        &[
-            "keys",
-            "gen",
-            "--name",
-            "research-bot",
-            "--kind",
-            "agent",
-            "--out",
-            "bot.id",
-        ],
-    );
-    ok_in(dir, &["user", "add", "alice.id.request", "--dir", "keys"]);
-    ok_in(
-        dir,
-        &[
-            "agent",
-            "add",
-            "bot.id.request",
-            "--dir",
-            "keys",
-            "--scope",
-            "tickets/*",
-            "--scope",
-            "public/*",
-        ],
-    );
-    ok_in(
-        dir,
-        &[
-            "keys",
-            "import",
-            "--identity",
-            "alice.id",
-            "alice.id.bundle",
-        ],
-    );
-    ok_in(
-        dir,
-        &["keys", "import", "--identity", "bot.id", "bot.id.bundle"],
-    );
+    common::cli_world_scoped(dir, &["tickets/*", "public/*"]);
 }
 
 /// `sealrelay serve` with its log kept (to scan it).

@@ -666,27 +666,7 @@ fn approval_flow_through_the_cli() {
 fn policy_reload_on_sighup_takes_effect_at_once_and_is_logged() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
-    common::ok_in(dir, &["keys", "init", "--dir", "keys"]);
-    common::ok_in(
-        dir,
-        &[
-            "user", "add", "alice", "--dir", "keys", "--out", "alice.id", "--role", "auditor",
-        ],
-    );
-    common::ok_in(
-        dir,
-        &[
-            "agent",
-            "add",
-            "research-bot",
-            "--dir",
-            "keys",
-            "--out",
-            "bot.id",
-            "--scope",
-            "tickets/*",
-        ],
-    );
+    common::admin_world(dir, &[("alice", &["auditor"])]);
     std::fs::write(dir.join("p.cedar"), sealrelay::core::policy::DEFAULT_POLICY).unwrap();
     std::fs::write(dir.join("relay.toml"), "policy_file = \"p.cedar\"\n").unwrap();
     let (server, addr) = common::serve(dir, &["--config", "relay.toml"]);

@@ -28,27 +28,7 @@ fn stop(child: Child) {
 
 /// Provisions alice (auditor), research-bot; returns nothing (files in `dir`).
 fn setup(dir: &Path) {
-    ok_in(dir, &["keys", "init", "--dir", "keys"]);
-    ok_in(
-        dir,
-        &[
-            "user", "add", "alice", "--dir", "keys", "--out", "alice.id", "--role", "auditor",
-        ],
-    );
-    ok_in(
-        dir,
-        &[
-            "agent",
-            "add",
-            "research-bot",
-            "--dir",
-            "keys",
-            "--out",
-            "bot.id",
-            "--scope",
-            "tickets/*",
-        ],
-    );
+    common::admin_world(dir, &[("alice", &["auditor"])]);
 }
 
 /// One grant → send → fetch; returns the receipt path.

@@ -169,21 +169,8 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// keys init; the users (`NAME.id`) and research-bot (`bot.id`, tickets/*) enrolled.
 fn world(dir: &Path, users: &[&str]) {
-    ok_in(dir, &["keys", "init", "--dir", "keys"]);
-    for user in users {
-        let out = format!("{user}.id");
-        ok_in(dir, &["user", "add", user, "--dir", "keys", "--out", &out]);
-    }
-    let agent = [
-        "agent",
-        "add",
-        "research-bot",
-        "--dir",
-        "keys",
-        "--out",
-        "bot.id",
-    ];
-    ok_in(dir, &[&agent[..], &["--scope", "tickets/*"]].concat());
+    let users: Vec<(&str, &[&str])> = users.iter().map(|u| (*u, &[][..])).collect();
+    common::admin_world(dir, &users);
 }
 
 fn kill9(mut child: Child) {

@@ -290,6 +290,12 @@ pub async fn test_relay_with(
 
 /// keys init; alice (user) and research-bot (agent, tickets/*) enrolled through the CLI.
 pub fn cli_world(dir: &std::path::Path) {
+    cli_world_scoped(dir, &["tickets/*"]);
+}
+
+/// [`cli_world`] with research-bot's scopes given: keys made by each party (`keys gen`),
+/// enrolled by the admin (`user add`/`agent add` of the requests), bundles imported.
+pub fn cli_world_scoped(dir: &std::path::Path, scopes: &[&str]) {
     ok_in(dir, &["keys", "init", "--dir", "keys"]);
     for (name, kind, out) in [
         ("alice", "user", "alice.id"),
@@ -301,18 +307,11 @@ pub fn cli_world(dir: &std::path::Path) {
         );
     }
     ok_in(dir, &["user", "add", "alice.id.request", "--dir", "keys"]);
-    ok_in(
-        dir,
-        &[
-            "agent",
-            "add",
-            "bot.id.request",
-            "--dir",
-            "keys",
-            "--scope",
-            "tickets/*",
-        ],
-    );
+    let mut agent = vec!["agent", "add", "bot.id.request", "--dir", "keys"];
+    for scope in scopes {
+        agent.extend(["--scope", scope]);
+    }
+    ok_in(dir, &agent);
     ok_in(
         dir,
         &[
@@ -326,6 +325,34 @@ pub fn cli_world(dir: &std::path::Path) {
     ok_in(
         dir,
         &["keys", "import", "--identity", "bot.id", "bot.id.bundle"],
+    );
+}
+
+/// keys init; each user's keys made by the admin (`user add NAME --out NAME.id`, with its
+/// roles), and research-bot's (`bot.id`, scope tickets/*).
+pub fn admin_world(dir: &std::path::Path, users: &[(&str, &[&str])]) {
+    ok_in(dir, &["keys", "init", "--dir", "keys"]);
+    for (user, roles) in users {
+        let out = format!("{user}.id");
+        let mut add = vec!["user", "add", user, "--dir", "keys", "--out", &out];
+        for role in *roles {
+            add.extend(["--role", role]);
+        }
+        ok_in(dir, &add);
+    }
+    ok_in(
+        dir,
+        &[
+            "agent",
+            "add",
+            "research-bot",
+            "--dir",
+            "keys",
+            "--out",
+            "bot.id",
+            "--scope",
+            "tickets/*",
+        ],
     );
 }
 
