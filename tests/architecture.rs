@@ -110,6 +110,33 @@ fn no_source_file_is_over_600_lines() {
 }
 
 #[test]
+fn the_architecture_doc_names_every_test_file_and_folder() {
+    let doc = std::fs::read_to_string(root().join("docs/ARCHITECTURE.md")).unwrap();
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(root().join("tests")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        // A test file by its own path; a folder by its path or any file in it.
+        let named = if path.is_dir() {
+            doc.contains(&format!("`tests/{name}/"))
+        } else if name.ends_with(".rs") {
+            doc.contains(&format!("`tests/{name}`"))
+        } else {
+            true
+        };
+        if !named {
+            missing.push(format!("tests/{name}"));
+        }
+    }
+    missing.sort();
+    assert!(
+        missing.is_empty(),
+        "docs/ARCHITECTURE.md's test table does not name:\n{}",
+        missing.join("\n")
+    );
+}
+
+#[test]
 fn the_architecture_doc_maps_every_source_file() {
     let doc = std::fs::read_to_string(root().join("docs/ARCHITECTURE.md")).unwrap();
     let mut files = Vec::new();
