@@ -3,16 +3,16 @@
 //! output to the grant's user and sends it; it outlives relay restarts.
 //!
 //! The command is run by the connectors' runner (`connect::command`), as
-//! `["/bin/sh", "-c", CMD, "sealrelay-agent", RESOURCE, PURPOSE]`: `--exec` is documented
+//! `["sh", "-c", CMD, "sealrelay-agent", RESOURCE, PURPOSE]`: `--exec` is documented
 //! (docs/cli.md, DESIGN.md §6) as a command run by `sh -c` that gets the resource and purpose as
 //! `$1` and `$2`, so CMD is the operator's own shell text and is kept whole (splitting it would
 //! break its pipes, quotes and `$1`); the shell parses only CMD, and the resource and purpose
 //! reach it as positional arguments, never as shell text. Unlike a connector's command under a
 //! model, it sees the worker's whole environment and its stderr reaches the worker's, as before;
 //! it has no deadline (`agent run` has no flag for one), and its output goes to a scratch file
-//! (the grant's `max_bytes` is checked when it is sealed). From the runner it gets a process
-//! group of its own, killed once the command exits: what it left running in the background
-//! goes with it.
+//! (the grant's `max_bytes` is checked when it is sealed). Unlike a connector's command it stays
+//! in the worker's process group (`own_group: false`), as it always did: Ctrl-C and a
+//! terminal's prompts reach it, and what it starts in the background is left alone.
 //! Sending goes through `client::deliver`, one try per poll: a grant whose answer was lost is
 //! tried again (the command run again) at the next poll.
 
@@ -156,7 +156,7 @@ async fn run_exec(
     stdout: std::fs::File,
 ) -> Result<std::process::ExitStatus> {
     let argv = vec![
-        "/bin/sh".to_owned(),
+        "sh".to_owned(),
         "-c".to_owned(),
         exec.to_owned(),
         "sealrelay-agent".to_owned(),
@@ -172,6 +172,7 @@ async fn run_exec(
             inherit_env: true,
             show_stderr: true,
             timeout: None,
+            own_group: false,
         };
         run_to_end(&program, stdout).map_err(|e| match e {
             RunError::Start(e) => Error::io(format!("cannot run {exec:?}: {e}")),

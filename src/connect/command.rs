@@ -1,9 +1,9 @@
 //! Running a program from an argv: the one place the clients and their surfaces start a process
-//! for data. The argv is passed as it is (no shell of its own parses it), stdin is closed, the
-//! program leads a process group of its own, a watchdog (when there is a deadline) kills that
-//! whole group at the deadline, and whatever the program left running in its group is killed
-//! once it exits or is given up on. Command connectors (`source.rs`) and `agent run` both run
-//! their commands here.
+//! for data. The argv is passed as it is (no shell of its own parses it) and stdin is closed. A
+//! connector's command leads a process group of its own: a watchdog (when there is a deadline)
+//! kills that whole group at the deadline, and whatever it left running in its group is killed
+//! once it exits or is given up on ([`Program::own_group`]). Command connectors (`source.rs`)
+//! and `agent run` both run their commands here.
 
 use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
@@ -30,6 +30,12 @@ pub struct Program<'a> {
     pub show_stderr: bool,
     /// Past this the whole group is killed; `None`: no deadline.
     pub timeout: Option<Duration>,
+    /// Whether the program leads a process group of its own, killed whole at the deadline and
+    /// once the program exits (a connector's command: nothing it started outlives it). When
+    /// false it stays in this process's group, so a terminal's signals (Ctrl-C) and prompts
+    /// reach it and what it starts in the background is left alone (`agent run`, as an
+    /// operator's own command always ran); only the program itself is killed when given up on.
+    pub own_group: bool,
 }
 
 /// Why a program could not be run.
@@ -51,6 +57,8 @@ pub struct Running {
     timed_out: bool,
     /// The leader was reaped: its pid is no longer ours to signal.
     reaped: bool,
+    /// Whether the program leads a group of its own (see [`Program::own_group`]).
+    own_group: bool,
 }
 
 /// Starts `program` with its stdout sent to `stdout`; with [`Stdio::piped`] the pipe's reading
@@ -78,7 +86,9 @@ pub fn start(
     }
     // Its own process group, so that the watchdog (and the end of the run) kills whatever it
     // started too.
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    if program.own_group {
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    }
     let stderr = if program.show_stderr {
         Stdio::inherit()
     } else {
@@ -93,6 +103,7 @@ pub fn start(
     let pipe = child.stdout.take();
     let child = Arc::new(Mutex::new(child));
     let (stop, stopped) = mpsc::channel::<()>();
+    let own_group = program.own_group;
     let watchdog = match program.timeout {
         None => None,
         Some(deadline) => {
@@ -107,7 +118,9 @@ pub fn start(
                         // runs (only looked at with WNOWAIT), so its pid, and the group's,
                         // cannot be someone else's yet, even when the leader has exited.
                         if let Ok(mut c) = watched.lock() {
-                            kill_group(c.id());
+                            if own_group {
+                                kill_group(c.id());
+                            }
                             let _ = c.kill();
                         }
                         true
@@ -129,6 +142,7 @@ pub fn start(
             watchdog,
             timed_out: false,
             reaped: false,
+            own_group,
         },
         pipe,
     ))
@@ -170,7 +184,9 @@ impl Running {
             .child
             .lock()
             .map_err(|_| Error::internal("the command's lock is poisoned"))?;
-        kill_group(c.id());
+        if self.own_group {
+            kill_group(c.id());
+        }
         let status = c
             .wait()
             .map_err(|e| Error::io(format!("cannot wait for the command: {}", e.kind())))?;
@@ -216,7 +232,9 @@ impl Drop for Running {
             return;
         }
         if let Ok(mut c) = self.child.lock() {
-            kill_group(c.id());
+            if self.own_group {
+                kill_group(c.id());
+            }
             let _ = c.kill();
             let _ = c.wait();
         }

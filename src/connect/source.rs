@@ -200,6 +200,7 @@ impl Connector {
             inherit_env: false,
             show_stderr: false,
             timeout: Some(Duration::from_secs(self.timeout_secs)),
+            own_group: true,
         };
         match command::start(&program, Stdio::piped()) {
             Ok((running, Some(stdout))) => Ok((running, stdout)),

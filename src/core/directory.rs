@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::codec::Writer;
-use super::resource::MAX_CLEARANCE;
+pub use super::resource::MAX_CLEARANCE;
 use super::sign::{
     statement_reader, statement_writer, PublicKey, Signed, SigningKey, StatementType,
 };

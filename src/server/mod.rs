@@ -26,6 +26,7 @@ pub use handlers::submit::INLINE_MAX;
 pub use services::committer::Committer;
 pub use services::config::{self, RelayConfig};
 pub use services::metrics;
+pub use services::misbehaviour::MonitorConfig;
 pub use services::refusal::Refusal;
 pub use services::relay::Relay;
 

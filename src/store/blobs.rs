@@ -2,8 +2,8 @@
 //! directory ([`BlobDir`], the embedded default) or pieces in PostgreSQL
 //! (`store::postgres::blobs`). Either way a blob is written piece by piece as the upload
 //! arrives, made durable before the record that names it commits, and read back piece by piece:
-//! never a whole envelope in memory. The calls block (file or database I/O): async callers use
-//! [`blocking`].
+//! never a whole envelope in memory. The calls block (file or database I/O): async callers run
+//! them on a blocking executor (the relay's handlers through `Cx`, its shell on tokio's pool).
 //!
 //! Files are written under a temporary name, fsynced, renamed into `blobs/<envelope id hex>`,
 //! and the directory fsynced. A file with no envelope record (a crash between the two) is swept
@@ -54,36 +54,6 @@ pub trait BlobReader: Send {
     fn read(&mut self, buf: &mut Vec<u8>) -> Result<()>;
     /// Back to the first byte.
     fn rewind(&mut self) -> Result<()>;
-}
-
-/// Runs blocking blob I/O off the async threads.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| Error::internal("a blob task failed"))?
-}
-
-/// Discards an uncommitted blob (its writer's clean-up is I/O) off the async threads.
-pub async fn discard(w: Option<Box<dyn BlobWriter>>) {
-    if let Some(w) = w {
-        let _ = blocking(move || {
-            drop(w);
-            Ok(())
-        })
-        .await;
-    }
-}
-
-/// [`BlobStore::remove`] off the async threads.
-pub async fn remove(blobs: &std::sync::Arc<dyn BlobStore>, id: EnvelopeId) {
-    let blobs = blobs.clone();
-    let _ = blocking(move || {
-        blobs.remove(&id);
-        Ok(())
-    })
-    .await;
 }
 
 /// Blob files in the data directory.

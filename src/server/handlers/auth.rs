@@ -159,7 +159,7 @@ impl Relay {
     /// body has arrived, not when the request started) and the caller checked again (a
     /// revocation or quarantine that came during a slow upload ends it).
     pub(crate) fn commit_time_check(&self, cx: &Cx, peer: &Peer) -> Result<u64, Refusal> {
-        let now = cx.clock.now();
+        let now = cx.commit_time();
         let principal = match self
             .authenticate(peer, now)
             .map_err(|reason| Refusal::new(ErrorCode::Unauthenticated, reason))?

@@ -1,7 +1,9 @@
 //! A node that shares its store with other nodes (PostgreSQL) keeps its copies of the shared
 //! state in step: every second (on the shell's timer, `server::shell::loops`) it reloads the
-//! quarantines and, when the store holds directory statements it has not loaded (a push or revocation through another node), the directory. A party revoked or an agent quarantined through another node is refused here within about a
-//! second, and a newly quarantined agent's connections here are closed.
+//! quarantines and, when the store holds directory statements it has not loaded (a push or
+//! revocation through another node), the directory. A party revoked or an agent quarantined
+//! through another node is refused here within about a second, and a newly quarantined
+//! agent's connections here are closed.
 
 use std::sync::atomic::Ordering;
 

@@ -44,12 +44,23 @@ pub struct CommitLoop {
     ended: oneshot::Sender<()>,
 }
 
-/// Marks the loop as ended however it ends (a panic included).
-struct Running(Arc<AtomicBool>);
+/// Ends the loop however it ends (a panic included), in this order: marked as not running, the
+/// store and signer released, and only then `stop` told (it waits until the store is free).
+struct Ending {
+    running: Arc<AtomicBool>,
+    store: Option<Arc<dyn Store>>,
+    signer: Option<Arc<super::checkpoints::Signer>>,
+    ended: Option<oneshot::Sender<()>>,
+}
 
-impl Drop for Running {
+impl Drop for Ending {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::SeqCst);
+        self.running.store(false, Ordering::SeqCst);
+        self.store.take();
+        self.signer.take();
+        if let Some(ended) = self.ended.take() {
+            let _ = ended.send(());
+        }
     }
 }
 
@@ -126,7 +137,18 @@ impl CommitLoop {
             running,
             ended,
         } = self;
-        let running = Running(running);
+        // `ending` holds the loop's own references; the ones below are declared after it, so an
+        // unwind drops them first and `ending` last.
+        let ending = Ending {
+            running,
+            store: Some(store),
+            signer,
+            ended: Some(ended),
+        };
+        let Some(store) = ending.store.clone() else {
+            return;
+        };
+        let signer = ending.signer.clone();
         let mut stopping = false;
         while !stopping {
             let first = match rx.recv_timeout(IDLE_SIGN) {
@@ -184,10 +206,10 @@ impl CommitLoop {
                 }
             }
         }
-        // The store is released before anyone waiting on `stop` goes on.
+        // The store is released before anyone waiting on `stop` goes on (`Ending`, on a panic
+        // too).
         drop(store);
         drop(signer);
-        drop(running);
-        let _ = ended.send(());
+        drop(ending);
     }
 }

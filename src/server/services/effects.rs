@@ -34,12 +34,33 @@ pub trait AlertSink: Send + Sync {
 pub struct Cx {
     /// When the request started (Unix seconds): read once, by the shell.
     pub now: u64,
-    pub clock: Arc<dyn Clock>,
-    pub blocking: Arc<dyn Blocking>,
+    /// Read again only by [`Cx::commit_time`].
+    clock: Arc<dyn Clock>,
+    blocking: Arc<dyn Blocking>,
     pub alerts: Arc<dyn AlertSink>,
 }
 
 impl Cx {
+    pub fn new(
+        now: u64,
+        clock: Arc<dyn Clock>,
+        blocking: Arc<dyn Blocking>,
+        alerts: Arc<dyn AlertSink>,
+    ) -> Self {
+        Cx {
+            now,
+            clock,
+            blocking,
+            alerts,
+        }
+    }
+
+    /// The time a submission commits at: its grant's expiry is judged when the body has
+    /// arrived, not when the request started (the one second read of the clock).
+    pub fn commit_time(&self) -> u64 {
+        self.clock.now()
+    }
+
     /// Runs `f` on the blocking executor and waits for its answer.
     pub async fn blocking<T: Send + 'static>(
         &self,

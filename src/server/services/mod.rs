@@ -1,6 +1,7 @@
 //! The relay's services: its state and what keeps it. Nothing here starts a task, a thread or
-//! a process, or touches a socket (`tests/architecture.rs`); the shell drives the loops
-//! (the committer's, the shared-state reload) and implements the effects handed to handlers.
+//! a process (`tests/architecture.rs`), or reads or writes a socket (the open connections are
+//! held in `connections` only to be closed); the shell drives the loops (the committer's, the
+//! shared-state reload) and implements the effects handed to handlers.
 
 pub mod checkpoints;
 pub mod cluster;

@@ -1,6 +1,6 @@
 //! The relay's services in one place ([`Relay`]: the state every request may read or change)
 //! and the small lookups every handler uses. Nothing here starts a task, a thread or a
-//! process, or touches a socket: the shell (`server::shell`) does that.
+//! process: the shell (`server::shell`) does that.
 
 use std::sync::{Arc, RwLock};
 

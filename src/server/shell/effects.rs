@@ -71,11 +71,11 @@ impl Effects {
 
     /// The context of a request whose time is `now`.
     pub fn cx_at(&self, relay: &Relay, now: u64) -> Cx {
-        Cx {
+        Cx::new(
             now,
-            clock: relay.clock().clone(),
-            blocking: self.blocking.clone(),
-            alerts: self.alerts.clone(),
-        }
+            relay.clock().clone(),
+            self.blocking.clone(),
+            self.alerts.clone(),
+        )
     }
 }

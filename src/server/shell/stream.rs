@@ -2,7 +2,8 @@
 //! (with a deadline), reads the clock once, hands the decoded request and the body stream to
 //! the handlers, and writes the reply (and a fetched envelope's ciphertext, at the same minimum
 //! pace as a request body: threat 33). Once shutdown has begun, a new stream gets
-//! [`SHUTTING_DOWN`] instead (threat 45). All of the relay's request I/O is here.
+//! [`SHUTTING_DOWN`] instead (threat 45). All of the relay's network I/O for a request is here
+//! (the handlers reach the store and blobs through `Cx`'s blocking executor).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use crate::core::wire::{ErrorCode, Reply, RequestFrame, Response, PROTOCOL_VERSI
 use crate::error::{Error, ErrorKind, Result};
 use crate::net::frame::{read_frame, write_frame, WriteFrameError, CHUNK};
 use crate::net::Peer;
-use crate::store::blobs::{blocking, BlobReader};
+use crate::store::blobs::BlobReader;
 
 use crate::core::wire::Request;
 use crate::server::handlers::{self, Outcome, StoredBody};
@@ -222,14 +223,19 @@ async fn write_response(send: &mut SendStream, response: &Response) -> Result<()
     })
 }
 
-/// The envelope reply, then its ciphertext. A missing blob is "no such envelope" (logged),
-/// answered before any byte is sent.
 /// A failure after the `Ok` header went out: the body cannot be followed by an error frame (the
 /// client would read it as ciphertext), so the stream is reset; the client sees the body cut
 /// short and verifies nothing.
 fn after_header(send: &mut SendStream, f: Failure) -> Failure {
     let _ = send.reset(0u32.into());
     f
+}
+
+/// Runs blocking blob I/O on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| Error::internal("a blob task failed"))?
 }
 
 /// The next piece of a blob (empty at its end), read off the async threads.
@@ -284,6 +290,7 @@ async fn paced_write(
     }
 }
 
+/// The envelope reply, then its ciphertext (checked by the handler before anything is sent).
 async fn send_envelope(
     relay: &Relay,
     send: &mut SendStream,
