@@ -13,6 +13,7 @@ pub const COMMANDS: &[&[&str]] = &[
     &["keys", "init"],
     &["keys", "reissue-relay"],
     &["keys", "gen"],
+    &["keys", "show"],
     &["keys", "import"],
     &["user", "add"],
     &["user", "revoke"],

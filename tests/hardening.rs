@@ -643,17 +643,7 @@ fn an_admin_is_revocable_like_everyone_else() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
     common::cli_world(dir);
-    ok_in(
-        dir,
-        &[
-            "keys", "gen", "--name", "ops", "--kind", "admin", "--out", "ops.id",
-        ],
-    );
-    ok_in(dir, &["admin", "add", "ops.id.request", "--dir", "keys"]);
-    ok_in(
-        dir,
-        &["keys", "import", "--identity", "ops.id", "ops.id.bundle"],
-    );
+    common::enroll(dir, "ops", "admin", "ops.id");
     let (server, addr) = common::serve(dir, &[]);
     ok_in(
         dir,

@@ -191,17 +191,7 @@ fn a_rotation_with_envelopes_waiting_loses_nothing_and_a_written_revocation_hold
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
     common::cli_world(dir);
-    ok_in(
-        dir,
-        &[
-            "keys", "gen", "--name", "bob", "--kind", "user", "--out", "bob.id",
-        ],
-    );
-    ok_in(dir, &["user", "add", "bob.id.request", "--dir", "keys"]);
-    ok_in(
-        dir,
-        &["keys", "import", "--identity", "bob.id", "bob.id.bundle"],
-    );
+    common::enroll(dir, "bob", "user", "bob.id");
     let (relay_proc, relay) = common::serve(dir, &[]);
 
     // Defect 3: bob is revoked on the relay's host, with no push: refused within seconds.
@@ -367,4 +357,76 @@ fn a_rotation_with_envelopes_waiting_loses_nothing_and_a_written_revocation_hold
         .collect::<Vec<_>>();
     assert!(got.iter().any(|t| t == "for the new key"), "{got:?}");
     common::terminate(relay_proc);
+}
+
+/// Safety numbers (issue 28's first piece): `keys show` prints the number of the identity's
+/// own, authority-verified entry, the same the library computes for that entry; a key made by
+/// someone else for the same name has another number; an identity not enrolled yet is refused
+/// with one line and nothing written.
+#[test]
+fn keys_show_prints_the_safety_number_of_the_identitys_own_keys() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    common::cli_world(dir);
+    let shown = ok_in(dir, &["keys", "show", "--identity", "alice.id"]);
+    let alice = sealrelay::local::identity_file::load(&dir.join("alice.id"), None).unwrap();
+    let entry = alice.own_entry().unwrap();
+    let number = sealrelay::core::safety::safety_number(&entry);
+    assert!(
+        shown.contains(&format!("safety number  {number}")),
+        "{shown}"
+    );
+    assert!(shown.contains("spiffe://"), "{shown}");
+    // The admin enrolls a second key under alice's name (keys alice never made): its number
+    // differs from the one alice compares.
+    ok_in(
+        dir,
+        &[
+            "keys",
+            "gen",
+            "--name",
+            "alice",
+            "--kind",
+            "user",
+            "--out",
+            "mallory.id",
+        ],
+    );
+    ok_in(
+        dir,
+        &[
+            "user",
+            "add",
+            "mallory.id.request",
+            "--dir",
+            "keys",
+            "--rotate",
+        ],
+    );
+    ok_in(
+        dir,
+        &[
+            "keys",
+            "import",
+            "--identity",
+            "mallory.id",
+            "mallory.id.bundle",
+        ],
+    );
+    let other = ok_in(dir, &["keys", "show", "--identity", "mallory.id"]);
+    assert!(!other.contains(&number), "{other}");
+    assert!(other.contains("safety number  "), "{other}");
+    // Not enrolled: one line, exit 3, nothing written.
+    ok_in(
+        dir,
+        &[
+            "keys", "gen", "--name", "dave", "--kind", "user", "--out", "dave.id",
+        ],
+    );
+    common::fails_cleanly(
+        dir,
+        &["keys", "show", "--identity", "dave.id"],
+        3,
+        "not enrolled yet",
+    );
 }

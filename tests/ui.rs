@@ -625,7 +625,8 @@ async fn a_real_chromium_reads_the_inbox_opens_an_envelope_and_approves_a_grant(
     };
     let d = std::sync::Arc::new(driver);
 
-    // The inbox: who, what, why, verified.
+    // The inbox: who, what, why, verified; and the safety number `keys show` prints for alice.
+    let safety = sealrelay::core::safety::safety_number(&w.ids[0].own_entry().unwrap());
     let dd = d.clone();
     let url = format!("{alice_base}/?token={alice_token}");
     let (prefix, token, home) = (
@@ -644,6 +645,8 @@ async fn a_real_chromium_reads_the_inbox_opens_an_envelope_and_approves_a_grant(
         ] {
             assert!(t.contains(needle), "{needle}: {t}");
         }
+        let shown = dd.text("#safety");
+        assert!(shown.contains(&safety), "{safety}: {shown}");
         dd.shot("inbox");
         // threat: the ui cookie reaching other loopback ports. The browser keeps the cookie
         // under this run's prefix only...

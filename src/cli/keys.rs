@@ -78,6 +78,14 @@ pub enum KeysCommand {
         #[arg(long)]
         x25519: bool,
     },
+    /// Show an enrolled identity's party, serial and safety number: 30 digits for its current
+    /// keys, to compare out of band with what others see for it (the web client shows the same
+    /// number). A different number means a different key.
+    Show {
+        /// The identity file.
+        #[arg(long, value_name = "FILE")]
+        identity: PathBuf,
+    },
     /// Add the bundle the admin issued (entry, certificate, trust anchors) to an identity.
     Import {
         /// The identity file to update.
@@ -91,6 +99,22 @@ pub enum KeysCommand {
 
 pub fn run(cmd: KeysCommand) -> Result<()> {
     match cmd {
+        KeysCommand::Show { identity } => {
+            let id = sealrelay::local::identity_file::load(&identity, None)?;
+            let entry = id.own_entry().map_err(|e| e.context(identity.display()))?;
+            println!("{}", entry.id);
+            println!("  serial         {}", entry.serial);
+            println!(
+                "  safety number  {}",
+                sealrelay::core::safety::safety_number(&entry)
+            );
+            println!("  signing key    {}", entry.signing_key.fingerprint());
+            if let Some(r) = &entry.age_recipient {
+                println!("  age recipient  {r}");
+            }
+            println!("compare the safety number with the one others see for you; a different number is a different key");
+            Ok(())
+        }
         KeysCommand::Init {
             dir,
             trust_domain,

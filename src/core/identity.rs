@@ -80,6 +80,24 @@ pub enum IdentityFile {
 }
 
 impl Identity {
+    /// This identity's own directory entry (from the bundle it imported), verified against the
+    /// authority it pins and checked to name its own signing key.
+    pub fn own_entry(&self) -> Result<super::directory::DirectoryEntry> {
+        let (Some(signed), Some(authority)) = (&self.entry, &self.authority) else {
+            return Err(Error::bad_input(
+                "this identity is not enrolled yet: import the bundle the admin issued with `sealrelay keys import`",
+            ));
+        };
+        let entry = super::directory::DirectoryEntry::verify(signed, &authority.key)
+            .map_err(|e| e.context("the identity's directory entry"))?;
+        if entry.signing_key != self.signing_key.public() {
+            return Err(Error::bad_input(
+                "the identity's directory entry names another signing key than the identity's own: import this identity's own bundle",
+            ));
+        }
+        Ok(entry)
+    }
+
     /// New keys for a party (run on the party's own machine); a user's age key is the
     /// post-quantum hybrid.
     pub fn generate(kind: PartyKind, name: &str) -> Result<Self> {

@@ -13,6 +13,7 @@ pub mod pki;
 pub mod policy;
 pub mod receipt_file;
 pub mod resource;
+pub mod safety;
 pub mod sign;
 pub mod store;
 pub mod tlog;

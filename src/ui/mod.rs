@@ -242,7 +242,14 @@ async fn headers(ui: &Ui) -> Result<Vec<EnvelopeHeader>> {
 
 async fn inbox(State(ui): State<Arc<Ui>>) -> Response {
     match headers(&ui).await {
-        Ok(list) => Html(pages::inbox(&ui.base, &list)).into_response(),
+        Ok(list) => {
+            let safety = ui
+                .identity
+                .own_entry()
+                .ok()
+                .map(|e| crate::core::safety::safety_number(&e));
+            Html(pages::inbox(&ui.base, &list, safety.as_deref())).into_response()
+        }
         Err(e) => ui.failed(&e),
     }
 }

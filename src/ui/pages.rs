@@ -86,7 +86,7 @@ fn agent(h: &EnvelopeHeader) -> String {
 
 /// The inbox: who, what, why and the verification status of each envelope. The table carries
 /// the prefix (`data-base`) for the script's fetches and links.
-pub fn inbox(base: &str, list: &[EnvelopeHeader]) -> String {
+pub fn inbox(base: &str, list: &[EnvelopeHeader], safety: Option<&str>) -> String {
     let b = esc(base);
     let mut rows = String::new();
     for h in list {
@@ -110,11 +110,20 @@ pub fn inbox(base: &str, list: &[EnvelopeHeader]) -> String {
     } else {
         ""
     };
+    // The safety number of this identity's keys, to compare with what others see for it.
+    let safety = safety
+        .map(|n| {
+            format!(
+                "<p id=\"safety\">Your key's safety number: <code>{}</code> (the same as <code>sealrelay keys show</code>; compare it with what others see for you)</p>",
+                esc(n)
+            )
+        })
+        .unwrap_or_default();
     page(
         base,
         "Inbox",
         &format!(
-            "<p>What agents sent you, sealed to your key. Check who sent it, for what and why before you open it.</p>{empty}\
+            "<p>What agents sent you, sealed to your key. Check who sent it, for what and why before you open it.</p>{safety}{empty}\
 <table id=\"inbox\" data-base=\"{b}\"><thead><tr><th scope=\"col\">Envelope</th><th scope=\"col\">From (agent)</th><th scope=\"col\">Resource</th>\
 <th scope=\"col\">Purpose</th><th scope=\"col\">Asked</th><th scope=\"col\">Approved by</th><th scope=\"col\">Bytes</th>\
 <th scope=\"col\">Received</th><th scope=\"col\">Verification</th></tr></thead><tbody>{rows}</tbody></table>\
@@ -320,7 +329,7 @@ mod tests {
         let base = "/s/0123456789abcdef0123456789abcdef";
         let pages = [
             super::message(base, "Refused", "no"),
-            super::inbox(base, &[]),
+            super::inbox(base, &[], Some("12345 67890 12345 67890 12345 67890")),
             super::receipt(base, None),
             super::receipt(base, Some(Err("x".to_owned()))),
             super::grants(base, &[]),

@@ -328,6 +328,19 @@ pub fn cli_world_scoped(dir: &std::path::Path, scopes: &[&str]) {
     );
 }
 
+/// One party enrolled through the CLI as on its own machine: `keys gen` (NAME, KIND, OUT), the
+/// admin's `user add`/`agent add`/`admin add` of OUT.request, and `keys import` of the bundle.
+pub fn enroll(dir: &std::path::Path, name: &str, kind: &str, out: &str) {
+    ok_in(
+        dir,
+        &["keys", "gen", "--name", name, "--kind", kind, "--out", out],
+    );
+    let request = format!("{out}.request");
+    ok_in(dir, &[kind, "add", &request, "--dir", "keys"]);
+    let bundle = format!("{out}.bundle");
+    ok_in(dir, &["keys", "import", "--identity", out, &bundle]);
+}
+
 /// keys init; each user's keys made by the admin (`user add NAME --out NAME.id`, with its
 /// roles), and research-bot's (`bot.id`, scope tickets/*).
 pub fn admin_world(dir: &std::path::Path, users: &[(&str, &[&str])]) {
