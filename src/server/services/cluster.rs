@@ -12,36 +12,33 @@ use crate::ids::SpiffeId;
 
 use super::relay::Relay;
 
-impl Relay {
-    /// Reloads the quarantines and, if the store holds statements this node has not loaded,
-    /// the directory.
-    pub fn sync_shared_state(&self) -> crate::error::Result<()> {
-        let generation = self.monitor.quarantine_generation();
-        let added = self
-            .monitor
-            .replace_quarantined(self.store.quarantined()?, generation);
-        for agent in added {
-            if let Ok(id) = agent.parse::<SpiffeId>() {
-                self.connections.close_all(&id, CloseCode::Quarantined);
-            }
+/// Reloads the quarantines and, if the store holds statements this node has not loaded,
+/// the directory.
+pub fn sync_shared_state(relay: &Relay) -> crate::error::Result<()> {
+    let generation = relay.monitor.quarantine_generation();
+    let added = relay
+        .monitor
+        .replace_quarantined(relay.store.quarantined()?, generation);
+    for agent in added {
+        if let Ok(id) = agent.parse::<SpiffeId>() {
+            relay.connections.close_all(&id, CloseCode::Quarantined);
         }
-        let (entries, revocations) = self.store.directory()?;
-        let count = entries.len() + revocations.len();
-        if count != self.synced.statements.load(Ordering::SeqCst) {
-            // Not while this node pushes (it replaces the directory after its commit).
-            let _one_at_a_time = self.push_lock.blocking_lock();
-            let (directory, count) =
-                super::loading::directory_from_store(self.store.as_ref(), &self.authority)?;
-            let revoked: Vec<SpiffeId> =
-                directory.revocations().map(|(r, _)| r.id.clone()).collect();
-            if let Ok(mut d) = self.directory.write() {
-                *d = directory;
-            }
-            for id in &revoked {
-                self.connections.close_all(id, CloseCode::Revoked);
-            }
-            self.synced.statements.store(count, Ordering::SeqCst);
-        }
-        Ok(())
     }
+    let (entries, revocations) = relay.store.directory()?;
+    let count = entries.len() + revocations.len();
+    if count != relay.synced.statements.load(Ordering::SeqCst) {
+        // Not while this node pushes (it replaces the directory after its commit).
+        let _one_at_a_time = relay.push_lock.blocking_lock();
+        let (directory, count) =
+            super::loading::directory_from_store(relay.store.as_ref(), &relay.authority)?;
+        let revoked: Vec<SpiffeId> = directory.revocations().map(|(r, _)| r.id.clone()).collect();
+        if let Ok(mut d) = relay.directory.write() {
+            *d = directory;
+        }
+        for id in &revoked {
+            relay.connections.close_all(id, CloseCode::Revoked);
+        }
+        relay.synced.statements.store(count, Ordering::SeqCst);
+    }
+    Ok(())
 }

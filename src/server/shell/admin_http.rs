@@ -13,6 +13,7 @@ use axum::Router;
 
 use crate::error::{Error, Result};
 
+use crate::server::services::health;
 use crate::server::services::relay::Relay;
 
 /// Binds the admin listener (at start, so that a taken port stops the relay with a clear error).
@@ -41,7 +42,7 @@ async fn livez() -> &'static str {
 }
 
 async fn readyz(State(relay): State<Arc<Relay>>) -> Response {
-    let checked = tokio::task::spawn_blocking(move || relay.readiness()).await;
+    let checked = tokio::task::spawn_blocking(move || health::readiness(&relay)).await;
     match checked {
         Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
         Ok(Err(why)) => (
@@ -58,7 +59,7 @@ async fn readyz(State(relay): State<Arc<Relay>>) -> Response {
 }
 
 async fn metrics(State(relay): State<Arc<Relay>>) -> Response {
-    let rendered = tokio::task::spawn_blocking(move || relay.render_metrics()).await;
+    let rendered = tokio::task::spawn_blocking(move || health::render_metrics(&relay)).await;
     match rendered {
         Ok(Ok(text)) => (
             StatusCode::OK,
