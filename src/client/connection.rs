@@ -88,11 +88,22 @@ fn handshake_error(e: &ConnectionError, relay: &str, host: &str) -> Error {
                 t.reason
             ))
         }
+        // Nothing came back before the client's idle timeout, which is as long as
+        // CONNECT_TIMEOUT: the same one line whichever of the two ends the wait.
+        ConnectionError::TimedOut => no_answer(relay),
         other => Error::new(
             ErrorKind::Unavailable,
             format!("cannot reach the relay at {relay}: {other}"),
         ),
     }
+}
+
+/// The relay did not answer a connection attempt.
+fn no_answer(relay: &str) -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        format!("no answer from the relay at {relay} (is it running?)"),
+    )
 }
 
 /// QUIC carries a TLS alert as a transport error code in `0x100..=0x1ff` (RFC 9001 §4.8).
@@ -145,12 +156,7 @@ impl Connection {
             .map_err(|e| Error::bad_input(format!("cannot connect to {relay}: {e}")))?;
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
-            .map_err(|_| {
-                Error::new(
-                    ErrorKind::Unavailable,
-                    format!("no answer from the relay at {relay} (is it running?)"),
-                )
-            })?
+            .map_err(|_| no_answer(relay))?
             .map_err(|e| handshake_error(&e, relay, &host))?;
         // The relay must present a relay identity of our trust domain.
         let peer = net::peer(&conn)?;
@@ -367,5 +373,24 @@ async fn send_body(send: &mut SendStream, body: &mut (dyn Read + Send)) -> Resul
         send.write_all(&buf[..n])
             .await
             .map_err(|e| write_error(&e))?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Found walking `send` against a stopped relay: the same unanswered attempt was reported as
+    /// "no answer … (is it running?)" or "cannot reach …: timed out", depending on which of two
+    /// equal timeouts fired first.
+    #[test]
+    fn an_unanswered_attempt_reads_the_same_whichever_timeout_ends_it() {
+        let from_quinn = super::handshake_error(
+            &quinn::ConnectionError::TimedOut,
+            "relay.example:4433",
+            "relay.example",
+        );
+        let from_ours = super::no_answer("relay.example:4433");
+        assert_eq!(from_quinn.message(), from_ours.message());
+        assert_eq!(from_quinn.kind(), crate::ErrorKind::Unavailable);
+        assert!(from_ours.message().contains("is it running?"));
     }
 }
