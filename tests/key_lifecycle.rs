@@ -379,40 +379,7 @@ fn keys_show_prints_the_safety_number_of_the_identitys_own_keys() {
     assert!(shown.contains("spiffe://"), "{shown}");
     // The admin enrolls a second key under alice's name (keys alice never made): its number
     // differs from the one alice compares.
-    ok_in(
-        dir,
-        &[
-            "keys",
-            "gen",
-            "--name",
-            "alice",
-            "--kind",
-            "user",
-            "--out",
-            "mallory.id",
-        ],
-    );
-    ok_in(
-        dir,
-        &[
-            "user",
-            "add",
-            "mallory.id.request",
-            "--dir",
-            "keys",
-            "--rotate",
-        ],
-    );
-    ok_in(
-        dir,
-        &[
-            "keys",
-            "import",
-            "--identity",
-            "mallory.id",
-            "mallory.id.bundle",
-        ],
-    );
+    common::enroll_with(dir, "alice", "user", "mallory.id", &["--rotate"]);
     let other = ok_in(dir, &["keys", "show", "--identity", "mallory.id"]);
     assert!(!other.contains(&number), "{other}");
     assert!(other.contains("safety number  "), "{other}");

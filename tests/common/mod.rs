@@ -331,12 +331,19 @@ pub fn cli_world_scoped(dir: &std::path::Path, scopes: &[&str]) {
 /// One party enrolled through the CLI as on its own machine: `keys gen` (NAME, KIND, OUT), the
 /// admin's `user add`/`agent add`/`admin add` of OUT.request, and `keys import` of the bundle.
 pub fn enroll(dir: &std::path::Path, name: &str, kind: &str, out: &str) {
+    enroll_with(dir, name, kind, out, &[]);
+}
+
+/// [`enroll`] with more arguments to the admin's `add` (e.g. `--rotate`).
+pub fn enroll_with(dir: &std::path::Path, name: &str, kind: &str, out: &str, add: &[&str]) {
     ok_in(
         dir,
         &["keys", "gen", "--name", name, "--kind", kind, "--out", out],
     );
     let request = format!("{out}.request");
-    ok_in(dir, &[kind, "add", &request, "--dir", "keys"]);
+    let mut args = vec![kind, "add", &request, "--dir", "keys"];
+    args.extend_from_slice(add);
+    ok_in(dir, &args);
     let bundle = format!("{out}.bundle");
     ok_in(dir, &["keys", "import", "--identity", out, &bundle]);
 }
