@@ -125,6 +125,8 @@ fn receipts_per_sec() -> (f64, f64) {
         serial: 1,
         not_before: 0,
         not_after: u64::MAX / 2,
+        enrolled_by: String::new(),
+        rotation: None,
     }
     .sign(&authority)
     .unwrap_or_else(|e| fail(e));

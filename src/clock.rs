@@ -70,6 +70,17 @@ pub fn rfc3339(secs: u64) -> String {
     }
 }
 
+/// A duration in whole days, hours, minutes or seconds, as `keys init --reset-wait` takes it
+/// (`24h`, `90m`, `2d`, `45s`).
+pub fn human_duration(secs: u64) -> String {
+    for (unit, n) in [("d", 86_400), ("h", 3600), ("m", 60)] {
+        if secs >= n && secs.is_multiple_of(n) {
+            return format!("{}{unit}", secs / n);
+        }
+    }
+    format!("{secs}s")
+}
+
 #[cfg(test)]
 mod tests {
     use super::{Clock, ManualClock};

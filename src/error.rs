@@ -24,6 +24,9 @@ pub enum ErrorKind {
     Unavailable,
     /// Something that is not there (exit 8).
     NotFound,
+    /// A key was enrolled under the person's name that their own keys did not make (exit 9:
+    /// `keys watch`, `inbox`, `fetch`; docs/keys.md).
+    KeyAlert,
     /// A bug or an unexpected internal state (exit 70).
     Internal,
 }
@@ -39,6 +42,7 @@ impl ErrorKind {
             ErrorKind::Refused => 6,
             ErrorKind::Unavailable => 7,
             ErrorKind::NotFound => 8,
+            ErrorKind::KeyAlert => 9,
             ErrorKind::Internal => 70,
         }
     }

@@ -58,6 +58,7 @@ walkthroughs! {
     readme_age_interop => "age",
     keys_enroll_on_separate_machines => "enroll",
     keys_rotate_renew_revoke => "rotate",
+    keys_a_reset_alerts_and_waits => "reset",
     ui_requester => "requester",
     mcp_walkthrough => "mcp",
     witness_walkthrough => "witness",

@@ -218,15 +218,15 @@ fn a_rotation_with_envelopes_waiting_loses_nothing_and_a_written_revocation_hold
     send(dir, &relay, &g2, "second for alice");
     // A grant made with the old key that no agent filled yet.
     let unfilled = grant(dir, "alice.id", &relay, "tickets/unfilled");
+    // Her own rotation: new keys signed by her current key (issue 28: a new key without that
+    // consent is a reset, which waits).
     ok_in(
         dir,
         &[
             "keys",
-            "gen",
-            "--name",
-            "alice",
-            "--kind",
-            "user",
+            "rotate",
+            "--identity",
+            "alice.id",
             "--out",
             "alice2.id",
         ],
@@ -260,10 +260,12 @@ fn a_rotation_with_envelopes_waiting_loses_nothing_and_a_written_revocation_hold
         code == 0
     });
     assert!(taken_in, "the rotation was not taken in");
-    // Found on review: that one grant (which the agent cannot verify against alice's new entry)
-    // made the agent's whole listing fail, for every user, until it expired. It is left out.
+    // Found on review: that one grant (which the agent could not verify against alice's new
+    // entry) made the agent's whole listing fail, for every user, until it expired. Since the
+    // directory log (issue 28) the relay sends the logged entry that signed it beside the new
+    // one, and her rotation's consent links the two: the agent verifies it and lists it.
     let listed = ok_in(dir, &["grants", "--identity", "bot.id", "--relay", &relay]);
-    assert!(!listed.contains(&unfilled), "{listed}");
+    assert!(listed.contains(&unfilled), "{listed}");
     // The new identity recognises her own earlier grants and leaves them for the old key.
     let inbox = ok_in(
         dir,

@@ -801,6 +801,51 @@ async fn a_real_chromium_reads_the_inbox_opens_an_envelope_and_approves_a_grant(
     })
     .await
     .unwrap();
+
+    // Threat 47: whoever holds the authority key enrolls a key for alice that she did not
+    // make. Her next look at the inbox shows it first, as a banner naming who and when.
+    let (rdir, raddr) = (dir.clone(), relay.clone());
+    tokio::task::spawn_blocking(move || {
+        common::ok_in(
+            &rdir,
+            &[
+                "keys", "gen", "--name", "alice", "--kind", "user", "--out", "rogue.id",
+            ],
+        );
+        let out = common::ok_in(
+            &rdir,
+            &[
+                "user",
+                "add",
+                "rogue.id.request",
+                "--dir",
+                "keys",
+                "--rotate",
+                "--relay",
+                &raddr,
+            ],
+        );
+        assert!(out.contains("RESET"), "{out}");
+    })
+    .await
+    .unwrap();
+    let dd = d.clone();
+    let home = format!("{alice_base}/");
+    tokio::task::spawn_blocking(move || {
+        dd.go(&home);
+        dd.wait_for("the key alert", |d| d.find("#key-alert").is_some());
+        let t = dd.text("#key-alert");
+        for needle in [
+            "A key you did not make was enrolled under your name",
+            "enrolled under your name by",
+            "reset, serial 2",
+        ] {
+            assert!(t.contains(needle), "{needle}: {t}");
+        }
+        dd.shot("key-alert");
+    })
+    .await
+    .unwrap();
     drop(d);
     stop(alice_ui);
     stop(bob_ui);
@@ -811,6 +856,7 @@ async fn a_real_chromium_reads_the_inbox_opens_an_envelope_and_approves_a_grant(
         "approvals",
         "grants",
         "receipt",
+        "key-alert",
     ] {
         assert!(shots.join(format!("{name}.png")).exists());
     }

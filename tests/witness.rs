@@ -608,26 +608,6 @@ fn the_witness_survives_kill_9_between_request_and_answer_50_times() {
     );
 }
 
-fn python_with_cryptography() -> Option<String> {
-    let py = std::env::var("SEALRELAY_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&py)
-        .args(["-c", "import cryptography"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(py);
-    }
-    let msg = format!(
-        "the cryptography package is not importable by {py} (set SEALRELAY_PYTHON): skipping"
-    );
-    assert!(
-        std::env::var_os("SEALRELAY_REQUIRE_TOOLS").is_none(),
-        "{msg}"
-    );
-    eprintln!("SKIP: {msg}");
-    None
-}
-
 /// Replaces the `n`th base64 character of `line`'s signature with another valid one.
 fn flip_sig_char(note: &str, line_prefix: &str, n: usize) -> String {
     let mut out = String::new();
@@ -646,7 +626,7 @@ fn flip_sig_char(note: &str, line_prefix: &str, n: usize) -> String {
 
 #[test]
 fn an_independent_python_verifier_accepts_cosigned_checkpoints_and_rejects_altered_ones() {
-    let Some(py) = python_with_cryptography() else {
+    let Some(py) = common::python_with_cryptography() else {
         return;
     };
     let t = tempfile::tempdir().unwrap();

@@ -77,6 +77,66 @@ pub enum PartyCommand {
         #[arg(long, value_name = "HOST:PORT")]
         relay: Option<String>,
     },
+    /// As a second admin, shorten the waiting period of one reset key (a key the party's
+    /// previous key did not sign): signed with your own admin identity, logged in the directory
+    /// log, and shown to the party as an alert (docs/keys.md).
+    ApproveReset(ApproveResetArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ApproveResetArgs {
+    /// The party whose reset key waits.
+    #[arg(value_name = "NAME")]
+    name: String,
+    /// The reset entry's serial (as the alert and `user add` print it).
+    #[arg(long, value_name = "N")]
+    serial: u64,
+    /// The shorter wait, from when the key was logged (e.g. 1h, 10m); a wait longer than the
+    /// trust root's changes nothing.
+    #[arg(long, value_name = "DURATION")]
+    wait: String,
+    /// The approving admin's own identity file (an enrolled admin other than the one whose
+    /// trust root enrolled the key).
+    #[arg(long, value_name = "FILE")]
+    identity: PathBuf,
+    /// The relay (HOST:PORT).
+    #[arg(long, value_name = "HOST:PORT", env = "SEALRELAY_RELAY")]
+    relay: String,
+}
+
+/// `approve-reset`: a second admin signs a shorter wait for one reset key and pushes it; the
+/// relay logs it, and the person is told.
+pub fn approve_reset(kind: PartyKind, args: ApproveResetArgs) -> Result<()> {
+    let admin = identity_file::load_enrolled(&args.identity, PartyKind::Admin, clock::now())?;
+    let me = admin
+        .id
+        .clone()
+        .ok_or_else(|| Error::bad_input("the approving identity is not enrolled"))?;
+    validate_name(&args.name)?;
+    let wait = super::relay::parse_duration(&args.wait).map_err(|e| e.context("--wait"))?;
+    let approval = sealrelay::core::keylog::ResetApproval {
+        id: SpiffeId::new(me.trust_domain(), kind, &args.name)?,
+        serial: args.serial,
+        wait,
+        approver: me.clone(),
+        created: clock::now(),
+    };
+    let signed = approval.sign(&admin.signing_key);
+    super::relay::runtime()?.block_on(async {
+        let client = sealrelay::client::AdminClient::connect(&admin, &args.relay).await?;
+        let r = client.approve_reset(&signed).await;
+        client.conn.close().await;
+        r
+    })?;
+    println!(
+        "approved a wait of {} for {} serial {} (signed by {}); the relay logged it and {} is told",
+        clock::human_duration(wait),
+        approval.id,
+        args.serial,
+        me,
+        args.name
+    );
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -161,6 +221,7 @@ pub fn run_party(kind: PartyKind, cmd: PartyCommand) -> Result<()> {
             }
             Ok(())
         }
+        PartyCommand::ApproveReset(args) => approve_reset(kind, args),
     }
 }
 
@@ -257,16 +318,61 @@ fn add(
     };
     let (attributes, notes) = changes.apply(kind, current.as_ref());
     attributes.validate(kind)?;
+    let rotation = match (rotate, target.strip_suffix(".request")) {
+        (true, Some(stem)) => read_rotation(Path::new(&format!("{stem}.rotation")))?,
+        _ => None,
+    };
     let opts = EnrollOptions {
         attributes,
         rotate,
         validity_days,
+        rotation,
     };
     let signed = add_with(kind, target, &root, &directory, &opts, out, now)?;
     for n in notes {
         println!("  {n}");
     }
     Ok(signed)
+}
+
+/// `keys rotate`'s consent file beside a request, if there is one.
+fn read_rotation(path: &Path) -> Result<Option<Signed>> {
+    if !exists(path) {
+        return Ok(None);
+    }
+    let bytes = read_capped(path, MAX_SIGNED_FILE_LEN)?;
+    Signed::from_json(&bytes, StatementType::KeyRotation)
+        .map(Some)
+        .map_err(|e| {
+            e.context(format!(
+                "{} is not a key rotation (ask the party to run `sealrelay keys rotate` again)",
+                path.display()
+            ))
+        })
+}
+
+/// What a new serial is to the one before, for the admin who just issued it.
+fn print_change(
+    entry: &sealrelay::core::directory::DirectoryEntry,
+    directory: &sealrelay::core::directory::Directory,
+    reset_wait: u64,
+) {
+    use sealrelay::core::keylog::{change_of, Change};
+    let previous = directory.latest(&entry.id);
+    match change_of(entry, previous) {
+        Change::First => {}
+        Change::Renewal => println!("  change         renewal (the same keys)"),
+        Change::Rotation => println!(
+            "  change         rotation, signed by serial {}'s key: in force once the relay has it",
+            previous.map_or(0, |p| p.serial)
+        ),
+        Change::Reset => println!(
+            "  change         RESET: a new key serial {}'s key did not sign; nobody seals to it and it cannot grant for {} after the relay logs it, and {} is alerted (a second admin can shorten the wait: docs/keys.md)",
+            previous.map_or(0, |p| p.serial),
+            sealrelay::clock::human_duration(reset_wait),
+            entry.id.name()
+        ),
+    }
 }
 
 /// The party a request file names (checked again, with its signature, when it is enrolled).
@@ -323,6 +429,7 @@ fn add_with(
             }
         };
         print_enrolled(&issued.entry, &entry_file);
+        print_change(&issued.entry, directory, root.meta.reset_wait);
         println!(
             "  bundle         {} (public): hand it to {}, who runs `sealrelay keys import --identity <FILE> {}`",
             out.display(),

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use sealrelay::client::keywatch::{self, LogSource};
 use sealrelay::client::{Destination, EnvelopeHeader, OpenGrant, UserClient};
 use sealrelay::clock;
 use sealrelay::core::grant::DeliveryStatus;
@@ -46,11 +47,27 @@ pub fn header_lines(h: &EnvelopeHeader) -> String {
     out
 }
 
+/// Reads the directory log for statements under the user's name that their keys did not make
+/// (docs/keys.md), prints the open alerts on stderr, and returns the error that gives exit 9
+/// while any is open (the caller returns it after its own output).
+async fn key_alerts(
+    identity: &sealrelay::core::identity::Identity,
+    file: &std::path::Path,
+    conn: &sealrelay::client::Connection,
+) -> Result<Option<Error>> {
+    let report = keywatch::watch(identity, file, LogSource::Relay(conn), false).await?;
+    for a in &report.open_alerts {
+        eprintln!("{}", keywatch::describe(a));
+    }
+    Ok(report.as_error(file))
+}
+
 pub fn inbox(args: IdentityRelayArgs) -> Result<()> {
     let identity = identity_file::load_enrolled(&args.identity, PartyKind::User, clock::now())?;
     let relay = args.relay.address(&identity);
     runtime()?.block_on(async {
         let user = UserClient::connect(&identity, &relay).await?;
+        let alert = key_alerts(&identity, &args.identity, &user.conn).await?;
         let list = user.inbox_headers().await?;
         if args.json {
             let v: Vec<_> = list.iter().map(EnvelopeHeader::to_json).collect();
@@ -67,7 +84,7 @@ pub fn inbox(args: IdentityRelayArgs) -> Result<()> {
             }
         }
         user.conn.close().await;
-        Ok(())
+        alert.map_or(Ok(()), Err)
     })
 }
 
@@ -122,6 +139,7 @@ pub fn fetch(args: FetchArgs) -> Result<()> {
         if let Some(seen) = seen {
             user = user.remember_checkpoints(seen);
         }
+        let alert = key_alerts(&identity, &args.identity, &user.conn).await?;
         // With --all, what was sealed to another of the user's keys (a rotation) is left for
         // that identity: not opened, no receipt (it is not the agent's doing).
         let ids: Vec<EnvelopeId> = match single {
@@ -184,7 +202,7 @@ pub fn fetch(args: FetchArgs) -> Result<()> {
                 "{undecryptable} envelope(s) could not be opened with this identity (receipts filed as undecryptable)"
             )));
         }
-        Ok(())
+        alert.map_or(Ok(()), Err)
     })
 }
 

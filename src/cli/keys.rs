@@ -1,4 +1,4 @@
-//! `sealrelay keys init | reissue-relay | gen | import`.
+//! `sealrelay keys init | reissue-relay | gen | show | rotate | watch | import`.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +13,8 @@ use sealrelay::local::identity_file;
 use sealrelay::local::trust_root::{self, InitOptions, ReissueOptions};
 
 use super::DirArg;
+
+mod rotation;
 
 #[derive(Subcommand)]
 pub enum KeysCommand {
@@ -37,6 +39,11 @@ pub enum KeysCommand {
         /// Replace an existing trust root (every certificate and entry it issued stops working).
         #[arg(long)]
         force: bool,
+        /// How long a reset key (one its party's previous key did not sign: a lost device, or
+        /// an attack) waits before anyone seals to it or it can grant (e.g. 24h, 90m). Pinned
+        /// by every party at import; a second admin can shorten one reset's wait.
+        #[arg(long, value_name = "DURATION", default_value = "24h")]
+        reset_wait: String,
     },
     /// Reissue the relay's TLS certificate alone (new host names, or a renewal), signed by the CA
     /// in DIR: the CA, authority, log keys and every enrolled party stay valid. Restart `serve`
@@ -86,6 +93,44 @@ pub enum KeysCommand {
         #[arg(long, value_name = "FILE")]
         identity: PathBuf,
     },
+    /// Make new keys for an enrolled party, signed by its current key (a rotation: in force at
+    /// once, no alert). Writes the new private identity FILE (0600), FILE.request and
+    /// FILE.rotation (public): hand both to the admin, who runs `user add --rotate FILE.request`;
+    /// then import the bundle into FILE. Keep the old identity: what was sealed to its key opens
+    /// only with it.
+    Rotate {
+        /// The current identity file.
+        #[arg(long, value_name = "FILE")]
+        identity: PathBuf,
+        /// Where to write the new identity.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        out: PathBuf,
+        /// Users: an X25519 age key instead of the post-quantum hybrid.
+        #[arg(long)]
+        x25519: bool,
+    },
+    /// Read the directory log for statements under this identity's name that its own keys did
+    /// not make (a key an admin enrolled, a shortened wait) and print them as alerts, kept in
+    /// FILE.keywatch. Exit 9 while alerts are not acknowledged. Works without a client
+    /// certificate, for a revoked identity too, with --log-url.
+    Watch {
+        /// The identity file.
+        #[arg(long, value_name = "FILE")]
+        identity: PathBuf,
+        /// The relay (default: the identity's).
+        #[arg(long, value_name = "HOST:PORT", conflicts_with = "log_url")]
+        relay: Option<String>,
+        /// Read the log over plain HTTP from the relay's admin listener instead (e.g.
+        /// http://relay.example:9464): no client certificate needed.
+        #[arg(long, value_name = "URL")]
+        log_url: Option<String>,
+        /// Mark every alert so far as seen (they stay in the history).
+        #[arg(long)]
+        acknowledge: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Add the bundle the admin issued (entry, certificate, trust anchors) to an identity.
     Import {
         /// The identity file to update.
@@ -134,6 +179,7 @@ pub fn run(cmd: KeysCommand) -> Result<()> {
             admin_name,
             sans,
             force,
+            reset_wait,
         } => {
             let opts = InitOptions {
                 trust_domain,
@@ -141,6 +187,8 @@ pub fn run(cmd: KeysCommand) -> Result<()> {
                 admin_name,
                 relay_sans: sans,
                 force,
+                reset_wait: super::relay::parse_duration(&reset_wait)
+                    .map_err(|e| e.context("--reset-wait"))?,
                 ..InitOptions::default()
             };
             let meta = trust_root::init(&dir.dir, &opts, clock::now())?;
@@ -185,6 +233,18 @@ pub fn run(cmd: KeysCommand) -> Result<()> {
             keep_key,
         } => reissue_relay(&dir.dir, sans, validity, keep_key),
         KeysCommand::Import { identity, bundle } => import(&identity, &bundle),
+        KeysCommand::Rotate {
+            identity,
+            out,
+            x25519,
+        } => rotation::rotate(&identity, &out, x25519),
+        KeysCommand::Watch {
+            identity,
+            relay,
+            log_url,
+            acknowledge,
+            json,
+        } => rotation::watch(&identity, relay, log_url, acknowledge, json),
     }
 }
 

@@ -46,6 +46,14 @@ impl AdminClient {
         .await
     }
 
+    /// Pushes a signed approval of a shorter wait for a reset key (docs/keys.md).
+    pub async fn approve_reset(&self, approval: &Signed) -> Result<()> {
+        self.done(Request::ApproveReset {
+            approval: WireSigned::from_signed(approval),
+        })
+        .await
+    }
+
     pub async fn push(&self, entries: &[Signed], revocations: &[Signed]) -> Result<()> {
         self.done(Request::PushDirectory {
             entries: entries.iter().map(WireSigned::from_signed).collect(),

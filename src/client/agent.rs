@@ -16,7 +16,7 @@ use crate::ids::{EnvelopeId, GrantId, PartyKind, SpiffeId};
 
 use super::connection::Connection;
 use super::unexpected;
-use super::verify::{authority, own_id, verified_grant, OpenGrant, SerialPins};
+use super::verify::{authority, own_id, OpenGrant, SerialPins};
 
 /// An envelope sealed for a grant, with its signed statement, ready to send (and to send again).
 pub struct Sealed {
@@ -68,13 +68,48 @@ impl<'a> AgentClient<'a> {
     /// Open grants addressed to this agent, each verified against the pinned authority; grants
     /// whose user's entry is no longer current are skipped.
     pub async fn grants(&self) -> Result<Vec<OpenGrant>> {
+        Ok(self
+            .judged_grants()
+            .await?
+            .into_iter()
+            .filter_map(|(_, g)| {
+                g.map_err(|e| tracing::warn!(error = %e, "a grant the relay listed was skipped"))
+                    .ok()
+            })
+            .collect())
+    }
+
+    /// Every grant the relay listed, each with the agent's verdict: the grant, or why nothing
+    /// may be sealed for it (one line: a key not in the directory log, a reset still waiting,
+    /// a signature that does not verify). Errors only when the listing itself cannot be trusted
+    /// (a directory log that does not extend what this agent saw).
+    pub async fn judged_grants(&self) -> Result<Vec<(WireSigned, Result<OpenGrant>)>> {
         let authority = authority(self.identity)?;
-        let grants = self
+        let dir_key = super::keylog::directory_key(self.identity)?;
+        let wait = super::keylog::reset_wait(self.identity);
+        let sent = std::sync::Mutex::new(None);
+        let pages = self
             .conn
             .all_pages(
-                |page| Request::ListGrants { page },
+                |page| {
+                    let dir_size = self.pins.directory.size(&dir_key).ok().flatten();
+                    if let Ok(mut s) = sent.lock() {
+                        *s = dir_size;
+                    }
+                    Request::ListGrants { page, dir_size }
+                },
                 |reply| match reply {
-                    Reply::Grants { grants, next } => Ok((grants, next)),
+                    Reply::Grants {
+                        grants,
+                        next,
+                        directory,
+                    } => {
+                        let from = sent.lock().ok().and_then(|s| *s);
+                        let cp = std::sync::Arc::new(
+                            self.pins.directory.accept(&dir_key, &directory, from)?,
+                        );
+                        Ok((grants.into_iter().map(|g| (g, cp.clone())).collect(), next))
+                    }
                     other => Err(unexpected(&other)),
                 },
             )
@@ -82,16 +117,16 @@ impl<'a> AgentClient<'a> {
         self.pins.refresh()?;
         let now = clock::now();
         let mut out = Vec::new();
-        for view in &grants {
-            // One grant that does not verify (or names a superseded entry) is skipped, with a
-            // warning: nothing is sealed for it, and it must not stop the agent serving the
-            // others.
-            let g = match verified_grant(view, &authority)
+        for (view, cp) in &pages {
+            // One grant that does not verify (or names a superseded or unlogged entry, or a
+            // reset still waiting) is answered with why: nothing is sealed for it, and it must
+            // not stop the agent serving the others.
+            let g = match super::keylog::checked_grant(view, cp, &authority, wait, now)
                 .and_then(|g| self.pins.check(&g.user_entry).map(|()| g))
             {
                 Ok(g) => g,
                 Err(e) => {
-                    tracing::warn!(error = %e, "a grant the relay listed was skipped");
+                    out.push((view.grant.clone(), Err(e)));
                     continue;
                 }
             };
@@ -104,7 +139,7 @@ impl<'a> AgentClient<'a> {
                     "the relay served a grant that does not match its user or this agent",
                 ));
             }
-            out.push(g);
+            out.push((view.grant.clone(), Ok(g)));
         }
         Ok(out)
     }

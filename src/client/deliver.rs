@@ -207,14 +207,21 @@ async fn seal_and_submit(
             let open: &OpenGrant = match grant {
                 ForGrant::Listed(g) => g,
                 ForGrant::Id(id) => {
-                    found = agent
-                        .grants()
-                        .await?
-                        .into_iter()
-                        .find(|g| g.grant.grant_id == *id)
-                        .ok_or_else(|| {
-                            Error::not_found("no open grant with that id for this agent (used, expired, or addressed to another agent)")
-                        })?;
+                    // The agent's own verdict on that grant: a grant listed but refused (a key not
+                    // in the directory log, a reset still waiting) says why, in one line.
+                    let listed = agent.judged_grants().await?;
+                    let mine = listed.into_iter().find(|(w, verdict)| match verdict {
+                        Ok(g) => g.grant.grant_id == *id,
+                        Err(_) => crate::core::grant::Grant::decode(&w.statement)
+                            .is_ok_and(|g| g.grant_id == *id),
+                    });
+                    found = match mine {
+                        Some((_, Ok(g))) => g,
+                        Some((_, Err(e))) => return Err(Failed::Final(e)),
+                        None => {
+                            return Err(Failed::Final(Error::not_found("no open grant with that id for this agent (used, expired, or addressed to another agent)")))
+                        }
+                    };
                     &found
                 }
             };

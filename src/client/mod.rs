@@ -17,6 +17,8 @@ mod deliver;
 mod fetch;
 mod fetch_to;
 mod header;
+pub mod keylog;
+pub mod keywatch;
 mod user;
 mod verify;
 

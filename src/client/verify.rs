@@ -50,10 +50,18 @@ pub fn verified_entry(
 /// requester's key, and the grant naming that requester.
 pub fn verified_grant(view: &GrantView, authority: &PublicKey) -> Result<OpenGrant> {
     let user_entry = verified_entry(&view.user_entry, authority, None)?;
-    let grant = Grant::verify(
-        &view.grant.to_signed(StatementType::Grant)?,
-        &user_entry.signing_key,
-    )?;
+    let signed = view.grant.to_signed(StatementType::Grant)?;
+    // Signed with the newest key, or (during a reset's wait, or just after a rotation) with
+    // one of the user's earlier keys the relay served beside it.
+    let grant = match Grant::verify(&signed, &user_entry.signing_key) {
+        Ok(g) => g,
+        Err(first) => view
+            .earlier
+            .iter()
+            .filter_map(|(w, _)| verified_entry(w, authority, Some(&user_entry.id)).ok())
+            .find_map(|e| Grant::verify(&signed, &e.signing_key).ok())
+            .ok_or(first)?,
+    };
     if grant.user != user_entry.id {
         return Err(Error::verification(
             "the relay served a grant that does not match its requester",
@@ -69,6 +77,8 @@ pub fn verified_grant(view: &GrantView, authority: &PublicKey) -> Result<OpenGra
 #[derive(Debug, Default)]
 pub struct SerialPins {
     seen: std::sync::Mutex<std::collections::HashMap<SpiffeId, u64>>,
+    /// The newest directory checkpoint seen (`client::keylog`), kept like the pins.
+    pub directory: crate::local::directory_seen::DirectorySeen,
     /// The pins file and the fingerprint of the authority its pins belong to.
     file: Option<(std::path::PathBuf, String)>,
 }
@@ -86,6 +96,9 @@ impl SerialPins {
         let fp = authority.fingerprint();
         let seen = crate::local::pins::load(&file, &fp)?;
         Ok(SerialPins {
+            directory: crate::local::directory_seen::DirectorySeen::at(
+                crate::local::directory_seen::state_path(identity),
+            ),
             seen: std::sync::Mutex::new(seen),
             file: Some((file, fp)),
         })
@@ -173,6 +186,8 @@ mod tests {
             serial,
             not_before: 0,
             not_after: 10,
+            enrolled_by: String::new(),
+            rotation: None,
         }
     }
 

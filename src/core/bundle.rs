@@ -23,6 +23,8 @@ pub struct Bundle {
     pub authority: VerifierKey,
     pub log_key: VerifierKey,
     pub relay: Option<String>,
+    /// The trust root's waiting period for a reset key (docs/keys.md).
+    pub reset_wait: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -35,6 +37,9 @@ struct BundleJson {
     authority: String,
     log_key: String,
     relay: Option<String>,
+    /// Absent in bundles made before key transparency: the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reset_wait: Option<u64>,
 }
 
 impl Bundle {
@@ -47,6 +52,7 @@ impl Bundle {
             authority: self.authority.encode(),
             log_key: self.log_key.encode(),
             relay: self.relay.clone(),
+            reset_wait: Some(self.reset_wait),
         };
         let mut s = serde_json::to_string_pretty(&j).unwrap_or_default();
         s.push('\n');
@@ -75,6 +81,9 @@ impl Bundle {
             authority: VerifierKey::parse(&j.authority)?,
             log_key: VerifierKey::parse(&j.log_key)?,
             relay: j.relay,
+            reset_wait: j
+                .reset_wait
+                .unwrap_or(crate::core::keylog::DEFAULT_RESET_WAIT),
         })
     }
 
@@ -133,6 +142,12 @@ impl Bundle {
         identity.ca_cert = Some(self.ca_cert.clone());
         identity.authority = Some(self.authority.clone());
         identity.log_key = Some(self.log_key.clone());
+        // A waiting period once pinned only grows: a new bundle cannot shorten it.
+        identity.reset_wait = Some(
+            identity
+                .reset_wait
+                .map_or(self.reset_wait, |w| w.max(self.reset_wait)),
+        );
         identity.entry = Some(self.entry.clone());
         if self.relay.is_some() {
             identity.relay = self.relay.clone();

@@ -162,6 +162,11 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    /// Whether every byte was read.
+    pub fn is_empty(&self) -> bool {
+        self.rest.is_empty()
+    }
+
     /// Fails if any bytes are left.
     pub fn finish(self) -> Result<()> {
         if self.rest.is_empty() {

@@ -231,6 +231,14 @@ pub struct DirectoryEntry {
     pub serial: u64,
     pub not_before: u64,
     pub not_after: u64,
+    /// The admin whose authority enrolled this key (their name), shown to the person in an
+    /// alert. Empty in entries made before it was recorded.
+    pub enrolled_by: String,
+    /// On a key rotation: the party's previous key's signed consent to these keys (a
+    /// [`KeyRotation`](super::keylog::KeyRotation) statement). `None` on a first enrollment, a
+    /// renewal with the same keys, or a reset (a new key the previous one did not sign:
+    /// docs/keys.md).
+    pub rotation: Option<Signed>,
 }
 
 impl DirectoryEntry {
@@ -256,6 +264,18 @@ impl DirectoryEntry {
         if self.not_after <= self.not_before {
             return Err(Error::bad_input("entry validity ends before it starts"));
         }
+        if !self.enrolled_by.is_empty() {
+            validate_name(&self.enrolled_by).map_err(|e| e.context("enrolled by"))?;
+        }
+        if self
+            .rotation
+            .as_ref()
+            .is_some_and(|r| r.ty != StatementType::KeyRotation)
+        {
+            return Err(Error::bad_input(
+                "an entry's rotation must be a key-rotation statement",
+            ));
+        }
         Ok(())
     }
 
@@ -270,7 +290,16 @@ impl DirectoryEntry {
             .str_list(&self.attributes.scopes)
             .u64(self.serial)
             .u64(self.not_before)
-            .u64(self.not_after);
+            .u64(self.not_after)
+            .str(&self.enrolled_by);
+        match &self.rotation {
+            None => {
+                w.u8(0);
+            }
+            Some(r) => {
+                w.u8(1).bytes(&r.statement).bytes(&r.signature);
+            }
+        }
         w.finish()
     }
 
@@ -291,7 +320,26 @@ impl DirectoryEntry {
             serial: r.u64()?,
             not_before: r.u64()?,
             not_after: r.u64()?,
+            enrolled_by: String::new(),
+            rotation: None,
         };
+        // Entries signed before key transparency end here; later ones say who enrolled them
+        // and carry a rotation's consent.
+        let mut e = e;
+        if !r.is_empty() {
+            e.enrolled_by = r.str(MAX_NAME_LEN, "enrolled by")?.to_owned();
+            e.rotation = match r.u8()? {
+                0 => None,
+                1 => Some(Signed {
+                    ty: StatementType::KeyRotation,
+                    statement: r
+                        .bytes(super::sign::MAX_STATEMENT_LEN, "rotation statement")?
+                        .to_vec(),
+                    signature: r.fixed::<64>("rotation signature")?,
+                }),
+                _ => return Err(Error::bad_input("the rotation flag is neither 0 nor 1")),
+            };
+        }
         r.finish()?;
         e.validate()?;
         Ok(e)
@@ -352,64 +400,14 @@ impl DirectoryEntry {
     }
 }
 
-/// A revocation of one entry serial of a party, signed by the authority.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Revocation {
-    pub id: SpiffeId,
-    pub serial: u64,
-    pub revoked_at: u64,
-    pub reason: String,
-}
-
-impl Revocation {
-    pub fn encode(&self) -> Vec<u8> {
-        let mut w = statement_writer(StatementType::Revocation);
-        w.str(&self.id.to_string())
-            .u64(self.serial)
-            .u64(self.revoked_at)
-            .str(&self.reason);
-        w.finish()
-    }
-    pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let mut r = statement_reader(bytes, StatementType::Revocation)?;
-        let rev = Revocation {
-            id: r.str(MAX_SPIFFE_LEN, "id")?.parse()?,
-            serial: r.u64()?,
-            revoked_at: r.u64()?,
-            reason: r.str(MAX_REASON_LEN, "reason")?.to_owned(),
-        };
-        r.finish()?;
-        Ok(rev)
-    }
-    pub fn sign(&self, authority: &SigningKey) -> Result<Signed> {
-        if self.reason.len() > MAX_REASON_LEN {
-            return Err(Error::bad_input(format!(
-                "reason is longer than {MAX_REASON_LEN} bytes"
-            )));
-        }
-        Ok(Signed::sign(
-            StatementType::Revocation,
-            self.encode(),
-            authority,
-        ))
-    }
-    pub fn verify(signed: &Signed, authority: &PublicKey) -> Result<Self> {
-        let rev = Self::decode(&signed.statement)?;
-        signed.verify(authority).map_err(|err| {
-            Error::verification(format!(
-                "revocation of {} (serial {}): {err} against the authority key; it was altered or signed by another authority",
-                rev.id.short(),
-                rev.serial
-            ))
-        })?;
-        Ok(rev)
-    }
-}
+pub use revocation::Revocation;
 
 /// Why a party has no usable entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EntryProblem {
     Unknown,
+    /// Its newest key is a reset waiting until this time, and it has no earlier one in force.
+    Waiting(u64),
     Revoked,
     Expired,
     NotYetValid,
@@ -423,6 +421,9 @@ pub struct Directory {
     revoked: BTreeMap<SpiffeId, u64>,
     /// Every revocation statement, once each (what start-up loads and `directory push` sends).
     revocations: BTreeMap<(SpiffeId, u64), (Revocation, Signed)>,
+    /// The directory log, on a relay (`logged.rs`): entries are in force only once logged and
+    /// past any waiting period.
+    log: Option<Box<logged::DirectoryLog>>,
 }
 
 impl Directory {
@@ -492,7 +493,10 @@ impl Directory {
     /// The entry a request from `id` is judged by: the latest serial, which must be neither
     /// revoked nor outside its validity.
     pub fn active(&self, id: &SpiffeId, now: u64) -> Result<&DirectoryEntry, EntryProblem> {
-        let e = self.latest(id).ok_or(EntryProblem::Unknown)?;
+        let e = match &self.log {
+            None => self.latest(id).ok_or(EntryProblem::Unknown)?,
+            Some(log) => log.in_force(self, id, now)?,
+        };
         if self.is_revoked(id, e.serial) {
             return Err(EntryProblem::Revoked);
         }
@@ -581,5 +585,8 @@ impl Directory {
     }
 }
 
+mod logged;
+mod revocation;
+pub use logged::{LogPosition, WaitingKey};
 #[cfg(test)]
 mod tests;

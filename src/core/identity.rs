@@ -58,6 +58,8 @@ pub struct Identity {
     pub ca_cert: Option<Vec<u8>>,
     pub authority: Option<VerifierKey>,
     pub log_key: Option<VerifierKey>,
+    /// The trust root's waiting period for a reset key, pinned at import (docs/keys.md).
+    pub reset_wait: Option<u64>,
     pub entry: Option<Signed>,
     pub relay: Option<String>,
 }
@@ -130,6 +132,7 @@ impl Identity {
             ca_cert: None,
             authority: None,
             log_key: None,
+            reset_wait: None,
             entry: None,
             relay: None,
         })
@@ -183,6 +186,9 @@ impl Identity {
         }
         if let Some(k) = &self.log_key {
             field("log-key", &k.encode());
+        }
+        if let Some(w) = self.reset_wait {
+            field("reset-wait", &w.to_string());
         }
         if let Some(e) = &self.entry {
             field(
@@ -266,7 +272,7 @@ pub fn parse_identity_file(text: &[u8]) -> Result<IdentityFile> {
         return Ok(IdentityFile::PlainAge(age_keys));
     }
     let get = |name: &str| fields.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
-    const KNOWN: [&str; 13] = [
+    const KNOWN: [&str; 14] = [
         "version",
         "kind",
         "name",
@@ -277,6 +283,7 @@ pub fn parse_identity_file(text: &[u8]) -> Result<IdentityFile> {
         "ca-cert",
         "authority",
         "log-key",
+        "reset-wait",
         "entry",
         "relay",
         "comment",
@@ -353,6 +360,12 @@ pub fn parse_identity_file(text: &[u8]) -> Result<IdentityFile> {
             .transpose()?,
         authority: get("authority").map(VerifierKey::parse).transpose()?,
         log_key: get("log-key").map(VerifierKey::parse).transpose()?,
+        reset_wait: get("reset-wait")
+            .map(|v| {
+                crate::core::tlog::checkpoint::parse_decimal(v)
+                    .ok_or_else(|| Error::bad_input("the identity's reset-wait is not a number"))
+            })
+            .transpose()?,
         entry,
         relay: get("relay").map(str::to_owned),
     })))

@@ -9,6 +9,7 @@ pub mod envelope;
 pub mod grant;
 pub mod grant_state;
 pub mod identity;
+pub mod keylog;
 pub mod pki;
 pub mod policy;
 pub mod receipt_file;

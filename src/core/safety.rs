@@ -74,6 +74,8 @@ mod tests {
             serial: 1,
             not_before: 0,
             not_after: 1,
+            enrolled_by: String::new(),
+            rotation: None,
         }
     }
 

@@ -44,10 +44,14 @@ pub enum StatementType {
     Receipt,
     /// A second person's signed refusal of a grant that awaits approval.
     Denial,
+    /// A party's previous key consenting to its new keys (docs/keys.md).
+    KeyRotation,
+    /// A second admin's signed approval to shorten a key reset's waiting period.
+    ResetApproval,
 }
 
 impl StatementType {
-    pub const ALL: [StatementType; 8] = [
+    pub const ALL: [StatementType; 10] = [
         StatementType::EnrollmentRequest,
         StatementType::DirectoryEntry,
         StatementType::Revocation,
@@ -56,6 +60,8 @@ impl StatementType {
         StatementType::Submission,
         StatementType::Receipt,
         StatementType::Denial,
+        StatementType::KeyRotation,
+        StatementType::ResetApproval,
     ];
     pub fn tag(self) -> &'static str {
         match self {
@@ -67,6 +73,8 @@ impl StatementType {
             StatementType::Submission => "submission",
             StatementType::Receipt => "receipt",
             StatementType::Denial => "denial",
+            StatementType::KeyRotation => "key-rotation",
+            StatementType::ResetApproval => "reset-approval",
         }
     }
     pub fn from_tag(tag: &str) -> Result<Self> {

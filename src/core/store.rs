@@ -268,9 +268,19 @@ impl QuotaKind {
 #[derive(Clone, Debug)]
 pub enum WriteOp {
     /// Add directory statements: (id, serial, signed) entries and (id, serial, signed) revocations.
+    /// Each statement not stored before also becomes the next leaf of the directory log
+    /// (`core::keylog`), logged at `event.time`; with `log_all`, every statement given does,
+    /// when the directory log is still empty (a store from before key transparency).
     PutDirectory {
         entries: Vec<(String, u64, StoredSigned)>,
         revocations: Vec<(String, u64, StoredSigned)>,
+        event: Event,
+        log_all: bool,
+    },
+    /// A second admin's approval of a shorter wait for a reset key (`core::keylog`): only a
+    /// leaf of the directory log, logged at `event.time`.
+    LogResetApproval {
+        approval: StoredSigned,
         event: Event,
     },
     CreateGrant {
@@ -421,6 +431,8 @@ pub trait Store: Send + Sync + 'static {
     fn apply(&self, ops: &[WriteOp]) -> Result<Vec<OpResult>>;
     /// All directory statements: (entries, revocations).
     fn directory(&self) -> Result<(Vec<StoredSigned>, Vec<StoredSigned>)>;
+    /// The directory log's leaves `from..`, at most `n` (`core::keylog::DirectoryLeaf` bytes).
+    fn directory_log(&self, from: u64, n: usize) -> Result<Vec<Vec<u8>>>;
     fn grant(&self, grant_id: &GrantId) -> Result<Option<GrantRecord>>;
     /// Open grants addressed to `agent`, in id order, after `after`, at most `limit` (expired
     /// ones included until the sweep closes them; the caller filters by time).

@@ -12,7 +12,12 @@ use crate::ids::{EnvelopeId, GrantId};
 /// ALPN protocol id.
 pub const ALPN: &[u8] = b"sealrelay/1";
 /// Version carried in every request frame.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
+mod directory;
+mod page;
+pub use directory::{DirectoryCheckpoint, GrantView, LogProof, LoggedApproval};
+pub use page::{Page, MAX_PAGE, PAGE_BYTES};
+
 /// Largest header frame either side accepts.
 pub const MAX_FRAME: usize = 256 * 1024;
 
@@ -44,39 +49,6 @@ impl WireSigned {
     }
 }
 
-/// Most items in one page of a listing; the relay also keeps every reply under [`PAGE_BYTES`].
-pub const MAX_PAGE: u32 = 100;
-/// The encoded size a page of a listing stays under (well below [`MAX_FRAME`]).
-pub const PAGE_BYTES: usize = 192 * 1024;
-
-/// Which page of a listing: after the cursor the previous page returned (`None`: from the
-/// start), at most `limit` items (capped at [`MAX_PAGE`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Page {
-    pub after: Option<[u8; 16]>,
-    pub limit: u32,
-}
-
-impl Page {
-    pub fn first() -> Self {
-        Page {
-            after: None,
-            limit: MAX_PAGE,
-        }
-    }
-    /// The page after `next` (a reply's cursor).
-    pub fn after(next: [u8; 16]) -> Self {
-        Page {
-            after: Some(next),
-            limit: MAX_PAGE,
-        }
-    }
-    /// The limit the relay applies: 1 to [`MAX_PAGE`].
-    pub fn capped_limit(&self) -> usize {
-        usize::try_from(self.limit.clamp(1, MAX_PAGE)).unwrap_or(1)
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestFrame {
     pub version: u16,
@@ -98,9 +70,11 @@ pub enum Request {
     CreateGrant {
         grant: WireSigned,
     },
-    /// Agent: the open grants addressed to it, a page at a time.
+    /// Agent: the open grants addressed to it, a page at a time; `dir_size`: the newest
+    /// directory checkpoint the agent holds, so the answer carries a consistency proof from it.
     ListGrants {
         page: Page,
+        dir_size: Option<u64>,
     },
     /// Agent: submit an envelope for a grant; `length` ciphertext bytes follow the frame.
     Submit {
@@ -173,6 +147,22 @@ pub enum Request {
     GetEntries {
         id: String,
     },
+    /// Admins: a second admin's signed approval of a shorter wait for one reset key
+    /// (docs/keys.md); logged in the directory log.
+    ApproveReset {
+        approval: WireSigned,
+    },
+    /// Anyone enrolled: the directory log's checkpoint, with a consistency proof from
+    /// `old_size`.
+    DirectoryCheckpoint {
+        old_size: Option<u64>,
+    },
+    /// Anyone enrolled: the directory log's leaves `from..`, at most `limit` (and under
+    /// [`PAGE_BYTES`]).
+    DirectoryLeaves {
+        from: u64,
+        limit: u32,
+    },
 }
 
 /// Most entries of one party a `GetEntries` answer carries.
@@ -201,16 +191,11 @@ impl Request {
             Request::MyGrants { .. } => "my_grants",
             Request::Proof { .. } => "proof",
             Request::GetEntries { .. } => "get_entries",
+            Request::ApproveReset { .. } => "approve_reset",
+            Request::DirectoryCheckpoint { .. } => "directory_checkpoint",
+            Request::DirectoryLeaves { .. } => "directory_leaves",
         }
     }
-}
-
-/// An open grant as an agent sees it: the user-signed grant and the user's directory entry
-/// (which the agent verifies against its pinned authority before sealing).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GrantView {
-    pub grant: WireSigned,
-    pub user_entry: WireSigned,
 }
 
 /// An envelope as its user sees it.
@@ -290,6 +275,7 @@ pub enum Reply {
     Grants {
         grants: Vec<GrantView>,
         next: Option<[u8; 16]>,
+        directory: DirectoryCheckpoint,
     },
     Submitted {
         envelope_id: EnvelopeId,
@@ -350,6 +336,10 @@ pub enum Reply {
     /// A party's signed entries, newest serial first.
     Entries {
         entries: Vec<WireSigned>,
+    },
+    /// Directory-log leaves (`core::keylog::DirectoryLeaf` bytes) from the request's `from`.
+    Leaves {
+        leaves: Vec<Vec<u8>>,
     },
 }
 

@@ -108,6 +108,9 @@ pub struct EnrollOptions {
     /// Issue serial+1 for a party that already has an entry.
     pub rotate: bool,
     pub validity_days: u64,
+    /// The party's current key's consent to the new keys (`keys rotate`'s FILE.rotation):
+    /// makes the new serial a rotation instead of a reset (docs/keys.md).
+    pub rotation: Option<Signed>,
 }
 
 /// An issued entry with its signed form and client certificate.
@@ -149,7 +152,7 @@ pub fn issue(
     }
     let not_before = now.saturating_sub(300);
     let not_after = now.saturating_add(opts.validity_days.saturating_mul(DAY));
-    let entry = DirectoryEntry {
+    let mut entry = DirectoryEntry {
         id: id.clone(),
         age_recipient: req.age_recipient.clone(),
         signing_key: req.signing_key,
@@ -158,7 +161,25 @@ pub fn issue(
         serial: directory.next_serial(&id),
         not_before,
         not_after,
+        enrolled_by: root.meta.admin_name.clone(),
+        rotation: None,
     };
+    // A renewal (the same keys again) needs no consent: a rotation file left beside the
+    // request from the rotation that made these keys is not used again.
+    let renewal = existing.is_some_and(|cur| crate::core::keylog::same_keys(cur, &entry));
+    if let Some(consent) = opts.rotation.as_ref().filter(|_| !renewal) {
+        let current = existing.ok_or_else(|| {
+            Error::bad_input("a rotation file is for a party that is enrolled already")
+        })?;
+        if !crate::core::keylog::KeyRotation::consents(consent, current, &entry) {
+            return Err(Error::verification(format!(
+                "the rotation file was not signed by {}'s current key (serial {}) for exactly this request's keys: ask them to run `sealrelay keys rotate` again with their current identity",
+                id.short(),
+                current.serial
+            )));
+        }
+        entry.rotation = Some(consent.clone());
+    }
     let signed = entry.sign(&root.authority)?;
     let cert = pki::issue_leaf(
         &root.ca_cert,

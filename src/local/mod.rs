@@ -4,10 +4,12 @@
 //! ([`checkpoint_state`]).
 
 pub mod checkpoint_state;
+pub mod directory_seen;
 pub mod dirpaths;
 pub mod dirstore;
 pub mod fs;
 pub mod identity_file;
+pub mod keywatch_state;
 pub mod pins;
 pub mod provision;
 pub mod trust_root;

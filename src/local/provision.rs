@@ -46,6 +46,7 @@ pub fn enroll(root: &TrustRoot, p: &PartySpec<'_>, now: u64) -> Result<Identity>
         attributes: p.attributes.clone(),
         rotate: false,
         validity_days: 30,
+        rotation: None,
     };
     let issued = dirstore::issue(root, &directory, &req, &opts, now)?;
     dirstore::store_entry(&root.directory_dir(), &issued)?;

@@ -35,6 +35,14 @@ pub struct RootMeta {
     pub admin_name: String,
     pub log_origin: String,
     pub created: u64,
+    /// Seconds a reset key (one its party's previous key did not sign) waits before it is in
+    /// force; pinned by every client at import (docs/keys.md).
+    #[serde(default = "default_reset_wait")]
+    pub reset_wait: u64,
+}
+
+fn default_reset_wait() -> u64 {
+    crate::core::keylog::DEFAULT_RESET_WAIT
 }
 
 /// Options for `keys init`.
@@ -45,6 +53,8 @@ pub struct InitOptions {
     /// Extra DNS names / IPs for the relay certificate (localhost and loopback are always in).
     pub relay_sans: Vec<String>,
     pub force: bool,
+    /// Seconds a reset key waits (docs/keys.md).
+    pub reset_wait: u64,
     pub ca_days: u64,
     pub relay_days: u64,
 }
@@ -57,6 +67,7 @@ impl Default for InitOptions {
             admin_name: "admin".into(),
             relay_sans: Vec::new(),
             force: false,
+            reset_wait: crate::core::keylog::DEFAULT_RESET_WAIT,
             ca_days: 3650,
             relay_days: 365,
         }
@@ -115,6 +126,7 @@ pub fn init(dir: &Path, opts: &InitOptions, now: u64) -> Result<RootMeta> {
         relay_name: opts.relay_name.clone(),
         admin_name: opts.admin_name.clone(),
         log_origin: log_origin(&opts.trust_domain),
+        reset_wait: opts.reset_wait,
         created: now,
     };
     let authority_vk =
@@ -442,6 +454,8 @@ fn admin_entry(
         serial: 1,
         not_before,
         not_after,
+        enrolled_by: String::new(),
+        rotation: None,
     })
 }
 
@@ -528,6 +542,7 @@ impl TrustRoot {
             authority: self.authority_vk()?,
             log_key: self.log_public.clone(),
             relay,
+            reset_wait: self.meta.reset_wait,
         })
     }
 }

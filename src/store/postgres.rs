@@ -262,6 +262,22 @@ impl Store for PgStore {
         ))
     }
 
+    fn directory_log(&self, from: u64, n: usize) -> Result<Vec<Vec<u8>>> {
+        let Ok(from) = i64::try_from(from) else {
+            return Ok(Vec::new());
+        };
+        self.pool.run(move |conn, _| {
+            let rows = conn
+                .client
+                .query(
+                    "SELECT leaf FROM dir_log WHERE idx >= $1 ORDER BY idx LIMIT $2",
+                    &[&from, &limit(n)],
+                )
+                .map_err(pg_err)?;
+            Ok(rows.iter().map(|r| r.get::<_, Vec<u8>>(0)).collect())
+        })
+    }
+
     fn grant(&self, grant_id: &GrantId) -> Result<Option<GrantRecord>> {
         self.record(
             "SELECT record FROM grants WHERE grant_id = $1",

@@ -14,6 +14,8 @@ use crate::ids::{hex, EnvelopeId, GrantId, SpiffeId};
 
 const DIR_ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("dir_entries");
 const DIR_REVOCATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("dir_revocations");
+/// The directory log's leaves by index (`core::keylog`).
+pub(crate) const DIR_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("dir_log");
 const GRANTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("grants");
 const AGENT_GRANTS: TableDefinition<&str, ()> = TableDefinition::new("agent_grants");
 const ENVELOPES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("envelopes");
@@ -184,6 +186,7 @@ impl RedbStore {
             // Create every table so reads never meet a missing one.
             txn.open_table(DIR_ENTRIES).map_err(db_err)?;
             txn.open_table(DIR_REVOCATIONS).map_err(db_err)?;
+            txn.open_table(DIR_LOG).map_err(db_err)?;
             txn.open_table(GRANTS).map_err(db_err)?;
             txn.open_table(AGENT_GRANTS).map_err(db_err)?;
             txn.open_table(ENVELOPES).map_err(db_err)?;
@@ -406,6 +409,17 @@ impl Store for RedbStore {
             Ok(out)
         };
         Ok((read(DIR_ENTRIES)?, read(DIR_REVOCATIONS)?))
+    }
+
+    fn directory_log(&self, from: u64, n: usize) -> Result<Vec<Vec<u8>>> {
+        let txn = self.begin_read()?;
+        let t = txn.open_table(DIR_LOG).map_err(db_err)?;
+        let mut out = Vec::new();
+        for item in t.range(from..).map_err(db_err)?.take(n) {
+            let (_, v) = item.map_err(db_err)?;
+            out.push(v.value().to_vec());
+        }
+        Ok(out)
     }
 
     fn grant(&self, grant_id: &GrantId) -> Result<Option<GrantRecord>> {

@@ -29,14 +29,19 @@ pub trait Tables {
     fn remove_envelope(&mut self, e: &EnvelopeRecord) -> Result<()>;
     fn put_inline(&mut self, id: &EnvelopeId, body: &[u8]) -> Result<()>;
     fn put_delivery(&mut self, d: &DeliveryRecord) -> Result<()>;
-    /// A directory statement: an entry, or with `revocation` a revocation.
+    /// A directory statement: an entry, or with `revocation` a revocation. Returns whether it
+    /// is new (one already stored under the same serial is kept as it was).
     fn put_directory(
         &mut self,
         revocation: bool,
         id: &str,
         serial: u64,
         s: &StoredSigned,
-    ) -> Result<()>;
+    ) -> Result<bool>;
+    /// How many leaves the directory log holds.
+    fn directory_log_size(&mut self) -> Result<u64>;
+    /// Appends a leaf to the directory log; returns its index.
+    fn append_directory_leaf(&mut self, leaf: &[u8]) -> Result<u64>;
     fn put_quarantine(&mut self, agent: &str, reason: &str) -> Result<()>;
     /// Whether the agent was quarantined (and is not any more).
     fn remove_quarantine(&mut self, agent: &str) -> Result<bool>;
@@ -121,13 +126,29 @@ fn apply_one(t: &mut impl Tables, op: &WriteOp) -> Result<OpResult> {
             entries,
             revocations,
             event,
+            log_all,
         } => {
-            for (id, serial, s) in entries {
-                t.put_directory(false, id, *serial, s)?;
+            let log_all = *log_all && t.directory_log_size()? == 0;
+            let statements = entries
+                .iter()
+                .map(|e| (false, e))
+                .chain(revocations.iter().map(|r| (true, r)));
+            for (revocation, (id, serial, s)) in statements {
+                if t.put_directory(revocation, id, *serial, s)? || log_all {
+                    let leaf =
+                        crate::core::keylog::leaf_bytes(event.time, &s.statement, &s.signature);
+                    t.append_directory_leaf(&leaf)?;
+                }
             }
-            for (id, serial, s) in revocations {
-                t.put_directory(true, id, *serial, s)?;
-            }
+            Ok(t.append(event)?)
+        }
+        WriteOp::LogResetApproval { approval, event } => {
+            let leaf = crate::core::keylog::leaf_bytes(
+                event.time,
+                &approval.statement,
+                &approval.signature,
+            );
+            t.append_directory_leaf(&leaf)?;
             Ok(t.append(event)?)
         }
         WriteOp::CreateGrant {

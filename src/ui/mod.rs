@@ -240,15 +240,40 @@ async fn headers(ui: &Ui) -> Result<Vec<EnvelopeHeader>> {
     list
 }
 
+/// The inbox and the key alerts: what the directory log holds under this person's name that
+/// their own keys did not make (docs/keys.md), read from where this identity last stopped.
+async fn headers_and_alerts(ui: &Ui) -> Result<(Vec<EnvelopeHeader>, Vec<String>)> {
+    let c = ui.client().await?;
+    let alerts = match &ui.identity_path {
+        Some(path) => crate::client::keywatch::watch(
+            &ui.identity,
+            path,
+            crate::client::keywatch::LogSource::Relay(&c.conn),
+            false,
+        )
+        .await
+        .map(|r| {
+            r.open_alerts
+                .iter()
+                .map(crate::client::keywatch::describe)
+                .collect()
+        }),
+        None => Ok(Vec::new()),
+    };
+    let list = c.inbox_headers().await;
+    c.conn.close().await;
+    Ok((list?, alerts?))
+}
+
 async fn inbox(State(ui): State<Arc<Ui>>) -> Response {
-    match headers(&ui).await {
-        Ok(list) => {
+    match headers_and_alerts(&ui).await {
+        Ok((list, alerts)) => {
             let safety = ui
                 .identity
                 .own_entry()
                 .ok()
                 .map(|e| crate::core::safety::safety_number(&e));
-            Html(pages::inbox(&ui.base, &list, safety.as_deref())).into_response()
+            Html(pages::inbox(&ui.base, &list, safety.as_deref(), &alerts)).into_response()
         }
         Err(e) => ui.failed(&e),
     }

@@ -86,7 +86,12 @@ fn agent(h: &EnvelopeHeader) -> String {
 
 /// The inbox: who, what, why and the verification status of each envelope. The table carries
 /// the prefix (`data-base`) for the script's fetches and links.
-pub fn inbox(base: &str, list: &[EnvelopeHeader], safety: Option<&str>) -> String {
+pub fn inbox(
+    base: &str,
+    list: &[EnvelopeHeader],
+    safety: Option<&str>,
+    alerts: &[String],
+) -> String {
     let b = esc(base);
     let mut rows = String::new();
     for h in list {
@@ -119,11 +124,24 @@ pub fn inbox(base: &str, list: &[EnvelopeHeader], safety: Option<&str>) -> Strin
             )
         })
         .unwrap_or_default();
+    // Keys enrolled under this person's name that their keys did not make: first, unmissable.
+    let alerts = if alerts.is_empty() {
+        String::new()
+    } else {
+        let items: String = alerts
+            .iter()
+            .map(|a| format!("<li>{}</li>", esc(a)))
+            .collect();
+        format!(
+            "<div id=\"key-alert\" class=\"alert\" role=\"alert\"><strong>A key you did not make was enrolled under your name.</strong><ul>{items}</ul>\
+<p><code>sealrelay keys watch --acknowledge</code> marks these as seen; they stay in your history.</p></div>"
+        )
+    };
     page(
         base,
         "Inbox",
         &format!(
-            "<p>What agents sent you, sealed to your key. Check who sent it, for what and why before you open it.</p>{safety}{empty}\
+            "{alerts}<p>What agents sent you, sealed to your key. Check who sent it, for what and why before you open it.</p>{safety}{empty}\
 <table id=\"inbox\" data-base=\"{b}\"><thead><tr><th scope=\"col\">Envelope</th><th scope=\"col\">From (agent)</th><th scope=\"col\">Resource</th>\
 <th scope=\"col\">Purpose</th><th scope=\"col\">Asked</th><th scope=\"col\">Approved by</th><th scope=\"col\">Bytes</th>\
 <th scope=\"col\">Received</th><th scope=\"col\">Verification</th></tr></thead><tbody>{rows}</tbody></table>\
@@ -329,7 +347,7 @@ mod tests {
         let base = "/s/0123456789abcdef0123456789abcdef";
         let pages = [
             super::message(base, "Refused", "no"),
-            super::inbox(base, &[], Some("12345 67890 12345 67890 12345 67890")),
+            super::inbox(base, &[], Some("12345 67890 12345 67890 12345 67890"), &[]),
             super::receipt(base, None),
             super::receipt(base, Some(Err("x".to_owned()))),
             super::grants(base, &[]),

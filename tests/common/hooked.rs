@@ -57,6 +57,9 @@ impl Store for Hooked {
     )> {
         self.inner.directory()
     }
+    fn directory_log(&self, from: u64, n: usize) -> sealrelay::Result<Vec<Vec<u8>>> {
+        self.inner.directory_log(from, n)
+    }
     fn grant(
         &self,
         id: &sealrelay::ids::GrantId,

@@ -478,3 +478,26 @@ pub fn hold_default_ports() -> (Option<std::net::TcpListener>, Option<std::net::
         std::net::UdpSocket::bind("127.0.0.1:4433").ok(),
     )
 }
+
+/// A Python that can import `cryptography` (`SEALRELAY_PYTHON`, else `python3`), or `None`
+/// (the test says so and skips; with `SEALRELAY_REQUIRE_TOOLS` set it fails).
+#[allow(dead_code)]
+pub fn python_with_cryptography() -> Option<String> {
+    let py = std::env::var("SEALRELAY_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = std::process::Command::new(&py)
+        .args(["-c", "import cryptography"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(py);
+    }
+    let msg = format!(
+        "the cryptography package is not importable by {py} (set SEALRELAY_PYTHON): skipping"
+    );
+    assert!(
+        std::env::var_os("SEALRELAY_REQUIRE_TOOLS").is_none(),
+        "{msg}"
+    );
+    eprintln!("SKIP: {msg}");
+    None
+}

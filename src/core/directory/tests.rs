@@ -17,6 +17,8 @@ fn user_entry(serial: u64) -> (DirectoryEntry, SigningKey) {
         serial,
         not_before: 100,
         not_after: 200,
+        enrolled_by: String::new(),
+        rotation: None,
     };
     (e, party)
 }

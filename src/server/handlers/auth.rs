@@ -111,7 +111,7 @@ impl Relay {
                 ));
             }
             Err(reason) => {
-                self.log_denial(peer, action, reason, now).await;
+                self.log_denial(peer, action, &reason, now).await;
                 return Err(Refusal::new(ErrorCode::Unauthenticated, reason));
             }
         };
@@ -182,12 +182,19 @@ impl Relay {
     }
 
     /// The caller as a principal, or why it may not call at all.
-    fn authenticate(&self, peer: &Peer, now: u64) -> Result<Caller, &'static str> {
+    fn authenticate(&self, peer: &Peer, now: u64) -> Result<Caller, String> {
         match peer.id.kind() {
             // Admins too are directory entries, pinned to their TLS key and revocable: a
             // certificate from the CA alone is not enough.
             PartyKind::User | PartyKind::Agent | PartyKind::Admin => {
-                let dir = self.directory.read().map_err(|_| "internal error")?;
+                let dir = self
+                    .directory
+                    .read()
+                    .map_err(|_| "internal error".to_owned())?;
+                // A reset key within its waiting period may do nothing yet (docs/keys.md).
+                if let Some(w) = dir.waiting_with_tls_key(&peer.id, &peer.spki_sha256, now) {
+                    return Err(waiting_message(&w));
+                }
                 let principal = |entry: &crate::core::directory::DirectoryEntry| Principal {
                     id: peer.id.clone(),
                     attributes: (peer.id.kind() != PartyKind::Admin)
@@ -205,15 +212,16 @@ impl Relay {
                         self.config.rotation_grace_secs,
                     ) {
                         Some(old) => Ok(Caller::Superseded(principal(old), old.serial)),
-                        None => Err("the certificate's key is not the one in the directory entry (superseded by a rotation, and past the grace period for the previous identity: use the new identity)"),
+                        None => Err("the certificate's key is not the one in the directory entry (superseded by a rotation, and past the grace period for the previous identity: use the new identity)".into()),
                     },
-                    Err(EntryProblem::Revoked) => Err("this identity has been revoked"),
-                    Err(EntryProblem::Expired) => Err("this identity's directory entry has expired"),
-                    Err(EntryProblem::NotYetValid) => Err("this identity's directory entry is not valid yet"),
-                    Err(EntryProblem::Unknown) => Err("this identity is not in the relay's directory (the admin pushes it: `sealrelay directory push`)"),
+                    Err(EntryProblem::Revoked) => Err("this identity has been revoked".into()),
+                    Err(EntryProblem::Expired) => Err("this identity's directory entry has expired".into()),
+                    Err(EntryProblem::NotYetValid) => Err("this identity's directory entry is not valid yet".into()),
+                    Err(EntryProblem::Waiting(until)) => Err(format!("this identity's key waits until {} before it is in force (a reset: docs/keys.md)", crate::clock::rfc3339(until))),
+                    Err(EntryProblem::Unknown) => Err("this identity is not in the relay's directory (the admin pushes it: `sealrelay directory push`)".into()),
                 }
             }
-            _ => Err("this kind of identity may not call the relay"),
+            _ => Err("this kind of identity may not call the relay".into()),
         }
     }
 
@@ -238,4 +246,14 @@ impl Relay {
             tracing::error!(error = %e, "could not log a denial");
         }
     }
+}
+
+/// What a reset key within its waiting period is told (one line).
+pub(crate) fn waiting_message(w: &crate::core::directory::WaitingKey) -> String {
+    format!(
+        "this key of {} was enrolled by {} as a reset (not signed by the previous key) and is not in force until {}: it can make no grants and nothing is sealed to it before then (docs/keys.md); if you did not ask for it, tell your security team",
+        w.entry.id.short(),
+        if w.entry.enrolled_by.is_empty() { "the authority" } else { &w.entry.enrolled_by },
+        crate::clock::rfc3339(w.until)
+    )
 }

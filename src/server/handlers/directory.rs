@@ -67,12 +67,15 @@ pub async fn push(
             entries: rows_e,
             revocations: rows_r,
             event: events::directory_push(now, &peer.id, &names),
+            log_all: false,
         })
         .await?;
+    // The store gave each new statement its place in the directory log.
+    crate::server::services::loading::catch_up(&mut next, relay.store.as_ref(), &relay.authority)
+        .map_err(Refusal::from)?;
     // Only after the commit is durable does the new directory take effect; a revoked party's
     // open connections close now (its next request would be refused anyway).
     *relay.directory.write().map_err(|_| Refusal::internal())? = next;
-    relay.synced.directory_changed();
     for r in &revoked {
         relay.connections.close_all(r, CloseCode::Revoked);
     }

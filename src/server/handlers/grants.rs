@@ -143,33 +143,50 @@ fn recipient_is_post_quantum(entry: &crate::core::directory::DirectoryEntry) -> 
         .is_some_and(|r| r.is_post_quantum())
 }
 
-/// The grant and its requester's current entry, as an agent or approver sees it; `None` when
-/// the requester has no active entry any more, or when the grant was signed with another of
-/// the requester's keys (made before a rotation): the agent or approver could not verify it
-/// against the current entry, and one such grant must not break a listing for everyone (the
-/// requester asks again with the new key).
-fn view(relay: &Relay, g: GrantRecord, now: u64) -> Option<GrantView> {
-    let (entry, user_entry) = relay.entry_for(&g.user, now).ok()?;
+/// The grant and its requester's newest logged entry (with its place in the directory log
+/// under the checkpoint at `size`, and the earlier entries a client needs to judge it), as an
+/// agent or approver sees it; `None` when the requester has no entry in force any more, or
+/// when no logged entry of the requester signed the grant: the agent could not verify it,
+/// and one such grant must not break a listing for everyone.
+fn view(relay: &Relay, g: GrantRecord, now: u64, size: u64) -> Option<GrantView> {
+    let dir = relay.directory.read().ok()?;
+    dir.active(&g.user, now).ok()?;
     let signed = WireSigned {
         statement: g.grant.statement.clone(),
         signature: g.grant.signature.clone(),
     }
     .to_signed(StatementType::Grant)
     .ok()?;
-    signed.verify(&entry.signing_key).ok()?;
+    let (user_entry, user_log, earlier, approvals) =
+        super::keylog::logged_user(&dir, &g.user, &signed, size, relay.reset_wait, now)?;
     Some(GrantView {
         grant: WireSigned {
             statement: g.grant.statement,
             signature: g.grant.signature,
         },
         user_entry,
+        user_log,
+        earlier,
+        approvals,
     })
 }
 
 /// A page of the agent's grants that are ready: open, unexpired, approved where needed.
-pub async fn list(relay: &Relay, peer: &Peer, page: Page, cx: &Cx) -> Handled {
+pub async fn list(
+    relay: &Relay,
+    peer: &Peer,
+    page: Page,
+    dir_size: Option<u64>,
+    cx: &Cx,
+) -> Handled {
     let now = cx.now;
     relay.authorize_relay(cx, peer, Action::ListGrants).await?;
+    // Every proof of the page is against one checkpoint: the directory only grows.
+    let size = relay
+        .directory
+        .read()
+        .map_err(|_| Refusal::internal())?
+        .log_size();
     let (grants, next) = paginate(
         page.after,
         page.capped_limit(),
@@ -182,12 +199,20 @@ pub async fn list(relay: &Relay, peer: &Peer, page: Page, cx: &Cx) -> Handled {
         |g| {
             Ok(
                 (grant_state::is_ready(&g, now) && fillable(relay, &g.user, now))
-                    .then(|| view(relay, g, now))
+                    .then(|| view(relay, g, now, size))
                     .flatten(),
             )
         },
     )?;
-    Ok(Reply::Grants { grants, next })
+    let directory = {
+        let dir = relay.directory.read().map_err(|_| Refusal::internal())?;
+        super::keylog::checkpoint_at(relay, &dir, size, dir_size)?
+    };
+    Ok(Reply::Grants {
+        grants,
+        next,
+        directory,
+    })
 }
 
 /// A page of the grants awaiting approval, listed only where this caller could approve them.
@@ -198,6 +223,11 @@ pub async fn pending_approvals(relay: &Relay, peer: &Peer, page: Page, cx: &Cx) 
     relay.authorize_relay(cx, peer, Action::Inbox).await?;
     super::delivery::refuse_previous_identity(relay, peer, now)?;
     let principal = relay.principal_of(peer, now)?;
+    let size = relay
+        .directory
+        .read()
+        .map_err(|_| Refusal::internal())?
+        .log_size();
     let policy = relay.policy();
     let may_approve = |g: &GrantRecord| {
         let ctx = Context {
@@ -226,7 +256,7 @@ pub async fn pending_approvals(relay: &Relay, peer: &Peer, page: Page, cx: &Cx) 
                 .lookup(&g.resource)
                 .map_or(0, |c| c.classification);
             Ok(may_approve(&g)
-                .then(|| view(relay, g, now))
+                .then(|| view(relay, g, now, size))
                 .flatten()
                 .map(|view| PendingView {
                     view,

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod delivery;
 pub mod directory;
 pub mod grants;
+pub mod keylog;
 pub mod log;
 pub mod outcome;
 pub mod page;
@@ -45,7 +46,18 @@ pub async fn handle<B: AsyncRead + Unpin + Send>(
         Request::GetEntry { id } => directory::get_entry(relay, peer, &id, cx).await,
         Request::GetEntries { id } => directory::get_entries(relay, peer, &id, cx).await,
         Request::CreateGrant { grant } => grants::create(relay, peer, grant, cx).await,
-        Request::ListGrants { page } => grants::list(relay, peer, page, cx).await,
+        Request::ListGrants { page, dir_size } => {
+            grants::list(relay, peer, page, dir_size, cx).await
+        }
+        Request::ApproveReset { approval } => {
+            keylog::approve_reset(relay, peer, approval, cx).await
+        }
+        Request::DirectoryCheckpoint { old_size } => {
+            keylog::directory_checkpoint(relay, peer, old_size, cx).await
+        }
+        Request::DirectoryLeaves { from, limit } => {
+            keylog::directory_leaves(relay, peer, from, limit, cx).await
+        }
         Request::PendingApprovals { page } => {
             grants::pending_approvals(relay, peer, page, cx).await
         }

@@ -273,3 +273,44 @@ impl Signer {
         Ok(())
     }
 }
+
+/// Signs the directory log's checkpoints (docs/keys.md): the log key under the directory
+/// origin (`<log origin>/directory`), one signature per size, kept for the next request.
+pub struct DirectorySigner {
+    key: SigningKey,
+    vk: VerifierKey,
+    last: std::sync::Mutex<Option<(u64, String)>>,
+}
+
+impl DirectorySigner {
+    pub fn new(key: SigningKey, log_origin: &str) -> Result<Self> {
+        let origin = crate::core::keylog::directory_origin(log_origin);
+        let vk = VerifierKey::new(&origin, key.public())?;
+        Ok(DirectorySigner {
+            key,
+            vk,
+            last: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// The signed checkpoint of the directory log at `size` (at most `tree`'s).
+    pub fn checkpoint(&self, tree: &crate::core::tlog::Tree, size: u64) -> Result<String> {
+        let mut last = self
+            .last
+            .lock()
+            .map_err(|_| Error::internal("the directory signer is poisoned"))?;
+        if let Some((s, note)) = last.as_ref() {
+            if *s == size {
+                return Ok(note.clone());
+            }
+        }
+        let cp = Checkpoint {
+            origin: self.vk.name.clone(),
+            size,
+            root: tree.root(size).map_err(Error::from)?,
+        };
+        let note = cp.sign(&self.key, &self.vk)?;
+        *last = Some((size, note.clone()));
+        Ok(note)
+    }
+}

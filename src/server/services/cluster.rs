@@ -5,8 +5,6 @@
 //! through another node is refused here within about a second, and a newly quarantined
 //! agent's connections here are closed.
 
-use std::sync::atomic::Ordering;
-
 use crate::core::wire::CloseCode;
 use crate::ids::SpiffeId;
 
@@ -24,21 +22,27 @@ pub fn sync_shared_state(relay: &Relay) -> crate::error::Result<()> {
             relay.connections.close_all(&id, CloseCode::Quarantined);
         }
     }
-    let (entries, revocations) = relay.store.directory()?;
-    let count = entries.len() + revocations.len();
-    if count != relay.synced.statements.load(Ordering::SeqCst) {
+    let size = relay
+        .directory
+        .read()
+        .map_err(|_| crate::error::Error::internal("the directory lock is poisoned"))?
+        .log_size();
+    if !relay.store.directory_log(size, 1)?.is_empty() {
         // Not while this node pushes (it replaces the directory after its commit).
         let _one_at_a_time = relay.push_lock.blocking_lock();
-        let (directory, count) =
-            super::loading::directory_from_store(relay.store.as_ref(), &relay.authority)?;
-        let revoked: Vec<SpiffeId> = directory.revocations().map(|(r, _)| r.id.clone()).collect();
+        let mut next = relay
+            .directory
+            .read()
+            .map_err(|_| crate::error::Error::internal("the directory lock is poisoned"))?
+            .clone();
+        super::loading::catch_up(&mut next, relay.store.as_ref(), &relay.authority)?;
+        let revoked: Vec<SpiffeId> = next.revocations().map(|(r, _)| r.id.clone()).collect();
         if let Ok(mut d) = relay.directory.write() {
-            *d = directory;
+            *d = next;
         }
         for id in &revoked {
             relay.connections.close_all(id, CloseCode::Revoked);
         }
-        relay.synced.statements.store(count, Ordering::SeqCst);
     }
     Ok(())
 }

@@ -42,6 +42,25 @@ pub fn directory_push(now: u64, admin: &SpiffeId, names: &[String]) -> Event {
     )
 }
 
+/// A second admin approved a shorter wait for a reset key.
+pub fn reset_approved(
+    now: u64,
+    admin: &SpiffeId,
+    party: &SpiffeId,
+    serial: u64,
+    wait: u64,
+) -> Event {
+    let mut e = event(
+        now,
+        "directory.reset_approval",
+        &admin.to_string(),
+        format!("{}#{serial}", party.short()),
+        "allow",
+    );
+    e.detail = format!("wait={wait}");
+    e
+}
+
 /// A user created a grant (awaiting approval where the catalog says so).
 pub fn grant_created(
     now: u64,

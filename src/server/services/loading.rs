@@ -35,8 +35,21 @@ pub fn load_directory(
     authority: &crate::core::sign::PublicKey,
     relay_actor: &str,
     now: u64,
+    reset_wait: u64,
 ) -> Result<Directory> {
-    let (mut directory, _) = directory_from_store(store, authority)?;
+    let (mut directory, _) = directory_from_store(store, authority, reset_wait)?;
+    if directory.log_size() == 0 && directory.all_entries().next().is_some() {
+        // A store from before key transparency: its statements become the log's first leaves.
+        let (entries, revocations) = directory_statements(&directory);
+        let event = events::directory_load(now, relay_actor, entries.len(), revocations.len());
+        store.apply(&[WriteOp::PutDirectory {
+            entries,
+            revocations,
+            event,
+            log_all: true,
+        }])?;
+        catch_up(&mut directory, store, authority)?;
+    }
     let disk_dir = dir.join("directory");
     if !disk_dir.is_dir() {
         return Ok(directory);
@@ -55,10 +68,36 @@ pub fn load_directory(
             entries,
             revocations,
             event,
+            log_all: false,
         };
         store.apply(std::slice::from_ref(&op))?;
+        catch_up(&mut directory, store, authority)?;
     }
     Ok(directory)
+}
+
+/// Most directory-log leaves read from the store at once.
+const LEAVES_PER_READ: usize = 1024;
+
+/// Takes in the directory-log leaves the store holds beyond what `directory` has; how many.
+pub fn catch_up(
+    directory: &mut Directory,
+    store: &dyn Store,
+    authority: &crate::core::sign::PublicKey,
+) -> Result<u64> {
+    let start = directory.log_size();
+    loop {
+        let leaves = store.directory_log(directory.log_size(), LEAVES_PER_READ)?;
+        if leaves.is_empty() {
+            return Ok(directory.log_size() - start);
+        }
+        for leaf in &leaves {
+            let at = directory.log_size();
+            directory
+                .take_leaf(leaf, authority)
+                .map_err(|e| e.context(format!("directory log leaf {at}")))?;
+        }
+    }
 }
 
 /// The directory from the statements the store holds (every one verified against
@@ -66,8 +105,12 @@ pub fn load_directory(
 pub fn directory_from_store(
     store: &dyn Store,
     authority: &crate::core::sign::PublicKey,
+    reset_wait: u64,
 ) -> Result<(Directory, usize)> {
-    let mut directory = Directory::new();
+    let mut directory = Directory::logged(reset_wait);
+    catch_up(&mut directory, store, authority)?;
+    // Statements stored but not logged (none, on a store this relay wrote) are held but never
+    // in force: an entry is used only once it is in the log.
     let (entries, revocations) = store.directory()?;
     for s in &entries {
         directory.insert_entry(to_signed(s, StatementType::DirectoryEntry)?, authority)?;

@@ -302,6 +302,9 @@ impl Store for MeteredStore {
     fn directory(&self) -> Result<(Vec<StoredSigned>, Vec<StoredSigned>)> {
         self.read(self.inner.directory())
     }
+    fn directory_log(&self, from: u64, n: usize) -> Result<Vec<Vec<u8>>> {
+        self.read(self.inner.directory_log(from, n))
+    }
     fn grant(&self, grant_id: &GrantId) -> Result<Option<GrantRecord>> {
         self.read(self.inner.grant(grant_id))
     }

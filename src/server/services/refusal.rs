@@ -73,7 +73,7 @@ impl From<Error> for Refusal {
             ErrorKind::NotFound => ErrorCode::NotFound,
             ErrorKind::Refused => ErrorCode::Forbidden,
             ErrorKind::Unavailable | ErrorKind::Io => ErrorCode::Unavailable,
-            ErrorKind::Internal => ErrorCode::Internal,
+            ErrorKind::Internal | ErrorKind::KeyAlert => ErrorCode::Internal,
         };
         let message = match code {
             ErrorCode::Unavailable if e.kind() == ErrorKind::Unavailable => {

@@ -69,8 +69,10 @@ pub struct Relay {
     /// Directory pushes one at a time: each builds on the directory the one before left, so two
     /// racing pushes cannot lose one (a revocation, say).
     pub(crate) push_lock: tokio::sync::Mutex<()>,
-    /// What this node last loaded of the state it shares with other nodes (PostgreSQL).
-    pub(crate) synced: Synced,
+    /// How long a reset key waits before it is in force (the trust root's, docs/keys.md).
+    pub(crate) reset_wait: u64,
+    /// Signs the directory log's checkpoints (with the log key, under the directory origin).
+    pub(crate) dir_signer: super::checkpoints::DirectorySigner,
     /// What `/metrics` reports (docs/operations.md).
     pub(crate) metrics: Arc<Metrics>,
     /// Denials per caller per minute, so a flood of them does not grow the log without bound.
@@ -275,20 +277,5 @@ impl Relay {
             *slot = Arc::new(new);
         }
         Ok(hash)
-    }
-}
-
-/// Directory statements this node last loaded from the store (0: reload at the next sync of
-/// the state nodes share, `super::cluster`).
-#[derive(Default)]
-pub struct Synced {
-    pub(crate) statements: std::sync::atomic::AtomicUsize,
-}
-
-impl Synced {
-    /// This node changed the directory itself: the next sync reloads it from the store.
-    pub fn directory_changed(&self) {
-        self.statements
-            .store(0, std::sync::atomic::Ordering::SeqCst);
     }
 }

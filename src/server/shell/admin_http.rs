@@ -1,6 +1,7 @@
 //! The admin listener (`metrics_listen`, HTTP, loopback by default): `/metrics` in the
 //! Prometheus text format, `/livez` (the process answers) and `/readyz` (the store and
-//! the log are usable now). Nothing on it names a user or an agent, or carries content.
+//! the log are usable now). Nothing of these names a user or an agent, or carries content; the
+//! directory log beside them (`public_log`) is the directory's public statements.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ pub async fn serve(relay: Arc<Relay>, listener: tokio::net::TcpListener) {
         .route("/metrics", get(metrics))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
+        .merge(super::public_log::routes())
         .with_state(relay);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "the admin listener stopped");

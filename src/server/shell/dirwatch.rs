@@ -124,14 +124,15 @@ async fn take_in(relay: &Relay, dir: &Path) -> Result<usize> {
             entries,
             revocations,
             event,
+            log_all: false,
         })
         .await
         .map_err(|r| crate::error::Error::new(crate::ErrorKind::Unavailable, r.message))?;
+    crate::server::services::loading::catch_up(&mut next, relay.store.as_ref(), &relay.authority)?;
     // In force only once stored, as a push.
     if let Ok(mut d) = relay.directory.write() {
         *d = next;
     }
-    relay.synced.directory_changed();
     for id in &revoked {
         relay.connections.close_all(id, CloseCode::Revoked);
     }

@@ -92,7 +92,19 @@ pub fn load(
     let signer = Arc::new(checkpoints::Signer::new(log_key, log_vk, &config.data)?);
     signer.check_store(store.as_ref(), store_kind)?;
     let relay_actor = format!("spiffe://{}/relay/{}", meta.trust_domain, meta.relay_name);
-    let directory = load_directory(&dir, store.as_ref(), &authority, &relay_actor, clock.now())?;
+    let directory = load_directory(
+        &dir,
+        store.as_ref(),
+        &authority,
+        &relay_actor,
+        clock.now(),
+        meta.reset_wait,
+    )?;
+    let dir_signer = checkpoints::DirectorySigner::new(
+        SigningKey::from_pkcs8(&trust_root::read_key_pem(&dir.join("log.key"))?)
+            .map_err(|e| e.context("log.key"))?,
+        &meta.log_origin,
+    )?;
     // From here on every batch is checkpointed; the first checkpoint covers what is there now.
     signer.sign_current(store.as_ref())?;
     let checkpoint = signer.latest.clone();
@@ -116,6 +128,8 @@ pub fn load(
         directory: RwLock::new(directory),
         authority,
         trust_domain: meta.trust_domain,
+        reset_wait: meta.reset_wait,
+        dir_signer,
         blobs,
         policy: RwLock::new(Arc::new(policy)),
         in_flight: Default::default(),
@@ -129,7 +143,6 @@ pub fn load(
         uploads: Default::default(),
         push_lock: tokio::sync::Mutex::new(()),
         denials: Default::default(),
-        synced: Default::default(),
         metrics,
     };
     Ok((relay, tls))

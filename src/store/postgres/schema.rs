@@ -77,6 +77,12 @@ CREATE TABLE monitor_signals (
 CREATE INDEX monitor_signals_by_agent ON monitor_signals (agent, signal, at);
 CREATE INDEX monitor_signals_by_time ON monitor_signals (at);
 "#,
+    r#"
+CREATE TABLE dir_log (
+    idx bigint PRIMARY KEY,
+    leaf bytea NOT NULL
+);
+"#,
 ];
 
 /// Brings the schema up to this relay's version.

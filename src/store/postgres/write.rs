@@ -245,14 +245,35 @@ impl Tables for PgTables<'_, '_> {
         id: &str,
         serial: u64,
         s: &StoredSigned,
-    ) -> Result<()> {
+    ) -> Result<bool> {
+        let n = self
+            .exec(
+                "INSERT INTO dir_statements (revocation, id, serial, body) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (revocation, id, serial) DO NOTHING",
+                &[&revocation, &id, &to_i64(serial)?, &enc(s)?],
+            )
+            .map_err(pg_err)?;
+        Ok(n > 0)
+    }
+
+    fn directory_log_size(&mut self) -> Result<u64> {
+        let row = self
+            .tx
+            .query_one("SELECT count(*) FROM dir_log", &[])
+            .map_err(pg_err)?;
+        let n: i64 = row.get(0);
+        u64::try_from(n).map_err(|_| Error::internal("the directory log's size"))
+    }
+
+    fn append_directory_leaf(&mut self, leaf: &[u8]) -> Result<u64> {
+        // Under the log's advisory lock (taken for the whole batch): no other node appends.
+        let index = self.directory_log_size()?;
         self.exec(
-            "INSERT INTO dir_statements (revocation, id, serial, body) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (revocation, id, serial) DO UPDATE SET body = excluded.body",
-            &[&revocation, &id, &to_i64(serial)?, &enc(s)?],
+            "INSERT INTO dir_log (idx, leaf) VALUES ($1, $2)",
+            &[&to_i64(index)?, &leaf],
         )
         .map_err(pg_err)?;
-        Ok(())
+        Ok(index)
     }
 
     fn put_quarantine(&mut self, agent: &str, reason: &str) -> Result<()> {

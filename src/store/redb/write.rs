@@ -5,7 +5,7 @@
 use redb::{Durability, ReadableTable, ReadableTableMetadata};
 
 use super::{
-    db_err, dec, dir_key, enc, pair_key, RedbStore, AGENT_GRANTS, DELIVERIES, DIR_ENTRIES,
+    db_err, dec, dir_key, enc, pair_key, RedbStore, AGENT_GRANTS, DELIVERIES, DIR_ENTRIES, DIR_LOG,
     DIR_REVOCATIONS, ENVELOPES, EVENTS, GRANTS, INLINE, PENDING, QUARANTINE, TLOG_NODES, USAGE,
     USER_GRANTS, USER_INBOX,
 };
@@ -24,6 +24,7 @@ type Index<'t> = redb::Table<'t, &'static str, ()>;
 struct RedbTables<'t, 'tree> {
     entries: redb::Table<'t, &'static str, &'static [u8]>,
     revocations: redb::Table<'t, &'static str, &'static [u8]>,
+    dir_log: redb::Table<'t, u64, &'static [u8]>,
     grants: Bytes<'t>,
     agent_grants: Index<'t>,
     user_grants: Index<'t>,
@@ -58,6 +59,7 @@ impl RedbStore {
             let mut t = RedbTables {
                 entries: txn.open_table(DIR_ENTRIES).map_err(db_err)?,
                 revocations: txn.open_table(DIR_REVOCATIONS).map_err(db_err)?,
+                dir_log: txn.open_table(DIR_LOG).map_err(db_err)?,
                 grants: txn.open_table(GRANTS).map_err(db_err)?,
                 agent_grants: txn.open_table(AGENT_GRANTS).map_err(db_err)?,
                 user_grants: txn.open_table(USER_GRANTS).map_err(db_err)?,
@@ -179,16 +181,30 @@ impl Tables for RedbTables<'_, '_> {
         id: &str,
         serial: u64,
         s: &StoredSigned,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let table = if revocation {
             &mut self.revocations
         } else {
             &mut self.entries
         };
+        let key = dir_key(id, serial);
+        if table.get(key.as_str()).map_err(db_err)?.is_some() {
+            return Ok(false);
+        }
         table
-            .insert(dir_key(id, serial).as_str(), enc(s)?.as_slice())
+            .insert(key.as_str(), enc(s)?.as_slice())
             .map_err(db_err)?;
-        Ok(())
+        Ok(true)
+    }
+
+    fn directory_log_size(&mut self) -> Result<u64> {
+        self.dir_log.len().map_err(db_err)
+    }
+
+    fn append_directory_leaf(&mut self, leaf: &[u8]) -> Result<u64> {
+        let index = self.dir_log.len().map_err(db_err)?;
+        self.dir_log.insert(index, leaf).map_err(db_err)?;
+        Ok(index)
     }
 
     fn put_quarantine(&mut self, agent: &str, reason: &str) -> Result<()> {

@@ -26,6 +26,7 @@ async fn admins_quarantine_and_release_agents_users_cannot() {
             &f.bot,
             Request::ListGrants {
                 page: Page::first(),
+                dir_size: None,
             },
         )
         .await
@@ -51,6 +52,7 @@ async fn admins_quarantine_and_release_agents_users_cannot() {
         &f.bot,
         Request::ListGrants {
             page: Page::first(),
+            dir_size: None,
         },
     )
     .await

@@ -61,7 +61,8 @@ async fn the_agent_lists_ready_grants_until_they_expire_on_the_clock() {
             f.call(
                 &f.bot,
                 Request::ListGrants {
-                    page: Page::first()
+                    page: Page::first(),
+                    dir_size: None,
                 }
             )
             .await
@@ -75,7 +76,8 @@ async fn the_agent_lists_ready_grants_until_they_expire_on_the_clock() {
             f.call(
                 &f.alice,
                 Request::ListGrants {
-                    page: Page::first()
+                    page: Page::first(),
+                    dir_size: None,
                 }
             )
             .await
@@ -89,7 +91,8 @@ async fn the_agent_lists_ready_grants_until_they_expire_on_the_clock() {
             f.call(
                 &f.bot,
                 Request::ListGrants {
-                    page: Page::first()
+                    page: Page::first(),
+                    dir_size: None,
                 }
             )
             .await
@@ -114,6 +117,7 @@ async fn grants_that_need_approval_wait_for_a_second_person_before_expiry() {
             &f.bot,
             Request::ListGrants {
                 page: Page::first(),
+                dir_size: None,
             },
         )
         .await
@@ -281,8 +285,16 @@ async fn listings_come_in_pages_that_cover_everything_once() {
     let mut page = Page::first();
     let mut pages = 0;
     loop {
-        let Reply::Grants { grants, next } =
-            f.call(&f.bot, Request::ListGrants { page }).await.unwrap()
+        let Reply::Grants { grants, next, .. } = f
+            .call(
+                &f.bot,
+                Request::ListGrants {
+                    page,
+                    dir_size: None,
+                },
+            )
+            .await
+            .unwrap()
         else {
             panic!("no grants")
         };

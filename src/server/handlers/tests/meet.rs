@@ -144,6 +144,7 @@ impl Fixture {
                 &self.bot,
                 Request::ListGrants {
                     page: Page::first(),
+                    dir_size: None,
                 },
             )
             .await
@@ -255,6 +256,7 @@ async fn what_an_agent_could_have_avoided_counts_against_it() {
                 &f.bot,
                 Request::ListGrants {
                     page: Page::first(),
+                    dir_size: None,
                 },
             )
             .await;

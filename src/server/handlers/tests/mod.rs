@@ -29,6 +29,7 @@ use super::{handle, Outcome, StoredBody};
 mod admin;
 mod delivery;
 mod grants;
+mod keys;
 mod meet;
 mod rotation;
 mod visible;

@@ -7,7 +7,8 @@ use crate::core::directory::EnrollmentRequest;
 use crate::local::dirstore::{self, EnrollOptions};
 use crate::local::trust_root::TrustRoot;
 
-/// Rotates `who` to a fresh key (same attributes) and pushes the new entry to the relay.
+/// Rotates `who` to a fresh key (same attributes, the current key's signed consent, as `keys
+/// rotate` makes it) and pushes the new entry to the relay.
 async fn rotate(f: &Fixture, who: &Identity) -> Identity {
     let root = TrustRoot::load(&f.relay.config.dir).unwrap();
     let (directory, _) = dirstore::load(&root.directory_dir(), &root.authority.public()).unwrap();
@@ -15,10 +16,20 @@ async fn rotate(f: &Fixture, who: &Identity) -> Identity {
     let mut next = Identity::generate(who.kind, &who.name).unwrap();
     let req = EnrollmentRequest::verify(&next.enrollment_request(now).unwrap()).unwrap();
     let current = directory.latest(who.id.as_ref().unwrap()).unwrap();
+    let consent = crate::core::keylog::KeyRotation {
+        id: current.id.clone(),
+        from_serial: current.serial,
+        signing_key: req.signing_key,
+        tls_spki_sha256: sha256(&req.tls_spki),
+        age_recipient: req.age_recipient.clone(),
+        created: now,
+    }
+    .sign(&who.signing_key);
     let opts = EnrollOptions {
         attributes: current.attributes.clone(),
         rotate: true,
         validity_days: 30,
+        rotation: Some(consent),
     };
     let issued = dirstore::issue(&root, &directory, &req, &opts, now).unwrap();
     dirstore::store_entry(&root.directory_dir(), &issued).unwrap();

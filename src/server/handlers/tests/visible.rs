@@ -67,8 +67,14 @@ async fn pages_and_cursors_hold_only_what_the_caller_may_see() {
     let mut after = None;
     let mut listed = std::collections::BTreeSet::new();
     loop {
-        let Reply::Grants { grants, next } = f
-            .call(&f.bot, Request::ListGrants { page: one(after) })
+        let Reply::Grants { grants, next, .. } = f
+            .call(
+                &f.bot,
+                Request::ListGrants {
+                    page: one(after),
+                    dir_size: None,
+                },
+            )
             .await
             .unwrap()
         else {

@@ -1,0 +1,153 @@
+//! What an agent checks before it seals to a user's key (docs/keys.md): the entry is in the
+//! directory log (an inclusion proof under a directory checkpoint signed by the log key), that
+//! checkpoint extends the newest one this agent saw (kept beside its identity across runs), and
+//! the key is in force: a rotation or renewal of a key in force, or a reset whose waiting period
+//! (pinned from the trust root at import) has passed.
+
+use crate::core::directory::DirectoryEntry;
+use crate::core::grant::Grant;
+use crate::core::identity::Identity;
+use crate::core::keylog::{
+    directory_origin, leaf_bytes, usable_from, Change, LoggedEntry, ResetApproval,
+    DEFAULT_RESET_WAIT, LOGGED_AT_SKEW,
+};
+use crate::core::sign::{PublicKey, StatementType, VerifierKey};
+use crate::core::tlog::checkpoint::Checkpoint;
+use crate::core::tlog::{leaf_hash, verify_inclusion};
+use crate::core::wire::{GrantView, LogProof, WireSigned};
+use crate::error::{Error, Result};
+use std::collections::BTreeMap;
+
+use super::verify::{verified_entry, OpenGrant};
+
+/// The key the directory log's checkpoints are signed with: the pinned log key, under the
+/// directory origin.
+pub fn directory_key(identity: &Identity) -> Result<VerifierKey> {
+    let log = identity
+        .log_key
+        .as_ref()
+        .ok_or_else(|| Error::bad_input("this identity pins no log key: import its bundle"))?;
+    VerifierKey::new(&directory_origin(&log.name), log.key)
+}
+
+/// The waiting period of a reset, as this identity pinned it.
+pub fn reset_wait(identity: &Identity) -> u64 {
+    identity.reset_wait.unwrap_or(DEFAULT_RESET_WAIT)
+}
+
+/// Checks that `signed` is leaf `p.index` of the directory log under `cp`.
+fn check_logged(signed: &WireSigned, p: &LogProof, cp: &Checkpoint, what: &str) -> Result<()> {
+    let leaf = leaf_bytes(p.logged_at, &signed.statement, &signed.signature);
+    verify_inclusion(&leaf_hash(&leaf), p.index, cp.size, &p.proof, &cp.root).map_err(|_| {
+        Error::verification(format!(
+            "the relay's proof that {what} is in the directory log does not verify (leaf {} of {}): refusing to seal to it",
+            p.index, cp.size
+        ))
+    })
+}
+
+/// A grant view an agent may act on: every entry in it verified against the authority and
+/// proved in the directory log under `cp`, the grant signed by one of the user's logged keys,
+/// and the user's newest key in force at `now` (`wait`: the pinned waiting period of a reset).
+pub fn checked_grant(
+    view: &GrantView,
+    cp: &Checkpoint,
+    authority: &PublicKey,
+    wait: u64,
+    now: u64,
+) -> Result<OpenGrant> {
+    let newest = verified_entry(&view.user_entry, authority, None)?;
+    let who = newest.id.short();
+    let Some(newest_log) = &view.user_log else {
+        return Err(Error::verification(format!(
+            "the relay served {who}'s key (serial {}) without a place in the directory log: refusing to seal to a key that is not logged",
+            newest.serial
+        )));
+    };
+    check_logged(&view.user_entry, newest_log, cp, &format!("{who}'s key"))?;
+    if newest_log.logged_at > now.saturating_add(LOGGED_AT_SKEW) {
+        return Err(Error::verification(format!(
+            "the directory log says {who}'s key was logged in the future: refusing to seal to it"
+        )));
+    }
+    // The chain, oldest first.
+    let mut chain = Vec::with_capacity(view.earlier.len() + 1);
+    for (w, p) in view.earlier.iter().rev() {
+        let e = verified_entry(w, authority, Some(&newest.id))?;
+        check_logged(w, p, cp, &format!("{who}'s earlier key"))?;
+        chain.push(LoggedEntry {
+            entry: e,
+            index: p.index,
+            logged_at: p.logged_at,
+        });
+    }
+    chain.push(LoggedEntry {
+        entry: newest.clone(),
+        index: newest_log.index,
+        logged_at: newest_log.logged_at,
+    });
+    let approved = approvals(view, cp, authority, &chain)?;
+    let (at, change) = usable_from(&chain, wait, &approved, now)?;
+    if at > now {
+        let by = if newest.enrolled_by.is_empty() {
+            "the authority".to_owned()
+        } else {
+            newest.enrolled_by.clone()
+        };
+        return Err(Error::verification(format!(
+            "{who}'s newest key (serial {}) was enrolled by {by} at {} as a {} not signed by {who}'s previous key: nothing is sealed to it until {} (the waiting period, docs/keys.md)",
+            newest.serial,
+            crate::clock::rfc3339(newest_log.logged_at),
+            if change == Change::Reset { "reset" } else { "rotation of a reset" },
+            crate::clock::rfc3339(at)
+        )));
+    }
+    // The grant: signed by one of the user's logged keys.
+    let signed = view.grant.to_signed(StatementType::Grant)?;
+    let grant = chain
+        .iter()
+        .rev()
+        .find_map(|l| Grant::verify(&signed, &l.entry.signing_key).ok())
+        .ok_or_else(|| {
+            Error::verification(format!(
+                "the relay served a grant that none of {who}'s logged keys signed"
+            ))
+        })?;
+    if grant.user != newest.id {
+        return Err(Error::verification(
+            "the relay served a grant that does not match its requester",
+        ));
+    }
+    Ok(OpenGrant {
+        grant,
+        user_entry: newest,
+    })
+}
+
+/// The verified approvals in `view` that shorten a reset's wait: serial → wait.
+fn approvals(
+    view: &GrantView,
+    cp: &Checkpoint,
+    authority: &PublicKey,
+    chain: &[LoggedEntry],
+) -> Result<BTreeMap<u64, u64>> {
+    let mut out = BTreeMap::new();
+    for a in &view.approvals {
+        let approver: DirectoryEntry = verified_entry(&a.approver_entry, authority, None)?;
+        check_logged(
+            &a.approver_entry,
+            &a.approver_log,
+            cp,
+            "an approving admin's key",
+        )?;
+        check_logged(&a.approval, &a.approval_log, cp, "a reset approval")?;
+        let signed = a.approval.to_signed(StatementType::ResetApproval)?;
+        let decoded = ResetApproval::decode(&signed.statement)?;
+        let Some(reset) = chain.iter().find(|l| l.entry.serial == decoded.serial) else {
+            continue;
+        };
+        let ok = ResetApproval::verify(&signed, &approver, &reset.entry)?;
+        out.insert(ok.serial, ok.wait);
+    }
+    Ok(out)
+}

@@ -1,0 +1,243 @@
+//! Tests of the directory log's leaves, key continuity and the watcher.
+#![allow(clippy::unwrap_used)]
+use super::*;
+use crate::core::directory::Attributes;
+use crate::core::tlog::Tree;
+
+fn alice(key: &SigningKey, serial: u64, rotation: Option<Signed>) -> DirectoryEntry {
+    DirectoryEntry {
+        id: SpiffeId::new("example.org", PartyKind::User, "alice").unwrap(),
+        age_recipient: Some(age::x25519::Identity::generate().to_public().to_string()),
+        signing_key: key.public(),
+        tls_spki_sha256: [serial as u8; 32],
+        attributes: Attributes::default(),
+        serial,
+        not_before: 0,
+        not_after: 1 << 40,
+        enrolled_by: "root-admin".into(),
+        rotation,
+    }
+}
+
+fn rotated(prev: &DirectoryEntry, prev_key: &SigningKey, new_key: &SigningKey) -> DirectoryEntry {
+    let mut e = alice(new_key, prev.serial + 1, None);
+    let consent = KeyRotation {
+        id: e.id.clone(),
+        from_serial: prev.serial,
+        signing_key: e.signing_key,
+        tls_spki_sha256: e.tls_spki_sha256,
+        age_recipient: e.age_recipient.clone(),
+        created: 1,
+    }
+    .sign(prev_key);
+    e.rotation = Some(consent);
+    e
+}
+
+#[test]
+fn a_leaf_round_trips_and_refuses_other_statements_and_junk() {
+    let authority = SigningKey::generate().unwrap();
+    let k = SigningKey::generate().unwrap();
+    let signed = alice(&k, 1, None).sign(&authority).unwrap();
+    let leaf = DirectoryLeaf {
+        logged_at: 42,
+        statement: signed,
+    };
+    let bytes = leaf.encode();
+    assert_eq!(DirectoryLeaf::decode(&bytes).unwrap(), leaf);
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(DirectoryLeaf::decode(&longer).is_err());
+    assert!(DirectoryLeaf::decode(&bytes[..bytes.len() - 1]).is_err());
+    let grant_like = DirectoryLeaf {
+        logged_at: 1,
+        statement: Signed::sign(
+            StatementType::Grant,
+            statement_writer(StatementType::Grant).finish(),
+            &k,
+        ),
+    };
+    assert!(DirectoryLeaf::decode(&grant_like.encode()).is_err());
+}
+
+#[test]
+fn an_entry_with_a_rotation_round_trips_and_legacy_entries_still_decode() {
+    let authority = SigningKey::generate().unwrap();
+    let (k1, k2) = (
+        SigningKey::generate().unwrap(),
+        SigningKey::generate().unwrap(),
+    );
+    let e1 = alice(&k1, 1, None);
+    let e2 = rotated(&e1, &k1, &k2);
+    let s = e2.sign(&authority).unwrap();
+    assert_eq!(DirectoryEntry::verify(&s, &authority.public()).unwrap(), e2);
+    // An entry signed before enrolled_by and rotation existed ends after not_after.
+    let mut legacy = e1.clone();
+    legacy.enrolled_by.clear();
+    let full = legacy.encode();
+    let cut = full.len() - (4 + 1); // the empty enrolled_by string and the rotation flag
+    let old = DirectoryEntry::decode(&full[..cut]).unwrap();
+    assert_eq!(old, legacy);
+}
+
+#[test]
+fn rotation_renewal_and_reset_are_told_apart() {
+    let (k1, k2, k3) = (
+        SigningKey::generate().unwrap(),
+        SigningKey::generate().unwrap(),
+        SigningKey::generate().unwrap(),
+    );
+    let e1 = alice(&k1, 1, None);
+    assert_eq!(change_of(&e1, None), Change::First);
+    let e2 = rotated(&e1, &k1, &k2);
+    assert_eq!(change_of(&e2, Some(&e1)), Change::Rotation);
+    let mut renewal = e1.clone();
+    renewal.serial = 2;
+    assert_eq!(change_of(&renewal, Some(&e1)), Change::Renewal);
+    // A new key the old one did not sign; and a consent signed by the wrong key, or naming
+    // other keys, is no consent.
+    assert_eq!(change_of(&alice(&k3, 2, None), Some(&e1)), Change::Reset);
+    let forged = rotated(&e1, &k3, &k2);
+    assert_eq!(change_of(&forged, Some(&e1)), Change::Reset);
+    let mut swapped = rotated(&e1, &k1, &k2);
+    swapped.age_recipient = Some(age::x25519::Identity::generate().to_public().to_string());
+    assert_eq!(change_of(&swapped, Some(&e1)), Change::Reset);
+    assert_eq!(change_of(&alice(&k3, 2, None), None), Change::Reset);
+}
+
+#[test]
+fn a_reset_waits_and_a_rotation_of_a_waiting_key_waits_with_it() {
+    let (k1, k2, k3) = (
+        SigningKey::generate().unwrap(),
+        SigningKey::generate().unwrap(),
+        SigningKey::generate().unwrap(),
+    );
+    let e1 = alice(&k1, 1, None);
+    let reset = alice(&k2, 2, None);
+    let then = rotated(&reset, &k2, &k3);
+    let logged = |entry: &DirectoryEntry, index, at| LoggedEntry {
+        entry: entry.clone(),
+        index,
+        logged_at: at,
+    };
+    let none = BTreeMap::new();
+    let chain = [logged(&e1, 0, 100), logged(&reset, 5, 1000)];
+    assert_eq!(
+        usable_from(&chain, 86400, &none, 2000).unwrap(),
+        (87400, Change::Reset)
+    );
+    // The reset's key rotated at once: still waits for the reset.
+    let chain3 = [chain[0].clone(), chain[1].clone(), logged(&then, 6, 1001)];
+    assert_eq!(usable_from(&chain3, 86400, &none, 2000).unwrap().0, 87400);
+    // Without the entries before it, a recent entry counts as a reset; an old one does not.
+    assert_eq!(
+        usable_from(&chain3[2..], 86400, &none, 2000).unwrap().0,
+        1001 + 86400
+    );
+    assert_eq!(
+        usable_from(&chain3[2..], 86400, &none, 90000).unwrap().0,
+        1001
+    );
+    // A second admin's approval shortens it, never lengthens it.
+    let approved = BTreeMap::from([(2, 60)]);
+    assert_eq!(usable_from(&chain, 86400, &approved, 2000).unwrap().0, 1060);
+    let longer = BTreeMap::from([(2, 10 * 86400)]);
+    assert_eq!(usable_from(&chain, 86400, &longer, 2000).unwrap().0, 87400);
+    // Out of order: refused.
+    let backwards = [logged(&e1, 5, 100), logged(&reset, 4, 1000)];
+    assert!(usable_from(&backwards, 86400, &none, 2000).is_err());
+    let backdated = [logged(&e1, 0, 1000), logged(&reset, 4, 999)];
+    assert!(usable_from(&backdated, 86400, &none, 2000).is_err());
+}
+
+#[test]
+fn the_frontier_gives_the_trees_root_at_every_size() {
+    let mut tree = Tree::new();
+    let mut f = Frontier::default();
+    assert_eq!(f.root(), tree.root(0).unwrap());
+    for i in 0u32..70 {
+        let h = leaf_hash(&i.to_be_bytes());
+        tree.append(h);
+        f.append(h);
+        assert_eq!(
+            f.root(),
+            tree.root(u64::from(i) + 1).unwrap(),
+            "size {}",
+            i + 1
+        );
+        let again = Frontier::new(f.size, f.hashes.clone()).unwrap();
+        assert_eq!(again, f);
+    }
+    assert!(Frontier::new(5, vec![[0; 32]]).is_err());
+}
+
+#[test]
+fn the_watcher_alerts_on_keys_the_person_did_not_make_and_not_on_their_own() {
+    let authority = SigningKey::generate().unwrap();
+    let (k1, k2, rogue) = (
+        SigningKey::generate().unwrap(),
+        SigningKey::generate().unwrap(),
+        SigningKey::generate().unwrap(),
+    );
+    let e1 = alice(&k1, 1, None);
+    let id = e1.id.clone();
+    let mut bob = alice(&rogue, 1, None);
+    bob.id = SpiffeId::new("example.org", PartyKind::User, "bob").unwrap();
+    let e2 = rotated(&e1, &k1, &k2);
+    let mut renewal = e2.clone();
+    renewal.serial = 3;
+    renewal.rotation = None;
+    let attack = alice(&rogue, 4, None);
+    let leaves: Vec<DirectoryLeaf> = [&e1, &bob, &e2, &renewal, &attack]
+        .iter()
+        .enumerate()
+        .map(|(i, e)| DirectoryLeaf {
+            logged_at: 100 + i as u64,
+            statement: e.sign(&authority).unwrap(),
+        })
+        .collect();
+    // Watched from the first identity (k1): its rotation to k2 and the renewal are its own.
+    let mut w = Watcher::new(&k1.public());
+    let mut prev = Previous::default();
+    let alerts: Vec<Alert> = leaves
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            w.observe(&id, i as u64, l, &authority.public(), &mut prev, 86400)
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].serial, 4);
+    assert_eq!(alerts[0].what, "reset");
+    assert_eq!(alerts[0].by, "root-admin");
+    assert_eq!(alerts[0].usable_from, 104 + 86400);
+    assert!(!w.current_is_own);
+    // Watched from the rotated identity (k2) from scratch: serial 1 is history, not an alert.
+    let mut w2 = Watcher::new(&k2.public());
+    let mut prev2 = Previous::default();
+    let n = leaves
+        .iter()
+        .enumerate()
+        .filter(|(i, l)| {
+            w2.observe(&id, *i as u64, l, &authority.public(), &mut prev2, 86400)
+                .unwrap()
+                .is_some()
+        })
+        .count();
+    assert_eq!(n, 1);
+    // A leaf the authority did not sign is an error, not silence.
+    let mut forged = leaves[4].clone();
+    forged.statement.signature[0] ^= 1;
+    let mut w3 = Watcher::new(&k1.public());
+    assert!(w3
+        .observe(
+            &id,
+            4,
+            &forged,
+            &authority.public(),
+            &mut Previous::default(),
+            1
+        )
+        .is_err());
+}

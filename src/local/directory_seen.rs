@@ -1,0 +1,93 @@
+//! The newest directory checkpoint an agent accepted (docs/keys.md), kept in
+//! `IDENTITY.dircheckpoint` beside the identity (or in this process's memory): a new one is
+//! accepted only with a consistency proof from it (FORK / ROLLBACK).
+
+use std::path::PathBuf;
+
+use crate::core::sign::VerifierKey;
+use crate::core::tlog::checkpoint::Checkpoint;
+use crate::core::wire::DirectoryCheckpoint;
+use crate::error::{Error, Result};
+use crate::local::checkpoint_state::{check_extends, CheckpointState};
+
+/// `IDENTITY.dircheckpoint`: the newest directory checkpoint an identity saw.
+pub fn state_path(identity: &std::path::Path) -> PathBuf {
+    let mut s = identity.as_os_str().to_owned();
+    s.push(".dircheckpoint");
+    PathBuf::from(s)
+}
+
+/// Where the newest directory checkpoint seen is kept: a file beside the identity, or this
+/// process's memory.
+#[derive(Debug, Default)]
+pub struct DirectorySeen {
+    file: Option<PathBuf>,
+    memory: std::sync::Mutex<Option<String>>,
+}
+
+impl DirectorySeen {
+    pub fn in_memory() -> Self {
+        DirectorySeen::default()
+    }
+
+    pub fn at(file: PathBuf) -> Self {
+        DirectorySeen {
+            file: Some(file),
+            memory: Default::default(),
+        }
+    }
+
+    /// The size of the newest checkpoint seen, verified with `key`.
+    pub fn size(&self, key: &VerifierKey) -> Result<Option<u64>> {
+        match &self.file {
+            Some(f) => CheckpointState::at(f.clone(), key.clone()).size(),
+            None => {
+                let m = self
+                    .memory
+                    .lock()
+                    .map_err(|_| Error::internal("the directory state is poisoned"))?;
+                m.as_deref()
+                    .map(|n| Checkpoint::verify(n, key).map(|c| c.size))
+                    .transpose()
+            }
+        }
+    }
+
+    /// Accepts `d` (signed by `key`) only if it extends what was seen (from `from`, the size
+    /// the request named), and keeps it when newer. Errors say FORK or ROLLBACK.
+    pub fn accept(
+        &self,
+        key: &VerifierKey,
+        d: &DirectoryCheckpoint,
+        from: Option<u64>,
+    ) -> Result<Checkpoint> {
+        let context = |e: Error| e.context("the relay's directory log");
+        match &self.file {
+            Some(f) => Ok(CheckpointState::at(f.clone(), key.clone())
+                .accept(&d.checkpoint, &d.consistency, from, None)
+                .map_err(context)?
+                .checkpoint),
+            None => {
+                let new = Checkpoint::verify(&d.checkpoint, key).map_err(context)?;
+                let mut m = self
+                    .memory
+                    .lock()
+                    .map_err(|_| Error::internal("the directory state is poisoned"))?;
+                if let Some(old) = m.as_deref() {
+                    let old = Checkpoint::verify(old, key)?;
+                    if Some(old.size) != from {
+                        return Err(Error::verification(
+                            "the directory state changed while a listing ran; list again",
+                        ));
+                    }
+                    check_extends(&old, &new, &d.consistency).map_err(context)?;
+                    if new.size <= old.size {
+                        return Ok(new);
+                    }
+                }
+                *m = Some(d.checkpoint.clone());
+                Ok(new)
+            }
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Threat 48 at the agent: the relay's real answer to a listing, altered as a relay that lies
+//! would alter it (an entry with no place in the log, a proof that does not add up, an entry the
+//! log does not hold), is refused by the agent's check before anything is sealed.
+
+use super::*;
+use crate::client::keylog::{checked_grant, directory_key, reset_wait};
+use crate::core::directory::DirectoryEntry;
+use crate::core::tlog::checkpoint::Checkpoint;
+use crate::local::trust_root::TrustRoot;
+
+#[tokio::test]
+async fn an_agent_refuses_an_entry_the_relay_cannot_prove_is_logged() {
+    let f = fixture();
+    f.grant("tickets/1").await;
+    let Reply::Grants {
+        grants, directory, ..
+    } = f
+        .call(
+            &f.bot,
+            Request::ListGrants {
+                page: Page::first(),
+                dir_size: None,
+            },
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("not a listing")
+    };
+    let view = grants.into_iter().next().unwrap();
+    let cp = Checkpoint::verify(&directory.checkpoint, &directory_key(&f.bot).unwrap()).unwrap();
+    let authority = f.relay.authority;
+    let (wait, now) = (reset_wait(&f.bot), f.now());
+    // As served: accepted.
+    let g = checked_grant(&view, &cp, &authority, wait, now).unwrap();
+    assert_eq!(g.user_entry.id, *f.alice.id.as_ref().unwrap());
+
+    // No place in the log.
+    let mut v = view.clone();
+    v.user_log = None;
+    let e = checked_grant(&v, &cp, &authority, wait, now).unwrap_err();
+    assert!(
+        e.message().contains("without a place in the directory log"),
+        "{e}"
+    );
+    // A proof hash altered, the leaf index moved, the logged time changed.
+    let log = view.user_log.clone().unwrap();
+    let mut altered = Vec::new();
+    if !log.proof.is_empty() {
+        let mut v = view.clone();
+        v.user_log.as_mut().unwrap().proof[0][0] ^= 1;
+        altered.push(v);
+    }
+    let mut v = view.clone();
+    v.user_log.as_mut().unwrap().index ^= 1;
+    altered.push(v);
+    let mut v = view.clone();
+    v.user_log.as_mut().unwrap().logged_at -= 1;
+    altered.push(v);
+    // An entry the authority signed that the log does not hold (the same serial, other keys),
+    // with the real entry's proof.
+    let root = TrustRoot::load(&f.relay.config.dir).unwrap();
+    let real = DirectoryEntry::verify(
+        &view
+            .user_entry
+            .to_signed(crate::core::sign::StatementType::DirectoryEntry)
+            .unwrap(),
+        &authority,
+    )
+    .unwrap();
+    let other = Identity::generate(crate::ids::PartyKind::User, "alice").unwrap();
+    let unlogged = DirectoryEntry {
+        signing_key: other.signing_key.public(),
+        age_recipient: Some(other.age_identity.as_ref().unwrap().to_public().to_string()),
+        ..real
+    };
+    let mut v = view.clone();
+    v.user_entry = WireSigned::from_signed(&unlogged.sign(&root.authority).unwrap());
+    altered.push(v);
+    for v in altered {
+        let e = checked_grant(&v, &cp, &authority, wait, now).unwrap_err();
+        assert!(
+            e.message()
+                .contains("is in the directory log does not verify"),
+            "{e}"
+        );
+        assert!(!e.message().contains('\n'), "one line: {e}");
+    }
+    // A checkpoint from another log key is not this relay's directory log.
+    let forged = Checkpoint {
+        origin: cp.origin.clone(),
+        size: cp.size,
+        root: cp.root,
+    };
+    let stranger = crate::core::sign::SigningKey::generate().unwrap();
+    let vk = crate::core::sign::VerifierKey::new(&cp.origin, stranger.public()).unwrap();
+    let note = forged.sign(&stranger, &vk).unwrap();
+    assert!(Checkpoint::verify(&note, &directory_key(&f.bot).unwrap()).is_err());
+}
