@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{ok_in, run_in};
 use sealrelay::core::sign::{SigningKey, VerifierKey};
@@ -955,5 +955,125 @@ fn a_receipt_answered_while_the_witness_was_down_is_upgraded_later() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("cosigned by witness.test/late"), "{out}");
     common::terminate(relay);
+    kill9(witness);
+}
+
+/// Issue 28: the witnesses cosign the directory log too (the same log key, origin
+/// `<log origin>/directory`), and a person's `keys watch --witness` accepts only a cosigned
+/// directory checkpoint: a relay with a forked directory log (relay B: a key for alice that A
+/// never logged) gets no cosignature from the witness that saw A's, so alice, even reading B
+/// afresh, refuses it.
+#[test]
+fn the_directory_log_is_witnessed_and_a_forked_one_is_not_cosigned() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = &t.path().join("a");
+    let dir_b = &t.path().join("b");
+    std::fs::create_dir(dir).unwrap();
+    world(dir, &["alice"]);
+    ok_in(
+        dir,
+        &[
+            "witness",
+            "keygen",
+            "--name",
+            "witness.test/w1",
+            "--out",
+            "w1.key",
+        ],
+    );
+    let w1_pub = std::fs::read_to_string(dir.join("w1.key.pub")).unwrap();
+    let (witness, url) = start_witness(dir, "w1.key", "wstate", &["keys/log.pub"]);
+    std::fs::write(
+        dir.join("relay.toml"),
+        format!(
+            "[[witness]]\nurl = \"{url}\"\nkey = \"{}\"\n",
+            w1_pub.trim()
+        ),
+    )
+    .unwrap();
+    copy_dir(dir, dir_b);
+    let (a, a_addr) = start_relay(dir, "data", "relay.toml", "a.log");
+    let watch = |d: &Path, addr: &str| {
+        common::run_in(
+            d,
+            &[
+                "keys",
+                "watch",
+                "--identity",
+                "alice.id",
+                "--relay",
+                addr,
+                "--witness",
+                "w1.key.pub",
+            ],
+        )
+    };
+    // A's directory checkpoint is cosigned within moments.
+    let size_of = |out: &str| -> u64 {
+        out.split_whitespace()
+            .find_map(|w| w.parse().ok())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        let (code, out, err) = watch(dir, &a_addr);
+        if code == 0 {
+            assert!(out.contains("0 new alert(s)"), "{out}");
+            break size_of(&out);
+        }
+        assert!(Instant::now() < deadline, "never cosigned: {err}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    // A logs carol, and the witness cosigns A's directory log with her.
+    ok_in(
+        dir,
+        &[
+            "user", "add", "carol", "--dir", "keys", "--out", "carol.id", "--relay", &a_addr,
+        ],
+    );
+    let with_carol = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, out, err) = watch(dir, &a_addr);
+        if code == 0 && size_of(&out) > first {
+            break;
+        }
+        assert!(
+            Instant::now() < with_carol,
+            "carol never cosigned: {out}{err}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Relay B: the same keys and witness, its own directory log where a key for alice stands
+    // in carol's place.
+    let (b, b_addr) = start_relay(dir_b, "data", "relay.toml", "b.log");
+    ok_in(
+        dir_b,
+        &[
+            "keys", "gen", "--name", "alice", "--kind", "user", "--out", "rogue.id",
+        ],
+    );
+    ok_in(
+        dir_b,
+        &[
+            "user",
+            "add",
+            "rogue.id.request",
+            "--dir",
+            "keys",
+            "--rotate",
+            "--relay",
+            &b_addr,
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let (code, _, err) = watch(dir_b, &b_addr);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("not cosigned by a quorum of your witnesses"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    common::terminate(b);
+    common::terminate(a);
     kill9(witness);
 }

@@ -130,6 +130,8 @@ pub enum KeysCommand {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        witnesses: super::audit::WitnessArgs,
     },
     /// Add the bundle the admin issued (entry, certificate, trust anchors) to an identity.
     Import {
@@ -244,7 +246,15 @@ pub fn run(cmd: KeysCommand) -> Result<()> {
             log_url,
             acknowledge,
             json,
-        } => rotation::watch(&identity, relay, log_url, acknowledge, json),
+            witnesses,
+        } => rotation::watch(
+            &identity,
+            relay,
+            log_url,
+            acknowledge,
+            json,
+            witnesses.policy()?,
+        ),
     }
 }
 

@@ -73,6 +73,23 @@ fn serve(a: ServeArgs) -> Result<()> {
     for path in &a.logs {
         logs.push(trust_root::read_verifier_key(path)?);
     }
+    // A sealrelay log key signs two logs: the events, and the directory (`<origin>/directory`,
+    // docs/keys.md). Witnessing one is witnessing both.
+    let directories: Vec<_> = logs
+        .iter()
+        .filter(|vk| !vk.name.ends_with("/directory"))
+        .map(|vk| {
+            sealrelay::core::sign::VerifierKey::new(
+                &sealrelay::core::keylog::directory_origin(&vk.name),
+                vk.key,
+            )
+        })
+        .collect::<Result<_>>()?;
+    for d in directories {
+        if !logs.iter().any(|l| l.name == d.name) {
+            logs.push(d);
+        }
+    }
     let (key, me) = witness::load_key(&a.key)?;
     let w = Arc::new(Witness::open(key, me, logs, &a.state)?);
     init_logging("text");

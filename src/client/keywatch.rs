@@ -249,6 +249,18 @@ pub async fn watch(
     source: LogSource<'_>,
     acknowledge: bool,
 ) -> Result<WatchReport> {
+    watch_with(identity, identity_file, source, acknowledge, None).await
+}
+
+/// [`watch`], requiring the directory checkpoint to be cosigned by a quorum of `witnesses`
+/// (a relay showing this person a log the witnesses did not see is refused).
+pub async fn watch_with(
+    identity: &Identity,
+    identity_file: &Path,
+    source: LogSource<'_>,
+    acknowledge: bool,
+    witnesses: Option<&crate::core::tlog::cosignature::WitnessPolicy>,
+) -> Result<WatchReport> {
     let id = identity
         .id
         .clone()
@@ -277,6 +289,13 @@ pub async fn watch(
     let note = read_checkpoint(&source).await?;
     let cp =
         Checkpoint::verify(&note, &key).map_err(|e| e.context("the directory log's checkpoint"))?;
+    if let Some(policy) = witnesses {
+        policy.check(&note).map_err(|e| {
+            e.context(
+                "the directory log's checkpoint is not cosigned by a quorum of your witnesses (yet: try again in a few seconds)",
+            )
+        })?;
+    }
     if cp.size < state.size {
         return Err(Error::verification(format!(
             "ROLLBACK: the directory log now has {} leaves, fewer than the {} this identity read: the relay shows another history",

@@ -93,16 +93,19 @@ pub fn watch(
     log_url: Option<String>,
     acknowledge: bool,
     json: bool,
+    witnesses: Option<sealrelay::core::tlog::cosignature::WitnessPolicy>,
 ) -> Result<()> {
     let identity = identity_file::load(identity_file, None)?;
+    let policy = witnesses.as_ref();
     let report = super::super::relay::runtime()?.block_on(async {
         match &log_url {
             Some(url) => {
-                keywatch::watch(
+                keywatch::watch_with(
                     &identity,
                     identity_file,
                     LogSource::Http(url.clone()),
                     acknowledge,
+                    policy,
                 )
                 .await
             }
@@ -114,11 +117,12 @@ pub fn watch(
                         Error::bad_input("no relay: give --relay HOST:PORT or --log-url URL")
                     })?;
                 let conn = Connection::connect(&identity, &addr).await?;
-                let r = keywatch::watch(
+                let r = keywatch::watch_with(
                     &identity,
                     identity_file,
                     LogSource::Relay(&conn),
                     acknowledge,
+                    policy,
                 )
                 .await;
                 conn.close().await;

@@ -142,10 +142,21 @@ pub async fn directory_checkpoint(
     cx: &Cx,
 ) -> Handled {
     relay.authorize_relay(cx, peer, Action::Checkpoint).await?;
+    // The newest witnessed one when there is one (a reader checks the witnesses' quorum).
+    let note = relay
+        .directory_checkpoint_for_readers()
+        .ok_or_else(Refusal::internal)?;
+    let size = crate::core::tlog::checkpoint::Checkpoint::parse_text(
+        crate::core::tlog::checkpoint::Note::split(&note)
+            .map_err(|_| Refusal::internal())?
+            .text,
+    )
+    .map_err(|_| Refusal::internal())?
+    .size;
     let dir = relay.directory.read().map_err(|_| Refusal::internal())?;
-    let c = checkpoint_at(relay, &dir, dir.log_size(), old_size)?;
+    let c = checkpoint_at(relay, &dir, size, old_size)?;
     Ok(Reply::Checkpoint {
-        checkpoint: c.checkpoint,
+        checkpoint: note,
         consistency: c.consistency,
     })
 }

@@ -56,6 +56,8 @@ pub struct Relay {
     /// The witnesses that cosign checkpoints, and the newest one they cosigned (`None`: the
     /// relay has no witnesses configured).
     pub(crate) witnessing: Option<Arc<Witnessed>>,
+    /// The same for the directory log's checkpoints (docs/keys.md).
+    pub(crate) dir_witnessing: Option<Arc<Witnessed>>,
     /// Per-agent counters and quarantines.
     pub(crate) monitor: Monitor,
     /// Per-identity token buckets.
@@ -71,6 +73,8 @@ pub struct Relay {
     pub(crate) push_lock: tokio::sync::Mutex<()>,
     /// How long a reset key waits before it is in force (the trust root's, docs/keys.md).
     pub(crate) reset_wait: u64,
+    /// The event log's origin (the directory log's is this and `/directory`).
+    pub(crate) log_origin: String,
     /// Signs the directory log's checkpoints (with the log key, under the directory origin).
     pub(crate) dir_signer: super::checkpoints::DirectorySigner,
     /// What `/metrics` reports (docs/operations.md).
@@ -105,6 +109,34 @@ impl Relay {
 
     pub(crate) fn latest_checkpoint(&self) -> Option<(Checkpoint, String)> {
         self.checkpoint.read().ok().and_then(|g| g.clone())
+    }
+
+    /// The directory log's newest checkpoint, signed (not yet witnessed).
+    pub(crate) fn directory_checkpoint(&self) -> Option<(Checkpoint, String)> {
+        let dir = self.directory.read().ok()?;
+        let tree = dir.log_tree()?;
+        let note = self.dir_signer.checkpoint(tree, tree.size()).ok()?;
+        let cp = Checkpoint {
+            origin: crate::core::keylog::directory_origin(&self.log_origin),
+            size: tree.size(),
+            root: tree.root(tree.size()).ok()?,
+        };
+        Some((cp, note))
+    }
+
+    /// The directory checkpoint a person's client reads: the newest signed one, with the
+    /// witnesses' cosignatures when a quorum cosigned it (a reader that asks for a quorum
+    /// waits until they have; one that does not is never shown an older tree).
+    pub(crate) fn directory_checkpoint_for_readers(&self) -> Option<String> {
+        let (cp, note) = self.directory_checkpoint()?;
+        if let Some(w) = &self.dir_witnessing {
+            if let Some((c, cosigned)) = w.witnessed.borrow().as_ref() {
+                if c.size == cp.size && c.root == cp.root {
+                    return Some(cosigned.clone());
+                }
+            }
+        }
+        Some(note)
     }
 
     /// The checkpoint to answer with, of at least `min_size` leaves and at least the caller's

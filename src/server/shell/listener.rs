@@ -27,6 +27,8 @@ pub struct Supervisor {
     accept: JoinHandle<()>,
     sweep: JoinHandle<()>,
     witness: JoinHandle<()>,
+    /// The directory log's witnessing.
+    dir_witness: JoinHandle<()>,
     /// The admin listener (`None` when off).
     admin: Option<JoinHandle<()>>,
     /// Reloads what other nodes change in a shared store (`None` on the embedded store).
@@ -57,12 +59,14 @@ impl Supervisor {
             stop.clone(),
         ));
         let witness = tokio::spawn(super::witnessing::run(relay.clone()));
+        let dir_witness = tokio::spawn(super::witnessing::run_directory(relay.clone()));
         let dirwatch = tokio::spawn(super::dirwatch::run(relay.clone()));
         let sweep = tokio::spawn(sweep_loop(relay, effects));
         Supervisor {
             accept,
             sweep,
             witness,
+            dir_witness,
             admin,
             sync,
             dirwatch,
@@ -77,6 +81,7 @@ impl Supervisor {
         let _ = (&mut self.accept).await;
         self.sweep.abort();
         self.witness.abort();
+        self.dir_witness.abort();
         self.dirwatch.abort();
         for task in [&self.admin, &self.sync].into_iter().flatten() {
             task.abort();
@@ -91,6 +96,7 @@ impl Drop for Supervisor {
         self.accept.abort();
         self.sweep.abort();
         self.witness.abort();
+        self.dir_witness.abort();
         self.dirwatch.abort();
         for task in [&self.admin, &self.sync].into_iter().flatten() {
             task.abort();

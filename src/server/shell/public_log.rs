@@ -47,23 +47,14 @@ fn unavailable() -> Response {
 }
 
 async fn checkpoint(State(relay): State<Arc<Relay>>) -> Response {
-    let note = {
-        let Ok(dir) = relay.directory.read() else {
-            return unavailable();
-        };
-        let Some(tree) = dir.log_tree() else {
-            return unavailable();
-        };
-        relay.dir_signer.checkpoint(tree, tree.size())
-    };
-    match note {
-        Ok(n) => (
+    match relay.directory_checkpoint_for_readers() {
+        Some(n) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             n,
         )
             .into_response(),
-        Err(_) => unavailable(),
+        None => unavailable(),
     }
 }
 

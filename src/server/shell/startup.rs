@@ -116,6 +116,9 @@ pub fn load(
     let witnessing = config
         .witness_policy()?
         .map(|p| Arc::new(Witnessed::new(p)));
+    let dir_witnessing = config
+        .witness_policy()?
+        .map(|p| Arc::new(Witnessed::new(p)));
     // Blobs whose envelope never committed (or was deleted) go.
     let swept = blobs.sweep_at_start(store.as_ref())?;
     if swept > 0 {
@@ -129,6 +132,7 @@ pub fn load(
         authority,
         trust_domain: meta.trust_domain,
         reset_wait: meta.reset_wait,
+        log_origin: meta.log_origin.clone(),
         dir_signer,
         blobs,
         policy: RwLock::new(Arc::new(policy)),
@@ -136,6 +140,7 @@ pub fn load(
         checkpoint,
         signer,
         witnessing,
+        dir_witnessing,
         monitor,
         limiter,
         connections: Connections::default(),

@@ -12,10 +12,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::core::store::Store;
 use crate::core::tlog::checkpoint::Checkpoint;
 use crate::core::tlog::cosignature::{self, CosignerKey, WitnessPolicy};
 use crate::core::tlog::witness_protocol::AddCheckpoint;
+use crate::core::tlog::Hash;
 
 use crate::server::services::config::RelayConfig;
 use crate::server::services::relay::Relay;
@@ -63,21 +63,20 @@ impl Witnesses {
         Witnesses { endpoints, agent }
     }
 
-    /// Asks every witness to cosign `note` (concurrently); returns the verified lines.
-    async fn cosign_all(&self, store: &Arc<dyn Store>, cp: &Checkpoint, note: &str) -> Vec<String> {
+    /// Asks every witness to cosign `note` (concurrently), with consistency proofs from
+    /// `proofs`; returns the verified lines.
+    async fn cosign_all(&self, proofs: &Proofs, cp: &Checkpoint, note: &str) -> Vec<String> {
         let mut tasks = tokio::task::JoinSet::new();
         for ep in &self.endpoints {
-            // A weak handle: a request still waiting on a slow witness must not keep the store
-            // open after the relay shut down.
-            let (ep, store, cp, note, agent) = (
+            let (ep, proofs, cp, note, agent) = (
                 ep.clone(),
-                Arc::downgrade(store),
+                proofs.clone(),
                 cp.clone(),
                 note.to_owned(),
                 self.agent.clone(),
             );
             tasks.spawn_blocking(move || {
-                let r = ep.cosign(&agent, &store, &cp, &note);
+                let r = ep.cosign(&agent, proofs.as_ref(), &cp, &note);
                 (ep, r)
             });
         }
@@ -100,7 +99,7 @@ impl Endpoint {
     fn cosign(
         &self,
         agent: &ureq::Agent,
-        store: &std::sync::Weak<dyn Store>,
+        proofs: &ProofFn,
         cp: &Checkpoint,
         note: &str,
     ) -> Result<String, String> {
@@ -115,11 +114,7 @@ impl Endpoint {
             let proof = if old == 0 || old == cp.size {
                 Vec::new()
             } else {
-                store
-                    .upgrade()
-                    .ok_or("the relay is shutting down")?
-                    .consistency_proof(old, cp.size)
-                    .map_err(|e| format!("no consistency proof from {old}: {e}"))?
+                proofs(old, cp.size)?
             };
             let body = AddCheckpoint {
                 old_size: old,
@@ -184,12 +179,26 @@ impl Endpoint {
     }
 }
 
+/// A consistency proof between two sizes of one log, or why there is none.
+type ProofFn = dyn Fn(u64, u64) -> Result<Vec<Hash>, String> + Send + Sync;
+type Proofs = Arc<ProofFn>;
+
 /// The witnessing task: runs until the relay stops.
 pub async fn run(relay: Arc<Relay>) {
     let Some(w) = relay.witnessing.clone() else {
         return;
     };
     let witnesses = Witnesses::new(&relay.config, &w.policy);
+    // A weak handle: a request still waiting on a slow witness must not keep the store open
+    // after the relay shut down.
+    let store = Arc::downgrade(&relay.store);
+    let proofs: Proofs = Arc::new(move |old, new| {
+        store
+            .upgrade()
+            .ok_or("the relay is shutting down")?
+            .consistency_proof(old, new)
+            .map_err(|e| format!("no consistency proof from {old}: {e}"))
+    });
     let mut backoff = Duration::from_millis(250);
     loop {
         let Some((cp, note)) = relay.latest_checkpoint() else {
@@ -205,7 +214,7 @@ pub async fn run(relay: Arc<Relay>) {
             relay.signer.signed.notified().await;
             continue;
         }
-        let mut lines = witnesses.cosign_all(&relay.store, &cp, &note).await;
+        let mut lines = witnesses.cosign_all(&proofs, &cp, &note).await;
         // A quorum is enough: more lines only make every receipt longer.
         lines.truncate(w.policy.quorum);
         let full = format!("{note}{}", lines.concat());
@@ -225,6 +234,61 @@ pub async fn run(relay: Arc<Relay>) {
                     _ = relay.signer.signed.notified() => {}
                     _ = tokio::time::sleep(backoff) => {}
                 }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+/// How often the directory log's newest checkpoint is compared with the newest cosigned one.
+const DIRECTORY_POLL: Duration = Duration::from_secs(1);
+
+/// The directory log's witnessing task (docs/keys.md): the same witnesses cosign the directory
+/// log's checkpoints (origin `<log origin>/directory`, the same log key); the newest one with a
+/// quorum is what `DirectoryCheckpoint` and `/directory/checkpoint` hand out.
+pub async fn run_directory(relay: Arc<Relay>) {
+    let Some(w) = relay.dir_witnessing.clone() else {
+        return;
+    };
+    let witnesses = Witnesses::new(&relay.config, &w.policy);
+    let weak = Arc::downgrade(&relay);
+    let proofs: Proofs = Arc::new(move |old, new| {
+        let relay = weak.upgrade().ok_or("the relay is shutting down")?;
+        let dir = relay
+            .directory
+            .read()
+            .map_err(|_| "the directory lock is poisoned".to_owned())?;
+        dir.log_tree()
+            .ok_or("no directory log")?
+            .consistency_proof(old, new)
+            .map_err(|e| format!("no consistency proof from {old}: {e}"))
+    });
+    let mut backoff = DIRECTORY_POLL;
+    loop {
+        let Some((cp, note)) = relay.directory_checkpoint() else {
+            tokio::time::sleep(DIRECTORY_POLL).await;
+            continue;
+        };
+        let done = w
+            .witnessed
+            .borrow()
+            .as_ref()
+            .is_some_and(|(c, _)| c.size >= cp.size);
+        if done {
+            tokio::time::sleep(DIRECTORY_POLL).await;
+            continue;
+        }
+        let mut lines = witnesses.cosign_all(&proofs, &cp, &note).await;
+        lines.truncate(w.policy.quorum);
+        let full = format!("{note}{}", lines.concat());
+        match w.policy.check(&full) {
+            Ok(_) => {
+                w.witnessed.send_replace(Some((cp, full)));
+                backoff = DIRECTORY_POLL;
+            }
+            Err(e) => {
+                tracing::warn!(size = cp.size, reason = %e, retry_in_ms = backoff.as_millis() as u64, "directory checkpoint not witnessed yet");
+                tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
