@@ -237,7 +237,8 @@ fn main() {
     let now = time + WAIT + 10;
     let client_view_us = per_call(5_000, || {
         std::hint::black_box(
-            checked_grant(&view, &cp, &authority.public(), WAIT, now).unwrap_or_else(|e| fail(e)),
+            checked_grant(&view, &cp, &authority.public(), WAIT, now, None)
+                .unwrap_or_else(|e| fail(e)),
         );
     });
     // Of which the grant's own signature check (made before key transparency too).

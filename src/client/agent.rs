@@ -88,6 +88,8 @@ impl<'a> AgentClient<'a> {
         let dir_key = super::keylog::directory_key(self.identity)?;
         let wait = super::keylog::reset_wait(self.identity);
         let sent = std::sync::Mutex::new(None);
+        // What this agent had seen of the directory log before this listing (backdating).
+        let seen = self.pins.directory.seen(&dir_key)?;
         let pages = self
             .conn
             .all_pages(
@@ -121,7 +123,7 @@ impl<'a> AgentClient<'a> {
             // One grant that does not verify (or names a superseded or unlogged entry, or a
             // reset still waiting) is answered with why: nothing is sealed for it, and it must
             // not stop the agent serving the others.
-            let g = match super::keylog::checked_grant(view, cp, &authority, wait, now)
+            let g = match super::keylog::checked_grant(view, cp, &authority, wait, now, seen)
                 .and_then(|g| self.pins.check(&g.user_entry).map(|()| g))
             {
                 Ok(g) => g,

@@ -49,12 +49,17 @@ fn check_logged(signed: &WireSigned, p: &LogProof, cp: &Checkpoint, what: &str) 
 /// A grant view an agent may act on: every entry in it verified against the authority and
 /// proved in the directory log under `cp`, the grant signed by one of the user's logged keys,
 /// and the user's newest key in force at `now` (`wait`: the pinned waiting period of a reset).
+///
+/// `seen`: the size of the directory checkpoint this agent held before this listing and when
+/// it first kept it. A leaf past that size was logged after that moment: one that says it was
+/// logged earlier (a relay backdating a key to skip its wait) is refused.
 pub fn checked_grant(
     view: &GrantView,
     cp: &Checkpoint,
     authority: &PublicKey,
     wait: u64,
     now: u64,
+    seen: Option<(u64, u64)>,
 ) -> Result<OpenGrant> {
     let newest = verified_entry(&view.user_entry, authority, None)?;
     let who = newest.id.short();
@@ -86,6 +91,18 @@ pub fn checked_grant(
         index: newest_log.index,
         logged_at: newest_log.logged_at,
     });
+    if let Some((size, at)) = seen {
+        for l in chain.iter().filter(|l| l.index >= size) {
+            if l.logged_at.saturating_add(LOGGED_AT_SKEW) < at {
+                return Err(Error::verification(format!(
+                    "the directory log says {who}'s key serial {} was logged at {}, but it was not in the log this agent saw at {}: a backdated entry; refusing to seal to it",
+                    l.entry.serial,
+                    crate::clock::rfc3339(l.logged_at),
+                    crate::clock::rfc3339(at)
+                )));
+            }
+        }
+    }
     let approved = approvals(view, cp, authority, &chain)?;
     let (at, change) = usable_from(&chain, wait, &approved, now)?;
     if at > now {
@@ -133,21 +150,33 @@ fn approvals(
 ) -> Result<BTreeMap<u64, u64>> {
     let mut out = BTreeMap::new();
     for a in &view.approvals {
-        let approver: DirectoryEntry = verified_entry(&a.approver_entry, authority, None)?;
-        check_logged(
-            &a.approver_entry,
-            &a.approver_log,
-            cp,
-            "an approving admin's key",
-        )?;
-        check_logged(&a.approval, &a.approval_log, cp, "a reset approval")?;
-        let signed = a.approval.to_signed(StatementType::ResetApproval)?;
-        let decoded = ResetApproval::decode(&signed.statement)?;
-        let Some(reset) = chain.iter().find(|l| l.entry.serial == decoded.serial) else {
-            continue;
+        // An approval that does not hold shortens nothing (the full wait applies); it does not
+        // make the grant fail.
+        let one = || -> Result<Option<(u64, u64)>> {
+            let approver: DirectoryEntry = verified_entry(&a.approver_entry, authority, None)?;
+            check_logged(
+                &a.approver_entry,
+                &a.approver_log,
+                cp,
+                "an approving admin's key",
+            )?;
+            check_logged(&a.approval, &a.approval_log, cp, "a reset approval")?;
+            let signed = a.approval.to_signed(StatementType::ResetApproval)?;
+            let decoded = ResetApproval::decode(&signed.statement)?;
+            let Some(reset) = chain.iter().find(|l| l.entry.serial == decoded.serial) else {
+                return Ok(None);
+            };
+            // The approver was enrolled before the reset was logged (an admin minted for the
+            // occasion is no second person), and the approval came after it.
+            if a.approver_log.index >= reset.index || a.approval_log.index <= reset.index {
+                return Ok(None);
+            }
+            let ok = ResetApproval::verify(&signed, &approver, &reset.entry)?;
+            Ok(Some((ok.serial, ok.wait)))
         };
-        let ok = ResetApproval::verify(&signed, &approver, &reset.entry)?;
-        out.insert(ok.serial, ok.wait);
+        if let Ok(Some((serial, wait))) = one() {
+            out.insert(serial, wait);
+        }
     }
     Ok(out)
 }

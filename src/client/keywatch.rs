@@ -307,7 +307,8 @@ pub async fn watch_with(
     let mut new_alerts = Vec::new();
     let mut at = state.size;
     while at < cp.size {
-        let to = (at + 4096).min(cp.size);
+        // One entry bundle at a time: what is held is bounded by one tile.
+        let to = (at + 256).min(cp.size);
         for bytes in read_leaves(&source, at, to).await? {
             let leaf = DirectoryLeaf::decode(&bytes)
                 .map_err(|e| e.context(format!("directory log leaf {at}")))?;

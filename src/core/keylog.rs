@@ -419,6 +419,9 @@ pub struct Watcher {
     pub seen_own: bool,
     /// Whether the newest entry under the name is the person's own.
     pub current_is_own: bool,
+    /// The highest revoked serial under the name: a key it revoked vouches for nothing.
+    #[serde(default)]
+    pub revoked_through: u64,
 }
 
 /// The previous entry of the watched party, kept between leaves (not saved: the watcher
@@ -462,7 +465,18 @@ impl Watcher {
                     return Ok(None);
                 }
                 let e = DirectoryEntry::verify(&leaf.statement, authority).map_err(bad)?;
-                let change = change_of(&e, previous.0.as_ref().map(|(p, _)| p));
+                let change = match change_of(&e, previous.0.as_ref().map(|(p, _)| p)) {
+                    // A rotation vouched for by a revoked (perhaps leaked) key is a reset.
+                    Change::Rotation | Change::Renewal
+                        if previous
+                            .0
+                            .as_ref()
+                            .is_some_and(|(p, _)| p.serial <= self.revoked_through) =>
+                    {
+                        Change::Reset
+                    }
+                    c => c,
+                };
                 let prev_own = previous.0.as_ref().is_some_and(|(_, own)| *own);
                 let own = self.is_own(&e.signing_key)
                     || (prev_own && matches!(change, Change::Rotation | Change::Renewal));
@@ -508,7 +522,8 @@ impl Watcher {
                     .id
                     == *id
                 {
-                    Revocation::verify(&leaf.statement, authority).map_err(bad)?;
+                    let r = Revocation::verify(&leaf.statement, authority).map_err(bad)?;
+                    self.revoked_through = self.revoked_through.max(r.serial);
                 }
                 Ok(None)
             }

@@ -270,7 +270,8 @@ pub enum WriteOp {
     /// Add directory statements: (id, serial, signed) entries and (id, serial, signed) revocations.
     /// Each statement not stored before also becomes the next leaf of the directory log
     /// (`core::keylog`), logged at `event.time`; with `log_all`, every statement given does,
-    /// when the directory log is still empty (a store from before key transparency).
+    /// when the directory log is still empty (a store from before key transparency), logged at
+    /// time 0 (they were in force already: no wait).
     PutDirectory {
         entries: Vec<(String, u64, StoredSigned)>,
         revocations: Vec<(String, u64, StoredSigned)>,

@@ -22,7 +22,8 @@ pub fn state_path(identity: &std::path::Path) -> PathBuf {
 #[derive(Debug, Default)]
 pub struct DirectorySeen {
     file: Option<PathBuf>,
-    memory: std::sync::Mutex<Option<String>>,
+    /// The note, and when it was accepted.
+    memory: std::sync::Mutex<Option<(String, u64)>>,
 }
 
 impl DirectorySeen {
@@ -46,11 +47,33 @@ impl DirectorySeen {
                     .memory
                     .lock()
                     .map_err(|_| Error::internal("the directory state is poisoned"))?;
-                m.as_deref()
-                    .map(|n| Checkpoint::verify(n, key).map(|c| c.size))
+                m.as_ref()
+                    .map(|(n, _)| Checkpoint::verify(n, key).map(|c| c.size))
                     .transpose()
             }
         }
+    }
+
+    /// The size of the newest checkpoint seen and when it was first kept (Unix seconds): a
+    /// leaf past that size was logged after that moment, give or take clock skew.
+    pub fn seen(&self, key: &VerifierKey) -> Result<Option<(u64, u64)>> {
+        let Some(size) = self.size(key)? else {
+            return Ok(None);
+        };
+        let at = match &self.file {
+            Some(f) => std::fs::metadata(f)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs()),
+            None => self
+                .memory
+                .lock()
+                .map_err(|_| Error::internal("the directory state is poisoned"))?
+                .as_ref()
+                .map_or(0, |(_, at)| *at),
+        };
+        Ok(Some((size, at)))
     }
 
     /// Accepts `d` (signed by `key`) only if it extends what was seen (from `from`, the size
@@ -73,7 +96,7 @@ impl DirectorySeen {
                     .memory
                     .lock()
                     .map_err(|_| Error::internal("the directory state is poisoned"))?;
-                if let Some(old) = m.as_deref() {
+                if let Some((old, _)) = m.as_ref() {
                     let old = Checkpoint::verify(old, key)?;
                     if Some(old.size) != from {
                         return Err(Error::verification(
@@ -85,7 +108,7 @@ impl DirectorySeen {
                         return Ok(new);
                     }
                 }
-                *m = Some(d.checkpoint.clone());
+                *m = Some((d.checkpoint.clone(), crate::clock::now()));
                 Ok(new)
             }
         }

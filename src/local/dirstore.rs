@@ -171,6 +171,14 @@ pub fn issue(
         let current = existing.ok_or_else(|| {
             Error::bad_input("a rotation file is for a party that is enrolled already")
         })?;
+        if directory.is_revoked(&id, current.serial) {
+            return Err(Error::verification(format!(
+                "{} serial {} is revoked: its key (perhaps leaked) cannot vouch for new keys; move the .rotation file away to enroll the request as a reset (it waits, and {} is alerted)",
+                id.short(),
+                current.serial,
+                id.name()
+            )));
+        }
         if !crate::core::keylog::KeyRotation::consents(consent, current, &entry) {
             return Err(Error::verification(format!(
                 "the rotation file was not signed by {}'s current key (serial {}) for exactly this request's keys: ask them to run `sealrelay keys rotate` again with their current identity",

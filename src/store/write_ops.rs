@@ -135,8 +135,10 @@ fn apply_one(t: &mut impl Tables, op: &WriteOp) -> Result<OpResult> {
                 .chain(revocations.iter().map(|r| (true, r)));
             for (revocation, (id, serial, s)) in statements {
                 if t.put_directory(revocation, id, *serial, s)? || log_all {
-                    let leaf =
-                        crate::core::keylog::leaf_bytes(event.time, &s.statement, &s.signature);
+                    // Statements from before key transparency are logged as of time 0: any
+                    // wait they would owe is over (they were in force already).
+                    let at = if log_all { 0 } else { event.time };
+                    let leaf = crate::core::keylog::leaf_bytes(at, &s.statement, &s.signature);
                     t.append_directory_leaf(&leaf)?;
                 }
             }

@@ -36,7 +36,10 @@ pub fn rotate(current: &Path, out: &Path, x25519: bool) -> Result<()> {
         }
     }
     let now = clock::now();
-    let new = Identity::generate_with(old.kind, &old.name, x25519)?;
+    let mut new = Identity::generate_with(old.kind, &old.name, x25519)?;
+    // What the old identity pinned stays pinned: the waiting period (a new bundle can only
+    // lengthen it), and below, the serial pins and the newest directory checkpoint seen.
+    new.reset_wait = old.reset_wait;
     let request = new.enrollment_request(now)?;
     let consent = KeyRotation {
         id: entry.id.clone(),
@@ -54,6 +57,21 @@ pub fn rotate(current: &Path, out: &Path, x25519: bool) -> Result<()> {
         let _ = std::fs::remove_file(out);
         let _ = std::fs::remove_file(&req_path);
         return Err(e);
+    }
+    for (from, to) in [
+        (
+            sealrelay::local::pins::path_for(current),
+            sealrelay::local::pins::path_for(out),
+        ),
+        (
+            sealrelay::local::directory_seen::state_path(current),
+            sealrelay::local::directory_seen::state_path(out),
+        ),
+    ] {
+        if from.exists() {
+            let bytes = sealrelay::local::fs::read_capped(&from, 4 << 20)?;
+            write_atomic(&to, &bytes, sealrelay::local::fs::PRIVATE_MODE, false)?;
+        }
     }
     // The new identity keeps reading the directory log from where the old one stopped, and
     // counts the old key as its own (its rotation is not an alert).

@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::{Directory, DirectoryEntry, EntryProblem};
 use crate::core::keylog::{
-    statement_digest, usable_from, Change, DirectoryLeaf, LoggedEntry, ResetApproval,
+    change_of, statement_digest, usable_from, Change, DirectoryLeaf, LoggedEntry, ResetApproval,
 };
 use crate::core::sign::{PublicKey, Signed, StatementType};
-use crate::core::tlog::{Hash, Tree};
+use crate::core::tlog::Tree;
 use crate::error::{Error, Result};
 use crate::ids::SpiffeId;
 
@@ -39,6 +39,8 @@ pub(super) struct DirectoryLog {
     /// Verified approvals: (party, serial) → the shorter wait, the signed approval.
     approvals: BTreeMap<(SpiffeId, u64), (u64, Signed)>,
     wait: u64,
+    /// Leaves whose statement was not taken, and why.
+    refused: Vec<(u64, String)>,
 }
 
 impl DirectoryLog {
@@ -95,49 +97,60 @@ impl Directory {
     }
 
     /// Takes in the next leaf of the directory log (`bytes`, at index [`Directory::log_size`]):
-    /// its statement is verified against `authority` and added if new, and its position kept.
+    /// the leaf joins the tree whatever it holds (the tree follows the store), and its
+    /// statement is verified against `authority` and added if new. A statement that cannot be
+    /// taken (a signature that does not verify, a second entry for one serial, an approval that
+    /// does not hold) is never in force; why is kept in [`Directory::refused_leaves`]. Errors
+    /// only when the bytes are not a leaf at all (a damaged store).
     pub fn take_leaf(&mut self, bytes: &[u8], authority: &PublicKey) -> Result<()> {
         let leaf = DirectoryLeaf::decode(bytes)?;
-        let hash: Hash = crate::core::tlog::leaf_hash(bytes);
         let index = self.log_size();
         let position = LogPosition {
             index,
             logged_at: leaf.logged_at,
         };
-        let statement = leaf.statement;
+        self.log_mut()?
+            .tree
+            .append(crate::core::tlog::leaf_hash(bytes));
+        if let Err(e) = self.take_statement(leaf.statement, position, authority) {
+            self.log_mut()?
+                .refused
+                .push((index, e.message().to_owned()));
+        }
+        Ok(())
+    }
+
+    fn take_statement(
+        &mut self,
+        statement: Signed,
+        position: LogPosition,
+        authority: &PublicKey,
+    ) -> Result<()> {
+        let digest = statement_digest(&statement);
         match statement.ty {
             StatementType::DirectoryEntry => {
-                let e = self.insert_entry(statement.clone(), authority)?;
-                let log = self.log_mut()?;
-                log.positions.insert(statement_digest(&statement), position);
-                log.tree.append(hash);
-                self.judge(&e.id)?;
+                let e = self.insert_entry(statement, authority)?;
+                self.log_mut()?.positions.insert(digest, position);
+                self.judge(&e.id);
             }
             StatementType::Revocation => {
-                self.insert_revocation(&statement, authority)?;
-                let log = self.log_mut()?;
-                log.positions.insert(statement_digest(&statement), position);
-                log.tree.append(hash);
+                let r = self.insert_revocation(&statement, authority)?;
+                self.log_mut()?.positions.insert(digest, position);
+                // A rotation consented by a revoked key is no continuity: judged again.
+                self.judge(&r.id);
             }
             StatementType::ResetApproval => {
-                let a = ResetApproval::decode(&statement.statement)?;
-                let approver = self
-                    .latest(&a.approver)
-                    .cloned()
-                    .ok_or_else(|| Error::verification("a reset approval by an unknown admin"))?;
-                let reset = self
-                    .entries
-                    .get(&a.id)
-                    .and_then(|v| v.get(&a.serial))
-                    .map(|(e, _)| e.clone())
-                    .ok_or_else(|| Error::verification("a reset approval of an unknown key"))?;
-                ResetApproval::verify(&statement, &approver, &reset)?;
+                let a = self.check_approval(&statement)?;
                 let log = self.log_mut()?;
-                log.positions.insert(statement_digest(&statement), position);
-                log.tree.append(hash);
+                if log.approvals.contains_key(&(a.id.clone(), a.serial)) {
+                    return Err(Error::conflict(
+                        "a second approval of one reset changes nothing",
+                    ));
+                }
+                log.positions.insert(digest, position);
                 log.approvals
                     .insert((a.id.clone(), a.serial), (a.wait, statement));
-                self.judge(&a.id)?;
+                self.judge(&a.id);
             }
             other => {
                 return Err(Error::verification(format!(
@@ -148,12 +161,70 @@ impl Directory {
         Ok(())
     }
 
-    /// Computes again when each logged entry of `id` may be used (log time of `now` = the
-    /// moment the chain is judged does not matter here: the chain is whole).
-    fn judge(&mut self, id: &SpiffeId) -> Result<()> {
+    /// Checks a reset approval against this directory: the key it names is a logged reset of
+    /// its party; the approver is an admin whose entry (not revoked) was in force before the
+    /// reset was logged, signed the approval with that entry's key, and did not enroll the key
+    /// (a second person: docs/keys.md).
+    pub fn check_approval(&self, signed: &Signed) -> Result<ResetApproval> {
+        let a = ResetApproval::decode(&signed.statement)?;
+        let chain = self.logged_chain(&a.id);
+        let at = chain
+            .iter()
+            .position(|l| l.entry.serial == a.serial)
+            .ok_or_else(|| Error::not_found("the approval names a key that is not logged"))?;
+        let reset = &chain[at];
+        let previous = at.checked_sub(1).map(|p| &chain[p].entry);
+        if self.continuity(&reset.entry, previous) != Change::Reset {
+            return Err(Error::conflict(format!(
+                "{} serial {} is not a reset: there is no wait to shorten",
+                a.id.short(),
+                a.serial
+            )));
+        }
+        let log = self.log.as_ref().ok_or_else(|| Error::internal("no log"))?;
+        let approver = self
+            .history(&a.approver)
+            .map(|(e, _)| e)
+            .filter(|e| !self.is_revoked(&a.approver, e.serial))
+            .filter(|e| {
+                log.usable
+                    .get(&(a.approver.clone(), e.serial))
+                    .is_some_and(|(from, _)| *from <= reset.logged_at)
+            })
+            .find(|e| signed.verify(&e.signing_key).is_ok())
+            .ok_or_else(|| {
+                Error::verification(format!(
+                    "the approval is not signed by an entry of {} that was in force before the reset was logged",
+                    a.approver.short()
+                ))
+            })?;
+        ResetApproval::verify(signed, approver, &reset.entry)
+    }
+
+    /// How `entry` came after `previous`: as [`change_of`], but a rotation or renewal whose
+    /// previous serial is revoked is a reset (a revoked, perhaps leaked, key vouches for
+    /// nothing).
+    fn continuity(&self, entry: &DirectoryEntry, previous: Option<&DirectoryEntry>) -> Change {
+        match change_of(entry, previous) {
+            Change::Rotation | Change::Renewal
+                if previous.is_some_and(|p| self.is_revoked(&p.id, p.serial)) =>
+            {
+                Change::Reset
+            }
+            c => c,
+        }
+    }
+
+    /// Computes again when each logged entry of `id` may be used. An entry whose chain does not
+    /// hold (serials logged out of order) is never in force.
+    fn judge(&mut self, id: &SpiffeId) {
         let chain = self.logged_chain(id);
+        let revoked_before: Vec<bool> = chain
+            .iter()
+            .map(|l| self.is_revoked(id, l.entry.serial))
+            .collect();
         let Some(log) = self.log.as_deref_mut() else {
-            return Ok(());
+            return;
         };
         let approved: BTreeMap<u64, u64> = log
             .approvals
@@ -161,13 +232,47 @@ impl Directory {
             .filter(|((who, _), _)| who == id)
             .map(|((_, serial), (wait, _))| (*serial, *wait))
             .collect();
+        let mut broken = false;
         for n in 1..=chain.len() {
+            let serial = chain[n - 1].entry.serial;
             // `now` = 0: the whole chain is given, so no entry needs the "old enough" rule.
-            let (at, change) = usable_from(&chain[..n], log.wait, &approved, 0)?;
-            log.usable
-                .insert((id.clone(), chain[n - 1].entry.serial), (at, change));
+            let judged = if broken {
+                None
+            } else {
+                usable_from(&chain[..n], log.wait, &approved, 0).ok()
+            };
+            let judged = judged.map(|(at, change)| {
+                // A rotation or renewal of a revoked serial is a reset.
+                let after_revoked = n >= 2 && revoked_before[n - 2];
+                match change {
+                    Change::Rotation | Change::Renewal if after_revoked => {
+                        let wait = approved
+                            .get(&serial)
+                            .map_or(log.wait, |w| (*w).min(log.wait));
+                        (chain[n - 1].logged_at.saturating_add(wait), Change::Reset)
+                    }
+                    _ => (at, change),
+                }
+            });
+            broken |= judged.is_none();
+            log.usable.insert(
+                (id.clone(), serial),
+                judged.unwrap_or((u64::MAX, Change::Reset)),
+            );
         }
-        Ok(())
+    }
+
+    /// When serial `serial` of `id` is in force (`None`: not logged).
+    pub fn in_force_from(&self, id: &SpiffeId, serial: u64) -> Option<u64> {
+        self.log
+            .as_ref()
+            .and_then(|l| l.usable.get(&(id.clone(), serial)))
+            .map(|(at, _)| *at)
+    }
+
+    /// Leaves whose statement could not be taken, with why (never in force).
+    pub fn refused_leaves(&self) -> &[(u64, String)] {
+        self.log.as_ref().map_or(&[], |l| &l.refused)
     }
 
     /// Every logged entry of `id`, oldest first, with its position.

@@ -148,3 +148,82 @@ fn remembered_verifications_answer_only_what_verified() {
         e
     );
 }
+
+/// Review of issue 28: a committed leaf never wedges the relay (serials logged out of order,
+/// a leaf that does not verify: taken as never in force), and a rotation whose previous serial
+/// is revoked is a reset (a leaked key vouches for nothing).
+#[test]
+fn a_logged_directory_never_wedges_and_a_revoked_key_vouches_for_nothing() {
+    use crate::core::keylog::{leaf_bytes, KeyRotation};
+    let authority = SigningKey::generate().unwrap();
+    let leaf = |s: &Signed, at: u64| leaf_bytes(at, &s.statement, &s.signature);
+    let rotated = |prev: &DirectoryEntry, prev_key: &SigningKey, serial: u64| {
+        let (mut e, k) = user_entry(serial);
+        e.tls_spki_sha256 = [serial as u8; 32];
+        e.rotation = Some(
+            KeyRotation {
+                id: e.id.clone(),
+                from_serial: prev.serial,
+                signing_key: e.signing_key,
+                tls_spki_sha256: e.tls_spki_sha256,
+                age_recipient: e.age_recipient.clone(),
+                created: 1,
+            }
+            .sign(prev_key),
+        );
+        (e, k)
+    };
+    let (e1, k1) = user_entry(1);
+    let (e2, k2) = rotated(&e1, &k1, 2);
+    let (e3, _) = rotated(&e2, &k2, 3);
+    // Serial 3 logged before serial 2: taken, never in force; serial 2 in force as a rotation.
+    let mut dir = Directory::logged(100);
+    dir.take_leaf(
+        &leaf(&e1.sign(&authority).unwrap(), 10),
+        &authority.public(),
+    )
+    .unwrap();
+    dir.take_leaf(
+        &leaf(&e3.sign(&authority).unwrap(), 20),
+        &authority.public(),
+    )
+    .unwrap();
+    dir.take_leaf(
+        &leaf(&e2.sign(&authority).unwrap(), 30),
+        &authority.public(),
+    )
+    .unwrap();
+    assert_eq!(dir.in_force_from(&e1.id, 1), Some(10));
+    assert_eq!(dir.in_force_from(&e1.id, 2), Some(30));
+    assert_eq!(dir.in_force_from(&e1.id, 3), Some(u64::MAX));
+    // A leaf whose signature does not verify: in the tree, never in force, said why.
+    let mut bad = e1.sign(&authority).unwrap();
+    bad.signature[0] ^= 1;
+    dir.take_leaf(&leaf(&bad, 40), &authority.public()).unwrap();
+    assert_eq!(dir.log_size(), 4);
+    assert_eq!(dir.refused_leaves().len(), 1);
+    // Serial 1 revoked, then a rotation its key signed: a reset, which waits.
+    let mut dir = Directory::logged(100);
+    dir.take_leaf(
+        &leaf(&e1.sign(&authority).unwrap(), 10),
+        &authority.public(),
+    )
+    .unwrap();
+    let rev = Revocation {
+        id: e1.id.clone(),
+        serial: 1,
+        revoked_at: 15,
+        reason: "leaked".into(),
+    };
+    dir.take_leaf(
+        &leaf(&rev.sign(&authority).unwrap(), 15),
+        &authority.public(),
+    )
+    .unwrap();
+    dir.take_leaf(
+        &leaf(&e2.sign(&authority).unwrap(), 20),
+        &authority.public(),
+    )
+    .unwrap();
+    assert_eq!(dir.in_force_from(&e1.id, 2), Some(120));
+}

@@ -80,7 +80,11 @@ pub fn logged_user(
         let Ok(decoded) = crate::core::keylog::ResetApproval::decode(&a.statement) else {
             continue;
         };
-        let approver = dir.latest_signed(&decoded.approver);
+        // The approver's entry whose key signed the approval (not necessarily the newest).
+        let approver = dir
+            .history(&decoded.approver)
+            .find(|(e, _)| a.verify(&e.signing_key).is_ok())
+            .map(|(_, s)| s);
         if let (Some(al), Some(ap), Some(apl)) = (
             log_proof(dir, a, size),
             approver,
@@ -211,33 +215,28 @@ pub async fn approve_reset(relay: &Relay, peer: &Peer, approval: WireSigned, cx:
         .read()
         .map_err(|_| Refusal::internal())?
         .clone();
+    // The checks the directory makes when it takes the logged leaf in, made before it is
+    // logged (so a logged approval is always taken).
+    next.check_approval(&signed)
+        .map_err(|e| Refusal::new(ErrorCode::Forbidden, e.message().to_owned()))?;
+    if next.approval(&a.id, a.serial).is_some() {
+        return Err(Refusal::new(
+            ErrorCode::Conflict,
+            format!("{} serial {} was approved already", a.id.short(), a.serial),
+        ));
+    }
+    if next
+        .in_force_from(&a.id, a.serial)
+        .is_none_or(|at| at <= cx.now)
     {
-        let approver = next.active(&peer.id, cx.now).map_err(|_| {
-            Refusal::new(
-                ErrorCode::Forbidden,
-                "the approving admin has no entry in force",
-            )
-        })?;
-        let reset = next
-            .history(&a.id)
-            .find(|(e, _)| e.serial == a.serial)
-            .map(|(e, _)| e.clone())
-            .ok_or_else(|| Refusal::not_found("reset key"))?;
-        crate::core::keylog::ResetApproval::verify(&signed, approver, &reset)
-            .map_err(|e| Refusal::new(ErrorCode::Forbidden, e.message().to_owned()))?;
-        if next
-            .waiting(&a.id, cx.now)
-            .is_none_or(|w| w.entry.serial != a.serial)
-        {
-            return Err(Refusal::new(
-                ErrorCode::Conflict,
-                format!(
-                    "{} serial {} is not a reset that is waiting: nothing to approve",
-                    a.id.short(),
-                    a.serial
-                ),
-            ));
-        }
+        return Err(Refusal::new(
+            ErrorCode::Conflict,
+            format!(
+                "{} serial {} is not waiting: nothing to shorten",
+                a.id.short(),
+                a.serial
+            ),
+        ));
     }
     relay
         .commit(crate::core::store::WriteOp::LogResetApproval {

@@ -86,9 +86,13 @@ pub fn catch_up(
     authority: &crate::core::sign::PublicKey,
 ) -> Result<u64> {
     let start = directory.log_size();
+    let refused_before = directory.refused_leaves().len();
     loop {
         let leaves = store.directory_log(directory.log_size(), LEAVES_PER_READ)?;
         if leaves.is_empty() {
+            for (index, why) in directory.refused_leaves().iter().skip(refused_before) {
+                tracing::warn!(leaf = index, reason = %why, "a directory-log leaf is not in force");
+            }
             return Ok(directory.log_size() - start);
         }
         for leaf in &leaves {

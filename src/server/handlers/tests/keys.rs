@@ -32,13 +32,37 @@ async fn an_agent_refuses_an_entry_the_relay_cannot_prove_is_logged() {
     let authority = f.relay.authority;
     let (wait, now) = (reset_wait(&f.bot), f.now());
     // As served: accepted.
-    let g = checked_grant(&view, &cp, &authority, wait, now).unwrap();
+    let g = checked_grant(&view, &cp, &authority, wait, now, None).unwrap();
     assert_eq!(g.user_entry.id, *f.alice.id.as_ref().unwrap());
+
+    // Backdated: the entry says it was logged well before this agent saw a log without it.
+    let log = view.user_log.clone().unwrap();
+    let seen_later = Some((log.index, log.logged_at + 3600));
+    let e = checked_grant(&view, &cp, &authority, wait, now, seen_later).unwrap_err();
+    assert!(e.message().contains("a backdated entry"), "{e}");
+    checked_grant(
+        &view,
+        &cp,
+        &authority,
+        wait,
+        now,
+        Some((log.index, log.logged_at)),
+    )
+    .unwrap();
+    checked_grant(
+        &view,
+        &cp,
+        &authority,
+        wait,
+        now,
+        Some((log.index + 1, now + 3600)),
+    )
+    .unwrap();
 
     // No place in the log.
     let mut v = view.clone();
     v.user_log = None;
-    let e = checked_grant(&v, &cp, &authority, wait, now).unwrap_err();
+    let e = checked_grant(&v, &cp, &authority, wait, now, None).unwrap_err();
     assert!(
         e.message().contains("without a place in the directory log"),
         "{e}"
@@ -78,7 +102,7 @@ async fn an_agent_refuses_an_entry_the_relay_cannot_prove_is_logged() {
     v.user_entry = WireSigned::from_signed(&unlogged.sign(&root.authority).unwrap());
     altered.push(v);
     for v in altered {
-        let e = checked_grant(&v, &cp, &authority, wait, now).unwrap_err();
+        let e = checked_grant(&v, &cp, &authority, wait, now, None).unwrap_err();
         assert!(
             e.message()
                 .contains("is in the directory log does not verify"),
