@@ -1,5 +1,6 @@
 //! Signed statements (grants, approvals, denials, receipts, submissions, enrollment requests,
-//! directory entries, revocations): the JSON envelope and each canonical binary body. A body
+//! directory entries, revocations, key rotations, reset approvals, directory-log leaves): the
+//! JSON envelope and each canonical binary body. A body
 //! that decodes re-encodes to exactly the same bytes (one encoding per value: no malleability).
 #![no_main]
 
@@ -7,6 +8,7 @@ use libfuzzer_sys::fuzz_target;
 use sealrelay::core::directory::{DirectoryEntry, EnrollmentRequest, Revocation};
 use sealrelay::core::envelope::submission::Submission;
 use sealrelay::core::grant::{Approval, Denial, Grant, Receipt};
+use sealrelay::core::keylog::{DirectoryLeaf, KeyRotation, ResetApproval};
 use sealrelay::core::sign::{Signed, StatementType};
 
 macro_rules! canonical {
@@ -21,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else {
         return;
     };
-    match selector % 9 {
+    match selector % 12 {
         0 => canonical!(Grant, body),
         1 => canonical!(Approval, body),
         2 => canonical!(Receipt, body),
@@ -30,6 +32,9 @@ fuzz_target!(|data: &[u8]| {
         5 => canonical!(DirectoryEntry, body),
         6 => canonical!(Revocation, body),
         7 => canonical!(Denial, body),
+        9 => canonical!(KeyRotation, body),
+        10 => canonical!(ResetApproval, body),
+        11 => canonical!(DirectoryLeaf, body),
         _ => {
             for ty in StatementType::ALL {
                 if let Ok(s) = Signed::from_json(body, ty) {

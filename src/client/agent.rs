@@ -89,6 +89,10 @@ impl<'a> AgentClient<'a> {
         let wait = super::keylog::reset_wait(self.identity);
         let sent = std::sync::Mutex::new(None);
         // What this agent had seen of the directory log before this listing (backdating).
+        // The pins first, then the checkpoint: a process writes the checkpoint before the pins
+        // it learned under it, so what is read here never pins more than the checkpoint shows.
+        self.pins.refresh()?;
+        let pinned_before = self.pins.snapshot()?;
         let seen = self.pins.directory.seen(&dir_key)?;
         let pages = self
             .conn
@@ -123,8 +127,19 @@ impl<'a> AgentClient<'a> {
             // One grant that does not verify (or names a superseded or unlogged entry, or a
             // reset still waiting) is answered with why: nothing is sealed for it, and it must
             // not stop the agent serving the others.
-            let g = match super::keylog::checked_grant(view, cp, &authority, wait, now, seen)
-                .and_then(|g| self.pins.check(&g.user_entry).map(|()| g))
+            let user = crate::core::grant::Grant::decode(&view.grant.statement)
+                .ok()
+                .map(|g| g.user);
+            let pinned = user.and_then(|u| pinned_before.get(&u).copied());
+            let g = match super::keylog::checked_grant(
+                view,
+                cp,
+                &authority,
+                wait,
+                now,
+                seen.map(|(size, at)| super::keylog::Seen { size, at, pinned }),
+            )
+            .and_then(|g| self.pins.check(&g.user_entry).map(|()| g))
             {
                 Ok(g) => g,
                 Err(e) => {

@@ -35,6 +35,15 @@ pub fn reset_wait(identity: &Identity) -> u64 {
     identity.reset_wait.unwrap_or(DEFAULT_RESET_WAIT)
 }
 
+/// What an agent had seen before a listing: the size of its saved directory checkpoint, when
+/// it first kept it (Unix seconds), and the serial it had pinned for the grant's user.
+#[derive(Clone, Copy, Debug)]
+pub struct Seen {
+    pub size: u64,
+    pub at: u64,
+    pub pinned: Option<u64>,
+}
+
 /// Checks that `signed` is leaf `p.index` of the directory log under `cp`.
 fn check_logged(signed: &WireSigned, p: &LogProof, cp: &Checkpoint, what: &str) -> Result<()> {
     let leaf = leaf_bytes(p.logged_at, &signed.statement, &signed.signature);
@@ -50,16 +59,17 @@ fn check_logged(signed: &WireSigned, p: &LogProof, cp: &Checkpoint, what: &str) 
 /// proved in the directory log under `cp`, the grant signed by one of the user's logged keys,
 /// and the user's newest key in force at `now` (`wait`: the pinned waiting period of a reset).
 ///
-/// `seen`: the size of the directory checkpoint this agent held before this listing and when
-/// it first kept it. A leaf past that size was logged after that moment: one that says it was
-/// logged earlier (a relay backdating a key to skip its wait) is refused.
+/// `seen`: what this agent had seen before this listing (see [`Seen`]): a leaf past that
+/// checkpoint that says it was logged earlier (a relay backdating a key to skip its wait), or
+/// a serial the agent had pinned logged again after it (a second entry for one serial), is
+/// refused.
 pub fn checked_grant(
     view: &GrantView,
     cp: &Checkpoint,
     authority: &PublicKey,
     wait: u64,
     now: u64,
-    seen: Option<(u64, u64)>,
+    seen: Option<Seen>,
 ) -> Result<OpenGrant> {
     let newest = verified_entry(&view.user_entry, authority, None)?;
     let who = newest.id.short();
@@ -91,7 +101,13 @@ pub fn checked_grant(
         index: newest_log.index,
         logged_at: newest_log.logged_at,
     });
-    if let Some((size, at)) = seen {
+    if let Some(Seen { size, at, pinned }) = seen {
+        if pinned.is_some_and(|p| newest.serial <= p) && newest_log.index >= size {
+            return Err(Error::verification(format!(
+                "{who}'s serial {}, which this agent knew before, is in the directory log again after what it saw (leaf {}): two entries for one serial; refusing to seal to it",
+                newest.serial, newest_log.index
+            )));
+        }
         for l in chain.iter().filter(|l| l.index >= size) {
             if l.logged_at.saturating_add(LOGGED_AT_SKEW) < at {
                 return Err(Error::verification(format!(

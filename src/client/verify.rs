@@ -104,6 +104,11 @@ impl SerialPins {
         })
     }
 
+    /// Every party's pinned serial now (after [`SerialPins::refresh`]).
+    pub fn snapshot(&self) -> Result<std::collections::HashMap<SpiffeId, u64>> {
+        Ok(self.lock()?.clone())
+    }
+
     /// Takes in what other processes of this agent saw since (from the file, if any).
     pub fn refresh(&self) -> Result<()> {
         let Some((file, fp)) = &self.file else {

@@ -73,21 +73,6 @@ fn check_recipient(kind: PartyKind, recipient: Option<&str>) -> Result<Option<St
     }
 }
 
-fn check_attribute(value: &str, what: &str) -> Result<()> {
-    let ok = !value.is_empty()
-        && value.len() <= MAX_ATTRIBUTE_LEN
-        && value.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'/' | b'*')
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::bad_input(format!(
-            "invalid {what} {value:?}: use letters, digits and . _ - : / * (at most {MAX_ATTRIBUTE_LEN})"
-        )))
-    }
-}
-
 /// A party's request to be enrolled, signed with the signing key it names (proof of
 /// possession). Made by `keys gen` on the party's own machine; holds no secrets.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -177,46 +162,6 @@ impl EnrollmentRequest {
     }
 }
 
-/// What policy knows about a party: clearance and roles for users, scopes for agents.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct Attributes {
-    pub clearance: u8,
-    pub roles: Vec<String>,
-    pub scopes: Vec<String>,
-}
-
-impl Attributes {
-    pub fn validate(&self, kind: PartyKind) -> Result<()> {
-        if self.clearance > MAX_CLEARANCE {
-            return Err(Error::bad_input(format!(
-                "clearance {} is above the highest level {MAX_CLEARANCE}",
-                self.clearance
-            )));
-        }
-        if self.roles.len() > MAX_ROLES || self.scopes.len() > MAX_SCOPES {
-            return Err(Error::bad_input(format!(
-                "at most {MAX_ROLES} roles and {MAX_SCOPES} scopes"
-            )));
-        }
-        for r in &self.roles {
-            check_attribute(r, "role")?;
-        }
-        for s in &self.scopes {
-            check_attribute(s, "scope")?;
-            super::resource::validate_pattern(s).map_err(|e| e.context("scope"))?;
-        }
-        match kind {
-            PartyKind::Agent if !self.roles.is_empty() || self.clearance != 0 => Err(
-                Error::bad_input("agents carry scopes, not roles or a clearance"),
-            ),
-            PartyKind::User if !self.scopes.is_empty() => Err(Error::bad_input(
-                "users carry a clearance and roles, not scopes",
-            )),
-            _ => Ok(()),
-        }
-    }
-}
-
 /// A directory entry, signed by the authority.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirectoryEntry {
@@ -290,14 +235,18 @@ impl DirectoryEntry {
             .str_list(&self.attributes.scopes)
             .u64(self.serial)
             .u64(self.not_before)
-            .u64(self.not_after)
-            .str(&self.enrolled_by);
-        match &self.rotation {
-            None => {
-                w.u8(0);
-            }
-            Some(r) => {
-                w.u8(1).bytes(&r.statement).bytes(&r.signature);
+            .u64(self.not_after);
+        // The fields key transparency added, only when they say something: an entry with
+        // neither has the one encoding entries had before them.
+        if !self.enrolled_by.is_empty() || self.rotation.is_some() {
+            w.str(&self.enrolled_by);
+            match &self.rotation {
+                None => {
+                    w.u8(0);
+                }
+                Some(r) => {
+                    w.u8(1).bytes(&r.statement).bytes(&r.signature);
+                }
             }
         }
         w.finish()
@@ -339,6 +288,11 @@ impl DirectoryEntry {
                 }),
                 _ => return Err(Error::bad_input("the rotation flag is neither 0 nor 1")),
             };
+            if e.enrolled_by.is_empty() && e.rotation.is_none() {
+                return Err(Error::bad_input(
+                    "an entry that names no admin and no rotation ends after its validity",
+                ));
+            }
         }
         r.finish()?;
         e.validate()?;
@@ -585,7 +539,9 @@ impl Directory {
     }
 }
 
+mod attributes;
 mod logged;
+pub use attributes::Attributes;
 mod revocation;
 pub use logged::{LogPosition, WaitingKey};
 #[cfg(test)]

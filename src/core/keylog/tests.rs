@@ -71,13 +71,15 @@ fn an_entry_with_a_rotation_round_trips_and_legacy_entries_still_decode() {
     let e2 = rotated(&e1, &k1, &k2);
     let s = e2.sign(&authority).unwrap();
     assert_eq!(DirectoryEntry::verify(&s, &authority.public()).unwrap(), e2);
-    // An entry signed before enrolled_by and rotation existed ends after not_after.
+    // An entry signed before enrolled_by and rotation existed ends after not_after, and such an
+    // entry has that one encoding (the empty fields written out are refused).
     let mut legacy = e1.clone();
     legacy.enrolled_by.clear();
-    let full = legacy.encode();
-    let cut = full.len() - (4 + 1); // the empty enrolled_by string and the rotation flag
-    let old = DirectoryEntry::decode(&full[..cut]).unwrap();
-    assert_eq!(old, legacy);
+    let old_form = legacy.encode();
+    assert_eq!(DirectoryEntry::decode(&old_form).unwrap(), legacy);
+    let mut padded = old_form.clone();
+    padded.extend_from_slice(&[0, 0, 0, 0, 0]); // an empty name, no rotation
+    assert!(DirectoryEntry::decode(&padded).is_err());
 }
 
 #[test]

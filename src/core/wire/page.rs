@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// Most items in one page of a listing; the relay also keeps every reply under [`PAGE_BYTES`].
 pub const MAX_PAGE: u32 = 100;
-/// The encoded size a page of a listing stays under (well below [`MAX_FRAME`]).
+/// The encoded size a page of a listing stays under (well below [`MAX_FRAME`](super::MAX_FRAME)).
 pub const PAGE_BYTES: usize = 192 * 1024;
 
 /// Which page of a listing: after the cursor the previous page returned (`None`: from the

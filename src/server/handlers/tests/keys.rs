@@ -3,7 +3,7 @@
 //! log does not hold), is refused by the agent's check before anything is sealed.
 
 use super::*;
-use crate::client::keylog::{checked_grant, directory_key, reset_wait};
+use crate::client::keylog::{checked_grant, directory_key, reset_wait, Seen};
 use crate::core::directory::DirectoryEntry;
 use crate::core::tlog::checkpoint::Checkpoint;
 use crate::local::trust_root::TrustRoot;
@@ -37,27 +37,16 @@ async fn an_agent_refuses_an_entry_the_relay_cannot_prove_is_logged() {
 
     // Backdated: the entry says it was logged well before this agent saw a log without it.
     let log = view.user_log.clone().unwrap();
-    let seen_later = Some((log.index, log.logged_at + 3600));
-    let e = checked_grant(&view, &cp, &authority, wait, now, seen_later).unwrap_err();
+    let seen = |size, at, pinned| Some(Seen { size, at, pinned });
+    let check = |s| checked_grant(&view, &cp, &authority, wait, now, s);
+    let e = check(seen(log.index, log.logged_at + 3600, None)).unwrap_err();
     assert!(e.message().contains("a backdated entry"), "{e}");
-    checked_grant(
-        &view,
-        &cp,
-        &authority,
-        wait,
-        now,
-        Some((log.index, log.logged_at)),
-    )
-    .unwrap();
-    checked_grant(
-        &view,
-        &cp,
-        &authority,
-        wait,
-        now,
-        Some((log.index + 1, now + 3600)),
-    )
-    .unwrap();
+    check(seen(log.index, log.logged_at, None)).unwrap();
+    check(seen(log.index + 1, now + 3600, Some(1))).unwrap();
+    // A serial the agent had pinned, logged again after the checkpoint it saw: a second entry
+    // for one serial (an authority that signed two), refused.
+    let e = check(seen(log.index, log.logged_at, Some(1))).unwrap_err();
+    assert!(e.message().contains("two entries for one serial"), "{e}");
 
     // No place in the log.
     let mut v = view.clone();
