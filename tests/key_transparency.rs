@@ -670,3 +670,67 @@ fn only_a_second_admin_can_shorten_a_resets_wait_and_alice_is_told() {
     assert!(err.contains("KEY ALERT: second approved"), "{err}");
     terminate(relay_proc);
 }
+
+/// `user add --rotate` says what the new serial is: a rotation (in force at once), a reset (it
+/// waits, the person is alerted), or a rotation that descends from a reset (it waits with it).
+#[test]
+fn user_add_says_what_a_new_serial_is() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    ok_in(
+        dir,
+        &["keys", "init", "--dir", "keys", "--reset-wait", "2h"],
+    );
+    enroll(dir, "alice", "user", "a1.id");
+    let add = |req: &str| ok_in(dir, &["user", "add", req, "--dir", "keys", "--rotate"]);
+    let rotate = |from: &str, to: &str| {
+        ok_in(dir, &["keys", "rotate", "--identity", from, "--out", to]);
+        let out = add(&format!("{to}.request"));
+        ok_in(
+            dir,
+            &["keys", "import", "--identity", to, &format!("{to}.bundle")],
+        );
+        out
+    };
+    let out = rotate("a1.id", "a2.id");
+    assert!(
+        out.contains("rotation, signed by serial 1's key: in force once the relay has it"),
+        "{out}"
+    );
+    ok_in(
+        dir,
+        &[
+            "keys", "gen", "--name", "alice", "--kind", "user", "--out", "r.id",
+        ],
+    );
+    let out = add("r.id.request");
+    assert!(
+        out.contains("RESET: a new key serial 2's key did not sign"),
+        "{out}"
+    );
+    assert!(out.contains("cannot grant for 2h"), "{out}");
+    ok_in(
+        dir,
+        &["keys", "import", "--identity", "r.id", "r.id.bundle"],
+    );
+    let out = rotate("r.id", "r2.id");
+    assert!(
+        out.contains("in force when that key is (it descends from a reset"),
+        "{out}"
+    );
+    // A key whose serial was revoked vouches for nothing: its consent is refused.
+    ok_in(dir, &["user", "revoke", "alice", "--dir", "keys"]);
+    ok_in(
+        dir,
+        &["keys", "rotate", "--identity", "r2.id", "--out", "r3.id"],
+    );
+    let (code, _, err) = run_in(
+        dir,
+        &["user", "add", "r3.id.request", "--dir", "keys", "--rotate"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        one_line(&err).contains("is revoked: its key (perhaps leaked) cannot vouch"),
+        "{err}"
+    );
+}

@@ -362,10 +362,40 @@ fn print_change(
     match change_of(entry, previous) {
         Change::First => {}
         Change::Renewal => println!("  change         renewal (the same keys)"),
-        Change::Rotation => println!(
-            "  change         rotation, signed by serial {}'s key: in force once the relay has it",
-            previous.map_or(0, |p| p.serial)
-        ),
+        Change::Rotation => {
+            // A rotation comes into force with the key that signed it: when that key is itself
+            // a reset (still waiting, perhaps), so does the rotation.
+            // Back through the rotations and renewals before it: does the chain start at a
+            // reset (whose wait this side of the relay cannot see)?
+            let before = |e: &sealrelay::core::directory::DirectoryEntry| {
+                directory
+                    .history(&entry.id)
+                    .map(|(x, _)| x)
+                    .find(|x| x.serial < e.serial)
+            };
+            let mut after_reset = false;
+            let mut cur = previous;
+            while let Some(c) = cur {
+                let b = before(c);
+                match change_of(c, b) {
+                    Change::Reset => {
+                        after_reset = true;
+                        break;
+                    }
+                    Change::First => break,
+                    Change::Rotation | Change::Renewal => cur = b,
+                }
+            }
+            println!(
+                "  change         rotation, signed by serial {}'s key: {}",
+                previous.map_or(0, |p| p.serial),
+                if after_reset {
+                    "in force when that key is (it descends from a reset, which waits its period)"
+                } else {
+                    "in force once the relay has it"
+                }
+            )
+        }
         Change::Reset => println!(
             "  change         RESET: a new key serial {}'s key did not sign; nobody seals to it and it cannot grant for {} after the relay logs it, and {} is alerted (a second admin can shorten the wait: docs/keys.md)",
             previous.map_or(0, |p| p.serial),
