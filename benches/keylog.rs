@@ -232,6 +232,7 @@ fn main() {
         }),
         earlier: Vec::new(),
         approvals: Vec::new(),
+        sources: Vec::new(),
     };
     let cp = Checkpoint::verify(&note, &dir_vk).unwrap_or_else(|e| fail(e));
     let now = time + WAIT + 10;

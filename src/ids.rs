@@ -19,6 +19,8 @@ pub enum PartyKind {
     Agent,
     Admin,
     Relay,
+    /// A data owner's sealing service (docs/sources.md).
+    Source,
 }
 
 impl PartyKind {
@@ -28,6 +30,7 @@ impl PartyKind {
             PartyKind::Agent => "agent",
             PartyKind::Admin => "admin",
             PartyKind::Relay => "relay",
+            PartyKind::Source => "source",
         }
     }
     /// The one-byte code used in canonical statements.
@@ -37,6 +40,7 @@ impl PartyKind {
             PartyKind::Agent => 2,
             PartyKind::Admin => 3,
             PartyKind::Relay => 4,
+            PartyKind::Source => 5,
         }
     }
     pub fn from_code(code: u8) -> Result<Self> {
@@ -45,6 +49,7 @@ impl PartyKind {
             2 => Ok(PartyKind::Agent),
             3 => Ok(PartyKind::Admin),
             4 => Ok(PartyKind::Relay),
+            5 => Ok(PartyKind::Source),
             other => Err(Error::bad_input(format!("unknown party kind code {other}"))),
         }
     }
@@ -64,8 +69,9 @@ impl FromStr for PartyKind {
             "agent" => Ok(PartyKind::Agent),
             "admin" => Ok(PartyKind::Admin),
             "relay" => Ok(PartyKind::Relay),
+            "source" => Ok(PartyKind::Source),
             other => Err(Error::bad_input(format!(
-                "unknown party kind {other:?}: use user, agent, admin or relay"
+                "unknown party kind {other:?}: use user, agent, admin, relay or source"
             ))),
         }
     }

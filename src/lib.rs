@@ -31,6 +31,7 @@ pub mod local;
 pub mod mcp;
 pub mod net;
 pub mod server;
+pub mod source;
 pub mod store;
 pub mod ui;
 pub mod witness;

@@ -37,9 +37,10 @@ pub enum PartyCommand {
         /// With --rotate: drop every role (none given otherwise keeps the current ones).
         #[arg(long, conflicts_with = "roles")]
         no_roles: bool,
-        /// Agents: a scope of resources it may serve (repeatable), e.g. tickets/*. With
-        /// --rotate, the scopes given replace the current ones; none given keeps them.
-        #[arg(long = "scope", value_name = "S")]
+        /// Agents: a scope of resources it may serve (repeatable), e.g. tickets/*; sources: a
+        /// pattern of resources they serve (--serves, repeatable), e.g. payroll/*. With
+        /// --rotate, the patterns given replace the current ones; none given keeps them.
+        #[arg(long = "scope", visible_alias = "serves", value_name = "S")]
         scopes: Vec<String>,
         /// With --rotate: drop every scope (none given otherwise keeps the current ones).
         #[arg(long, conflicts_with = "scopes")]
@@ -243,7 +244,7 @@ impl AttributeChanges {
         // scopes).
         let applies = |what: &str| match kind {
             PartyKind::User => what != "scopes",
-            PartyKind::Agent => what == "scopes",
+            PartyKind::Agent | PartyKind::Source => what == "scopes",
             _ => false,
         };
         let mut note = |what: &str, old: String, new: String, given: bool| {

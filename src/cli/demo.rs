@@ -252,7 +252,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
         }
         let retrieved = blind.retrieve(&hex(grant_id)).await?;
         model_sees(&retrieved);
-        let envelope_id = sealrelay::ids::EnvelopeId(sealrelay::ids::parse_hex(&retrieved.envelope_id)?);
+        let sealed_here = retrieved.envelope_id.as_deref().ok_or_else(|| sealrelay::Error::internal("the demo's agent seals itself"))?;
+        let envelope_id = sealrelay::ids::EnvelopeId(sealrelay::ids::parse_hex(sealed_here)?);
         let mut plaintext = Vec::new();
         let fetched = alice.fetch(envelope_id, base, &mut plaintext).await?;
         println!("    alice fetched it: {} {} bytes", fetched.status.as_str(), fetched.plaintext_len);

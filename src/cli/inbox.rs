@@ -35,6 +35,9 @@ pub fn header_lines(h: &EnvelopeHeader) -> String {
         .as_ref()
         .map_or_else(|| "?".to_owned(), ToString::to_string);
     out.push_str(&format!("    from      {agent}\n"));
+    if h.sealed_by.is_some() {
+        out.push_str(&format!("    sealed    {}\n", h.provenance()));
+    }
     out.push_str(&format!("    resource  {}\n", h.resource));
     out.push_str(&format!("    purpose   {:?}\n", h.purpose));
     out.push_str(&format!("    asked     {}\n", clock::rfc3339(h.asked)));

@@ -297,8 +297,13 @@ pub fn request_path(out: &Path) -> PathBuf {
 
 fn gen(name: &str, kind: &str, out: &Path, force: bool, x25519: bool) -> Result<()> {
     let kind: PartyKind = kind.parse()?;
-    if !matches!(kind, PartyKind::User | PartyKind::Agent | PartyKind::Admin) {
-        return Err(Error::bad_input("--kind must be user, agent or admin"));
+    if !matches!(
+        kind,
+        PartyKind::User | PartyKind::Agent | PartyKind::Admin | PartyKind::Source
+    ) {
+        return Err(Error::bad_input(
+            "--kind must be user, agent, source or admin",
+        ));
     }
     if x25519 && kind != PartyKind::User {
         return Err(Error::bad_input(

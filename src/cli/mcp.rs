@@ -24,9 +24,11 @@ pub struct McpArgs {
     /// The agent's identity file.
     #[arg(long, value_name = "F")]
     identity: PathBuf,
-    /// The connector file (docs/mcp.md): which source serves which resources.
+    /// The connector file (docs/mcp.md): which connector serves which resources. Optional:
+    /// grants whose resource a source serves are dispatched to it (docs/sources.md), and with
+    /// sources for everything this host needs no connector file, nor any credential.
     #[arg(long, value_name = "FILE")]
-    connectors: PathBuf,
+    connectors: Option<PathBuf>,
     /// Serve MCP over Streamable HTTP on this loopback address (e.g. 127.0.0.1:8765; port 0
     /// picks one) instead of stdio. The URL is printed on stdout.
     #[arg(long, value_name = "ADDR")]
@@ -41,7 +43,10 @@ pub struct McpArgs {
 
 pub fn run(args: McpArgs) -> Result<()> {
     let identity = identity_file::load_enrolled(&args.identity, PartyKind::Agent, clock::now())?;
-    let connectors = Connectors::load(&args.connectors)?;
+    let connectors = match &args.connectors {
+        Some(path) => Connectors::load(path)?,
+        None => Connectors::none(),
+    };
     // Scopes and connectors must agree: a connector outside the scopes is an error, a scope
     // without a connector a warning.
     let scopes = identity
@@ -51,8 +56,10 @@ pub fn run(args: McpArgs) -> Result<()> {
         .transpose()?
         .map(|e| e.attributes.scopes)
         .unwrap_or_default();
-    for unserved in connectors.check_scopes(&scopes)? {
-        eprintln!("warning: no connector serves scope {unserved:?}: grants for it will be refused");
+    if args.connectors.is_some() {
+        for unserved in connectors.check_scopes(&scopes)? {
+            eprintln!("warning: no connector serves scope {unserved:?}: grants for it go to a source or are refused");
+        }
     }
     init_logging();
     let relay = args.relay.address(&identity);
@@ -129,7 +136,7 @@ fn token(file: Option<&std::path::Path>, identity: &std::path::Path) -> Result<Z
 }
 
 /// Logs go to stderr (stdout carries the protocol over stdio): ids and sizes, never data.
-fn init_logging() {
+pub(crate) fn init_logging() {
     let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // The HTTP and TLS libraries log what a source sent (status lines, headers, redirect

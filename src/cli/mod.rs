@@ -9,6 +9,7 @@ mod keys;
 mod mcp;
 mod policy;
 mod relay;
+mod source;
 mod ui;
 mod witness;
 mod worker;
@@ -87,6 +88,13 @@ enum Command {
     /// Agent: an MCP server for an LLM agent; connectors seal data at the source, the model
     /// gets only a handle (blind retrieval, docs/mcp.md).
     Mcp(mcp::McpArgs),
+    /// Enroll, rotate or revoke sources (admin), or run one: the data owner's sealing service
+    /// next to its data (docs/sources.md).
+    #[command(subcommand)]
+    Source(source::SourceCommand),
+    /// Agent: have a source fill one of your grants where the data lives (docs/sources.md);
+    /// prints where it is queued.
+    Dispatch(source::DispatchArgs),
     /// Run the whole flow in a temporary directory, step by step.
     Demo(demo::DemoArgs),
     /// A transparency-log witness: cosigns a log's checkpoints only when consistent with
@@ -132,6 +140,8 @@ pub fn run() -> Result<()> {
         Command::Approvals(args) => inbox::approvals(args),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Serve(args) => relay::serve(args),
+        Command::Source(cmd) => source::run(cmd),
+        Command::Dispatch(args) => source::dispatch(args),
         Command::Grant(args) => relay::grant(args),
         Command::Grants(args) => relay::grants(args),
         Command::Send(args) => relay::send(args),

@@ -18,6 +18,8 @@ use super::connection::Connection;
 use super::unexpected;
 use super::verify::{authority, own_id, OpenGrant, SerialPins};
 
+mod dispatch;
+
 /// An envelope sealed for a grant, with its signed statement, ready to send (and to send again).
 pub struct Sealed {
     pub grant_id: GrantId,
@@ -35,6 +37,10 @@ pub struct SubmissionStatus {
     pub envelope_id: Option<EnvelopeId>,
     /// The receipt's leaf index in the transparency log, once the user filed one.
     pub receipt_index: Option<u64>,
+    /// The source the grant was dispatched to (docs/sources.md).
+    pub source: Option<String>,
+    /// The source's refusal, verified against its directory entry.
+    pub refusal: Option<crate::core::dispatch::SourceRefusal>,
 }
 
 /// An agent: lists its grants and submits envelopes (it can read nothing).
@@ -84,79 +90,32 @@ impl<'a> AgentClient<'a> {
     /// a signature that does not verify). Errors only when the listing itself cannot be trusted
     /// (a directory log that does not extend what this agent saw).
     pub async fn judged_grants(&self) -> Result<Vec<(WireSigned, Result<OpenGrant>)>> {
-        let authority = authority(self.identity)?;
-        let dir_key = super::keylog::directory_key(self.identity)?;
-        let wait = super::keylog::reset_wait(self.identity);
-        let sent = std::sync::Mutex::new(None);
-        // What this agent had seen of the directory log before this listing (backdating).
-        // The pins first, then the checkpoint: a process writes the checkpoint before the pins
-        // it learned under it, so what is read here never pins more than the checkpoint shows.
-        self.pins.refresh()?;
-        let pinned_before = self.pins.snapshot()?;
-        let seen = self.pins.directory.seen(&dir_key)?;
-        let pages = self
-            .conn
-            .all_pages(
-                |page| {
-                    let dir_size = self.pins.directory.size(&dir_key).ok().flatten();
-                    if let Ok(mut s) = sent.lock() {
-                        *s = dir_size;
-                    }
-                    Request::ListGrants { page, dir_size }
-                },
-                |reply| match reply {
-                    Reply::Grants {
-                        grants,
-                        next,
-                        directory,
-                    } => {
-                        let from = sent.lock().ok().and_then(|s| *s);
-                        let cp = std::sync::Arc::new(
-                            self.pins.directory.accept(&dir_key, &directory, from)?,
-                        );
-                        Ok((grants.into_iter().map(|g| (g, cp.clone())).collect(), next))
-                    }
-                    other => Err(unexpected(&other)),
-                },
-            )
-            .await?;
-        self.pins.refresh()?;
-        let now = clock::now();
+        let judged = judge_listing(
+            &self.conn,
+            self.identity,
+            &self.pins,
+            |page, dir_size| Request::ListGrants { page, dir_size },
+            |reply| match reply {
+                Reply::Grants {
+                    grants,
+                    next,
+                    directory,
+                } => Ok((grants, next, directory)),
+                other => Err(unexpected(&other)),
+            },
+            |v| v,
+        )
+        .await?;
         let mut out = Vec::new();
-        for (view, cp) in &pages {
-            // One grant that does not verify (or names a superseded or unlogged entry, or a
-            // reset still waiting) is answered with why: nothing is sealed for it, and it must
-            // not stop the agent serving the others.
-            let user = crate::core::grant::Grant::decode(&view.grant.statement)
-                .ok()
-                .map(|g| g.user);
-            let pinned = user.and_then(|u| pinned_before.get(&u).copied());
-            let g = match super::keylog::checked_grant(
-                view,
-                cp,
-                &authority,
-                wait,
-                now,
-                seen.map(|(size, at)| super::keylog::Seen { size, at, pinned }),
-            )
-            .and_then(|g| self.pins.check(&g.user_entry).map(|()| g))
-            {
-                Ok(g) => g,
-                Err(e) => {
-                    out.push((view.grant.clone(), Err(e)));
-                    continue;
+        for (view, g) in judged {
+            if let Ok(g) = &g {
+                if g.grant.agent != self.id {
+                    return Err(Error::verification(
+                        "the relay served a grant that does not match its user or this agent",
+                    ));
                 }
-            };
-            // The agent judges expiry itself too: an expired grant is not acted on.
-            if !g.user_entry.is_current(now) || g.grant.expires <= now {
-                continue;
             }
-            if g.grant.agent != self.id {
-                return Err(Error::verification(
-                    "the relay served a grant that does not match its user or this agent",
-                ));
-            }
-            out.push((view.grant.clone(), Ok(g)));
+            out.push((view.grant, g));
         }
         Ok(out)
     }
@@ -177,17 +136,7 @@ impl<'a> AgentClient<'a> {
     /// answer, on a new connection) is safe: the relay answers a repeated submission with the
     /// original envelope id and stores it once.
     pub async fn submit_sealed(&self, sealed: &mut Sealed) -> Result<EnvelopeId> {
-        sealed
-            .file
-            .seek(SeekFrom::Start(0))
-            .map_err(|e| Error::io(format!("cannot rewind the scratch file: {e}")))?;
-        self.submit_raw(
-            sealed.grant_id,
-            &sealed.statement,
-            sealed.length,
-            &mut sealed.file,
-        )
-        .await
+        submit_sealed_over(&self.conn, sealed).await
     }
 
     /// Seals `input` for `grant` into a scratch file and signs the submission statement, without
@@ -233,11 +182,21 @@ impl<'a> AgentClient<'a> {
                 state,
                 envelope_id,
                 receipt_index,
-            } => Ok(SubmissionStatus {
-                state,
-                envelope_id,
-                receipt_index,
-            }),
+                source,
+                refusal,
+            } => {
+                let refusal = match refusal {
+                    Some(r) => Some(self.verified_refusal(&r).await?),
+                    None => None,
+                };
+                Ok(SubmissionStatus {
+                    state,
+                    envelope_id,
+                    receipt_index,
+                    source,
+                    refusal,
+                })
+            }
             other => Err(unexpected(&other)),
         }
     }
@@ -246,6 +205,104 @@ impl<'a> AgentClient<'a> {
     pub fn identity(&self) -> &Identity {
         self.identity
     }
+}
+
+/// Sends a sealed envelope over `conn` (an agent's, or a source's), from its start.
+pub(crate) async fn submit_sealed_over(
+    conn: &Connection,
+    sealed: &mut Sealed,
+) -> Result<EnvelopeId> {
+    sealed
+        .file
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| Error::io(format!("cannot rewind the scratch file: {e}")))?;
+    let request = Request::Submit {
+        grant_id: sealed.grant_id,
+        statement: WireSigned::from_signed(&sealed.statement),
+        length: sealed.length,
+    };
+    match conn.call(request, Some(&mut sealed.file)).await?.0 {
+        Reply::Submitted { envelope_id } => Ok(envelope_id),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// Every item of a listing that carries grant views (an agent's grants, a source's
+/// assignments), each with this party's verdict on its grant: the grant, or why nothing may be
+/// sealed for it (one line: a key not in the directory log, a reset still waiting, a signature
+/// that does not verify). Expired grants are left out. Errors only when the listing itself
+/// cannot be trusted (a directory log that does not extend what this party saw).
+pub(crate) async fn judge_listing<T>(
+    conn: &Connection,
+    identity: &Identity,
+    pins: &SerialPins,
+    ask: impl Fn(crate::core::wire::Page, Option<u64>) -> Request,
+    take: impl Fn(
+        Reply,
+    ) -> Result<(
+        Vec<T>,
+        Option<[u8; 16]>,
+        crate::core::wire::DirectoryCheckpoint,
+    )>,
+    view: impl Fn(&T) -> &crate::core::wire::GrantView,
+) -> Result<Vec<(T, Result<OpenGrant>)>> {
+    let authority = authority(identity)?;
+    let dir_key = super::keylog::directory_key(identity)?;
+    let wait = super::keylog::reset_wait(identity);
+    let sent = std::sync::Mutex::new(None);
+    // What this party had seen of the directory log before this listing (backdating). The
+    // pins first, then the checkpoint: a process writes the checkpoint before the pins it
+    // learned under it, so what is read here never pins more than the checkpoint shows.
+    pins.refresh()?;
+    let pinned_before = pins.snapshot()?;
+    let seen = pins.directory.seen(&dir_key)?;
+    let pages = conn
+        .all_pages(
+            |page| {
+                let dir_size = pins.directory.size(&dir_key).ok().flatten();
+                if let Ok(mut s) = sent.lock() {
+                    *s = dir_size;
+                }
+                ask(page, dir_size)
+            },
+            |reply| {
+                let (items, next, directory) = take(reply)?;
+                let from = sent.lock().ok().and_then(|s| *s);
+                let cp = std::sync::Arc::new(pins.directory.accept(&dir_key, &directory, from)?);
+                Ok((items.into_iter().map(|g| (g, cp.clone())).collect(), next))
+            },
+        )
+        .await?;
+    pins.refresh()?;
+    let now = clock::now();
+    let mut out = Vec::new();
+    for (item, cp) in pages {
+        // One grant that does not verify (or names a superseded or unlogged entry, or a reset
+        // still waiting) is answered with why: nothing is sealed for it, and it must not stop
+        // the party serving the others.
+        let v = view(&item);
+        let user = crate::core::grant::Grant::decode(&v.grant.statement)
+            .ok()
+            .map(|g| g.user);
+        let pinned = user.and_then(|u| pinned_before.get(&u).copied());
+        let g = super::keylog::checked_grant(
+            v,
+            &cp,
+            &authority,
+            wait,
+            now,
+            seen.map(|(size, at)| super::keylog::Seen { size, at, pinned }),
+        )
+        .and_then(|g| pins.check(&g.user_entry).map(|()| g));
+        // The party judges expiry itself too: an expired grant is not acted on.
+        if let Ok(g) = &g {
+            if !g.user_entry.is_current(now) || g.grant.expires <= now {
+                continue;
+            }
+        }
+        out.push((item, g));
+    }
+    Ok(out)
 }
 
 /// Seals `input` to the grant's user (recipient from the verified entry) into a scratch file
@@ -259,6 +316,27 @@ pub fn seal_for(
 ) -> Result<Sealed> {
     // A grant addressed to another agent is the relay's to refuse (as "no such grant").
     let agent = own_id(identity, PartyKind::Agent)?;
+    seal_signed(grant, input, scratch_dir, |digest, len| {
+        Submission {
+            grant_id: grant.grant.grant_id,
+            user: grant.grant.user.clone(),
+            agent,
+            ciphertext_sha256: digest,
+            ciphertext_len: len,
+        }
+        .sign(&identity.signing_key)
+    })
+}
+
+/// Seals `input` to the grant's user (recipient from the verified entry) into a scratch file
+/// and signs what `statement` makes of the ciphertext's digest and length (an agent's
+/// submission, or a source's). Blocking.
+pub fn seal_signed(
+    grant: &OpenGrant,
+    input: &mut (dyn Read + Send),
+    scratch_dir: &Path,
+    statement: impl FnOnce([u8; 32], u64) -> Signed,
+) -> Result<Sealed> {
     let recipient = grant
         .user_entry
         .age_recipient
@@ -287,14 +365,7 @@ pub fn seal_for(
             grant.grant.max_bytes
         )));
     }
-    let statement = Submission {
-        grant_id: grant.grant.grant_id,
-        user: grant.grant.user.clone(),
-        agent,
-        ciphertext_sha256: digest,
-        ciphertext_len: len,
-    }
-    .sign(&identity.signing_key);
+    let statement = statement(digest, len);
     Ok(Sealed {
         grant_id: grant.grant.grant_id,
         statement,

@@ -47,6 +47,25 @@ impl UserClient<'_> {
         len: u64,
     ) -> std::result::Result<(), String> {
         let authority = authority(self.identity).map_err(|e| e.message().to_owned())?;
+        if let Some(by) = &view.sealed_by {
+            // The header verified the source's statement; the digest is what remains.
+            let source = verified_entry(&by.source_entry, &authority, None)
+                .map_err(|e| e.message().to_owned())?;
+            let statement = view
+                .statement
+                .to_signed(StatementType::SourceSubmission)
+                .map_err(|e| e.message().to_owned())?;
+            statement
+                .verify(&source.signing_key)
+                .map_err(|_| "the source's signed statement does not verify".to_owned())?;
+            let s = crate::core::dispatch::SourceSubmission::decode(&statement.statement)
+                .map_err(|e| e.message().to_owned())?;
+            return if s.ciphertext_sha256 == digest && s.ciphertext_len == len {
+                Ok(())
+            } else {
+                Err("the ciphertext does not match the source's signed statement (altered in transit or at rest)".to_owned())
+            };
+        }
         let agent_entry = verified_entry(&view.agent_entry, &authority, Some(&grant.agent))
             .map_err(|e| e.message().to_owned())?;
         let expected = Submission {

@@ -9,10 +9,12 @@ use serde::Serialize;
 
 use crate::clock;
 use crate::core::directory::{sha256, DirectoryEntry};
+use crate::core::dispatch::{check_dispatch, Dispatch, SourceSubmission};
 use crate::core::envelope::submission::Submission;
 use crate::core::grant::{Approval, Grant};
 use crate::core::identity::Identity;
 use crate::core::sign::StatementType;
+use crate::core::store::statement_digest;
 use crate::core::wire::EnvelopeView;
 use crate::error::{Error, Result};
 use crate::ids::{hex, EnvelopeId, SpiffeId};
@@ -40,6 +42,9 @@ pub struct EnvelopeHeader {
     /// a rotation), so the agent sealed it to that key: open it with that identity. Everything
     /// else verified. `None` for this identity's own key.
     pub other_key_serial: Option<u64>,
+    /// The source that sealed it at the data, at the agent's dispatch (docs/sources.md);
+    /// `None` when the agent sealed it itself.
+    pub sealed_by: Option<SpiffeId>,
 }
 
 impl EnvelopeHeader {
@@ -50,6 +55,16 @@ impl EnvelopeHeader {
     /// Whether this identity can open it: it verified, and it was sealed to this identity's key.
     pub fn openable(&self) -> bool {
         self.verified() && self.other_key_serial.is_none()
+    }
+
+    /// Who sealed it, in one line: "sealed by source hr at the data, for research-bot", or
+    /// "sealed by research-bot".
+    pub fn provenance(&self) -> String {
+        let agent = self.agent.as_ref().map_or("?", |a| a.name());
+        match &self.sealed_by {
+            Some(s) => format!("sealed by source {} at the data, for {agent}", s.name()),
+            None => format!("sealed by {agent}"),
+        }
     }
 
     /// Why this identity does not open an envelope sealed to another of the user's keys.
@@ -76,6 +91,8 @@ impl EnvelopeHeader {
             verified: self.verified(),
             problem: self.problem.clone(),
             other_key_serial: self.other_key_serial,
+            sealed_by: self.sealed_by.as_ref().map(ToString::to_string),
+            provenance: self.provenance(),
         }
     }
 }
@@ -96,6 +113,10 @@ pub struct HeaderJson {
     pub problem: Option<String>,
     /// Sealed to another of your keys (that serial): open it with that identity.
     pub other_key_serial: Option<u64>,
+    /// The source that sealed it at the data (its SPIFFE ID), or null when the agent did.
+    pub sealed_by: Option<String>,
+    /// Who sealed it, in one line.
+    pub provenance: String,
 }
 
 /// Judges `view` for the user `identity`. Never fails: what cannot be checked is the header's
@@ -118,6 +139,7 @@ pub fn describe(
         received_at: view.received_at,
         problem: None,
         other_key_serial: None,
+        sealed_by: None,
     };
     if let Err(e) = check(identity, own, view, &mut h) {
         h.problem = Some(e.message().to_owned());
@@ -170,15 +192,33 @@ fn check(
     };
     let agent_entry = verified_entry(&view.agent_entry, &authority, Some(&grant.agent))
         .map_err(|e| Error::verification(format!("the agent's entry: {}", e.message())))?;
+    let me = identity
+        .id
+        .as_ref()
+        .ok_or_else(|| Error::bad_input("this identity is not enrolled"))?;
+    if let Some(by) = &view.sealed_by {
+        // Claimed before it is judged, so that the person sees who it claims to be from.
+        if let Ok(e) = by.source_entry.to_signed(StatementType::DirectoryEntry) {
+            if let Ok(e) = DirectoryEntry::decode(&e.statement) {
+                h.sealed_by = Some(e.id);
+            }
+        }
+        source_claims(
+            view,
+            by,
+            &grant,
+            &grant_signed,
+            &agent_entry,
+            me,
+            &authority,
+        )?;
+        return approval_holds(view, approval, &grant, &grant_signed, me, &authority);
+    }
     let statement = view.statement.to_signed(StatementType::Submission)?;
     let s = Submission::decode(&statement.statement)?;
     statement
         .verify(&agent_entry.signing_key)
         .map_err(|_| Error::verification("the agent's signed statement does not verify"))?;
-    let me = identity
-        .id
-        .as_ref()
-        .ok_or_else(|| Error::bad_input("this identity is not enrolled"))?;
     if s.grant_id != grant.grant_id
         || s.user != *me
         || s.agent != grant.agent
@@ -188,12 +228,25 @@ fn check(
             "the agent's statement describes another grant, user or size",
         ));
     }
+    approval_holds(view, approval, &grant, &grant_signed, me, &authority)
+}
+
+/// The approval, where one came with the envelope: by the approver's verified entry, for this
+/// grant, not by the requester.
+fn approval_holds(
+    view: &EnvelopeView,
+    approval: Option<(crate::core::sign::Signed, Approval)>,
+    grant: &Grant,
+    grant_signed: &crate::core::sign::Signed,
+    me: &SpiffeId,
+    authority: &crate::core::sign::PublicKey,
+) -> Result<()> {
     if let Some((signed, claimed)) = approval {
         let entry = view
             .approver_entry
             .as_ref()
             .ok_or_else(|| Error::verification("the approver's entry is missing"))?;
-        let approver = verified_entry(entry, &authority, Some(&claimed.approver))
+        let approver = verified_entry(entry, authority, Some(&claimed.approver))
             .map_err(|e| Error::verification(format!("the approver's entry: {}", e.message())))?;
         Approval::verify(&signed, &approver.signing_key)
             .map_err(|_| Error::verification("the approval does not verify"))?;
@@ -203,6 +256,57 @@ fn check(
         {
             return Err(Error::verification("the approval is not for this grant"));
         }
+    }
+    Ok(())
+}
+
+/// An envelope sealed by a source at the data: the source's entry verifies against the
+/// authority, is a source's and serves the resource; the agent signed the dispatch, which names
+/// exactly this grant and that source; the source signed a statement answering that dispatch,
+/// for this user and size. (The ciphertext digest is checked once it has arrived.)
+fn source_claims(
+    view: &EnvelopeView,
+    by: &crate::core::wire::SealedBy,
+    grant: &Grant,
+    grant_signed: &crate::core::sign::Signed,
+    agent_entry: &DirectoryEntry,
+    me: &SpiffeId,
+    authority: &crate::core::sign::PublicKey,
+) -> Result<()> {
+    let source = verified_entry(&by.source_entry, authority, None)
+        .map_err(|e| Error::verification(format!("the source's entry: {}", e.message())))?;
+    if source.id.kind() != crate::ids::PartyKind::Source
+        || !source
+            .attributes
+            .scopes
+            .iter()
+            .any(|s| crate::core::resource::matches(s, &grant.resource))
+    {
+        return Err(Error::verification(
+            "the source's entry is not a source that serves this resource",
+        ));
+    }
+    let dispatch_signed = by.dispatch.to_signed(StatementType::Dispatch)?;
+    let dispatch = Dispatch::decode(&dispatch_signed.statement)?;
+    dispatch_signed
+        .verify(&agent_entry.signing_key)
+        .map_err(|_| Error::verification("the agent's dispatch does not verify"))?;
+    check_dispatch(&dispatch, grant, &statement_digest(grant_signed))?;
+    if dispatch.source != source.id {
+        return Err(Error::verification(
+            "the agent dispatched the grant to another source",
+        ));
+    }
+    let statement = view.statement.to_signed(StatementType::SourceSubmission)?;
+    let s = SourceSubmission::decode(&statement.statement)?;
+    statement
+        .verify(&source.signing_key)
+        .map_err(|_| Error::verification("the source's signed statement does not verify"))?;
+    s.answers(&dispatch, &statement_digest(&dispatch_signed))?;
+    if s.user != *me || s.ciphertext_len != view.length {
+        return Err(Error::verification(
+            "the source's statement describes another user or size",
+        ));
     }
     Ok(())
 }

@@ -154,6 +154,8 @@ pub fn checked_grant(
     Ok(OpenGrant {
         grant,
         user_entry: newest,
+        sources: view.sources.clone(),
+        grant_digest: crate::core::store::statement_digest(&signed),
     })
 }
 

@@ -19,11 +19,12 @@ mod fetch_to;
 mod header;
 pub mod keylog;
 pub mod keywatch;
+mod source;
 mod user;
 mod verify;
 
 pub use admin::AdminClient;
-pub use agent::{seal_for, AgentClient, Sealed, SubmissionStatus};
+pub use agent::{seal_for, seal_signed, AgentClient, Sealed, SubmissionStatus};
 pub use connection::{connection_error, Connection, CONNECT_TIMEOUT};
 pub use deliver::{
     command_env, deliver, Courier, Delivered, ForGrant, Plaintext, Retry, FIRST_WAIT, MAX_WAIT,
@@ -31,6 +32,7 @@ pub use deliver::{
 pub use fetch::Fetched;
 pub use fetch_to::{receipt_path, Destination, Saved};
 pub use header::{describe, EnvelopeHeader, HeaderJson};
+pub use source::{Assignment, Listed, SourceClient};
 pub use user::{GrantRequest, MyGrant, UserClient};
 pub use verify::{authority, OpenGrant, SerialPins};
 

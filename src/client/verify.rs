@@ -15,6 +15,11 @@ use crate::ids::{PartyKind, SpiffeId};
 pub struct OpenGrant {
     pub grant: Grant,
     pub user_entry: DirectoryEntry,
+    /// The sources the relay says serve the grant's resource (the agent checks a source's
+    /// entry itself before it dispatches to it).
+    pub sources: Vec<String>,
+    /// `core::store::statement_digest` of the user's signed grant (a dispatch names it).
+    pub grant_digest: [u8; 32],
 }
 
 /// The authority key this identity pinned at import.
@@ -67,7 +72,12 @@ pub fn verified_grant(view: &GrantView, authority: &PublicKey) -> Result<OpenGra
             "the relay served a grant that does not match its requester",
         ));
     }
-    Ok(OpenGrant { grant, user_entry })
+    Ok(OpenGrant {
+        grant,
+        user_entry,
+        sources: view.sources.clone(),
+        grant_digest: crate::core::store::statement_digest(&signed),
+    })
 }
 
 /// The highest directory serial seen per party. A relay that serves an older entry after a newer

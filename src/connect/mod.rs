@@ -117,6 +117,11 @@ pub struct Connectors {
 }
 
 impl Connectors {
+    /// No connectors: every grant goes to a source (an agent host that holds no credential).
+    pub fn none() -> Connectors {
+        Connectors { list: Vec::new() }
+    }
+
     /// Reads and checks a connector file; header values are resolved now, so a missing
     /// variable or secret file is found at start, not on the first retrieval.
     pub fn load(path: &Path) -> Result<Connectors> {

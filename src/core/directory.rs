@@ -90,10 +90,10 @@ impl EnrollmentRequest {
     pub fn validate(&self) -> Result<()> {
         if !matches!(
             self.kind,
-            PartyKind::User | PartyKind::Agent | PartyKind::Admin
+            PartyKind::User | PartyKind::Agent | PartyKind::Admin | PartyKind::Source
         ) {
             return Err(Error::bad_input(
-                "only users, agents and admins enroll with a request",
+                "only users, agents, sources and admins enroll with a request",
             ));
         }
         validate_name(&self.name)?;
@@ -190,10 +190,10 @@ impl DirectoryEntry {
     pub fn validate(&self) -> Result<()> {
         if !matches!(
             self.id.kind(),
-            PartyKind::User | PartyKind::Agent | PartyKind::Admin
+            PartyKind::User | PartyKind::Agent | PartyKind::Admin | PartyKind::Source
         ) {
             return Err(Error::bad_input(
-                "directory entries are for users, agents and admins",
+                "directory entries are for users, agents, sources and admins",
             ));
         }
         if self.id.kind() == PartyKind::Admin && self.attributes != Attributes::default() {

@@ -110,9 +110,12 @@ impl Identity {
     /// whose age clients predate the hybrid type).
     pub fn generate_with(kind: PartyKind, name: &str, x25519_only: bool) -> Result<Self> {
         validate_name(name)?;
-        if !matches!(kind, PartyKind::User | PartyKind::Agent | PartyKind::Admin) {
+        if !matches!(
+            kind,
+            PartyKind::User | PartyKind::Agent | PartyKind::Admin | PartyKind::Source
+        ) {
             return Err(Error::bad_input(
-                "identities are for users, agents and admins",
+                "identities are for users, agents, sources and admins",
             ));
         }
         Ok(Identity {

@@ -5,6 +5,7 @@
 pub mod bundle;
 pub mod codec;
 pub mod directory;
+pub mod dispatch;
 pub mod envelope;
 pub mod grant;
 pub mod grant_state;
@@ -16,6 +17,7 @@ pub mod receipt_file;
 pub mod resource;
 pub mod safety;
 pub mod sign;
+pub mod source_policy;
 pub mod store;
 pub mod tlog;
 pub mod wire;

@@ -45,10 +45,16 @@ pub enum Action {
     Quarantine,
     Release,
     SubmissionStatus,
+    /// An agent has a source fill one of its grants.
+    Dispatch,
+    /// A source lists what was dispatched to it.
+    Assignments,
+    /// A source fills (or refuses) a grant dispatched to it.
+    Fill,
 }
 
 impl Action {
-    pub const ALL: [Action; 14] = [
+    pub const ALL: [Action; 17] = [
         Action::PushDirectory,
         Action::GetEntry,
         Action::Grant,
@@ -63,6 +69,9 @@ impl Action {
         Action::Quarantine,
         Action::Release,
         Action::SubmissionStatus,
+        Action::Dispatch,
+        Action::Assignments,
+        Action::Fill,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -80,6 +89,9 @@ impl Action {
             Action::Quarantine => "quarantine",
             Action::Release => "release",
             Action::SubmissionStatus => "submission_status",
+            Action::Dispatch => "dispatch",
+            Action::Assignments => "assignments",
+            Action::Fill => "fill",
         }
     }
     pub fn from_name(s: &str) -> Result<Self> {
@@ -134,6 +146,9 @@ pub struct Context {
     pub agent_attributes: Option<Attributes>,
     /// Whether that agent is quarantined.
     pub agent_quarantined: bool,
+    /// The source's directory attributes (the patterns it serves), when a grant is dispatched
+    /// to it or it fills one.
+    pub source_attributes: Option<Attributes>,
     pub now: u64,
     pub size: Option<u64>,
 }
@@ -169,6 +184,8 @@ pub fn scope_matches(scope: &str, resource: &str) -> bool {
 
 pub use super::resource::{Catalog, CatalogEntry};
 
+mod explain;
+
 /// A Cedar policy set, its schema and the resource catalog.
 pub struct CedarPolicy {
     policies: PolicySet,
@@ -193,8 +210,8 @@ struct PrincipalKey {
 const MAX_CACHED_PRINCIPALS: usize = 8192;
 
 /// The schema's entity types, parsed once (parsing a type name runs Cedar's parser).
-const ENTITY_TYPES: [&str; 8] = [
-    "User", "Agent", "Admin", "Relay", "Resource", "Grant", "Envelope", "Action",
+const ENTITY_TYPES: [&str; 9] = [
+    "User", "Agent", "Admin", "Relay", "Resource", "Grant", "Envelope", "Action", "Source",
 ];
 
 fn uid(ty: &str, id: &str) -> Result<EntityUid> {
@@ -238,6 +255,7 @@ fn party_type(kind: PartyKind) -> &'static str {
         PartyKind::Agent => "Agent",
         PartyKind::Admin => "Admin",
         PartyKind::Relay => "Relay",
+        PartyKind::Source => "Source",
     }
 }
 
@@ -342,6 +360,11 @@ impl CedarPolicy {
                 )?;
                 Ok((u, e))
             }
+            PartyKind::Source => {
+                let u = uid("Source", &id)?;
+                let e = entity(u.clone(), vec![("serves", strings(&attrs.scopes))])?;
+                Ok((u, e))
+            }
             kind => {
                 let u = uid(party_type(kind), &id)?;
                 Ok((u.clone(), entity(u, vec![])?))
@@ -425,7 +448,17 @@ impl CedarPolicy {
             (Target::Resource { name }, Some(a)) => a.scopes.iter().any(|s| scope_matches(s, name)),
             _ => false,
         };
+        let source_serves = match (&ctx.target, &ctx.source_attributes) {
+            (Target::Grant { resource, .. }, Some(a)) => {
+                a.scopes.iter().any(|s| scope_matches(s, resource))
+            }
+            _ => false,
+        };
         let context = CedarContext::from_pairs([
+            (
+                "source_serves".to_owned(),
+                RestrictedExpression::new_bool(source_serves),
+            ),
             ("now".to_owned(), long(ctx.now)),
             ("size".to_owned(), long(ctx.size.unwrap_or(0))),
             (
@@ -500,48 +533,6 @@ impl CedarPolicy {
         Ok(Decision::Deny {
             reasons: vec![self.explain(p, action, ctx, in_scope)],
         })
-    }
-
-    /// Why no policy permitted the request, in the terms of the default policy. Reasons are
-    /// logged as events, so they name no resource (a resource name can itself be sensitive).
-    fn explain(&self, p: &Principal, action: Action, ctx: &Context, in_scope: bool) -> String {
-        let kind = p.id.kind();
-        let article = if matches!(kind, PartyKind::Admin | PartyKind::Agent) {
-            "an"
-        } else {
-            "a"
-        };
-        let base = format!("no policy permits {article} {kind} to {}", action.as_str());
-        match (&ctx.target, action) {
-            (Target::Resource { name }, Action::Grant) if kind == PartyKind::User => {
-                let clearance = p.attributes.as_ref().map_or(0, |a| a.clearance);
-                let class = self.catalog.lookup(name).map_or(0, |c| c.classification);
-                if ctx.agent_attributes.is_none() {
-                    format!("{base}: the agent has no active directory entry (not enrolled, revoked or expired)")
-                } else if ctx.agent_quarantined {
-                    format!("{base}: the agent is quarantined")
-                } else if clearance < class {
-                    format!("{base} that resource: clearance {clearance} is below its classification {class}")
-                } else if !in_scope {
-                    format!("{base} that resource: the agent's scopes do not cover it")
-                } else {
-                    base
-                }
-            }
-            (Target::Grant { requester, .. }, Action::Approve) if *requester == p.id => {
-                format!("{base}: a user cannot approve their own grant")
-            }
-            (Target::Grant { .. }, Action::Approve) => {
-                format!("{base}: it takes the approver role")
-            }
-            (
-                Target::Grant {
-                    approved: false, ..
-                },
-                Action::Submit,
-            ) => format!("{base}: the grant awaits approval"),
-            _ => base,
-        }
     }
 }
 

@@ -48,10 +48,16 @@ pub enum StatementType {
     KeyRotation,
     /// A second admin's signed approval to shorten a key reset's waiting period.
     ResetApproval,
+    /// An agent asks a source to fill one of its grants (docs/sources.md).
+    Dispatch,
+    /// A source's statement of the envelope it sealed for a dispatched grant.
+    SourceSubmission,
+    /// A source's signed refusal to fill a dispatched grant (its own policy said no).
+    SourceRefusal,
 }
 
 impl StatementType {
-    pub const ALL: [StatementType; 10] = [
+    pub const ALL: [StatementType; 13] = [
         StatementType::EnrollmentRequest,
         StatementType::DirectoryEntry,
         StatementType::Revocation,
@@ -62,6 +68,9 @@ impl StatementType {
         StatementType::Denial,
         StatementType::KeyRotation,
         StatementType::ResetApproval,
+        StatementType::Dispatch,
+        StatementType::SourceSubmission,
+        StatementType::SourceRefusal,
     ];
     pub fn tag(self) -> &'static str {
         match self {
@@ -75,6 +84,9 @@ impl StatementType {
             StatementType::Denial => "denial",
             StatementType::KeyRotation => "key-rotation",
             StatementType::ResetApproval => "reset-approval",
+            StatementType::Dispatch => "dispatch",
+            StatementType::SourceSubmission => "source-submission",
+            StatementType::SourceRefusal => "source-refusal",
         }
     }
     pub fn from_tag(tag: &str) -> Result<Self> {

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::ids::{EnvelopeId, GrantId, SpiffeId};
 
+mod assignment;
+pub use assignment::{AssignmentRecord, AssignmentState};
+
 /// A stored signed statement (statement bytes + 64-byte signature).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredSigned {
@@ -289,10 +292,27 @@ pub enum WriteOp {
         quotas: Quotas,
         event: Event,
     },
+    /// Queue an open, ready grant addressed to `record.agent` for `record.source`. The same
+    /// signed dispatch again is `Duplicate` (the caller answers it as done); another dispatch
+    /// of a grant already dispatched is `AlreadyDispatched`.
+    Dispatch {
+        record: AssignmentRecord,
+        now: u64,
+        event: Event,
+    },
+    /// A source's signed refusal of a queued assignment of its own.
+    RefuseAssignment {
+        grant_id: GrantId,
+        source: SpiffeId,
+        refusal: StoredSigned,
+        event: Event,
+    },
     /// Consume an open, unexpired grant addressed to `agent` and store the envelope, in one
-    /// transaction.
+    /// transaction; with `source`, the grant's queued assignment to that source is filled in
+    /// the same transaction (and there must be one).
     ConsumeGrant {
         agent: SpiffeId,
+        source: Option<SpiffeId>,
         envelope: EnvelopeRecord,
         /// The ciphertext, for envelopes stored inline.
         inline_body: Option<Vec<u8>>,
@@ -369,6 +389,10 @@ pub enum WriteRefusal {
     NotQuarantined,
     /// The grant awaits a second person's approval.
     NotApproved,
+    /// The grant was dispatched to a source already (or, for a source, was not dispatched to
+    /// it, or no longer waits for it).
+    AlreadyDispatched,
+    NotAssigned,
     /// The sweep asked to close a grant that has not expired.
     GrantNotExpired,
     /// A second person refused the grant.
@@ -417,6 +441,10 @@ impl WriteRefusal {
                 "a second person denied the grant: it is closed",
             ),
             WriteRefusal::NotAwaitingApproval => Error::conflict("the grant needs no approval"),
+            WriteRefusal::AlreadyDispatched => Error::conflict(
+                "the grant was already dispatched to a source (a grant is dispatched once)",
+            ),
+            WriteRefusal::NotAssigned => Error::not_found("no such assignment"),
         }
     }
 }
@@ -435,6 +463,16 @@ pub trait Store: Send + Sync + 'static {
     /// The directory log's leaves `from..`, at most `n` (`core::keylog::DirectoryLeaf` bytes).
     fn directory_log(&self, from: u64, n: usize) -> Result<Vec<Vec<u8>>>;
     fn grant(&self, grant_id: &GrantId) -> Result<Option<GrantRecord>>;
+    /// The assignment of a grant to a source, if it was dispatched.
+    fn assignment(&self, grant_id: &GrantId) -> Result<Option<AssignmentRecord>>;
+    /// Queued assignments of `source`, in grant id order, after `after`, at most `limit`
+    /// (those whose grant expired included until the sweep closes it).
+    fn assignments_for(
+        &self,
+        source: &SpiffeId,
+        after: Option<&GrantId>,
+        limit: usize,
+    ) -> Result<Vec<AssignmentRecord>>;
     /// Open grants addressed to `agent`, in id order, after `after`, at most `limit` (expired
     /// ones included until the sweep closes them; the caller filters by time).
     fn open_grants_for(

@@ -12,10 +12,12 @@ use crate::ids::{EnvelopeId, GrantId};
 /// ALPN protocol id.
 pub const ALPN: &[u8] = b"sealrelay/1";
 /// Version carried in every request frame.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 mod directory;
 mod page;
-pub use directory::{DirectoryCheckpoint, GrantView, LogProof, LoggedApproval};
+pub use directory::{
+    AssignmentView, DirectoryCheckpoint, GrantView, LogProof, LoggedApproval, SealedBy,
+};
 pub use page::{Page, MAX_PAGE, PAGE_BYTES};
 
 /// Largest header frame either side accepts.
@@ -163,6 +165,21 @@ pub enum Request {
         from: u64,
         limit: u32,
     },
+    /// Agent: have a source fill one of its open grants (an agent-signed
+    /// `core::dispatch::Dispatch`).
+    Dispatch {
+        dispatch: WireSigned,
+    },
+    /// Source: the grants dispatched to it that wait, a page at a time, each with what it
+    /// needs to check them itself; `dir_size` as for `ListGrants`.
+    Assignments {
+        page: Page,
+        dir_size: Option<u64>,
+    },
+    /// Source: a signed refusal to fill an assignment (`core::dispatch::SourceRefusal`).
+    RefuseAssignment {
+        refusal: WireSigned,
+    },
 }
 
 /// Most entries of one party a `GetEntries` answer carries.
@@ -194,6 +211,9 @@ impl Request {
             Request::ApproveReset { .. } => "approve_reset",
             Request::DirectoryCheckpoint { .. } => "directory_checkpoint",
             Request::DirectoryLeaves { .. } => "directory_leaves",
+            Request::Dispatch { .. } => "dispatch",
+            Request::Assignments { .. } => "assignments",
+            Request::RefuseAssignment { .. } => "refuse_assignment",
         }
     }
 }
@@ -213,6 +233,9 @@ pub struct EnvelopeView {
     pub approval: Option<WireSigned>,
     /// The approver's entry (the user's client verifies it against its authority).
     pub approver_entry: Option<WireSigned>,
+    /// Sealed by a source at the data, not by the agent: then `statement` is the
+    /// source-signed `core::dispatch::SourceSubmission`.
+    pub sealed_by: Option<SealedBy>,
 }
 
 /// A grant awaiting approval, as an approver sees it: the grant, its requester's entry, and the
@@ -262,6 +285,8 @@ impl GrantProgress {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+// A reply lives for one request; boxing the large variants would only add allocations.
+#[allow(clippy::large_enum_variant)]
 pub enum Reply {
     Done,
     Entry {
@@ -323,6 +348,9 @@ pub enum Reply {
         envelope_id: Option<EnvelopeId>,
         /// The receipt's leaf index in the transparency log, once the user filed one.
         receipt_index: Option<u64>,
+        /// The source the grant was dispatched to, and its signed refusal if it refused.
+        source: Option<String>,
+        refusal: Option<WireSigned>,
     },
     /// A leaf's inclusion proof against a checkpoint (witnessed when the relay has witnesses
     /// and a quorum cosigned one that covers the leaf), with a consistency proof from the
@@ -341,6 +369,12 @@ pub enum Reply {
     Leaves {
         leaves: Vec<Vec<u8>>,
     },
+    /// A source's assignments.
+    Assignments {
+        assignments: Vec<AssignmentView>,
+        next: Option<[u8; 16]>,
+        directory: DirectoryCheckpoint,
+    },
 }
 
 /// Where an agent's submission for a grant is, as the relay knows it.
@@ -358,6 +392,10 @@ pub enum SubmissionState {
     Expired,
     /// A second person refused the grant.
     Denied,
+    /// Dispatched to a source, which has not filled it yet.
+    Queued,
+    /// The source refused it (its signed refusal says why).
+    RefusedAtSource,
 }
 
 impl SubmissionState {
@@ -369,6 +407,8 @@ impl SubmissionState {
             SubmissionState::Undecryptable => "undecryptable",
             SubmissionState::Expired => "expired",
             SubmissionState::Denied => "denied",
+            SubmissionState::Queued => "queued at source",
+            SubmissionState::RefusedAtSource => "refused at source",
         }
     }
 }

@@ -13,6 +13,7 @@ fn kind_dir(kind: PartyKind) -> &'static str {
         PartyKind::Agent => "agents",
         PartyKind::Admin => "admins",
         PartyKind::Relay => "relays",
+        PartyKind::Source => "sources",
     }
 }
 

@@ -22,6 +22,7 @@ pub struct VerifySummary {
     pub users: usize,
     pub agents: usize,
     pub admins: usize,
+    pub sources: usize,
     pub statements: usize,
     pub revoked: usize,
 }
@@ -54,6 +55,7 @@ pub fn load(dir: &Path, authority: &PublicKey) -> Result<(Directory, VerifySumma
         ("users", PartyKind::User),
         ("agents", PartyKind::Agent),
         ("admins", PartyKind::Admin),
+        ("sources", PartyKind::Source),
     ] {
         for path in sorted_files(&dir.join(sub))? {
             let bytes = read_capped(&path, MAX_SIGNED_FILE_LEN)?;
@@ -95,6 +97,7 @@ pub fn load(dir: &Path, authority: &PublicKey) -> Result<(Directory, VerifySumma
             PartyKind::User => summary.users += 1,
             PartyKind::Agent => summary.agents += 1,
             PartyKind::Admin => summary.admins += 1,
+            PartyKind::Source => summary.sources += 1,
             _ => {}
         }
     }

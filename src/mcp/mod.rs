@@ -32,8 +32,11 @@ pub struct RequestInfo {
     pub purpose: String,
     pub requester: String,
     pub expires: String,
-    /// Whether a connector serves the resource (if not, `retrieve` will refuse it).
+    /// Whether a connector on this host serves the resource.
     pub connector: bool,
+    /// The source that would seal it where the data lives (preferred over a connector), if
+    /// one serves the resource. With neither, `retrieve` refuses it.
+    pub source: Option<String>,
 }
 
 /// What `retrieve` did: the envelope went to the requester; the model gets ids and the
@@ -41,33 +44,69 @@ pub struct RequestInfo {
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Retrieved {
     pub handle: String,
-    pub envelope_id: String,
+    /// The envelope, when this host sealed it (`None` while a source has it).
+    pub envelope_id: Option<String>,
     /// Ciphertext bytes stored at the relay.
-    pub bytes: u64,
+    pub bytes: Option<u64>,
     /// SHA-256 of the ciphertext (not of the data).
-    pub sha256: String,
+    pub sha256: Option<String>,
+    /// "submitted", or "queued at source" (then `source` names it).
     pub status: String,
+    /// The source it was dispatched to.
+    pub source: Option<String>,
 }
 
 /// Where a handle's envelope is.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Delivery {
     pub handle: String,
-    /// open, submitted, delivered, undecryptable, expired or denied.
+    /// open, queued at source, refused at source, submitted, delivered, undecryptable,
+    /// expired or denied.
     pub status: String,
     pub envelope_id: Option<String>,
     /// The receipt's leaf index in the relay's transparency log, once the requester filed one.
     pub receipt_log_index: Option<u64>,
+    /// The source the grant was dispatched to.
+    pub source: Option<String>,
+    /// The steps so far, e.g. ["queued at source hr", "sealed by source hr", "delivered"].
+    pub steps: Vec<String>,
 }
 
 impl Delivery {
     /// What `delivery_status` answers for `grant_id`'s submission status.
     pub fn of(grant_id: GrantId, status: &crate::client::SubmissionStatus) -> Delivery {
+        use crate::core::wire::SubmissionState as S;
+        let mut steps = Vec::new();
+        let sealed_by = match &status.source {
+            Some(s) => {
+                steps.push(format!("queued at source {s}"));
+                format!("sealed by source {s}")
+            }
+            None => "sealed by this agent".to_owned(),
+        };
+        match status.state {
+            S::Submitted | S::Delivered | S::Undecryptable => steps.push(sealed_by),
+            // The source's signed reason, one of a fixed list (never the data's own words).
+            S::RefusedAtSource => steps.push(match &status.refusal {
+                Some(r) => format!("refused at source: {}", r.reason.sentence()),
+                None => "refused at source".to_owned(),
+            }),
+            _ => {}
+        }
+        match status.state {
+            S::Delivered => steps.push("delivered".to_owned()),
+            S::Undecryptable => steps.push("undecryptable".to_owned()),
+            S::Expired => steps.push("expired".to_owned()),
+            S::Denied => steps.push("denied".to_owned()),
+            _ => {}
+        }
         Delivery {
             handle: handle_for(grant_id),
             status: status.state.as_str().to_owned(),
             envelope_id: status.envelope_id.map(hex),
             receipt_log_index: status.receipt_index,
+            source: status.source.clone(),
+            steps,
         }
     }
 }
@@ -143,6 +182,7 @@ impl BlindAgent {
             .map(|g| RequestInfo {
                 grant_id: hex(g.grant.grant_id),
                 connector: self.connectors.for_resource(&g.grant.resource).is_ok(),
+                source: g.sources.first().cloned(),
                 resource: g.grant.resource,
                 purpose: g.grant.purpose,
                 requester: g.grant.user.to_string(),
@@ -167,6 +207,21 @@ impl BlindAgent {
                     "no open grant with that id for this agent (used, expired, or never made): call list_requests",
                 )
             })?;
+        // Sealed where the data lives when a source serves it: this host reads nothing.
+        if let Some(source) = grant.sources.first() {
+            let id = agent.dispatch(&grant, source).await;
+            agent.conn.close().await;
+            let id = id?;
+            tracing::info!(grant = %hex(grant_id), source = %id.name(), "dispatched to a source");
+            return Ok(Retrieved {
+                handle: handle_for(grant_id),
+                envelope_id: None,
+                bytes: None,
+                sha256: None,
+                status: "queued at source".to_owned(),
+                source: Some(id.name().to_owned()),
+            });
+        }
         // Refused before anything is read when no connector serves it.
         self.connectors.for_resource(&grant.grant.resource)?;
         // Sealed once at the source; a lost answer is safe to repeat: the relay stores one
@@ -188,10 +243,11 @@ impl BlindAgent {
         );
         Ok(Retrieved {
             handle: handle_for(grant_id),
-            envelope_id: hex(delivered.envelope_id),
-            bytes: delivered.length,
-            sha256: hex(delivered.sha256),
+            envelope_id: Some(hex(delivered.envelope_id)),
+            bytes: Some(delivered.length),
+            sha256: Some(hex(delivered.sha256)),
             status: "submitted".to_owned(),
+            source: None,
         })
     }
 

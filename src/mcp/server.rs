@@ -19,8 +19,8 @@ use super::BlindAgent;
 pub const INSTRUCTIONS: &str = "sealrelay hands data to the person who asked for it without you \
 seeing it. list_requests shows the open requests addressed to this agent: who asked, for which \
 resource, and why. retrieve fetches a request's resource through a connector, encrypts it to the \
-requester and stores it at the relay: you get a handle, never the content. delivery_status tells \
-whether the requester has received it.";
+requester and stores it at the relay, or has the data owner's source do so where the data lives: \
+you get a handle, never the content. delivery_status tells whether the requester has received it.";
 
 fn object(v: Value) -> Arc<JsonObject> {
     match v {
@@ -33,8 +33,10 @@ fn object(v: Value) -> Arc<JsonObject> {
 /// client rejects a result its output schema does not allow).
 ///
 /// [`SubmissionState`]: crate::core::wire::SubmissionState
-pub const DELIVERY_STATES: [&str; 6] = [
+pub const DELIVERY_STATES: [&str; 8] = [
     "open",
+    "queued at source",
+    "refused at source",
     "submitted",
     "delivered",
     "undecryptable",
@@ -79,9 +81,10 @@ pub fn tools() -> Vec<Tool> {
                             "purpose": {"type": "string"},
                             "requester": {"type": "string", "description": "the requester's SPIFFE id"},
                             "expires": {"type": "string", "description": "RFC 3339, UTC"},
-                            "connector": {"type": "boolean", "description": "whether a connector serves the resource"}
+                            "connector": {"type": "boolean", "description": "whether a connector on this host serves the resource"},
+                            "source": {"type": ["string", "null"], "description": "the data owner's source that would seal it where the data lives (preferred)"}
                         },
-                        "required": ["grant_id", "resource", "purpose", "requester", "expires", "connector"]
+                        "required": ["grant_id", "resource", "purpose", "requester", "expires", "connector", "source"]
                     }
                 }
             },
@@ -90,10 +93,12 @@ pub fn tools() -> Vec<Tool> {
         .with_annotations(read_only("List open requests")),
         Tool::new(
             "retrieve",
-            "Fetch a request's resource from its source and seal it to the person who asked, at \
-             the source: the data goes encrypted to the requester and cannot be read here. You \
-             get a handle, the envelope id and the ciphertext's size and SHA-256 — never the \
-             content. Each grant can be retrieved once.",
+            "Fetch a request's resource and seal it to the person who asked: through the data \
+             owner's source where one serves it (then it is queued there and sealed where the \
+             data lives), else through a connector here. The data goes encrypted to the \
+             requester and cannot be read here. You get a handle (and, when sealed here, the \
+             envelope id and the ciphertext's size and SHA-256) — never the content. Each grant \
+             can be retrieved once.",
             object(json!({
                 "type": "object",
                 "properties": {
@@ -107,20 +112,22 @@ pub fn tools() -> Vec<Tool> {
             "type": "object",
             "properties": {
                 "handle": {"type": "string", "description": "pass to delivery_status"},
-                "envelope_id": {"type": "string"},
-                "bytes": {"type": "integer", "description": "ciphertext bytes stored at the relay"},
-                "sha256": {"type": "string", "description": "SHA-256 of the ciphertext, not of the data"},
-                "status": {"type": "string", "enum": ["submitted"]}
+                "envelope_id": {"type": ["string", "null"]},
+                "bytes": {"type": ["integer", "null"], "description": "ciphertext bytes stored at the relay"},
+                "sha256": {"type": ["string", "null"], "description": "SHA-256 of the ciphertext, not of the data"},
+                "status": {"type": "string", "enum": ["submitted", "queued at source"]},
+                "source": {"type": ["string", "null"], "description": "the source it was dispatched to"}
             },
-            "required": ["handle", "envelope_id", "bytes", "sha256", "status"]
+            "required": ["handle", "envelope_id", "bytes", "sha256", "status", "source"]
         })))
         .with_annotations(retrieve_notes),
         Tool::new(
             "delivery_status",
-            "Whether the requester has received what retrieve sent: open, submitted, delivered \
-             (with the receipt's index in the relay's transparency log), undecryptable, \
-             expired, or denied (a second person refused the request). It says nothing of the \
-             content.",
+            "Whether the requester has received what retrieve sent: open, queued at source, \
+             refused at source (the data owner's source said no, for a reason from a fixed \
+             list), submitted, delivered (with the receipt's index in the relay's transparency \
+             log), undecryptable, expired, or denied (a second person refused the request), \
+             with the steps so far. It says nothing of the content.",
             object(json!({
                 "type": "object",
                 "properties": {
@@ -136,9 +143,11 @@ pub fn tools() -> Vec<Tool> {
                 "handle": {"type": "string"},
                 "status": {"type": "string", "enum": DELIVERY_STATES},
                 "envelope_id": {"type": ["string", "null"]},
-                "receipt_log_index": {"type": ["integer", "null"]}
+                "receipt_log_index": {"type": ["integer", "null"]},
+                "source": {"type": ["string", "null"]},
+                "steps": {"type": "array", "items": {"type": "string"}}
             },
-            "required": ["handle", "status", "envelope_id", "receipt_log_index"]
+            "required": ["handle", "status", "envelope_id", "receipt_log_index", "source", "steps"]
         })))
         .with_annotations(read_only("Delivery status")),
     ]
@@ -179,19 +188,28 @@ impl McpServer {
             "retrieve" => match text_arg("grant_id") {
                 Err(e) => Err(e),
                 Ok(id) => self.agent.retrieve(id).await.map(|r| {
-                    let text = format!(
-                        "The data was encrypted to the requester and stored at the relay as envelope {} ({} bytes of ciphertext). It cannot be read here; only the requester can open it. Check delivery with delivery_status and handle {}.",
-                        r.envelope_id, r.bytes, r.handle
-                    );
+                    let text = match (&r.source, &r.envelope_id, r.bytes) {
+                        (Some(s), _, _) => format!(
+                            "Queued at source {s}: the data owner's source will seal the data to the requester where it lives; it never comes here. Check progress with delivery_status and handle {}.",
+                            r.handle
+                        ),
+                        (None, Some(e), Some(b)) => format!(
+                            "The data was encrypted to the requester and stored at the relay as envelope {e} ({b} bytes of ciphertext). It cannot be read here; only the requester can open it. Check delivery with delivery_status and handle {}.",
+                            r.handle
+                        ),
+                        _ => format!("Submitted. Check delivery with delivery_status and handle {}.", r.handle),
+                    };
                     (json!(r), text)
                 }),
             },
             "delivery_status" => match text_arg("handle") {
                 Err(e) => Err(e),
                 Ok(h) => self.agent.delivery_status(h).await.map(|d| {
+                    let steps = d.steps.join(", then ");
                     let text = match d.receipt_log_index {
-                        Some(i) => format!("{}: the requester's receipt is entry {i} of the relay's log.", d.status),
-                        None => format!("{}.", d.status),
+                        Some(i) => format!("{} ({steps}): the requester's receipt is entry {i} of the relay's log.", d.status),
+                        None if steps.is_empty() => format!("{}.", d.status),
+                        None => format!("{} ({steps}).", d.status),
                     };
                     (json!(d), text)
                 }),
@@ -256,10 +274,20 @@ mod tests {
     /// is added (and so checked against the schema below).
     fn every_state() -> Vec<SubmissionState> {
         use SubmissionState::*;
-        let all = [Open, Submitted, Delivered, Undecryptable, Expired, Denied];
+        let all = [
+            Open,
+            Submitted,
+            Delivered,
+            Undecryptable,
+            Expired,
+            Denied,
+            Queued,
+            RefusedAtSource,
+        ];
         for s in all {
             match s {
-                Open | Submitted | Delivered | Undecryptable | Expired | Denied => {}
+                Open | Submitted | Delivered | Undecryptable | Expired | Denied | Queued
+                | RefusedAtSource => {}
             }
         }
         all.to_vec()
@@ -340,6 +368,8 @@ mod tests {
                     SubmissionState::Delivered | SubmissionState::Undecryptable
                 )
                 .then_some(42),
+                source: Some("hr".into()),
+                refusal: None,
             };
             let answer = json!(crate::mcp::Delivery::of(GrantId([1; 16]), &status));
             if let Err(e) = validate(&schema, &answer, "result") {
@@ -356,12 +386,22 @@ mod tests {
     fn retrieve_and_list_requests_answers_validate_against_their_schemas() {
         let r = crate::mcp::Retrieved {
             handle: crate::mcp::handle_for(GrantId([1; 16])),
-            envelope_id: crate::ids::hex([2u8; 16]),
-            bytes: 100,
-            sha256: crate::ids::hex([3u8; 32]),
+            envelope_id: Some(crate::ids::hex([2u8; 16])),
+            bytes: Some(100),
+            sha256: Some(crate::ids::hex([3u8; 32])),
             status: "submitted".into(),
+            source: None,
         };
         validate(&output_schema("retrieve"), &json!(r), "retrieve").unwrap();
+        let queued = crate::mcp::Retrieved {
+            handle: crate::mcp::handle_for(GrantId([1; 16])),
+            envelope_id: None,
+            bytes: None,
+            sha256: None,
+            status: "queued at source".into(),
+            source: Some("hr".into()),
+        };
+        validate(&output_schema("retrieve"), &json!(queued), "retrieve").unwrap();
         let q = crate::mcp::RequestInfo {
             grant_id: crate::ids::hex([1u8; 16]),
             resource: "tickets/1".into(),
@@ -369,6 +409,7 @@ mod tests {
             requester: "spiffe://t/user/alice".into(),
             expires: "2026-12-05T00:00:00Z".into(),
             connector: true,
+            source: None,
         };
         validate(
             &output_schema("list_requests"),

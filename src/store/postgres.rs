@@ -15,8 +15,8 @@ mod write;
 use std::sync::{Arc, Mutex};
 
 use crate::core::store::{
-    DeliveryRecord, EnvelopeRecord, Event, GrantRecord, OpResult, Store, StoredSigned, Usage,
-    WriteOp,
+    AssignmentRecord, DeliveryRecord, EnvelopeRecord, Event, GrantRecord, OpResult, Store,
+    StoredSigned, Usage, WriteOp,
 };
 use crate::core::tlog::{Hash, Tree};
 use crate::error::{Error, Result};
@@ -282,6 +282,29 @@ impl Store for PgStore {
         self.record(
             "SELECT record FROM grants WHERE grant_id = $1",
             grant_id.as_slice().to_vec(),
+        )
+    }
+
+    fn assignment(&self, grant_id: &GrantId) -> Result<Option<AssignmentRecord>> {
+        self.record(
+            "SELECT record FROM assignments WHERE grant_id = $1",
+            grant_id.as_slice().to_vec(),
+        )
+    }
+
+    fn assignments_for(
+        &self,
+        source: &SpiffeId,
+        after: Option<&GrantId>,
+        n: usize,
+    ) -> Result<Vec<AssignmentRecord>> {
+        self.records(
+            "SELECT record FROM assignments WHERE source = $1 AND queued AND grant_id > $2 ORDER BY grant_id LIMIT $3",
+            vec![
+                Box::new(source.to_string()),
+                Box::new(after_key(after.map(|g| g.as_bytes()))),
+                Box::new(limit(n)),
+            ],
         )
     }
 

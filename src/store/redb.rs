@@ -6,7 +6,8 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use crate::core::store::{
-    EnvelopeRecord, Event, GrantRecord, GrantState, OpResult, Store, StoredSigned, WriteOp,
+    AssignmentRecord, EnvelopeRecord, Event, GrantRecord, GrantState, OpResult, Store,
+    StoredSigned, WriteOp,
 };
 use crate::core::tlog::{Hash, Tree};
 use crate::error::{Error, Result};
@@ -31,6 +32,10 @@ const DELIVERIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("deliveri
 /// `user\0<grant hex>` → (): every grant a user made (grants made before this index existed
 /// are not listed).
 const USER_GRANTS: TableDefinition<&str, ()> = TableDefinition::new("user_grants");
+/// Grant id → its assignment to a source (`core::store::AssignmentRecord`).
+const ASSIGNMENTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("assignments");
+/// `source\0<grant hex>` → (): a source's queued assignments.
+const SOURCE_QUEUE: TableDefinition<&str, ()> = TableDefinition::new("source_queue");
 /// Merkle tree nodes: (level, index) → hash of the complete subtree of 2^level leaves.
 const TLOG_NODES: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("tlog_nodes");
 
@@ -199,6 +204,8 @@ impl RedbStore {
             txn.open_table(USAGE).map_err(db_err)?;
             txn.open_table(DELIVERIES).map_err(db_err)?;
             txn.open_table(USER_GRANTS).map_err(db_err)?;
+            txn.open_table(ASSIGNMENTS).map_err(db_err)?;
+            txn.open_table(SOURCE_QUEUE).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
         let tree = load_tree(&db)?;
@@ -275,7 +282,9 @@ impl Store for RedbStore {
         if ops.iter().any(|op| {
             matches!(
                 op,
-                WriteOp::CreateGrant { .. } | WriteOp::ConsumeGrant { .. }
+                WriteOp::CreateGrant { .. }
+                    | WriteOp::ConsumeGrant { .. }
+                    | WriteOp::Dispatch { .. }
             )
         }) {
             self.ensure_room(0)?;
@@ -436,6 +445,26 @@ impl Store for RedbStore {
             USER_GRANTS,
             GRANTS,
             user,
+            after.map(|g| g.as_bytes()),
+            limit,
+        )
+    }
+
+    fn assignment(&self, grant_id: &GrantId) -> Result<Option<AssignmentRecord>> {
+        self.record(ASSIGNMENTS, grant_id.as_slice())
+    }
+
+    fn assignments_for(
+        &self,
+        source: &SpiffeId,
+        after: Option<&GrantId>,
+        limit: usize,
+    ) -> Result<Vec<AssignmentRecord>> {
+        // The queue holds queued assignments only: filling or refusing one removes it.
+        self.owned_records(
+            SOURCE_QUEUE,
+            ASSIGNMENTS,
+            source,
             after.map(|g| g.as_bytes()),
             limit,
         )

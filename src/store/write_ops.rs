@@ -5,8 +5,8 @@
 
 use crate::core::grant_state;
 use crate::core::store::{
-    pair_usage_key, DeliveryRecord, EnvelopeRecord, Event, GrantRecord, GrantState, OpResult,
-    QuotaKind, StoredSigned, Usage, WriteOp, WriteRefusal,
+    pair_usage_key, AssignmentRecord, AssignmentState, DeliveryRecord, EnvelopeRecord, Event,
+    GrantRecord, GrantState, OpResult, QuotaKind, StoredSigned, Usage, WriteOp, WriteRefusal,
 };
 use crate::error::Result;
 use crate::ids::{EnvelopeId, GrantId, SpiffeId};
@@ -15,6 +15,9 @@ use crate::ids::{EnvelopeId, GrantId, SpiffeId};
 /// indexes in step with the records it is given.
 pub trait Tables {
     fn grant(&mut self, id: &GrantId) -> Result<Option<GrantRecord>>;
+    fn assignment(&mut self, id: &GrantId) -> Result<Option<AssignmentRecord>>;
+    /// Writes an assignment: in its source's queue while it is queued.
+    fn put_assignment(&mut self, a: &AssignmentRecord) -> Result<()>;
     /// Writes a grant and its indexes: listed for its agent while open, for its user always,
     /// and as awaiting approval while open, needing one, and without one.
     fn put_grant(&mut self, g: &GrantRecord) -> Result<()>;
@@ -188,8 +191,38 @@ fn apply_one(t: &mut impl Tables, op: &WriteOp) -> Result<OpResult> {
                 Ok(t.append(event)?)
             }
         }
+        WriteOp::Dispatch { record, now, event } => match t.grant(&record.grant_id)? {
+            None => Err(WriteRefusal::GrantNotFound),
+            Some(g) => match t.assignment(&record.grant_id)? {
+                Some(a) if a.dispatch == record.dispatch => Err(WriteRefusal::Duplicate),
+                Some(_) => Err(WriteRefusal::AlreadyDispatched),
+                None => match grant_state::check_consume(&g, &record.agent, 0, *now) {
+                    Err(r) => Err(r),
+                    Ok(()) => {
+                        t.put_assignment(record)?;
+                        Ok(t.append(event)?)
+                    }
+                },
+            },
+        },
+        WriteOp::RefuseAssignment {
+            grant_id,
+            source,
+            refusal,
+            event,
+        } => match t.assignment(grant_id)? {
+            Some(mut a) if a.source == *source && a.queued() => {
+                a.state = AssignmentState::Refused {
+                    refusal: refusal.clone(),
+                };
+                t.put_assignment(&a)?;
+                Ok(t.append(event)?)
+            }
+            _ => Err(WriteRefusal::NotAssigned),
+        },
         WriteOp::ConsumeGrant {
             agent,
+            source,
             envelope,
             inline_body,
             now,
@@ -197,29 +230,40 @@ fn apply_one(t: &mut impl Tables, op: &WriteOp) -> Result<OpResult> {
             event,
         } => {
             let waiting = t.usage(&envelope.user.to_string())?;
-            let consumed = match t.grant(&envelope.grant_id)? {
-                None => Err(WriteRefusal::GrantNotFound),
-                Some(g) => {
-                    grant_state::consume(&g, agent, envelope.length, *now, envelope.envelope_id)
-                }
-            }
-            .and_then(|g| {
-                if waiting.pending_envelopes >= quotas.pending_envelopes_per_user {
-                    Err(WriteRefusal::Quota {
-                        kind: QuotaKind::PendingEnvelopesPerUser,
-                        limit: quotas.pending_envelopes_per_user,
-                    })
-                } else if waiting.pending_bytes.saturating_add(envelope.length)
-                    > quotas.pending_bytes_per_user
-                {
-                    Err(WriteRefusal::Quota {
-                        kind: QuotaKind::PendingBytesPerUser,
-                        limit: quotas.pending_bytes_per_user,
-                    })
-                } else {
-                    Ok(g)
-                }
-            });
+            // A grant dispatched to a source is that source's to fill, and a source fills only
+            // what was dispatched to it and still waits.
+            let assignment = t.assignment(&envelope.grant_id)?;
+            let assigned = match (&assignment, source) {
+                (Some(a), Some(s)) if a.source == *s && a.queued() => Ok(()),
+                (_, Some(_)) => Err(WriteRefusal::NotAssigned),
+                (Some(a), None) if a.queued() => Err(WriteRefusal::AlreadyDispatched),
+                _ => Ok(()),
+            };
+            let grant = t.grant(&envelope.grant_id)?;
+            let consumed = assigned
+                .and_then(|()| match grant {
+                    None => Err(WriteRefusal::GrantNotFound),
+                    Some(g) => {
+                        grant_state::consume(&g, agent, envelope.length, *now, envelope.envelope_id)
+                    }
+                })
+                .and_then(|g| {
+                    if waiting.pending_envelopes >= quotas.pending_envelopes_per_user {
+                        Err(WriteRefusal::Quota {
+                            kind: QuotaKind::PendingEnvelopesPerUser,
+                            limit: quotas.pending_envelopes_per_user,
+                        })
+                    } else if waiting.pending_bytes.saturating_add(envelope.length)
+                        > quotas.pending_bytes_per_user
+                    {
+                        Err(WriteRefusal::Quota {
+                            kind: QuotaKind::PendingBytesPerUser,
+                            limit: quotas.pending_bytes_per_user,
+                        })
+                    } else {
+                        Ok(g)
+                    }
+                });
             match consumed {
                 Err(refusal) => Err(refusal),
                 Ok(g) => {
@@ -236,6 +280,12 @@ fn apply_one(t: &mut impl Tables, op: &WriteOp) -> Result<OpResult> {
                     t.put_envelope(envelope)?;
                     if let Some(body) = inline_body {
                         t.put_inline(&envelope.envelope_id, body)?;
+                    }
+                    if let (Some(mut a), Some(_)) = (assignment, source) {
+                        a.state = AssignmentState::Filled {
+                            envelope_id: envelope.envelope_id,
+                        };
+                        t.put_assignment(&a)?;
                     }
                     Ok(t.append(event)?)
                 }
@@ -275,13 +325,23 @@ fn apply_one(t: &mut impl Tables, op: &WriteOp) -> Result<OpResult> {
             now,
             approval_ttl,
             event,
-        } => transition(
-            t,
-            grant_id,
-            event,
-            |g| grant_state::expire(g, *now, *approval_ttl),
-            true,
-        )?,
+        } => {
+            let done = transition(
+                t,
+                grant_id,
+                event,
+                |g| grant_state::expire(g, *now, *approval_ttl),
+                true,
+            )?;
+            // Out of its source's queue too.
+            if done.is_ok() {
+                if let Some(mut a) = t.assignment(grant_id)?.filter(|a| a.queued()) {
+                    a.state = AssignmentState::Lapsed;
+                    t.put_assignment(&a)?;
+                }
+            }
+            done
+        }
         WriteOp::DeleteEnvelope { envelope_id, event } => match t.envelope(envelope_id)? {
             None => Err(WriteRefusal::EnvelopeNotFound),
             Some(e) => {

@@ -79,9 +79,18 @@ fn approver(h: &EnvelopeHeader) -> String {
 }
 
 fn agent(h: &EnvelopeHeader) -> String {
-    h.agent
+    let agent = h
+        .agent
         .as_ref()
-        .map_or_else(|| "?".to_owned(), |a| esc(&a.to_string()))
+        .map_or_else(|| "?".to_owned(), |a| esc(&a.to_string()));
+    match &h.sealed_by {
+        // Who sealed it at the data (docs/sources.md), beside the agent that asked it to.
+        Some(_) => format!(
+            "{agent}<br><span class=\"sealed-by\">{}</span>",
+            esc(&h.provenance())
+        ),
+        None => agent,
+    }
 }
 
 /// The inbox: who, what, why and the verification status of each envelope. The table carries

@@ -1,18 +1,23 @@
 //! A store for tests that attack the relay from below: it delegates to redb, refuses every
 //! transaction once `fail` is set (an I/O error), and serves the envelope named in `tamper`
 //! with one bit of its agent-signed statement's signature flipped (a corrupted or malicious
-//! store: the user's client must notice).
+//! store: the user's client must notice); `forge` alters the assignments it lists to a
+//! source (a relay forwarding forged assignments: the source must notice).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use sealrelay::core::store::{EnvelopeRecord, Store};
+use sealrelay::core::store::{AssignmentRecord, EnvelopeRecord, Store};
 use sealrelay::ids::EnvelopeId;
+
+/// What a forging relay does to each assignment it lists.
+pub type Forge = fn(&mut AssignmentRecord);
 
 pub struct Hooked {
     pub inner: sealrelay::store::redb::RedbStore,
     pub fail: Arc<AtomicBool>,
     pub tamper: Arc<Mutex<Option<EnvelopeId>>>,
+    pub forge: Arc<Mutex<Option<Forge>>>,
 }
 
 impl Hooked {
@@ -21,6 +26,7 @@ impl Hooked {
             inner: sealrelay::store::redb::RedbStore::in_memory().unwrap(),
             fail: Arc::default(),
             tamper: Arc::default(),
+            forge: Arc::default(),
         }
     }
 
@@ -65,6 +71,24 @@ impl Store for Hooked {
         id: &sealrelay::ids::GrantId,
     ) -> sealrelay::Result<Option<sealrelay::core::store::GrantRecord>> {
         self.inner.grant(id)
+    }
+    fn assignment(
+        &self,
+        id: &sealrelay::ids::GrantId,
+    ) -> sealrelay::Result<Option<AssignmentRecord>> {
+        self.inner.assignment(id)
+    }
+    fn assignments_for(
+        &self,
+        source: &sealrelay::ids::SpiffeId,
+        after: Option<&sealrelay::ids::GrantId>,
+        limit: usize,
+    ) -> sealrelay::Result<Vec<AssignmentRecord>> {
+        let mut listed = self.inner.assignments_for(source, after, limit)?;
+        if let Some(forge) = *self.forge.lock().unwrap() {
+            listed.iter_mut().for_each(forge);
+        }
+        Ok(listed)
     }
     fn grants_by(
         &self,

@@ -52,6 +52,11 @@ impl Attributes {
             PartyKind::Agent if !self.roles.is_empty() || self.clearance != 0 => Err(
                 Error::bad_input("agents carry scopes, not roles or a clearance"),
             ),
+            PartyKind::Source if !self.roles.is_empty() || self.clearance != 0 => {
+                Err(Error::bad_input(
+                    "sources carry the patterns they serve (--serves), not roles or a clearance",
+                ))
+            }
             PartyKind::User if !self.scopes.is_empty() => Err(Error::bad_input(
                 "users carry a clearance and roles, not scopes",
             )),

@@ -20,6 +20,27 @@ pub struct GrantView {
     /// A second admin's approval that shortened a reset's wait, with the approver's entry,
     /// each with its place in the directory log.
     pub approvals: Vec<LoggedApproval>,
+    /// The sources whose entries say they serve the grant's resource (names), for an agent
+    /// that would rather have the data sealed where it lives (docs/sources.md).
+    pub sources: Vec<String>,
+}
+
+/// A grant dispatched to a source, as the source sees it: the grant with its user's logged
+/// entries (as an agent sees it), the agent's signed dispatch and the agent's entry. The
+/// source checks every one of them itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignmentView {
+    pub view: GrantView,
+    pub dispatch: WireSigned,
+    pub agent_entry: WireSigned,
+}
+
+/// Who sealed an envelope at the data: the source's entry and the agent's dispatch that asked
+/// it (the user's client checks both, and the source's signed statement, before opening).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedBy {
+    pub source_entry: WireSigned,
+    pub dispatch: WireSigned,
 }
 
 /// A statement's place in the directory log: its leaf index, the time it was logged, and the

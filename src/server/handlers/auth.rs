@@ -186,7 +186,7 @@ impl Relay {
         match peer.id.kind() {
             // Admins too are directory entries, pinned to their TLS key and revocable: a
             // certificate from the CA alone is not enough.
-            PartyKind::User | PartyKind::Agent | PartyKind::Admin => {
+            PartyKind::User | PartyKind::Agent | PartyKind::Admin | PartyKind::Source => {
                 let dir = self
                     .directory
                     .read()

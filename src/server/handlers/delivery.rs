@@ -5,8 +5,10 @@
 use crate::core::grant::{DeliveryStatus, Receipt};
 use crate::core::policy::{Action, Context, Target};
 use crate::core::sign::StatementType;
-use crate::core::store::{EnvelopeRecord, GrantState, StoredSigned, WriteOp};
-use crate::core::wire::{EnvelopeView, ErrorCode, Page, Reply, SubmissionState, WireSigned};
+use crate::core::store::{AssignmentState, EnvelopeRecord, GrantState, StoredSigned, WriteOp};
+use crate::core::wire::{
+    EnvelopeView, ErrorCode, Page, Reply, SealedBy, SubmissionState, WireSigned,
+};
 use crate::ids::{EnvelopeId, GrantId, PartyKind};
 use crate::net::Peer;
 
@@ -127,8 +129,40 @@ fn view(relay: &Relay, e: &EnvelopeRecord) -> Result<EnvelopeView, Refusal> {
         statement: e.statement.statement.clone(),
         signature: e.statement.signature.clone(),
     };
-    let agent_entry = entry_that_signed(relay, &e.agent, &statement, StatementType::Submission)
-        .map_err(|_| Refusal::not_found("agent entry"))?;
+    // Sealed by a source at the data: the agent signed the dispatch, the source the statement.
+    let filled_by = relay.store.assignment(&e.grant_id)?.filter(|a| {
+        matches!(a.state, AssignmentState::Filled { envelope_id } if envelope_id == e.envelope_id)
+    });
+    let (agent_entry, sealed_by) = match filled_by {
+        None => (
+            entry_that_signed(relay, &e.agent, &statement, StatementType::Submission)
+                .map_err(|_| Refusal::not_found("agent entry"))?,
+            None,
+        ),
+        Some(a) => {
+            let dispatch = WireSigned {
+                statement: a.dispatch.statement,
+                signature: a.dispatch.signature,
+            };
+            let agent_entry =
+                entry_that_signed(relay, &e.agent, &dispatch, StatementType::Dispatch)
+                    .map_err(|_| Refusal::not_found("agent entry"))?;
+            let source_entry = entry_that_signed(
+                relay,
+                &a.source,
+                &statement,
+                StatementType::SourceSubmission,
+            )
+            .map_err(|_| Refusal::not_found("source entry"))?;
+            (
+                agent_entry,
+                Some(SealedBy {
+                    source_entry,
+                    dispatch,
+                }),
+            )
+        }
+    };
     // The approval and its approver's entry, for the client to verify and show.
     let approval = grant.approval.as_ref().map(|a| WireSigned {
         statement: a.statement.clone(),
@@ -153,6 +187,7 @@ fn view(relay: &Relay, e: &EnvelopeRecord) -> Result<EnvelopeView, Refusal> {
         received_at: e.received_at,
         approval,
         approver_entry,
+        sealed_by,
     })
 }
 
@@ -274,8 +309,14 @@ pub async fn receipt(
     // Only the user's client can tell a file was not sealed to it: count it against the agent,
     // unless the user's key changed between the grant and this receipt (the grant was signed
     // with another of the user's keys, so the agent sealed to that one): the user's own key
-    // change is not the agent's doing.
+    // change is not the agent's doing. Nor is an envelope a source sealed (docs/sources.md):
+    // the agent never held its bytes.
+    let sealed_by_source = relay
+        .store
+        .assignment(&record.grant_id)?
+        .is_some_and(|a| matches!(a.state, AssignmentState::Filled { envelope_id } if envelope_id == record.envelope_id));
     if r.status == DeliveryStatus::Undecryptable
+        && !sealed_by_source
         && grant_signed_by(relay, &record.grant_id, &user_entry.signing_key)
     {
         relay
@@ -332,8 +373,20 @@ pub async fn submission_status(relay: &Relay, peer: &Peer, grant_id: GrantId, cx
     relay
         .authorize(cx, peer, Action::SubmissionStatus, &ctx)
         .await?;
+    let assignment = relay.store.assignment(&grant_id)?;
+    let refusal = assignment.as_ref().and_then(|a| match &a.state {
+        AssignmentState::Refused { refusal } => Some(WireSigned {
+            statement: refusal.statement.clone(),
+            signature: refusal.signature.clone(),
+        }),
+        _ => None,
+    });
     let (state, envelope_id, receipt_index) = match grant.state {
         GrantState::Open if grant.expires <= now => (SubmissionState::Expired, None, None),
+        GrantState::Open if refusal.is_some() => (SubmissionState::RefusedAtSource, None, None),
+        GrantState::Open if assignment.as_ref().is_some_and(|a| a.queued()) => {
+            (SubmissionState::Queued, None, None)
+        }
         GrantState::Open => (SubmissionState::Open, None, None),
         GrantState::Expired => (SubmissionState::Expired, None, None),
         GrantState::Denied => (SubmissionState::Denied, None, None),
@@ -357,5 +410,7 @@ pub async fn submission_status(relay: &Relay, peer: &Peer, grant_id: GrantId, cx
         state,
         envelope_id,
         receipt_index,
+        source: assignment.map(|a| a.source.name().to_owned()),
+        refusal,
     })
 }

@@ -34,6 +34,7 @@ pub async fn create(relay: &Relay, peer: &Peer, grant: WireSigned, cx: &Cx) -> H
         agent: Some(g.agent.clone()),
         agent_attributes: agent_entry.as_ref().map(|e| e.attributes.clone()),
         agent_quarantined: relay.monitor.is_quarantined(&g.agent.to_string()),
+        source_attributes: None,
         now,
         size: Some(g.max_bytes),
     };
@@ -119,6 +120,28 @@ pub async fn create(relay: &Relay, peer: &Peer, grant: WireSigned, cx: &Cx) -> H
     })
 }
 
+/// The sources in force whose entries say they serve `resource` (names, in name order).
+pub(crate) fn serving(
+    dir: &crate::core::directory::Directory,
+    resource: &str,
+    now: u64,
+) -> Vec<String> {
+    let mut names: Vec<String> = dir
+        .parties()
+        .filter(|e| e.id.kind() == crate::ids::PartyKind::Source)
+        .filter(|e| dir.active(&e.id, now).is_ok())
+        .filter(|e| {
+            e.attributes
+                .scopes
+                .iter()
+                .any(|s| crate::core::resource::matches(s, resource))
+        })
+        .map(|e| e.id.name().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// Why a grant of a user with only an X25519 key cannot be filled on this relay.
 pub const UNFILLABLE: &str = "the grant's user has an X25519 age key and this relay requires post-quantum recipients (require_post_quantum): no envelope can fill this grant until the user enrolls a post-quantum key; this is not counted against the agent";
 
@@ -148,7 +171,7 @@ fn recipient_is_post_quantum(entry: &crate::core::directory::DirectoryEntry) -> 
 /// agent or approver sees it; `None` when the requester has no entry in force any more, or
 /// when no logged entry of the requester signed the grant: the agent could not verify it,
 /// and one such grant must not break a listing for everyone.
-fn view(relay: &Relay, g: GrantRecord, now: u64, size: u64) -> Option<GrantView> {
+pub(crate) fn view(relay: &Relay, g: GrantRecord, now: u64, size: u64) -> Option<GrantView> {
     let dir = relay.directory.read().ok()?;
     dir.active(&g.user, now).ok()?;
     let signed = WireSigned {
@@ -168,6 +191,7 @@ fn view(relay: &Relay, g: GrantRecord, now: u64, size: u64) -> Option<GrantView>
         user_log,
         earlier,
         approvals,
+        sources: serving(&dir, &g.resource, now),
     })
 }
 

@@ -15,6 +15,7 @@ pub mod keylog;
 pub mod log;
 pub mod outcome;
 pub mod page;
+pub mod sources;
 pub mod submit;
 #[cfg(test)]
 mod tests;
@@ -84,6 +85,11 @@ pub async fn handle<B: AsyncRead + Unpin + Send>(
         Request::Release { agent } => admin::release(relay, peer, &agent, cx).await,
         Request::Deny { denial } => grants::deny(relay, peer, denial, cx).await,
         Request::MyGrants { page } => grants::mine(relay, peer, page, cx).await,
+        Request::Dispatch { dispatch } => sources::dispatch(relay, peer, dispatch, cx).await,
+        Request::Assignments { page, dir_size } => {
+            sources::assignments(relay, peer, page, dir_size, cx).await
+        }
+        Request::RefuseAssignment { refusal } => sources::refuse(relay, peer, refusal, cx).await,
         Request::SubmissionStatus { grant_id } => {
             delivery::submission_status(relay, peer, grant_id, cx).await
         }

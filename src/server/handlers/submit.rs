@@ -11,9 +11,9 @@ use crate::core::envelope::validate::EnvelopeValidator;
 use crate::core::grant_state;
 use crate::core::policy::{Action, Context};
 use crate::core::sign::StatementType;
-use crate::core::store::{EnvelopeRecord, GrantState, StoredSigned, WriteOp};
+use crate::core::store::{EnvelopeRecord, GrantState, StoredSigned, WriteOp, WriteRefusal};
 use crate::core::wire::{ErrorCode, Reply, WireSigned};
-use crate::ids::{EnvelopeId, GrantId};
+use crate::ids::{EnvelopeId, GrantId, PartyKind};
 use crate::net::frame::CHUNK;
 use crate::net::Peer;
 use crate::store::blobs::{BlobWriter, PIECE};
@@ -38,33 +38,60 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
     body: &mut B,
 ) -> Handled {
     let now = cx.now;
-    // The grant the submission is for; one addressed to another agent is "no such grant".
-    let grant = relay.store.grant(&grant_id)?.filter(|g| g.agent == peer.id);
+    // A source submits for a grant dispatched to it (docs/sources.md), an agent for a grant
+    // addressed to it; any other grant is "no such grant".
+    let assignment = match peer.id.kind() {
+        PartyKind::Source => Some(
+            relay
+                .store
+                .assignment(&grant_id)?
+                .filter(|a| a.source == peer.id),
+        ),
+        _ => None,
+    };
+    let grant = relay.store.grant(&grant_id)?.filter(|g| match &assignment {
+        Some(a) => a.is_some(),
+        None => g.agent == peer.id,
+    });
     let Some(grant) = grant else {
         // Still authenticate (and rate-limit, and refuse a quarantined agent) first.
         relay.authorize_relay(cx, peer, Action::ListGrants).await?;
         return Err(Refusal::not_found("grant"));
     };
-    let ctx = Context {
-        target: Relay::grant_target(&grant),
-        user: Some(grant.user.clone()),
-        agent: Some(peer.id.clone()),
-        now,
-        size: Some(length),
-        ..Context::default()
-    };
-    // A grant listed to the agent as ready, but denied now (the catalog was reloaded and the
-    // resource needs an approval it did not need when the grant was made) is not the agent's
-    // doing: such a denial is not counted against it.
-    let avoidable = !grant_state::is_ready(&grant, now);
-    relay
-        .authorize_counting(cx, peer, Action::Submit, &ctx, avoidable)
-        .await?;
+    let assignment = assignment.flatten();
+    // The agent the grant is addressed to: the caller, or the one that dispatched it.
+    let acting = grant.agent.clone();
+    match &assignment {
+        Some(_) => {
+            let ctx = Context {
+                size: Some(length),
+                ..super::sources::fill_context(relay, &grant, &peer.id, now)
+            };
+            relay.authorize(cx, peer, Action::Fill, &ctx).await?;
+        }
+        None => {
+            let ctx = Context {
+                target: Relay::grant_target(&grant),
+                user: Some(grant.user.clone()),
+                agent: Some(peer.id.clone()),
+                now,
+                size: Some(length),
+                ..Context::default()
+            };
+            // A grant listed to the agent as ready, but denied now (the catalog was reloaded
+            // and the resource needs an approval it did not need when the grant was made) is
+            // not the agent's doing: such a denial is not counted against it.
+            let avoidable = !grant_state::is_ready(&grant, now);
+            relay
+                .authorize_counting(cx, peer, Action::Submit, &ctx, avoidable)
+                .await?;
+        }
+    }
     // A submission repeated after a lost answer (the same signed statement on a used grant)
     // gets the original answer, without its body being read again.
     if let GrantState::Used { envelope_id } = grant.state {
         let same = relay.store.envelope(&envelope_id)?.is_some_and(|e| {
-            e.agent == peer.id
+            e.agent == acting
                 && e.statement.statement == statement.statement
                 && e.statement.signature == statement.signature
         });
@@ -83,7 +110,16 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
     }
     // Early checks, so a refused body is not read; the store checks the same rules again
     // inside the commit.
-    grant_state::check_consume(&grant, &peer.id, length, now)?;
+    grant_state::check_consume(&grant, &acting, length, now)?;
+    // A grant dispatched to a source is the source's to fill (the store checks it again).
+    if assignment.is_none()
+        && relay
+            .store
+            .assignment(&grant_id)?
+            .is_some_and(|a| a.queued())
+    {
+        return Err(WriteRefusal::AlreadyDispatched.into());
+    }
     // A grant whose user holds only an X25519 key cannot be filled while post-quantum
     // recipients are required (one made before the setting, or before a rotation): refused
     // before the body, and not counted against the agent, which could not have avoided it.
@@ -101,32 +137,40 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
     let _slot = relay
         .uploads
         .begin(grant_id, &peer.id, length, &relay.config.quotas)?;
-    let (agent_entry, _) = relay.entry_for(&peer.id, now)?;
-    let signed = statement.to_signed(StatementType::Submission)?;
-    let claimed = Submission::decode(&signed.statement)?;
-    signed.verify(&agent_entry.signing_key).map_err(|e| {
-        Refusal::new(
-            ErrorCode::BadRequest,
-            format!("the submission statement does not verify: {e}"),
-        )
-    })?;
-    if claimed.grant_id != grant_id
-        || claimed.user != grant.user
-        || claimed.agent != peer.id
-        || claimed.ciphertext_len != length
-    {
-        return Err(Refusal::new(
-            ErrorCode::BadRequest,
-            "the submission statement does not match this grant and length",
-        ));
-    }
+    let (signed, claimed_sha256) = match &assignment {
+        Some(a) => {
+            super::sources::checked_statement(relay, peer, &grant, a, &statement, length, now)?
+        }
+        None => {
+            let (agent_entry, _) = relay.entry_for(&peer.id, now)?;
+            let signed = statement.to_signed(StatementType::Submission)?;
+            let claimed = Submission::decode(&signed.statement)?;
+            signed.verify(&agent_entry.signing_key).map_err(|e| {
+                Refusal::new(
+                    ErrorCode::BadRequest,
+                    format!("the submission statement does not verify: {e}"),
+                )
+            })?;
+            if claimed.grant_id != grant_id
+                || claimed.user != grant.user
+                || claimed.agent != peer.id
+                || claimed.ciphertext_len != length
+            {
+                return Err(Refusal::new(
+                    ErrorCode::BadRequest,
+                    "the submission statement does not match this grant and length",
+                ));
+            }
+            (signed, claimed.ciphertext_sha256)
+        }
+    };
 
     let envelope_id = EnvelopeId::random()?;
     let inline = length <= INLINE_MAX;
     // A refused body leaves nothing: the uncommitted blob is discarded.
     let (inline_body, blob, digest) =
         receive(relay, peer, &envelope_id, length, inline, cx, body).await?;
-    let checked = if digest != claimed.ciphertext_sha256 {
+    let checked = if digest != claimed_sha256 {
         Err(Refusal::new(
             ErrorCode::BadRequest,
             "the body does not match the SHA-256 in the signed statement",
@@ -134,7 +178,7 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
     } else {
         // The body took time: judge the grant's expiry and the caller's standing as of now.
         relay.commit_time_check(cx, peer).and_then(|now| {
-            grant_state::check_consume(&grant, &peer.id, length, now)?;
+            grant_state::check_consume(&grant, &acting, length, now)?;
             // A revocation of the user that came during a slow upload ends it too.
             user_enrolled(relay, &grant.user, now)?;
             Ok(now)
@@ -160,9 +204,9 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
         envelope_id,
         grant_id,
         user: grant.user.clone(),
-        agent: peer.id.clone(),
+        agent: acting.clone(),
         length,
-        sha256: claimed.ciphertext_sha256,
+        sha256: claimed_sha256,
         received_at: now,
         expires_at: now.saturating_add(relay.config.envelope_ttl_secs),
         statement: StoredSigned {
@@ -178,12 +222,13 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
         &envelope_id,
         &grant_id,
         &grant.user,
-        &claimed.ciphertext_sha256,
+        &claimed_sha256,
         length,
         &signed,
     );
     let op = WriteOp::ConsumeGrant {
-        agent: peer.id.clone(),
+        agent: acting.clone(),
+        source: assignment.as_ref().map(|a| a.source.clone()),
         envelope: record,
         inline_body,
         now,

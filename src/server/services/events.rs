@@ -270,3 +270,45 @@ pub fn policy_reload(now: u64, operator: &str, decision: &str, detail: String) -
         ..event(now, "policy.reload", operator, "policy".into(), decision)
     }
 }
+
+/// An agent dispatched one of its grants to a source.
+pub fn grant_dispatched(
+    now: u64,
+    agent: &SpiffeId,
+    grant_id: &GrantId,
+    source: &SpiffeId,
+    signed: &Signed,
+) -> Event {
+    Event {
+        detail: format!("source={source}"),
+        digest: statement_digest(signed).to_vec(),
+        ..event(
+            now,
+            "grant.dispatched",
+            &agent.to_string(),
+            grant_id.to_hex(),
+            "allow",
+        )
+    }
+}
+
+/// A source refused a grant dispatched to it (the reason is one of a fixed list).
+pub fn source_refused(
+    now: u64,
+    source: &SpiffeId,
+    grant_id: &GrantId,
+    reason: &str,
+    signed: &Signed,
+) -> Event {
+    Event {
+        detail: format!("reason={reason}"),
+        digest: statement_digest(signed).to_vec(),
+        ..event(
+            now,
+            "source.refused",
+            &source.to_string(),
+            grant_id.to_hex(),
+            "refused",
+        )
+    }
+}

@@ -308,6 +308,20 @@ impl Store for MeteredStore {
     fn grant(&self, grant_id: &GrantId) -> Result<Option<GrantRecord>> {
         self.read(self.inner.grant(grant_id))
     }
+    fn assignment(
+        &self,
+        grant_id: &GrantId,
+    ) -> Result<Option<crate::core::store::AssignmentRecord>> {
+        self.read(self.inner.assignment(grant_id))
+    }
+    fn assignments_for(
+        &self,
+        source: &SpiffeId,
+        after: Option<&GrantId>,
+        limit: usize,
+    ) -> Result<Vec<crate::core::store::AssignmentRecord>> {
+        self.read(self.inner.assignments_for(source, after, limit))
+    }
     fn open_grants_for(
         &self,
         agent: &SpiffeId,

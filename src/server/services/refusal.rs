@@ -44,7 +44,10 @@ impl Refusal {
             }
             WriteRefusal::GrantExpired => ErrorCode::Expired,
             WriteRefusal::NotApproved | WriteRefusal::GrantDenied => ErrorCode::Forbidden,
-            WriteRefusal::NotAwaitingApproval => ErrorCode::Conflict,
+            WriteRefusal::NotAwaitingApproval | WriteRefusal::AlreadyDispatched => {
+                ErrorCode::Conflict
+            }
+            WriteRefusal::NotAssigned => ErrorCode::NotFound,
             WriteRefusal::Quota { .. } => ErrorCode::QuotaExceeded,
             WriteRefusal::TooLarge { .. } => ErrorCode::TooLarge,
         };

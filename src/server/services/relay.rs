@@ -263,7 +263,9 @@ impl Relay {
         now: u64,
     ) -> std::result::Result<Principal, Refusal> {
         let attributes = match peer.id.kind() {
-            PartyKind::User | PartyKind::Agent => Some(self.entry_for(&peer.id, now)?.0.attributes),
+            PartyKind::User | PartyKind::Agent | PartyKind::Source => {
+                Some(self.entry_for(&peer.id, now)?.0.attributes)
+            }
             _ => None,
         };
         if peer.id.kind() == PartyKind::Admin {

@@ -83,6 +83,15 @@ CREATE TABLE dir_log (
     leaf bytea NOT NULL
 );
 "#,
+    r#"
+CREATE TABLE assignments (
+    grant_id bytea PRIMARY KEY,
+    source text COLLATE "C" NOT NULL,
+    queued boolean NOT NULL,
+    record bytea NOT NULL
+);
+CREATE INDEX assignments_queued_by_source ON assignments (source, grant_id) WHERE queued;
+"#,
 ];
 
 /// Brings the schema up to this relay's version.

@@ -8,7 +8,8 @@ use postgres::Transaction;
 use super::pool::{pg_err, Conn, Statements};
 use super::{dec, enc, to_i64, LOG_LOCK};
 use crate::core::store::{
-    DeliveryRecord, EnvelopeRecord, Event, GrantRecord, OpResult, StoredSigned, Usage, WriteOp,
+    AssignmentRecord, DeliveryRecord, EnvelopeRecord, Event, GrantRecord, OpResult, StoredSigned,
+    Usage, WriteOp,
 };
 use crate::core::tlog::{leaf_hash, Tree};
 use crate::error::{Error, Result};
@@ -146,6 +147,28 @@ impl Tables for PgTables<'_, '_> {
             "SELECT record FROM grants WHERE grant_id = $1",
             &id.as_slice(),
         )
+    }
+
+    fn assignment(&mut self, id: &GrantId) -> Result<Option<AssignmentRecord>> {
+        self.one(
+            "SELECT record FROM assignments WHERE grant_id = $1",
+            &id.as_slice(),
+        )
+    }
+
+    fn put_assignment(&mut self, a: &AssignmentRecord) -> Result<()> {
+        self.exec(
+            "INSERT INTO assignments (grant_id, source, queued, record) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (grant_id) DO UPDATE SET queued = excluded.queued, record = excluded.record",
+            &[
+                &a.grant_id.as_slice(),
+                &a.source.to_string(),
+                &a.queued(),
+                &enc(a)?,
+            ],
+        )
+        .map_err(pg_err)?;
+        Ok(())
     }
 
     fn put_grant(&mut self, g: &GrantRecord) -> Result<()> {

@@ -5,12 +5,13 @@
 use redb::{Durability, ReadableTable, ReadableTableMetadata};
 
 use super::{
-    db_err, dec, dir_key, enc, pair_key, RedbStore, AGENT_GRANTS, DELIVERIES, DIR_ENTRIES, DIR_LOG,
-    DIR_REVOCATIONS, ENVELOPES, EVENTS, GRANTS, INLINE, PENDING, QUARANTINE, TLOG_NODES, USAGE,
-    USER_GRANTS, USER_INBOX,
+    db_err, dec, dir_key, enc, pair_key, RedbStore, AGENT_GRANTS, ASSIGNMENTS, DELIVERIES,
+    DIR_ENTRIES, DIR_LOG, DIR_REVOCATIONS, ENVELOPES, EVENTS, GRANTS, INLINE, PENDING, QUARANTINE,
+    SOURCE_QUEUE, TLOG_NODES, USAGE, USER_GRANTS, USER_INBOX,
 };
 use crate::core::store::{
-    DeliveryRecord, EnvelopeRecord, Event, GrantRecord, OpResult, StoredSigned, Usage, WriteOp,
+    AssignmentRecord, DeliveryRecord, EnvelopeRecord, Event, GrantRecord, OpResult, StoredSigned,
+    Usage, WriteOp,
 };
 use crate::core::tlog::{leaf_hash, Tree};
 use crate::error::{Error, Result};
@@ -27,6 +28,8 @@ struct RedbTables<'t, 'tree> {
     dir_log: redb::Table<'t, u64, &'static [u8]>,
     grants: Bytes<'t>,
     agent_grants: Index<'t>,
+    assignments: Bytes<'t>,
+    source_queue: Index<'t>,
     user_grants: Index<'t>,
     pending: redb::Table<'t, &'static [u8], ()>,
     envelopes: Bytes<'t>,
@@ -62,6 +65,8 @@ impl RedbStore {
                 dir_log: txn.open_table(DIR_LOG).map_err(db_err)?,
                 grants: txn.open_table(GRANTS).map_err(db_err)?,
                 agent_grants: txn.open_table(AGENT_GRANTS).map_err(db_err)?,
+                assignments: txn.open_table(ASSIGNMENTS).map_err(db_err)?,
+                source_queue: txn.open_table(SOURCE_QUEUE).map_err(db_err)?,
                 user_grants: txn.open_table(USER_GRANTS).map_err(db_err)?,
                 pending: txn.open_table(PENDING).map_err(db_err)?,
                 envelopes: txn.open_table(ENVELOPES).map_err(db_err)?,
@@ -92,6 +97,23 @@ fn get<T: serde::de::DeserializeOwned>(t: &Bytes<'_>, key: &[u8]) -> Result<Opti
 impl Tables for RedbTables<'_, '_> {
     fn grant(&mut self, id: &GrantId) -> Result<Option<GrantRecord>> {
         get(&self.grants, id.as_slice())
+    }
+
+    fn assignment(&mut self, id: &GrantId) -> Result<Option<AssignmentRecord>> {
+        get(&self.assignments, id.as_slice())
+    }
+
+    fn put_assignment(&mut self, a: &AssignmentRecord) -> Result<()> {
+        self.assignments
+            .insert(a.grant_id.as_slice(), enc(a)?.as_slice())
+            .map_err(db_err)?;
+        let key = pair_key(&a.source, a.grant_id.as_bytes());
+        if a.queued() {
+            self.source_queue.insert(key.as_str(), ()).map_err(db_err)?;
+        } else {
+            self.source_queue.remove(key.as_str()).map_err(db_err)?;
+        }
+        Ok(())
     }
 
     fn put_grant(&mut self, g: &GrantRecord) -> Result<()> {

@@ -452,6 +452,7 @@ async fn an_agent_learns_the_outcome_of_its_own_submissions_only() {
             state,
             envelope_id,
             receipt_index,
+            ..
         } => (state, envelope_id, receipt_index),
         other => panic!("unexpected {other:?}"),
     };
