@@ -515,6 +515,7 @@ fn print_enrolled(entry: &sealrelay::core::directory::DirectoryEntry, file: &Pat
             a.clearance,
             a.roles.join(", ")
         ),
+        PartyKind::Source => println!("  serves         [{}]", a.scopes.join(", ")),
         _ => println!("  scopes         [{}]", a.scopes.join(", ")),
     }
     println!("  valid until    {}", clock::rfc3339(entry.not_after));

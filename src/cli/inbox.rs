@@ -36,7 +36,11 @@ pub fn header_lines(h: &EnvelopeHeader) -> String {
         .map_or_else(|| "?".to_owned(), ToString::to_string);
     out.push_str(&format!("    from      {agent}\n"));
     if h.sealed_by.is_some() {
-        out.push_str(&format!("    sealed    {}\n", h.provenance()));
+        let p = h.provenance();
+        out.push_str(&format!(
+            "    sealed    {}\n",
+            p.strip_prefix("sealed ").unwrap_or(&p)
+        ));
     }
     out.push_str(&format!("    resource  {}\n", h.resource));
     out.push_str(&format!("    purpose   {:?}\n", h.purpose));

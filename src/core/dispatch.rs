@@ -6,7 +6,9 @@
 //! - [`SourceSubmission`], signed by the source: the envelope it sealed for that dispatch (the
 //!   dispatch's digest, the ciphertext's SHA-256 and length).
 //! - [`SourceRefusal`], signed by the source: it will not fill it, for a reason from a fixed
-//!   list (never words of the data's own).
+//!   list (never words of the data's own). An assignment the source cannot verify gets no
+//!   refusal at all: the source signs nothing about what it could not check (a relay that
+//!   forges assignments must not be able to make a source sign refusals).
 //!
 //! The relay and the source both check a dispatch against the grant with [`check_dispatch`].
 
@@ -160,8 +162,6 @@ impl SourceSubmission {
 pub enum RefusalReason {
     /// The data owner's policy at the source does not allow it.
     Policy,
-    /// A signature, entry or proof the source checked did not hold.
-    Unverified,
     /// The source could not read the data (after its retries).
     Unreadable,
     /// No connector of the source serves the resource.
@@ -169,16 +169,14 @@ pub enum RefusalReason {
 }
 
 impl RefusalReason {
-    pub const ALL: [RefusalReason; 4] = [
+    pub const ALL: [RefusalReason; 3] = [
         RefusalReason::Policy,
-        RefusalReason::Unverified,
         RefusalReason::Unreadable,
         RefusalReason::NotServed,
     ];
     pub fn code(self) -> u8 {
         match self {
             RefusalReason::Policy => 1,
-            RefusalReason::Unverified => 2,
             RefusalReason::Unreadable => 3,
             RefusalReason::NotServed => 4,
         }
@@ -193,9 +191,6 @@ impl RefusalReason {
     pub fn sentence(self) -> &'static str {
         match self {
             RefusalReason::Policy => "the data owner's policy at the source does not allow it",
-            RefusalReason::Unverified => {
-                "the source could not verify the grant, the dispatch or an entry"
-            }
             RefusalReason::Unreadable => "the source could not read the data",
             RefusalReason::NotServed => "no connector of the source serves the resource",
         }

@@ -90,3 +90,11 @@ pub fn agent<'a>(name: &'a str, scopes: &[&str]) -> PartySpec<'a> {
         x25519: false,
     }
 }
+
+/// A source that serves `serves` (docs/sources.md).
+pub fn source<'a>(name: &'a str, serves: &[&str]) -> PartySpec<'a> {
+    PartySpec {
+        kind: PartyKind::Source,
+        ..agent(name, serves)
+    }
+}

@@ -130,14 +130,12 @@ impl SourceService {
             let grant_id = l.grant_id;
             let outcome = match l.verdict {
                 Err(e) => {
-                    // Nothing is read for it. The refusal names what the dispatch claims; the
-                    // relay refuses a refusal that names another user or agent than its record.
-                    tracing::warn!(grant = %hex(grant_id), error = %e, "an assignment does not verify: refused, nothing read");
+                    // Nothing is read for it, and nothing is signed about it: the source cannot
+                    // tell what it is. It stays queued until its grant expires (or the relay
+                    // serves it as it was made).
+                    tracing::warn!(grant = %hex(grant_id), error = %e, "an assignment does not verify: nothing read, nothing sent");
                     self.metrics.failure();
-                    client
-                        .refuse(grant_id, &l.user, &l.agent, RefusalReason::Unverified)
-                        .await
-                        .map(|()| Outcome::Refused)
+                    Ok(Outcome::Later)
                 }
                 Ok(a) => self.serve_one(client, &a).await,
             };

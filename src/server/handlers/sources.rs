@@ -156,13 +156,17 @@ fn assignment_view(
     size: u64,
 ) -> Option<AssignmentView> {
     let grant = relay.store.grant(&a.grant_id).ok()??;
-    if !crate::core::grant_state::is_ready(&grant, now) {
+    // A grant no longer ready, or whose agent is no longer in force (revoked, expired), is not
+    // the source's to fill: the relay would refuse the envelope.
+    if !crate::core::grant_state::is_ready(&grant, now) || relay.entry_for(&a.agent, now).is_err() {
         return None;
     }
     let dispatch = WireSigned {
         statement: a.dispatch.statement,
         signature: a.dispatch.signature,
     };
+    // The agent's entry whose key signed the dispatch (it may have rotated since), else its
+    // newest: the source judges the signature itself.
     let agent_entry = {
         let dir = relay.directory.read().ok()?;
         let signed = dispatch.to_signed(StatementType::Dispatch).ok()?;
@@ -170,7 +174,10 @@ fn assignment_view(
             .history(&a.agent)
             .find(|(e, _)| signed.verify(&e.signing_key).is_ok())
             .map(|(_, es)| WireSigned::from_signed(es));
-        found?
+        match found {
+            Some(e) => e,
+            None => relay.latest_signed(&a.agent).ok()?,
+        }
     };
     let view = super::grants::view(relay, grant, now, size)?;
     Some(AssignmentView {
