@@ -61,6 +61,7 @@ walkthroughs! {
     keys_a_reset_alerts_and_waits => "reset",
     ui_requester => "requester",
     mcp_walkthrough => "mcp",
+    sources_walkthrough => "sources",
     witness_walkthrough => "witness",
     operations_deploy_to_a_host => "deploy",
     operations_postgres => "postgres",

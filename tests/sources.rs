@@ -83,7 +83,7 @@ impl World {
     }
     fn spiffe(&self, kind: PartyKind, name: &str) -> SpiffeId {
         SpiffeId::new(
-            &self.w.ids[0].id.as_ref().unwrap().trust_domain(),
+            self.w.ids[0].id.as_ref().unwrap().trust_domain(),
             kind,
             name,
         )
@@ -94,6 +94,10 @@ impl World {
 /// alice and bob (users), research-bot and other-bot (agents), crm (serves customers/*) and
 /// tix (serves tickets/*).
 async fn world() -> World {
+    world_with(|_| {}).await
+}
+
+async fn world_with(adjust: impl FnOnce(&mut sealrelay::server::RelayConfig)) -> World {
     let store = Arc::new(common::hooked::Hooked::in_memory());
     let w = common::test_relay_with(
         &[
@@ -104,7 +108,7 @@ async fn world() -> World {
             source("crm", &["customers/*"]),
             source("tix", &["tickets/*"]),
         ],
-        |_| {},
+        adjust,
         Some(store.clone() as Arc<dyn Store>),
     )
     .await;
@@ -452,4 +456,87 @@ async fn the_person_sees_who_sealed_it_and_a_forged_source_signature_is_never_op
     let s = bot.submission_status(altered).await.unwrap();
     assert_eq!(s.state, SubmissionState::Undecryptable);
     assert!(bot.grants().await.is_ok(), "the agent still works");
+}
+
+/// Who pays (docs/security.md, threat 51): a refusal at the source and an `undecryptable`
+/// receipt for an envelope a source sealed count against nobody; a dispatch the agent could
+/// have avoided (a source its grant listing did not name) counts against the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_at_the_source_costs_the_agent_nothing_and_a_bad_dispatch_does() {
+    let world = world_with(|c| {
+        c.monitor.max_denials = 2;
+        c.monitor.max_undecryptable = 1;
+    })
+    .await;
+    let addr = world.w.addr.clone();
+    let dir = world.w.dir.clone();
+    let alice = UserClient::connect(world.id(0), &addr).await.unwrap();
+    let bot = AgentClient::connect(world.id(2), &addr).await.unwrap();
+    let crm_client = SourceClient::connect(world.id(4), &addr).await.unwrap();
+    let nobody = SourcePolicy::new("forbid (principal, action, resource);").unwrap();
+    let refusing = service(world.id(4), &addr, &dir, nobody);
+    for i in 0..3 {
+        alice
+            .grant(&request(&format!("customers/r{i}")))
+            .await
+            .unwrap();
+    }
+    for g in bot.grants().await.unwrap() {
+        bot.dispatch(&g, "crm").await.unwrap();
+    }
+    assert_eq!(refusing.round(&crm_client).await.unwrap().refused, 3);
+    assert_eq!(
+        bot.grants().await.unwrap().len(),
+        0,
+        "the refused grants are not listed"
+    );
+    // Still serving: three refusals by the data owner's policy cost it nothing.
+    let sealed = alice.grant(&request("customers/acme")).await.unwrap();
+    let g = bot.grants().await.unwrap().pop().unwrap();
+    bot.dispatch(&g, "crm").await.unwrap();
+    let filling = service(
+        world.id(4),
+        &addr,
+        &dir,
+        SourcePolicy::default_policy().unwrap(),
+    );
+    assert_eq!(filling.round(&crm_client).await.unwrap().filled, 1);
+    let env = bot
+        .submission_status(sealed)
+        .await
+        .unwrap()
+        .envelope_id
+        .unwrap();
+    // An undecryptable receipt for what the source sealed (the store serves it altered): with
+    // one undecryptable receipt enough to quarantine, the agent is not quarantined.
+    *world.store.tamper.lock().unwrap() = Some(env);
+    let mut out = Vec::new();
+    let fetched = alice.fetch(env, &dir, &mut out).await.unwrap();
+    assert_eq!(fetched.status, DeliveryStatus::Undecryptable);
+    alice.grant(&request("customers/next")).await.unwrap();
+    let g = bot.grants().await.expect("not quarantined").pop().unwrap();
+    // A dispatch to a source the listing did not name for the grant: the agent's doing.
+    assert_eq!(g.sources, vec!["crm".to_owned()]);
+    for i in 0..2 {
+        let tix = world.spiffe(PartyKind::Source, "tix");
+        let d = Dispatch {
+            grant_id: g.grant.grant_id,
+            grant_digest: g.grant_digest,
+            user: g.grant.user.clone(),
+            agent: g.grant.agent.clone(),
+            source: tix,
+            resource: g.grant.resource.clone(),
+            time: sealrelay::clock::now(),
+        };
+        let e = raw_dispatch(&bot, &d).await.unwrap_err();
+        // The second denial reaches the threshold: the relay quarantines the agent and closes
+        // its connection as it answers.
+        assert!(
+            e.contains("denied by policy") || (i == 1 && e.contains("quarantined")),
+            "{e}"
+        );
+    }
+    let bot = AgentClient::connect(world.id(2), &addr).await.unwrap();
+    let e = bot.grants().await.unwrap_err();
+    assert!(e.message().contains("quarantined"), "{e}");
 }

@@ -398,12 +398,11 @@ fn the_agents_host_never_holds_the_data_or_the_sources_credential() {
     // Neither the canary nor the credential: in the MCP server's memory, in any MCP byte, in
     // any file of the agent's user, in the relay's files.
     let secret = credential.as_bytes();
-    for (what, bytes) in [("the memory of sealrelay mcp", &memory)] {
-        assert!(!find(bytes, secret), "the credential is in {what}");
-        let hits = canary_hits(&c, &[], &[(what, bytes)]);
-        assert!(hits.is_empty(), "{hits:?}");
-        assert!(!find(bytes, text.as_bytes()), "{what}");
-    }
+    let what = "the memory of sealrelay mcp";
+    assert!(!find(&memory, secret), "the credential is in {what}");
+    let hits = canary_hits(&c, &[], &[(what, &memory)]);
+    assert!(hits.is_empty(), "{hits:?}");
+    assert!(!find(&memory, text.as_bytes()), "{what}");
     // The scan finds what is there: the agent's own name and the grant it dispatched.
     assert!(
         find(&memory, b"/agent/research-bot"),
@@ -543,10 +542,6 @@ fn a_source_killed_with_sigkill_fills_every_assignment_exactly_once() {
         .collect();
     want.sort();
     assert_eq!(records, want, "after {kills} kills");
-    let open = ok_in(dir, &["grants", "--identity", "bot.id", "--relay", &relay]);
-    for g in &grants {
-        assert!(!open.contains(g.as_str()), "grant {g} still open");
-    }
     eprintln!("20 assignments filled exactly once across {kills} SIGKILLs of the source");
     common::terminate(relay_proc);
 }

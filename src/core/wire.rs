@@ -15,10 +15,12 @@ pub const ALPN: &[u8] = b"sealrelay/1";
 pub const PROTOCOL_VERSION: u16 = 7;
 mod directory;
 mod page;
+mod views;
 pub use directory::{
     AssignmentView, DirectoryCheckpoint, GrantView, LogProof, LoggedApproval, SealedBy,
 };
 pub use page::{Page, MAX_PAGE, PAGE_BYTES};
+pub use views::{EnvelopeView, GrantProgress, MyGrantView, PendingView, SubmissionState};
 
 /// Largest header frame either side accepts.
 pub const MAX_FRAME: usize = 256 * 1024;
@@ -218,72 +220,6 @@ impl Request {
     }
 }
 
-/// An envelope as its user sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EnvelopeView {
-    pub envelope_id: EnvelopeId,
-    pub grant: WireSigned,
-    /// The agent-signed submission statement.
-    pub statement: WireSigned,
-    /// The agent's directory entry (the user's client verifies it against its authority).
-    pub agent_entry: WireSigned,
-    pub length: u64,
-    pub received_at: u64,
-    /// The second person's signed approval, where the catalog asked for one.
-    pub approval: Option<WireSigned>,
-    /// The approver's entry (the user's client verifies it against its authority).
-    pub approver_entry: Option<WireSigned>,
-    /// Sealed by a source at the data, not by the agent: then `statement` is the
-    /// source-signed `core::dispatch::SourceSubmission`.
-    pub sealed_by: Option<SealedBy>,
-}
-
-/// A grant awaiting approval, as an approver sees it: the grant, its requester's entry, and the
-/// classification the relay's catalog gives its resource.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingView {
-    pub view: GrantView,
-    pub classification: u8,
-}
-
-/// A grant as the user who made it sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MyGrantView {
-    pub grant: WireSigned,
-    pub progress: GrantProgress,
-    pub envelope_id: Option<EnvelopeId>,
-    /// The receipt's leaf index in the log, once there is one.
-    pub receipt_index: Option<u64>,
-    /// The approval or denial, signed (the approver's name is read from it).
-    pub decision: Option<WireSigned>,
-}
-
-/// Where a grant is, for the user who made it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum GrantProgress {
-    AwaitingApproval,
-    Open,
-    Denied,
-    Sent,
-    Delivered,
-    Undecryptable,
-    Expired,
-}
-
-impl GrantProgress {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GrantProgress::AwaitingApproval => "awaiting approval",
-            GrantProgress::Open => "open",
-            GrantProgress::Denied => "denied",
-            GrantProgress::Sent => "sent",
-            GrantProgress::Delivered => "delivered",
-            GrantProgress::Undecryptable => "undecryptable",
-            GrantProgress::Expired => "expired",
-        }
-    }
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 // A reply lives for one request; boxing the large variants would only add allocations.
 #[allow(clippy::large_enum_variant)]
@@ -375,42 +311,6 @@ pub enum Reply {
         next: Option<[u8; 16]>,
         directory: DirectoryCheckpoint,
     },
-}
-
-/// Where an agent's submission for a grant is, as the relay knows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SubmissionState {
-    /// The grant is open: nothing was submitted yet.
-    Open,
-    /// Stored at the relay, not yet fetched.
-    Submitted,
-    /// The user fetched it and filed a `delivered` receipt.
-    Delivered,
-    /// The user's client could not open it and filed an `undecryptable` receipt.
-    Undecryptable,
-    /// The grant closed unused, or the envelope passed its time to live unfetched.
-    Expired,
-    /// A second person refused the grant.
-    Denied,
-    /// Dispatched to a source, which has not filled it yet.
-    Queued,
-    /// The source refused it (its signed refusal says why).
-    RefusedAtSource,
-}
-
-impl SubmissionState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SubmissionState::Open => "open",
-            SubmissionState::Submitted => "submitted",
-            SubmissionState::Delivered => "delivered",
-            SubmissionState::Undecryptable => "undecryptable",
-            SubmissionState::Expired => "expired",
-            SubmissionState::Denied => "denied",
-            SubmissionState::Queued => "queued at source",
-            SubmissionState::RefusedAtSource => "refused at source",
-        }
-    }
 }
 
 /// Typed error codes on the wire.

@@ -221,11 +221,12 @@ pub async fn list(
         },
         |g| g.grant_id.0,
         |g| {
-            Ok(
-                (grant_state::is_ready(&g, now) && fillable(relay, &g.user, now))
-                    .then(|| view(relay, g, now, size))
-                    .flatten(),
-            )
+            // A grant dispatched to a source is the source's now (waiting there, or refused):
+            // the agent has nothing to do for it (`SubmissionStatus` says where it is).
+            let ready = grant_state::is_ready(&g, now)
+                && fillable(relay, &g.user, now)
+                && relay.store.assignment(&g.grant_id)?.is_none();
+            Ok(ready.then(|| view(relay, g, now, size)).flatten())
         },
     )?;
     let directory = {
