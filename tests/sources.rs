@@ -275,7 +275,11 @@ async fn a_source_refuses_forged_assignments_and_the_data_owners_policy_is_its_o
     let own = alice.grant(&request("customers/alice")).await.unwrap();
     let other = alice.grant(&request("customers/bob")).await.unwrap();
     let spare = alice.grant(&request("customers/alice-2")).await.unwrap();
+    let mut other_grant = None;
     for g in bot.grants().await.unwrap() {
+        if g.grant.grant_id == other {
+            other_grant = Some(g.clone());
+        }
         if g.grant.grant_id == spare {
             // The swap: a dispatch the agent signed for `spare` (never sent), served by the
             // forging relay as the dispatch of every assignment.
@@ -351,6 +355,29 @@ async fn a_source_refuses_forged_assignments_and_the_data_owners_policy_is_its_o
         .contains("own-record-only"));
     let filled = bot.submission_status(own).await.unwrap();
     assert_eq!(filled.state, SubmissionState::Submitted);
+    // A refusal at the source is final: the agent cannot fill the grant itself either.
+    let e = bot
+        .send(
+            &other_grant.unwrap(),
+            &mut &b"the agent's own copy"[..],
+            &dir,
+        )
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("already dispatched"), "{e}");
+    // The person sees where each of their grants is.
+    let mine = alice.my_grants().await.unwrap();
+    let progress = |g| {
+        mine.iter()
+            .find(|m| m.grant.grant_id == g)
+            .unwrap()
+            .progress
+    };
+    assert_eq!(
+        progress(other),
+        sealrelay::core::wire::GrantProgress::RefusedAtSource
+    );
+    assert_eq!(progress(own), sealrelay::core::wire::GrantProgress::Sent);
     // Nothing was sent for the refused one, and a refusal is final.
     let inbox = alice.inbox_headers().await.unwrap();
     assert_eq!(inbox.len(), 1);
@@ -513,6 +540,11 @@ async fn a_refusal_at_the_source_costs_the_agent_nothing_and_a_bad_dispatch_does
     let mut out = Vec::new();
     let fetched = alice.fetch(env, &dir, &mut out).await.unwrap();
     assert_eq!(fetched.status, DeliveryStatus::Undecryptable);
+    // One more waits at the source when the agent is quarantined below: it is held there too.
+    let held = alice.grant(&request("customers/held")).await.unwrap();
+    let g = bot.grants().await.expect("not quarantined").pop().unwrap();
+    bot.dispatch(&g, "crm").await.unwrap();
+    assert_eq!(crm_client.assignments().await.unwrap().len(), 1);
     alice.grant(&request("customers/next")).await.unwrap();
     let g = bot.grants().await.expect("not quarantined").pop().unwrap();
     // A dispatch to a source the listing did not name for the grant: the agent's doing.
@@ -539,4 +571,9 @@ async fn a_refusal_at_the_source_costs_the_agent_nothing_and_a_bad_dispatch_does
     let bot = AgentClient::connect(world.id(2), &addr).await.unwrap();
     let e = bot.grants().await.unwrap_err();
     assert!(e.message().contains("quarantined"), "{e}");
+    assert!(
+        crm_client.assignments().await.unwrap().is_empty(),
+        "a quarantined agent's grant {} was still listed to its source",
+        sealrelay::ids::hex(held)
+    );
 }

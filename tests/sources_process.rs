@@ -542,6 +542,41 @@ fn a_source_killed_with_sigkill_fills_every_assignment_exactly_once() {
         .collect();
     want.sort();
     assert_eq!(records, want, "after {kills} kills");
+    // The log shows one submission per grant, each by the source: no second envelope was ever
+    // stored for a grant, whatever the kills interrupted.
+    let events = ok_in(
+        dir,
+        &[
+            "audit",
+            "tail",
+            "--identity",
+            "keys/admin.id",
+            "--json",
+            "-n",
+            "1000",
+            "--relay",
+            &relay,
+        ],
+    );
+    let mut submitted: Vec<String> = events
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["kind"] == "envelope.submitted")
+        .map(|e| {
+            assert!(e["actor"].as_str().unwrap().ends_with("/source/crm"), "{e}");
+            let detail = e["detail"].as_str().unwrap();
+            detail
+                .split(' ')
+                .next()
+                .unwrap()
+                .trim_start_matches("grant=")
+                .to_owned()
+        })
+        .collect();
+    submitted.sort();
+    let mut want = grants.clone();
+    want.sort();
+    assert_eq!(submitted, want, "one envelope.submitted event per grant");
     eprintln!("20 assignments filled exactly once across {kills} SIGKILLs of the source");
     common::terminate(relay_proc);
 }

@@ -186,7 +186,10 @@ impl<'a> AgentClient<'a> {
                 refusal,
             } => {
                 let refusal = match refusal {
-                    Some(r) => Some(self.verified_refusal(&r).await?),
+                    Some(r) => Some(
+                        self.verified_refusal(&r, grant_id, source.as_deref())
+                            .await?,
+                    ),
                     None => None,
                 };
                 Ok(SubmissionStatus {

@@ -59,11 +59,16 @@ impl EnvelopeHeader {
 
     /// Who sealed it, in one line: "sealed by source hr at the data, for research-bot", or
     /// "sealed by research-bot".
+    /// One that does not verify says it is only claimed.
     pub fn provenance(&self) -> String {
         let agent = self.agent.as_ref().map_or("?", |a| a.name());
-        match &self.sealed_by {
-            Some(s) => format!("sealed by source {} at the data, for {agent}", s.name()),
-            None => format!("sealed by {agent}"),
+        match (&self.sealed_by, self.verified()) {
+            (Some(s), true) => format!("sealed by source {} at the data, for {agent}", s.name()),
+            (Some(s), false) => format!(
+                "claims to be sealed by source {} at the data, for {agent} (it does not verify)",
+                s.name()
+            ),
+            (None, _) => format!("sealed by {agent}"),
         }
     }
 

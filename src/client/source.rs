@@ -33,6 +33,8 @@ pub struct Assignment {
     pub dispatch: Dispatch,
     pub dispatch_digest: [u8; 32],
     pub agent_entry: DirectoryEntry,
+    /// When the relay queued it (for the source's queue-age metric only).
+    pub dispatched_at: u64,
 }
 
 /// An assignment as listed: the grant, user and agent its dispatch names (as claimed), and
@@ -116,7 +118,10 @@ impl<'a> SourceClient<'a> {
                 tracing::warn!("the relay listed an assignment that is not a dispatch");
                 continue;
             };
-            let verdict = grant.and_then(|g| check(&view, g, &own, &self.id, &authority, now));
+            // The agent's entry is pinned like a user's: a relay cannot serve an older one.
+            let verdict = grant
+                .and_then(|g| check(&view, g, &own, &self.id, &authority, now))
+                .and_then(|a| self.pins.check(&a.agent_entry).map(|()| a));
             out.push(Listed {
                 grant_id: claimed.grant_id,
                 user: claimed.user,
@@ -227,6 +232,7 @@ fn check(
         ));
     }
     Ok(Assignment {
+        dispatched_at: view.dispatched_at,
         dispatch_digest: statement_digest(&signed),
         dispatch,
         agent_entry,

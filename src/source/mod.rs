@@ -44,7 +44,13 @@ pub struct SourceService {
     /// Failed reads per grant (this process's; a restart starts again, bounded by the grant's
     /// expiry).
     failures: Mutex<HashMap<GrantId, u32>>,
+    /// Grants whose envelope the relay refused (a quota, a policy change): how often, and not
+    /// tried again before when. The data is not read again at every pass.
+    held: Mutex<HashMap<GrantId, (u32, std::time::Instant)>>,
 }
+
+/// The longest a grant whose envelope the relay refused waits before it is tried again.
+const MAX_HOLD: Duration = Duration::from_secs(60);
 
 /// What one pass over the assignments did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -73,6 +79,7 @@ impl SourceService {
             metrics: Arc::new(SourceMetrics::new()),
             poll: Duration::from_millis(500),
             failures: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
         }
     }
 
@@ -118,7 +125,7 @@ impl SourceService {
             listed.len(),
             listed
                 .iter()
-                .filter_map(|l| l.verdict.as_ref().ok().map(|a| a.dispatch.time))
+                .filter_map(|l| l.verdict.as_ref().ok().map(|a| a.dispatched_at))
                 .min()
                 .map(|t| now.saturating_sub(t)),
         );
@@ -137,6 +144,7 @@ impl SourceService {
                     self.metrics.failure();
                     Ok(Outcome::Later)
                 }
+                Ok(_) if self.is_held(&grant_id) => Ok(Outcome::Later),
                 Ok(a) => self.serve_one(client, &a).await,
             };
             match outcome {
@@ -212,7 +220,15 @@ impl SourceService {
                 self.forget(&id);
                 Ok(Outcome::Filled)
             }
-            Err(e) => Err(e),
+            Err(e) if e.kind() == ErrorKind::Unavailable => Err(e),
+            // Refused by the relay (a quota, the agent quarantined since, a policy change):
+            // tried again later, each time later, without reading the data at every pass.
+            Err(e) => {
+                self.metrics.failure();
+                let wait = self.hold(id);
+                tracing::warn!(grant = %hex(id), error = %e, wait_secs = wait.as_secs(), "the relay refused the envelope; trying again later");
+                Ok(Outcome::Later)
+            }
         }
     }
 
@@ -256,6 +272,28 @@ impl SourceService {
         if let Ok(mut f) = self.failures.lock() {
             f.remove(id);
         }
+        if let Ok(mut h) = self.held.lock() {
+            h.remove(id);
+        }
+    }
+
+    /// Holds `id` back: twice as long as the last time, from one poll interval to
+    /// [`MAX_HOLD`]. Returns the wait.
+    fn hold(&self, id: GrantId) -> Duration {
+        let Ok(mut h) = self.held.lock() else {
+            return self.poll;
+        };
+        let tries = h.get(&id).map_or(0, |(n, _)| *n) + 1;
+        let wait = self.poll.saturating_mul(1 << tries.min(16)).min(MAX_HOLD);
+        h.insert(id, (tries, std::time::Instant::now() + wait));
+        wait
+    }
+
+    fn is_held(&self, id: &GrantId) -> bool {
+        self.held.lock().is_ok_and(|h| {
+            h.get(id)
+                .is_some_and(|(_, until)| std::time::Instant::now() < *until)
+        })
     }
 }
 

@@ -230,14 +230,15 @@ fn apply_one(t: &mut impl Tables, op: &WriteOp) -> Result<OpResult> {
             event,
         } => {
             let waiting = t.usage(&envelope.user.to_string())?;
-            // A grant dispatched to a source is that source's to fill, and a source fills only
-            // what was dispatched to it and still waits.
+            // A grant dispatched to a source is that source's to fill, whatever became of the
+            // assignment (a refusal there is final), and a source fills only what was
+            // dispatched to it and still waits.
             let assignment = t.assignment(&envelope.grant_id)?;
             let assigned = match (&assignment, source) {
                 (Some(a), Some(s)) if a.source == *s && a.queued() => Ok(()),
                 (_, Some(_)) => Err(WriteRefusal::NotAssigned),
-                (Some(a), None) if a.queued() => Err(WriteRefusal::AlreadyDispatched),
-                _ => Ok(()),
+                (Some(_), None) => Err(WriteRefusal::AlreadyDispatched),
+                (None, None) => Ok(()),
             };
             let grant = t.grant(&envelope.grant_id)?;
             let consumed = assigned

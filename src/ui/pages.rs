@@ -348,6 +348,36 @@ mod tests {
         );
     }
 
+    /// The browser shows who sealed an envelope, as the terminal does: a source's, beside the
+    /// agent that dispatched it; nothing more for an envelope the agent sealed itself.
+    #[test]
+    fn the_inbox_says_which_source_sealed_an_envelope() {
+        let id = |kind, name| crate::ids::SpiffeId::new("example.org", kind, name).unwrap();
+        let mut h = crate::client::EnvelopeHeader {
+            envelope_id: crate::ids::EnvelopeId([1; 16]),
+            agent: Some(id(crate::ids::PartyKind::Agent, "research-bot")),
+            resource: "customers/acme".into(),
+            purpose: "p".into(),
+            asked: 0,
+            approver: None,
+            approved_at: None,
+            length: 10,
+            received_at: 0,
+            problem: None,
+            other_key_serial: None,
+            sealed_by: Some(id(crate::ids::PartyKind::Source, "crm")),
+        };
+        let base = "/s/0123456789abcdef0123456789abcdef";
+        let html = super::inbox(base, std::slice::from_ref(&h), None, &[]);
+        assert!(
+            html.contains("<span class=\"sealed-by\">sealed by source crm at the data, for research-bot</span>"),
+            "{html}"
+        );
+        h.sealed_by = None;
+        let html = super::inbox(base, &[h], None, &[]);
+        assert!(!html.contains("sealed-by"), "{html}");
+    }
+
     /// threat: the ui cookie reaching other loopback ports. Every link, form and asset a page
     /// names is under the run's prefix (where the cookie's `Path` lets it go), and the 404 for
     /// paths outside it names none.

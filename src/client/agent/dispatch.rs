@@ -9,7 +9,7 @@ use crate::core::dispatch::{Dispatch, SourceRefusal};
 use crate::core::sign::StatementType;
 use crate::core::wire::{Reply, Request, WireSigned};
 use crate::error::{Error, Result};
-use crate::ids::{PartyKind, SpiffeId};
+use crate::ids::{GrantId, PartyKind, SpiffeId};
 
 use super::super::unexpected;
 use super::super::verify::{authority, verified_entry, OpenGrant};
@@ -62,8 +62,9 @@ impl AgentClient<'_> {
     }
 
     /// Has source `name` fill `grant`: checks the source's entry, signs the dispatch and sends
-    /// it. Returns the source's id. Sending the same grant to the same source again after a
-    /// lost answer is safe (the relay answers a repeated dispatch as done).
+    /// it. Returns the source's id. Dispatching the same grant to the same source again after a
+    /// lost answer is safe: a grant the relay already holds for that source is answered as
+    /// done (its status says so), one dispatched elsewhere is refused.
     pub async fn dispatch(&self, grant: &OpenGrant, name: &str) -> Result<SpiffeId> {
         let source = self.source_entry(name, &grant.grant.resource).await?.id;
         let g = &grant.grant;
@@ -77,22 +78,42 @@ impl AgentClient<'_> {
             time: clock::now(),
         };
         let signed = d.sign(&self.identity.signing_key);
-        match self
+        let answer = self
             .conn
             .simple(Request::Dispatch {
                 dispatch: WireSigned::from_signed(&signed),
             })
-            .await?
-        {
-            Reply::Done => Ok(source),
-            other => Err(unexpected(&other)),
+            .await;
+        match answer {
+            Ok(Reply::Done) => Ok(source),
+            Ok(other) => Err(unexpected(&other)),
+            Err(e) if e.kind() == crate::ErrorKind::Conflict => {
+                let status = self.submission_status(g.grant_id).await?;
+                if status.source.as_deref() == Some(name) {
+                    Ok(source)
+                } else {
+                    Err(e)
+                }
+            }
+            Err(e) => Err(e),
         }
     }
 
-    /// A source's refusal from the relay, verified against one of the source's entries.
-    pub(crate) async fn verified_refusal(&self, w: &WireSigned) -> Result<SourceRefusal> {
+    /// A source's refusal from the relay, verified: of `grant_id`, for this agent, by the
+    /// source the relay says the grant went to, signed by one of that source's entries.
+    pub(crate) async fn verified_refusal(
+        &self,
+        w: &WireSigned,
+        grant_id: GrantId,
+        source: Option<&str>,
+    ) -> Result<SourceRefusal> {
         let signed = w.to_signed(StatementType::SourceRefusal)?;
         let r = SourceRefusal::decode(&signed.statement)?;
+        if r.grant_id != grant_id || r.agent != self.id || source != Some(r.source.name()) {
+            return Err(Error::verification(
+                "the relay served a refusal of another grant, agent or source",
+            ));
+        }
         let entries = self.entries_of(&r.source).await?;
         if entries
             .iter()

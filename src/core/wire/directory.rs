@@ -33,6 +33,8 @@ pub struct AssignmentView {
     pub view: GrantView,
     pub dispatch: WireSigned,
     pub agent_entry: WireSigned,
+    /// When the relay queued it (its clock: the dispatch's own time is the agent's).
+    pub dispatched_at: u64,
 }
 
 /// Who sealed an envelope at the data: the source's entry and the agent's dispatch that asked

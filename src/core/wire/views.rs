@@ -57,6 +57,10 @@ pub enum GrantProgress {
     Delivered,
     Undecryptable,
     Expired,
+    /// Dispatched to a source, which has not filled it yet.
+    AtSource,
+    /// The source refused it (the data owner's policy, no connector, unreadable).
+    RefusedAtSource,
 }
 
 impl GrantProgress {
@@ -69,6 +73,8 @@ impl GrantProgress {
             GrantProgress::Delivered => "delivered",
             GrantProgress::Undecryptable => "undecryptable",
             GrantProgress::Expired => "expired",
+            GrantProgress::AtSource => "queued at source",
+            GrantProgress::RefusedAtSource => "refused at source",
         }
     }
 }

@@ -434,7 +434,15 @@ fn progress(relay: &Relay, g: GrantRecord, now: u64) -> Result<MyGrantView, Refu
         GrantState::Open if grant_state::awaits_approval(&g, now) => {
             (GrantProgress::AwaitingApproval, None, None)
         }
-        GrantState::Open => (GrantProgress::Open, None, None),
+        GrantState::Open => match relay.store.assignment(&g.grant_id)?.map(|a| a.state) {
+            Some(crate::core::store::AssignmentState::Queued) => {
+                (GrantProgress::AtSource, None, None)
+            }
+            Some(crate::core::store::AssignmentState::Refused { .. }) => {
+                (GrantProgress::RefusedAtSource, None, None)
+            }
+            _ => (GrantProgress::Open, None, None),
+        },
         GrantState::Used { envelope_id } => match relay.store.delivery(&envelope_id)? {
             Some(d) => (
                 match d.status {

@@ -59,8 +59,18 @@ pub async fn dispatch(relay: &Relay, peer: &Peer, dispatch: WireSigned, cx: &Cx)
     };
     let ctx = fill_context(relay, &grant, &d.source, now);
     // A source that does not serve the resource, or is not enrolled, is the agent's to know
-    // (it is told which sources serve each grant): the denial counts against it.
-    relay.authorize(cx, peer, Action::Dispatch, &ctx).await?;
+    // (its grant listing names the sources that serve each grant): that denial counts against
+    // it. A denial of a source the listing named (a policy without the `dispatch` permit, a
+    // source revoked since) is not the agent's doing.
+    let listed = {
+        let dir = relay.directory.read().map_err(|_| Refusal::internal())?;
+        super::grants::serving(&dir, &grant.resource, now)
+            .iter()
+            .any(|s| s == d.source.name())
+    };
+    relay
+        .authorize_counting(cx, peer, Action::Dispatch, &ctx, !listed)
+        .await?;
     let (agent_entry, _) = relay.entry_for(&peer.id, now)?;
     signed.verify(&agent_entry.signing_key).map_err(|e| {
         Refusal::new(
@@ -158,7 +168,11 @@ fn assignment_view(
     let grant = relay.store.grant(&a.grant_id).ok()??;
     // A grant no longer ready, or whose agent is no longer in force (revoked, expired), is not
     // the source's to fill: the relay would refuse the envelope.
-    if !crate::core::grant_state::is_ready(&grant, now) || relay.entry_for(&a.agent, now).is_err() {
+    // A quarantined agent's grants are held: not listed to its source either.
+    if !crate::core::grant_state::is_ready(&grant, now)
+        || relay.entry_for(&a.agent, now).is_err()
+        || relay.monitor.is_quarantined(&a.agent.to_string())
+    {
         return None;
     }
     let dispatch = WireSigned {
@@ -184,6 +198,7 @@ fn assignment_view(
         view,
         dispatch,
         agent_entry,
+        dispatched_at: a.dispatched_at,
     })
 }
 
