@@ -142,6 +142,36 @@ fn process_memory(pid: u32) -> Vec<u8> {
     out
 }
 
+/// The `sealrelay mcp` process running as the agent's user (read from /proc: no pgrep needed).
+fn mcp_pid() -> u32 {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let uid = status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|u| u.parse::<u32>().ok());
+        if uid == Some(AGENT_UID)
+            && args.first().is_some_and(|a| a.ends_with(b"sealrelay"))
+            && args.get(1) == Some(&&b"mcp"[..])
+        {
+            found.push(pid);
+        }
+    }
+    assert_eq!(
+        found.len(),
+        1,
+        "the sealrelay mcp processes of the agent's user: {found:?}"
+    );
+    found[0]
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -321,7 +351,7 @@ fn the_agents_host_never_holds_the_data_or_the_sources_credential() {
     let between = format!(
         "for i in $(seq 1 300); do '{b}' inbox --identity alice.id --relay {relay} | grep -q 'sealed    by source crm' && break; sleep 0.1; done; \
          '{b}' fetch --identity alice.id --all -o alice-plain --relay {relay} >/dev/null || exit 3; \
-         pgrep -u {AGENT_UID} -f ' mcp --identity' > mcp.pid || exit 4; \
+         touch fetched; \
          for i in $(seq 1 600); do [ -f scanned ] && exit 0; sleep 0.1; done; exit 5"
     );
     let plan = serde_json::json!({
@@ -344,11 +374,8 @@ fn the_agents_host_never_holds_the_data_or_the_sources_credential() {
     // The MCP server's memory, after the retrieval and the delivery.
     let started = Instant::now();
     let pid: u32 = loop {
-        if let Some(p) = std::fs::read_to_string(dir.join("mcp.pid"))
-            .ok()
-            .and_then(|s| s.lines().next().and_then(|l| l.trim().parse().ok()))
-        {
-            break p;
+        if dir.join("fetched").exists() {
+            break mcp_pid();
         }
         assert!(
             started.elapsed() < Duration::from_secs(90),
