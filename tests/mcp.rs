@@ -115,33 +115,6 @@ fn world(dir: &Path) {
     common::cli_world_scoped(dir, &["tickets/*", "public/*"]);
 }
 
-/// `sealrelay serve` with its log kept (to scan it).
-fn serve_logged(dir: &Path) -> (std::process::Child, String) {
-    let log = std::fs::File::create(dir.join("relay.log")).unwrap();
-    let mut child = Command::new(common::bin())
-        .args([
-            "serve",
-            "--dir",
-            "keys",
-            "--data",
-            "data",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .current_dir(dir)
-        .env("SEALRELAY_METRICS_LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
-    (child, addr)
-}
-
 fn grant(dir: &Path, relay: &str, resource: &str, max_bytes: u64) -> String {
     ok_in(
         dir,
@@ -301,7 +274,7 @@ fn an_mcp_client_retrieves_blind_over_stdio_and_http_and_the_canary_reaches_only
     let (document, canary_text) = the_document(&c);
     let src = source(document.clone());
     let connectors = connector_file(dir, src.port);
-    let (relay_proc, relay) = serve_logged(dir);
+    let (relay_proc, relay) = common::serve_logged(dir);
 
     // `..` never reaches a connector: the grant itself is refused by the grammar.
     let (code, _, err) = common::run_in(
@@ -596,7 +569,7 @@ fn a_one_gib_source_is_sealed_and_submitted_in_bounded_memory() {
     world(dir);
     let src = source(Vec::new());
     let connectors = connector_file(dir, src.port);
-    let (relay_proc, relay) = serve_logged(dir);
+    let (relay_proc, relay) = common::serve_logged(dir);
     let size: u64 = 1 << 30;
     let main = grant(dir, &relay, &format!("tickets/huge/{size}"), 2 << 30);
     let token = "mcp-test-token-0123456789abcdef";
@@ -748,7 +721,7 @@ timeout_secs = 1
         ),
     )
     .unwrap();
-    let (relay_proc, relay) = serve_logged(dir);
+    let (relay_proc, relay) = common::serve_logged(dir);
     let cases = [
         ("redirect", "tickets/redirect/1", "redirect"),
         (

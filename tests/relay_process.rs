@@ -198,8 +198,15 @@ fn crash_loop(base: &Path, cycles: usize) {
                     }
                 })
                 .collect();
-            // Kill at a point that moves from round to round.
-            let delay = Duration::from_millis(5 + (cycle as u64 * 37) % 120);
+            // Kill at a point that moves from round to round: every other round within the first
+            // few milliseconds, while sends are surely in flight (on a fast machine six sends
+            // can all be acked within the later points, and then nothing measures how fast an
+            // unacked send fails), the others anywhere in the first 125 ms.
+            let delay = if cycle % 2 == 0 {
+                Duration::from_millis(1 + (cycle as u64 * 3) % 8)
+            } else {
+                Duration::from_millis(5 + (cycle as u64 * 37) % 120)
+            };
             let killer = async {
                 tokio::time::sleep(delay).await;
                 let killed = std::time::Instant::now();

@@ -316,7 +316,7 @@ fn the_agents_host_never_holds_the_data_or_the_sources_credential() {
         "the agent's user read the connector file"
     );
 
-    let (relay_proc, relay) = common::serve(dir, &[]);
+    let (relay_proc, relay) = common::serve_logged(dir);
     let source_proc = start_source(
         dir,
         Some(SOURCE_UID),
@@ -423,7 +423,7 @@ fn the_agents_host_never_holds_the_data_or_the_sources_credential() {
     assert_eq!(std::fs::read(&fetched[0]).unwrap(), doc);
 
     // Neither the canary nor the credential: in the MCP server's memory, in any MCP byte, in
-    // any file of the agent's user, in the relay's files.
+    // any file of the agent's user, in the relay's files and its log.
     let secret = credential.as_bytes();
     let what = "the memory of sealrelay mcp";
     assert!(!find(&memory, secret), "the credential is in {what}");
@@ -440,7 +440,7 @@ fn the_agents_host_never_holds_the_data_or_the_sources_credential() {
         "the scan read nothing useful"
     );
     let mut files = files_under(&agent);
-    files.extend(["mcp.in", "mcp.out", "mcp.log"].map(|f| dir.join(f)));
+    files.extend(["mcp.in", "mcp.out", "mcp.log", "relay.log"].map(|f| dir.join(f)));
     files.extend(files_under(&dir.join("data")));
     let mcp_bytes = std::fs::read(dir.join("mcp.out")).unwrap();
     assert!(!mcp_bytes.is_empty());

@@ -181,6 +181,34 @@ pub fn serve_at(
     (child, addr)
 }
 
+/// [`serve`] with the relay's log kept in `relay.log` (to scan it).
+pub fn serve_logged(dir: &std::path::Path) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let log = std::fs::File::create(dir.join("relay.log")).unwrap();
+    let mut child = std::process::Command::new(bin())
+        .args([
+            "serve",
+            "--dir",
+            "keys",
+            "--data",
+            "data",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .current_dir(dir)
+        .env("SEALRELAY_METRICS_LISTEN", "127.0.0.1:0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
+    (child, addr)
+}
+
 /// Stops a `serve` process with SIGTERM, as an operator would, and returns how it exited.
 pub fn terminate(mut child: std::process::Child) -> std::process::ExitStatus {
     let _ = std::process::Command::new("kill")
