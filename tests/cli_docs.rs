@@ -53,6 +53,7 @@ pub const COMMANDS: &[&[&str]] = &[
     &["receipt", "upgrade"],
     &["audit", "verify"],
     &["audit", "tail"],
+    &["audit", "export"],
     &["seal"],
     &["open"],
     &["demo"],

@@ -97,6 +97,10 @@ pub enum AuditCommand {
     Verify(VerifyArgs),
     /// The latest events of the log, with their leaf indexes (auditors and admins).
     Tail(TailArgs),
+    /// The log's events for a SIEM: OCSF, JSON lines or syslog, each verified against the
+    /// relay's signed log and carrying its index and proof reference; --follow streams new ones,
+    /// and --out resumes where it stopped (exactly once).
+    Export(super::export::ExportArgs),
 }
 
 #[derive(Args)]
@@ -266,6 +270,7 @@ pub fn run_audit(cmd: AuditCommand) -> Result<()> {
     match cmd {
         AuditCommand::Verify(a) => verify(a),
         AuditCommand::Tail(a) => tail(a),
+        AuditCommand::Export(a) => super::export::export(a),
     }
 }
 

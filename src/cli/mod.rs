@@ -4,6 +4,7 @@ mod admin;
 mod audit;
 mod demo;
 mod envelope;
+mod export;
 mod inbox;
 mod keys;
 mod mcp;

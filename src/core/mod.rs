@@ -2,6 +2,7 @@
 //! quinn, `std::net` or `std::fs`, or reads the clock (a test in `tests/architecture.rs`
 //! checks the rule).
 
+pub mod audit_format;
 pub mod bundle;
 pub mod codec;
 pub mod directory;
