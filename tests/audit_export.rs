@@ -17,23 +17,10 @@ use common::{ok_in, run_in};
 use serde_json::Value;
 
 fn python() -> Option<String> {
-    let py = std::env::var("SEALRELAY_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&py)
-        .args(["-c", "import ocsf_json_schema, jsonschema"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(py);
-    }
-    let msg = format!(
-        "ocsf-json-schema and jsonschema are not importable by {py} (set SEALRELAY_PYTHON): skipping"
-    );
-    assert!(
-        std::env::var_os("SEALRELAY_REQUIRE_TOOLS").is_none(),
-        "{msg}"
-    );
-    eprintln!("SKIP: {msg}");
-    None
+    common::python_with(
+        "ocsf_json_schema, jsonschema",
+        "ocsf-json-schema with jsonschema",
+    )
 }
 
 fn lines(path: &Path) -> Vec<Value> {

@@ -20,22 +20,10 @@ use harness::oracles::{canary, canary_hits, files_under};
 use serde_json::Value;
 
 fn python() -> Option<String> {
-    let py = std::env::var("SEALRELAY_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&py)
-        .args(["-c", "import mcp.client.session, mcp.client.stdio, httpx2"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(py);
-    }
-    let msg =
-        format!("the MCP Python SDK is not importable by {py} (set SEALRELAY_PYTHON): skipping");
-    assert!(
-        std::env::var_os("SEALRELAY_REQUIRE_TOOLS").is_none(),
-        "{msg}"
-    );
-    eprintln!("SKIP: {msg}");
-    None
+    common::python_with(
+        "mcp.client.session, mcp.client.stdio, httpx2",
+        "the MCP Python SDK",
+    )
 }
 
 /// A local HTTP source: `/doc/…` the canary document (and it records the Authorization header

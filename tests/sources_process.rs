@@ -36,22 +36,7 @@ fn is_root() -> bool {
 }
 
 fn python() -> Option<String> {
-    let py = std::env::var("SEALRELAY_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&py)
-        .args(["-c", "import mcp.client.session, mcp.client.stdio"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(py);
-    }
-    let msg =
-        format!("the MCP Python SDK is not importable by {py} (set SEALRELAY_PYTHON): skipping");
-    assert!(
-        std::env::var_os("SEALRELAY_REQUIRE_TOOLS").is_none(),
-        "{msg}"
-    );
-    eprintln!("SKIP: {msg}");
-    None
+    common::python_with("mcp.client.session, mcp.client.stdio", "the MCP Python SDK")
 }
 
 /// `setpriv` arguments that run what follows as `uid` (its own group, no others).

@@ -262,26 +262,7 @@ fn party_type(kind: PartyKind) -> &'static str {
 impl CedarPolicy {
     /// Parses and validates a policy (strict mode, against the schema) and a catalog.
     pub fn new(policy_text: &str, catalog_text: &str) -> Result<Self> {
-        let (schema, _warnings) = Schema::from_cedarschema_str(SCHEMA).map_err(|e| {
-            Error::internal(format!("the built-in Cedar schema does not parse: {e}"))
-        })?;
-        let policies = PolicySet::from_str(policy_text).map_err(|e| {
-            Error::bad_input(format!(
-                "the policy does not parse: {}",
-                one_line(&e.to_string())
-            ))
-        })?;
-        let result = Validator::new(schema).validate(&policies, ValidationMode::Strict);
-        if !result.validation_passed() {
-            let first = result
-                .validation_errors()
-                .next()
-                .map(|e| one_line(&e.to_string()))
-                .unwrap_or_default();
-            return Err(Error::bad_input(format!(
-                "the policy does not validate against the schema: {first}"
-            )));
-        }
+        let policies = validated(SCHEMA, policy_text, "the policy", "the schema")?;
         let catalog = Catalog::parse(catalog_text)?;
         let mut h = policy_text.as_bytes().to_vec();
         h.push(0);
@@ -550,6 +531,36 @@ impl Authorizer for CedarPolicy {
     fn policy_hash(&self) -> String {
         self.hash.clone()
     }
+}
+
+/// `policy_text` parsed and validated in strict mode against `schema_text` (a built-in schema:
+/// one that does not parse is an internal error); errors in one line, named `what` and `against`.
+pub(crate) fn validated(
+    schema_text: &str,
+    policy_text: &str,
+    what: &str,
+    against: &str,
+) -> Result<PolicySet> {
+    let (schema, _warnings) = Schema::from_cedarschema_str(schema_text)
+        .map_err(|e| Error::internal(format!("a built-in Cedar schema does not parse: {e}")))?;
+    let policies = PolicySet::from_str(policy_text).map_err(|e| {
+        Error::bad_input(format!(
+            "{what} does not parse: {}",
+            one_line(&e.to_string())
+        ))
+    })?;
+    let result = Validator::new(schema).validate(&policies, ValidationMode::Strict);
+    if !result.validation_passed() {
+        let first = result
+            .validation_errors()
+            .next()
+            .map(|e| one_line(&e.to_string()))
+            .unwrap_or_default();
+        return Err(Error::bad_input(format!(
+            "{what} does not validate against {against}: {first}"
+        )));
+    }
+    Ok(policies)
 }
 
 fn one_line(s: &str) -> String {

@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use cedar_policy::{
     Authorizer, Context, Decision, Entities, Entity, EntityId, EntityTypeName, EntityUid,
-    PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+    PolicySet, Request, RestrictedExpression,
 };
 
 use crate::core::directory::{sha256, DirectoryEntry};
@@ -26,10 +26,6 @@ pub struct SourcePolicy {
     policies: PolicySet,
     authorizer: Authorizer,
     hash: String,
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 fn uid(ty: &str, id: &str) -> Result<EntityUid> {
@@ -60,26 +56,12 @@ fn entity(u: EntityUid, attrs: Vec<(&str, RestrictedExpression)>) -> Result<Enti
 impl SourcePolicy {
     /// Parses and validates a policy (strict mode, against the source schema).
     pub fn new(policy_text: &str) -> Result<Self> {
-        let (schema, _) = Schema::from_cedarschema_str(SOURCE_SCHEMA).map_err(|e| {
-            Error::internal(format!("the built-in source schema does not parse: {e}"))
-        })?;
-        let policies = PolicySet::from_str(policy_text).map_err(|e| {
-            Error::bad_input(format!(
-                "the source policy does not parse: {}",
-                one_line(&e.to_string())
-            ))
-        })?;
-        let result = Validator::new(schema).validate(&policies, ValidationMode::Strict);
-        if !result.validation_passed() {
-            let first = result
-                .validation_errors()
-                .next()
-                .map(|e| one_line(&e.to_string()))
-                .unwrap_or_default();
-            return Err(Error::bad_input(format!(
-                "the source policy does not validate against docs/policy/source/schema.cedarschema: {first}"
-            )));
-        }
+        let policies = crate::core::policy::validated(
+            SOURCE_SCHEMA,
+            policy_text,
+            "the source policy",
+            "docs/policy/source/schema.cedarschema",
+        )?;
         Ok(SourcePolicy {
             policies,
             authorizer: Authorizer::new(),

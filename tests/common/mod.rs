@@ -511,17 +511,21 @@ pub fn hold_default_ports() -> (Option<std::net::TcpListener>, Option<std::net::
 /// (the test says so and skips; with `SEALRELAY_REQUIRE_TOOLS` set it fails).
 #[allow(dead_code)]
 pub fn python_with_cryptography() -> Option<String> {
+    python_with("cryptography", "the cryptography package")
+}
+
+/// The Python of `SEALRELAY_PYTHON` (else python3) when it can `import {modules}`; else says
+/// what is missing and skips (fails under `SEALRELAY_REQUIRE_TOOLS`).
+pub fn python_with(modules: &str, what: &str) -> Option<String> {
     let py = std::env::var("SEALRELAY_PYTHON").unwrap_or_else(|_| "python3".into());
     let ok = std::process::Command::new(&py)
-        .args(["-c", "import cryptography"])
+        .args(["-c", &format!("import {modules}")])
         .output()
         .is_ok_and(|o| o.status.success());
     if ok {
         return Some(py);
     }
-    let msg = format!(
-        "the cryptography package is not importable by {py} (set SEALRELAY_PYTHON): skipping"
-    );
+    let msg = format!("{what} is not importable by {py} (set SEALRELAY_PYTHON): skipping");
     assert!(
         std::env::var_os("SEALRELAY_REQUIRE_TOOLS").is_none(),
         "{msg}"
