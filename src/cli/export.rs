@@ -148,6 +148,14 @@ pub fn export(args: ExportArgs) -> Result<()> {
     let mut out: Box<dyn Write> = match &args.out {
         None => Box::new(std::io::stdout().lock()),
         Some(path) => {
+            // The export keeps its place beside the file and cuts a half-written tail: only a
+            // regular file (or a new one) can be that.
+            if std::fs::symlink_metadata(path).is_ok_and(|m| !m.file_type().is_file()) {
+                return Err(Error::bad_input(format!(
+                    "-o {} is not a regular file: give a file to append to, or leave -o out to write to standard output",
+                    path.display()
+                )));
+            }
             let f = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
