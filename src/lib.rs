@@ -30,6 +30,7 @@ pub mod ids;
 pub mod local;
 pub mod mcp;
 pub mod net;
+pub mod prover;
 pub mod server;
 pub mod source;
 pub mod store;

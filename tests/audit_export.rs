@@ -142,7 +142,10 @@ fn a_real_flow_exports_as_valid_ocsf_tied_to_the_log() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
     common::cli_world(dir);
-    let (relay_proc, relay) = common::serve(dir, &[]);
+    // A policy file of its own (the shipped text): the start is logged as `policy.load`.
+    std::fs::write(dir.join("p.cedar"), sealrelay::core::policy::DEFAULT_POLICY).unwrap();
+    std::fs::write(dir.join("relay.toml"), "policy_file = \"p.cedar\"\n").unwrap();
+    let (relay_proc, relay) = common::serve(dir, &["--config", "relay.toml"]);
     flow(dir, &relay);
     for format in ["ocsf", "jsonl", "syslog"] {
         ok_in(
@@ -174,9 +177,10 @@ fn a_real_flow_exports_as_valid_ocsf_tied_to_the_log() {
     );
     // The validator can fail: an event without its api, and one with a wrong type_uid.
     let events = lines(&dir.join("out.ocsf"));
-    let mut broken = events[1].clone();
+    let api = events.iter().find(|e| e["class_uid"] == 6003).unwrap();
+    let mut broken = api.clone();
     broken.as_object_mut().unwrap().remove("api");
-    let mut wrong = events[1].clone();
+    let mut wrong = api.clone();
     wrong["type_uid"] = Value::from(600302);
     std::fs::write(dir.join("broken.ocsf"), format!("{broken}\n{wrong}\n")).unwrap();
     let v = Command::new(&py)
@@ -252,6 +256,12 @@ fn a_real_flow_exports_as_valid_ocsf_tied_to_the_log() {
         .unwrap()
         .ends_with("/agent/research-bot"));
     assert_eq!(of("agent.released")["type_uid"], 300413);
+    let p = of("policy.load");
+    assert_eq!(p["type_uid"], 300401);
+    assert!(p["unmapped"]["sealrelay"]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("the shipped policy"));
     let k = of("directory.push");
     assert_eq!(k["class_uid"], 3004);
     assert!(k["entity"]["name"].as_str().unwrap().contains("bob"), "{k}");

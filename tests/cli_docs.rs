@@ -49,6 +49,8 @@ pub const COMMANDS: &[&[&str]] = &[
     &["approvals"],
     &["policy", "validate"],
     &["policy", "check"],
+    &["policy", "prove"],
+    &["policy", "diff"],
     &["receipt", "verify"],
     &["receipt", "upgrade"],
     &["audit", "verify"],

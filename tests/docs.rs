@@ -65,6 +65,7 @@ walkthroughs! {
     witness_walkthrough => "witness",
     operations_deploy_to_a_host => "deploy",
     operations_postgres => "postgres",
+    policy_prove_walkthrough => "policy-prove",
 }
 
 /// Every walkthrough in the docs has its test above, and every test its walkthrough.

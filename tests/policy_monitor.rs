@@ -668,7 +668,18 @@ fn policy_reload_on_sighup_takes_effect_at_once_and_is_logged() {
     let dir = t.path();
     common::admin_world(dir, &[("alice", &["auditor"])]);
     std::fs::write(dir.join("p.cedar"), sealrelay::core::policy::DEFAULT_POLICY).unwrap();
-    std::fs::write(dir.join("relay.toml"), "policy_file = \"p.cedar\"\n").unwrap();
+    // The stricter policy below is proved before it is put in force (cvc5); where the solver is
+    // missing, the relay is told to run it unproven.
+    let accept = if common::have_tool("cvc5") {
+        ""
+    } else {
+        "accept_broken_properties = [\"*\"]\n"
+    };
+    std::fs::write(
+        dir.join("relay.toml"),
+        format!("policy_file = \"p.cedar\"\n{accept}"),
+    )
+    .unwrap();
     let (server, addr) = common::serve(dir, &["--config", "relay.toml"]);
     let r = ["--relay", addr.as_str()];
     let grant = |resource: &str| {
@@ -765,7 +776,7 @@ fn policy_reload_on_sighup_takes_effect_at_once_and_is_logged() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to start on an invalid policy"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to start on this policy"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

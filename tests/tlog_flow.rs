@@ -541,7 +541,9 @@ async fn an_action_whose_event_cannot_be_written_is_refused_and_changes_nothing(
     let mut text = std::fs::read_to_string(&policy).unwrap();
     text.push_str("\n// a change\n");
     std::fs::write(&policy, text).unwrap();
-    assert!(relay.relay().reload_policy().await.is_err());
+    assert!(sealrelay::server::reload_policy(relay.relay())
+        .await
+        .is_err());
     assert_eq!(relay.relay().policy().policy_hash(), in_force);
     fail.store(false, Ordering::SeqCst);
 

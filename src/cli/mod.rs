@@ -9,6 +9,7 @@ mod inbox;
 mod keys;
 mod mcp;
 mod policy;
+mod policy_prove;
 mod relay;
 mod source;
 mod ui;

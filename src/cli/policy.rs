@@ -1,4 +1,5 @@
-//! `sealrelay approve | approvals`, `agent quarantine | release`, `policy validate | check`.
+//! `sealrelay approve | approvals`, `agent quarantine | release`, `policy validate | check`
+//! (`policy prove | diff` in `policy_prove.rs`).
 
 use std::path::{Path, PathBuf};
 
@@ -11,9 +12,9 @@ use sealrelay::core::policy::{
 };
 use sealrelay::error::{Error, Result};
 use sealrelay::ids::{validate_name, GrantId, PartyKind, SpiffeId};
-use sealrelay::local::fs::read_capped;
 use sealrelay::local::identity_file;
 
+use super::policy_prove::read_text;
 use super::relay::runtime;
 use super::DirArg;
 
@@ -93,6 +94,48 @@ pub enum PolicyCommand {
     },
     /// Evaluate one request: prints allow, or deny with its reasons (exit 6).
     Check(CheckArgs),
+    /// Prove the policy's properties (docs/policy.md) with Cedar's symbolic compiler and the
+    /// cvc5 solver, or refute each with a counterexample; exit 6 if a required one is broken.
+    Prove(ProveArgs),
+    /// What NEW permits that OLD does not, and what it no longer permits: an example request
+    /// of each kind, and the policies that decide it.
+    Diff(DiffArgs),
+}
+
+#[derive(Args)]
+pub struct ProveArgs {
+    /// The policy (default: the one the --config names, else the shipped policy).
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// The resource catalog (default: the one the --config names, else the shipped catalog).
+    #[arg(long, value_name = "FILE")]
+    catalog: Option<PathBuf>,
+    /// More properties, beside the shipped ones (default: the --config's properties_file).
+    #[arg(long, value_name = "FILE")]
+    properties: Option<PathBuf>,
+    /// A relay config: prove what `serve --config FILE` would run.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// One JSON document: each property, its verdict, and the counterexample as a request
+    /// and entities in Cedar's JSON formats.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct DiffArgs {
+    /// The policy in force.
+    #[arg(value_name = "OLD")]
+    old: PathBuf,
+    /// The policy proposed.
+    #[arg(value_name = "NEW")]
+    new: PathBuf,
+    /// The resource catalog both run with (default: the shipped catalog).
+    #[arg(long, value_name = "FILE")]
+    catalog: Option<PathBuf>,
+    /// One JSON document instead of lines.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -126,11 +169,6 @@ pub struct CheckArgs {
     catalog: Option<PathBuf>,
 }
 
-fn read_text(path: &Path) -> Result<String> {
-    String::from_utf8(read_capped(path, 1 << 20)?)
-        .map_err(|_| Error::bad_input(format!("{} is not UTF-8 text", path.display())))
-}
-
 fn load(policy: Option<&Path>, catalog: Option<&Path>) -> Result<CedarPolicy> {
     let p = match policy {
         Some(p) => read_text(p)?,
@@ -156,6 +194,22 @@ pub fn run(cmd: PolicyCommand) -> Result<()> {
             Ok(())
         }
         PolicyCommand::Check(a) => check(a),
+        PolicyCommand::Prove(a) => super::policy_prove::prove(a.into()),
+        PolicyCommand::Diff(a) => {
+            super::policy_prove::diff(&a.old, &a.new, a.catalog.as_deref(), a.json)
+        }
+    }
+}
+
+impl From<ProveArgs> for super::policy_prove::ProveOptions {
+    fn from(a: ProveArgs) -> Self {
+        super::policy_prove::ProveOptions {
+            policy: a.policy,
+            catalog: a.catalog,
+            properties: a.properties,
+            config: a.config,
+            json: a.json,
+        }
     }
 }
 

@@ -131,7 +131,7 @@ async fn wait_for_signal(relay: &server::RunningRelay) {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return,
             _ = term.recv() => return,
-            _ = hup.recv() => match relay.relay().reload_policy().await {
+            _ = hup.recv() => match server::reload_policy(relay.relay()).await {
                 Ok(hash) => tracing::info!(policy = %hash, "policy reloaded"),
                 Err(e) => tracing::error!(error = %e, "policy reload refused; the previous policy stays in force"),
             },

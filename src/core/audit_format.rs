@@ -102,6 +102,7 @@ fn class_of(kind: &str) -> (u32, u32, u32, &'static str) {
         "directory.reset_approval" => (3004, 3, 3, "Update"),
         "agent.quarantined" => (3004, 3, 12, "Suspend"),
         "agent.released" => (3004, 3, 13, "Resume"),
+        "policy.load" => (3004, 3, 1, "Create"),
         "policy.reload" => (3004, 3, 3, "Update"),
         // API activity (6003): what parties asked the relay to do, and its answers.
         "grant.created" | "grant.dispatched" | "envelope.submitted" | "receipt.recorded" => {

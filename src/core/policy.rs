@@ -7,19 +7,18 @@
 //! The shipped schema, policy and catalog are the files in `docs/policy/`, embedded here, so the
 //! documentation and the code cannot drift apart.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Mutex, OnceLock};
 
 use cedar_policy::{
     Authorizer as CedarAuthorizer, Context as CedarContext, Decision as CedarDecision, Entities,
-    Entity, EntityId, EntityTypeName, EntityUid, PolicySet, Request, RestrictedExpression, Schema,
-    ValidationMode, Validator,
+    Entity, EntityUid, PolicySet, Request, RestrictedExpression, Schema, ValidationMode, Validator,
 };
 
 use crate::core::directory::{sha256, Attributes};
 use crate::error::{Error, Result};
-use crate::ids::{hex, EnvelopeId, GrantId, PartyKind, SpiffeId};
+use crate::ids::{hex, EnvelopeId, GrantId, SpiffeId};
 
 /// The Cedar schema (docs/policy/schema.cedarschema).
 pub const SCHEMA: &str = include_str!("../../docs/policy/schema.cedarschema");
@@ -184,7 +183,11 @@ pub fn scope_matches(scope: &str, resource: &str) -> bool {
 
 pub use super::resource::{Catalog, CatalogEntry};
 
+mod entities;
 mod explain;
+pub mod properties;
+
+use entities::{entity, long, uid};
 
 /// A Cedar policy set, its schema and the resource catalog.
 pub struct CedarPolicy {
@@ -208,56 +211,6 @@ struct PrincipalKey {
 
 /// Principal entities kept at most.
 const MAX_CACHED_PRINCIPALS: usize = 8192;
-
-/// The schema's entity types, parsed once (parsing a type name runs Cedar's parser).
-const ENTITY_TYPES: [&str; 9] = [
-    "User", "Agent", "Admin", "Relay", "Resource", "Grant", "Envelope", "Action", "Source",
-];
-
-fn uid(ty: &str, id: &str) -> Result<EntityUid> {
-    static PARSED: OnceLock<HashMap<&'static str, EntityTypeName>> = OnceLock::new();
-    let parsed = PARSED.get_or_init(|| {
-        ENTITY_TYPES
-            .iter()
-            .filter_map(|t| EntityTypeName::from_str(t).ok().map(|n| (*t, n)))
-            .collect()
-    });
-    let t = match parsed.get(ty) {
-        Some(t) => t.clone(),
-        None => EntityTypeName::from_str(ty)
-            .map_err(|e| Error::internal(format!("bad entity type {ty}: {e}")))?,
-    };
-    Ok(EntityUid::from_type_name_and_id(t, EntityId::new(id)))
-}
-
-fn strings(items: &[String]) -> RestrictedExpression {
-    RestrictedExpression::new_set(
-        items
-            .iter()
-            .map(|s| RestrictedExpression::new_string(s.clone())),
-    )
-}
-
-fn long(v: u64) -> RestrictedExpression {
-    RestrictedExpression::new_long(i64::try_from(v).unwrap_or(i64::MAX))
-}
-
-fn entity(uid: EntityUid, attrs: Vec<(&str, RestrictedExpression)>) -> Result<Entity> {
-    let attrs: HashMap<String, RestrictedExpression> =
-        attrs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-    Entity::new(uid, attrs, HashSet::new())
-        .map_err(|e| Error::internal(format!("cannot build an entity: {e}")))
-}
-
-fn party_type(kind: PartyKind) -> &'static str {
-    match kind {
-        PartyKind::User => "User",
-        PartyKind::Agent => "Agent",
-        PartyKind::Admin => "Admin",
-        PartyKind::Relay => "Relay",
-        PartyKind::Source => "Source",
-    }
-}
 
 impl CedarPolicy {
     /// Parses and validates a policy (strict mode, against the schema) and a catalog.
@@ -308,49 +261,6 @@ impl CedarPolicy {
             m.insert(key, built.clone());
         }
         Ok(built)
-    }
-
-    fn build_principal_entity(&self, p: &Principal) -> Result<(EntityUid, Entity)> {
-        let id = p.id.to_string();
-        let attrs = p.attributes.clone().unwrap_or_default();
-        match p.id.kind() {
-            PartyKind::User => {
-                let u = uid("User", &id)?;
-                let e = entity(
-                    u.clone(),
-                    vec![
-                        ("clearance", long(u64::from(attrs.clearance))),
-                        ("roles", strings(&attrs.roles)),
-                    ],
-                )?;
-                Ok((u, e))
-            }
-            PartyKind::Agent => {
-                let u = uid("Agent", &id)?;
-                let status = if p.quarantined {
-                    "quarantined"
-                } else {
-                    "active"
-                };
-                let e = entity(
-                    u.clone(),
-                    vec![
-                        ("scopes", strings(&attrs.scopes)),
-                        ("status", RestrictedExpression::new_string(status.into())),
-                    ],
-                )?;
-                Ok((u, e))
-            }
-            PartyKind::Source => {
-                let u = uid("Source", &id)?;
-                let e = entity(u.clone(), vec![("serves", strings(&attrs.scopes))])?;
-                Ok((u, e))
-            }
-            kind => {
-                let u = uid(party_type(kind), &id)?;
-                Ok((u.clone(), entity(u, vec![])?))
-            }
-        }
     }
 
     fn evaluate(&self, p: &Principal, action: Action, ctx: &Context) -> Result<Decision> {
@@ -469,26 +379,51 @@ impl CedarPolicy {
             ),
         ])
         .map_err(|e| Error::internal(format!("cannot build the context: {e}")))?;
-        let request = Request::new(
+        // Only requests the schema admits reach the policy: a policy that validates cannot
+        // reach past the schema (an unconstrained `principal` in a `permit` for `fetch` is a
+        // user's, never an agent's), so what `policy prove` proves of the schema's requests
+        // holds of every request.
+        let Ok(request) = Request::new(
             principal,
             uid("Action", action.as_str())?,
             resource,
             context,
-            None,
-        )
-        .map_err(|e| Error::internal(format!("cannot build the request: {e}")))?;
+            Some(schema()?),
+        ) else {
+            return Ok(Decision::deny(format!(
+                "{}: the schema admits no such request",
+                self.explain(p, action, &Context::default(), false)
+            )));
+        };
         let entities = Entities::from_entities(entities, None)
             .map_err(|e| Error::internal(format!("cannot build entities: {e}")))?;
+        Ok(self
+            .decided(&request, &entities)
+            .unwrap_or_else(|| Decision::Deny {
+                reasons: vec![self.explain(p, action, ctx, in_scope)],
+            }))
+    }
+
+    /// The relay's decision on a Cedar request, as `serve` makes it (an error denies, a forbid
+    /// names itself): for replaying a request built elsewhere, e.g. a counterexample of
+    /// `policy prove`.
+    pub fn decide(&self, request: &Request, entities: &Entities) -> Decision {
+        self.decided(request, entities)
+            .unwrap_or_else(|| Decision::deny("no policy permits it"))
+    }
+
+    /// [`CedarPolicy::decide`]; `None`: no policy permits it and none forbids it.
+    fn decided(&self, request: &Request, entities: &Entities) -> Option<Decision> {
         let response = self
             .authorizer
-            .is_authorized(&request, &self.policies, &entities);
+            .is_authorized(request, &self.policies, entities);
         let errors: Vec<String> = response
             .diagnostics()
             .errors()
             .map(|e| one_line(&e.to_string()))
             .collect();
         if !errors.is_empty() {
-            return Ok(Decision::Deny {
+            return Some(Decision::Deny {
                 reasons: errors
                     .into_iter()
                     .map(|e| format!("policy evaluation error (denied): {e}"))
@@ -496,7 +431,7 @@ impl CedarPolicy {
             });
         }
         if response.decision() == CedarDecision::Allow {
-            return Ok(Decision::Allow);
+            return Some(Decision::Allow);
         }
         let forbids: Vec<String> = response
             .diagnostics()
@@ -508,13 +443,26 @@ impl CedarPolicy {
                 )
             })
             .collect();
-        if !forbids.is_empty() {
-            return Ok(Decision::Deny { reasons: forbids });
-        }
-        Ok(Decision::Deny {
-            reasons: vec![self.explain(p, action, ctx, in_scope)],
-        })
+        (!forbids.is_empty()).then_some(Decision::Deny { reasons: forbids })
     }
+
+    /// The validated policy set in force.
+    pub fn policies(&self) -> &PolicySet {
+        &self.policies
+    }
+}
+
+/// The relay's schema (docs/policy/schema.cedarschema), parsed once.
+pub(crate) fn schema() -> Result<&'static Schema> {
+    static PARSED: OnceLock<std::result::Result<Schema, String>> = OnceLock::new();
+    PARSED
+        .get_or_init(|| {
+            Schema::from_cedarschema_str(SCHEMA)
+                .map(|(s, _)| s)
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| Error::internal(format!("the built-in Cedar schema does not parse: {e}")))
 }
 
 impl Authorizer for CedarPolicy {
@@ -563,7 +511,7 @@ pub(crate) fn validated(
     Ok(policies)
 }
 
-fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 

@@ -29,6 +29,7 @@ pub use services::metrics;
 pub use services::misbehaviour::MonitorConfig;
 pub use services::refusal::Refusal;
 pub use services::relay::Relay;
+pub use shell::policy_gate::reload as reload_policy;
 
 use crate::clock::{Clock, SystemClock};
 use crate::core::store::Store;

@@ -61,6 +61,13 @@ pub struct RelayConfig {
     pub policy_file: Option<PathBuf>,
     /// A resource catalog (default: the shipped docs/policy/catalog.toml).
     pub catalog_file: Option<PathBuf>,
+    /// Properties the policy must have beside the shipped docs/policy/properties.toml
+    /// (docs/policy.md): proved at start and on each reload of a policy other than the shipped
+    /// one; a policy that breaks a required property is refused.
+    pub properties_file: Option<PathBuf>,
+    /// Required properties the operator accepts a policy breaking (the decision is logged at
+    /// every load), or `"*"`: any, and a policy that could not be proved (no solver) too.
+    pub accept_broken_properties: Vec<String>,
     /// Requests per second each identity may make (token bucket), and the burst it may save up.
     pub requests_per_second: u32,
     pub request_burst: u32,
@@ -194,6 +201,8 @@ impl Default for RelayConfig {
             min_free_bytes: 64 * 1024 * 1024,
             log_format: "text".into(),
             policy_file: None,
+            properties_file: None,
+            accept_broken_properties: Vec::new(),
             catalog_file: None,
             requests_per_second: 500,
             request_burst: 1000,
@@ -277,6 +286,7 @@ impl RelayConfig {
         let full = RelayConfig {
             policy_file: Some(PathBuf::new()),
             catalog_file: Some(PathBuf::new()),
+            properties_file: Some(PathBuf::new()),
             store: Some(String::new()),
             witness_quorum: Some(1),
             monitor: super::misbehaviour::MonitorConfig {

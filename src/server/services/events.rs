@@ -263,6 +263,14 @@ pub fn agent_released(now: u64, admin: &SpiffeId, agent: &SpiffeId) -> Event {
     )
 }
 
+/// The relay started on a policy other than the shipped one: its hash and what was proved of it.
+pub fn policy_load(now: u64, relay: &str, detail: String) -> Event {
+    Event {
+        detail,
+        ..event(now, "policy.load", relay, "policy".into(), "allow")
+    }
+}
+
 /// The operator reloaded the policy (`allow`: in force; `deny`: refused, the old one kept).
 pub fn policy_reload(now: u64, operator: &str, decision: &str, detail: String) -> Event {
     Event {

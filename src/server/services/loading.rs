@@ -20,11 +20,29 @@ fn read_text(path: &Option<std::path::PathBuf>, default: &str) -> Result<String>
     }
 }
 
-/// The policy and catalog the config names (or the embedded defaults), validated.
-pub fn read_policy(config: &RelayConfig) -> Result<CedarPolicy> {
-    let policy = read_text(&config.policy_file, DEFAULT_POLICY)?;
-    let catalog = read_text(&config.catalog_file, DEFAULT_CATALOG)?;
-    CedarPolicy::new(&policy, &catalog)
+/// The policy and catalog the config names (or the embedded defaults), validated; whether they
+/// are the shipped ones; and the config's properties file (its text and name), if any.
+pub fn read_policy(config: &RelayConfig) -> Result<LoadedPolicy> {
+    let policy_text = read_text(&config.policy_file, DEFAULT_POLICY)?;
+    let catalog_text = read_text(&config.catalog_file, DEFAULT_CATALOG)?;
+    let policy = CedarPolicy::new(&policy_text, &catalog_text)?;
+    let extra_properties = match &config.properties_file {
+        Some(p) => Some((read_text(&Some(p.clone()), "")?, p.display().to_string())),
+        None => None,
+    };
+    Ok(LoadedPolicy {
+        shipped: policy_text == DEFAULT_POLICY && catalog_text == DEFAULT_CATALOG,
+        policy,
+        extra_properties,
+    })
+}
+
+/// What [`read_policy`] read.
+pub struct LoadedPolicy {
+    pub policy: CedarPolicy,
+    /// The shipped policy and catalog, word for word.
+    pub shipped: bool,
+    pub extra_properties: Option<(String, String)>,
 }
 
 /// The directory: what was pushed before (in the store) plus what is in `DIR/directory`; what

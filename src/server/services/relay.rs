@@ -286,14 +286,15 @@ impl Relay {
         }
     }
 
-    /// Re-reads the policy and catalog files. A valid policy takes effect for the next request
-    /// (on every connection) and is logged as an event; an invalid one is refused, logged, and
-    /// the policy in force stays.
-    pub async fn reload_policy(&self) -> Result<String> {
-        let result = super::loading::read_policy(&self.config);
+    /// Puts a reloaded policy in force (`loaded`: the policy and what was proved of it, or why
+    /// it was refused; the shell reads and proves it, `server::reload_policy`). Either outcome
+    /// is logged as an event, durably, before a new policy is in force; a refused one leaves
+    /// the policy in force as it was.
+    pub async fn reload_policy(&self, loaded: Result<(CedarPolicy, String)>) -> Result<String> {
+        let result = loaded;
         let (decision, detail) = match &result {
-            Ok(new) => ("allow", format!("policy {}", new.policy_hash())),
-            Err(e) => ("deny", format!("invalid policy kept out: {}", e.message())),
+            Ok((new, proved)) => ("allow", format!("policy {}: {proved}", new.policy_hash())),
+            Err(e) => ("deny", format!("policy kept out: {}", e.message())),
         };
         let event = super::events::policy_reload(
             self.clock.now(),
@@ -305,7 +306,7 @@ impl Relay {
         self.commit(WriteOp::Append { event })
             .await
             .map_err(|r| Error::new(ErrorKind::Unavailable, r.message))?;
-        let new = result?;
+        let (new, _) = result?;
         let hash = new.policy_hash();
         if let Ok(mut slot) = self.policy.write() {
             *slot = Arc::new(new);

@@ -8,6 +8,7 @@ pub mod dirwatch;
 pub mod effects;
 pub mod listener;
 pub mod loops;
+pub mod policy_gate;
 pub mod public_log;
 pub mod startup;
 pub mod stream;

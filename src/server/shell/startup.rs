@@ -17,7 +17,7 @@ use crate::server::services::checkpoints;
 use crate::server::services::committer::Committer;
 use crate::server::services::config::RelayConfig;
 use crate::server::services::connections::Connections;
-use crate::server::services::loading::{load_directory, read_policy};
+use crate::server::services::loading::load_directory;
 use crate::server::services::misbehaviour::{Monitor, RateLimiter};
 use crate::server::services::relay::Relay;
 use crate::server::services::witnessed::Witnessed;
@@ -81,8 +81,9 @@ pub fn load(
         store,
         metrics.clone(),
     ));
-    let policy =
-        read_policy(&config).map_err(|e| e.context("refusing to start on an invalid policy"))?;
+    let (policy, proved) = super::policy_gate::proved_policy(&config)
+        .map_err(|e| e.context("refusing to start on this policy"))?;
+    tracing::info!(policy = %crate::core::policy::Authorizer::policy_hash(&policy), proof = %proved, "policy loaded");
     let monitor = Monitor::new(config.monitor.clone(), store.quarantined()?);
     let limiter = RateLimiter::new(config.requests_per_second, config.request_burst);
     // The log key signs checkpoints; a store behind the last one signed is refused.
@@ -106,6 +107,22 @@ pub fn load(
         &meta.log_origin,
     )?;
     // From here on every batch is checkpointed; the first checkpoint covers what is there now.
+    // A policy other than the shipped one starts with what was proved of it (or accepted
+    // unproven) in the log, as a reload does.
+    if config.policy_file.is_some()
+        || config.catalog_file.is_some()
+        || config.properties_file.is_some()
+    {
+        let event = crate::server::services::events::policy_load(
+            clock.now(),
+            &relay_actor,
+            format!(
+                "policy {}: {proved}",
+                crate::core::policy::Authorizer::policy_hash(&policy)
+            ),
+        );
+        store.apply(&[crate::core::store::WriteOp::Append { event }])?;
+    }
     signer.sign_current(store.as_ref())?;
     let checkpoint = signer.latest.clone();
     let (committer, commit_loop) = Committer::new(store.clone(), Some(signer.clone()));
