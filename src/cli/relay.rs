@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use sealrelay::client::{
-    deliver, AdminClient, AgentClient, Courier, ForGrant, GrantRequest, OpenGrant, Plaintext,
-    Retry, SerialPins, UserClient,
+    deliver, AdminClient, AgentClient, Courier, ForGrant, GrantRequest, Plaintext, Retry,
+    SerialPins, UserClient,
 };
 use sealrelay::clock;
 use sealrelay::core::identity::Identity;
@@ -19,7 +19,7 @@ use sealrelay::local::identity_file;
 use sealrelay::server::{self, RelayConfig};
 
 /// Default relay address.
-pub const DEFAULT_RELAY: &str = "127.0.0.1:4433";
+pub const DEFAULT_RELAY: &str = sealrelay::client::session::DEFAULT_RELAY;
 
 /// `--relay HOST:PORT` (or SEALRELAY_RELAY, or the identity's relay, or 127.0.0.1:4433).
 #[derive(Args, Clone)]
@@ -227,17 +227,6 @@ pub struct IdentityRelayArgs {
     pub relay: RelayArg,
 }
 
-fn grant_json(g: &OpenGrant) -> serde_json::Value {
-    serde_json::json!({
-        "grant_id": hex(g.grant.grant_id),
-        "user": g.grant.user.to_string(),
-        "resource": g.grant.resource,
-        "purpose": g.grant.purpose,
-        "expires": g.grant.expires,
-        "max_bytes": g.grant.max_bytes,
-    })
-}
-
 pub fn grants(args: IdentityRelayArgs) -> Result<()> {
     let identity = identity_file::load_enrolled(&args.identity, PartyKind::Agent, clock::now())?;
     let relay = args.relay.address(&identity);
@@ -251,7 +240,10 @@ pub fn grants(args: IdentityRelayArgs) -> Result<()> {
             .with_pins(pins);
         let grants = agent.grants().await?;
         if args.json {
-            let list: Vec<_> = grants.iter().map(grant_json).collect();
+            let list: Vec<_> = grants
+                .iter()
+                .map(sealrelay::client::session::json::grant)
+                .collect();
             println!("{}", serde_json::Value::Array(list));
         } else if grants.is_empty() {
             println!("no open grants");

@@ -19,6 +19,7 @@ mod fetch_to;
 mod header;
 pub mod keylog;
 pub mod keywatch;
+pub mod session;
 mod source;
 mod user;
 mod verify;

@@ -4,6 +4,7 @@
 //! ([`checkpoint_state`]).
 
 pub mod checkpoint_state;
+pub mod cosigner_key;
 pub mod directory_seen;
 pub mod dirpaths;
 pub mod dirstore;

@@ -348,13 +348,7 @@ pub fn load_key(path: &Path) -> Result<(SigningKey, CosignerKey)> {
     Ok((key, me))
 }
 
-/// Reads a witness verifier key file (`w.pub`).
-pub fn read_cosigner_key(path: &Path) -> Result<CosignerKey> {
-    let text = read_capped(path, 4096)?;
-    let text = std::str::from_utf8(&text)
-        .map_err(|_| Error::bad_input(format!("{} is not text", path.display())))?;
-    CosignerKey::parse(text.trim_end()).map_err(|e| e.context(path.display()))
-}
+pub use crate::local::cosigner_key::read_cosigner_key;
 
 #[cfg(test)]
 mod tests;
