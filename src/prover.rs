@@ -77,7 +77,8 @@ fn kind(env: &RequestEnv) -> String {
 impl Prover {
     /// Starts the solver: `$CVC5`, else `cvc5` on the `PATH`.
     pub fn new() -> Result<Self> {
-        let solver = LocalSolver::cvc5().map_err(|e| {
+        // A time limit per query, not on the whole process: one solver answers every query.
+        let solver = LocalSolver::cvc5_with_args(["--tlimit-per=60000"]).map_err(|e| {
             Error::new(
                 ErrorKind::Unavailable,
                 format!(

@@ -106,8 +106,15 @@ export class AgentClient {
   }
   /** Seals `data` to the grant's user and submits it, streamed in bounded memory. */
   async deliver(grantId, data, { retryAttempts = 3 } = {}) {
-    const source = pieces(data);
+    // Started before the source is opened: a bad grant id leaves no file open.
     const d = sync(() => this.#n.startDelivery(String(grantId), retryAttempts));
+    let source;
+    try {
+      source = pieces(data);
+    } catch (e) {
+      await d.abort('no data').catch(() => {});
+      throw e;
+    }
     try {
       for await (const piece of source) {
         if (!(piece instanceof Uint8Array)) throw new TypeError('the data must yield Uint8Array pieces');
@@ -119,6 +126,10 @@ export class AgentClient {
         }
       }
     } catch (e) {
+      if (String(e?.message ?? '').startsWith('Stopped\u001f')) {
+        // The sealing stopped first (a used grant, an unreachable relay): its reason.
+        return JSON.parse(await call(() => d.finish()));
+      }
       // The source failed: the sealing stops and nothing is submitted.
       await d.abort(String(e?.message ?? e)).catch(() => {});
       throw e;

@@ -131,10 +131,17 @@ async fn wait_for_signal(relay: &server::RunningRelay) {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return,
             _ = term.recv() => return,
-            _ = hup.recv() => match server::reload_policy(relay.relay()).await {
-                Ok(hash) => tracing::info!(policy = %hash, "policy reloaded"),
-                Err(e) => tracing::error!(error = %e, "policy reload refused; the previous policy stays in force"),
-            },
+            // Proving a policy takes a while: the reload runs beside the signal loop, so a
+            // SIGTERM during it still stops the relay at once.
+            _ = hup.recv() => {
+                let r = relay.relay().clone();
+                tokio::spawn(async move {
+                    match server::reload_policy(&r).await {
+                        Ok(hash) => tracing::info!(policy = %hash, "policy reloaded"),
+                        Err(e) => tracing::error!(error = %e, "policy reload refused; the previous policy stays in force"),
+                    }
+                });
+            }
         }
     }
 }

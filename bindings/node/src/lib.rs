@@ -125,10 +125,16 @@ impl Agent {
     }
 }
 
-/// A piece of data, or the source's failure (nothing is then submitted).
-type Piece = std::result::Result<Vec<u8>, String>;
+/// What JavaScript hands the sealing: a piece, the end, or the source's failure.
+enum Piece {
+    Data(Vec<u8>),
+    End,
+    Fail(String),
+}
 
-/// Pieces written from JavaScript, as a `Read`; the end is the sender's drop.
+/// Pieces written from JavaScript, as a `Read`. Only an explicit `End` ends the data: a channel
+/// closed without it (the `Delivery` dropped mid-stream, its worker torn down) is a failure,
+/// so what was read so far is never submitted as if it were all.
 struct Pieces {
     rx: Receiver<Piece>,
     pending: Vec<u8>,
@@ -139,12 +145,17 @@ impl Read for Pieces {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.at == self.pending.len() {
             match self.rx.recv() {
-                Ok(Ok(piece)) => {
+                Ok(Piece::Data(piece)) => {
                     self.pending = piece;
                     self.at = 0;
                 }
-                Ok(Err(why)) => return Err(std::io::Error::other(why)),
-                Err(_) => return Ok(0),
+                Ok(Piece::End) => return Ok(0),
+                Ok(Piece::Fail(why)) => return Err(std::io::Error::other(why)),
+                Err(_) => {
+                    return Err(std::io::Error::other(
+                        "the delivery was dropped before its data ended",
+                    ))
+                }
             }
         }
         let n = (self.pending.len() - self.at).min(buf.len());
@@ -173,9 +184,16 @@ impl Delivery {
         let Some(tx) = tx else {
             return Err(bad("this delivery is finished"));
         };
-        // A send that fails means the sealing stopped early: `finish` says why.
-        let _ = tokio::task::spawn_blocking(move || tx.send(Ok(bytes))).await;
-        Ok(())
+        // A send that fails means the sealing stopped early: reject, so that the caller stops
+        // reading its source and asks `finish` why.
+        let sent = tokio::task::spawn_blocking(move || tx.send(Piece::Data(bytes))).await;
+        match sent {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(napi::Error::new(
+                Status::GenericFailure,
+                "Stopped\u{1f}the sealing stopped",
+            )),
+        }
     }
 
     /// The source failed: the sealing stops and nothing is submitted.
@@ -183,7 +201,7 @@ impl Delivery {
     pub async fn abort(&self, why: String) -> Result<()> {
         let tx = self.tx.lock().ok().and_then(|mut g| g.take());
         if let Some(tx) = tx {
-            let _ = tokio::task::spawn_blocking(move || tx.send(Err(why))).await;
+            let _ = tokio::task::spawn_blocking(move || tx.send(Piece::Fail(why))).await;
         }
         let rx = self.done.lock().await.take();
         if let Some(rx) = rx {
@@ -195,8 +213,10 @@ impl Delivery {
     /// Ends the data and waits for the relay's answer.
     #[napi]
     pub async fn finish(&self) -> Result<String> {
-        if let Ok(mut g) = self.tx.lock() {
-            g.take();
+        let tx = self.tx.lock().ok().and_then(|mut g| g.take());
+        if let Some(tx) = tx {
+            // The end, said explicitly (a closed channel alone is a failure).
+            let _ = tokio::task::spawn_blocking(move || tx.send(Piece::End)).await;
         }
         let rx = self.done.lock().await.take();
         let Some(rx) = rx else {
@@ -209,6 +229,15 @@ impl Delivery {
             })?
             .map_err(js)?;
         Ok(json::delivered(&d).to_string())
+    }
+}
+
+impl Drop for Delivery {
+    /// Dropped before `finish`: the sealing is told the source failed (nothing is submitted).
+    fn drop(&mut self) {
+        if let Some(tx) = self.tx.lock().ok().and_then(|mut g| g.take()) {
+            let _ = tx.try_send(Piece::Fail("the delivery was dropped".into()));
+        }
     }
 }
 

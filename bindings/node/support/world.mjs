@@ -66,7 +66,11 @@ export class World {
       stdio: ['ignore', 'pipe', 'ignore'],
     });
     const lines = createInterface({ input: this.proc.stdout });
-    const first = await new Promise((ok) => lines.once('line', ok));
+    // The first line, or the reason there is none (serve exited).
+    const first = await new Promise((ok, fail) => {
+      lines.once('line', ok);
+      this.proc.once('exit', (code) => fail(new Error(`sealrelay serve exited (${code}) before listening`)));
+    });
     if (!first.startsWith('sealrelay relay listening on')) throw new Error(first);
     this.relay = first.split(' ').at(-1);
     return this;

@@ -96,6 +96,8 @@ struct PyChunks {
     pending: Vec<u8>,
     at: usize,
     done: bool,
+    /// What the source raised: raised again as it was (a `KeyboardInterrupt` stays one).
+    failed: Option<PyErr>,
 }
 
 impl Read for PyChunks {
@@ -108,7 +110,13 @@ impl Read for PyChunks {
                 })?;
                 Ok(bytes.as_bytes().to_vec())
             });
-            let chunk = chunk.map_err(|e| std::io::Error::other(e.to_string()))?;
+            let chunk = match chunk {
+                Ok(c) => c,
+                Err(e) => {
+                    self.failed = Some(e);
+                    return Err(std::io::Error::other("the data source raised an exception"));
+                }
+            };
             if chunk.is_empty() {
                 self.done = true;
             }
@@ -179,13 +187,18 @@ impl Agent {
             pending: Vec::new(),
             at: 0,
             done: false,
+            failed: None,
         };
-        let d = blocking(
+        let result = blocking(
             py,
             self.session
                 .deliver(id, &mut reader, Retry::times(retry_attempts.max(1))),
-        )?;
-        Ok(text(json::delivered(&d)))
+        );
+        // The source's own exception first: nothing was submitted.
+        if let Some(e) = reader.failed.take() {
+            return Err(e);
+        }
+        Ok(text(json::delivered(&result?)))
     }
 
     fn status(&self, py: Python<'_>, grant: &str) -> PyResult<String> {

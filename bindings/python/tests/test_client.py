@@ -107,6 +107,17 @@ def test_refusals_raise_the_error_of_their_kind_with_the_clis_message(world) -> 
     assert str(e.value) == cli_error(world, "send", "--identity", "bot.id", "--grant", gid, "again.txt")
     assert type(e.value) is not sealrelay.SealrelayError  # a subclass: its kind
 
+    # A source that fails mid-way: its own exception, and nothing submitted.
+    gid2 = alice.grant("research-bot", "tickets/2")
+
+    def failing() -> Iterator[bytes]:
+        yield b"half of it"
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        bot.deliver(gid2, failing())
+    assert bot.status(gid2)["state"] == "open"
+
     # A revoked identity.
     world.cli("agent", "revoke", "research-bot", "--dir", "keys", "--relay", world.relay)
     with pytest.raises(sealrelay.SealrelayError) as e:

@@ -103,6 +103,11 @@ pub fn parse(text: &str, what: &str) -> Result<Vec<Property>> {
                 "an id is letters, digits, '-' and '_' (e.g. grants-within-clearance)".into(),
             ));
         }
+        if raw.says.chars().any(char::is_control) {
+            return Err(named(
+                "says is one line of text (it goes into one-line refusals and the log)".into(),
+            ));
+        }
         if let Some(p) = raw
             .principals
             .iter()
@@ -235,6 +240,10 @@ mod tests {
                 "defined twice",
             ),
             ("[[property]]\nid = \"a b\"\nsays = \"\"\nnever_errors = true\n", "an id"),
+            (
+                "[[property]]\nid = \"x\"\nsays = '''two\nlines'''\nnever_errors = true\n",
+                "one line",
+            ),
         ] {
             let e = load(Some((text, "p.toml"))).unwrap_err();
             assert!(e.message().contains(needle), "{needle}: {}", e.message());

@@ -3,7 +3,7 @@
 //! broken one named in the config.
 
 use crate::core::policy::properties::{self, Property};
-use crate::core::policy::CedarPolicy;
+use crate::core::policy::{one_line, CedarPolicy};
 use crate::error::{Error, ErrorKind, Result};
 use crate::prover::{run_blocking, Outcome, Prover, Verdict};
 use crate::server::services::config::RelayConfig;
@@ -115,9 +115,9 @@ pub fn gate(
             format!(
                 "the policy breaks the required property {} ({}): {kind}: {}, decided by {}; {written} (accept_broken_properties = [\"{}\"] runs it anyway)",
                 property.id,
-                property.says,
+                one_line(&property.says),
                 example.summary(),
-                decided_by(&example.policies),
+                one_line(&decided_by(&example.policies)),
                 property.id
             ),
         ));

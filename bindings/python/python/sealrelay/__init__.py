@@ -80,7 +80,10 @@ def _next_chunk(data: Any) -> Callable[[], bytes]:
             piece = read(CHUNK)
             if isinstance(piece, str):
                 raise TypeError("open the file in binary mode ('rb')")
-            return bytes(piece or b"")
+            if piece is None:
+                # A non-blocking file with nothing to read yet is not the end of the data.
+                raise BlockingIOError("the file is non-blocking and had no data: pass a blocking file")
+            return bytes(piece)
 
         return from_file
     it = iter(data)
