@@ -61,6 +61,8 @@ pub const COMMANDS: &[&[&str]] = &[
     &["demo"],
     &["witness", "keygen"],
     &["witness", "serve"],
+    &["vectors", "write"],
+    &["vectors", "check"],
 ];
 
 fn generated() -> String {

@@ -104,4 +104,26 @@ export function verifyReceipt(
   options?: { witnesses?: string[]; quorum?: number },
 ): Promise<Verified>;
 
+/** Seals a file to an age recipient into `out`; the ciphertext's length. */
+export function seal(recipient: string, input: string, out: string): Promise<number>;
+/** Opens an envelope with an identity file into `out`; the plaintext's length. */
+export function open(identity: string, input: string, out: string): Promise<number>;
+
+/** A statement field as docs/vectors/ lists it. */
+export type Field =
+  | { u8: number }
+  | { u64: number }
+  | { bytes: string }
+  | { str: string }
+  | { opt_str: string | null }
+  | { str_list: string[] };
+
+export function verifyStatement(type: string, statement: Uint8Array, signature: Uint8Array, signer: Uint8Array): Field[];
+export function decodeFrame(kind: 'request' | 'response', frame: Uint8Array): unknown;
+export function verifyCheckpoint(
+  note: string,
+  logKey: string,
+  witnesses?: string[],
+): { origin: string; size: number; root: string; witnesses: { key: string; time: number }[] };
+
 export const version: string;

@@ -182,4 +182,33 @@ export async function verifyReceipt(receipt, authority, logKey, { witnesses = []
   );
 }
 
+/** Seals the file `input` to an age recipient into `out` (as `sealrelay seal -o`); resolves to
+ * the ciphertext's length. */
+export async function seal(recipient, input, out) {
+  return call(() => native.seal(String(recipient), String(input), String(out)));
+}
+
+/** Opens the envelope `input` with an identity file into `out` (mode 0600), as
+ * `sealrelay open -o`: nothing is kept unless every piece authenticated. Resolves to the
+ * plaintext's length. */
+export async function open(identity, input, out) {
+  return call(() => native.open(String(identity), String(input), String(out)));
+}
+
+/** Verifies a signed statement (docs/formats.md) under its signer's Ed25519 key; its fields in
+ * order, as docs/vectors/ lists them. */
+export function verifyStatement(type, statement, signature, signer) {
+  return JSON.parse(sync(() => native.verifyStatement(String(type), Buffer.from(statement), Buffer.from(signature), Buffer.from(signer))));
+}
+
+/** Decodes a protocol frame ('request' or 'response', docs/protocol.md) strictly. */
+export function decodeFrame(kind, frame) {
+  return JSON.parse(sync(() => native.decodeFrame(String(kind), Buffer.from(frame))));
+}
+
+/** Verifies a checkpoint note under the log's verifier key and each witness's cosigner key. */
+export function verifyCheckpoint(note, logKey, witnesses = []) {
+  return JSON.parse(sync(() => native.verifyCheckpoint(String(note), String(logKey), witnesses.map(String))));
+}
+
 export const version = '0.1.0';

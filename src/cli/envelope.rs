@@ -10,7 +10,6 @@ use sealrelay::core::directory::DirectoryEntry;
 use sealrelay::core::envelope::keys::{AgeIdentity, AgeRecipient};
 use sealrelay::core::envelope::submission::Submission;
 use sealrelay::core::envelope::{self, stream::default_threads, HashingWriter};
-use sealrelay::core::identity::IdentityFile;
 use sealrelay::core::sign::{Signed, StatementType, MAX_SIGNED_FILE_LEN};
 use sealrelay::error::{Error, Result};
 use sealrelay::ids::{GrantId, PartyKind};
@@ -250,18 +249,7 @@ pub fn seal(args: SealArgs) -> Result<()> {
 }
 
 pub fn open(args: OpenArgs) -> Result<()> {
-    let identities: Vec<AgeIdentity> = match identity_file::load_any(&args.identity)? {
-        IdentityFile::PlainAge(ids) => ids,
-        IdentityFile::Sealrelay(id) => {
-            let name = format!("{} {}", id.kind, id.name);
-            vec![id.age_identity.ok_or_else(|| {
-                Error::bad_input(format!(
-                    "{} is the identity of {name}, which holds no age key: only users open envelopes",
-                    args.identity.display()
-                ))
-            })?]
-        }
-    };
+    let identities = sealrelay::client::files::age_identities(&args.identity)?;
     let refs: Vec<&dyn age::Identity> = identities.iter().map(AgeIdentity::as_identity).collect();
     let mut input = open_input(&args.input, "opening")?;
     match &args.out {

@@ -13,6 +13,7 @@ mod policy_prove;
 mod relay;
 mod source;
 mod ui;
+mod vectors;
 mod witness;
 mod worker;
 
@@ -103,6 +104,9 @@ enum Command {
     /// every one it cosigned before (C2SP tlog-witness, docs/witness.md).
     #[command(subcommand)]
     Witness(witness::WitnessCommand),
+    /// Test vectors for other implementations (docs/vectors/): write them, or check them.
+    #[command(subcommand)]
+    Vectors(vectors::VectorsCommand),
 }
 
 #[derive(Subcommand)]
@@ -158,5 +162,6 @@ pub fn run() -> Result<()> {
         Command::Mcp(args) => mcp::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Witness(cmd) => witness::run(cmd),
+        Command::Vectors(cmd) => vectors::run(cmd),
     }
 }

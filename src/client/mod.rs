@@ -16,6 +16,7 @@ mod connection;
 mod deliver;
 mod fetch;
 mod fetch_to;
+pub mod files;
 mod header;
 pub mod keylog;
 pub mod keywatch;

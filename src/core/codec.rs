@@ -9,7 +9,42 @@
 //! Every length read from input is checked against a cap given by the caller before anything is
 //! allocated, and a reader that is not fully consumed is an error (no trailing data).
 
+use std::cell::RefCell;
+
 use crate::error::{Error, Result};
+
+/// One field as a [`Writer`] wrote it: what the test vectors (`docs/vectors/`) list, so that
+/// an implementation in another language can rebuild a statement's bytes field by field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Field {
+    U8(u8),
+    U64(u64),
+    Bytes(Vec<u8>),
+    Str(String),
+    OptStr(Option<String>),
+    StrList(Vec<String>),
+}
+
+thread_local! {
+    static TRACE: RefCell<Option<Vec<Field>>> = const { RefCell::new(None) };
+}
+
+/// Runs `encode` and returns what it built with the fields every [`Writer`] wrote meanwhile,
+/// in order (statement prefixes and tags written with [`Writer::raw`] are not fields).
+pub fn traced(encode: impl FnOnce() -> Vec<u8>) -> (Vec<u8>, Vec<Field>) {
+    let outer = TRACE.with(|t| t.borrow_mut().replace(Vec::new()));
+    let bytes = encode();
+    let fields = TRACE.with(|t| std::mem::replace(&mut *t.borrow_mut(), outer));
+    (bytes, fields.unwrap_or_default())
+}
+
+fn record(field: impl FnOnce() -> Field) {
+    TRACE.with(|t| {
+        if let Some(fields) = t.borrow_mut().as_mut() {
+            fields.push(field());
+        }
+    });
+}
 
 /// Builds canonical bytes.
 #[derive(Default)]
@@ -26,35 +61,49 @@ impl Writer {
         self
     }
     pub fn u8(&mut self, v: u8) -> &mut Self {
+        record(|| Field::U8(v));
         self.buf.push(v);
         self
     }
     pub fn u64(&mut self, v: u64) -> &mut Self {
+        record(|| Field::U64(v));
         self.buf.extend_from_slice(&v.to_be_bytes());
         self
     }
-    pub fn bytes(&mut self, v: &[u8]) -> &mut Self {
+    fn put_bytes(&mut self, v: &[u8]) {
         // Lengths are capped far below u32::MAX by every statement type; saturate defensively so
         // the reader's cap check fails rather than wrapping.
         let len = u32::try_from(v.len()).unwrap_or(u32::MAX);
         self.buf.extend_from_slice(&len.to_be_bytes());
         self.buf.extend_from_slice(v);
+    }
+    pub fn bytes(&mut self, v: &[u8]) -> &mut Self {
+        record(|| Field::Bytes(v.to_vec()));
+        self.put_bytes(v);
         self
     }
     pub fn str(&mut self, v: &str) -> &mut Self {
-        self.bytes(v.as_bytes())
+        record(|| Field::Str(v.to_owned()));
+        self.put_bytes(v.as_bytes());
+        self
     }
     pub fn opt_str(&mut self, v: Option<&str>) -> &mut Self {
+        record(|| Field::OptStr(v.map(str::to_owned)));
         match v {
-            None => self.u8(0),
-            Some(s) => self.u8(1).str(s),
+            None => self.buf.push(0),
+            Some(s) => {
+                self.buf.push(1);
+                self.put_bytes(s.as_bytes());
+            }
         }
+        self
     }
     pub fn str_list(&mut self, items: &[String]) -> &mut Self {
+        record(|| Field::StrList(items.to_vec()));
         let n = u32::try_from(items.len()).unwrap_or(u32::MAX);
         self.buf.extend_from_slice(&n.to_be_bytes());
         for item in items {
-            self.str(item);
+            self.put_bytes(item.as_bytes());
         }
         self
     }

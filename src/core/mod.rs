@@ -21,4 +21,5 @@ pub mod sign;
 pub mod source_policy;
 pub mod store;
 pub mod tlog;
+pub mod vectors;
 pub mod wire;

@@ -106,7 +106,7 @@ impl fmt::Display for StatementType {
 /// Starts a statement of type `ty`: prefix, tag, NUL. Fields follow.
 pub fn statement_writer(ty: StatementType) -> Writer {
     let mut w = Writer::new();
-    w.raw(STATEMENT_PREFIX).raw(ty.tag().as_bytes()).u8(0);
+    w.raw(STATEMENT_PREFIX).raw(ty.tag().as_bytes()).raw(&[0]);
     w
 }
 

@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use sealrelay::client::session::{json, verify_receipt as verify, AgentSession, UserSession};
-use sealrelay::client::{Delivered, GrantRequest, Retry};
+use sealrelay::client::{files, Delivered, GrantRequest, Retry};
+use sealrelay::core::vectors as formats;
 use sealrelay::ids::{hex, parse_hex, EnvelopeId, GrantId};
 
 /// An error as JavaScript sees it: `code` names the kind.
@@ -344,4 +345,57 @@ pub async fn verify_receipt(
         Ok(json::verified(&v).to_string())
     })
     .await
+}
+
+/// Seals the file at `input` to an age recipient into `out`; the ciphertext's length.
+#[napi]
+pub async fn seal(recipient: String, input: String, out: String) -> Result<f64> {
+    off_thread(move |_| {
+        files::seal_path(&recipient, &PathBuf::from(input), &PathBuf::from(out)).map(|n| n as f64)
+    })
+    .await
+}
+
+/// Opens the envelope at `input` with an identity file into `out`; the plaintext's length.
+#[napi(js_name = "open")]
+pub async fn open_envelope(identity: String, input: String, out: String) -> Result<f64> {
+    off_thread(move |_| {
+        files::open_path(
+            &PathBuf::from(identity),
+            &PathBuf::from(input),
+            &PathBuf::from(out),
+        )
+        .map(|n| n as f64)
+    })
+    .await
+}
+
+/// Verifies a signed statement under its signer's key; its fields as JSON text.
+#[napi]
+pub fn verify_statement(
+    statement_type: String,
+    statement: Buffer,
+    signature: Buffer,
+    signer: Buffer,
+) -> Result<String> {
+    formats::verify_statement(&statement_type, &statement, &signature, &signer)
+        .map(|v| v.to_string())
+        .map_err(js)
+}
+
+/// Decodes a protocol frame (`request` or `response`) strictly; the message as JSON text.
+#[napi]
+pub fn decode_frame(kind: String, frame: Buffer) -> Result<String> {
+    formats::decode_wire_frame(&kind, &frame)
+        .map(|v| v.to_string())
+        .map_err(js)
+}
+
+/// Verifies a checkpoint note under the log's key and each witness's; JSON text.
+#[napi]
+pub fn verify_checkpoint(note: String, log_key: String, witnesses: Vec<String>) -> Result<String> {
+    let keys: Vec<&str> = witnesses.iter().map(String::as_str).collect();
+    formats::verify_checkpoint(&note, &log_key, &keys)
+        .map(|v| v.to_string())
+        .map_err(js)
 }

@@ -14,7 +14,8 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use sealrelay::client::session::{json, verify_receipt as verify, AgentSession, UserSession};
-use sealrelay::client::{GrantRequest, Retry};
+use sealrelay::client::{files, GrantRequest, Retry};
+use sealrelay::core::vectors as formats;
 use sealrelay::error::{Error, ErrorKind};
 use sealrelay::ids::{parse_hex, EnvelopeId, GrantId};
 
@@ -303,12 +304,66 @@ fn verify_receipt(
     Ok(text(json::verified(&v)))
 }
 
+/// Seals the file at `input` to an age recipient into `out` (written whole, then renamed).
+#[pyfunction]
+fn seal(py: Python<'_>, recipient: &str, input: PathBuf, out: PathBuf) -> PyResult<u64> {
+    py.detach(|| files::seal_path(recipient, &input, &out))
+        .map_err(raise)
+}
+
+/// Opens the envelope at `input` with an identity file into `out` (kept only if it all
+/// authenticated).
+#[pyfunction]
+fn open(py: Python<'_>, identity: PathBuf, input: PathBuf, out: PathBuf) -> PyResult<u64> {
+    py.detach(|| files::open_path(&identity, &input, &out))
+        .map_err(raise)
+}
+
+/// Verifies a signed statement (type tag, bytes, signature, signer's Ed25519 key) and returns
+/// its fields as `docs/vectors/` lists them, as JSON text.
+#[pyfunction]
+fn verify_statement(
+    py: Python<'_>,
+    statement_type: &str,
+    statement: Vec<u8>,
+    signature: Vec<u8>,
+    signer: Vec<u8>,
+) -> PyResult<String> {
+    py.detach(|| formats::verify_statement(statement_type, &statement, &signature, &signer))
+        .map(text)
+        .map_err(raise)
+}
+
+/// Decodes a protocol frame (`request` or `response`) strictly; the message as JSON text.
+#[pyfunction]
+fn decode_frame(kind: &str, frame: Vec<u8>) -> PyResult<String> {
+    formats::decode_wire_frame(kind, &frame)
+        .map(text)
+        .map_err(raise)
+}
+
+/// Verifies a checkpoint note under the log's verifier key and each witness's; origin, size,
+/// root and cosignature times as JSON text.
+#[pyfunction]
+#[pyo3(signature = (note, log_key, witnesses=Vec::new()))]
+fn verify_checkpoint(note: &str, log_key: &str, witnesses: Vec<String>) -> PyResult<String> {
+    let keys: Vec<&str> = witnesses.iter().map(String::as_str).collect();
+    formats::verify_checkpoint(note, log_key, &keys)
+        .map(text)
+        .map_err(raise)
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<Agent>()?;
     m.add_class::<User>()?;
     m.add_function(wrap_pyfunction!(verify_receipt, m)?)?;
+    m.add_function(wrap_pyfunction!(seal, m)?)?;
+    m.add_function(wrap_pyfunction!(open, m)?)?;
+    m.add_function(wrap_pyfunction!(verify_statement, m)?)?;
+    m.add_function(wrap_pyfunction!(decode_frame, m)?)?;
+    m.add_function(wrap_pyfunction!(verify_checkpoint, m)?)?;
     for (name, ty) in [
         ("SealrelayError", py.get_type::<SealrelayError>()),
         ("VerificationError", py.get_type::<VerificationError>()),

@@ -39,6 +39,11 @@ __all__ = [
     "AsyncUserClient",
     "Inbox",
     "verify_receipt",
+    "seal",
+    "open_envelope",
+    "verify_statement",
+    "decode_frame",
+    "verify_checkpoint",
     "SealrelayError",
     "VerificationError",
     "BadInputError",
@@ -194,6 +199,43 @@ def verify_receipt(
             quorum,
         )
     )
+
+
+def seal(recipient: str, input: PathLike, out: PathLike) -> int:
+    """Seals the file ``input`` to an age recipient (``age1…``, or ``age1pq1…`` hybrid
+    post-quantum) into ``out``, as ``sealrelay seal -o`` does: streamed, written to a temporary
+    file and renamed into place. Returns the ciphertext's length."""
+    return _native.seal(recipient, os.fspath(input), os.fspath(out))
+
+
+def open_envelope(identity: PathLike, input: PathLike, out: PathLike) -> int:
+    """Opens the age envelope ``input`` with an identity file (a user's sealrelay identity or
+    a plain age identity file) into ``out`` (mode 0600), as ``sealrelay open -o`` does: nothing
+    is kept unless every piece authenticated. Returns the plaintext's length. (Named so as not
+    to shadow the built-in ``open``.)"""
+    return _native.open(os.fspath(identity), os.fspath(input), os.fspath(out))
+
+
+def verify_statement(statement_type: str, statement: bytes, signature: bytes,
+                     signer: bytes) -> List[Dict[str, Any]]:
+    """Verifies a signed statement (docs/formats.md) under its signer's Ed25519 key (strict
+    RFC 8032) and decodes it; returns its fields in order as ``docs/vectors/`` lists them
+    (``{"str": …}``, ``{"u64": …}``, ``{"bytes": "<hex>"}``…)."""
+    return json.loads(_native.verify_statement(statement_type, bytes(statement),
+                                               bytes(signature), bytes(signer)))
+
+
+def decode_frame(kind: str, frame: bytes) -> Dict[str, Any]:
+    """Decodes a relay protocol frame (``"request"`` or ``"response"``, docs/protocol.md)
+    strictly and returns the message as JSON data."""
+    return json.loads(_native.decode_frame(kind, bytes(frame)))
+
+
+def verify_checkpoint(note: str, log_key: str, witnesses: Sequence[str] = ()) -> Dict[str, Any]:
+    """Verifies a checkpoint (a C2SP signed note) under the log's verifier key and each
+    witness's cosigner key (note-format key strings); returns origin, size, base64 root and
+    each witness's cosignature time."""
+    return json.loads(_native.verify_checkpoint(note, log_key, list(witnesses)))
 
 
 # One pool for the asyncio clients: each call blocks a worker thread (with the GIL released)
