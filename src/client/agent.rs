@@ -354,7 +354,7 @@ pub fn seal_signed(
         ))
     })?;
     let (digest, len) = {
-        let mut w = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, &mut scratch));
+        let mut w = HashingWriter::new(std::io::BufWriter::with_capacity(256 * 1024, &mut scratch));
         envelope::seal(recipient.as_recipient(), input, &mut w, default_threads())?;
         let (inner, digest, len) = w.finish();
         inner

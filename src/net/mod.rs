@@ -55,6 +55,11 @@ pub struct Limits {
     pub stream_window: u32,
     /// Per-connection flow-control window (bytes).
     pub connection_window: u32,
+    /// Data this side sends and holds until the peer acknowledges it, per connection (bytes):
+    /// what an upload or a download holds in memory. A client's is 2 MiB, so an agent streaming
+    /// a gibibyte from Node.js stays under 64 MiB (docs/node.md); it caps one upload at about
+    /// 2 MiB per round trip (33 MB/s at 60 ms).
+    pub send_window: u32,
 }
 
 impl Default for Limits {
@@ -70,6 +75,7 @@ impl Default for Limits {
             idle_timeout_secs: 30,
             stream_window: 8 * 1024 * 1024,
             connection_window: 16 * 1024 * 1024,
+            send_window: 16 * 1024 * 1024,
         }
     }
 }
@@ -81,6 +87,7 @@ impl Limits {
     pub fn client() -> Self {
         Limits {
             idle_timeout_secs: 5,
+            send_window: 2 * 1024 * 1024,
             ..Limits::default()
         }
     }
@@ -96,7 +103,7 @@ fn transport(limits: &Limits, keep_alive: bool) -> Result<TransportConfig> {
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .stream_receive_window(VarInt::from_u32(limits.stream_window))
         .receive_window(VarInt::from_u32(limits.connection_window))
-        .send_window(u64::from(limits.connection_window))
+        .send_window(u64::from(limits.send_window))
         .max_idle_timeout(Some(
             IdleTimeout::try_from(Duration::from_secs(limits.idle_timeout_secs.max(1)))
                 .map_err(|_| Error::bad_input("idle timeout is too large"))?,

@@ -133,10 +133,11 @@ test('a gibibyte from a Node stream is streamed in bounded memory', async () => 
     const [length, maxRssKiB] = r.stdout.trim().split(' ').map(Number);
     assert.ok(length > 2 ** 30);
     console.log(`1 GiB delivered from a Node stream: peak RSS ${(maxRssKiB / 1024).toFixed(1)} MiB`);
-    // Streamed, never held: a gibibyte held anywhere would be far above this bound. The issue's
-    // target, 64 MiB, is not met by Node: its own executable's mapped code is ~38 MiB of RSS
-    // before anything is loaded (docs/node.md has the figures).
-    assert.ok(maxRssKiB < 96 * 1024, `peak RSS ${maxRssKiB} KiB`);
+    // Streamed, never held, within the issue's budget for the whole Node.js process, of which
+    // Node itself maps ~42 MiB before anything is loaded. The addon must be built as users get
+    // it (`cargo build --profile bindings -p sealrelay-node`, as .ci/run does): a debug addon's
+    // unoptimised code alone is ~10 MiB more (docs/node.md).
+    assert.ok(maxRssKiB < 64 * 1024, `peak RSS ${maxRssKiB} KiB, over 64 MiB (a debug addon? see docs/node.md)`);
   } finally {
     await w.stop();
   }

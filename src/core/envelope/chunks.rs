@@ -9,3 +9,6 @@ pub const TAG: usize = 16;
 pub const SLOT: usize = CHUNK + TAG;
 /// Chunks per batch: 64 chunks = 4 MiB of plaintext in flight per batch.
 pub const BATCH_CHUNKS: usize = 64;
+/// Chunks per batch when sealing a stream of unknown length (a reader): 1 MiB in flight per
+/// batch, two batches at a time, so an agent streaming a generator holds about 2 MiB here.
+pub const READER_BATCH_CHUNKS: usize = 16;

@@ -5,7 +5,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 
-use super::chunks::{BATCH_CHUNKS, CHUNK, SLOT};
+use super::chunks::{BATCH_CHUNKS, CHUNK, READER_BATCH_CHUNKS, SLOT};
 use super::EnvelopeError;
 
 /// Reads until `buf` is full or EOF; returns the bytes read.
@@ -257,8 +257,16 @@ where
     F: Fn(&mut Part) + Sync,
     G: FnMut(&mut W, &Part) -> Result<(), EnvelopeError>,
 {
-    let threads = threads.clamp(1, BATCH_CHUNKS);
-    let per = BATCH_CHUNKS.div_ceil(threads);
+    // A stream of unknown length being sealed (an agent's generator, stdin) goes in smaller
+    // batches: what it holds is what a caller with a memory budget counts (1 MiB still gives
+    // each of 2 workers 8 chunks). Files, and everything opened, go in full batches.
+    let batch = if matches!(input, Source::Reader(_)) && !open {
+        READER_BATCH_CHUNKS
+    } else {
+        BATCH_CHUNKS
+    };
+    let threads = threads.clamp(1, batch);
+    let per = batch.div_ceil(threads);
     let slot_fill = if open { SLOT } else { CHUNK };
     let (mut input, file) = match input {
         Source::Reader(r) => (Some(r), None),
