@@ -6,6 +6,7 @@
 #
 #   bash benches/envelope.sh            # 256 MiB, 5 runs
 #   MB=64 RUNS=3 bash benches/envelope.sh
+#   OLD_BIN=/tmp/sealrelay-old bash benches/envelope.sh   # also the old binary's -o, interleaved
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MB=${MB:-256}
@@ -50,6 +51,10 @@ for _ in 1; do
     measure go_age_seal_o age -e -r "$R" -o o2.age pt
     measure sealrelay_open_o "$BIN" open --identity k.txt -o o1.pt ours.age
     measure go_age_open_o age -d -i k.txt -o o2.pt go.age
+    if [ -n "${OLD_BIN:-}" ]; then
+        measure old_seal_o "$OLD_BIN" seal --to "$R" -o o3.age pt
+        measure old_open_o "$OLD_BIN" open --identity k.txt -o o3.pt ours.age
+    fi
 done
 # 1 GiB memory check (one run each).
 head -c $((1024 * 1024 * 1024)) /dev/zero > big

@@ -99,6 +99,10 @@ def envelope(results, raw, mb, runs):
         cpu_ratio = c_ours / max(c_theirs, 1e-9)
         out.append(f"| {what} ≥ 2.0× Go age ({stat(ours)[0]:.0f} vs {stat(theirs)[0]:.0f} MB/s) | {speed:.2f}× | {mark(speed >= 2.0)} |")
         out.append(f"| {what}: CPU ≤ 1.2× Go age's ({c_ours:.2f} s vs {c_theirs:.2f} s) | {cpu_ratio:.2f}× | {mark(cpu_ratio <= 1.2)} |")
+    if "old_seal_o" in rows:
+        for what, new, old in [("seal -o FILE", "sealrelay_seal_o", "old_seal_o"),
+                               ("open -o FILE", "sealrelay_open_o", "old_open_o")]:
+            out.append(f"| {what}: this binary vs the old one (OLD_BIN), same run ({stat(new)[0]:.0f} vs {stat(old)[0]:.0f} MB/s) | {stat(new)[0] / stat(old)[0]:.2f}× | |")
     s1, srss1 = stat("sealrelay_seal_1g")
     o1, orss1 = stat("sealrelay_open_1g")
     out.append(f"| sealing 1 GiB < 64 MiB RSS | {srss1:.1f} MiB | {mark(srss1 < 64)} |")
@@ -134,10 +138,10 @@ def envelope(results, raw, mb, runs):
     out.append("writes files: raw ring runs about 2.5 GB/s per core here, faster than the 1.3–1.6 GB/s the")
     out.append("targets were set from, so the fixed costs (the kernel copy in read(2), start-up) weigh more.")
     out.append(f"sealrelay reaches {100 * s / seal_ceiling:.0f}% / {100 * o / open_ceiling:.0f}% of its own ceiling: the worker threads read")
-    out.append("their own chunks at offsets (pread) and seal or open them, while the main thread writes in")
-    out.append("order. What is left serial is that write(2) copy (with `-o`, tmpfs's page allocation too).")
-    out.append("Next step for `-o`: positional writes from the workers into the temporary file (committed")
-    out.append("only if every chunk authenticates). The memory targets are met with wide margins.")
+    out.append("their own chunks at offsets (pread) and seal or open them; to stdout the main thread writes in")
+    out.append("order, and with `-o` the workers also write their shares at offsets (pwrite) into the")
+    out.append("temporary file, which is kept only if every chunk authenticated. The memory targets are met")
+    out.append("with wide margins.")
     replace_section("ENVELOPE", "\n".join(out))
 
 

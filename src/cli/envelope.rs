@@ -8,8 +8,9 @@ use clap::Args;
 use sealrelay::clock;
 use sealrelay::core::directory::DirectoryEntry;
 use sealrelay::core::envelope::keys::{AgeIdentity, AgeRecipient};
+use sealrelay::core::envelope::stream::{default_threads, WriteAt};
 use sealrelay::core::envelope::submission::Submission;
-use sealrelay::core::envelope::{self, stream::default_threads, HashingWriter};
+use sealrelay::core::envelope::{self, HashingWriter, SealInput};
 use sealrelay::core::sign::{Signed, StatementType, MAX_SIGNED_FILE_LEN};
 use sealrelay::error::{Error, Result};
 use sealrelay::ids::{GrantId, PartyKind};
@@ -98,6 +99,44 @@ impl Input {
 
 /// Opens `input` ("-" is stdin), with a progress bar when stderr is a terminal and the input
 /// is large.
+impl Input {
+    fn seal_at(
+        &mut self,
+        recipient: &dyn age::Recipient,
+        out: &dyn WriteAt,
+    ) -> std::result::Result<envelope::Sealed, envelope::EnvelopeError> {
+        match self {
+            Input::File(f) => envelope::seal_at::<std::io::Empty>(
+                recipient,
+                SealInput::File(f),
+                out,
+                default_threads(),
+            ),
+            Input::Reader(r) => {
+                envelope::seal_at(recipient, SealInput::Reader(r), out, default_threads())
+            }
+        }
+    }
+
+    fn open_at(
+        &mut self,
+        identities: &[&dyn age::Identity],
+        out: &dyn WriteAt,
+    ) -> std::result::Result<u64, envelope::EnvelopeError> {
+        match self {
+            Input::File(f) => envelope::open_at::<std::io::Empty>(
+                identities,
+                SealInput::File(f),
+                out,
+                default_threads(),
+            ),
+            Input::Reader(r) => {
+                envelope::open_at(identities, SealInput::Reader(r), out, default_threads())
+            }
+        }
+    }
+}
+
 fn open_input(input: &str, what: &str) -> Result<Input> {
     if input == "-" {
         return Ok(Input::Reader(Box::new(std::io::stdin().lock())));
@@ -204,6 +243,12 @@ pub fn seal(args: SealArgs) -> Result<()> {
         }
         Some(path) => {
             let file = Output::create(path, PUBLIC_MODE)?;
+            // Into a temporary file, the workers write their shares at offsets: no one thread
+            // copies everything in order. A statement needs the ciphertext's hash in order.
+            if let (None, Some(at)) = (&signer, file.positional()) {
+                input.seal_at(recipient.as_recipient(), at)?;
+                return file.commit();
+            }
             let mut buffered = std::io::BufWriter::with_capacity(1 << 20, file);
             let mut seal_into = |out: &mut dyn Write| input.seal(recipient.as_recipient(), out);
             // The ciphertext's SHA-256 is needed only for a signed statement: without
@@ -263,6 +308,12 @@ pub fn open(args: OpenArgs) -> Result<()> {
         }
         Some(path) => {
             let file = Output::create(path, 0o600)?;
+            // Into a temporary file, the workers write each chunk that authenticated at its
+            // place; the file is kept only if all of it did.
+            if let Some(at) = file.positional() {
+                input.open_at(&refs, at)?;
+                return file.commit();
+            }
             let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
             input.open(&refs, &mut out)?;
             let file = out.into_inner().map_err(|e| {

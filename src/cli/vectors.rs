@@ -46,7 +46,7 @@ pub fn run(cmd: VectorsCommand) -> Result<()> {
                 let bytes = read_capped(&path, MAX_VECTOR_FILE)?;
                 let text = std::str::from_utf8(&bytes)
                     .map_err(|_| Error::bad_input(format!("{} is not UTF-8", path.display())))?;
-                let n = check(text).map_err(|e| e.context(path.display()))?;
+                let n = check(name, text).map_err(|e| e.context(path.display()))?;
                 println!("{name}: {n} vectors verified");
                 total += n;
             }

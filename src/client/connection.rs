@@ -142,7 +142,7 @@ impl Connection {
                 "this identity is not enrolled: import the admin's bundle with `sealrelay keys import`",
             ));
         };
-        let config = net::client_config(cert, identity.tls_key.pkcs8(), ca, &Limits::client())?;
+        let config = net::client_config(cert, identity.tls_key.pkcs8(), ca, &Limits::client()?)?;
         let (addr, host) = net::resolve(relay)?;
         let bind: SocketAddr = if addr.is_ipv6() {
             SocketAddr::from(([0u16; 8], 0))

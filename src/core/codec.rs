@@ -32,8 +32,19 @@ thread_local! {
 /// Runs `encode` and returns what it built with the fields every [`Writer`] wrote meanwhile,
 /// in order (statement prefixes and tags written with [`Writer::raw`] are not fields).
 pub fn traced(encode: impl FnOnce() -> Vec<u8>) -> (Vec<u8>, Vec<Field>) {
-    let outer = TRACE.with(|t| t.borrow_mut().replace(Vec::new()));
+    /// Puts the thread's previous trace back however `encode` ends (a panic included), so a
+    /// caught panic cannot leave every later field recorded.
+    struct Restore(Option<Option<Vec<Field>>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(outer) = self.0.take() {
+                TRACE.with(|t| *t.borrow_mut() = outer);
+            }
+        }
+    }
+    let mut restore = Restore(Some(TRACE.with(|t| t.borrow_mut().replace(Vec::new()))));
     let bytes = encode();
+    let outer = restore.0.take().unwrap_or_default();
     let fields = TRACE.with(|t| std::mem::replace(&mut *t.borrow_mut(), outer));
     (bytes, fields.unwrap_or_default())
 }

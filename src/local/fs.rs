@@ -290,6 +290,16 @@ impl Output {
         }
     }
 
+    /// The temporary file of an atomic output, which the envelope pipeline's workers may
+    /// write at offsets (`seal -o`, `open -o`): it is new and empty, and nobody sees it before
+    /// [`Output::commit`]. `None` for a device or a FIFO, which take bytes only in order.
+    pub fn positional(&self) -> Option<&File> {
+        match self {
+            Output::Atomic(f) => f.file.as_ref(),
+            Output::InPlace { .. } => None,
+        }
+    }
+
     /// Makes the output final: the atomic file moves into place; a device is flushed.
     pub fn commit(self) -> Result<()> {
         match self {
@@ -329,6 +339,13 @@ impl crate::core::envelope::stream::ReadAt for File {
     }
     fn size(&self) -> std::io::Result<u64> {
         self.metadata().map(|m| m.len())
+    }
+}
+
+/// A regular file is written at offsets by the envelope pipeline's worker threads.
+impl crate::core::envelope::stream::WriteAt for File {
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(self, buf, offset)
     }
 }
 

@@ -56,10 +56,12 @@ pub struct Limits {
     /// Per-connection flow-control window (bytes).
     pub connection_window: u32,
     /// Data this side sends and holds until the peer acknowledges it, per connection (bytes):
-    /// what an upload or a download holds in memory. A client's is 2 MiB, so an agent streaming
-    /// a gibibyte from Node.js stays under 64 MiB (docs/node.md); it caps one upload at about
-    /// 2 MiB per round trip (33 MB/s at 60 ms).
-    pub send_window: u32,
+    /// what a download (the relay) or an upload (a client) holds in memory. `None`: the
+    /// connection window, as before this setting. A client's is 2 MiB unless
+    /// `SEALRELAY_SEND_WINDOW` says otherwise, so an agent streaming a gibibyte from Node.js
+    /// stays under 64 MiB (docs/node.md); it caps one upload at about 2 MiB per round trip
+    /// (33 MB/s at 60 ms): raise it on a long path.
+    pub send_window: Option<u32>,
 }
 
 impl Default for Limits {
@@ -75,7 +77,7 @@ impl Default for Limits {
             idle_timeout_secs: 30,
             stream_window: 8 * 1024 * 1024,
             connection_window: 16 * 1024 * 1024,
-            send_window: 16 * 1024 * 1024,
+            send_window: None,
         }
     }
 }
@@ -84,13 +86,38 @@ impl Limits {
     /// A client's: the connection counts as dead after 5 s without a packet (keep-alives every
     /// 1.6 s keep a healthy one open), so a client whose relay died fails in seconds, not at
     /// the relay's 30 s idle timeout.
-    pub fn client() -> Self {
-        Limits {
+    pub fn client() -> Result<Self> {
+        Ok(Limits {
             idle_timeout_secs: 5,
-            send_window: 2 * 1024 * 1024,
+            send_window: Some(client_send_window(
+                std::env::var("SEALRELAY_SEND_WINDOW").ok().as_deref(),
+            )?),
             ..Limits::default()
-        }
+        })
     }
+}
+
+/// The smallest send window a relay or client accepts (one 64 KiB chunk).
+pub const MIN_SEND_WINDOW: u32 = 64 * 1024;
+/// A client's send window unless `SEALRELAY_SEND_WINDOW` says otherwise.
+pub const CLIENT_SEND_WINDOW: u32 = 2 * 1024 * 1024;
+
+/// A client's send window from `SEALRELAY_SEND_WINDOW` (bytes, at least [`MIN_SEND_WINDOW`]),
+/// else [`CLIENT_SEND_WINDOW`].
+fn client_send_window(env: Option<&str>) -> Result<u32> {
+    let Some(v) = env else {
+        return Ok(CLIENT_SEND_WINDOW);
+    };
+    v.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|&w| w >= MIN_SEND_WINDOW)
+        .ok_or_else(|| {
+            Error::bad_input(format!(
+                "SEALRELAY_SEND_WINDOW must be a number of bytes from {MIN_SEND_WINDOW} to {} (it is {v:?}): fix or unset it",
+                u32::MAX
+            ))
+        })
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -103,7 +130,9 @@ fn transport(limits: &Limits, keep_alive: bool) -> Result<TransportConfig> {
         .max_concurrent_uni_streams(VarInt::from_u32(0))
         .stream_receive_window(VarInt::from_u32(limits.stream_window))
         .receive_window(VarInt::from_u32(limits.connection_window))
-        .send_window(u64::from(limits.send_window))
+        .send_window(u64::from(
+            limits.send_window.unwrap_or(limits.connection_window),
+        ))
         .max_idle_timeout(Some(
             IdleTimeout::try_from(Duration::from_secs(limits.idle_timeout_secs.max(1)))
                 .map_err(|_| Error::bad_input("idle timeout is too large"))?,
@@ -249,4 +278,20 @@ pub fn resolve(relay: &str) -> Result<(SocketAddr, String)> {
         None => relay.to_owned(),
     };
     Ok((addr, host))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clients_send_window_comes_from_the_environment_or_is_refused_in_a_line() {
+        assert_eq!(client_send_window(None).unwrap(), CLIENT_SEND_WINDOW);
+        assert_eq!(client_send_window(Some("4194304")).unwrap(), 4 << 20);
+        for bad in ["", "2 MiB", "-1", "65535", "4294967296"] {
+            let err = client_send_window(Some(bad)).unwrap_err();
+            assert!(err.message().contains("SEALRELAY_SEND_WINDOW"), "{err}");
+            assert!(!err.message().contains('\n'));
+        }
+    }
 }

@@ -54,8 +54,12 @@ test('statements', () => {
 
 test('wire frames', () => {
   const list = vectors('wire.json');
-  assert.equal(list.length, 9);
+  assert.equal(list.length, 11);
   for (const v of list) {
+    if (v.valid === false) {
+      assert.throws(() => sealrelay.decodeFrame(v.kind, Buffer.from(v.frame, 'hex')), sealrelay.BadInputError, v.name);
+      continue;
+    }
     assert.deepEqual(sealrelay.decodeFrame(v.kind, Buffer.from(v.frame, 'hex')), v.message, v.name);
     for (let at = 0; at < v.frame.length / 2; at++) {
       let got;

@@ -142,10 +142,25 @@ pub fn seal_file<W: Write + ?Sized>(
     )
 }
 
+/// Where sealed bytes go: a writer, in order, or a file the worker threads write at offsets.
+enum SealOut<'a, W: ?Sized> {
+    Ordered(&'a mut W),
+    At(&'a dyn stream::WriteAt),
+}
+
 fn seal_from<R: Read + ?Sized, W: Write + ?Sized>(
     recipient: &dyn age::Recipient,
     input: stream::Source<'_, R>,
     output: &mut W,
+    threads: usize,
+) -> Result<Sealed, EnvelopeError> {
+    seal_into(recipient, input, SealOut::Ordered(output), threads)
+}
+
+fn seal_into<R: Read + ?Sized, W: Write + ?Sized>(
+    recipient: &dyn age::Recipient,
+    input: stream::Source<'_, R>,
+    output: SealOut<'_, W>,
     threads: usize,
 ) -> Result<Sealed, EnvelopeError> {
     let rng = SystemRandom::new();
@@ -158,24 +173,102 @@ fn seal_from<R: Read + ?Sized, W: Write + ?Sized>(
     let mac = header_mac(&file_key, &stanzas)?;
     let mut mac_bytes = [0u8; 32];
     mac_bytes.copy_from_slice(mac.as_ref());
-    let header = Header {
+    let mut header = Header {
         stanzas,
         mac: mac_bytes,
     }
     .to_bytes();
-    output.write_all(&header).map_err(EnvelopeError::Io)?;
+    let header_len = header.len() as u64;
     let mut nonce = [0u8; 16];
     rng.fill(&mut nonce)
         .map_err(|_| EnvelopeError::Internal("no randomness for the nonce"))?;
-    output.write_all(&nonce).map_err(EnvelopeError::Io)?;
     let payload_key =
         zeroize::Zeroizing::new(hkdf32(file_key.expose_secret(), &nonce, b"payload")?);
-    let plaintext_len = stream::seal_from(&payload_key, input, output, threads)?;
-    let ciphertext_len = header.len() as u64 + 16 + stream::sealed_len(plaintext_len);
+    header.extend_from_slice(&nonce);
+    let plaintext_len = match output {
+        SealOut::Ordered(out) => {
+            out.write_all(&header).map_err(EnvelopeError::Io)?;
+            stream::seal_from(&payload_key, input, out, threads)?
+        }
+        SealOut::At(file) => {
+            file.write_all_at(&header, 0).map_err(EnvelopeError::Io)?;
+            stream::seal_from_at(&payload_key, input, file, header.len() as u64, threads)?
+        }
+    };
+    let ciphertext_len = header_len + 16 + stream::sealed_len(plaintext_len);
     Ok(Sealed {
         plaintext_len,
         ciphertext_len,
     })
+}
+
+/// [`seal`] into a file (a new or empty one) that the worker threads write at offsets: the
+/// header first, then each batch's shares wherever they belong, so no thread copies everything
+/// in order (`seal -o`). `input` is a file read at offsets too, else a reader.
+pub fn seal_at<R: Read + ?Sized>(
+    recipient: &dyn age::Recipient,
+    input: SealInput<'_, R>,
+    output: &dyn stream::WriteAt,
+    threads: usize,
+) -> Result<Sealed, EnvelopeError> {
+    let source = match input {
+        SealInput::Reader(r) => stream::Source::Reader(r),
+        SealInput::File(f) => {
+            let end = f.size().map_err(EnvelopeError::Io)?;
+            stream::Source::File {
+                file: f,
+                start: 0,
+                end,
+            }
+        }
+    };
+    seal_into::<R, std::io::Sink>(recipient, source, SealOut::At(output), threads)
+}
+
+/// What [`seal_at`] and [`open_at`] read: a reader in order, or a file at offsets.
+pub enum SealInput<'a, R: ?Sized> {
+    Reader(&'a mut R),
+    File(&'a dyn stream::ReadAt),
+}
+
+/// [`open`] into a file that the worker threads write at offsets (`open -o`): each chunk that
+/// authenticated is written at its place at once, so until this returns `Ok` the file holds
+/// plaintext out of order and perhaps incomplete. Only for a temporary file that is kept only
+/// on success: on any error, discard it.
+pub fn open_at<R: Read + ?Sized>(
+    identities: &[&dyn age::Identity],
+    input: SealInput<'_, R>,
+    output: &dyn stream::WriteAt,
+    threads: usize,
+) -> Result<u64, EnvelopeError> {
+    match input {
+        SealInput::Reader(r) => {
+            let mut reader = BufReader::with_capacity(64 * 1024, r);
+            let (payload_key, _) = open_header(identities, &mut reader)?;
+            stream::open_from_at(
+                &payload_key,
+                stream::Source::Reader(&mut reader),
+                output,
+                threads,
+            )
+        }
+        SealInput::File(f) => {
+            let end = f.size().map_err(EnvelopeError::Io)?;
+            let mut reader = BufReader::with_capacity(4096, OffsetReader { src: f, pos: 0 });
+            let (payload_key, start) = open_header(identities, &mut reader)?;
+            let start = start as u64;
+            stream::open_from_at::<std::io::Empty>(
+                &payload_key,
+                stream::Source::File {
+                    file: f,
+                    start,
+                    end: end.max(start),
+                },
+                output,
+                threads,
+            )
+        }
+    }
 }
 
 /// Opens an age v1 file from `input` with `identities`, writing authenticated plaintext to
@@ -332,6 +425,9 @@ impl<W: Write> Write for HashingWriter<W> {
         self.inner.flush()
     }
 }
+
+#[cfg(test)]
+mod positional_tests;
 
 #[cfg(test)]
 mod tests {

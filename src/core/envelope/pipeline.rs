@@ -138,6 +138,13 @@ pub trait ReadAt: Sync {
     }
 }
 
+/// Bytes written at offsets, from several threads at once: a regular file (implemented in
+/// `local::fs`), which the worker threads fill in place of one thread writing in order.
+pub trait WriteAt: Sync {
+    /// Writes all of `buf` at `offset`.
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()>;
+}
+
 /// A file that changed size while it was read.
 fn changed_input() -> std::io::Error {
     std::io::Error::other(

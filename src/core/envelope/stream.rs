@@ -14,7 +14,7 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 
 pub use super::chunks::{BATCH_CHUNKS, CHUNK, SLOT, TAG};
 use super::pipeline::{pipeline, Opened, Part};
-pub use super::pipeline::{ReadAt, Source};
+pub use super::pipeline::{ReadAt, Source, WriteAt};
 use super::EnvelopeError;
 
 /// How many threads seal or open a batch.
@@ -56,6 +56,41 @@ pub fn seal_from<R: Read + ?Sized, W: Write + ?Sized>(
     output: &mut W,
     threads: usize,
 ) -> Result<u64, EnvelopeError> {
+    seal_inner(payload_key, input, output, None, threads)
+}
+
+/// [`seal_from`] into a file that the worker threads write at offsets themselves, the STREAM
+/// starting at `base` (after the header and nonce): no thread writes everything in order.
+pub fn seal_from_at<R: Read + ?Sized>(
+    payload_key: &[u8; 32],
+    input: Source<'_, R>,
+    output: &dyn WriteAt,
+    base: u64,
+    threads: usize,
+) -> Result<u64, EnvelopeError> {
+    seal_inner(
+        payload_key,
+        input,
+        &mut std::io::sink(),
+        Some((output, base)),
+        threads,
+    )
+}
+
+/// The bytes of a sealed part: full chunks are contiguous slots, and only the part's last
+/// chunk can be short (the stream's final one).
+fn sealed_bytes(part: &Part) -> usize {
+    let full = part.lens.iter().take_while(|&&l| l == CHUNK).count();
+    full * SLOT + part.lens.get(full).map_or(0, |&l| l + TAG)
+}
+
+fn seal_inner<R: Read + ?Sized, W: Write + ?Sized>(
+    payload_key: &[u8; 32],
+    input: Source<'_, R>,
+    output: &mut W,
+    at: Option<(&dyn WriteAt, u64)>,
+    threads: usize,
+) -> Result<u64, EnvelopeError> {
     let key = key(payload_key)?;
     let mut total = 0u64;
     pipeline(
@@ -77,17 +112,22 @@ pub fn seal_from<R: Read + ?Sized, W: Write + ?Sized>(
                     Err(_) => part.sealed_ok = false,
                 }
             }
+            // Written at its place by this worker: every chunk before the part's first is a
+            // full slot.
+            let n = sealed_bytes(part);
+            if let (Some((file, base)), true, true) = (at, part.sealed_ok, n > 0) {
+                let offset = base + part.first * SLOT as u64;
+                if let Err(e) = file.write_all_at(&part.buf[..n], offset) {
+                    part.io = Some(e);
+                }
+            }
         },
         |out, part| {
             if !part.sealed_ok {
                 return Err(EnvelopeError::Internal("ChaCha20-Poly1305 seal failed"));
             }
-            // Full chunks are contiguous: one write; then a short final chunk, if any.
-            let full = part.lens.iter().take_while(|&&l| l == CHUNK).count();
-            out.write_all(&part.buf[..full * SLOT])
-                .map_err(EnvelopeError::Io)?;
-            if let Some(&l) = part.lens.get(full) {
-                out.write_all(&part.buf[full * SLOT..full * SLOT + l + TAG])
+            if at.is_none() {
+                out.write_all(&part.buf[..sealed_bytes(part)])
                     .map_err(EnvelopeError::Io)?;
             }
             total += part.lens.iter().map(|&l| l as u64).sum::<u64>();
@@ -151,6 +191,35 @@ pub fn open_from<R: Read + ?Sized, W: Write + ?Sized>(
     output: &mut W,
     threads: usize,
 ) -> Result<u64, EnvelopeError> {
+    open_inner(payload_key, input, output, None, threads)
+}
+
+/// [`open_from`] into a file that the worker threads write at offsets themselves: each chunk
+/// that authenticated goes at its place as soon as it did, so the file holds plaintext out of
+/// order until the call returns. Only for a file nobody reads before the whole stream
+/// authenticated (an `-o` temporary file, kept only on success).
+pub fn open_from_at<R: Read + ?Sized>(
+    payload_key: &[u8; 32],
+    input: Source<'_, R>,
+    output: &dyn WriteAt,
+    threads: usize,
+) -> Result<u64, EnvelopeError> {
+    open_inner(
+        payload_key,
+        input,
+        &mut std::io::sink(),
+        Some((output, 0)),
+        threads,
+    )
+}
+
+fn open_inner<R: Read + ?Sized, W: Write + ?Sized>(
+    payload_key: &[u8; 32],
+    input: Source<'_, R>,
+    output: &mut W,
+    at: Option<(&dyn WriteAt, u64)>,
+    threads: usize,
+) -> Result<u64, EnvelopeError> {
     let key = key(payload_key)?;
     let mut total = 0u64;
     let mut chunks_seen = 0u64;
@@ -167,6 +236,7 @@ pub fn open_from<R: Read + ?Sized, W: Write + ?Sized>(
                 first,
                 at_end,
                 opened,
+                io,
                 ..
             } = part;
             for (i, (c, p)) in buf
@@ -183,6 +253,21 @@ pub fn open_from<R: Read + ?Sized, W: Write + ?Sized>(
                     *first + i as u64,
                     *at_end == Some(i),
                 ));
+            }
+            // Each chunk that authenticated, at its place (every chunk before it is a full
+            // one); nothing from the first failure on.
+            if let Some((file, base)) = at {
+                for (i, r) in opened.iter().enumerate() {
+                    let n = match *r {
+                        Opened::Ok(n) | Opened::FinalBeforeMore(n) | Opened::NonFinalAtEnd(n) => n,
+                        Opened::Failed => break,
+                    };
+                    let offset = base + (*first + i as u64) * CHUNK as u64;
+                    if let Err(e) = file.write_all_at(&plain[i * SLOT..i * SLOT + n], offset) {
+                        *io = Some(e);
+                        break;
+                    }
+                }
             }
         },
         |out, part| {

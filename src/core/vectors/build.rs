@@ -318,7 +318,7 @@ fn wire(p: &Parties) -> Result<Value> {
         request,
     };
     let receipt = WireSigned::from_signed(&receipt()?.sign(&p.alice));
-    let out = vec![
+    let mut out = vec![
         frame(
             "get-checkpoint",
             "request",
@@ -389,6 +389,29 @@ fn wire(p: &Parties) -> Result<Value> {
             },
         )?,
     ];
+    // Must fail: a byte after the message (the length covering it), and a length prefix
+    // that promises a byte the frame does not have.
+    let body = encode_frame(&req(Request::GetCheckpoint { old_size: Some(5) }))?.split_off(4);
+    let with_len = |len: usize, body: &[u8]| {
+        let mut f = u32::try_from(len)
+            .unwrap_or(u32::MAX)
+            .to_be_bytes()
+            .to_vec();
+        f.extend_from_slice(body);
+        f
+    };
+    let mut trailing = body.clone();
+    trailing.push(0);
+    out.push(json!({
+        "name": "trailing-byte", "kind": "request",
+        "frame": hex(with_len(trailing.len(), &trailing)), "valid": false,
+        "why": "bytes after the message: decoding is strict",
+    }));
+    out.push(json!({
+        "name": "length-past-the-end", "kind": "request",
+        "frame": hex(with_len(body.len() + 1, &body)), "valid": false,
+        "why": "the length prefix says one byte more than the frame holds",
+    }));
     Ok(file("wire", "Protocol frames (docs/protocol.md): `frame` is u32 big-endian length || postcard(message); `message` is the decoded request or response as serde's JSON, for reading only (the bytes are the format).", out))
 }
 

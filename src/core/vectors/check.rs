@@ -141,85 +141,137 @@ fn same(name: &str, what: &str, got: &Value, want: Option<&Value>) -> Result<()>
     Ok(())
 }
 
-fn one(format: &str, v: &Value) -> Result<()> {
+fn strings<'a>(v: &'a Value, key: &str) -> Result<Vec<&'a str>> {
+    match v.get(key) {
+        None => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .ok_or_else(|| Error::bad_input(format!("a vector's {key} are not all text")))
+            })
+            .collect(),
+        Some(_) => Err(Error::bad_input(format!("a vector's {key} is not a list"))),
+    }
+}
+
+/// One vector: `Err` if it is malformed (a missing key, bad hex, an unknown type or kind: a
+/// file that says nothing checkable), else what verifying it gave.
+fn one(format: &str, v: &Value) -> Result<Result<()>> {
     let name = text(v, "name")?;
-    match format {
+    Ok(match format {
         "statements" => {
-            let fields = verify_statement(
-                text(v, "type")?,
-                &unhex(text(v, "statement")?, "statement")?,
-                &unhex(text(v, "signature")?, "signature")?,
-                &unhex(text(v, "signer")?, "signer")?,
-            )?;
-            same(name, "field list", &fields, v.get("fields"))
+            let tag = text(v, "type")?;
+            StatementType::from_tag(tag)?;
+            let statement = unhex(text(v, "statement")?, "statement")?;
+            let signature = unhex(text(v, "signature")?, "signature")?;
+            let signer = unhex(text(v, "signer")?, "signer")?;
+            verify_statement(tag, &statement, &signature, &signer)
+                .and_then(|fields| same(name, "field list", &fields, v.get("fields")))
         }
         "wire" => {
-            let msg = decode_wire_frame(text(v, "kind")?, &unhex(text(v, "frame")?, "frame")?)?;
-            same(name, "message", &msg, v.get("message"))
+            let kind = text(v, "kind")?;
+            if kind != "request" && kind != "response" {
+                return Err(Error::bad_input(format!("vector {name}: kind {kind:?}")));
+            }
+            let frame = unhex(text(v, "frame")?, "frame")?;
+            decode_wire_frame(kind, &frame)
+                .and_then(|msg| same(name, "message", &msg, v.get("message")))
         }
         "checkpoints" => {
-            let keys: Vec<&str> = v
-                .get("witnesses")
-                .and_then(Value::as_array)
-                .map(|ws| ws.iter().filter_map(|w| w.get("key")?.as_str()).collect())
-                .unwrap_or_default();
-            let got = verify_checkpoint(text(v, "note")?, text(v, "log_key")?, &keys)?;
-            for field in ["origin", "size", "root", "witnesses"] {
-                same(name, field, &got[field], v.get(field))?;
+            let note = text(v, "note")?;
+            let log_key = text(v, "log_key")?;
+            VerifierKey::parse(log_key)?;
+            let keys: Vec<&str> = match v.get("witnesses") {
+                None => Vec::new(),
+                Some(Value::Array(ws)) => ws
+                    .iter()
+                    .map(|w| {
+                        w.get("key").and_then(Value::as_str).ok_or_else(|| {
+                            Error::bad_input(format!("vector {name}: a witness without a key"))
+                        })
+                    })
+                    .collect::<Result<_>>()?,
+                Some(_) => return Err(Error::bad_input(format!("vector {name}: witnesses"))),
+            };
+            for k in &keys {
+                CosignerKey::parse(k)?;
             }
-            Ok(())
+            verify_checkpoint(note, log_key, &keys).and_then(|got| {
+                ["origin", "size", "root", "witnesses"]
+                    .iter()
+                    .try_for_each(|f| same(name, f, &got[*f], v.get(*f)))
+            })
         }
         "receipts" => {
             let authority = VerifierKey::parse(text(v, "authority")?)?;
             let log = VerifierKey::parse(text(v, "log_key")?)?;
-            let witnesses = v
-                .get("witnesses")
-                .and_then(Value::as_array)
-                .map(|ws| {
-                    ws.iter()
-                        .filter_map(Value::as_str)
-                        .map(CosignerKey::parse)
-                        .collect::<Result<Vec<_>>>()
-                })
-                .transpose()?
-                .unwrap_or_default();
-            let quorum = v.get("quorum").and_then(Value::as_u64).map(|q| q as usize);
+            let witnesses = strings(v, "witnesses")?
+                .into_iter()
+                .map(CosignerKey::parse)
+                .collect::<Result<Vec<_>>>()?;
+            let quorum = match v.get("quorum") {
+                None => None,
+                Some(q) => Some(
+                    q.as_u64()
+                        .and_then(|q| usize::try_from(q).ok())
+                        .ok_or_else(|| Error::bad_input(format!("vector {name}: quorum")))?,
+                ),
+            };
+            if quorum.is_some() && witnesses.is_empty() {
+                return Err(Error::bad_input(format!(
+                    "vector {name}: a quorum without witnesses"
+                )));
+            }
             let policy = (!witnesses.is_empty())
                 .then(|| WitnessPolicy::new(witnesses, quorum))
                 .transpose()?;
-            let file = ReceiptFile::from_json(text(v, "receipt_file")?.as_bytes())?;
-            let verified = ReceiptVerifier::new(authority.key, log)
-                .with_witnesses(policy)
-                .verify(&file)?;
-            let r = &verified.receipt;
-            let got = serde_json::json!({
-                "envelope_id": r.envelope_id.to_hex(),
-                "grant_id": r.grant_id.to_hex(),
-                "status": r.status.as_str(),
-                "user": r.user.to_string(),
-                "agent": r.agent.to_string(),
-                "time": r.time,
-                "leaf_index": verified.leaf_index,
-                "checkpoint_size": verified.checkpoint.size,
-                "checkpoint_origin": verified.checkpoint.origin,
-                "witnessed_by": verified.witnessed_by.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-            });
-            same(name, "verified receipt", &got, v.get("expected"))
+            let receipt_file = text(v, "receipt_file")?;
+            ReceiptFile::from_json(receipt_file.as_bytes())
+                .and_then(|file| ReceiptVerifier::new(authority.key, log).with_witnesses(policy).verify(&file))
+                .and_then(|verified| {
+                    let r = &verified.receipt;
+                    let got = serde_json::json!({
+                        "envelope_id": r.envelope_id.to_hex(),
+                        "grant_id": r.grant_id.to_hex(),
+                        "status": r.status.as_str(),
+                        "user": r.user.to_string(),
+                        "agent": r.agent.to_string(),
+                        "time": r.time,
+                        "leaf_index": verified.leaf_index,
+                        "checkpoint_size": verified.checkpoint.size,
+                        "checkpoint_origin": verified.checkpoint.origin,
+                        "witnessed_by": verified.witnessed_by.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+                    });
+                    same(name, "verified receipt", &got, v.get("expected"))
+                })
         }
-        other => Err(Error::bad_input(format!("unknown vector format {other:?}"))),
-    }
+        other => return Err(Error::bad_input(format!("unknown vector format {other:?}"))),
+    })
 }
 
-/// Checks every vector of a file's text: each valid one verifies to exactly what it says, each
-/// invalid one fails. Returns how many were checked.
-pub fn check(text_: &str) -> Result<usize> {
+/// Checks every vector of the file `file_name` (e.g. `statements.json`, whose `format` must be
+/// `statements`): each valid one verifies to exactly what it says, each invalid one is
+/// well-formed and fails. Returns how many were checked (at least one).
+pub fn check(file_name: &str, text_: &str) -> Result<usize> {
     let file: Value = serde_json::from_str(text_)
         .map_err(|e| Error::bad_input(format!("not a JSON vector file ({e})")))?;
     let format = text(&file, "format")?;
+    if file_name.strip_suffix(".json") != Some(format) {
+        return Err(Error::bad_input(format!(
+            "{file_name} holds {format} vectors, not {}",
+            file_name.trim_end_matches(".json")
+        )));
+    }
     let list = vectors(&file)?;
+    if list.is_empty() {
+        return Err(Error::bad_input(format!("{file_name} holds no vectors")));
+    }
     for v in list {
         let name = text(v, "name")?;
-        match (one(format, v), valid(v)) {
+        let outcome =
+            one(format, v).map_err(|e| e.context(format!("vector {name} is malformed")))?;
+        match (outcome, valid(v)) {
             (Ok(()), true) | (Err(_), false) => {}
             (Err(e), true) => {
                 return Err(Error::verification(format!(

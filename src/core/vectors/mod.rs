@@ -25,12 +25,13 @@ pub const FILES: [&str; 4] = [
     "receipts.json",
 ];
 
-/// A field as the vectors list it: `{"u8": 1}`, `{"u64": 2}`, `{"bytes": "<hex>"}`,
+/// A field as the vectors list it: `{"u8": 1}`, `{"u64": "2"}` (decimal text), `{"bytes": "<hex>"}`,
 /// `{"str": "…"}`, `{"opt_str": null | "…"}`, `{"str_list": ["…"]}`.
 pub fn field_json(f: &Field) -> Value {
     match f {
         Field::U8(v) => json!({ "u8": v }),
-        Field::U64(v) => json!({ "u64": v }),
+        // As a decimal string: JSON numbers past 2^53 lose precision in JavaScript and others.
+        Field::U64(v) => json!({ "u64": v.to_string() }),
         Field::Bytes(v) => json!({ "bytes": hex(v) }),
         Field::Str(v) => json!({ "str": v }),
         Field::OptStr(v) => json!({ "opt_str": v }),
@@ -40,7 +41,7 @@ pub fn field_json(f: &Field) -> Value {
 
 fn unhex(s: &str, what: &str) -> Result<Vec<u8>> {
     let bad = || Error::bad_input(format!("{what} is not hex"));
-    if !s.len().is_multiple_of(2) || !s.is_ascii() {
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad());
     }
     (0..s.len())

@@ -248,6 +248,16 @@ impl RelayConfig {
         if self.limits.max_connections == 0 || self.limits.max_streams_per_connection == 0 {
             return Err(Error::bad_input("limits must be above zero"));
         }
+        if self
+            .limits
+            .send_window
+            .is_some_and(|w| w < crate::net::MIN_SEND_WINDOW)
+        {
+            return Err(Error::bad_input(format!(
+                "limits.send_window must be at least {} bytes (leave it out to follow connection_window)",
+                crate::net::MIN_SEND_WINDOW
+            )));
+        }
         self.witness_policy()?;
         if self.witness_timeout_ms == 0 {
             return Err(Error::bad_input("witness_timeout_ms must be above zero"));
