@@ -95,11 +95,7 @@ impl Input {
             Input::Reader(r) => envelope::open(identities, r, out, default_threads()),
         }
     }
-}
 
-/// Opens `input` ("-" is stdin), with a progress bar when stderr is a terminal and the input
-/// is large.
-impl Input {
     fn seal_at(
         &mut self,
         recipient: &dyn age::Recipient,
@@ -137,6 +133,8 @@ impl Input {
     }
 }
 
+/// Opens `input` ("-" is stdin), with a progress bar when stderr is a terminal and the input
+/// is large.
 fn open_input(input: &str, what: &str) -> Result<Input> {
     if input == "-" {
         return Ok(Input::Reader(Box::new(std::io::stdin().lock())));

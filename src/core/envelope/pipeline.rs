@@ -1,7 +1,8 @@
-//! The parallel pipeline under [`super::stream`]: worker threads take shares of each 4 MiB
-//! batch of chunks while the calling thread reads the next batch (from a reader, or only
-//! plans it when the workers read a file at offsets themselves) and writes the previous one;
-//! memory stays bounded by two batches.
+//! The parallel pipeline under [`super::stream`]: worker threads take shares of each batch of
+//! chunks (4 MiB; 1 MiB for a reader being sealed) while the calling thread reads the next
+//! batch (from a reader, or only plans it when the workers read a file at offsets themselves)
+//! and writes the previous one (or, when the work itself wrote each share at its offset, only
+//! checks it); memory stays bounded by two batches.
 
 use std::io::{ErrorKind, Read, Write};
 
@@ -43,7 +44,7 @@ pub(super) struct Part {
     pub(super) opened: Vec<Opened>,
     /// Reading a file at offsets: where the part's first chunk starts (the worker reads it).
     pub(super) at: Option<u64>,
-    /// Reading a file at offsets: the worker's read failed.
+    /// The worker's read at offsets, or its write at offsets, failed.
     pub(super) io: Option<std::io::Error>,
 }
 

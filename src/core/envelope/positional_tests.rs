@@ -1,6 +1,6 @@
 //! `seal_at` / `open_at`: the worker threads' positional writes give exactly what the ordered
 //! writes give, for sizes around chunk and batch boundaries, from a reader and from a file, on
-//! 1 to 3 threads; a chunk that does not authenticate fails the open; a failing write fails the
+//! 1 to 16 threads; a chunk that does not authenticate fails the open; a failing write fails the
 //! call.
 
 use std::sync::Mutex;
@@ -85,7 +85,7 @@ fn positional_writes_give_what_ordered_writes_give() {
     let to = id.to_public();
     for len in sizes() {
         let pt = plaintext(len);
-        for threads in [1, 2, 3] {
+        for threads in [1, 2, 3, 5, 16] {
             // Sealed at offsets, from a reader and from a file: opens (in order) to the input.
             for from_file in [false, true] {
                 let out = Mem::default();

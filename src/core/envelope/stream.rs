@@ -6,7 +6,9 @@
 //! next batch (or, for a file, the workers read their shares at offsets themselves) and writes
 //! the previous one (`pipeline`); memory stays bounded by two batches. Opening releases
 //! plaintext strictly in order and only chunks that authenticated; nothing after the first
-//! failure is released.
+//! failure is released. The `_at` forms instead have each worker write its share at its offset
+//! into a file (`-o`'s temporary file): opening then writes chunks as they authenticate, out of
+//! order, into a file kept only if every chunk did.
 
 use std::io::{Read, Write};
 

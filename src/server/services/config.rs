@@ -303,6 +303,10 @@ impl RelayConfig {
                 alert_command: Some(String::new()),
                 ..Default::default()
             },
+            limits: crate::net::Limits {
+                send_window: Some(crate::net::MIN_SEND_WINDOW),
+                ..Default::default()
+            },
             ..RelayConfig::default()
         };
         let mut out = Vec::new();
@@ -534,5 +538,22 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("metrics_listen"));
+    }
+
+    #[test]
+    fn the_send_window_follows_the_connection_window_unless_set_and_is_at_least_a_chunk() {
+        let mut c = RelayConfig::default();
+        assert_eq!(c.limits.send_window, None);
+        c.apply_env(env(&[("SEALRELAY_LIMITS__SEND_WINDOW", "4194304")]))
+            .unwrap();
+        assert_eq!(c.limits.send_window, Some(4 << 20));
+        c.validate().unwrap();
+        c.apply_env(env(&[("SEALRELAY_LIMITS__SEND_WINDOW", "100")]))
+            .unwrap();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("send_window"));
     }
 }
