@@ -140,3 +140,16 @@ fn receipt_verify_accepts_the_receipt_vectors_and_refuses_the_bad_ones() {
         }
     }
 }
+
+#[test]
+fn writing_onto_a_file_is_refused_in_one_line_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("afile");
+    std::fs::write(&file, "keep").unwrap();
+    let out = run(bin().args(["vectors", "write"]).arg(&file));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("is not a directory"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");
+}

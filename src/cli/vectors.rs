@@ -31,6 +31,12 @@ const MAX_VECTOR_FILE: usize = 1 << 20;
 pub fn run(cmd: VectorsCommand) -> Result<()> {
     match cmd {
         VectorsCommand::Write(a) => {
+            if a.dir.exists() && !a.dir.is_dir() {
+                return Err(Error::bad_input(format!(
+                    "{} is not a directory: give a directory for the vector files",
+                    a.dir.display()
+                )));
+            }
             std::fs::create_dir_all(&a.dir)
                 .map_err(|e| Error::io(format!("cannot make {}: {e}", a.dir.display())))?;
             for (name, text) in generate()? {
