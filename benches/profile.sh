@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Flame graphs of the round-trip path (grant → list → send → fetch → receipt, 32 user/agent
-# pairs): `perf record` (cpu-clock, DWARF call graphs from the release build's line tables)
+# Flame graphs of the round-trip path (grant → pushed to the agent → send → fetch and receipt on
+# one stream, 32 user/agent pairs): `perf record` (cpu-clock, DWARF call graphs from the release build's line tables)
 # over the relay benchmark in its round-trip-only mode, then inferno. Writes
 # docs/flamegraphs/round-trip-relay-LABEL.svg (the relay process) and
 # docs/flamegraphs/round-trip-clients-LABEL.svg (the clients' process).
@@ -12,9 +12,13 @@ LABEL=${1:?usage: benches/profile.sh LABEL}
 N=${N:-20}
 command -v perf >/dev/null || { echo "install perf (apt-get install linux-perf)"; exit 1; }
 command -v inferno-flamegraph >/dev/null || { echo "install inferno (cargo install inferno)"; exit 1; }
-cargo build --release --quiet
-cargo bench --no-run --quiet --bench relay 2>/dev/null
-BENCH=$(ls -t target/release/deps/relay-* | grep -v '\.d$' | head -1)
+# BENCH (a relay bench binary) and SEALRELAY_BENCH_BIN (the relay it serves with) profile an
+# older build side by side with this one: both from the same commit, as the old tree builds them.
+if [ -z "${BENCH:-}" ]; then
+    cargo build --release --quiet
+    cargo bench --no-run --quiet --bench relay 2>/dev/null
+    BENCH=$(ls -t target/release/deps/relay-* | grep -v '\.d$' | head -1)
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 SEALRELAY_BENCH_ROUND_TRIPS_ONLY=$N perf record -q -e cpu-clock -F 499 --call-graph dwarf,16384 \

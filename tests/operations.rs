@@ -113,7 +113,7 @@ fn metrics_after_a_real_flow_pass_promtool_and_name_no_party() {
             1.0,
         ),
         (
-            "sealrelay_requests_total{action=\"fetch\",outcome=\"ok\"}",
+            "sealrelay_requests_total{action=\"deliver\",outcome=\"ok\"}",
             1.0,
         ),
         (

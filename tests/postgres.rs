@@ -418,6 +418,44 @@ fn two_nodes_on_one_database_share_grants_envelopes_and_one_log() {
     let out = audit_verify(dir, &addr_a);
     assert!(out.contains("consistent with your checkpoint"), "{out}");
 
+    // A subscription on B gets a grant made through A, pushed (B tails the shared log every
+    // second), and only once however many times B reads that part of the log.
+    let bot = sealrelay::local::identity_file::load(&dir.join("bot.id"), None).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use sealrelay::client::{AgentClient, FeedEvent, Followed};
+        let agent = AgentClient::connect(&bot, &addr_b).await.unwrap();
+        let mut feed = agent.subscribe(Followed::default()).await.unwrap();
+        // What waits (the grants made above) first.
+        while let FeedEvent::Items(items) = agent.next_grants(&mut feed).await.unwrap() {
+            assert!(!items.is_empty());
+        }
+        let made = grant(dir, &addr_a, "tickets/pushed");
+        let next = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            agent.next_grants(&mut feed),
+        )
+        .await
+        .expect("a grant made through node A did not reach a subscription on node B")
+        .unwrap();
+        let FeedEvent::Items(items) = next else {
+            panic!("not a grant")
+        };
+        let ids: Vec<String> = items
+            .into_iter()
+            .map(|(_, g)| sealrelay::ids::hex(g.unwrap().grant.grant_id))
+            .collect();
+        assert_eq!(ids, vec![made.clone()]);
+        // Nothing else comes within three more passes of B's tail.
+        let more = tokio::time::timeout(
+            std::time::Duration::from_secs(3),
+            agent.next_grants(&mut feed),
+        )
+        .await;
+        assert!(more.is_err(), "something came again, or unasked");
+        agent.conn.close().await;
+    });
+
     // A revocation pushed to A is in force on B (within its one-second sync).
     ok_in(
         dir,

@@ -259,6 +259,7 @@ async fn the_web_client_refuses_strangers_and_serves_no_secret() {
         for (method, path, h) in [
             ("GET", at("/"), c),
             ("GET", at("/api/inbox"), c),
+            ("GET", at("/api/inbox/next"), c),
             ("GET", at(&format!("/envelope/{alice_env}")), c),
             ("POST", open.clone(), same),
             ("GET", at(&format!("/envelope/{alice_env}")), c),

@@ -26,6 +26,11 @@ impl<T, E: std::fmt::Display> OrFail<T> for Result<T, E> {
         self.unwrap_or_else(|e| fail(format!("{what}: {e}")))
     }
 }
+impl<T> OrFail<T> for Option<T> {
+    fn or_fail(self, what: &str) -> T {
+        self.unwrap_or_else(|| fail(format!("{what}: none")))
+    }
+}
 
 pub struct Relay {
     pub child: Child,
@@ -264,16 +269,28 @@ pub async fn round_trips(
             let ac = AgentClient::connect(&bot, &agent_addr)
                 .await
                 .or_fail("agent connect");
+            // The agent follows its grants (pushed by the relay), as `agent run` does.
+            let mut feed = ac
+                .subscribe(sealrelay::client::Followed::default())
+                .await
+                .or_fail("subscribe");
+            while let sealrelay::client::FeedEvent::Items(_) =
+                ac.next_grants(&mut feed).await.or_fail("catch-up")
+            {}
             for _ in 0..per_user {
                 let gid = uc
                     .grant(&grant_req(&bot.name, 64 * 1024))
                     .await
                     .or_fail("grant");
-                let grants = ac.grants().await.or_fail("grants");
-                let g = grants
-                    .into_iter()
-                    .find(|g| g.grant.grant_id == gid)
-                    .unwrap_or_else(|| fail("grant not listed"));
+                let g = match ac.next_grants(&mut feed).await.or_fail("pushed grant") {
+                    sealrelay::client::FeedEvent::Items(mut items) if items.len() == 1 => {
+                        items.pop().or_fail("item").1.or_fail("grant verifies")
+                    }
+                    _ => fail("not the one grant pushed"),
+                };
+                if g.grant.grant_id != gid {
+                    fail("another grant was pushed");
+                }
                 let env = ac
                     .send(&g, &mut data(1024).as_slice(), &scratch)
                     .await

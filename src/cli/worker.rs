@@ -13,14 +13,20 @@
 //! (the grant's `max_bytes` is checked when it is sealed). Unlike a connector's command it stays
 //! in the worker's process group (`own_group: false`), as it always did: Ctrl-C and a
 //! terminal's prompts reach it, and what it starts in the background is left alone.
-//! Sending goes through `client::deliver`, one try per poll: a grant whose answer was lost is
-//! tried again (the command run again) at the next poll.
+//! Grants come over one subscription (`Subscribe`): those waiting first, then each new one as
+//! the relay pushes it. Sending goes through `client::deliver`, one try per grant: a grant whose
+//! send found the relay gone is tried again (the command run again) when the worker has
+//! reconnected and the relay lists it again.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
-use sealrelay::client::{command_env, deliver, Courier, ForGrant, OpenGrant, Plaintext, Retry};
+use std::collections::HashSet;
+
+use sealrelay::client::{
+    command_env, deliver, Courier, FeedEvent, Followed, ForGrant, OpenGrant, Plaintext, Retry,
+};
 use sealrelay::clock;
 use sealrelay::connect::command::{run_to_end, Program, RunError};
 use sealrelay::error::{Error, Result};
@@ -38,9 +44,10 @@ pub struct RunArgs {
     /// resource and purpose as $SEALRELAY_RESOURCE / $SEALRELAY_PURPOSE and as arguments $1 $2.
     #[arg(long, value_name = "CMD")]
     exec: String,
-    /// Seconds between polls for new grants.
-    #[arg(long, value_name = "SECS", default_value_t = 5)]
-    poll: u64,
+    /// Ignored: grants are pushed by the relay as they become ready (kept so that scripts
+    /// written for earlier versions still run).
+    #[arg(long, value_name = "SECS", hide = true)]
+    poll: Option<u64>,
     /// Handle the grants open now, then exit.
     #[arg(long)]
     once: bool,
@@ -63,89 +70,129 @@ pub fn run_agent(args: RunArgs) -> Result<()> {
     };
     runtime()?.block_on(async {
         let mut agent = courier.connect().await?;
-        let mut failed: std::collections::HashSet<GrantId> = std::collections::HashSet::new();
+        let mut failed: HashSet<GrantId> = HashSet::new();
+        let mut followed = Followed::default();
         let mut delay = std::time::Duration::from_millis(500);
-        loop {
-            let grants = match agent.grants().await {
-                Ok(g) => {
-                    delay = std::time::Duration::from_millis(500);
-                    g
-                }
-                // A worker outlives relay restarts: reconnect with backoff, and say so.
-                Err(e) if e.kind() == sealrelay::ErrorKind::Unavailable && !args.once => {
-                    eprintln!(
-                        "the relay is unreachable ({}); reconnecting in {:.1} s",
-                        e.message(),
-                        delay.as_secs_f64()
-                    );
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(std::time::Duration::from_secs(30));
-                    if let Ok(again) = courier.connect().await {
-                        agent = again;
+        'subscribe: loop {
+            let reconnect = match agent.subscribe(std::mem::take(&mut followed)).await {
+                Ok(mut feed) => loop {
+                    match agent.next_grants(&mut feed).await {
+                        Ok(FeedEvent::Items(items)) => {
+                            for (_, g) in items {
+                                let g = match g {
+                                    Ok(g) => g,
+                                    Err(e) => {
+                                        eprintln!("a grant the relay sent was skipped: {e}");
+                                        continue;
+                                    }
+                                };
+                                if handle(&args, &courier, &agent, &g, &mut failed).await?
+                                    == Handled::Again
+                                {
+                                    // Tried again when the relay lists it after a reconnection.
+                                    feed.forget(g.grant.grant_id.0);
+                                }
+                            }
+                        }
+                        Ok(FeedEvent::Live) => {
+                            delay = std::time::Duration::from_millis(500);
+                            if args.once {
+                                break 'subscribe;
+                            }
+                        }
+                        Err(e) => {
+                            followed = feed.into_followed();
+                            break e;
+                        }
                     }
-                    continue;
-                }
-                Err(e) => return Err(e),
+                },
+                Err(e) => e,
             };
-            for g in grants {
-                if failed.contains(&g.grant.grant_id) {
-                    continue; // reported once; not retried forever
-                }
-                let id = hex(g.grant.grant_id);
-                // The name reaches a command: check the grammar here too, whatever the relay did.
-                if let Err(e) = sealrelay::core::resource::validate_resource(&g.grant.resource) {
-                    eprintln!("grant {id}: refused: {}", e.message());
-                    failed.insert(g.grant.grant_id);
-                    continue;
-                }
-                // The command's output goes to a scratch file, not memory: it may be large.
-                let mut out_file = tempfile::tempfile_in(scratch_dir())
-                    .map_err(|e| Error::io(format!("cannot make a scratch file: {e}")))?;
-                let stdout = out_file
-                    .try_clone()
-                    .map_err(|e| Error::io(format!("cannot make a scratch file: {e}")))?;
-                let status = run_exec(&args.exec, &g, stdout).await?;
-                if !status.success() {
-                    eprintln!(
-                        "grant {id}: the command failed ({status}); not sending, not retrying"
-                    );
-                    failed.insert(g.grant.grant_id);
-                    continue;
-                }
-                std::io::Seek::seek(&mut out_file, std::io::SeekFrom::Start(0))
-                    .map_err(|e| Error::io(format!("cannot rewind the scratch file: {e}")))?;
-                let sent = deliver(
-                    &courier,
-                    Some(&agent),
-                    ForGrant::Listed(&g),
-                    Plaintext::Reader(&mut out_file),
-                    Retry::once(),
-                )
-                .await;
-                match sent {
-                    Ok(d) => println!(
-                        "grant {id} ({}): sent envelope {}",
-                        g.grant.resource,
-                        hex(d.envelope_id)
-                    ),
-                    // The relay went away: the grant stays open and is tried again next poll.
-                    Err(e) if e.kind() == sealrelay::ErrorKind::Unavailable => {
-                        eprintln!("grant {id}: the relay is unreachable ({e}); will retry");
-                    }
-                    Err(e) => {
-                        eprintln!("grant {id}: send failed: {e}");
-                        failed.insert(g.grant.grant_id);
-                    }
-                }
+            // A worker outlives relay restarts: reconnect with backoff, and say so.
+            if reconnect.kind() != sealrelay::ErrorKind::Unavailable || args.once {
+                return Err(reconnect);
             }
-            if args.once {
-                break;
+            eprintln!(
+                "the relay is unreachable ({}); reconnecting in {:.1} s",
+                reconnect.message(),
+                delay.as_secs_f64()
+            );
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(std::time::Duration::from_secs(30));
+            if let Ok(again) = courier.connect().await {
+                agent = again;
             }
-            tokio::time::sleep(std::time::Duration::from_secs(args.poll.max(1))).await;
         }
         agent.conn.close().await;
         Ok(())
     })
+}
+
+/// What became of one grant.
+#[derive(PartialEq, Eq)]
+enum Handled {
+    /// Sent, or failed for good (reported once, not retried).
+    Done,
+    /// The relay went away: the grant stays open and is tried again.
+    Again,
+}
+
+/// Runs the command for one grant and sends its output.
+async fn handle(
+    args: &RunArgs,
+    courier: &Courier,
+    agent: &sealrelay::client::AgentClient<'_>,
+    g: &OpenGrant,
+    failed: &mut HashSet<GrantId>,
+) -> Result<Handled> {
+    if failed.contains(&g.grant.grant_id) {
+        return Ok(Handled::Done); // reported once; not retried forever
+    }
+    let id = hex(g.grant.grant_id);
+    // The name reaches a command: check the grammar here too, whatever the relay did.
+    if let Err(e) = sealrelay::core::resource::validate_resource(&g.grant.resource) {
+        eprintln!("grant {id}: refused: {}", e.message());
+        failed.insert(g.grant.grant_id);
+        return Ok(Handled::Done);
+    }
+    // The command's output goes to a scratch file, not memory: it may be large.
+    let mut out_file = tempfile::tempfile_in(scratch_dir())
+        .map_err(|e| Error::io(format!("cannot make a scratch file: {e}")))?;
+    let stdout = out_file
+        .try_clone()
+        .map_err(|e| Error::io(format!("cannot make a scratch file: {e}")))?;
+    let status = run_exec(&args.exec, g, stdout).await?;
+    if !status.success() {
+        eprintln!("grant {id}: the command failed ({status}); not sending, not retrying");
+        failed.insert(g.grant.grant_id);
+        return Ok(Handled::Done);
+    }
+    std::io::Seek::seek(&mut out_file, std::io::SeekFrom::Start(0))
+        .map_err(|e| Error::io(format!("cannot rewind the scratch file: {e}")))?;
+    let sent = deliver(
+        courier,
+        Some(agent),
+        ForGrant::Listed(g),
+        Plaintext::Reader(&mut out_file),
+        Retry::once(),
+    )
+    .await;
+    match sent {
+        Ok(d) => println!(
+            "grant {id} ({}): sent envelope {}",
+            g.grant.resource,
+            hex(d.envelope_id)
+        ),
+        Err(e) if e.kind() == sealrelay::ErrorKind::Unavailable => {
+            eprintln!("grant {id}: the relay is unreachable ({e}); will retry");
+            return Ok(Handled::Again);
+        }
+        Err(e) => {
+            eprintln!("grant {id}: send failed: {e}");
+            failed.insert(g.grant.grant_id);
+        }
+    }
+    Ok(Handled::Done)
 }
 
 /// Runs `--exec` for one grant through the connectors' runner (see the module's doc for why

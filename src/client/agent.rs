@@ -46,11 +46,11 @@ pub struct SubmissionStatus {
 /// An agent: lists its grants and submits envelopes (it can read nothing).
 pub struct AgentClient<'a> {
     pub conn: Connection,
-    identity: &'a Identity,
-    id: SpiffeId,
+    pub(super) identity: &'a Identity,
+    pub(super) id: SpiffeId,
     /// The highest directory serial seen per user: this process's (and, when the caller gave
     /// [`AgentClient::with_pins`] pins kept beside the identity, every earlier run's).
-    pins: std::sync::Arc<SerialPins>,
+    pub(super) pins: std::sync::Arc<SerialPins>,
 }
 
 impl<'a> AgentClient<'a> {
@@ -108,16 +108,21 @@ impl<'a> AgentClient<'a> {
         .await?;
         let mut out = Vec::new();
         for (view, g) in judged {
-            if let Ok(g) = &g {
-                if g.grant.agent != self.id {
-                    return Err(Error::verification(
-                        "the relay served a grant that does not match its user or this agent",
-                    ));
-                }
-            }
+            self.check_addressed(&g)?;
             out.push((view.grant, g));
         }
         Ok(out)
+    }
+
+    /// A grant the relay served that verified must be addressed to this agent: one that is not
+    /// makes the whole listing (or feed) untrustworthy.
+    pub(super) fn check_addressed(&self, g: &Result<OpenGrant>) -> Result<()> {
+        match g {
+            Ok(g) if g.grant.agent != self.id => Err(Error::verification(
+                "the relay served a grant that does not match its user or this agent",
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Seals `input` to the grant's user (recipient from the verified entry), signs the
@@ -249,9 +254,7 @@ pub(crate) async fn judge_listing<T>(
     )>,
     view: impl Fn(&T) -> &crate::core::wire::GrantView,
 ) -> Result<Vec<(T, Result<OpenGrant>)>> {
-    let authority = authority(identity)?;
     let dir_key = super::keylog::directory_key(identity)?;
-    let wait = super::keylog::reset_wait(identity);
     let sent = std::sync::Mutex::new(None);
     // What this party had seen of the directory log before this listing (backdating). The
     // pins first, then the checkpoint: a process writes the checkpoint before the pins it
@@ -277,6 +280,57 @@ pub(crate) async fn judge_listing<T>(
         )
         .await?;
     pins.refresh()?;
+    judge_items(identity, pins, pages, &pinned_before, seen, view)
+}
+
+/// Items of a listing or feed, each with this party's verdict on its grant.
+pub(crate) type Judged<T> = Vec<(T, Result<OpenGrant>)>;
+
+/// One frame of a grant feed (`Subscribe`): its directory checkpoint accepted from `from` (the
+/// size the previous frame proved), then each grant judged as [`judge_listing`] judges them.
+/// Gives back the size this frame proved.
+pub(crate) fn judge_frame<T>(
+    identity: &Identity,
+    pins: &SerialPins,
+    items: Vec<T>,
+    directory: &crate::core::wire::DirectoryCheckpoint,
+    from: Option<u64>,
+    view: impl Fn(&T) -> &crate::core::wire::GrantView,
+) -> Result<(Judged<T>, u64)> {
+    let dir_key = super::keylog::directory_key(identity)?;
+    pins.refresh()?;
+    let pinned_before = pins.snapshot()?;
+    let seen = pins.directory.seen(&dir_key)?;
+    // Another listing or feed of this process may have moved the pins on since the frame
+    // before. A frame without a consistency proof (its checkpoint is the one that frame proved)
+    // is then judged against what the pins hold: it must be that same checkpoint.
+    let stored = seen.map(|(size, _)| size);
+    let from = if stored != from && directory.consistency.is_empty() {
+        stored
+    } else {
+        from
+    };
+    let cp = std::sync::Arc::new(pins.directory.accept(&dir_key, directory, from)?);
+    let size = cp.size;
+    pins.refresh()?;
+    let items = items.into_iter().map(|g| (g, cp.clone())).collect();
+    Ok((
+        judge_items(identity, pins, items, &pinned_before, seen, view)?,
+        size,
+    ))
+}
+
+/// Each listed grant with this party's verdict (see [`judge_listing`]).
+fn judge_items<T>(
+    identity: &Identity,
+    pins: &SerialPins,
+    pages: Vec<(T, std::sync::Arc<crate::core::tlog::checkpoint::Checkpoint>)>,
+    pinned_before: &std::collections::HashMap<crate::ids::SpiffeId, u64>,
+    seen: Option<(u64, u64)>,
+    view: impl Fn(&T) -> &crate::core::wire::GrantView,
+) -> Result<Vec<(T, Result<OpenGrant>)>> {
+    let authority = authority(identity)?;
+    let wait = super::keylog::reset_wait(identity);
     let now = clock::now();
     let mut out = Vec::new();
     for (item, cp) in pages {

@@ -172,14 +172,9 @@ impl Connection {
         Ok(Connection { conn, endpoint })
     }
 
-    /// Sends `request` (and `body`, if any) and reads the response frame. The returned stream
-    /// carries a body after `Reply::Envelope`.
-    pub async fn call(
-        &self,
-        request: Request,
-        body: Option<&mut (dyn Read + Send)>,
-    ) -> Result<(Reply, RecvStream)> {
-        let (mut send, mut recv) = self
+    /// Opens a stream and writes `request`'s frame on it.
+    async fn start(&self, request: Request) -> Result<(SendStream, RecvStream)> {
+        let (mut send, recv) = self
             .conn
             .open_bi()
             .await
@@ -192,6 +187,38 @@ impl Connection {
             WriteFrameError::Encode(e) => e,
             WriteFrameError::Stream(e) => write_error(&e),
         })?;
+        Ok((send, recv))
+    }
+
+    /// Sends `request` and finishes this side: the relay answers with frames on the returned
+    /// stream (a subscription).
+    pub(crate) async fn open_stream(&self, request: Request) -> Result<(SendStream, RecvStream)> {
+        let (mut send, recv) = self.start(request).await?;
+        let _ = send.finish();
+        Ok((send, recv))
+    }
+
+    /// Sends `request`, leaves this side open (a delivery's receipt follows on it) and reads
+    /// the response frame.
+    pub(crate) async fn call_open(
+        &self,
+        request: Request,
+    ) -> Result<(Reply, SendStream, RecvStream)> {
+        let (send, mut recv) = self.start(request).await?;
+        match read_response(&mut recv).await? {
+            Response::Ok(reply) => Ok((reply, send, recv)),
+            Response::Err { code, message } => Err(refused(code, &message)),
+        }
+    }
+
+    /// Sends `request` (and `body`, if any) and reads the response frame. The returned stream
+    /// carries a body after `Reply::Envelope`.
+    pub async fn call(
+        &self,
+        request: Request,
+        body: Option<&mut (dyn Read + Send)>,
+    ) -> Result<(Reply, RecvStream)> {
+        let (mut send, mut recv) = self.start(request).await?;
         // A relay that refuses a request early stops reading the body: its answer still comes.
         let body_result = match body {
             Some(body) => send_body(&mut send, body).await,
@@ -213,10 +240,7 @@ impl Connection {
         let _ = body_result;
         match response {
             Response::Ok(reply) => Ok((reply, recv)),
-            Response::Err { code, message } => Err(Error::answered_by_relay(
-                code.kind(),
-                refusal_message(code, &message),
-            )),
+            Response::Err { code, message } => Err(refused(code, &message)),
         }
     }
 
@@ -352,6 +376,19 @@ pub(crate) async fn read_body<W: std::io::Write + Send + 'static>(
         .map_err(|_| Error::internal("the scratch writer failed"))?;
     read?;
     written
+}
+
+/// Reads one response frame.
+pub(crate) async fn read_response(recv: &mut RecvStream) -> Result<Response> {
+    read_frame(recv).await.map_err(|e| match e {
+        ReadFrameError::Stream(e) => read_exact_error(&e),
+        ReadFrameError::Malformed(e) => e,
+    })
+}
+
+/// The relay's refusal as an error.
+pub(crate) fn refused(code: ErrorCode, message: &str) -> Error {
+    Error::answered_by_relay(code.kind(), refusal_message(code, message))
 }
 
 fn refusal_message(code: ErrorCode, message: &str) -> String {

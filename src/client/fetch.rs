@@ -94,7 +94,19 @@ impl UserClient<'_> {
         scratch_dir: &Path,
         out: &mut (dyn Write + Send),
     ) -> Result<Fetched> {
-        let (reply, mut recv) = self.conn.call(Request::Fetch { envelope_id }, None).await?;
+        let old_size = match &self.seen {
+            Some(s) => s.size()?,
+            None => None,
+        };
+        // The receipt goes back on the stream the envelope came on (`Deliver`); dropping `send`
+        // without one files none.
+        let (reply, mut send, mut recv) = self
+            .conn
+            .call_open(Request::Deliver {
+                envelope_id,
+                old_size,
+            })
+            .await?;
         let Reply::Envelope { view } = reply else {
             return Err(unexpected(&reply));
         };
@@ -153,13 +165,20 @@ impl UserClient<'_> {
             time: clock::now(),
         }
         .sign(&self.identity.signing_key);
-        let old_size = match &self.seen {
-            Some(s) => s.size()?,
-            None => None,
-        };
-        let request = Request::Receipt {
-            receipt: WireSigned::from_signed(&receipt),
-            old_size,
+        let wire = WireSigned::from_signed(&receipt);
+        let answer = match on_stream(&mut send, &mut recv, &wire).await {
+            Ok(answer) => answer,
+            // The stream failed, or the relay stopped waiting for the receipt: file it on its own.
+            Err(e) if !e.is_relay_answer() || e.kind() == crate::ErrorKind::Unavailable => {
+                tracing::debug!(error = %e, "the receipt did not go on the envelope's stream; filing it on its own");
+                self.conn
+                    .simple(Request::Receipt {
+                        receipt: wire,
+                        old_size,
+                    })
+                    .await?
+            }
+            Err(e) => return Err(e),
         };
         let Reply::ReceiptRecorded {
             event_index,
@@ -168,7 +187,7 @@ impl UserClient<'_> {
             proof,
             checkpoint,
             consistency,
-        } = self.conn.simple(request).await?
+        } = answer
         else {
             return Err(Error::internal("unexpected reply to a receipt"));
         };
@@ -208,5 +227,29 @@ impl UserClient<'_> {
             problem,
             receipt_file,
         })
+    }
+}
+
+/// Sends the receipt on the delivery's stream and reads the relay's answer to it.
+async fn on_stream(
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+    receipt: &WireSigned,
+) -> Result<Reply> {
+    crate::net::frame::write_frame(send, receipt)
+        .await
+        .map_err(|e| match e {
+            crate::net::frame::WriteFrameError::Encode(e) => e,
+            crate::net::frame::WriteFrameError::Stream(e) => Error::new(
+                crate::ErrorKind::Unavailable,
+                format!("cannot send the receipt: {e}"),
+            ),
+        })?;
+    let _ = send.finish();
+    match super::connection::read_response(recv).await? {
+        crate::core::wire::Response::Ok(reply) => Ok(reply),
+        crate::core::wire::Response::Err { code, message } => {
+            Err(super::connection::refused(code, &message))
+        }
     }
 }

@@ -14,6 +14,7 @@ mod admin;
 mod agent;
 mod connection;
 mod deliver;
+mod feed;
 mod fetch;
 mod fetch_to;
 pub mod files;
@@ -31,6 +32,7 @@ pub use connection::{connection_error, Connection, CONNECT_TIMEOUT};
 pub use deliver::{
     command_env, deliver, Courier, Delivered, ForGrant, Plaintext, Retry, FIRST_WAIT, MAX_WAIT,
 };
+pub use feed::{FeedEvent, Followed, GrantFeed, InboxFeed};
 pub use fetch::Fetched;
 pub use fetch_to::{receipt_path, Destination, Saved};
 pub use header::{describe, EnvelopeHeader, HeaderJson};

@@ -12,7 +12,7 @@ use crate::ids::{EnvelopeId, GrantId};
 /// ALPN protocol id.
 pub const ALPN: &[u8] = b"sealrelay/1";
 /// Version carried in every request frame.
-pub const PROTOCOL_VERSION: u16 = 7;
+pub const PROTOCOL_VERSION: u16 = 8;
 mod directory;
 mod page;
 mod views;
@@ -182,6 +182,33 @@ pub enum Request {
     RefuseAssignment {
         refusal: WireSigned,
     },
+    /// User: `Fetch` and `Receipt` on one stream. The relay sends the envelope as for `Fetch`
+    /// and leaves the stream open; the client, once it has verified and opened the body (or
+    /// found it undecryptable), sends its signed receipt as one more frame (a [`WireSigned`]),
+    /// and the relay answers it as it answers `Receipt` (with `old_size`). A client that files
+    /// no receipt finishes its side instead.
+    Deliver {
+        envelope_id: EnvelopeId,
+        old_size: Option<u64>,
+    },
+    /// Agent (`Feed::Grants`) or user (`Feed::Inbox`): one long-lived stream on which the relay
+    /// sends what the matching listing holds now (`Reply::Grants` / `Reply::Inbox` frames),
+    /// then `Reply::Live`, then each new grant or envelope as it becomes ready, never one twice
+    /// on this stream. `dir_size` as for `ListGrants` (each pushed grant frame is proved
+    /// against the directory checkpoint of the frame before it).
+    Subscribe {
+        feed: Feed,
+        dir_size: Option<u64>,
+    },
+}
+
+/// What a subscription follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Feed {
+    /// An agent's ready grants (as `ListGrants` lists them).
+    Grants,
+    /// A user's waiting envelopes (as `Inbox` lists them).
+    Inbox,
 }
 
 /// Most entries of one party a `GetEntries` answer carries.
@@ -216,6 +243,8 @@ impl Request {
             Request::Dispatch { .. } => "dispatch",
             Request::Assignments { .. } => "assignments",
             Request::RefuseAssignment { .. } => "refuse_assignment",
+            Request::Deliver { .. } => "deliver",
+            Request::Subscribe { .. } => "subscribe",
         }
     }
 }
@@ -311,6 +340,9 @@ pub enum Reply {
         next: Option<[u8; 16]>,
         directory: DirectoryCheckpoint,
     },
+    /// On a subscription: everything the listing held when it began has been sent; what follows
+    /// is pushed as it happens.
+    Live,
 }
 
 /// Typed error codes on the wire.

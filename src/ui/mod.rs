@@ -14,6 +14,7 @@
 //! Every response carries a Content-Security-Policy that forbids inline scripts and anything
 //! remote; every asset is embedded in the binary.
 
+mod follow;
 mod guard;
 mod pages;
 
@@ -77,6 +78,8 @@ pub struct Ui {
     /// asset, form and fetch lives under it, and the cookie's `Path` is it with the slash.
     base: String,
     opened: Mutex<HashMap<EnvelopeId, Opened>>,
+    /// How many envelopes the inbox subscription has brought (`follow`).
+    arrived: tokio::sync::watch::Sender<u64>,
 }
 
 /// A bound listener, ready to serve.
@@ -142,12 +145,16 @@ impl UiServer {
             port: self.addr.port(),
             base: self.base,
             opened: Mutex::new(HashMap::new()),
+            arrived: tokio::sync::watch::channel(0).0,
         });
+        let following = tokio::spawn(follow::follow_inbox(ui.clone(), ui.arrived.clone()));
         let app = router(ui);
-        axum::serve(self.listener, app)
+        let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await
-            .map_err(|e| Error::io(format!("the web client's listener failed: {e}")))
+            .map_err(|e| Error::io(format!("the web client's listener failed: {e}")));
+        following.abort();
+        served
     }
 }
 
@@ -158,6 +165,7 @@ fn router(ui: Arc<Ui>) -> Router {
     Router::new()
         .route(&format!("{p}/"), get(inbox))
         .route(&format!("{p}/api/inbox"), get(api_inbox))
+        .route(&format!("{p}/api/inbox/next"), get(follow::next))
         .route(&format!("{p}/envelope/{{id}}"), get(envelope))
         .route(&format!("{p}/envelope/{{id}}/open"), post(open))
         .route(&format!("{p}/envelope/{{id}}/content"), get(content))

@@ -16,10 +16,6 @@ use crate::core::store::{statement_digest, Event};
 use crate::core::tlog::checkpoint::Checkpoint;
 use crate::core::tlog::cosignature::{cosign, CosignerKey};
 use crate::core::tlog::{leaf_hash, Tree};
-use crate::core::wire::{
-    encode_frame, ErrorCode, Page, Reply, Request, RequestFrame, Response, WireSigned,
-    PROTOCOL_VERSION,
-};
 use crate::error::{Error, Result};
 use crate::ids::{hex, EnvelopeId, GrantId, PartyKind, SpiffeId};
 
@@ -302,116 +298,8 @@ fn file(format: &str, about: &str, vectors: Vec<Value>) -> Value {
     json!({ "sealrelay_vectors": 1, "format": format, "about": about, "vectors": vectors })
 }
 
-fn frame<T: serde::Serialize>(name: &str, kind: &str, msg: &T) -> Result<Value> {
-    Ok(json!({
-        "name": name,
-        "kind": kind,
-        "frame": hex(encode_frame(msg)?),
-        "message": serde_json::to_value(msg).map_err(|e| Error::internal(e.to_string()))?,
-    }))
-}
-
 fn wire(p: &Parties) -> Result<Value> {
-    let g = grant(p)?;
-    let req = |request| RequestFrame {
-        version: PROTOCOL_VERSION,
-        request,
-    };
-    let receipt = WireSigned::from_signed(&receipt()?.sign(&p.alice));
-    let mut out = vec![
-        frame(
-            "get-checkpoint",
-            "request",
-            &req(Request::GetCheckpoint { old_size: Some(5) }),
-        )?,
-        frame(
-            "list-grants",
-            "request",
-            &req(Request::ListGrants {
-                page: Page::first(),
-                dir_size: None,
-            }),
-        )?,
-        frame(
-            "create-grant",
-            "request",
-            &req(Request::CreateGrant {
-                grant: WireSigned::from_signed(&g.sign(&p.alice)?),
-            }),
-        )?,
-        frame(
-            "submit",
-            "request",
-            &req(Request::Submit {
-                grant_id: g.grant_id,
-                statement: WireSigned::from_signed(
-                    &Submission {
-                        grant_id: g.grant_id,
-                        user: g.user.clone(),
-                        agent: g.agent.clone(),
-                        ciphertext_sha256: [0x33; 32],
-                        ciphertext_len: 4242,
-                    }
-                    .sign(&p.bot),
-                ),
-                length: 4242,
-            }),
-        )?,
-        frame(
-            "fetch",
-            "request",
-            &req(Request::Fetch {
-                envelope_id: EnvelopeId([0x22; 16]),
-            }),
-        )?,
-        frame(
-            "receipt",
-            "request",
-            &req(Request::Receipt {
-                receipt,
-                old_size: Some(4),
-            }),
-        )?,
-        frame(
-            "ok-submitted",
-            "response",
-            &Response::Ok(Reply::Submitted {
-                envelope_id: EnvelopeId([0x22; 16]),
-            }),
-        )?,
-        frame("ok-done", "response", &Response::Ok(Reply::Done))?,
-        frame(
-            "err-not-found",
-            "response",
-            &Response::Err {
-                code: ErrorCode::NotFound,
-                message: "no such envelope".into(),
-            },
-        )?,
-    ];
-    // Must fail: a byte after the message (the length covering it), and a length prefix
-    // that promises a byte the frame does not have.
-    let body = encode_frame(&req(Request::GetCheckpoint { old_size: Some(5) }))?.split_off(4);
-    let with_len = |len: usize, body: &[u8]| {
-        let mut f = u32::try_from(len)
-            .unwrap_or(u32::MAX)
-            .to_be_bytes()
-            .to_vec();
-        f.extend_from_slice(body);
-        f
-    };
-    let mut trailing = body.clone();
-    trailing.push(0);
-    out.push(json!({
-        "name": "trailing-byte", "kind": "request",
-        "frame": hex(with_len(trailing.len(), &trailing)), "valid": false,
-        "why": "bytes after the message: decoding is strict",
-    }));
-    out.push(json!({
-        "name": "length-past-the-end", "kind": "request",
-        "frame": hex(with_len(body.len() + 1, &body)), "valid": false,
-        "why": "the length prefix says one byte more than the frame holds",
-    }));
+    let out = super::wire::wire(&grant(p)?, &receipt()?, &p.alice, &p.bot)?;
     Ok(file("wire", "Protocol frames (docs/protocol.md): `frame` is u32 big-endian length || postcard(message); `message` is the decoded request or response as serde's JSON, for reading only (the bytes are the format).", out))
 }
 

@@ -7,6 +7,7 @@
 
 mod build;
 mod check;
+mod wire;
 
 pub use build::generate;
 pub use check::{check, decode_wire_frame, reencode, verify_checkpoint, verify_statement};

@@ -85,8 +85,42 @@ impl Relay {
         ctx: &Context,
         avoidable: bool,
     ) -> Result<Principal, Refusal> {
+        self.decide(cx, peer, action, ctx, avoidable, true).await
+    }
+
+    /// The checks of [`Relay::authorize_relay`] again for what a subscription pushes: the
+    /// caller's standing and the policy, as of now, but not the rate limit (the caller asked
+    /// for nothing: the relay sends what happened).
+    pub(crate) async fn authorize_pushed(
+        &self,
+        cx: &Cx,
+        peer: &Peer,
+        action: Action,
+    ) -> Result<Principal, Refusal> {
+        let ctx = Context {
+            now: cx.now,
+            ..Context::default()
+        };
+        // Not counted against an agent: it asked for nothing (the relay pushed).
+        self.decide(cx, peer, action, &ctx, false, false).await
+    }
+
+    async fn decide(
+        &self,
+        cx: &Cx,
+        peer: &Peer,
+        action: Action,
+        ctx: &Context,
+        avoidable: bool,
+        limited: bool,
+    ) -> Result<Principal, Refusal> {
         let now = ctx.now;
-        if let Err(wait) = self.limiter.take(&peer.id.to_string()) {
+        let within_limit = if limited {
+            self.limiter.take(&peer.id.to_string())
+        } else {
+            Ok(())
+        };
+        if let Err(wait) = within_limit {
             self.signal(cx, &peer.id, Signal::RateLimited, None, now)
                 .await;
             return Err(Refusal::new(

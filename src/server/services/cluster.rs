@@ -3,10 +3,13 @@
 //! quarantines and, when the store holds directory statements it has not loaded (a push or
 //! revocation through another node), the directory. A party revoked or an agent quarantined
 //! through another node is refused here within about a second, and a newly quarantined
-//! agent's connections here are closed.
+//! agent's connections here are closed. It also tails the shared event log
+//! ([`publish_from_log`]), so that a grant or envelope another node committed reaches the
+//! subscriptions open here within about a second.
 
-use crate::core::wire::CloseCode;
-use crate::ids::SpiffeId;
+use crate::core::store::Event;
+use crate::core::wire::{CloseCode, Feed};
+use crate::ids::{parse_hex, GrantId, SpiffeId};
 
 use super::relay::Relay;
 
@@ -45,4 +48,61 @@ pub fn sync_shared_state(relay: &Relay) -> crate::error::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Most events read per pass: a node further behind than this tells every subscription here to
+/// list again instead.
+pub const TAIL_MAX: u64 = 10_000;
+
+/// Publishes to this node's subscriptions the grants and envelopes in the shared log from
+/// `from` on (this node's own too: a subscription sends nothing twice), and moves `from` to
+/// the log's end.
+pub fn publish_from_log(relay: &Relay, from: &mut u64) -> crate::error::Result<()> {
+    let size = relay.store.log_size();
+    if size.saturating_sub(*from) > TAIL_MAX {
+        relay.feeds.resync_all();
+        *from = size;
+        return Ok(());
+    }
+    while *from < size {
+        let batch = relay.store.events(*from, 1000)?;
+        let Some((last, _)) = batch.last() else { break };
+        let next = last + 1;
+        for (_, e) in &batch {
+            publish(relay, e);
+        }
+        *from = next;
+    }
+    Ok(())
+}
+
+/// The party and feed an event makes something new for, if any.
+fn publish(relay: &Relay, e: &Event) {
+    let Ok(id) = parse_hex::<16>(&e.subject) else {
+        return;
+    };
+    let field = |name: &str| {
+        e.detail
+            .split(' ')
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse::<SpiffeId>().ok())
+    };
+    match e.kind.as_str() {
+        "grant.created" if e.decision == "allow" => {
+            if let Some(agent) = field("agent") {
+                relay.feeds.publish(&agent, Feed::Grants, id);
+            }
+        }
+        "grant.approved" => {
+            if let Ok(Some(g)) = relay.store.grant(&GrantId(id)) {
+                relay.feeds.publish(&g.agent, Feed::Grants, id);
+            }
+        }
+        "envelope.submitted" => {
+            if let Some(user) = field("user") {
+                relay.feeds.publish(&user, Feed::Inbox, id);
+            }
+        }
+        _ => {}
+    }
 }

@@ -46,6 +46,8 @@ pub fn render_metrics(relay: &Relay) -> Result<String> {
         .set(gauge_value(relay.monitor.quarantined_count() as u64));
     m.connections
         .set(gauge_value(relay.connections.count() as u64));
+    m.subscriptions
+        .set(gauge_value(relay.feeds.subscribers() as u64));
     m.render()
 }
 

@@ -40,6 +40,7 @@ pub struct Metrics {
     storage_full: IntCounter,
     envelope_bytes: IntCounterVec,
     pub(crate) connections: IntGauge,
+    pub(crate) subscriptions: IntGauge,
     commit_batch: Histogram,
 }
 
@@ -155,6 +156,11 @@ impl Metrics {
             "sealrelay_connections",
             "Authenticated QUIC connections open now.",
         )?;
+        let subscriptions = gauge(
+            &registry,
+            "sealrelay_subscriptions",
+            "Subscriptions (grant feeds and inboxes) open now.",
+        )?;
         let commit_batch = Histogram::with_opts(
             HistogramOpts::new(
                 "sealrelay_commit_batch_operations",
@@ -198,6 +204,7 @@ impl Metrics {
             storage_full,
             envelope_bytes,
             connections,
+            subscriptions,
             commit_batch,
         })
     }

@@ -12,6 +12,7 @@ pub mod denials;
 pub mod effects;
 pub mod events;
 pub mod expiry;
+pub mod feeds;
 pub mod health;
 pub mod in_flight;
 pub mod integrity;

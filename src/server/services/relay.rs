@@ -81,6 +81,8 @@ pub struct Relay {
     pub(crate) metrics: Arc<Metrics>,
     /// Denials per caller per minute, so a flood of them does not grow the log without bound.
     pub(crate) denials: Denials,
+    /// The open subscriptions (`Subscribe`): handlers publish what became ready to them.
+    pub(crate) feeds: super::feeds::Feeds,
 }
 
 impl Relay {

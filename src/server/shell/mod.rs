@@ -10,6 +10,8 @@ pub mod listener;
 pub mod loops;
 pub mod policy_gate;
 pub mod public_log;
+pub mod receipt;
 pub mod startup;
 pub mod stream;
+pub mod subscription;
 pub mod witnessing;

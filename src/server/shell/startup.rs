@@ -165,6 +165,7 @@ pub fn load(
         uploads: Default::default(),
         push_lock: tokio::sync::Mutex::new(()),
         denials: Default::default(),
+        feeds: Default::default(),
         metrics,
     };
     Ok((relay, tls))

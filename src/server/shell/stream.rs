@@ -77,7 +77,15 @@ pub async fn serve(
         Duration::from_secs(relay.config.body_grace_secs),
         relay.config.min_body_bytes_per_sec,
     );
-    if !matches!(frame.request, Request::Submit { .. }) {
+    // A delivery's client sends its receipt on the stream once it has the body.
+    let deliver = match &frame.request {
+        Request::Deliver { old_size, .. } => Some(*old_size),
+        _ => None,
+    };
+    if !matches!(
+        frame.request,
+        Request::Submit { .. } | Request::Deliver { .. }
+    ) {
         // Only a submission has a body: anything after another request's frame is refused
         // (threat 34), and the stream must end (the client finishes it after the frame).
         let mut extra = [0u8; 1];
@@ -96,17 +104,46 @@ pub async fn serve(
             return;
         }
     }
+    if let Request::Subscribe { feed, dir_size } = frame.request {
+        drop(body);
+        drop(recv);
+        super::subscription::serve(relay, effects, peer, _in_flight, feed, dir_size, send).await;
+        return;
+    }
     let outcome = handlers::handle(&relay, &peer, frame.request, &cx, &mut body).await;
     drop(body);
-    let outcome = match outcome {
-        Ok(Outcome::Envelope { view, body }) => {
-            send_envelope(&relay, &mut send, Reply::Envelope { view }, body).await
+    let outcome = match (outcome, deliver) {
+        (Ok(Outcome::Envelope { view, body }), None) => {
+            send_envelope(&relay, &mut send, Reply::Envelope { view }, body, true).await
         }
-        Ok(Outcome::Reply(reply)) => respond(&mut send, Ok(reply))
+        (Ok(Outcome::Envelope { view, body }), Some(old_size)) => {
+            let length = view.length;
+            match send_envelope(&relay, &mut send, Reply::Envelope { view }, body, false).await {
+                Ok(()) => {
+                    match super::receipt::on_stream(
+                        &relay, &effects, &peer, &mut recv, old_size, length,
+                    )
+                    .await
+                    {
+                        Ok(Some(reply)) => respond(&mut send, Ok(reply))
+                            .await
+                            .map_err(|_| Failure::Gone),
+                        Ok(None) => {
+                            let _ = send.finish();
+                            Ok(())
+                        }
+                        Err(r) => Err(Failure::Refused(r)),
+                    }
+                }
+                Err(f) => Err(f),
+            }
+        }
+        (Ok(Outcome::Reply(reply)), _) => respond(&mut send, Ok(reply))
             .await
             .map_err(|_| Failure::Gone),
-        Err(r) => Err(Failure::Refused(r)),
+        (Err(r), _) => Err(Failure::Refused(r)),
     };
+
     // Whether the whole answer was handed to QUIC (then the request waits for it to arrive).
     let (label, answered) = match outcome {
         Ok(()) => {
@@ -296,6 +333,7 @@ async fn send_envelope(
     send: &mut SendStream,
     reply: Reply,
     body: StoredBody,
+    finish: bool,
 ) -> std::result::Result<(), Failure> {
     match body {
         StoredBody::Inline(bytes) => {
@@ -339,6 +377,8 @@ async fn send_envelope(
             relay.metrics.envelope_bytes(false, sent);
         }
     }
-    let _ = send.finish();
+    if finish {
+        let _ = send.finish();
+    }
     Ok(())
 }

@@ -1,4 +1,4 @@
-// sealrelay ui: new envelopes appear in the inbox without a reload. Text only (textContent),
+// sealrelay ui: new envelopes appear in the inbox without a reload, as soon as they arrive. Text only (textContent),
 // no HTML from the server is ever inserted, and the page works without this script.
 "use strict";
 (function () {
@@ -43,8 +43,31 @@
         if (empty) empty.remove();
       }
     } catch (e) {
-      // The relay or this server is away: try again at the next tick.
+      // The relay or this server is away: the next arrival lists again.
     }
   }
-  setInterval(poll, 3000);
+  // This server follows the inbox over one subscription to the relay and answers
+  // /api/inbox/next as soon as an envelope has arrived; the page lists the inbox then.
+  function sleep(ms) {
+    return new Promise(function (resolve) { setTimeout(resolve, ms); });
+  }
+  async function follow() {
+    let seen = null;
+    for (;;) {
+      try {
+        const q = seen === null ? "" : "?after=" + seen;
+        const r = await fetch(base + "/api/inbox/next" + q, { credentials: "same-origin", cache: "no-store" });
+        if (!r.ok) { await sleep(3000); continue; }
+        const arrived = (await r.json()).arrived;
+        if (arrived !== seen) {
+          seen = arrived;
+          await poll();
+        }
+      } catch (e) {
+        // This server is away: try again shortly.
+        await sleep(3000);
+      }
+    }
+  }
+  follow();
 })();

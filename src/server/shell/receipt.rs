@@ -1,0 +1,75 @@
+//! A delivery's receipt on the stream the envelope went out on (`Deliver`, docs/protocol.md):
+//! once the body is sent, the client verifies and opens it and answers with its signed receipt
+//! as one more frame, which the receipt handler records as it records a `Receipt` request (one
+//! durable commit for the delivery). The receipt must come within the time the body itself may
+//! take ([`receipt_within`]); a client that finishes its side instead files none.
+
+use std::time::Duration;
+
+use quinn::RecvStream;
+
+use crate::core::wire::{ErrorCode, Reply, WireSigned};
+use crate::net::frame::{read_frame, ReadFrameError};
+use crate::net::Peer;
+
+use crate::server::handlers;
+use crate::server::services::refusal::Refusal;
+use crate::server::services::relay::Relay;
+
+use super::effects::Effects;
+
+/// Longest wait for a receipt, however large the envelope.
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+/// How long the client of a delivery of `length` bytes may take to send its receipt after the
+/// last byte: the grace period, and the body's time again at the minimum rate (it is opened
+/// and written out before the receipt is signed).
+pub fn receipt_within(relay: &Relay, length: u64) -> Duration {
+    let rate = relay.config.min_body_bytes_per_sec.max(1);
+    Duration::from_secs(relay.config.body_grace_secs.max(1))
+        .saturating_add(Duration::from_secs(length / rate))
+        .min(MAX_WAIT)
+}
+
+/// Reads the receipt that follows a delivered envelope and records it: its answer, `None`
+/// when the client filed none (it finished its side), or why it was refused.
+pub async fn on_stream(
+    relay: &Relay,
+    effects: &Effects,
+    peer: &Peer,
+    recv: &mut RecvStream,
+    old_size: Option<u64>,
+    length: u64,
+) -> Result<Option<Reply>, Refusal> {
+    let within = receipt_within(relay, length);
+    let receipt = match tokio::time::timeout(within, read_frame::<WireSigned>(recv)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(ReadFrameError::Stream(quinn::ReadExactError::FinishedEarly(0)))) => {
+            return Ok(None)
+        }
+        Ok(Err(e)) => {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "the receipt after the envelope is not a frame: {}",
+                    e.into_error().message()
+                ),
+            ))
+        }
+        Err(_) => {
+            let _ = recv.stop(0u32.into());
+            return Err(Refusal::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "no receipt came within {} s of the envelope's last byte: file it on its own (a `Receipt` request)",
+                    within.as_secs()
+                ),
+            ));
+        }
+    };
+    // The receipt's time is now, not the fetch's.
+    let cx = effects.cx(relay);
+    handlers::delivery::receipt(relay, peer, receipt, old_size, &cx)
+        .await
+        .map(Some)
+}

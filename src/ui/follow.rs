@@ -1,0 +1,65 @@
+//! The inbox pushed to the page: this server follows the user's inbox over one subscription
+//! (`Subscribe`, docs/protocol.md) and counts what arrives; the page's script waits on
+//! `/api/inbox/next`, which answers as soon as something new has come (or after
+//! [`WAIT`]), and lists the inbox when it has. No timer polls the relay.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::watch;
+
+use crate::client::{FeedEvent, Followed};
+
+use super::Ui;
+
+/// Longest a page's wait is held before it is answered 204 (and it asks again).
+pub const WAIT: Duration = Duration::from_secs(25);
+
+/// Follows the inbox until aborted, bumping `arrived` for each new envelope; reconnects with
+/// backoff when the relay goes away.
+pub async fn follow_inbox(ui: Arc<Ui>, arrived: watch::Sender<u64>) {
+    let mut followed = Followed::default();
+    let mut delay = Duration::from_millis(500);
+    loop {
+        if let Ok(client) = ui.client().await {
+            if let Ok(mut feed) = client.subscribe(std::mem::take(&mut followed)).await {
+                loop {
+                    match feed.next().await {
+                        Ok(FeedEvent::Items(_)) => {
+                            arrived.send_modify(|n| *n += 1);
+                        }
+                        Ok(FeedEvent::Live) => delay = Duration::from_millis(500),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "the inbox subscription ended");
+                            break;
+                        }
+                    }
+                }
+                followed = feed.into_followed();
+            }
+            client.conn.close().await;
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// `GET /api/inbox/next?after=N`: `{"arrived": M}`, the number of arrivals so far, as soon as
+/// it is not `N` (at once without `after`), or after [`WAIT`] without one. The page lists the
+/// inbox whenever the number moves, so an envelope that arrives between its listing and its
+/// next wait is not missed.
+pub async fn next(State(ui): State<Arc<Ui>>, RawQuery(q): RawQuery) -> Response {
+    let after = q
+        .as_deref()
+        .and_then(|q| q.strip_prefix("after="))
+        .and_then(|n| n.parse::<u64>().ok());
+    let mut rx = ui.arrived.subscribe();
+    let now = *rx.borrow_and_update();
+    if after == Some(now) {
+        let _ = tokio::time::timeout(WAIT, rx.changed()).await;
+    }
+    let arrived = *rx.borrow();
+    axum::Json(serde_json::json!({ "arrived": arrived })).into_response()
+}

@@ -1,0 +1,365 @@
+//! Subscriptions (`Subscribe`, docs/protocol.md) against a real relay over QUIC: an agent
+//! follows its grants and a user their inbox; what waits comes first, then `Live`, then each
+//! new grant or envelope as it is committed. A subscriber that disconnects and comes back
+//! misses nothing and gets nothing twice; a thousand subscriptions each get what is theirs,
+//! once; a delivery's receipt goes back on the envelope's own stream.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+mod harness;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use sealrelay::client::{
+    AgentClient, FeedEvent, Followed, GrantFeed, GrantRequest, InboxFeed, UserClient,
+};
+use sealrelay::core::grant::DeliveryStatus;
+use sealrelay::ids::{EnvelopeId, GrantId};
+use sealrelay::local::provision::{agent, user};
+
+fn grant_req(agent: &str, resource: &str) -> GrantRequest {
+    GrantRequest {
+        agent: agent.into(),
+        resource: resource.into(),
+        purpose: "triage".into(),
+        ttl_secs: 600,
+        max_bytes: 1024 * 1024,
+    }
+}
+
+/// The next grants the feed hands out (`None`: `Live`), within 10 s.
+async fn next_grants(bot: &AgentClient<'_>, feed: &mut GrantFeed) -> Option<Vec<GrantId>> {
+    let next = tokio::time::timeout(Duration::from_secs(10), bot.next_grants(feed))
+        .await
+        .expect("the feed said nothing within 10 s")
+        .unwrap();
+    match next {
+        FeedEvent::Items(items) => Some(
+            items
+                .into_iter()
+                .map(|(_, g)| g.unwrap().grant.grant_id)
+                .collect(),
+        ),
+        FeedEvent::Live => None,
+    }
+}
+
+/// Everything the feed hands out up to its `Live`.
+async fn until_live(bot: &AgentClient<'_>, feed: &mut GrantFeed) -> Vec<GrantId> {
+    let mut all = Vec::new();
+    while let Some(ids) = next_grants(bot, feed).await {
+        all.extend(ids);
+    }
+    all
+}
+
+fn set(ids: &[GrantId]) -> HashSet<GrantId> {
+    ids.iter().copied().collect()
+}
+
+async fn next_envelopes(feed: &mut InboxFeed) -> Option<Vec<EnvelopeId>> {
+    let next = tokio::time::timeout(Duration::from_secs(10), feed.next())
+        .await
+        .expect("the inbox feed said nothing within 10 s")
+        .unwrap();
+    match next {
+        FeedEvent::Items(views) => Some(views.into_iter().map(|v| v.envelope_id).collect()),
+        FeedEvent::Live => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_comes_back_misses_nothing_and_gets_nothing_twice() {
+    let t = common::test_relay(
+        &[
+            user("alice", 2, &["engineer"]),
+            agent("research-bot", &["tickets/*"]),
+        ],
+        |_| {},
+    )
+    .await;
+    let (alice_id, bot_id) = (&t.ids[0], &t.ids[1]);
+    let alice = UserClient::connect(alice_id, &t.addr).await.unwrap();
+    let g1 = alice
+        .grant(&grant_req("research-bot", "tickets/1"))
+        .await
+        .unwrap();
+
+    // What waits comes first, then Live.
+    let bot = AgentClient::connect(bot_id, &t.addr).await.unwrap();
+    let mut feed = bot.subscribe(Followed::default()).await.unwrap();
+    assert_eq!(until_live(&bot, &mut feed).await, vec![g1]);
+
+    // Then each new grant as it is committed: pushed, not listed.
+    let g2 = alice
+        .grant(&grant_req("research-bot", "tickets/2"))
+        .await
+        .unwrap();
+    assert_eq!(next_grants(&bot, &mut feed).await, Some(vec![g2]));
+
+    // The agent goes away; two grants are made while it is gone.
+    let followed = feed.into_followed();
+    bot.conn.close().await;
+    let g3 = alice
+        .grant(&grant_req("research-bot", "tickets/3"))
+        .await
+        .unwrap();
+    let g4 = alice
+        .grant(&grant_req("research-bot", "tickets/4"))
+        .await
+        .unwrap();
+
+    // Back: exactly the two it missed (g1 and g2 are still open, and not handed out again).
+    let bot = AgentClient::connect(bot_id, &t.addr).await.unwrap();
+    let mut feed = bot.subscribe(followed).await.unwrap();
+    let caught_up = until_live(&bot, &mut feed).await;
+    assert_eq!(caught_up.len(), 2, "{caught_up:?}");
+    assert_eq!(set(&caught_up), set(&[g3, g4]));
+    let g5 = alice
+        .grant(&grant_req("research-bot", "tickets/5"))
+        .await
+        .unwrap();
+    assert_eq!(next_grants(&bot, &mut feed).await, Some(vec![g5]));
+
+    // A subscriber with no memory (a new process) gets everything still open, once.
+    let fresh = AgentClient::connect(bot_id, &t.addr).await.unwrap();
+    let mut fresh_feed = fresh.subscribe(Followed::default()).await.unwrap();
+    let all = until_live(&fresh, &mut fresh_feed).await;
+    assert_eq!(all.len(), 5);
+    assert_eq!(set(&all), set(&[g1, g2, g3, g4, g5]));
+
+    // The user follows their inbox; an envelope sent reaches it without a listing.
+    let mut inbox = alice.subscribe(Followed::default()).await.unwrap();
+    assert_eq!(
+        next_envelopes(&mut inbox).await,
+        None,
+        "an empty inbox: Live"
+    );
+    let open = bot
+        .grants()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|g| g.grant.grant_id == g2)
+        .unwrap();
+    let plaintext = common::pattern(300_000, 3);
+    let envelope = bot
+        .send(&open, &mut plaintext.as_slice(), &t.dir)
+        .await
+        .unwrap();
+    assert_eq!(next_envelopes(&mut inbox).await, Some(vec![envelope]));
+    // The used grant leaves the listing, and a catch-up does not bring it back.
+    assert!(!set(&until_live(&fresh, &mut {
+        fresh.subscribe(Followed::default()).await.unwrap()
+    })
+    .await)
+    .contains(&g2));
+
+    // Fetched with its receipt on the same stream: delivered, byte-exact, and recorded.
+    let mut out = Vec::new();
+    let fetched = alice.fetch(envelope, &t.dir, &mut out).await.unwrap();
+    assert_eq!(fetched.status, DeliveryStatus::Delivered);
+    assert!(out == plaintext);
+    assert!(alice.inbox().await.unwrap().is_empty());
+    let kinds: Vec<String> = t
+        .relay
+        .relay()
+        .store()
+        .events(0, 1000)
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e.kind)
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "receipt.recorded").count(),
+        1,
+        "{kinds:?}"
+    );
+    t.relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_subscriptions_each_get_what_is_theirs_once() {
+    const AGENTS: usize = 20;
+    const PER_AGENT: usize = 50;
+    let names: Vec<String> = (0..AGENTS).map(|i| format!("bot-{i}")).collect();
+    let mut parties = vec![user("alice", 2, &["engineer"])];
+    parties.extend(names.iter().map(|n| agent(n, &["tickets/*"])));
+    let t = common::test_relay(&parties, |_| {}).await;
+    let alice = UserClient::connect(&t.ids[0], &t.addr).await.unwrap();
+
+    // Each agent: one connection, 50 subscriptions on it; all of them live before any grant.
+    let mut bots = Vec::new();
+    for id in &t.ids[1..] {
+        bots.push(AgentClient::connect(id, &t.addr).await.unwrap());
+    }
+    let mut feeds: Vec<(usize, GrantFeed)> = Vec::new();
+    for (i, bot) in bots.iter().enumerate() {
+        for _ in 0..PER_AGENT {
+            let mut feed = bot.subscribe(Followed::default()).await.unwrap();
+            assert!(until_live(bot, &mut feed).await.is_empty());
+            feeds.push((i, feed));
+        }
+    }
+    assert_eq!(feeds.len(), 1000);
+
+    // One grant to each agent: every one of its 50 subscriptions gets it, once; no other does.
+    let mut granted = Vec::new();
+    for (i, n) in names.iter().enumerate() {
+        let g = alice
+            .grant(&grant_req(n, &format!("tickets/{i}")))
+            .await
+            .unwrap();
+        granted.push(g);
+    }
+    let mut got = 0usize;
+    for (i, feed) in &mut feeds {
+        assert_eq!(
+            next_grants(&bots[*i], feed).await,
+            Some(vec![granted[*i]]),
+            "subscription of bot-{i}"
+        );
+        got += 1;
+    }
+    assert_eq!(got, 1000);
+    // A second grant to bot-0 only: bot-0's subscriptions get it, and nothing else comes to
+    // the others (the next thing bot-1's feeds get is bot-1's own next grant).
+    let g0 = alice
+        .grant(&grant_req("bot-0", "tickets/second"))
+        .await
+        .unwrap();
+    let g1 = alice
+        .grant(&grant_req("bot-1", "tickets/second"))
+        .await
+        .unwrap();
+    for (i, feed) in feeds.iter_mut().filter(|(i, _)| *i < 2) {
+        let want = if *i == 0 { g0 } else { g1 };
+        assert_eq!(next_grants(&bots[*i], feed).await, Some(vec![want]));
+    }
+    t.relay.shutdown().await;
+}
+
+/// A client of the protocol before subscriptions (version 7) is told in one line which version
+/// the relay speaks, and nothing happens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_of_the_previous_protocol_version_is_told_which_one_the_relay_speaks() {
+    use harness::pki::{Outcome, RawClient};
+    use sealrelay::core::wire::{self, ErrorCode, Page, Request, RequestFrame, Response};
+    let t = common::test_relay(&[user("alice", 2, &["engineer"])], |_| {}).await;
+    let alice = &t.ids[0];
+    let client = RawClient::new(Some((alice, alice.cert.clone().unwrap())), wire::ALPN);
+    let frame = |version| {
+        wire::encode_frame(&RequestFrame {
+            version,
+            request: Request::Inbox {
+                page: Page::first(),
+            },
+        })
+        .unwrap()
+    };
+    let old = client
+        .send_bytes(t.relay.local_addr, &frame(wire::PROTOCOL_VERSION - 1), true)
+        .await;
+    match old {
+        Outcome::Answered(Response::Err { code, message }) => {
+            assert_eq!(code, ErrorCode::BadRequest);
+            assert_eq!(
+                message,
+                format!(
+                    "protocol version {} is not supported (this relay speaks {})",
+                    wire::PROTOCOL_VERSION - 1,
+                    wire::PROTOCOL_VERSION
+                )
+            );
+        }
+        other => panic!("an old client got {other:?}"),
+    }
+    let current = client
+        .send_bytes(t.relay.local_addr, &frame(wire::PROTOCOL_VERSION), true)
+        .await;
+    assert!(
+        matches!(current, Outcome::Answered(Response::Ok(_))),
+        "{current:?}"
+    );
+    assert_eq!(wire::PROTOCOL_VERSION, 8);
+    t.relay.shutdown().await;
+}
+
+/// A subscription holds nothing for whoever may no longer follow it: a quarantined agent's and
+/// a revoked one's end (their connections are closed), and a grant addressed to another agent
+/// never reaches this one's feed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_or_revoked_subscriber_gets_nothing_more_and_no_one_gets_anothers() {
+    let t = common::test_relay(
+        &[
+            user("alice", 2, &["engineer"]),
+            agent("research-bot", &["tickets/*"]),
+            agent("other-bot", &["tickets/*"]),
+        ],
+        |_| {},
+    )
+    .await;
+    let (alice_id, bot_id, other_id) = (&t.ids[0], &t.ids[1], &t.ids[2]);
+    let alice = UserClient::connect(alice_id, &t.addr).await.unwrap();
+    let bot = AgentClient::connect(bot_id, &t.addr).await.unwrap();
+    let other = AgentClient::connect(other_id, &t.addr).await.unwrap();
+    let mut feed = bot.subscribe(Followed::default()).await.unwrap();
+    let mut other_feed = other.subscribe(Followed::default()).await.unwrap();
+    assert!(until_live(&bot, &mut feed).await.is_empty());
+    assert!(until_live(&other, &mut other_feed).await.is_empty());
+
+    // research-bot's grant reaches research-bot's feed only.
+    let g = alice
+        .grant(&grant_req("research-bot", "tickets/1"))
+        .await
+        .unwrap();
+    assert_eq!(next_grants(&bot, &mut feed).await, Some(vec![g]));
+    let quiet = tokio::time::timeout(
+        Duration::from_millis(500),
+        other.next_grants(&mut other_feed),
+    )
+    .await;
+    assert!(quiet.is_err(), "another agent's grant reached other-bot");
+
+    // Quarantined: its subscription ends, and nothing more comes.
+    let admin = sealrelay::client::AdminClient::connect(&t.admin, &t.addr)
+        .await
+        .unwrap();
+    admin
+        .quarantine("research-bot", "suspicious")
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), bot.next_grants(&mut feed))
+        .await
+        .expect("the quarantined agent's subscription did not end");
+    assert!(
+        ended.is_err(),
+        "a quarantined agent still follows its grants"
+    );
+    // Subscribing again is refused.
+    let again: sealrelay::error::Result<()> = async {
+        let c = AgentClient::connect(bot_id, &t.addr).await?;
+        let mut f = c.subscribe(Followed::default()).await?;
+        c.next_grants(&mut f).await.map(|_| ())
+    }
+    .await;
+    let err = again.expect_err("a quarantined agent subscribed again");
+    assert!(err.message().contains("quarantined"), "{err}");
+
+    // Revoked: the same.
+    harness::revoke_and_push(
+        &t.dir.join("keys"),
+        &t.admin,
+        &t.addr,
+        other.identity().id.as_ref().unwrap(),
+        "compromised",
+        sealrelay::clock::Clock::now(t.clock.as_ref()),
+    )
+    .await;
+    let ended = tokio::time::timeout(Duration::from_secs(10), other.next_grants(&mut other_feed))
+        .await
+        .expect("the revoked agent's subscription did not end");
+    assert!(ended.is_err(), "a revoked agent still follows its grants");
+    t.relay.shutdown().await;
+}
