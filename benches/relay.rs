@@ -325,6 +325,8 @@ fn main() {
     let policy_share = 100.0 * dec_p50 / cpu_per_sub.max(1e-9);
     eprintln!("policy decision p50 {dec_p50:.1} µs p99 {dec_p99:.1} µs; relay CPU per submission {cpu_per_sub:.0} µs ({policy_share:.1}%)");
     eprintln!("submissions: {n_sub} at {sub_rate:.0}/s, p50 {p50:.2} ms, p99 {p99:.2} ms");
+    let rss_after_submissions = relay.peak_rss_mib();
+    eprintln!("relay peak RSS after the submissions: {rss_after_submissions:.1} MiB");
     let (relay_cpu0, client_cpu0) = (cpu_secs(&relay_pid), cpu_secs("self"));
     let (rt_rate, n_rt) = rt.block_on(round_trips(
         std::slice::from_ref(&relay.addr),
@@ -340,6 +342,10 @@ fn main() {
         .unwrap_or(1) as f64;
     let relay_capacity = cores_f * 1000.0 / relay_cpu_rt.max(1e-9);
     eprintln!("round trips: {n_rt} at {rt_rate:.0}/s; CPU per round trip: relay {relay_cpu_rt:.2} ms, clients {client_cpu_rt:.2} ms");
+    eprintln!(
+        "relay peak RSS after the round trips: {:.1} MiB",
+        relay.peak_rss_mib()
+    );
 
     let (up, down, _) = big(256);
     let raw = rt.block_on(raw_quinn(&base.join("keys"), &users[0], 256 << 20));

@@ -425,7 +425,7 @@ fn two_nodes_on_one_database_share_grants_envelopes_and_one_log() {
     rt.block_on(async {
         use sealrelay::client::{AgentClient, FeedEvent, Followed};
         let agent = AgentClient::connect(&bot, &addr_b).await.unwrap();
-        let mut feed = agent.subscribe(Followed::default()).await.unwrap();
+        let mut feed = agent.subscribe(&mut Followed::default()).await.unwrap();
         // What waits (the grants made above) first.
         while let FeedEvent::Items(items) = agent.next_grants(&mut feed).await.unwrap() {
             assert!(!items.is_empty());

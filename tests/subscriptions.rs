@@ -88,7 +88,7 @@ async fn a_subscriber_that_comes_back_misses_nothing_and_gets_nothing_twice() {
 
     // What waits comes first, then Live.
     let bot = AgentClient::connect(bot_id, &t.addr).await.unwrap();
-    let mut feed = bot.subscribe(Followed::default()).await.unwrap();
+    let mut feed = bot.subscribe(&mut Followed::default()).await.unwrap();
     assert_eq!(until_live(&bot, &mut feed).await, vec![g1]);
 
     // Then each new grant as it is committed: pushed, not listed.
@@ -99,7 +99,7 @@ async fn a_subscriber_that_comes_back_misses_nothing_and_gets_nothing_twice() {
     assert_eq!(next_grants(&bot, &mut feed).await, Some(vec![g2]));
 
     // The agent goes away; two grants are made while it is gone.
-    let followed = feed.into_followed();
+    let mut followed = feed.into_followed();
     bot.conn.close().await;
     let g3 = alice
         .grant(&grant_req("research-bot", "tickets/3"))
@@ -112,7 +112,7 @@ async fn a_subscriber_that_comes_back_misses_nothing_and_gets_nothing_twice() {
 
     // Back: exactly the two it missed (g1 and g2 are still open, and not handed out again).
     let bot = AgentClient::connect(bot_id, &t.addr).await.unwrap();
-    let mut feed = bot.subscribe(followed).await.unwrap();
+    let mut feed = bot.subscribe(&mut followed).await.unwrap();
     let caught_up = until_live(&bot, &mut feed).await;
     assert_eq!(caught_up.len(), 2, "{caught_up:?}");
     assert_eq!(set(&caught_up), set(&[g3, g4]));
@@ -124,13 +124,13 @@ async fn a_subscriber_that_comes_back_misses_nothing_and_gets_nothing_twice() {
 
     // A subscriber with no memory (a new process) gets everything still open, once.
     let fresh = AgentClient::connect(bot_id, &t.addr).await.unwrap();
-    let mut fresh_feed = fresh.subscribe(Followed::default()).await.unwrap();
+    let mut fresh_feed = fresh.subscribe(&mut Followed::default()).await.unwrap();
     let all = until_live(&fresh, &mut fresh_feed).await;
     assert_eq!(all.len(), 5);
     assert_eq!(set(&all), set(&[g1, g2, g3, g4, g5]));
 
     // The user follows their inbox; an envelope sent reaches it without a listing.
-    let mut inbox = alice.subscribe(Followed::default()).await.unwrap();
+    let mut inbox = alice.subscribe(&mut Followed::default()).await.unwrap();
     assert_eq!(
         next_envelopes(&mut inbox).await,
         None,
@@ -151,7 +151,7 @@ async fn a_subscriber_that_comes_back_misses_nothing_and_gets_nothing_twice() {
     assert_eq!(next_envelopes(&mut inbox).await, Some(vec![envelope]));
     // The used grant leaves the listing, and a catch-up does not bring it back.
     assert!(!set(&until_live(&fresh, &mut {
-        fresh.subscribe(Followed::default()).await.unwrap()
+        fresh.subscribe(&mut Followed::default()).await.unwrap()
     })
     .await)
     .contains(&g2));
@@ -197,7 +197,7 @@ async fn a_thousand_subscriptions_each_get_what_is_theirs_once() {
     let mut feeds: Vec<(usize, GrantFeed)> = Vec::new();
     for (i, bot) in bots.iter().enumerate() {
         for _ in 0..PER_AGENT {
-            let mut feed = bot.subscribe(Followed::default()).await.unwrap();
+            let mut feed = bot.subscribe(&mut Followed::default()).await.unwrap();
             assert!(until_live(bot, &mut feed).await.is_empty());
             feeds.push((i, feed));
         }
@@ -304,8 +304,8 @@ async fn a_quarantined_or_revoked_subscriber_gets_nothing_more_and_no_one_gets_a
     let alice = UserClient::connect(alice_id, &t.addr).await.unwrap();
     let bot = AgentClient::connect(bot_id, &t.addr).await.unwrap();
     let other = AgentClient::connect(other_id, &t.addr).await.unwrap();
-    let mut feed = bot.subscribe(Followed::default()).await.unwrap();
-    let mut other_feed = other.subscribe(Followed::default()).await.unwrap();
+    let mut feed = bot.subscribe(&mut Followed::default()).await.unwrap();
+    let mut other_feed = other.subscribe(&mut Followed::default()).await.unwrap();
     assert!(until_live(&bot, &mut feed).await.is_empty());
     assert!(until_live(&other, &mut other_feed).await.is_empty());
 
@@ -340,7 +340,7 @@ async fn a_quarantined_or_revoked_subscriber_gets_nothing_more_and_no_one_gets_a
     // Subscribing again is refused.
     let again: sealrelay::error::Result<()> = async {
         let c = AgentClient::connect(bot_id, &t.addr).await?;
-        let mut f = c.subscribe(Followed::default()).await?;
+        let mut f = c.subscribe(&mut Followed::default()).await?;
         c.next_grants(&mut f).await.map(|_| ())
     }
     .await;

@@ -271,7 +271,7 @@ pub async fn round_trips(
                 .or_fail("agent connect");
             // The agent follows its grants (pushed by the relay), as `agent run` does.
             let mut feed = ac
-                .subscribe(sealrelay::client::Followed::default())
+                .subscribe(&mut sealrelay::client::Followed::default())
                 .await
                 .or_fail("subscribe");
             while let sealrelay::client::FeedEvent::Items(_) =

@@ -74,58 +74,97 @@ pub fn run_agent(args: RunArgs) -> Result<()> {
         let mut followed = Followed::default();
         let mut delay = std::time::Duration::from_millis(500);
         'subscribe: loop {
-            let reconnect = match agent.subscribe(std::mem::take(&mut followed)).await {
-                Ok(mut feed) => loop {
-                    match agent.next_grants(&mut feed).await {
-                        Ok(FeedEvent::Items(items)) => {
-                            for (_, g) in items {
-                                let g = match g {
-                                    Ok(g) => g,
-                                    Err(e) => {
-                                        eprintln!("a grant the relay sent was skipped: {e}");
-                                        continue;
-                                    }
-                                };
-                                if handle(&args, &courier, &agent, &g, &mut failed).await?
-                                    == Handled::Again
-                                {
-                                    // Tried again when the relay lists it after a reconnection.
-                                    feed.forget(g.grant.grant_id.0);
-                                }
-                            }
-                        }
-                        Ok(FeedEvent::Live) => {
-                            delay = std::time::Duration::from_millis(500);
-                            if args.once {
-                                break 'subscribe;
-                            }
-                        }
-                        Err(e) => {
-                            followed = feed.into_followed();
-                            break e;
-                        }
-                    }
-                },
-                Err(e) => e,
+            // Subscribed again every RESUBSCRIBE: the catch-up brings what waits for a second
+            // try (a grant that did not verify yet, or whose send found the relay gone) and
+            // anything that became ready without being pushed.
+            let until = tokio::time::Instant::now() + RESUBSCRIBE;
+            let ended = match agent.subscribe(&mut followed).await {
+                Ok(mut feed) => {
+                    let ended =
+                        follow(&args, &courier, &agent, &mut feed, &mut failed, until).await;
+                    followed = feed.into_followed();
+                    ended
+                }
+                Err(e) => Err(e),
             };
-            // A worker outlives relay restarts: reconnect with backoff, and say so.
-            if reconnect.kind() != sealrelay::ErrorKind::Unavailable || args.once {
-                return Err(reconnect);
-            }
-            eprintln!(
-                "the relay is unreachable ({}); reconnecting in {:.1} s",
-                reconnect.message(),
-                delay.as_secs_f64()
-            );
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(std::time::Duration::from_secs(30));
-            if let Ok(again) = courier.connect().await {
-                agent = again;
+            match ended {
+                Ok(Ended::Done) => break 'subscribe,
+                Ok(Ended::Resubscribe) => {
+                    delay = std::time::Duration::from_millis(500);
+                    continue 'subscribe;
+                }
+                Err(e) if e.kind() == sealrelay::ErrorKind::Unavailable && !args.once => {
+                    // A worker outlives relay restarts: reconnect with backoff, and say so.
+                    eprintln!(
+                        "the subscription to the relay ended ({}); again in {:.1} s",
+                        e.message(),
+                        delay.as_secs_f64()
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(30));
+                    if let Ok(again) = courier.connect().await {
+                        agent = again;
+                    }
+                }
+                Err(e) => return Err(e),
             }
         }
         agent.conn.close().await;
         Ok(())
     })
+}
+
+/// How often the worker subscribes again (see `run_agent`).
+const RESUBSCRIBE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How a subscription ended without an error.
+enum Ended {
+    /// `--once`: everything that waited was handled.
+    Done,
+    /// Time to subscribe again.
+    Resubscribe,
+}
+
+/// Follows one subscription: what waits is taken whole (to `Live`) and handled, then each pushed
+/// grant as it comes, until `until` (or, with `--once`, right after what waited).
+async fn follow(
+    args: &RunArgs,
+    courier: &Courier,
+    agent: &sealrelay::client::AgentClient<'_>,
+    feed: &mut sealrelay::client::GrantFeed,
+    failed: &mut HashSet<GrantId>,
+    until: tokio::time::Instant,
+) -> Result<Ended> {
+    let mut waiting = Vec::new();
+    let mut live = false;
+    loop {
+        if live {
+            for (_, g) in std::mem::take(&mut waiting) {
+                let g: Result<OpenGrant> = g;
+                match g {
+                    Ok(g) => {
+                        if handle(args, courier, agent, &g, failed).await? == Handled::Again {
+                            // Tried again when the next subscription lists it.
+                            feed.forget(g.grant.grant_id.0);
+                        }
+                    }
+                    // Not remembered: the next subscription brings it again.
+                    Err(e) => eprintln!("a grant the relay sent is not acted on now: {e}"),
+                }
+            }
+            if args.once {
+                return Ok(Ended::Done);
+            }
+        }
+        let next = match tokio::time::timeout_at(until, agent.next_grants(feed)).await {
+            Ok(next) => next?,
+            Err(_) => return Ok(Ended::Resubscribe),
+        };
+        match next {
+            FeedEvent::Items(items) => waiting.extend(items),
+            FeedEvent::Live => live = true,
+        }
+    }
 }
 
 /// What became of one grant.
@@ -183,7 +222,7 @@ async fn handle(
             g.grant.resource,
             hex(d.envelope_id)
         ),
-        Err(e) if e.kind() == sealrelay::ErrorKind::Unavailable => {
+        Err(e) if e.kind() == sealrelay::ErrorKind::Unavailable && !args.once => {
             eprintln!("grant {id}: the relay is unreachable ({e}); will retry");
             return Ok(Handled::Again);
         }

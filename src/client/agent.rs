@@ -301,14 +301,30 @@ pub(crate) fn judge_frame<T>(
     pins.refresh()?;
     let pinned_before = pins.snapshot()?;
     let seen = pins.directory.seen(&dir_key)?;
-    // Another listing or feed of this process may have moved the pins on since the frame
-    // before. A frame without a consistency proof (its checkpoint is the one that frame proved)
-    // is then judged against what the pins hold: it must be that same checkpoint.
+    // Another listing or feed of this identity may have moved the pins on since the frame
+    // before. A frame whose checkpoint is the one the pins hold (same size, no proof needed) is
+    // judged against it (a different root there is a fork); any other frame cannot be proved
+    // from what the pins hold: the subscription starts again from there (not an alarm).
     let stored = seen.map(|(size, _)| size);
-    let from = if stored != from && directory.consistency.is_empty() {
-        stored
+    let same_as_pinned;
+    let (directory, from) = if stored == from {
+        (directory, from)
     } else {
-        from
+        let cp = crate::core::tlog::checkpoint::Checkpoint::verify(&directory.checkpoint, &dir_key)
+            .map_err(|e| e.context("the relay's directory log"))?;
+        if Some(cp.size) == stored {
+            // Equal sizes: the roots must be equal, with no proof.
+            same_as_pinned = crate::core::wire::DirectoryCheckpoint {
+                checkpoint: directory.checkpoint.clone(),
+                consistency: Vec::new(),
+            };
+            (&same_as_pinned, stored)
+        } else {
+            return Err(Error::new(
+                crate::ErrorKind::Unavailable,
+                "this identity's directory checkpoint moved on while the subscription ran: subscribe again",
+            ));
+        }
     };
     let cp = std::sync::Arc::new(pins.directory.accept(&dir_key, directory, from)?);
     let size = cp.size;

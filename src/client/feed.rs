@@ -48,8 +48,9 @@ impl Followed {
         self.seen.insert(id)
     }
 
-    /// A catch-up is over: what it did not list is no longer waiting and cannot come again, so
-    /// it need not be remembered (the set stays as large as what waits).
+    /// A catch-up is over: what it did not list is no longer waiting, so it need not be
+    /// remembered (the set stays as large as what waits and what came since the last catch-up:
+    /// subscribe again now and then to keep it so, as `agent run` does).
     fn caught_up(&mut self) {
         self.seen = std::mem::take(&mut self.listed);
     }
@@ -65,15 +66,20 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// Opens the stream; `followed` moves into the subscription only once it is open (a failed
+    /// attempt leaves it with the caller, for the next).
     async fn open(
         conn: &Connection,
         feed: Feed,
         dir_size: Option<u64>,
-        followed: Followed,
+        followed: &mut Followed,
     ) -> Result<Self> {
         let (send, recv) = conn
             .open_stream(Request::Subscribe { feed, dir_size })
             .await?;
+        let mut followed = std::mem::take(followed);
+        // What a catch-up cut short listed says nothing about this one.
+        followed.listed.clear();
         Ok(Subscription {
             _send: send,
             recv,
@@ -104,9 +110,9 @@ impl Subscription {
 }
 
 impl AgentClient<'_> {
-    /// Follows this agent's ready grants; `followed` is what an earlier subscription handed
-    /// out (`Followed::default()` for none).
-    pub async fn subscribe(&self, followed: Followed) -> Result<GrantFeed> {
+    /// Follows this agent's ready grants; `followed` is what earlier subscriptions handed out
+    /// (`Followed::default()` for none), taken only if the subscription opens.
+    pub async fn subscribe(&self, followed: &mut Followed) -> Result<GrantFeed> {
         let dir_key = super::keylog::directory_key(self.identity)?;
         let from = self.pins.directory.size(&dir_key)?;
         Ok(GrantFeed {
@@ -142,11 +148,18 @@ impl AgentClient<'_> {
             feed.from = Some(size);
             let catching_up = !feed.sub.live;
             let mut out = Vec::new();
+            for (_, g) in &judged {
+                self.check_addressed(g)?;
+            }
             for (view, g) in judged {
-                self.check_addressed(&g)?;
                 let id = Grant::decode(&view.grant.statement).map(|g| g.grant_id.0);
-                if id.is_ok_and(|id| !feed.sub.followed.first_time(id, catching_up)) {
-                    continue;
+                // A grant that did not verify now (a reset still waiting, a directory behind) is
+                // not remembered: the next subscription's catch-up brings it again.
+                let remember = g.is_ok();
+                if let Ok(id) = id {
+                    if remember && !feed.sub.followed.first_time(id, catching_up) {
+                        continue;
+                    }
                 }
                 out.push((view.grant, g));
             }
@@ -180,7 +193,7 @@ impl GrantFeed {
 
 impl UserClient<'_> {
     /// Follows this user's inbox; `followed` as for [`AgentClient::subscribe`].
-    pub async fn subscribe(&self, followed: Followed) -> Result<InboxFeed> {
+    pub async fn subscribe(&self, followed: &mut Followed) -> Result<InboxFeed> {
         Ok(InboxFeed {
             sub: Subscription::open(&self.conn, Feed::Inbox, None, followed).await?,
         })

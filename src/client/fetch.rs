@@ -11,7 +11,7 @@ use crate::core::envelope::{self, stream::default_threads};
 use crate::core::grant::{DeliveryStatus, Grant, Receipt};
 use crate::core::receipt_file::ReceiptFile;
 use crate::core::sign::{Signed, StatementType};
-use crate::core::wire::{Reply, Request, WireSigned};
+use crate::core::wire::{ReceiptFrame, Reply, Request, WireSigned};
 use crate::error::{Error, Result};
 use crate::ids::EnvelopeId;
 
@@ -94,18 +94,11 @@ impl UserClient<'_> {
         scratch_dir: &Path,
         out: &mut (dyn Write + Send),
     ) -> Result<Fetched> {
-        let old_size = match &self.seen {
-            Some(s) => s.size()?,
-            None => None,
-        };
         // The receipt goes back on the stream the envelope came on (`Deliver`); dropping `send`
         // without one files none.
         let (reply, mut send, mut recv) = self
             .conn
-            .call_open(Request::Deliver {
-                envelope_id,
-                old_size,
-            })
+            .call_open(Request::Deliver { envelope_id })
             .await?;
         let Reply::Envelope { view } = reply else {
             return Err(unexpected(&reply));
@@ -165,11 +158,22 @@ impl UserClient<'_> {
             time: clock::now(),
         }
         .sign(&self.identity.signing_key);
+        // The newest checkpoint seen, read now (another fetch may have moved it on during this
+        // one): the answer's consistency proof starts there.
+        let old_size = match &self.seen {
+            Some(s) => s.size()?,
+            None => None,
+        };
         let wire = WireSigned::from_signed(&receipt);
-        let answer = match on_stream(&mut send, &mut recv, &wire).await {
+        let frame = ReceiptFrame {
+            receipt: wire.clone(),
+            old_size,
+        };
+        let answer = match on_stream(&mut send, &mut recv, &frame).await {
             Ok(answer) => answer,
-            // The stream failed, or the relay stopped waiting for the receipt: file it on its own.
-            Err(e) if !e.is_relay_answer() || e.kind() == crate::ErrorKind::Unavailable => {
+            // The stream failed (or the relay stopped waiting for the receipt and reset it): file
+            // it on its own. A refusal the relay answered stands.
+            Err(e) if !e.is_relay_answer() => {
                 tracing::debug!(error = %e, "the receipt did not go on the envelope's stream; filing it on its own");
                 self.conn
                     .simple(Request::Receipt {
@@ -234,7 +238,7 @@ impl UserClient<'_> {
 async fn on_stream(
     send: &mut quinn::SendStream,
     recv: &mut quinn::RecvStream,
-    receipt: &WireSigned,
+    receipt: &ReceiptFrame,
 ) -> Result<Reply> {
     crate::net::frame::write_frame(send, receipt)
         .await

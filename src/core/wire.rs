@@ -184,12 +184,10 @@ pub enum Request {
     },
     /// User: `Fetch` and `Receipt` on one stream. The relay sends the envelope as for `Fetch`
     /// and leaves the stream open; the client, once it has verified and opened the body (or
-    /// found it undecryptable), sends its signed receipt as one more frame (a [`WireSigned`]),
-    /// and the relay answers it as it answers `Receipt` (with `old_size`). A client that files
-    /// no receipt finishes its side instead.
+    /// found it undecryptable), sends a [`ReceiptFrame`], and the relay answers it as it answers
+    /// `Receipt`. A client that files no receipt finishes its side instead.
     Deliver {
         envelope_id: EnvelopeId,
-        old_size: Option<u64>,
     },
     /// Agent (`Feed::Grants`) or user (`Feed::Inbox`): one long-lived stream on which the relay
     /// sends what the matching listing holds now (`Reply::Grants` / `Reply::Inbox` frames),
@@ -200,6 +198,14 @@ pub enum Request {
         feed: Feed,
         dir_size: Option<u64>,
     },
+}
+
+/// What the client of a `Deliver` sends once it has the envelope: its signed receipt, and the
+/// size of the newest checkpoint it has seen, read then (as `Receipt`'s `old_size`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptFrame {
+    pub receipt: WireSigned,
+    pub old_size: Option<u64>,
 }
 
 /// What a subscription follows.

@@ -85,17 +85,27 @@ pub struct RedbStore {
     tree: std::sync::Mutex<Tree>,
 }
 
+/// The page cache redb may keep in memory (its default is 1 GiB, which a busy relay fills with
+/// pages it will not read again: the relay's memory budget is 64 MiB while it streams a
+/// gibibyte, docs/benchmarks.md).
+pub const CACHE_BYTES: usize = 4 << 20;
+
 impl RedbStore {
     /// Opens or creates `path`.
     pub fn open(path: &Path) -> Result<Self> {
-        let db = Database::create(path)
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
             .map_err(|e| Error::io(format!("cannot open the store {}: {e}", path.display())))?;
         crate::local::fs::restrict(path, crate::local::fs::PRIVATE_MODE)?;
         let mut store = Self::with_database(db)?;
         store.path = Some(path.to_path_buf());
         let path = path.to_path_buf();
         store.reopener = Some(Box::new(move || {
-            Database::create(&path).map_err(|e| Error::storing("cannot reopen the store", e))
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .create(&path)
+                .map_err(|e| Error::storing("cannot reopen the store", e))
         }));
         Ok(store)
     }

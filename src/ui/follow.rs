@@ -1,7 +1,7 @@
 //! The inbox pushed to the page: this server follows the user's inbox over one subscription
 //! (`Subscribe`, docs/protocol.md) and counts what arrives; the page's script waits on
-//! `/api/inbox/next`, which answers as soon as something new has come (or after
-//! [`WAIT`]), and lists the inbox when it has. No timer polls the relay.
+//! `/api/inbox/next`, which answers as soon as something new has come (or after [`WAIT`], or
+//! at once when the server shuts down), and lists the inbox when it has. No timer polls the relay.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +14,8 @@ use crate::client::{FeedEvent, Followed};
 
 use super::Ui;
 
-/// Longest a page's wait is held before it is answered 204 (and it asks again).
+/// Longest a page's wait is held before it is answered with the same count (and it asks
+/// again).
 pub const WAIT: Duration = Duration::from_secs(25);
 
 /// Follows the inbox until aborted, bumping `arrived` for each new envelope; reconnects with
@@ -24,7 +25,7 @@ pub async fn follow_inbox(ui: Arc<Ui>, arrived: watch::Sender<u64>) {
     let mut delay = Duration::from_millis(500);
     loop {
         if let Ok(client) = ui.client().await {
-            if let Ok(mut feed) = client.subscribe(std::mem::take(&mut followed)).await {
+            if let Ok(mut feed) = client.subscribe(&mut followed).await {
                 loop {
                     match feed.next().await {
                         Ok(FeedEvent::Items(_)) => {
@@ -56,9 +57,17 @@ pub async fn next(State(ui): State<Arc<Ui>>, RawQuery(q): RawQuery) -> Response 
         .and_then(|q| q.strip_prefix("after="))
         .and_then(|n| n.parse::<u64>().ok());
     let mut rx = ui.arrived.subscribe();
+    let mut closing = ui.closing.subscribe();
     let now = *rx.borrow_and_update();
-    if after == Some(now) {
-        let _ = tokio::time::timeout(WAIT, rx.changed()).await;
+    if after == Some(now) && !*closing.borrow_and_update() {
+        // Until something arrives, the wait is over, or the server shuts down.
+        let _ = tokio::time::timeout(WAIT, async {
+            tokio::select! {
+                _ = rx.changed() => {}
+                _ = closing.changed() => {}
+            }
+        })
+        .await;
     }
     let arrived = *rx.borrow();
     axum::Json(serde_json::json!({ "arrived": arrived })).into_response()

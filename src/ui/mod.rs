@@ -80,6 +80,8 @@ pub struct Ui {
     opened: Mutex<HashMap<EnvelopeId, Opened>>,
     /// How many envelopes the inbox subscription has brought (`follow`).
     arrived: tokio::sync::watch::Sender<u64>,
+    /// Set when the server is shutting down: waiting pages are answered at once.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// A bound listener, ready to serve.
@@ -146,11 +148,16 @@ impl UiServer {
             base: self.base,
             opened: Mutex::new(HashMap::new()),
             arrived: tokio::sync::watch::channel(0).0,
+            closing: tokio::sync::watch::channel(false).0,
         });
         let following = tokio::spawn(follow::follow_inbox(ui.clone(), ui.arrived.clone()));
+        let closing = ui.closing.clone();
         let app = router(ui);
         let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                closing.send_replace(true);
+            })
             .await
             .map_err(|e| Error::io(format!("the web client's listener failed: {e}")));
         following.abort();

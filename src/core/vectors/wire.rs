@@ -94,7 +94,6 @@ pub(super) fn wire(
             "request",
             &req(Request::Deliver {
                 envelope_id: EnvelopeId([0x22; 16]),
-                old_size: Some(4),
             }),
         )?,
         frame(

@@ -183,8 +183,15 @@ pub(crate) fn view(relay: &Relay, g: GrantRecord, now: u64, size: u64) -> Option
     }
     .to_signed(StatementType::Grant)
     .ok()?;
-    let (user_entry, user_log, earlier, approvals) =
-        super::keylog::logged_user(&dir, &g.user, &signed, size, relay.reset_wait, now)?;
+    let (user_entry, user_log, earlier, approvals) = super::keylog::logged_user(
+        &dir,
+        &g.user,
+        &signed,
+        size,
+        relay.reset_wait,
+        now,
+        relay.config.store.is_none(),
+    )?;
     Some(GrantView {
         grant: WireSigned {
             statement: g.grant.statement,

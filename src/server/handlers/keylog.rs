@@ -52,6 +52,7 @@ pub fn logged_user(
     size: u64,
     wait: u64,
     now: u64,
+    verified_here: bool,
 ) -> Option<LoggedUser> {
     // Newest first, only what the checkpoint covers.
     let history: Vec<(&crate::core::directory::DirectoryEntry, &Signed, LogProof)> = dir
@@ -59,10 +60,12 @@ pub fn logged_user(
         .filter_map(|(e, s)| log_proof(dir, s, size).map(|p| (e, s, p)))
         .take(MAX_HISTORY)
         .collect();
-    // The grant verified under the user's entry when it was stored: a user who has only ever
-    // had one entry, and that one logged, signed it with that one (the agent verifies it too).
+    // The grant verified under the user's entry when this relay stored it (`verified_here`: no
+    // other node shares the store, whose directory could be ahead of this one's): a user who
+    // has only ever had one entry, and that one logged, signed it with that one (the agent
+    // verifies it too).
     let signer = match history.len() {
-        1 if dir.history(user).nth(1).is_none() => 0,
+        1 if verified_here && dir.history(user).nth(1).is_none() => 0,
         _ => history
             .iter()
             .position(|(e, _, _)| grant.verify(&e.signing_key).is_ok())?,

@@ -96,6 +96,9 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
                 && e.statement.signature == statement.signature
         });
         if same {
+            // Its first answer may have been lost with a commit that did land: the user's
+            // subscriptions hear of it now (they send nothing twice).
+            relay.feeds.publish(&grant.user, Feed::Inbox, envelope_id.0);
             return Ok(Reply::Submitted { envelope_id });
         }
     }

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use crate::core::grant::Grant;
 use crate::core::policy::Action;
-use crate::core::wire::{Feed, Page, Reply};
+use crate::core::wire::{ErrorCode, Feed, Page, Reply};
 use crate::ids::{EnvelopeId, GrantId};
 use crate::net::Peer;
 
@@ -61,6 +61,12 @@ impl Standing {
     }
 }
 
+/// Most subscriptions one party may hold to one feed at once.
+pub const MAX_PER_FEED: usize = 64;
+
+/// Ids a subscription remembers before it lists again to forget those no longer listed.
+pub const SENT_MAX: usize = 10_000;
+
 /// Where a catch-up is: the cursor of the page after the one just built (`None`: done).
 pub type Cursor = Option<[u8; 16]>;
 
@@ -73,14 +79,29 @@ impl Following {
         dir_size: Option<u64>,
         cx: &Cx,
     ) -> Result<Self, Refusal> {
+        let standing = Standing::of(relay, cx.now)?;
         relay.authorize_relay(cx, peer, action(feed)).await?;
+        // One party's subscriptions to one feed are capped: each holds a task, a hub receiver
+        // and what it sent (this one is counted already: the shell followed the hub first).
+        if relay.feeds.following(&peer.id, feed) > MAX_PER_FEED {
+            return Err(Refusal::new(
+                ErrorCode::QuotaExceeded,
+                format!("at most {MAX_PER_FEED} subscriptions of one party to one feed are open at once: close one"),
+            ));
+        }
         Ok(Following {
             feed,
             dir_size,
             sent: HashSet::new(),
             listed: HashSet::new(),
-            allowed: None,
+            allowed: Some(standing),
         })
+    }
+
+    /// Whether this subscription has sent so much since its last catch-up that it should list
+    /// again (which forgets what is no longer listed).
+    pub fn needs_catch_up(&self) -> bool {
+        self.sent.len() > SENT_MAX
     }
 
     /// The caller's standing and the policy, checked again (Cedar decides only when something

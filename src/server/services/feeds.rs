@@ -103,6 +103,14 @@ impl Feeds {
         }
     }
 
+    /// How many subscriptions `party` holds to `feed`.
+    pub fn following(&self, party: &SpiffeId, feed: Feed) -> usize {
+        let senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
+        senders
+            .get(&(party.clone(), feed))
+            .map_or(0, |s| s.receiver_count())
+    }
+
     /// How many subscriptions are open (for `/metrics`).
     pub fn subscribers(&self) -> usize {
         let senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());

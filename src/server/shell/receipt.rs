@@ -2,13 +2,14 @@
 //! once the body is sent, the client verifies and opens it and answers with its signed receipt
 //! as one more frame, which the receipt handler records as it records a `Receipt` request (one
 //! durable commit for the delivery). The receipt must come within the time the body itself may
-//! take ([`receipt_within`]); a client that finishes its side instead files none.
+//! take ([`receipt_within`]); a client that finishes its side instead files none, and one that
+//! sends nothing in time has the stream reset and files it on its own (`Receipt`).
 
 use std::time::Duration;
 
 use quinn::RecvStream;
 
-use crate::core::wire::{ErrorCode, Reply, WireSigned};
+use crate::core::wire::{ErrorCode, ReceiptFrame, Reply};
 use crate::net::frame::{read_frame, ReadFrameError};
 use crate::net::Peer;
 
@@ -31,45 +32,52 @@ pub fn receipt_within(relay: &Relay, length: u64) -> Duration {
         .min(MAX_WAIT)
 }
 
-/// Reads the receipt that follows a delivered envelope and records it: its answer, `None`
-/// when the client filed none (it finished its side), or why it was refused.
+/// What came after a delivered envelope (lives for one request: boxing the reply would only
+/// add an allocation).
+#[allow(clippy::large_enum_variant)]
+pub enum Step {
+    /// The receipt, recorded: its answer.
+    Recorded(Reply),
+    /// The client finished its side without one.
+    NoReceipt,
+    /// The client went away, or sent nothing in time (the stream is reset; it files the
+    /// receipt on its own).
+    Gone,
+}
+
+/// Reads the receipt that follows a delivered envelope and records it (or why not).
 pub async fn on_stream(
     relay: &Relay,
     effects: &Effects,
     peer: &Peer,
     recv: &mut RecvStream,
-    old_size: Option<u64>,
     length: u64,
-) -> Result<Option<Reply>, Refusal> {
+) -> Result<Step, Refusal> {
     let within = receipt_within(relay, length);
-    let receipt = match tokio::time::timeout(within, read_frame::<WireSigned>(recv)).await {
+    let frame = match tokio::time::timeout(within, read_frame::<ReceiptFrame>(recv)).await {
         Ok(Ok(r)) => r,
         Ok(Err(ReadFrameError::Stream(quinn::ReadExactError::FinishedEarly(0)))) => {
-            return Ok(None)
+            return Ok(Step::NoReceipt)
         }
-        Ok(Err(e)) => {
+        Ok(Err(ReadFrameError::Stream(_))) => return Ok(Step::Gone),
+        Ok(Err(ReadFrameError::Malformed(e))) => {
             return Err(Refusal::new(
                 ErrorCode::BadRequest,
                 format!(
                     "the receipt after the envelope is not a frame: {}",
-                    e.into_error().message()
+                    e.message()
                 ),
             ))
         }
         Err(_) => {
+            tracing::info!(caller = %peer.id, secs = within.as_secs(), "no receipt came on the delivery's stream in time");
             let _ = recv.stop(0u32.into());
-            return Err(Refusal::new(
-                ErrorCode::Unavailable,
-                format!(
-                    "no receipt came within {} s of the envelope's last byte: file it on its own (a `Receipt` request)",
-                    within.as_secs()
-                ),
-            ));
+            return Ok(Step::Gone);
         }
     };
     // The receipt's time is now, not the fetch's.
     let cx = effects.cx(relay);
-    handlers::delivery::receipt(relay, peer, receipt, old_size, &cx)
+    handlers::delivery::receipt(relay, peer, frame.receipt, frame.old_size, &cx)
         .await
-        .map(Some)
+        .map(Step::Recorded)
 }

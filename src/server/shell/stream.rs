@@ -26,6 +26,7 @@ use crate::server::services::relay::Relay;
 
 use super::deadline::{Pace, Paced};
 use super::effects::Effects;
+use super::receipt::Step;
 
 /// The answer to a request that arrives once shutdown has begun (one line; Unavailable, which
 /// clients treat as "try again").
@@ -78,10 +79,7 @@ pub async fn serve(
         relay.config.min_body_bytes_per_sec,
     );
     // A delivery's client sends its receipt on the stream once it has the body.
-    let deliver = match &frame.request {
-        Request::Deliver { old_size, .. } => Some(*old_size),
-        _ => None,
-    };
+    let deliver = matches!(frame.request, Request::Deliver { .. });
     if !matches!(
         frame.request,
         Request::Submit { .. } | Request::Deliver { .. }
@@ -113,24 +111,28 @@ pub async fn serve(
     let outcome = handlers::handle(&relay, &peer, frame.request, &cx, &mut body).await;
     drop(body);
     let outcome = match (outcome, deliver) {
-        (Ok(Outcome::Envelope { view, body }), None) => {
+        (Ok(Outcome::Envelope { view, body }), false) => {
             send_envelope(&relay, &mut send, Reply::Envelope { view }, body, true).await
         }
-        (Ok(Outcome::Envelope { view, body }), Some(old_size)) => {
+        (Ok(Outcome::Envelope { view, body }), true) => {
             let length = view.length;
             match send_envelope(&relay, &mut send, Reply::Envelope { view }, body, false).await {
                 Ok(()) => {
-                    match super::receipt::on_stream(
-                        &relay, &effects, &peer, &mut recv, old_size, length,
-                    )
-                    .await
+                    match super::receipt::on_stream(&relay, &effects, &peer, &mut recv, length)
+                        .await
                     {
-                        Ok(Some(reply)) => respond(&mut send, Ok(reply))
+                        Ok(Step::Recorded(reply)) => respond(&mut send, Ok(reply))
                             .await
                             .map_err(|_| Failure::Gone),
-                        Ok(None) => {
+                        Ok(Step::NoReceipt) => {
                             let _ = send.finish();
                             Ok(())
+                        }
+                        // The client went, or did not send its receipt in time: it files it on its
+                        // own (`Receipt`).
+                        Ok(Step::Gone) => {
+                            let _ = send.reset(0u32.into());
+                            Err(Failure::Gone)
                         }
                         Err(r) => Err(Failure::Refused(r)),
                     }

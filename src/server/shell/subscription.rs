@@ -69,7 +69,14 @@ pub async fn serve(
                 Ok(id) => {
                     let cx = effects.cx(&relay);
                     match following.pushed(&relay, &peer, id, &cx).await {
-                        Ok(Some(reply)) => write(&mut send, reply).await.map_err(|()| None),
+                        Ok(Some(reply)) => match write(&mut send, reply).await {
+                            // A long-lived subscription forgets what is no longer listed.
+                            Ok(()) if following.needs_catch_up() => {
+                                catch_up(&relay, &effects, &peer, &mut following, &mut send).await
+                            }
+                            Ok(()) => Ok(()),
+                            Err(()) => Err(None),
+                        },
                         Ok(None) => Ok(()),
                         Err(r) => Err(Some(r)),
                     }
@@ -155,6 +162,12 @@ async fn end(
         code: r.code,
         message: r.message,
     };
-    let _ = write_frame(send, &response).await;
-    let _ = send.finish();
+    match tokio::time::timeout(WRITE_WITHIN, write_frame(send, &response)).await {
+        Ok(_) => {
+            let _ = send.finish();
+        }
+        Err(_) => {
+            let _ = send.reset(0u32.into());
+        }
+    }
 }
