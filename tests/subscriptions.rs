@@ -363,3 +363,82 @@ async fn a_quarantined_or_revoked_subscriber_gets_nothing_more_and_no_one_gets_a
     assert!(ended.is_err(), "a revoked agent still follows its grants");
     t.relay.shutdown().await;
 }
+
+/// Threat 33 where `Deliver` meets the receipt: a client that takes the envelope and never
+/// sends its receipt holds the stream only for the body's own time, then the relay resets it;
+/// nothing is recorded (the envelope still waits), and a proper fetch afterwards delivers it
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_whose_receipt_never_comes_is_cut_off_and_records_nothing() {
+    use harness::pki::RawClient;
+    use sealrelay::core::wire::{self, Reply, Request, RequestFrame, Response};
+    let t = common::test_relay(
+        &[
+            user("alice", 2, &["engineer"]),
+            agent("research-bot", &["tickets/*"]),
+        ],
+        |config| config.body_grace_secs = 1,
+    )
+    .await;
+    let (alice_id, bot_id) = (&t.ids[0], &t.ids[1]);
+    let alice = UserClient::connect(alice_id, &t.addr).await.unwrap();
+    let bot = AgentClient::connect(bot_id, &t.addr).await.unwrap();
+    alice
+        .grant(&grant_req("research-bot", "tickets/1"))
+        .await
+        .unwrap();
+    let open = bot.grants().await.unwrap().pop().unwrap();
+    let envelope = bot
+        .send(&open, &mut &b"held back"[..], &t.dir)
+        .await
+        .unwrap();
+
+    // The raw client takes the whole envelope, then sends nothing and keeps its side open.
+    let raw = RawClient::new(Some((alice_id, alice_id.cert.clone().unwrap())), wire::ALPN);
+    let conn = raw.connect(t.relay.local_addr).await;
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let frame = wire::encode_frame(&RequestFrame {
+        version: wire::PROTOCOL_VERSION,
+        request: Request::Deliver {
+            envelope_id: envelope,
+        },
+    })
+    .unwrap();
+    send.write_all(&frame).await.unwrap();
+    let mut prefix = [0u8; 4];
+    recv.read_exact(&mut prefix).await.unwrap();
+    let mut head = vec![0u8; wire::frame_len(prefix).unwrap()];
+    recv.read_exact(&mut head).await.unwrap();
+    let Response::Ok(Reply::Envelope { view }) = wire::decode_frame(&head).unwrap() else {
+        panic!("not an envelope")
+    };
+    let mut body = vec![0u8; usize::try_from(view.length).unwrap()];
+    recv.read_exact(&mut body).await.unwrap();
+    // The relay gives up on the receipt and resets the stream (within the grace and the
+    // body's time at the minimum rate), instead of holding it.
+    let mut more = [0u8; 1];
+    let cut = tokio::time::timeout(Duration::from_secs(20), recv.read(&mut more))
+        .await
+        .expect("the relay held a delivery's stream open without a receipt");
+    assert!(cut.is_err(), "the stream ended without a reset: {cut:?}");
+    drop(send);
+    conn.close(0u32.into(), b"done");
+
+    // Nothing was recorded: the envelope still waits, and a proper fetch delivers it, once.
+    assert_eq!(alice.inbox().await.unwrap().len(), 1);
+    let mut out = Vec::new();
+    let fetched = alice.fetch(envelope, &t.dir, &mut out).await.unwrap();
+    assert_eq!(fetched.status, DeliveryStatus::Delivered);
+    assert_eq!(out, b"held back");
+    let receipts = t
+        .relay
+        .relay()
+        .store()
+        .events(0, 1000)
+        .unwrap()
+        .into_iter()
+        .filter(|(_, e)| e.kind == "receipt.recorded")
+        .count();
+    assert_eq!(receipts, 1);
+    t.relay.shutdown().await;
+}

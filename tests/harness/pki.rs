@@ -204,6 +204,15 @@ impl RawClient {
         RawClient { endpoint }
     }
 
+    /// A connection to `relay` (for a test that drives its streams itself).
+    pub async fn connect(&self, relay: SocketAddr) -> quinn::Connection {
+        self.endpoint
+            .connect(relay, "localhost")
+            .unwrap()
+            .await
+            .unwrap()
+    }
+
     /// Connects to `relay` and sends one request; what happened.
     pub async fn request(&self, relay: SocketAddr, request: Request) -> Outcome {
         let frame = wire::encode_frame(&RequestFrame {
