@@ -182,6 +182,10 @@ fn idle_connections_rss(
 }
 
 fn main() {
+    if let Some(keys) = std::env::var_os(common::floor::SERVER_ENV) {
+        common::floor::serve(Path::new(&keys));
+        return;
+    }
     if std::env::var_os("SEALRELAY_BENCH_DECISION_ONLY").is_some() {
         let (p50, p99) = decision_latency();
         eprintln!("policy decision p50 {p50:.1} µs p99 {p99:.1} µs");
@@ -220,6 +224,14 @@ fn main() {
         let relay_cpu = (cpu_secs(&relay_pid) - relay_cpu0) / n as f64 * 1000.0;
         let client_cpu = (cpu_secs("self") - client_cpu0) / n as f64 * 1000.0;
         eprintln!("round trips: {n} at {rate:.0}/s; CPU per round trip: relay {relay_cpu:.2} ms, clients {client_cpu:.2} ms");
+        let f = common::floor::measure(&base.join("keys"), users, agents, n / users.len(), &rt);
+        eprintln!(
+            "floor (the same exchanges, a server that only answers): {:.0}/s; CPU per round trip: server {:.2} ms, clients {:.2} ms; three signature checks {:.3} ms",
+            f.rate,
+            f.server_cpu_ms,
+            f.client_cpu_ms,
+            common::floor::signatures_ms()
+        );
         return;
     }
     // Large envelopes: 256 MiB up and down, then 1 GiB for the RSS check (sealed to a file
@@ -269,7 +281,7 @@ fn main() {
                 grant_id: gid,
                 user: g.grant.user.clone(),
                 agent: agents[1].id.clone().unwrap_or_else(|| fail("id")),
-                ciphertext_sha256: digest,
+                ciphertext_root: digest,
                 ciphertext_len: len,
             }
             .sign(&agents[1].signing_key);
@@ -346,6 +358,12 @@ fn main() {
         "relay peak RSS after the round trips: {:.1} MiB",
         relay.peak_rss_mib()
     );
+    let floor = common::floor::measure(&base.join("keys"), users, agents, 20, &rt);
+    let sig_ms = common::floor::signatures_ms();
+    eprintln!(
+        "floor: {:.0}/s; CPU per round trip: server {:.2} ms, clients {:.2} ms; signatures {sig_ms:.3} ms",
+        floor.rate, floor.server_cpu_ms, floor.client_cpu_ms
+    );
 
     let (up, down, _) = big(256);
     let raw = rt.block_on(raw_quinn(&base.join("keys"), &users[0], 256 << 20));
@@ -378,6 +396,8 @@ other process on the same 2 cores, so client work competes with the relay for CP
 | full round trips with receipts: grant → pushed to the agent's subscription → send (seal) → deliver (fetch, verify, open, receipt on one stream), 32 user/agent pairs | {rt_rate:.0}/s | ≥ 1,200/s | {m3} |\n\
 | relay CPU per round trip | {relay_cpu_rt:.2} ms | ≤ 0.5 ms | {m10} |\n\
 | clients' CPU per round trip (same cores) | {client_cpu_rt:.2} ms | | |\n\
+| floor, same run: the same QUIC exchanges and frame sizes against a server that only answers (`benches/common/floor.rs`): round trips / server CPU per round trip / clients' CPU | {f_rate:.0}/s / {f_server:.2} ms / {f_client:.2} ms | | |\n\
+| floor: the three Ed25519 signature checks a round trip needs (grant, submission, receipt), one core | {sig_ms:.3} ms | | |\n\
 | round trips the relay's own CPU allows on {cores} cores | {relay_capacity:.0}/s | ≥ 4,000/s | {m6} |\n\
 | one 256 MiB envelope end to end: upload / download + verify + open | {up:.0} / {down:.0} MB/s ({up_ratio:.0}% / {down_ratio:.0}% of raw) | ≥ 60% of raw | {m4} |\n\
 | raw quinn loopback, one stream, same TLS config, same run | {raw:.0} MB/s | reference | |\n\
@@ -389,6 +409,9 @@ Where the time goes, from the profiles (`bash benches/profile.sh LABEL`, flame g
 docs/flamegraphs/), and what would reach each target not met: the section \"Performance: the\n\
 limits\" below.\n",
         cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        f_rate = floor.rate,
+        f_server = floor.server_cpu_ms,
+        f_client = floor.client_cpu_ms,
         m1 = mark(sub_rate >= 8000.0),
         m2 = mark(p99 <= 10.0),
         m3 = mark(rt_rate >= 1200.0),

@@ -135,7 +135,7 @@ fn receipts_per_sec() -> (f64, f64) {
         grant_id: sealrelay::ids::GrantId([8; 16]),
         user: user.clone(),
         agent: SpiffeId::new("bench.local", PartyKind::Agent, "bot").unwrap_or_else(|e| fail(e)),
-        ciphertext_sha256: [3; 32],
+        ciphertext_root: [3; 32],
         status: DeliveryStatus::Delivered,
         time: 1_800_000_000,
     }

@@ -553,7 +553,10 @@ async fn threat_18_a_stolen_agent_key_is_bounded_by_grants_and_revocation() {
     let raw = RawClient::new(Some((bot, cert)), ALPN);
     for request in [
         inbox(),
-        Request::Fetch { envelope_id: id },
+        Request::Fetch {
+            envelope_id: id,
+            from_piece: 0,
+        },
         Request::PendingApprovals {
             page: Page::first(),
         },
@@ -576,7 +579,7 @@ async fn threat_18_a_stolen_agent_key_is_bounded_by_grants_and_revocation() {
         grant_id: other_grant,
         user: alice.id.clone().unwrap(),
         agent: bot.id.clone().unwrap(),
-        ciphertext_sha256: sealrelay::core::directory::sha256(&body),
+        ciphertext_root: sealrelay::core::envelope::pieces::digest(&body),
         ciphertext_len: 1,
     }
     .sign(&bot.signing_key);
@@ -640,7 +643,7 @@ async fn threat_27_a_partial_decrypt_never_gets_a_positive_receipt() {
             grant_id: g,
             user: alice.id.clone().unwrap(),
             agent: bot.id.clone().unwrap(),
-            ciphertext_sha256: sealrelay::core::directory::sha256(&body),
+            ciphertext_root: sealrelay::core::envelope::pieces::digest(&body),
             ciphertext_len: body.len() as u64,
         }
         .sign(&bot.signing_key);

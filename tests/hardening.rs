@@ -163,7 +163,7 @@ async fn five_thousand_pending_envelopes_are_listed_and_fetched() {
                     grant_id: g,
                     user: alice_id.id.clone().unwrap(),
                     agent: bot_id.id.clone().unwrap(),
-                    ciphertext_sha256: sealrelay::core::directory::sha256(&body),
+                    ciphertext_root: sealrelay::core::envelope::pieces::digest(&body),
                     ciphertext_len: body.len() as u64,
                 }
                 .sign(&bot_id.signing_key);
@@ -263,7 +263,7 @@ async fn parallel_uploads_on_one_grant_are_refused_before_their_bodies() {
         grant_id: grant,
         user: alice_id.id.clone().unwrap(),
         agent: bot_id.id.clone().unwrap(),
-        ciphertext_sha256: sealrelay::core::directory::sha256(&body),
+        ciphertext_root: sealrelay::core::envelope::pieces::digest(&body),
         ciphertext_len: body.len() as u64,
     }
     .sign(&bot_id.signing_key);

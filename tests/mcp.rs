@@ -236,7 +236,7 @@ fn check_flow(out: &Value, grant_id: &str) {
     assert_eq!(s["status"], "submitted");
     assert_eq!(s["handle"], format!("sealrelay:grant/{grant_id}"));
     assert_eq!(s["envelope_id"].as_str().unwrap().len(), 32);
-    assert_eq!(s["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(s["ciphertext_root"].as_str().unwrap().len(), 64);
     assert!(s["bytes"].as_u64().unwrap() > 100);
     assert!(retrieved["text"][0]
         .as_str()

@@ -318,6 +318,7 @@ async fn clearance_scope_and_read_actions_are_refused_and_logged() {
         },
         sealrelay::core::wire::Request::Fetch {
             envelope_id: sealrelay::ids::EnvelopeId([0; 16]),
+            from_piece: 0,
         },
         sealrelay::core::wire::Request::Events { from: 0, limit: 10 },
     ] {
@@ -373,7 +374,7 @@ async fn agent_sealing_to_the_wrong_key_is_quarantined_then_released_and_the_kil
             grant_id: g.grant.grant_id,
             user: g.grant.user.clone(),
             agent: w.ids[3].id.clone().unwrap(),
-            ciphertext_sha256: sealrelay::core::directory::sha256(&body),
+            ciphertext_root: sealrelay::core::envelope::pieces::digest(&body),
             ciphertext_len: body.len() as u64,
         }
         .sign(&w.ids[3].signing_key);

@@ -668,8 +668,14 @@ fn blob_pieces_of_a_refused_or_crashed_upload_are_removed_and_a_running_one_is_k
         }
         assert_eq!(all.len(), piece.len() + 4);
         assert!(all[..piece.len()] == piece[..] && &all[piece.len()..] == b"tail");
-        r.rewind().unwrap();
+        r.seek_piece(0).unwrap();
     }
+    // What follows a ciphertext of one piece (its piece list), and a seek to the second piece.
+    assert_eq!(r.trailer(piece.len() as u64, 4).unwrap(), b"tail");
+    assert_eq!(r.trailer(piece.len() as u64, 2).unwrap(), b"tai");
+    r.seek_piece(1).unwrap();
+    r.read(&mut buf).unwrap();
+    assert_eq!(buf, b"tail");
     // An upload still running (uncommitted) is not readable.
     let mut running = blobs.create(&id(3)).unwrap();
     running.write(b"partial").unwrap();

@@ -182,7 +182,10 @@ async fn refusals() {
     let err = bot
         .conn
         .call(
-            sealrelay::core::wire::Request::Fetch { envelope_id: env },
+            sealrelay::core::wire::Request::Fetch {
+                envelope_id: env,
+                from_piece: 0,
+            },
             None,
         )
         .await
@@ -222,7 +225,7 @@ fn statement(
         grant_id,
         user: alice.id.clone().unwrap(),
         agent: bot.id.clone().unwrap(),
-        ciphertext_sha256: sealrelay::core::directory::sha256(body),
+        ciphertext_root: sealrelay::core::envelope::pieces::digest(body),
         ciphertext_len: body.len() as u64,
     }
     .sign(&bot.signing_key)

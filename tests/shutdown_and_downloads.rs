@@ -51,7 +51,7 @@ async fn submit_big(
         grant_id,
         user: alice_id.id.clone().unwrap(),
         agent: bot_id.id.clone().unwrap(),
-        ciphertext_sha256: sealrelay::core::directory::sha256(&body),
+        ciphertext_root: sealrelay::core::envelope::pieces::digest(&body),
         ciphertext_len: body.len() as u64,
     }
     .sign(&bot_id.signing_key);
@@ -94,13 +94,22 @@ async fn threat_33_a_client_that_stops_reading_a_fetched_body_loses_its_stream()
     // The raw request, as a client that stops reading would make it.
     let (reply, mut recv) = alice
         .conn
-        .call(Request::Fetch { envelope_id }, None)
+        .call(
+            Request::Fetch {
+                envelope_id,
+                from_piece: 0,
+            },
+            None,
+        )
         .await
         .unwrap();
     let Reply::Envelope { view } = reply else {
         panic!("not an envelope: {reply:?}");
     };
     assert_eq!(view.length, body.len() as u64);
+    // The piece list, then the ciphertext.
+    let mut list = vec![0u8; sealrelay::core::envelope::pieces::leaves_bytes(view.length).unwrap()];
+    recv.read_exact(&mut list).await.unwrap();
     let mut first = [0u8; 1024];
     recv.read_exact(&mut first).await.unwrap();
     assert_eq!(&first[..], &body[..1024]);
@@ -152,7 +161,13 @@ async fn threat_45_a_shutdown_refuses_new_requests_and_lets_those_in_flight_fini
     // the default pace it has minutes before it is too slow).
     let (reply, mut recv) = alice
         .conn
-        .call(Request::Fetch { envelope_id }, None)
+        .call(
+            Request::Fetch {
+                envelope_id,
+                from_piece: 0,
+            },
+            None,
+        )
         .await
         .unwrap();
     assert!(matches!(reply, Reply::Envelope { .. }), "{reply:?}");
@@ -181,8 +196,10 @@ async fn threat_45_a_shutdown_refuses_new_requests_and_lets_those_in_flight_fini
         assert_eq!(again.kind(), ErrorKind::Unavailable, "{again}");
         // The fetch in flight finishes, whole.
         let got = recv.read_to_end(64 << 20).await.unwrap();
-        assert_eq!(got.len(), body.len());
-        assert!(got == body, "the fetched body differs");
+        // The piece list, then the ciphertext.
+        let list = sealrelay::core::envelope::pieces::leaves_bytes(body.len() as u64).unwrap();
+        assert_eq!(got.len(), list + body.len());
+        assert!(got[list..] == body, "the fetched body differs");
     };
     // The shutdown ends once its request in flight is done, well before its grace period.
     tokio::time::timeout(Duration::from_secs(GRACE - 15), async {

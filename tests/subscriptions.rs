@@ -240,7 +240,7 @@ async fn a_thousand_subscriptions_each_get_what_is_theirs_once() {
     t.relay.shutdown().await;
 }
 
-/// A client of the protocol before subscriptions (version 7) is told in one line which version
+/// A client of the protocol before piece lists (version 8) is told in one line which version
 /// the relay speaks, and nothing happens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_of_the_previous_protocol_version_is_told_which_one_the_relay_speaks() {
@@ -282,7 +282,7 @@ async fn a_client_of_the_previous_protocol_version_is_told_which_one_the_relay_s
         matches!(current, Outcome::Answered(Response::Ok(_))),
         "{current:?}"
     );
-    assert_eq!(wire::PROTOCOL_VERSION, 8);
+    assert_eq!(wire::PROTOCOL_VERSION, 9);
     t.relay.shutdown().await;
 }
 
@@ -401,6 +401,7 @@ async fn a_delivery_whose_receipt_never_comes_is_cut_off_and_records_nothing() {
         version: wire::PROTOCOL_VERSION,
         request: Request::Deliver {
             envelope_id: envelope,
+            from_piece: 0,
         },
     })
     .unwrap();
@@ -412,7 +413,9 @@ async fn a_delivery_whose_receipt_never_comes_is_cut_off_and_records_nothing() {
     let Response::Ok(Reply::Envelope { view }) = wire::decode_frame(&head).unwrap() else {
         panic!("not an envelope")
     };
-    let mut body = vec![0u8; usize::try_from(view.length).unwrap()];
+    // The piece list and the ciphertext.
+    let list = sealrelay::core::envelope::pieces::leaves_bytes(view.length).unwrap();
+    let mut body = vec![0u8; list + usize::try_from(view.length).unwrap()];
     recv.read_exact(&mut body).await.unwrap();
     // The relay gives up on the receipt and resets the stream (within the grace and the
     // body's time at the minimum rate), instead of holding it.

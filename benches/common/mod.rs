@@ -2,6 +2,8 @@
 //! the 1 KiB submission load, and the docs/benchmarks.md section writer.
 #![allow(dead_code)]
 
+pub mod floor;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -202,7 +204,7 @@ pub async fn submissions(
                     grant_id: g.grant.grant_id,
                     user: g.grant.user.clone(),
                     agent: a.id.clone().unwrap_or_else(|| fail("agent id")),
-                    ciphertext_sha256: sealrelay::core::directory::sha256(&body),
+                    ciphertext_root: sealrelay::core::envelope::pieces::digest(&body),
                     ciphertext_len: body.len() as u64,
                 }
                 .sign(&a.signing_key);

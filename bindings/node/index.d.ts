@@ -23,7 +23,7 @@ export interface Delivered {
   envelope_id: string;
   grant_id: string;
   length: number;
-  ciphertext_sha256: string;
+  ciphertext_root: string;
 }
 
 export interface Header {

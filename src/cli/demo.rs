@@ -184,7 +184,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         refused("research-bot (write-only) lists an inbox", bot.conn.call(Request::Inbox { page: sealrelay::core::wire::Page::first() }, None).await.map(|_| ()))?;
         refused(
             "research-bot reads the envelope",
-            bot.conn.call(Request::Fetch { envelope_id }, None).await.map(|_| ()),
+            bot.conn.call(Request::Fetch { envelope_id, from_piece: 0 }, None).await.map(|_| ()),
         )?;
         refused("research-bot replays the used grant", bot.send(g, &mut "more".as_bytes(), base).await)?;
         refused(

@@ -272,7 +272,7 @@ pub fn seal(args: SealArgs) -> Result<()> {
                     grant_id,
                     user: entry.id.clone(),
                     agent: agent_id,
-                    ciphertext_sha256: digest,
+                    ciphertext_root: digest,
                     ciphertext_len: written,
                 }
                 .sign(&agent.signing_key);

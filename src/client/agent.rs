@@ -25,8 +25,8 @@ pub struct Sealed {
     pub grant_id: GrantId,
     pub statement: Signed,
     pub length: u64,
-    /// SHA-256 of the ciphertext (never of the plaintext).
-    pub sha256: [u8; 32],
+    /// The ciphertext's digest: the root of its piece tree (never of the plaintext).
+    pub ciphertext_root: [u8; 32],
     file: std::fs::File,
 }
 
@@ -394,7 +394,7 @@ pub fn seal_for(
             grant_id: grant.grant.grant_id,
             user: grant.grant.user.clone(),
             agent,
-            ciphertext_sha256: digest,
+            ciphertext_root: digest,
             ciphertext_len: len,
         }
         .sign(&identity.signing_key)
@@ -443,7 +443,7 @@ pub fn seal_signed(
         grant_id: grant.grant.grant_id,
         statement,
         length: len,
-        sha256: digest,
+        ciphertext_root: digest,
         file: scratch,
     })
 }

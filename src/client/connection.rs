@@ -121,8 +121,21 @@ fn write_error(e: &quinn::WriteError) -> Error {
 fn read_error(e: &quinn::ReadError) -> Error {
     match e {
         quinn::ReadError::ConnectionLost(c) => connection_error(c),
+        quinn::ReadError::Reset(code)
+            if code.into_inner() == u64::from(crate::core::wire::RESET_DAMAGED) =>
+        {
+            damaged()
+        }
         other => unavailable(other),
     }
+}
+
+/// The relay's `RESET_DAMAGED`: a stored piece of the envelope did not match its leaf.
+pub(crate) fn damaged() -> Error {
+    Error::answered_by_relay(
+        ErrorCode::Integrity.kind(),
+        "the relay found the stored envelope damaged (a piece does not match what its agent signed) and stopped before sending that piece; nothing was opened, and the relay's operator was alerted",
+    )
 }
 
 fn read_exact_error(e: &quinn::ReadExactError) -> Error {
@@ -317,65 +330,6 @@ impl Connection {
         self.conn.close(code.code().into(), code.reason());
         self.endpoint.wait_idle().await;
     }
-}
-
-/// Reads exactly `length` body bytes into `out`, hashing them (SHA-256): this task reads the
-/// network while a blocking thread hashes and writes what it read, so receiving overlaps with
-/// hashing and writing. Gives `out` back with the digest and the length.
-pub(crate) async fn read_body<W: std::io::Write + Send + 'static>(
-    recv: &mut RecvStream,
-    length: u64,
-    out: W,
-) -> Result<(W, [u8; 32], u64)> {
-    // Chunks read ahead of the thread, at most.
-    const AHEAD: usize = 2;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(AHEAD);
-    let (spare_tx, mut spare_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
-    let writer = tokio::task::spawn_blocking(move || {
-        use std::io::Write as _;
-        let mut w = crate::core::envelope::HashingWriter::new(out);
-        while let Some(chunk) = rx.blocking_recv() {
-            w.write_all(&chunk)
-                .map_err(|e| Error::io(format!("cannot write the scratch file: {e}")))?;
-            let _ = spare_tx.send(chunk);
-        }
-        Ok(w.finish())
-    });
-    let read = async move {
-        let mut got = 0u64;
-        while got < length {
-            let mut buf = spare_rx.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
-            buf.resize(CHUNK, 0);
-            let want = usize::try_from((length - got).min(CHUNK as u64)).unwrap_or(CHUNK);
-            match recv
-                .read(&mut buf[..want])
-                .await
-                .map_err(|e| read_error(&e))?
-            {
-                Some(n) => {
-                    buf.truncate(n);
-                    got += n as u64;
-                    if tx.send(buf).await.is_err() {
-                        // The writer stopped on a failure: reported below.
-                        break;
-                    }
-                }
-                None => {
-                    return Err(Error::new(
-                        ErrorKind::Unavailable,
-                        "the relay closed the stream before the whole envelope arrived",
-                    ))
-                }
-            }
-        }
-        Ok(())
-    };
-    let read: Result<()> = read.await;
-    let written = writer
-        .await
-        .map_err(|_| Error::internal("the scratch writer failed"))?;
-    read?;
-    written
 }
 
 /// Reads one response frame.

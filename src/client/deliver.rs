@@ -114,8 +114,8 @@ pub struct Delivered {
     pub grant_id: GrantId,
     /// Ciphertext bytes stored at the relay.
     pub length: u64,
-    /// SHA-256 of the ciphertext (never of the plaintext).
-    pub sha256: [u8; 32],
+    /// The ciphertext's digest: the root of its piece tree (never of the plaintext).
+    pub ciphertext_root: [u8; 32],
 }
 
 /// The grant's facts, as a command gets them in its environment (a connector's command, and
@@ -237,7 +237,7 @@ async fn seal_and_submit(
         envelope_id,
         grant_id: sealed.grant_id,
         length: sealed.length,
-        sha256: sealed.sha256,
+        ciphertext_root: sealed.ciphertext_root,
     })
 }
 

@@ -2,7 +2,7 @@
 //! decrypted until the grant, the agent's entry and its signed statement all verify; then the
 //! envelope is opened locally, a receipt signed and filed, and its proof checked.
 
-use std::io::{Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::Path;
 
 use crate::clock;
@@ -15,7 +15,7 @@ use crate::core::wire::{ReceiptFrame, Reply, Request, WireSigned};
 use crate::error::{Error, Result};
 use crate::ids::EnvelopeId;
 
-use super::connection::read_body;
+use super::download::{Download, Taken};
 use super::header::EnvelopeHeader;
 use super::unexpected;
 use super::user::UserClient;
@@ -38,17 +38,15 @@ pub struct Fetched {
 }
 
 impl UserClient<'_> {
-    /// The envelope's digest and length against the agent's signed statement.
-    fn check_digest(
+    /// The digest the agent (or, for a source's envelope, the source) signed for this envelope,
+    /// once its statement verifies for this grant, user, agent and length.
+    fn signed_digest(
         &self,
         view: &crate::core::wire::EnvelopeView,
         grant: &Grant,
-        digest: [u8; 32],
-        len: u64,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<[u8; 32], String> {
         let authority = authority(self.identity).map_err(|e| e.message().to_owned())?;
         if let Some(by) = &view.sealed_by {
-            // The header verified the source's statement; the digest is what remains.
             let source = verified_entry(&by.source_entry, &authority, None)
                 .map_err(|e| e.message().to_owned())?;
             let statement = view
@@ -60,27 +58,32 @@ impl UserClient<'_> {
                 .map_err(|_| "the source's signed statement does not verify".to_owned())?;
             let s = crate::core::dispatch::SourceSubmission::decode(&statement.statement)
                 .map_err(|e| e.message().to_owned())?;
-            return if s.ciphertext_sha256 == digest && s.ciphertext_len == len {
-                Ok(())
+            return if s.ciphertext_len == view.length {
+                Ok(s.ciphertext_root)
             } else {
-                Err("the ciphertext does not match the source's signed statement (altered in transit or at rest)".to_owned())
+                Err(
+                    "the ciphertext's length does not match the source's signed statement"
+                        .to_owned(),
+                )
             };
         }
         let agent_entry = verified_entry(&view.agent_entry, &authority, Some(&grant.agent))
             .map_err(|e| e.message().to_owned())?;
-        let expected = Submission {
-            grant_id: grant.grant_id,
-            user: self.id.clone(),
-            agent: grant.agent.clone(),
-            ciphertext_sha256: digest,
-            ciphertext_len: len,
-        };
         let statement = view
             .statement
             .to_signed(StatementType::Submission)
             .map_err(|e| e.message().to_owned())?;
+        let claimed =
+            Submission::decode(&statement.statement).map_err(|e| e.message().to_owned())?;
+        let expected = Submission {
+            grant_id: grant.grant_id,
+            user: self.id.clone(),
+            agent: grant.agent.clone(),
+            ciphertext_root: claimed.ciphertext_root,
+            ciphertext_len: view.length,
+        };
         Submission::verify(&statement, &agent_entry.signing_key, &expected)
-            .map(|_| ())
+            .map(|s| s.ciphertext_root)
             .map_err(|e| e.message().to_owned())
     }
 
@@ -96,9 +99,12 @@ impl UserClient<'_> {
     ) -> Result<Fetched> {
         // The receipt goes back on the stream the envelope came on (`Deliver`); dropping `send`
         // without one files none.
-        let (reply, mut send, mut recv) = self
+        let (reply, send, recv) = self
             .conn
-            .call_open(Request::Deliver { envelope_id })
+            .call_open(Request::Deliver {
+                envelope_id,
+                from_piece: 0,
+            })
             .await?;
         let Reply::Envelope { view } = reply else {
             return Err(unexpected(&reply));
@@ -120,19 +126,25 @@ impl UserClient<'_> {
                 scratch_dir.display()
             ))
         })?;
-        let (mut scratch, digest, len) = read_body(&mut recv, view.length, scratch).await?;
-        // The digest is the one claim the header could not check without the ciphertext.
-        let problem = match &header.problem {
-            Some(p) => Some(p.clone()),
-            None => self.check_digest(&view, &grant, digest, len).err(),
+        // The digest the header's statement signs, when it verifies: the piece list is checked
+        // against it before any piece is taken.
+        let signed = match &header.problem {
+            Some(p) => Err(p.clone()),
+            None => self.signed_digest(&view, &grant),
         };
+        let mut download = Download::new(scratch, view.length, signed.as_ref().ok().copied());
+        let (mut streams, altered) = self
+            .download(envelope_id, &view, &mut download, send, recv)
+            .await?;
+        let digest = download.root().unwrap_or(view_digest(&view));
+        let problem = altered.or(signed.err());
         let (status, plaintext_len, problem) = match problem {
             // Never opened: an undecryptable receipt says so, signed.
             Some(p) => (DeliveryStatus::Undecryptable, 0, Some(p)),
             None => {
-                scratch
-                    .seek(SeekFrom::Start(0))
-                    .map_err(|e| Error::io(format!("cannot rewind the scratch file: {e}")))?;
+                let scratch = download
+                    .into_scratch()
+                    .ok_or_else(|| Error::internal("a complete download without its file"))?;
                 let age_id = self
                     .identity
                     .age_identity
@@ -153,7 +165,7 @@ impl UserClient<'_> {
             grant_id: grant.grant_id,
             user: self.id.clone(),
             agent: grant.agent.clone(),
-            ciphertext_sha256: digest,
+            ciphertext_root: digest,
             status,
             time: clock::now(),
         }
@@ -169,7 +181,14 @@ impl UserClient<'_> {
             receipt: wire.clone(),
             old_size,
         };
-        let answer = match on_stream(&mut send, &mut recv, &frame).await {
+        let on = match streams.as_mut() {
+            Some((send, recv)) => on_stream(send, recv, &frame).await,
+            None => Err(Error::new(
+                crate::ErrorKind::Unavailable,
+                "the envelope's stream was given up",
+            )),
+        };
+        let answer = match on {
             Ok(answer) => answer,
             // The stream failed (or the relay stopped waiting for the receipt and reset it): file
             // it on its own. A refusal the relay answered stands.
@@ -232,6 +251,91 @@ impl UserClient<'_> {
             receipt_file,
         })
     }
+}
+
+/// A broken transfer is asked for again from where it broke this many times in a row without a
+/// piece arriving in between.
+const RESUMES: u32 = 3;
+
+impl UserClient<'_> {
+    /// Takes the body of `envelope_id` into `download`, resuming a broken transfer from the first
+    /// piece not yet checked. Gives back the last stream (for the receipt), or none when it was
+    /// given up because the body did not match (then why).
+    async fn download(
+        &self,
+        envelope_id: EnvelopeId,
+        view: &crate::core::wire::EnvelopeView,
+        download: &mut Download,
+        send: quinn::SendStream,
+        recv: quinn::RecvStream,
+    ) -> Result<(
+        Option<(quinn::SendStream, quinn::RecvStream)>,
+        Option<String>,
+    )> {
+        let (mut send, mut recv) = (send, recv);
+        let mut tries = 0;
+        loop {
+            let before = download.next();
+            match download.take(&mut recv).await? {
+                Taken::Complete => return Ok((Some((send, recv)), None)),
+                Taken::Altered(why) => {
+                    // The relay is still sending: this stream is given up, the receipt goes alone.
+                    let _ = recv.stop(0u32.into());
+                    let _ = send.reset(0u32.into());
+                    return Ok((None, Some(why)));
+                }
+                Taken::Damaged => return Err(super::connection::damaged()),
+                Taken::Broken(e) => {
+                    tries = if download.next() > before {
+                        1
+                    } else {
+                        tries + 1
+                    };
+                    if tries > RESUMES {
+                        return Err(e);
+                    }
+                    tracing::info!(error = %e, from_piece = download.next(), "the transfer broke; resuming");
+                    let (reply, s, r) = self
+                        .conn
+                        .call_open(Request::Deliver {
+                            envelope_id,
+                            from_piece: download.next(),
+                        })
+                        .await?;
+                    match reply {
+                        Reply::Envelope { view: again }
+                            if again.length == view.length && again.statement == view.statement => {
+                        }
+                        _ => {
+                            return Err(Error::verification(
+                                "the relay sent another envelope when the transfer resumed",
+                            ))
+                        }
+                    }
+                    (send, recv) = (s, r);
+                }
+            }
+        }
+    }
+}
+
+/// The digest the envelope's statement claims, read without checking it (for the receipt of an
+/// envelope whose piece list never matched: it names what the relay holds).
+fn view_digest(view: &crate::core::wire::EnvelopeView) -> [u8; 32] {
+    let agent = view
+        .statement
+        .to_signed(StatementType::Submission)
+        .ok()
+        .and_then(|s| Submission::decode(&s.statement).ok())
+        .map(|s| s.ciphertext_root);
+    let source = || {
+        view.statement
+            .to_signed(StatementType::SourceSubmission)
+            .ok()
+            .and_then(|s| crate::core::dispatch::SourceSubmission::decode(&s.statement).ok())
+            .map(|s| s.ciphertext_root)
+    };
+    agent.or_else(source).unwrap_or_default()
 }
 
 /// Sends the receipt on the delivery's stream and reads the relay's answer to it.

@@ -14,6 +14,7 @@ mod admin;
 mod agent;
 mod connection;
 mod deliver;
+mod download;
 mod feed;
 mod fetch;
 mod fetch_to;

@@ -278,7 +278,7 @@ pub mod json {
             "envelope_id": hex(d.envelope_id),
             "grant_id": hex(d.grant_id),
             "length": d.length,
-            "ciphertext_sha256": hex(d.sha256),
+            "ciphertext_root": hex(d.ciphertext_root),
         })
     }
 

@@ -148,7 +148,7 @@ impl<'a> SourceClient<'a> {
                 agent: a.dispatch.agent.clone(),
                 source,
                 dispatch_digest: a.dispatch_digest,
-                ciphertext_sha256: digest,
+                ciphertext_root: digest,
                 ciphertext_len: len,
             }
             .sign(&identity.signing_key)

@@ -4,7 +4,7 @@
 //! - [`Dispatch`], signed by the agent: "fill grant G (of user U, for resource R, whose signed
 //!   statement has digest D) at source S".
 //! - [`SourceSubmission`], signed by the source: the envelope it sealed for that dispatch (the
-//!   dispatch's digest, the ciphertext's SHA-256 and length).
+//!   dispatch's digest, the ciphertext's digest (its piece tree root, `envelope::pieces`) and length).
 //! - [`SourceRefusal`], signed by the source: it will not fill it, for a reason from a fixed
 //!   list (never words of the data's own). An assignment the source cannot verify gets no
 //!   refusal at all: the source signs nothing about what it could not check (a relay that
@@ -104,7 +104,7 @@ pub struct SourceSubmission {
     pub source: SpiffeId,
     /// `core::store::statement_digest` of the agent's signed dispatch.
     pub dispatch_digest: [u8; 32],
-    pub ciphertext_sha256: [u8; 32],
+    pub ciphertext_root: [u8; 32],
     pub ciphertext_len: u64,
 }
 
@@ -116,7 +116,7 @@ impl SourceSubmission {
             .str(&self.agent.to_string())
             .str(&self.source.to_string())
             .bytes(&self.dispatch_digest)
-            .bytes(&self.ciphertext_sha256)
+            .bytes(&self.ciphertext_root)
             .u64(self.ciphertext_len);
         w.finish()
     }
@@ -129,7 +129,7 @@ impl SourceSubmission {
             agent: r.str(MAX_SPIFFE_LEN, "agent")?.parse()?,
             source: r.str(MAX_SPIFFE_LEN, "source")?.parse()?,
             dispatch_digest: r.fixed::<32>("dispatch digest")?,
-            ciphertext_sha256: r.fixed::<32>("ciphertext digest")?,
+            ciphertext_root: r.fixed::<32>("ciphertext digest")?,
             ciphertext_len: r.u64()?,
         };
         r.finish()?;
@@ -300,7 +300,7 @@ mod tests {
             agent: d.agent.clone(),
             source: d.source.clone(),
             dispatch_digest: [3; 32],
-            ciphertext_sha256: [4; 32],
+            ciphertext_root: [4; 32],
             ciphertext_len: 9,
         };
         assert_eq!(SourceSubmission::decode(&s.encode()).unwrap(), s);

@@ -325,7 +325,7 @@ pub struct Receipt {
     pub grant_id: GrantId,
     pub user: SpiffeId,
     pub agent: SpiffeId,
-    pub ciphertext_sha256: [u8; 32],
+    pub ciphertext_root: [u8; 32],
     pub status: DeliveryStatus,
     pub time: u64,
 }
@@ -337,7 +337,7 @@ impl Receipt {
             .bytes(self.grant_id.as_bytes())
             .str(&self.user.to_string())
             .str(&self.agent.to_string())
-            .bytes(&self.ciphertext_sha256)
+            .bytes(&self.ciphertext_root)
             .u8(self.status.code())
             .u64(self.time);
         w.finish()
@@ -350,7 +350,7 @@ impl Receipt {
             grant_id: GrantId(r.fixed::<16>("grant id")?),
             user: r.str(MAX_SPIFFE_LEN, "user")?.parse()?,
             agent: r.str(MAX_SPIFFE_LEN, "agent")?.parse()?,
-            ciphertext_sha256: r.fixed::<32>("ciphertext digest")?,
+            ciphertext_root: r.fixed::<32>("ciphertext digest")?,
             status: DeliveryStatus::from_code(r.u8()?)?,
             time: r.u64()?,
         };
@@ -407,7 +407,7 @@ mod tests {
             grant_id: g.grant_id,
             user: g.user.clone(),
             agent: g.agent.clone(),
-            ciphertext_sha256: [3; 32],
+            ciphertext_root: [3; 32],
             status: DeliveryStatus::Undecryptable,
             time: 50,
         };

@@ -11,8 +11,13 @@ use crate::ids::{EnvelopeId, GrantId};
 
 /// ALPN protocol id.
 pub const ALPN: &[u8] = b"sealrelay/1";
+/// QUIC's reset code for a fetched body the relay cut off because a stored piece did not match
+/// its leaf (docs/protocol.md, "Pieces"): damage at rest, not a broken transfer to resume. A
+/// reset may discard what was in flight, the reply frame included, so a client can meet it
+/// anywhere in the answer.
+pub const RESET_DAMAGED: u32 = 2;
 /// Version carried in every request frame.
-pub const PROTOCOL_VERSION: u16 = 8;
+pub const PROTOCOL_VERSION: u16 = 9;
 mod directory;
 mod page;
 mod views;
@@ -90,9 +95,13 @@ pub enum Request {
     Inbox {
         page: Page,
     },
-    /// User: fetch one envelope; the ciphertext follows the response frame.
+    /// User: fetch one envelope. After the response frame come the ciphertext's piece list
+    /// (32 bytes per piece of `core::envelope::pieces::PIECE` bytes, the leaves of the tree
+    /// whose root the statement signs), then the ciphertext from piece `from_piece` on (0 for
+    /// all of it; more to resume a transfer that broke after that many pieces were checked).
     Fetch {
         envelope_id: EnvelopeId,
+        from_piece: u64,
     },
     /// User: record a signed delivery receipt. `old_size`: the newest checkpoint the client
     /// holds, so the answer carries a consistency proof from it.
@@ -188,6 +197,7 @@ pub enum Request {
     /// `Receipt`. A client that files no receipt finishes its side instead.
     Deliver {
         envelope_id: EnvelopeId,
+        from_piece: u64,
     },
     /// Agent (`Feed::Grants`) or user (`Feed::Inbox`): one long-lived stream on which the relay
     /// sends what the matching listing holds now (`Reply::Grants` / `Reply::Inbox` frames),
@@ -280,7 +290,7 @@ pub enum Reply {
         envelopes: Vec<EnvelopeView>,
         next: Option<[u8; 16]>,
     },
-    /// Ciphertext of `view.length` bytes follows.
+    /// The piece list and the ciphertext (from the piece asked for) follow, as `Fetch` says.
     Envelope {
         view: EnvelopeView,
     },

@@ -48,8 +48,8 @@ pub struct Retrieved {
     pub envelope_id: Option<String>,
     /// Ciphertext bytes stored at the relay.
     pub bytes: Option<u64>,
-    /// SHA-256 of the ciphertext (not of the data).
-    pub sha256: Option<String>,
+    /// The ciphertext's digest: the root of its piece tree (not of the data).
+    pub ciphertext_root: Option<String>,
     /// "submitted", or "queued at source" (then `source` names it).
     pub status: String,
     /// The source it was dispatched to.
@@ -217,7 +217,7 @@ impl BlindAgent {
                 handle: handle_for(grant_id),
                 envelope_id: None,
                 bytes: None,
-                sha256: None,
+                ciphertext_root: None,
                 status: "queued at source".to_owned(),
                 source: Some(id.name().to_owned()),
             });
@@ -245,7 +245,7 @@ impl BlindAgent {
             handle: handle_for(grant_id),
             envelope_id: Some(hex(delivered.envelope_id)),
             bytes: Some(delivered.length),
-            sha256: Some(hex(delivered.sha256)),
+            ciphertext_root: Some(hex(delivered.ciphertext_root)),
             status: "submitted".to_owned(),
             source: None,
         })

@@ -114,11 +114,11 @@ pub fn tools() -> Vec<Tool> {
                 "handle": {"type": "string", "description": "pass to delivery_status"},
                 "envelope_id": {"type": ["string", "null"]},
                 "bytes": {"type": ["integer", "null"], "description": "ciphertext bytes stored at the relay"},
-                "sha256": {"type": ["string", "null"], "description": "SHA-256 of the ciphertext, not of the data"},
+                "ciphertext_root": {"type": ["string", "null"], "description": "the ciphertext's digest (the root of its piece tree, docs/protocol.md), not of the data"},
                 "status": {"type": "string", "enum": ["submitted", "queued at source"]},
                 "source": {"type": ["string", "null"], "description": "the source it was dispatched to"}
             },
-            "required": ["handle", "envelope_id", "bytes", "sha256", "status", "source"]
+            "required": ["handle", "envelope_id", "bytes", "ciphertext_root", "status", "source"]
         })))
         .with_annotations(retrieve_notes),
         Tool::new(
@@ -388,7 +388,7 @@ mod tests {
             handle: crate::mcp::handle_for(GrantId([1; 16])),
             envelope_id: Some(crate::ids::hex([2u8; 16])),
             bytes: Some(100),
-            sha256: Some(crate::ids::hex([3u8; 32])),
+            ciphertext_root: Some(crate::ids::hex([3u8; 32])),
             status: "submitted".into(),
             source: None,
         };
@@ -397,7 +397,7 @@ mod tests {
             handle: crate::mcp::handle_for(GrantId([1; 16])),
             envelope_id: None,
             bytes: None,
-            sha256: None,
+            ciphertext_root: None,
             status: "queued at source".into(),
             source: Some("hr".into()),
         };

@@ -19,8 +19,8 @@ use crate::error::{Error, Result};
 use crate::ids::EnvelopeId;
 use crate::local::fs::sync_dir;
 
-/// The bytes of a blob read or written at a time (the network's chunk).
-pub const PIECE: usize = crate::net::frame::CHUNK;
+/// The bytes of a blob read or written at a time: one piece of the ciphertext's piece tree.
+pub const PIECE: usize = crate::core::envelope::pieces::PIECE;
 
 /// A store of large ciphertexts, keyed by envelope id.
 pub trait BlobStore: Send + Sync {
@@ -52,8 +52,11 @@ pub trait BlobWriter: Send {
 pub trait BlobReader: Send {
     /// Replaces `buf` with the next piece (at most [`PIECE`] bytes); empty at the end.
     fn read(&mut self, buf: &mut Vec<u8>) -> Result<()>;
-    /// Back to the first byte.
-    fn rewind(&mut self) -> Result<()>;
+    /// To piece `index` (byte `index ×` [`PIECE`]): the next [`read`](Self::read) returns it.
+    fn seek_piece(&mut self, index: u64) -> Result<()>;
+    /// What was written after the first `length` bytes (the ciphertext's piece list), at most
+    /// `max + 1` bytes of it (so that a longer one shows); then the reader is at the first piece.
+    fn trailer(&mut self, length: u64, max: usize) -> Result<Vec<u8>>;
 }
 
 /// Blob files in the data directory.
@@ -199,9 +202,26 @@ impl BlobReader for FileReader {
         Ok(())
     }
 
-    fn rewind(&mut self) -> Result<()> {
+    fn seek_piece(&mut self, index: u64) -> Result<()> {
+        let at = index
+            .checked_mul(PIECE as u64)
+            .ok_or_else(|| Error::bad_input("a piece past any blob"))?;
         self.file
-            .rewind()
+            .seek(std::io::SeekFrom::Start(at))
+            .map(|_| ())
             .map_err(|e| Error::io(format!("cannot read a blob: {e}")))
+    }
+
+    fn trailer(&mut self, length: u64, max: usize) -> Result<Vec<u8>> {
+        self.file
+            .seek(std::io::SeekFrom::Start(length))
+            .map_err(|e| Error::io(format!("cannot read a blob: {e}")))?;
+        let mut out = Vec::new();
+        (&mut self.file)
+            .take((max as u64).saturating_add(1))
+            .read_to_end(&mut out)
+            .map_err(|e| Error::io(format!("cannot read a blob: {e}")))?;
+        self.seek_piece(0)?;
+        Ok(out)
     }
 }

@@ -4,7 +4,8 @@
 //! * [`header`]: the strict age header codec (parse and serialize byte-identically);
 //! * [`stream`]: the STREAM payload with ring's ChaCha20-Poly1305, chunks in parallel;
 //! * [`validate`]: what the relay checks without any key (shape, lengths, randomness);
-//! * [`submission`]: the agent-signed `{grant, user, agent, SHA-256, length}` statement.
+//! * [`pieces`]: the piece tree whose root is the ciphertext's digest;
+//! * [`submission`]: the agent-signed `{grant, user, agent, digest, length}` statement.
 //!
 //! Keys come through the age crate's `Recipient` and `Identity` traits, the joint where
 //! plugins and hardware keys can come in later.
@@ -13,6 +14,7 @@ mod chunks;
 pub mod header;
 pub mod hybrid;
 pub mod keys;
+pub mod pieces;
 mod pipeline;
 pub mod stream;
 pub mod submission;
@@ -390,35 +392,34 @@ fn open_header<R: BufRead>(
     Ok((payload_key, len + 16))
 }
 
-/// A writer that passes bytes through and keeps their SHA-256 and count.
+/// A writer that passes bytes through and keeps their piece tree ([`pieces`]) and count.
 pub struct HashingWriter<W> {
     inner: W,
-    ctx: ring::digest::Context,
-    len: u64,
+    hasher: pieces::PieceHasher,
 }
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
         HashingWriter {
             inner,
-            ctx: ring::digest::Context::new(&ring::digest::SHA256),
-            len: 0,
+            hasher: pieces::PieceHasher::new(),
         }
     }
-    /// The inner writer, the SHA-256 and the byte count.
+    /// The inner writer, the digest (the piece tree's root) and the byte count.
     pub fn finish(self) -> (W, [u8; 32], u64) {
-        let mut d = [0u8; 32];
-        d.copy_from_slice(self.ctx.finish().as_ref());
-        (self.inner, d, self.len)
+        let (inner, p) = self.finish_pieces();
+        (inner, p.root(), p.len)
+    }
+    /// The inner writer and the pieces' leaves.
+    pub fn finish_pieces(self) -> (W, pieces::Pieces) {
+        (self.inner, self.hasher.finish())
     }
 }
 
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
-        let written = buf.get(..n).unwrap_or_default();
-        self.ctx.update(written);
-        self.len += n as u64;
+        self.hasher.update(buf.get(..n).unwrap_or_default());
         Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {

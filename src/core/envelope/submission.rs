@@ -1,5 +1,5 @@
 //! The submission statement: age does not say who made a file, so the agent signs
-//! `{grant id, user, agent, ciphertext SHA-256, length}` and the user's client verifies it
+//! `{grant id, user, agent, ciphertext digest, length}` (the digest is the root of the ciphertext's piece tree, `super::pieces`) and the user's client verifies it
 //! (against the agent's authority-signed directory entry) before opening anything.
 
 use crate::core::directory::MAX_SPIFFE_LEN;
@@ -14,7 +14,7 @@ pub struct Submission {
     pub grant_id: GrantId,
     pub user: SpiffeId,
     pub agent: SpiffeId,
-    pub ciphertext_sha256: [u8; 32],
+    pub ciphertext_root: [u8; 32],
     pub ciphertext_len: u64,
 }
 
@@ -24,7 +24,7 @@ impl Submission {
         w.bytes(self.grant_id.as_bytes())
             .str(&self.user.to_string())
             .str(&self.agent.to_string())
-            .bytes(&self.ciphertext_sha256)
+            .bytes(&self.ciphertext_root)
             .u64(self.ciphertext_len);
         w.finish()
     }
@@ -35,7 +35,7 @@ impl Submission {
             grant_id: GrantId(r.fixed::<16>("grant id")?),
             user: r.str(MAX_SPIFFE_LEN, "user")?.parse()?,
             agent: r.str(MAX_SPIFFE_LEN, "agent")?.parse()?,
-            ciphertext_sha256: r.fixed::<32>("ciphertext digest")?,
+            ciphertext_root: r.fixed::<32>("ciphertext digest")?,
             ciphertext_len: r.u64()?,
         };
         r.finish()?;
@@ -70,7 +70,7 @@ impl Submission {
                 "the submission statement names another user or agent",
             ));
         }
-        if s.ciphertext_sha256 != expected.ciphertext_sha256
+        if s.ciphertext_root != expected.ciphertext_root
             || s.ciphertext_len != expected.ciphertext_len
         {
             return Err(Error::verification(
@@ -93,7 +93,7 @@ mod tests {
             grant_id: GrantId([7; 16]),
             user: SpiffeId::new("example.org", PartyKind::User, "alice").unwrap(),
             agent: SpiffeId::new("example.org", PartyKind::Agent, "bot").unwrap(),
-            ciphertext_sha256: crate::core::directory::sha256(b"ciphertext"),
+            ciphertext_root: crate::core::directory::sha256(b"ciphertext"),
             ciphertext_len: 10,
         };
         let signed = s.sign(&agent);
@@ -111,7 +111,7 @@ mod tests {
         v.agent = SpiffeId::new("example.org", PartyKind::Agent, "other").unwrap();
         variants.push(v);
         let mut v = s.clone();
-        v.ciphertext_sha256 = crate::core::directory::sha256(b"ciphertexT");
+        v.ciphertext_root = crate::core::directory::sha256(b"ciphertexT");
         variants.push(v);
         let mut v = s.clone();
         v.ciphertext_len = 11;

@@ -117,7 +117,7 @@ fn receipt() -> Result<Receipt> {
         grant_id: GrantId([0x11; 16]),
         user: id(PartyKind::User, "alice")?,
         agent: id(PartyKind::Agent, "research-bot")?,
-        ciphertext_sha256: [0x33; 32],
+        ciphertext_root: [0x33; 32],
         status: DeliveryStatus::Delivered,
         time: NOW + 60,
     })
@@ -240,7 +240,7 @@ fn statements(p: &Parties) -> Result<Value> {
         grant_id: g.grant_id,
         user: g.user.clone(),
         agent: g.agent.clone(),
-        ciphertext_sha256: [0x33; 32],
+        ciphertext_root: [0x33; 32],
         ciphertext_len: 4242,
     };
     out.push(statement(

@@ -66,7 +66,7 @@ pub(super) fn wire(
                         grant_id: g.grant_id,
                         user: g.user.clone(),
                         agent: g.agent.clone(),
-                        ciphertext_sha256: [0x33; 32],
+                        ciphertext_root: [0x33; 32],
                         ciphertext_len: 4242,
                     }
                     .sign(bot),
@@ -79,6 +79,7 @@ pub(super) fn wire(
             "request",
             &req(Request::Fetch {
                 envelope_id: EnvelopeId([0x22; 16]),
+                from_piece: 0,
             }),
         )?,
         frame(
@@ -94,6 +95,7 @@ pub(super) fn wire(
             "request",
             &req(Request::Deliver {
                 envelope_id: EnvelopeId([0x22; 16]),
+                from_piece: 3,
             }),
         )?,
         frame(

@@ -236,11 +236,13 @@ fn hide_others(peer: &Peer, r: Refusal) -> Refusal {
     }
 }
 
-/// The envelope's view and where its ciphertext is; the policy decides on the envelope's owner.
+/// The envelope's view and where its ciphertext is (from piece `from_piece` on); the policy
+/// decides on the envelope's owner.
 pub async fn fetch(
     relay: &Relay,
     peer: &Peer,
     envelope_id: EnvelopeId,
+    from_piece: u64,
     cx: &Cx,
 ) -> Result<(EnvelopeView, StoredBody), Refusal> {
     let now = cx.now;
@@ -269,7 +271,7 @@ pub async fn fetch(
         .ok_or_else(|| Refusal::not_found("envelope"))?;
     let view = view(relay, &record)?;
     // Nothing is sent that does not match what the agent signed for.
-    let body = checked_body(relay, cx, &record).await?;
+    let body = checked_body(relay, cx, &record, from_piece).await?;
     Ok((view, body))
 }
 
@@ -315,7 +317,7 @@ pub async fn receipt(
     if r.user != peer.id
         || r.grant_id != record.grant_id
         || r.agent != record.agent
-        || r.ciphertext_sha256 != record.sha256
+        || r.ciphertext_root != record.sha256
     {
         return Err(Refusal::new(
             ErrorCode::BadRequest,

@@ -70,8 +70,15 @@ pub async fn handle<B: AsyncRead + Unpin + Send>(
             length,
         } => submit::submit(relay, peer, grant_id, statement, length, cx, body).await,
         Request::Inbox { page } => delivery::inbox(relay, peer, page, cx).await,
-        Request::Fetch { envelope_id } | Request::Deliver { envelope_id, .. } => {
-            let (view, body) = delivery::fetch(relay, peer, envelope_id, cx).await?;
+        Request::Fetch {
+            envelope_id,
+            from_piece,
+        }
+        | Request::Deliver {
+            envelope_id,
+            from_piece,
+        } => {
+            let (view, body) = delivery::fetch(relay, peer, envelope_id, from_piece, cx).await?;
             return Ok(Outcome::Envelope { view, body });
         }
         Request::Receipt { receipt, old_size } => {

@@ -285,5 +285,5 @@ pub(crate) fn checked_statement(
             "the source's statement does not match this grant and length",
         ));
     }
-    Ok((signed, s.ciphertext_sha256))
+    Ok((signed, s.ciphertext_root))
 }

@@ -6,6 +6,7 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use crate::core::envelope::pieces;
 use crate::core::envelope::submission::Submission;
 use crate::core::envelope::validate::EnvelopeValidator;
 use crate::core::grant_state;
@@ -27,6 +28,7 @@ use crate::server::services::relay::Relay;
 /// Envelopes up to this size are stored inline in the store (committed with their batch, no
 /// blob and no per-envelope fsync); larger ones stream to the relay's blob store.
 pub const INLINE_MAX: u64 = 64 * 1024;
+const _: () = assert!(INLINE_MAX <= pieces::PIECE as u64);
 
 pub async fn submit<B: AsyncRead + Unpin + Send>(
     relay: &Relay,
@@ -160,7 +162,7 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
                     "the submission statement does not match this grant and length",
                 ));
             }
-            (signed, claimed.ciphertext_sha256)
+            (signed, claimed.ciphertext_root)
         }
     };
 
@@ -172,7 +174,7 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
     let checked = if digest != claimed_sha256 {
         Err(Refusal::new(
             ErrorCode::BadRequest,
-            "the body does not match the SHA-256 in the signed statement",
+            "the body does not match the digest in the signed statement",
         ))
     } else {
         // The body took time: judge the grant's expiry and the caller's standing as of now.
@@ -368,7 +370,6 @@ async fn receive_inline<B: AsyncRead + Unpin + Send>(
 ) -> Result<(Option<Vec<u8>>, [u8; 32]), Refusal> {
     let len = usize::try_from(length).unwrap_or(0);
     let mut kept = vec![0u8; len];
-    let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
     let mut got = 0;
     while got < len {
         let n = body.read(&mut kept[got..]).await.map_err(upload_failed)?;
@@ -381,7 +382,6 @@ async fn receive_inline<B: AsyncRead + Unpin + Send>(
                 .await;
             return Err(Refusal::new(ErrorCode::InvalidEnvelope, e.to_string()));
         }
-        hasher.update(&kept[got..got + n]);
         got += n;
     }
     expect_end(body).await?;
@@ -391,38 +391,56 @@ async fn receive_inline<B: AsyncRead + Unpin + Send>(
             .await;
         return Err(Refusal::new(ErrorCode::InvalidEnvelope, e.to_string()));
     }
-    let mut digest = [0u8; 32];
-    digest.copy_from_slice(hasher.finish().as_ref());
+    // One piece at most (INLINE_MAX ≤ PIECE): its leaf is the root.
+    let digest = pieces::digest(&kept);
     Ok((Some(kept), digest))
 }
 
-/// What the blocking jobs carry from one chunk to the next: the blob, the validator, the hash
-/// and the piece being filled.
+/// What the blocking jobs carry from one chunk to the next: the blob, the validator, the leaf
+/// hashes of the pieces written and the piece being filled.
 struct Taker {
     blob: Box<dyn BlobWriter>,
     validator: EnvelopeValidator,
-    hasher: ring::digest::Context,
+    leaves: Vec<[u8; 32]>,
     piece: Vec<u8>,
 }
 
 impl Taker {
-    /// Validates and hashes a chunk, and writes each piece it fills.
+    /// Validates a chunk, and hashes and writes each piece it fills.
     fn take(&mut self, chunk: &[u8]) -> Result<(), Stop> {
         self.validator
             .update(chunk)
             .map_err(|e| Stop::Invalid(e.to_string()))?;
-        self.hasher.update(chunk);
         let mut rest = chunk;
         while !rest.is_empty() {
             let take = rest.len().min(PIECE - self.piece.len());
             self.piece.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
             if self.piece.len() == PIECE {
-                self.blob
-                    .write(&self.piece)
-                    .map_err(|e| Stop::Refused(e.into()))?;
-                self.piece.clear();
+                self.write_piece()?;
             }
+        }
+        Ok(())
+    }
+
+    fn write_piece(&mut self) -> Result<(), Stop> {
+        self.leaves.push(pieces::leaf(&self.piece));
+        self.blob
+            .write(&self.piece)
+            .map_err(|e| Stop::Refused(e.into()))?;
+        self.piece.clear();
+        Ok(())
+    }
+
+    /// The last, short piece, then the piece list after the ciphertext (what a fetch checks
+    /// each piece against).
+    fn finish(&mut self) -> Result<(), Stop> {
+        if !self.piece.is_empty() {
+            self.write_piece()?;
+        }
+        let list = self.leaves.concat();
+        for part in list.chunks(PIECE) {
+            self.blob.write(part).map_err(|e| Stop::Refused(e.into()))?;
         }
         Ok(())
     }
@@ -451,7 +469,7 @@ async fn receive_blob<B: AsyncRead + Unpin + Send>(
     let mut taker = Some(Taker {
         blob,
         validator,
-        hasher: ring::digest::Context::new(&ring::digest::SHA256),
+        leaves: Vec::new(),
         piece: Vec::with_capacity(PIECE),
     });
     let mut job: Option<Job> = None;
@@ -510,15 +528,11 @@ async fn receive_blob<B: AsyncRead + Unpin + Send>(
     if let Some(r) = read_failure {
         return (Some(t.blob), Err(Stop::Refused(r)));
     }
-    // The last, short piece.
-    let Ok((mut t, written)) = cx
+    // The last, short piece and the piece list.
+    let Ok((t, written)) = cx
         .start(move || {
             let mut t = t;
-            let r = if t.piece.is_empty() {
-                Ok(())
-            } else {
-                t.blob.write(&t.piece).map_err(|e| Stop::Refused(e.into()))
-            };
+            let r = t.finish();
             (t, r)
         })
         .await
@@ -531,15 +545,7 @@ async fn receive_blob<B: AsyncRead + Unpin + Send>(
     let outcome = match expect_end(body).await {
         Err(r) => Err(Stop::Refused(r)),
         Ok(()) => {
-            let mut digest = [0u8; 32];
-            digest.copy_from_slice(
-                std::mem::replace(
-                    &mut t.hasher,
-                    ring::digest::Context::new(&ring::digest::SHA256),
-                )
-                .finish()
-                .as_ref(),
-            );
+            let digest = pieces::root(&t.leaves);
             t.validator
                 .finish()
                 .map(|_| digest)

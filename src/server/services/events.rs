@@ -146,7 +146,7 @@ pub fn envelope_submitted(
 ) -> Event {
     Event {
         detail: format!(
-            "grant={} user={user} sha256={} length={length}",
+            "grant={} user={user} ciphertext_root={} length={length}",
             grant_id.to_hex(),
             hex(sha256)
         ),
@@ -166,10 +166,10 @@ pub fn receipt_recorded(now: u64, user: &SpiffeId, r: &Receipt, signed: &Signed)
     let digest = statement_digest(signed);
     Event {
         detail: format!(
-            "grant={} agent={} sha256={} receipt_sha256={}",
+            "grant={} agent={} ciphertext_root={} receipt_sha256={}",
             r.grant_id.to_hex(),
             r.agent,
-            hex(r.ciphertext_sha256),
+            hex(r.ciphertext_root),
             hex(digest)
         ),
         digest: digest.to_vec(),

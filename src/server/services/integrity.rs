@@ -1,13 +1,17 @@
 //! The stored-ciphertext integrity check, in one place for inline and blob bodies alike:
-//! nothing is sent that does not match the digest the agent signed for (THREATS.md 30). A
-//! mismatch is an alert, an event, and a refusal that sends nothing of the envelope.
+//! nothing is sent that does not match the digest the agent signed for (THREATS.md 30). The
+//! digest is the root of the ciphertext's piece tree (`core::envelope::pieces`): here the
+//! stored piece list is checked against it before the reply, and the shell checks each piece
+//! against its leaf just before it sends it ([`StoredBody::check`]), so there is no whole pass
+//! over the ciphertext before the first byte. A mismatch is an alert, an event, and a refusal
+//! (before the reply) or a reset stream (after it) with nothing altered sent.
 
 use std::fmt;
 
+use crate::core::envelope::pieces::{self, Pieces};
 use crate::core::store::{EnvelopeRecord, WriteOp};
 use crate::core::wire::ErrorCode;
 use crate::ids::EnvelopeId;
-use crate::net::frame::CHUNK;
 use crate::store::blobs::BlobReader;
 
 use super::effects::Cx;
@@ -15,44 +19,73 @@ use super::events;
 use super::refusal::Refusal;
 use super::relay::Relay;
 
-/// A fetched envelope's ciphertext, checked, for the shell to stream after the reply.
-pub enum StoredBody {
-    /// Small envelopes, kept in the store itself.
+/// Where a fetched envelope's ciphertext is.
+pub enum Stored {
+    /// Small envelopes (one piece), kept in the store itself.
     Inline(Vec<u8>),
-    /// A blob of `length` bytes, read once already to check it and rewound.
-    Blob {
-        reader: Box<dyn BlobReader>,
-        length: u64,
-    },
+    /// A blob, its reader at the first piece to send.
+    Blob(Box<dyn BlobReader>),
+}
+
+/// A fetched envelope's ciphertext, its piece list checked against the signed digest, for the
+/// shell to stream after the reply from piece `from` on, checking each piece as it goes.
+pub struct StoredBody {
+    pub envelope_id: EnvelopeId,
+    pub pieces: Pieces,
+    pub from: u64,
+    pub data: Stored,
 }
 
 impl fmt::Debug for StoredBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StoredBody::Inline(b) => f.debug_tuple("Inline").field(&b.len()).finish(),
-            StoredBody::Blob { length, .. } => {
-                f.debug_struct("Blob").field("length", length).finish()
-            }
-        }
+        f.debug_struct("StoredBody")
+            .field("length", &self.pieces.len)
+            .field("from", &self.from)
+            .field("inline", &matches!(self.data, Stored::Inline(_)))
+            .finish()
     }
 }
 
-/// The ciphertext of `record`, checked against its signed digest.
+/// The ciphertext of `record` from piece `from` on, its piece list checked against the signed
+/// digest.
 pub async fn checked_body(
     relay: &Relay,
     cx: &Cx,
     record: &EnvelopeRecord,
+    from: u64,
 ) -> Result<StoredBody, Refusal> {
     let envelope_id = record.envelope_id;
+    let length = record.length;
+    if from > pieces::count(length) {
+        return Err(Refusal::new(
+            ErrorCode::BadRequest,
+            format!(
+                "there is no piece {from}: this envelope has {} (ask from 0 for all of it)",
+                pieces::count(length)
+            ),
+        ));
+    }
     if record.inline {
         let bytes = relay
             .store
             .inline_body(&envelope_id)?
             .ok_or_else(|| Refusal::not_found("envelope"))?;
-        if crate::core::directory::sha256(&bytes) != record.sha256 {
+        if bytes.len() as u64 != length || pieces::digest(&bytes) != record.sha256 {
+            if crate::core::directory::sha256(&bytes) == record.sha256 {
+                return Err(stored_before_pieces());
+            }
             return Err(integrity_failure(relay, &envelope_id, cx.now).await);
         }
-        return Ok(StoredBody::Inline(bytes));
+        let leaves = bytes.chunks(pieces::PIECE).map(pieces::leaf).collect();
+        return Ok(StoredBody {
+            envelope_id,
+            pieces: Pieces {
+                leaves,
+                len: length,
+            },
+            from,
+            data: Stored::Inline(bytes),
+        });
     }
     let blobs = relay.blobs.clone();
     let reader = cx
@@ -62,9 +95,19 @@ pub async fn checked_body(
             tracing::error!(envelope = %envelope_id, "blob missing");
             Refusal::not_found("envelope")
         })?;
-    // Hash the whole blob first (a file's second read comes from the page cache).
-    let (reader, digest) = cx.blocking(move || blob_digest(reader)).await?;
-    if digest != record.sha256 {
+    let max = pieces::leaves_bytes(length)?;
+    let (reader, list) = cx
+        .blocking(move || {
+            let mut reader = reader;
+            let list = reader.trailer(length, max)?;
+            reader.seek_piece(from)?;
+            Ok((reader, list))
+        })
+        .await?;
+    if list.is_empty() && length > 0 {
+        return Err(stored_before_pieces());
+    }
+    let Ok(pieces) = Pieces::checked(&list, length, &record.sha256) else {
         // A database blob deleted while it was read (delivered or expired through another
         // node) reads short: that is no envelope, not a damaged one.
         let blobs = relay.blobs.clone();
@@ -82,35 +125,27 @@ pub async fn checked_body(
             return Err(Refusal::not_found("envelope"));
         }
         return Err(integrity_failure(relay, &envelope_id, cx.now).await);
-    }
-    Ok(StoredBody::Blob {
-        reader,
-        length: record.length,
+    };
+    Ok(StoredBody {
+        envelope_id,
+        pieces,
+        from,
+        data: Stored::Blob(reader),
     })
 }
 
-/// The SHA-256 of a whole blob, then the blob rewound.
-fn blob_digest(
-    mut reader: Box<dyn BlobReader>,
-) -> crate::error::Result<(Box<dyn BlobReader>, [u8; 32])> {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = Vec::with_capacity(CHUNK);
-    loop {
-        reader.read(&mut buf)?;
-        if buf.is_empty() {
-            break;
-        }
-        ctx.update(&buf);
-    }
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    reader.rewind()?;
-    Ok((reader, out))
+/// An envelope a relay before protocol version 9 stored (its digest is a plain SHA-256, and a
+/// blob has no piece list): not damaged, but no client of this version can check it.
+fn stored_before_pieces() -> Refusal {
+    Refusal::new(
+        ErrorCode::Conflict,
+        "this envelope was stored by a relay older than protocol version 9 and cannot be delivered by this one: ask its agent to send it again",
+    )
 }
 
 /// Stored ciphertext does not match its digest: an alert, an event, and the refusal the caller
 /// gets (nothing of the envelope is sent).
-async fn integrity_failure(relay: &Relay, envelope_id: &EnvelopeId, now: u64) -> Refusal {
+pub async fn integrity_failure(relay: &Relay, envelope_id: &EnvelopeId, now: u64) -> Refusal {
     tracing::error!(target: "sealrelay::alert", envelope = %envelope_id, "stored ciphertext does not match its digest");
     let event = events::integrity_failure(now, &relay.actor("store"), envelope_id);
     if let Err(e) = relay.committer.commit(WriteOp::Append { event }).await {

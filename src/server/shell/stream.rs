@@ -13,13 +13,16 @@ use tokio::io::AsyncReadExt;
 
 use crate::core::wire::{ErrorCode, Reply, RequestFrame, Response, PROTOCOL_VERSION};
 use crate::error::{Error, ErrorKind, Result};
-use crate::net::frame::{read_frame, write_frame, WriteFrameError, CHUNK};
+use crate::net::frame::{read_frame, write_frame, WriteFrameError};
 use crate::net::Peer;
 use crate::store::blobs::BlobReader;
 
+use crate::core::envelope::pieces;
 use crate::core::wire::Request;
+use crate::ids::EnvelopeId;
 use crate::server::handlers::{self, Outcome, StoredBody};
 use crate::server::services::in_flight::InFlightGuard;
+use crate::server::services::integrity::{integrity_failure, Stored};
 use crate::server::services::metrics::code_label;
 use crate::server::services::refusal::Refusal;
 use crate::server::services::relay::Relay;
@@ -262,6 +265,14 @@ async fn write_response(send: &mut SendStream, response: &Response) -> Result<()
     })
 }
 
+/// A stored piece that does not match its leaf: the operator alerted and the event logged, then
+/// the stream reset with `RESET_DAMAGED` instead of the piece.
+async fn damaged(relay: &Relay, send: &mut SendStream, envelope_id: &EnvelopeId) -> Failure {
+    let _ = integrity_failure(relay, envelope_id, crate::clock::now()).await;
+    let _ = send.reset(crate::core::wire::RESET_DAMAGED.into());
+    Failure::Gone
+}
+
 /// A failure after the `Ok` header went out: the body cannot be followed by an error frame (the
 /// client would read it as ciphertext), so the stream is reset; the client sees the body cut
 /// short and verifies nothing.
@@ -329,7 +340,10 @@ async fn paced_write(
     }
 }
 
-/// The envelope reply, then its ciphertext (checked by the handler before anything is sent).
+/// The envelope reply, the piece list, then the ciphertext from the piece asked for, each
+/// piece checked against its leaf just before it is sent (the list was checked against the
+/// signed digest by the handler): an altered piece is never sent, and there is no whole pass
+/// over the ciphertext before the first byte.
 async fn send_envelope(
     relay: &Relay,
     send: &mut SendStream,
@@ -337,48 +351,61 @@ async fn send_envelope(
     body: StoredBody,
     finish: bool,
 ) -> std::result::Result<(), Failure> {
-    match body {
-        StoredBody::Inline(bytes) => {
-            let pace = download_pace(relay);
-            paced_header(send, &pace, reply).await?;
-            paced_write(send, &pace, 0, &bytes).await?;
-            relay.metrics.envelope_bytes(false, bytes.len() as u64);
-        }
-        StoredBody::Blob { reader, length } => {
-            // The pace starts here: checking the blob (the handler did) is the relay's time,
-            // not the client's.
-            let pace = download_pace(relay);
-            paced_header(send, &pace, reply).await?;
-            // The next piece is read while this one is written.
-            let (mut reader, mut buf) = next_piece(reader, Vec::with_capacity(CHUNK))
-                .await
-                .map_err(|r| after_header(send, r.into()))?;
-            let mut spare = Vec::with_capacity(CHUNK);
-            let mut sent = 0u64;
-            while sent < length {
-                if buf.is_empty() {
-                    let r = Refusal::from(Error::io("a blob is shorter than its record"));
-                    return Err(after_header(send, r.into()));
+    let StoredBody {
+        envelope_id,
+        pieces: tree,
+        from,
+        data,
+    } = body;
+    // The pace starts here: checking the list (the handler did) is the relay's time.
+    let pace = download_pace(relay);
+    paced_header(send, &pace, reply).await?;
+    let list = tree.to_bytes();
+    paced_write(send, &pace, 0, &list).await?;
+    let mut sent = list.len() as u64;
+    let length = tree.len;
+    let count = pieces::count(length);
+    let mut index = from;
+    match data {
+        Stored::Inline(bytes) => {
+            if index < count {
+                if tree.check(index, &bytes).is_err() {
+                    return Err(damaged(relay, send, &envelope_id).await);
                 }
-                let n = buf
-                    .len()
-                    .min(usize::try_from(length - sent).unwrap_or(usize::MAX));
-                let ahead = (sent + (n as u64) < length)
-                    .then(|| tokio::spawn(next_piece(reader, std::mem::take(&mut spare))));
-                paced_write(send, &pace, sent, &buf[..n]).await?;
-                sent += n as u64;
-                let Some(ahead) = ahead else { break };
-                let (r, next) = ahead
+                paced_write(send, &pace, sent, &bytes).await?;
+                sent += bytes.len() as u64;
+            }
+        }
+        Stored::Blob(reader) => {
+            // The next piece is read while this one is checked and written.
+            let mut next = (index < count)
+                .then(|| tokio::spawn(next_piece(reader, Vec::with_capacity(pieces::PIECE))));
+            let mut spare = Vec::with_capacity(pieces::PIECE);
+            while let Some(ahead) = next.take() {
+                let (reader, mut buf) = ahead
                     .await
                     .map_err(|_| Refusal::from(Error::internal("a blob read failed")))
                     .and_then(|piece| piece)
                     .map_err(|r| after_header(send, r.into()))?;
-                reader = r;
-                spare = std::mem::replace(&mut buf, next);
+                let want = pieces::piece_len(length, index);
+                if buf.len() < want {
+                    let r = Refusal::from(Error::io("a blob is shorter than its record"));
+                    return Err(after_header(send, r.into()));
+                }
+                buf.truncate(want);
+                next = (index + 1 < count)
+                    .then(|| tokio::spawn(next_piece(reader, std::mem::take(&mut spare))));
+                if tree.check(index, &buf).is_err() {
+                    return Err(damaged(relay, send, &envelope_id).await);
+                }
+                paced_write(send, &pace, sent, &buf).await?;
+                sent += buf.len() as u64;
+                index += 1;
+                spare = buf;
             }
-            relay.metrics.envelope_bytes(false, sent);
         }
     }
+    relay.metrics.envelope_bytes(false, sent);
     if finish {
         let _ = send.finish();
     }

@@ -231,8 +231,35 @@ impl BlobReader for PgReader {
         Ok(())
     }
 
-    fn rewind(&mut self) -> Result<()> {
-        self.seq = 0;
+    fn seek_piece(&mut self, index: u64) -> Result<()> {
+        self.seq = i32::try_from(index).map_err(|_| Error::bad_input("a piece past any blob"))?;
         Ok(())
+    }
+
+    /// The ciphertext's pieces are whole but the last, one row each: what follows starts at
+    /// the row after them.
+    fn trailer(&mut self, length: u64, max: usize) -> Result<Vec<u8>> {
+        let first = i32::try_from(crate::core::envelope::pieces::count(length))
+            .map_err(|_| Error::bad_input("a blob of too many pieces"))?;
+        let id = self.id.clone();
+        // Rows enough for `max + 1` bytes, no more.
+        let rows_max = i64::try_from(max / PIECE + 2).unwrap_or(i64::MAX);
+        let rows = self.pool.run(move |conn, _| {
+            let rows = conn
+                .client
+                .query(
+                    "SELECT data FROM blob_pieces WHERE envelope_id = $1 AND seq >= $2 ORDER BY seq LIMIT $3",
+                    &[&id, &first, &rows_max],
+                )
+                .map_err(pg_err)?;
+            Ok(rows
+                .into_iter()
+                .map(|r| r.get::<_, Vec<u8>>(0))
+                .collect::<Vec<_>>())
+        })?;
+        let mut out = rows.concat();
+        out.truncate(max.saturating_add(1));
+        self.seq = 0;
+        Ok(out)
     }
 }

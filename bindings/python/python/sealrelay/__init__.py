@@ -129,7 +129,7 @@ class AgentClient:
 
     def deliver(self, grant: str, data: Data, retry_attempts: int = 3) -> Dict[str, Any]:
         """Seals ``data`` to the grant's user and submits it (streamed: a path or a generator is
-        never held whole). Returns ``envelope_id``, ``length`` and ``ciphertext_sha256``."""
+        never held whole). Returns ``envelope_id``, ``length`` and ``ciphertext_root``."""
         if isinstance(data, os.PathLike):
             return json.loads(self._n.deliver_path(grant, os.fspath(data), retry_attempts))
         return json.loads(self._n.deliver_chunks(grant, _next_chunk(data), retry_attempts))

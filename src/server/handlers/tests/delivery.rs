@@ -80,9 +80,14 @@ async fn large_envelopes_become_blob_files_and_a_refused_one_leaves_none() {
     else {
         panic!("not submitted")
     };
+    // The ciphertext, then its piece list.
+    let mut hasher = crate::core::envelope::pieces::PieceHasher::new();
+    hasher.update(&body);
+    let mut stored = body.clone();
+    stored.extend_from_slice(&hasher.finish().to_bytes());
     assert_eq!(
         std::fs::read(blobs.join(envelope_id.to_hex())).unwrap(),
-        body
+        stored
     );
 }
 
@@ -139,7 +144,10 @@ async fn only_the_requester_sees_and_fetches_its_envelope_then_files_a_receipt()
     let outcome = handle(
         &f.relay,
         &peer(&f.alice),
-        Request::Fetch { envelope_id },
+        Request::Fetch {
+            envelope_id,
+            from_piece: 0,
+        },
         &f.cx(),
         &mut &[][..],
     )
@@ -148,7 +156,11 @@ async fn only_the_requester_sees_and_fetches_its_envelope_then_files_a_receipt()
     match outcome {
         Outcome::Envelope {
             view,
-            body: StoredBody::Inline(bytes),
+            body:
+                StoredBody {
+                    data: Stored::Inline(bytes),
+                    ..
+                },
         } => {
             assert_eq!(view.envelope_id, envelope_id);
             assert_eq!(bytes, body);
@@ -162,7 +174,10 @@ async fn only_the_requester_sees_and_fetches_its_envelope_then_files_a_receipt()
         let r = handle(
             &f.relay,
             &peer(who),
-            Request::Fetch { envelope_id },
+            Request::Fetch {
+                envelope_id,
+                from_piece: 0,
+            },
             &f.cx(),
             &mut &[][..],
         )
@@ -174,6 +189,7 @@ async fn only_the_requester_sees_and_fetches_its_envelope_then_files_a_receipt()
         &peer(&f.bob),
         Request::Fetch {
             envelope_id: EnvelopeId([0; 16]),
+            from_piece: 0,
         },
         &f.cx(),
         &mut &[][..],
@@ -183,7 +199,10 @@ async fn only_the_requester_sees_and_fetches_its_envelope_then_files_a_receipt()
     let others = handle(
         &f.relay,
         &peer(&f.bob),
-        Request::Fetch { envelope_id },
+        Request::Fetch {
+            envelope_id,
+            from_piece: 0,
+        },
         &f.cx(),
         &mut &[][..],
     )
@@ -516,7 +535,7 @@ async fn x25519_envelopes_are_refused_while_post_quantum_is_required() {
             grant_id,
             user: f.alice.id.clone().unwrap(),
             agent: f.bot.id.clone().unwrap(),
-            ciphertext_sha256: sha256(&body),
+            ciphertext_root: crate::core::envelope::pieces::digest(&body),
             ciphertext_len: body.len() as u64,
         }
         .sign(&f.bot.signing_key);

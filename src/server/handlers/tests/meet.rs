@@ -88,7 +88,7 @@ impl Fixture {
             grant_id,
             user: user.id.clone().unwrap(),
             agent: self.bot.id.clone().unwrap(),
-            ciphertext_sha256: sha256(body),
+            ciphertext_root: crate::core::envelope::pieces::digest(body),
             ciphertext_len: body.len() as u64,
         }
         .sign(&self.bot.signing_key);
@@ -282,7 +282,7 @@ async fn undecryptable_receipts_count_once_per_user() {
             grant_id,
             user: who.id.clone().unwrap(),
             agent: f.bot.id.clone().unwrap(),
-            ciphertext_sha256: digest,
+            ciphertext_root: digest,
             status: DeliveryStatus::Undecryptable,
             time: f.now(),
         }

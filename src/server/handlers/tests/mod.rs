@@ -25,6 +25,7 @@ use crate::server::shell::startup;
 use crate::store::redb::RedbStore;
 
 use super::{handle, Outcome, StoredBody};
+use crate::server::services::integrity::Stored;
 
 mod admin;
 mod delivery;
@@ -185,7 +186,7 @@ impl Fixture {
             grant_id,
             user: self.alice.id.clone().unwrap(),
             agent: self.bot.id.clone().unwrap(),
-            ciphertext_sha256: sha256(&body),
+            ciphertext_root: crate::core::envelope::pieces::digest(&body),
             ciphertext_len: body.len() as u64,
         }
         .sign(&self.bot.signing_key);
@@ -218,7 +219,7 @@ impl Fixture {
             grant_id,
             user: self.alice.id.clone().unwrap(),
             agent: self.bot.id.clone().unwrap(),
-            ciphertext_sha256: sha256(body),
+            ciphertext_root: crate::core::envelope::pieces::digest(body),
             status: DeliveryStatus::Delivered,
             time: self.now(),
         }

@@ -67,7 +67,7 @@ fn undecryptable(
         grant_id,
         user: f.alice.id.clone().unwrap(),
         agent: f.bot.id.clone().unwrap(),
-        ciphertext_sha256: digest,
+        ciphertext_root: digest,
         status: DeliveryStatus::Undecryptable,
         time: f.now(),
     }
@@ -141,7 +141,10 @@ async fn a_rotated_users_old_identity_finishes_what_was_sealed_to_it_and_the_age
     let outcome = handle(
         &f.relay,
         &peer(&f.alice),
-        Request::Fetch { envelope_id: e2 },
+        Request::Fetch {
+            envelope_id: e2,
+            from_piece: 0,
+        },
         &f.cx(),
         &mut &[][..],
     )
@@ -150,7 +153,11 @@ async fn a_rotated_users_old_identity_finishes_what_was_sealed_to_it_and_the_age
     let Outcome::Envelope { body, .. } = outcome else {
         panic!()
     };
-    let StoredBody::Inline(bytes) = body else {
+    let StoredBody {
+        data: Stored::Inline(bytes),
+        ..
+    } = body
+    else {
         panic!()
     };
     f.call(&f.alice, f.receipt(e2, g2, &bytes))
@@ -192,7 +199,10 @@ async fn a_rotated_users_old_identity_finishes_what_was_sealed_to_it_and_the_age
     let r = handle(
         &f.relay,
         &peer(&f.alice),
-        Request::Fetch { envelope_id: e5 },
+        Request::Fetch {
+            envelope_id: e5,
+            from_piece: 0,
+        },
         &f.cx(),
         &mut &[][..],
     )

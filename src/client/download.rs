@@ -1,0 +1,183 @@
+//! Receiving a fetched envelope's body (docs/protocol.md, `Fetch`): first the piece list,
+//! checked once against the digest the agent (or source) signed; then each piece, checked
+//! against its leaf as it arrives and written at its place in the scratch file by a blocking
+//! thread while the next piece is read. Nothing unchecked is ever written, so a transfer that
+//! breaks resumes from the first piece not yet written ([`Download::next`]), byte-exact, and a
+//! piece that does not match stops it at once.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::core::envelope::pieces::{self, Pieces};
+use crate::error::{Error, ErrorKind, Result};
+
+/// A body being received into a scratch file, possibly over several streams.
+pub struct Download {
+    scratch: Option<File>,
+    length: u64,
+    /// The signed digest, when the header gave one to check against; without it the list is
+    /// taken as it comes (an envelope already judged undecryptable: its receipt names what came).
+    root: Option<[u8; 32]>,
+    pieces: Option<Pieces>,
+    next: u64,
+}
+
+/// How one stream's share of the body ended.
+#[derive(Debug)]
+pub enum Taken {
+    /// Every piece arrived and matched.
+    Complete,
+    /// The stream broke (or the relay reset it) after [`Download::next`] good pieces: ask again
+    /// from there.
+    Broken(Error),
+    /// The list or a piece does not match the signed digest: nothing of it was written.
+    Altered(String),
+    /// The relay found a stored piece damaged and stopped before sending it.
+    Damaged,
+}
+
+impl Download {
+    pub fn new(scratch: File, length: u64, root: Option<[u8; 32]>) -> Self {
+        Download {
+            scratch: Some(scratch),
+            length,
+            root,
+            pieces: None,
+            next: 0,
+        }
+    }
+
+    /// The pieces checked and written so far: where a resumed fetch starts.
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
+    /// The piece list's root: the digest of what was received (once the list has arrived).
+    pub fn root(&self) -> Option<[u8; 32]> {
+        self.pieces.as_ref().map(Pieces::root)
+    }
+
+    /// The scratch file, once the download is complete.
+    pub fn into_scratch(self) -> Option<File> {
+        (self.pieces.is_some() && self.next == pieces::count(self.length))
+            .then_some(self.scratch)
+            .flatten()
+    }
+
+    /// Reads the body of a reply to a fetch from piece [`next`](Self::next): the piece list,
+    /// then the pieces from there on.
+    pub async fn take<R: AsyncRead + Unpin>(&mut self, recv: &mut R) -> Result<Taken> {
+        let mut list = vec![0u8; pieces::leaves_bytes(self.length)?];
+        if let Err(e) = recv.read_exact(&mut list).await {
+            return Ok(broken(&e));
+        }
+        match &self.pieces {
+            // A resumed stream must send the same list.
+            Some(had) if had.to_bytes() != list => {
+                return Ok(Taken::Altered(
+                    "the piece list changed between two parts of one transfer".into(),
+                ))
+            }
+            Some(_) => {}
+            None => {
+                let root = self.root.unwrap_or_else(|| pieces::root(&leaves_of(&list)));
+                match Pieces::checked(&list, self.length, &root) {
+                    Ok(p) => self.pieces = Some(p),
+                    Err(e) => return Ok(Taken::Altered(e.message().to_owned())),
+                }
+            }
+        }
+        let tree = self.pieces.clone().unwrap_or_default();
+        let scratch = self
+            .scratch
+            .take()
+            .ok_or_else(|| Error::internal("a download without its scratch file"))?;
+        // The thread checks and writes; this task reads ahead of it by at most two pieces.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, Vec<u8>)>(2);
+        let (spare_tx, mut spare_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+        let writer = tokio::task::spawn_blocking(move || {
+            let mut good = None;
+            while let Some((index, piece)) = rx.blocking_recv() {
+                if let Err(e) = tree.check(index, &piece) {
+                    return (scratch, good, Some(Ok(e.message().to_owned())));
+                }
+                let at = index.saturating_mul(pieces::PIECE as u64);
+                if let Err(e) = scratch.write_all_at(&piece, at) {
+                    let e = Error::io(format!("cannot write the scratch file: {e}"));
+                    return (scratch, good, Some(Err(e)));
+                }
+                good = Some(index);
+                let _ = spare_tx.send(piece);
+            }
+            (scratch, good, None)
+        });
+        let count = pieces::count(self.length);
+        let mut cut = None;
+        for index in self.next..count {
+            let mut buf = spare_rx.try_recv().unwrap_or_default();
+            buf.resize(pieces::piece_len(self.length, index), 0);
+            if let Err(e) = recv.read_exact(&mut buf).await {
+                cut = Some(broken(&e));
+                break;
+            }
+            if tx.send((index, buf)).await.is_err() {
+                // The thread stopped on a bad piece or a failed write: reported below.
+                break;
+            }
+        }
+        drop(tx);
+        let (scratch, good, failed) = writer
+            .await
+            .map_err(|_| Error::internal("the scratch writer failed"))?;
+        self.scratch = Some(scratch);
+        if let Some(good) = good {
+            self.next = good + 1;
+        }
+        match failed {
+            Some(Ok(altered)) => return Ok(Taken::Altered(altered)),
+            Some(Err(e)) => return Err(e),
+            None => {}
+        }
+        Ok(cut.unwrap_or(Taken::Complete))
+    }
+}
+
+fn leaves_of(list: &[u8]) -> Vec<[u8; 32]> {
+    list.chunks_exact(pieces::LEAF)
+        .map(|c| {
+            let mut h = [0u8; 32];
+            h.copy_from_slice(c);
+            h
+        })
+        .collect()
+}
+
+/// A read that failed: the relay's damaged-piece reset, or a broken transfer.
+fn broken(e: &std::io::Error) -> Taken {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<quinn::ReadError>())
+    {
+        Some(quinn::ReadError::Reset(code))
+            if code.into_inner() == u64::from(crate::core::wire::RESET_DAMAGED) =>
+        {
+            return Taken::Damaged
+        }
+        Some(quinn::ReadError::ConnectionLost(c)) => {
+            return Taken::Broken(super::connection::connection_error(c))
+        }
+        _ => {}
+    }
+    let message = match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => {
+            "the relay closed the stream before the whole envelope arrived".to_owned()
+        }
+        _ => format!("relay connection failed: {e}"),
+    };
+    Taken::Broken(Error::new(ErrorKind::Unavailable, message))
+}
+
+#[cfg(test)]
+mod tests;
