@@ -285,7 +285,8 @@ fn main() {
                 ciphertext_len: len,
             }
             .sign(&agents[1].signing_key);
-            let t = Instant::now();
+            let cpu = || cpu_secs(&relay_pid) + cpu_secs("self");
+            let (t, cpu0) = (Instant::now(), cpu());
             let env = ac
                 .submit_raw(
                     gid,
@@ -296,12 +297,19 @@ fn main() {
                 .await
                 .or_fail("upload");
             let up = len as f64 / t.elapsed().as_secs_f64() / 1e6;
-            let t = Instant::now();
+            let up_busy = (cpu() - cpu0) / t.elapsed().as_secs_f64();
+            let (t, cpu0) = (Instant::now(), cpu());
             let f = uc
                 .fetch(env, &scratch, &mut std::io::sink())
                 .await
                 .or_fail("fetch");
             let down = len as f64 / t.elapsed().as_secs_f64() / 1e6;
+            // Cores kept busy (relay and clients together): near the machine's count, the
+            // transfer is bound by CPU, not by waiting.
+            let down_busy = (cpu() - cpu0) / t.elapsed().as_secs_f64();
+            eprintln!(
+                "{mib} MiB: cores busy (relay + client) up {up_busy:.2}, down {down_busy:.2}"
+            );
             assert!(f.plaintext_len == mib << 20);
             let _ = std::fs::remove_file(&path);
             (up, down, relay.peak_rss_mib())

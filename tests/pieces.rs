@@ -284,6 +284,18 @@ async fn an_altered_stored_piece_is_never_sent_or_opened() {
     };
     assert_eq!(code, ErrorCode::Integrity);
 
+    // The list stripped, or the blob cut short: damage (not an envelope of an older relay).
+    for cut in [usize::try_from(length).unwrap(), 1000] {
+        std::fs::write(&blob, &good[..cut]).unwrap();
+        let before = integrity_failures(&w);
+        let (reply, _) = raw_fetch(&conn, w.envelope_id, 0).await;
+        let Response::Err { code, .. } = reply else {
+            panic!("a blob cut to {cut} bytes was answered: {reply:?}")
+        };
+        assert_eq!(code, ErrorCode::Integrity, "cut to {cut}");
+        assert_eq!(integrity_failures(&w), before + 1, "cut to {cut}");
+    }
+
     // Put back, it is delivered whole, once.
     std::fs::write(&blob, &good).unwrap();
     let mut out = Vec::new();

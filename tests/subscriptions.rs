@@ -371,7 +371,7 @@ async fn a_quarantined_or_revoked_subscriber_gets_nothing_more_and_no_one_gets_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_whose_receipt_never_comes_is_cut_off_and_records_nothing() {
     use harness::pki::RawClient;
-    use sealrelay::core::wire::{self, Reply, Request, RequestFrame, Response};
+    use sealrelay::core::wire;
     let t = common::test_relay(
         &[
             user("alice", 2, &["engineer"]),
@@ -396,27 +396,7 @@ async fn a_delivery_whose_receipt_never_comes_is_cut_off_and_records_nothing() {
     // The raw client takes the whole envelope, then sends nothing and keeps its side open.
     let raw = RawClient::new(Some((alice_id, alice_id.cert.clone().unwrap())), wire::ALPN);
     let conn = raw.connect(t.relay.local_addr).await;
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    let frame = wire::encode_frame(&RequestFrame {
-        version: wire::PROTOCOL_VERSION,
-        request: Request::Deliver {
-            envelope_id: envelope,
-            from_piece: 0,
-        },
-    })
-    .unwrap();
-    send.write_all(&frame).await.unwrap();
-    let mut prefix = [0u8; 4];
-    recv.read_exact(&mut prefix).await.unwrap();
-    let mut head = vec![0u8; wire::frame_len(prefix).unwrap()];
-    recv.read_exact(&mut head).await.unwrap();
-    let Response::Ok(Reply::Envelope { view }) = wire::decode_frame(&head).unwrap() else {
-        panic!("not an envelope")
-    };
-    // The piece list and the ciphertext.
-    let list = sealrelay::core::envelope::pieces::leaves_bytes(view.length).unwrap();
-    let mut body = vec![0u8; list + usize::try_from(view.length).unwrap()];
-    recv.read_exact(&mut body).await.unwrap();
+    let (send, mut recv) = raw_deliver(&conn, envelope).await;
     // The relay gives up on the receipt and resets the stream (within the grace and the
     // body's time at the minimum rate), instead of holding it.
     let mut more = [0u8; 1];
@@ -444,4 +424,152 @@ async fn a_delivery_whose_receipt_never_comes_is_cut_off_and_records_nothing() {
         .count();
     assert_eq!(receipts, 1);
     t.relay.shutdown().await;
+}
+
+/// What a quota lets one party do to another: one agent's subscriptions to its grants are capped
+/// at 64 open at once, over all its connections; the 65th is refused in one line
+/// (`QuotaExceeded`), and another agent still subscribes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_party_holds_at_most_64_subscriptions_to_one_feed_and_others_are_not_affected() {
+    let t = common::test_relay(
+        &[
+            user("alice", 2, &["engineer"]),
+            agent("research-bot", &["tickets/*"]),
+            agent("other-bot", &["tickets/*"]),
+        ],
+        |_| {},
+    )
+    .await;
+    // Two connections (64 streams each at most): 40 and 24 subscriptions.
+    let a = AgentClient::connect(&t.ids[1], &t.addr).await.unwrap();
+    let b = AgentClient::connect(&t.ids[1], &t.addr).await.unwrap();
+    let mut held = Vec::new();
+    for (client, n) in [(&a, 40), (&b, 24)] {
+        for _ in 0..n {
+            let mut feed = client.subscribe(&mut Followed::default()).await.unwrap();
+            // Live: the relay holds it (and counts it).
+            assert_eq!(next_grants(client, &mut feed).await, None);
+            held.push(feed);
+        }
+    }
+    let mut over = b.subscribe(&mut Followed::default()).await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(10), b.next_grants(&mut over))
+        .await
+        .expect("the 65th subscription was neither refused nor served")
+        .expect_err("a 65th subscription was served");
+    assert!(
+        err.message().contains("at most 64 subscriptions") && !err.message().contains('\n'),
+        "{err}"
+    );
+    // Another agent is not affected.
+    let other = AgentClient::connect(&t.ids[2], &t.addr).await.unwrap();
+    let mut feed = other.subscribe(&mut Followed::default()).await.unwrap();
+    assert_eq!(next_grants(&other, &mut feed).await, None);
+    // The 64 still get what is pushed.
+    let alice = UserClient::connect(&t.ids[0], &t.addr).await.unwrap();
+    let gid = alice
+        .grant(&grant_req("research-bot", "tickets/1"))
+        .await
+        .unwrap();
+    let feed = held.last_mut().unwrap();
+    assert_eq!(next_grants(&b, feed).await, Some(vec![gid]));
+    t.relay.shutdown().await;
+}
+
+/// Bytes after a `Deliver`'s body that are not one well-formed receipt frame are refused in
+/// one line (`BadRequest`), and nothing is recorded: the envelope still waits, and a proper
+/// fetch delivers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_receipt_frame_on_a_delivery_records_nothing() {
+    use harness::pki::RawClient;
+    use sealrelay::core::wire::{self, ErrorCode, Request, RequestFrame, Response};
+    let t = common::test_relay(
+        &[
+            user("alice", 2, &["engineer"]),
+            agent("research-bot", &["tickets/*"]),
+        ],
+        |_| {},
+    )
+    .await;
+    let (alice_id, bot_id) = (&t.ids[0], &t.ids[1]);
+    let alice = UserClient::connect(alice_id, &t.addr).await.unwrap();
+    let bot = AgentClient::connect(bot_id, &t.addr).await.unwrap();
+    alice
+        .grant(&grant_req("research-bot", "tickets/1"))
+        .await
+        .unwrap();
+    let open = bot.grants().await.unwrap().pop().unwrap();
+    let envelope = bot.send(&open, &mut &b"kept"[..], &t.dir).await.unwrap();
+
+    let raw = RawClient::new(Some((alice_id, alice_id.cert.clone().unwrap())), wire::ALPN);
+    let conn = raw.connect(t.relay.local_addr).await;
+    // A frame of the wrong type, a truncated one, and garbage with a huge length prefix.
+    let wrong = wire::encode_frame(&RequestFrame {
+        version: wire::PROTOCOL_VERSION,
+        request: Request::Inbox {
+            page: wire::Page::first(),
+        },
+    })
+    .unwrap();
+    let truncated = wrong[..wrong.len() - 1].to_vec();
+    let huge = vec![0xff, 0xff, 0xff, 0xff, 1, 2, 3];
+    for (what, bytes) in [
+        ("wrong type", wrong),
+        ("truncated", truncated),
+        ("huge", huge),
+    ] {
+        let (mut send, mut recv) = raw_deliver(&conn, envelope).await;
+        send.write_all(&bytes).await.unwrap();
+        send.finish().unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(20), recv.read_to_end(64 * 1024))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: no answer"))
+            .unwrap();
+        let head = &answer[4..];
+        match wire::decode_frame::<Response>(head).unwrap() {
+            Response::Err { code, message } => {
+                assert_eq!(code, ErrorCode::BadRequest, "{what}: {message}");
+                assert!(!message.contains('\n'), "{what}: {message}");
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    conn.close(0u32.into(), b"done");
+    // Nothing recorded: it still waits, and a proper fetch delivers it, once.
+    assert_eq!(alice.inbox().await.unwrap().len(), 1);
+    let mut out = Vec::new();
+    let fetched = alice.fetch(envelope, &t.dir, &mut out).await.unwrap();
+    assert_eq!(fetched.status, DeliveryStatus::Delivered);
+    assert_eq!(out, b"kept");
+    t.relay.shutdown().await;
+}
+
+/// A raw `Deliver` of `envelope`, its whole body read (the piece list and the ciphertext); the
+/// stream, this side still open for a receipt.
+async fn raw_deliver(
+    conn: &quinn::Connection,
+    envelope: EnvelopeId,
+) -> (quinn::SendStream, quinn::RecvStream) {
+    use sealrelay::core::wire::{self, Reply, Request, RequestFrame, Response};
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let frame = wire::encode_frame(&RequestFrame {
+        version: wire::PROTOCOL_VERSION,
+        request: Request::Deliver {
+            envelope_id: envelope,
+            from_piece: 0,
+        },
+    })
+    .unwrap();
+    send.write_all(&frame).await.unwrap();
+    let mut prefix = [0u8; 4];
+    recv.read_exact(&mut prefix).await.unwrap();
+    let mut head = vec![0u8; wire::frame_len(prefix).unwrap()];
+    recv.read_exact(&mut head).await.unwrap();
+    let Response::Ok(Reply::Envelope { view }) = wire::decode_frame(&head).unwrap() else {
+        panic!("not an envelope")
+    };
+    let list = sealrelay::core::envelope::pieces::leaves_bytes(view.length).unwrap();
+    let mut body = vec![0u8; list + usize::try_from(view.length).unwrap()];
+    recv.read_exact(&mut body).await.unwrap();
+    (send, recv)
 }

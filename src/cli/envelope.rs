@@ -242,14 +242,14 @@ pub fn seal(args: SealArgs) -> Result<()> {
         Some(path) => {
             let file = Output::create(path, PUBLIC_MODE)?;
             // Into a temporary file, the workers write their shares at offsets: no one thread
-            // copies everything in order. A statement needs the ciphertext's hash in order.
+            // copies everything in order. A statement needs the ciphertext's digest, in order.
             if let (None, Some(at)) = (&signer, file.positional()) {
                 input.seal_at(recipient.as_recipient(), at)?;
                 return file.commit();
             }
             let mut buffered = std::io::BufWriter::with_capacity(1 << 20, file);
             let mut seal_into = |out: &mut dyn Write| input.seal(recipient.as_recipient(), out);
-            // The ciphertext's SHA-256 is needed only for a signed statement: without
+            // The ciphertext's digest is needed only for a signed statement: without
             // --sign-with, hashing every byte would be CPU spent for nothing.
             let (digest, written) = if signer.is_some() {
                 let mut out = HashingWriter::new(&mut buffered);

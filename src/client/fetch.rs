@@ -120,6 +120,16 @@ impl UserClient<'_> {
             ));
         }
         let grant = Grant::decode(&view.grant.statement)?;
+        // The length comes from the relay: bounded by what the user signed (and by a hard cap)
+        // before anything is sized by it.
+        if view.length > grant.max_bytes || view.length > MAX_LENGTH {
+            return Err(Error::verification(format!(
+                "envelope {}: the relay says it holds {} bytes, more than the grant allows ({}): nothing was taken",
+                crate::ids::hex(envelope_id),
+                view.length,
+                grant.max_bytes.min(MAX_LENGTH)
+            )));
+        }
         let scratch = tempfile::tempfile_in(scratch_dir).map_err(|e| {
             Error::io(format!(
                 "cannot make a scratch file in {}: {e}",
@@ -133,12 +143,13 @@ impl UserClient<'_> {
             None => self.signed_digest(&view, &grant),
         };
         let mut download = Download::new(scratch, view.length, signed.as_ref().ok().copied());
-        let (mut streams, altered) = self
+        let (mut send, mut recv) = self
             .download(envelope_id, &view, &mut download, send, recv)
             .await?;
-        let digest = download.root().unwrap_or(view_digest(&view));
-        let problem = altered.or(signed.err());
-        let (status, plaintext_len, problem) = match problem {
+        let digest = download
+            .root()
+            .ok_or_else(|| Error::internal("a complete download without its piece list"))?;
+        let (status, plaintext_len, problem) = match signed.err() {
             // Never opened: an undecryptable receipt says so, signed.
             Some(p) => (DeliveryStatus::Undecryptable, 0, Some(p)),
             None => {
@@ -181,14 +192,7 @@ impl UserClient<'_> {
             receipt: wire.clone(),
             old_size,
         };
-        let on = match streams.as_mut() {
-            Some((send, recv)) => on_stream(send, recv, &frame).await,
-            None => Err(Error::new(
-                crate::ErrorKind::Unavailable,
-                "the envelope's stream was given up",
-            )),
-        };
-        let answer = match on {
+        let answer = match on_stream(&mut send, &mut recv, &frame).await {
             Ok(answer) => answer,
             // The stream failed (or the relay stopped waiting for the receipt and reset it): file
             // it on its own. A refusal the relay answered stands.
@@ -253,14 +257,21 @@ impl UserClient<'_> {
     }
 }
 
+/// The longest envelope this client takes, whatever a grant allows: its piece list (32 bytes per
+/// 256 KiB) is held in memory.
+const MAX_LENGTH: u64 = 64 << 30;
+
 /// A broken transfer is asked for again from where it broke this many times in a row without a
 /// piece arriving in between.
 const RESUMES: u32 = 3;
 
 impl UserClient<'_> {
     /// Takes the body of `envelope_id` into `download`, resuming a broken transfer from the first
-    /// piece not yet checked. Gives back the last stream (for the receipt), or none when it was
-    /// given up because the body did not match (then why).
+    /// piece not yet checked. Gives back the last stream, for the receipt.
+    ///
+    /// A list or piece that does not match what was signed can only be the relay's doing (the
+    /// transfer is TLS): the fetch fails, and no receipt is filed (an undecryptable one would
+    /// count against the agent).
     async fn download(
         &self,
         envelope_id: EnvelopeId,
@@ -268,21 +279,20 @@ impl UserClient<'_> {
         download: &mut Download,
         send: quinn::SendStream,
         recv: quinn::RecvStream,
-    ) -> Result<(
-        Option<(quinn::SendStream, quinn::RecvStream)>,
-        Option<String>,
-    )> {
+    ) -> Result<(quinn::SendStream, quinn::RecvStream)> {
         let (mut send, mut recv) = (send, recv);
         let mut tries = 0;
         loop {
             let before = download.next();
             match download.take(&mut recv).await? {
-                Taken::Complete => return Ok((Some((send, recv)), None)),
+                Taken::Complete => return Ok((send, recv)),
                 Taken::Altered(why) => {
-                    // The relay is still sending: this stream is given up, the receipt goes alone.
                     let _ = recv.stop(0u32.into());
                     let _ = send.reset(0u32.into());
-                    return Ok((None, Some(why)));
+                    return Err(Error::verification(format!(
+                        "envelope {}: the relay sent what its agent did not sign ({why}): nothing was opened and no receipt was filed; report this relay to its operator",
+                        crate::ids::hex(envelope_id)
+                    )));
                 }
                 Taken::Damaged => return Err(super::connection::damaged()),
                 Taken::Broken(e) => {
@@ -317,25 +327,6 @@ impl UserClient<'_> {
             }
         }
     }
-}
-
-/// The digest the envelope's statement claims, read without checking it (for the receipt of an
-/// envelope whose piece list never matched: it names what the relay holds).
-fn view_digest(view: &crate::core::wire::EnvelopeView) -> [u8; 32] {
-    let agent = view
-        .statement
-        .to_signed(StatementType::Submission)
-        .ok()
-        .and_then(|s| Submission::decode(&s.statement).ok())
-        .map(|s| s.ciphertext_root);
-    let source = || {
-        view.statement
-            .to_signed(StatementType::SourceSubmission)
-            .ok()
-            .and_then(|s| crate::core::dispatch::SourceSubmission::decode(&s.statement).ok())
-            .map(|s| s.ciphertext_root)
-    };
-    agent.or_else(source).unwrap_or_default()
 }
 
 /// Sends the receipt on the delivery's stream and reads the relay's answer to it.

@@ -4,7 +4,7 @@
 //! official Rust SDK (rmcp), `http` the Streamable HTTP listener behind a bearer token.
 //!
 //! Nothing this module returns or logs holds plaintext: results carry ids, the ciphertext's size
-//! and SHA-256, and statuses; errors are one line from the connector or the relay.
+//! and digest (its piece tree's root), and statuses; errors are one line from the connector or the relay.
 
 pub mod http;
 pub mod server;

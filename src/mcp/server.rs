@@ -97,7 +97,7 @@ pub fn tools() -> Vec<Tool> {
              owner's source where one serves it (then it is queued there and sealed where the \
              data lives), else through a connector here. The data goes encrypted to the \
              requester and cannot be read here. You get a handle (and, when sealed here, the \
-             envelope id and the ciphertext's size and SHA-256) — never the content. Each grant \
+             envelope id and the ciphertext's size and digest) — never the content. Each grant \
              can be retrieved once.",
             object(json!({
                 "type": "object",

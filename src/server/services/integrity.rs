@@ -2,7 +2,7 @@
 //! nothing is sent that does not match the digest the agent signed for (THREATS.md 30). The
 //! digest is the root of the ciphertext's piece tree (`core::envelope::pieces`): here the
 //! stored piece list is checked against it before the reply, and the shell checks each piece
-//! against its leaf just before it sends it ([`StoredBody::check`]), so there is no whole pass
+//! against its leaf just before it sends it (`Pieces::check`), so there is no whole pass
 //! over the ciphertext before the first byte. A mismatch is an alert, an event, and a refusal
 //! (before the reply) or a reset stream (after it) with nothing altered sent.
 
@@ -104,24 +104,23 @@ pub async fn checked_body(
             Ok((reader, list))
         })
         .await?;
-    if list.is_empty() && length > 0 {
-        return Err(stored_before_pieces());
-    }
     let Ok(pieces) = Pieces::checked(&list, length, &record.sha256) else {
+        // No list, and a blob whose plain SHA-256 is the recorded digest: stored before
+        // protocol 9, not damaged (a blob cut short or stripped of its list is not that).
+        if list.is_empty() && length > 0 {
+            let blobs = relay.blobs.clone();
+            let old = cx
+                .blocking(move || plain_sha256(blobs.as_ref(), &envelope_id, length))
+                .await
+                .ok()
+                .flatten();
+            if old == Some(record.sha256) {
+                return Err(stored_before_pieces());
+            }
+        }
         // A database blob deleted while it was read (delivered or expired through another
         // node) reads short: that is no envelope, not a damaged one.
-        let blobs = relay.blobs.clone();
-        let blob_kept = cx
-            .blocking(move || blobs.open(&envelope_id).map(|r| r.is_some()))
-            .await
-            .unwrap_or(false);
-        let waiting = relay
-            .store
-            .envelope(&envelope_id)
-            .ok()
-            .flatten()
-            .is_some_and(|e| e.receipt.is_none());
-        if !(blob_kept && waiting) {
+        if !still_waiting(relay, cx, &envelope_id).await {
             return Err(Refusal::not_found("envelope"));
         }
         return Err(integrity_failure(relay, &envelope_id, cx.now).await);
@@ -132,6 +131,51 @@ pub async fn checked_body(
         from,
         data: Stored::Blob(reader),
     })
+}
+
+/// Whether `envelope_id` still has its blob and its record, not yet receipted: what tells a
+/// blob that reads wrong (damage) from one deleted meanwhile through another node.
+pub async fn still_waiting(relay: &Relay, cx: &Cx, envelope_id: &EnvelopeId) -> bool {
+    let (blobs, id) = (relay.blobs.clone(), *envelope_id);
+    let blob_kept = cx
+        .blocking(move || blobs.open(&id).map(|r| r.is_some()))
+        .await
+        .unwrap_or(false);
+    blob_kept
+        && relay
+            .store
+            .envelope(envelope_id)
+            .ok()
+            .flatten()
+            .is_some_and(|e| e.receipt.is_none())
+}
+
+/// The plain SHA-256 of a blob's first `length` bytes, if it has exactly that many (the digest
+/// a relay before protocol version 9 recorded).
+fn plain_sha256(
+    blobs: &dyn crate::store::blobs::BlobStore,
+    envelope_id: &EnvelopeId,
+    length: u64,
+) -> crate::error::Result<Option<[u8; 32]>> {
+    let Some(mut reader) = blobs.open(envelope_id)? else {
+        return Ok(None);
+    };
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let (mut buf, mut read) = (Vec::new(), 0u64);
+    loop {
+        reader.read(&mut buf)?;
+        if buf.is_empty() {
+            break;
+        }
+        read = read.saturating_add(buf.len() as u64);
+        ctx.update(&buf);
+    }
+    if read != length {
+        return Ok(None);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    Ok(Some(out))
 }
 
 /// An envelope a relay before protocol version 9 stored (its digest is a plain SHA-256, and a

@@ -59,6 +59,13 @@ pub async fn on_stream(
         Ok(Err(ReadFrameError::Stream(quinn::ReadExactError::FinishedEarly(0)))) => {
             return Ok(Step::NoReceipt)
         }
+        // Part of a frame, then the end of the client's side: it is still there to be told.
+        Ok(Err(ReadFrameError::Stream(quinn::ReadExactError::FinishedEarly(_)))) => {
+            return Err(Refusal::new(
+                ErrorCode::BadRequest,
+                "the receipt after the envelope ended before its frame did: nothing was recorded",
+            ))
+        }
         Ok(Err(ReadFrameError::Stream(_))) => return Ok(Step::Gone),
         Ok(Err(ReadFrameError::Malformed(e))) => {
             return Err(Refusal::new(

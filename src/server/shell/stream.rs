@@ -21,8 +21,9 @@ use crate::core::envelope::pieces;
 use crate::core::wire::Request;
 use crate::ids::EnvelopeId;
 use crate::server::handlers::{self, Outcome, StoredBody};
+use crate::server::services::effects::Cx;
 use crate::server::services::in_flight::InFlightGuard;
-use crate::server::services::integrity::{integrity_failure, Stored};
+use crate::server::services::integrity::{integrity_failure, still_waiting, Stored};
 use crate::server::services::metrics::code_label;
 use crate::server::services::refusal::Refusal;
 use crate::server::services::relay::Relay;
@@ -115,11 +116,20 @@ pub async fn serve(
     drop(body);
     let outcome = match (outcome, deliver) {
         (Ok(Outcome::Envelope { view, body }), false) => {
-            send_envelope(&relay, &mut send, Reply::Envelope { view }, body, true).await
+            send_envelope(&relay, &cx, &mut send, Reply::Envelope { view }, body, true).await
         }
         (Ok(Outcome::Envelope { view, body }), true) => {
             let length = view.length;
-            match send_envelope(&relay, &mut send, Reply::Envelope { view }, body, false).await {
+            match send_envelope(
+                &relay,
+                &cx,
+                &mut send,
+                Reply::Envelope { view },
+                body,
+                false,
+            )
+            .await
+            {
                 Ok(()) => {
                     match super::receipt::on_stream(&relay, &effects, &peer, &mut recv, length)
                         .await
@@ -268,7 +278,7 @@ async fn write_response(send: &mut SendStream, response: &Response) -> Result<()
 /// A stored piece that does not match its leaf: the operator alerted and the event logged, then
 /// the stream reset with `RESET_DAMAGED` instead of the piece.
 async fn damaged(relay: &Relay, send: &mut SendStream, envelope_id: &EnvelopeId) -> Failure {
-    let _ = integrity_failure(relay, envelope_id, crate::clock::now()).await;
+    let _ = integrity_failure(relay, envelope_id, relay.clock.now()).await;
     let _ = send.reset(crate::core::wire::RESET_DAMAGED.into());
     Failure::Gone
 }
@@ -346,6 +356,7 @@ async fn paced_write(
 /// over the ciphertext before the first byte.
 async fn send_envelope(
     relay: &Relay,
+    cx: &Cx,
     send: &mut SendStream,
     reply: Reply,
     body: StoredBody,
@@ -389,7 +400,12 @@ async fn send_envelope(
                     .map_err(|r| after_header(send, r.into()))?;
                 let want = pieces::piece_len(length, index);
                 if buf.len() < want {
-                    let r = Refusal::from(Error::io("a blob is shorter than its record"));
+                    // Cut short at rest, or deleted meanwhile through another node (delivered or
+                    // expired there): only the first is damage.
+                    if still_waiting(relay, cx, &envelope_id).await {
+                        return Err(damaged(relay, send, &envelope_id).await);
+                    }
+                    let r = Refusal::from(Error::io("the envelope went while it was sent"));
                     return Err(after_header(send, r.into()));
                 }
                 buf.truncate(want);
