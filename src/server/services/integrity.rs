@@ -70,13 +70,15 @@ pub async fn checked_body(
             .store
             .inline_body(&envelope_id)?
             .ok_or_else(|| Refusal::not_found("envelope"))?;
-        if bytes.len() as u64 != length || pieces::digest(&bytes) != record.sha256 {
+        // Its leaves (one, as INLINE_MAX ≤ PIECE) hashed once: they give the digest checked
+        // here and the list sent ahead of it.
+        let leaves: Vec<_> = bytes.chunks(pieces::PIECE).map(pieces::leaf).collect();
+        if bytes.len() as u64 != length || pieces::root(&leaves) != record.sha256 {
             if crate::core::directory::sha256(&bytes) == record.sha256 {
                 return Err(stored_before_pieces());
             }
             return Err(integrity_failure(relay, &envelope_id, cx.now).await);
         }
-        let leaves = bytes.chunks(pieces::PIECE).map(pieces::leaf).collect();
         return Ok(StoredBody {
             envelope_id,
             pieces: Pieces {
