@@ -552,13 +552,16 @@ fn peak_rss(pid: u32) -> u64 {
 #[test]
 fn a_one_gib_source_is_sealed_and_submitted_in_bounded_memory() {
     let Some(py) = python() else { return };
-    let t = tempfile::tempdir().unwrap();
+    let size: u64 = 1 << 30;
+    // The MCP server's sealed scratch file and the relay's blob, each a little over 1 GiB.
+    let Some(t) = common::roomy_tempdir(2 * size + (256 << 20)) else {
+        return;
+    };
     let dir = t.path();
     world(dir);
     let src = source(Vec::new());
     let connectors = connector_file(dir, src.port);
     let (relay_proc, relay) = common::serve_logged(dir);
-    let size: u64 = 1 << 30;
     let main = grant(dir, &relay, &format!("tickets/huge/{size}"), 2 << 30);
     let token = "mcp-test-token-0123456789abcdef";
     let mut http = Command::new(common::bin())

@@ -109,6 +109,29 @@ pub fn fails_cleanly(dir: &std::path::Path, args: &[&str], code: i32, needle: &s
     err
 }
 
+/// A temporary directory on a file system with `bytes` free beside the relay's reserve: the
+/// RAM-backed `/dev/shm` when it has the room (a CI machine's disk can be nearly full once the
+/// test binaries are built, and a relay then rightly refuses a 1 GiB envelope as "storage
+/// full"), else the usual temporary directory. When neither has it the test says so and skips.
+pub fn roomy_tempdir(bytes: u64) -> Option<tempfile::TempDir> {
+    let need = bytes + (64 << 20);
+    let shm = std::path::Path::new("/dev/shm");
+    let free = |p: &std::path::Path| sealrelay::local::fs::free_bytes(p).unwrap_or(0);
+    if free(shm) >= need {
+        return Some(tempfile::tempdir_in(shm).unwrap());
+    }
+    let t = tempfile::tempdir().unwrap();
+    if free(t.path()) >= need {
+        return Some(t);
+    }
+    eprintln!(
+        "SKIPPED: this test needs {} MiB free, and neither /dev/shm nor {} has it",
+        need >> 20,
+        t.path().display()
+    );
+    None
+}
+
 /// Whether an external tool is installed. When it is not, the test says so and skips, unless
 /// `SEALRELAY_REQUIRE_TOOLS` is set (as `.ci/run` does), in which case it fails.
 pub fn have_tool(name: &str) -> bool {
