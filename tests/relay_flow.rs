@@ -208,28 +208,7 @@ fn nothing_stored(w: &World) {
     assert_eq!(w.t.blobs_held(), 0, "blobs were left behind");
 }
 
-fn seal_for(user: &Identity, data: &[u8]) -> Vec<u8> {
-    let recipient = user.age_identity.as_ref().unwrap().to_public();
-    let mut out = Vec::new();
-    sealrelay::core::envelope::seal(&recipient, &mut &data[..], &mut out, 1).unwrap();
-    out
-}
-
-fn statement(
-    bot: &Identity,
-    alice: &Identity,
-    grant_id: sealrelay::ids::GrantId,
-    body: &[u8],
-) -> sealrelay::core::sign::Signed {
-    sealrelay::core::envelope::submission::Submission {
-        grant_id,
-        user: alice.id.clone().unwrap(),
-        agent: bot.id.clone().unwrap(),
-        ciphertext_root: sealrelay::core::envelope::pieces::digest(body),
-        ciphertext_len: body.len() as u64,
-    }
-    .sign(&bot.signing_key)
-}
+use common::{seal_for, submission as statement};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_bodies_expired_grants_and_races() {

@@ -56,7 +56,7 @@ fn the_checked_in_vectors_are_what_the_command_writes_and_they_check() {
         stdout.contains("statements.json: 14 vectors verified"),
         "{stdout}"
     );
-    assert!(stdout.contains("ok: 35 vectors"), "{stdout}");
+    assert!(stdout.contains("ok: 37 vectors"), "{stdout}");
 }
 
 #[test]

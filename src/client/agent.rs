@@ -6,12 +6,13 @@ use std::path::Path;
 use std::str::FromStr;
 
 use crate::clock;
+use crate::core::envelope::pieces::PIECE;
 use crate::core::envelope::submission::Submission;
 use crate::core::envelope::{self, stream::default_threads, HashingWriter};
 use crate::core::identity::Identity;
 use crate::core::sign::Signed;
 use crate::core::wire::{Reply, Request, SubmissionState, WireSigned};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::ids::{EnvelopeId, GrantId, PartyKind, SpiffeId};
 
 use super::connection::Connection;
@@ -28,6 +29,46 @@ pub struct Sealed {
     /// The ciphertext's digest: the root of its piece tree (never of the plaintext).
     pub ciphertext_root: [u8; 32],
     file: std::fs::File,
+    /// Whether a submission of it was started (a later one first asks what the relay kept).
+    tried: bool,
+    /// The piece the last successful submission started from (more than 0: it resumed).
+    resumed_from: u64,
+}
+
+impl Sealed {
+    /// The piece the last successful submission started from: more than 0 when an earlier
+    /// try broke off and the relay kept its whole pieces, so only the rest was sent.
+    pub fn resumed_from(&self) -> u64 {
+        self.resumed_from
+    }
+
+    pub(crate) fn was_tried(&self) -> bool {
+        self.tried
+    }
+
+    /// A reader of the sealed ciphertext from its first byte (positional reads: a submission
+    /// of it is not disturbed).
+    pub fn ciphertext(&self) -> Result<impl Read + Send> {
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| Error::io(format!("cannot read the scratch file: {e}")))?;
+        Ok(AtReader { file, at: 0 })
+    }
+}
+
+/// Reads a file from its own offset, whatever another handle of it does.
+struct AtReader {
+    file: std::fs::File,
+    at: u64,
+}
+
+impl Read for AtReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = std::os::unix::fs::FileExt::read_at(&self.file, buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
 }
 
 /// What became of a submission, as the relay tells its agent.
@@ -141,7 +182,16 @@ impl<'a> AgentClient<'a> {
     /// answer, on a new connection) is safe: the relay answers a repeated submission with the
     /// original envelope id and stores it once.
     pub async fn submit_sealed(&self, sealed: &mut Sealed) -> Result<EnvelopeId> {
-        submit_sealed_over(&self.conn, sealed).await
+        let ask = sealed.tried;
+        submit_sealed_over(&self.conn, sealed, ask).await
+    }
+
+    /// Sends what the relay lacks of `sealed`: it is first asked what it kept of an upload of
+    /// this statement that broke off (on any connection: the relay keeps one for
+    /// `upload_resume_secs`), and only the pieces after those go. [`Sealed::resumed_from`] then
+    /// says where it started. `submit_sealed` does this by itself after a try of its own.
+    pub async fn resume_sealed(&self, sealed: &mut Sealed) -> Result<EnvelopeId> {
+        submit_sealed_over(&self.conn, sealed, true).await
     }
 
     /// Seals `input` for `grant` into a scratch file and signs the submission statement, without
@@ -167,6 +217,7 @@ impl<'a> AgentClient<'a> {
             grant_id,
             statement: WireSigned::from_signed(statement),
             length,
+            from_piece: 0,
         };
         match self.conn.call(request, Some(body)).await?.0 {
             Reply::Submitted { envelope_id } => Ok(envelope_id),
@@ -215,19 +266,67 @@ impl<'a> AgentClient<'a> {
     }
 }
 
-/// Sends a sealed envelope over `conn` (an agent's, or a source's), from its start.
+/// Sends a sealed envelope over `conn` (an agent's, or a source's). After a try that broke off
+/// (on this connection or another), the relay is first asked what it kept of it, and only the
+/// pieces after those are sent; when it kept nothing, or no longer has it, all of it is.
 pub(crate) async fn submit_sealed_over(
     conn: &Connection,
     sealed: &mut Sealed,
+    ask: bool,
+) -> Result<EnvelopeId> {
+    let statement = WireSigned::from_signed(&sealed.statement);
+    let mut from = 0;
+    if ask && sealed.length > PIECE as u64 {
+        let ask = Request::Resumable {
+            grant_id: sealed.grant_id,
+        };
+        match conn.simple(ask).await? {
+            Reply::ResumeAt {
+                from_piece,
+                statement_sha256,
+            } => {
+                // Only the upload this statement made, and never past its end.
+                let ours =
+                    statement_sha256 == Some(crate::core::directory::sha256(&statement.statement));
+                let within = from_piece
+                    .checked_mul(PIECE as u64)
+                    .is_some_and(|at| at <= sealed.length);
+                if ours && within {
+                    from = from_piece;
+                }
+            }
+            other => return Err(unexpected(&other)),
+        }
+    }
+    sealed.tried = true;
+    let sent = match send_from(conn, sealed, &statement, from).await {
+        // What it kept is gone (it expired, or the relay restarted): all of it, then.
+        Err(e) if from > 0 && e.kind() == ErrorKind::Conflict => {
+            from = 0;
+            send_from(conn, sealed, &statement, 0).await
+        }
+        sent => sent,
+    }?;
+    sealed.resumed_from = from;
+    Ok(sent)
+}
+
+/// One `Submit` of `sealed` from piece `from` on.
+async fn send_from(
+    conn: &Connection,
+    sealed: &mut Sealed,
+    statement: &WireSigned,
+    from: u64,
 ) -> Result<EnvelopeId> {
     sealed
         .file
-        .seek(SeekFrom::Start(0))
+        .seek(SeekFrom::Start(from * PIECE as u64))
         .map_err(|e| Error::io(format!("cannot rewind the scratch file: {e}")))?;
     let request = Request::Submit {
         grant_id: sealed.grant_id,
-        statement: WireSigned::from_signed(&sealed.statement),
+        statement: statement.clone(),
         length: sealed.length,
+        from_piece: from,
     };
     match conn.call(request, Some(&mut sealed.file)).await?.0 {
         Reply::Submitted { envelope_id } => Ok(envelope_id),
@@ -445,5 +544,7 @@ pub fn seal_signed(
         length: len,
         ciphertext_root: digest,
         file: scratch,
+        tried: false,
+        resumed_from: 0,
     })
 }

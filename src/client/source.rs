@@ -158,7 +158,8 @@ impl<'a> SourceClient<'a> {
     /// Submits what [`SourceClient::seal`] made (again after a lost answer: the relay answers
     /// the same statement with the same envelope).
     pub async fn submit(&self, sealed: &mut Sealed) -> Result<EnvelopeId> {
-        super::agent::submit_sealed_over(&self.conn, sealed).await
+        let ask = sealed.was_tried();
+        super::agent::submit_sealed_over(&self.conn, sealed, ask).await
     }
 
     /// Refuses an assignment with a signed refusal (a reason from the fixed list).

@@ -85,11 +85,14 @@ pub enum Request {
         page: Page,
         dir_size: Option<u64>,
     },
-    /// Agent: submit an envelope for a grant; `length` ciphertext bytes follow the frame.
+    /// Agent (or source): submit an envelope for a grant; the ciphertext from piece
+    /// `from_piece` on follows the frame (`length` bytes in all; 0 to send all of it; more to
+    /// resume an upload that broke, at the piece [`Request::Resumable`] named).
     Submit {
         grant_id: GrantId,
         statement: WireSigned,
         length: u64,
+        from_piece: u64,
     },
     /// User: its envelopes waiting, a page at a time.
     Inbox {
@@ -208,6 +211,11 @@ pub enum Request {
         feed: Feed,
         dir_size: Option<u64>,
     },
+    /// Agent (or source): how much of its broken upload for `grant_id` the relay kept
+    /// ([`Reply::ResumeAt`]), so that `Submit` sends only the rest.
+    Resumable {
+        grant_id: GrantId,
+    },
 }
 
 /// What the client of a `Deliver` sends once it has the envelope: its signed receipt, and the
@@ -261,6 +269,7 @@ impl Request {
             Request::RefuseAssignment { .. } => "refuse_assignment",
             Request::Deliver { .. } => "deliver",
             Request::Subscribe { .. } => "subscribe",
+            Request::Resumable { .. } => "resumable",
         }
     }
 }
@@ -359,6 +368,14 @@ pub enum Reply {
     /// On a subscription: everything the listing held when it began has been sent; what follows
     /// is pushed as it happens.
     Live,
+    /// How many whole pieces of a broken upload the relay kept for the caller, checked and
+    /// written, for a `Submit` with the same signed statement to resume from (0: none, send it
+    /// all). `statement_sha256`: SHA-256 of the kept upload's signed statement bytes (its
+    /// signature is the caller's), so that a client resumes only the upload it made.
+    ResumeAt {
+        from_piece: u64,
+        statement_sha256: Option<[u8; 32]>,
+    },
 }
 
 /// Typed error codes on the wire.
@@ -526,6 +543,7 @@ mod tests {
                     signature: vec![9; 64],
                 },
                 length: 1234,
+                from_piece: 0,
             },
         };
         let frame = encode_frame(&req).unwrap();

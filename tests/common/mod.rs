@@ -109,6 +109,31 @@ pub fn fails_cleanly(dir: &std::path::Path, args: &[&str], code: i32, needle: &s
     err
 }
 
+/// `data` sealed to `user`'s age key (one thread).
+pub fn seal_for(user: &sealrelay::core::identity::Identity, data: &[u8]) -> Vec<u8> {
+    let recipient = user.age_identity.as_ref().unwrap().to_public();
+    let mut out = Vec::new();
+    sealrelay::core::envelope::seal(&recipient, &mut &data[..], &mut out, 1).unwrap();
+    out
+}
+
+/// `bot`'s signed submission statement for `body` on `grant_id`, a grant of `alice`'s.
+pub fn submission(
+    bot: &sealrelay::core::identity::Identity,
+    alice: &sealrelay::core::identity::Identity,
+    grant_id: sealrelay::ids::GrantId,
+    body: &[u8],
+) -> sealrelay::core::sign::Signed {
+    sealrelay::core::envelope::submission::Submission {
+        grant_id,
+        user: alice.id.clone().unwrap(),
+        agent: bot.id.clone().unwrap(),
+        ciphertext_root: sealrelay::core::envelope::pieces::digest(body),
+        ciphertext_len: body.len() as u64,
+    }
+    .sign(&bot.signing_key)
+}
+
 /// A temporary directory on a file system with `bytes` free beside the relay's reserve: the
 /// RAM-backed `/dev/shm` when it has the room (a CI machine's disk can be nearly full once the
 /// test binaries are built, and a relay then rightly refuses a 1 GiB envelope as "storage

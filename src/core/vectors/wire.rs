@@ -72,6 +72,7 @@ pub(super) fn wire(
                     .sign(bot),
                 ),
                 length: 4242,
+                from_piece: 0,
             }),
         )?,
         frame(
@@ -104,6 +105,21 @@ pub(super) fn wire(
             &req(Request::Subscribe {
                 feed: crate::core::wire::Feed::Grants,
                 dir_size: Some(3),
+            }),
+        )?,
+        frame(
+            "resumable",
+            "request",
+            &req(Request::Resumable {
+                grant_id: g.grant_id,
+            }),
+        )?,
+        frame(
+            "ok-resume-at",
+            "response",
+            &Response::Ok(Reply::ResumeAt {
+                from_piece: 5,
+                statement_sha256: Some([0x44; 32]),
             }),
         )?,
         frame("ok-live", "response", &Response::Ok(Reply::Live))?,

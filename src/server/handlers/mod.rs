@@ -20,6 +20,7 @@ pub mod submit;
 pub mod subscribe;
 #[cfg(test)]
 mod tests;
+pub mod upload;
 
 use tokio::io::AsyncRead;
 
@@ -68,7 +69,14 @@ pub async fn handle<B: AsyncRead + Unpin + Send>(
             grant_id,
             statement,
             length,
-        } => submit::submit(relay, peer, grant_id, statement, length, cx, body).await,
+            from_piece,
+        } => {
+            submit::submit(
+                relay, peer, grant_id, statement, length, from_piece, cx, body,
+            )
+            .await
+        }
+        Request::Resumable { grant_id } => submit::resumable(relay, peer, grant_id, cx).await,
         Request::Inbox { page } => delivery::inbox(relay, peer, page, cx).await,
         Request::Fetch {
             envelope_id,

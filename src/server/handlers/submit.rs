@@ -1,27 +1,23 @@
-//! An agent's submission: every check that can be made before the body is, then the body is
-//! streamed (to memory when small, piece by piece to an uncommitted blob otherwise) while it is
-//! validated as a
-//! single-recipient age file and hashed, and the grant is consumed and the envelope stored in
-//! one durable transaction.
+//! An agent's (or a source's) submission: every check that can be made before the body is,
+//! then the body is streamed (`upload`: to memory when small, piece by piece to an uncommitted
+//! blob otherwise) while it is validated as a single-recipient age file and hashed, and the
+//! grant is consumed and the envelope stored in one durable transaction. A large body that
+//! breaks off is parked for its sender to resume (`Resumable`, then `Submit { from_piece }`).
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
 
 use crate::core::envelope::pieces;
 use crate::core::envelope::submission::Submission;
-use crate::core::envelope::validate::EnvelopeValidator;
 use crate::core::grant_state;
 use crate::core::policy::{Action, Context};
 use crate::core::sign::StatementType;
 use crate::core::store::{EnvelopeRecord, GrantState, StoredSigned, WriteOp, WriteRefusal};
 use crate::core::wire::{ErrorCode, Feed, Reply, WireSigned};
 use crate::ids::{EnvelopeId, GrantId, PartyKind};
-use crate::net::frame::CHUNK;
 use crate::net::Peer;
-use crate::store::blobs::{BlobWriter, PIECE};
 
 use crate::server::services::effects::Cx;
 use crate::server::services::events;
-use crate::server::services::misbehaviour::Signal;
 use crate::server::services::refusal::{Handled, Refusal};
 use crate::server::services::relay::Relay;
 
@@ -30,12 +26,16 @@ use crate::server::services::relay::Relay;
 pub const INLINE_MAX: u64 = 64 * 1024;
 const _: () = assert!(INLINE_MAX <= pieces::PIECE as u64);
 
+/// A submission whose body starts at piece `from_piece` (0: all of it; more: the rest of a
+/// parked upload).
+#[allow(clippy::too_many_arguments)]
 pub async fn submit<B: AsyncRead + Unpin + Send>(
     relay: &Relay,
     peer: &Peer,
     grant_id: GrantId,
     statement: WireSigned,
     length: u64,
+    from_piece: u64,
     cx: &Cx,
     body: &mut B,
 ) -> Handled {
@@ -134,10 +134,23 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
         ));
     }
     // One upload per grant at a time, and the agent's caps, claimed before any body byte is
-    // read; the claim ends with this request.
-    let _slot = relay
-        .uploads
-        .begin(grant_id, &peer.id, length, &relay.config.quotas)?;
+    // read; the claim ends with this request, or passes to the upload parked when it breaks.
+    let (slot, resumed) = if from_piece == 0 {
+        let (slot, superseded) =
+            relay
+                .uploads
+                .begin(grant_id, &peer.id, length, &relay.config.quotas)?;
+        if let Some(old) = superseded {
+            cx.discard(Some(old.state.blob)).await;
+        }
+        (slot, None)
+    } else {
+        let (slot, state) = relay
+            .uploads
+            .resume(grant_id, &peer.id, &statement, length, from_piece)?;
+        relay.metrics.broken_upload("resumed", 1);
+        (slot, Some(state))
+    };
     let (signed, claimed_sha256) = match &assignment {
         Some(a) => {
             super::sources::checked_statement(relay, peer, &grant, a, &statement, length, now)?
@@ -166,11 +179,41 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
         }
     };
 
-    let envelope_id = EnvelopeId::random()?;
+    let envelope_id = match &resumed {
+        Some(state) => state.envelope_id,
+        None => EnvelopeId::random()?,
+    };
     let inline = length <= INLINE_MAX;
-    // A refused body leaves nothing: the uncommitted blob is discarded.
-    let (inline_body, blob, digest) =
-        receive(relay, peer, &envelope_id, length, inline, cx, body).await?;
+    // A refused body leaves nothing: the uncommitted blob is discarded. One that broke off is
+    // kept, at its last whole piece, for its sender to resume.
+    // On the heap: the body's state is large, and a handler's future may be polled on a
+    // small stack (the policy engine needs room of its own).
+    let received = Box::pin(super::upload::receive(
+        relay,
+        peer,
+        &envelope_id,
+        length,
+        inline,
+        resumed,
+        cx,
+        body,
+    ))
+    .await;
+    let (inline_body, blob, digest) = match received {
+        Ok(taken) => taken,
+        Err((r, Some(state))) if relay.config.upload_resume_secs > 0 => {
+            let until = cx.now.saturating_add(relay.config.upload_resume_secs);
+            relay.metrics.broken_upload("parked", 1);
+            slot.park(statement, length, state, until);
+            return Err(r);
+        }
+        Err((r, kept)) => {
+            if let Some(state) = kept {
+                cx.discard(Some(state.blob)).await;
+            }
+            return Err(r);
+        }
+    };
     let checked = if digest != claimed_sha256 {
         Err(Refusal::new(
             ErrorCode::BadRequest,
@@ -268,289 +311,17 @@ fn user_enrolled(relay: &Relay, user: &crate::ids::SpiffeId, now: u64) -> Result
     })
 }
 
-/// Reads exactly `length` body bytes (and then the end of the stream), validating and hashing
-/// them on the way; small bodies are returned, large ones written to a blob in whole pieces
-/// (one piece in memory at a time).
-async fn receive<B: AsyncRead + Unpin + Send>(
-    relay: &Relay,
-    peer: &Peer,
-    envelope_id: &EnvelopeId,
-    length: u64,
-    inline: bool,
-    cx: &Cx,
-    body: &mut B,
-) -> Result<(Option<Vec<u8>>, Option<Box<dyn BlobWriter>>, [u8; 32]), Refusal> {
-    let mut blob = if inline {
-        None
-    } else {
-        relay.store.ensure_room(length)?;
-        let (blobs, id) = (relay.blobs.clone(), *envelope_id);
-        Some(cx.blocking(move || blobs.create(&id)).await?)
+/// How much of the caller's broken upload for `grant_id` the relay kept (nothing, for anyone
+/// but its sender: the answer is then the same as for an upload that never broke).
+pub async fn resumable(relay: &Relay, peer: &Peer, grant_id: GrantId, cx: &Cx) -> Handled {
+    let action = match peer.id.kind() {
+        PartyKind::Source => Action::Assignments,
+        _ => Action::ListGrants,
     };
-    match receive_into(relay, peer, length, inline, cx, body, &mut blob).await {
-        Ok((kept, digest)) => Ok((kept, blob, digest)),
-        Err(r) => {
-            cx.discard(blob).await;
-            Err(r)
-        }
-    }
-}
-
-/// [`receive`]'s body: the bytes kept (inline), or streamed into `blob`.
-async fn receive_into<B: AsyncRead + Unpin + Send>(
-    relay: &Relay,
-    peer: &Peer,
-    length: u64,
-    inline: bool,
-    cx: &Cx,
-    body: &mut B,
-    blob: &mut Option<Box<dyn BlobWriter>>,
-) -> Result<(Option<Vec<u8>>, [u8; 32]), Refusal> {
-    let validator = EnvelopeValidator::new().allowing_x25519(!relay.config.require_post_quantum);
-    match blob.take() {
-        Some(b) => {
-            let (b, outcome) = receive_blob(cx, length, body, b, validator).await;
-            *blob = b;
-            match outcome {
-                Ok(digest) => Ok((None, digest)),
-                Err(Stop::Invalid(message)) => {
-                    relay
-                        .signal(cx, &peer.id, Signal::InvalidEnvelope, None, cx.now)
-                        .await;
-                    Err(Refusal::new(ErrorCode::InvalidEnvelope, message))
-                }
-                Err(Stop::Refused(r)) => Err(r),
-            }
-        }
-        None if inline => receive_inline(relay, peer, length, cx, body, validator).await,
-        None => Err(Refusal::from(crate::error::Error::internal(
-            "a large body without a blob to hold it",
-        ))),
-    }
-}
-
-/// Why a body was not taken.
-enum Stop {
-    /// The bytes are not a valid envelope (the agent is signalled to the monitor).
-    Invalid(String),
-    Refused(Refusal),
-}
-
-fn upload_failed(e: std::io::Error) -> Refusal {
-    Refusal::new(ErrorCode::BadRequest, format!("the upload failed: {e}"))
-}
-
-fn ended_early() -> Refusal {
-    Refusal::new(
-        ErrorCode::BadRequest,
-        "the body ended before its declared length",
-    )
-}
-
-/// Reads what follows the declared length: nothing, then the end of the stream.
-async fn expect_end<B: AsyncRead + Unpin + Send>(body: &mut B) -> Result<(), Refusal> {
-    let mut extra = [0u8; 1];
-    if body.read(&mut extra).await.map_err(upload_failed)? != 0 {
-        return Err(Refusal::new(
-            ErrorCode::BadRequest,
-            "the body is longer than its declared length",
-        ));
-    }
-    Ok(())
-}
-
-/// A small body, kept in memory and validated and hashed as it arrives.
-async fn receive_inline<B: AsyncRead + Unpin + Send>(
-    relay: &Relay,
-    peer: &Peer,
-    length: u64,
-    cx: &Cx,
-    body: &mut B,
-    mut validator: EnvelopeValidator,
-) -> Result<(Option<Vec<u8>>, [u8; 32]), Refusal> {
-    let len = usize::try_from(length).unwrap_or(0);
-    let mut kept = vec![0u8; len];
-    let mut got = 0;
-    while got < len {
-        let n = body.read(&mut kept[got..]).await.map_err(upload_failed)?;
-        if n == 0 {
-            return Err(ended_early());
-        }
-        if let Err(e) = validator.update(&kept[got..got + n]) {
-            relay
-                .signal(cx, &peer.id, Signal::InvalidEnvelope, None, cx.now)
-                .await;
-            return Err(Refusal::new(ErrorCode::InvalidEnvelope, e.to_string()));
-        }
-        got += n;
-    }
-    expect_end(body).await?;
-    if let Err(e) = validator.finish() {
-        relay
-            .signal(cx, &peer.id, Signal::InvalidEnvelope, None, cx.now)
-            .await;
-        return Err(Refusal::new(ErrorCode::InvalidEnvelope, e.to_string()));
-    }
-    // One piece at most (INLINE_MAX ≤ PIECE): its leaf is the root.
-    let digest = pieces::digest(&kept);
-    Ok((Some(kept), digest))
-}
-
-/// What the blocking jobs carry from one chunk to the next: the blob, the validator, the leaf
-/// hashes of the pieces written and the piece being filled.
-struct Taker {
-    blob: Box<dyn BlobWriter>,
-    validator: EnvelopeValidator,
-    leaves: Vec<[u8; 32]>,
-    piece: Vec<u8>,
-}
-
-impl Taker {
-    /// Validates a chunk, and hashes and writes each piece it fills.
-    fn take(&mut self, chunk: &[u8]) -> Result<(), Stop> {
-        self.validator
-            .update(chunk)
-            .map_err(|e| Stop::Invalid(e.to_string()))?;
-        let mut rest = chunk;
-        while !rest.is_empty() {
-            let take = rest.len().min(PIECE - self.piece.len());
-            self.piece.extend_from_slice(&rest[..take]);
-            rest = &rest[take..];
-            if self.piece.len() == PIECE {
-                self.write_piece()?;
-            }
-        }
-        Ok(())
-    }
-
-    fn write_piece(&mut self) -> Result<(), Stop> {
-        self.leaves.push(pieces::leaf(&self.piece));
-        self.blob
-            .write(&self.piece)
-            .map_err(|e| Stop::Refused(e.into()))?;
-        self.piece.clear();
-        Ok(())
-    }
-
-    /// The last, short piece, then the piece list after the ciphertext (what a fetch checks
-    /// each piece against).
-    fn finish(&mut self) -> Result<(), Stop> {
-        if !self.piece.is_empty() {
-            self.write_piece()?;
-        }
-        let list = self.leaves.concat();
-        for part in list.chunks(PIECE) {
-            self.blob.write(part).map_err(|e| Stop::Refused(e.into()))?;
-        }
-        Ok(())
-    }
-}
-
-/// A blocking job: the state back, the outcome, and the chunk's buffer for the next read.
-type Job = tokio::sync::oneshot::Receiver<(Taker, Result<(), Stop>, Vec<u8>)>;
-
-/// A large body: each chunk read from the network is validated, hashed and written by a
-/// blocking job while the next chunk is read, so receiving and storing overlap; no thread
-/// waits on the network (a slow upload holds no blocking thread). The writer comes back for
-/// the caller to commit or discard. A failure of a job (invalid bytes, a failed write)
-/// concerns earlier bytes than one seen by the reader after it, so it is the one reported.
-async fn receive_blob<B: AsyncRead + Unpin + Send>(
-    cx: &Cx,
-    length: u64,
-    body: &mut B,
-    blob: Box<dyn BlobWriter>,
-    validator: EnvelopeValidator,
-) -> (Option<Box<dyn BlobWriter>>, Result<[u8; 32], Stop>) {
-    let lost = || {
-        Stop::Refused(Refusal::from(crate::error::Error::internal(
-            "a blob write task failed",
-        )))
-    };
-    let mut taker = Some(Taker {
-        blob,
-        validator,
-        leaves: Vec::new(),
-        piece: Vec::with_capacity(PIECE),
-    });
-    let mut job: Option<Job> = None;
-    let mut spare = vec![0u8; CHUNK];
-    let mut remaining = length;
-    let mut read_failure = None;
-    while remaining > 0 {
-        let mut buf = std::mem::take(&mut spare);
-        buf.resize(CHUNK, 0);
-        let want = usize::try_from(remaining.min(CHUNK as u64)).unwrap_or(CHUNK);
-        let n = match body.read(&mut buf[..want]).await {
-            Ok(0) => Err(ended_early()),
-            Ok(n) => Ok(n),
-            Err(e) => Err(upload_failed(e)),
-        };
-        // The previous chunk's job: its state comes back for this chunk.
-        if let Some(j) = job.take() {
-            let Ok((t, r, back)) = j.await else {
-                return (None, Err(lost()));
-            };
-            spare = back;
-            if let Err(stop) = r {
-                return (Some(t.blob), Err(stop));
-            }
-            taker = Some(t);
-        }
-        let n = match n {
-            Ok(n) => n,
-            Err(r) => {
-                read_failure = Some(r);
-                break;
-            }
-        };
-        buf.truncate(n);
-        remaining -= n as u64;
-        let Some(mut t) = taker.take() else {
-            return (None, Err(lost()));
-        };
-        job = Some(cx.start(move || {
-            let r = t.take(&buf);
-            (t, r, buf)
-        }));
-    }
-    if let Some(j) = job.take() {
-        let Ok((t, r, _)) = j.await else {
-            return (None, Err(lost()));
-        };
-        if let Err(stop) = r {
-            return (Some(t.blob), Err(stop));
-        }
-        taker = Some(t);
-    }
-    let Some(t) = taker else {
-        return (None, Err(lost()));
-    };
-    if let Some(r) = read_failure {
-        return (Some(t.blob), Err(Stop::Refused(r)));
-    }
-    // The last, short piece and the piece list.
-    let Ok((t, written)) = cx
-        .start(move || {
-            let mut t = t;
-            let r = t.finish();
-            (t, r)
-        })
-        .await
-    else {
-        return (None, Err(lost()));
-    };
-    if let Err(stop) = written {
-        return (Some(t.blob), Err(stop));
-    }
-    let outcome = match expect_end(body).await {
-        Err(r) => Err(Stop::Refused(r)),
-        Ok(()) => {
-            let digest = pieces::root(&t.leaves);
-            t.validator
-                .finish()
-                .map(|_| digest)
-                .map_err(|e| Stop::Invalid(e.to_string()))
-        }
-    };
-    (Some(t.blob), outcome)
+    relay.authorize_relay(cx, peer, action).await?;
+    let (from_piece, statement_sha256) = relay.uploads.resume_point(&grant_id, &peer.id);
+    Ok(Reply::ResumeAt {
+        from_piece,
+        statement_sha256,
+    })
 }

@@ -43,6 +43,9 @@ pub struct RelayConfig {
     pub require_post_quantum: bool,
     /// How often expired envelopes are swept, in seconds.
     pub sweep_interval_secs: u64,
+    /// An upload that breaks off is kept (its whole pieces, and its claim on the grant and the
+    /// sender's upload quotas) this many seconds for its sender to resume; 0: not kept.
+    pub upload_resume_secs: u64,
     /// On shutdown, how long requests in flight may take to finish before the relay closes.
     pub shutdown_grace_secs: u64,
     /// A request's frame must arrive within this many seconds, and its body may start slowly
@@ -194,6 +197,7 @@ impl Default for RelayConfig {
             delete_after_delivery: true,
             require_post_quantum: true,
             sweep_interval_secs: 60,
+            upload_resume_secs: 600,
             shutdown_grace_secs: 5,
             body_grace_secs: 10,
             min_body_bytes_per_sec: 32 * 1024,

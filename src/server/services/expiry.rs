@@ -39,6 +39,17 @@ pub async fn sweep_expired(relay: &Relay, cx: &Cx) -> usize {
     if let Err(e) = relay.store.prune_signals(before) {
         tracing::warn!(error = %e, "cannot prune monitor signals");
     }
+    // Broken uploads kept longer than `upload_resume_secs`, unresumed.
+    let lapsed = relay.uploads.expired(now);
+    if !lapsed.is_empty() {
+        relay.metrics.broken_upload("expired", lapsed.len());
+        let _ = cx
+            .blocking(move || {
+                drop(lapsed);
+                Ok(())
+            })
+            .await;
+    }
     // Database blobs a crash left behind (files are swept at start only).
     let blobs = relay.blobs.clone();
     match cx.blocking(move || blobs.sweep_idle()).await {

@@ -39,6 +39,7 @@ pub struct Metrics {
     store_errors: IntCounterVec,
     storage_full: IntCounter,
     envelope_bytes: IntCounterVec,
+    uploads_broken: IntCounterVec,
     pub(crate) connections: IntGauge,
     pub(crate) subscriptions: IntGauge,
     commit_batch: Histogram,
@@ -151,6 +152,12 @@ impl Metrics {
             "Ciphertext bytes of envelopes, by direction (received, sent).",
             &["direction"],
         )?;
+        let uploads_broken = counter_vec(
+            &registry,
+            "sealrelay_broken_uploads_total",
+            "Uploads that broke off before their declared length, by what became of them (parked for their sender to resume, resumed, or expired unresumed).",
+            &["outcome"],
+        )?;
         let connections = gauge(
             &registry,
             "sealrelay_connections",
@@ -181,6 +188,9 @@ impl Metrics {
         for direction in ["received", "sent"] {
             envelope_bytes.with_label_values(&[direction]);
         }
+        for outcome in ["parked", "resumed", "expired"] {
+            uploads_broken.with_label_values(&[outcome]);
+        }
         let build = IntGauge::with_opts(
             Opts::new("sealrelay_build_info", "The relay's version (always 1).")
                 .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -203,6 +213,7 @@ impl Metrics {
             store_errors,
             storage_full,
             envelope_bytes,
+            uploads_broken,
             connections,
             subscriptions,
             commit_batch,
@@ -237,6 +248,13 @@ impl Metrics {
         self.envelope_bytes
             .with_label_values(&[if received { "received" } else { "sent" }])
             .inc_by(bytes);
+    }
+
+    /// A broken upload `"parked"`, `"resumed"` or `"expired"` unresumed.
+    pub fn broken_upload(&self, outcome: &'static str, n: usize) {
+        self.uploads_broken
+            .with_label_values(&[outcome])
+            .inc_by(n as u64);
     }
 
     pub fn commit_batch(&self, operations: usize) {

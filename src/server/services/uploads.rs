@@ -1,22 +1,76 @@
 //! Uploads in progress: one per grant at a time, and per agent a cap on how many and how many
 //! bytes, all claimed before a body is read, so that no agent can fill the disk by opening many
 //! streams on one grant or many grants at once.
+//!
+//! An upload that broke (the stream or connection ended before its declared length) is
+//! *parked*: its uncommitted blob and the state of its checks at the last whole piece are kept,
+//! with its claim, for `upload_resume_secs`, so that its sender resumes from there
+//! (`Request::Resumable`, then `Submit { from_piece }`). Parked uploads live in memory only: a
+//! restart drops them (their blobs are swept) and the sender starts again from the first byte.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
+use crate::core::envelope::validate::EnvelopeValidator;
 use crate::core::store::{QuotaKind, WriteRefusal};
-use crate::core::wire::ErrorCode;
-use crate::ids::{GrantId, SpiffeId};
+use crate::core::wire::{ErrorCode, WireSigned};
+use crate::ids::{EnvelopeId, GrantId, SpiffeId};
+use crate::store::blobs::BlobWriter;
 
 use super::config::QuotaConfig;
 use super::refusal::Refusal;
 
+/// What a blob upload carries from one piece to the next: the uncommitted blob (whole pieces
+/// written), the envelope checks fed with exactly those pieces, and their leaf hashes.
+pub struct UploadState {
+    pub envelope_id: EnvelopeId,
+    pub blob: Box<dyn BlobWriter>,
+    pub validator: EnvelopeValidator,
+    pub leaves: Vec<[u8; 32]>,
+}
+
+/// A broken upload kept for its sender.
+pub struct Parked {
+    pub owner: SpiffeId,
+    pub statement: WireSigned,
+    pub length: u64,
+    pub state: UploadState,
+    /// Dropped by the sweep after this (Unix seconds).
+    pub until: u64,
+}
+
+impl Parked {
+    /// SHA-256 of the signed statement bytes (what `Reply::ResumeAt` names).
+    pub fn statement_sha256(&self) -> [u8; 32] {
+        crate::core::directory::sha256(&self.statement.statement)
+    }
+}
+
 #[derive(Default)]
 struct InProgress {
     grants: HashSet<GrantId>,
-    /// Per agent: uploads and declared bytes in progress.
+    /// Per agent: uploads and declared bytes in progress (parked ones included).
     agents: HashMap<SpiffeId, (u64, u64)>,
+    /// Broken uploads kept for their senders (each still holds its claim above).
+    parked: HashMap<GrantId, Parked>,
+}
+
+impl InProgress {
+    /// Ends a claim: the grant is free and the agent's counts go down.
+    fn release(&mut self, grant: &GrantId, agent: &SpiffeId, bytes: u64) {
+        self.grants.remove(grant);
+        let emptied = match self.agents.get_mut(agent) {
+            Some((count, held)) => {
+                *count = count.saturating_sub(1);
+                *held = held.saturating_sub(bytes);
+                *count == 0
+            }
+            None => false,
+        };
+        if emptied {
+            self.agents.remove(agent);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -24,24 +78,35 @@ pub struct Uploads {
     in_progress: Mutex<InProgress>,
 }
 
-/// An upload's claim; released when dropped (committed, refused, or the stream died).
+/// An upload's claim; released when dropped (committed, refused, or the stream died), unless
+/// it was [parked](UploadSlot::park).
 pub struct UploadSlot<'a> {
     uploads: &'a Uploads,
     grant: GrantId,
     agent: SpiffeId,
     bytes: u64,
+    parked: bool,
 }
 
 impl Uploads {
-    /// Claims the right to upload `bytes` for `grant` as `agent`.
+    /// Claims the right to upload `bytes` for `grant` as `agent`. An upload of the same sender
+    /// parked for the grant is superseded (its claim passes to this one): it is returned for
+    /// the caller to discard off the async threads.
     pub fn begin(
         &self,
         grant: GrantId,
         agent: &SpiffeId,
         bytes: u64,
         quotas: &QuotaConfig,
-    ) -> Result<UploadSlot<'_>, Refusal> {
+    ) -> Result<(UploadSlot<'_>, Option<Parked>), Refusal> {
         let mut state = self.in_progress.lock().map_err(|_| Refusal::internal())?;
+        let superseded = match state.parked.get(&grant) {
+            Some(p) if p.owner == *agent => state.parked.remove(&grant),
+            _ => None,
+        };
+        if let Some(p) = &superseded {
+            state.release(&grant, agent, p.length);
+        }
         if state.grants.contains(&grant) {
             return Err(Refusal::new(
                 ErrorCode::Conflict,
@@ -65,32 +130,131 @@ impl Uploads {
         state
             .agents
             .insert(agent.clone(), (count + 1, held.saturating_add(bytes)));
-        Ok(UploadSlot {
-            uploads: self,
-            grant,
-            agent: agent.clone(),
-            bytes,
-        })
+        Ok((
+            UploadSlot {
+                uploads: self,
+                grant,
+                agent: agent.clone(),
+                bytes,
+                parked: false,
+            },
+            superseded,
+        ))
+    }
+
+    /// How many whole pieces of `agent`'s parked upload for `grant` are kept, and the SHA-256
+    /// of its statement (0 and `None`: nothing kept for this caller).
+    pub fn resume_point(&self, grant: &GrantId, agent: &SpiffeId) -> (u64, Option<[u8; 32]>) {
+        let Ok(state) = self.in_progress.lock() else {
+            return (0, None);
+        };
+        match state.parked.get(grant) {
+            Some(p) if p.owner == *agent => {
+                (p.state.leaves.len() as u64, Some(p.statement_sha256()))
+            }
+            _ => (0, None),
+        }
+    }
+
+    /// Takes `agent`'s parked upload for `grant` back, with its claim, to go on from piece
+    /// `from_piece`: only the same signed statement and length, from exactly the pieces kept.
+    pub fn resume(
+        &self,
+        grant: GrantId,
+        agent: &SpiffeId,
+        statement: &WireSigned,
+        length: u64,
+        from_piece: u64,
+    ) -> Result<(UploadSlot<'_>, UploadState), Refusal> {
+        let mut state = self.in_progress.lock().map_err(|_| Refusal::internal())?;
+        let kept = match state.parked.get(&grant) {
+            Some(p) if p.owner == *agent => p,
+            _ => {
+                return Err(Refusal::new(
+                    ErrorCode::Conflict,
+                    "nothing of this upload is kept to resume (it expired, the relay restarted, or it never broke): send it again from the first piece",
+                ))
+            }
+        };
+        if kept.statement != *statement || kept.length != length {
+            return Err(Refusal::new(
+                ErrorCode::Conflict,
+                "the upload kept for this grant was made with another signed statement: send this one from the first piece",
+            ));
+        }
+        let have = kept.state.leaves.len() as u64;
+        if from_piece != have {
+            return Err(Refusal::new(
+                ErrorCode::Conflict,
+                format!("the relay kept {have} pieces of this upload: resume from piece {have}"),
+            ));
+        }
+        let Some(p) = state.parked.remove(&grant) else {
+            return Err(Refusal::internal());
+        };
+        Ok((
+            UploadSlot {
+                uploads: self,
+                grant,
+                agent: agent.clone(),
+                bytes: length,
+                parked: false,
+            },
+            p.state,
+        ))
+    }
+
+    /// Parked uploads past their time at `now`, with their claims released: returned for the
+    /// caller to discard off the async threads.
+    pub fn expired(&self, now: u64) -> Vec<Parked> {
+        let Ok(mut state) = self.in_progress.lock() else {
+            return Vec::new();
+        };
+        let due: Vec<GrantId> = state
+            .parked
+            .iter()
+            .filter(|(_, p)| p.until <= now)
+            .map(|(g, _)| *g)
+            .collect();
+        let mut gone = Vec::with_capacity(due.len());
+        for g in due {
+            if let Some(p) = state.parked.remove(&g) {
+                state.release(&g, &p.owner, p.length);
+                gone.push(p);
+            }
+        }
+        gone
+    }
+}
+
+impl UploadSlot<'_> {
+    /// Keeps the broken upload (`state`, at its last whole piece) with this claim until
+    /// `until`, for its sender to resume.
+    pub fn park(mut self, statement: WireSigned, length: u64, state: UploadState, until: u64) {
+        let Ok(mut s) = self.uploads.in_progress.lock() else {
+            return;
+        };
+        self.parked = true;
+        let parked = Parked {
+            owner: self.agent.clone(),
+            statement,
+            length,
+            state,
+            until,
+        };
+        s.parked.insert(self.grant, parked);
     }
 }
 
 impl Drop for UploadSlot<'_> {
     fn drop(&mut self) {
+        if self.parked {
+            return;
+        }
         let Ok(mut state) = self.uploads.in_progress.lock() else {
             return;
         };
-        state.grants.remove(&self.grant);
-        let emptied = match state.agents.get_mut(&self.agent) {
-            Some((count, held)) => {
-                *count = count.saturating_sub(1);
-                *held = held.saturating_sub(self.bytes);
-                *count == 0
-            }
-            None => false,
-        };
-        if emptied {
-            state.agents.remove(&self.agent);
-        }
+        state.release(&self.grant, &self.agent, self.bytes);
     }
 }
 
@@ -109,7 +273,7 @@ mod tests {
             ..QuotaConfig::default()
         };
         let bot = SpiffeId::new("t", PartyKind::Agent, "bot").unwrap();
-        let a = u.begin(GrantId([1; 16]), &bot, 10, &q).unwrap();
+        let (a, _) = u.begin(GrantId([1; 16]), &bot, 10, &q).unwrap();
         assert_eq!(
             u.begin(GrantId([1; 16]), &bot, 10, &q).err().unwrap().code,
             ErrorCode::Conflict
@@ -118,7 +282,7 @@ mod tests {
             u.begin(GrantId([2; 16]), &bot, 91, &q).err().unwrap().code,
             ErrorCode::QuotaExceeded
         );
-        let b = u.begin(GrantId([2; 16]), &bot, 90, &q).unwrap();
+        let (b, _) = u.begin(GrantId([2; 16]), &bot, 90, &q).unwrap();
         let third = u.begin(GrantId([3; 16]), &bot, 0, &q).err().unwrap();
         assert!(
             third.message.contains("max_uploads_per_agent"),

@@ -543,6 +543,7 @@ async fn x25519_envelopes_are_refused_while_post_quantum_is_required() {
             grant_id,
             statement: WireSigned::from_signed(&statement),
             length: body.len() as u64,
+            from_piece: 0,
         };
         (body, request)
     };

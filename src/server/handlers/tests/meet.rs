@@ -96,6 +96,7 @@ impl Fixture {
             grant_id,
             statement: WireSigned::from_signed(&statement),
             length: body.len() as u64,
+            from_piece: 0,
         };
         self.call_with_body(&self.bot, request, body).await
     }

@@ -194,6 +194,7 @@ impl Fixture {
             grant_id,
             statement: WireSigned::from_signed(&statement),
             length: body.len() as u64,
+            from_piece: 0,
         };
         (body, request)
     }
