@@ -103,10 +103,20 @@ impl AgeRecipient {
     }
 }
 
+/// Whether a recipient string that was already parsed once (a directory entry's: decoding an
+/// entry checks that its recipient parses) is the post-quantum hybrid: its prefix says, without
+/// decoding its 1,200-byte ML-KEM key again.
+pub fn names_post_quantum(checked: &str) -> bool {
+    checked.starts_with(HYBRID_PREFIX)
+}
+
+/// The prefix of a hybrid recipient's bech32 string (its HRP and separator).
+const HYBRID_PREFIX: &str = "age1pq1";
+
 impl FromStr for AgeRecipient {
     type Err = &'static str;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.starts_with("age1pq1") {
+        if s.starts_with(HYBRID_PREFIX) {
             HybridRecipient::from_bech32(s).map(|h| AgeRecipient::Hybrid(Box::new(h)))
         // A plugin's tag recipient has the prefix "age1tag" and then bech32's separator "1"
         // (never a data character): an X25519 recipient's data may itself begin "tag".

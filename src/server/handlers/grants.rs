@@ -159,14 +159,15 @@ pub fn fillable(relay: &Relay, user: &crate::ids::SpiffeId, now: u64) -> bool {
             .is_none_or(|(e, _)| recipient_is_post_quantum(&e))
 }
 
-/// Whether the entry's age recipient is the post-quantum hybrid (an entry without one, or with
-/// one that does not parse, is not).
+/// Whether the entry's age recipient is the post-quantum hybrid (an entry without one is not).
+/// Every entry the relay holds was decoded, which checks that its recipient parses, so its
+/// prefix says: parsing it again here, on every submission and every grant pushed, took about
+/// 5% of the relay's CPU per round trip (bech32 and an ML-KEM key of 1,184 bytes).
 fn recipient_is_post_quantum(entry: &crate::core::directory::DirectoryEntry) -> bool {
     entry
         .age_recipient
         .as_deref()
-        .and_then(|r| r.parse::<crate::core::envelope::keys::AgeRecipient>().ok())
-        .is_some_and(|r| r.is_post_quantum())
+        .is_some_and(crate::core::envelope::keys::names_post_quantum)
 }
 
 /// The grant and its requester's newest logged entry (with its place in the directory log
