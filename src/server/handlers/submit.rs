@@ -133,25 +133,7 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
             super::grants::UNFILLABLE,
         ));
     }
-    // One upload per grant at a time, and the agent's caps, claimed before any body byte is
-    // read; the claim ends with this request, or passes to the upload parked when it breaks.
-    let (slot, resumed) = if from_piece == 0 {
-        let (slot, superseded) =
-            relay
-                .uploads
-                .begin(grant_id, &peer.id, length, &relay.config.quotas)?;
-        if let Some(old) = superseded {
-            cx.discard(Some(old.state.blob)).await;
-        }
-        (slot, None)
-    } else {
-        let (slot, state) = relay
-            .uploads
-            .resume(grant_id, &peer.id, &statement, length, from_piece)?;
-        relay.metrics.broken_upload("resumed", 1);
-        (slot, Some(state))
-    };
-    let (signed, claimed_sha256) = match &assignment {
+    let (signed, claimed_root) = match &assignment {
         Some(a) => {
             super::sources::checked_statement(relay, peer, &grant, a, &statement, length, now)?
         }
@@ -177,6 +159,27 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
             }
             (signed, claimed.ciphertext_root)
         }
+    };
+
+    // One upload per grant at a time, and the agent's caps, claimed before any body byte is
+    // read (and once the statement verified: a parked upload is taken back only by one that
+    // could go on); the claim ends with this request, or passes to the upload parked when it
+    // breaks.
+    let (slot, resumed) = if from_piece == 0 {
+        let (slot, superseded) =
+            relay
+                .uploads
+                .begin(grant_id, &peer.id, length, &relay.config.quotas)?;
+        if let Some(old) = superseded {
+            cx.discard(Some(old.state.blob)).await;
+        }
+        (slot, None)
+    } else {
+        let (slot, state) = relay
+            .uploads
+            .resume(grant_id, &peer.id, &statement, length, from_piece)?;
+        relay.metrics.broken_upload("resumed", 1);
+        (slot, Some(state))
     };
 
     let envelope_id = match &resumed {
@@ -214,7 +217,7 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
             return Err(r);
         }
     };
-    let checked = if digest != claimed_sha256 {
+    let checked = if digest != claimed_root {
         Err(Refusal::new(
             ErrorCode::BadRequest,
             "the body does not match the digest in the signed statement",
@@ -250,7 +253,7 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
         user: grant.user.clone(),
         agent: acting.clone(),
         length,
-        sha256: claimed_sha256,
+        sha256: claimed_root,
         received_at: now,
         expires_at: now.saturating_add(relay.config.envelope_ttl_secs),
         statement: StoredSigned {
@@ -266,7 +269,7 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
         &envelope_id,
         &grant_id,
         &grant.user,
-        &claimed_sha256,
+        &claimed_root,
         length,
         &signed,
     );
