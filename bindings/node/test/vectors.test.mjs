@@ -54,7 +54,7 @@ test('statements', () => {
 
 test('wire frames', () => {
   const list = vectors('wire.json');
-  assert.equal(list.length, 14);
+  assert.equal(list.length, 16);
   for (const v of list) {
     if (v.valid === false) {
       assert.throws(() => sealrelay.decodeFrame(v.kind, Buffer.from(v.frame, 'hex')), sealrelay.BadInputError, v.name);

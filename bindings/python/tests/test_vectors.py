@@ -56,7 +56,7 @@ def test_statements() -> None:
 
 def test_wire() -> None:
     vectors = load("wire.json")["vectors"]
-    assert len(vectors) == 14
+    assert len(vectors) == 16
     for v in vectors:
         if v.get("valid") is False:
             with pytest.raises(sealrelay.BadInputError):
