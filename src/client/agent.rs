@@ -300,8 +300,13 @@ pub(crate) async fn submit_sealed_over(
     }
     sealed.tried = true;
     let sent = match send_from(conn, sealed, &statement, from).await {
-        // What it kept is gone (it expired, or the relay restarted): all of it, then.
-        Err(e) if from > 0 && e.kind() == ErrorKind::Conflict => {
+        // What it kept is gone (it expired, or the relay restarted) or is not what this sends:
+        // all of it, then (only on those answers: a used grant stays refused).
+        Err(e)
+            if from > 0
+                && e.kind() == ErrorKind::Conflict
+                && e.message().contains("from the first piece") =>
+        {
             from = 0;
             send_from(conn, sealed, &statement, 0).await
         }

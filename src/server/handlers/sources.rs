@@ -106,7 +106,14 @@ pub async fn dispatch(relay: &Relay, peer: &Peer, dispatch: WireSigned, cx: &Cx)
     };
     let event = events::grant_dispatched(now, &peer.id, &d.grant_id, &d.source, &signed);
     match relay.commit(WriteOp::Dispatch { record, now, event }).await {
-        Ok(_) => Ok(Reply::Done),
+        Ok(_) => {
+            // The grant is the source's to fill now: an upload of the agent's own that broke
+            // and was kept for it would only hold the grant and the agent's quota.
+            if let Some(parked) = relay.uploads.abandon(&d.grant_id) {
+                cx.discard(Some(parked.state.blob)).await;
+            }
+            Ok(Reply::Done)
+        }
         // The same dispatch again (a lost answer): done already.
         Err(r) if r.message == WriteRefusal::Duplicate.to_error().message() => Ok(Reply::Done),
         Err(r) => Err(r),

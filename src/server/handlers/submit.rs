@@ -205,7 +205,11 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
     let (inline_body, blob, digest) = match received {
         Ok(taken) => taken,
         Err((r, Some(state))) if relay.config.upload_resume_secs > 0 => {
-            let until = cx.now.saturating_add(relay.config.upload_resume_secs);
+            // From when it broke, not from when the request began (a large upload can take
+            // longer than the whole window).
+            let until = cx
+                .commit_time()
+                .saturating_add(relay.config.upload_resume_secs);
             relay.metrics.broken_upload("parked", 1);
             slot.park(statement, length, state, until);
             return Err(r);

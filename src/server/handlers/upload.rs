@@ -24,8 +24,8 @@ use crate::server::services::uploads::UploadState;
 pub type Taken = (Option<Vec<u8>>, Option<Box<dyn BlobWriter>>, [u8; 32]);
 
 /// A body not taken: why, and, when the transfer broke off (the stream was reset or the
-/// connection lost before the declared length), what a large one holds at its last whole
-/// piece.
+/// connection lost before the declared length) or a resumed one found no room for the rest,
+/// what a large one holds at its last whole piece.
 pub type NotTaken = (Refusal, Option<UploadState>);
 
 /// Reads the body of envelope `envelope_id` (`length` bytes in all). `resumed`: what a broken
@@ -51,9 +51,9 @@ pub async fn receive<B: AsyncRead + Unpin + Send>(
     let state = match resumed {
         Some(state) => {
             let rest = length.saturating_sub(state.leaves.len() as u64 * PIECE as u64);
+            // No room now: what is kept stays kept (parked again), for a try once there is.
             if let Err(r) = relay.store.ensure_room(rest) {
-                cx.discard(Some(state.blob)).await;
-                return Err((r.into(), None));
+                return Err((r.into(), Some(state)));
             }
             state
         }

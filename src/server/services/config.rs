@@ -44,7 +44,8 @@ pub struct RelayConfig {
     /// How often expired envelopes are swept, in seconds.
     pub sweep_interval_secs: u64,
     /// An upload that breaks off is kept (its whole pieces, and its claim on the grant and the
-    /// sender's upload quotas) this many seconds for its sender to resume; 0: not kept.
+    /// sender's upload quotas) this many seconds for its sender to resume, at most an hour; 0:
+    /// not kept.
     pub upload_resume_secs: u64,
     /// On shutdown, how long requests in flight may take to finish before the relay closes.
     pub shutdown_grace_secs: u64,
@@ -181,6 +182,9 @@ pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 /// The prefix of the environment variables that override config fields.
 pub const ENV_PREFIX: &str = "SEALRELAY_";
 
+/// The longest a broken upload may be kept for its sender (`upload_resume_secs`).
+pub const MAX_UPLOAD_RESUME_SECS: u64 = 3600;
+
 impl Default for RelayConfig {
     fn default() -> Self {
         RelayConfig {
@@ -276,6 +280,13 @@ impl RelayConfig {
         }
         if self.store_connections == 0 {
             return Err(Error::bad_input("store_connections must be above zero"));
+        }
+        // A database's pieces untouched for an hour are swept as a crash's leftovers: a broken
+        // upload kept longer would lose them.
+        if self.upload_resume_secs > MAX_UPLOAD_RESUME_SECS {
+            return Err(Error::bad_input(format!(
+                "upload_resume_secs must be at most {MAX_UPLOAD_RESUME_SECS} (one hour; 0 keeps nothing)"
+            )));
         }
         Ok(())
     }

@@ -11,6 +11,18 @@ use super::relay::Relay;
 /// the relay's clock).
 pub async fn sweep_expired(relay: &Relay, cx: &Cx) -> usize {
     let now = cx.now;
+    // Broken uploads kept longer than `upload_resume_secs`, unresumed (first: a store that
+    // fails below must not keep them).
+    let lapsed = relay.uploads.expired(now);
+    if !lapsed.is_empty() {
+        relay.metrics.broken_upload("expired", lapsed.len());
+        let _ = cx
+            .blocking(move || {
+                drop(lapsed);
+                Ok(())
+            })
+            .await;
+    }
     let Ok(ids) = relay.store.envelope_ids() else {
         return 0;
     };
@@ -38,17 +50,6 @@ pub async fn sweep_expired(relay: &Relay, cx: &Cx) -> usize {
     let before = now.saturating_sub(relay.monitor.config().window_secs);
     if let Err(e) = relay.store.prune_signals(before) {
         tracing::warn!(error = %e, "cannot prune monitor signals");
-    }
-    // Broken uploads kept longer than `upload_resume_secs`, unresumed.
-    let lapsed = relay.uploads.expired(now);
-    if !lapsed.is_empty() {
-        relay.metrics.broken_upload("expired", lapsed.len());
-        let _ = cx
-            .blocking(move || {
-                drop(lapsed);
-                Ok(())
-            })
-            .await;
     }
     // Database blobs a crash left behind (files are swept at start only).
     let blobs = relay.blobs.clone();

@@ -100,20 +100,23 @@ impl Uploads {
         quotas: &QuotaConfig,
     ) -> Result<(UploadSlot<'_>, Option<Parked>), Refusal> {
         let mut state = self.in_progress.lock().map_err(|_| Refusal::internal())?;
-        let superseded = match state.parked.get(&grant) {
-            Some(p) if p.owner == *agent => state.parked.remove(&grant),
-            _ => None,
-        };
-        if let Some(p) = &superseded {
-            state.release(&grant, agent, p.length);
-        }
-        if state.grants.contains(&grant) {
+        // What a parked upload of the same sender holds counts as free for this one; it is
+        // taken out only once this claim is granted (refused, it stays as it was).
+        let superseding = state
+            .parked
+            .get(&grant)
+            .and_then(|p| (p.owner == *agent).then_some(p.length));
+        if state.grants.contains(&grant) && superseding.is_none() {
             return Err(Refusal::new(
                 ErrorCode::Conflict,
                 "another upload for this grant is in progress (a grant serves one submission)",
             ));
         }
         let (count, held) = state.agents.get(agent).copied().unwrap_or((0, 0));
+        let (count, held) = match superseding {
+            Some(old) => (count.saturating_sub(1), held.saturating_sub(old)),
+            None => (count, held),
+        };
         if count >= quotas.max_uploads_per_agent {
             return Err(Refusal::from(WriteRefusal::Quota {
                 kind: QuotaKind::UploadsPerAgent,
@@ -126,7 +129,15 @@ impl Uploads {
                 limit: quotas.max_upload_bytes_per_agent,
             }));
         }
+        let superseded = match superseding {
+            Some(old) => {
+                state.release(&grant, agent, old);
+                state.parked.remove(&grant)
+            }
+            None => None,
+        };
         state.grants.insert(grant);
+        let (count, held) = state.agents.get(agent).copied().unwrap_or((0, 0));
         state
             .agents
             .insert(agent.clone(), (count + 1, held.saturating_add(bytes)));
@@ -140,6 +151,15 @@ impl Uploads {
             },
             superseded,
         ))
+    }
+
+    /// Drops what is parked for `grant`, whoever sent it (the grant went to a source): returned,
+    /// with its claim released, for the caller to discard off the async threads.
+    pub fn abandon(&self, grant: &GrantId) -> Option<Parked> {
+        let mut state = self.in_progress.lock().ok()?;
+        let p = state.parked.remove(grant)?;
+        state.release(grant, &p.owner, p.length);
+        Some(p)
     }
 
     /// How many whole pieces of `agent`'s parked upload for `grant` are kept, and the SHA-256
@@ -186,7 +206,7 @@ impl Uploads {
         if from_piece != have {
             return Err(Refusal::new(
                 ErrorCode::Conflict,
-                format!("the relay kept {have} pieces of this upload: resume from piece {have}"),
+                format!("the relay kept {have} pieces of this upload: resume from piece {have}, or send it again from the first piece"),
             ));
         }
         let Some(p) = state.parked.remove(&grant) else {
@@ -263,6 +283,97 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::ids::PartyKind;
+
+    struct NoBlob;
+    impl BlobWriter for NoBlob {
+        fn write(&mut self, _: &[u8]) -> crate::error::Result<()> {
+            Ok(())
+        }
+        fn commit(self: Box<Self>) -> crate::error::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn state(pieces: usize) -> UploadState {
+        UploadState {
+            envelope_id: EnvelopeId([7; 16]),
+            blob: Box::new(NoBlob),
+            validator: EnvelopeValidator::new(),
+            leaves: vec![[0; 32]; pieces],
+        }
+    }
+
+    fn code<T>(r: Result<T, Refusal>) -> Option<ErrorCode> {
+        r.err().map(|e| e.code)
+    }
+
+    fn statement(b: u8) -> WireSigned {
+        WireSigned {
+            statement: vec![b; 8],
+            signature: vec![b; 64],
+        }
+    }
+
+    /// A parked upload keeps its claim; a new upload of the same grant by its sender takes it
+    /// over, but one refused by the caps leaves it parked as it was; a dispatch abandons it;
+    /// only its sender resumes it, with its statement and from its pieces; it lapses on time.
+    #[test]
+    fn a_parked_upload_keeps_its_claim_until_resumed_superseded_abandoned_or_lapsed() {
+        let u = Uploads::default();
+        let q = QuotaConfig {
+            max_uploads_per_agent: 2,
+            max_upload_bytes_per_agent: 100,
+            ..QuotaConfig::default()
+        };
+        let bot = SpiffeId::new("t", PartyKind::Agent, "bot").unwrap();
+        let other = SpiffeId::new("t", PartyKind::Agent, "other").unwrap();
+        let g = GrantId([1; 16]);
+        let (slot, _) = u.begin(g, &bot, 60, &q).unwrap();
+        slot.park(statement(1), 60, state(3), 100);
+        assert_eq!(u.resume_point(&g, &bot).0, 3);
+        assert_eq!(u.resume_point(&g, &other), (0, None));
+        // The claim stands: 60 of the agent's 100 bytes are held.
+        assert_eq!(
+            code(u.begin(GrantId([2; 16]), &bot, 41, &q)),
+            Some(ErrorCode::QuotaExceeded)
+        );
+        assert_eq!(code(u.begin(g, &other, 1, &q)), Some(ErrorCode::Conflict));
+        // Superseding with more than the caps allow: refused, and still parked.
+        assert_eq!(
+            code(u.begin(g, &bot, 101, &q)),
+            Some(ErrorCode::QuotaExceeded)
+        );
+        assert_eq!(u.resume_point(&g, &bot).0, 3);
+        // Resumed only by its sender, with its statement, from its pieces.
+        assert_eq!(
+            code(u.resume(g, &other, &statement(1), 60, 3)),
+            Some(ErrorCode::Conflict)
+        );
+        assert_eq!(
+            code(u.resume(g, &bot, &statement(2), 60, 3)),
+            Some(ErrorCode::Conflict)
+        );
+        assert_eq!(
+            code(u.resume(g, &bot, &statement(1), 60, 2)),
+            Some(ErrorCode::Conflict)
+        );
+        let (slot, kept) = u.resume(g, &bot, &statement(1), 60, 3).unwrap();
+        assert_eq!(kept.leaves.len(), 3);
+        slot.park(statement(1), 60, kept, 100);
+        // Superseded within the caps: the old one comes back to be discarded.
+        let (slot, old) = u.begin(g, &bot, 100, &q).unwrap();
+        assert!(old.is_some());
+        assert_eq!(u.resume_point(&g, &bot), (0, None));
+        slot.park(statement(3), 100, state(1), 100);
+        // Abandoned (the grant went to a source): the claim is released.
+        assert!(u.abandon(&g).is_some());
+        let (a, _) = u.begin(GrantId([2; 16]), &bot, 100, &q).unwrap();
+        a.park(statement(4), 100, state(1), 100);
+        // Lapsed on time, with the claim.
+        assert!(u.expired(99).is_empty());
+        assert_eq!(u.expired(100).len(), 1);
+        u.begin(GrantId([3; 16]), &bot, 100, &q).unwrap();
+    }
 
     #[test]
     fn one_upload_per_grant_and_per_agent_caps_until_released() {
