@@ -2,7 +2,8 @@
 //! upload cut at random points (a reset stream, a lost connection) resumes from the whole pieces
 //! the relay kept and is stored byte-exact; what follows a resume is checked as a fresh upload is
 //! (against the signed root, as a valid envelope), and only its sender resumes it; a parked
-//! upload holds its quota, lapses, and does not outlive a restart; the agent library resumes.
+//! upload holds its quota, lapses (its window counted from the break), does not outlive a
+//! restart, and goes when its grant is dispatched to a source; the agent library resumes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -17,7 +18,7 @@ use sealrelay::core::identity::Identity;
 use sealrelay::core::sign::Signed;
 use sealrelay::core::wire::{self, ErrorCode, Reply, Request, RequestFrame, Response, WireSigned};
 use sealrelay::ids::{EnvelopeId, GrantId};
-use sealrelay::local::provision::{agent, user};
+use sealrelay::local::provision::{agent, source, user};
 
 /// Nine pieces and a bit.
 const LEN: usize = 9 * PIECE + 777;
@@ -509,4 +510,106 @@ async fn the_agent_library_sends_only_what_the_relay_lacks() {
     alice.fetch(envelope_id, &w.t.dir, &mut out).await.unwrap();
     assert!(out == plaintext);
     w.t.relay.shutdown().await;
+}
+
+/// The window a broken upload is kept for counts from the break, not from when the upload
+/// began: an upload that took longer than the whole window is still kept once it breaks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_resume_window_counts_from_the_break() {
+    let w = world(|c| {
+        c.upload_resume_secs = 30;
+        c.sweep_interval_secs = 1;
+    })
+    .await;
+    let (g, _, sealed, st) = w.grant(5).await;
+    let conn = raw(w.bot()).connect(w.t.relay.local_addr).await;
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(&frame(Request::Submit {
+        grant_id: g,
+        statement: WireSigned::from_signed(&st),
+        length: sealed.len() as u64,
+        from_piece: 0,
+    }))
+    .await
+    .unwrap();
+    send.write_all(&sealed[..2 * PIECE + 1]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A minute passes, twice the window, before the upload breaks.
+    w.t.clock.advance(60);
+    send.reset(0u32.into()).unwrap();
+    let (code, _) = err(Some(read_response(&mut recv).await));
+    assert_eq!(code, ErrorCode::BadRequest);
+    // Sweeps pass (every second): it is kept.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(resumable(&conn, g).await.0, 2);
+    // Its own window, from the break, ends.
+    w.t.clock.advance(31);
+    let mut lapsed = false;
+    for _ in 0..100 {
+        if resumable(&conn, g).await == (0, None) {
+            lapsed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(lapsed, "it outlived its window");
+    w.t.relay.shutdown().await;
+}
+
+/// A grant its agent dispatches to a source after the agent's own upload for it broke: what
+/// was kept of that upload goes (the grant is the source's to fill now), and so does its hold
+/// on the agent's upload quota.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatch_drops_what_was_kept_of_the_agents_own_upload() {
+    let t = common::test_relay(
+        &[
+            user("alice", 1, &[]),
+            agent("research-bot", &["customers/*"]),
+            source("crm", &["customers/*"]),
+        ],
+        |c| c.quotas.max_uploads_per_agent = 1,
+    )
+    .await;
+    let (alice_id, bot_id) = (&t.ids[0], &t.ids[1]);
+    let alice = UserClient::connect(alice_id, &t.addr).await.unwrap();
+    let bot = AgentClient::connect(bot_id, &t.addr).await.unwrap();
+    let mut request = common::grant_request("customers/acme");
+    request.max_bytes = 16 * 1024 * 1024;
+    let g = alice.grant(&request).await.unwrap();
+    let open = bot
+        .grants()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|o| o.grant.grant_id == g)
+        .unwrap();
+    let sealed = sealed_for(alice_id, &common::pattern(LEN - 300, 4));
+    let st = statement(bot_id, alice_id, g, &sealed);
+    let length = sealed.len() as u64;
+    let conn = raw(bot_id).connect(t.relay.local_addr).await;
+    submit(
+        &conn,
+        g,
+        &st,
+        length,
+        0,
+        &sealed[..3 * PIECE + 5],
+        End::Reset,
+    )
+    .await;
+    assert_eq!(resumable(&conn, g).await.0, 3);
+
+    bot.dispatch(&open, "crm").await.unwrap();
+    assert_eq!(resumable(&conn, g).await, (0, None));
+    assert_eq!(t.blobs_held(), 0, "the kept upload's blob stayed");
+    // The agent's one upload at a time is free again.
+    request.resource = "customers/beta".into();
+    let g2 = alice.grant(&request).await.unwrap();
+    let st2 = statement(bot_id, alice_id, g2, &sealed);
+    let answer = submit(&conn, g2, &st2, length, 0, &sealed, End::Whole).await;
+    assert!(
+        matches!(answer, Some(Response::Ok(Reply::Submitted { .. }))),
+        "{answer:?}"
+    );
+    t.relay.shutdown().await;
 }
