@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use common::{ok_in, run_in};
-use sealrelay::core::receipt_file::ReceiptFile;
+use sealrelay::core::directory::DirectoryEntry;
+use sealrelay::core::receipt_file::{ReceiptFile, ReceiptVerifier};
 use sealrelay::core::sign::VerifierKey;
 
 /// An edit of a receipt file.
@@ -230,6 +231,26 @@ fn receipts_verify_offline_and_any_change_fails_naming_the_check() {
         assert!(
             err.contains(&format!("receipt check failed: {check}")),
             "expected {check:?}: {err}"
+        );
+    }
+    // The client that signed a receipt checks the relay's answer to it without checking its own
+    // signature again (`signed_here`): every edit above still fails, naming its check, since a
+    // receipt that differs by a byte from the one it signed is checked in full.
+    let user_key = DirectoryEntry::verify(&file.user_entry, &authority.key)
+        .unwrap()
+        .signing_key;
+    let here =
+        || ReceiptVerifier::new(authority.key, log.clone()).signed_here(&file.receipt, user_key);
+    here().verify(&file).unwrap();
+    for (check, edit) in &cases {
+        let mut f = file.clone();
+        edit(&mut f);
+        let err = here().verify(&f).unwrap_err();
+        assert!(
+            err.message()
+                .contains(&format!("receipt check failed: {check}")),
+            "expected {check:?}: {}",
+            err.message()
         );
     }
     // Every single flipped byte of the file fails (as a parse error or a named check).

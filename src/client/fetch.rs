@@ -9,7 +9,7 @@ use crate::clock;
 use crate::core::envelope::submission::Submission;
 use crate::core::envelope::{self, stream::default_threads};
 use crate::core::grant::{DeliveryStatus, Grant, Receipt};
-use crate::core::receipt_file::ReceiptFile;
+use crate::core::receipt_file::{ReceiptFile, ReceiptVerifier};
 use crate::core::sign::{Signed, StatementType};
 use crate::core::wire::{ReceiptFrame, Reply, Request, WireSigned};
 use crate::error::{Error, Result};
@@ -110,7 +110,7 @@ impl UserClient<'_> {
             return Err(unexpected(&reply));
         };
         // Who, what, why, and whether it all verifies — judged before a byte is decrypted.
-        let header = self.judge(&view, &mut Vec::new()).await?;
+        let (header, verified_root) = self.judge_verified(&view, &mut Vec::new()).await?;
         // Sealed to another of the user's keys (a rotation): not opened here, and no receipt
         // (an undecryptable one would count against the agent for the user's own key change).
         if let Some(note) = header.other_key_note() {
@@ -138,9 +138,11 @@ impl UserClient<'_> {
         })?;
         // The digest the header's statement signs, when it verifies: the piece list is checked
         // against it before any piece is taken.
-        let signed = match &header.problem {
-            Some(p) => Err(p.clone()),
-            None => self.signed_digest(&view, &grant),
+        let signed = match (&header.problem, verified_root) {
+            (Some(p), _) => Err(p.clone()),
+            // The header checked the agent's statement for this grant, user, agent and length.
+            (None, Some(root)) => Ok(root),
+            (None, None) => self.signed_digest(&view, &grant),
         };
         let mut download = Download::new(scratch, view.length, signed.as_ref().ok().copied());
         let (mut send, mut recv) = self
@@ -234,8 +236,10 @@ impl UserClient<'_> {
         let log_key = self.identity.log_key.as_ref().ok_or_else(|| {
             Error::bad_input("this identity trusts no log key: import its bundle")
         })?;
-        receipt_file
-            .verify(&authority(self.identity)?, log_key)
+        ReceiptVerifier::new(authority(self.identity)?, log_key.clone())
+            .with_notes(self.seen.as_ref().and_then(|s| s.notes()))
+            .signed_here(&receipt, self.identity.signing_key.public())
+            .verify(&receipt_file)
             .map_err(|e| {
                 e.context("the relay recorded the receipt but its proof does not verify")
             })?;

@@ -132,6 +132,17 @@ pub fn describe(
     own: &[DirectoryEntry],
     view: &EnvelopeView,
 ) -> EnvelopeHeader {
+    describe_verified(identity, own, view).0
+}
+
+/// [`describe`], and, when everything verified and the agent sealed it, the ciphertext root its
+/// signed statement names (checked for this grant, user, agent and length): `fetch` takes the
+/// pieces against it without checking the same signature a second time.
+pub(crate) fn describe_verified(
+    identity: &Identity,
+    own: &[DirectoryEntry],
+    view: &EnvelopeView,
+) -> (EnvelopeHeader, Option<[u8; 32]>) {
     let mut h = EnvelopeHeader {
         envelope_id: view.envelope_id,
         agent: None,
@@ -146,10 +157,12 @@ pub fn describe(
         other_key_serial: None,
         sealed_by: None,
     };
-    if let Err(e) = check(identity, own, view, &mut h) {
+    let mut root = None;
+    if let Err(e) = check(identity, own, view, &mut h, &mut root) {
         h.problem = Some(e.message().to_owned());
     }
-    h
+    let root = root.filter(|_| h.problem.is_none());
+    (h, root)
 }
 
 fn check(
@@ -157,6 +170,7 @@ fn check(
     own: &[DirectoryEntry],
     view: &EnvelopeView,
     h: &mut EnvelopeHeader,
+    root: &mut Option<[u8; 32]>,
 ) -> Result<()> {
     let authority = authority(identity)?;
     let grant_signed = view.grant.to_signed(StatementType::Grant)?;
@@ -233,6 +247,7 @@ fn check(
             "the agent's statement describes another grant, user or size",
         ));
     }
+    *root = Some(s.ciphertext_root);
     approval_holds(view, approval, &grant, &grant_signed, me, &authority)
 }
 

@@ -58,7 +58,8 @@ impl<'a> UserClient<'a> {
         mut self,
         state: crate::local::checkpoint_state::CheckpointState,
     ) -> Self {
-        self.seen = Some(state);
+        // A client fetches again and again: the note it saved last is checked once.
+        self.seen = Some(state.remembering());
         self
     }
 
@@ -109,16 +110,27 @@ impl<'a> UserClient<'a> {
         view: &EnvelopeView,
         own: &mut Vec<crate::core::directory::DirectoryEntry>,
     ) -> Result<super::header::EnvelopeHeader> {
-        let h = super::header::describe(self.identity, own, view);
-        if h.problem.as_deref() != Some("the grant is not one you signed") || !own.is_empty() {
-            return Ok(h);
+        Ok(self.judge_verified(view, own).await?.0)
+    }
+
+    /// [`UserClient::judge`], with the root the agent's statement signs when all of it
+    /// verified (`header::describe_verified`).
+    pub(crate) async fn judge_verified(
+        &self,
+        view: &EnvelopeView,
+        own: &mut Vec<crate::core::directory::DirectoryEntry>,
+    ) -> Result<(super::header::EnvelopeHeader, Option<[u8; 32]>)> {
+        let judged = super::header::describe_verified(self.identity, own, view);
+        if judged.0.problem.as_deref() != Some("the grant is not one you signed") || !own.is_empty()
+        {
+            return Ok(judged);
         }
         match self.own_history().await {
             Ok(history) => *own = history,
             // One envelope the history cannot explain stays unverifiable; the inbox goes on.
-            Err(_) => return Ok(h),
+            Err(_) => return Ok(judged),
         }
-        Ok(super::header::describe(self.identity, own, view))
+        Ok(super::header::describe_verified(self.identity, own, view))
     }
 
     /// This user's entries the relay holds (every serial), each verified against the pinned

@@ -183,6 +183,7 @@ pub fn scope_matches(scope: &str, resource: &str) -> bool {
 
 pub use super::resource::{Catalog, CatalogEntry};
 
+mod by_action;
 mod entities;
 mod explain;
 pub mod properties;
@@ -192,6 +193,8 @@ use entities::{entity, long, uid};
 /// A Cedar policy set, its schema and the resource catalog.
 pub struct CedarPolicy {
     policies: PolicySet,
+    /// The same policies split by the action they can match (`by_action`).
+    by_action: Option<by_action::ByAction>,
     catalog: Catalog,
     authorizer: CedarAuthorizer,
     hash: String,
@@ -221,6 +224,7 @@ impl CedarPolicy {
         h.push(0);
         h.extend_from_slice(catalog_text.as_bytes());
         Ok(CedarPolicy {
+            by_action: by_action::ByAction::split(&policies, schema()?),
             policies,
             catalog,
             authorizer: CedarAuthorizer::new(),
@@ -414,9 +418,13 @@ impl CedarPolicy {
 
     /// [`CedarPolicy::decide`]; `None`: no policy permits it and none forbids it.
     fn decided(&self, request: &Request, entities: &Entities) -> Option<Decision> {
-        let response = self
-            .authorizer
-            .is_authorized(request, &self.policies, entities);
+        // Only the policies that can match the request's action: the same decision, reasons
+        // and errors as the whole set (`by_action`).
+        let policies = match (&self.by_action, request.action()) {
+            (Some(split), Some(action)) => split.for_action(action).unwrap_or(&self.policies),
+            _ => &self.policies,
+        };
+        let response = self.authorizer.is_authorized(request, policies, entities);
         let errors: Vec<String> = response
             .diagnostics()
             .errors()

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::core::sign::VerifierKey;
-use crate::core::tlog::checkpoint::{Checkpoint, MAX_CHECKPOINT_LEN};
+use crate::core::tlog::checkpoint::{Checkpoint, VerifiedNotes, MAX_CHECKPOINT_LEN};
 use crate::core::tlog::cosignature::WitnessPolicy;
 use crate::core::tlog::{verify_consistency, Hash};
 use crate::error::{Error, ErrorKind, Result};
@@ -16,6 +16,8 @@ use crate::local::fs::{read_capped, write_atomic, PUBLIC_MODE};
 pub struct CheckpointState {
     path: PathBuf,
     log: VerifierKey,
+    /// Notes this party already verified (a long-lived client keeps them across calls).
+    notes: Option<std::sync::Arc<VerifiedNotes>>,
 }
 
 impl CheckpointState {
@@ -26,12 +28,43 @@ impl CheckpointState {
         CheckpointState {
             path: PathBuf::from(s),
             log,
+            notes: None,
         }
     }
 
     /// A state at an explicit path.
     pub fn at(path: PathBuf, log: VerifierKey) -> Self {
-        CheckpointState { path, log }
+        CheckpointState {
+            path,
+            log,
+            notes: None,
+        }
+    }
+
+    /// Remembers the notes it verifies in `notes` (and takes those verified before from it).
+    pub fn with_notes(mut self, notes: std::sync::Arc<VerifiedNotes>) -> Self {
+        self.notes = Some(notes);
+        self
+    }
+
+    /// The notes it remembers, if it does.
+    pub fn notes(&self) -> Option<std::sync::Arc<VerifiedNotes>> {
+        self.notes.clone()
+    }
+
+    /// Remembers the notes it verifies, in a memory of its own unless it has one.
+    pub fn remembering(self) -> Self {
+        match self.notes {
+            Some(_) => self,
+            None => self.with_notes(Default::default()),
+        }
+    }
+
+    fn verify_note(&self, note: &str) -> Result<Checkpoint> {
+        match &self.notes {
+            Some(n) => n.verify(note, &self.log),
+            None => Checkpoint::verify(note, &self.log),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -45,7 +78,8 @@ impl CheckpointState {
                 let text = String::from_utf8(bytes).map_err(|_| {
                     Error::bad_input(format!("{} is not text", self.path.display()))
                 })?;
-                let cp = Checkpoint::verify(&text, &self.log)
+                let cp = self
+                    .verify_note(&text)
                     .map_err(|e| e.context(self.path.display()))?;
                 Ok(Some((cp, text)))
             }
@@ -72,8 +106,9 @@ impl CheckpointState {
         from: Option<u64>,
         policy: Option<&WitnessPolicy>,
     ) -> Result<Accepted> {
-        let new =
-            Checkpoint::verify(note, &self.log).map_err(|e| e.context("the relay's checkpoint"))?;
+        let new = self
+            .verify_note(note)
+            .map_err(|e| e.context("the relay's checkpoint"))?;
         if let Some(p) = policy {
             p.check(note)
                 .map_err(|e| e.context("the relay's checkpoint"))?;

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use crate::core::sign::VerifierKey;
-use crate::core::tlog::checkpoint::Checkpoint;
+use crate::core::tlog::checkpoint::{Checkpoint, VerifiedNotes};
 use crate::core::wire::DirectoryCheckpoint;
 use crate::error::{Error, Result};
 use crate::local::checkpoint_state::{check_extends, CheckpointState};
@@ -24,6 +24,9 @@ pub struct DirectorySeen {
     file: Option<PathBuf>,
     /// The note, and when it was accepted.
     memory: std::sync::Mutex<Option<(String, u64)>>,
+    /// The notes verified so far: the same checkpoint comes with every grant until the
+    /// directory grows, and is checked once.
+    notes: std::sync::Arc<VerifiedNotes>,
 }
 
 impl DirectorySeen {
@@ -35,20 +38,25 @@ impl DirectorySeen {
         DirectorySeen {
             file: Some(file),
             memory: Default::default(),
+            notes: Default::default(),
         }
+    }
+
+    fn state(&self, file: &std::path::Path, key: &VerifierKey) -> CheckpointState {
+        CheckpointState::at(file.to_path_buf(), key.clone()).with_notes(self.notes.clone())
     }
 
     /// The size of the newest checkpoint seen, verified with `key`.
     pub fn size(&self, key: &VerifierKey) -> Result<Option<u64>> {
         match &self.file {
-            Some(f) => CheckpointState::at(f.clone(), key.clone()).size(),
+            Some(f) => self.state(f, key).size(),
             None => {
                 let m = self
                     .memory
                     .lock()
                     .map_err(|_| Error::internal("the directory state is poisoned"))?;
                 m.as_ref()
-                    .map(|(n, _)| Checkpoint::verify(n, key).map(|c| c.size))
+                    .map(|(n, _)| self.notes.verify(n, key).map(|c| c.size))
                     .transpose()
             }
         }
@@ -86,18 +94,19 @@ impl DirectorySeen {
     ) -> Result<Checkpoint> {
         let context = |e: Error| e.context("the relay's directory log");
         match &self.file {
-            Some(f) => Ok(CheckpointState::at(f.clone(), key.clone())
+            Some(f) => Ok(self
+                .state(f, key)
                 .accept(&d.checkpoint, &d.consistency, from, None)
                 .map_err(context)?
                 .checkpoint),
             None => {
-                let new = Checkpoint::verify(&d.checkpoint, key).map_err(context)?;
+                let new = self.notes.verify(&d.checkpoint, key).map_err(context)?;
                 let mut m = self
                     .memory
                     .lock()
                     .map_err(|_| Error::internal("the directory state is poisoned"))?;
                 if let Some((old, _)) = m.as_ref() {
-                    let old = Checkpoint::verify(old, key)?;
+                    let old = self.notes.verify(old, key)?;
                     if Some(old.size) != from {
                         return Err(Error::verification(
                             "the directory state changed while a listing ran; list again",

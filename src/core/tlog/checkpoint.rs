@@ -195,6 +195,36 @@ impl<'a> Note<'a> {
     }
 }
 
+/// The last few notes one party verified, with what they said: a note seen again (the
+/// directory's checkpoint, unchanged until a key is enrolled, is checked at every grant) costs
+/// a comparison instead of a signature check. Exactly the same note under exactly the same key
+/// verifies the same way every time, so nothing is trusted that was not verified once. Kept per
+/// party (an agent's pins, a client's checkpoint state), never shared between parties.
+#[derive(Debug, Default)]
+pub struct VerifiedNotes(std::sync::Mutex<Vec<(VerifierKey, String, Checkpoint)>>);
+
+impl VerifiedNotes {
+    /// How many notes are remembered (the newest; a note is at most a few KiB).
+    const KEPT: usize = 4;
+
+    /// [`Checkpoint::verify`], remembered.
+    pub fn verify(&self, note: &str, vk: &VerifierKey) -> Result<Checkpoint> {
+        if let Ok(kept) = self.0.lock() {
+            if let Some((_, _, cp)) = kept.iter().find(|(k, n, _)| k == vk && n == note) {
+                return Ok(cp.clone());
+            }
+        }
+        let cp = Checkpoint::verify(note, vk)?;
+        if let Ok(mut kept) = self.0.lock() {
+            if kept.len() >= Self::KEPT {
+                kept.remove(0);
+            }
+            kept.push((vk.clone(), note.to_owned(), cp.clone()));
+        }
+        Ok(cp)
+    }
+}
+
 /// A signature line for a note: `— <name> <base64(blob)>\n`.
 pub fn signature_line(name: &str, blob: &[u8]) -> String {
     format!("{DASH}{name} {}\n", B64.encode(blob))
@@ -203,6 +233,37 @@ pub fn signature_line(name: &str, blob: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A remembered note is only ever the same bytes under the same key: an altered note, or
+    /// the same note under another key, is verified afresh (and refused).
+    #[test]
+    fn remembered_notes_are_exactly_the_verified_ones() {
+        let key = SigningKey::generate().unwrap();
+        let vk = VerifierKey::new("example.org/sealrelay/log", key.public()).unwrap();
+        let other = SigningKey::generate().unwrap();
+        let other_vk = VerifierKey::new("example.org/sealrelay/log", other.public()).unwrap();
+        let cp = Checkpoint {
+            origin: vk.name.clone(),
+            size: 3,
+            root: [7; 32],
+        };
+        let note = cp.sign(&key, &vk).unwrap();
+        let notes = VerifiedNotes::default();
+        for _ in 0..2 {
+            assert_eq!(notes.verify(&note, &vk).unwrap(), cp);
+        }
+        assert!(notes.verify(&note, &other_vk).is_err());
+        let altered = note.replacen("\n3\n", "\n4\n", 1);
+        assert_ne!(altered, note);
+        assert!(notes.verify(&altered, &vk).is_err());
+        // Many other notes push it out; it still verifies (afresh).
+        for size in 10..20 {
+            let c = Checkpoint { size, ..cp.clone() };
+            notes.verify(&c.sign(&key, &vk).unwrap(), &vk).unwrap();
+        }
+        assert_eq!(notes.verify(&note, &vk).unwrap(), cp);
+        assert!(notes.0.lock().unwrap().len() <= VerifiedNotes::KEPT);
+    }
 
     #[test]
     fn sign_verify_and_tamper() {
