@@ -253,6 +253,23 @@ fn receipts_verify_offline_and_any_change_fails_naming_the_check() {
             err.message()
         );
     }
+    // Skipped only under the key the client signed with: a client whose entry names another
+    // key (a stale entry) checks the signature, and an edited one fails.
+    let other_key = sealrelay::core::sign::SigningKey::generate()
+        .unwrap()
+        .public();
+    let mut edited = file.clone();
+    edited.receipt.signature[10] ^= 1;
+    let err = ReceiptVerifier::new(authority.key, log.clone())
+        .signed_here(&edited.receipt, other_key)
+        .verify(&edited)
+        .unwrap_err();
+    assert!(
+        err.message()
+            .contains("receipt check failed: user signature on the receipt"),
+        "{}",
+        err.message()
+    );
     // Every single flipped byte of the file fails (as a parse error or a named check).
     for i in 0..original.len() {
         let mut b = original.clone();

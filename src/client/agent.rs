@@ -3,7 +3,6 @@
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
-use std::str::FromStr;
 
 use crate::clock;
 use crate::core::envelope::pieces::PIECE;
@@ -519,7 +518,7 @@ pub fn seal_signed(
         .age_recipient
         .as_deref()
         .ok_or_else(|| Error::bad_input("the grant's user has no age recipient"))?;
-    let recipient = crate::core::envelope::keys::AgeRecipient::from_str(recipient)
+    let recipient = crate::core::envelope::keys::AgeRecipient::parse_remembered(recipient)
         .map_err(|_| Error::bad_input("the grant's user has a malformed age recipient"))?;
     let mut scratch = tempfile::tempfile_in(scratch_dir).map_err(|e| {
         Error::io(format!(

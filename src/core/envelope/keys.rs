@@ -130,6 +130,29 @@ impl FromStr for AgeRecipient {
     }
 }
 
+impl AgeRecipient {
+    /// [`FromStr`], remembered for this process: an agent seals to the same users again and
+    /// again, and parsing a hybrid recipient (bech32, then a 1,184-byte ML-KEM key) costs about
+    /// as much as the X25519 agreement of the seal itself. Parsing is deterministic, so a
+    /// remembered parse is the parse; at most 256 are kept (all forgotten when full).
+    pub fn parse_remembered(s: &str) -> Result<AgeRecipient, &'static str> {
+        type Parsed = std::collections::HashMap<String, AgeRecipient>;
+        static PARSED: std::sync::OnceLock<std::sync::Mutex<Parsed>> = std::sync::OnceLock::new();
+        let parsed = PARSED.get_or_init(Default::default);
+        if let Some(hit) = parsed.lock().ok().and_then(|m| m.get(s).cloned()) {
+            return Ok(hit);
+        }
+        let r = AgeRecipient::from_str(s)?;
+        if let Ok(mut m) = parsed.lock() {
+            if m.len() >= 256 {
+                m.clear();
+            }
+            m.insert(s.to_owned(), r.clone());
+        }
+        Ok(r)
+    }
+}
+
 impl fmt::Display for AgeRecipient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -169,6 +192,31 @@ mod tests {
 
     /// One X25519 recipient in 32,768 begins "age1tag…" (its data's first three characters):
     /// it is an X25519 recipient like any other (a flaky test found it).
+    /// A remembered parse is the parse of exactly that text: each recipient comes back as
+    /// itself, a malformed one is refused every time, and many more than are kept still parse.
+    #[test]
+    fn remembered_recipients_are_their_own_parse() {
+        let ids: Vec<AgeIdentity> = (0..300)
+            .map(|i| AgeIdentity::generate(i % 2 == 0).unwrap())
+            .collect();
+        for _ in 0..2 {
+            for id in &ids {
+                let text = id.to_public().to_string();
+                let r = AgeRecipient::parse_remembered(&text).unwrap();
+                assert_eq!(r, id.to_public());
+                assert_eq!(r.to_string(), text);
+            }
+        }
+        let text = ids[1].to_public().to_string();
+        let mut bad = text.clone().into_bytes();
+        let at = bad.len() - 3;
+        bad[at] = if bad[at] == b'q' { b'p' } else { b'q' };
+        let bad = String::from_utf8(bad).unwrap();
+        for _ in 0..2 {
+            assert!(AgeRecipient::parse_remembered(&bad).is_err());
+        }
+    }
+
     #[test]
     fn an_x25519_recipient_whose_data_begins_tag_is_one() {
         // 't' = 11, 'a' = 29, 'g' = 8 in bech32's alphabet: the key's first 15 bits.

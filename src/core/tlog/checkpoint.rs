@@ -209,19 +209,32 @@ impl VerifiedNotes {
 
     /// [`Checkpoint::verify`], remembered.
     pub fn verify(&self, note: &str, vk: &VerifierKey) -> Result<Checkpoint> {
-        if let Ok(kept) = self.0.lock() {
-            if let Some((_, _, cp)) = kept.iter().find(|(k, n, _)| k == vk && n == note) {
-                return Ok(cp.clone());
-            }
+        if let Some(cp) = self.kept(note, vk) {
+            return Ok(cp);
         }
         let cp = Checkpoint::verify(note, vk)?;
-        if let Ok(mut kept) = self.0.lock() {
+        // The list is whole at every step, so a panic elsewhere leaves it usable.
+        let mut kept = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !kept.iter().any(|(k, n, _)| k == vk && n == note) {
             if kept.len() >= Self::KEPT {
                 kept.remove(0);
             }
             kept.push((vk.clone(), note.to_owned(), cp.clone()));
         }
         Ok(cp)
+    }
+
+    fn kept(&self, note: &str, vk: &VerifierKey) -> Option<Checkpoint> {
+        let kept = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        kept.iter()
+            .find(|(k, n, _)| k == vk && n == note)
+            .map(|(_, _, cp)| cp.clone())
     }
 }
 
@@ -252,10 +265,27 @@ mod tests {
         for _ in 0..2 {
             assert_eq!(notes.verify(&note, &vk).unwrap(), cp);
         }
-        assert!(notes.verify(&note, &other_vk).is_err());
+        // The same text with its signature altered, or with a second line under the log's
+        // name and key id whose signature is garbage: refused, and refused again (nothing
+        // unverified is remembered).
+        let sig_line = note.lines().last().unwrap().to_owned();
+        let mut bad_sig = sig_line.clone().into_bytes();
+        let at = bad_sig.len() - 5;
+        bad_sig[at] = if bad_sig[at] == b'A' { b'B' } else { b'A' };
+        let bad_sig = note.replace(&sig_line, std::str::from_utf8(&bad_sig).unwrap());
+        let mut blob = vk.key_id().to_vec();
+        blob.extend_from_slice(&[9u8; 64]);
+        let garbage_line = format!("{note}{}", signature_line(&vk.name, &blob));
         let altered = note.replacen("\n3\n", "\n4\n", 1);
-        assert_ne!(altered, note);
-        assert!(notes.verify(&altered, &vk).is_err());
+        for bad in [&bad_sig, &garbage_line, &altered] {
+            assert_ne!(bad, &note);
+            for _ in 0..2 {
+                assert!(notes.verify(bad, &vk).is_err(), "{bad}");
+            }
+        }
+        for _ in 0..2 {
+            assert!(notes.verify(&note, &other_vk).is_err());
+        }
         // Many other notes push it out; it still verifies (afresh).
         for size in 10..20 {
             let c = Checkpoint { size, ..cp.clone() };
