@@ -18,7 +18,7 @@ use cedar_policy::{
 
 use crate::core::directory::{sha256, Attributes};
 use crate::error::{Error, Result};
-use crate::ids::{hex, EnvelopeId, GrantId, SpiffeId};
+use crate::ids::{hex, EnvelopeId, GrantId, PartyKind, SpiffeId};
 
 /// The Cedar schema (docs/policy/schema.cedarschema).
 pub const SCHEMA: &str = include_str!("../../docs/policy/schema.cedarschema");
@@ -202,7 +202,16 @@ pub struct CedarPolicy {
     /// the same for every request until its attributes or quarantine change (which changes
     /// the key). Bounded: emptied when full.
     principals: Mutex<HashMap<PrincipalKey, (EntityUid, Entity)>>,
+    /// Whether the schema admits a request, by what its answer depends on (`Shape`): Cedar's
+    /// own check of a request against the schema runs once per shape, not per request.
+    admitted: Mutex<HashMap<Shape, bool>>,
 }
+
+/// What the schema's check of a request the relay builds depends on: the principal's entity
+/// type (from its kind), the action, and the resource's entity type (from the target's kind).
+/// The context is always built with the same attributes of the same types, whatever their
+/// values (`evaluate`), and the check reads no entity data.
+type Shape = (PartyKind, Action, std::mem::Discriminant<Target>);
 
 /// What a principal entity is built from.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -230,6 +239,7 @@ impl CedarPolicy {
             authorizer: CedarAuthorizer::new(),
             hash: hex(sha256(&h)),
             principals: Mutex::new(HashMap::new()),
+            admitted: Mutex::new(HashMap::new()),
         })
     }
 
@@ -387,17 +397,29 @@ impl CedarPolicy {
         // reach past the schema (an unconstrained `principal` in a `permit` for `fetch` is a
         // user's, never an agent's), so what `policy prove` proves of the schema's requests
         // holds of every request.
-        let Ok(request) = Request::new(
-            principal,
-            uid("Action", action.as_str())?,
-            resource,
-            context,
-            Some(schema()?),
-        ) else {
-            return Ok(Decision::deny(format!(
-                "{}: the schema admits no such request",
-                self.explain(p, action, &Context::default(), false)
-            )));
+        let shape = (p.id.kind(), action, std::mem::discriminant(&ctx.target));
+        let known = self
+            .admitted
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&shape).copied());
+        let action_uid = uid("Action", action.as_str())?;
+        let request = match known {
+            // A shape the schema admitted: so is this request.
+            Some(true) => Request::new(principal, action_uid, resource, context, None)
+                .map_err(|e| Error::internal(format!("cannot build the request: {e}")))?,
+            Some(false) => return Ok(self.not_admitted(p, action)),
+            None => {
+                let checked =
+                    Request::new(principal, action_uid, resource, context, Some(schema()?));
+                if let Ok(mut m) = self.admitted.lock() {
+                    m.insert(shape, checked.is_ok());
+                }
+                match checked {
+                    Ok(request) => request,
+                    Err(_) => return Ok(self.not_admitted(p, action)),
+                }
+            }
         };
         let entities = Entities::from_entities(entities, None)
             .map_err(|e| Error::internal(format!("cannot build entities: {e}")))?;
@@ -406,6 +428,13 @@ impl CedarPolicy {
             .unwrap_or_else(|| Decision::Deny {
                 reasons: vec![self.explain(p, action, ctx, in_scope)],
             }))
+    }
+
+    fn not_admitted(&self, p: &Principal, action: Action) -> Decision {
+        Decision::deny(format!(
+            "{}: the schema admits no such request",
+            self.explain(p, action, &Context::default(), false)
+        ))
     }
 
     /// The relay's decision on a Cedar request, as `serve` makes it (an error denies, a forbid
@@ -524,27 +553,4 @@ pub(crate) fn one_line(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_shipped_policy_validates_and_a_broken_one_does_not() {
-        CedarPolicy::default_policy().unwrap();
-        assert!(CedarPolicy::new(
-            "permit(principal, action, resource) when { resource.nope };",
-            DEFAULT_CATALOG
-        )
-        .is_err());
-        assert!(CedarPolicy::new("this is not cedar", DEFAULT_CATALOG).is_err());
-        assert!(CedarPolicy::new(DEFAULT_POLICY, "[[resource]]\npattern = 1\n").is_err());
-    }
-
-    #[test]
-    fn scopes() {
-        assert!(
-            scope_matches("a/b", "a/b")
-                && !scope_matches("a/b", "a/bc")
-                && scope_matches("a/*", "a/bc")
-        );
-    }
-}
+mod tests;
