@@ -91,11 +91,29 @@ impl Relay {
     }
     /// Peak resident set (VmHWM) of the relay process, MiB.
     pub fn peak_rss_mib(&self) -> f64 {
+        self.status_mib("VmHWM:")
+    }
+
+    /// Resident set (VmRSS) of the relay process now, MiB.
+    pub fn rss_mib(&self) -> f64 {
+        self.status_mib("VmRSS:")
+    }
+
+    /// Resets the relay's peak resident set to what it holds now (`clear_refs` 5, Linux), so that
+    /// the next [`peak_rss_mib`](Self::peak_rss_mib) is the peak of what comes after. Returns
+    /// the resident set at the reset, MiB; fails the bench if the kernel refuses.
+    pub fn reset_peak_rss(&self) -> f64 {
+        std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5")
+            .or_fail("reset the relay's peak RSS (/proc/PID/clear_refs)");
+        self.rss_mib()
+    }
+
+    fn status_mib(&self, field: &str) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
         status
             .lines()
-            .find(|l| l.starts_with("VmHWM:"))
+            .find(|l| l.starts_with(field))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse::<f64>().ok())
             .map_or(0.0, |kib| kib / 1024.0)
