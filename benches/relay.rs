@@ -240,6 +240,23 @@ fn main() {
         );
         return;
     }
+    // Profiling mode: the 1 KiB submissions only, N per agent, no doc update.
+    if let Some(n) = std::env::var("SEALRELAY_BENCH_SUBMISSIONS_ONLY")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        eprintln!("relay pid {relay_pid}");
+        let (rate, p50, p99, count, cpu_per) = rt.block_on(submissions(
+            std::slice::from_ref(&relay.addr),
+            users,
+            agents,
+            n,
+            &scratch,
+            std::slice::from_ref(&relay_pid),
+        ));
+        eprintln!("submissions: {count} at {rate:.0}/s, p50 {p50:.2} ms, p99 {p99:.2} ms; relay CPU per submission {cpu_per:.0} µs");
+        return;
+    }
     // Large envelopes: 256 MiB up and down, then 1 GiB for the RSS check (sealed to a file
     // first, untimed).
     let big = |mib: u64, addr: &str, pid: &str| -> (f64, f64) {

@@ -210,7 +210,9 @@ pub struct CedarPolicy {
 /// What the schema's check of a request the relay builds depends on: the principal's entity
 /// type (from its kind), the action, and the resource's entity type (from the target's kind).
 /// The context is always built with the same attributes of the same types, whatever their
-/// values (`evaluate`), and the check reads no entity data.
+/// values (`evaluate`), and the check reads no entity data. This holds while the schema has
+/// no enumerated entity types (whose ids it checks) and the context no optional attribute: a
+/// schema that gains either must key this on more.
 type Shape = (PartyKind, Action, std::mem::Discriminant<Target>);
 
 /// What a principal entity is built from.

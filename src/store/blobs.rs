@@ -174,8 +174,8 @@ impl BlobWriter for FileWriter {
             .write_all(bytes)
             .map_err(|e| Error::storing("cannot write a blob", e))?;
         self.written += bytes.len() as u64;
-        if self.written - self.handed_over >= WRITEBACK_EVERY {
-            self.start_writeback();
+        if let Some((at, len)) = writeback_due(self.handed_over, self.written) {
+            self.start_writeback(at, len);
         }
         Ok(())
     }
@@ -196,22 +196,28 @@ impl BlobWriter for FileWriter {
     }
 }
 
+/// The range to hand to the kernel's writeback, once [`WRITEBACK_EVERY`] bytes were written
+/// since the last one ended at `handed_over`: all of them, never an empty range (which
+/// `fadvise` would take as "to the end of the file").
+fn writeback_due(handed_over: u64, written: u64) -> Option<(u64, std::num::NonZeroU64)> {
+    let len = written.checked_sub(handed_over)?;
+    if len < WRITEBACK_EVERY {
+        return None;
+    }
+    std::num::NonZeroU64::new(len).map(|len| (handed_over, len))
+}
+
 impl FileWriter {
-    /// Asks the kernel to start writing out what was written since the last call, without
-    /// waiting for it. On Linux `POSIX_FADV_DONTNEED` starts the writeback of the range's dirty
-    /// pages (asynchronously, as `sync_file_range(SYNC_FILE_RANGE_WRITE)` would, which rustix
-    /// does not offer) and drops only pages already clean, so the freshly written pieces stay
-    /// cached for a download that follows. Advice only: durability is still the fsync in
-    /// [`BlobWriter::commit`], and an error here changes nothing.
-    fn start_writeback(&mut self) {
-        let len = std::num::NonZeroU64::new(self.written - self.handed_over);
-        let _ = rustix::fs::fadvise(
-            &self.file,
-            self.handed_over,
-            len,
-            rustix::fs::Advice::DontNeed,
-        );
-        self.handed_over = self.written;
+    /// Asks the kernel to start writing out `len` bytes from `at`, without waiting for it. On
+    /// Linux `POSIX_FADV_DONTNEED` starts the writeback of the range's dirty pages (as
+    /// `sync_file_range(SYNC_FILE_RANGE_WRITE)` would, which rustix does not offer) and drops
+    /// from the page cache those of its pages already written out; a download soon after may
+    /// read some pieces from the disk instead of memory. Advice only: durability is still the
+    /// fsync in [`BlobWriter::commit`] (a failed writeback is reported there, on this file), and
+    /// an error here changes nothing.
+    fn start_writeback(&mut self, at: u64, len: std::num::NonZeroU64) {
+        let _ = rustix::fs::fadvise(&self.file, at, Some(len), rustix::fs::Advice::DontNeed);
+        self.handed_over = at.saturating_add(len.get());
     }
 }
 
@@ -281,10 +287,22 @@ mod tests {
         let total = 2 * step + PIECE + 5;
         let data: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
         let mut marks = Vec::new();
+        let mut ranges = Vec::new();
         for chunk in data.chunks(PIECE) {
+            if let Some((at, len)) = writeback_due(w.handed_over, w.written + chunk.len() as u64) {
+                ranges.push((at, len.get()));
+            }
             w.write(chunk).expect("write");
             marks.push(w.handed_over);
         }
+        // The ranges handed over follow each other from the start, with no gap and no overlap,
+        // each a whole step.
+        assert_eq!(
+            ranges,
+            vec![(0, WRITEBACK_EVERY), (WRITEBACK_EVERY, WRITEBACK_EVERY)]
+        );
+        assert_eq!(writeback_due(5, 5), None);
+        assert_eq!(writeback_due(6, 5), None);
         assert_eq!(w.written, total as u64);
         let pieces_per_step = step / PIECE;
         // Nothing handed over before the first step is full; then exactly the steps.

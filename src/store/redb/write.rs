@@ -21,25 +21,28 @@ use crate::store::write_ops::{self as ops, Tables};
 type Bytes<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
 type Index<'t> = redb::Table<'t, &'static str, ()>;
 
-/// redb's tables inside one write transaction.
+/// redb's tables inside one write transaction, each opened when an operation first needs it:
+/// opening a table and settling its root at commit cost the commit thread even for a table
+/// left untouched, and a batch touches about half of them.
 struct RedbTables<'t, 'tree> {
-    entries: redb::Table<'t, &'static str, &'static [u8]>,
-    revocations: redb::Table<'t, &'static str, &'static [u8]>,
-    dir_log: redb::Table<'t, u64, &'static [u8]>,
-    grants: Bytes<'t>,
-    agent_grants: Index<'t>,
-    assignments: Bytes<'t>,
-    source_queue: Index<'t>,
-    user_grants: Index<'t>,
-    pending: redb::Table<'t, &'static [u8], ()>,
-    envelopes: Bytes<'t>,
-    inbox: Index<'t>,
-    inline: Bytes<'t>,
-    deliveries: Bytes<'t>,
-    usage: redb::Table<'t, &'static str, &'static [u8]>,
-    quarantine: redb::Table<'t, &'static str, &'static str>,
+    txn: &'t redb::WriteTransaction,
+    entries: Option<redb::Table<'t, &'static str, &'static [u8]>>,
+    revocations: Option<redb::Table<'t, &'static str, &'static [u8]>>,
+    dir_log: Option<redb::Table<'t, u64, &'static [u8]>>,
+    grants: Option<Bytes<'t>>,
+    agent_grants: Option<Index<'t>>,
+    assignments: Option<Bytes<'t>>,
+    source_queue: Option<Index<'t>>,
+    user_grants: Option<Index<'t>>,
+    pending: Option<redb::Table<'t, &'static [u8], ()>>,
+    envelopes: Option<Bytes<'t>>,
+    inbox: Option<Index<'t>>,
+    inline: Option<Bytes<'t>>,
+    deliveries: Option<Bytes<'t>>,
+    usage: Option<redb::Table<'t, &'static str, &'static [u8]>>,
+    quarantine: Option<redb::Table<'t, &'static str, &'static str>>,
+    nodes: Option<redb::Table<'t, (u32, u64), &'static [u8]>>,
     events: redb::Table<'t, u64, &'static [u8]>,
-    nodes: redb::Table<'t, (u32, u64), &'static [u8]>,
     tree: &'tree mut Tree,
     next_event: u64,
 }
@@ -60,23 +63,24 @@ impl RedbStore {
                 return Err(Error::internal("the log tree and the events disagree"));
             }
             let mut t = RedbTables {
-                entries: txn.open_table(DIR_ENTRIES).map_err(db_err)?,
-                revocations: txn.open_table(DIR_REVOCATIONS).map_err(db_err)?,
-                dir_log: txn.open_table(DIR_LOG).map_err(db_err)?,
-                grants: txn.open_table(GRANTS).map_err(db_err)?,
-                agent_grants: txn.open_table(AGENT_GRANTS).map_err(db_err)?,
-                assignments: txn.open_table(ASSIGNMENTS).map_err(db_err)?,
-                source_queue: txn.open_table(SOURCE_QUEUE).map_err(db_err)?,
-                user_grants: txn.open_table(USER_GRANTS).map_err(db_err)?,
-                pending: txn.open_table(PENDING).map_err(db_err)?,
-                envelopes: txn.open_table(ENVELOPES).map_err(db_err)?,
-                inbox: txn.open_table(USER_INBOX).map_err(db_err)?,
-                inline: txn.open_table(INLINE).map_err(db_err)?,
-                deliveries: txn.open_table(DELIVERIES).map_err(db_err)?,
-                usage: txn.open_table(USAGE).map_err(db_err)?,
-                quarantine: txn.open_table(QUARANTINE).map_err(db_err)?,
+                txn: &txn,
+                entries: None,
+                revocations: None,
+                dir_log: None,
+                grants: None,
+                agent_grants: None,
+                assignments: None,
+                source_queue: None,
+                user_grants: None,
+                pending: None,
+                envelopes: None,
+                inbox: None,
+                inline: None,
+                deliveries: None,
+                usage: None,
+                quarantine: None,
+                nodes: None,
                 events,
-                nodes: txn.open_table(TLOG_NODES).map_err(db_err)?,
                 tree,
                 next_event,
             };
@@ -85,6 +89,51 @@ impl RedbStore {
         txn.commit().map_err(db_err)?;
         Ok(results)
     }
+}
+
+/// Each table's accessor: opened in the transaction the first time it is asked for.
+macro_rules! accessors {
+    ($($name:ident($field:ident, $def:ident): $ty:ty),* $(,)?) => {
+        impl<'t> RedbTables<'t, '_> {
+            $(
+                fn $name(&mut self) -> Result<&mut $ty> {
+                    opened(self.txn, &mut self.$field, $def)
+                }
+            )*
+        }
+    };
+}
+
+accessors!(
+    entries(entries, DIR_ENTRIES): redb::Table<'t, &'static str, &'static [u8]>,
+    revocations(revocations, DIR_REVOCATIONS): redb::Table<'t, &'static str, &'static [u8]>,
+    dir_log(dir_log, DIR_LOG): redb::Table<'t, u64, &'static [u8]>,
+    grants(grants, GRANTS): Bytes<'t>,
+    agent_grants(agent_grants, AGENT_GRANTS): Index<'t>,
+    assignments(assignments, ASSIGNMENTS): Bytes<'t>,
+    source_queue(source_queue, SOURCE_QUEUE): Index<'t>,
+    user_grants(user_grants, USER_GRANTS): Index<'t>,
+    pending(pending, PENDING): redb::Table<'t, &'static [u8], ()>,
+    envelopes(envelopes, ENVELOPES): Bytes<'t>,
+    inbox(inbox, USER_INBOX): Index<'t>,
+    inline(inline, INLINE): Bytes<'t>,
+    deliveries(deliveries, DELIVERIES): Bytes<'t>,
+    usage_table(usage, USAGE): redb::Table<'t, &'static str, &'static [u8]>,
+    quarantine(quarantine, QUARANTINE): redb::Table<'t, &'static str, &'static str>,
+    nodes(nodes, TLOG_NODES): redb::Table<'t, (u32, u64), &'static [u8]>,
+);
+
+/// The table in `slot`, opened in `txn` the first time.
+fn opened<'s, 't, K: redb::Key + 'static, V: redb::Value + 'static>(
+    txn: &'t redb::WriteTransaction,
+    slot: &'s mut Option<redb::Table<'t, K, V>>,
+    def: redb::TableDefinition<'static, K, V>,
+) -> Result<&'s mut redb::Table<'t, K, V>> {
+    if slot.is_none() {
+        *slot = Some(txn.open_table(def).map_err(db_err)?);
+    }
+    slot.as_mut()
+        .ok_or_else(|| Error::internal("a store table could not be opened"))
 }
 
 fn get<T: serde::de::DeserializeOwned>(t: &Bytes<'_>, key: &[u8]) -> Result<Option<T>> {
@@ -96,102 +145,108 @@ fn get<T: serde::de::DeserializeOwned>(t: &Bytes<'_>, key: &[u8]) -> Result<Opti
 
 impl Tables for RedbTables<'_, '_> {
     fn grant(&mut self, id: &GrantId) -> Result<Option<GrantRecord>> {
-        get(&self.grants, id.as_slice())
+        get(self.grants()?, id.as_slice())
     }
 
     fn assignment(&mut self, id: &GrantId) -> Result<Option<AssignmentRecord>> {
-        get(&self.assignments, id.as_slice())
+        get(self.assignments()?, id.as_slice())
     }
 
     fn put_assignment(&mut self, a: &AssignmentRecord) -> Result<()> {
-        self.assignments
+        self.assignments()?
             .insert(a.grant_id.as_slice(), enc(a)?.as_slice())
             .map_err(db_err)?;
         let key = pair_key(&a.source, a.grant_id.as_bytes());
         if a.queued() {
-            self.source_queue.insert(key.as_str(), ()).map_err(db_err)?;
+            self.source_queue()?
+                .insert(key.as_str(), ())
+                .map_err(db_err)?;
         } else {
-            self.source_queue.remove(key.as_str()).map_err(db_err)?;
+            self.source_queue()?.remove(key.as_str()).map_err(db_err)?;
         }
         Ok(())
     }
 
     fn put_grant(&mut self, g: &GrantRecord) -> Result<()> {
-        self.grants
+        self.grants()?
             .insert(g.grant_id.as_slice(), enc(g)?.as_slice())
             .map_err(db_err)?;
         let agent_key = pair_key(&g.agent, g.grant_id.as_bytes());
         if ops::listed_for_agent(g) {
-            self.agent_grants
+            self.agent_grants()?
                 .insert(agent_key.as_str(), ())
                 .map_err(db_err)?;
         } else {
-            self.agent_grants
+            self.agent_grants()?
                 .remove(agent_key.as_str())
                 .map_err(db_err)?;
         }
-        self.user_grants
+        self.user_grants()?
             .insert(pair_key(&g.user, g.grant_id.as_bytes()).as_str(), ())
             .map_err(db_err)?;
         if ops::awaits_approval(g) {
-            self.pending
+            self.pending()?
                 .insert(g.grant_id.as_slice(), ())
                 .map_err(db_err)?;
         } else {
-            self.pending.remove(g.grant_id.as_slice()).map_err(db_err)?;
+            self.pending()?
+                .remove(g.grant_id.as_slice())
+                .map_err(db_err)?;
         }
         Ok(())
     }
 
     fn usage(&mut self, key: &str) -> Result<Usage> {
-        match self.usage.get(key).map_err(db_err)? {
+        match self.usage_table()?.get(key).map_err(db_err)? {
             Some(v) => dec(v.value()),
             None => Ok(Usage::default()),
         }
     }
 
     fn put_usage(&mut self, key: &str, u: &Usage) -> Result<()> {
-        self.usage.insert(key, enc(u)?.as_slice()).map_err(db_err)?;
+        self.usage_table()?
+            .insert(key, enc(u)?.as_slice())
+            .map_err(db_err)?;
         Ok(())
     }
 
     fn envelope(&mut self, id: &EnvelopeId) -> Result<Option<EnvelopeRecord>> {
-        get(&self.envelopes, id.as_slice())
+        get(self.envelopes()?, id.as_slice())
     }
 
     fn put_envelope(&mut self, e: &EnvelopeRecord) -> Result<()> {
-        self.envelopes
+        self.envelopes()?
             .insert(e.envelope_id.as_slice(), enc(e)?.as_slice())
             .map_err(db_err)?;
         let key = pair_key(&e.user, e.envelope_id.as_bytes());
         if e.receipt.is_none() {
-            self.inbox.insert(key.as_str(), ()).map_err(db_err)?;
+            self.inbox()?.insert(key.as_str(), ()).map_err(db_err)?;
         } else {
-            self.inbox.remove(key.as_str()).map_err(db_err)?;
+            self.inbox()?.remove(key.as_str()).map_err(db_err)?;
         }
         Ok(())
     }
 
     fn remove_envelope(&mut self, e: &EnvelopeRecord) -> Result<()> {
-        self.envelopes
+        self.envelopes()?
             .remove(e.envelope_id.as_slice())
             .map_err(db_err)?;
-        self.inbox
+        self.inbox()?
             .remove(pair_key(&e.user, e.envelope_id.as_bytes()).as_str())
             .map_err(db_err)?;
-        self.inline
+        self.inline()?
             .remove(e.envelope_id.as_slice())
             .map_err(db_err)?;
         Ok(())
     }
 
     fn put_inline(&mut self, id: &EnvelopeId, body: &[u8]) -> Result<()> {
-        self.inline.insert(id.as_slice(), body).map_err(db_err)?;
+        self.inline()?.insert(id.as_slice(), body).map_err(db_err)?;
         Ok(())
     }
 
     fn put_delivery(&mut self, d: &DeliveryRecord) -> Result<()> {
-        self.deliveries
+        self.deliveries()?
             .insert(d.envelope_id.as_slice(), enc(d)?.as_slice())
             .map_err(db_err)?;
         Ok(())
@@ -205,9 +260,9 @@ impl Tables for RedbTables<'_, '_> {
         s: &StoredSigned,
     ) -> Result<bool> {
         let table = if revocation {
-            &mut self.revocations
+            self.revocations()?
         } else {
-            &mut self.entries
+            self.entries()?
         };
         let key = dir_key(id, serial);
         if table.get(key.as_str()).map_err(db_err)?.is_some() {
@@ -220,22 +275,22 @@ impl Tables for RedbTables<'_, '_> {
     }
 
     fn directory_log_size(&mut self) -> Result<u64> {
-        self.dir_log.len().map_err(db_err)
+        self.dir_log()?.len().map_err(db_err)
     }
 
     fn append_directory_leaf(&mut self, leaf: &[u8]) -> Result<u64> {
-        let index = self.dir_log.len().map_err(db_err)?;
-        self.dir_log.insert(index, leaf).map_err(db_err)?;
+        let index = self.dir_log()?.len().map_err(db_err)?;
+        self.dir_log()?.insert(index, leaf).map_err(db_err)?;
         Ok(index)
     }
 
     fn put_quarantine(&mut self, agent: &str, reason: &str) -> Result<()> {
-        self.quarantine.insert(agent, reason).map_err(db_err)?;
+        self.quarantine()?.insert(agent, reason).map_err(db_err)?;
         Ok(())
     }
 
     fn remove_quarantine(&mut self, agent: &str) -> Result<bool> {
-        Ok(self.quarantine.remove(agent).map_err(db_err)?.is_some())
+        Ok(self.quarantine()?.remove(agent).map_err(db_err)?.is_some())
     }
 
     fn append(&mut self, event: &Event) -> Result<u64> {
@@ -245,7 +300,7 @@ impl Tables for RedbTables<'_, '_> {
             .insert(index, enc(event.as_ref())?.as_slice())
             .map_err(db_err)?;
         for node in self.tree.append(leaf_hash(&event.leaf_bytes())) {
-            self.nodes
+            self.nodes()?
                 .insert((node.level, node.index), node.hash.as_slice())
                 .map_err(db_err)?;
         }
