@@ -220,10 +220,17 @@ fn main() {
     {
         eprintln!("relay pid {relay_pid}");
         let (relay_cpu0, client_cpu0) = (cpu_secs(&relay_pid), cpu_secs("self"));
+        // SEALRELAY_BENCH_PAIRS=K: only the first K user/agent pairs (K = 1: one round trip at
+        // a time, so every commit holds one operation and counts repeat run after run).
+        let pairs = std::env::var("SEALRELAY_BENCH_PAIRS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(users.len())
+            .clamp(1, users.len());
         let (rate, n) = rt.block_on(round_trips(
             std::slice::from_ref(&relay.addr),
-            users,
-            agents,
+            &users[..pairs],
+            &agents[..pairs],
             n,
             scratch.clone(),
         ));
