@@ -147,7 +147,7 @@ fn get<T: serde::de::DeserializeOwned>(t: &Bytes<'_>, key: &[u8]) -> Result<Opti
 /// every insert, one that changes nothing included (copy on write, with the branches above it
 /// and the table's root), while a lookup dirties nothing: a grant's `user_grants` entry, put
 /// again on each of its transitions, cost every submission's commit pages it did not change
-/// (one round trip at a time: 46.2 → 44.4 page writes per round trip, docs/benchmarks.md).
+/// (one round trip at a time: 46.2 → 44.4 `pwrite`s per round trip, docs/benchmarks.md).
 fn add<'k, K: redb::Key + 'static>(
     t: &mut redb::Table<'_, K, ()>,
     key: impl std::borrow::Borrow<K::SelfType<'k>>,
@@ -383,14 +383,17 @@ mod tests {
             t.insert(k, ()).unwrap();
         });
         let some = &keys[..40];
-        let nothing = writes_of(&db, &writes, &[], |_, _| {});
+        // A commit that changes nothing, before and after: what redb writes whatever happens.
+        let before = writes_of(&db, &writes, &[], |_, _| {});
         let again = writes_of(&db, &writes, some, |t, k| super::add(t, k).unwrap());
+        let after = writes_of(&db, &writes, &[], |_, _| {});
+        let nothing = before.max(after);
         let rewritten = writes_of(&db, &writes, some, |t, k| {
             t.insert(k, ()).unwrap();
         });
-        assert_eq!(
-            again, nothing,
-            "add() rewrote pages for entries already there"
+        assert!(
+            again <= nothing,
+            "add() rewrote pages for entries already there ({again} writes, {nothing} for nothing)"
         );
         assert!(
             rewritten > nothing,
