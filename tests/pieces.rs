@@ -2,14 +2,14 @@
 //! random points resumes from the first piece not yet held and comes out byte-exact; a stored
 //! piece altered at rest is never sent (the stream is reset before it, with code 2) and a
 //! resumed fetch cannot get past it; an altered piece list is refused before any byte; the
-//! client releases nothing of a damaged envelope.
+//! client releases nothing of a damaged envelope, into a stream or into a file.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 mod harness;
 
 use harness::pki::RawClient;
-use sealrelay::client::{AgentClient, UserClient};
+use sealrelay::client::{AgentClient, Destination, UserClient};
 use sealrelay::core::envelope::pieces::{self, Pieces};
 use sealrelay::core::envelope::submission::Submission;
 use sealrelay::core::sign::StatementType;
@@ -271,6 +271,19 @@ async fn an_altered_stored_piece_is_never_sent_or_opened() {
         );
         assert_eq!(err.kind(), sealrelay::ErrorKind::Io, "{err}");
         assert!(out.is_empty(), "piece {k}: plaintext was released");
+        // Into a file (`fetch -o`, opened while it arrives): the same, and no file is left.
+        let path = w.t.dir.join(format!("out-{k}.txt"));
+        let err = alice
+            .fetch_to(w.envelope_id, Destination::Path(&path), &w.t.dir)
+            .await
+            .unwrap_err();
+        assert!(err.message().contains("damaged"), "{err}");
+        assert!(!path.exists(), "piece {k}: an output file was left");
+        assert_eq!(
+            leftovers(&w.t.dir),
+            0,
+            "piece {k}: a temporary file was left"
+        );
     }
 
     // The list altered: refused before the reply, nothing sent.
@@ -296,15 +309,28 @@ async fn an_altered_stored_piece_is_never_sent_or_opened() {
         assert_eq!(integrity_failures(&w), before + 1, "cut to {cut}");
     }
 
-    // Put back, it is delivered whole, once.
+    // Put back, it is delivered whole, once, into a file opened while it arrived.
     std::fs::write(&blob, &good).unwrap();
-    let mut out = Vec::new();
-    alice
-        .fetch(w.envelope_id, &w.t.dir, &mut out)
+    let path = w.t.dir.join("out.txt");
+    let saved = alice
+        .fetch_to(w.envelope_id, Destination::Path(&path), &w.t.dir)
         .await
         .unwrap();
-    assert!(out == w.plaintext);
+    assert_eq!(
+        saved.fetched.status,
+        sealrelay::core::grant::DeliveryStatus::Delivered
+    );
+    assert!(std::fs::read(&path).unwrap() == w.plaintext);
     w.t.relay.shutdown().await;
+}
+
+/// Temporary files an atomic output left in `dir`.
+fn leftovers(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .count()
 }
 
 /// A raw fetch from piece `from` read until the stream ends: what came after the reply frame,

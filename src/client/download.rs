@@ -3,15 +3,20 @@
 //! against its leaf as it arrives and written at its place in the scratch file by a blocking
 //! thread while the next piece is read. Nothing unchecked is ever written, so a transfer that
 //! breaks resumes from the first piece not yet written ([`Download::next`]), byte-exact, and a
-//! piece that does not match stops it at once.
+//! piece that does not match stops it at once. A reader may open the envelope while it arrives:
+//! [`Arriving`] gives it the checked bytes only ([`Download::arriving`]).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::core::envelope::pieces::{self, Pieces};
 use crate::error::{Error, ErrorKind, Result};
+
+mod arrived;
+pub use arrived::{Arrived, Arriving};
 
 /// A body being received into a scratch file, possibly over several streams.
 pub struct Download {
@@ -22,6 +27,8 @@ pub struct Download {
     root: Option<[u8; 32]>,
     pieces: Option<Pieces>,
     next: u64,
+    /// Told how far the scratch file holds checked bytes, for a reader opening it meanwhile.
+    arrived: Option<Arc<Arrived>>,
 }
 
 /// How one stream's share of the body ended.
@@ -46,7 +53,14 @@ impl Download {
             root,
             pieces: None,
             next: 0,
+            arrived: None,
         }
+    }
+
+    /// Tells `arrived` how far the scratch file holds checked bytes as each piece is written.
+    pub fn arriving(mut self, arrived: Arc<Arrived>) -> Self {
+        self.arrived = Some(arrived);
+        self
     }
 
     /// The pieces checked and written so far: where a resumed fetch starts.
@@ -97,6 +111,7 @@ impl Download {
         // The thread checks and writes; this task reads ahead of it by at most two pieces.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, Vec<u8>)>(2);
         let (spare_tx, mut spare_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+        let arrived = self.arrived.clone();
         let writer = tokio::task::spawn_blocking(move || {
             let mut good = None;
             while let Some((index, piece)) = rx.blocking_recv() {
@@ -109,6 +124,11 @@ impl Download {
                     return (scratch, good, Some(Err(e)));
                 }
                 good = Some(index);
+                // Pieces come in order from the first one missing: the checked bytes are the
+                // file's prefix up to this piece's end.
+                if let Some(a) = &arrived {
+                    a.advance(at.saturating_add(piece.len() as u64));
+                }
                 let _ = spare_tx.send(piece);
             }
             (scratch, good, None)

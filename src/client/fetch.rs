@@ -1,9 +1,14 @@
 //! Fetching an envelope: the ciphertext streams to a scratch file while it is hashed; nothing is
 //! decrypted until the grant, the agent's entry and its signed statement all verify; then the
-//! envelope is opened locally, a receipt signed and filed, and its proof checked.
+//! envelope is opened locally, a receipt signed and filed, and its proof checked. Into a
+//! stream, it is opened once the whole body has arrived checked; into a file nobody reads before
+//! the fetch ends (`fetch -o`'s temporary file), each piece is decrypted as soon as it arrived
+//! checked ([`UserClient::fetch_at`]).
 
+use std::fs::File;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::clock;
 use crate::core::envelope::submission::Submission;
@@ -15,7 +20,7 @@ use crate::core::wire::{ReceiptFrame, Reply, Request, WireSigned};
 use crate::error::{Error, Result};
 use crate::ids::EnvelopeId;
 
-use super::download::{Download, Taken};
+use super::download::{Arrived, Arriving, Download, Taken};
 use super::header::EnvelopeHeader;
 use super::unexpected;
 use super::user::UserClient;
@@ -90,12 +95,38 @@ impl UserClient<'_> {
     /// Fetches an envelope, checks its header (grant, agent, statement, approval) and the
     /// ciphertext digest, opens it locally into `out` only if everything verifies, signs a
     /// receipt (`delivered`, or `undecryptable` for one that did not verify or open) and files
-    /// it with the relay.
+    /// it with the relay. Nothing is written to `out` before the whole ciphertext has arrived
+    /// and matched the signed digest; then the plaintext is written in order.
     pub async fn fetch(
         &self,
         envelope_id: EnvelopeId,
         scratch_dir: &Path,
         out: &mut (dyn Write + Send),
+    ) -> Result<Fetched> {
+        self.fetch_into(envelope_id, scratch_dir, OpenInto::Ordered(out))
+            .await
+    }
+
+    /// [`fetch`](Self::fetch) into a file written at offsets, decrypting each piece as soon as
+    /// it has arrived and matched its leaf, while the rest arrives. Until this returns with
+    /// `Delivered` the file holds plaintext out of order and perhaps incomplete: only for a file
+    /// nobody reads before then and that is discarded otherwise (`fetch -o`'s temporary file,
+    /// [`UserClient::fetch_to`]).
+    pub async fn fetch_at(
+        &self,
+        envelope_id: EnvelopeId,
+        scratch_dir: &Path,
+        out: &File,
+    ) -> Result<Fetched> {
+        self.fetch_into(envelope_id, scratch_dir, OpenInto::At(out))
+            .await
+    }
+
+    async fn fetch_into(
+        &self,
+        envelope_id: EnvelopeId,
+        scratch_dir: &Path,
+        out: OpenInto<'_>,
     ) -> Result<Fetched> {
         // The receipt goes back on the stream the envelope came on (`Deliver`); dropping `send`
         // without one files none.
@@ -144,7 +175,22 @@ impl UserClient<'_> {
             (None, Some(root)) => Ok(root),
             (None, None) => self.signed_digest(&view, &grant),
         };
+        // Into a file: opened while it arrives, from the checked bytes only (never when the
+        // header did not verify). Dropped with this call, it stops waiting for more.
+        let opening = match (&out, &signed, &self.identity.age_identity) {
+            (OpenInto::At(file), Ok(_), Some(age)) => Some(Opening::start(
+                age,
+                &scratch,
+                view.length,
+                file,
+                default_threads(),
+            )?),
+            _ => None,
+        };
         let mut download = Download::new(scratch, view.length, signed.as_ref().ok().copied());
+        if let Some(o) = &opening {
+            download = download.arriving(o.arrived.clone());
+        }
         let (mut send, mut recv) = self
             .download(envelope_id, &view, &mut download, send, recv)
             .await?;
@@ -163,8 +209,22 @@ impl UserClient<'_> {
                     .age_identity
                     .as_ref()
                     .ok_or_else(|| Error::bad_input("this identity holds no age key"))?;
-                match envelope::open_file(&[age_id.as_identity()], &scratch, out, default_threads())
-                {
+                let opened = match (opening, out) {
+                    (Some(o), _) => o.finish().await,
+                    (None, OpenInto::Ordered(out)) => envelope::open_file(
+                        &[age_id.as_identity()],
+                        &scratch,
+                        out,
+                        default_threads(),
+                    ),
+                    (None, OpenInto::At(file)) => envelope::open_at::<std::io::Empty>(
+                        &[age_id.as_identity()],
+                        envelope::SealInput::File(&scratch),
+                        file,
+                        default_threads(),
+                    ),
+                };
+                match opened {
                     Ok(n) => (DeliveryStatus::Delivered, n, None),
                     Err(
                         e @ (envelope::EnvelopeError::Io(_) | envelope::EnvelopeError::Internal(_)),
@@ -258,6 +318,75 @@ impl UserClient<'_> {
             problem,
             receipt_file,
         })
+    }
+}
+
+/// Where `fetch` puts the plaintext.
+enum OpenInto<'a> {
+    /// In order, once the whole ciphertext has arrived checked.
+    Ordered(&'a mut (dyn Write + Send)),
+    /// At offsets, while it arrives.
+    At(&'a File),
+}
+
+/// An envelope being opened into a file on blocking threads while its ciphertext arrives: the
+/// reader waits for each range until it has been checked ([`Arriving`]). Dropped before
+/// [`Opening::finish`] (the fetch failed or was dropped), it stops waiting, so the threads end.
+struct Opening {
+    arrived: Arc<Arrived>,
+    job: Option<tokio::task::JoinHandle<std::result::Result<u64, envelope::EnvelopeError>>>,
+}
+
+impl Opening {
+    fn start(
+        age: &envelope::keys::AgeIdentity,
+        scratch: &File,
+        length: u64,
+        out: &File,
+        threads: usize,
+    ) -> Result<Self> {
+        // The blocking job owns what it uses: its own handles on both files and a copy of the
+        // key (zeroized with the line it was read from).
+        let age = envelope::keys::AgeIdentity::parse(&age.to_secret_string())
+            .map_err(|e| Error::internal(format!("cannot copy the age key: {e}")))?;
+        let arrived = Arc::new(Arrived::default());
+        let source = Arriving::new(
+            scratch
+                .try_clone()
+                .map_err(|e| Error::io(format!("cannot reopen the scratch file: {e}")))?,
+            length,
+            arrived.clone(),
+        );
+        let out = out
+            .try_clone()
+            .map_err(|e| Error::io(format!("cannot reopen the output file: {e}")))?;
+        let job = tokio::task::spawn_blocking(move || {
+            envelope::open_at::<std::io::Empty>(
+                &[age.as_identity()],
+                envelope::SealInput::File(&source),
+                &out,
+                threads,
+            )
+        });
+        Ok(Opening {
+            arrived,
+            job: Some(job),
+        })
+    }
+
+    /// The opening's outcome, once the whole ciphertext has arrived.
+    async fn finish(mut self) -> std::result::Result<u64, envelope::EnvelopeError> {
+        let Some(job) = self.job.take() else {
+            return Err(envelope::EnvelopeError::Internal("opened twice"));
+        };
+        job.await
+            .map_err(|_| envelope::EnvelopeError::Internal("the opening thread failed"))?
+    }
+}
+
+impl Drop for Opening {
+    fn drop(&mut self) {
+        self.arrived.abandon();
     }
 }
 

@@ -1,13 +1,15 @@
 //! Fetching into a file and saving the receipt beside it, the one way `fetch` and the web client
 //! do it: [`UserClient::fetch`] (header first, digest, open only if everything verifies, receipt
 //! signed, filed and its proof checked) into a file written atomically and kept only when the
-//! envelope opened, then the receipt file (with its proof and checkpoint) saved beside it.
+//! envelope opened (decrypted while it arrives, [`UserClient::fetch_at`]), then the receipt
+//! file (with its proof and checkpoint) saved beside it.
 
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::core::grant::DeliveryStatus;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ids::{hex, EnvelopeId};
 use crate::local::fs::{write_atomic, Output, PUBLIC_MODE};
 
@@ -54,7 +56,17 @@ impl UserClient<'_> {
         let (fetched, beside) = match to {
             Destination::Path(path) => {
                 let mut file = Output::create(path, 0o600)?;
-                let fetched = self.fetch(envelope_id, scratch_dir, &mut file).await?;
+                // A new temporary file is opened into while the ciphertext arrives; a device or
+                // a FIFO takes the plaintext in order, once it has all arrived.
+                let at = file
+                    .positional()
+                    .map(File::try_clone)
+                    .transpose()
+                    .map_err(|e| Error::io(format!("cannot reopen the output file: {e}")))?;
+                let fetched = match at {
+                    Some(at) => self.fetch_at(envelope_id, scratch_dir, &at).await?,
+                    None => self.fetch(envelope_id, scratch_dir, &mut file).await?,
+                };
                 if fetched.status == DeliveryStatus::Delivered {
                     file.commit()?;
                 }

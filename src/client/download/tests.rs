@@ -138,3 +138,166 @@ fn the_relays_damage_reset_is_told_from_a_broken_transfer() {
     let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
     assert!(matches!(broken(&eof), Taken::Broken(_)));
 }
+
+/// An envelope sealed to a new X25519 key: the key and the ciphertext.
+fn sealed(plaintext: &[u8]) -> (crate::core::envelope::keys::AgeIdentity, Vec<u8>) {
+    let age = crate::core::envelope::keys::AgeIdentity::generate(true).unwrap();
+    let mut ciphertext = Vec::new();
+    crate::core::envelope::seal(
+        age.to_public().as_recipient(),
+        &mut &plaintext[..],
+        &mut ciphertext,
+        2,
+    )
+    .unwrap();
+    (age, ciphertext)
+}
+
+/// [`Arriving`], recording the furthest byte any read asked for once it was let through.
+struct Recording {
+    inner: Arriving,
+    furthest: std::sync::atomic::AtomicU64,
+}
+
+impl crate::core::envelope::stream::ReadAt for Recording {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        let n = self.inner.read_at(buf, offset)?;
+        self.furthest
+            .fetch_max(offset + n as u64, std::sync::atomic::Ordering::SeqCst);
+        Ok(n)
+    }
+    fn size(&self) -> std::io::Result<u64> {
+        self.inner.size()
+    }
+}
+
+/// Opens `ciphertext` with `age` from `scratch` as it arrives, into `out`, on threads of its
+/// own: the outcome, and the furthest byte of the scratch file it read.
+fn open_as_it_arrives(
+    age: crate::core::envelope::keys::AgeIdentity,
+    scratch: &File,
+    len: u64,
+    arrived: Arc<Arrived>,
+    out: File,
+) -> std::sync::mpsc::Receiver<(
+    std::result::Result<u64, crate::core::envelope::EnvelopeError>,
+    u64,
+)> {
+    let source = Recording {
+        inner: Arriving::new(scratch.try_clone().unwrap(), len, arrived),
+        furthest: std::sync::atomic::AtomicU64::new(0),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let opened = crate::core::envelope::open_at::<std::io::Empty>(
+            &[age.as_identity()],
+            crate::core::envelope::SealInput::File(&source),
+            &out,
+            2,
+        );
+        let _ = tx.send((opened, source.furthest.into_inner()));
+    });
+    rx
+}
+
+const OPENED_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Opened while it arrives over streams cut at random points: byte-exact, and the opener never
+/// read past what had arrived checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_envelope_opened_while_it_arrives_over_cut_streams_comes_out_byte_exact() {
+    let plaintext = bytes(5 * pieces::PIECE + 777, 21);
+    let (age, ciphertext) = sealed(&plaintext);
+    let tree = tree_of(&ciphertext);
+    let len = ciphertext.len() as u64;
+    let mut cuts = bytes(64, 5).into_iter().map(u64::from);
+    for round in 0..4u64 {
+        let scratch = tempfile::tempfile().unwrap();
+        let out = tempfile::tempfile().unwrap();
+        let arrived = Arc::new(Arrived::default());
+        let age = crate::core::envelope::keys::AgeIdentity::parse(&age.to_secret_string()).unwrap();
+        let done = open_as_it_arrives(
+            age,
+            &scratch,
+            len,
+            arrived.clone(),
+            out.try_clone().unwrap(),
+        );
+        let mut d = Download::new(scratch, len, Some(tree.root())).arriving(arrived);
+        let mut streams = 0;
+        loop {
+            streams += 1;
+            let full = body(&tree, &ciphertext, d.next());
+            let cut = if streams > 4 {
+                full.len()
+            } else {
+                let r = cuts.next().unwrap_or(1) * 7919 * (round + 1);
+                usize::try_from(r).unwrap() % full.len()
+            };
+            match d.take(&mut &full[..cut]).await.unwrap() {
+                Taken::Complete => break,
+                Taken::Broken(_) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(streams > 1, "round {round} was never cut");
+        let (opened, furthest) = done.recv_timeout(OPENED_WITHIN).expect("the opener hung");
+        assert_eq!(opened.unwrap(), plaintext.len() as u64, "round {round}");
+        assert!(furthest <= len);
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut &out, &mut got).unwrap();
+        assert!(got == plaintext, "round {round}: not byte-exact");
+    }
+}
+
+/// A piece that does not match: the opener has read nothing of it or past it (though the
+/// scratch file holds those bytes), and once the download is given up (as a failed fetch does) it fails instead of waiting; the same for a
+/// transfer that breaks and is never resumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opener_reads_nothing_unchecked_and_stops_when_the_download_is_given_up() {
+    let plaintext = bytes(4 * pieces::PIECE, 8);
+    let (age, ciphertext) = sealed(&plaintext);
+    let tree = tree_of(&ciphertext);
+    let len = ciphertext.len() as u64;
+    let list = tree.to_bytes().len();
+    for (k, altered) in [(2u64, true), (1, false)] {
+        // The scratch file already holds bytes past what will arrive checked (the whole
+        // ciphertext, piece k altered): the opener must not take them.
+        let scratch = tempfile::tempfile().unwrap();
+        let mut unchecked = ciphertext.clone();
+        unchecked[usize::try_from(k).unwrap() * pieces::PIECE + 100] ^= 0x01;
+        scratch.write_all_at(&unchecked, 0).unwrap();
+        let arrived = Arc::new(Arrived::default());
+        let age = crate::core::envelope::keys::AgeIdentity::parse(&age.to_secret_string()).unwrap();
+        let done = open_as_it_arrives(
+            age,
+            &scratch,
+            len,
+            arrived.clone(),
+            tempfile::tempfile().unwrap(),
+        );
+        let mut d = Download::new(scratch, len, Some(tree.root())).arriving(arrived.clone());
+        let mut full = body(&tree, &ciphertext, 0);
+        let at = list + usize::try_from(k).unwrap() * pieces::PIECE;
+        let taken = if altered {
+            full[at + 100] ^= 0x01;
+            d.take(&mut full.as_slice()).await.unwrap()
+        } else {
+            d.take(&mut &full[..at + 100]).await.unwrap()
+        };
+        match (altered, taken) {
+            (true, Taken::Altered(_)) | (false, Taken::Broken(_)) => {}
+            (_, other) => panic!("piece {k}: {other:?}"),
+        }
+        assert_eq!(d.next(), k);
+        // The opener is still waiting for piece k; the fetch gives up.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        arrived.abandon();
+        let (opened, furthest) = done.recv_timeout(OPENED_WITHIN).expect("the opener hung");
+        assert!(opened.is_err(), "piece {k}: opened without it");
+        assert!(
+            furthest <= k * pieces::PIECE as u64,
+            "piece {k}: the opener read up to byte {furthest}, past what arrived checked"
+        );
+    }
+}

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use quinn::{RecvStream, SendStream};
 use tokio::io::AsyncReadExt;
 
@@ -17,7 +18,7 @@ use crate::net::frame::{read_frame, write_frame, WriteFrameError};
 use crate::net::Peer;
 use crate::store::blobs::BlobReader;
 
-use crate::core::envelope::pieces;
+use crate::core::envelope::pieces::{self, Pieces};
 use crate::core::wire::Request;
 use crate::ids::EnvelopeId;
 use crate::server::handlers::{self, Outcome, StoredBody};
@@ -298,15 +299,36 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|_| Error::internal("a blob task failed"))?
 }
 
-/// The next piece of a blob (empty at its end), read off the async threads.
+/// A piece read from a blob, and whether it matched its leaf.
+struct Read {
+    reader: Box<dyn BlobReader>,
+    /// The piece (shorter than the piece when the blob ended before it).
+    piece: Vec<u8>,
+    /// Whole and matching its leaf.
+    good: bool,
+}
+
+/// Piece `index` of a blob, read and checked against its leaf off the async threads (so the
+/// hashing runs beside the connection's own work, not in its way).
 async fn next_piece(
     reader: Box<dyn BlobReader>,
     buf: Vec<u8>,
-) -> std::result::Result<(Box<dyn BlobReader>, Vec<u8>), Refusal> {
+    tree: Arc<Pieces>,
+    index: u64,
+) -> std::result::Result<Read, Refusal> {
     Ok(blocking(move || {
-        let (mut reader, mut buf) = (reader, buf);
-        reader.read(&mut buf)?;
-        Ok((reader, buf))
+        let (mut reader, mut piece) = (reader, buf);
+        reader.read(&mut piece)?;
+        let want = pieces::piece_len(tree.len, index);
+        let good = piece.len() >= want && {
+            piece.truncate(want);
+            tree.check(index, &piece).is_ok()
+        };
+        Ok(Read {
+            reader,
+            piece,
+            good,
+        })
     })
     .await?)
 }
@@ -335,15 +357,15 @@ async fn paced_header(
 
 /// Writes `piece` of a fetched body, `taken` bytes of which the client has already taken, by
 /// the pace's deadline for `taken + piece.len()` bytes; a client that reads slower than that
-/// has its stream reset.
+/// has its stream reset. The piece is handed over, not copied.
 async fn paced_write(
     send: &mut SendStream,
     pace: &Pace,
     taken: u64,
-    piece: &[u8],
+    piece: Bytes,
 ) -> std::result::Result<(), Failure> {
     let total = taken.saturating_add(piece.len() as u64);
-    match pace.within(total, send.write_all(piece)).await {
+    match pace.within(total, send.write_chunk(piece)).await {
         Some(Ok(())) => Ok(()),
         Some(Err(_)) => Err(after_header(send, Failure::Gone)),
         None => Err(after_header(send, Failure::TooSlow { taken })),
@@ -372,9 +394,10 @@ async fn send_envelope(
     let pace = download_pace(relay);
     paced_header(send, &pace, reply).await?;
     let list = tree.to_bytes();
-    paced_write(send, &pace, 0, &list).await?;
     let mut sent = list.len() as u64;
+    paced_write(send, &pace, 0, list.into()).await?;
     let length = tree.len;
+    let tree = Arc::new(tree);
     let count = pieces::count(length);
     let mut index = from;
     match data {
@@ -382,23 +405,29 @@ async fn send_envelope(
             // These very bytes in memory were checked against the signed digest by the handler
             // a moment ago (`checked_body`): not hashed again.
             if index < count {
-                paced_write(send, &pace, sent, &bytes).await?;
-                sent += bytes.len() as u64;
+                let n = bytes.len() as u64;
+                paced_write(send, &pace, sent, bytes.into()).await?;
+                sent += n;
             }
         }
         Stored::Blob(reader) => {
-            // The next piece is read while this one is checked and written.
-            let mut next = (index < count)
-                .then(|| tokio::spawn(next_piece(reader, Vec::with_capacity(pieces::PIECE))));
-            let mut spare = Vec::with_capacity(pieces::PIECE);
+            // The next piece is read and checked while this one is written.
+            let read = |reader, index| {
+                let buf = Vec::with_capacity(pieces::PIECE);
+                tokio::spawn(next_piece(reader, buf, tree.clone(), index))
+            };
+            let mut next = (index < count).then(|| read(reader, index));
             while let Some(ahead) = next.take() {
-                let (reader, mut buf) = ahead
+                let Read {
+                    reader,
+                    piece,
+                    good,
+                } = ahead
                     .await
                     .map_err(|_| Refusal::from(Error::internal("a blob read failed")))
                     .and_then(|piece| piece)
                     .map_err(|r| after_header(send, r.into()))?;
-                let want = pieces::piece_len(length, index);
-                if buf.len() < want {
+                if piece.len() < pieces::piece_len(length, index) {
                     // Cut short at rest, or deleted meanwhile through another node (delivered or
                     // expired there): only the first is damage.
                     if still_waiting(relay, cx, &envelope_id).await {
@@ -407,16 +436,14 @@ async fn send_envelope(
                     let r = Refusal::from(Error::io("the envelope went while it was sent"));
                     return Err(after_header(send, r.into()));
                 }
-                buf.truncate(want);
-                next = (index + 1 < count)
-                    .then(|| tokio::spawn(next_piece(reader, std::mem::take(&mut spare))));
-                if tree.check(index, &buf).is_err() {
+                if !good {
                     return Err(damaged(relay, send, &envelope_id).await);
                 }
-                paced_write(send, &pace, sent, &buf).await?;
-                sent += buf.len() as u64;
+                next = (index + 1 < count).then(|| read(reader, index + 1));
+                let n = piece.len() as u64;
+                paced_write(send, &pace, sent, piece.into()).await?;
+                sent += n;
                 index += 1;
-                spare = buf;
             }
         }
     }
