@@ -353,13 +353,14 @@ fn main() {
                 .await
                 .or_fail("fetch");
             let down = len as f64 / t.elapsed().as_secs_f64() / 1e6;
-            let down_ns = (cpu() - cpu0) / len as f64 * 1e9;
+            let (down_cpu, down_secs) = (cpu() - cpu0, t.elapsed().as_secs_f64());
+            let down_ns = down_cpu / len as f64 * 1e9;
             let f = saved.fetched;
             let _ = std::fs::remove_file(&out);
             let _ = std::fs::remove_file(&saved.receipt_path);
             // Cores kept busy (relay and clients together): near the machine's count, the
             // transfer is bound by CPU, not by waiting.
-            let down_busy = (cpu() - cpu0) / t.elapsed().as_secs_f64();
+            let down_busy = down_cpu / down_secs;
             eprintln!(
                 "{mib} MiB: cores busy (relay + client) up {up_busy:.2}, down {down_busy:.2}"
             );

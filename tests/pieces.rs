@@ -277,7 +277,11 @@ async fn an_altered_stored_piece_is_never_sent_or_opened() {
             .fetch_to(w.envelope_id, Destination::Path(&path), &w.t.dir)
             .await
             .unwrap_err();
-        assert!(err.message().contains("damaged"), "{err}");
+        assert!(
+            err.message().contains("damaged") && !err.message().contains('\n'),
+            "{err}"
+        );
+        assert_eq!(err.kind(), sealrelay::ErrorKind::Io, "{err}");
         assert!(!path.exists(), "piece {k}: an output file was left");
         assert_eq!(
             leftovers(&w.t.dir),

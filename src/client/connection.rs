@@ -134,7 +134,7 @@ fn read_error(e: &quinn::ReadError) -> Error {
 pub(crate) fn damaged() -> Error {
     Error::answered_by_relay(
         ErrorCode::Integrity.kind(),
-        "the relay found the stored envelope damaged (a piece does not match what its agent signed) and stopped before sending that piece; nothing was opened, and the relay's operator was alerted",
+        "the relay found the stored envelope damaged (a piece does not match what its agent signed) and stopped before sending that piece; nothing was kept, and the relay's operator was alerted",
     )
 }
 

@@ -220,15 +220,21 @@ impl UserClient<'_> {
                     (None, OpenInto::At(file)) => envelope::open_at::<std::io::Empty>(
                         &[age_id.as_identity()],
                         envelope::SealInput::File(&scratch),
-                        file,
+                        &Plaintext(file),
                         default_threads(),
                     ),
                 };
                 match opened {
                     Ok(n) => (DeliveryStatus::Delivered, n, None),
+                    // Here, not the envelope's fault: nothing kept, no receipt, still in the inbox.
                     Err(
                         e @ (envelope::EnvelopeError::Io(_) | envelope::EnvelopeError::Internal(_)),
-                    ) => return Err(e.into()),
+                    ) => {
+                        return Err(Error::from(e).context(format!(
+                        "envelope {} was not opened and stays in the inbox (no receipt was filed)",
+                        crate::ids::hex(envelope_id)
+                    )))
+                    }
                     Err(e) => (DeliveryStatus::Undecryptable, 0, Some(e.to_string())),
                 }
             }
@@ -329,6 +335,16 @@ enum OpenInto<'a> {
     At(&'a File),
 }
 
+/// The output file of [`UserClient::fetch_at`]: a failed write says it was the plaintext's.
+struct Plaintext<'a>(&'a File);
+
+impl envelope::stream::WriteAt for Plaintext<'_> {
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(self.0, buf, offset)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot write the plaintext: {e}")))
+    }
+}
+
 /// An envelope being opened into a file on blocking threads while its ciphertext arrives: the
 /// reader waits for each range until it has been checked ([`Arriving`]). Dropped before
 /// [`Opening::finish`] (the fetch failed or was dropped), it stops waiting, so the threads end.
@@ -364,7 +380,7 @@ impl Opening {
             envelope::open_at::<std::io::Empty>(
                 &[age.as_identity()],
                 envelope::SealInput::File(&source),
-                &out,
+                &Plaintext(&out),
                 threads,
             )
         });
@@ -423,7 +439,7 @@ impl UserClient<'_> {
                     let _ = recv.stop(0u32.into());
                     let _ = send.reset(0u32.into());
                     return Err(Error::verification(format!(
-                        "envelope {}: the relay sent what its agent did not sign ({why}): nothing was opened and no receipt was filed; report this relay to its operator",
+                        "envelope {}: the relay sent what its agent did not sign ({why}): nothing was kept and no receipt was filed; report this relay to its operator",
                         crate::ids::hex(envelope_id)
                     )));
                 }

@@ -130,14 +130,32 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| io_error(dir, "sync", &e))
 }
 
-/// A file being written under a temporary name beside its final path; [`AtomicFile::commit`]
-/// fsyncs it and moves it into place (readers see the old file or the whole new one, never a
-/// part). Dropped without a commit, the temporary file is removed.
+/// A file being written beside its final path; [`AtomicFile::commit`] fsyncs it and moves it
+/// into place (readers see the old file or the whole new one, never a part). Where the file
+/// system can (`O_TMPFILE`: ext4, XFS, Btrfs, tmpfs), the file has no name at all until the
+/// commit, so a process killed before it (Ctrl-C, `kill -9`, a crash) leaves nothing behind: not
+/// half of a key, nor plaintext opened so far. Elsewhere it is a temporary name in the same
+/// directory, removed when dropped without a commit.
 pub struct AtomicFile {
     tmp: PathBuf,
     path: PathBuf,
     file: Option<File>,
     overwrite: bool,
+    /// The file has no name yet (`O_TMPFILE`): the commit links it as `tmp` first.
+    unnamed: bool,
+}
+
+/// A new file with no name in `dir` (`O_TMPFILE`), or `None` where the file system or the
+/// kernel cannot make one, or `/proc` (through which it is linked at the commit) is missing.
+fn unnamed_in(dir: &Path, mode: u32) -> Option<File> {
+    use rustix::fs::{Mode, OFlags, CWD};
+    if !Path::new("/proc/self/fd").is_dir() {
+        return None;
+    }
+    let flags = OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC;
+    rustix::fs::openat(CWD, dir, flags, Mode::from_raw_mode(mode))
+        .ok()
+        .map(File::from)
 }
 
 impl AtomicFile {
@@ -168,21 +186,31 @@ impl AtomicFile {
             file_name.to_string_lossy(),
             crate::ids::hex(nonce)
         ));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(|e| io_error(&tmp, "create", &e))?;
-        // The umask may have narrowed the mode; the file must be exactly `mode`.
-        file.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(|e| io_error(&tmp, "set permissions on", &e))?;
-        Ok(AtomicFile {
+        let (file, unnamed) = match unnamed_in(&dir, mode) {
+            Some(f) => (f, true),
+            None => {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(mode)
+                    .open(&tmp)
+                    .map_err(|e| io_error(&tmp, "create", &e))?;
+                (f, false)
+            }
+        };
+        let made = AtomicFile {
             tmp,
             path: path.to_path_buf(),
             file: Some(file),
             overwrite,
-        })
+            unnamed,
+        };
+        // The umask may have narrowed the mode; the file must be exactly `mode`.
+        if let Some(f) = &made.file {
+            f.set_permissions(fs::Permissions::from_mode(mode))
+                .map_err(|e| io_error(&made.tmp, "set permissions on", &e))?;
+        }
+        Ok(made)
     }
 
     /// Fsyncs the data, moves the file into place, and fsyncs the directory.
@@ -193,6 +221,20 @@ impl AtomicFile {
             .ok_or_else(|| Error::internal("atomic file committed twice"))?;
         file.sync_all()
             .map_err(|e| io_error(&self.tmp, "sync", &e))?;
+        if self.unnamed {
+            // A name beside the final path first (linkat(2) never replaces a file): then the
+            // same rename or link as a named temporary file.
+            use std::os::fd::AsRawFd;
+            let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+            rustix::fs::linkat(
+                rustix::fs::CWD,
+                proc_path.as_str(),
+                rustix::fs::CWD,
+                &self.tmp,
+                rustix::fs::AtFlags::SYMLINK_FOLLOW,
+            )
+            .map_err(|e| io_error(&self.path, "create", &std::io::Error::from(e)))?;
+        }
         drop(file);
         if self.overwrite {
             fs::rename(&self.tmp, &self.path).map_err(|e| io_error(&self.path, "replace", &e))?;
@@ -228,8 +270,10 @@ impl Write for AtomicFile {
 
 impl Drop for AtomicFile {
     fn drop(&mut self) {
-        if self.file.is_some() || exists(&self.tmp) {
-            self.file = None;
+        // An unnamed file goes with its last handle; a named one (or one linked by a commit
+        // that failed after) is removed.
+        self.file = None;
+        if exists(&self.tmp) {
             let _ = fs::remove_file(&self.tmp);
         }
     }
@@ -385,6 +429,45 @@ mod tests {
         assert!(read_capped(&p, 2).is_err());
         // No temporary files are left behind.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// Until its commit, a file being written has no name: a process killed then leaves nothing
+    /// (this test's directory is on a file system with `O_TMPFILE`: ext4, XFS, Btrfs, tmpfs).
+    #[test]
+    fn an_uncommitted_file_has_no_name_until_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = || fs::read_dir(dir.path()).unwrap().count();
+        for (name, overwrite) in [("new", false), ("replaced", true)] {
+            let path = dir.path().join(name);
+            if overwrite {
+                fs::write(&path, b"old").unwrap();
+            }
+            let before = names();
+            let mut f = AtomicFile::create(&path, PRIVATE_MODE, overwrite).unwrap();
+            f.write_all(b"plaintext so far").unwrap();
+            f.file.as_ref().unwrap().sync_all().unwrap();
+            assert_eq!(
+                names(),
+                before,
+                "{name}: the file has a name before its commit"
+            );
+            f.commit().unwrap();
+            assert_eq!(fs::read(&path).unwrap(), b"plaintext so far");
+            assert_eq!(
+                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+            assert_eq!(names(), before + usize::from(!overwrite));
+        }
+        // Dropped without a commit: nothing, and the file it would have replaced is untouched.
+        let mut f = AtomicFile::create(&dir.path().join("replaced"), PRIVATE_MODE, true).unwrap();
+        f.write_all(b"half").unwrap();
+        drop(f);
+        assert_eq!(names(), 2);
+        assert_eq!(
+            fs::read(dir.path().join("replaced")).unwrap(),
+            b"plaintext so far"
+        );
     }
 
     #[test]

@@ -35,7 +35,7 @@ impl Arrived {
         self.changed.notify_all();
     }
 
-    /// Nothing more will arrive (the fetch failed or was dropped).
+    /// Nothing more will arrive (the fetch failed or was dropped): every read fails from now on.
     pub fn abandon(&self) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         s.over = true;
@@ -47,16 +47,20 @@ impl Arrived {
     /// arrive.
     fn wait_for(&self, end: u64) -> std::io::Result<()> {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        while s.upto < end {
+        loop {
+            // Given up: no more reads at all, even of what arrived (the fetch is gone, so the
+            // opening is of no use to anyone).
             if s.over {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     "the envelope did not arrive whole",
                 ));
             }
+            if s.upto >= end {
+                return Ok(());
+            }
             s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
         }
-        Ok(())
     }
 }
 
@@ -81,7 +85,9 @@ impl ReadAt for Arriving {
         };
         let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
         self.arrived.wait_for(offset + n as u64)?;
-        FileExt::read_exact_at(&self.file, &mut buf[..n], offset)?;
+        FileExt::read_exact_at(&self.file, &mut buf[..n], offset).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot read the scratch file: {e}"))
+        })?;
         Ok(n)
     }
 
