@@ -141,8 +141,9 @@ pub struct AtomicFile {
     path: PathBuf,
     file: Option<File>,
     overwrite: bool,
-    /// The file has no name yet (`O_TMPFILE`): the commit links it as `tmp` first.
+    /// The file has no name yet (`O_TMPFILE`): the commit links it in.
     unnamed: bool,
+    mode: u32,
 }
 
 /// A new file with no name in `dir` (`O_TMPFILE`), or `None` where the file system or the
@@ -204,11 +205,12 @@ impl AtomicFile {
             file: Some(file),
             overwrite,
             unnamed,
+            mode,
         };
         // The umask may have narrowed the mode; the file must be exactly `mode`.
         if let Some(f) = &made.file {
             f.set_permissions(fs::Permissions::from_mode(mode))
-                .map_err(|e| io_error(&made.tmp, "set permissions on", &e))?;
+                .map_err(|e| io_error(made.shown(), "set permissions on", &e))?;
         }
         Ok(made)
     }
@@ -220,20 +222,31 @@ impl AtomicFile {
             .take()
             .ok_or_else(|| Error::internal("atomic file committed twice"))?;
         file.sync_all()
-            .map_err(|e| io_error(&self.tmp, "sync", &e))?;
+            .map_err(|e| io_error(self.shown(), "sync", &e))?;
         if self.unnamed {
-            // A name beside the final path first (linkat(2) never replaces a file): then the
-            // same rename or link as a named temporary file.
-            use std::os::fd::AsRawFd;
-            let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
-            rustix::fs::linkat(
-                rustix::fs::CWD,
-                proc_path.as_str(),
-                rustix::fs::CWD,
-                &self.tmp,
-                rustix::fs::AtFlags::SYMLINK_FOLLOW,
-            )
-            .map_err(|e| io_error(&self.path, "create", &std::io::Error::from(e)))?;
+            // A new path gets the file's first name at once (linkat(2) never replaces a file,
+            // so two writers cannot both win); a file to replace gets the temporary name, then
+            // the rename below.
+            let target = if self.overwrite {
+                &self.tmp
+            } else {
+                &self.path
+            };
+            match link_unnamed(&file, target) {
+                Ok(()) if !self.overwrite => {
+                    drop(file);
+                    return sync_dir(&parent_of(&self.path));
+                }
+                Ok(()) => {}
+                Err(e) if e.kind() == IoKind::AlreadyExists && !self.overwrite => {
+                    return Err(io_error(&self.path, "create", &e));
+                }
+                // Linking refused (a sandbox, a security module): what was written is not
+                // lost; it is copied under the temporary name instead.
+                Err(_) => self
+                    .copy_named(&file)
+                    .map_err(|e| io_error(&self.tmp, "write", &e))?,
+            }
         }
         drop(file);
         if self.overwrite {
@@ -245,6 +258,47 @@ impl AtomicFile {
         }
         sync_dir(&parent_of(&self.path))
     }
+}
+
+impl AtomicFile {
+    /// The path a message names: the temporary file's, or the final one for a file with no name.
+    fn shown(&self) -> &Path {
+        if self.unnamed {
+            &self.path
+        } else {
+            &self.tmp
+        }
+    }
+
+    /// Copies an unnamed file that could not be linked into a new file at the temporary name,
+    /// synced.
+    fn copy_named(&self, file: &File) -> std::io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(self.mode)
+            .open(&self.tmp)?;
+        out.set_permissions(fs::Permissions::from_mode(self.mode))?;
+        let mut src = file;
+        src.seek(SeekFrom::Start(0))?;
+        std::io::copy(&mut src, &mut out)?;
+        out.sync_all()
+    }
+}
+
+/// Gives an unnamed file (`O_TMPFILE`) its first name, `at`, through `/proc/self/fd`.
+fn link_unnamed(file: &File, at: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+    rustix::fs::linkat(
+        rustix::fs::CWD,
+        proc_path.as_str(),
+        rustix::fs::CWD,
+        at,
+        rustix::fs::AtFlags::SYMLINK_FOLLOW,
+    )
+    .map_err(std::io::Error::from)
 }
 
 impl Write for AtomicFile {
@@ -431,11 +485,20 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
-    /// Until its commit, a file being written has no name: a process killed then leaves nothing
-    /// (this test's directory is on a file system with `O_TMPFILE`: ext4, XFS, Btrfs, tmpfs).
+    /// Until its commit, a file being written has no name: a process killed then leaves nothing.
+    /// Two writers of one new path: one wins, the other is a conflict, and no name is left over.
+    /// An unnamed file that cannot be linked is copied under its temporary name instead.
     #[test]
     fn an_uncommitted_file_has_no_name_until_its_commit() {
         let dir = tempfile::tempdir().unwrap();
+        if unnamed_in(dir.path(), PRIVATE_MODE).is_none() {
+            // Checked where it can be: ext4, XFS, Btrfs and tmpfs make unnamed files.
+            eprintln!(
+                "skipped: {} cannot hold a file with no name (O_TMPFILE)",
+                dir.path().display()
+            );
+            return;
+        }
         let names = || fs::read_dir(dir.path()).unwrap().count();
         for (name, overwrite) in [("new", false), ("replaced", true)] {
             let path = dir.path().join(name);
@@ -468,6 +531,27 @@ mod tests {
             fs::read(dir.path().join("replaced")).unwrap(),
             b"plaintext so far"
         );
+        // Two writers of one new path.
+        let both = dir.path().join("both");
+        let mut a = AtomicFile::create(&both, PRIVATE_MODE, false).unwrap();
+        let mut b = AtomicFile::create(&both, PRIVATE_MODE, false).unwrap();
+        a.write_all(b"a").unwrap();
+        b.write_all(b"b").unwrap();
+        a.commit().unwrap();
+        assert_eq!(b.commit().unwrap_err().kind(), crate::ErrorKind::Conflict);
+        assert_eq!(fs::read(&both).unwrap(), b"a");
+        assert_eq!(names(), 3);
+        // The fallback when linking is refused: the same bytes, under the temporary name.
+        let mut c = AtomicFile::create(&dir.path().join("copied"), PRIVATE_MODE, false).unwrap();
+        c.write_all(b"copied whole").unwrap();
+        c.copy_named(c.file.as_ref().unwrap()).unwrap();
+        assert_eq!(fs::read(&c.tmp).unwrap(), b"copied whole");
+        assert_eq!(
+            fs::metadata(&c.tmp).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        drop(c);
+        assert_eq!(names(), 3, "the copy outlived its writer");
     }
 
     #[test]

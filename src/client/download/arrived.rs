@@ -22,7 +22,7 @@ pub struct Arrived {
 struct State {
     /// Bytes from the start of the file that are checked and written.
     upto: u64,
-    /// No more will arrive: a reader waiting past `upto` fails.
+    /// Given up: no more will arrive, and every read fails from now on.
     over: bool,
 }
 
