@@ -265,11 +265,7 @@ async fn an_altered_stored_piece_is_never_sent_or_opened() {
             .fetch(w.envelope_id, &w.t.dir, &mut out)
             .await
             .unwrap_err();
-        assert!(
-            err.message().contains("damaged") && !err.message().contains('\n'),
-            "{err}"
-        );
-        assert_eq!(err.kind(), sealrelay::ErrorKind::Io, "{err}");
+        damage_in_one_line(&err);
         assert!(out.is_empty(), "piece {k}: plaintext was released");
         // Into a file (`fetch -o`, opened while it arrives): the same, and no file is left.
         let path = w.t.dir.join(format!("out-{k}.txt"));
@@ -277,11 +273,7 @@ async fn an_altered_stored_piece_is_never_sent_or_opened() {
             .fetch_to(w.envelope_id, Destination::Path(&path), &w.t.dir)
             .await
             .unwrap_err();
-        assert!(
-            err.message().contains("damaged") && !err.message().contains('\n'),
-            "{err}"
-        );
-        assert_eq!(err.kind(), sealrelay::ErrorKind::Io, "{err}");
+        damage_in_one_line(&err);
         assert!(!path.exists(), "piece {k}: an output file was left");
         assert_eq!(
             leftovers(&w.t.dir),
@@ -326,6 +318,15 @@ async fn an_altered_stored_piece_is_never_sent_or_opened() {
     );
     assert!(std::fs::read(&path).unwrap() == w.plaintext);
     w.t.relay.shutdown().await;
+}
+
+/// The client library's refusal of a damaged envelope: one line, `Io`.
+fn damage_in_one_line(err: &sealrelay::Error) {
+    assert!(
+        err.message().contains("damaged") && !err.message().contains('\n'),
+        "{err}"
+    );
+    assert_eq!(err.kind(), sealrelay::ErrorKind::Io, "{err}");
 }
 
 /// Temporary files an atomic output left in `dir`.

@@ -174,7 +174,7 @@ impl crate::core::envelope::stream::ReadAt for Recording {
 /// Opens `ciphertext` with `age` from `scratch` as it arrives, into `out`, on threads of its
 /// own: the outcome, and the furthest byte of the scratch file it read.
 fn open_as_it_arrives(
-    age: crate::core::envelope::keys::AgeIdentity,
+    age: &crate::core::envelope::keys::AgeIdentity,
     scratch: &File,
     len: u64,
     arrived: Arc<Arrived>,
@@ -183,6 +183,7 @@ fn open_as_it_arrives(
     std::result::Result<u64, crate::core::envelope::EnvelopeError>,
     u64,
 )> {
+    let age = crate::core::envelope::keys::AgeIdentity::parse(&age.to_secret_string()).unwrap();
     let source = Recording {
         inner: Arriving::new(scratch.try_clone().unwrap(), len, arrived),
         furthest: std::sync::atomic::AtomicU64::new(0),
@@ -219,9 +220,8 @@ async fn an_envelope_opened_while_it_arrives_over_cut_streams_comes_out_byte_exa
             .unwrap();
         let out = tempfile::tempfile().unwrap();
         let arrived = Arc::new(Arrived::default());
-        let age = crate::core::envelope::keys::AgeIdentity::parse(&age.to_secret_string()).unwrap();
         let done = open_as_it_arrives(
-            age,
+            &age,
             &scratch,
             len,
             arrived.clone(),
@@ -271,9 +271,8 @@ async fn an_opener_reads_nothing_unchecked_and_stops_when_the_download_is_given_
         unchecked[usize::try_from(k).unwrap() * pieces::PIECE + 100] ^= 0x01;
         scratch.write_all_at(&unchecked, 0).unwrap();
         let arrived = Arc::new(Arrived::default());
-        let age = crate::core::envelope::keys::AgeIdentity::parse(&age.to_secret_string()).unwrap();
         let done = open_as_it_arrives(
-            age,
+            &age,
             &scratch,
             len,
             arrived.clone(),
