@@ -71,6 +71,13 @@ impl RunningRelay {
     pub async fn shutdown(self) {
         self.supervisor.shutdown().await;
         self.relay.committer.stop().await;
+        // A task still ending (a connection's last stream, a blocking job) holds the relay's
+        // state and with it the store's lock: wait for it, a bounded while, so that a relay
+        // started next on the same data finds the store free.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while Arc::strong_count(&self.relay) > 1 && std::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     /// The relay's state (for tests and the demo).
