@@ -1,10 +1,11 @@
 //! Receiving a fetched envelope's body (docs/protocol.md, `Fetch`): first the piece list,
 //! checked once against the digest the agent (or source) signed; then each piece, checked
-//! against its leaf as it arrives and written at its place in the scratch file by a blocking
-//! thread while the next piece is read. Nothing unchecked is ever written, so a transfer that
-//! breaks resumes from the first piece not yet written ([`Download::next`]), byte-exact, and a
-//! piece that does not match stops it at once. A reader may open the envelope while it arrives:
-//! [`Arriving`] gives it the checked bytes only ([`Download::arriving`]).
+//! against its leaf as it arrives and kept by a blocking thread while the next piece is read:
+//! written at its place in a scratch file, or, for a reader that opens the envelope while it
+//! arrives ([`Download::arriving`]), held in memory until that reader has read it
+//! ([`Arriving`]: the checked bytes only). Nothing unchecked is ever kept, so a transfer that
+//! breaks resumes from the first piece not yet kept ([`Download::next`]), byte-exact, and a
+//! piece that does not match stops it at once.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -18,8 +19,9 @@ use crate::error::{Error, ErrorKind, Result};
 mod arrived;
 pub use arrived::{Arrived, Arriving};
 
-/// A body being received into a scratch file, possibly over several streams.
+/// A body being received, possibly over several streams.
 pub struct Download {
+    /// Where the pieces go when no reader takes them as they arrive.
     scratch: Option<File>,
     length: u64,
     /// The signed digest, when the header gave one to check against; without it the list is
@@ -27,7 +29,7 @@ pub struct Download {
     root: Option<[u8; 32]>,
     pieces: Option<Pieces>,
     next: u64,
-    /// Told how far the scratch file holds checked bytes, for a reader opening it meanwhile.
+    /// Given each checked piece, for a reader opening the envelope meanwhile.
     arrived: Option<Arc<Arrived>>,
 }
 
@@ -46,6 +48,7 @@ pub enum Taken {
 }
 
 impl Download {
+    /// Into a scratch file, read once the download is complete ([`Download::into_scratch`]).
     pub fn new(scratch: File, length: u64, root: Option<[u8; 32]>) -> Self {
         Download {
             scratch: Some(scratch),
@@ -57,10 +60,22 @@ impl Download {
         }
     }
 
-    /// Tells `arrived` how far the scratch file holds checked bytes as each piece is written.
-    pub fn arriving(mut self, arrived: Arc<Arrived>) -> Self {
-        self.arrived = Some(arrived);
-        self
+    /// To a reader that opens the envelope while it arrives, its checked pieces held in memory
+    /// until read (no scratch file): `root` is the signed digest, which this needs.
+    pub fn arriving(length: u64, root: [u8; 32], arrived: Arc<Arrived>) -> Self {
+        Download {
+            scratch: None,
+            length,
+            root: Some(root),
+            pieces: None,
+            next: 0,
+            arrived: Some(arrived),
+        }
+    }
+
+    /// Whether every piece has arrived and matched.
+    pub fn complete(&self) -> bool {
+        self.pieces.is_some() && self.next == pieces::count(self.length)
     }
 
     /// The pieces checked and written so far: where a resumed fetch starts.
@@ -73,11 +88,9 @@ impl Download {
         self.pieces.as_ref().map(Pieces::root)
     }
 
-    /// The scratch file, once the download is complete.
+    /// The scratch file, once the download is complete (none when a reader took the pieces).
     pub fn into_scratch(self) -> Option<File> {
-        (self.pieces.is_some() && self.next == pieces::count(self.length))
-            .then_some(self.scratch)
-            .flatten()
+        self.complete().then_some(self.scratch).flatten()
     }
 
     /// Reads the body of a reply to a fetch from piece [`next`](Self::next): the piece list,
@@ -104,14 +117,16 @@ impl Download {
             }
         }
         let tree = self.pieces.clone().unwrap_or_default();
-        let scratch = self
-            .scratch
-            .take()
-            .ok_or_else(|| Error::internal("a download without its scratch file"))?;
-        // The thread checks and writes; this task reads ahead of it by at most two pieces.
+        let scratch = self.scratch.take();
+        let arrived = self.arrived.clone();
+        if scratch.is_none() && arrived.is_none() {
+            return Err(Error::internal(
+                "a download with nowhere to keep its pieces",
+            ));
+        }
+        // The thread checks and keeps; this task reads ahead of it by at most two pieces.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, Vec<u8>)>(2);
         let (spare_tx, mut spare_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
-        let arrived = self.arrived.clone();
         let writer = tokio::task::spawn_blocking(move || {
             let mut good = None;
             while let Some((index, piece)) = rx.blocking_recv() {
@@ -119,24 +134,31 @@ impl Download {
                     return (scratch, good, Some(Ok(e.message().to_owned())));
                 }
                 let at = index.saturating_mul(pieces::PIECE as u64);
-                if let Err(e) = scratch.write_all_at(&piece, at) {
-                    let e = Error::io(format!("cannot write the scratch file: {e}"));
-                    return (scratch, good, Some(Err(e)));
+                match (&scratch, &arrived) {
+                    // Pieces come in order from the first one missing: the reader gets them
+                    // in order (and the download waits while it holds enough).
+                    (_, Some(a)) => a.put(at, piece),
+                    (Some(file), None) => {
+                        if let Err(e) = file.write_all_at(&piece, at) {
+                            let e = Error::io(format!("cannot write the scratch file: {e}"));
+                            return (scratch, good, Some(Err(e)));
+                        }
+                        let _ = spare_tx.send(piece);
+                    }
+                    (None, None) => {}
                 }
                 good = Some(index);
-                // Pieces come in order from the first one missing: the checked bytes are the
-                // file's prefix up to this piece's end.
-                if let Some(a) = &arrived {
-                    a.advance(at.saturating_add(piece.len() as u64));
-                }
-                let _ = spare_tx.send(piece);
             }
             (scratch, good, None)
         });
         let count = pieces::count(self.length);
         let mut cut = None;
         for index in self.next..count {
-            let mut buf = spare_rx.try_recv().unwrap_or_default();
+            let mut buf = match &self.arrived {
+                Some(a) => a.spare(),
+                None => spare_rx.try_recv().ok(),
+            }
+            .unwrap_or_default();
             buf.resize(pieces::piece_len(self.length, index), 0);
             if let Err(e) = recv.read_exact(&mut buf).await {
                 cut = Some(broken(&e));
@@ -151,7 +173,7 @@ impl Download {
         let (scratch, good, failed) = writer
             .await
             .map_err(|_| Error::internal("the scratch writer failed"))?;
-        self.scratch = Some(scratch);
+        self.scratch = scratch;
         if let Some(good) = good {
             self.next = good + 1;
         }

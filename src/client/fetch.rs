@@ -1,9 +1,10 @@
-//! Fetching an envelope: the ciphertext streams to a scratch file while it is hashed; nothing is
-//! decrypted until the grant, the agent's entry and its signed statement all verify; then the
+//! Fetching an envelope: nothing is decrypted until the grant, the agent's entry and its signed
+//! statement all verify, and no piece of the ciphertext before it matched its leaf; then the
 //! envelope is opened locally, a receipt signed and filed, and its proof checked. Into a
-//! stream, it is opened once the whole body has arrived checked; into a file nobody reads before
-//! the fetch ends (`fetch -o`'s temporary file), each piece is decrypted as soon as it arrived
-//! checked ([`UserClient::fetch_at`]).
+//! stream, the ciphertext goes to a scratch file and is opened once the whole body has arrived
+//! checked; into a file nobody reads before the fetch ends (`fetch -o`'s temporary file), each
+//! piece is decrypted as soon as it arrived checked, from memory, with no scratch file
+//! ([`UserClient::fetch_at`]).
 
 use std::fs::File;
 use std::io::Write;
@@ -161,12 +162,6 @@ impl UserClient<'_> {
                 grant.max_bytes.min(MAX_LENGTH)
             )));
         }
-        let scratch = tempfile::tempfile_in(scratch_dir).map_err(|e| {
-            Error::io(format!(
-                "cannot make a scratch file in {}: {e}",
-                scratch_dir.display()
-            ))
-        })?;
         // The digest the header's statement signs, when it verifies: the piece list is checked
         // against it before any piece is taken.
         let signed = match (&header.problem, verified_root) {
@@ -175,22 +170,27 @@ impl UserClient<'_> {
             (None, Some(root)) => Ok(root),
             (None, None) => self.signed_digest(&view, &grant),
         };
-        // Into a file: opened while it arrives, from the checked bytes only (never when the
-        // header did not verify). Dropped with this call, it stops waiting for more.
+        // Into a file: opened while it arrives, from the checked pieces held in memory (no
+        // scratch file; never when the header did not verify). Dropped with this call, it
+        // stops waiting for more.
         let opening = match (&out, &signed, &self.identity.age_identity) {
-            (OpenInto::At(file), Ok(_), Some(age)) => Some(Opening::start(
-                age,
-                &scratch,
-                view.length,
-                file,
-                default_threads(),
-            )?),
+            (OpenInto::At(file), Ok(_), Some(age)) => {
+                Some(Opening::start(age, view.length, file, default_threads())?)
+            }
             _ => None,
         };
-        let mut download = Download::new(scratch, view.length, signed.as_ref().ok().copied());
-        if let Some(o) = &opening {
-            download = download.arriving(o.arrived.clone());
-        }
+        let mut download = match (&opening, &signed) {
+            (Some(o), Ok(root)) => Download::arriving(view.length, *root, o.arrived.clone()),
+            _ => {
+                let scratch = tempfile::tempfile_in(scratch_dir).map_err(|e| {
+                    Error::io(format!(
+                        "cannot make a scratch file in {}: {e}",
+                        scratch_dir.display()
+                    ))
+                })?;
+                Download::new(scratch, view.length, signed.as_ref().ok().copied())
+            }
+        };
         let (mut send, mut recv) = self
             .download(envelope_id, &view, &mut download, send, recv)
             .await?;
@@ -201,25 +201,30 @@ impl UserClient<'_> {
             // Never opened: an undecryptable receipt says so, signed.
             Some(p) => (DeliveryStatus::Undecryptable, 0, Some(p)),
             None => {
-                let scratch = download
-                    .into_scratch()
-                    .ok_or_else(|| Error::internal("a complete download without its file"))?;
+                if !download.complete() {
+                    return Err(Error::internal("a download returned before its end"));
+                }
                 let age_id = self
                     .identity
                     .age_identity
                     .as_ref()
                     .ok_or_else(|| Error::bad_input("this identity holds no age key"))?;
+                let scratch = || {
+                    download
+                        .into_scratch()
+                        .ok_or_else(|| Error::internal("a complete download without its file"))
+                };
                 let opened = match (opening, out) {
                     (Some(o), _) => o.finish().await,
                     (None, OpenInto::Ordered(out)) => envelope::open_file(
                         &[age_id.as_identity()],
-                        &scratch,
+                        &scratch()?,
                         out,
                         default_threads(),
                     ),
                     (None, OpenInto::At(file)) => envelope::open_at::<std::io::Empty>(
                         &[age_id.as_identity()],
-                        envelope::SealInput::File(&scratch),
+                        envelope::SealInput::File(&scratch()?),
                         &Plaintext(file),
                         default_threads(),
                     ),
@@ -346,8 +351,9 @@ impl envelope::stream::WriteAt for Plaintext<'_> {
 }
 
 /// An envelope being opened into a file on blocking threads while its ciphertext arrives: the
-/// reader waits for each range until it has been checked ([`Arriving`]). Dropped before
-/// [`Opening::finish`] (the fetch failed or was dropped), it stops waiting, so the threads end.
+/// reader waits for each range until it has been checked ([`Arriving`]), and the download
+/// waits while the reader holds enough. Dropped before [`Opening::finish`] (the fetch failed
+/// or was dropped), it stops waiting, so the threads end.
 struct Opening {
     arrived: Arc<Arrived>,
     job: Option<tokio::task::JoinHandle<std::result::Result<u64, envelope::EnvelopeError>>>,
@@ -356,33 +362,29 @@ struct Opening {
 impl Opening {
     fn start(
         age: &envelope::keys::AgeIdentity,
-        scratch: &File,
         length: u64,
         out: &File,
         threads: usize,
     ) -> Result<Self> {
-        // The blocking job owns what it uses: its own handles on both files and a copy of the
-        // key (zeroized with the line it was read from).
+        // The blocking job owns what it uses: its own handle on the file and a copy of the key
+        // (zeroized with the line it was read from).
         let age = envelope::keys::AgeIdentity::parse(&age.to_secret_string())
             .map_err(|e| Error::internal(format!("cannot copy the age key: {e}")))?;
         let arrived = Arc::new(Arrived::default());
-        let source = Arriving::new(
-            scratch
-                .try_clone()
-                .map_err(|e| Error::io(format!("cannot reopen the scratch file: {e}")))?,
-            length,
-            arrived.clone(),
-        );
+        let source = Arriving::new(length, arrived.clone());
         let out = out
             .try_clone()
             .map_err(|e| Error::io(format!("cannot reopen the output file: {e}")))?;
         let job = tokio::task::spawn_blocking(move || {
-            envelope::open_at::<std::io::Empty>(
+            let opened = envelope::open_at::<std::io::Empty>(
                 &[age.as_identity()],
                 envelope::SealInput::File(&source),
                 &Plaintext(&out),
                 threads,
-            )
+            );
+            // Opened or failed: the rest of the download is not kept for it.
+            source.done();
+            opened
         });
         Ok(Opening {
             arrived,

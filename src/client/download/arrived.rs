@@ -1,17 +1,29 @@
-//! How far a download's scratch file holds checked ciphertext, for a reader that opens the
-//! envelope while it arrives (`fetch -o`): [`Arriving`] reads the scratch file at offsets and
-//! waits for a range until every piece of it has been checked against its leaf and written, so
-//! nothing unchecked is ever decrypted. When the download ends without its last piece, the
-//! waiting reader fails instead of waiting for ever.
+//! A download's checked pieces, held in memory for a reader that opens the envelope while it
+//! arrives (`fetch -o`), so the ciphertext never goes through a scratch file: [`Arriving`]
+//! reads at offsets and waits for a range until every piece of it has been checked against its
+//! leaf, so nothing unchecked is ever decrypted. The reader lets go of what it has read for the
+//! last time ([`ReadAt::release_below`]); while the pieces held reach [`WINDOW`] the download
+//! waits, unless the reader is waiting for the very piece it brings (no deadlock, whatever the
+//! reader's order). When the download ends without its last piece, the waiting reader fails
+//! instead of waiting for ever; when the reader ends (opened, or failed), pieces are no longer
+//! kept and the download goes on to its end (the receipt needs the whole digest).
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Condvar, Mutex};
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use crate::core::envelope::stream::ReadAt;
+use crate::core::envelope::pieces::PIECE;
+use crate::core::envelope::stream::{ReadAt, BATCH_CHUNKS, SLOT};
 
-/// The checked prefix of a scratch file, shared between the download (which moves it on) and
-/// a reader (which waits for it).
+/// Bytes of checked pieces held for the reader before the download waits for it: the opener
+/// reads two batches of chunks at a time (`core::envelope::pipeline`), plus the pieces either
+/// end of them straddles.
+pub const WINDOW: u64 = (2 * BATCH_CHUNKS * SLOT + 2 * PIECE) as u64;
+
+/// Buffers of released pieces kept for the download to fill again.
+const SPARE: usize = 4;
+
+/// The checked pieces of a download, shared between the download (which adds them) and a
+/// reader (which takes them).
 #[derive(Debug, Default)]
 pub struct Arrived {
     state: Mutex<State>,
@@ -20,33 +32,84 @@ pub struct Arrived {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Bytes from the start of the file that are checked and written.
+    /// Checked pieces not yet released, in order and contiguous: (offset, bytes).
+    pieces: VecDeque<(u64, Vec<u8>)>,
+    /// Bytes from the start that have arrived checked.
     upto: u64,
-    /// Given up: no more will arrive, and every read fails from now on.
+    /// Everything below this offset has been read for the last time and let go.
+    released: u64,
+    /// The end of the furthest range a read has waited for.
+    wanted: u64,
+    /// Bytes held in `pieces`, and the most ever held.
+    held: u64,
+    peak: u64,
+    /// The download was given up: every read fails from now on.
     over: bool,
+    /// The reader ended: pieces are no longer kept.
+    reader_gone: bool,
+    spare: Vec<Vec<u8>>,
 }
 
 impl Arrived {
-    /// Bytes up to `upto` are checked and written.
-    pub(crate) fn advance(&self, upto: u64) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        s.upto = s.upto.max(upto);
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A checked piece at `at`, the next one in order: kept for the reader. Waits while the
+    /// window is full and the reader does not need this piece yet.
+    pub(crate) fn put(&self, at: u64, piece: Vec<u8>) {
+        let end = at.saturating_add(piece.len() as u64);
+        let mut s = self.lock();
+        while !s.over && !s.reader_gone && end > s.released.saturating_add(WINDOW) && at >= s.wanted
+        {
+            s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        if !s.over && !s.reader_gone {
+            s.held = s.held.saturating_add(piece.len() as u64);
+            s.peak = s.peak.max(s.held);
+            s.pieces.push_back((at, piece));
+        }
+        s.upto = s.upto.max(end);
         drop(s);
         self.changed.notify_all();
+    }
+
+    /// A buffer of a released piece, to be filled again.
+    pub(crate) fn spare(&self) -> Option<Vec<u8>> {
+        self.lock().spare.pop()
     }
 
     /// Nothing more will arrive (the fetch failed or was dropped): every read fails from now on.
     pub fn abandon(&self) {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = self.lock();
         s.over = true;
+        s.pieces.clear();
+        s.held = 0;
         drop(s);
         self.changed.notify_all();
     }
 
-    /// Waits until bytes up to `end` are checked and written; an error once nothing more will
-    /// arrive.
-    fn wait_for(&self, end: u64) -> std::io::Result<()> {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+    /// The reader ended (the envelope opened, or failed to): the rest is taken without being
+    /// kept.
+    pub fn reader_done(&self) {
+        let mut s = self.lock();
+        s.reader_gone = true;
+        s.pieces.clear();
+        s.held = 0;
+        drop(s);
+        self.changed.notify_all();
+    }
+
+    /// The most bytes of pieces ever held at once.
+    #[cfg(test)]
+    pub(crate) fn peak(&self) -> u64 {
+        self.lock().peak
+    }
+
+    /// Copies `buf.len()` bytes from `offset` once they have all arrived checked.
+    fn read(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let end = offset.saturating_add(buf.len() as u64);
+        let mut s = self.lock();
         loop {
             // Given up: no more reads at all, even of what arrived (the fetch is gone, so the
             // opening is of no use to anyone).
@@ -57,23 +120,79 @@ impl Arrived {
                 ));
             }
             if s.upto >= end {
-                return Ok(());
+                break;
+            }
+            if s.wanted < end {
+                s.wanted = end;
+                self.changed.notify_all();
             }
             s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
         }
+        if offset < s.released || s.reader_gone {
+            return Err(std::io::Error::other(
+                "an envelope being opened read again what it had let go",
+            ));
+        }
+        // Pieces are contiguous: the first one that ends past `offset` holds its first byte.
+        let first = s
+            .pieces
+            .partition_point(|(at, p)| at + p.len() as u64 <= offset);
+        let mut done = 0usize;
+        for (at, piece) in s.pieces.range(first..) {
+            if done == buf.len() {
+                break;
+            }
+            let from = usize::try_from(offset + done as u64 - at).unwrap_or(usize::MAX);
+            let Some(bytes) = piece.get(from..) else {
+                break;
+            };
+            let n = bytes.len().min(buf.len() - done);
+            buf[done..done + n].copy_from_slice(&bytes[..n]);
+            done += n;
+        }
+        if done < buf.len() {
+            return Err(std::io::Error::other(
+                "an envelope being opened found a checked range missing",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Everything below `offset` has been read for the last time.
+    fn release_below(&self, offset: u64) {
+        let mut s = self.lock();
+        s.released = s.released.max(offset);
+        while let Some((at, p)) = s.pieces.front() {
+            if at + p.len() as u64 > s.released {
+                break;
+            }
+            let Some((_, p)) = s.pieces.pop_front() else {
+                break;
+            };
+            s.held = s.held.saturating_sub(p.len() as u64);
+            if s.spare.len() < SPARE {
+                s.spare.push(p);
+            }
+        }
+        drop(s);
+        self.changed.notify_all();
     }
 }
 
-/// The scratch file of a download as its checked bytes arrive: `len` bytes in all.
+/// A download's ciphertext as its checked pieces arrive: `len` bytes in all.
 pub struct Arriving {
-    file: File,
     len: u64,
     arrived: Arc<Arrived>,
 }
 
 impl Arriving {
-    pub fn new(file: File, len: u64, arrived: Arc<Arrived>) -> Self {
-        Arriving { file, len, arrived }
+    pub fn new(len: u64, arrived: Arc<Arrived>) -> Self {
+        Arriving { len, arrived }
+    }
+
+    /// The reader is done (opened, or failed to): see [`Arrived::reader_done`].
+    pub fn done(&self) {
+        self.arrived.reader_done();
     }
 }
 
@@ -84,15 +203,16 @@ impl ReadAt for Arriving {
             return Ok(0);
         };
         let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-        self.arrived.wait_for(offset + n as u64)?;
-        FileExt::read_exact_at(&self.file, &mut buf[..n], offset).map_err(|e| {
-            std::io::Error::new(e.kind(), format!("cannot read the scratch file: {e}"))
-        })?;
+        self.arrived.read(&mut buf[..n], offset)?;
         Ok(n)
     }
 
     /// The whole envelope's length (not what has arrived so far).
     fn size(&self) -> std::io::Result<u64> {
         Ok(self.len)
+    }
+
+    fn release_below(&self, offset: u64) {
+        self.arrived.release_below(offset);
     }
 }

@@ -169,13 +169,16 @@ impl crate::core::envelope::stream::ReadAt for Recording {
     fn size(&self) -> std::io::Result<u64> {
         self.inner.size()
     }
+    fn release_below(&self, offset: u64) {
+        self.inner.release_below(offset);
+    }
 }
 
-/// Opens `ciphertext` with `age` from `scratch` as it arrives, into `out`, on threads of its
-/// own: the outcome, and the furthest byte of the scratch file it read.
+/// Opens a ciphertext of `len` bytes with `age` as its pieces arrive in `arrived`, into `out`,
+/// on a thread of its own (as `fetch -o` does, done when it ends): the outcome, and the
+/// furthest byte it read.
 fn open_as_it_arrives(
     age: &crate::core::envelope::keys::AgeIdentity,
-    scratch: &File,
     len: u64,
     arrived: Arc<Arrived>,
     out: File,
@@ -185,7 +188,7 @@ fn open_as_it_arrives(
 )> {
     let age = crate::core::envelope::keys::AgeIdentity::parse(&age.to_secret_string()).unwrap();
     let source = Recording {
-        inner: Arriving::new(scratch.try_clone().unwrap(), len, arrived),
+        inner: Arriving::new(len, arrived),
         furthest: std::sync::atomic::AtomicU64::new(0),
     };
     let (tx, rx) = std::sync::mpsc::channel();
@@ -196,16 +199,43 @@ fn open_as_it_arrives(
             &out,
             2,
         );
+        source.inner.done();
         let _ = tx.send((opened, source.furthest.into_inner()));
     });
     rx
 }
 
-const OPENED_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
+const OPENED_WITHIN: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// Opened while it arrives over streams cut at random points: byte-exact. The scratch file is
-/// full of other bytes from the start, so an opener that read a range before it had arrived
-/// checked would read those and fail.
+/// Takes the whole of `ciphertext` into `d` over streams cut at points drawn from `cuts` (the
+/// fifth stream and later are whole): how many streams it took.
+async fn take_cut(
+    d: &mut Download,
+    tree: &Pieces,
+    ciphertext: &[u8],
+    cuts: &mut impl Iterator<Item = u64>,
+    round: u64,
+) -> usize {
+    let mut streams = 0;
+    loop {
+        streams += 1;
+        let full = body(tree, ciphertext, d.next());
+        let cut = if streams > 4 {
+            full.len()
+        } else {
+            let r = cuts.next().unwrap_or(1) * 7919 * (round + 1);
+            usize::try_from(r).unwrap() % full.len()
+        };
+        match d.take(&mut &full[..cut]).await.unwrap() {
+            Taken::Complete => return streams,
+            Taken::Broken(_) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// Opened while it arrives over streams cut at random points: byte-exact, and with no scratch
+/// file at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_envelope_opened_while_it_arrives_over_cut_streams_comes_out_byte_exact() {
     let plaintext = bytes(5 * pieces::PIECE + 777, 21);
@@ -214,37 +244,13 @@ async fn an_envelope_opened_while_it_arrives_over_cut_streams_comes_out_byte_exa
     let len = ciphertext.len() as u64;
     let mut cuts = bytes(64, 5).into_iter().map(u64::from);
     for round in 0..4u64 {
-        let scratch = tempfile::tempfile().unwrap();
-        scratch
-            .write_all_at(&bytes(ciphertext.len(), 100 + round), 0)
-            .unwrap();
         let out = tempfile::tempfile().unwrap();
         let arrived = Arc::new(Arrived::default());
-        let done = open_as_it_arrives(
-            &age,
-            &scratch,
-            len,
-            arrived.clone(),
-            out.try_clone().unwrap(),
-        );
-        let mut d = Download::new(scratch, len, Some(tree.root())).arriving(arrived);
-        let mut streams = 0;
-        loop {
-            streams += 1;
-            let full = body(&tree, &ciphertext, d.next());
-            let cut = if streams > 4 {
-                full.len()
-            } else {
-                let r = cuts.next().unwrap_or(1) * 7919 * (round + 1);
-                usize::try_from(r).unwrap() % full.len()
-            };
-            match d.take(&mut &full[..cut]).await.unwrap() {
-                Taken::Complete => break,
-                Taken::Broken(_) => {}
-                other => panic!("{other:?}"),
-            }
-        }
+        let done = open_as_it_arrives(&age, len, arrived.clone(), out.try_clone().unwrap());
+        let mut d = Download::arriving(len, tree.root(), arrived);
+        let streams = take_cut(&mut d, &tree, &ciphertext, &mut cuts, round).await;
         assert!(streams > 1, "round {round} was never cut");
+        assert!(d.complete() && d.into_scratch().is_none());
         let (opened, _) = done.recv_timeout(OPENED_WITHIN).expect("the opener hung");
         assert_eq!(opened.unwrap(), plaintext.len() as u64, "round {round}");
         let mut got = Vec::new();
@@ -253,8 +259,60 @@ async fn an_envelope_opened_while_it_arrives_over_cut_streams_comes_out_byte_exa
     }
 }
 
-/// A piece that does not match: the opener has read nothing of it or past it (though the
-/// scratch file holds those bytes), and once the download is given up (as a failed fetch does) it fails instead of waiting; the same for a
+/// An envelope of many opener batches, over cut streams: byte-exact, and the checked pieces
+/// held in memory never pass the window (the opener lets go of each batch it is done with,
+/// and the download waits for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_envelope_opened_while_it_arrives_holds_at_most_its_window() {
+    let plaintext = bytes(3 * usize::try_from(arrived::WINDOW).unwrap() + 4321, 33);
+    let (age, ciphertext) = sealed(&plaintext);
+    let tree = tree_of(&ciphertext);
+    let len = ciphertext.len() as u64;
+    let mut cuts = bytes(64, 6).into_iter().map(u64::from);
+    let out = tempfile::tempfile().unwrap();
+    let arrived = Arc::new(Arrived::default());
+    let done = open_as_it_arrives(&age, len, arrived.clone(), out.try_clone().unwrap());
+    let mut d = Download::arriving(len, tree.root(), arrived.clone());
+    assert!(take_cut(&mut d, &tree, &ciphertext, &mut cuts, 1).await > 1);
+    let (opened, _) = done.recv_timeout(OPENED_WITHIN).expect("the opener hung");
+    assert_eq!(opened.unwrap(), plaintext.len() as u64);
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut &out, &mut got).unwrap();
+    assert!(got == plaintext, "not byte-exact");
+    let peak = arrived.peak();
+    assert!(
+        peak <= arrived::WINDOW + pieces::PIECE as u64,
+        "held {peak} bytes of a {len}-byte envelope at once (window {})",
+        arrived::WINDOW
+    );
+}
+
+/// An opener that fails at once (the envelope is sealed to another key) does not hold the
+/// download up: the rest is taken without being kept, and the download completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_goes_on_to_its_end_when_the_opener_fails() {
+    let plaintext = bytes(2 * usize::try_from(arrived::WINDOW).unwrap(), 34);
+    let (_, ciphertext) = sealed(&plaintext);
+    let (other, _) = sealed(b"x");
+    let tree = tree_of(&ciphertext);
+    let len = ciphertext.len() as u64;
+    let arrived = Arc::new(Arrived::default());
+    let done = open_as_it_arrives(&other, len, arrived.clone(), tempfile::tempfile().unwrap());
+    let mut d = Download::arriving(len, tree.root(), arrived.clone());
+    let full = body(&tree, &ciphertext, 0);
+    let Ok(taken) = tokio::time::timeout(OPENED_WITHIN, d.take(&mut full.as_slice())).await else {
+        // Let the download's thread go, so the test fails instead of hanging.
+        arrived.abandon();
+        panic!("the download waited for an opener that had ended");
+    };
+    assert!(matches!(taken.unwrap(), Taken::Complete));
+    let (opened, _) = done.recv_timeout(OPENED_WITHIN).expect("the opener hung");
+    assert!(opened.is_err(), "opened with the wrong key");
+    assert!(arrived.peak() <= arrived::WINDOW + pieces::PIECE as u64);
+}
+
+/// A piece that does not match: the opener has read nothing of it or past it, and once the
+/// download is given up (as a failed fetch does) it fails instead of waiting; the same for a
 /// transfer that breaks and is never resumed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_opener_reads_nothing_unchecked_and_stops_when_the_download_is_given_up() {
@@ -264,21 +322,9 @@ async fn an_opener_reads_nothing_unchecked_and_stops_when_the_download_is_given_
     let len = ciphertext.len() as u64;
     let list = tree.to_bytes().len();
     for (k, altered) in [(2u64, true), (1, false)] {
-        // The scratch file already holds bytes past what will arrive checked (the whole
-        // ciphertext, piece k altered): the opener must not take them.
-        let scratch = tempfile::tempfile().unwrap();
-        let mut unchecked = ciphertext.clone();
-        unchecked[usize::try_from(k).unwrap() * pieces::PIECE + 100] ^= 0x01;
-        scratch.write_all_at(&unchecked, 0).unwrap();
         let arrived = Arc::new(Arrived::default());
-        let done = open_as_it_arrives(
-            &age,
-            &scratch,
-            len,
-            arrived.clone(),
-            tempfile::tempfile().unwrap(),
-        );
-        let mut d = Download::new(scratch, len, Some(tree.root())).arriving(arrived.clone());
+        let done = open_as_it_arrives(&age, len, arrived.clone(), tempfile::tempfile().unwrap());
+        let mut d = Download::arriving(len, tree.root(), arrived.clone());
         let mut full = body(&tree, &ciphertext, 0);
         let at = list + usize::try_from(k).unwrap() * pieces::PIECE;
         let taken = if altered {

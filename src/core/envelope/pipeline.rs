@@ -124,6 +124,9 @@ pub trait ReadAt: Sync {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize>;
     /// The current size in bytes.
     fn size(&self) -> std::io::Result<u64>;
+    /// Nothing below `offset` will be read again (told as each batch is done): a source that
+    /// holds its bytes in memory may let them go.
+    fn release_below(&self, _offset: u64) {}
     /// Fills `buf` from `offset`; an end before it is full is `UnexpectedEof`.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         let mut done = 0;
@@ -343,11 +346,20 @@ where
                             .map_err(|_| EnvelopeError::Internal("a worker stopped"))?,
                     );
                 }
+                let mut read_upto = None;
                 for part in &mut done {
                     if let Some(e) = part.io.take() {
                         return Err(EnvelopeError::Io(e));
                     }
                     write_part(output, part)?;
+                    if let Some(at) = part.at {
+                        let n: usize = part.lens.iter().sum();
+                        read_upto = read_upto.max(Some(at + n as u64));
+                    }
+                }
+                // Batches are done in order: nothing of this one or before it is read again.
+                if let (Some(f), Some(upto)) = (reader, read_upto) {
+                    f.release_below(upto);
                 }
                 spare.push(done);
             }
