@@ -9,6 +9,10 @@ use std::io::{ErrorKind, Read, Write};
 use super::chunks::{BATCH_CHUNKS, CHUNK, READER_BATCH_CHUNKS, SLOT};
 use super::EnvelopeError;
 
+/// Inputs of at most this many chunks (128 KiB), all in the first batch, are handled by the
+/// calling thread alone.
+const INLINE_CHUNKS: u64 = 2;
+
 /// Reads until `buf` is full or EOF; returns the bytes read.
 fn fill<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> Result<usize, EnvelopeError> {
     let mut n = 0;
@@ -284,6 +288,40 @@ where
         Source::File { file, start, end } => (None, Some((file, start, end))),
     };
     let mut pos = file.map_or(0, |(_, start, _)| start);
+    // Two batches of parts rotate: one being processed while the other is read/written.
+    let mut spare: Vec<Vec<Part>> = (0..2)
+        .map(|_| (0..threads).map(|_| Part::new(per, open)).collect())
+        .collect();
+    let mut carry = None;
+    let mut next_index = 0u64;
+    // The first batch is read before any thread starts: when it is all there is and it is
+    // small (a 1 KiB envelope), this thread does the work itself, since starting the workers
+    // would cost far more than the work.
+    let mut first = spare
+        .pop()
+        .ok_or(EnvelopeError::Internal("pipeline lost a batch"))?;
+    let first_eof = match (&mut input, file) {
+        (Some(r), _) => read_batch(*r, &mut first, slot_fill, &mut carry, &mut next_index)?,
+        (None, Some((_, _, end))) => {
+            plan_batch(&mut first, slot_fill, &mut pos, end, &mut next_index)
+        }
+        (None, None) => return Err(EnvelopeError::Internal("no input")),
+    };
+    if first_eof && next_index <= INLINE_CHUNKS {
+        let reader = file.map(|(f, _, _)| f);
+        for part in &mut first {
+            if let Some(f) = reader {
+                part.read_at(f, slot_fill);
+            }
+            if let Some(e) = part.io.take() {
+                return Err(EnvelopeError::Io(e));
+            }
+            work(part);
+            write_part(output, part)?;
+        }
+        return unchanged(file);
+    }
+    let mut first = Some((first, first_eof));
     std::thread::scope(|scope| {
         let work = &work;
         let reader = file.map(|(f, _, _)| f);
@@ -308,28 +346,31 @@ where
             to_workers.push(job_tx);
             from_workers.push(done_rx);
         }
-        // Two batches of parts rotate: one being processed while the other is read/written.
-        let mut spare: Vec<Vec<Part>> = (0..2)
-            .map(|_| (0..threads).map(|_| Part::new(per, open)).collect())
-            .collect();
-        let mut carry = None;
-        let mut next_index = 0u64;
         let mut in_flight = false;
         let mut eof = false;
         loop {
             let mut dispatched = false;
             if !eof {
-                let mut batch = spare
-                    .pop()
-                    .ok_or(EnvelopeError::Internal("pipeline lost a batch"))?;
-                eof = match (&mut input, file) {
-                    (Some(r), _) => {
-                        read_batch(*r, &mut batch, slot_fill, &mut carry, &mut next_index)?
+                let batch = match first.take() {
+                    Some((batch, first_eof)) => {
+                        eof = first_eof;
+                        batch
                     }
-                    (None, Some((_, _, end))) => {
-                        plan_batch(&mut batch, slot_fill, &mut pos, end, &mut next_index)
+                    None => {
+                        let mut batch = spare
+                            .pop()
+                            .ok_or(EnvelopeError::Internal("pipeline lost a batch"))?;
+                        eof = match (&mut input, file) {
+                            (Some(r), _) => {
+                                read_batch(*r, &mut batch, slot_fill, &mut carry, &mut next_index)?
+                            }
+                            (None, Some((_, _, end))) => {
+                                plan_batch(&mut batch, slot_fill, &mut pos, end, &mut next_index)
+                            }
+                            (None, None) => return Err(EnvelopeError::Internal("no input")),
+                        };
+                        batch
                     }
-                    (None, None) => return Err(EnvelopeError::Internal("no input")),
                 };
                 for (tx, part) in to_workers.iter().zip(batch) {
                     tx.send(part)
@@ -368,16 +409,20 @@ where
                 break;
             }
         }
-        // A file read at offsets must not have changed size meanwhile (what was read would
-        // not be the whole of it).
-        if let Some((f, _, end)) = file {
-            let now = f.size().map_err(EnvelopeError::Io)?;
-            if now != end {
-                return Err(EnvelopeError::Io(changed_input()));
-            }
-        }
-        Ok(())
+        unchanged(file)
     })
+}
+
+/// A file read at offsets must not have changed size meanwhile (what was read would not be
+/// the whole of it).
+fn unchanged(file: Option<(&dyn ReadAt, u64, u64)>) -> Result<(), EnvelopeError> {
+    if let Some((f, _, end)) = file {
+        let now = f.size().map_err(EnvelopeError::Io)?;
+        if now != end {
+            return Err(EnvelopeError::Io(changed_input()));
+        }
+    }
+    Ok(())
 }
 
 /// How a chunk that authenticated relates to where the stream ends.
