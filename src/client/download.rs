@@ -1,7 +1,8 @@
 //! Receiving a fetched envelope's body (docs/protocol.md, `Fetch`): first the piece list,
 //! checked once against the digest the agent (or source) signed; then each piece, checked
 //! against its leaf as it arrives and kept by a blocking thread while the next piece is read:
-//! written at its place in a scratch file, or, for a reader that opens the envelope while it
+//! written at its place in a scratch file (in memory for a small envelope:
+//! [`Download::in_memory`]), or, for a reader that opens the envelope while it
 //! arrives ([`Download::arriving`]), held in memory until that reader has read it
 //! ([`Arriving`]: the checked bytes only). Nothing unchecked is ever kept, so a transfer that
 //! breaks resumes from the first piece not yet kept ([`Download::next`]), byte-exact, and a
@@ -19,10 +20,19 @@ use crate::error::{Error, ErrorKind, Result};
 mod arrived;
 pub use arrived::{Arrived, Arriving};
 
+/// The longest envelope [`Download::in_memory`] holds: one piece.
+pub const IN_MEMORY: usize = pieces::PIECE;
+
+/// Where a download keeps its checked ciphertext when no reader takes it as it arrives.
+pub enum Kept {
+    File(File),
+    Memory(Vec<u8>),
+}
+
 /// A body being received, possibly over several streams.
 pub struct Download {
     /// Where the pieces go when no reader takes them as they arrive.
-    scratch: Option<File>,
+    scratch: Option<Kept>,
     length: u64,
     /// The signed digest, when the header gave one to check against; without it the list is
     /// taken as it comes (an envelope already judged undecryptable: its receipt names what came).
@@ -48,10 +58,10 @@ pub enum Taken {
 }
 
 impl Download {
-    /// Into a scratch file, read once the download is complete ([`Download::into_scratch`]).
+    /// Into a scratch file, read once the download is complete ([`Download::into_kept`]).
     pub fn new(scratch: File, length: u64, root: Option<[u8; 32]>) -> Self {
         Download {
-            scratch: Some(scratch),
+            scratch: Some(Kept::File(scratch)),
             length,
             root,
             pieces: None,
@@ -88,8 +98,26 @@ impl Download {
         self.pieces.as_ref().map(Pieces::root)
     }
 
-    /// The scratch file, once the download is complete (none when a reader took the pieces).
-    pub fn into_scratch(self) -> Option<File> {
+    /// Into memory, for an envelope of at most [`IN_MEMORY`] bytes (a longer one is refused):
+    /// a round trip's envelope then costs no file made and removed.
+    pub fn in_memory(length: u64, root: Option<[u8; 32]>) -> Result<Self> {
+        let n = usize::try_from(length)
+            .ok()
+            .filter(|&n| n <= IN_MEMORY)
+            .ok_or_else(|| Error::internal("an envelope too long to be held in memory"))?;
+        Ok(Download {
+            scratch: Some(Kept::Memory(vec![0; n])),
+            length,
+            root,
+            pieces: None,
+            next: 0,
+            arrived: None,
+        })
+    }
+
+    /// What holds the ciphertext, once the download is complete (none when a reader took the
+    /// pieces).
+    pub fn into_kept(self) -> Option<Kept> {
         self.complete().then_some(self.scratch).flatten()
     }
 
@@ -128,21 +156,33 @@ impl Download {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, Vec<u8>)>(2);
         let (spare_tx, mut spare_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
         let writer = tokio::task::spawn_blocking(move || {
+            let mut scratch = scratch;
             let mut good = None;
             while let Some((index, piece)) = rx.blocking_recv() {
                 if let Err(e) = tree.check(index, &piece) {
                     return (scratch, good, Some(Ok(e.message().to_owned())));
                 }
                 let at = index.saturating_mul(pieces::PIECE as u64);
-                match (&scratch, &arrived) {
+                match (&mut scratch, &arrived) {
                     // Pieces come in order from the first one missing: the reader gets them
                     // in order (and the download waits while it holds enough).
                     (_, Some(a)) => a.put(at, piece),
-                    (Some(file), None) => {
+                    (Some(Kept::File(file)), None) => {
                         if let Err(e) = file.write_all_at(&piece, at) {
                             let e = Error::io(format!("cannot write the scratch file: {e}"));
                             return (scratch, good, Some(Err(e)));
                         }
+                        let _ = spare_tx.send(piece);
+                    }
+                    (Some(Kept::Memory(held)), None) => {
+                        let place = usize::try_from(at)
+                            .ok()
+                            .and_then(|at| held.get_mut(at..at.checked_add(piece.len())?));
+                        let Some(place) = place else {
+                            let e = Error::internal("a piece past the envelope's end");
+                            return (scratch, good, Some(Err(e)));
+                        };
+                        place.copy_from_slice(&piece);
                         let _ = spare_tx.send(piece);
                     }
                     (None, None) => {}

@@ -1,8 +1,8 @@
 //! Fetching an envelope: nothing is decrypted until the grant, the agent's entry and its signed
 //! statement all verify, and no piece of the ciphertext before it matched its leaf; then the
 //! envelope is opened locally, a receipt signed and filed, and its proof checked. Into a
-//! stream, the ciphertext goes to a scratch file and is opened once the whole body has arrived
-//! checked; into a file nobody reads before the fetch ends (`fetch -o`'s temporary file), each
+//! stream, the ciphertext goes to a scratch file (held in memory when it is at most one piece)
+//! and is opened once the whole body has arrived checked; into a file nobody reads before the fetch ends (`fetch -o`'s temporary file), each
 //! piece is decrypted as soon as it arrived checked, from memory, with no scratch file
 //! ([`UserClient::fetch_at`]).
 
@@ -21,7 +21,7 @@ use crate::core::wire::{ReceiptFrame, Reply, Request, WireSigned};
 use crate::error::{Error, Result};
 use crate::ids::EnvelopeId;
 
-use super::download::{Arrived, Arriving, Download, Taken};
+use super::download::{Arrived, Arriving, Download, Kept, Taken, IN_MEMORY};
 use super::header::EnvelopeHeader;
 use super::unexpected;
 use super::user::UserClient;
@@ -181,6 +181,10 @@ impl UserClient<'_> {
         };
         let mut download = match (&opening, &signed) {
             (Some(o), Ok(root)) => Download::arriving(view.length, *root, o.arrived.clone()),
+            // A small envelope (a round trip's) is held in memory: no file made and removed.
+            _ if view.length <= IN_MEMORY as u64 => {
+                Download::in_memory(view.length, signed.as_ref().ok().copied())?
+            }
             _ => {
                 let scratch = tempfile::tempfile_in(scratch_dir).map_err(|e| {
                     Error::io(format!(
@@ -209,25 +213,33 @@ impl UserClient<'_> {
                     .age_identity
                     .as_ref()
                     .ok_or_else(|| Error::bad_input("this identity holds no age key"))?;
-                let scratch = || {
+                let kept = || {
                     download
-                        .into_scratch()
-                        .ok_or_else(|| Error::internal("a complete download without its file"))
+                        .into_kept()
+                        .ok_or_else(|| Error::internal("a complete download without its bytes"))
                 };
+                let ids = [age_id.as_identity()];
+                let threads = default_threads();
                 let opened = match (opening, out) {
                     (Some(o), _) => o.finish().await,
-                    (None, OpenInto::Ordered(out)) => envelope::open_file(
-                        &[age_id.as_identity()],
-                        &scratch()?,
-                        out,
-                        default_threads(),
-                    ),
-                    (None, OpenInto::At(file)) => envelope::open_at::<std::io::Empty>(
-                        &[age_id.as_identity()],
-                        envelope::SealInput::File(&scratch()?),
-                        &Plaintext(file),
-                        default_threads(),
-                    ),
+                    (None, OpenInto::Ordered(out)) => match kept()? {
+                        Kept::File(f) => envelope::open_file(&ids, &f, out, threads),
+                        Kept::Memory(m) => envelope::open(&ids, &mut m.as_slice(), out, threads),
+                    },
+                    (None, OpenInto::At(file)) => match kept()? {
+                        Kept::File(f) => envelope::open_at::<std::io::Empty>(
+                            &ids,
+                            envelope::SealInput::File(&f),
+                            &Plaintext(file),
+                            threads,
+                        ),
+                        Kept::Memory(m) => envelope::open_at(
+                            &ids,
+                            envelope::SealInput::Reader(&mut m.as_slice()),
+                            &Plaintext(file),
+                            threads,
+                        ),
+                    },
                 };
                 match opened {
                     Ok(n) => (DeliveryStatus::Delivered, n, None),
@@ -382,8 +394,7 @@ impl Opening {
                 &Plaintext(&out),
                 threads,
             );
-            // Opened or failed: the rest of the download is not kept for it.
-            source.done();
+            // Opened or failed: dropping `source` tells the download to keep no more for it.
             opened
         });
         Ok(Opening {

@@ -5,8 +5,9 @@
 //! last time ([`ReadAt::release_below`]); while the pieces held reach [`WINDOW`] the download
 //! waits, unless the reader is waiting for the very piece it brings (no deadlock, whatever the
 //! reader's order). When the download ends without its last piece, the waiting reader fails
-//! instead of waiting for ever; when the reader ends (opened, or failed), pieces are no longer
-//! kept and the download goes on to its end (the receipt needs the whole digest).
+//! instead of waiting for ever; when the reader ends (its `Arriving` dropped: opened, failed or
+//! panicked), pieces are no longer kept and the download goes on to its end (the receipt needs
+//! the whole digest).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -189,9 +190,13 @@ impl Arriving {
     pub fn new(len: u64, arrived: Arc<Arrived>) -> Self {
         Arriving { len, arrived }
     }
+}
 
-    /// The reader is done (opened, or failed to): see [`Arrived::reader_done`].
-    pub fn done(&self) {
+/// The reader is done with it (opened, failed, or even panicked): the download goes on to its
+/// end without keeping pieces ([`Arrived::reader_done`]) instead of waiting for a reader that
+/// is gone.
+impl Drop for Arriving {
+    fn drop(&mut self) {
         self.arrived.reader_done();
     }
 }

@@ -30,10 +30,14 @@ fn body(tree: &Pieces, data: &[u8], from: u64) -> Vec<u8> {
 }
 
 fn scratch_bytes(d: Download) -> Vec<u8> {
-    let f = d.into_scratch().expect("complete");
-    let mut out = Vec::new();
-    std::io::Read::read_to_end(&mut &f, &mut out).unwrap();
-    out
+    match d.into_kept().expect("complete") {
+        Kept::File(f) => {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut &f, &mut out).unwrap();
+            out
+        }
+        Kept::Memory(m) => m,
+    }
 }
 
 #[tokio::test]
@@ -80,6 +84,47 @@ async fn a_transfer_cut_at_random_points_resumes_byte_exact() {
     }
 }
 
+/// A small envelope held in memory (no scratch file): cut at every point of its one stream
+/// and resumed, byte-exact; an altered byte refused with nothing kept; and nothing longer than
+/// one piece is held this way.
+#[tokio::test]
+async fn a_small_envelope_is_held_in_memory_resumed_byte_exact_and_refused_when_altered() {
+    for len in [0usize, 1, 1234, pieces::PIECE] {
+        let data = bytes(len, 11);
+        let tree = tree_of(&data);
+        let full = body(&tree, &data, 0);
+        for cut in (0..full.len()).step_by(full.len() / 7 + 1) {
+            let mut d = Download::in_memory(len as u64, Some(tree.root())).unwrap();
+            let first = d.take(&mut &full[..cut]).await.unwrap();
+            assert!(
+                matches!(first, Taken::Broken(_)),
+                "{len} cut at {cut}: {first:?}"
+            );
+            let again = body(&tree, &data, d.next());
+            assert!(matches!(
+                d.take(&mut again.as_slice()).await.unwrap(),
+                Taken::Complete
+            ));
+            let Some(Kept::Memory(held)) = d.into_kept() else {
+                panic!("{len}: not held in memory");
+            };
+            assert!(held == data, "{len} cut at {cut}: not byte-exact");
+        }
+        if len > 0 {
+            let mut altered = full.clone();
+            let last = altered.len() - 1;
+            altered[last] ^= 0x10;
+            let mut d = Download::in_memory(len as u64, Some(tree.root())).unwrap();
+            assert!(matches!(
+                d.take(&mut altered.as_slice()).await.unwrap(),
+                Taken::Altered(_)
+            ));
+            assert!(d.into_kept().is_none(), "{len}: altered bytes kept");
+        }
+    }
+    assert!(Download::in_memory(IN_MEMORY as u64 + 1, None).is_err());
+}
+
 #[tokio::test]
 async fn an_altered_piece_or_list_is_refused_and_nothing_of_it_is_written() {
     let data = bytes(3 * pieces::PIECE + 5, 3);
@@ -100,7 +145,7 @@ async fn an_altered_piece_or_list_is_refused_and_nothing_of_it_is_written() {
         // Only the pieces before it are in the scratch file.
         let len = probe.metadata().unwrap().len();
         assert!(len <= (k * pieces::PIECE) as u64, "piece {k}: {len}");
-        assert!(d.into_scratch().is_none());
+        assert!(d.into_kept().is_none());
     }
     // A list that is not the signed one: nothing is read past it.
     let mut full = body(&tree, &data, 0);
@@ -199,8 +244,10 @@ fn open_as_it_arrives(
             &out,
             2,
         );
-        source.inner.done();
-        let _ = tx.send((opened, source.furthest.into_inner()));
+        let furthest = source.furthest.load(std::sync::atomic::Ordering::SeqCst);
+        // The reader ends here (dropped), as `fetch -o`'s does.
+        drop(source);
+        let _ = tx.send((opened, furthest));
     });
     rx
 }
@@ -250,7 +297,7 @@ async fn an_envelope_opened_while_it_arrives_over_cut_streams_comes_out_byte_exa
         let mut d = Download::arriving(len, tree.root(), arrived);
         let streams = take_cut(&mut d, &tree, &ciphertext, &mut cuts, round).await;
         assert!(streams > 1, "round {round} was never cut");
-        assert!(d.complete() && d.into_scratch().is_none());
+        assert!(d.complete() && d.into_kept().is_none());
         let (opened, _) = done.recv_timeout(OPENED_WITHIN).expect("the opener hung");
         assert_eq!(opened.unwrap(), plaintext.len() as u64, "round {round}");
         let mut got = Vec::new();

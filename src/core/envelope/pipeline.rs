@@ -2,7 +2,8 @@
 //! chunks (4 MiB; 1 MiB for a reader being sealed) while the calling thread reads the next
 //! batch (from a reader, or only plans it when the workers read a file at offsets themselves)
 //! and writes the previous one (or, when the work itself wrote each share at its offset, only
-//! checks it); memory stays bounded by two batches.
+//! checks it); memory stays bounded by two batches. An input of at most `INLINE_CHUNKS` chunks
+//! is handled by the calling thread alone: starting the workers would cost more than the work.
 
 use std::io::{ErrorKind, Read, Write};
 
@@ -313,10 +314,14 @@ where
             if let Some(f) = reader {
                 part.read_at(f, slot_fill);
             }
+            if part.io.is_none() {
+                work(part);
+            }
+            // A failed read, or a failed write at offsets by the work itself, as the
+            // collector below reports it.
             if let Some(e) = part.io.take() {
                 return Err(EnvelopeError::Io(e));
             }
-            work(part);
             write_part(output, part)?;
         }
         return unchanged(file);

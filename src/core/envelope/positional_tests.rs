@@ -175,17 +175,24 @@ fn a_chunk_that_does_not_authenticate_fails_the_open_at_offsets() {
 #[test]
 fn a_failing_write_fails_the_call() {
     let id = age::x25519::Identity::generate();
-    let pt = plaintext(5 * CHUNK);
-    let err = seal_at(
-        &id.to_public(),
-        SealInput::Reader(&mut pt.as_slice()),
-        &Broken,
-        2,
-    )
-    .unwrap_err();
-    assert!(err.to_string().contains("disk full"), "{err}");
-    let mut ct = Vec::new();
-    seal(&id.to_public(), &mut pt.as_slice(), &mut ct, 2).unwrap();
-    let err = open_at(&[&id], SealInput::Reader(&mut ct.as_slice()), &Broken, 2).unwrap_err();
-    assert!(err.to_string().contains("disk full"), "{err}");
+    // Small inputs are handled on the calling thread, larger ones by the workers: both paths.
+    for len in [1, CHUNK + 1, 5 * CHUNK] {
+        let pt = plaintext(len);
+        let err = seal_at(
+            &id.to_public(),
+            SealInput::Reader(&mut pt.as_slice()),
+            &Broken,
+            2,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("disk full"), "{len}: {err}");
+        // Opened, only a second chunk is written past offset 0 (where `Broken` fails).
+        if len > CHUNK {
+            let mut ct = Vec::new();
+            seal(&id.to_public(), &mut pt.as_slice(), &mut ct, 2).unwrap();
+            let err =
+                open_at(&[&id], SealInput::Reader(&mut ct.as_slice()), &Broken, 2).unwrap_err();
+            assert!(err.to_string().contains("disk full"), "{len}: {err}");
+        }
+    }
 }
