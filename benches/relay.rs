@@ -264,7 +264,7 @@ fn main() {
         .and_then(|v| v.parse::<usize>().ok())
     {
         eprintln!("relay pid {relay_pid}");
-        let (rate, p50, p99, count, cpu_per) = rt.block_on(submissions(
+        let (rate, p50, p99, count, cpu_per, commit_per) = rt.block_on(submissions(
             std::slice::from_ref(&relay.addr),
             users,
             agents,
@@ -272,7 +272,16 @@ fn main() {
             &scratch,
             std::slice::from_ref(&relay_pid),
         ));
-        eprintln!("submissions: {count} at {rate:.0}/s, p50 {p50:.2} ms, p99 {p99:.2} ms; relay CPU per submission {cpu_per:.0} µs");
+        eprintln!("submissions: {count} at {rate:.0}/s, p50 {p50:.2} ms, p99 {p99:.2} ms; relay CPU per submission {cpu_per:.0} µs, of which the commit thread {commit_per:.0} µs");
+        let f = common::floor::measure_submissions(&base.join("keys"), agents, n, &rt);
+        eprintln!(
+            "floor (the same submissions, a server that only answers): {:.0}/s, p50 {:.2} ms, p99 {:.2} ms; server CPU per submission {:.0} µs; one signature check {:.0} µs",
+            f.rate,
+            f.p50_ms,
+            f.p99_ms,
+            f.server_cpu_us,
+            common::floor::signatures_ms() / 3.0 * 1000.0
+        );
         return;
     }
     // Large envelopes: 256 MiB up and down, then 1 GiB for the RSS check (sealed to a file
@@ -389,7 +398,7 @@ fn main() {
         }
         return;
     }
-    let (sub_rate, p50, p99, n_sub, cpu_per_sub) = rt.block_on(submissions(
+    let (sub_rate, p50, p99, n_sub, cpu_per_sub, commit_per_sub) = rt.block_on(submissions(
         std::slice::from_ref(&relay.addr),
         users,
         agents,
@@ -400,7 +409,12 @@ fn main() {
     let (dec_p50, dec_p99) = decision_latency();
     let policy_share = 100.0 * dec_p50 / cpu_per_sub.max(1e-9);
     eprintln!("policy decision p50 {dec_p50:.1} µs p99 {dec_p99:.1} µs; relay CPU per submission {cpu_per_sub:.0} µs ({policy_share:.1}%)");
-    eprintln!("submissions: {n_sub} at {sub_rate:.0}/s, p50 {p50:.2} ms, p99 {p99:.2} ms");
+    eprintln!("submissions: {n_sub} at {sub_rate:.0}/s, p50 {p50:.2} ms, p99 {p99:.2} ms; the commit thread {commit_per_sub:.0} µs per submission");
+    let sub_floor = common::floor::measure_submissions(&base.join("keys"), agents, per_agent, &rt);
+    eprintln!(
+        "submissions' floor: {:.0}/s, p99 {:.2} ms, server CPU {:.0} µs per submission",
+        sub_floor.rate, sub_floor.p99_ms, sub_floor.server_cpu_us
+    );
     let rss_after_submissions = relay.peak_rss_mib();
     eprintln!("relay peak RSS after the submissions: {rss_after_submissions:.1} MiB");
     let (relay_cpu0, client_cpu0) = (cpu_secs(&relay_pid), cpu_secs("self"));
@@ -470,6 +484,9 @@ other process on the same 2 cores, so client work competes with the relay for CP
 | measurement | figure | target | |\n|---|---:|---:|---|\n\
 | 1 KiB submissions, 32 concurrent agents ({n_sub} in all, pre-sealed) | {sub_rate:.0}/s | ≥ 8,000/s | {m1} |\n\
 | submission latency p50 / p99 | {p50:.2} / {p99:.2} ms | p99 ≤ 10 ms | {m2} |\n\
+| relay CPU per submission, and of it the commit thread's (the store: redb's copy-on-write pages, fsync) | {cpu_per_sub:.0} µs / {commit_per_sub:.0} µs | | |\n\
+| floor, same run: the same submissions (frame and envelope sizes, 32 agents one after another each) against a server that only answers (`benches/common/floor.rs`): rate / p50 / p99 / server CPU per submission | {sf_rate:.0}/s / {sf_p50:.2} ms / {sf_p99:.2} ms / {sf_cpu:.0} µs | | |\n\
+| floor: the one Ed25519 signature check a submission needs, one core | {sig_sub_us:.0} µs | | |\n\
 | full round trips with receipts: grant → pushed to the agent's subscription → send (seal) → deliver (fetch, verify, open, receipt on one stream), 32 user/agent pairs | {rt_rate:.0}/s | ≥ 1,200/s | {m3} |\n\
 | relay CPU per round trip | {relay_cpu_rt:.2} ms | ≤ 0.5 ms | {m10} |\n\
 | clients' CPU per round trip (same cores) | {client_cpu_rt:.2} ms | | |\n\
@@ -489,6 +506,11 @@ docs/flamegraphs/), and what would reach each target not met: the section \"Perf
 limits\" below.\n",
         cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         f_rate = floor.rate,
+        sf_rate = sub_floor.rate,
+        sf_p50 = sub_floor.p50_ms,
+        sf_p99 = sub_floor.p99_ms,
+        sf_cpu = sub_floor.server_cpu_us,
+        sig_sub_us = sig_ms / 3.0 * 1000.0,
         f_server = floor.server_cpu_ms,
         f_client = floor.client_cpu_ms,
         m1 = mark(sub_rate >= 8000.0),

@@ -104,7 +104,7 @@ fn main() {
         let relay_cpu = || pids.iter().map(|p| cpu_secs(p)).sum::<f64>();
 
         let db0 = db_cpu();
-        let (sub_rate, p50, p99, n_sub, relay_cpu_sub) =
+        let (sub_rate, p50, p99, n_sub, relay_cpu_sub, _) =
             rt.block_on(submissions(&addrs, users, agents, per_agent, base, &pids));
         // (The database's CPU over the submissions includes the untimed grants before them.)
         let db_cpu_sub = if url.is_some() {

@@ -109,7 +109,7 @@ fn main() {
         let config = config.to_string_lossy().into_owned();
         let relay = Relay::start_with(&bin, base, &data, &["--config", &config]);
         let pid = relay.child.id().to_string();
-        let (rate, _p50, p99, n, _) = rt.block_on(submissions(
+        let (rate, _p50, p99, n, _, _) = rt.block_on(submissions(
             std::slice::from_ref(&relay.addr),
             users,
             agents,

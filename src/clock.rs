@@ -1,4 +1,5 @@
-//! Time. [`now`] is the one place that reads the wall clock; the relay reads it through a
+//! Time. [`now`] is the one place that reads the wall clock (with [`now_millis`], which only
+//! orders new envelope ids); the relay reads them through a
 //! [`Clock`] given at start ([`SystemClock`] in production, [`ManualClock`] in tests), once per
 //! request, and passes `now` (Unix seconds) down to everything else, so tests can move time
 //! instead of sleeping.
@@ -15,9 +16,22 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Milliseconds since the Unix epoch (0 before 1970). Only for ordering: a new envelope's id
+/// starts with them (`EnvelopeId::ordered`); nothing is decided on them.
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// A source of Unix seconds.
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> u64;
+    /// Unix milliseconds, only to order new envelope ids (a clock set by hand: its seconds).
+    fn now_millis(&self) -> u64 {
+        self.now().saturating_mul(1000)
+    }
 }
 
 /// The wall clock.
@@ -27,6 +41,9 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> u64 {
         now()
+    }
+    fn now_millis(&self) -> u64 {
+        now_millis()
     }
 }
 

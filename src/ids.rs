@@ -267,6 +267,23 @@ id128!(
     "envelope"
 );
 
+impl EnvelopeId {
+    /// A fresh id for an envelope the relay accepts at `unix_ms` (milliseconds since the Unix
+    /// epoch): those milliseconds in its first six bytes (big-endian, good until the year
+    /// 10889), then ten random bytes (80 bits). Ids sort by when their envelopes came, so
+    /// the store puts each new envelope beside the last one rather than at a random place
+    /// (fewer pages written per commit), and a user's inbox lists the oldest first. The time
+    /// it shows is no secret: the log's `envelope.submitted` event carries it beside the id.
+    pub fn ordered(unix_ms: u64) -> Result<Self> {
+        let mut id = Self::random()?.0;
+        id[..6].copy_from_slice(&unix_ms.min(ORDERED_MS_MAX).to_be_bytes()[2..]);
+        Ok(EnvelopeId(id))
+    }
+}
+
+/// The last millisecond six bytes hold.
+const ORDERED_MS_MAX: u64 = (1 << 48) - 1;
+
 /// Cuts untrusted text short before it goes into a message.
 pub fn truncate_for_message(s: &str) -> String {
     const MAX: usize = 80;
@@ -353,6 +370,25 @@ mod tests {
         assert!(validate_name(".a").is_err());
         assert!(validate_name("a/b").is_err());
         assert!(validate_name(&"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn ordered_envelope_ids_sort_by_their_millisecond_and_stay_random_within_it() {
+        let ms = 1_796_601_600_123; // 2026-12-07
+        let a = EnvelopeId::ordered(ms).unwrap();
+        let b = EnvelopeId::ordered(ms).unwrap();
+        let later = EnvelopeId::ordered(ms + 1).unwrap();
+        assert_eq!(a.0[..6], ms.to_be_bytes()[2..]);
+        assert_ne!(
+            a, b,
+            "ten random bytes tell apart ids of the same millisecond"
+        );
+        assert_ne!(a.0[6..], b.0[6..]);
+        assert!(a < later && b < later);
+        // Past what six bytes hold, the id keeps the largest value rather than wrapping.
+        let far = EnvelopeId::ordered(u64::MAX).unwrap();
+        assert_eq!(far.0[..6], [0xff; 6]);
+        assert!(later < far);
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! the user's grant and its answer; the grant pushed on the agent's long-lived stream; the
 //! agent's submission (frame and 1 KiB envelope) and its answer; the user's delivery (the
 //! envelope view, piece list and ciphertext), its receipt and the recorded receipt's proof on
-//! the same stream. The server is this bench binary again, in a process of its own
-//! ([`SERVER_ENV`]), so that its CPU is measured as the relay's is.
+//! the same stream. The 1 KiB submissions' floor is the submission exchange alone, from the
+//! same agents ([`measure_submissions`]). The server is this bench binary again, in a process
+//! of its own ([`SERVER_ENV`]), so that its CPU is measured as the relay's is.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -214,8 +215,38 @@ pub struct Floor {
     pub client_cpu_ms: f64,
 }
 
-/// Starts the floor's server (this bench binary, [`SERVER_ENV`]), runs `per_user` round trips
-/// per pair against it, and stops it.
+/// The floor's server: this bench binary in a process of its own ([`SERVER_ENV`]), stopped
+/// when dropped.
+struct Server {
+    child: std::process::Child,
+    addr: String,
+    pid: String,
+}
+
+impl Server {
+    fn start(keys: &Path) -> Server {
+        let exe = std::env::current_exe().or_fail("the bench binary");
+        let mut child = std::process::Command::new(exe)
+            .env(SERVER_ENV, keys)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .or_fail("start the floor's server");
+        let addr = super::listening_address(&mut child, "the floor's server");
+        let pid = child.id().to_string();
+        Server { child, addr, pid }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the floor's server, runs `per_user` round trips per pair against it, and stops it.
 pub fn measure(
     keys: &Path,
     users: &[Identity],
@@ -223,41 +254,79 @@ pub fn measure(
     per_user: usize,
     rt: &tokio::runtime::Runtime,
 ) -> Floor {
-    use std::io::BufRead as _;
-    let exe = std::env::current_exe().or_fail("the bench binary");
-    let mut child = std::process::Command::new(exe)
-        .env(SERVER_ENV, keys)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .or_fail("start the floor's server");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().or_fail("stdout"))
-        .read_line(&mut line)
-        .or_fail("the floor's address");
-    let addr = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let pid = child.id().to_string();
-    let (server0, client0) = (super::cpu_secs(&pid), super::cpu_secs("self"));
-    let (rate, n) = rt.block_on(round_trips(&addr, keys, users, agents, per_user));
+    let server = Server::start(keys);
+    let pid = &server.pid;
+    let (server0, client0) = (super::cpu_secs(pid), super::cpu_secs("self"));
+    let (rate, n) = rt.block_on(round_trips(&server.addr, keys, users, agents, per_user));
     let per = |secs: f64| secs / n.max(1) as f64 * 1000.0;
-    let floor = Floor {
+    Floor {
         rate,
-        server_cpu_ms: per(super::cpu_secs(&pid) - server0),
+        server_cpu_ms: per(super::cpu_secs(pid) - server0),
         client_cpu_ms: per(super::cpu_secs("self") - client0),
-    };
-    drop(child.stdin.take());
-    let _ = child.wait();
-    floor
+    }
+}
+
+/// What the submissions' floor measured: submissions per second, their latency (ms) and the
+/// CPU its server took per submission (µs).
+pub struct SubmitFloor {
+    pub rate: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub server_cpu_us: f64,
+}
+
+/// The 1 KiB submissions' floor: each agent sends `per_agent` submissions one after another
+/// (a frame and an envelope of a submission's size, then its answer), all agents at once, as
+/// `common::submissions` does, against the server that only answers.
+pub fn measure_submissions(
+    keys: &Path,
+    agents: &[Identity],
+    per_agent: usize,
+    rt: &tokio::runtime::Runtime,
+) -> SubmitFloor {
+    let server = Server::start(keys);
+    let addr: std::net::SocketAddr = server.addr.parse().or_fail("floor address");
+    let ca = sealrelay::local::trust_root::read_cert_pem(&keys.join("ca.crt")).or_fail("ca");
+    rt.block_on(async {
+        let mut conns = Vec::new();
+        for a in agents {
+            conns.push(connect(a, addr, &ca).await);
+        }
+        let server0 = super::cpu_secs(&server.pid);
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for (i, conn) in conns.into_iter().enumerate() {
+            let pair = u32::try_from(i).unwrap_or_else(|_| fail("agents"));
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(per_agent);
+                for _ in 0..per_agent {
+                    let t = Instant::now();
+                    exchange(&conn, KIND_SUBMIT, pair, SUBMIT, SUBMITTED).await;
+                    lat.push(t.elapsed());
+                }
+                conn.close(0u32.into(), b"done");
+                lat
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.or_fail("join"));
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let server_cpu = super::cpu_secs(&server.pid) - server0;
+        all.sort();
+        SubmitFloor {
+            rate: all.len() as f64 / secs,
+            p50_ms: super::percentile(&all, 0.5),
+            p99_ms: super::percentile(&all, 0.99),
+            server_cpu_us: server_cpu / all.len().max(1) as f64 * 1e6,
+        }
+    })
 }
 
 /// The signature checks a round trip cannot do without (the grant's, the submission's and the
-/// receipt's Ed25519 signatures), alone: ms of one core per round trip.
+/// receipt's Ed25519 signatures), alone: ms of one core per round trip (a third of it is a
+/// submission's one check).
 pub fn signatures_ms() -> f64 {
     let key = sealrelay::core::sign::SigningKey::generate().or_fail("key");
     let public = key.public();

@@ -76,17 +76,7 @@ impl Relay {
             .stderr(Stdio::null())
             .spawn()
             .or_fail("start the relay");
-        let stdout = child.stdout.take().unwrap_or_else(|| fail("no stdout"));
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .or_fail("read the relay's first line");
-        let addr = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
+        let addr = listening_address(&mut child, "the relay");
         Relay { child, addr }
     }
     /// Peak resident set (VmHWM) of the relay process, MiB.
@@ -131,6 +121,35 @@ pub fn cpu_secs(pid: &str) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// The address at the end of the first line `child` prints ("… listening on ADDR").
+pub fn listening_address(child: &mut std::process::Child, what: &str) -> String {
+    let stdout = child.stdout.take().unwrap_or_else(|| fail("no stdout"));
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .or_fail(&format!("read the first line of {what}"));
+    line.trim()
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// CPU seconds the threads of process `pid` whose name starts with `prefix` have used (the
+/// relay's commit thread is `sealrelay-commit`, shown as `sealrelay-commi`).
+pub fn thread_cpu_secs(pid: &str, prefix: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
+        })
+        .map(|t| cpu_secs(&format!("{pid}/task/{}", t.file_name().to_string_lossy())))
+        .sum()
+}
+
 impl Drop for Relay {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -166,8 +185,8 @@ pub fn data(n: usize) -> Vec<u8> {
 
 /// 1 KiB submissions, `per_agent` from each agent at once (pre-sealed; the timed part is the
 /// relay's work); with several relay nodes (`addrs`), agent `k` and user `j` speak to node
-/// `k` and `j` (round robin). Returns the rate, p50 and p99 (ms), the count and the CPU the
-/// relays in `relay_pids` used per submission (µs).
+/// `k` and `j` (round robin). Returns the rate, p50 and p99 (ms), the count, the CPU the
+/// relays in `relay_pids` used per submission (µs) and, of that, their commit threads' (µs).
 pub async fn submissions(
     addrs: &[String],
     users: &[Identity],
@@ -175,7 +194,7 @@ pub async fn submissions(
     per_agent: usize,
     scratch: &Path,
     relay_pids: &[String],
-) -> (f64, f64, f64, usize, f64) {
+) -> (f64, f64, f64, usize, f64, f64) {
     // Grants first (not timed): each agent gets `per_agent` grants from the users in turn.
     let mut user_conns = Vec::new();
     for (j, u) in users.iter().enumerate() {
@@ -244,7 +263,13 @@ pub async fn submissions(
     let _ = scratch;
     barrier.wait().await;
     let cpu = || relay_pids.iter().map(|p| cpu_secs(p)).sum::<f64>();
-    let cpu0 = cpu();
+    let commit_cpu = || {
+        relay_pids
+            .iter()
+            .map(|p| thread_cpu_secs(p, "sealrelay-commi"))
+            .sum::<f64>()
+    };
+    let (cpu0, commit0) = (cpu(), commit_cpu());
     let start = Instant::now();
     let mut all = Vec::new();
     for t in tasks {
@@ -253,6 +278,7 @@ pub async fn submissions(
     let secs = start.elapsed().as_secs_f64();
     // Relay CPU per submission (µs), for the policy-overhead figure.
     let cpu_per = (cpu() - cpu0) / all.len().max(1) as f64 * 1e6;
+    let commit_per = (commit_cpu() - commit0) / all.len().max(1) as f64 * 1e6;
     all.sort();
     (
         all.len() as f64 / secs,
@@ -260,6 +286,7 @@ pub async fn submissions(
         percentile(&all, 0.99),
         all.len(),
         cpu_per,
+        commit_per,
     )
 }
 

@@ -184,7 +184,7 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
 
     let envelope_id = match &resumed {
         Some(state) => state.envelope_id,
-        None => EnvelopeId::random()?,
+        None => EnvelopeId::ordered(cx.millis())?,
     };
     let inline = length <= INLINE_MAX;
     // A refused body leaves nothing: the uncommitted blob is discarded. One that broke off is

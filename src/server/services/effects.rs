@@ -61,6 +61,12 @@ impl Cx {
         self.clock.now()
     }
 
+    /// Unix milliseconds, read when asked: only to order a new envelope's id
+    /// (`EnvelopeId::ordered`); nothing is decided on them.
+    pub fn millis(&self) -> u64 {
+        self.clock.now_millis()
+    }
+
     /// Runs `f` on the blocking executor and waits for its answer.
     pub async fn blocking<T: Send + 'static>(
         &self,

@@ -151,3 +151,54 @@ async fn purposes_with_invisible_or_bidi_characters_are_refused_at_grant_time() 
         f.call(&f.alice, req).await.unwrap();
     }
 }
+
+/// Envelope ids sort by the millisecond the relay accepted each envelope
+/// (`EnvelopeId::ordered`): a user's inbox lists the oldest first, and someone paging through
+/// it meets what arrives meanwhile after their cursor rather than behind it. With random ids
+/// (before 2026-12-07) the listing's order was random.
+#[tokio::test]
+async fn the_inbox_lists_envelopes_oldest_first_and_a_pager_meets_new_ones_ahead() {
+    let f = fixture();
+    let send = |i: usize| {
+        let f = &f;
+        async move {
+            let grant_id = f.grant(&format!("tickets/{i}")).await;
+            let (body, request) = f.sealed(grant_id, b"in order");
+            let Reply::Submitted { envelope_id } =
+                f.call_with_body(&f.bot, request, &body).await.unwrap()
+            else {
+                panic!("not submitted")
+            };
+            // Ids of one millisecond are in random order among themselves (and the test's
+            // clock, set by hand, counts whole seconds).
+            f.clock.advance(1);
+            envelope_id
+        }
+    };
+    let mut sent = Vec::new();
+    for i in 0..6 {
+        sent.push(send(i).await);
+    }
+    // Alice pages three at a time; two more envelopes come while she is on the first page.
+    let page = |after: Option<[u8; 16]>| Request::Inbox {
+        page: Page { after, limit: 3 },
+    };
+    let mut listed = Vec::new();
+    let mut after = None;
+    loop {
+        let Reply::Inbox { envelopes, next } = f.call(&f.alice, page(after)).await.unwrap() else {
+            panic!("no inbox")
+        };
+        listed.extend(envelopes.iter().map(|e| e.envelope_id));
+        if after.is_none() {
+            for i in 6..8 {
+                sent.push(send(i).await);
+            }
+        }
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(listed, sent, "not listed in the order they came");
+}
