@@ -170,6 +170,27 @@ async fn world(adjust: impl FnOnce(&mut sealrelay::server::RelayConfig)) -> Worl
 }
 
 impl World {
+    /// Alice and the bot through the client library, and one open grant of 16 MiB from her.
+    async fn library_grant(
+        &self,
+    ) -> (
+        UserClient<'_>,
+        AgentClient<'_>,
+        sealrelay::client::OpenGrant,
+    ) {
+        let alice = UserClient::connect(self.alice(), &self.t.addr)
+            .await
+            .unwrap();
+        let bot = AgentClient::connect(self.bot(), &self.t.addr)
+            .await
+            .unwrap();
+        let mut request = common::grant_request("tickets/1");
+        request.max_bytes = 16 * 1024 * 1024;
+        alice.grant(&request).await.unwrap();
+        let open = bot.grants().await.unwrap().remove(0);
+        (alice, bot, open)
+    }
+
     fn alice(&self) -> &Identity {
         &self.t.ids[0]
     }
@@ -468,12 +489,7 @@ async fn a_parked_upload_holds_its_quota_lapses_and_does_not_outlive_a_restart()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_library_sends_only_what_the_relay_lacks() {
     let w = world(|_| {}).await;
-    let alice = UserClient::connect(w.alice(), &w.t.addr).await.unwrap();
-    let bot = AgentClient::connect(w.bot(), &w.t.addr).await.unwrap();
-    let mut request = common::grant_request("tickets/1");
-    request.max_bytes = 16 * 1024 * 1024;
-    alice.grant(&request).await.unwrap();
-    let open = bot.grants().await.unwrap().remove(0);
+    let (alice, bot, open) = w.library_grant().await;
     let plaintext = common::pattern(LEN, 9);
     let mut sealed = bot
         .seal(&open, &mut plaintext.as_slice(), &w.t.dir)
@@ -512,6 +528,42 @@ async fn the_agent_library_sends_only_what_the_relay_lacks() {
     let mut out = Vec::new();
     alice.fetch(envelope_id, &w.t.dir, &mut out).await.unwrap();
     assert!(out == plaintext);
+    w.t.relay.shutdown().await;
+}
+
+/// A sealed envelope of at most one piece is kept in memory until it is sent: no scratch file
+/// is made for it (a scratch directory that does not exist is no obstacle), and it can be sent
+/// again from its start. A longer one still goes to a scratch file, and says which directory
+/// it could not use. Before, every sealed envelope made a scratch file, 1 KiB ones included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_sealed_envelope_is_kept_in_memory_and_a_large_one_in_a_scratch_file() {
+    let w = world(|_| {}).await;
+    let (alice, bot, open) = w.library_grant().await;
+    let nowhere = w.t.dir.join("no-such-directory");
+    let plaintext = common::pattern(1024, 3);
+    let mut sealed = bot
+        .seal(&open, &mut plaintext.as_slice(), &nowhere)
+        .unwrap();
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut sealed.ciphertext().unwrap(), &mut bytes).unwrap();
+    assert_eq!(bytes.len() as u64, sealed.length);
+    let envelope_id = bot.submit_sealed(&mut sealed).await.unwrap();
+    // Sent again (an answer lost): read from its start again, the same envelope.
+    assert_eq!(bot.submit_sealed(&mut sealed).await.unwrap(), envelope_id);
+    let mut out = Vec::new();
+    alice.fetch(envelope_id, &w.t.dir, &mut out).await.unwrap();
+    assert!(out == plaintext, "not byte-exact");
+    assert!(!nowhere.exists());
+    // Longer than a piece: it needs its scratch directory, and the error names it.
+    let large = common::pattern(PIECE + 1, 4);
+    let e = bot
+        .seal(&open, &mut large.as_slice(), &nowhere)
+        .err()
+        .expect("sealed more than a piece without a scratch directory");
+    assert!(
+        e.to_string().contains("no-such-directory"),
+        "the error does not name the directory: {e}"
+    );
     w.t.relay.shutdown().await;
 }
 

@@ -14,10 +14,12 @@ use crate::core::wire::{Reply, Request, SubmissionState, WireSigned};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ids::{EnvelopeId, GrantId, PartyKind, SpiffeId};
 
+use self::ciphertext::{Ciphertext, CiphertextReader, Keeping};
 use super::connection::Connection;
 use super::unexpected;
 use super::verify::{authority, own_id, OpenGrant, SerialPins};
 
+mod ciphertext;
 mod dispatch;
 
 /// An envelope sealed for a grant, with its signed statement, ready to send (and to send again).
@@ -27,7 +29,7 @@ pub struct Sealed {
     pub length: u64,
     /// The ciphertext's digest: the root of its piece tree (never of the plaintext).
     pub ciphertext_root: [u8; 32],
-    file: std::fs::File,
+    file: Ciphertext,
     /// Whether a submission of it was started (a later one first asks what the relay kept).
     tried: bool,
     /// The piece the last successful submission started from (more than 0: it resumed).
@@ -48,25 +50,17 @@ impl Sealed {
     /// A reader of the sealed ciphertext from its first byte (positional reads: a submission
     /// of it is not disturbed).
     pub fn ciphertext(&self) -> Result<impl Read + Send> {
-        let file = self
-            .file
-            .try_clone()
-            .map_err(|e| Error::io(format!("cannot read the scratch file: {e}")))?;
-        Ok(AtReader { file, at: 0 })
-    }
-}
-
-/// Reads a file from its own offset, whatever another handle of it does.
-struct AtReader {
-    file: std::fs::File,
-    at: u64,
-}
-
-impl Read for AtReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = std::os::unix::fs::FileExt::read_at(&self.file, buf, self.at)?;
-        self.at += n as u64;
-        Ok(n)
+        Ok(match &self.file {
+            Ciphertext::Memory(bytes) => {
+                CiphertextReader::Memory(std::io::Cursor::new(bytes.get_ref().clone()))
+            }
+            Ciphertext::File(file) => CiphertextReader::File {
+                file: file
+                    .try_clone()
+                    .map_err(|e| Error::io(format!("cannot read the scratch file: {e}")))?,
+                at: 0,
+            },
+        })
     }
 }
 
@@ -520,21 +514,19 @@ pub fn seal_signed(
         .ok_or_else(|| Error::bad_input("the grant's user has no age recipient"))?;
     let recipient = crate::core::envelope::keys::AgeRecipient::parse_remembered(recipient)
         .map_err(|_| Error::bad_input("the grant's user has a malformed age recipient"))?;
-    let mut scratch = tempfile::tempfile_in(scratch_dir).map_err(|e| {
-        Error::io(format!(
-            "cannot make a scratch file in {}: {e}",
-            scratch_dir.display()
-        ))
-    })?;
+    // In memory until it is longer than a piece, then in an unnamed file in `scratch_dir`.
+    let mut scratch = Keeping::in_dir(scratch_dir);
     let (digest, len) = {
         let mut w = HashingWriter::new(std::io::BufWriter::with_capacity(256 * 1024, &mut scratch));
         envelope::seal(recipient.as_recipient(), input, &mut w, default_threads())?;
         let (inner, digest, len) = w.finish();
+        // (`Keeping`'s errors name the scratch directory.)
         inner
             .into_inner()
-            .map_err(|e| Error::io(format!("cannot write the scratch file: {}", e.error())))?;
+            .map_err(|e| Error::io(e.error().to_string()))?;
         (digest, len)
     };
+    let file = scratch.kept();
     if len > grant.grant.max_bytes {
         return Err(Error::bad_input(format!(
             "the sealed envelope is {len} bytes, over the grant's limit of {} bytes",
@@ -547,7 +539,7 @@ pub fn seal_signed(
         statement,
         length: len,
         ciphertext_root: digest,
-        file: scratch,
+        file,
         tried: false,
         resumed_from: 0,
     })

@@ -19,12 +19,16 @@ use super::pipeline::{pipeline, Opened, Part};
 pub use super::pipeline::{ReadAt, Source, WriteAt};
 use super::EnvelopeError;
 
-/// How many threads seal or open a batch.
+/// How many threads seal or open a batch: the cores this process may use, read once (the
+/// standard library reads the cgroup's quota files at each call).
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 16)
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 16)
+    })
 }
 
 fn nonce(index: u64, last: bool) -> Nonce {
