@@ -192,7 +192,8 @@ impl<'de> serde::Deserialize<'de> for SpiffeId {
     }
 }
 
-/// A 128-bit random identifier with a type, so a grant id is never taken for an envelope id.
+/// A 128-bit identifier with a type, so a grant id is never taken for an envelope id: random,
+/// or for an envelope the relay's [`EnvelopeId::ordered`] (a millisecond and 80 random bits).
 /// On the wire and in the store it is its 16 bytes (`serde(transparent)`); in text, 32 hex digits.
 macro_rules! id128 {
     ($(#[$doc:meta])* $name:ident, $what:literal) => {
@@ -268,12 +269,15 @@ id128!(
 );
 
 impl EnvelopeId {
-    /// A fresh id for an envelope the relay accepts at `unix_ms` (milliseconds since the Unix
-    /// epoch): those milliseconds in its first six bytes (big-endian, good until the year
-    /// 10889), then ten random bytes (80 bits). Ids sort by when their envelopes came, so
-    /// the store puts each new envelope beside the last one rather than at a random place
-    /// (fewer pages written per commit), and a user's inbox lists the oldest first. The time
-    /// it shows is no secret: the log's `envelope.submitted` event carries it beside the id.
+    /// A fresh id for an envelope whose upload the relay begins at `unix_ms` (milliseconds
+    /// since the Unix epoch): those milliseconds in its first six bytes (big-endian, good
+    /// until the year 10889), then ten random bytes (80 bits). Ids sort by when their uploads
+    /// began, so the store puts each new envelope beside the last one rather than at a random
+    /// place (fewer pages written per commit), and a user's inbox lists the oldest first. The
+    /// order is only as good as the relay's clock (a clock stepped back, or nodes whose clocks
+    /// differ, interleave), and ids of one millisecond are in random order. The time it shows
+    /// is little news: the log's `envelope.submitted` event carries the second the upload
+    /// ended beside the id, so the two tell how long an upload took.
     pub fn ordered(unix_ms: u64) -> Result<Self> {
         let mut id = Self::random()?.0;
         id[..6].copy_from_slice(&unix_ms.min(ORDERED_MS_MAX).to_be_bytes()[2..]);

@@ -190,7 +190,7 @@ fn check(
         }
         None => None,
     };
-    let grant = match Grant::verify(&grant_signed, &identity.signing_key.public()) {
+    let grant = match Grant::verify_own(&grant_signed, &identity.signing_key) {
         Ok(g) => g,
         Err(_) => {
             // Signed with another of this user's keys (a rotation since, or before)?

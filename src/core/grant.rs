@@ -178,6 +178,15 @@ impl Grant {
         Ok(g)
     }
 
+    /// [`Grant::verify`] of a grant the holder of `user_key` should have signed: signing it
+    /// again and comparing ([`SigningKey::made`]) stands for the check when the bytes match.
+    pub fn verify_own(signed: &Signed, user_key: &super::sign::SigningKey) -> Result<Self> {
+        if user_key.made(&signed.statement, &signed.signature) {
+            return Self::decode(&signed.statement);
+        }
+        Self::verify(signed, &user_key.public())
+    }
+
     /// SHA-256 of the signed statement: what an approval is bound to.
     pub fn digest(&self) -> [u8; 32] {
         super::directory::sha256(&self.encode())
@@ -389,6 +398,32 @@ mod tests {
             expires: 100,
             max_bytes: 1 << 20,
         }
+    }
+
+    /// The holder's own check (signing again, comparing) accepts exactly what verifying does:
+    /// its own grant, not one altered in any byte, signed by another key or with any signature
+    /// byte changed.
+    #[test]
+    fn a_users_own_grant_is_checked_by_signing_it_again() {
+        let key = SigningKey::generate().unwrap();
+        let g = grant();
+        let signed = g.sign(&key).unwrap();
+        assert!(key.made(&signed.statement, &signed.signature));
+        assert_eq!(Grant::verify_own(&signed, &key).unwrap(), g);
+        for i in 0..signed.statement.len() {
+            let mut t = signed.clone();
+            t.statement[i] ^= 1;
+            assert!(Grant::verify_own(&t, &key).is_err(), "statement byte {i}");
+        }
+        for i in 0..signed.signature.len() {
+            let mut t = signed.clone();
+            t.signature[i] ^= 1;
+            assert!(Grant::verify_own(&t, &key).is_err(), "signature byte {i}");
+        }
+        let other = SigningKey::generate().unwrap();
+        let theirs = g.sign(&other).unwrap();
+        assert!(!key.made(&theirs.statement, &theirs.signature));
+        assert!(Grant::verify_own(&theirs, &key).is_err());
     }
 
     #[test]

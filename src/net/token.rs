@@ -14,15 +14,7 @@ pub fn random_token() -> Result<Zeroizing<String>> {
     Ok(Zeroizing::new(crate::ids::hex(*bytes)))
 }
 
-/// Whether `a` and `b` are equal, in time that depends on their lengths only, never on where
-/// they differ (the length of the expected value is not secret).
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
-}
+pub use crate::core::sign::constant_time_eq;
 
 #[cfg(test)]
 mod tests {

@@ -97,3 +97,53 @@ impl Read for CiphertextReader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// What a sealing wrote reads back whole, from any offset again after a seek (a resumed
+    /// submission), and through `CiphertextReader` without moving the sender's offset: in
+    /// memory up to a piece, from the scratch file past it.
+    #[test]
+    fn kept_bytes_read_back_from_any_offset_in_memory_and_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [0, 1, 1234, IN_MEMORY, IN_MEMORY + 1, 3 * IN_MEMORY + 17] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let mut keeping = Keeping::in_dir(dir.path());
+            for part in bytes.chunks(1000) {
+                keeping.write_all(part).unwrap();
+            }
+            keeping.flush().unwrap();
+            let mut kept = keeping.kept();
+            assert_eq!(
+                matches!(kept, Ciphertext::Memory(_)),
+                len <= IN_MEMORY,
+                "{len} bytes kept in the wrong place"
+            );
+            for from in [0, len / 2, len] {
+                kept.seek(SeekFrom::Start(from as u64)).unwrap();
+                let mut again = Vec::new();
+                kept.read_to_end(&mut again).unwrap();
+                assert!(again == bytes[from..], "{len} bytes, read from {from}");
+            }
+            // A reader of its own from the start, whatever offset the sender's copy is at.
+            kept.seek(SeekFrom::Start(0)).unwrap();
+            let mut reader = match &kept {
+                Ciphertext::Memory(c) => {
+                    CiphertextReader::Memory(std::io::Cursor::new(c.get_ref().clone()))
+                }
+                Ciphertext::File(f) => CiphertextReader::File {
+                    file: f.try_clone().unwrap(),
+                    at: 0,
+                },
+            };
+            let mut first = [0u8; 1];
+            let _ = kept.read(&mut first).unwrap();
+            let mut whole = Vec::new();
+            reader.read_to_end(&mut whole).unwrap();
+            assert!(whole == bytes, "{len} bytes through a reader");
+        }
+    }
+}

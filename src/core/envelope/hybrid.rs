@@ -12,7 +12,9 @@
 //!
 //! Built on RustCrypto's `ml-kem` (FIPS 203, constant time) and `sha3`, `x25519-dalek` for the
 //! static X25519 key (ring only does ephemeral ones), and ring for the sealer's ephemeral X25519
-//! share, HMAC-SHA256 (HKDF) and ChaCha20-Poly1305. Secrets are zeroized when dropped.
+//! share, HMAC-SHA256 (HKDF) and ChaCha20-Poly1305. The secrets this module holds are zeroized
+//! when dropped; ring's ephemeral X25519 scalar and shared secret live only inside its
+//! `agree_ephemeral` call, which does not zeroize them (ring's own note).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -444,7 +446,7 @@ mod tests {
     fn a_low_order_x25519_key_is_refused() {
         let good = HybridIdentity::generate().unwrap().to_public().to_bytes();
         let fk = FileKey::init_with_mut(|k| k.copy_from_slice(&[7u8; 16]));
-        // u = 0 and u = 1: points of order 4 and 1.
+        // u = 0 and u = 1: points of order 2 and 4.
         for low in [[0u8; 32], {
             let mut one = [0u8; 32];
             one[0] = 1;

@@ -153,9 +153,10 @@ async fn purposes_with_invisible_or_bidi_characters_are_refused_at_grant_time() 
 }
 
 /// Envelope ids sort by the millisecond the relay accepted each envelope
-/// (`EnvelopeId::ordered`): a user's inbox lists the oldest first, and someone paging through
-/// it meets what arrives meanwhile after their cursor rather than behind it. With random ids
-/// (before 2026-12-07) the listing's order was random.
+/// (`EnvelopeId::ordered`: when its upload began): a user's inbox lists the oldest first, and
+/// someone paging through it meets an envelope sent meanwhile after their cursor rather than
+/// behind it (a long upload begun before their cursor's envelope is the exception: docs/protocol.md).
+/// With random ids (before 2026-12-07) the listing's order was random.
 #[tokio::test]
 async fn the_inbox_lists_envelopes_oldest_first_and_a_pager_meets_new_ones_ahead() {
     let f = fixture();
