@@ -152,8 +152,14 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // One line, always: newlines from lower layers are folded.
-        let one_line = self.message.replace(['\n', '\r'], " ");
+        // One line, always, and nothing a terminal acts on: newlines from lower layers are
+        // folded, and every other control character (an escape sequence a relay or a library
+        // put in its text, a tab, C1 controls) is shown as a space.
+        let one_line: String = self
+            .message
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
         f.write_str(&one_line)
     }
 }
@@ -185,6 +191,20 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::BadInput);
         assert_eq!(e.kind().exit_code(), 3);
         assert_eq!(e.exit_code(), 3);
+    }
+
+    #[test]
+    fn a_relays_escape_sequences_never_reach_the_terminal() {
+        // A hostile relay's answer: set the clipboard (OSC 52), move the cursor back over the
+        // line and print a fake success, a C1 CSI, a bell, a tab, DEL.
+        let e = Error::answered_by_relay(
+            ErrorKind::Refused,
+            "\u{1b}]52;c;ZXZpbA==\u{7}\u{1b}[2K\rdelivered\u{9b}1m\tok\u{7f}",
+        )
+        .context("fetch");
+        let shown = e.to_string();
+        assert!(!shown.chars().any(char::is_control), "{shown:?}");
+        assert_eq!(shown, "fetch:  ]52;c;ZXZpbA==  [2K delivered 1m ok ");
     }
 
     #[test]

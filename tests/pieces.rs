@@ -383,3 +383,39 @@ fn integrity_failures(w: &World) -> usize {
         .filter(|(_, e)| e.kind == "integrity.failure")
         .count()
 }
+
+/// Helper-found defect (data loss): `fetch -o` filed its "delivered" receipt before it moved the
+/// opened plaintext into place, so anything failing after the receipt (a proof that does not
+/// verify, a checkpoint behind the one the client saw, an identity without its directory
+/// entry, a lost answer) dropped the temporary file, while the relay had recorded the delivery
+/// and deleted the ciphertext: the user had neither. Now the output is final before the receipt
+/// is filed, and a failure after it says the plaintext is saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_that_fails_after_it_is_filed_leaves_the_plaintext_saved() {
+    let mut w = world(7).await;
+    // The receipt is filed and recorded, then the client cannot build its receipt file.
+    w.t.ids[0].entry = None;
+    let alice = UserClient::connect(&w.t.ids[0], &w.t.addr).await.unwrap();
+    let path = w.t.dir.join("kept.txt");
+    let err = alice
+        .fetch_to(w.envelope_id, Destination::Path(&path), &w.t.dir)
+        .await
+        .expect_err("a receipt file without the user's entry");
+    assert!(
+        err.message().contains("plaintext saved") && err.message().contains("no directory entry"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read(&path).ok().as_deref() == Some(&w.plaintext[..]),
+        "the delivered plaintext was not kept"
+    );
+    assert_eq!(leftovers(&w.t.dir), 0, "a temporary file was left");
+    // The relay recorded the delivery and let the ciphertext go: the file is the only copy.
+    let mut out = Vec::new();
+    let gone = alice
+        .fetch(w.envelope_id, &w.t.dir, &mut out)
+        .await
+        .expect_err("a delivered envelope was served again");
+    assert_eq!(gone.kind(), sealrelay::ErrorKind::NotFound, "{gone}");
+    w.t.relay.shutdown().await;
+}

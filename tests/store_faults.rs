@@ -433,3 +433,43 @@ async fn threat_38_the_free_space_reserve_refuses_new_data_but_not_revocations()
     let err = a.grants().await.expect_err("a revoked agent was served");
     assert!(err.message().contains("revoked"), "{err}");
 }
+
+/// Helper-found defect: a blob whose submission the reserve refused at its commit (the upload's
+/// own bytes took the disk under `min_free_bytes`) stayed on disk until a restart, since every
+/// "storage full" answer was treated as an I/O failure whose record might yet be read back.
+/// Every retry left one more. The reserve now holds the write back before its transaction, as a
+/// refusal that wrote nothing, and the blob goes; the grant stays open for a later try.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn threat_38_a_blob_refused_by_the_reserve_at_its_commit_is_not_left_on_disk() {
+    let store = Arc::new(common::hooked::Hooked::in_memory());
+    let full = store.full_at_commit.clone();
+    let t = common::test_relay_with(
+        &[user("alice", 2, &[]), agent("research-bot", &["tickets/*"])],
+        |_| {},
+        Some(store.clone() as Arc<dyn Store>),
+    )
+    .await;
+    let u = UserClient::connect(&t.ids[0], &t.addr).await.unwrap();
+    let a = AgentClient::connect(&t.ids[1], &t.addr).await.unwrap();
+    let mut request = common::grant_request("tickets/1");
+    request.max_bytes = 4 << 20;
+    u.grant(&request).await.unwrap();
+    let g = a.grants().await.unwrap().remove(0);
+    let blobs = t.dir.join("data/blobs");
+    let count = || std::fs::read_dir(&blobs).map(|d| d.count()).unwrap_or(0);
+    let plaintext = common::pattern(1 << 20, 3);
+    full.store(true, Ordering::SeqCst);
+    for attempt in 0..3 {
+        let err = a
+            .send(&g, &mut plaintext.as_slice(), &t.dir)
+            .await
+            .expect_err("a submission was stored inside the reserve");
+        assert!(err.to_string().contains("storage full"), "{err}");
+        assert_eq!(count(), 0, "attempt {attempt}: a refused blob was left");
+    }
+    // Space again: the same grant takes the envelope, and its blob is kept.
+    full.store(false, Ordering::SeqCst);
+    a.send(&g, &mut plaintext.as_slice(), &t.dir).await.unwrap();
+    assert_eq!(count(), 1);
+    t.relay.shutdown().await;
+}

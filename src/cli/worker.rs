@@ -29,6 +29,7 @@ use sealrelay::client::{
 };
 use sealrelay::clock;
 use sealrelay::connect::command::{run_to_end, Program, RunError};
+use sealrelay::core::wire::WireSigned;
 use sealrelay::error::{Error, Result};
 use sealrelay::ids::{hex, GrantId, PartyKind};
 use sealrelay::local::identity_file;
@@ -126,7 +127,9 @@ enum Ended {
 }
 
 /// Follows one subscription: what waits is taken whole (to `Live`) and handled, then each pushed
-/// grant as it comes, until `until` (or, with `--once`, right after what waited).
+/// grant as it comes, until `until` (or, with `--once`, right after what waited). Whatever came
+/// but was not handled when it ends (the subscription ended before `Live`, a handling failed)
+/// is not counted as handed out: the next subscription's catch-up brings it again.
 async fn follow(
     args: &RunArgs,
     courier: &Courier,
@@ -135,18 +138,38 @@ async fn follow(
     failed: &mut HashSet<GrantId>,
     until: tokio::time::Instant,
 ) -> Result<Ended> {
-    let mut waiting = Vec::new();
+    let mut waiting = std::collections::VecDeque::new();
+    let ended = follow_until(args, courier, agent, feed, failed, until, &mut waiting).await;
+    for (_, g) in waiting {
+        if let Ok(g) = g {
+            feed.forget(g.grant.grant_id.0);
+        }
+    }
+    ended
+}
+
+/// [`follow`]'s loop; `waiting` holds what came and is not yet handled.
+async fn follow_until(
+    args: &RunArgs,
+    courier: &Courier,
+    agent: &sealrelay::client::AgentClient<'_>,
+    feed: &mut sealrelay::client::GrantFeed,
+    failed: &mut HashSet<GrantId>,
+    until: tokio::time::Instant,
+    waiting: &mut std::collections::VecDeque<(WireSigned, Result<OpenGrant>)>,
+) -> Result<Ended> {
     let mut live = false;
     loop {
         if live {
-            for (_, g) in std::mem::take(&mut waiting) {
-                let g: Result<OpenGrant> = g;
+            while let Some((_, g)) = waiting.pop_front() {
                 match g {
                     Ok(g) => {
-                        if handle(args, courier, agent, &g, failed).await? == Handled::Again {
+                        let handled = handle(args, courier, agent, &g, failed).await;
+                        if !matches!(handled, Ok(Handled::Done)) {
                             // Tried again when the next subscription lists it.
                             feed.forget(g.grant.grant_id.0);
                         }
+                        handled?;
                     }
                     // Not remembered: the next subscription brings it again.
                     Err(e) => eprintln!("a grant the relay sent is not acted on now: {e}"),

@@ -104,22 +104,26 @@ impl UserClient<'_> {
         scratch_dir: &Path,
         out: &mut (dyn Write + Send),
     ) -> Result<Fetched> {
-        self.fetch_into(envelope_id, scratch_dir, OpenInto::Ordered(out))
+        self.fetch_into(envelope_id, scratch_dir, OpenInto::Ordered(out), None)
             .await
     }
 
     /// [`fetch`](Self::fetch) into a file written at offsets, decrypting each piece as soon as
-    /// it has arrived and matched its leaf, while the rest arrives. Until this returns with
-    /// `Delivered` the file holds plaintext out of order and perhaps incomplete: only for a file
-    /// nobody reads before then and that is discarded otherwise (`fetch -o`'s temporary file,
-    /// [`UserClient::fetch_to`]).
+    /// it has arrived and matched its leaf, while the rest arrives. Until it is opened whole the
+    /// file holds plaintext out of order and perhaps incomplete: only for a file nobody reads
+    /// before then and that is discarded otherwise (`fetch -o`'s temporary file,
+    /// [`UserClient::fetch_to`]). Once it is opened whole, `settle` makes it final (moves it
+    /// into place), before the receipt says it was delivered: a receipt is never filed for
+    /// plaintext that could still be lost, and whatever fails after the receipt leaves the
+    /// plaintext saved. When `settle` fails, no receipt is filed.
     pub async fn fetch_at(
         &self,
         envelope_id: EnvelopeId,
         scratch_dir: &Path,
         out: &File,
+        settle: Settle<'_>,
     ) -> Result<Fetched> {
-        self.fetch_into(envelope_id, scratch_dir, OpenInto::At(out))
+        self.fetch_into(envelope_id, scratch_dir, OpenInto::At(out), Some(settle))
             .await
     }
 
@@ -127,7 +131,8 @@ impl UserClient<'_> {
         &self,
         envelope_id: EnvelopeId,
         scratch_dir: &Path,
-        out: OpenInto<'_>,
+        mut out: OpenInto<'_>,
+        settle: Option<Settle<'_>>,
     ) -> Result<Fetched> {
         // The receipt goes back on the stream the envelope came on (`Deliver`); dropping `send`
         // without one files none.
@@ -220,11 +225,11 @@ impl UserClient<'_> {
                 };
                 let ids = [age_id.as_identity()];
                 let threads = default_threads();
-                let opened = match (opening, out) {
+                let opened = match (opening, &mut out) {
                     (Some(o), _) => o.finish().await,
                     (None, OpenInto::Ordered(out)) => match kept()? {
-                        Kept::File(f) => envelope::open_file(&ids, &f, out, threads),
-                        Kept::Memory(m) => envelope::open(&ids, &mut m.as_slice(), out, threads),
+                        Kept::File(f) => envelope::open_file(&ids, &f, *out, threads),
+                        Kept::Memory(m) => envelope::open(&ids, &mut m.as_slice(), *out, threads),
                     },
                     (None, OpenInto::At(file)) => match kept()? {
                         Kept::File(f) => envelope::open_at::<std::io::Empty>(
@@ -240,6 +245,27 @@ impl UserClient<'_> {
                             threads,
                         ),
                     },
+                };
+                // Opened whole: the plaintext is made final (flushed, or moved into place)
+                // before the receipt says it was delivered.
+                let opened = opened.and_then(|n| {
+                    match &mut out {
+                        OpenInto::Ordered(w) => w.flush().map_err(envelope::EnvelopeError::Io)?,
+                        OpenInto::At(_) => {}
+                    }
+                    Ok(n)
+                });
+                let opened = match (opened, settle) {
+                    (Ok(n), Some(settle)) => {
+                        settle().map_err(|e| {
+                            e.context(format!(
+                                "envelope {} was opened but not saved and stays in the inbox (no receipt was filed)",
+                                crate::ids::hex(envelope_id)
+                            ))
+                        })?;
+                        Ok(n)
+                    }
+                    (opened, _) => opened,
                 };
                 match opened {
                     Ok(n) => (DeliveryStatus::Delivered, n, None),
@@ -277,60 +303,75 @@ impl UserClient<'_> {
             receipt: wire.clone(),
             old_size,
         };
-        let answer = match on_stream(&mut send, &mut recv, &frame).await {
-            Ok(answer) => answer,
-            // The stream failed (or the relay stopped waiting for the receipt and reset it): file
-            // it on its own. A refusal the relay answered stands.
-            Err(e) if !e.is_relay_answer() => {
-                tracing::debug!(error = %e, "the receipt did not go on the envelope's stream; filing it on its own");
-                self.conn
-                    .simple(Request::Receipt {
-                        receipt: wire,
-                        old_size,
-                    })
-                    .await?
-            }
-            Err(e) => return Err(e),
-        };
-        let Reply::ReceiptRecorded {
-            event_index,
-            leaf,
-            tree_size,
-            proof,
-            checkpoint,
-            consistency,
-        } = answer
-        else {
-            return Err(Error::internal("unexpected reply to a receipt"));
-        };
-        let user_entry = self.identity.entry.clone().ok_or_else(|| {
-            Error::bad_input("this identity holds no directory entry: import its bundle")
-        })?;
-        let receipt_file = ReceiptFile {
-            receipt: receipt.clone(),
-            user_entry,
-            leaf_index: event_index,
-            leaf,
-            tree_size,
-            proof,
-            checkpoint,
-        };
-        // Trust, but verify: the relay's proof must hold under the keys this identity pinned.
-        let log_key = self.identity.log_key.as_ref().ok_or_else(|| {
-            Error::bad_input("this identity trusts no log key: import its bundle")
-        })?;
-        ReceiptVerifier::new(authority(self.identity)?, log_key.clone())
-            .with_notes(self.seen.as_ref().and_then(|s| s.notes()))
-            .signed_here(&receipt, self.identity.signing_key.public())
-            .verify(&receipt_file)
-            .map_err(|e| {
-                e.context("the relay recorded the receipt but its proof does not verify")
+        // From here the plaintext is saved (delivered) or there is none: whatever fails below
+        // says so, and never takes the plaintext back.
+        let filed = async {
+            let answer = match on_stream(&mut send, &mut recv, &frame).await {
+                Ok(answer) => answer,
+                // The stream failed (or the relay stopped waiting for the receipt and reset it): file
+                // it on its own. A refusal the relay answered stands.
+                Err(e) if !e.is_relay_answer() => {
+                    tracing::debug!(error = %e, "the receipt did not go on the envelope's stream; filing it on its own");
+                    self.conn
+                        .simple(Request::Receipt {
+                            receipt: wire,
+                            old_size,
+                        })
+                        .await?
+                }
+                Err(e) => return Err(e),
+            };
+            let Reply::ReceiptRecorded {
+                event_index,
+                leaf,
+                tree_size,
+                proof,
+                checkpoint,
+                consistency,
+            } = answer
+            else {
+                return Err(Error::internal("unexpected reply to a receipt"));
+            };
+            let user_entry = self.identity.entry.clone().ok_or_else(|| {
+                Error::bad_input("this identity holds no directory entry: import its bundle")
             })?;
-        // The receipt's checkpoint must extend the newest one this client saw before.
-        if let Some(seen) = &self.seen {
-            seen.accept(&receipt_file.checkpoint, &consistency, old_size, None)
-                .map_err(|e| e.context("the receipt is recorded, but"))?;
-        }
+            let receipt_file = ReceiptFile {
+                receipt: receipt.clone(),
+                user_entry,
+                leaf_index: event_index,
+                leaf,
+                tree_size,
+                proof,
+                checkpoint,
+            };
+            // Trust, but verify: the relay's proof must hold under the keys this identity pinned.
+            let log_key = self.identity.log_key.as_ref().ok_or_else(|| {
+                Error::bad_input("this identity trusts no log key: import its bundle")
+            })?;
+            ReceiptVerifier::new(authority(self.identity)?, log_key.clone())
+                .with_notes(self.seen.as_ref().and_then(|s| s.notes()))
+                .signed_here(&receipt, self.identity.signing_key.public())
+                .verify(&receipt_file)
+                .map_err(|e| {
+                    e.context("the relay recorded the receipt but its proof does not verify")
+                })?;
+            // The receipt's checkpoint must extend the newest one this client saw before.
+            if let Some(seen) = &self.seen {
+                seen.accept(&receipt_file.checkpoint, &consistency, old_size, None)
+                    .map_err(|e| e.context("the receipt is recorded, but"))?;
+            }
+            Ok((event_index, receipt_file))
+        };
+        let (event_index, receipt_file) = filed.await.map_err(|e| {
+            if status == DeliveryStatus::Delivered {
+                e.context(format!(
+                    "envelope {} was delivered and its plaintext saved, but its receipt was not completed",
+                    crate::ids::hex(envelope_id)
+                ))
+            } else {
+                e
+            }
+        })?;
         Ok(Fetched {
             envelope_id,
             header,
@@ -343,6 +384,10 @@ impl UserClient<'_> {
         })
     }
 }
+
+/// What makes the plaintext of [`UserClient::fetch_at`] final once it is opened whole, before
+/// the receipt is filed (`fetch -o` moves its temporary file into place).
+pub type Settle<'a> = Box<dyn FnOnce() -> Result<()> + Send + 'a>;
 
 /// Where `fetch` puts the plaintext.
 enum OpenInto<'a> {

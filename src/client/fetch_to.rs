@@ -8,7 +8,6 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::core::grant::DeliveryStatus;
 use crate::error::{Error, Result};
 use crate::ids::{hex, EnvelopeId};
 use crate::local::fs::{write_atomic, Output, PUBLIC_MODE};
@@ -56,20 +55,22 @@ impl UserClient<'_> {
         let (fetched, beside) = match to {
             Destination::Path(path) => {
                 let mut file = Output::create(path, 0o600)?;
-                // A new temporary file is opened into while the ciphertext arrives; a device or
-                // a FIFO takes the plaintext in order, once it has all arrived.
+                // A new temporary file is opened into while the ciphertext arrives, and moved
+                // into place once it is opened whole, before the receipt is filed; a device or
+                // a FIFO takes the plaintext in order, once it has all arrived, and is flushed
+                // before the receipt.
                 let at = file
                     .positional()
                     .map(File::try_clone)
                     .transpose()
                     .map_err(|e| Error::io(format!("cannot reopen the output file: {e}")))?;
                 let fetched = match at {
-                    Some(at) => self.fetch_at(envelope_id, scratch_dir, &at).await?,
+                    Some(at) => {
+                        let settle = Box::new(move || file.commit());
+                        self.fetch_at(envelope_id, scratch_dir, &at, settle).await?
+                    }
                     None => self.fetch(envelope_id, scratch_dir, &mut file).await?,
                 };
-                if fetched.status == DeliveryStatus::Delivered {
-                    file.commit()?;
-                }
                 // Beside the output, unless the output is a device or a FIFO.
                 let beside = std::fs::metadata(path)
                     .map(|m| m.is_file())

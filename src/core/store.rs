@@ -8,8 +8,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ids::{EnvelopeId, GrantId, SpiffeId};
+
+mod refusal;
+pub use refusal::WriteRefusal;
 
 mod assignment;
 pub use assignment::{AssignmentRecord, AssignmentState};
@@ -374,78 +377,14 @@ pub enum WriteOp {
     Append { event: Event },
 }
 
-/// Why a write was refused by the store's own checks.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum WriteRefusal {
-    GrantNotFound,
-    GrantUsed,
-    GrantExpired,
-    WrongAgent,
-    TooLarge {
-        max: u64,
-    },
-    EnvelopeNotFound,
-    Duplicate,
-    NotQuarantined,
-    /// The grant awaits a second person's approval.
-    NotApproved,
-    /// The grant was dispatched to a source already (or, for a source, was not dispatched to
-    /// it, or no longer waits for it).
-    AlreadyDispatched,
-    NotAssigned,
-    /// The sweep asked to close a grant that has not expired.
-    GrantNotExpired,
-    /// A second person refused the grant.
-    GrantDenied,
-    /// An approval or denial for a grant that needs none.
-    NotAwaitingApproval,
-    /// The write would pass a quota.
-    Quota {
-        kind: QuotaKind,
-        limit: u64,
-    },
-}
-
-impl WriteRefusal {
-    pub fn to_error(&self) -> Error {
-        match self {
-            WriteRefusal::GrantNotFound => Error::not_found("no such grant"),
-            WriteRefusal::GrantUsed => {
-                Error::conflict("the grant was already used (a grant serves one submission)")
-            }
-            WriteRefusal::GrantExpired => {
-                Error::new(crate::ErrorKind::Refused, "the grant has expired")
-            }
-            WriteRefusal::WrongAgent => Error::not_found("no such grant"),
-            WriteRefusal::TooLarge { max } => Error::bad_input(format!(
-                "the envelope is larger than the grant's {max} bytes"
-            )),
-            WriteRefusal::EnvelopeNotFound => Error::not_found("no such envelope"),
-            WriteRefusal::Duplicate => Error::conflict("already recorded"),
-            WriteRefusal::NotQuarantined => Error::not_found("that agent is not quarantined"),
-            WriteRefusal::GrantNotExpired => Error::conflict("the grant has not expired"),
-            WriteRefusal::Quota { kind, limit } => Error::new(
-                crate::ErrorKind::Refused,
-                format!(
-                    "quota reached: {} is {limit}; {} (or ask the relay's operator to raise it)",
-                    kind.field(),
-                    kind.advice()
-                ),
-            ),
-            WriteRefusal::NotApproved => Error::new(
-                crate::ErrorKind::Refused,
-                "the grant awaits a second person's approval",
-            ),
-            WriteRefusal::GrantDenied => Error::new(
-                crate::ErrorKind::Refused,
-                "a second person denied the grant: it is closed",
-            ),
-            WriteRefusal::NotAwaitingApproval => Error::conflict("the grant needs no approval"),
-            WriteRefusal::AlreadyDispatched => Error::conflict(
-                "the grant was already dispatched to a source (a grant is dispatched once)",
-            ),
-            WriteRefusal::NotAssigned => Error::not_found("no such assignment"),
-        }
+impl WriteOp {
+    /// Whether the write adds data (a grant, a submission, a dispatch): the free-space reserve
+    /// holds these back, while what revokes, closes, records or frees goes on.
+    pub fn adds_data(&self) -> bool {
+        matches!(
+            self,
+            WriteOp::CreateGrant { .. } | WriteOp::ConsumeGrant { .. } | WriteOp::Dispatch { .. }
+        )
     }
 }
 

@@ -289,14 +289,7 @@ impl Store for RedbStore {
         let mut tree = self.tree()?;
         // The reserve holds back what adds data (grants, submissions); what revokes, closes,
         // records or frees goes on, so that a nearly full disk never blocks a revocation.
-        if ops.iter().any(|op| {
-            matches!(
-                op,
-                WriteOp::CreateGrant { .. }
-                    | WriteOp::ConsumeGrant { .. }
-                    | WriteOp::Dispatch { .. }
-            )
-        }) {
+        if ops.iter().any(WriteOp::adds_data) {
             self.ensure_room(0)?;
         }
         if self.poisoned.load(Ordering::Relaxed) {

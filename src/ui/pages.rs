@@ -108,7 +108,7 @@ pub fn inbox(
         rows.push_str(&format!(
             "<tr data-envelope=\"{id}\"><td><a href=\"{b}/envelope/{id}\">{short}</a></td><td>{agent}</td><td>{res}</td><td>{purpose}</td>\
 <td>{asked}</td><td>{approver}</td><td>{bytes}</td><td>{received}</td><td>{status}</td></tr>",
-            short = &id[..12],
+            short = short_envelope(&id),
             agent = agent(h),
             res = esc(&h.resource),
             purpose = esc(&h.purpose),
@@ -300,7 +300,9 @@ pub fn grants(base: &str, list: &[MyGrant]) -> String {
                 .decided_by
                 .as_ref()
                 .map_or_else(String::new, |d| esc(&d.to_string())),
-            envelope = g.envelope_id.map_or_else(String::new, |e| hex(e)[..12].to_owned()),
+            envelope = g
+                .envelope_id
+                .map_or_else(String::new, |e| short_envelope(&hex(e))),
             receipt = g
                 .receipt_index
                 .map_or_else(String::new, |i| format!("log entry {i}")),
@@ -338,8 +340,27 @@ pub fn receipt(base: &str, said: Option<Result<String, String>>) -> String {
     )
 }
 
+/// An envelope's label in a list: the end of its id. Its first twelve digits are the
+/// millisecond its upload began (`EnvelopeId::ordered`), the same for envelopes that arrive
+/// together; the end is random.
+fn short_envelope(id: &str) -> String {
+    format!("…{}", id.get(id.len().saturating_sub(12)..).unwrap_or(id))
+}
+
 #[cfg(test)]
 mod tests {
+    /// Helper-found: the label was the id's first twelve digits, which are only the
+    /// millisecond, so envelopes that arrived together looked the same.
+    #[test]
+    fn envelopes_of_one_millisecond_have_different_labels() {
+        let a = crate::ids::EnvelopeId::ordered(1_765_000_000_000).unwrap();
+        let b = crate::ids::EnvelopeId::ordered(1_765_000_000_000).unwrap();
+        let (a, b) = (crate::ids::hex(a), crate::ids::hex(b));
+        assert_eq!(a[..12], b[..12]);
+        assert_ne!(super::short_envelope(&a), super::short_envelope(&b));
+        assert!(a.ends_with(super::short_envelope(&a).trim_start_matches('…')));
+    }
+
     #[test]
     fn escaping_covers_markup_and_quotes() {
         assert_eq!(

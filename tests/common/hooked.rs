@@ -2,7 +2,9 @@
 //! transaction once `fail` is set (an I/O error), and serves the envelope named in `tamper`
 //! with one bit of its agent-signed statement's signature flipped (a corrupted or malicious
 //! store: the user's client must notice); `forge` alters the assignments it lists to a
-//! source (a relay forwarding forged assignments: the source must notice).
+//! source (a relay forwarding forged assignments: the source must notice); `full_at_commit`
+//! makes the disk pass the reserve check an upload starts with and fail the one at its commit
+//! (the blob itself took the disk under the reserve).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +20,7 @@ pub struct Hooked {
     pub fail: Arc<AtomicBool>,
     pub tamper: Arc<Mutex<Option<EnvelopeId>>>,
     pub forge: Arc<Mutex<Option<Forge>>>,
+    pub full_at_commit: Arc<AtomicBool>,
 }
 
 impl Hooked {
@@ -27,6 +30,7 @@ impl Hooked {
             fail: Arc::default(),
             tamper: Arc::default(),
             forge: Arc::default(),
+            full_at_commit: Arc::default(),
         }
     }
 
@@ -46,7 +50,19 @@ impl Store for Hooked {
         if self.fail.load(Ordering::SeqCst) {
             return Err(sealrelay::Error::io("disk full (injected)"));
         }
+        // As the embedded store checks its reserve in each transaction that adds data.
+        if ops.iter().any(|op| op.adds_data()) {
+            self.ensure_room(0)?;
+        }
         self.inner.apply(ops)
+    }
+    fn ensure_room(&self, incoming: u64) -> sealrelay::Result<()> {
+        if incoming == 0 && self.full_at_commit.load(Ordering::SeqCst) {
+            return Err(sealrelay::Error::storage_full(
+                "under the reserve (injected)",
+            ));
+        }
+        self.inner.ensure_room(incoming)
     }
     fn health(&self) -> sealrelay::Result<()> {
         // A store that fails every write is down, as a database that went away would be.

@@ -307,6 +307,11 @@ pub async fn receipt(
     // after a rotation) whose key sealed envelopes were made for.
     let user_entry = relay.caller_entry(peer, now)?;
     let r = Receipt::verify(&signed, &user_entry.signing_key)?;
+    // The same receipt again (its answer was lost, the client files it on its own): the entry it
+    // already has (THREATS.md 26), whether or not the envelope was deleted on delivery.
+    if let Some(answer) = recorded_already(relay, peer, &r, &signed, old_size).await? {
+        return Ok(answer);
+    }
     let previous = previous_key(relay, peer, now)?;
     let record = relay
         .store
@@ -327,7 +332,7 @@ pub async fn receipt(
     let event = events::receipt_recorded(now, &peer.id, &r, &signed);
     let leaf = event.leaf_bytes();
     let delete = relay.config.delete_after_delivery;
-    let index = relay
+    let committed = relay
         .commit(WriteOp::RecordReceipt {
             envelope_id: r.envelope_id,
             user: peer.id.clone(),
@@ -339,7 +344,17 @@ pub async fn receipt(
             delete,
             event,
         })
-        .await?;
+        .await;
+    let index = match committed {
+        Ok(index) => index,
+        // The same receipt, filed twice at once: the other one's entry.
+        Err(refusal) => {
+            return match recorded_already(relay, peer, &r, &signed, old_size).await? {
+                Some(answer) => Ok(answer),
+                None => Err(refusal),
+            }
+        }
+    };
     if delete && !record.inline {
         cx.remove_blob(&relay.blobs, r.envelope_id).await;
     }
@@ -360,6 +375,12 @@ pub async fn receipt(
             .signal(cx, &r.agent, Signal::Undecryptable, Some(&peer.id), now)
             .await;
     }
+    proved(relay, index, leaf, old_size).await
+}
+
+/// The answer to a recorded receipt at `index`: its leaf, inclusion proof and the checkpoint
+/// that covers it (and its consistency with the client's `old_size`).
+async fn proved(relay: &Relay, index: u64, leaf: Vec<u8>, old_size: Option<u64>) -> Handled {
     // The commit thread signed a checkpoint covering this event before answering; with
     // witnesses, the answer waits a little for one they cosigned.
     let (cp, note) = relay
@@ -388,6 +409,43 @@ pub async fn receipt(
         checkpoint: note,
         consistency,
     })
+}
+
+/// The answer for a receipt already recorded: `None` when none is recorded for its envelope (or
+/// another user's is, shown as none); the recorded entry when it is this very receipt (the
+/// same statement and signature); refused when the envelope has another receipt.
+async fn recorded_already(
+    relay: &Relay,
+    peer: &Peer,
+    r: &Receipt,
+    signed: &crate::core::sign::Signed,
+    old_size: Option<u64>,
+) -> std::result::Result<Option<Reply>, Refusal> {
+    let Some(delivery) = relay.store.delivery(&r.envelope_id)? else {
+        return Ok(None);
+    };
+    let entry = relay
+        .store
+        .events(delivery.receipt_index, 1)?
+        .into_iter()
+        .next()
+        .filter(|(i, e)| {
+            *i == delivery.receipt_index
+                && e.kind == "receipt.recorded"
+                && e.actor == peer.id.to_string()
+        });
+    let Some((index, event)) = entry else {
+        return Ok(None);
+    };
+    if event.digest != crate::core::store::statement_digest(signed) {
+        return Err(Refusal::new(
+            ErrorCode::Conflict,
+            "another receipt is already recorded for this envelope",
+        ));
+    }
+    proved(relay, index, event.leaf_bytes(), old_size)
+        .await
+        .map(Some)
 }
 
 /// Where the envelope an agent submitted for one of its grants is: the agent learns the outcome

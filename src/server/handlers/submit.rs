@@ -286,17 +286,24 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
         quotas: relay.config.quotas.store_quotas(),
         event,
     };
-    match relay.commit(op).await {
-        Ok(_) => {
+    match relay.commit_or_refusal(op).await {
+        Ok(Ok(_)) => {
             relay.metrics.envelope_bytes(true, length);
             relay.feeds.publish(&grant.user, Feed::Inbox, envelope_id.0);
             Ok(Reply::Submitted { envelope_id })
         }
+        // A refusal by the store's rules (the free-space reserve included) committed nothing:
+        // the blob goes.
+        Ok(Err(refusal)) => {
+            if !inline {
+                cx.remove_blob(&relay.blobs, envelope_id).await;
+            }
+            Err(Refusal::from_write(&refusal))
+        }
         Err(r) => {
-            // A refusal by the store's rules committed nothing: the blob goes. After an I/O
-            // failure the record's fate is unknown (a failed fsync may still be read back), so
-            // the blob stays for a repeated submission to find; if no record names it, the
-            // start-up sweep removes it.
+            // After an I/O failure the record's fate is unknown (a failed fsync may still be
+            // read back), so the blob stays for a repeated submission to find; if no record
+            // names it, the start-up sweep removes it.
             if !inline && !matches!(r.code, ErrorCode::Unavailable | ErrorCode::Internal) {
                 cx.remove_blob(&relay.blobs, envelope_id).await;
             }

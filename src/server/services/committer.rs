@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use crate::core::store::{OpResult, Store, WriteOp};
+use crate::core::store::{OpResult, Store, WriteOp, WriteRefusal};
 use crate::error::{Error, Result};
 
 use super::refusal::Refusal;
@@ -18,7 +18,8 @@ pub const MAX_BATCH: usize = 1024;
 /// With nothing to commit for this long, the thread checkpoints what is not yet covered.
 const IDLE_SIGN: std::time::Duration = std::time::Duration::from_secs(1);
 
-type Job = (WriteOp, oneshot::Sender<Result<OpResult>>);
+type Reply = oneshot::Sender<Result<OpResult>>;
+type Job = (WriteOp, Reply);
 
 enum Message {
     Write(Box<Job>),
@@ -111,6 +112,12 @@ impl Committer {
         }
     }
 
+    /// [`commit`](Self::commit), keeping a refusal by the store's rules (which wrote nothing)
+    /// apart from a failure (after which what was written may be unknown).
+    pub async fn commit_or_refusal(&self, op: WriteOp) -> std::result::Result<OpResult, Refusal> {
+        Ok(self.submit(op).await?)
+    }
+
     /// Queues `op` and waits until it is durable (or refused).
     pub async fn submit(&self, op: WriteOp) -> Result<OpResult> {
         let (reply, wait) = oneshot::channel();
@@ -177,7 +184,10 @@ impl CommitLoop {
                     Err(_) => break,
                 }
             }
-            let (ops, replies): (Vec<WriteOp>, Vec<_>) = jobs.into_iter().unzip();
+            let (ops, replies) = held_back(store.as_ref(), jobs);
+            if ops.is_empty() {
+                continue;
+            }
             match store.apply(&ops) {
                 Ok(results) => {
                     if let Some(signer) = &signer {
@@ -213,3 +223,36 @@ impl CommitLoop {
         drop(ending);
     }
 }
+
+/// The free-space reserve holds back the batch's writes that add data (refused with
+/// [`WriteRefusal::StorageReserve`]: nothing of them is written); what revokes, closes, records
+/// or frees goes on in the same batch, so that a nearly full disk never blocks a revocation,
+/// however many submissions arrive beside it.
+fn held_back(store: &dyn Store, jobs: Vec<Job>) -> (Vec<WriteOp>, Vec<Reply>) {
+    let full = match jobs.iter().any(|(op, _)| op.adds_data()) {
+        true => store.ensure_room(0).err(),
+        false => None,
+    };
+    if let Some(e) = &full {
+        tracing::error!(error = %e, "the data directory is under its reserve: new data is refused until space is freed");
+    }
+    let mut kept = (
+        Vec::with_capacity(jobs.len()),
+        Vec::with_capacity(jobs.len()),
+    );
+    for (op, reply) in jobs {
+        match &full {
+            Some(_) if op.adds_data() => {
+                let _ = reply.send(Ok(Err(WriteRefusal::StorageReserve)));
+            }
+            _ => {
+                kept.0.push(op);
+                kept.1.push(reply);
+            }
+        }
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests;

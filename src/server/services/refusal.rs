@@ -50,6 +50,7 @@ impl Refusal {
             WriteRefusal::NotAssigned => ErrorCode::NotFound,
             WriteRefusal::Quota { .. } => ErrorCode::QuotaExceeded,
             WriteRefusal::TooLarge { .. } => ErrorCode::TooLarge,
+            WriteRefusal::StorageReserve => ErrorCode::Unavailable,
         };
         Refusal::new(code, r.to_error().message())
     }

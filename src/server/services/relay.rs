@@ -194,6 +194,14 @@ impl Relay {
         self.committer.commit(op).await
     }
 
+    /// [`Committer::commit_or_refusal`]: a refusal by the store's rules kept apart.
+    pub(crate) async fn commit_or_refusal(
+        &self,
+        op: WriteOp,
+    ) -> std::result::Result<crate::core::store::OpResult, Refusal> {
+        self.committer.commit_or_refusal(op).await
+    }
+
     /// What acting on an agent's misbehaviour touches, with the request's alert sink.
     pub(crate) fn reach<'a>(&'a self, cx: &'a Cx) -> Reach<'a> {
         Reach {

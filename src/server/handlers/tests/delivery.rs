@@ -225,11 +225,31 @@ async fn only_the_requester_sees_and_fetches_its_envelope_then_files_a_receipt()
         panic!("no receipt")
     };
     assert!(event_index < tree_size);
+    // Threat 26: the same receipt again (its answer lost) gets its entry (it was "not found"
+    // once the envelope was deleted); another is refused; the log grows by neither.
+    let size = f.relay.store.event_count().unwrap();
+    let Reply::ReceiptRecorded {
+        event_index: again,
+        leaf,
+        ..
+    } = f
+        .call(&f.alice, f.receipt(envelope_id, id, &body))
+        .await
+        .expect("the same receipt again")
+    else {
+        panic!("no receipt")
+    };
+    assert_eq!(again, event_index, "the same receipt, another entry");
+    let (_, stored) = f.relay.store.events(event_index, 1).unwrap().remove(0);
+    assert_eq!(leaf, stored.leaf_bytes());
+    f.clock.advance(1);
+    let other = f.call(&f.alice, f.receipt(envelope_id, id, &body)).await;
     assert_eq!(
-        code(f.call(&f.alice, f.receipt(envelope_id, id, &body)).await),
-        ErrorCode::NotFound,
-        "a second receipt"
+        code(other),
+        ErrorCode::Conflict,
+        "a second, different receipt"
     );
+    assert_eq!(f.relay.store.event_count().unwrap(), size, "a second leaf");
     let Reply::Inbox { envelopes, .. } = f
         .call(
             &f.alice,
