@@ -18,6 +18,7 @@ use crate::net::Peer;
 
 use crate::server::services::effects::Cx;
 use crate::server::services::events;
+use crate::server::services::misbehaviour::Signal;
 use crate::server::services::refusal::{Handled, Refusal};
 use crate::server::services::relay::Relay;
 
@@ -222,6 +223,11 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
         }
     };
     let checked = if digest != claimed_root {
+        // Not what the sender signed: counted as an invalid envelope, as bytes that are not an
+        // envelope are, or a sender could upload wrong bodies on one grant for ever.
+        relay
+            .signal(cx, &peer.id, Signal::InvalidEnvelope, None, cx.now)
+            .await;
         Err(Refusal::new(
             ErrorCode::BadRequest,
             "the body does not match the digest in the signed statement",

@@ -24,6 +24,8 @@ pub struct Following {
     sent: HashSet<[u8; 16]>,
     /// The ids a catch-up in progress has listed so far.
     listed: HashSet<[u8; 16]>,
+    /// How many ids the last catch-up left in `sent` (what the listing held then).
+    listed_then: usize,
     /// What the last allowed decision was made on (see [`Following::check`]).
     allowed: Option<Standing>,
 }
@@ -94,14 +96,23 @@ impl Following {
             dir_size,
             sent: HashSet::new(),
             listed: HashSet::new(),
+            listed_then: 0,
             allowed: Some(standing),
         })
     }
 
     /// Whether this subscription has sent so much since its last catch-up that it should list
-    /// again (which forgets what is no longer listed).
+    /// again (which forgets what is no longer listed). Counted from what that catch-up left, so
+    /// a listing of more than [`SENT_MAX`] is not listed again after every pushed frame.
     pub fn needs_catch_up(&self) -> bool {
-        self.sent.len() > SENT_MAX
+        self.sent.len() > self.listed_then.saturating_add(SENT_MAX)
+    }
+
+    /// A catch-up is done: what is no longer listed cannot come back (a grant leaves the
+    /// listing for good, an envelope with its receipt or expiry), so it need not be remembered.
+    fn caught_up(&mut self) {
+        self.sent = std::mem::take(&mut self.listed);
+        self.listed_then = self.sent.len();
     }
 
     /// The caller's standing and the policy, checked again (Cedar decides only when something
@@ -180,9 +191,7 @@ impl Following {
             }
         };
         if next.is_none() {
-            // Done: what is no longer listed cannot come back (a grant leaves the listing for
-            // good, an envelope with its receipt or expiry), so it need not be remembered.
-            self.sent = std::mem::take(&mut self.listed);
+            self.caught_up();
         }
         Ok((reply, next))
     }
@@ -238,4 +247,39 @@ fn action(feed: Feed) -> Action {
 
 fn grant_id(statement: &[u8]) -> Option<[u8; 16]> {
     Grant::decode(statement).ok().map(|g| g.grant_id.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Helper-found: after a catch-up listing more than `SENT_MAX` ids, every pushed frame
+    /// asked for another whole listing (the limit counted the listing itself).
+    #[test]
+    fn a_long_listing_is_not_listed_again_after_every_push() {
+        let mut f = Following {
+            feed: Feed::Inbox,
+            dir_size: None,
+            sent: HashSet::new(),
+            listed: HashSet::new(),
+            listed_then: 0,
+            allowed: None,
+        };
+        let id = |n: usize| {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&(n as u64).to_be_bytes());
+            id
+        };
+        for n in 0..=SENT_MAX {
+            assert!(f.take(Some(id(n))));
+        }
+        f.caught_up();
+        assert!(!f.needs_catch_up(), "listed again right after a catch-up");
+        for n in 0..SENT_MAX {
+            f.sent.insert(id(SENT_MAX + 1 + n));
+            assert!(!f.needs_catch_up(), "after {} pushed", n + 1);
+        }
+        f.sent.insert(id(2 * SENT_MAX + 1));
+        assert!(f.needs_catch_up(), "SENT_MAX pushed since, and one more");
+    }
 }

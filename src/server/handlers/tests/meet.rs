@@ -232,6 +232,18 @@ async fn what_an_agent_could_have_avoided_counts_against_it() {
     }
     assert!(f.bot_quarantined(), "invalid envelopes");
 
+    // Valid envelopes that are not what the agent signed (helper-found: these were not
+    // counted, so an agent could upload wrong bodies on one grant for ever).
+    let f = monitored(|_| {});
+    for i in 0..3 {
+        let id = f.grant(&format!("tickets/{i}")).await;
+        let (_, signed_for_one) = f.sealed(id, b"one");
+        let (another, _) = f.sealed(id, b"two");
+        let r = f.call_with_body(&f.bot, signed_for_one, &another).await;
+        assert_eq!(code(r), ErrorCode::BadRequest);
+    }
+    assert!(f.bot_quarantined(), "bodies that are not what was signed");
+
     // An X25519 envelope for a user whose key is post-quantum: the agent had the hybrid key.
     let f = monitored(|_| {});
     let x25519 = age::x25519::Identity::generate().to_public();
