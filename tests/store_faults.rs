@@ -473,3 +473,99 @@ async fn threat_38_a_blob_refused_by_the_reserve_at_its_commit_is_not_left_on_di
     assert_eq!(count(), 1);
     t.relay.shutdown().await;
 }
+
+/// Helper-found defect: each upload's room was checked against the free space alone, so
+/// uploads begun together each found room for themselves and together ate into the reserve
+/// (kept for revocations). What the uploads receiving now will still write counts now: with
+/// room for one envelope and a quarter, a second upload is refused while the first is half
+/// sent, and taken once the first is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn threat_38_uploads_begun_together_cannot_together_eat_into_the_reserve() {
+    use sealrelay::core::wire::{self, Reply, Request, RequestFrame, Response, WireSigned};
+    let store = Arc::new(common::hooked::Hooked::in_memory());
+    let room = store.room.clone();
+    let t = common::test_relay_with(
+        &[user("alice", 2, &[]), agent("research-bot", &["tickets/*"])],
+        |_| {},
+        Some(store.clone() as Arc<dyn Store>),
+    )
+    .await;
+    let (alice_id, bot_id) = (&t.ids[0], &t.ids[1]);
+    let u = UserClient::connect(alice_id, &t.addr).await.unwrap();
+    let a = AgentClient::connect(bot_id, &t.addr).await.unwrap();
+    let mut request = common::grant_request("tickets/1");
+    request.max_bytes = 4 << 20;
+    let first = u.grant(&request).await.unwrap();
+    request.resource = "tickets/2".into();
+    u.grant(&request).await.unwrap();
+    let second = a
+        .grants()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|g| g.grant.grant_id != first)
+        .unwrap();
+    // The first envelope, sealed and signed here, goes up by hand: half of it, then a wait.
+    let recipient = alice_id.age_identity.as_ref().unwrap().to_public();
+    let mut body = Vec::new();
+    let plaintext = common::pattern(1 << 20, 5);
+    sealrelay::core::envelope::seal(&recipient, &mut plaintext.as_slice(), &mut body, 1).unwrap();
+    let len = body.len() as u64;
+    let statement = sealrelay::core::envelope::submission::Submission {
+        grant_id: first,
+        user: alice_id.id.clone().unwrap(),
+        agent: bot_id.id.clone().unwrap(),
+        ciphertext_root: sealrelay::core::envelope::pieces::digest(&body),
+        ciphertext_len: len,
+    }
+    .sign(&bot_id.signing_key);
+    room.store(len + len / 4, Ordering::SeqCst);
+    let raw =
+        harness::pki::RawClient::new(Some((bot_id, bot_id.cert.clone().unwrap())), wire::ALPN);
+    let conn = raw.connect(t.relay.local_addr).await;
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let frame = wire::encode_frame(&RequestFrame {
+        version: wire::PROTOCOL_VERSION,
+        request: Request::Submit {
+            grant_id: first,
+            statement: WireSigned::from_signed(&statement),
+            length: len,
+            from_piece: 0,
+        },
+    })
+    .unwrap();
+    send.write_all(&frame).await.unwrap();
+    let half = body.len() / 2;
+    send.write_all(&body[..half]).await.unwrap();
+    // The first upload has begun once its blob is being written.
+    let tmp = t.dir.join("data/blobs.tmp");
+    for _ in 0..500 {
+        if std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0) > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(std::fs::read_dir(&tmp).unwrap().count() > 0, "never began");
+    let another = common::pattern(1 << 20, 6);
+    let err = a
+        .send(&second, &mut another.as_slice(), &t.dir)
+        .await
+        .expect_err("two uploads together took more than the room");
+    assert!(err.to_string().contains("storage full"), "{err}");
+    // The first goes on and is stored; then the second fits.
+    send.write_all(&body[half..]).await.unwrap();
+    send.finish().unwrap();
+    let mut prefix = [0u8; 4];
+    recv.read_exact(&mut prefix).await.unwrap();
+    let mut head = vec![0u8; wire::frame_len(prefix).unwrap()];
+    recv.read_exact(&mut head).await.unwrap();
+    let answer: Response = wire::decode_frame(&head).unwrap();
+    assert!(
+        matches!(answer, Response::Ok(Reply::Submitted { .. })),
+        "{answer:?}"
+    );
+    a.send(&second, &mut another.as_slice(), &t.dir)
+        .await
+        .unwrap();
+    t.relay.shutdown().await;
+}

@@ -4,7 +4,8 @@
 //! store: the user's client must notice); `forge` alters the assignments it lists to a
 //! source (a relay forwarding forged assignments: the source must notice); `full_at_commit`
 //! makes the disk pass the reserve check an upload starts with and fail the one at its commit
-//! (the blob itself took the disk under the reserve).
+//! (the blob itself took the disk under the reserve); `room` is how many incoming bytes the
+//! disk takes before the reserve (unlimited at `u64::MAX`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,7 @@ pub struct Hooked {
     pub tamper: Arc<Mutex<Option<EnvelopeId>>>,
     pub forge: Arc<Mutex<Option<Forge>>>,
     pub full_at_commit: Arc<AtomicBool>,
+    pub room: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Hooked {
@@ -31,6 +33,7 @@ impl Hooked {
             tamper: Arc::default(),
             forge: Arc::default(),
             full_at_commit: Arc::default(),
+            room: Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
         }
     }
 
@@ -57,7 +60,9 @@ impl Store for Hooked {
         self.inner.apply(ops)
     }
     fn ensure_room(&self, incoming: u64) -> sealrelay::Result<()> {
-        if incoming == 0 && self.full_at_commit.load(Ordering::SeqCst) {
+        if incoming > self.room.load(Ordering::SeqCst)
+            || (incoming == 0 && self.full_at_commit.load(Ordering::SeqCst))
+        {
             return Err(sealrelay::Error::storage_full(
                 "under the reserve (injected)",
             ));

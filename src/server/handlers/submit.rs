@@ -199,6 +199,7 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
         length,
         inline,
         resumed,
+        &slot,
         cx,
         body,
     ))

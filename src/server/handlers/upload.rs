@@ -18,7 +18,7 @@ use crate::server::services::effects::Cx;
 use crate::server::services::misbehaviour::Signal;
 use crate::server::services::refusal::Refusal;
 use crate::server::services::relay::Relay;
-use crate::server::services::uploads::UploadState;
+use crate::server::services::uploads::{UploadSlot, UploadState};
 
 /// A body taken whole: the bytes (inline) or the blob to commit, and the root of its pieces.
 pub type Taken = (Option<Vec<u8>>, Option<Box<dyn BlobWriter>>, [u8; 32]);
@@ -38,6 +38,7 @@ pub async fn receive<B: AsyncRead + Unpin + Send>(
     length: u64,
     inline: bool,
     resumed: Option<UploadState>,
+    slot: &UploadSlot<'_>,
     cx: &Cx,
     body: &mut B,
 ) -> Result<Taken, NotTaken> {
@@ -48,17 +49,19 @@ pub async fn receive<B: AsyncRead + Unpin + Send>(
             Err(stop) => Err((refusal(relay, peer, cx, stop).await, None)),
         };
     }
+    // Room for this body beside what the uploads receiving now will still write.
+    let others = relay.uploads.outstanding(slot.grant());
     let state = match resumed {
         Some(state) => {
             let rest = length.saturating_sub(state.leaves.len() as u64 * PIECE as u64);
             // No room now: what is kept stays kept (parked again), for a try once there is.
-            if let Err(r) = relay.store.ensure_room(rest) {
+            if let Err(r) = relay.store.ensure_room(rest.saturating_add(others)) {
                 return Err((r.into(), Some(state)));
             }
             state
         }
         None => {
-            if let Err(r) = relay.store.ensure_room(length) {
+            if let Err(r) = relay.store.ensure_room(length.saturating_add(others)) {
                 return Err((r.into(), None));
             }
             let (blobs, id) = (relay.blobs.clone(), *envelope_id);
@@ -74,7 +77,7 @@ pub async fn receive<B: AsyncRead + Unpin + Send>(
             }
         }
     };
-    match receive_blob(cx, length, body, state).await {
+    match receive_blob(cx, length, body, state, slot).await {
         (Some(state), Ok(digest)) => Ok((None, Some(state.blob), digest)),
         (state, Err(stop)) => {
             let broke = matches!(stop, Stop::Broke(_));
@@ -236,6 +239,7 @@ async fn receive_blob<B: AsyncRead + Unpin + Send>(
     length: u64,
     body: &mut B,
     up: UploadState,
+    slot: &UploadSlot<'_>,
 ) -> (Option<UploadState>, Result<[u8; 32], Stop>) {
     let lost = || {
         Stop::Refused(Refusal::from(crate::error::Error::internal(
@@ -284,6 +288,7 @@ async fn receive_blob<B: AsyncRead + Unpin + Send>(
         };
         buf.truncate(n);
         remaining -= n as u64;
+        slot.took(n as u64);
         let Some(mut t) = taker.take() else {
             return (None, Err(lost()));
         };

@@ -9,7 +9,8 @@
 //! restart drops them (their blobs are swept) and the sender starts again from the first byte.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::core::envelope::validate::EnvelopeValidator;
 use crate::core::store::{QuotaKind, WriteRefusal};
@@ -53,12 +54,16 @@ struct InProgress {
     agents: HashMap<SpiffeId, (u64, u64)>,
     /// Broken uploads kept for their senders (each still holds its claim above).
     parked: HashMap<GrantId, Parked>,
+    /// Uploads receiving now: their declared length and how much of it they have taken (kept
+    /// pieces included), for the bytes still to come ([`Uploads::outstanding`]).
+    receiving: HashMap<GrantId, (u64, Arc<AtomicU64>)>,
 }
 
 impl InProgress {
     /// Ends a claim: the grant is free and the agent's counts go down.
     fn release(&mut self, grant: &GrantId, agent: &SpiffeId, bytes: u64) {
         self.grants.remove(grant);
+        self.receiving.remove(grant);
         let emptied = match self.agents.get_mut(agent) {
             Some((count, held)) => {
                 *count = count.saturating_sub(1);
@@ -86,6 +91,8 @@ pub struct UploadSlot<'a> {
     agent: SpiffeId,
     bytes: u64,
     parked: bool,
+    /// Bytes of the body taken so far (kept pieces included).
+    taken: Arc<AtomicU64>,
 }
 
 impl Uploads {
@@ -141,6 +148,8 @@ impl Uploads {
         state
             .agents
             .insert(agent.clone(), (count + 1, held.saturating_add(bytes)));
+        let taken = Arc::new(AtomicU64::new(0));
+        state.receiving.insert(grant, (bytes, taken.clone()));
         Ok((
             UploadSlot {
                 uploads: self,
@@ -148,6 +157,7 @@ impl Uploads {
                 agent: agent.clone(),
                 bytes,
                 parked: false,
+                taken,
             },
             superseded,
         ))
@@ -212,6 +222,9 @@ impl Uploads {
         let Some(p) = state.parked.remove(&grant) else {
             return Err(Refusal::internal());
         };
+        let kept = have.saturating_mul(crate::core::envelope::pieces::PIECE as u64);
+        let taken = Arc::new(AtomicU64::new(kept.min(length)));
+        state.receiving.insert(grant, (length, taken.clone()));
         Ok((
             UploadSlot {
                 uploads: self,
@@ -219,9 +232,26 @@ impl Uploads {
                 agent: agent.clone(),
                 bytes: length,
                 parked: false,
+                taken,
             },
             p.state,
         ))
+    }
+
+    /// The bytes the uploads receiving now, other than `grant`'s, have declared and not yet
+    /// taken: what they will still write to the disk. A new upload's room is checked with
+    /// these counted, so that uploads begun together cannot each find room for themselves and
+    /// together eat into the free-space reserve.
+    pub fn outstanding(&self, grant: &GrantId) -> u64 {
+        let Ok(state) = self.in_progress.lock() else {
+            return 0;
+        };
+        state
+            .receiving
+            .iter()
+            .filter(|(g, _)| *g != grant)
+            .map(|(_, (bytes, taken))| bytes.saturating_sub(taken.load(Ordering::Relaxed)))
+            .fold(0u64, u64::saturating_add)
     }
 
     /// Parked uploads past their time at `now`, with their claims released: returned for the
@@ -248,6 +278,16 @@ impl Uploads {
 }
 
 impl UploadSlot<'_> {
+    /// The grant this claim is for.
+    pub fn grant(&self) -> &GrantId {
+        &self.grant
+    }
+
+    /// Counts `n` more bytes of the body as taken.
+    pub fn took(&self, n: u64) {
+        self.taken.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Keeps the broken upload (`state`, at its last whole piece) with this claim until
     /// `until`, for its sender to resume.
     pub fn park(mut self, statement: WireSigned, length: u64, state: UploadState, until: u64) {
@@ -255,6 +295,8 @@ impl UploadSlot<'_> {
             return;
         };
         self.parked = true;
+        // Parked, it writes nothing until resumed (and a resume checks its room again).
+        s.receiving.remove(&self.grant);
         let parked = Parked {
             owner: self.agent.clone(),
             statement,
@@ -312,6 +354,39 @@ mod tests {
             statement: vec![b; 8],
             signature: vec![b; 64],
         }
+    }
+
+    /// Helper-found: the room for an upload was checked against the free space alone, so
+    /// uploads begun together each found room for themselves and together ate into the
+    /// reserve. What the others receiving now will still write is counted; it shrinks as they
+    /// take their bodies, and a parked or finished upload counts no more.
+    #[test]
+    fn what_other_uploads_will_still_write_is_counted_against_the_room() {
+        let u = Uploads::default();
+        let q = QuotaConfig::default();
+        let bot = SpiffeId::new("t", PartyKind::Agent, "bot").unwrap();
+        let other = SpiffeId::new("t", PartyKind::Agent, "other").unwrap();
+        let (g1, g2, g3) = (GrantId([1; 16]), GrantId([2; 16]), GrantId([3; 16]));
+        let (one, _) = u.begin(g1, &bot, 4_000, &q).unwrap();
+        let (two, _) = u.begin(g2, &other, 3_000, &q).unwrap();
+        assert_eq!(u.outstanding(&g1), 3_000, "not its own");
+        assert_eq!(u.outstanding(&g2), 4_000);
+        assert_eq!(u.outstanding(&g3), 7_000);
+        one.took(1_500);
+        two.took(3_000);
+        assert_eq!(u.outstanding(&g3), 2_500);
+        two.park(statement(1), 3_000, state(1), 100);
+        assert_eq!(u.outstanding(&g3), 2_500, "parked writes nothing");
+        drop(one);
+        assert_eq!(u.outstanding(&g3), 0, "done");
+        // Resumed, it counts what is left past the pieces kept.
+        let piece = crate::core::envelope::pieces::PIECE as u64;
+        let (three, _) = u.begin(g3, &bot, 3 * piece, &q).unwrap();
+        three.park(statement(2), 3 * piece, state(1), 100);
+        let (back, _) = u.resume(g3, &bot, &statement(2), 3 * piece, 1).unwrap();
+        assert_eq!(u.outstanding(&g1), 2 * piece);
+        back.took(piece);
+        assert_eq!(u.outstanding(&g1), piece);
     }
 
     /// A parked upload keeps its claim; a new upload of the same grant by its sender takes it
