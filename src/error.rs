@@ -68,10 +68,13 @@ pub struct Error {
 }
 
 impl Error {
+    /// An error whose message is made safe to show ([`crate::text::one_line`]): a message
+    /// carries text from outside (a relay's refusal, a library's error, a peer's words), and
+    /// ends on a terminal, in a log or before an agent's model.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
             kind,
-            message: message.into(),
+            message: shown(message.into()),
             answered: false,
         }
     }
@@ -80,7 +83,7 @@ impl Error {
     pub fn answered_by_relay(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
             kind,
-            message: message.into(),
+            message: shown(message.into()),
             answered: true,
         }
     }
@@ -144,7 +147,7 @@ impl Error {
     pub fn context(self, what: impl fmt::Display) -> Self {
         Error {
             kind: self.kind,
-            message: format!("{what}: {}", self.message),
+            message: shown(format!("{what}: {}", self.message)),
             answered: self.answered,
         }
     }
@@ -152,19 +155,24 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // One line, always, and nothing a terminal acts on: newlines from lower layers are
-        // folded, and every other control character (an escape sequence a relay or a library
-        // put in its text, a tab, C1 controls) is shown as a space.
-        let one_line: String = self
-            .message
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
-        f.write_str(&one_line)
+        // One line, always, and nothing a terminal acts on: made so when the error was made.
+        f.write_str(&self.message)
     }
 }
 
 impl std::error::Error for Error {}
+
+/// `message` as an error keeps it: unchanged when it is already safe to show (the usual case).
+fn shown(message: String) -> String {
+    if message
+        .chars()
+        .any(|c| c.is_control() || crate::text::is_deceptive_char(c))
+    {
+        crate::text::one_line(&message)
+    } else {
+        message
+    }
+}
 
 /// Shorthand for results in this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -205,6 +213,11 @@ mod tests {
         let shown = e.to_string();
         assert!(!shown.chars().any(char::is_control), "{shown:?}");
         assert_eq!(shown, "fetch:  ]52;c;ZXZpbA==  [2K delivered 1m ok ");
+        // The message itself, as the MCP server and `agent run` show it, and text that reads
+        // one way and means another (a right-to-left override, a zero-width space).
+        assert_eq!(e.message(), shown);
+        let e = Error::answered_by_relay(ErrorKind::Refused, "ok \u{202e}txt.exe\u{200b}");
+        assert_eq!(e.message(), "ok ?txt.exe?");
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub mod prover;
 pub mod server;
 pub mod source;
 pub mod store;
+pub mod text;
 pub mod ui;
 pub mod witness;
 

@@ -282,10 +282,9 @@ pub async fn watch_with(
             key.name
         )));
     }
-    let own = identity.signing_key.public().to_base64();
-    if !state.watcher.own_keys.contains(&own) {
-        state.watcher.own_keys.push(own);
-    }
+    state
+        .watcher
+        .add_own(&identity.signing_key.public(), own_material(identity)?);
     let note = read_checkpoint(&source).await?;
     let cp =
         Checkpoint::verify(&note, &key).map_err(|e| e.context("the directory log's checkpoint"))?;
@@ -343,6 +342,17 @@ pub async fn watch_with(
         size: state.size,
         current_is_own: state.watcher.current_is_own,
     })
+}
+
+/// This identity's keys besides its signing key, as the watcher compares them
+/// ([`Watcher::material`]).
+pub fn own_material(identity: &Identity) -> Result<String> {
+    let age = identity
+        .age_identity
+        .as_ref()
+        .map(|a| a.to_public().to_string());
+    let spki = crate::core::directory::sha256(&identity.tls_key.spki_der()?);
+    Ok(Watcher::material(age.as_deref(), &spki))
 }
 
 #[cfg(test)]

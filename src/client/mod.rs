@@ -44,8 +44,15 @@ pub use verify::{authority, OpenGrant, SerialPins};
 use crate::core::wire::Reply;
 use crate::error::Error;
 
+/// A reply of the wrong kind, named by its kind only: its fields are the relay's words (and
+/// may be large), which an error shows to a terminal or an agent's model.
 fn unexpected(reply: &Reply) -> Error {
-    Error::internal(format!("unexpected reply from the relay: {reply:?}"))
+    let shown = format!("{reply:?}");
+    let kind = shown
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .next()
+        .unwrap_or("");
+    Error::internal(format!("unexpected reply from the relay: {kind}"))
 }
 
 /// Hex form of an id for display and the CLI.

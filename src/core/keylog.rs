@@ -422,6 +422,13 @@ pub struct Watcher {
     /// The highest revoked serial under the name: a key it revoked vouches for nothing.
     #[serde(default)]
     pub revoked_through: u64,
+    /// The rest of the person's own keys ([`Watcher::material`]: age recipient and TLS key)
+    /// of the identities it was run with and of the rotations they signed: an entry with the
+    /// person's signing key but another age or TLS key is not theirs (the authority kept the
+    /// signing key and swapped the key envelopes are sealed to). Empty in a state saved before
+    /// it was recorded: then the signing key alone decides, until the next run adds it.
+    #[serde(default)]
+    pub own_material: Vec<String>,
 }
 
 /// The previous entry of the watched party, kept between leaves (not saved: the watcher
@@ -439,6 +446,35 @@ impl Watcher {
 
     fn is_own(&self, key: &PublicKey) -> bool {
         self.own_keys.contains(&key.to_base64())
+    }
+
+    /// An entry's keys besides its signing key, as [`Watcher::own_material`] holds them.
+    pub fn material(age_recipient: Option<&str>, tls_spki_sha256: &[u8; 32]) -> String {
+        format!(
+            "{}|{}",
+            age_recipient.unwrap_or(""),
+            crate::ids::hex(tls_spki_sha256)
+        )
+    }
+
+    /// Counts `key` and `material` (an identity's keys) as the person's own.
+    pub fn add_own(&mut self, key: &PublicKey, material: String) {
+        if !self.is_own(key) {
+            self.own_keys.push(key.to_base64());
+        }
+        if !self.own_material.contains(&material) {
+            self.own_material.push(material);
+        }
+    }
+
+    /// Whether every key of `e` is one of the person's own.
+    fn is_own_entry(&self, e: &DirectoryEntry) -> bool {
+        self.is_own(&e.signing_key)
+            && (self.own_material.is_empty()
+                || self.own_material.contains(&Self::material(
+                    e.age_recipient.as_deref(),
+                    &e.tls_spki_sha256,
+                )))
     }
 
     /// Judges leaf `index` (`authority` checks what it holds): an alert, or `None` when it is
@@ -478,9 +514,12 @@ impl Watcher {
                     c => c,
                 };
                 let prev_own = previous.0.as_ref().is_some_and(|(_, own)| *own);
-                let own = self.is_own(&e.signing_key)
+                let own = self.is_own_entry(&e)
                     || (prev_own && matches!(change, Change::Rotation | Change::Renewal));
-                if own && !self.is_own(&e.signing_key) {
+                if own && !self.own_material.is_empty() {
+                    let material = Self::material(e.age_recipient.as_deref(), &e.tls_spki_sha256);
+                    self.add_own(&e.signing_key, material);
+                } else if own && !self.is_own(&e.signing_key) {
                     self.own_keys.push(e.signing_key.to_base64());
                 }
                 let alert = (!own && self.seen_own).then(|| Alert {

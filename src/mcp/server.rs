@@ -227,9 +227,21 @@ impl McpServer {
             }
             Err(e) => {
                 tracing::warn!(tool = name, error = %e, "tool refused");
-                CallToolResult::error(vec![ContentBlock::text(e.message().to_owned())])
+                CallToolResult::error(vec![ContentBlock::text(clipped(e.message()))])
             }
         }
+    }
+}
+
+/// The longest error text a tool result carries: an error's message is one line made safe to
+/// show (`crate::text::one_line`), but a relay's refusal may be long, and the model need not
+/// read all of it.
+const MAX_ERROR_TEXT: usize = 1_000;
+
+fn clipped(message: &str) -> String {
+    match message.char_indices().nth(MAX_ERROR_TEXT) {
+        Some((at, _)) => format!("{}…", &message[..at]),
+        None => message.to_owned(),
     }
 }
 

@@ -76,10 +76,10 @@ pub fn rotate(current: &Path, out: &Path, x25519: bool) -> Result<()> {
     // The new identity keeps reading the directory log from where the old one stopped, and
     // counts the old key as its own (its rotation is not an alert).
     if let Some(mut state) = WatchState::load(&path_for(current))? {
-        state
-            .watcher
-            .own_keys
-            .push(new.signing_key.public().to_base64());
+        state.watcher.add_own(
+            &new.signing_key.public(),
+            sealrelay::client::keywatch::own_material(&new)?,
+        );
         state.save(&path_for(out))?;
     }
     println!(

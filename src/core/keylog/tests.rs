@@ -34,6 +34,36 @@ fn rotated(prev: &DirectoryEntry, prev_key: &SigningKey, new_key: &SigningKey) -
     e
 }
 
+/// `entries` signed by `authority` as leaves logged one a second from time 100.
+fn logged_leaves(authority: &SigningKey, entries: &[&DirectoryEntry]) -> Vec<DirectoryLeaf> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| DirectoryLeaf {
+            logged_at: 100 + i as u64,
+            statement: e.sign(authority).unwrap(),
+        })
+        .collect()
+}
+
+/// The alerts `w` raises reading `leaves` for `id` from the first.
+fn watched(
+    w: &mut Watcher,
+    id: &SpiffeId,
+    leaves: &[DirectoryLeaf],
+    authority: &SigningKey,
+) -> Vec<Alert> {
+    let mut prev = Previous::default();
+    leaves
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            w.observe(id, i as u64, l, &authority.public(), &mut prev, 86400)
+                .unwrap()
+        })
+        .collect()
+}
+
 #[test]
 fn a_leaf_round_trips_and_refuses_other_statements_and_junk() {
     let authority = SigningKey::generate().unwrap();
@@ -190,25 +220,10 @@ fn the_watcher_alerts_on_keys_the_person_did_not_make_and_not_on_their_own() {
     renewal.serial = 3;
     renewal.rotation = None;
     let attack = alice(&rogue, 4, None);
-    let leaves: Vec<DirectoryLeaf> = [&e1, &bob, &e2, &renewal, &attack]
-        .iter()
-        .enumerate()
-        .map(|(i, e)| DirectoryLeaf {
-            logged_at: 100 + i as u64,
-            statement: e.sign(&authority).unwrap(),
-        })
-        .collect();
+    let leaves = logged_leaves(&authority, &[&e1, &bob, &e2, &renewal, &attack]);
     // Watched from the first identity (k1): its rotation to k2 and the renewal are its own.
     let mut w = Watcher::new(&k1.public());
-    let mut prev = Previous::default();
-    let alerts: Vec<Alert> = leaves
-        .iter()
-        .enumerate()
-        .filter_map(|(i, l)| {
-            w.observe(&id, i as u64, l, &authority.public(), &mut prev, 86400)
-                .unwrap()
-        })
-        .collect();
+    let alerts = watched(&mut w, &id, &leaves, &authority);
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(alerts[0].serial, 4);
     assert_eq!(alerts[0].what, "reset");
@@ -242,4 +257,46 @@ fn the_watcher_alerts_on_keys_the_person_did_not_make_and_not_on_their_own() {
             1
         )
         .is_err());
+}
+
+/// Helper-found (the trust root): the watcher judged an entry the person's own by its signing
+/// key alone, so an authority that kept the person's signing key but put in its own age and
+/// TLS keys raised no alert, while every agent sealed to the new age key after the reset's
+/// wait. Every key of the entry counts now; the person's own rotation (signed by their key) and
+/// renewal still raise none.
+#[test]
+fn a_swapped_age_or_tls_key_under_the_persons_signing_key_is_an_alert() {
+    let authority = SigningKey::generate().unwrap();
+    let (k1, k2) = (
+        SigningKey::generate().unwrap(),
+        SigningKey::generate().unwrap(),
+    );
+    let e1 = alice(&k1, 1, None);
+    let id = e1.id.clone();
+    let e2 = rotated(&e1, &k1, &k2);
+    let mut renewal = e2.clone();
+    renewal.serial = 3;
+    renewal.rotation = None;
+    // Serial 4: the person's signing key, the authority's age key.
+    let mut swapped_age = renewal.clone();
+    swapped_age.serial = 4;
+    swapped_age.age_recipient = Some(age::x25519::Identity::generate().to_public().to_string());
+    // Serial 5: back to the person's age key, the authority's TLS key.
+    let mut swapped_tls = renewal.clone();
+    swapped_tls.serial = 5;
+    swapped_tls.tls_spki_sha256 = [0xee; 32];
+    let leaves = logged_leaves(
+        &authority,
+        &[&e1, &e2, &renewal, &swapped_age, &swapped_tls],
+    );
+    let mut w = Watcher::new(&k1.public());
+    w.add_own(
+        &k1.public(),
+        Watcher::material(e1.age_recipient.as_deref(), &e1.tls_spki_sha256),
+    );
+    let alerts = watched(&mut w, &id, &leaves, &authority);
+    let serials: Vec<u64> = alerts.iter().map(|a| a.serial).collect();
+    assert_eq!(serials, [4, 5], "{alerts:?}");
+    assert!(alerts.iter().all(|a| a.what == "reset"), "{alerts:?}");
+    assert!(!w.current_is_own);
 }
