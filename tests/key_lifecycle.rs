@@ -272,7 +272,7 @@ fn a_rotation_with_envelopes_waiting_loses_nothing_and_a_written_revocation_hold
         &["inbox", "--identity", "alice2.id", "--relay", &relay],
     );
     assert!(!inbox.contains("UNVERIFIABLE"), "{inbox}");
-    assert!(inbox.contains("sealed to your key of serial 1"), "{inbox}");
+    assert!(inbox.contains("asked with your key of serial 1"), "{inbox}");
     let (code, _, err) = run_in(
         dir,
         &[
@@ -358,6 +358,47 @@ fn a_rotation_with_envelopes_waiting_loses_nothing_and_a_written_revocation_hold
         .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
         .collect::<Vec<_>>();
     assert!(got.iter().any(|t| t == "for the new key"), "{got:?}");
+    // Helper-found: the grant made with the old key, filled only now. The agent seals to her
+    // newest key (its pins never go back to an older one). Her previous identity cannot open
+    // it and is refused a receipt for it (it filed an undecryptable one, which counted against
+    // the agent and deleted the ciphertext); her new identity opens it (it refused to, as
+    // "sealed to your key of serial 1").
+    send(dir, &relay, &unfilled, "filled after the rotation");
+    let (_, _, err) = run_in(
+        dir,
+        &[
+            "fetch",
+            "--identity",
+            "alice.id",
+            "--all",
+            "-o",
+            "old-out3",
+            "--relay",
+            &relay,
+        ],
+    );
+    assert!(err.contains("current identity"), "{err}");
+    ok_in(
+        dir,
+        &[
+            "fetch",
+            "--identity",
+            "alice2.id",
+            "--all",
+            "-o",
+            "new-out3",
+            "--relay",
+            &relay,
+        ],
+    );
+    let got = std::fs::read_dir(dir.join("new-out3"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+        .collect::<Vec<_>>();
+    assert!(
+        got.iter().any(|t| t == "filled after the rotation"),
+        "{got:?}"
+    );
     common::terminate(relay_proc);
 }
 

@@ -10,7 +10,7 @@ use sealrelay::client::keywatch::{self, LogSource};
 use sealrelay::client::{Destination, EnvelopeHeader, OpenGrant, UserClient};
 use sealrelay::clock;
 use sealrelay::core::grant::DeliveryStatus;
-use sealrelay::error::{Error, Result};
+use sealrelay::error::{Error, ErrorKind, Result};
 use sealrelay::ids::{hex, parse_hex, EnvelopeId, GrantId, PartyKind};
 use sealrelay::local::checkpoint_state::CheckpointState;
 use sealrelay::local::identity_file;
@@ -147,17 +147,20 @@ pub fn fetch(args: FetchArgs) -> Result<()> {
             user = user.remember_checkpoints(seen);
         }
         let alert = key_alerts(&identity, &args.identity, &user.conn).await?;
-        // With --all, what was sealed to another of the user's keys (a rotation) is left for
-        // that identity: not opened, no receipt (it is not the agent's doing).
+        // With --all, what was asked with another of the user's keys (a rotation since) is
+        // opened only if it is sealed to this identity (an agent filled it after the
+        // rotation); otherwise it is left for that identity: not opened, no receipt (it is
+        // not the agent's doing).
+        let mut other_key = std::collections::HashSet::new();
         let ids: Vec<EnvelopeId> = match single {
             Some(id) => vec![id],
             None => {
                 let mut ids = Vec::new();
                 for h in user.inbox_headers().await? {
-                    match h.other_key_note() {
-                        Some(note) => eprintln!("envelope {}: left for now: {note}", hex(h.envelope_id)),
-                        None => ids.push(h.envelope_id),
+                    if h.other_key_note().is_some() {
+                        other_key.insert(h.envelope_id);
                     }
+                    ids.push(h.envelope_id);
                 }
                 ids
             }
@@ -177,7 +180,15 @@ pub fn fetch(args: FetchArgs) -> Result<()> {
                 Some(p) => Destination::Path(p),
                 None => Destination::Stream(&mut stdout),
             };
-            let saved = user.fetch_to(*id, to, &scratch_dir()).await?;
+            let saved = match user.fetch_to(*id, to, &scratch_dir()).await {
+                Ok(saved) => saved,
+                // Left for another identity of the user's (either way round a rotation).
+                Err(e) if e.kind() == ErrorKind::Conflict && (other_key.contains(id) || args.all) => {
+                    eprintln!("left for now: {e}");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let (fetched, rpath) = (saved.fetched, saved.receipt_path);
             eprint!("{}", header_lines(&fetched.header));
             match fetched.status {

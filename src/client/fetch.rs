@@ -148,14 +148,12 @@ impl UserClient<'_> {
         };
         // Who, what, why, and whether it all verifies — judged before a byte is decrypted.
         let (header, verified_root) = self.judge_verified(&view, &mut Vec::new()).await?;
-        // Sealed to another of the user's keys (a rotation): not opened here, and no receipt
-        // (an undecryptable one would count against the agent for the user's own key change).
-        if let Some(note) = header.other_key_note() {
-            return Err(Error::new(
-                crate::ErrorKind::Conflict,
-                format!("envelope {}: {note}", crate::ids::hex(envelope_id)),
-            ));
-        }
+        // Asked with another of the user's keys (a rotation since): an agent that filled it
+        // before the rotation sealed it to that key, one that filled it after to this one (it
+        // seals to the newest key). Opened here only if it is sealed to this identity;
+        // otherwise left, with no receipt (an undecryptable one would count against the agent
+        // for the user's own key change).
+        let other_key = header.other_key_note();
         let grant = Grant::decode(&view.grant.statement)?;
         // The length comes from the relay: bounded by what the user signed (and by a hard cap)
         // before anything is sized by it.
@@ -269,6 +267,16 @@ impl UserClient<'_> {
                 };
                 match opened {
                     Ok(n) => (DeliveryStatus::Delivered, n, None),
+                    Err(envelope::EnvelopeError::NoMatch) if other_key.is_some() => {
+                        return Err(Error::new(
+                            crate::ErrorKind::Conflict,
+                            format!(
+                                "envelope {}: {}",
+                                crate::ids::hex(envelope_id),
+                                other_key.unwrap_or_default()
+                            ),
+                        ))
+                    }
                     // Here, not the envelope's fault: nothing kept, no receipt, still in the inbox.
                     Err(
                         e @ (envelope::EnvelopeError::Io(_) | envelope::EnvelopeError::Internal(_)),

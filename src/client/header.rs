@@ -76,7 +76,7 @@ impl EnvelopeHeader {
     pub fn other_key_note(&self) -> Option<String> {
         self.other_key_serial.map(|serial| {
             format!(
-                "sealed to your key of serial {serial} (you rotated keys): open it with that identity file; a relay accepts it for a grace period after the rotation (rotation_grace_secs); nothing was filed against the agent"
+                "asked with your key of serial {serial} (you rotated keys since): what an agent sealed before your rotation is sealed to that key; open it with that identity file, which a relay accepts for a grace period after the rotation (rotation_grace_secs); nothing was filed against the agent"
             )
         })
     }

@@ -319,6 +319,16 @@ pub async fn receipt(
         .filter(|e| e.user == peer.id)
         .filter(|e| sealed_for(relay, e, previous.as_ref()))
         .ok_or_else(|| Refusal::not_found("envelope"))?;
+    // A previous identity (within the grace after a rotation) that cannot open an envelope of
+    // a grant it made: an agent that filled the grant after the rotation sealed it to the
+    // user's newest key. Recorded, that receipt would delete the ciphertext the current
+    // identity can open, and count against the agent.
+    if previous.is_some() && r.status == DeliveryStatus::Undecryptable {
+        return Err(Refusal::new(
+            ErrorCode::Conflict,
+            "this identity's key was rotated and it cannot open this envelope: it may be sealed to the newer key; open it with your current identity file (nothing was recorded)",
+        ));
+    }
     if r.user != peer.id
         || r.grant_id != record.grant_id
         || r.agent != record.agent
