@@ -151,10 +151,11 @@ pub fn checked_grant(
             "the relay served a grant that does not match its requester",
         ));
     }
+    let sources = super::verify::shown_text(&grant, &view.sources)?;
     Ok(OpenGrant {
         grant,
         user_entry: newest,
-        sources: view.sources.clone(),
+        sources,
         grant_digest: crate::core::store::statement_digest(&signed),
     })
 }

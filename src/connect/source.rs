@@ -133,8 +133,9 @@ impl Connector {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(self.timeout_secs)))
             .http_status_as_error(false)
-            .max_redirects(max_redirects)
-            .max_redirects_will_error(true)
+            // Redirects are followed below, one at a time, and only on the same origin.
+            .max_redirects(0)
+            .max_redirects_will_error(false)
             // An https source is never followed to plain http.
             .https_only(url.starts_with("https://"))
             .tls_config(TlsConfig::builder().root_certs(roots).build())
@@ -143,13 +144,39 @@ impl Connector {
             .proxy(None)
             .build()
             .into();
-        let mut request = agent.get(url);
-        for (name, value) in headers {
-            request = request.header(name.as_str(), value.as_str());
-        }
-        let response = request
-            .call()
-            .map_err(|e| http_error(&e, self.timeout_secs))?;
+        let mut url = url.to_owned();
+        let mut hops = 0;
+        let response = loop {
+            let mut request = agent.get(url.as_str());
+            for (name, value) in headers {
+                request = request.header(name.as_str(), value.as_str());
+            }
+            let response = request
+                .call()
+                .map_err(|e| http_error(&e, self.timeout_secs))?;
+            let status = response.status().as_u16();
+            if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+                break response;
+            }
+            if hops == max_redirects {
+                return Err(if max_redirects == 0 {
+                    Error::io("the source answered with a redirect, which this connector does not follow (point `http` at the final URL): nothing was sealed")
+                } else {
+                    Error::io(
+                        "the source redirected too many times (max_redirects): nothing was sealed",
+                    )
+                });
+            }
+            hops += 1;
+            let location = response
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            url = same_origin(&url, location).ok_or_else(|| {
+                Error::io("the source redirected to another host, scheme or port, which a connector never follows (point `http` at the final URL): nothing was sealed")
+            })?;
+        };
         let status = response.status().as_u16();
         if !(200..300).contains(&status) {
             return Err(Error::io(format!(
@@ -282,6 +309,29 @@ fn over_limit(limit: u64) -> Error {
     too_large(format!(
         "the source holds more than the limit of {limit} bytes (max_bytes, or the grant's): nothing was sealed"
     ))
+}
+
+/// Where a redirect from `url` to `location` leads, if it stays on `url`'s origin (scheme,
+/// host and port): an absolute URL on that origin, or a path from its root. Anything else (the
+/// connector host's own network, a cloud's metadata address, any other host) is not followed:
+/// the data the source's credentials reach is the source's, not what a redirect names.
+fn same_origin(url: &str, location: &str) -> Option<String> {
+    let origin = |u: &str| -> Option<String> {
+        let (scheme, rest) = u.split_once("://")?;
+        let authority = rest.split(['/', '?', '#']).next()?;
+        (!authority.is_empty() && !authority.contains('@')).then(|| {
+            format!(
+                "{}://{}",
+                scheme.to_ascii_lowercase(),
+                authority.to_ascii_lowercase()
+            )
+        })
+    };
+    let base = origin(url)?;
+    if location.starts_with('/') && !location.starts_with("//") {
+        return Some(format!("{base}{location}"));
+    }
+    (origin(location)? == base).then(|| location.to_owned())
 }
 
 /// A failed request to an HTTP source, in fixed sentences: nothing of the library's own text,

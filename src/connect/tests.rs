@@ -377,6 +377,87 @@ fn redirects_are_bounded_and_never_followed_with_secret_headers() {
     assert_eq!(seen.len(), 1, "a redirect was followed: {seen:?}");
 }
 
+/// Helper-found: a connector without headers followed redirects to any host, so a source (or
+/// an open redirect on it) could point it at the connector host's own network, a cloud's
+/// metadata address say, and that answer was sealed and delivered. Only redirects on the same
+/// origin are followed now.
+#[test]
+fn redirects_are_followed_only_on_the_same_origin() {
+    use std::io::{BufRead, Write};
+    use std::sync::{Arc, Mutex};
+    // A server that answers each path from `routes` (status line and extra headers, body).
+    let serve = |routes: Vec<(&'static str, String)>| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = hits.clone();
+        let routes = Arc::new(Mutex::new(routes));
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap() == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                let path = line.split(' ').nth(1).unwrap_or("").to_owned();
+                log.lock().unwrap().push(path.clone());
+                let answer = routes
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .find(|(p, _)| *p == path)
+                    .map(|(_, a)| a.clone())
+                    .unwrap_or_else(|| "404 Not Found\r\n".into());
+                let mut out = conn;
+                let _ = write!(
+                    out,
+                    "HTTP/1.1 {answer}Content-Length: 2\r\nConnection: close\r\n\r\nok"
+                );
+            }
+        });
+        (port, hits)
+    };
+    let (inner, inner_hits) = serve(vec![("/metadata", "200 OK\r\n".into())]);
+    let (port, hits) = serve(vec![
+        (
+            "/t/away",
+            format!("302 Found\r\nLocation: http://127.0.0.1:{inner}/metadata\r\n"),
+        ),
+        ("/t/path", "301 Moved\r\nLocation: /final\r\n".into()),
+        (
+            "/t/protocol",
+            "302 Found\r\nLocation: //127.0.0.1/final\r\n".into(),
+        ),
+        ("/final", "200 OK\r\n".into()),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let c = parse(
+        &format!(
+            "[[connector]]\nresources = \"t/*\"\nhttp = \"http://127.0.0.1:{port}/t/{{rest}}\"\n"
+        ),
+        dir.path(),
+    )
+    .unwrap();
+    let e = c.list[0].open("t/away", u64::MAX, &[]).err().unwrap();
+    assert!(e.message().contains("another host"), "{e}");
+    assert!(
+        inner_hits.lock().unwrap().is_empty(),
+        "the redirect was followed"
+    );
+    let e = c.list[0].open("t/protocol", u64::MAX, &[]).err().unwrap();
+    assert!(e.message().contains("another host"), "{e}");
+    let mut got = String::new();
+    let mut s = c.list[0].open("t/path", u64::MAX, &[]).unwrap();
+    s.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "ok");
+    assert!(hits.lock().unwrap().contains(&"/final".to_owned()));
+}
+
 /// A command never sees the agent's environment (the HTTP connectors' secrets live there), a
 /// resource cannot become one of its options, and its timeout kills what it started too.
 #[test]
