@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use super::codec::Reader;
-use super::directory::{sha256, DirectoryEntry, Revocation, MAX_SPIFFE_LEN};
+use super::directory::{sha256, DirectoryEntry, MAX_SPIFFE_LEN};
 use super::sign::{
     statement_reader, statement_writer, PublicKey, Signed, SigningKey, StatementType,
     MAX_STATEMENT_LEN, STATEMENT_PREFIX,
@@ -16,6 +16,9 @@ use super::sign::{
 use super::tlog::{leaf_hash, node_hash, Hash, EMPTY_ROOT};
 use crate::error::{Error, Result};
 use crate::ids::{PartyKind, SpiffeId};
+
+mod watch;
+pub use watch::{Alert, Previous, Watcher};
 
 /// What every directory leaf starts with.
 pub const LEAF_PREFIX: &[u8] = b"sealrelay directory leaf v1\0";
@@ -390,186 +393,6 @@ impl Frontier {
             return EMPTY_ROOT;
         };
         it.fold(*last, |acc, h| node_hash(h, &acc))
-    }
-}
-
-/// A statement under a person's name that their own keys did not make.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Alert {
-    /// The leaf in the directory log.
-    pub index: u64,
-    pub serial: u64,
-    /// "reset" (a key the person's key did not sign), or "shortened wait" (an admin's approval).
-    pub what: String,
-    /// The admin whose authority enrolled it (or who approved).
-    pub by: String,
-    pub logged_at: u64,
-    /// The key's safety number (docs/formats.md), empty for an approval.
-    pub safety_number: String,
-    /// When the key may be used (resets only; 0 otherwise).
-    pub usable_from: u64,
-}
-
-/// Reads the directory log leaf by leaf for one person and finds what their keys did not make.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct Watcher {
-    /// Signing keys of the person's own identities (base64).
-    pub own_keys: Vec<String>,
-    /// Whether an entry with one of them was seen: entries before it are history.
-    pub seen_own: bool,
-    /// Whether the newest entry under the name is the person's own.
-    pub current_is_own: bool,
-    /// The highest revoked serial under the name: a key it revoked vouches for nothing.
-    #[serde(default)]
-    pub revoked_through: u64,
-    /// The rest of the person's own keys ([`Watcher::material`]: age recipient and TLS key)
-    /// of the identities it was run with and of the rotations they signed: an entry with the
-    /// person's signing key but another age or TLS key is not theirs (the authority kept the
-    /// signing key and swapped the key envelopes are sealed to). Empty in a state saved before
-    /// it was recorded: then the signing key alone decides, until the next run adds it.
-    #[serde(default)]
-    pub own_material: Vec<String>,
-}
-
-/// The previous entry of the watched party, kept between leaves (not saved: the watcher
-/// state saves what judging needs).
-#[derive(Clone, Debug, Default)]
-pub struct Previous(pub Option<(DirectoryEntry, bool)>);
-
-impl Watcher {
-    pub fn new(own: &PublicKey) -> Self {
-        Watcher {
-            own_keys: vec![own.to_base64()],
-            ..Watcher::default()
-        }
-    }
-
-    fn is_own(&self, key: &PublicKey) -> bool {
-        self.own_keys.contains(&key.to_base64())
-    }
-
-    /// An entry's keys besides its signing key, as [`Watcher::own_material`] holds them.
-    pub fn material(age_recipient: Option<&str>, tls_spki_sha256: &[u8; 32]) -> String {
-        format!(
-            "{}|{}",
-            age_recipient.unwrap_or(""),
-            crate::ids::hex(tls_spki_sha256)
-        )
-    }
-
-    /// Counts `key` and `material` (an identity's keys) as the person's own.
-    pub fn add_own(&mut self, key: &PublicKey, material: String) {
-        if !self.is_own(key) {
-            self.own_keys.push(key.to_base64());
-        }
-        if !self.own_material.contains(&material) {
-            self.own_material.push(material);
-        }
-    }
-
-    /// Whether every key of `e` is one of the person's own.
-    fn is_own_entry(&self, e: &DirectoryEntry) -> bool {
-        self.is_own(&e.signing_key)
-            && (self.own_material.is_empty()
-                || self.own_material.contains(&Self::material(
-                    e.age_recipient.as_deref(),
-                    &e.tls_spki_sha256,
-                )))
-    }
-
-    /// Judges leaf `index` (`authority` checks what it holds): an alert, or `None` when it is
-    /// not about `id` or is the person's own.
-    pub fn observe(
-        &mut self,
-        id: &SpiffeId,
-        index: u64,
-        leaf: &DirectoryLeaf,
-        authority: &PublicKey,
-        previous: &mut Previous,
-        wait: u64,
-    ) -> Result<Option<Alert>> {
-        let bad = |e: Error| e.context(format!("directory log leaf {index}"));
-        match leaf.statement.ty {
-            StatementType::DirectoryEntry => {
-                // Other people's entries are skipped unread beyond their id: the checkpoint's
-                // root, checked over every leaf, is what makes the log's content binding.
-                if DirectoryEntry::decode(&leaf.statement.statement)
-                    .map_err(bad)?
-                    .id
-                    != *id
-                {
-                    return Ok(None);
-                }
-                let e = DirectoryEntry::verify(&leaf.statement, authority).map_err(bad)?;
-                let change = match change_of(&e, previous.0.as_ref().map(|(p, _)| p)) {
-                    // A rotation vouched for by a revoked (perhaps leaked) key is a reset.
-                    Change::Rotation | Change::Renewal
-                        if previous
-                            .0
-                            .as_ref()
-                            .is_some_and(|(p, _)| p.serial <= self.revoked_through) =>
-                    {
-                        Change::Reset
-                    }
-                    c => c,
-                };
-                let prev_own = previous.0.as_ref().is_some_and(|(_, own)| *own);
-                let own = self.is_own_entry(&e)
-                    || (prev_own && matches!(change, Change::Rotation | Change::Renewal));
-                if own && !self.own_material.is_empty() {
-                    let material = Self::material(e.age_recipient.as_deref(), &e.tls_spki_sha256);
-                    self.add_own(&e.signing_key, material);
-                } else if own && !self.is_own(&e.signing_key) {
-                    self.own_keys.push(e.signing_key.to_base64());
-                }
-                let alert = (!own && self.seen_own).then(|| Alert {
-                    index,
-                    serial: e.serial,
-                    what: change.as_str().to_owned(),
-                    by: e.enrolled_by.clone(),
-                    logged_at: leaf.logged_at,
-                    safety_number: super::safety::safety_number(&e),
-                    usable_from: if change == Change::Reset {
-                        leaf.logged_at.saturating_add(wait)
-                    } else {
-                        leaf.logged_at
-                    },
-                });
-                self.seen_own |= own;
-                self.current_is_own = own;
-                previous.0 = Some((e, own));
-                Ok(alert)
-            }
-            StatementType::ResetApproval => {
-                let a = ResetApproval::decode(&leaf.statement.statement).map_err(bad)?;
-                if a.id != *id || !self.seen_own {
-                    return Ok(None);
-                }
-                Ok(Some(Alert {
-                    index,
-                    serial: a.serial,
-                    what: "shortened wait".into(),
-                    by: a.approver.name().to_owned(),
-                    logged_at: leaf.logged_at,
-                    safety_number: String::new(),
-                    usable_from: leaf.logged_at,
-                }))
-            }
-            StatementType::Revocation => {
-                if Revocation::decode(&leaf.statement.statement)
-                    .map_err(bad)?
-                    .id
-                    == *id
-                {
-                    let r = Revocation::verify(&leaf.statement, authority).map_err(bad)?;
-                    self.revoked_through = self.revoked_through.max(r.serial);
-                }
-                Ok(None)
-            }
-            other => Err(bad(Error::verification(format!(
-                "a {other} statement is not a directory statement"
-            )))),
-        }
     }
 }
 

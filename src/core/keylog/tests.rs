@@ -1,7 +1,7 @@
 //! Tests of the directory log's leaves, key continuity and the watcher.
 #![allow(clippy::unwrap_used)]
 use super::*;
-use crate::core::directory::Attributes;
+use crate::core::directory::{Attributes, Revocation};
 use crate::core::tlog::Tree;
 
 fn alice(key: &SigningKey, serial: u64, rotation: Option<Signed>) -> DirectoryEntry {
@@ -32,6 +32,16 @@ fn rotated(prev: &DirectoryEntry, prev_key: &SigningKey, new_key: &SigningKey) -
     .sign(prev_key);
     e.rotation = Some(consent);
     e
+}
+
+/// Serial 1 with `k1`, its rotation to `k2` (signed by `k1`), and that key's renewal.
+fn rotated_then_renewed(k1: &SigningKey, k2: &SigningKey) -> [DirectoryEntry; 3] {
+    let e1 = alice(k1, 1, None);
+    let e2 = rotated(&e1, k1, k2);
+    let mut renewal = e2.clone();
+    renewal.serial = 3;
+    renewal.rotation = None;
+    [e1, e2, renewal]
 }
 
 /// `entries` signed by `authority` as leaves logged one a second from time 100.
@@ -266,17 +276,13 @@ fn the_watcher_alerts_on_keys_the_person_did_not_make_and_not_on_their_own() {
 /// renewal still raise none.
 #[test]
 fn a_swapped_age_or_tls_key_under_the_persons_signing_key_is_an_alert() {
-    let authority = SigningKey::generate().unwrap();
-    let (k1, k2) = (
+    let (authority, k1, k2) = (
+        SigningKey::generate().unwrap(),
         SigningKey::generate().unwrap(),
         SigningKey::generate().unwrap(),
     );
-    let e1 = alice(&k1, 1, None);
+    let [e1, e2, renewal] = rotated_then_renewed(&k1, &k2);
     let id = e1.id.clone();
-    let e2 = rotated(&e1, &k1, &k2);
-    let mut renewal = e2.clone();
-    renewal.serial = 3;
-    renewal.rotation = None;
     // Serial 4: the person's signing key, the authority's age key.
     let mut swapped_age = renewal.clone();
     swapped_age.serial = 4;
@@ -299,4 +305,50 @@ fn a_swapped_age_or_tls_key_under_the_persons_signing_key_is_an_alert() {
     assert_eq!(serials, [4, 5], "{alerts:?}");
     assert!(alerts.iter().all(|a| a.what == "reset"), "{alerts:?}");
     assert!(!w.current_is_own);
+}
+
+/// Helper-found (the trust root): a rotation signed with a stolen key is taken as the
+/// person's own (a rotation their key signed raises no alert), and when that key was revoked
+/// afterwards the relay judged the rotation a reset while the person's watch said nothing:
+/// they believed the revocation ended it. The watch now re-judges what a now revoked key
+/// vouched for and alerts on the newest entry; a rotation to keys this watch knows as the
+/// person's (their own `keys rotate`) is not re-judged.
+#[test]
+fn a_rotation_signed_by_a_key_revoked_afterwards_is_an_alert() {
+    let (authority, k1, k2) = (
+        SigningKey::generate().unwrap(),
+        SigningKey::generate().unwrap(),
+        SigningKey::generate().unwrap(),
+    );
+    let [e1, e2, renewal] = rotated_then_renewed(&k1, &k2);
+    let id = e1.id.clone();
+    let revocation = Revocation {
+        id: id.clone(),
+        serial: 1,
+        revoked_at: 200,
+        reason: "key stolen".into(),
+    };
+    let mut leaves = logged_leaves(&authority, &[&e1, &e2, &renewal]);
+    leaves.push(DirectoryLeaf {
+        logged_at: 103,
+        statement: revocation.sign(&authority).unwrap(),
+    });
+    let mine =
+        |e: &DirectoryEntry| Watcher::material(e.age_recipient.as_deref(), &e.tls_spki_sha256);
+    // The thief's rotation (k2 is not the person's): an alert on the revocation, for serial 3.
+    let mut w = Watcher::new(&k1.public());
+    w.add_own(&k1.public(), mine(&e1));
+    let alerts = watched(&mut w, &id, &leaves, &authority);
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0].serial, 3);
+    assert_eq!(alerts[0].index, 3);
+    assert_eq!(alerts[0].what, "rotation signed by a key now revoked");
+    assert_eq!(alerts[0].usable_from, 102 + 86400);
+    assert!(!w.current_is_own);
+    // The person's own rotation, watched by the new identity (its keys are known): no alert.
+    let mut w = Watcher::new(&k1.public());
+    w.add_own(&k1.public(), mine(&e1));
+    w.add_own(&k2.public(), mine(&e2));
+    assert!(watched(&mut w, &id, &leaves, &authority).is_empty());
+    assert!(w.current_is_own);
 }

@@ -1,0 +1,235 @@
+//! The person's watch over the directory log ([`Watcher`]): each statement under their name is
+//! judged as their own or not, and what their keys did not make is an [`Alert`].
+
+use super::{change_of, Change, DirectoryLeaf, ResetApproval};
+use crate::core::directory::{DirectoryEntry, Revocation};
+use crate::core::sign::{PublicKey, StatementType};
+use crate::error::{Error, Result};
+use crate::ids::SpiffeId;
+
+/// A statement under a person's name that their own keys did not make.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Alert {
+    /// The leaf in the directory log.
+    pub index: u64,
+    pub serial: u64,
+    /// "reset" (a key the person's key did not sign), or "shortened wait" (an admin's approval).
+    pub what: String,
+    /// The admin whose authority enrolled it (or who approved).
+    pub by: String,
+    pub logged_at: u64,
+    /// The key's safety number (docs/formats.md), empty for an approval.
+    pub safety_number: String,
+    /// When the key may be used (resets only; 0 otherwise).
+    pub usable_from: u64,
+}
+
+/// Reads the directory log leaf by leaf for one person and finds what their keys did not make.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Watcher {
+    /// Signing keys of the person's own identities (base64).
+    pub own_keys: Vec<String>,
+    /// Whether an entry with one of them was seen: entries before it are history.
+    pub seen_own: bool,
+    /// Whether the newest entry under the name is the person's own.
+    pub current_is_own: bool,
+    /// The highest revoked serial under the name: a key it revoked vouches for nothing.
+    #[serde(default)]
+    pub revoked_through: u64,
+    /// The rest of the person's own keys ([`Watcher::material`]: age recipient and TLS key)
+    /// of the identities it was run with and of the rotations they signed: an entry with the
+    /// person's signing key but another age or TLS key is not theirs (the authority kept the
+    /// signing key and swapped the key envelopes are sealed to). Empty in a state saved before
+    /// it was recorded: then the signing key alone decides, until the next run adds it.
+    #[serde(default)]
+    pub own_material: Vec<String>,
+    /// Entries taken as the person's own only because one of their keys signed the rotation to
+    /// them (this watch does not hold their keys): should that key be revoked later, they are
+    /// not (a thief's rotation with a stolen key), and the person is told.
+    #[serde(default)]
+    pub vouched: Vec<Vouched>,
+}
+
+/// An entry the person's earlier key vouched for ([`Watcher::vouched`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Vouched {
+    pub serial: u64,
+    /// The serial whose key signed the rotation (or that it renews).
+    pub from: u64,
+    pub logged_at: u64,
+    pub by: String,
+    pub safety_number: String,
+}
+
+/// The previous entry of the watched party, kept between leaves (not saved: the watcher
+/// state saves what judging needs).
+#[derive(Clone, Debug, Default)]
+pub struct Previous(pub Option<(DirectoryEntry, bool)>);
+
+impl Watcher {
+    pub fn new(own: &PublicKey) -> Self {
+        Watcher {
+            own_keys: vec![own.to_base64()],
+            ..Watcher::default()
+        }
+    }
+
+    fn is_own(&self, key: &PublicKey) -> bool {
+        self.own_keys.contains(&key.to_base64())
+    }
+
+    /// An entry's keys besides its signing key, as [`Watcher::own_material`] holds them.
+    pub fn material(age_recipient: Option<&str>, tls_spki_sha256: &[u8; 32]) -> String {
+        format!(
+            "{}|{}",
+            age_recipient.unwrap_or(""),
+            crate::ids::hex(tls_spki_sha256)
+        )
+    }
+
+    /// Counts `key` and `material` (an identity's keys) as the person's own.
+    pub fn add_own(&mut self, key: &PublicKey, material: String) {
+        if !self.is_own(key) {
+            self.own_keys.push(key.to_base64());
+        }
+        if !self.own_material.contains(&material) {
+            self.own_material.push(material);
+        }
+    }
+
+    /// Whether every key of `e` is one of the person's own.
+    fn is_own_entry(&self, e: &DirectoryEntry) -> bool {
+        self.is_own(&e.signing_key)
+            && (self.own_material.is_empty()
+                || self.own_material.contains(&Self::material(
+                    e.age_recipient.as_deref(),
+                    &e.tls_spki_sha256,
+                )))
+    }
+
+    /// After a revocation: the entries whose rotation a now revoked key signed (or that renew
+    /// one) are no longer the person's. If the newest entry is one of them, the alert (a
+    /// relay judges it a reset, waiting from when it was logged).
+    fn unvouched(&mut self, index: u64, previous: &mut Previous, wait: u64) -> Option<Alert> {
+        let mut tainted: Vec<Vouched> = Vec::new();
+        for v in &self.vouched {
+            if v.from <= self.revoked_through || tainted.iter().any(|t| t.serial == v.from) {
+                tainted.push(v.clone());
+            }
+        }
+        self.vouched.retain(|v| !tainted.contains(v));
+        let current = previous.0.as_mut()?;
+        let v = tainted.into_iter().find(|v| v.serial == current.0.serial)?;
+        current.1 = false;
+        self.current_is_own = false;
+        Some(Alert {
+            index,
+            serial: v.serial,
+            what: "rotation signed by a key now revoked".into(),
+            by: v.by,
+            logged_at: v.logged_at,
+            safety_number: v.safety_number,
+            usable_from: v.logged_at.saturating_add(wait),
+        })
+    }
+
+    /// Judges leaf `index` (`authority` checks what it holds): an alert, or `None` when it is
+    /// not about `id` or is the person's own.
+    pub fn observe(
+        &mut self,
+        id: &SpiffeId,
+        index: u64,
+        leaf: &DirectoryLeaf,
+        authority: &PublicKey,
+        previous: &mut Previous,
+        wait: u64,
+    ) -> Result<Option<Alert>> {
+        let bad = |e: Error| e.context(format!("directory log leaf {index}"));
+        match leaf.statement.ty {
+            StatementType::DirectoryEntry => {
+                // Other people's entries are skipped unread beyond their id: the checkpoint's
+                // root, checked over every leaf, is what makes the log's content binding.
+                if DirectoryEntry::decode(&leaf.statement.statement)
+                    .map_err(bad)?
+                    .id
+                    != *id
+                {
+                    return Ok(None);
+                }
+                let e = DirectoryEntry::verify(&leaf.statement, authority).map_err(bad)?;
+                let change = match change_of(&e, previous.0.as_ref().map(|(p, _)| p)) {
+                    // A rotation vouched for by a revoked (perhaps leaked) key is a reset.
+                    Change::Rotation | Change::Renewal
+                        if previous
+                            .0
+                            .as_ref()
+                            .is_some_and(|(p, _)| p.serial <= self.revoked_through) =>
+                    {
+                        Change::Reset
+                    }
+                    c => c,
+                };
+                let prev_own = previous.0.as_ref().is_some_and(|(_, own)| *own);
+                let by_keys = self.is_own_entry(&e);
+                let own =
+                    by_keys || (prev_own && matches!(change, Change::Rotation | Change::Renewal));
+                if own && !by_keys {
+                    self.vouched.push(Vouched {
+                        serial: e.serial,
+                        from: previous.0.as_ref().map_or(0, |(p, _)| p.serial),
+                        logged_at: leaf.logged_at,
+                        by: e.enrolled_by.clone(),
+                        safety_number: crate::core::safety::safety_number(&e),
+                    });
+                }
+                let alert = (!own && self.seen_own).then(|| Alert {
+                    index,
+                    serial: e.serial,
+                    what: change.as_str().to_owned(),
+                    by: e.enrolled_by.clone(),
+                    logged_at: leaf.logged_at,
+                    safety_number: crate::core::safety::safety_number(&e),
+                    usable_from: if change == Change::Reset {
+                        leaf.logged_at.saturating_add(wait)
+                    } else {
+                        leaf.logged_at
+                    },
+                });
+                self.seen_own |= own;
+                self.current_is_own = own;
+                previous.0 = Some((e, own));
+                Ok(alert)
+            }
+            StatementType::ResetApproval => {
+                let a = ResetApproval::decode(&leaf.statement.statement).map_err(bad)?;
+                if a.id != *id || !self.seen_own {
+                    return Ok(None);
+                }
+                Ok(Some(Alert {
+                    index,
+                    serial: a.serial,
+                    what: "shortened wait".into(),
+                    by: a.approver.name().to_owned(),
+                    logged_at: leaf.logged_at,
+                    safety_number: String::new(),
+                    usable_from: leaf.logged_at,
+                }))
+            }
+            StatementType::Revocation => {
+                if Revocation::decode(&leaf.statement.statement)
+                    .map_err(bad)?
+                    .id
+                    == *id
+                {
+                    let r = Revocation::verify(&leaf.statement, authority).map_err(bad)?;
+                    self.revoked_through = self.revoked_through.max(r.serial);
+                    return Ok(self.unvouched(index, previous, wait));
+                }
+                Ok(None)
+            }
+            other => Err(bad(Error::verification(format!(
+                "a {other} statement is not a directory statement"
+            )))),
+        }
+    }
+}
