@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+mod harness;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -576,4 +577,60 @@ async fn a_refusal_at_the_source_costs_the_agent_nothing_and_a_bad_dispatch_does
         "a quarantined agent's grant {} was still listed to its source",
         sealrelay::ids::hex(held)
     );
+}
+
+/// Helper-found: an agent's upload that broke after the agent had dispatched the grant to a
+/// source was parked for the agent, and the source, whose own upload of the grant was then
+/// "another upload for this grant in progress", could not fill it for `upload_resume_secs`.
+/// Such an upload is not kept now: the agent can no longer fill that grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agents_upload_broken_after_its_dispatch_does_not_keep_the_source_out() {
+    let world = world().await;
+    let addr = world.w.addr.clone();
+    let dir = world.w.dir.clone();
+    let (alice_id, bot_id) = (world.id(0), world.id(2));
+    let alice = UserClient::connect(alice_id, &addr).await.unwrap();
+    let bot = AgentClient::connect(bot_id, &addr).await.unwrap();
+    let crm_client = SourceClient::connect(world.id(4), &addr).await.unwrap();
+    let crm = service(
+        world.id(4),
+        &addr,
+        &dir,
+        SourcePolicy::default_policy().unwrap(),
+    );
+    let mut req = request("customers/acme");
+    req.max_bytes = 4 << 20;
+    let grant = alice.grant(&req).await.unwrap();
+    let g = bot.grants().await.unwrap().pop().unwrap();
+    // The agent starts sending it itself: a sealed megabyte, half of it sent.
+    let (body, statement) =
+        common::sealed_for(alice_id, bot_id, grant, &common::pattern(1 << 20, 8));
+    let raw = harness::pki::RawClient::new(
+        Some((bot_id, bot_id.cert.clone().unwrap())),
+        sealrelay::core::wire::ALPN,
+    );
+    let conn = raw.connect(world.w.relay.local_addr).await;
+    let (mut send, _recv) = common::raw_submit(&conn, grant, &statement, body.len() as u64).await;
+    send.write_all(&body[..body.len() / 2]).await.unwrap();
+    let tmp = dir.join("data/blobs.tmp");
+    let blobs = || std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0);
+    let wait_for = |want: fn(usize) -> bool| async move {
+        for _ in 0..500 {
+            if want(blobs()) {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        false
+    };
+    assert!(wait_for(|n| n > 0).await, "the upload never began");
+    // It hands the grant to the source instead, and its own upload breaks off.
+    bot.dispatch(&g, "crm").await.unwrap();
+    send.reset(0u32.into()).unwrap();
+    assert!(
+        wait_for(|n| n == 0).await,
+        "the broken upload was kept for an agent that can no longer fill its grant"
+    );
+    assert_eq!(crm.round(&crm_client).await.unwrap().filled, 1);
+    world.w.relay.shutdown().await;
 }

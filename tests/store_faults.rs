@@ -481,7 +481,7 @@ async fn threat_38_a_blob_refused_by_the_reserve_at_its_commit_is_not_left_on_di
 /// sent, and taken once the first is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn threat_38_uploads_begun_together_cannot_together_eat_into_the_reserve() {
-    use sealrelay::core::wire::{self, Reply, Request, RequestFrame, Response, WireSigned};
+    use sealrelay::core::wire::{self, Reply, Response};
     let store = Arc::new(common::hooked::Hooked::in_memory());
     let room = store.room.clone();
     let t = common::test_relay_with(
@@ -506,35 +506,14 @@ async fn threat_38_uploads_begun_together_cannot_together_eat_into_the_reserve()
         .find(|g| g.grant.grant_id != first)
         .unwrap();
     // The first envelope, sealed and signed here, goes up by hand: half of it, then a wait.
-    let recipient = alice_id.age_identity.as_ref().unwrap().to_public();
-    let mut body = Vec::new();
-    let plaintext = common::pattern(1 << 20, 5);
-    sealrelay::core::envelope::seal(&recipient, &mut plaintext.as_slice(), &mut body, 1).unwrap();
+    let (body, statement) =
+        common::sealed_for(alice_id, bot_id, first, &common::pattern(1 << 20, 5));
     let len = body.len() as u64;
-    let statement = sealrelay::core::envelope::submission::Submission {
-        grant_id: first,
-        user: alice_id.id.clone().unwrap(),
-        agent: bot_id.id.clone().unwrap(),
-        ciphertext_root: sealrelay::core::envelope::pieces::digest(&body),
-        ciphertext_len: len,
-    }
-    .sign(&bot_id.signing_key);
     room.store(len + len / 4, Ordering::SeqCst);
     let raw =
         harness::pki::RawClient::new(Some((bot_id, bot_id.cert.clone().unwrap())), wire::ALPN);
     let conn = raw.connect(t.relay.local_addr).await;
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    let frame = wire::encode_frame(&RequestFrame {
-        version: wire::PROTOCOL_VERSION,
-        request: Request::Submit {
-            grant_id: first,
-            statement: WireSigned::from_signed(&statement),
-            length: len,
-            from_piece: 0,
-        },
-    })
-    .unwrap();
-    send.write_all(&frame).await.unwrap();
+    let (mut send, mut recv) = common::raw_submit(&conn, first, &statement, len).await;
     let half = body.len() / 2;
     send.write_all(&body[..half]).await.unwrap();
     // The first upload has begun once its blob is being written.

@@ -513,10 +513,13 @@ async fn a_malformed_receipt_frame_on_a_delivery_records_nothing() {
     .unwrap();
     let truncated = wrong[..wrong.len() - 1].to_vec();
     let huge = vec![0xff, 0xff, 0xff, 0xff, 1, 2, 3];
+    // Helper-found: a whole length prefix and no body was taken for "no receipt" (no answer).
+    let prefix_only = vec![0, 0, 0, 16];
     for (what, bytes) in [
         ("wrong type", wrong),
         ("truncated", truncated),
         ("huge", huge),
+        ("a prefix only", prefix_only),
     ] {
         let (mut send, mut recv) = raw_deliver(&conn, envelope).await;
         send.write_all(&bytes).await.unwrap();

@@ -47,9 +47,11 @@ pub async fn read_frame<T: for<'a> Deserialize<'a>>(
         let want = (len - body.len()).min(chunk.len());
         match recv.read(&mut chunk[..want]).await {
             Ok(Some(n)) => body.extend_from_slice(&chunk[..n]),
+            // The count is of the frame's bytes, its prefix included: 0 only for a stream
+            // that ended before any byte of it.
             Ok(None) => {
                 return Err(ReadFrameError::Stream(
-                    quinn::ReadExactError::FinishedEarly(body.len()),
+                    quinn::ReadExactError::FinishedEarly(prefix.len() + body.len()),
                 ))
             }
             Err(e) => return Err(ReadFrameError::Stream(quinn::ReadExactError::ReadError(e))),

@@ -187,6 +187,51 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
+/// `plaintext` sealed to `user` and the agent's signed statement for it on `grant`.
+pub fn sealed_for(
+    user: &sealrelay::core::identity::Identity,
+    agent: &sealrelay::core::identity::Identity,
+    grant: sealrelay::ids::GrantId,
+    plaintext: &[u8],
+) -> (Vec<u8>, sealrelay::core::sign::Signed) {
+    let recipient = user.age_identity.as_ref().unwrap().to_public();
+    let mut body = Vec::new();
+    sealrelay::core::envelope::seal(&recipient, &mut &plaintext[..], &mut body, 1).unwrap();
+    let statement = sealrelay::core::envelope::submission::Submission {
+        grant_id: grant,
+        user: user.id.clone().unwrap(),
+        agent: agent.id.clone().unwrap(),
+        ciphertext_root: sealrelay::core::envelope::pieces::digest(&body),
+        ciphertext_len: body.len() as u64,
+    }
+    .sign(&agent.signing_key);
+    (body, statement)
+}
+
+/// Opens a stream on `conn` and sends a `Submit` of `len` bytes for `grant` with `statement`,
+/// and no body yet.
+pub async fn raw_submit(
+    conn: &quinn::Connection,
+    grant: sealrelay::ids::GrantId,
+    statement: &sealrelay::core::sign::Signed,
+    len: u64,
+) -> (quinn::SendStream, quinn::RecvStream) {
+    use sealrelay::core::wire::{self, Request, RequestFrame, WireSigned};
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    let frame = wire::encode_frame(&RequestFrame {
+        version: wire::PROTOCOL_VERSION,
+        request: Request::Submit {
+            grant_id: grant,
+            statement: WireSigned::from_signed(statement),
+            length: len,
+            from_piece: 0,
+        },
+    })
+    .unwrap();
+    send.write_all(&frame).await.unwrap();
+    (send, recv)
+}
+
 /// Starts `sealrelay serve --dir keys --data data --listen 127.0.0.1:0` (plus `extra`) in
 /// `dir`; returns the process and the address it printed.
 pub fn serve(dir: &std::path::Path, extra: &[&str]) -> (std::process::Child, String) {

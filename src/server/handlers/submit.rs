@@ -206,7 +206,12 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
     .await;
     let (inline_body, blob, digest) = match received {
         Ok(taken) => taken,
-        Err((r, Some(state))) if relay.config.upload_resume_secs > 0 => {
+        // Not for a grant dispatched to a source meanwhile (the sender can no longer fill it,
+        // and a parked upload of its would keep the source from filling it).
+        Err((r, Some(state)))
+            if relay.config.upload_resume_secs > 0
+                && !dispatched_elsewhere(relay, &grant_id, &peer.id) =>
+        {
             // From when it broke, not from when the request began (a large upload can take
             // longer than the whole window).
             let until = cx
@@ -317,6 +322,12 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
             Err(r)
         }
     }
+}
+
+/// Whether `grant_id` was dispatched to a source other than `sender` (an unreadable store
+/// counts as not: the upload is kept, as before).
+fn dispatched_elsewhere(relay: &Relay, grant_id: &GrantId, sender: &crate::ids::SpiffeId) -> bool {
+    matches!(relay.store.assignment(grant_id), Ok(Some(a)) if a.source != *sender)
 }
 
 /// The grant's user still has an active directory entry at `now`.

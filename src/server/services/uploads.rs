@@ -93,6 +93,8 @@ pub struct UploadSlot<'a> {
     parked: bool,
     /// Bytes of the body taken so far (kept pieces included).
     taken: Arc<AtomicU64>,
+    /// For a resumed upload: the pieces it was kept with and until when.
+    resumed: Option<(usize, u64)>,
 }
 
 impl Uploads {
@@ -158,6 +160,7 @@ impl Uploads {
                 bytes,
                 parked: false,
                 taken,
+                resumed: None,
             },
             superseded,
         ))
@@ -233,6 +236,7 @@ impl Uploads {
                 bytes: length,
                 parked: false,
                 taken,
+                resumed: Some((p.state.leaves.len(), p.until)),
             },
             p.state,
         ))
@@ -289,8 +293,13 @@ impl UploadSlot<'_> {
     }
 
     /// Keeps the broken upload (`state`, at its last whole piece) with this claim until
-    /// `until`, for its sender to resume.
+    /// `until`, for its sender to resume. A resumed upload that broke again without a new
+    /// piece keeps the time it had: resuming and breaking off at once does not keep it longer.
     pub fn park(mut self, statement: WireSigned, length: u64, state: UploadState, until: u64) {
+        let until = match self.resumed {
+            Some((pieces, before)) if state.leaves.len() <= pieces => before.min(until),
+            _ => until,
+        };
         let Ok(mut s) = self.uploads.in_progress.lock() else {
             return;
         };
@@ -354,6 +363,31 @@ mod tests {
             statement: vec![b; 8],
             signature: vec![b; 64],
         }
+    }
+
+    /// Helper-found: a resumed upload that broke again at once was parked anew, with a new
+    /// time, so an agent resuming and resetting the stream over and over kept its blob and its
+    /// claim for as long as the grant lived. Only a new piece earns a new time.
+    #[test]
+    fn a_resume_that_adds_no_piece_keeps_the_time_it_had() {
+        let u = Uploads::default();
+        let q = QuotaConfig::default();
+        let bot = SpiffeId::new("t", PartyKind::Agent, "bot").unwrap();
+        let g = GrantId([1; 16]);
+        let (slot, _) = u.begin(g, &bot, 60, &q).unwrap();
+        slot.park(statement(1), 60, state(2), 100);
+        let (slot, kept) = u.resume(g, &bot, &statement(1), 60, 2).unwrap();
+        slot.park(statement(1), 60, kept, 500);
+        assert!(
+            u.expired(100).len() == 1,
+            "kept past its time by an empty resume"
+        );
+        let (slot, _) = u.begin(g, &bot, 60, &q).unwrap();
+        slot.park(statement(1), 60, state(2), 100);
+        let (slot, _) = u.resume(g, &bot, &statement(1), 60, 2).unwrap();
+        slot.park(statement(1), 60, state(3), 500);
+        assert!(u.expired(100).is_empty(), "a new piece earns a new time");
+        assert_eq!(u.expired(500).len(), 1);
     }
 
     /// Helper-found: the room for an upload was checked against the free space alone, so
