@@ -81,8 +81,14 @@ pub fn run_agent(args: RunArgs) -> Result<()> {
             let until = tokio::time::Instant::now() + RESUBSCRIBE;
             let ended = match agent.subscribe(&mut followed).await {
                 Ok(mut feed) => {
-                    let ended =
-                        follow(&args, &courier, &agent, &mut feed, &mut failed, until).await;
+                    let mut grants = Subscribed {
+                        agent: &agent,
+                        feed: &mut feed,
+                    };
+                    let ended = follow(&mut grants, args.once, until, async |g: &OpenGrant| {
+                        handle(&args, &courier, &agent, g, &mut failed).await
+                    })
+                    .await;
                     followed = feed.into_followed();
                     ended
                 }
@@ -119,6 +125,7 @@ pub fn run_agent(args: RunArgs) -> Result<()> {
 const RESUBSCRIBE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How a subscription ended without an error.
+#[derive(Debug, PartialEq, Eq)]
 enum Ended {
     /// `--once`: everything that waited was handled.
     Done,
@@ -126,23 +133,49 @@ enum Ended {
     Resubscribe,
 }
 
-/// Follows one subscription: what waits is taken whole (to `Live`) and handled, then each pushed
-/// grant as it comes, until `until` (or, with `--once`, right after what waited). Whatever came
-/// but was not handled when it ends (the subscription ended before `Live`, a handling failed)
-/// is not counted as handed out: the next subscription's catch-up brings it again.
+/// One frame of an agent's grant subscription, as the client judged it.
+type Frame = FeedEvent<(WireSigned, Result<OpenGrant>)>;
+
+/// What [`follow`] reads grants from and hands back what it did not handle to: a subscription
+/// ([`Subscribed`]), or a test's stand-in.
+trait Grants {
+    /// The next frame of the subscription.
+    async fn next(&mut self) -> Result<Frame>;
+    /// `id` was not handled: the next subscription brings it again.
+    fn forget(&mut self, id: [u8; 16]);
+}
+
+/// An agent's subscription to its grants.
+struct Subscribed<'a, 'c> {
+    agent: &'a sealrelay::client::AgentClient<'c>,
+    feed: &'a mut sealrelay::client::GrantFeed,
+}
+
+impl Grants for Subscribed<'_, '_> {
+    async fn next(&mut self) -> Result<Frame> {
+        self.agent.next_grants(self.feed).await
+    }
+    fn forget(&mut self, id: [u8; 16]) {
+        self.feed.forget(id);
+    }
+}
+
+/// Follows one subscription: what waits is taken whole (to `Live`) and handled (by `handle`),
+/// then each pushed grant as it comes, until `until` (or, with `once`, right after what
+/// waited). Whatever came but was not handled when it ends (the subscription ended before
+/// `Live`, a handling failed) is not counted as handed out: the next subscription's catch-up
+/// brings it again.
 async fn follow(
-    args: &RunArgs,
-    courier: &Courier,
-    agent: &sealrelay::client::AgentClient<'_>,
-    feed: &mut sealrelay::client::GrantFeed,
-    failed: &mut HashSet<GrantId>,
+    grants: &mut impl Grants,
+    once: bool,
     until: tokio::time::Instant,
+    handle: impl AsyncFnMut(&OpenGrant) -> Result<Handled>,
 ) -> Result<Ended> {
     let mut waiting = std::collections::VecDeque::new();
-    let ended = follow_until(args, courier, agent, feed, failed, until, &mut waiting).await;
+    let ended = follow_until(grants, once, until, &mut waiting, handle).await;
     for (_, g) in waiting {
         if let Ok(g) = g {
-            feed.forget(g.grant.grant_id.0);
+            grants.forget(g.grant.grant_id.0);
         }
     }
     ended
@@ -150,13 +183,11 @@ async fn follow(
 
 /// [`follow`]'s loop; `waiting` holds what came and is not yet handled.
 async fn follow_until(
-    args: &RunArgs,
-    courier: &Courier,
-    agent: &sealrelay::client::AgentClient<'_>,
-    feed: &mut sealrelay::client::GrantFeed,
-    failed: &mut HashSet<GrantId>,
+    grants: &mut impl Grants,
+    once: bool,
     until: tokio::time::Instant,
     waiting: &mut std::collections::VecDeque<(WireSigned, Result<OpenGrant>)>,
+    mut handle: impl AsyncFnMut(&OpenGrant) -> Result<Handled>,
 ) -> Result<Ended> {
     let mut live = false;
     loop {
@@ -164,10 +195,10 @@ async fn follow_until(
             while let Some((_, g)) = waiting.pop_front() {
                 match g {
                     Ok(g) => {
-                        let handled = handle(args, courier, agent, &g, failed).await;
+                        let handled = handle(&g).await;
                         if !matches!(handled, Ok(Handled::Done)) {
                             // Tried again when the next subscription lists it.
-                            feed.forget(g.grant.grant_id.0);
+                            grants.forget(g.grant.grant_id.0);
                         }
                         handled?;
                     }
@@ -175,11 +206,11 @@ async fn follow_until(
                     Err(e) => eprintln!("a grant the relay sent is not acted on now: {e}"),
                 }
             }
-            if args.once {
+            if once {
                 return Ok(Ended::Done);
             }
         }
-        let next = match tokio::time::timeout_at(until, agent.next_grants(feed)).await {
+        let next = match tokio::time::timeout_at(until, grants.next()).await {
             Ok(next) => next?,
             Err(_) => return Ok(Ended::Resubscribe),
         };
@@ -191,7 +222,7 @@ async fn follow_until(
 }
 
 /// What became of one grant.
-#[derive(PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Handled {
     /// Sent, or failed for good (reported once, not retried).
     Done,
@@ -290,4 +321,134 @@ async fn run_exec(
     })
     .await
     .map_err(|_| Error::internal("the command's task failed"))?
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::VecDeque;
+
+    use super::*;
+    use sealrelay::core::directory::{Attributes, DirectoryEntry};
+    use sealrelay::core::grant::Grant;
+    use sealrelay::core::sign::SigningKey;
+    use sealrelay::ids::SpiffeId;
+
+    /// A stand-in subscription: its frames, then the end of the stream.
+    struct Script {
+        frames: VecDeque<Result<Frame>>,
+        forgotten: Vec<[u8; 16]>,
+    }
+
+    impl Grants for Script {
+        async fn next(&mut self) -> Result<Frame> {
+            self.frames.pop_front().unwrap_or_else(|| {
+                Err(Error::new(
+                    sealrelay::ErrorKind::Unavailable,
+                    "the relay went away",
+                ))
+            })
+        }
+        fn forget(&mut self, id: [u8; 16]) {
+            self.forgotten.push(id);
+        }
+    }
+
+    fn grant(n: u8) -> (WireSigned, Result<OpenGrant>) {
+        let alice = SpiffeId::new("t", PartyKind::User, "alice").unwrap();
+        let open = OpenGrant {
+            grant: Grant {
+                grant_id: GrantId([n; 16]),
+                user: alice.clone(),
+                agent: SpiffeId::new("t", PartyKind::Agent, "bot").unwrap(),
+                resource: "tickets/1".into(),
+                purpose: "p".into(),
+                created: 0,
+                expires: 1,
+                max_bytes: 1,
+            },
+            user_entry: DirectoryEntry {
+                id: alice,
+                age_recipient: None,
+                signing_key: SigningKey::generate().unwrap().public(),
+                tls_spki_sha256: [0; 32],
+                attributes: Attributes::default(),
+                serial: 1,
+                not_before: 0,
+                not_after: 1,
+                enrolled_by: String::new(),
+                rotation: None,
+            },
+            sources: Vec::new(),
+            grant_digest: [0; 32],
+        };
+        let wire = WireSigned {
+            statement: Vec::new(),
+            signature: Vec::new(),
+        };
+        (wire, Ok(open))
+    }
+
+    /// Runs `follow` over `frames`, each grant handled as `answer` says: what it ended with,
+    /// the grants it handled and those it handed back.
+    async fn run(
+        frames: Vec<Result<Frame>>,
+        answer: impl Fn(u8) -> Result<Handled>,
+    ) -> (Result<Ended>, Vec<u8>, Vec<u8>) {
+        let mut script = Script {
+            frames: frames.into(),
+            forgotten: Vec::new(),
+        };
+        let mut handled = Vec::new();
+        let until = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        let ended = follow(&mut script, true, until, async |g: &OpenGrant| {
+            handled.push(g.grant.grant_id.0[0]);
+            answer(g.grant.grant_id.0[0])
+        })
+        .await;
+        let forgotten = script.forgotten.iter().map(|id| id[0]).collect();
+        (ended, handled, forgotten)
+    }
+
+    /// Helper-found: grants that came before `Live` counted as handed out; when the
+    /// subscription ended there (a relay restart, a dropped connection) they were filtered from
+    /// every later subscription, and the worker never ran them. They are handed back now, as is
+    /// what was left when a handling failed or asked to be tried again.
+    #[tokio::test]
+    async fn grants_not_handled_when_a_subscription_ends_are_handed_back() {
+        let done = |_| Ok(Handled::Done);
+        // Ended before `Live`: both handed back, none handled.
+        let (ended, handled, forgotten) =
+            run(vec![Ok(FeedEvent::Items(vec![grant(1), grant(2)]))], done).await;
+        assert!(ended.is_err());
+        assert!(handled.is_empty());
+        assert_eq!(forgotten, [1, 2]);
+        // Handled: nothing handed back.
+        let (ended, handled, forgotten) = run(
+            vec![
+                Ok(FeedEvent::Items(vec![grant(1), grant(2)])),
+                Ok(FeedEvent::Live),
+            ],
+            done,
+        )
+        .await;
+        assert_eq!(ended.unwrap(), Ended::Done);
+        assert_eq!(handled, [1, 2]);
+        assert!(forgotten.is_empty());
+        // One to try again, then a failure: it and what came after it are handed back.
+        let (ended, handled, forgotten) = run(
+            vec![
+                Ok(FeedEvent::Items(vec![grant(1), grant(2), grant(3)])),
+                Ok(FeedEvent::Live),
+            ],
+            |n| match n {
+                1 => Ok(Handled::Again),
+                _ => Err(Error::io("cannot make a scratch file")),
+            },
+        )
+        .await;
+        assert!(ended.is_err());
+        assert_eq!(handled, [1, 2]);
+        assert_eq!(forgotten, [1, 2, 3]);
+    }
 }
