@@ -165,7 +165,7 @@ pub fn fetch(args: FetchArgs) -> Result<()> {
                 ids
             }
         };
-        let mut undecryptable = 0;
+        let (mut undecryptable, mut failed) = (0, 0);
         for id in &ids {
             let out_path = match (&args.out, args.all) {
                 (Some(dir), true) => Some(dir.join(hex(id))),
@@ -182,9 +182,16 @@ pub fn fetch(args: FetchArgs) -> Result<()> {
             };
             let saved = match user.fetch_to(*id, to, &scratch_dir()).await {
                 Ok(saved) => saved,
-                // Left for another identity of the user's (either way round a rotation).
-                Err(e) if e.kind() == ErrorKind::Conflict && (other_key.contains(id) || args.all) => {
+                // Asked with another of the user's keys and not sealed to this one: left for
+                // that identity. Any other refusal of one envelope is reported, the others
+                // still fetched, and the command fails at the end.
+                Err(e) if e.kind() == ErrorKind::Conflict && other_key.contains(id) => {
                     eprintln!("left for now: {e}");
+                    continue;
+                }
+                Err(e) if args.all => {
+                    eprintln!("envelope {}: {e}", hex(id));
+                    failed += 1;
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -219,6 +226,12 @@ pub fn fetch(args: FetchArgs) -> Result<()> {
             return Err(Error::verification(format!(
                 "{undecryptable} envelope(s) could not be opened with this identity (receipts filed as undecryptable)"
             )));
+        }
+        if failed > 0 {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!("{failed} envelope(s) were not fetched (each said why above)"),
+            ));
         }
         alert.map_or(Ok(()), Err)
     })

@@ -128,7 +128,7 @@ fn is_tls_alert(close: &quinn::ConnectionClose) -> bool {
     (0x100..0x200).contains(&u64::from(close.error_code))
 }
 
-fn write_error(e: &quinn::WriteError) -> Error {
+pub(crate) fn write_error(e: &quinn::WriteError) -> Error {
     match e {
         quinn::WriteError::ConnectionLost(c) => connection_error(c),
         other => unavailable(other),

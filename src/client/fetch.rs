@@ -554,10 +554,9 @@ async fn on_stream(
         .await
         .map_err(|e| match e {
             crate::net::frame::WriteFrameError::Encode(e) => e,
-            crate::net::frame::WriteFrameError::Stream(e) => Error::new(
-                crate::ErrorKind::Unavailable,
-                format!("cannot send the receipt: {e}"),
-            ),
+            crate::net::frame::WriteFrameError::Stream(e) => {
+                super::connection::write_error(&e).context("cannot send the receipt")
+            }
         })?;
     let _ = send.finish();
     match super::connection::read_response(recv).await? {

@@ -66,8 +66,21 @@ impl UserClient<'_> {
                     .map_err(|e| Error::io(format!("cannot reopen the output file: {e}")))?;
                 let fetched = match at {
                     Some(at) => {
-                        let settle = Box::new(move || file.commit());
-                        self.fetch_at(envelope_id, scratch_dir, &at, settle).await?
+                        let saved = std::sync::atomic::AtomicBool::new(false);
+                        let settle = Box::new(|| {
+                            file.commit()?;
+                            saved.store(true, std::sync::atomic::Ordering::SeqCst);
+                            Ok(())
+                        });
+                        let fetched = self.fetch_at(envelope_id, scratch_dir, &at, settle).await;
+                        // Saved, and then something failed: say where it is.
+                        fetched.map_err(|e| {
+                            if saved.load(std::sync::atomic::Ordering::SeqCst) {
+                                e.context(format!("saved in {}", path.display()))
+                            } else {
+                                e
+                            }
+                        })?
                     }
                     None => self.fetch(envelope_id, scratch_dir, &mut file).await?,
                 };

@@ -352,7 +352,11 @@ pub fn own_material(identity: &Identity) -> Result<String> {
         .as_ref()
         .map(|a| a.to_public().to_string());
     let spki = crate::core::directory::sha256(&identity.tls_key.spki_der()?);
-    Ok(Watcher::material(age.as_deref(), &spki))
+    Ok(Watcher::material(
+        &identity.signing_key.public(),
+        age.as_deref(),
+        &spki,
+    ))
 }
 
 #[cfg(test)]

@@ -287,11 +287,10 @@ impl Store for RedbStore {
     fn apply(&self, ops: &[WriteOp]) -> Result<Vec<OpResult>> {
         use std::sync::atomic::Ordering;
         let mut tree = self.tree()?;
-        // The reserve holds back what adds data (grants, submissions); what revokes, closes,
-        // records or frees goes on, so that a nearly full disk never blocks a revocation.
-        if ops.iter().any(WriteOp::adds_data) {
-            self.ensure_room(0)?;
-        }
+        // The free-space reserve is the commit loop's to check (it holds back only the writes
+        // that add data, and says so to each: `services::committer`); checked here too, a disk
+        // crossing the line between the two checks would refuse a whole batch, revocations
+        // included.
         if self.poisoned.load(Ordering::Relaxed) {
             self.reopen(&mut tree)?;
         }

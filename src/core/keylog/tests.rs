@@ -291,18 +291,31 @@ fn a_swapped_age_or_tls_key_under_the_persons_signing_key_is_an_alert() {
     let mut swapped_tls = renewal.clone();
     swapped_tls.serial = 5;
     swapped_tls.tls_spki_sha256 = [0xee; 32];
+    // Serial 6: the current signing key with the first identity's age and TLS keys (each one
+    // of the person's, but not together).
+    let mut mixed = renewal.clone();
+    mixed.serial = 6;
+    mixed.age_recipient = e1.age_recipient.clone();
+    mixed.tls_spki_sha256 = e1.tls_spki_sha256;
     let leaves = logged_leaves(
         &authority,
-        &[&e1, &e2, &renewal, &swapped_age, &swapped_tls],
+        &[&e1, &e2, &renewal, &swapped_age, &swapped_tls, &mixed],
     );
+    // The watch knows both of the person's identities, so only the age and TLS keys can tell
+    // these entries from theirs.
+    let mine = |e: &DirectoryEntry| {
+        Watcher::material(
+            &e.signing_key,
+            e.age_recipient.as_deref(),
+            &e.tls_spki_sha256,
+        )
+    };
     let mut w = Watcher::new(&k1.public());
-    w.add_own(
-        &k1.public(),
-        Watcher::material(e1.age_recipient.as_deref(), &e1.tls_spki_sha256),
-    );
+    w.add_own(&k1.public(), mine(&e1));
+    w.add_own(&k2.public(), mine(&e2));
     let alerts = watched(&mut w, &id, &leaves, &authority);
     let serials: Vec<u64> = alerts.iter().map(|a| a.serial).collect();
-    assert_eq!(serials, [4, 5], "{alerts:?}");
+    assert_eq!(serials, [4, 5, 6], "{alerts:?}");
     assert!(alerts.iter().all(|a| a.what == "reset"), "{alerts:?}");
     assert!(!w.current_is_own);
 }
@@ -333,8 +346,13 @@ fn a_rotation_signed_by_a_key_revoked_afterwards_is_an_alert() {
         logged_at: 103,
         statement: revocation.sign(&authority).unwrap(),
     });
-    let mine =
-        |e: &DirectoryEntry| Watcher::material(e.age_recipient.as_deref(), &e.tls_spki_sha256);
+    let mine = |e: &DirectoryEntry| {
+        Watcher::material(
+            &e.signing_key,
+            e.age_recipient.as_deref(),
+            &e.tls_spki_sha256,
+        )
+    };
     // The thief's rotation (k2 is not the person's): an alert on the revocation, for serial 3.
     let mut w = Watcher::new(&k1.public());
     w.add_own(&k1.public(), mine(&e1));

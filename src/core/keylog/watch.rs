@@ -59,6 +59,10 @@ pub struct Vouched {
     pub logged_at: u64,
     pub by: String,
     pub safety_number: String,
+    /// Its keys ([`Watcher::material`]): once the person's own identity holds them, it is
+    /// theirs whatever becomes of the key that vouched for it.
+    #[serde(default)]
+    pub material: String,
 }
 
 /// The previous entry of the watched party, kept between leaves (not saved: the watcher
@@ -78,33 +82,48 @@ impl Watcher {
         self.own_keys.contains(&key.to_base64())
     }
 
-    /// An entry's keys besides its signing key, as [`Watcher::own_material`] holds them.
-    pub fn material(age_recipient: Option<&str>, tls_spki_sha256: &[u8; 32]) -> String {
+    /// An identity's keys together (signing, age, TLS), as [`Watcher::own_material`] holds
+    /// them: an entry is the person's only with all three of one of their identities.
+    pub fn material(
+        key: &PublicKey,
+        age_recipient: Option<&str>,
+        tls_spki_sha256: &[u8; 32],
+    ) -> String {
         format!(
-            "{}|{}",
+            "{}|{}|{}",
+            key.to_base64(),
             age_recipient.unwrap_or(""),
             crate::ids::hex(tls_spki_sha256)
         )
     }
 
-    /// Counts `key` and `material` (an identity's keys) as the person's own.
+    fn material_of(e: &DirectoryEntry) -> String {
+        Self::material(
+            &e.signing_key,
+            e.age_recipient.as_deref(),
+            &e.tls_spki_sha256,
+        )
+    }
+
+    /// Counts `key` and `material` (an identity's keys: [`Watcher::material`]) as the
+    /// person's own; an entry with those keys is no longer only vouched for.
     pub fn add_own(&mut self, key: &PublicKey, material: String) {
         if !self.is_own(key) {
             self.own_keys.push(key.to_base64());
         }
+        self.vouched.retain(|v| v.material != material);
         if !self.own_material.contains(&material) {
             self.own_material.push(material);
         }
     }
 
-    /// Whether every key of `e` is one of the person's own.
+    /// Whether every key of `e` is one of the person's own, of one identity of theirs.
     fn is_own_entry(&self, e: &DirectoryEntry) -> bool {
-        self.is_own(&e.signing_key)
-            && (self.own_material.is_empty()
-                || self.own_material.contains(&Self::material(
-                    e.age_recipient.as_deref(),
-                    &e.tls_spki_sha256,
-                )))
+        if self.own_material.is_empty() {
+            self.is_own(&e.signing_key)
+        } else {
+            self.own_material.contains(&Self::material_of(e))
+        }
     }
 
     /// After a revocation: the entries whose rotation a now revoked key signed (or that renew
@@ -119,7 +138,10 @@ impl Watcher {
         }
         self.vouched.retain(|v| !tainted.contains(v));
         let current = previous.0.as_mut()?;
-        let v = tainted.into_iter().find(|v| v.serial == current.0.serial)?;
+        // An entry the revocation itself ends is in force for nobody: no alert for it.
+        let v = tainted
+            .into_iter()
+            .find(|v| v.serial == current.0.serial && v.serial > self.revoked_through)?;
         current.1 = false;
         self.current_is_own = false;
         Some(Alert {
@@ -180,6 +202,7 @@ impl Watcher {
                         logged_at: leaf.logged_at,
                         by: e.enrolled_by.clone(),
                         safety_number: crate::core::safety::safety_number(&e),
+                        material: Self::material_of(&e),
                     });
                 }
                 let alert = (!own && self.seen_own).then(|| Alert {

@@ -320,10 +320,16 @@ pub async fn receipt(
         .filter(|e| sealed_for(relay, e, previous.as_ref()))
         .ok_or_else(|| Refusal::not_found("envelope"))?;
     // A previous identity (within the grace after a rotation) that cannot open an envelope of
-    // a grant it made: an agent that filled the grant after the rotation sealed it to the
-    // user's newest key. Recorded, that receipt would delete the ciphertext the current
-    // identity can open, and count against the agent.
-    if previous.is_some() && r.status == DeliveryStatus::Undecryptable {
+    // a grant it made, received since the rotation: the agent may have sealed it to the user's
+    // newest key. Recorded, that receipt would delete the ciphertext the current identity can
+    // open, and count against the agent. (One received before the rotation was sealed to the
+    // previous key: its undecryptable receipt stands.)
+    let since_rotation = || {
+        relay
+            .entry_for(&peer.id, now)
+            .is_ok_and(|(current, _)| record.received_at >= current.not_before)
+    };
+    if previous.is_some() && r.status == DeliveryStatus::Undecryptable && since_rotation() {
         return Err(Refusal::new(
             ErrorCode::Conflict,
             "this identity's key was rotated and it cannot open this envelope: it may be sealed to the newer key; open it with your current identity file (nothing was recorded)",
