@@ -307,18 +307,24 @@ pub async fn receipt(
     // after a rotation) whose key sealed envelopes were made for.
     let user_entry = relay.caller_entry(peer, now)?;
     let r = Receipt::verify(&signed, &user_entry.signing_key)?;
-    // The same receipt again (its answer was lost, the client files it on its own): the entry it
-    // already has (THREATS.md 26), whether or not the envelope was deleted on delivery.
-    if let Some(answer) = recorded_already(relay, peer, &r, &signed, old_size).await? {
-        return Ok(answer);
-    }
     let previous = previous_key(relay, peer, now)?;
     let record = relay
         .store
         .envelope(&r.envelope_id)?
         .filter(|e| e.user == peer.id)
-        .filter(|e| sealed_for(relay, e, previous.as_ref()))
-        .ok_or_else(|| Refusal::not_found("envelope"))?;
+        .filter(|e| sealed_for(relay, e, previous.as_ref()));
+    let record = match record {
+        Some(e) if e.receipt.is_none() => e,
+        // No envelope waiting for a receipt (deleted on delivery, or its receipt recorded): the
+        // same receipt again (its answer was lost, the client files it on its own) gets the
+        // entry it already has (THREATS.md 26). Looked up only here, off the common path.
+        _ => {
+            return match recorded_already(relay, peer, &r, &signed, old_size).await? {
+                Some(answer) => Ok(answer),
+                None => Err(Refusal::not_found("envelope")),
+            }
+        }
+    };
     // A previous identity (within the grace after a rotation) that cannot open an envelope of
     // a grant it made, received since the rotation: the agent may have sealed it to the user's
     // newest key. Recorded, that receipt would delete the ciphertext the current identity can
