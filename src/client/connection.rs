@@ -9,7 +9,7 @@ use quinn::{ConnectionError, RecvStream, SendStream};
 
 use crate::core::identity::Identity;
 use crate::core::wire::{
-    CloseCode, ErrorCode, Page, Reply, Request, RequestFrame, Response, PROTOCOL_VERSION,
+    CloseCode, ErrorCode, Page, Reply, Request, RequestFrame, Response, MAX_PAGE, PROTOCOL_VERSION,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::ids::PartyKind;
@@ -279,28 +279,17 @@ impl Connection {
     }
 
     /// Every page of a listing: `ask` builds the request for a page, `take` splits a reply into
-    /// its items and the next cursor. The relay's cursors must move forward (a relay that
-    /// repeats one cannot keep a client looping).
+    /// its items and the next cursor ([`every_page`] holds the rules).
     pub(crate) async fn all_pages<T>(
         &self,
         ask: impl Fn(Page) -> Request,
         take: impl Fn(Reply) -> Result<(Vec<T>, Option<[u8; 16]>)>,
     ) -> Result<Vec<T>> {
-        let mut out = Vec::new();
-        let mut page = Page::first();
-        loop {
-            let (items, next) = take(self.simple(ask(page)).await?)?;
-            out.extend(items);
-            match next {
-                None => return Ok(out),
-                Some(n) if page.after.is_some_and(|prev| n <= prev) => {
-                    return Err(Error::verification(
-                        "the relay's listing did not move forward: refusing to loop",
-                    ))
-                }
-                Some(n) => page = Page::after(n),
-            }
-        }
+        every_page(|page| {
+            let request = ask(page);
+            async { take(self.simple(request).await?) }
+        })
+        .await
     }
 
     /// An inclusion proof of leaf `index` against the relay's newest witnessed checkpoint
@@ -384,6 +373,47 @@ async fn send_body(send: &mut SendStream, body: &mut (dyn Read + Send)) -> Resul
     }
 }
 
+/// Pages a listing holds at most ([`MAX_PAGE`] items each): ten times the default quotas of
+/// what a party can have waiting (docs/config.md).
+pub const MAX_LISTED_PAGES: usize = 1_000;
+
+/// Every page of a listing, `fetch` asking for each. The relay's cursors must move forward (a
+/// relay that repeats one cannot keep a client looping), a page may hold no more items than it
+/// was asked for, and a listing no more than [`MAX_LISTED_PAGES`] pages (a relay cannot make a
+/// client hold without end what it sends).
+pub(crate) async fn every_page<T, F, Fut>(mut fetch: F) -> Result<Vec<T>>
+where
+    F: FnMut(Page) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, Option<[u8; 16]>)>>,
+{
+    let mut out = Vec::new();
+    let mut page = Page::first();
+    for _ in 0..MAX_LISTED_PAGES {
+        let (items, next) = fetch(page).await?;
+        if items.len() > page.capped_limit() {
+            return Err(Error::verification(format!(
+                "the relay's page held {} items where at most {} were asked for: refusing it",
+                items.len(),
+                page.capped_limit()
+            )));
+        }
+        out.extend(items);
+        match next {
+            None => return Ok(out),
+            Some(n) if page.after.is_some_and(|prev| n <= prev) => {
+                return Err(Error::verification(
+                    "the relay's listing did not move forward: refusing to loop",
+                ))
+            }
+            Some(n) => page = Page::after(n),
+        }
+    }
+    Err(Error::verification(format!(
+        "the relay's listing ran past {MAX_LISTED_PAGES} pages ({} items): refusing to hold more (if this many are truly waiting, act on some and list again)",
+        MAX_LISTED_PAGES * MAX_PAGE as usize
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     /// Helper-found: a QUIC close carries a reason text the peer chose, sent before any
@@ -436,5 +466,58 @@ mod tests {
         assert_eq!(from_quinn.message(), from_ours.message());
         assert_eq!(from_quinn.kind(), crate::ErrorKind::Unavailable);
         assert!(from_ours.message().contains("is it running?"));
+    }
+
+    /// A relay that answers every page with a full page and a cursor that moves forward could
+    /// make a client hold without end what it sends; one that sends more than was asked for is
+    /// not following the protocol either.
+    #[test]
+    fn a_listing_is_bounded_and_its_pages_hold_no_more_than_asked() {
+        fn counted(n: usize) -> [u8; 16] {
+            let mut cursor = [0u8; 16];
+            cursor[8..].copy_from_slice(&(n as u64).to_be_bytes());
+            cursor
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        // Without end: full pages, cursors counting up.
+        let asked = std::cell::Cell::new(0usize);
+        let e = rt
+            .block_on(super::every_page(|_page| {
+                let n = asked.get() + 1;
+                asked.set(n);
+                let cursor = counted(n);
+                async move { Ok((vec![0u8; super::MAX_PAGE as usize], Some(cursor))) }
+            }))
+            .unwrap_err();
+        assert!(e.message().contains("ran past 1000 pages"), "{e}");
+        assert_eq!(asked.get(), super::MAX_LISTED_PAGES);
+        // One page too large.
+        let e = rt
+            .block_on(super::every_page(|_page| async {
+                Ok((vec![0u8; super::MAX_PAGE as usize + 1], None))
+            }))
+            .unwrap_err();
+        assert!(e.message().contains("at most 100 were asked for"), "{e}");
+        // A cursor that does not move forward.
+        let e = rt
+            .block_on(super::every_page(|_page| async {
+                Ok((vec![1u8], Some([7u8; 16])))
+            }))
+            .unwrap_err();
+        assert!(e.message().contains("did not move forward"), "{e}");
+        // 5,000 items in full pages, then the end: all of them.
+        let served = std::cell::Cell::new(0usize);
+        let all = rt
+            .block_on(super::every_page(|_page| {
+                let n = served.get() + 1;
+                served.set(n);
+                let cursor = counted(n);
+                let next = (n < 50).then_some(cursor);
+                async move { Ok((vec![n as u8; super::MAX_PAGE as usize], next)) }
+            }))
+            .unwrap();
+        assert_eq!(all.len(), 5_000);
     }
 }

@@ -23,8 +23,10 @@ pub struct Source {
 enum Inner {
     Http(Box<dyn Read + Send>),
     File(std::fs::File),
-    /// A command run by `command.rs`, and the reading end of its stdout.
-    Command(Running, ChildStdout),
+    /// A command run by `command.rs`, the reading end of its stdout, and when reading gives up
+    /// (the command's deadline: something it started in a session of its own, out of reach of
+    /// the group kill, may hold the pipe open for ever).
+    Command(Running, ChildStdout, std::time::Instant),
 }
 
 /// What fills the templates: the resource, and the segments after the pattern's prefix.
@@ -94,7 +96,8 @@ impl Connector {
             Kind::File { root } => Inner::File(open_beneath(root, &rest, limit)?),
             Kind::Command { argv } => {
                 let (running, stdout) = self.spawn(argv, &rest, resource, env)?;
-                Inner::Command(running, stdout)
+                let deadline = std::time::Instant::now() + Duration::from_secs(self.timeout_secs);
+                Inner::Command(running, stdout, deadline)
             }
         };
         Ok(Source {
@@ -390,7 +393,7 @@ impl Source {
         if let Some(e) = self.failure.take() {
             return Err(e);
         }
-        if let Inner::Command(running, _) = &mut self.inner {
+        if let Inner::Command(running, _, _) = &mut self.inner {
             let status = running.wait()?;
             if running.timed_out() {
                 return Err(unavailable(format!(
@@ -411,6 +414,28 @@ impl Source {
     }
 }
 
+/// Reads from a command's pipe, waiting no later than `deadline`: past it the read fails as
+/// timed out, whoever still holds the pipe's other end.
+fn read_by(
+    pipe: &mut ChildStdout,
+    buf: &mut [u8],
+    deadline: std::time::Instant,
+) -> std::io::Result<usize> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    let timeout = Timespec {
+        tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(left.subsec_nanos()),
+    };
+    let mut fds = [PollFd::new(&*pipe, PollFlags::IN)];
+    match poll(&mut fds, Some(&timeout)) {
+        Ok(0) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+        Ok(_) => pipe.read(buf),
+        Err(rustix::io::Errno::INTR) => Err(std::io::Error::from(std::io::ErrorKind::Interrupted)),
+        Err(e) => Err(std::io::Error::from(e)),
+    }
+}
+
 impl Read for Source {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.failure.is_some() {
@@ -422,7 +447,7 @@ impl Read for Source {
         let result = match &mut self.inner {
             Inner::Http(r) => r.read(&mut buf[..want]),
             Inner::File(f) => f.read(&mut buf[..want]),
-            Inner::Command(_, stdout) => stdout.read(&mut buf[..want]),
+            Inner::Command(_, stdout, deadline) => read_by(stdout, &mut buf[..want], *deadline),
         };
         match result {
             Ok(n) => {

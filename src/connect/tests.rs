@@ -459,7 +459,8 @@ fn redirects_are_followed_only_on_the_same_origin() {
 }
 
 /// A command never sees the agent's environment (the HTTP connectors' secrets live there), a
-/// resource cannot become one of its options, and its timeout kills what it started too.
+/// resource cannot become one of its options, and its timeout kills what it started too (and
+/// ends the read even when something it started escaped the kill).
 #[test]
 fn commands_get_a_clean_environment_no_options_and_a_group_kill() {
     std::env::set_var("SEALRELAY_TEST_SECRET_E", "do-not-leak");
@@ -477,6 +478,11 @@ command = ["/bin/echo", "{rest}"]
 [[connector]]
 resources = "tree/*"
 command = ["/bin/sh", "-c", "sleep 30 & wait"]
+timeout_secs = 1
+
+[[connector]]
+resources = "detached/*"
+command = ["/bin/sh", "-c", "setsid -f sleep 20; printf partial"]
 timeout_secs = 1
 "#,
         dir.path(),
@@ -504,5 +510,15 @@ timeout_secs = 1
     assert!(
         started.elapsed() < std::time::Duration::from_secs(15),
         "a grandchild kept the pipe open"
+    );
+    // A process in a session of its own is out of the group kill's reach and holds the pipe
+    // open after the command exited 0: reading still gives up at the deadline.
+    let started = std::time::Instant::now();
+    let e = run("detached/1").unwrap_err();
+    assert!(e.message().contains("did not finish within 1 s"), "{e}");
+    assert!(!e.message().contains("partial"), "{e}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "a detached process kept the pipe open"
     );
 }
