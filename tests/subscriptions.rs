@@ -547,6 +547,85 @@ async fn a_malformed_receipt_frame_on_a_delivery_records_nothing() {
     t.relay.shutdown().await;
 }
 
+/// THREATS.md 26: a receipt on a `Deliver` stream is for the envelope sent on it. Helper-found:
+/// a receipt for another of the user's envelopes was recorded on it (that envelope deleted as
+/// delivered, while the one sent on the stream still waited).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_for_another_envelope_on_a_delivery_is_refused_and_records_nothing() {
+    use harness::pki::RawClient;
+    use sealrelay::core::envelope::submission::Submission;
+    use sealrelay::core::grant::Receipt;
+    use sealrelay::core::wire::{self, ErrorCode, ReceiptFrame, Response, WireSigned};
+    let t = common::test_relay(
+        &[
+            user("alice", 2, &["engineer"]),
+            agent("research-bot", &["tickets/*"]),
+        ],
+        |_| {},
+    )
+    .await;
+    let (alice_id, bot_id) = (&t.ids[0], &t.ids[1]);
+    let alice = UserClient::connect(alice_id, &t.addr).await.unwrap();
+    let bot = AgentClient::connect(bot_id, &t.addr).await.unwrap();
+    let mut sent = Vec::new();
+    for (resource, body) in [("tickets/1", &b"one"[..]), ("tickets/2", &b"two"[..])] {
+        alice
+            .grant(&grant_req("research-bot", resource))
+            .await
+            .unwrap();
+        let open = bot.grants().await.unwrap().pop().unwrap();
+        sent.push(bot.send(&open, &mut &body[..], &t.dir).await.unwrap());
+    }
+    let (a, b) = (sent[0], sent[1]);
+    // A well-formed receipt, signed by alice, for b.
+    let views = alice.inbox().await.unwrap();
+    let vb = views.iter().find(|v| v.envelope_id == b).unwrap();
+    let sb = Submission::decode(&vb.statement.statement).unwrap();
+    let r = Receipt {
+        envelope_id: b,
+        grant_id: sb.grant_id,
+        user: alice_id.id.clone().unwrap(),
+        agent: bot_id.id.clone().unwrap(),
+        ciphertext_root: sb.ciphertext_root,
+        status: DeliveryStatus::Delivered,
+        time: sealrelay::clock::now(),
+    }
+    .sign(&alice_id.signing_key);
+    // Sent on a's delivery.
+    let raw = RawClient::new(Some((alice_id, alice_id.cert.clone().unwrap())), wire::ALPN);
+    let conn = raw.connect(t.relay.local_addr).await;
+    let (mut send, mut recv) = raw_deliver(&conn, a).await;
+    let frame = wire::encode_frame(&ReceiptFrame {
+        receipt: WireSigned::from_signed(&r),
+        old_size: None,
+    })
+    .unwrap();
+    send.write_all(&frame).await.unwrap();
+    send.finish().unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(20), recv.read_to_end(64 * 1024))
+        .await
+        .expect("no answer")
+        .unwrap();
+    match wire::decode_frame::<Response>(&answer[4..]).unwrap() {
+        Response::Err { code, message } => {
+            assert_eq!(code, ErrorCode::BadRequest, "{message}");
+            assert!(message.contains("another envelope"), "{message}");
+            assert!(!message.contains('\n'), "{message}");
+        }
+        other => panic!("recorded on another envelope's stream: {other:?}"),
+    }
+    conn.close(0u32.into(), b"done");
+    // Nothing recorded: both wait, and each is delivered by a proper fetch.
+    assert_eq!(alice.inbox().await.unwrap().len(), 2);
+    for (id, body) in [(a, &b"one"[..]), (b, &b"two"[..])] {
+        let mut out = Vec::new();
+        let fetched = alice.fetch(id, &t.dir, &mut out).await.unwrap();
+        assert_eq!(fetched.status, DeliveryStatus::Delivered);
+        assert_eq!(out, body);
+    }
+    t.relay.shutdown().await;
+}
+
 /// A raw `Deliver` of `envelope`, its whole body read (the piece list and the ciphertext); the
 /// stream, this side still open for a receipt.
 async fn raw_deliver(

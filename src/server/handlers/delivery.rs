@@ -282,11 +282,21 @@ pub async fn receipt(
     peer: &Peer,
     receipt: WireSigned,
     old_size: Option<u64>,
+    delivered: Option<EnvelopeId>,
     cx: &Cx,
 ) -> Handled {
     let now = cx.now;
     let signed = receipt.to_signed(StatementType::Receipt)?;
     let claimed = Receipt::decode(&signed.statement)?;
+    // On a `Deliver` stream the receipt is for the envelope sent on it (THREATS.md 26: a
+    // receipt for another delivery is refused). Told before anything else: the caller named
+    // both envelopes, and nothing is looked up or changed.
+    if delivered.is_some_and(|d| d != claimed.envelope_id) {
+        return Err(Refusal::new(
+            ErrorCode::BadRequest,
+            "the receipt names another envelope than the one delivered on this stream: nothing was recorded (file each receipt on its own delivery, or with `Receipt`)",
+        ));
+    }
     let owner = match relay.store.envelope(&claimed.envelope_id)? {
         Some(e) => e.user,
         None => peer.id.clone(),

@@ -90,7 +90,7 @@ pub async fn handle<B: AsyncRead + Unpin + Send>(
             return Ok(Outcome::Envelope { view, body });
         }
         Request::Receipt { receipt, old_size } => {
-            delivery::receipt(relay, peer, receipt, old_size, cx).await
+            delivery::receipt(relay, peer, receipt, old_size, None, cx).await
         }
         Request::Proof { index, old_size } => log::proof(relay, peer, index, old_size, cx).await,
         Request::GetCheckpoint { old_size } => log::checkpoint(relay, peer, old_size, cx).await,

@@ -40,6 +40,31 @@ pub(crate) fn fill_context(
     }
 }
 
+/// Right before a source's fill commits: the grant's agent is still enrolled and not
+/// quarantined (checked when the fill began, through the policy's `agent_active`; a
+/// quarantine or revocation that came during the upload holds the grant as it would hold the
+/// agent's own submission). Not counted against the source: it could not have known.
+pub(crate) fn agent_still_active(relay: &Relay, agent: &SpiffeId, now: u64) -> Result<(), Refusal> {
+    if relay.monitor.is_quarantined(&agent.to_string()) {
+        return Err(Refusal::new(
+            ErrorCode::Forbidden,
+            format!(
+                "the grant's agent {} was quarantined during the upload: its grants are held, and nothing was stored",
+                agent.short()
+            ),
+        ));
+    }
+    relay.entry_for(agent, now).map(|_| ()).map_err(|_| {
+        Refusal::new(
+            ErrorCode::Forbidden,
+            format!(
+                "the grant's agent {} is no longer enrolled (revoked or expired): nothing was stored",
+                agent.short()
+            ),
+        )
+    })
+}
+
 /// An agent has a source fill one of its open grants. The relay checks the agent's signature,
 /// that the dispatch names exactly the grant the agent holds (id, digest, user, resource), that
 /// the source is enrolled and serves the resource, and the policy; then queues the assignment

@@ -244,6 +244,11 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
             grant_state::check_consume(&grant, &acting, length, now)?;
             // A revocation of the user that came during a slow upload ends it too.
             user_enrolled(relay, &grant.user, now)?;
+            // A source fills for the grant's agent: that agent quarantined or revoked during
+            // the upload ends it as it ends the agent's own (its grants are held).
+            if assignment.is_some() {
+                super::sources::agent_still_active(relay, &acting, now)?;
+            }
             Ok(now)
         })
     };

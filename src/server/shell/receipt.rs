@@ -10,6 +10,7 @@ use std::time::Duration;
 use quinn::RecvStream;
 
 use crate::core::wire::{ErrorCode, ReceiptFrame, Reply};
+use crate::ids::EnvelopeId;
 use crate::net::frame::{read_frame, ReadFrameError};
 use crate::net::Peer;
 
@@ -45,13 +46,15 @@ pub enum Step {
     Gone,
 }
 
-/// Reads the receipt that follows a delivered envelope and records it (or why not).
+/// Reads the receipt that follows the envelope `delivered` and records it (or why not): a
+/// receipt for another envelope is refused.
 pub async fn on_stream(
     relay: &Relay,
     effects: &Effects,
     peer: &Peer,
     recv: &mut RecvStream,
     length: u64,
+    delivered: EnvelopeId,
 ) -> Result<Step, Refusal> {
     let within = receipt_within(relay, length);
     let frame = match tokio::time::timeout(within, read_frame::<ReceiptFrame>(recv)).await {
@@ -84,7 +87,14 @@ pub async fn on_stream(
     };
     // The receipt's time is now, not the fetch's.
     let cx = effects.cx(relay);
-    handlers::delivery::receipt(relay, peer, frame.receipt, frame.old_size, &cx)
-        .await
-        .map(Step::Recorded)
+    handlers::delivery::receipt(
+        relay,
+        peer,
+        frame.receipt,
+        frame.old_size,
+        Some(delivered),
+        &cx,
+    )
+    .await
+    .map(Step::Recorded)
 }

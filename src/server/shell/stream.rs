@@ -120,7 +120,7 @@ pub async fn serve(
             send_envelope(&relay, &cx, &mut send, Reply::Envelope { view }, body, true).await
         }
         (Ok(Outcome::Envelope { view, body }), true) => {
-            let length = view.length;
+            let (length, delivered) = (view.length, view.envelope_id);
             match send_envelope(
                 &relay,
                 &cx,
@@ -132,8 +132,10 @@ pub async fn serve(
             .await
             {
                 Ok(()) => {
-                    match super::receipt::on_stream(&relay, &effects, &peer, &mut recv, length)
-                        .await
+                    match super::receipt::on_stream(
+                        &relay, &effects, &peer, &mut recv, length, delivered,
+                    )
+                    .await
                     {
                         Ok(Step::Recorded(reply)) => respond(&mut send, Ok(reply))
                             .await

@@ -349,30 +349,6 @@ async fn quotas_cap_open_grants_and_pending_envelopes_and_say_which() {
     f.call(&f.alice, req).await.unwrap();
 }
 
-/// A body that runs `during` once, after its first bytes: something that happens while an
-/// upload is in progress.
-struct During<'a, F: FnMut()> {
-    body: &'a [u8],
-    during: Option<F>,
-}
-
-impl<F: FnMut() + Unpin> tokio::io::AsyncRead for During<'_, F> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let n = self.body.len().min(buf.remaining()).min(100);
-        let (head, rest) = self.body.split_at(n);
-        buf.put_slice(head);
-        self.body = rest;
-        if let Some(mut f) = self.during.take() {
-            f();
-        }
-        std::task::Poll::Ready(Ok(()))
-    }
-}
-
 /// Defect 7: expiry was judged against the request's start and standing was not checked again,
 /// so a slow upload consumed a grant that expired meanwhile, and a quarantine during the upload
 /// did not stop it.

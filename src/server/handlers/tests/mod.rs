@@ -14,7 +14,7 @@ use crate::core::sign::Signed;
 use crate::core::store::GrantState;
 use crate::core::wire::{ErrorCode, Page, Reply, Request, WireSigned};
 use crate::ids::{EnvelopeId, GrantId, SpiffeId};
-use crate::local::provision::{agent, legacy_user, provision, user};
+use crate::local::provision::{agent, legacy_user, provision, source, user};
 use crate::net::Peer;
 use crate::server::config::RelayConfig;
 use crate::server::services::effects::Cx;
@@ -46,6 +46,8 @@ struct Fixture {
     admin: Identity,
     /// A user whose age key is X25519 (an older age client's).
     legacy: Identity,
+    /// A source serving `tickets/*` (docs/sources.md).
+    tix: Identity,
 }
 
 fn fixture() -> Fixture {
@@ -58,6 +60,7 @@ fn fixture_with(adjust: impl FnOnce(&mut RelayConfig)) -> Fixture {
     let (mut ids, admin) = provision(
         &tmp.path().join("keys"),
         &[
+            source("tix", &["tickets/*"]),
             user("alice", 3, &["engineer"]),
             user("bob", 3, &["approver", "auditor"]),
             user("carol", 0, &[]),
@@ -86,6 +89,7 @@ fn fixture_with(adjust: impl FnOnce(&mut RelayConfig)) -> Fixture {
     let carol = ids.pop().unwrap();
     let bob = ids.pop().unwrap();
     let alice = ids.pop().unwrap();
+    let tix = ids.pop().unwrap();
     Fixture {
         _tmp: tmp,
         relay,
@@ -96,6 +100,7 @@ fn fixture_with(adjust: impl FnOnce(&mut RelayConfig)) -> Fixture {
         bot,
         admin,
         legacy,
+        tix,
     }
 }
 
@@ -229,6 +234,30 @@ impl Fixture {
             receipt: WireSigned::from_signed(&r),
             old_size: None,
         }
+    }
+}
+
+/// A body that runs `during` once, after its first bytes: something that happens while an
+/// upload is in progress.
+struct During<'a, F: FnMut()> {
+    body: &'a [u8],
+    during: Option<F>,
+}
+
+impl<F: FnMut() + Unpin> tokio::io::AsyncRead for During<'_, F> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let n = self.body.len().min(buf.remaining()).min(100);
+        let (head, rest) = self.body.split_at(n);
+        buf.put_slice(head);
+        self.body = rest;
+        if let Some(mut f) = self.during.take() {
+            f();
+        }
+        std::task::Poll::Ready(Ok(()))
     }
 }
 
