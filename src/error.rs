@@ -65,6 +65,9 @@ pub struct Error {
     /// The relay answered with this refusal (a `Response::Err`), as opposed to a failure to
     /// reach it: see [`Error::exit_code`].
     answered: bool,
+    /// The relay refused for now (rate limited, over a quota that frees as other work ends):
+    /// how long it said to wait (see [`Error::retry_after`]).
+    retry_after: Option<std::time::Duration>,
 }
 
 impl Error {
@@ -76,6 +79,7 @@ impl Error {
             kind,
             message: shown(message.into()),
             answered: false,
+            retry_after: None,
         }
     }
     /// A refusal the relay answered with. Its kind is the wire code's (so that "unavailable, try
@@ -85,7 +89,18 @@ impl Error {
             kind,
             message: shown(message.into()),
             answered: true,
+            retry_after: None,
         }
+    }
+    /// This refusal holds for now only: asking again after `wait` may succeed.
+    pub fn retry_after_wait(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
+    }
+    /// Whether the relay refused for now only (rate limited, a quota full for the moment), and
+    /// how long it said to wait before asking again.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        self.retry_after
     }
     /// Whether the relay answered with this refusal (it was reached).
     pub fn is_relay_answer(&self) -> bool {
@@ -149,6 +164,7 @@ impl Error {
             kind: self.kind,
             message: shown(format!("{what}: {}", self.message)),
             answered: self.answered,
+            retry_after: self.retry_after,
         }
     }
 }

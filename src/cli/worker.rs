@@ -100,25 +100,48 @@ pub fn run_agent(args: RunArgs) -> Result<()> {
                     delay = std::time::Duration::from_millis(500);
                     continue 'subscribe;
                 }
-                Err(e) if e.kind() == sealrelay::ErrorKind::Unavailable && !args.once => {
-                    // A worker outlives relay restarts: reconnect with backoff, and say so.
-                    eprintln!(
-                        "the subscription to the relay ended ({}); again in {:.1} s",
-                        e.message(),
-                        delay.as_secs_f64()
-                    );
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(std::time::Duration::from_secs(30));
-                    if let Ok(again) = courier.connect().await {
-                        agent = again;
+                Err(e) => match again_after(&e, args.once, delay) {
+                    // A worker outlives relay restarts, rate limits and a quota full for the
+                    // moment: subscribe again after a while (reconnecting when the relay was
+                    // gone), and say so.
+                    Some(wait) => {
+                        eprintln!(
+                            "the subscription to the relay ended ({}); again in {:.1} s",
+                            e.message(),
+                            wait.as_secs_f64()
+                        );
+                        tokio::time::sleep(wait).await;
+                        delay = (delay * 2).min(MAX_BACKOFF);
+                        if e.kind() == sealrelay::ErrorKind::Unavailable {
+                            if let Ok(again) = courier.connect().await {
+                                agent = again;
+                            }
+                        }
                     }
-                }
-                Err(e) => return Err(e),
+                    None => return Err(e),
+                },
             }
         }
         agent.conn.close().await;
         Ok(())
     })
+}
+
+/// The longest the worker waits before subscribing again.
+const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// After a subscription ended with `e`: how long to wait before subscribing again (`delay`
+/// grows with each try), or `None` to stop. A relay gone (or unavailable for now), a rate
+/// limit (at least the wait the relay named) and a quota full for the moment are waited out;
+/// any other refusal stops the worker, and so does anything under `--once`.
+fn again_after(e: &Error, once: bool, delay: std::time::Duration) -> Option<std::time::Duration> {
+    if once {
+        return None;
+    }
+    if let Some(wait) = e.retry_after() {
+        return Some(wait.max(delay).min(MAX_BACKOFF));
+    }
+    (e.kind() == sealrelay::ErrorKind::Unavailable).then_some(delay)
 }
 
 /// How often the worker subscribes again (see `run_agent`).
@@ -450,5 +473,39 @@ mod tests {
         assert!(ended.is_err());
         assert_eq!(handled, [1, 2]);
         assert_eq!(forgotten, [1, 2, 3]);
+    }
+
+    /// Review-found: a subscription refused as rate limited or over a quota (both for now)
+    /// ended `agent run`; only a relay gone was waited out.
+    #[test]
+    fn a_subscription_refused_for_now_is_tried_again_and_one_refused_for_good_is_not() {
+        use std::time::Duration;
+        let half = Duration::from_millis(500);
+        let refused = |kind| Error::answered_by_relay(kind, "refused by the relay");
+        let limited =
+            refused(sealrelay::ErrorKind::Refused).retry_after_wait(Duration::from_millis(1200));
+        assert_eq!(
+            again_after(&limited, false, half),
+            Some(Duration::from_millis(1200))
+        );
+        // The wait grows with the tries, and is bounded.
+        assert_eq!(
+            again_after(&limited, false, Duration::from_secs(4)),
+            Some(Duration::from_secs(4))
+        );
+        let long =
+            refused(sealrelay::ErrorKind::Refused).retry_after_wait(Duration::from_secs(600));
+        assert_eq!(again_after(&long, false, half), Some(MAX_BACKOFF));
+        let gone = Error::new(sealrelay::ErrorKind::Unavailable, "the relay went away");
+        assert_eq!(again_after(&gone, false, half), Some(half));
+        for kind in [
+            sealrelay::ErrorKind::Refused,
+            sealrelay::ErrorKind::Verification,
+            sealrelay::ErrorKind::BadInput,
+        ] {
+            assert_eq!(again_after(&refused(kind), false, half), None, "{kind:?}");
+        }
+        assert_eq!(again_after(&limited, true, half), None, "--once stops");
+        assert_eq!(again_after(&gone, true, half), None, "--once stops");
     }
 }

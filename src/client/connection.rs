@@ -346,9 +346,26 @@ pub(crate) async fn read_response(recv: &mut RecvStream) -> Result<Response> {
     })
 }
 
-/// The relay's refusal as an error.
+/// The relay's refusal as an error. Rate limited ("retry after N ms") and over a quota (which
+/// frees as other work ends) are refusals for now ([`Error::retry_after`]).
 pub(crate) fn refused(code: ErrorCode, message: &str) -> Error {
-    Error::answered_by_relay(code.kind(), refusal_message(code, message))
+    let e = Error::answered_by_relay(code.kind(), refusal_message(code, message));
+    match code {
+        ErrorCode::RateLimited => e.retry_after_wait(retry_after(message)),
+        ErrorCode::QuotaExceeded => e.retry_after_wait(std::time::Duration::from_secs(1)),
+        _ => e,
+    }
+}
+
+/// The wait a rate-limited refusal names ("…, retry after N ms"): at least 1 ms, at most a
+/// minute; a second when it names none.
+fn retry_after(message: &str) -> std::time::Duration {
+    let ms = message
+        .rsplit_once("retry after ")
+        .and_then(|(_, rest)| rest.strip_suffix(" ms"))
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(1_000);
+    std::time::Duration::from_millis(ms.clamp(1, 60_000))
 }
 
 fn refusal_message(code: ErrorCode, message: &str) -> String {
@@ -519,5 +536,29 @@ mod tests {
             }))
             .unwrap();
         assert_eq!(all.len(), 5_000);
+    }
+
+    /// What `agent run` waits on: a rate-limited or over-quota refusal holds for now, with the
+    /// wait the relay named; other refusals hold for good.
+    #[test]
+    fn refusals_for_now_carry_their_wait() {
+        use crate::core::wire::ErrorCode;
+        use std::time::Duration;
+        let e = super::refused(ErrorCode::RateLimited, "rate limited, retry after 7 ms");
+        assert_eq!(e.retry_after(), Some(Duration::from_millis(7)));
+        let e = super::refused(ErrorCode::RateLimited, "rate limited");
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(1)));
+        let e = super::refused(ErrorCode::RateLimited, "retry after 99999999999 ms");
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(60)));
+        let e = super::refused(ErrorCode::QuotaExceeded, "at most 64 subscriptions");
+        assert!(e.retry_after().is_some());
+        assert!(e.context("subscribing").retry_after().is_some());
+        for code in [
+            ErrorCode::Forbidden,
+            ErrorCode::Unauthenticated,
+            ErrorCode::Expired,
+        ] {
+            assert_eq!(super::refused(code, "no").retry_after(), None, "{code:?}");
+        }
     }
 }
