@@ -93,15 +93,20 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
     // A submission repeated after a lost answer (the same signed statement on a used grant)
     // gets the original answer, without its body being read again.
     if let GrantState::Used { envelope_id } = grant.state {
-        let same = relay.store.envelope(&envelope_id)?.is_some_and(|e| {
+        let same = relay.store.envelope(&envelope_id)?.filter(|e| {
             e.agent == acting
                 && e.statement.statement == statement.statement
                 && e.statement.signature == statement.signature
         });
-        if same {
+        if let Some(e) = same {
             // Its first answer may have been lost with a commit that did land: the user's
-            // subscriptions hear of it now (they send nothing twice).
-            relay.feeds.publish(&grant.user, Feed::Inbox, envelope_id.0);
+            // subscriptions hear of it now (they send nothing twice), unless nothing is left
+            // to deliver or they heard of it lately.
+            if e.receipt.is_none() && now < e.expires_at {
+                relay
+                    .feeds
+                    .publish_again(&grant.user, Feed::Inbox, envelope_id.0);
+            }
             return Ok(Reply::Submitted { envelope_id });
         }
     }

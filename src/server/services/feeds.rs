@@ -6,7 +6,7 @@
 //! by dropping an id. On a store other nodes share, `cluster::publish_from_log` publishes what
 //! they committed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use tokio::sync::broadcast;
@@ -17,9 +17,15 @@ use crate::ids::SpiffeId;
 /// Ids queued per subscriber before it counts as behind (and lists again).
 pub const QUEUE: usize = 256;
 
-/// The open subscriptions, by (party, feed).
 /// Each followed (party, feed) and the channel its subscriptions listen on.
-type Senders = HashMap<(SpiffeId, Feed), broadcast::Sender<[u8; 16]>>;
+type Senders = HashMap<(SpiffeId, Feed), Channel>;
+
+/// A followed (party, feed): its channel, and the last [`QUEUE`] ids published on it (what a
+/// subscriber not behind may still have queued).
+struct Channel {
+    tx: broadcast::Sender<[u8; 16]>,
+    recent: VecDeque<[u8; 16]>,
+}
 
 pub struct Feeds {
     senders: Mutex<Senders>,
@@ -75,11 +81,15 @@ impl Feeds {
         let mut senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
         // Parties that stopped following leave no sender behind for long.
         if senders.len() > 64 && senders.len().is_power_of_two() {
-            senders.retain(|_, s| s.receiver_count() > 0);
+            senders.retain(|_, c| c.tx.receiver_count() > 0);
         }
         let rx = senders
             .entry((party.clone(), feed))
-            .or_insert_with(|| broadcast::channel(QUEUE).0)
+            .or_insert_with(|| Channel {
+                tx: broadcast::channel(QUEUE).0,
+                recent: VecDeque::new(),
+            })
+            .tx
             .subscribe();
         let mut resync = self.resync.subscribe();
         resync.borrow_and_update();
@@ -93,10 +103,30 @@ impl Feeds {
 
     /// Tells `party`'s subscriptions to `feed` (if any) that `id` is new.
     pub fn publish(&self, party: &SpiffeId, feed: Feed, id: [u8; 16]) {
+        self.send(party, feed, id, false);
+    }
+
+    /// [`Feeds::publish`] for an id published before that may not have reached the
+    /// subscriptions (a commit whose answer was lost), unless it is among the last [`QUEUE`]
+    /// published to them: then every subscription has it queued still, or has had it (or is
+    /// behind, and lists again). So another party repeating a request cannot put a
+    /// subscription behind, making it list everything again.
+    pub fn publish_again(&self, party: &SpiffeId, feed: Feed, id: [u8; 16]) {
+        self.send(party, feed, id, true);
+    }
+
+    fn send(&self, party: &SpiffeId, feed: Feed, id: [u8; 16], unless_recent: bool) {
         let mut senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
         let key = (party.clone(), feed);
-        if let Some(s) = senders.get(&key) {
-            if s.send(id).is_err() {
+        if let Some(c) = senders.get_mut(&key) {
+            if unless_recent && c.recent.contains(&id) {
+                return;
+            }
+            if c.recent.len() == QUEUE {
+                c.recent.pop_front();
+            }
+            c.recent.push_back(id);
+            if c.tx.send(id).is_err() {
                 // Nobody follows it any more.
                 senders.remove(&key);
             }
@@ -108,13 +138,13 @@ impl Feeds {
         let senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
         senders
             .get(&(party.clone(), feed))
-            .map_or(0, |s| s.receiver_count())
+            .map_or(0, |c| c.tx.receiver_count())
     }
 
     /// How many subscriptions are open (for `/metrics`).
     pub fn subscribers(&self) -> usize {
         let senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
-        senders.values().map(|s| s.receiver_count()).sum()
+        senders.values().map(|c| c.tx.receiver_count()).sum()
     }
 }
 
@@ -149,5 +179,39 @@ mod tests {
         drop(a_inbox);
         feeds.publish(&party("a"), Feed::Grants, [9; 16]);
         assert_eq!(feeds.subscribers(), 0);
+    }
+
+    /// Review-found: an agent re-sending a used submission (the same signed statement) had the
+    /// relay publish its envelope again each time; 257 of them put each of the user's
+    /// subscriptions behind, and each listed the whole inbox again, at no cost to the user's
+    /// rate limit.
+    #[tokio::test]
+    async fn an_id_published_again_does_not_put_a_subscriber_behind() {
+        let feeds = Feeds::default();
+        let mut s = feeds.subscribe(&party("u"), Feed::Inbox);
+        feeds.publish(&party("u"), Feed::Inbox, [7; 16]);
+        for _ in 0..=QUEUE {
+            feeds.publish_again(&party("u"), Feed::Inbox, [7; 16]);
+        }
+        feeds.publish(&party("u"), Feed::Inbox, [8; 16]);
+        assert_eq!(
+            s.next().await.unwrap(),
+            [7; 16],
+            "not Missed: nothing new was dropped"
+        );
+        assert_eq!(s.next().await.unwrap(), [8; 16]);
+        // Once out of the window (a commit whose publish was lost long ago), it goes out again.
+        for i in 0..QUEUE {
+            feeds.publish(
+                &party("u"),
+                Feed::Inbox,
+                [i as u8, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            );
+        }
+        for _ in 0..QUEUE {
+            s.next().await.unwrap();
+        }
+        feeds.publish_again(&party("u"), Feed::Inbox, [7; 16]);
+        assert_eq!(s.next().await.unwrap(), [7; 16]);
     }
 }
