@@ -138,13 +138,15 @@ impl AgentClient<'_> {
                 return Err(unexpected(&reply));
             };
             let (judged, size) = judge_frame(
+                &self.conn,
                 self.identity,
                 &self.pins,
                 grants,
                 &directory,
                 feed.from,
                 |v| v,
-            )?;
+            )
+            .await?;
             feed.from = Some(size);
             let catching_up = !feed.sub.live;
             let mut out = Vec::new();

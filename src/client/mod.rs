@@ -14,6 +14,8 @@ mod admin;
 mod agent;
 mod connection;
 mod deliver;
+mod dirlog;
+mod dirmirror;
 mod download;
 mod feed;
 mod fetch;
@@ -28,6 +30,8 @@ mod user;
 mod verify;
 
 pub use admin::AdminClient;
+#[cfg(test)]
+pub(crate) use agent::judge::judge_items;
 pub use agent::{seal_for, seal_signed, AgentClient, Sealed, SubmissionStatus};
 pub use connection::{connection_error, Connection, CONNECT_TIMEOUT};
 pub use deliver::{

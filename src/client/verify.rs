@@ -112,6 +112,8 @@ pub struct SerialPins {
     seen: std::sync::Mutex<std::collections::HashMap<SpiffeId, u64>>,
     /// The newest directory checkpoint seen (`client::keylog`), kept like the pins.
     pub directory: crate::local::directory_seen::DirectorySeen,
+    /// The whole directory log as far as read (`client::dirmirror`), kept like the pins.
+    pub mirror: super::dirmirror::DirMirror,
     /// The pins file and the fingerprint of the authority its pins belong to.
     file: Option<(std::path::PathBuf, String)>,
 }
@@ -132,6 +134,7 @@ impl SerialPins {
             directory: crate::local::directory_seen::DirectorySeen::at(
                 crate::local::directory_seen::state_path(identity),
             ),
+            mirror: super::dirmirror::DirMirror::at(crate::local::dirmirror::path_for(identity)),
             seen: std::sync::Mutex::new(seen),
             file: Some((file, fp)),
         })

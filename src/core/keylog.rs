@@ -17,7 +17,9 @@ use super::tlog::{leaf_hash, node_hash, Hash, EMPTY_ROOT};
 use crate::error::{Error, Result};
 use crate::ids::{PartyKind, SpiffeId};
 
+pub mod mirror;
 mod watch;
+pub use mirror::Mirror;
 pub use watch::{Alert, Previous, Watcher};
 
 /// What every directory leaf starts with.

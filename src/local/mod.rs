@@ -6,6 +6,7 @@
 pub mod checkpoint_state;
 pub mod cosigner_key;
 pub mod directory_seen;
+pub mod dirmirror;
 pub mod dirpaths;
 pub mod dirstore;
 pub mod fs;

@@ -110,3 +110,131 @@ async fn an_agent_refuses_an_entry_the_relay_cannot_prove_is_logged() {
     let note = forged.sign(&stranger, &vk).unwrap();
     assert!(Checkpoint::verify(&note, &directory_key(&f.bot).unwrap()).is_err());
 }
+
+/// A relay that leaves a key change out of the chain it serves (review-found: agents took a
+/// user's chain as the relay served it). Each entry it serves is in the log and proved there,
+/// so the chain alone passes; the agent's mirror of the whole log finds the newer serial, and
+/// the revocation, left out.
+#[tokio::test]
+async fn an_agent_refuses_a_key_the_whole_directory_log_supersedes_or_revokes() {
+    use crate::client::judge_items;
+    use crate::client::SerialPins;
+    use crate::core::keylog::{DirectoryLeaf, Mirror};
+    use crate::core::wire::LogProof;
+    let f = fixture();
+    f.grant("tickets/1").await;
+    async fn listing(f: &Fixture) -> (Option<crate::core::wire::GrantView>, Checkpoint) {
+        let request = Request::ListGrants {
+            page: Page::first(),
+            dir_size: None,
+        };
+        let Reply::Grants {
+            grants, directory, ..
+        } = f.call(&f.bot, request).await.unwrap()
+        else {
+            panic!("not a listing")
+        };
+        let cp =
+            Checkpoint::verify(&directory.checkpoint, &directory_key(&f.bot).unwrap()).unwrap();
+        (grants.into_iter().next(), cp)
+    }
+    let (first, _) = listing(&f).await;
+    let first = first.unwrap();
+    let authority = f.relay.authority;
+    let (wait, now) = (reset_wait(&f.bot), f.now());
+    // What the agent reads of the whole log, up to `cp`.
+    let mirror = |cp: &Checkpoint| {
+        let mut m = Mirror::default();
+        let leaves = f.relay.store.directory_log(0, cp.size as usize).unwrap();
+        for (i, bytes) in leaves.iter().enumerate() {
+            m.observe(i as u64, &DirectoryLeaf::decode(bytes).unwrap(), &authority);
+        }
+        m
+    };
+    // `v` as a lying relay would serve it under `cp`: each entry freshly proved, and (without
+    // `keep_earlier`) its own entry only.
+    let stale = |v: &crate::core::wire::GrantView, cp: &Checkpoint, keep_earlier: bool| {
+        let dir = f.relay.directory.read().unwrap();
+        let tree = dir.log_tree().unwrap();
+        let reproved = |log: &LogProof| LogProof {
+            proof: tree.inclusion_proof(log.index, cp.size).unwrap(),
+            ..log.clone()
+        };
+        let mut v = v.clone();
+        if keep_earlier {
+            for (_, log) in v.earlier.iter_mut() {
+                *log = reproved(log);
+            }
+        } else {
+            v.earlier.clear();
+        }
+        v.user_log = v.user_log.as_ref().map(reproved);
+        v
+    };
+    let judge = |v: &crate::core::wire::GrantView, cp: &Checkpoint| {
+        let pages = vec![(v.clone(), std::sync::Arc::new(cp.clone()))];
+        let m = mirror(cp);
+        let pins = SerialPins::in_memory();
+        let mut out = judge_items(
+            &f.bot,
+            &pins,
+            pages,
+            &Default::default(),
+            None,
+            Some(&m),
+            |v| v,
+        )
+        .unwrap();
+        out.pop().unwrap().1
+    };
+
+    // alice rotates: serial 2 is logged. The relay serves serial 1 alone.
+    super::rotation::rotate(&f, &f.alice).await;
+    let (fresh, cp) = listing(&f).await;
+    let fresh = fresh.unwrap();
+    let lying = stale(&first, &cp, false);
+    checked_grant(&lying, &cp, &authority, wait, now, None).expect("the chain alone passes");
+    let e = judge(&lying, &cp).unwrap_err();
+    assert!(e.message().contains("newer than the serial 1"), "{e}");
+    assert!(!e.message().contains('\n'));
+    // The honest answer passes.
+    judge(&fresh, &cp).unwrap();
+
+    // alice's serial 2 is revoked: the relay serves it as if it were not.
+    let root = TrustRoot::load(&f.relay.config.dir).unwrap();
+    let (directory, _) =
+        crate::local::dirstore::load(&root.directory_dir(), &root.authority.public()).unwrap();
+    let (_, revocation, _) = crate::local::dirstore::revoke(
+        &root,
+        &directory,
+        f.alice.id.as_ref().unwrap(),
+        "device lost",
+        f.now(),
+    )
+    .unwrap();
+    f.call(
+        &f.admin,
+        Request::PushDirectory {
+            entries: Vec::new(),
+            revocations: vec![WireSigned::from_signed(&revocation)],
+        },
+    )
+    .await
+    .unwrap();
+    let cp = {
+        let dir = f.relay.directory.read().unwrap();
+        let tree = dir.log_tree().unwrap();
+        Checkpoint {
+            origin: cp.origin.clone(),
+            size: tree.size(),
+            root: tree.root(tree.size()).unwrap(),
+        }
+    };
+    let lying = stale(&fresh, &cp, true);
+    checked_grant(&lying, &cp, &authority, wait, now, None).expect("the chain alone passes");
+    let e = judge(&lying, &cp).unwrap_err();
+    assert!(
+        e.message().contains("refusing to seal to a revoked key"),
+        "{e}"
+    );
+}

@@ -9,7 +9,7 @@ use crate::local::trust_root::TrustRoot;
 
 /// Rotates `who` to a fresh key (same attributes, the current key's signed consent, as `keys
 /// rotate` makes it) and pushes the new entry to the relay.
-async fn rotate(f: &Fixture, who: &Identity) -> Identity {
+pub(super) async fn rotate(f: &Fixture, who: &Identity) -> Identity {
     let root = TrustRoot::load(&f.relay.config.dir).unwrap();
     let (directory, _) = dirstore::load(&root.directory_dir(), &root.authority.public()).unwrap();
     let now = f.now();
