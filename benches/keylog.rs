@@ -238,7 +238,7 @@ fn main() {
     let now = time + WAIT + 10;
     let client_view_us = per_call(5_000, || {
         std::hint::black_box(
-            checked_grant(&view, &cp, &authority.public(), WAIT, now, None)
+            checked_grant(&view, &cp, &authority.public(), WAIT, now, None, None)
                 .unwrap_or_else(|e| fail(e)),
         );
     });

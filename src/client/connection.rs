@@ -9,7 +9,7 @@ use quinn::{ConnectionError, RecvStream, SendStream};
 
 use crate::core::identity::Identity;
 use crate::core::wire::{
-    CloseCode, ErrorCode, Page, Reply, Request, RequestFrame, Response, MAX_PAGE, PROTOCOL_VERSION,
+    CloseCode, ErrorCode, Page, Reply, Request, RequestFrame, Response, PROTOCOL_VERSION,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::ids::PartyKind;
@@ -390,8 +390,8 @@ async fn send_body(send: &mut SendStream, body: &mut (dyn Read + Send)) -> Resul
     }
 }
 
-/// Pages a listing holds at most ([`MAX_PAGE`] items each): ten times the default quotas of
-/// what a party can have waiting (docs/config.md).
+/// Pages a listing holds at most ([`MAX_PAGE`] items each, fewer when items are large): well
+/// above the default quotas of what a party can have waiting (docs/config.md).
 pub const MAX_LISTED_PAGES: usize = 1_000;
 
 /// Every page of a listing, `fetch` asking for each. The relay's cursors must move forward (a
@@ -426,8 +426,7 @@ where
         }
     }
     Err(Error::verification(format!(
-        "the relay's listing ran past {MAX_LISTED_PAGES} pages ({} items): refusing to hold more (if this many are truly waiting, act on some and list again)",
-        MAX_LISTED_PAGES * MAX_PAGE as usize
+        "the relay's listing ran past {MAX_LISTED_PAGES} pages: refusing to hold more (if this many are truly waiting, act on some and list again)"
     )))
 }
 
@@ -505,7 +504,12 @@ mod tests {
                 let n = asked.get() + 1;
                 asked.set(n);
                 let cursor = counted(n);
-                async move { Ok((vec![0u8; super::MAX_PAGE as usize], Some(cursor))) }
+                async move {
+                    Ok((
+                        vec![0u8; crate::core::wire::MAX_PAGE as usize],
+                        Some(cursor),
+                    ))
+                }
             }))
             .unwrap_err();
         assert!(e.message().contains("ran past 1000 pages"), "{e}");
@@ -513,7 +517,7 @@ mod tests {
         // One page too large.
         let e = rt
             .block_on(super::every_page(|_page| async {
-                Ok((vec![0u8; super::MAX_PAGE as usize + 1], None))
+                Ok((vec![0u8; crate::core::wire::MAX_PAGE as usize + 1], None))
             }))
             .unwrap_err();
         assert!(e.message().contains("at most 100 were asked for"), "{e}");
@@ -532,7 +536,7 @@ mod tests {
                 served.set(n);
                 let cursor = counted(n);
                 let next = (n < 50).then_some(cursor);
-                async move { Ok((vec![n as u8; super::MAX_PAGE as usize], next)) }
+                async move { Ok((vec![n as u8; crate::core::wire::MAX_PAGE as usize], next)) }
             }))
             .unwrap();
         assert_eq!(all.len(), 5_000);

@@ -114,6 +114,9 @@ pub(crate) async fn read_checkpoint(source: &LogSource<'_>) -> Result<String> {
     }
 }
 
+/// How many times one read of leaves waits out the relay's rate limit before it gives up.
+const RATE_LIMITED_TRIES: u32 = 30;
+
 /// Leaves `from..to`.
 pub(crate) async fn read_leaves(
     source: &LogSource<'_>,
@@ -128,10 +131,25 @@ pub(crate) async fn read_leaves(
                 let limit = u32::try_from(to - at)
                     .unwrap_or(u32::MAX)
                     .min(LEAVES_PER_REQUEST);
-                match conn
-                    .simple(Request::DirectoryLeaves { from: at, limit })
-                    .await?
-                {
+                // A long read (an agent's first) may run into the relay's rate limit: it waits
+                // as long as the relay says, a bounded number of times.
+                let mut tries = 0;
+                let reply = loop {
+                    match conn
+                        .simple(Request::DirectoryLeaves { from: at, limit })
+                        .await
+                    {
+                        Err(e) if tries < RATE_LIMITED_TRIES => match e.retry_after() {
+                            Some(wait) => {
+                                tries += 1;
+                                tokio::time::sleep(wait).await;
+                            }
+                            None => return Err(e),
+                        },
+                        other => break other?,
+                    }
+                };
+                match reply {
                     Reply::Leaves { leaves } if !leaves.is_empty() => out.extend(leaves),
                     Reply::Leaves { .. } => {
                         return Err(Error::verification(format!(

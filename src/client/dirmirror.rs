@@ -12,14 +12,17 @@ use crate::core::keylog::{DirectoryLeaf, Mirror};
 use crate::core::sign::PublicKey;
 use crate::core::tlog::checkpoint::Checkpoint;
 use crate::core::tlog::leaf_hash;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
+use crate::ids::SpiffeId;
 use crate::local::dirmirror::MirrorState;
 
 use super::connection::Connection;
 use super::dirlog::{read_leaves, LogSource};
 
-/// Leaves read per request.
+/// Leaves asked for per request (a reply holds fewer when they are large).
 const STEP: u64 = 256;
+/// A long read is saved every this many leaves, so a read cut off goes on from there.
+const SAVE_EVERY: u64 = 4096;
 
 /// The mirror, kept in `IDENTITY.dirmirror` (or in this process's memory), loaded at first use.
 #[derive(Debug, Default)]
@@ -39,8 +42,9 @@ impl DirMirror {
 
     /// The mirror read up to `cp` (a directory checkpoint this identity accepted, of the log
     /// `origin`) at least: the leaves since the last read are fetched over `conn`, each
-    /// statement the authority signed taken in, and the tree's new right edge must have `cp`'s
-    /// root. Saved when it moved on.
+    /// statement `authority` signed taken in, and the tree's new right edge must have `cp`'s
+    /// root. Judge with it as of `cp.size` (it may hold more: another process of this identity
+    /// may have read further).
     pub async fn caught_up(
         &self,
         conn: &Connection,
@@ -48,55 +52,89 @@ impl DirMirror {
         origin: &str,
         authority: &PublicKey,
     ) -> Result<MappedMutexGuard<'_, Mirror>> {
+        let fingerprint = authority.fingerprint();
         let mut guard = self.state.lock().await;
-        let fresh = || MirrorState {
-            origin: origin.to_owned(),
-            ..MirrorState::default()
-        };
+        let ours = |s: &MirrorState| s.origin == origin && s.authority == fingerprint;
         let state = match guard.take() {
-            Some(s) if s.origin == origin => s,
-            Some(_) => fresh(),
+            Some(s) if ours(&s) => Some(s),
+            Some(_) => None,
             None => match &self.file {
-                Some(f) => MirrorState::load(f)?
-                    .filter(|s| s.origin == origin)
-                    .unwrap_or_else(fresh),
-                None => fresh(),
+                Some(f) => MirrorState::load(f)?.filter(ours),
+                None => None,
             },
         };
-        let state = guard.insert(state);
-        // Another process of this identity may have read further: what it read holds. At the
-        // same size, the roots must agree.
+        let state = guard.insert(state.unwrap_or_else(|| MirrorState {
+            origin: origin.to_owned(),
+            authority: fingerprint.clone(),
+            ..MirrorState::default()
+        }));
+        if cp.size < state.size && cp.size > state.verified {
+            // Leaves read past `cp` but not yet checked: nothing before `cp` can be trusted
+            // from them alone. (Reads stop at the checkpoint they were given, so this is a read
+            // of another process, under way.)
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                "the directory log is being read by another process of this identity: list again in a moment",
+            ));
+        }
         if cp.size >= state.size {
             let mut frontier = state.frontier()?;
-            let mut mirror = state.mirror.clone();
-            let mut at = state.size;
-            while at < cp.size {
-                let to = (at + STEP).min(cp.size);
-                for bytes in read_leaves(&LogSource::Relay(conn), at, to).await? {
-                    let leaf = DirectoryLeaf::decode(&bytes)
-                        .map_err(|e| e.context(format!("directory log leaf {at}")))?;
-                    frontier.append(leaf_hash(&bytes));
-                    mirror.observe(at, &leaf, authority);
-                    at += 1;
+            let read = async {
+                while frontier.size < cp.size {
+                    let at = frontier.size;
+                    let to = (at + STEP).min(cp.size);
+                    for (i, bytes) in
+                        (at..).zip(read_leaves(&LogSource::Relay(conn), at, to).await?)
+                    {
+                        let leaf = DirectoryLeaf::decode(&bytes)
+                            .map_err(|e| e.context(format!("directory log leaf {i}")))?;
+                        frontier.append(leaf_hash(&bytes));
+                        state.mirror.observe(i, &leaf, authority);
+                    }
+                    if frontier.size % SAVE_EVERY == 0 && frontier.size < cp.size {
+                        state.set_frontier(&frontier);
+                        if let Some(f) = &self.file {
+                            state.save(f)?;
+                        }
+                    }
                 }
+                Ok::<(), Error>(())
+            };
+            if let Err(e) = read.await {
+                // What was read is kept (each leaf taken in with its edge), unchecked yet.
+                state.set_frontier(&frontier);
+                return Err(e);
             }
             if frontier.root() != cp.root {
+                // Nothing of what was read holds: the next read starts again from the first
+                // leaf.
+                *guard = None;
+                if let Some(f) = &self.file {
+                    let _ = std::fs::remove_file(f);
+                }
                 return Err(Error::verification(format!(
-                    "FORK: the directory log's leaves do not add up to its checkpoint of {} leaves (or do not extend the {} this identity read before): refusing to seal to keys from it",
-                    cp.size, state.size
+                    "FORK: the directory log's leaves do not add up to its checkpoint of {} leaves: the relay shows this identity another directory than it signed; refusing to seal to keys from it",
+                    cp.size
                 )));
             }
-            if frontier.size > state.size {
-                state.mirror = mirror;
-                state.set_frontier(&frontier);
-                if let Some(f) = &self.file {
-                    state.save(f)?;
-                }
+            let moved = frontier.size > state.size || state.verified < frontier.size;
+            state.set_frontier(&frontier);
+            state.verified = frontier.size;
+            if let (true, Some(f)) = (moved, &self.file) {
+                state.save(f)?;
             }
         }
         // (The state was put in place above: nothing is inserted here.)
         Ok(MutexGuard::map(guard, |s| {
             &mut s.get_or_insert_with(MirrorState::default).mirror
         }))
+    }
+
+    /// The highest serial of `id` the directory log revokes, as far as this identity checked
+    /// it (`None`: none, or nothing read yet).
+    pub async fn revoked_through(&self, id: &SpiffeId) -> Option<u64> {
+        let guard = self.state.lock().await;
+        let s = guard.as_ref()?;
+        s.mirror.revoked_through(id, s.verified)
     }
 }

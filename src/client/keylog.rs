@@ -62,7 +62,9 @@ fn check_logged(signed: &WireSigned, p: &LogProof, cp: &Checkpoint, what: &str) 
 /// `seen`: what this agent had seen before this listing (see [`Seen`]): a leaf past that
 /// checkpoint that says it was logged earlier (a relay backdating a key to skip its wait), or
 /// a serial the agent had pinned logged again after it (a second entry for one serial), is
-/// refused.
+/// refused. `revoked_through`: the user's highest serial the whole directory log revokes under
+/// `cp` (`core::keylog::Mirror`): a rotation or renewal a revoked key vouched for is a reset,
+/// with its wait, as the relay judges it.
 pub fn checked_grant(
     view: &GrantView,
     cp: &Checkpoint,
@@ -70,6 +72,7 @@ pub fn checked_grant(
     wait: u64,
     now: u64,
     seen: Option<Seen>,
+    revoked_through: Option<u64>,
 ) -> Result<OpenGrant> {
     let newest = verified_entry(&view.user_entry, authority, None)?;
     let who = newest.id.short();
@@ -121,17 +124,38 @@ pub fn checked_grant(
     }
     let approved = approvals(view, cp, authority, &chain)?;
     let (at, change) = usable_from(&chain, wait, &approved, now)?;
+    // What the revoked key before it vouched for (a leaked key's "rotation") waits as a reset.
+    let vouched_by_revoked = matches!(change, Change::Rotation | Change::Renewal)
+        && chain.len() >= 2
+        && revoked_through.is_some_and(|r| chain[chain.len() - 2].entry.serial <= r);
+    let at = if vouched_by_revoked {
+        let w = approved
+            .get(&newest.serial)
+            .map_or(wait, |a| (*a).min(wait));
+        newest_log.logged_at.saturating_add(w)
+    } else {
+        at
+    };
     if at > now {
         let by = if newest.enrolled_by.is_empty() {
             "the authority".to_owned()
         } else {
             newest.enrolled_by.clone()
         };
+        let how = if vouched_by_revoked {
+            format!(
+                "a rotation signed by {who}'s revoked key (serial {}), which is a reset",
+                chain[chain.len() - 2].entry.serial
+            )
+        } else if change == Change::Reset {
+            format!("a reset not signed by {who}'s previous key")
+        } else {
+            format!("a rotation of a reset not signed by {who}'s previous key")
+        };
         return Err(Error::verification(format!(
-            "{who}'s newest key (serial {}) was enrolled by {by} at {} as a {} not signed by {who}'s previous key: nothing is sealed to it until {} (the waiting period, docs/keys.md)",
+            "{who}'s newest key (serial {}) was enrolled by {by} at {} as {how}: nothing is sealed to it until {} (the waiting period, docs/keys.md)",
             newest.serial,
             crate::clock::rfc3339(newest_log.logged_at),
-            if change == Change::Reset { "reset" } else { "rotation of a reset" },
             crate::clock::rfc3339(at)
         )));
     }

@@ -109,6 +109,12 @@ impl<'a> SourceClient<'a> {
         let now = clock::now();
         let mut out = Vec::new();
         for (view, grant) in judged {
+            // The dispatching agent's key must not be one the directory log revokes (a relay
+            // could serve a leaked, revoked agent key with its dispatch).
+            let agent_revoked = match &grant {
+                Ok(g) => self.pins.mirror.revoked_through(&g.grant.agent).await,
+                Err(_) => None,
+            };
             let Ok(claimed) = view
                 .dispatch
                 .to_signed(StatementType::Dispatch)
@@ -121,7 +127,15 @@ impl<'a> SourceClient<'a> {
             // The agent's entry is pinned like a user's: a relay cannot serve an older one.
             let verdict = grant
                 .and_then(|g| check(&view, g, &own, &self.id, &authority, now))
-                .and_then(|a| self.pins.check(&a.agent_entry).map(|()| a));
+                .and_then(|a| self.pins.check(&a.agent_entry).map(|()| a))
+                .and_then(|a| match agent_revoked {
+                    Some(r) if a.agent_entry.serial <= r => Err(Error::verification(format!(
+                        "the directory log revokes {}'s keys through serial {r}, and its dispatch is signed with serial {}: refusing to fill it",
+                        a.agent_entry.id.short(),
+                        a.agent_entry.serial
+                    ))),
+                    _ => Ok(a),
+                });
             out.push(Listed {
                 grant_id: claimed.grant_id,
                 user: claimed.user,

@@ -11,9 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::directory::DirectoryEntry;
 use crate::core::keylog::{Alert, Frontier, Previous, Watcher};
-use crate::error::{Error, ErrorKind, Result};
-use crate::ids::{hex, parse_hex};
-use crate::local::fs::{read_capped, write_atomic, PRIVATE_MODE};
+use crate::error::{Error, Result};
+use crate::local::tree_state;
 
 /// Largest state file read.
 const MAX_STATE_LEN: usize = 4 << 20;
@@ -44,36 +43,20 @@ pub fn path_for(identity: &Path) -> PathBuf {
 impl WatchState {
     /// The saved state, `None` before the first read.
     pub fn load(path: &Path) -> Result<Option<WatchState>> {
-        match read_capped(path, MAX_STATE_LEN) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                Error::bad_input(format!(
-                    "{} is not a key-watch state ({e}); move it away to read the directory log from the start",
-                    path.display()
-                ))
-            }),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
+        tree_state::load(path, MAX_STATE_LEN, "a key-watch state")
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
-        let text = serde_json::to_vec_pretty(self)
-            .map_err(|e| Error::internal(format!("cannot encode the key-watch state: {e}")))?;
-        write_atomic(path, &text, PRIVATE_MODE, true)
+        tree_state::save(path, self, "the key-watch state", true)
     }
 
     pub fn frontier(&self) -> Result<Frontier> {
-        let hashes = self
-            .frontier
-            .iter()
-            .map(|h| parse_hex::<32>(h))
-            .collect::<Result<Vec<_>>>()?;
-        Frontier::new(self.size, hashes)
+        tree_state::frontier(self.size, &self.frontier)
     }
 
     pub fn set_frontier(&mut self, f: &Frontier) {
         self.size = f.size;
-        self.frontier = f.hashes.iter().map(hex).collect();
+        self.frontier = tree_state::hashes(f);
     }
 
     pub fn previous(&self) -> Result<Previous> {

@@ -14,4 +14,5 @@ pub mod identity_file;
 pub mod keywatch_state;
 pub mod pins;
 pub mod provision;
+pub mod tree_state;
 pub mod trust_root;

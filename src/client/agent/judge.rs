@@ -175,7 +175,10 @@ pub(crate) fn judge_items<T>(
         let user = crate::core::grant::Grant::decode(&v.grant.statement)
             .ok()
             .map(|g| g.user);
-        let pinned = user.and_then(|u| pinned_before.get(&u).copied());
+        let pinned = user.as_ref().and_then(|u| pinned_before.get(u).copied());
+        let revoked = user
+            .as_ref()
+            .and_then(|u| mirror.and_then(|m| m.revoked_through(u, cp.size)));
         let g = super::super::keylog::checked_grant(
             v,
             &cp,
@@ -183,8 +186,9 @@ pub(crate) fn judge_items<T>(
             wait,
             now,
             seen.map(|(size, at)| super::super::keylog::Seen { size, at, pinned }),
+            revoked,
         )
-        .and_then(|g| unomitted(v, g, mirror))
+        .and_then(|g| unomitted(v, g, &cp, mirror))
         .and_then(|g| pins.check(&g.user_entry).map(|()| g));
         // The party judges expiry itself too: an expired grant is not acted on.
         if let Ok(g) = &g {
@@ -197,15 +201,16 @@ pub(crate) fn judge_items<T>(
     Ok(out)
 }
 
-/// `g`, whose user's key the relay served in `v`, if the whole directory log (`mirror`, read up
-/// to the checkpoint it was proved under) holds nothing newer for that user and no revocation
+/// `g`, whose user's key the relay served in `v` under `cp`, if the whole directory log up to
+/// `cp` (`mirror`, read at least that far) holds nothing newer for that user and no revocation
 /// of it: a relay that leaves a key change out of the chain it serves is caught.
 fn unomitted(
     v: &crate::core::wire::GrantView,
     g: OpenGrant,
+    cp: &crate::core::tlog::checkpoint::Checkpoint,
     mirror: Option<&crate::core::keylog::Mirror>,
 ) -> Result<OpenGrant> {
-    let (Some(mirror), Some(log)) = (mirror, &v.user_log) else {
+    let Some(mirror) = mirror else {
         return Err(Error::internal(
             "a served key was judged without the directory log read",
         ));
@@ -213,6 +218,6 @@ fn unomitted(
     let signed = v
         .user_entry
         .to_signed(crate::core::sign::StatementType::DirectoryEntry)?;
-    mirror.check(&g.user_entry, &signed, log.index)?;
+    mirror.check(&g.user_entry, &signed, cp.size)?;
     Ok(g)
 }

@@ -1,9 +1,10 @@
 //! What an agent (or a source) knows of every party from the whole directory log, read leaf by
-//! leaf (`client::dirmirror`): each party's newest logged serial and how far its keys are
-//! revoked. The relay serves a user's key chain with each grant; a chain proved entry by entry
+//! leaf (`client::dirmirror`): each party's logged entries and revocations, with their leaf
+//! indexes. The relay serves a user's key chain with each grant; a chain proved entry by entry
 //! can still leave something out (a newer serial, a revocation), and a relay that did would
-//! have agents seal to a key its owner replaced or revoked. Checked against the mirror, a
-//! served entry must be the newest the log holds for its party, and not revoked.
+//! have agents seal to a key its owner replaced or revoked. Checked against the mirror as of
+//! the checkpoint the chain was proved under, a served entry must be the one in force for its
+//! serial, the newest its party has, and not revoked.
 
 use std::collections::BTreeMap;
 
@@ -13,17 +14,18 @@ use super::{statement_digest, DirectoryLeaf};
 use crate::core::directory::{DirectoryEntry, Revocation};
 use crate::core::sign::{PublicKey, Signed, StatementType};
 use crate::error::{Error, Result};
-use crate::ids::hex;
+use crate::ids::{hex, SpiffeId};
 
-/// Every party's standing in the directory log, as far as it was read.
+/// Every party's statements in the directory log, as far as it was read.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Mirror {
-    /// Party id → its newest logged serial, that entry's leaf index and its
-    /// [`statement_digest`] (hex).
-    pub newest: BTreeMap<String, (u64, u64, String)>,
-    /// Party id → the highest serial revoked (every serial up to it is revoked).
-    pub revoked: BTreeMap<String, u64>,
+    /// Party id → each entry logged for it, in log order: (serial, leaf index, the hex
+    /// [`statement_digest`] of the signed entry).
+    pub entries: BTreeMap<String, Vec<(u64, u64, String)>>,
+    /// Party id → each revocation logged for it, in log order: (the serial revoked, with every
+    /// one before it; leaf index).
+    pub revocations: BTreeMap<String, Vec<(u64, u64)>>,
 }
 
 impl Mirror {
@@ -35,48 +37,63 @@ impl Mirror {
             StatementType::DirectoryEntry => {
                 if let Ok(e) = DirectoryEntry::verify(&leaf.statement, authority) {
                     let digest = hex(statement_digest(&leaf.statement));
-                    let newest =
-                        self.newest
-                            .entry(e.id.to_string())
-                            .or_insert((0, index, String::new()));
-                    // A later leaf for the same serial with another statement is a second
-                    // entry for it: the newest is what a served entry of that serial must be.
-                    if e.serial > newest.0 || (e.serial == newest.0 && digest != newest.2) {
-                        *newest = (e.serial, index, digest);
-                    }
+                    self.entries
+                        .entry(e.id.to_string())
+                        .or_default()
+                        .push((e.serial, index, digest));
                 }
             }
             StatementType::Revocation => {
                 if let Ok(r) = Revocation::verify(&leaf.statement, authority) {
-                    let through = self.revoked.entry(r.id.to_string()).or_insert(0);
-                    *through = (*through).max(r.serial);
+                    self.revocations
+                        .entry(r.id.to_string())
+                        .or_default()
+                        .push((r.serial, index));
                 }
             }
             _ => {}
         }
     }
 
-    /// Whether `entry` (its signed statement `signed`), served at leaf `index` of the log this
-    /// mirror read, may be sealed to: the newest entry the log holds for its party, and not
-    /// revoked.
-    pub fn check(&self, entry: &DirectoryEntry, signed: &Signed, index: u64) -> Result<()> {
-        let id = entry.id.to_string();
+    /// The highest serial of `id` revoked by the leaves before `size` (every serial up to it
+    /// is revoked), as the relay counts revocations.
+    pub fn revoked_through(&self, id: &SpiffeId, size: u64) -> Option<u64> {
+        self.revocations
+            .get(&id.to_string())?
+            .iter()
+            .filter(|(_, at)| *at < size)
+            .map(|(serial, _)| *serial)
+            .max()
+    }
+
+    /// Whether `entry` (its signed statement `signed`), served under a checkpoint of `size`
+    /// leaves, may be sealed to, judged on the leaves before `size`: its serial is the newest
+    /// logged for its party, it is the entry in force for that serial (the first logged: the
+    /// relay never takes a second), and it is not revoked.
+    pub fn check(&self, entry: &DirectoryEntry, signed: &Signed, size: u64) -> Result<()> {
         let who = entry.id.short();
-        if let Some((serial, at, digest)) = self.newest.get(&id) {
-            let (serial, at) = (*serial, *at);
-            if serial > entry.serial {
+        let logged = self
+            .entries
+            .get(&entry.id.to_string())
+            .map(|v| v.iter().filter(|(_, at, _)| *at < size).collect::<Vec<_>>())
+            .unwrap_or_default();
+        if let Some((serial, at, _)) = logged.iter().max_by_key(|(serial, _, _)| *serial) {
+            if *serial > entry.serial {
                 return Err(Error::verification(format!(
                     "the directory log holds {who}'s key serial {serial} (leaf {at}), newer than the serial {} the relay served: a relay leaving out a key change; refusing to seal to it",
                     entry.serial
                 )));
             }
-            if serial == entry.serial && *digest != hex(statement_digest(signed)) {
+        }
+        if let Some((_, at, digest)) = logged.iter().find(|(s, _, _)| *s == entry.serial) {
+            if *digest != hex(statement_digest(signed)) {
                 return Err(Error::verification(format!(
-                    "the directory log holds another entry for {who}'s serial {serial} (leaf {at}) than the one the relay served (leaf {index}): refusing to seal to it"
+                    "the directory log's entry for {who}'s serial {} is another one (leaf {at}) than the one the relay served: refusing to seal to it",
+                    entry.serial
                 )));
             }
         }
-        if let Some(&through) = self.revoked.get(&id) {
+        if let Some(through) = self.revoked_through(&entry.id, size) {
             if entry.serial <= through {
                 return Err(Error::verification(format!(
                     "the directory log revokes {who}'s keys through serial {through}, and the relay served serial {}: refusing to seal to a revoked key",

@@ -370,3 +370,60 @@ fn a_rotation_signed_by_a_key_revoked_afterwards_is_an_alert() {
     assert!(watched(&mut w, &id, &leaves, &authority).is_empty());
     assert!(w.current_is_own);
 }
+
+/// The agent's mirror of the whole log (`Mirror`): as of a checkpoint's size, a served entry
+/// must be its party's newest, the one in force for its serial (the first logged), and not
+/// revoked; what was logged after that size is not held against it.
+#[test]
+fn the_mirror_judges_a_served_entry_as_of_the_checkpoint_it_was_proved_under() {
+    let (authority, k1, k2) = (
+        SigningKey::generate().unwrap(),
+        SigningKey::generate().unwrap(),
+        SigningKey::generate().unwrap(),
+    );
+    let [e1, e2, _] = rotated_then_renewed(&k1, &k2);
+    let mut other2 = e2.clone();
+    other2.tls_spki_sha256 = [9; 32];
+    let revocation = Revocation {
+        id: e1.id.clone(),
+        serial: 2,
+        revoked_at: 200,
+        reason: "lost".into(),
+    };
+    // Leaves: e1, e2, a second entry for serial 2, the revocation of 2, and one unsigned junk.
+    let mut leaves = logged_leaves(&authority, &[&e1, &e2, &other2]);
+    leaves.push(DirectoryLeaf {
+        logged_at: 103,
+        statement: revocation.sign(&authority).unwrap(),
+    });
+    let stranger = SigningKey::generate().unwrap();
+    let mut forged = e2.clone();
+    forged.serial = 9;
+    leaves.push(DirectoryLeaf {
+        logged_at: 104,
+        statement: forged.sign(&stranger).unwrap(),
+    });
+    let mut m = Mirror::default();
+    for (i, l) in leaves.iter().enumerate() {
+        m.observe(i as u64, l, &authority.public());
+    }
+    let signed = |e: &DirectoryEntry| e.sign(&authority).unwrap();
+    // Under a checkpoint of 1 leaf, serial 1 is the newest: taken.
+    m.check(&e1, &signed(&e1), 1).unwrap();
+    // Under 2 leaves, serial 1 was left out of date.
+    let e = m.check(&e1, &signed(&e1), 2).unwrap_err();
+    assert!(e.message().contains("newer than the serial 1"), "{e}");
+    m.check(&e2, &signed(&e2), 2).unwrap();
+    // The second entry for serial 2 is never the one in force.
+    let e = m.check(&other2, &signed(&other2), 3).unwrap_err();
+    assert!(e.message().contains("is another one (leaf 1)"), "{e}");
+    m.check(&e2, &signed(&e2), 3).unwrap();
+    // Revoked under 4 leaves; the forged serial 9 (not the authority's) changes nothing.
+    let e = m.check(&e2, &signed(&e2), 5).unwrap_err();
+    assert!(
+        e.message().contains("refusing to seal to a revoked key"),
+        "{e}"
+    );
+    assert_eq!(m.revoked_through(&e1.id, 5), Some(2));
+    assert_eq!(m.revoked_through(&e1.id, 3), None);
+}

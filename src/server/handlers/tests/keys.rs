@@ -32,13 +32,13 @@ async fn an_agent_refuses_an_entry_the_relay_cannot_prove_is_logged() {
     let authority = f.relay.authority;
     let (wait, now) = (reset_wait(&f.bot), f.now());
     // As served: accepted.
-    let g = checked_grant(&view, &cp, &authority, wait, now, None).unwrap();
+    let g = checked_grant(&view, &cp, &authority, wait, now, None, None).unwrap();
     assert_eq!(g.user_entry.id, *f.alice.id.as_ref().unwrap());
 
     // Backdated: the entry says it was logged well before this agent saw a log without it.
     let log = view.user_log.clone().unwrap();
     let seen = |size, at, pinned| Some(Seen { size, at, pinned });
-    let check = |s| checked_grant(&view, &cp, &authority, wait, now, s);
+    let check = |s| checked_grant(&view, &cp, &authority, wait, now, s, None);
     let e = check(seen(log.index, log.logged_at + 3600, None)).unwrap_err();
     assert!(e.message().contains("a backdated entry"), "{e}");
     check(seen(log.index, log.logged_at, None)).unwrap();
@@ -51,7 +51,7 @@ async fn an_agent_refuses_an_entry_the_relay_cannot_prove_is_logged() {
     // No place in the log.
     let mut v = view.clone();
     v.user_log = None;
-    let e = checked_grant(&v, &cp, &authority, wait, now, None).unwrap_err();
+    let e = checked_grant(&v, &cp, &authority, wait, now, None, None).unwrap_err();
     assert!(
         e.message().contains("without a place in the directory log"),
         "{e}"
@@ -91,7 +91,7 @@ async fn an_agent_refuses_an_entry_the_relay_cannot_prove_is_logged() {
     v.user_entry = WireSigned::from_signed(&unlogged.sign(&root.authority).unwrap());
     altered.push(v);
     for v in altered {
-        let e = checked_grant(&v, &cp, &authority, wait, now, None).unwrap_err();
+        let e = checked_grant(&v, &cp, &authority, wait, now, None, None).unwrap_err();
         assert!(
             e.message()
                 .contains("is in the directory log does not verify"),
@@ -123,6 +123,17 @@ async fn an_agent_refuses_a_key_the_whole_directory_log_supersedes_or_revokes() 
     use crate::core::wire::LogProof;
     let f = fixture();
     f.grant("tickets/1").await;
+    // The directory log's checkpoint now (unsigned: the agent's check of a signature is not
+    // what this test is about).
+    fn tip(f: &Fixture, like: &Checkpoint) -> Checkpoint {
+        let dir = f.relay.directory.read().unwrap();
+        let tree = dir.log_tree().unwrap();
+        Checkpoint {
+            origin: like.origin.clone(),
+            size: tree.size(),
+            root: tree.root(tree.size()).unwrap(),
+        }
+    }
     async fn listing(f: &Fixture) -> (Option<crate::core::wire::GrantView>, Checkpoint) {
         let request = Request::ListGrants {
             page: Page::first(),
@@ -138,14 +149,14 @@ async fn an_agent_refuses_a_key_the_whole_directory_log_supersedes_or_revokes() 
             Checkpoint::verify(&directory.checkpoint, &directory_key(&f.bot).unwrap()).unwrap();
         (grants.into_iter().next(), cp)
     }
-    let (first, _) = listing(&f).await;
+    let (first, first_cp) = listing(&f).await;
     let first = first.unwrap();
     let authority = f.relay.authority;
     let (wait, now) = (reset_wait(&f.bot), f.now());
-    // What the agent reads of the whole log, up to `cp`.
-    let mirror = |cp: &Checkpoint| {
+    // What the agent reads of the whole log, up to `size` leaves.
+    let mirror = |size: u64| {
         let mut m = Mirror::default();
-        let leaves = f.relay.store.directory_log(0, cp.size as usize).unwrap();
+        let leaves = f.relay.store.directory_log(0, size as usize).unwrap();
         for (i, bytes) in leaves.iter().enumerate() {
             m.observe(i as u64, &DirectoryLeaf::decode(bytes).unwrap(), &authority);
         }
@@ -171,9 +182,10 @@ async fn an_agent_refuses_a_key_the_whole_directory_log_supersedes_or_revokes() 
         v.user_log = v.user_log.as_ref().map(reproved);
         v
     };
-    let judge = |v: &crate::core::wire::GrantView, cp: &Checkpoint| {
+    // The agent's verdict on `v` served under `cp`, its mirror read to `read` leaves.
+    let judge_read = |v: &crate::core::wire::GrantView, cp: &Checkpoint, read: u64| {
         let pages = vec![(v.clone(), std::sync::Arc::new(cp.clone()))];
-        let m = mirror(cp);
+        let m = mirror(read);
         let pins = SerialPins::in_memory();
         let mut out = judge_items(
             &f.bot,
@@ -187,18 +199,44 @@ async fn an_agent_refuses_a_key_the_whole_directory_log_supersedes_or_revokes() 
         .unwrap();
         out.pop().unwrap().1
     };
+    let judge = |v: &crate::core::wire::GrantView, cp: &Checkpoint| judge_read(v, cp, cp.size);
 
     // alice rotates: serial 2 is logged. The relay serves serial 1 alone.
     super::rotation::rotate(&f, &f.alice).await;
     let (fresh, cp) = listing(&f).await;
     let fresh = fresh.unwrap();
     let lying = stale(&first, &cp, false);
-    checked_grant(&lying, &cp, &authority, wait, now, None).expect("the chain alone passes");
+    checked_grant(&lying, &cp, &authority, wait, now, None, None).expect("the chain alone passes");
     let e = judge(&lying, &cp).unwrap_err();
     assert!(e.message().contains("newer than the serial 1"), "{e}");
     assert!(!e.message().contains('\n'));
-    // The honest answer passes.
+    // The honest answers pass: this one, and the first as it was served under the checkpoint
+    // before the rotation, though the mirror has read past it (another listing, another
+    // process of this agent).
     judge(&fresh, &cp).unwrap();
+    judge_read(&first, &first_cp, cp.size).unwrap();
+
+    // alice's serial 1 is revoked (it leaked), after it vouched for serial 2: the relay treats 2
+    // as a reset that waits. A relay that leaves the revocation out serves 2 as a rotation.
+    let root = TrustRoot::load(&f.relay.config.dir).unwrap();
+    let revocation = crate::core::directory::Revocation {
+        id: f.alice.id.clone().unwrap(),
+        serial: 1,
+        revoked_at: f.now(),
+        reason: "leaked".into(),
+    }
+    .sign(&root.authority)
+    .unwrap();
+    f.push_revocation(&revocation).await;
+    let cp = tip(&f, &cp);
+    let lying = stale(&fresh, &cp, true);
+    checked_grant(&lying, &cp, &authority, wait, now, None, None).expect("the chain alone passes");
+    let e = judge(&lying, &cp).unwrap_err();
+    assert!(
+        e.message()
+            .contains("a rotation signed by user/alice's revoked key (serial 1)"),
+        "{e}"
+    );
 
     // alice's serial 2 is revoked: the relay serves it as if it were not.
     let root = TrustRoot::load(&f.relay.config.dir).unwrap();
@@ -212,29 +250,15 @@ async fn an_agent_refuses_a_key_the_whole_directory_log_supersedes_or_revokes() 
         f.now(),
     )
     .unwrap();
-    f.call(
-        &f.admin,
-        Request::PushDirectory {
-            entries: Vec::new(),
-            revocations: vec![WireSigned::from_signed(&revocation)],
-        },
-    )
-    .await
-    .unwrap();
-    let cp = {
-        let dir = f.relay.directory.read().unwrap();
-        let tree = dir.log_tree().unwrap();
-        Checkpoint {
-            origin: cp.origin.clone(),
-            size: tree.size(),
-            root: tree.root(tree.size()).unwrap(),
-        }
-    };
+    f.push_revocation(&revocation).await;
+    let cp = tip(&f, &cp);
     let lying = stale(&fresh, &cp, true);
-    checked_grant(&lying, &cp, &authority, wait, now, None).expect("the chain alone passes");
+    checked_grant(&lying, &cp, &authority, wait, now, None, None).expect("the chain alone passes");
     let e = judge(&lying, &cp).unwrap_err();
+    // (What serial 1 vouched for is judged first: either way, nothing is sealed to it.)
     assert!(
-        e.message().contains("refusing to seal to a revoked key"),
+        e.message().contains("refusing to seal to a revoked key")
+            || e.message().contains("revoked key (serial 1)"),
         "{e}"
     );
 }

@@ -33,6 +33,7 @@ mod grants;
 mod keys;
 mod meet;
 mod rotation;
+mod sources;
 mod visible;
 
 struct Fixture {
@@ -217,6 +218,19 @@ impl Fixture {
             .into_iter()
             .map(|(_, e)| e.kind)
             .collect()
+    }
+
+    /// The admin pushes a signed revocation to the relay.
+    async fn push_revocation(&self, revocation: &Signed) {
+        self.call(
+            &self.admin,
+            Request::PushDirectory {
+                entries: Vec::new(),
+                revocations: vec![WireSigned::from_signed(revocation)],
+            },
+        )
+        .await
+        .unwrap();
     }
 
     fn receipt(&self, envelope_id: EnvelopeId, grant_id: GrantId, body: &[u8]) -> Request {
