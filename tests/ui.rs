@@ -206,6 +206,22 @@ async fn the_web_client_refuses_strangers_and_serves_no_secret() {
         );
         assert_ne!(code, 0);
         assert!(err.contains("loopback"), "{err}");
+        // Helper-found: another loopback address was taken, while the printed link and the
+        // Host check named 127.0.0.1 (a port there anyone could take).
+        let (code, _, err) = common::run_in(
+            &dir,
+            &[
+                "ui",
+                "--identity",
+                "alice.id",
+                "--relay",
+                &relay,
+                "--listen",
+                "127.0.0.2:0",
+            ],
+        );
+        assert_ne!(code, 0);
+        assert!(err.contains("127.0.0.1:PORT (not 127.0.0.2:0)"), "{err}");
         let (ui, base, prefix, token) = start_ui(&dir, "alice.id", &relay, "opened");
         let port = base.rsplit(':').next().unwrap().to_owned();
         // Every page lives under this run's prefix.
@@ -250,9 +266,25 @@ async fn the_web_client_refuses_strangers_and_serves_no_secret() {
         assert_eq!(raw(&base, "GET", &at("/api/inbox"), &x, "").0, 403);
         let open = at(&format!("/envelope/{alice_env}/open"));
         assert_eq!(raw(&base, "POST", &open, &c, "").0, 403);
-        // Every page, the envelope opened with a same-origin POST included.
         let me = format!("http://127.0.0.1:{port}");
         let same = [("Cookie", cookie.as_str()), ("Origin", me.as_str())];
+        // Helper-found: Open did not read the directory log as `fetch` does. A relay showing a
+        // shorter log than this identity read (ROLLBACK) now stops the open before anything
+        // is fetched; the inbox page already refused it.
+        let watch = dir.join("alice.id.keywatch");
+        let saved = std::fs::read_to_string(&watch).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&saved).unwrap();
+        let size = v["size"].as_u64().unwrap();
+        std::fs::write(
+            &watch,
+            saved.replacen(&format!("\"size\": {size}"), "\"size\": 1000000", 1),
+        )
+        .unwrap();
+        let (code, head, body) = raw(&base, "POST", &open, &same, "");
+        assert_eq!(code, 502, "{head}");
+        assert!(find(&body, b"ROLLBACK"), "{}", String::from_utf8_lossy(&body));
+        std::fs::write(&watch, &saved).unwrap();
+        // Every page, the envelope opened with a same-origin POST included.
         let mut bodies = Vec::new();
         let c: &[(&str, &str)] = &c;
         let same: &[(&str, &str)] = &same;

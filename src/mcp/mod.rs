@@ -197,16 +197,21 @@ impl BlindAgent {
     pub async fn retrieve(&self, grant_id: &str) -> Result<Retrieved> {
         let grant_id = parse_grant_id(grant_id)?;
         let agent = self.connect().await?;
-        let grant = agent
-            .grants()
-            .await?
-            .into_iter()
-            .find(|g| g.grant.grant_id == grant_id)
-            .ok_or_else(|| {
-                Error::not_found(
+        // The agent's verdict on that grant: one that is listed but may not be acted on (a key
+        // left out of the directory log, a reset still waiting) says why, not "never made".
+        let judged = agent.judged_grants().await?.into_iter().find(|(w, _)| {
+            crate::core::grant::Grant::decode(&w.statement).is_ok_and(|g| g.grant_id == grant_id)
+        });
+        let grant = match judged {
+            Some((_, verdict)) => verdict.map_err(|e| {
+                e.context("this grant may not be acted on; nothing was read or sent")
+            })?,
+            None => {
+                return Err(Error::not_found(
                     "no open grant with that id for this agent (used, expired, or never made): call list_requests",
-                )
-            })?;
+                ))
+            }
+        };
         // Sealed where the data lives when a source serves it: this host reads nothing.
         if let Some(source) = grant.sources.first() {
             let id = agent.dispatch(&grant, source).await;

@@ -97,6 +97,13 @@ pub struct UiServer {
 impl UiServer {
     /// Binds `listen`, which must be a loopback address, and draws this run's path prefix.
     pub async fn bind(listen: SocketAddr) -> Result<UiServer> {
+        // The page's link and its Host check name 127.0.0.1: another loopback address (which
+        // would leave 127.0.0.1:PORT to whoever takes it) is refused.
+        if listen.ip() != std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST) {
+            return Err(Error::bad_input(format!(
+                "--listen must be the loopback address 127.0.0.1:PORT (not {listen}): the link the web client prints and the Host it accepts name 127.0.0.1"
+            )));
+        }
         let base = random_base()?;
         let (listener, addr) = crate::net::loopback::bind_loopback(
             listen,
@@ -259,7 +266,17 @@ async fn headers(ui: &Ui) -> Result<Vec<EnvelopeHeader>> {
 /// their own keys did not make (docs/keys.md), read from where this identity last stopped.
 async fn headers_and_alerts(ui: &Ui) -> Result<(Vec<EnvelopeHeader>, Vec<String>)> {
     let c = ui.client().await?;
-    let alerts = match &ui.identity_path {
+    let alerts = key_alerts(ui, &c).await;
+    let list = c.inbox_headers().await;
+    c.conn.close().await;
+    Ok((list?, alerts?))
+}
+
+/// The open key alerts, read on from where this identity last stopped in the directory log (a
+/// log that does not extend what it read is refused: FORK / ROLLBACK), as `inbox` and `fetch`
+/// read them.
+async fn key_alerts(ui: &Ui, c: &crate::client::UserClient<'_>) -> Result<Vec<String>> {
+    match &ui.identity_path {
         Some(path) => crate::client::keywatch::watch(
             &ui.identity,
             path,
@@ -274,10 +291,7 @@ async fn headers_and_alerts(ui: &Ui) -> Result<(Vec<EnvelopeHeader>, Vec<String>
                 .collect()
         }),
         None => Ok(Vec::new()),
-    };
-    let list = c.inbox_headers().await;
-    c.conn.close().await;
-    Ok((list?, alerts?))
+    }
 }
 
 async fn inbox(State(ui): State<Arc<Ui>>) -> Response {
@@ -312,9 +326,9 @@ async fn envelope(State(ui): State<Arc<Ui>>, Path(id): Path<String>) -> Response
         let shown = pages::shown_text(&o);
         return Html(pages::opened(&ui.base, &o, shown.as_deref())).into_response();
     }
-    match headers(&ui).await {
-        Ok(list) => match list.into_iter().find(|h| h.envelope_id == id) {
-            Some(h) => Html(pages::header_page(&ui.base, &h)).into_response(),
+    match headers_and_alerts(&ui).await {
+        Ok((list, alerts)) => match list.into_iter().find(|h| h.envelope_id == id) {
+            Some(h) => Html(pages::header_page(&ui.base, &h, &alerts)).into_response(),
             None => ui.refuse(StatusCode::NOT_FOUND, "no such envelope in your inbox"),
         },
         Err(e) => ui.failed(&e),
@@ -347,6 +361,12 @@ async fn open_into(ui: &Ui, id: EnvelopeId) -> Result<Opened> {
     crate::local::fs::ensure_dir(&ui.out, 0o700)?;
     let path = ui.out.join(crate::ids::hex(id));
     let c = ui.client().await?;
+    // The directory log first, as `fetch` reads it: a relay showing another log is refused
+    // before anything is opened (the page that offered Open showed the alerts).
+    if let Err(e) = key_alerts(ui, &c).await {
+        c.conn.close().await;
+        return Err(e);
+    }
     let saved = c.fetch_to(id, Destination::Path(&path), &ui.out).await;
     c.conn.close().await;
     let fetched = saved?.fetched;

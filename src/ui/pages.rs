@@ -133,19 +133,7 @@ pub fn inbox(
             )
         })
         .unwrap_or_default();
-    // Keys enrolled under this person's name that their keys did not make: first, unmissable.
-    let alerts = if alerts.is_empty() {
-        String::new()
-    } else {
-        let items: String = alerts
-            .iter()
-            .map(|a| format!("<li>{}</li>", esc(a)))
-            .collect();
-        format!(
-            "<div id=\"key-alert\" class=\"alert\" role=\"alert\"><strong>A key you did not make was enrolled under your name.</strong><ul>{items}</ul>\
-<p><code>sealrelay keys watch --acknowledge</code> marks these as seen; they stay in your history.</p></div>"
-        )
-    };
+    let alerts = alert_banner(alerts);
     page(
         base,
         "Inbox",
@@ -178,9 +166,28 @@ fn header_table(h: &EnvelopeHeader) -> String {
     )
 }
 
-/// An envelope before it is opened: the header, and the button to open it (when it verifies).
-pub fn header_page(base: &str, h: &EnvelopeHeader) -> String {
-    let action = if h.verified() {
+/// Keys enrolled under this person's name that their keys did not make: first, unmissable (on
+/// the inbox and on each envelope before it is opened).
+fn alert_banner(alerts: &[String]) -> String {
+    if alerts.is_empty() {
+        return String::new();
+    }
+    let items: String = alerts
+        .iter()
+        .map(|a| format!("<li>{}</li>", esc(a)))
+        .collect();
+    format!(
+        "<div id=\"key-alert\" class=\"alert\" role=\"alert\"><strong>A key you did not make was enrolled under your name.</strong><ul>{items}</ul>\
+<p><code>sealrelay keys watch --acknowledge</code> marks these as seen; they stay in your history.</p></div>"
+    )
+}
+
+/// An envelope before it is opened: the key alerts, the header, and the button to open it
+/// (when it verifies and was sealed to this identity's key).
+pub fn header_page(base: &str, h: &EnvelopeHeader, alerts: &[String]) -> String {
+    let action = if let (true, Some(note)) = (h.verified(), h.other_key_note()) {
+        format!("<p class=\"note\">Not opened here: {}.</p>", esc(&note))
+    } else if h.openable() {
         format!(
             "<form method=\"post\" action=\"{}/envelope/{}/open\"><button id=\"open\" type=\"submit\">Open: fetch, verify, decrypt here, and sign a receipt</button></form>",
             esc(base),
@@ -194,7 +201,7 @@ pub fn header_page(base: &str, h: &EnvelopeHeader) -> String {
     page(
         base,
         "Envelope",
-        &format!("{}{action}", header_table(h)),
+        &format!("{}{}{action}", alert_banner(alerts), header_table(h)),
         false,
     )
 }
@@ -395,8 +402,15 @@ mod tests {
             "{html}"
         );
         h.sealed_by = None;
-        let html = super::inbox(base, &[h], None, &[]);
+        let html = super::inbox(base, std::slice::from_ref(&h), None, &[]);
         assert!(!html.contains("sealed-by"), "{html}");
+        // Helper-found: the Open button was offered for an envelope sealed to another of the
+        // person's keys, and answered with a bare error; the note says why and what to do.
+        assert!(super::header_page(base, &h, &[]).contains("id=\"open\""));
+        h.other_key_serial = Some(1);
+        let html = super::header_page(base, &h, &[]);
+        assert!(!html.contains("id=\"open\""), "{html}");
+        assert!(html.contains("asked with your key of serial 1"), "{html}");
     }
 
     /// threat: the ui cookie reaching other loopback ports. Every link, form and asset a page

@@ -41,8 +41,14 @@ pub fn apply(
         .isolation_level(postgres::IsolationLevel::ReadCommitted)
         .start()
         .map_err(pg_err)?;
-    tx.batch_execute("SET LOCAL synchronous_commit = on")
-        .map_err(pg_err)?;
+    // A node that froze holding the log lock must not stall every node for as long as the
+    // server's TCP keepalive takes: the server ends a transaction left idle (releasing the
+    // lock), and the wait for the lock and each statement are bounded below the pool's call
+    // timeout (30 s), so other nodes' writes fail in one line instead of piling up.
+    tx.batch_execute(
+        "SET LOCAL synchronous_commit = on; SET LOCAL lock_timeout = '10s'; SET LOCAL statement_timeout = '20s'; SET LOCAL idle_in_transaction_session_timeout = '20s'",
+    )
+    .map_err(pg_err)?;
     let lock = statements
         .get(&mut tx, "SELECT pg_advisory_xact_lock($1)")
         .map_err(pg_err)?;

@@ -26,7 +26,8 @@
         const first = document.createElement("td");
         const link = document.createElement("a");
         link.href = base + "/envelope/" + h.envelope_id;
-        link.textContent = h.envelope_id.slice(0, 12);
+        // The end of the id (its start is only the millisecond it arrived), as the server shows it.
+        link.textContent = "…" + h.envelope_id.slice(-12);
         first.appendChild(link);
         row.appendChild(first);
         cell(row, h.agent || "?");
