@@ -116,6 +116,7 @@ fn main() {
                 digest: Vec::new(),
             },
             log_all: false,
+            conflicts_refused: true,
         };
         store.apply(&[op]).unwrap_or_else(|e| fail(e));
     };

@@ -562,3 +562,70 @@ async fn undelivered_envelopes_expire_and_are_deleted() {
     );
     w.relay.shutdown().await;
 }
+
+/// PostgreSQL review: two admins' pushes of two different entries for one serial, through two
+/// nodes of one database at once. The node that committed second stored nothing (the other
+/// entry was there) but told its admin the push took effect. The store refuses such a push now,
+/// on either store; the same entry again still takes effect (CI runs this on PostgreSQL too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_racing_another_nodes_entry_for_the_same_serial_is_refused() {
+    use sealrelay::core::store::{Event, StoredSigned, WriteOp};
+    let t = common::test_relay(&[user("alice", 2, &["engineer"])], |_| {}).await;
+    let alice = t.ids[0].id.clone().unwrap();
+    let root = sealrelay::local::trust_root::TrustRoot::load(&t.dir.join("keys")).unwrap();
+    let (directory, _) =
+        sealrelay::local::dirstore::load(&root.directory_dir(), &root.authority.public()).unwrap();
+    let current = directory.latest(&alice).unwrap().clone();
+    // Serial 2, as two admins' folders would each issue it: other TLS keys, both signed.
+    let issue = |tls: u8| {
+        let mut e = current.clone();
+        e.serial = 2;
+        e.tls_spki_sha256 = [tls; 32];
+        e.sign(&root.authority).unwrap()
+    };
+    let (a, b) = (issue(1), issue(2));
+    // Another node stored `a` a moment ago: straight into the store, which this node's memory
+    // does not know of yet.
+    let store = t.relay.relay().store();
+    let leaves = || store.directory_log(0, 10_000).unwrap().len();
+    let before = leaves();
+    let stored = |s: &sealrelay::core::sign::Signed| StoredSigned {
+        statement: s.statement.clone(),
+        signature: s.signature.to_vec(),
+    };
+    let put = |s: &sealrelay::core::sign::Signed| WriteOp::PutDirectory {
+        entries: vec![(alice.to_string(), 2, stored(s))],
+        revocations: Vec::new(),
+        event: Event {
+            time: sealrelay::clock::now(),
+            kind: "directory.push".into(),
+            actor: t.admin.id.clone().unwrap().to_string(),
+            subject: String::new(),
+            decision: "allow".into(),
+            detail: String::new(),
+            digest: Vec::new(),
+        },
+        log_all: false,
+        conflicts_refused: true,
+    };
+    let results = store.apply(&[put(&a)]).unwrap();
+    assert!(results[0].is_ok(), "{results:?}");
+    assert_eq!(leaves(), before + 1);
+    // This node's admin pushes `b`: refused in one line, nothing stored.
+    let admin = sealrelay::client::AdminClient::connect(&t.admin, &t.addr)
+        .await
+        .unwrap();
+    let e = admin.push(&[b], &[]).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+    assert!(
+        e.message()
+            .contains(&format!("another statement for {alice} serial 2")),
+        "{e}"
+    );
+    assert_eq!(leaves(), before + 1);
+    // The same entry again takes effect (nothing new is logged).
+    let results = store.apply(&[put(&a)]).unwrap();
+    assert!(results[0].is_ok(), "{results:?}");
+    assert_eq!(leaves(), before + 1);
+    t.relay.shutdown().await;
+}

@@ -282,7 +282,11 @@ async fn the_web_client_refuses_strangers_and_serves_no_secret() {
         .unwrap();
         let (code, head, body) = raw(&base, "POST", &open, &same, "");
         assert_eq!(code, 502, "{head}");
-        assert!(find(&body, b"ROLLBACK"), "{}", String::from_utf8_lossy(&body));
+        assert!(
+            find(&body, b"ROLLBACK"),
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
         std::fs::write(&watch, &saved).unwrap();
         // Every page, the envelope opened with a same-origin POST included.
         let mut bodies = Vec::new();

@@ -32,6 +32,13 @@ pub trait Tables {
     fn remove_envelope(&mut self, e: &EnvelopeRecord) -> Result<()>;
     fn put_inline(&mut self, id: &EnvelopeId, body: &[u8]) -> Result<()>;
     fn put_delivery(&mut self, d: &DeliveryRecord) -> Result<()>;
+    /// The directory statement stored for (`revocation`, `id`, `serial`), if any.
+    fn stored_directory(
+        &mut self,
+        revocation: bool,
+        id: &str,
+        serial: u64,
+    ) -> Result<Option<StoredSigned>>;
     /// A directory statement: an entry, or with `revocation` a revocation. Returns whether it
     /// is new (one already stored under the same serial is kept as it was).
     fn put_directory(
@@ -130,13 +137,31 @@ fn apply_one(t: &mut impl Tables, op: &WriteOp) -> Result<OpResult> {
             revocations,
             event,
             log_all,
+            conflicts_refused,
         } => {
             let log_all = *log_all && t.directory_log_size()? == 0;
-            let statements = entries
-                .iter()
-                .map(|e| (false, e))
-                .chain(revocations.iter().map(|r| (true, r)));
-            for (revocation, (id, serial, s)) in statements {
+            let statements = || {
+                entries
+                    .iter()
+                    .map(|e| (false, e))
+                    .chain(revocations.iter().map(|r| (true, r)))
+            };
+            // Another statement stored for one of these serials (another node took one a moment
+            // before): refused before anything is written, not kept silently while the pusher
+            // is told it took effect.
+            if *conflicts_refused {
+                for (revocation, (id, serial, s)) in statements() {
+                    if t.stored_directory(revocation, id, *serial)?
+                        .is_some_and(|stored| stored != *s)
+                    {
+                        return Ok(Err(WriteRefusal::DirectoryConflict {
+                            id: id.clone(),
+                            serial: *serial,
+                        }));
+                    }
+                }
+            }
+            for (revocation, (id, serial, s)) in statements() {
                 if t.put_directory(revocation, id, *serial, s)? || log_all {
                     // Statements from before key transparency are logged as of time 0: any
                     // wait they would owe is over (they were in force already).

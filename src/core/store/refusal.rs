@@ -37,6 +37,12 @@ pub enum WriteRefusal {
     /// The data directory is under its free-space reserve (`min_free_bytes`) and the write adds
     /// data: held back before the transaction, so nothing of it was written.
     StorageReserve,
+    /// Another directory statement is stored for this party's serial (pushed through another
+    /// node a moment before).
+    DirectoryConflict {
+        id: String,
+        serial: u64,
+    },
 }
 
 impl WriteRefusal {
@@ -81,6 +87,9 @@ impl WriteRefusal {
             WriteRefusal::StorageReserve => Error::storage_full(
                 "the relay has no disk space left; nothing was stored, try again later",
             ),
+            WriteRefusal::DirectoryConflict { id, serial } => Error::conflict(format!(
+                "another statement for {id} serial {serial} is already in the relay's directory (pushed a moment before, perhaps through another node): nothing of this push was stored; run `sealrelay directory verify` and compare with the relay's `GetEntries`"
+            )),
         }
     }
 }

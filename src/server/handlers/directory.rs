@@ -68,6 +68,7 @@ pub async fn push(
             revocations: rows_r,
             event: events::directory_push(now, &peer.id, &names),
             log_all: false,
+            conflicts_refused: true,
         })
         .await?;
     // The store gave each new statement its place in the directory log.

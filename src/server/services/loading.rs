@@ -65,6 +65,7 @@ pub fn load_directory(
             revocations,
             event,
             log_all: true,
+            conflicts_refused: false,
         }])?;
         catch_up(&mut directory, store, authority)?;
     }
@@ -87,6 +88,7 @@ pub fn load_directory(
             revocations,
             event,
             log_all: false,
+            conflicts_refused: false,
         };
         store.apply(std::slice::from_ref(&op))?;
         catch_up(&mut directory, store, authority)?;

@@ -44,9 +44,9 @@ impl Refusal {
             }
             WriteRefusal::GrantExpired => ErrorCode::Expired,
             WriteRefusal::NotApproved | WriteRefusal::GrantDenied => ErrorCode::Forbidden,
-            WriteRefusal::NotAwaitingApproval | WriteRefusal::AlreadyDispatched => {
-                ErrorCode::Conflict
-            }
+            WriteRefusal::NotAwaitingApproval
+            | WriteRefusal::AlreadyDispatched
+            | WriteRefusal::DirectoryConflict { .. } => ErrorCode::Conflict,
             WriteRefusal::NotAssigned => ErrorCode::NotFound,
             WriteRefusal::Quota { .. } => ErrorCode::QuotaExceeded,
             WriteRefusal::TooLarge { .. } => ErrorCode::TooLarge,

@@ -125,6 +125,7 @@ async fn take_in(relay: &Relay, dir: &Path) -> Result<usize> {
             revocations,
             event,
             log_all: false,
+            conflicts_refused: false,
         })
         .await
         .map_err(|r| crate::error::Error::new(crate::ErrorKind::Unavailable, r.message))?;

@@ -268,6 +268,29 @@ impl Tables for PgTables<'_, '_> {
         Ok(())
     }
 
+    fn stored_directory(
+        &mut self,
+        revocation: bool,
+        id: &str,
+        serial: u64,
+    ) -> Result<Option<StoredSigned>> {
+        let st = self
+            .statements
+            .get(
+                self.tx,
+                "SELECT body FROM dir_statements WHERE revocation = $1 AND id = $2 AND serial = $3",
+            )
+            .map_err(pg_err)?;
+        match self
+            .tx
+            .query_opt(&st, &[&revocation, &id, &to_i64(serial)?])
+            .map_err(pg_err)?
+        {
+            Some(row) => Ok(Some(dec(row.get(0))?)),
+            None => Ok(None),
+        }
+    }
+
     fn put_directory(
         &mut self,
         revocation: bool,

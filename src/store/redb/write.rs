@@ -262,6 +262,22 @@ impl Tables for RedbTables<'_, '_> {
         Ok(())
     }
 
+    fn stored_directory(
+        &mut self,
+        revocation: bool,
+        id: &str,
+        serial: u64,
+    ) -> Result<Option<StoredSigned>> {
+        let table = if revocation {
+            self.revocations()?
+        } else {
+            self.entries()?
+        };
+        let key = dir_key(id, serial);
+        let found = table.get(key.as_str()).map_err(db_err)?;
+        found.map(|v| dec(v.value())).transpose()
+    }
+
     fn put_directory(
         &mut self,
         revocation: bool,
