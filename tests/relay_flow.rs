@@ -593,20 +593,25 @@ async fn a_push_racing_another_nodes_entry_for_the_same_serial_is_refused() {
         statement: s.statement.clone(),
         signature: s.signature.to_vec(),
     };
-    let put = |s: &sealrelay::core::sign::Signed| WriteOp::PutDirectory {
-        entries: vec![(alice.to_string(), 2, stored(s))],
-        revocations: Vec::new(),
-        event: Event {
-            time: sealrelay::clock::now(),
-            kind: "directory.push".into(),
-            actor: t.admin.id.clone().unwrap().to_string(),
-            subject: String::new(),
-            decision: "allow".into(),
-            detail: String::new(),
-            digest: Vec::new(),
-        },
-        log_all: false,
-        conflicts_refused: true,
+    let put_both = |e: Vec<(String, u64, StoredSigned)>, r: Vec<(String, u64, StoredSigned)>| {
+        WriteOp::PutDirectory {
+            entries: e,
+            revocations: r,
+            event: Event {
+                time: sealrelay::clock::now(),
+                kind: "directory.push".into(),
+                actor: t.admin.id.clone().unwrap().to_string(),
+                subject: String::new(),
+                decision: "allow".into(),
+                detail: String::new(),
+                digest: Vec::new(),
+            },
+            log_all: false,
+            conflicts_refused: true,
+        }
+    };
+    let put = |s: &sealrelay::core::sign::Signed| {
+        put_both(vec![(alice.to_string(), 2, stored(s))], Vec::new())
     };
     let results = store.apply(&[put(&a)]).unwrap();
     assert!(results[0].is_ok(), "{results:?}");
@@ -619,7 +624,7 @@ async fn a_push_racing_another_nodes_entry_for_the_same_serial_is_refused() {
     assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
     assert!(
         e.message()
-            .contains(&format!("another statement for {alice} serial 2")),
+            .contains(&format!("another entry for {alice} serial 2")),
         "{e}"
     );
     assert_eq!(leaves(), before + 1);
@@ -627,5 +632,24 @@ async fn a_push_racing_another_nodes_entry_for_the_same_serial_is_refused() {
     let results = store.apply(&[put(&a)]).unwrap();
     assert!(results[0].is_ok(), "{results:?}");
     assert_eq!(leaves(), before + 1);
+    // Two admins' revocations of one serial revoke the same keys: the second is not refused
+    // (an admin's folder holding it can still push the rest).
+    let revoke = |reason: &str| {
+        let r = sealrelay::core::directory::Revocation {
+            id: alice.clone(),
+            serial: 2,
+            revoked_at: sealrelay::clock::now(),
+            reason: reason.into(),
+        }
+        .sign(&root.authority)
+        .unwrap();
+        vec![(alice.to_string(), 2, stored(&r))]
+    };
+    for reason in ["lost", "stolen"] {
+        let results = store
+            .apply(&[put_both(Vec::new(), revoke(reason))])
+            .unwrap();
+        assert!(results[0].is_ok(), "{reason}: {results:?}");
+    }
     t.relay.shutdown().await;
 }

@@ -79,6 +79,7 @@ impl DirMirror {
         }
         if cp.size >= state.size {
             let mut frontier = state.frontier()?;
+            let mut unsaved = 0u64;
             let read = async {
                 while frontier.size < cp.size {
                     let at = frontier.size;
@@ -90,9 +91,12 @@ impl DirMirror {
                             .map_err(|e| e.context(format!("directory log leaf {i}")))?;
                         frontier.append(leaf_hash(&bytes));
                         state.mirror.observe(i, &leaf, authority);
+                        unsaved += 1;
                     }
-                    if frontier.size % SAVE_EVERY == 0 && frontier.size < cp.size {
-                        state.set_frontier(&frontier);
+                    // In step after every batch (a read given up on keeps what it took in).
+                    state.set_frontier(&frontier);
+                    if unsaved >= SAVE_EVERY && frontier.size < cp.size {
+                        unsaved = 0;
                         if let Some(f) = &self.file {
                             state.save(f)?;
                         }
@@ -101,7 +105,7 @@ impl DirMirror {
                 Ok::<(), Error>(())
             };
             if let Err(e) = read.await {
-                // What was read is kept (each leaf taken in with its edge), unchecked yet.
+                // What was taken in is kept with its edge (unchecked yet).
                 state.set_frontier(&frontier);
                 return Err(e);
             }

@@ -283,9 +283,9 @@ pub enum WriteOp {
         revocations: Vec<(String, u64, StoredSigned)>,
         event: Event,
         log_all: bool,
-        /// Refuse the whole write when another statement is stored for one of these serials
-        /// (a push: the pusher is told); otherwise the stored one is kept and the rest written
-        /// (loading the trust root's files at start).
+        /// Refuse the whole write when another entry is stored for one of these serials (a
+        /// push: the pusher is told); otherwise the stored one is kept and the rest written
+        /// (loading the trust root's files at start, the directory watch).
         conflicts_refused: bool,
     },
     /// A second admin's approval of a shorter wait for a reset key (`core::keylog`): only a

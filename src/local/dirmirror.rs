@@ -14,8 +14,9 @@ use crate::core::keylog::{Frontier, Mirror};
 use crate::error::Result;
 use crate::local::tree_state;
 
-/// Largest state file read (about 100,000 parties).
-const MAX_STATE_LEN: usize = 64 << 20;
+/// Largest state file read: about 2 million directory statements (each entry and revocation is
+/// kept, with its leaf index and digest).
+const MAX_STATE_LEN: usize = 256 << 20;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

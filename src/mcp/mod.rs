@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::client::{deliver, AgentClient, Courier, ForGrant, Plaintext, Retry, SerialPins};
+use crate::client::{
+    deliver, AgentClient, Courier, ForGrant, OpenGrant, Plaintext, Retry, SerialPins,
+};
 use crate::clock;
 use crate::connect::Connectors;
 use crate::core::identity::Identity;
@@ -197,19 +199,11 @@ impl BlindAgent {
     pub async fn retrieve(&self, grant_id: &str) -> Result<Retrieved> {
         let grant_id = parse_grant_id(grant_id)?;
         let agent = self.connect().await?;
-        // The agent's verdict on that grant: one that is listed but may not be acted on (a key
-        // left out of the directory log, a reset still waiting) says why, not "never made".
-        let judged = agent.judged_grants().await?.into_iter().find(|(w, _)| {
-            crate::core::grant::Grant::decode(&w.statement).is_ok_and(|g| g.grant_id == grant_id)
-        });
-        let grant = match judged {
-            Some((_, verdict)) => verdict.map_err(|e| {
-                e.context("this grant may not be acted on; nothing was read or sent")
-            })?,
-            None => {
-                return Err(Error::not_found(
-                    "no open grant with that id for this agent (used, expired, or never made): call list_requests",
-                ))
+        let grant = match verdict_on(agent.judged_grants().await, grant_id) {
+            Ok(g) => g,
+            Err(e) => {
+                agent.conn.close().await;
+                return Err(e);
             }
         };
         // Sealed where the data lives when a source serves it: this host reads nothing.
@@ -228,7 +222,10 @@ impl BlindAgent {
             });
         }
         // Refused before anything is read when no connector serves it.
-        self.connectors.for_resource(&grant.grant.resource)?;
+        if let Err(e) = self.connectors.for_resource(&grant.grant.resource) {
+            agent.conn.close().await;
+            return Err(e);
+        }
         // Sealed once at the source; a lost answer is safe to repeat: the relay stores one
         // submission per grant and answers the same statement again with the same envelope id.
         let delivered = deliver(
@@ -264,4 +261,28 @@ impl BlindAgent {
         agent.conn.close().await;
         Ok(Delivery::of(grant_id, &status?))
     }
+}
+
+/// The agent's verdict on grant `id` among those the relay listed: the grant, or why it may not
+/// be acted on (a key left out of the directory log, a reset still waiting), not "never made".
+fn verdict_on(
+    judged: Result<Vec<(crate::core::wire::WireSigned, Result<OpenGrant>)>>,
+    id: GrantId,
+) -> Result<OpenGrant> {
+    let mut refused = None;
+    for (w, verdict) in judged? {
+        if !crate::core::grant::Grant::decode(&w.statement).is_ok_and(|g| g.grant_id == id) {
+            continue;
+        }
+        match verdict {
+            Ok(g) => return Ok(g),
+            Err(e) => refused = refused.or(Some(e)),
+        }
+    }
+    Err(match refused {
+        Some(e) => e.context("this grant may not be acted on; nothing was read or sent"),
+        None => Error::not_found(
+            "no open grant with that id for this agent (used, expired, or never made): call list_requests",
+        ),
+    })
 }

@@ -146,12 +146,13 @@ fn apply_one(t: &mut impl Tables, op: &WriteOp) -> Result<OpResult> {
                     .map(|e| (false, e))
                     .chain(revocations.iter().map(|r| (true, r)))
             };
-            // Another statement stored for one of these serials (another node took one a moment
-            // before): refused before anything is written, not kept silently while the pusher
-            // is told it took effect.
+            // Another entry stored for one of these serials (another admin's, pushed a moment
+            // before, perhaps through another node): refused before anything is written, not
+            // kept silently while the pusher is told it took effect. Two revocations of one
+            // serial revoke the same keys: the stored one stands, no refusal.
             if *conflicts_refused {
-                for (revocation, (id, serial, s)) in statements() {
-                    if t.stored_directory(revocation, id, *serial)?
+                for (id, serial, s) in entries {
+                    if t.stored_directory(false, id, *serial)?
                         .is_some_and(|stored| stored != *s)
                     {
                         return Ok(Err(WriteRefusal::DirectoryConflict {

@@ -37,8 +37,8 @@ pub enum WriteRefusal {
     /// The data directory is under its free-space reserve (`min_free_bytes`) and the write adds
     /// data: held back before the transaction, so nothing of it was written.
     StorageReserve,
-    /// Another directory statement is stored for this party's serial (pushed through another
-    /// node a moment before).
+    /// Another directory entry is stored for this party's serial (another admin's, pushed a
+    /// moment before, perhaps through another node).
     DirectoryConflict {
         id: String,
         serial: u64,
@@ -88,7 +88,7 @@ impl WriteRefusal {
                 "the relay has no disk space left; nothing was stored, try again later",
             ),
             WriteRefusal::DirectoryConflict { id, serial } => Error::conflict(format!(
-                "another statement for {id} serial {serial} is already in the relay's directory (pushed a moment before, perhaps through another node): nothing of this push was stored; run `sealrelay directory verify` and compare with the relay's `GetEntries`"
+                "another entry for {id} serial {serial} is already in the relay's directory (another admin's, pushed first): nothing of this push was stored; this folder's entry for that serial lost the race: move it out of DIR/directory and enroll the party again, as its next serial"
             )),
         }
     }

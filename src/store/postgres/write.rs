@@ -64,6 +64,11 @@ pub fn apply(
         ops::apply_ops(&mut t, ops)?
     };
     *retryable = false;
+    // The commit itself is not cut short: a commit waiting for a synchronous standby that is
+    // cancelled returns success with a warning, and the write would be acknowledged as
+    // durable where it is not.
+    tx.batch_execute("SET LOCAL statement_timeout = 0")
+        .map_err(pg_err)?;
     tx.commit().map_err(pg_err)?;
     Ok(results)
 }
