@@ -702,12 +702,41 @@ fn policy_reload_on_sighup_takes_effect_at_once_and_is_logged() {
         )
     };
     assert_eq!(grant("tickets/1").0, 0);
+    let reloads = || {
+        let out = common::ok_in(
+            dir,
+            &[
+                &[
+                    "audit",
+                    "tail",
+                    "--identity",
+                    "alice.id",
+                    "--json",
+                    "-n",
+                    "50",
+                ][..],
+                &r,
+            ]
+            .concat(),
+        );
+        out.lines().filter(|l| l.contains("policy.reload")).count()
+    };
+    // SIGHUP, then wait until the reload is logged (proving a policy with cvc5 takes a while
+    // on a busy machine: a fixed pause was not always enough).
     let hup = || {
+        let before = reloads();
         Command::new("kill")
             .args(["-HUP", &server.id().to_string()])
             .status()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(500));
+        let started = std::time::Instant::now();
+        while reloads() == before {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(120),
+                "the reload was never logged"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
     };
     // A stricter policy: no grants at all.
     let strict: String = sealrelay::core::policy::DEFAULT_POLICY.replace(
