@@ -8,7 +8,7 @@ use crate::core::directory::DirectoryEntry;
 use crate::core::grant::Grant;
 use crate::core::identity::Identity;
 use crate::core::keylog::{
-    directory_origin, leaf_bytes, usable_from, Change, LoggedEntry, ResetApproval,
+    change_of, directory_origin, leaf_bytes, usable_from, Change, LoggedEntry, ResetApproval,
     DEFAULT_RESET_WAIT, LOGGED_AT_SKEW,
 };
 use crate::core::sign::{PublicKey, StatementType, VerifierKey};
@@ -123,19 +123,13 @@ pub fn checked_grant(
         }
     }
     let approved = approvals(view, cp, authority, &chain)?;
-    let (at, change) = usable_from(&chain, wait, &approved, now)?;
-    // What the revoked key before it vouched for (a leaked key's "rotation") waits as a reset.
-    let vouched_by_revoked = matches!(change, Change::Rotation | Change::Renewal)
-        && chain.len() >= 2
-        && revoked_through.is_some_and(|r| chain[chain.len() - 2].entry.serial <= r);
-    let at = if vouched_by_revoked {
-        let w = approved
-            .get(&newest.serial)
-            .map_or(wait, |a| (*a).min(wait));
-        newest_log.logged_at.saturating_add(w)
-    } else {
-        at
-    };
+    let (at, change) = usable_from(&chain, wait, &approved, revoked_through, now)?;
+    // What a revoked key vouched for (a leaked key's "rotation") waits as a reset, and so does
+    // what rotates from it: said so when it is what holds the key back.
+    let vouched_by_revoked = chain.len() >= 2
+        && revoked_through.is_some_and(|r| chain[chain.len() - 2].entry.serial <= r)
+        && change == Change::Reset
+        && change_of(&newest, Some(&chain[chain.len() - 2].entry)) != Change::Reset;
     if at > now {
         let by = if newest.enrolled_by.is_empty() {
             "the authority".to_owned()

@@ -307,12 +307,16 @@ pub struct LoggedEntry {
 /// position) may be used, with a reset's waiting period `wait` (or the shorter one a verified
 /// approval allows, from `approved`: serial → wait). The chain's oldest entry needs no
 /// predecessor when it is the first serial or was logged at least `wait` before `now` (any
-/// reset before it has waited); otherwise it counts as a reset. Errors when the chain is out
-/// of order (serials, log positions or times going backwards).
+/// reset before it has waited); otherwise it counts as a reset. A rotation or renewal signed
+/// by a serial up to `revoked_through` (the party's highest revoked serial) is a reset too: a
+/// revoked, perhaps leaked, key vouches for nothing, and what rotates from such a reset waits
+/// with it. Errors when the chain is out of order (serials, log positions or times going
+/// backwards).
 pub fn usable_from(
     chain: &[LoggedEntry],
     wait: u64,
     approved: &BTreeMap<u64, u64>,
+    revoked_through: Option<u64>,
     now: u64,
 ) -> Result<(u64, Change)> {
     let first = chain
@@ -346,7 +350,14 @@ pub fn usable_from(
                 p.index
             )));
         }
-        change = change_of(&e.entry, Some(&p.entry));
+        change = match change_of(&e.entry, Some(&p.entry)) {
+            Change::Rotation | Change::Renewal
+                if revoked_through.is_some_and(|r| p.entry.serial <= r) =>
+            {
+                Change::Reset
+            }
+            c => c,
+        };
         at = match change {
             Change::Renewal | Change::Rotation => at.max(e.logged_at),
             Change::First | Change::Reset => e.logged_at.saturating_add(reset_wait(&e.entry)),

@@ -219,10 +219,7 @@ impl Directory {
     /// hold (serials logged out of order) is never in force.
     fn judge(&mut self, id: &SpiffeId) {
         let chain = self.logged_chain(id);
-        let revoked_before: Vec<bool> = chain
-            .iter()
-            .map(|l| self.is_revoked(id, l.entry.serial))
-            .collect();
+        let revoked_through = self.revoked.get(id).copied();
         let Some(log) = self.log.as_deref_mut() else {
             return;
         };
@@ -235,25 +232,14 @@ impl Directory {
         let mut broken = false;
         for n in 1..=chain.len() {
             let serial = chain[n - 1].entry.serial;
-            // `now` = 0: the whole chain is given, so no entry needs the "old enough" rule.
+            // `now` = 0: the whole chain is given, so no entry needs the "old enough" rule. A
+            // rotation or renewal of a revoked serial is a reset, and so waits whatever
+            // rotates from it.
             let judged = if broken {
                 None
             } else {
-                usable_from(&chain[..n], log.wait, &approved, 0).ok()
+                usable_from(&chain[..n], log.wait, &approved, revoked_through, 0).ok()
             };
-            let judged = judged.map(|(at, change)| {
-                // A rotation or renewal of a revoked serial is a reset.
-                let after_revoked = n >= 2 && revoked_before[n - 2];
-                match change {
-                    Change::Rotation | Change::Renewal if after_revoked => {
-                        let wait = approved
-                            .get(&serial)
-                            .map_or(log.wait, |w| (*w).min(log.wait));
-                        (chain[n - 1].logged_at.saturating_add(wait), Change::Reset)
-                    }
-                    _ => (at, change),
-                }
-            });
             broken |= judged.is_none();
             log.usable.insert(
                 (id.clone(), serial),

@@ -226,4 +226,13 @@ fn a_logged_directory_never_wedges_and_a_revoked_key_vouches_for_nothing() {
     )
     .unwrap();
     assert_eq!(dir.in_force_from(&e1.id, 2), Some(120));
+    // The key that reset rotated at once (signed by serial 2's own key): it waits with the
+    // reset, as a rotation of any waiting reset does, instead of being in force at once.
+    dir.take_leaf(
+        &leaf(&e3.sign(&authority).unwrap(), 21),
+        &authority.public(),
+    )
+    .unwrap();
+    assert_eq!(dir.in_force_from(&e1.id, 3), Some(120));
+    assert!(dir.active(&e1.id, 50).is_err());
 }

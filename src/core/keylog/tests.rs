@@ -165,31 +165,44 @@ fn a_reset_waits_and_a_rotation_of_a_waiting_key_waits_with_it() {
     let none = BTreeMap::new();
     let chain = [logged(&e1, 0, 100), logged(&reset, 5, 1000)];
     assert_eq!(
-        usable_from(&chain, 86400, &none, 2000).unwrap(),
+        usable_from(&chain, 86400, &none, None, 2000).unwrap(),
         (87400, Change::Reset)
     );
     // The reset's key rotated at once: still waits for the reset.
     let chain3 = [chain[0].clone(), chain[1].clone(), logged(&then, 6, 1001)];
-    assert_eq!(usable_from(&chain3, 86400, &none, 2000).unwrap().0, 87400);
+    assert_eq!(
+        usable_from(&chain3, 86400, &none, None, 2000).unwrap().0,
+        87400
+    );
     // Without the entries before it, a recent entry counts as a reset; an old one does not.
     assert_eq!(
-        usable_from(&chain3[2..], 86400, &none, 2000).unwrap().0,
+        usable_from(&chain3[2..], 86400, &none, None, 2000)
+            .unwrap()
+            .0,
         1001 + 86400
     );
     assert_eq!(
-        usable_from(&chain3[2..], 86400, &none, 90000).unwrap().0,
+        usable_from(&chain3[2..], 86400, &none, None, 90000)
+            .unwrap()
+            .0,
         1001
     );
     // A second admin's approval shortens it, never lengthens it.
     let approved = BTreeMap::from([(2, 60)]);
-    assert_eq!(usable_from(&chain, 86400, &approved, 2000).unwrap().0, 1060);
+    assert_eq!(
+        usable_from(&chain, 86400, &approved, None, 2000).unwrap().0,
+        1060
+    );
     let longer = BTreeMap::from([(2, 10 * 86400)]);
-    assert_eq!(usable_from(&chain, 86400, &longer, 2000).unwrap().0, 87400);
+    assert_eq!(
+        usable_from(&chain, 86400, &longer, None, 2000).unwrap().0,
+        87400
+    );
     // Out of order: refused.
     let backwards = [logged(&e1, 5, 100), logged(&reset, 4, 1000)];
-    assert!(usable_from(&backwards, 86400, &none, 2000).is_err());
+    assert!(usable_from(&backwards, 86400, &none, None, 2000).is_err());
     let backdated = [logged(&e1, 0, 1000), logged(&reset, 4, 999)];
-    assert!(usable_from(&backdated, 86400, &none, 2000).is_err());
+    assert!(usable_from(&backdated, 86400, &none, None, 2000).is_err());
 }
 
 #[test]
@@ -426,4 +439,52 @@ fn the_mirror_judges_a_served_entry_as_of_the_checkpoint_it_was_proved_under() {
     );
     assert_eq!(m.revoked_through(&e1.id, 5), Some(2));
     assert_eq!(m.revoked_through(&e1.id, 3), None);
+}
+
+/// A rotation a revoked key signed is a reset; the key that reset rotated to at once (signed by
+/// its own, unrevoked key) waits with it, as the rotation of any waiting reset does: otherwise
+/// whoever held a leaked key would rotate once more and skip the wait.
+#[test]
+fn what_rotates_from_a_rotation_a_revoked_key_signed_waits_with_it() {
+    let (k1, k2, k3) = (
+        SigningKey::generate().unwrap(),
+        SigningKey::generate().unwrap(),
+        SigningKey::generate().unwrap(),
+    );
+    let e1 = alice(&k1, 1, None);
+    let e2 = rotated(&e1, &k1, &k2);
+    let e3 = rotated(&e2, &k2, &k3);
+    let logged = |entry: &DirectoryEntry, index, at| LoggedEntry {
+        entry: entry.clone(),
+        index,
+        logged_at: at,
+    };
+    let chain = [
+        logged(&e1, 0, 100),
+        logged(&e2, 3, 1000),
+        logged(&e3, 4, 1001),
+    ];
+    let none = BTreeMap::new();
+    // Nothing revoked: rotations, in force when logged.
+    assert_eq!(
+        usable_from(&chain, 86400, &none, None, 2000).unwrap(),
+        (1001, Change::Rotation)
+    );
+    // Serial 1 revoked: serial 2 is a reset, and serial 3 waits for it.
+    assert_eq!(
+        usable_from(&chain[..2], 86400, &none, Some(1), 2000).unwrap(),
+        (87400, Change::Reset)
+    );
+    assert_eq!(
+        usable_from(&chain, 86400, &none, Some(1), 2000).unwrap(),
+        (87400, Change::Rotation)
+    );
+    // An approval of the reset shortens both.
+    let approved = BTreeMap::from([(2, 60)]);
+    assert_eq!(
+        usable_from(&chain, 86400, &approved, Some(1), 2000)
+            .unwrap()
+            .0,
+        1060
+    );
 }
