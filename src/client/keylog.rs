@@ -8,8 +8,8 @@ use crate::core::directory::DirectoryEntry;
 use crate::core::grant::Grant;
 use crate::core::identity::Identity;
 use crate::core::keylog::{
-    change_of, directory_origin, leaf_bytes, usable_from, Change, LoggedEntry, ResetApproval,
-    DEFAULT_RESET_WAIT, LOGGED_AT_SKEW,
+    change_of, directory_origin, leaf_bytes, usable_from, Change, LoggedEntry, Mirror,
+    ResetApproval, DEFAULT_RESET_WAIT, LOGGED_AT_SKEW,
 };
 use crate::core::sign::{PublicKey, StatementType, VerifierKey};
 use crate::core::tlog::checkpoint::Checkpoint;
@@ -62,9 +62,10 @@ fn check_logged(signed: &WireSigned, p: &LogProof, cp: &Checkpoint, what: &str) 
 /// `seen`: what this agent had seen before this listing (see [`Seen`]): a leaf past that
 /// checkpoint that says it was logged earlier (a relay backdating a key to skip its wait), or
 /// a serial the agent had pinned logged again after it (a second entry for one serial), is
-/// refused. `revoked_through`: the user's highest serial the whole directory log revokes under
-/// `cp` (`core::keylog::Mirror`): a rotation or renewal a revoked key vouched for is a reset,
-/// with its wait, as the relay judges it.
+/// refused. `mirror`: what this party read of the whole directory log (`core::keylog::Mirror`),
+/// judged as of `cp`: a rotation or renewal a revoked key vouched for is a reset, with its
+/// wait, and a reset approval signed by a revoked admin key shortens nothing, as the relay
+/// judges them.
 pub fn checked_grant(
     view: &GrantView,
     cp: &Checkpoint,
@@ -72,9 +73,10 @@ pub fn checked_grant(
     wait: u64,
     now: u64,
     seen: Option<Seen>,
-    revoked_through: Option<u64>,
+    mirror: Option<&Mirror>,
 ) -> Result<OpenGrant> {
     let newest = verified_entry(&view.user_entry, authority, None)?;
+    let revoked_through = mirror.and_then(|m| m.revoked_through(&newest.id, cp.size));
     let who = newest.id.short();
     let Some(newest_log) = &view.user_log else {
         return Err(Error::verification(format!(
@@ -122,7 +124,7 @@ pub fn checked_grant(
             }
         }
     }
-    let approved = approvals(view, cp, authority, &chain)?;
+    let approved = approvals(view, cp, authority, &chain, mirror)?;
     let (at, change) = usable_from(&chain, wait, &approved, revoked_through, now)?;
     // What a revoked key vouched for (a leaked key's "rotation") waits as a reset, and so does
     // what rotates from it: said so when it is what holds the key back.
@@ -184,6 +186,7 @@ fn approvals(
     cp: &Checkpoint,
     authority: &PublicKey,
     chain: &[LoggedEntry],
+    mirror: Option<&Mirror>,
 ) -> Result<BTreeMap<u64, u64>> {
     let mut out = BTreeMap::new();
     for a in &view.approvals {
@@ -206,6 +209,14 @@ fn approvals(
             // The approver was enrolled before the reset was logged (an admin minted for the
             // occasion is no second person), and the approval came after it.
             if a.approver_log.index >= reset.index || a.approval_log.index <= reset.index {
+                return Ok(None);
+            }
+            // An admin key the log revokes (perhaps leaked) approves nothing, whenever it was
+            // revoked: the relay takes such an approval back too.
+            if mirror
+                .and_then(|m| m.revoked_through(&approver.id, cp.size))
+                .is_some_and(|r| approver.serial <= r)
+            {
                 return Ok(None);
             }
             let ok = ResetApproval::verify(&signed, &approver, &reset.entry)?;

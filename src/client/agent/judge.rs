@@ -176,9 +176,6 @@ pub(crate) fn judge_items<T>(
             .ok()
             .map(|g| g.user);
         let pinned = user.as_ref().and_then(|u| pinned_before.get(u).copied());
-        let revoked = user
-            .as_ref()
-            .and_then(|u| mirror.and_then(|m| m.revoked_through(u, cp.size)));
         let g = super::super::keylog::checked_grant(
             v,
             &cp,
@@ -186,7 +183,7 @@ pub(crate) fn judge_items<T>(
             wait,
             now,
             seen.map(|(size, at)| super::super::keylog::Seen { size, at, pinned }),
-            revoked,
+            mirror,
         )
         .and_then(|g| unomitted(v, g, &cp, mirror))
         .and_then(|g| pins.check(&g.user_entry).map(|()| g));

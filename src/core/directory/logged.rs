@@ -29,6 +29,10 @@ pub struct WaitingKey {
     pub change: Change,
 }
 
+/// A verified approval: the shorter wait, the signed approval, and the approving admin's entry
+/// (id, serial) whose key signed it.
+type Approved = (u64, Signed, (SpiffeId, u64));
+
 #[derive(Clone, Debug, Default)]
 pub(super) struct DirectoryLog {
     tree: Tree,
@@ -36,8 +40,8 @@ pub(super) struct DirectoryLog {
     positions: HashMap<[u8; 32], LogPosition>,
     /// When each logged entry may be used, and how its keys came.
     usable: BTreeMap<(SpiffeId, u64), (u64, Change)>,
-    /// Verified approvals: (party, serial) → the shorter wait, the signed approval.
-    approvals: BTreeMap<(SpiffeId, u64), (u64, Signed)>,
+    /// Verified approvals: (party, serial) → [`Approved`].
+    approvals: BTreeMap<(SpiffeId, u64), Approved>,
     wait: u64,
     /// Leaves whose statement was not taken, and why.
     refused: Vec<(u64, String)>,
@@ -136,20 +140,35 @@ impl Directory {
             StatementType::Revocation => {
                 let r = self.insert_revocation(&statement, authority)?;
                 self.log_mut()?.positions.insert(digest, position);
-                // A rotation consented by a revoked key is no continuity: judged again.
+                // A rotation consented by a revoked key is no continuity, and a reset's wait
+                // shortened by a revoked admin's key stands in full: judged again.
                 self.judge(&r.id);
+                let approved: Vec<SpiffeId> = self
+                    .log
+                    .as_ref()
+                    .into_iter()
+                    .flat_map(|l| l.approvals.iter())
+                    .filter(|(_, (_, _, (approver, _)))| *approver == r.id)
+                    .map(|((id, _), _)| id.clone())
+                    .collect();
+                for id in approved {
+                    self.judge(&id);
+                }
             }
             StatementType::ResetApproval => {
-                let a = self.check_approval(&statement)?;
+                let (a, by) = self.checked_approval(&statement)?;
+                // One approval per reset; one whose admin key was since revoked approves
+                // nothing, and another admin may approve in its place.
+                let standing = self.approval(&a.id, a.serial).is_some();
                 let log = self.log_mut()?;
-                if log.approvals.contains_key(&(a.id.clone(), a.serial)) {
+                if standing {
                     return Err(Error::conflict(
                         "a second approval of one reset changes nothing",
                     ));
                 }
                 log.positions.insert(digest, position);
                 log.approvals
-                    .insert((a.id.clone(), a.serial), (a.wait, statement));
+                    .insert((a.id.clone(), a.serial), (a.wait, statement, by));
                 self.judge(&a.id);
             }
             other => {
@@ -166,6 +185,11 @@ impl Directory {
     /// reset was logged, signed the approval with that entry's key, and did not enroll the key
     /// (a second person: docs/keys.md).
     pub fn check_approval(&self, signed: &Signed) -> Result<ResetApproval> {
+        self.checked_approval(signed).map(|(a, _)| a)
+    }
+
+    /// [`Directory::check_approval`], with the approving entry (id, serial) whose key signed it.
+    fn checked_approval(&self, signed: &Signed) -> Result<(ResetApproval, (SpiffeId, u64))> {
         let a = ResetApproval::decode(&signed.statement)?;
         let chain = self.logged_chain(&a.id);
         let at = chain
@@ -198,7 +222,8 @@ impl Directory {
                     a.approver.short()
                 ))
             })?;
-        ResetApproval::verify(signed, approver, &reset.entry)
+        let by = (approver.id.clone(), approver.serial);
+        Ok((ResetApproval::verify(signed, approver, &reset.entry)?, by))
     }
 
     /// How `entry` came after `previous`: as [`change_of`], but a rotation or renewal whose
@@ -220,15 +245,20 @@ impl Directory {
     fn judge(&mut self, id: &SpiffeId) {
         let chain = self.logged_chain(id);
         let revoked_through = self.revoked.get(id).copied();
+        // Approvals by an admin's key since revoked shorten nothing.
+        let approved: BTreeMap<u64, u64> = self
+            .log
+            .as_ref()
+            .into_iter()
+            .flat_map(|l| l.approvals.iter())
+            .filter(|((who, _), (_, _, (approver, by)))| {
+                who == id && !self.is_revoked(approver, *by)
+            })
+            .map(|((_, serial), (wait, _, _))| (*serial, *wait))
+            .collect();
         let Some(log) = self.log.as_deref_mut() else {
             return;
         };
-        let approved: BTreeMap<u64, u64> = log
-            .approvals
-            .iter()
-            .filter(|((who, _), _)| who == id)
-            .map(|((_, serial), (wait, _))| (*serial, *wait))
-            .collect();
         let mut broken = false;
         for n in 1..=chain.len() {
             let serial = chain[n - 1].entry.serial;
@@ -289,12 +319,14 @@ impl Directory {
             .and_then(|l| l.positions.get(&statement_digest(signed)).copied())
     }
 
-    /// The approval that shortened the wait of serial `serial` of `id`, if any.
+    /// The approval that shortened the wait of serial `serial` of `id`, if any (none once the
+    /// key that signed it is revoked).
     pub fn approval(&self, id: &SpiffeId, serial: u64) -> Option<&Signed> {
         self.log
             .as_ref()
             .and_then(|l| l.approvals.get(&(id.clone(), serial)))
-            .map(|(_, s)| s)
+            .filter(|(_, _, (approver, by))| !self.is_revoked(approver, *by))
+            .map(|(_, s, _)| s)
     }
 
     /// The newest key of `id` when it is not in force yet: when it will be, and why.

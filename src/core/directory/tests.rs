@@ -236,3 +236,64 @@ fn a_logged_directory_never_wedges_and_a_revoked_key_vouches_for_nothing() {
     assert_eq!(dir.in_force_from(&e1.id, 3), Some(120));
     assert!(dir.active(&e1.id, 50).is_err());
 }
+
+/// A reset's shorter wait stands only while the admin who approved it is not revoked: an
+/// approval signed with a key later revoked (perhaps leaked) shortens nothing, as a rotation
+/// signed by a key revoked afterwards is a reset. Agents judge it so too
+/// (`client::keylog::approvals`, with their mirror of the log).
+#[test]
+fn a_revoked_admins_approval_of_a_reset_shortens_nothing() {
+    use crate::core::keylog::{leaf_bytes, ResetApproval};
+    let authority = SigningKey::generate().unwrap();
+    let leaf = |s: &Signed, at: u64| leaf_bytes(at, &s.statement, &s.signature);
+    let (e1, _) = user_entry(1);
+    let (e2, _) = user_entry(2);
+    let (mut second, second_key) = user_entry(1);
+    second.id = SpiffeId::new("example.org", PartyKind::Admin, "second").unwrap();
+    second.signing_key = second_key.public();
+    second.attributes = Attributes::default();
+    second.age_recipient = None;
+    let mut dir = Directory::logged(100);
+    let take = |dir: &mut Directory, s: &Signed, at: u64| {
+        dir.take_leaf(&leaf(s, at), &authority.public()).unwrap()
+    };
+    take(&mut dir, &e1.sign(&authority).unwrap(), 10);
+    take(&mut dir, &second.sign(&authority).unwrap(), 11);
+    let (mut third, third_key) = (second.clone(), SigningKey::generate().unwrap());
+    third.id = SpiffeId::new("example.org", PartyKind::Admin, "third").unwrap();
+    third.signing_key = third_key.public();
+    take(&mut dir, &third.sign(&authority).unwrap(), 12);
+    take(&mut dir, &e2.sign(&authority).unwrap(), 20);
+    assert_eq!(dir.in_force_from(&e1.id, 2), Some(120));
+    let approval = ResetApproval {
+        id: e1.id.clone(),
+        serial: 2,
+        wait: 5,
+        approver: second.id.clone(),
+        created: 21,
+    }
+    .sign(&second_key);
+    take(&mut dir, &approval, 21);
+    assert_eq!(dir.refused_leaves(), &[]);
+    assert_eq!(dir.in_force_from(&e1.id, 2), Some(25));
+    let rev = Revocation {
+        id: second.id.clone(),
+        serial: 1,
+        revoked_at: 30,
+        reason: "leaked".into(),
+    };
+    take(&mut dir, &rev.sign(&authority).unwrap(), 30);
+    assert_eq!(dir.in_force_from(&e1.id, 2), Some(120));
+    assert!(dir.approval(&e1.id, 2).is_none());
+    // Another admin may approve in its place.
+    let again = ResetApproval {
+        approver: third.id.clone(),
+        wait: 7,
+        created: 31,
+        ..ResetApproval::decode(&approval.statement).unwrap()
+    }
+    .sign(&third_key);
+    take(&mut dir, &again, 31);
+    assert_eq!(dir.refused_leaves(), &[]);
+    assert_eq!(dir.in_force_from(&e1.id, 2), Some(27));
+}

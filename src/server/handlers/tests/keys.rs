@@ -117,9 +117,6 @@ async fn an_agent_refuses_an_entry_the_relay_cannot_prove_is_logged() {
 /// the revocation, left out.
 #[tokio::test]
 async fn an_agent_refuses_a_key_the_whole_directory_log_supersedes_or_revokes() {
-    use crate::client::judge_items;
-    use crate::client::SerialPins;
-    use crate::core::keylog::{DirectoryLeaf, Mirror};
     use crate::core::wire::LogProof;
     let f = fixture();
     f.grant("tickets/1").await;
@@ -134,34 +131,10 @@ async fn an_agent_refuses_a_key_the_whole_directory_log_supersedes_or_revokes() 
             root: tree.root(tree.size()).unwrap(),
         }
     }
-    async fn listing(f: &Fixture) -> (Option<crate::core::wire::GrantView>, Checkpoint) {
-        let request = Request::ListGrants {
-            page: Page::first(),
-            dir_size: None,
-        };
-        let Reply::Grants {
-            grants, directory, ..
-        } = f.call(&f.bot, request).await.unwrap()
-        else {
-            panic!("not a listing")
-        };
-        let cp =
-            Checkpoint::verify(&directory.checkpoint, &directory_key(&f.bot).unwrap()).unwrap();
-        (grants.into_iter().next(), cp)
-    }
     let (first, first_cp) = listing(&f).await;
     let first = first.unwrap();
     let authority = f.relay.authority;
     let (wait, now) = (reset_wait(&f.bot), f.now());
-    // What the agent reads of the whole log, up to `size` leaves.
-    let mirror = |size: u64| {
-        let mut m = Mirror::default();
-        let leaves = f.relay.store.directory_log(0, size as usize).unwrap();
-        for (i, bytes) in leaves.iter().enumerate() {
-            m.observe(i as u64, &DirectoryLeaf::decode(bytes).unwrap(), &authority);
-        }
-        m
-    };
     // `v` as a lying relay would serve it under `cp`: each entry freshly proved, and (without
     // `keep_earlier`) its own entry only.
     let stale = |v: &crate::core::wire::GrantView, cp: &Checkpoint, keep_earlier: bool| {
@@ -182,23 +155,8 @@ async fn an_agent_refuses_a_key_the_whole_directory_log_supersedes_or_revokes() 
         v.user_log = v.user_log.as_ref().map(reproved);
         v
     };
-    // The agent's verdict on `v` served under `cp`, its mirror read to `read` leaves.
-    let judge_read = |v: &crate::core::wire::GrantView, cp: &Checkpoint, read: u64| {
-        let pages = vec![(v.clone(), std::sync::Arc::new(cp.clone()))];
-        let m = mirror(read);
-        let pins = SerialPins::in_memory();
-        let mut out = judge_items(
-            &f.bot,
-            &pins,
-            pages,
-            &Default::default(),
-            None,
-            Some(&m),
-            |v| v,
-        )
-        .unwrap();
-        out.pop().unwrap().1
-    };
+    let judge_read =
+        |v: &crate::core::wire::GrantView, cp: &Checkpoint, read: u64| judged(&f, v, cp, read);
     let judge = |v: &crate::core::wire::GrantView, cp: &Checkpoint| judge_read(v, cp, cp.size);
 
     // alice rotates: serial 2 is logged. The relay serves serial 1 alone.
@@ -261,4 +219,171 @@ async fn an_agent_refuses_a_key_the_whole_directory_log_supersedes_or_revokes() 
             || e.message().contains("revoked key (serial 1)"),
         "{e}"
     );
+}
+
+/// Issues `next` an entry (a new party, or with `reset` a new serial its current key did not
+/// sign) and pushes it to the relay as the fixture's admin.
+async fn enroll_pushed(f: &Fixture, next: Identity, reset: bool) -> Identity {
+    use crate::core::directory::EnrollmentRequest;
+    use crate::local::dirstore::{self, EnrollOptions};
+    let root = TrustRoot::load(&f.relay.config.dir).unwrap();
+    let (directory, _) = dirstore::load(&root.directory_dir(), &root.authority.public()).unwrap();
+    let req = EnrollmentRequest::verify(&next.enrollment_request(f.now()).unwrap()).unwrap();
+    let attributes = match reset {
+        true => directory
+            .latest(next.id.as_ref().unwrap())
+            .unwrap()
+            .attributes
+            .clone(),
+        false => Default::default(),
+    };
+    let opts = EnrollOptions {
+        attributes,
+        rotate: reset,
+        validity_days: 30,
+        rotation: None,
+    };
+    super::rotation::issue_and_push(f, next, &req, &opts).await
+}
+
+/// The bot's first listed grant, and the directory checkpoint it was served under.
+async fn listing(f: &Fixture) -> (Option<crate::core::wire::GrantView>, Checkpoint) {
+    let request = Request::ListGrants {
+        page: Page::first(),
+        dir_size: None,
+    };
+    let Reply::Grants {
+        grants, directory, ..
+    } = f.call(&f.bot, request).await.unwrap()
+    else {
+        panic!("not a listing")
+    };
+    let cp = Checkpoint::verify(&directory.checkpoint, &directory_key(&f.bot).unwrap()).unwrap();
+    (grants.into_iter().next(), cp)
+}
+
+/// The agent's verdict on `v` served under `cp`, its mirror of the directory log read to `read`
+/// leaves.
+fn judged(
+    f: &Fixture,
+    v: &crate::core::wire::GrantView,
+    cp: &Checkpoint,
+    read: u64,
+) -> crate::error::Result<crate::client::OpenGrant> {
+    use crate::core::keylog::{DirectoryLeaf, Mirror};
+    let mut m = Mirror::default();
+    let leaves = f.relay.store.directory_log(0, read as usize).unwrap();
+    for (i, bytes) in leaves.iter().enumerate() {
+        m.observe(
+            i as u64,
+            &DirectoryLeaf::decode(bytes).unwrap(),
+            &f.relay.authority,
+        );
+    }
+    let pages = vec![(v.clone(), std::sync::Arc::new(cp.clone()))];
+    let pins = crate::client::SerialPins::in_memory();
+    let mut out = crate::client::judge_items(
+        &f.bot,
+        &pins,
+        pages,
+        &Default::default(),
+        None,
+        Some(&m),
+        |v| v,
+    )
+    .unwrap();
+    out.pop().unwrap().1
+}
+
+/// A reset's wait shortened by a second admin whose key is then revoked (it leaked): the relay
+/// takes the approval back, and an agent refuses it too when a relay serves it anyway (the
+/// approval, the approver's entry and the user's chain each freshly proved: only the agent's
+/// mirror of the whole log shows the revocation).
+#[tokio::test]
+async fn an_approval_by_an_admin_key_the_log_revokes_shortens_nothing() {
+    use crate::core::keylog::ResetApproval;
+    use crate::core::wire::LogProof;
+    use crate::ids::PartyKind;
+    let f = fixture();
+    f.grant("tickets/1").await;
+    let second = enroll_pushed(
+        &f,
+        Identity::generate(PartyKind::Admin, "second").unwrap(),
+        false,
+    )
+    .await;
+    let mut rogue = Identity::generate(PartyKind::User, "alice").unwrap();
+    rogue.id = f.alice.id.clone();
+    enroll_pushed(&f, rogue, true).await;
+    let alice = f.alice.id.clone().unwrap();
+    let approval = ResetApproval {
+        id: alice.clone(),
+        serial: 2,
+        wait: 0,
+        approver: second.id.clone().unwrap(),
+        created: f.now(),
+    }
+    .sign(&second.signing_key);
+    f.call(
+        &second,
+        Request::ApproveReset {
+            approval: WireSigned::from_signed(&approval),
+        },
+    )
+    .await
+    .unwrap();
+    let judge = |v: &crate::core::wire::GrantView, cp: &Checkpoint| judged(&f, v, cp, cp.size);
+    // Approved: the reset key is in force at once, for the relay and the agent.
+    let (approved, cp) = listing(&f).await;
+    let approved = approved.unwrap();
+    assert_eq!(approved.approvals.len(), 1);
+    judge(&approved, &cp).expect("an approved reset is in force");
+
+    // The second admin's key is revoked.
+    let root = TrustRoot::load(&f.relay.config.dir).unwrap();
+    let revocation = crate::core::directory::Revocation {
+        id: second.id.clone().unwrap(),
+        serial: 1,
+        revoked_at: f.now(),
+        reason: "leaked".into(),
+    }
+    .sign(&root.authority)
+    .unwrap();
+    f.push_revocation(&revocation).await;
+    assert_eq!(
+        f.relay
+            .directory
+            .read()
+            .unwrap()
+            .waiting(&alice, f.now())
+            .map(|w| w.entry.serial),
+        Some(2),
+        "the relay takes the approval back"
+    );
+    let (honest, cp) = listing(&f).await;
+    let honest = honest.unwrap();
+    assert!(honest.approvals.is_empty(), "the relay serves it no more");
+    let e = judge(&honest, &cp).unwrap_err();
+    assert!(e.message().contains("nothing is sealed to it until"), "{e}");
+    // A relay that serves the approval anyway, every proof fresh under the new checkpoint.
+    let lying = {
+        let dir = f.relay.directory.read().unwrap();
+        let tree = dir.log_tree().unwrap();
+        let reproved = |log: &LogProof| LogProof {
+            proof: tree.inclusion_proof(log.index, cp.size).unwrap(),
+            ..log.clone()
+        };
+        let mut v = approved.clone();
+        v.user_log = v.user_log.as_ref().map(reproved);
+        for (_, log) in v.earlier.iter_mut() {
+            *log = reproved(log);
+        }
+        for a in v.approvals.iter_mut() {
+            a.approval_log = reproved(&a.approval_log);
+            a.approver_log = reproved(&a.approver_log);
+        }
+        v
+    };
+    let e = judge(&lying, &cp).unwrap_err();
+    assert!(e.message().contains("nothing is sealed to it until"), "{e}");
 }

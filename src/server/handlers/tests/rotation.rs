@@ -13,7 +13,7 @@ pub(super) async fn rotate(f: &Fixture, who: &Identity) -> Identity {
     let root = TrustRoot::load(&f.relay.config.dir).unwrap();
     let (directory, _) = dirstore::load(&root.directory_dir(), &root.authority.public()).unwrap();
     let now = f.now();
-    let mut next = Identity::generate(who.kind, &who.name).unwrap();
+    let next = Identity::generate(who.kind, &who.name).unwrap();
     let req = EnrollmentRequest::verify(&next.enrollment_request(now).unwrap()).unwrap();
     let current = directory.latest(who.id.as_ref().unwrap()).unwrap();
     let consent = crate::core::keylog::KeyRotation {
@@ -31,7 +31,21 @@ pub(super) async fn rotate(f: &Fixture, who: &Identity) -> Identity {
         validity_days: 30,
         rotation: Some(consent),
     };
-    let issued = dirstore::issue(&root, &directory, &req, &opts, now).unwrap();
+    issue_and_push(f, next, &req, &opts).await
+}
+
+/// Issues `next` the entry `opts` describe for `req`, imports it, and has the fixture's admin
+/// push it to the relay.
+pub(super) async fn issue_and_push(
+    f: &Fixture,
+    mut next: Identity,
+    req: &EnrollmentRequest,
+    opts: &EnrollOptions,
+) -> Identity {
+    let root = TrustRoot::load(&f.relay.config.dir).unwrap();
+    let (directory, _) = dirstore::load(&root.directory_dir(), &root.authority.public()).unwrap();
+    let now = f.now();
+    let issued = dirstore::issue(&root, &directory, req, opts, now).unwrap();
     dirstore::store_entry(&root.directory_dir(), &issued).unwrap();
     root.bundle(issued.signed.clone(), issued.cert, None)
         .unwrap()
