@@ -27,6 +27,10 @@ use crate::server::services::relay::Relay;
 pub const INLINE_MAX: u64 = 64 * 1024;
 const _: () = assert!(INLINE_MAX <= pieces::PIECE as u64);
 
+/// How long after its envelope was stored a repeated submission still tells the user's
+/// subscriptions of it again (seconds).
+pub const REPUBLISH_WITHIN: u64 = 60;
+
 /// A submission whose body starts at piece `from_piece` (0: all of it; more: the rest of a
 /// parked upload).
 #[allow(clippy::too_many_arguments)]
@@ -101,8 +105,13 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
         if let Some(e) = same {
             // Its first answer may have been lost with a commit that did land: the user's
             // subscriptions hear of it now (they send nothing twice), unless nothing is left
-            // to deliver or they heard of it lately.
-            if e.receipt.is_none() && now < e.expires_at {
+            // to deliver, they heard of it lately, or it is older than a retry after a lost
+            // answer would be (an agent repeating old submissions in turn, more of them than
+            // a subscription queues, would otherwise put the user's subscriptions behind).
+            if e.receipt.is_none()
+                && now < e.expires_at
+                && now.saturating_sub(e.received_at) <= REPUBLISH_WITHIN
+            {
                 relay
                     .feeds
                     .publish_again(&grant.user, Feed::Inbox, envelope_id.0);

@@ -404,10 +404,38 @@ async fn a_repeated_submission_gets_its_original_answer() {
         .call_with_body(&f.bot, request.clone(), &body)
         .await
         .unwrap();
-    let again = f.call_with_body(&f.bot, request, &body).await.unwrap();
+    let mut inbox = f
+        .relay
+        .feeds
+        .subscribe(f.alice.id.as_ref().unwrap(), crate::core::wire::Feed::Inbox);
+    let again = f
+        .call_with_body(&f.bot, request.clone(), &body)
+        .await
+        .unwrap();
     assert_eq!(first, again);
     assert_eq!(f.relay.store.envelope_ids().unwrap().len(), 1);
     assert_eq!(code(f.submit(id, b"other").await), ErrorCode::Conflict);
+    // Repeated soon after (a lost answer), the user's subscriptions are told of it again; much
+    // later, not (an agent repeating old submissions cannot make them list again).
+    let Reply::Submitted { envelope_id } = first else {
+        panic!("not submitted")
+    };
+    assert_eq!(inbox.next().await.unwrap(), envelope_id.0);
+    let alice = f.alice.id.clone().unwrap();
+    let queue = crate::server::services::feeds::QUEUE;
+    for i in 0..queue {
+        let other = [[0xee; 8], (i as u64).to_be_bytes()].concat();
+        let other: [u8; 16] = other.try_into().unwrap();
+        f.relay
+            .feeds
+            .publish(&alice, crate::core::wire::Feed::Inbox, other);
+        assert_eq!(inbox.next().await.unwrap(), other);
+    }
+    f.clock.advance(super::super::submit::REPUBLISH_WITHIN + 1);
+    let late = f.call_with_body(&f.bot, request, &body).await.unwrap();
+    assert_eq!(late, again);
+    let told = tokio::time::timeout(std::time::Duration::from_millis(100), inbox.next()).await;
+    assert!(told.is_err(), "told again: {told:?}");
 }
 
 /// Threat 20 at scale: a thousand grants, each raced by eight distinct submissions started at
