@@ -212,9 +212,22 @@ fn unomitted(
             "a served key was judged without the directory log read",
         ));
     };
-    let signed = v
-        .user_entry
-        .to_signed(crate::core::sign::StatementType::DirectoryEntry)?;
+    use crate::core::sign::StatementType;
+    let signed = v.user_entry.to_signed(StatementType::DirectoryEntry)?;
     mirror.check(&g.user_entry, &signed, cp.size)?;
+    // The chain before it, as served (checked_grant verified each entry and its place).
+    let earlier = v
+        .earlier
+        .iter()
+        .map(|(w, _)| {
+            let s = w.to_signed(StatementType::DirectoryEntry)?;
+            let e = crate::core::directory::DirectoryEntry::decode(&s.statement)?;
+            Ok((e.serial, s))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut chain: Vec<(u64, &crate::core::sign::Signed)> =
+        earlier.iter().map(|(serial, s)| (*serial, s)).collect();
+    chain.push((g.user_entry.serial, &signed));
+    mirror.check_chain(&g.user_entry.id, &chain, cp.size)?;
     Ok(g)
 }

@@ -85,14 +85,7 @@ impl Mirror {
                 )));
             }
         }
-        if let Some((_, at, digest)) = logged.iter().find(|(s, _, _)| *s == entry.serial) {
-            if *digest != hex(statement_digest(signed)) {
-                return Err(Error::verification(format!(
-                    "the directory log's entry for {who}'s serial {} is another one (leaf {at}) than the one the relay served: refusing to seal to it",
-                    entry.serial
-                )));
-            }
-        }
+        self.check_chain(&entry.id, &[(entry.serial, signed)], size)?;
         if let Some(through) = self.revoked_through(&entry.id, size) {
             if entry.serial <= through {
                 return Err(Error::verification(format!(
@@ -100,6 +93,50 @@ impl Mirror {
                     entry.serial
                 )));
             }
+        }
+        Ok(())
+    }
+
+    /// Whether the chain the relay served for `id` (each entry's serial and signed statement,
+    /// oldest first) is the log's, judged on the leaves before `size`: each entry is the one in
+    /// force for its serial (the first logged), and no logged serial between the chain's first
+    /// and its last is left out (a chain that skips one could pass a reset off as a rotation
+    /// of the serial before it).
+    pub fn check_chain(&self, id: &SpiffeId, chain: &[(u64, &Signed)], size: u64) -> Result<()> {
+        let who = id.short();
+        let logged = self
+            .entries
+            .get(&id.to_string())
+            .map(|v| v.iter().filter(|(_, at, _)| *at < size).collect::<Vec<_>>())
+            .unwrap_or_default();
+        for (serial, signed) in chain {
+            match logged.iter().find(|(s, _, _)| s == serial) {
+                Some((_, at, digest)) if *digest != hex(statement_digest(signed)) => {
+                    return Err(Error::verification(format!(
+                        "the directory log's entry for {who}'s serial {serial} is another one (leaf {at}) than the one the relay served: refusing to seal to it"
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    return Err(Error::verification(format!(
+                        "the relay served {who}'s serial {serial}, which the directory log read so far does not hold: refusing to seal to it"
+                    )));
+                }
+            }
+        }
+        let (Some(first), Some(last)) = (
+            chain.iter().map(|(s, _)| *s).min(),
+            chain.iter().map(|(s, _)| *s).max(),
+        ) else {
+            return Ok(());
+        };
+        if let Some((skipped, at, _)) = logged
+            .iter()
+            .find(|(s, _, _)| (first..=last).contains(s) && !chain.iter().any(|(c, _)| c == s))
+        {
+            return Err(Error::verification(format!(
+                "the relay served {who}'s keys without serial {skipped} (leaf {at}), which the directory log holds: a relay leaving out a key change; refusing to seal to it"
+            )));
         }
         Ok(())
     }

@@ -488,3 +488,44 @@ fn what_rotates_from_a_rotation_a_revoked_key_signed_waits_with_it() {
         1060
     );
 }
+
+/// A chain that skips a serial the log holds is refused (review-found: the agent checked only
+/// the newest entry against its mirror): serial 3, signed by the authority with serial 1's
+/// consent, is a reset after serial 2 but would pass for a rotation of serial 1 with serial 2
+/// left out. Each entry must also be the first logged for its serial.
+#[test]
+fn a_served_chain_must_be_the_logs_without_a_serial_left_out() {
+    let (authority, k1, k2, k3) = (
+        SigningKey::generate().unwrap(),
+        SigningKey::generate().unwrap(),
+        SigningKey::generate().unwrap(),
+        SigningKey::generate().unwrap(),
+    );
+    let e1 = alice(&k1, 1, None);
+    let e2 = rotated(&e1, &k1, &k2);
+    let mut e3 = rotated(&e1, &k1, &k3);
+    e3.serial = 3;
+    assert_eq!(change_of(&e3, Some(&e2)), Change::Reset);
+    assert_eq!(change_of(&e3, Some(&e1)), Change::Rotation);
+    let mut other2 = e2.clone();
+    other2.tls_spki_sha256 = [9; 32];
+    let leaves = logged_leaves(&authority, &[&e1, &e2, &e3, &other2]);
+    let mut m = Mirror::default();
+    for (i, l) in leaves.iter().enumerate() {
+        m.observe(i as u64, l, &authority.public());
+    }
+    let s = |e: &DirectoryEntry| e.sign(&authority).unwrap();
+    let (s1, s2, s3, o2) = (s(&e1), s(&e2), s(&e3), s(&other2));
+    m.check_chain(&e1.id, &[(1, &s1), (2, &s2), (3, &s3)], 4)
+        .unwrap();
+    m.check_chain(&e1.id, &[(2, &s2), (3, &s3)], 4).unwrap();
+    let e = m.check_chain(&e1.id, &[(1, &s1), (3, &s3)], 4).unwrap_err();
+    assert!(e.message().contains("without serial 2 (leaf 1)"), "{e}");
+    let e = m
+        .check_chain(&e1.id, &[(1, &s1), (2, &o2), (3, &s3)], 4)
+        .unwrap_err();
+    assert!(e.message().contains("is another one (leaf 1)"), "{e}");
+    // Under a checkpoint before serial 3, the mirror does not hold it.
+    let e = m.check_chain(&e1.id, &[(3, &s3)], 2).unwrap_err();
+    assert!(e.message().contains("does not hold"), "{e}");
+}

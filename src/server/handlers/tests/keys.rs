@@ -387,3 +387,90 @@ async fn an_approval_by_an_admin_key_the_log_revokes_shortens_nothing() {
     let e = judge(&lying, &cp).unwrap_err();
     assert!(e.message().contains("nothing is sealed to it until"), "{e}");
 }
+
+/// Review-found: an agent checked only the newest entry against its mirror. The authority
+/// signs alice's serial 3 with the consent her superseded serial 1 once gave (her old key):
+/// after serial 2 that is a reset, which waits. A relay that serves the chain without serial
+/// 2 would pass it off as a rotation of serial 1, in force at once; the agent's mirror of the
+/// whole log finds serial 2 left out.
+#[tokio::test]
+async fn an_agent_refuses_a_chain_that_skips_a_serial() {
+    use crate::core::wire::LogProof;
+    let f = fixture();
+    f.grant("tickets/1").await;
+    super::rotation::rotate(&f, &f.alice).await;
+    let root = TrustRoot::load(&f.relay.config.dir).unwrap();
+    let alice = f.alice.id.clone().unwrap();
+    let now = f.now();
+    let rogue = crate::core::sign::SigningKey::generate().unwrap();
+    let mut e3 = DirectoryEntry {
+        serial: 3,
+        signing_key: rogue.public(),
+        tls_spki_sha256: [3; 32],
+        enrolled_by: root.meta.admin_name.clone(),
+        rotation: None,
+        ..f.relay
+            .directory
+            .read()
+            .unwrap()
+            .latest(&alice)
+            .unwrap()
+            .clone()
+    };
+    e3.rotation = Some(
+        crate::core::keylog::KeyRotation {
+            id: alice.clone(),
+            from_serial: 1,
+            signing_key: e3.signing_key,
+            tls_spki_sha256: e3.tls_spki_sha256,
+            age_recipient: e3.age_recipient.clone(),
+            created: now,
+        }
+        .sign(&f.alice.signing_key),
+    );
+    let signed = e3.sign(&root.authority).unwrap();
+    f.call(
+        &f.admin,
+        Request::PushDirectory {
+            entries: vec![WireSigned::from_signed(&signed)],
+            revocations: Vec::new(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        f.relay
+            .directory
+            .read()
+            .unwrap()
+            .waiting(&alice, now)
+            .is_some(),
+        "the relay judges serial 3 a reset"
+    );
+    let (honest, cp) = listing(&f).await;
+    let honest = honest.unwrap();
+    let e = judged(&f, &honest, &cp, cp.size).unwrap_err();
+    assert!(e.message().contains("nothing is sealed to it until"), "{e}");
+    // The same chain without serial 2, every proof fresh.
+    let lying = {
+        let dir = f.relay.directory.read().unwrap();
+        let tree = dir.log_tree().unwrap();
+        let mut v = honest.clone();
+        v.earlier.retain(|(w, _)| {
+            let s = w
+                .to_signed(crate::core::sign::StatementType::DirectoryEntry)
+                .unwrap();
+            DirectoryEntry::decode(&s.statement).unwrap().serial != 2
+        });
+        for (_, log) in v.earlier.iter_mut() {
+            *log = LogProof {
+                proof: tree.inclusion_proof(log.index, cp.size).unwrap(),
+                ..log.clone()
+            };
+        }
+        v
+    };
+    assert_eq!(lying.earlier.len() + 1, honest.earlier.len());
+    let e = judged(&f, &lying, &cp, cp.size).unwrap_err();
+    assert!(e.message().contains("without serial 2"), "{e}");
+}
