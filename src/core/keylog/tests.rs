@@ -529,3 +529,60 @@ fn a_served_chain_must_be_the_logs_without_a_serial_left_out() {
     let e = m.check_chain(&e1.id, &[(3, &s3)], 2).unwrap_err();
     assert!(e.message().contains("does not hold"), "{e}");
 }
+
+/// Review-found: the watch took any entry carrying keys the person's identity ever held as
+/// theirs. Alice rotated from k1 to k2; her old device (k1) leaks, and an admin is talked into
+/// enrolling k1 again: a reset, which the relay and agents put in force after the wait, and
+/// alice must be told. Likewise a second entry for serial 2 with k1's keys raises an alert,
+/// and what is judged after it is judged against the real serial 2 (a "rotation" k1 signed
+/// from it is a reset).
+#[test]
+fn a_reset_to_an_older_own_key_is_an_alert() {
+    let authority = SigningKey::generate().unwrap();
+    let (k1, k2, k3) = (
+        SigningKey::generate().unwrap(),
+        SigningKey::generate().unwrap(),
+        SigningKey::generate().unwrap(),
+    );
+    let e1 = alice(&k1, 1, None);
+    let id = e1.id.clone();
+    let e2 = rotated(&e1, &k1, &k2);
+    let material = |e: &DirectoryEntry| {
+        Watcher::material(
+            &e.signing_key,
+            e.age_recipient.as_deref(),
+            &e.tls_spki_sha256,
+        )
+    };
+    // The watch as `keys rotate` leaves it: both identities' keys are alice's own.
+    let own = || {
+        let mut w = Watcher::new(&k2.public());
+        w.add_own(&k1.public(), material(&e1));
+        w.add_own(&k2.public(), material(&e2));
+        w
+    };
+    let back = DirectoryEntry {
+        serial: 3,
+        ..e1.clone()
+    };
+    let leaves = logged_leaves(&authority, &[&e1, &e2, &back]);
+    let mut w = own();
+    let alerts = watched(&mut w, &id, &leaves, &authority);
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!((alerts[0].serial, alerts[0].what.as_str()), (3, "reset"));
+    assert!(!w.current_is_own);
+    // A second serial 2 with k1's keys, then serial 3 "rotated" from it with k1.
+    let dup2 = DirectoryEntry {
+        serial: 2,
+        ..e1.clone()
+    };
+    let e3 = rotated(&dup2, &k1, &k3);
+    assert_eq!(change_of(&e3, Some(&e2)), Change::Reset);
+    let leaves = logged_leaves(&authority, &[&e1, &e2, &dup2, &e3]);
+    let mut w = own();
+    let alerts = watched(&mut w, &id, &leaves, &authority);
+    let serials: Vec<u64> = alerts.iter().map(|a| a.serial).collect();
+    assert_eq!(serials, [2, 3], "{alerts:?}");
+    assert_eq!(alerts[1].what, "reset");
+    assert!(!w.current_is_own);
+}

@@ -48,6 +48,12 @@ pub struct Watcher {
     /// not (a thief's rotation with a stolen key), and the person is told.
     #[serde(default)]
     pub vouched: Vec<Vouched>,
+    /// The keys ([`Watcher::material`]) of every entry under the name seen so far: a reset that
+    /// brings back keys an earlier serial had (an old device's, perhaps leaked or revoked) is
+    /// never the person's own, though their identity once held those keys. Empty in a state
+    /// saved before it was recorded (entries read before then are not in it).
+    #[serde(default)]
+    pub seen_material: Vec<String>,
 }
 
 /// An entry the person's earlier key vouched for ([`Watcher::vouched`]).
@@ -192,9 +198,21 @@ impl Watcher {
                     c => c,
                 };
                 let prev_own = previous.0.as_ref().is_some_and(|(_, own)| *own);
-                let by_keys = self.is_own_entry(&e);
-                let own =
-                    by_keys || (prev_own && matches!(change, Change::Rotation | Change::Renewal));
+                let material = Self::material_of(&e);
+                // A serial at or below the one before it: a second entry for a serial, or one
+                // logged out of order, which the relay never puts in force. Judged by its keys
+                // alone, and it is not what the next entry is judged against.
+                let stale = previous
+                    .0
+                    .as_ref()
+                    .is_some_and(|(p, _)| e.serial <= p.serial);
+                let returning = change == Change::Reset && self.seen_material.contains(&material);
+                let by_keys = self.is_own_entry(&e) && !returning;
+                let own = by_keys
+                    || (!stale && prev_own && matches!(change, Change::Rotation | Change::Renewal));
+                if !self.seen_material.contains(&material) {
+                    self.seen_material.push(material);
+                }
                 if own && !by_keys {
                     self.vouched.push(Vouched {
                         serial: e.serial,
@@ -219,8 +237,10 @@ impl Watcher {
                     },
                 });
                 self.seen_own |= own;
-                self.current_is_own = own;
-                previous.0 = Some((e, own));
+                if !stale {
+                    self.current_is_own = own;
+                    previous.0 = Some((e, own));
+                }
                 Ok(alert)
             }
             StatementType::ResetApproval => {
