@@ -242,6 +242,16 @@ fn apply_one(t: &mut impl Tables, op: &WriteOp) -> Result<OpResult> {
                     refusal: refusal.clone(),
                 };
                 t.put_assignment(&a)?;
+                // Nobody can fill the grant now (it is its source's, and the source refused):
+                // it is closed, and stops holding its user's, agent's and pair's quotas.
+                if let Some(g) = t.grant(grant_id)?.filter(|g| g.state == GrantState::Open) {
+                    let closed = GrantRecord {
+                        state: GrantState::Expired,
+                        ..g.clone()
+                    };
+                    t.put_grant(&closed)?;
+                    release_open(t, &g)?;
+                }
                 Ok(t.append(event)?)
             }
             _ => Err(WriteRefusal::NotAssigned),

@@ -509,8 +509,11 @@ pub async fn submission_status(relay: &Relay, peer: &Peer, grant_id: GrantId, cx
         _ => None,
     });
     let (state, envelope_id, receipt_index) = match grant.state {
+        // Closed when its source refused it.
+        GrantState::Open | GrantState::Expired if refusal.is_some() => {
+            (SubmissionState::RefusedAtSource, None, None)
+        }
         GrantState::Open if grant.expires <= now => (SubmissionState::Expired, None, None),
-        GrantState::Open if refusal.is_some() => (SubmissionState::RefusedAtSource, None, None),
         GrantState::Open if assignment.as_ref().is_some_and(|a| a.queued()) => {
             (SubmissionState::Queued, None, None)
         }

@@ -500,6 +500,14 @@ pub async fn mine(relay: &Relay, peer: &Peer, page: Page, cx: &Cx) -> Handled {
 fn progress(relay: &Relay, g: GrantRecord, now: u64) -> Result<MyGrantView, Refusal> {
     let (progress, envelope_id, receipt_index) = match g.state {
         GrantState::Denied => (GrantProgress::Denied, None, None),
+        // Closed when its source refused it.
+        GrantState::Expired
+            if relay.store.assignment(&g.grant_id)?.is_some_and(|a| {
+                matches!(a.state, crate::core::store::AssignmentState::Refused { .. })
+            }) =>
+        {
+            (GrantProgress::RefusedAtSource, None, None)
+        }
         GrantState::Expired => (GrantProgress::Expired, None, None),
         GrantState::Open if now >= g.expires => (GrantProgress::Expired, None, None),
         GrantState::Open if grant_state::awaits_approval(&g, now) => {

@@ -130,12 +130,12 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
     }
     // Early checks, so a refused body is not read; the store checks the same rules again
     // inside the commit.
-    grant_state::check_consume(&grant, &acting, length, now)?;
-    // A grant dispatched to a source is the source's to fill, even once it refused (the store
-    // checks it again).
+    // A grant dispatched to a source is the source's to fill, even once it refused (which
+    // closed it; the store checks it again).
     if assignment.is_none() && relay.store.assignment(&grant_id)?.is_some() {
         return Err(WriteRefusal::AlreadyDispatched.into());
     }
+    grant_state::check_consume(&grant, &acting, length, now)?;
     // A grant whose user holds only an X25519 key cannot be filled while post-quantum
     // recipients are required (one made before the setting, or before a rotation): refused
     // before the body, and not counted against the agent, which could not have avoided it.
