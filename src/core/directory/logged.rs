@@ -322,11 +322,24 @@ impl Directory {
     /// The approval that shortened the wait of serial `serial` of `id`, if any (none once the
     /// key that signed it is revoked).
     pub fn approval(&self, id: &SpiffeId, serial: u64) -> Option<&Signed> {
-        self.log
-            .as_ref()
-            .and_then(|l| l.approvals.get(&(id.clone(), serial)))
-            .filter(|(_, _, (approver, by))| !self.is_revoked(approver, *by))
-            .map(|(_, s, _)| s)
+        self.approval_by(id, serial).map(|(s, _)| s)
+    }
+
+    /// [`Directory::approval`], with the approving admin's entry whose key signed it (the one
+    /// judged in force before the reset was logged, not necessarily the admin's newest).
+    pub fn approval_by(
+        &self,
+        id: &SpiffeId,
+        serial: u64,
+    ) -> Option<(&Signed, &(DirectoryEntry, Signed))> {
+        let (_, signed, (approver, by)) =
+            self.log
+                .as_ref()?
+                .approvals
+                .get(&(id.clone(), serial))
+                .filter(|(_, _, (approver, by))| !self.is_revoked(approver, *by))?;
+        let entry = self.history(approver).find(|(e, _)| e.serial == *by)?;
+        Some((signed, entry))
     }
 
     /// The newest key of `id` when it is not in force yet: when it will be, and why.

@@ -82,22 +82,12 @@ pub fn logged_user(
     }
     let mut approvals = Vec::new();
     for (e, _, _) in history.iter().take(earlier.len() + 1) {
-        let Some(a) = dir.approval(user, e.serial) else {
+        // The approver's entry whose key signed the approval, as the directory judged it (not
+        // necessarily the newest: a renewal logged after the reset has the same key).
+        let Some((a, (_, ap))) = dir.approval_by(user, e.serial) else {
             continue;
         };
-        let Ok(decoded) = crate::core::keylog::ResetApproval::decode(&a.statement) else {
-            continue;
-        };
-        // The approver's entry whose key signed the approval (not necessarily the newest).
-        let approver = dir
-            .history(&decoded.approver)
-            .find(|(e, _)| a.verify(&e.signing_key).is_ok())
-            .map(|(_, s)| s);
-        if let (Some(al), Some(ap), Some(apl)) = (
-            log_proof(dir, a, size),
-            approver,
-            approver.and_then(|s| log_proof(dir, s, size)),
-        ) {
+        if let (Some(al), Some(apl)) = (log_proof(dir, a, size), log_proof(dir, ap, size)) {
             approvals.push(LoggedApproval {
                 approval: WireSigned::from_signed(a),
                 approval_log: al,

@@ -338,6 +338,13 @@ async fn an_approval_by_an_admin_key_the_log_revokes_shortens_nothing() {
     let approved = approved.unwrap();
     assert_eq!(approved.approvals.len(), 1);
     judge(&approved, &cp).expect("an approved reset is in force");
+    // The second admin renews (the same keys, a serial logged after the reset): the relay
+    // serves the entry that signed the approval, not the renewal, and the agent still takes it.
+    let second = enroll_pushed(&f, second, true).await;
+    let (renewed, cp) = listing(&f).await;
+    let renewed = renewed.unwrap();
+    assert_eq!(renewed.approvals.len(), 1);
+    judge(&renewed, &cp).expect("still approved after the approver's renewal");
 
     // The second admin's key is revoked.
     let root = TrustRoot::load(&f.relay.config.dir).unwrap();
