@@ -87,8 +87,11 @@ pub async fn submit<B: AsyncRead + Unpin + Send>(
             };
             // A grant listed to the agent as ready, but denied now (the catalog was reloaded
             // and the resource needs an approval it did not need when the grant was made) is
-            // not the agent's doing: such a denial is not counted against it.
-            let avoidable = !grant_state::is_ready(&grant, now);
+            // not the agent's doing: such a denial is not counted against it. Only a grant
+            // still awaiting its approval was the agent's to wait for; a late or repeated
+            // submission is refused as such (never counted) under an unchanged catalog, and
+            // is not counted under a changed one either.
+            let avoidable = grant_state::awaits_approval(&grant, now);
             relay
                 .authorize_counting(cx, peer, Action::Submit, &ctx, avoidable)
                 .await?;

@@ -374,8 +374,31 @@ async fn refusals_the_agent_could_not_avoid_count_against_nobody() {
     *f.relay.policy.write().unwrap() = Arc::new(stricter);
     for _ in 0..4 {
         assert_eq!(code(f.submit(listed, b"now").await), ErrorCode::Forbidden);
+        // Late for an expired grant: refused as the policy now says, counted no more than the
+        // same late submission is under the catalog it was made under.
+        assert_eq!(code(f.submit(expired, b"late").await), ErrorCode::Forbidden);
     }
     assert!(!f.bot_quarantined(), "denials the agent could not avoid");
+    // The catalog drops the resource altogether: asking where its own grant is (as MCP's
+    // `delivery_status` and a dispatch after a conflict do) is denied, and not the agent's
+    // doing either (review-found: each status call counted as a denial).
+    let without = crate::core::policy::DEFAULT_CATALOG
+        .replace("pattern = \"tickets/*\"", "pattern = \"gone/*\"");
+    assert_ne!(without, crate::core::policy::DEFAULT_CATALOG);
+    *f.relay.policy.write().unwrap() = Arc::new(
+        crate::core::policy::CedarPolicy::new(crate::core::policy::DEFAULT_POLICY, &without)
+            .unwrap(),
+    );
+    for _ in 0..4 {
+        let status = f
+            .call(&f.bot, Request::SubmissionStatus { grant_id: listed })
+            .await;
+        assert_eq!(code(status), ErrorCode::Forbidden);
+    }
+    assert!(
+        !f.bot_quarantined(),
+        "status calls the agent could not avoid"
+    );
     *f.relay.policy.write().unwrap() = Arc::new(
         crate::core::policy::CedarPolicy::new(
             crate::core::policy::DEFAULT_POLICY,
