@@ -84,21 +84,30 @@ async fn close_expired_grants(relay: &Relay, now: u64) -> usize {
             closed += 1;
         }
     }
-    closed + close_lapsed_approvals(relay, now, &actor).await
+    closed + close_lapsed_approvals(relay, now, &actor, GRANTS_PER_SWEEP).await
 }
 
 /// Closes grants that waited longer than `approval_ttl_secs` for an approval, so that grants
-/// nobody answers stop holding their user's and agent's quotas (threat 51).
-async fn close_lapsed_approvals(relay: &Relay, now: u64, actor: &str) -> usize {
+/// nobody answers stop holding their user's and agent's quotas (threat 51). Looks at `most`
+/// waiting grants a sweep, going on from where the last sweep stopped (the waiting grants are
+/// in grant id order, and users choose their grants' ids: a sweep that always began at the
+/// first would never reach a grant behind `most` others).
+pub(crate) async fn close_lapsed_approvals(
+    relay: &Relay,
+    now: u64,
+    actor: &str,
+    most: usize,
+) -> usize {
     let ttl = relay.config.approval_ttl_secs;
-    let mut after = None;
+    let page_size = most.clamp(1, 1_000);
+    let mut after = relay.approval_sweep.lock().map(|a| *a).unwrap_or_default();
     let mut lapsed = Vec::new();
     let mut seen = 0;
-    while seen < GRANTS_PER_SWEEP {
-        let Ok(page) = relay.store.pending_approvals(after.as_ref(), 1_000) else {
+    while seen < most {
+        let Ok(page) = relay.store.pending_approvals(after.as_ref(), page_size) else {
             break;
         };
-        let last = page.len() < 1_000;
+        let last = page.len() < page_size;
         seen += page.len();
         after = page.last().map(|g| g.grant_id);
         lapsed.extend(
@@ -107,8 +116,13 @@ async fn close_lapsed_approvals(relay: &Relay, now: u64, actor: &str) -> usize {
                 .map(|g| g.grant_id),
         );
         if last {
+            // The end: the next sweep begins at the first again.
+            after = None;
             break;
         }
+    }
+    if let Ok(mut cursor) = relay.approval_sweep.lock() {
+        *cursor = after;
     }
     let mut closed = 0;
     for grant_id in lapsed {

@@ -83,6 +83,8 @@ pub struct Relay {
     pub(crate) denials: Denials,
     /// The open subscriptions (`Subscribe`): handlers publish what became ready to them.
     pub(crate) feeds: super::feeds::Feeds,
+    /// Where the sweep of grants waiting for an approval goes on from (`services::expiry`).
+    pub(crate) approval_sweep: std::sync::Mutex<Option<crate::ids::GrantId>>,
 }
 
 impl Relay {

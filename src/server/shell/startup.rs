@@ -166,6 +166,7 @@ pub fn load(
         push_lock: tokio::sync::Mutex::new(()),
         denials: Default::default(),
         feeds: Default::default(),
+        approval_sweep: Default::default(),
         metrics,
     };
     Ok((relay, tls))

@@ -489,6 +489,51 @@ async fn one_user_cannot_take_an_agents_quota_and_unanswered_approvals_lapse() {
     f.grant("payroll/d").await;
 }
 
+/// Review-found: the sweep of grants awaiting an approval looked at the first 10,000 of them
+/// (in grant id order, and users choose their grants' ids) every time, so a grant behind that
+/// many others never lapsed and held its quotas to its expiry. The sweep now goes on from where
+/// the last one stopped (here two grants a sweep).
+#[tokio::test]
+async fn the_approval_sweep_reaches_a_grant_behind_more_than_one_sweep_looks_at() {
+    let f = fixture_with(|c| c.approval_ttl_secs = 100);
+    let with_id = |user: &Identity, id: u8| {
+        let g = Grant {
+            grant_id: GrantId([id; 16]),
+            ..f.grant_by(user, &format!("payroll/{id}"), "triage").0
+        };
+        let signed = Signed::sign(
+            crate::core::sign::StatementType::Grant,
+            g.encode(),
+            &user.signing_key,
+        );
+        Request::CreateGrant {
+            grant: WireSigned::from_signed(&signed),
+        }
+    };
+    f.call(&f.alice, with_id(&f.alice, 0xff)).await.unwrap();
+    f.clock.advance(100);
+    // Three fresher grants, waiting, ahead of it in id order.
+    for id in 0..3 {
+        f.call(&f.bob, with_id(&f.bob, id)).await.unwrap();
+    }
+    let state = || {
+        f.relay
+            .store
+            .grant(&GrantId([0xff; 16]))
+            .unwrap()
+            .unwrap()
+            .state
+    };
+    let sweep =
+        || crate::server::services::expiry::close_lapsed_approvals(&f.relay, f.now(), "relay", 2);
+    assert_eq!(sweep().await, 0, "the first two looked at are fresh");
+    assert_eq!(state(), GrantState::Open);
+    assert_eq!(sweep().await, 1);
+    assert_eq!(state(), GrantState::Expired);
+    // Past the end, it begins again at the first.
+    assert_eq!(sweep().await, 0);
+}
+
 /// Review-found, kept on purpose: a receipt is taken until the sweep deletes the envelope, even
 /// past its time to live. Only a fetch made before the expiry can lead to it (fetch and inbox
 /// refuse from `expires_at` on), and refusing it would throw away the true receipt of a
