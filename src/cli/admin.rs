@@ -358,17 +358,18 @@ fn print_change(
     directory: &sealrelay::core::directory::Directory,
     reset_wait: u64,
 ) {
-    use sealrelay::core::keylog::{change_of, Change};
+    use sealrelay::core::directory::DirectoryEntry;
+    use sealrelay::core::keylog::Change;
+    // As the relay judges it: a rotation or renewal of a revoked serial is a reset.
+    let change = |e, p| directory.continuity(e, p);
     let previous = directory.latest(&entry.id);
-    match change_of(entry, previous) {
+    match change(entry, previous) {
         Change::First => {}
         Change::Renewal => println!("  change         renewal (the same keys)"),
         Change::Rotation => {
-            // A rotation comes into force with the key that signed it: when that key is itself
-            // a reset (still waiting, perhaps), so does the rotation.
-            // Back through the rotations and renewals before it: does the chain start at a
-            // reset (whose wait this side of the relay cannot see)?
-            let before = |e: &sealrelay::core::directory::DirectoryEntry| {
+            // In force with the key that signed it: does the chain of rotations and renewals
+            // before it start at a reset (whose wait this side of the relay cannot see)?
+            let before = |e: &DirectoryEntry| {
                 directory
                     .history(&entry.id)
                     .map(|(x, _)| x)
@@ -378,7 +379,7 @@ fn print_change(
             let mut cur = previous;
             while let Some(c) = cur {
                 let b = before(c);
-                match change_of(c, b) {
+                match change(c, b) {
                     Change::Reset => {
                         after_reset = true;
                         break;

@@ -206,8 +206,16 @@ impl Directory {
             )));
         }
         let log = self.log.as_ref().ok_or_else(|| Error::internal("no log"))?;
+        // In force when the reset was logged, and logged before it in the log's order (as
+        // agents judge it: a renewal logged in the same second but after the reset is not the
+        // entry that approves, or agents would drop the approval).
         let approver = self
             .history(&a.approver)
+            .filter(|(_, s)| {
+                log.positions
+                    .get(&statement_digest(s))
+                    .is_some_and(|p| p.index < reset.index)
+            })
             .map(|(e, _)| e)
             .filter(|e| !self.is_revoked(&a.approver, e.serial))
             .filter(|e| {
@@ -229,7 +237,7 @@ impl Directory {
     /// How `entry` came after `previous`: as [`change_of`], but a rotation or renewal whose
     /// previous serial is revoked is a reset (a revoked, perhaps leaked, key vouches for
     /// nothing).
-    fn continuity(&self, entry: &DirectoryEntry, previous: Option<&DirectoryEntry>) -> Change {
+    pub fn continuity(&self, entry: &DirectoryEntry, previous: Option<&DirectoryEntry>) -> Change {
         match change_of(entry, previous) {
             Change::Rotation | Change::Renewal
                 if previous.is_some_and(|p| self.is_revoked(&p.id, p.serial)) =>

@@ -264,6 +264,13 @@ fn a_revoked_admins_approval_of_a_reset_shortens_nothing() {
     third.signing_key = third_key.public();
     take(&mut dir, &third.sign(&authority).unwrap(), 12);
     take(&mut dir, &e2.sign(&authority).unwrap(), 20);
+    // The second admin renews in the same second, logged after the reset: not the entry that
+    // approves (agents take only an approver logged before the reset).
+    let renewal = DirectoryEntry {
+        serial: 2,
+        ..second.clone()
+    };
+    take(&mut dir, &renewal.sign(&authority).unwrap(), 20);
     assert_eq!(dir.in_force_from(&e1.id, 2), Some(120));
     let approval = ResetApproval {
         id: e1.id.clone(),
@@ -276,6 +283,8 @@ fn a_revoked_admins_approval_of_a_reset_shortens_nothing() {
     take(&mut dir, &approval, 21);
     assert_eq!(dir.refused_leaves(), &[]);
     assert_eq!(dir.in_force_from(&e1.id, 2), Some(25));
+    let (_, (by, _)) = dir.approval_by(&e1.id, 2).unwrap();
+    assert_eq!(by.serial, 1, "the entry logged before the reset approves");
     let rev = Revocation {
         id: second.id.clone(),
         serial: 1,

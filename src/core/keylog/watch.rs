@@ -48,10 +48,11 @@ pub struct Watcher {
     /// not (a thief's rotation with a stolen key), and the person is told.
     #[serde(default)]
     pub vouched: Vec<Vouched>,
-    /// The keys ([`Watcher::material`]) of every entry under the name seen so far: a reset that
-    /// brings back keys an earlier serial had (an old device's, perhaps leaked or revoked) is
-    /// never the person's own, though their identity once held those keys. Empty in a state
-    /// saved before it was recorded (entries read before then are not in it).
+    /// The SHA-256 (hex) of the keys ([`Watcher::material`]) of every entry under the name
+    /// seen so far (64 bytes each, however long the keys): a reset that brings back keys an
+    /// earlier serial had (an old device's, perhaps leaked or revoked) is never the person's
+    /// own, though their identity once held those keys. Empty in a state saved before it was
+    /// recorded (entries read before then are not in it).
     #[serde(default)]
     pub seen_material: Vec<String>,
 }
@@ -199,19 +200,21 @@ impl Watcher {
                 };
                 let prev_own = previous.0.as_ref().is_some_and(|(_, own)| *own);
                 let material = Self::material_of(&e);
-                // A serial at or below the one before it: a second entry for a serial, or one
-                // logged out of order, which the relay never puts in force. Judged by its keys
-                // alone, and it is not what the next entry is judged against.
+                // A second entry for the serial before it, which the relay never puts in
+                // force: judged by its keys alone, and not what the next entry is judged
+                // against. (A lower serial logged late is another matter: the relay may put
+                // it in force, so it is judged, and followed, as any entry.)
                 let stale = previous
                     .0
                     .as_ref()
-                    .is_some_and(|(p, _)| e.serial <= p.serial);
-                let returning = change == Change::Reset && self.seen_material.contains(&material);
+                    .is_some_and(|(p, _)| e.serial == p.serial);
+                let seen = crate::ids::hex(crate::core::directory::sha256(material.as_bytes()));
+                let returning = change == Change::Reset && self.seen_material.contains(&seen);
                 let by_keys = self.is_own_entry(&e) && !returning;
                 let own = by_keys
                     || (!stale && prev_own && matches!(change, Change::Rotation | Change::Renewal));
-                if !self.seen_material.contains(&material) {
-                    self.seen_material.push(material);
+                if !self.seen_material.contains(&seen) {
+                    self.seen_material.push(seen);
                 }
                 if own && !by_keys {
                     self.vouched.push(Vouched {

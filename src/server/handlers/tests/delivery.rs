@@ -404,10 +404,8 @@ async fn a_repeated_submission_gets_its_original_answer() {
         .call_with_body(&f.bot, request.clone(), &body)
         .await
         .unwrap();
-    let mut inbox = f
-        .relay
-        .feeds
-        .subscribe(f.alice.id.as_ref().unwrap(), crate::core::wire::Feed::Inbox);
+    let (alice, feed) = (f.alice.id.clone().unwrap(), crate::core::wire::Feed::Inbox);
+    let mut inbox = f.relay.feeds.subscribe(&alice, feed);
     let again = f
         .call_with_body(&f.bot, request.clone(), &body)
         .await
@@ -421,15 +419,9 @@ async fn a_repeated_submission_gets_its_original_answer() {
         panic!("not submitted")
     };
     assert_eq!(inbox.next().await.unwrap(), envelope_id.0);
-    let alice = f.alice.id.clone().unwrap();
-    let queue = crate::server::services::feeds::QUEUE;
-    for i in 0..queue {
-        let other = [[0xee; 8], (i as u64).to_be_bytes()].concat();
-        let other: [u8; 16] = other.try_into().unwrap();
-        f.relay
-            .feeds
-            .publish(&alice, crate::core::wire::Feed::Inbox, other);
-        assert_eq!(inbox.next().await.unwrap(), other);
+    for i in 0..crate::server::services::feeds::QUEUE as u128 {
+        f.relay.feeds.publish(&alice, feed, (i + 1).to_be_bytes());
+        assert_eq!(inbox.next().await.unwrap(), (i + 1).to_be_bytes());
     }
     f.clock.advance(super::super::submit::REPUBLISH_WITHIN + 1);
     let late = f.call_with_body(&f.bot, request, &body).await.unwrap();

@@ -532,6 +532,7 @@ async fn the_approval_sweep_reaches_a_grant_behind_more_than_one_sweep_looks_at(
     assert_eq!(state(), GrantState::Expired);
     // Past the end, it begins again at the first.
     assert_eq!(sweep().await, 0);
+    assert_eq!(*f.relay.approval_sweep.lock().unwrap(), None);
 }
 
 /// Review-found, kept on purpose: a receipt is taken until the sweep deletes the envelope, even
