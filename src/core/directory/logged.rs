@@ -253,15 +253,14 @@ impl Directory {
     fn judge(&mut self, id: &SpiffeId) {
         let chain = self.logged_chain(id);
         let revoked_through = self.revoked.get(id).copied();
-        // Approvals by an admin's key since revoked shorten nothing.
+        // Approvals by an admin's key since revoked, or by an entry no longer in force when the
+        // reset was logged, shorten nothing.
         let approved: BTreeMap<u64, u64> = self
             .log
             .as_ref()
             .into_iter()
             .flat_map(|l| l.approvals.iter())
-            .filter(|((who, _), (_, _, (approver, by)))| {
-                who == id && !self.is_revoked(approver, *by)
-            })
+            .filter(|((who, serial), a)| who == id && self.stands(id, *serial, a))
             .map(|((_, serial), (wait, _, _))| (*serial, *wait))
             .collect();
         let Some(log) = self.log.as_deref_mut() else {
@@ -340,14 +339,36 @@ impl Directory {
         id: &SpiffeId,
         serial: u64,
     ) -> Option<(&Signed, &(DirectoryEntry, Signed))> {
-        let (_, signed, (approver, by)) =
-            self.log
-                .as_ref()?
-                .approvals
-                .get(&(id.clone(), serial))
-                .filter(|(_, _, (approver, by))| !self.is_revoked(approver, *by))?;
+        let (_, signed, (approver, by)) = self
+            .log
+            .as_ref()?
+            .approvals
+            .get(&(id.clone(), serial))
+            .filter(|a| self.stands(id, serial, a))?;
         let entry = self.history(approver).find(|(e, _)| e.serial == *by)?;
         Some((signed, entry))
+    }
+
+    /// Whether approval `a` of serial `serial` of `id` still stands: the admin entry that signed
+    /// it is not revoked, and is still judged in force by the time the reset was logged (a
+    /// revocation can make the rotation that brought that entry a reset, which waits).
+    fn stands(&self, id: &SpiffeId, serial: u64, a: &Approved) -> bool {
+        let (_, _, (approver, by)) = a;
+        let Some(log) = self.log.as_ref() else {
+            return false;
+        };
+        let reset_logged = self
+            .entries
+            .get(id)
+            .and_then(|v| v.get(&serial))
+            .and_then(|(_, s)| log.positions.get(&statement_digest(s)))
+            .map(|p| p.logged_at);
+        !self.is_revoked(approver, *by)
+            && log
+                .usable
+                .get(&(approver.clone(), *by))
+                .zip(reset_logged)
+                .is_some_and(|((from, _), at)| *from <= at)
     }
 
     /// The newest key of `id` when it is not in force yet: when it will be, and why.

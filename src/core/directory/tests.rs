@@ -306,3 +306,72 @@ fn a_revoked_admins_approval_of_a_reset_shortens_nothing() {
     assert_eq!(dir.refused_leaves(), &[]);
     assert_eq!(dir.in_force_from(&e1.id, 2), Some(27));
 }
+
+/// Review-found: an approval stood while the approving admin entry lost its standing in
+/// another way than its own revocation: the admin's serial 2 came by a rotation its serial 1
+/// signed; serial 1 is revoked (leaked), so serial 2 is a reset that waits, and was not in
+/// force when alice's reset was logged. Its approval shortens nothing now.
+#[test]
+fn an_approval_by_an_entry_a_revoked_key_vouched_for_shortens_nothing() {
+    use crate::core::keylog::{leaf_bytes, KeyRotation, ResetApproval};
+    let authority = SigningKey::generate().unwrap();
+    let leaf = |s: &Signed, at: u64| leaf_bytes(at, &s.statement, &s.signature);
+    let take = |dir: &mut Directory, s: &Signed, at: u64| {
+        dir.take_leaf(&leaf(s, at), &authority.public()).unwrap()
+    };
+    let (e1, _) = user_entry(1);
+    let (e2, _) = user_entry(2);
+    let admin = |serial: u64, key: &SigningKey| DirectoryEntry {
+        id: SpiffeId::new("example.org", PartyKind::Admin, "second").unwrap(),
+        signing_key: key.public(),
+        attributes: Attributes::default(),
+        age_recipient: None,
+        serial,
+        ..user_entry(serial).0
+    };
+    let (k1, k2) = (
+        SigningKey::generate().unwrap(),
+        SigningKey::generate().unwrap(),
+    );
+    let s1 = admin(1, &k1);
+    let mut s2 = admin(2, &k2);
+    s2.tls_spki_sha256 = [2; 32];
+    s2.rotation = Some(
+        KeyRotation {
+            id: s2.id.clone(),
+            from_serial: 1,
+            signing_key: s2.signing_key,
+            tls_spki_sha256: s2.tls_spki_sha256,
+            age_recipient: None,
+            created: 1,
+        }
+        .sign(&k1),
+    );
+    let mut dir = Directory::logged(100);
+    take(&mut dir, &e1.sign(&authority).unwrap(), 10);
+    take(&mut dir, &s1.sign(&authority).unwrap(), 11);
+    take(&mut dir, &s2.sign(&authority).unwrap(), 15);
+    assert_eq!(dir.in_force_from(&s2.id, 2), Some(15), "a rotation");
+    take(&mut dir, &e2.sign(&authority).unwrap(), 20);
+    let approval = ResetApproval {
+        id: e1.id.clone(),
+        serial: 2,
+        wait: 5,
+        approver: s2.id.clone(),
+        created: 21,
+    }
+    .sign(&k2);
+    take(&mut dir, &approval, 21);
+    assert_eq!(dir.refused_leaves(), &[]);
+    assert_eq!(dir.in_force_from(&e1.id, 2), Some(25));
+    let rev = Revocation {
+        id: s1.id.clone(),
+        serial: 1,
+        revoked_at: 30,
+        reason: "leaked".into(),
+    };
+    take(&mut dir, &rev.sign(&authority).unwrap(), 30);
+    assert_eq!(dir.in_force_from(&s2.id, 2), Some(115), "now a reset");
+    assert_eq!(dir.in_force_from(&e1.id, 2), Some(120));
+    assert!(dir.approval(&e1.id, 2).is_none());
+}
