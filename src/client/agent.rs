@@ -235,6 +235,10 @@ impl<'a> AgentClient<'a> {
                 source,
                 refusal,
             } => {
+                // The relay's words: a party name or nothing reaches the model.
+                if let Some(s) = &source {
+                    super::verify::source_name(s)?;
+                }
                 let refusal = match refusal {
                     Some(r) => Some(
                         self.verified_refusal(&r, grant_id, source.as_deref())
