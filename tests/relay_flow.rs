@@ -653,3 +653,52 @@ async fn a_push_racing_another_nodes_entry_for_the_same_serial_is_refused() {
     }
     t.relay.shutdown().await;
 }
+
+/// Review-found: two fetches of one identity at once (two envelopes opened in two tabs of the
+/// web client, or `fetch` beside it) each read the saved checkpoint's size before filing; the
+/// first to finish saved a newer checkpoint, and the second was refused after the relay had
+/// recorded its receipt ("changed while this ran"): its receipt file was lost for good (the
+/// relay no longer serves a delivered envelope). The receipt's proof is asked for again from
+/// the newer checkpoint now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetches_at_once_on_one_identity_each_complete_their_receipt() {
+    use sealrelay::local::checkpoint_state::CheckpointState;
+    let w = world().await;
+    let bot = AgentClient::connect(&w.bot, &w.addr).await.unwrap();
+    let state = w.dir.join("alice.id");
+    let log = w.alice.log_key.clone().unwrap();
+    let mut clients = Vec::new();
+    let mut envelopes = Vec::new();
+    for i in 0..6 {
+        let alice = UserClient::connect(&w.alice, &w.addr)
+            .await
+            .unwrap()
+            .remember_checkpoints(CheckpointState::for_identity(&state, log.clone()));
+        alice
+            .grant(&grant_req(&format!("tickets/{i}")))
+            .await
+            .unwrap();
+        let grant = bot.grants().await.unwrap().pop().unwrap();
+        let env = bot
+            .send(&grant, &mut &b"one of several"[..], scratch(&w.dir))
+            .await
+            .unwrap();
+        clients.push(alice);
+        envelopes.push(env);
+    }
+    let fetch = |i: usize| {
+        let (alice, env) = (&clients[i], envelopes[i]);
+        let dir = &w.dir;
+        async move {
+            let mut out = Vec::new();
+            alice.fetch(env, dir, &mut out).await.map(|f| (f, out))
+        }
+    };
+    let all = tokio::join!(fetch(0), fetch(1), fetch(2), fetch(3), fetch(4), fetch(5));
+    for done in [all.0, all.1, all.2, all.3, all.4, all.5] {
+        let (fetched, out) = done.expect("every fetch completes its receipt");
+        assert_eq!(fetched.status, DeliveryStatus::Delivered);
+        assert_eq!(out, b"one of several");
+    }
+    w.t.relay.shutdown().await;
+}

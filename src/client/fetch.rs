@@ -343,7 +343,7 @@ impl UserClient<'_> {
             let user_entry = self.identity.entry.clone().ok_or_else(|| {
                 Error::bad_input("this identity holds no directory entry: import its bundle")
             })?;
-            let receipt_file = ReceiptFile {
+            let mut receipt_file = ReceiptFile {
                 receipt: receipt.clone(),
                 user_entry,
                 leaf_index: event_index,
@@ -356,17 +356,38 @@ impl UserClient<'_> {
             let log_key = self.identity.log_key.as_ref().ok_or_else(|| {
                 Error::bad_input("this identity trusts no log key: import its bundle")
             })?;
-            ReceiptVerifier::new(authority(self.identity)?, log_key.clone())
+            let mut verifier = ReceiptVerifier::new(authority(self.identity)?, log_key.clone())
                 .with_notes(self.seen.as_ref().and_then(|s| s.notes()))
-                .signed_here(&receipt, self.identity.signing_key.public())
-                .verify(&receipt_file)
-                .map_err(|e| {
+                .signed_here(&receipt, self.identity.signing_key.public());
+            let mut verified = |file: &ReceiptFile| {
+                verifier.verify(file).map(|_| ()).map_err(|e| {
                     e.context("the relay recorded the receipt but its proof does not verify")
-                })?;
+                })
+            };
+            verified(&receipt_file)?;
             // The receipt's checkpoint must extend the newest one this client saw before.
             if let Some(seen) = &self.seen {
-                seen.accept(&receipt_file.checkpoint, &consistency, old_size, None)
-                    .map_err(|e| e.context("the receipt is recorded, but"))?;
+                let (mut from, mut consistency) = (old_size, consistency);
+                let mut tries = 0;
+                loop {
+                    match seen.accept(&receipt_file.checkpoint, &consistency, from, None) {
+                        Ok(_) => break,
+                        // Another fetch of this identity saved a newer checkpoint meanwhile
+                        // (two envelopes opened at once): the receipt is recorded, so its proof
+                        // is asked for again from there rather than lost.
+                        Err(e) if e.kind() == crate::ErrorKind::Unavailable && tries < 8 => {
+                            tries += 1;
+                            from = seen.size()?;
+                            let (size, proof, note, again) =
+                                self.conn.proof(event_index, from).await?;
+                            (receipt_file.tree_size, receipt_file.proof) = (size, proof);
+                            receipt_file.checkpoint = note;
+                            consistency = again;
+                            verified(&receipt_file)?;
+                        }
+                        Err(e) => return Err(e.context("the receipt is recorded, but")),
+                    }
+                }
             }
             Ok((event_index, receipt_file))
         };
