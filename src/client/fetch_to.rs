@@ -55,6 +55,7 @@ impl UserClient<'_> {
         let (fetched, beside) = match to {
             Destination::Path(path) => {
                 let mut file = Output::create(path, 0o600)?;
+                let in_place = file.in_place();
                 // A new temporary file is opened into while the ciphertext arrives, and moved
                 // into place once it is opened whole, before the receipt is filed; a device or
                 // a FIFO takes the plaintext in order, once it has all arrived, and is flushed
@@ -84,11 +85,9 @@ impl UserClient<'_> {
                     }
                     None => self.fetch(envelope_id, scratch_dir, &mut file).await?,
                 };
-                // Beside the output, unless the output is a device or a FIFO.
-                let beside = std::fs::metadata(path)
-                    .map(|m| m.is_file())
-                    .unwrap_or(true)
-                    .then(|| path.to_path_buf());
+                // Beside the output, unless it was written in place (a device, a FIFO,
+                // standard output): as chosen when it was opened, not by looking again.
+                let beside = (!in_place).then(|| path.to_path_buf());
                 (fetched, beside)
             }
             Destination::Stream(out) => {

@@ -333,6 +333,27 @@ impl Drop for AtomicFile {
     }
 }
 
+/// The descriptor number a path names when it is one of this process's open descriptors by
+/// name: `/dev/stdin|stdout|stderr`, `/dev/fd/N`, `/proc/self/fd/N`, `/proc/thread-self/fd/N`,
+/// `/proc/PID/fd/N` with this process's PID.
+fn descriptor_named(path: &Path) -> Option<u32> {
+    let s = path.to_str()?;
+    match s {
+        "/dev/stdin" => return Some(0),
+        "/dev/stdout" => return Some(1),
+        "/dev/stderr" => return Some(2),
+        _ => {}
+    }
+    let pid = std::process::id().to_string();
+    let n = s.strip_prefix("/dev/fd/").or_else(|| {
+        let rest = s.strip_prefix("/proc/")?;
+        let (who, rest) = rest.split_once('/')?;
+        let ours = who == "self" || who == "thread-self" || who == pid;
+        ours.then(|| rest.strip_prefix("fd/")).flatten()
+    })?;
+    n.parse().ok()
+}
+
 /// Where a command writes its output (`-o PATH`): a new path or a regular file is written
 /// atomically (temporary file, fsync, rename), so readers never see half of it and a failure
 /// leaves the old file; a device or a FIFO (`/dev/null`, `/dev/stdout`, a named pipe) is written
@@ -347,6 +368,32 @@ pub enum Output {
 impl Output {
     pub fn create(path: &Path, mode: u32) -> Result<Self> {
         use std::os::unix::fs::FileTypeExt;
+        // A name for one of this process's open descriptors (`/dev/stdout`, `/dev/fd/1`,
+        // `/proc/self/fd/1`) leads to whatever it is open on, a regular file too when the
+        // shell redirected it: renaming a new file over that would replace the file (what
+        // `>>` appended to) and write nothing where the descriptor points. Standard output and
+        // standard error are written through this process's own handle, in place; another
+        // descriptor is refused.
+        if let Some(fd) = descriptor_named(path) {
+            use std::os::fd::AsFd;
+            let own = match fd {
+                1 => std::io::stdout().as_fd().try_clone_to_owned(),
+                2 => std::io::stderr().as_fd().try_clone_to_owned(),
+                _ => {
+                    return Err(Error::bad_input(format!(
+                        "{} names an open file descriptor: write to /dev/stdout, /dev/stderr or a file path",
+                        path.display()
+                    )))
+                }
+            };
+            let file = own
+                .map(File::from)
+                .map_err(|e| io_error(path, "open", &e))?;
+            return Ok(Output::InPlace {
+                file,
+                path: path.to_path_buf(),
+            });
+        }
         let meta = match fs::metadata(path) {
             Ok(m) => m,
             Err(e) if e.kind() == IoKind::NotFound => {
@@ -386,6 +433,12 @@ impl Output {
                 path.display()
             )))
         }
+    }
+
+    /// Whether it is written in place (a device, a FIFO, standard output): there is no file
+    /// beside which to put anything else.
+    pub fn in_place(&self) -> bool {
+        matches!(self, Output::InPlace { .. })
     }
 
     /// The temporary file of an atomic output, which the envelope pipeline's workers may
@@ -457,135 +510,4 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, overwrite: bool) -> Re
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn atomic_write_modes_and_no_overwrite() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("secret");
-        write_atomic(&p, b"one", PRIVATE_MODE, false).unwrap();
-        assert_eq!(
-            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        assert_eq!(&*read_private(&p, 10).unwrap(), b"one");
-        let err = write_atomic(&p, b"two", PRIVATE_MODE, false).unwrap_err();
-        assert_eq!(err.kind(), crate::ErrorKind::Conflict);
-        assert_eq!(fs::read(&p).unwrap(), b"one");
-        write_atomic(&p, b"three", PRIVATE_MODE, true).unwrap();
-        assert_eq!(fs::read(&p).unwrap(), b"three");
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(read_private(&p, 10)
-            .unwrap_err()
-            .message()
-            .contains("chmod 600"));
-        assert!(read_capped(&p, 2).is_err());
-        // No temporary files are left behind.
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
-    }
-
-    /// Until its commit, a file being written has no name: a process killed then leaves nothing.
-    /// Two writers of one new path: one wins, the other is a conflict, and no name is left over.
-    /// An unnamed file that cannot be linked is copied under its temporary name instead.
-    #[test]
-    fn an_uncommitted_file_has_no_name_until_its_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        if unnamed_in(dir.path(), PRIVATE_MODE).is_none() {
-            // Checked where it can be: ext4, XFS, Btrfs and tmpfs make unnamed files.
-            eprintln!(
-                "skipped: {} cannot hold a file with no name (O_TMPFILE)",
-                dir.path().display()
-            );
-            return;
-        }
-        let names = || fs::read_dir(dir.path()).unwrap().count();
-        for (name, overwrite) in [("new", false), ("replaced", true)] {
-            let path = dir.path().join(name);
-            if overwrite {
-                fs::write(&path, b"old").unwrap();
-            }
-            let before = names();
-            let mut f = AtomicFile::create(&path, PRIVATE_MODE, overwrite).unwrap();
-            f.write_all(b"plaintext so far").unwrap();
-            f.file.as_ref().unwrap().sync_all().unwrap();
-            assert_eq!(
-                names(),
-                before,
-                "{name}: the file has a name before its commit"
-            );
-            f.commit().unwrap();
-            assert_eq!(fs::read(&path).unwrap(), b"plaintext so far");
-            assert_eq!(
-                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-                0o600
-            );
-            assert_eq!(names(), before + usize::from(!overwrite));
-        }
-        // Dropped without a commit: nothing, and the file it would have replaced is untouched.
-        let mut f = AtomicFile::create(&dir.path().join("replaced"), PRIVATE_MODE, true).unwrap();
-        f.write_all(b"half").unwrap();
-        drop(f);
-        assert_eq!(names(), 2);
-        assert_eq!(
-            fs::read(dir.path().join("replaced")).unwrap(),
-            b"plaintext so far"
-        );
-        // Two writers of one new path.
-        let both = dir.path().join("both");
-        let mut a = AtomicFile::create(&both, PRIVATE_MODE, false).unwrap();
-        let mut b = AtomicFile::create(&both, PRIVATE_MODE, false).unwrap();
-        a.write_all(b"a").unwrap();
-        b.write_all(b"b").unwrap();
-        a.commit().unwrap();
-        assert_eq!(b.commit().unwrap_err().kind(), crate::ErrorKind::Conflict);
-        assert_eq!(fs::read(&both).unwrap(), b"a");
-        assert_eq!(names(), 3);
-        // The fallback when linking is refused: the same bytes, under the temporary name.
-        let mut c = AtomicFile::create(&dir.path().join("copied"), PRIVATE_MODE, false).unwrap();
-        c.write_all(b"copied whole").unwrap();
-        c.copy_named(c.file.as_ref().unwrap()).unwrap();
-        assert_eq!(fs::read(&c.tmp).unwrap(), b"copied whole");
-        assert_eq!(
-            fs::metadata(&c.tmp).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        drop(c);
-        assert_eq!(names(), 3, "the copy outlived its writer");
-    }
-
-    #[test]
-    fn outputs_keep_the_kind_of_what_they_write_to() {
-        use std::os::unix::fs::FileTypeExt;
-        let dir = tempfile::tempdir().unwrap();
-        // A device is written in place, never replaced by a regular file.
-        // (Only the choice is checked here: a broken commit must not replace the real one.)
-        let out = Output::create(Path::new("/dev/null"), PUBLIC_MODE).unwrap();
-        assert!(matches!(out, Output::InPlace { .. }));
-        drop(out);
-        assert!(fs::metadata("/dev/null")
-            .unwrap()
-            .file_type()
-            .is_char_device());
-        // A symlink to a regular file stays a link; its target gets the new content.
-        let target = dir.path().join("target");
-        fs::write(&target, b"old").unwrap();
-        let link = dir.path().join("link");
-        std::os::unix::fs::symlink(&target, &link).unwrap();
-        let mut out = Output::create(&link, PUBLIC_MODE).unwrap();
-        out.write_all(b"new").unwrap();
-        out.commit().unwrap();
-        assert!(fs::symlink_metadata(&link)
-            .unwrap()
-            .file_type()
-            .is_symlink());
-        assert_eq!(fs::read(&target).unwrap(), b"new");
-        // A directory is refused; a new path is created.
-        assert!(Output::create(dir.path(), PUBLIC_MODE).is_err());
-        let fresh = dir.path().join("fresh");
-        let mut out = Output::create(&fresh, PUBLIC_MODE).unwrap();
-        out.write_all(b"x").unwrap();
-        out.commit().unwrap();
-        assert_eq!(fs::read(&fresh).unwrap(), b"x");
-    }
-}
+mod tests;
