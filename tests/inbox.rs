@@ -148,8 +148,12 @@ async fn inbox_shows_who_what_why_and_an_unverifiable_envelope_is_never_opened()
     assert_eq!(table.matches("  verified").count(), 2, "{table}");
 
     // The altered one: fetch refuses to open it (exit 1), writes no plaintext, prints the
-    // header, and files an undecryptable receipt.
+    // header, and files an undecryptable receipt. Asked to write where an earlier envelope's
+    // plaintext and receipt are, it leaves both (review-found: its receipt replaced the
+    // earlier one) and puts its own under its id.
     let out = dir.join("altered.txt");
+    std::fs::write(&out, b"an earlier envelope").unwrap();
+    std::fs::write(dir.join("altered.txt.receipt"), b"the earlier receipt").unwrap();
     let (code, stdout, stderr) = cli(
         &dir,
         &[
@@ -169,10 +173,18 @@ async fn inbox_shows_who_what_why_and_an_unverifiable_envelope_is_never_opened()
         stderr.contains("an undecryptable receipt was filed"),
         "{stderr}"
     );
-    assert!(
-        !out.exists(),
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "an earlier envelope",
         "plaintext written for an unverifiable envelope"
     );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("altered.txt.receipt")).unwrap(),
+        "the earlier receipt"
+    );
+    assert!(dir
+        .join(format!("{}.receipt", hex(sent[&altered])))
+        .exists());
     let d = store.delivery(&sent[&altered]).unwrap().unwrap();
     assert_eq!(d.status, DeliveryStatus::Undecryptable);
 

@@ -86,8 +86,11 @@ impl UserClient<'_> {
                     None => self.fetch(envelope_id, scratch_dir, &mut file).await?,
                 };
                 // Beside the output, unless it was written in place (a device, a FIFO,
-                // standard output): as chosen when it was opened, not by looking again.
-                let beside = (!in_place).then(|| path.to_path_buf());
+                // standard output): as chosen when it was opened, not by looking again. An
+                // envelope that did not open saved nothing there: its receipt is not put beside
+                // what the path holds (an earlier envelope's plaintext, and its receipt).
+                let saved_there = fetched.status == crate::core::grant::DeliveryStatus::Delivered;
+                let beside = (!in_place && saved_there).then(|| path.to_path_buf());
                 (fetched, beside)
             }
             Destination::Stream(out) => {
