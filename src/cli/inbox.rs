@@ -133,7 +133,7 @@ pub fn fetch(args: FetchArgs) -> Result<()> {
     if args.all {
         if let Some(dir) = &args.out {
             // Plaintext goes here: a directory fetch makes is the user's alone.
-            sealrelay::local::fs::ensure_dir(dir, 0o700)?;
+            sealrelay::local::fs::ensure_private_dir(dir)?;
         }
     }
     // Each receipt's checkpoint must extend the newest one this identity saw (IDENTITY.checkpoint).

@@ -85,6 +85,35 @@ pub fn ensure_dir(path: &Path, mode: u32) -> Result<()> {
         .map_err(|e| io_error(path, "set permissions on", &e))
 }
 
+/// A directory plaintext is written into: made (0700) if missing; if it exists, it must be a
+/// real directory (not a link) of this process's user that nobody else may write to, or
+/// another local user who made it first could swap what is opened there.
+pub fn ensure_private_dir(path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == IoKind::NotFound => return ensure_dir(path, 0o700),
+        Err(e) => return Err(io_error(path, "inspect", &e)),
+    };
+    // /proc/self belongs to the process's effective user.
+    let me = fs::metadata("/proc/self").map(|m| m.uid()).ok();
+    let refuse = |why: &str| {
+        Err(Error::bad_input(format!(
+            "{} {why}: plaintext is not written there; give a directory of your own (--out)",
+            path.display()
+        )))
+    };
+    if !meta.file_type().is_dir() {
+        refuse("is not a directory (a symbolic link is not followed)")
+    } else if me.is_some_and(|me| meta.uid() != me) {
+        refuse("belongs to another user")
+    } else if meta.mode() & 0o022 != 0 {
+        refuse("can be written by others")
+    } else {
+        Ok(())
+    }
+}
+
 /// Sets `path`'s mode exactly (whatever the umask made of it).
 pub fn restrict(path: &Path, mode: u32) -> Result<()> {
     fs::set_permissions(path, fs::Permissions::from_mode(mode))

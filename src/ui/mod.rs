@@ -358,7 +358,7 @@ async fn open(State(ui): State<Arc<Ui>>, Path(id): Path<String>) -> Response {
 async fn open_into(ui: &Ui, id: EnvelopeId) -> Result<Opened> {
     // Plaintext goes here: a directory this client makes is the user's alone (0700); files
     // opened into it are 0600, receipts (public proofs) 0644.
-    crate::local::fs::ensure_dir(&ui.out, 0o700)?;
+    crate::local::fs::ensure_private_dir(&ui.out)?;
     let path = ui.out.join(crate::ids::hex(id));
     let c = ui.client().await?;
     // The directory log first, as `fetch` reads it: a relay showing another log is refused

@@ -153,3 +153,36 @@ fn outputs_keep_the_kind_of_what_they_write_to() {
     out.commit().unwrap();
     assert_eq!(fs::read(&fresh).unwrap(), b"x");
 }
+
+/// Review-found: the web client wrote plaintext into an existing output directory whatever its
+/// owner or mode (another local user who made `sealrelay-inbox` first, world-writable, could
+/// swap a file after it was opened).
+#[test]
+fn a_directory_for_plaintext_is_the_users_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("fresh");
+    ensure_private_dir(&fresh).unwrap();
+    assert_eq!(
+        fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    ensure_private_dir(&fresh).unwrap();
+    let open = dir.path().join("open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    let e = ensure_private_dir(&open).unwrap_err();
+    assert!(e.message().contains("can be written by others"), "{e}");
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&fresh, &link).unwrap();
+    let e = ensure_private_dir(&link).unwrap_err();
+    assert!(e.message().contains("not a directory"), "{e}");
+    assert!(!e.message().contains('\n'));
+    // Another user's (only root can hand a directory to someone else: checked when it can).
+    let theirs = dir.path().join("theirs");
+    fs::create_dir(&theirs).unwrap();
+    fs::set_permissions(&theirs, fs::Permissions::from_mode(0o700)).unwrap();
+    if std::os::unix::fs::chown(&theirs, Some(65534), None).is_ok() {
+        let e = ensure_private_dir(&theirs).unwrap_err();
+        assert!(e.message().contains("belongs to another user"), "{e}");
+    }
+}
