@@ -68,6 +68,9 @@ pub struct Error {
     /// The relay refused for now (rate limited, over a quota that frees as other work ends):
     /// how long it said to wait (see [`Error::retry_after`]).
     retry_after: Option<std::time::Duration>,
+    /// For a refusal the relay answered: a fixed sentence naming its kind without the relay's
+    /// words (see [`Error::for_model`]).
+    fixed: Option<&'static str>,
 }
 
 impl Error {
@@ -80,6 +83,7 @@ impl Error {
             message: shown(message.into()),
             answered: false,
             retry_after: None,
+            fixed: None,
         }
     }
     /// A refusal the relay answered with. Its kind is the wire code's (so that "unavailable, try
@@ -90,12 +94,31 @@ impl Error {
             message: shown(message.into()),
             answered: true,
             retry_after: None,
+            fixed: None,
         }
     }
     /// This refusal holds for now only: asking again after `wait` may succeed.
     pub fn retry_after_wait(mut self, wait: std::time::Duration) -> Self {
         self.retry_after = Some(wait);
         self
+    }
+    /// A refusal whose text, before a model, is `sentence` ([`Error::for_model`]).
+    pub fn with_fixed_text(mut self, sentence: &'static str) -> Self {
+        self.fixed = Some(sentence);
+        self
+    }
+    /// The error as a model may read it (an MCP tool result, THREATS.md 50): a refusal the
+    /// relay answered is its fixed sentence (and the wait it named), never the relay's own
+    /// words, which a relay, a policy's error or another party's text chose; any other error
+    /// is its message, built from fixed sentences and values the agent already had.
+    pub fn for_model(&self) -> std::borrow::Cow<'_, str> {
+        match (self.answered, self.fixed, self.retry_after) {
+            (true, Some(sentence), Some(wait)) => {
+                format!("{sentence} (try again in {} ms)", wait.as_millis()).into()
+            }
+            (true, Some(sentence), None) => sentence.into(),
+            _ => self.message.as_str().into(),
+        }
     }
     /// Whether the relay refused for now only (rate limited, a quota full for the moment), and
     /// how long it said to wait before asking again.
@@ -165,6 +188,7 @@ impl Error {
             message: shown(format!("{what}: {}", self.message)),
             answered: self.answered,
             retry_after: self.retry_after,
+            fixed: self.fixed,
         }
     }
 }

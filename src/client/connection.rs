@@ -349,7 +349,8 @@ pub(crate) async fn read_response(recv: &mut RecvStream) -> Result<Response> {
 /// The relay's refusal as an error. Rate limited ("retry after N ms") and over a quota (which
 /// frees as other work ends) are refusals for now ([`Error::retry_after`]).
 pub(crate) fn refused(code: ErrorCode, message: &str) -> Error {
-    let e = Error::answered_by_relay(code.kind(), refusal_message(code, message));
+    let e = Error::answered_by_relay(code.kind(), refusal_message(code, message))
+        .with_fixed_text(fixed_text(code));
     match code {
         ErrorCode::RateLimited => e.retry_after_wait(retry_after(message)),
         ErrorCode::QuotaExceeded => e.retry_after_wait(std::time::Duration::from_secs(1)),
@@ -366,6 +367,32 @@ fn retry_after(message: &str) -> std::time::Duration {
         .and_then(|n| n.parse::<u64>().ok())
         .unwrap_or(1_000);
     std::time::Duration::from_millis(ms.clamp(1, 60_000))
+}
+
+/// A refusal as a model may read it (`Error::for_model`): what kind of refusal, in words the
+/// relay did not choose.
+fn fixed_text(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::BadRequest => "the relay refused the request as malformed",
+        ErrorCode::Unauthenticated => {
+            "the relay did not accept this agent's identity (unknown, superseded or revoked)"
+        }
+        ErrorCode::Forbidden => {
+            "the relay's policy refused this request (or this agent is quarantined): its operator's log says why"
+        }
+        ErrorCode::NotFound => "the relay has no such grant or envelope for this agent",
+        ErrorCode::Conflict => {
+            "the relay holds a conflicting state (for example, the grant was already answered)"
+        }
+        ErrorCode::TooLarge => "the data is larger than the grant or the relay allows",
+        ErrorCode::InvalidEnvelope => "the relay refused the envelope as malformed",
+        ErrorCode::Expired => "the grant has expired",
+        ErrorCode::RateLimited => "the relay is rate limiting this agent",
+        ErrorCode::Unavailable => "the relay is unavailable for now: try again later",
+        ErrorCode::Internal => "the relay failed internally",
+        ErrorCode::QuotaExceeded => "a quota at the relay is full for now",
+        ErrorCode::Integrity => "the relay's stored copy failed its integrity check: nothing was sent",
+    }
 }
 
 fn refusal_message(code: ErrorCode, message: &str) -> String {

@@ -33,6 +33,8 @@ pub use admin::AdminClient;
 #[cfg(test)]
 pub(crate) use agent::judge::judge_items;
 pub use agent::{seal_for, seal_signed, AgentClient, Sealed, SubmissionStatus};
+#[cfg(test)]
+pub(crate) use connection::refused;
 pub use connection::{connection_error, Connection, CONNECT_TIMEOUT};
 pub use deliver::{
     command_env, deliver, Courier, Delivered, ForGrant, Plaintext, Retry, FIRST_WAIT, MAX_WAIT,

@@ -4,7 +4,8 @@
 //! official Rust SDK (rmcp), `http` the Streamable HTTP listener behind a bearer token.
 //!
 //! Nothing this module returns or logs holds plaintext: results carry ids, the ciphertext's size
-//! and digest (its piece tree's root), and statuses; errors are one line from the connector or the relay.
+//! and digest (its piece tree's root), and statuses; errors are one fixed line from the connector, or a fixed sentence for the relay's refusal
+//! (`Error::for_model`), never the relay's own words.
 
 pub mod http;
 pub mod server;
