@@ -268,6 +268,24 @@ fn a_real_flow_exports_as_valid_ocsf_tied_to_the_log() {
     common::terminate(relay_proc);
 }
 
+/// alice asks research-bot for tickets/I.
+fn grant(dir: &Path, relay: &str, i: usize) {
+    ok_in(
+        dir,
+        &[
+            "grant",
+            "--identity",
+            "alice.id",
+            "--agent",
+            "research-bot",
+            "--resource",
+            &format!("tickets/{i}"),
+            "--relay",
+            relay,
+        ],
+    );
+}
+
 fn start_export(dir: &Path, relay: &str) -> std::process::Child {
     Command::new(common::bin())
         .args([
@@ -316,22 +334,6 @@ fn follow_across_a_relay_restart_and_a_killed_exporter_writes_each_event_once_in
     common::cli_world(dir);
     let (relay_proc, relay) = common::serve(dir, &[]);
     let mut exporter = start_export(dir, &relay);
-    let grant = |dir: &Path, relay: &str, i: usize| {
-        ok_in(
-            dir,
-            &[
-                "grant",
-                "--identity",
-                "alice.id",
-                "--agent",
-                "research-bot",
-                "--resource",
-                &format!("tickets/{i}"),
-                "--relay",
-                relay,
-            ],
-        );
-    };
     for i in 0..5 {
         grant(dir, &relay, i);
     }
@@ -375,5 +377,76 @@ fn follow_across_a_relay_restart_and_a_killed_exporter_writes_each_event_once_in
     }
     let warned = std::fs::read_to_string(dir.join("export.log")).unwrap();
     eprintln!("{} events exported across a relay restart and a SIGKILL of the exporter; it said:\n{warned}", got.len());
+    common::terminate(relay_proc);
+}
+
+/// `audit export -o FILE` once, without --follow; returns its exit code and stderr.
+fn export_once(dir: &Path, relay: &str, out: &str, extra: &[&str]) -> (i32, String) {
+    let (code, _, err) = run_in(
+        dir,
+        &[
+            &[
+                "audit",
+                "export",
+                "--identity",
+                "keys/admin.id",
+                "-o",
+                out,
+                "--relay",
+                relay,
+            ][..],
+            extra,
+        ]
+        .concat(),
+    );
+    (code, err)
+}
+
+/// Helper-found: (1) `-o FILE` with no `FILE.state` cut FILE to nothing (the state's output
+/// length, 0), losing every record an earlier export or anything else had put there; (2) the
+/// first index to write (`--since`) was forgotten once an export had saved its state, so the
+/// next run wrote the events it had been told to leave out.
+#[test]
+fn an_export_neither_empties_a_file_it_did_not_write_nor_forgets_its_since() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    common::cli_world(dir);
+    let (relay_proc, relay) = common::serve(dir, &[]);
+    let grant = |i: usize| grant(dir, &relay, i);
+    grant(0);
+    // A file with records in it and no state: refused, left as it was.
+    let kept = "an earlier record\nanother one\n";
+    std::fs::write(dir.join("siem.jsonl"), kept).unwrap();
+    let (code, err) = export_once(dir, &relay, "siem.jsonl", &[]);
+    assert_eq!(code, 4, "{err}");
+    assert!(
+        err.contains("has no") && err.contains("siem.jsonl.state"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("siem.jsonl")).unwrap(),
+        kept
+    );
+    assert!(!dir.join("siem.jsonl.state").exists());
+    // --since past the log's end: nothing written, the state saved; events come; the same
+    // export again writes only those from --since on.
+    let size = tail(dir, &relay).len() as u64;
+    let since = (size + 2).to_string();
+    let (code, err) = export_once(dir, &relay, "since.jsonl", &["--since", &since]);
+    assert_eq!(code, 0, "{err}");
+    assert!(lines(&dir.join("since.jsonl")).is_empty());
+    for i in 1..6 {
+        grant(i);
+    }
+    let (code, err) = export_once(dir, &relay, "since.jsonl", &[]);
+    assert_eq!(code, 0, "{err}");
+    let got: Vec<u64> = lines(&dir.join("since.jsonl"))
+        .iter()
+        .map(|e| e["index"].as_u64().unwrap())
+        .collect();
+    let end = tail(dir, &relay).len() as u64;
+    assert!(end > size + 2, "{end}");
+    assert_eq!(got, (size + 2..end).collect::<Vec<_>>());
     common::terminate(relay_proc);
 }

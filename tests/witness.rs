@@ -1077,3 +1077,99 @@ fn the_directory_log_is_witnessed_and_a_forked_one_is_not_cosigned() {
     common::terminate(a);
     kill9(witness);
 }
+
+/// Helper-found: `audit export` read the events up to the relay's newest signed checkpoint but
+/// began each pass from the checkpoint the relay hands out by default, its newest *witnessed*
+/// one. With the witness behind (down, here), the next pass, `--follow`'s or a restarted
+/// export's, found fewer events than it had written and stopped on a false ROLLBACK. It now asks
+/// for a checkpoint at least as large as what it wrote, proved to extend it.
+#[test]
+fn an_audit_export_goes_on_while_the_witness_lags_the_log() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    world(dir, &["alice"]);
+    ok_in(
+        dir,
+        &[
+            "witness",
+            "keygen",
+            "--name",
+            "witness.test/lags",
+            "--out",
+            "w.key",
+        ],
+    );
+    let (witness, url) = start_witness(dir, "w.key", "wstate", &["keys/log.pub"]);
+    let w_pub = std::fs::read_to_string(dir.join("w.key.pub")).unwrap();
+    std::fs::write(
+        dir.join("relay.toml"),
+        format!(
+            "witness_timeout_ms = 300\n[[witness]]\nurl = \"{url}\"\nkey = \"{}\"\n",
+            w_pub.trim()
+        ),
+    )
+    .unwrap();
+    let (relay, addr) = start_relay(dir, "data", "relay.toml", "relay.log");
+    grant_and_send(dir, &addr, "alice", 1);
+    // Until the witness has cosigned a checkpoint, then it goes away.
+    let started = std::time::Instant::now();
+    while run_in(
+        dir,
+        &[
+            "audit",
+            "verify",
+            "--identity",
+            "alice.id",
+            "--witness",
+            "w.key.pub",
+            "--relay",
+            &addr,
+        ],
+    )
+    .0 != 0
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "never witnessed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    kill9(witness);
+    let export = || {
+        run_in(
+            dir,
+            &[
+                "audit",
+                "export",
+                "--identity",
+                "keys/admin.id",
+                "-o",
+                "siem.jsonl",
+                "--relay",
+                &addr,
+            ],
+        )
+    };
+    grant_and_send(dir, &addr, "alice", 2);
+    let (code, _, err) = export();
+    assert_eq!(code, 0, "{err}");
+    let first = std::fs::read_to_string(dir.join("siem.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    grant_and_send(dir, &addr, "alice", 3);
+    let (code, _, err) = export();
+    assert_eq!(code, 0, "the export stopped behind the witness: {err}");
+    let indexes: Vec<u64> = std::fs::read_to_string(dir.join("siem.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["index"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert!(indexes.len() > first, "{} after {first}", indexes.len());
+    assert_eq!(indexes, (0..indexes.len() as u64).collect::<Vec<_>>());
+    kill9(relay);
+}

@@ -46,14 +46,16 @@ pub struct ExportArgs {
     #[arg(long, value_enum, default_value = "jsonl")]
     format: Format,
     /// The first log index to write (earlier events are read and verified, not written).
-    /// Ignored when --out has a state file: the export goes on where it stopped.
+    /// Ignored when --out has a state file: the export goes on where it stopped, with the
+    /// --since it began with.
     #[arg(long, value_name = "N", default_value_t = 0)]
     since: u64,
     /// Keep going: write new events as the relay appends them, across relay restarts.
     #[arg(long)]
     follow: bool,
     /// Append to this file (with its state in FILE.state: exactly once across restarts of the
-    /// exporter) instead of standard output.
+    /// exporter) instead of standard output. A file that holds something and has no state is
+    /// refused.
     #[arg(long, short = 'o', value_name = "FILE")]
     out: Option<PathBuf>,
     /// With --follow: how often to ask the relay for new events, in milliseconds.
@@ -66,11 +68,13 @@ pub struct ExportArgs {
 /// Events a request asks for at most (the relay's cap).
 const BATCH: u32 = 1000;
 
-/// Where an export stopped: the next index, the output's length then, and the tree's edge.
+/// Where an export stopped: the next index, the output's length then, the tree's edge, and
+/// the first index it writes (`--since` of the export that began it).
 struct State {
     next: u64,
     out_len: u64,
     frontier: Frontier,
+    since: u64,
 }
 
 fn state_path(out: &Path) -> PathBuf {
@@ -105,6 +109,11 @@ impl State {
             next,
             out_len: v["out_len"].as_u64().ok_or_else(bad)?,
             frontier: Frontier::new(next, hashes)?,
+            // A state written before `since` was kept: everything after `next` is written.
+            since: match v.get("since") {
+                None => 0,
+                Some(n) => n.as_u64().ok_or_else(bad)?,
+            },
         }))
     }
 
@@ -112,6 +121,7 @@ impl State {
         let v = serde_json::json!({
             "next": self.next,
             "out_len": self.out_len,
+            "since": self.since,
             "edge": self.frontier.hashes.iter().map(hex).collect::<Vec<_>>(),
         });
         write_atomic(path, v.to_string().as_bytes(), PRIVATE_MODE, true)
@@ -131,20 +141,19 @@ pub fn export(args: ExportArgs) -> Result<()> {
     // The output and where it stopped: a half-written tail (a crash after the write, before
     // the state) is cut, so nothing is there twice.
     let state_file = args.out.as_deref().map(state_path);
-    let mut state = match &state_file {
+    let saved = match &state_file {
         Some(p) => State::load(p)?,
         None => None,
-    }
-    .unwrap_or(State {
+    };
+    let resumed = saved.is_some();
+    let mut state = saved.unwrap_or(State {
         next: 0,
         out_len: 0,
         frontier: Frontier::default(),
+        since: args.since,
     });
-    let since = if state.next > 0 {
-        state.next
-    } else {
-        args.since
-    };
+    // The file the export appends to, kept to sync what was written before the state counts it.
+    let mut synced: Option<std::fs::File> = None;
     let mut out: Box<dyn Write> = match &args.out {
         None => Box::new(std::io::stdout().lock()),
         Some(path) => {
@@ -162,6 +171,15 @@ pub fn export(args: ExportArgs) -> Result<()> {
                 .open(path)
                 .map_err(|e| Error::io(format!("cannot open {}: {e}", path.display())))?;
             let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            if !resumed && len > 0 {
+                // Without its state, where an earlier export stopped in it is unknown: cutting
+                // it would lose its events, appending would repeat them.
+                return Err(Error::conflict(format!(
+                    "{} already holds {len} bytes and has no {}: give a new file (or move this one away) to export from --since",
+                    path.display(),
+                    state_path(path).display()
+                )));
+            }
             if len < state.out_len {
                 return Err(Error::bad_input(format!(
                     "{} is shorter than its state says ({len} < {} bytes): it was changed; remove it and its .state to start again",
@@ -171,6 +189,10 @@ pub fn export(args: ExportArgs) -> Result<()> {
             }
             f.set_len(state.out_len)
                 .map_err(|e| Error::io(format!("cannot cut {}: {e}", path.display())))?;
+            synced = Some(
+                f.try_clone()
+                    .map_err(|e| Error::io(format!("cannot open {}: {e}", path.display())))?,
+            );
             Box::new(f)
         }
     };
@@ -193,10 +215,9 @@ pub fn export(args: ExportArgs) -> Result<()> {
                 &log,
                 &args,
                 &host,
-                since,
                 &mut state,
                 &mut out,
-                state_file.as_deref(),
+                synced.as_ref().zip(state_file.as_deref()),
             )
             .await;
             conn.close().await;
@@ -221,13 +242,16 @@ async fn pump(
     log: &sealrelay::core::sign::VerifierKey,
     args: &ExportArgs,
     host: &str,
-    since: u64,
     state: &mut State,
     out: &mut Box<dyn Write>,
-    state_file: Option<&Path>,
+    durable: Option<(&std::fs::File, &Path)>,
 ) -> Result<()> {
     loop {
-        let (note, _) = conn.checkpoint(None).await?;
+        // A checkpoint at least as large as what was exported, proved to extend it: the newest
+        // witnessed one may lag the log (it answers `None` with that), and a relay that rolled
+        // its log back refuses (Conflict) or fails this proof.
+        let known = (state.next > 0).then_some(state.next);
+        let (note, consistency) = conn.checkpoint(known).await?;
         let cp = Checkpoint::verify(&note, log)?;
         if cp.size < state.next {
             return Err(Error::verification(format!(
@@ -235,10 +259,28 @@ async fn pump(
                 cp.size, state.next
             )));
         }
+        if state.next > 0 {
+            verify_consistency(
+                state.next,
+                cp.size,
+                &consistency,
+                &state.frontier.root(),
+                &cp.root,
+            )
+            .map_err(|e| {
+                Error::verification(format!(
+                    "the relay's log does not extend the {} events already exported ({e:?}): a forked log (FORK)",
+                    state.next
+                ))
+            })?;
+        }
         while state.next < cp.size {
             let events = conn.events(state.next, BATCH).await?;
             if events.is_empty() {
-                break;
+                return Err(Error::verification(format!(
+                    "the relay signed {} events but answered none from {}: the export stops here, short",
+                    cp.size, state.next
+                )));
             }
             let mut edge = state.frontier.clone();
             let mut batch = Vec::with_capacity(events.len());
@@ -266,7 +308,7 @@ async fn pump(
                 })?;
             let mut written = 0u64;
             for (index, e, h) in batch {
-                if index < since {
+                if index < state.since {
                     continue;
                 }
                 let r = LogRef {
@@ -291,11 +333,11 @@ async fn pump(
             state.next = edge.size;
             state.frontier = edge;
             state.out_len += written;
-            if let (Some(path), Some(out_path)) = (state_file, args.out.as_deref()) {
-                // The output is durable before the state that counts it.
-                std::fs::File::open(out_path)
-                    .and_then(|f| f.sync_data())
-                    .map_err(|e| Error::io(format!("cannot sync {}: {e}", out_path.display())))?;
+            if let Some((file, path)) = durable {
+                // The output is durable before the state that counts it (synced through the
+                // handle written to, whatever became of its name).
+                file.sync_data()
+                    .map_err(|e| Error::io(format!("cannot sync the export: {e}")))?;
                 state.save(path)?;
             }
         }
