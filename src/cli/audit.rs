@@ -371,17 +371,52 @@ fn tail(args: TailArgs) -> Result<()> {
                     })
                 );
             } else {
-                println!(
-                    "#{index:<6} {}  {:<20} {:<9} {}  {}  {}",
-                    clock::rfc3339(e.time),
-                    e.kind,
-                    e.decision,
-                    e.actor,
-                    e.subject,
-                    e.detail
-                );
+                println!("{}", table_row(index, &e));
             }
         }
         Ok(())
     })
+}
+
+/// One event as `audit tail` shows it: the relay's words and an admin's reason are made safe to
+/// show first, so nothing in them acts on the terminal (an escape sequence, a carriage return
+/// that hides a line, a direction change).
+fn table_row(index: u64, e: &Event) -> String {
+    let shown = sealrelay::text::one_line;
+    format!(
+        "#{index:<6} {}  {:<20} {:<9} {}  {}  {}",
+        clock::rfc3339(e.time),
+        shown(&e.kind),
+        shown(&e.decision),
+        shown(&e.actor),
+        shown(&e.subject),
+        shown(&e.detail)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    /// Helper-found: `audit tail` printed the events' text fields as the relay served them; an
+    /// escape sequence or a carriage return in one (a hostile relay, or an admin's quarantine
+    /// reason before the relay checked it) could rewrite or hide the auditor's lines.
+    #[test]
+    fn an_event_acts_on_no_terminal() {
+        let e = super::Event {
+            time: 0,
+            kind: "agent.quarantined\u{1b}]52;c;cm0gLXJmIH4=\u{7}".into(),
+            actor: "spiffe://t/admin/a\r#0      fine".into(),
+            subject: "\u{202e}gpj.exe".into(),
+            decision: "allow\u{9b}2J".into(),
+            detail: "manual (kill switch): \u{1b}[2K\u{1b}[1A".into(),
+            digest: Vec::new(),
+        };
+        let row = super::table_row(7, &e);
+        assert!(row.starts_with("#7 "), "{row}");
+        assert!(
+            !row.chars()
+                .any(|c| c.is_control() || sealrelay::text::is_deceptive_char(c)),
+            "{row:?}"
+        );
+        assert!(row.contains("manual (kill switch):"), "{row}");
+    }
 }

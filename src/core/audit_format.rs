@@ -116,10 +116,23 @@ fn class_of(kind: &str) -> (u32, u32, u32, &'static str) {
     }
 }
 
-/// Whether the event is a refusal (an OCSF status of Failure).
+/// Whether the event is a refusal or a failed delivery (an OCSF status of Failure): a receipt
+/// that says the envelope could not be opened is one (and a signal the monitor counts).
 fn refused(e: &Event) -> bool {
-    matches!(e.decision.as_str(), "deny" | "refuse" | "refused" | "close")
-        || e.kind == "grant.denied"
+    matches!(
+        e.decision.as_str(),
+        "deny" | "refuse" | "refused" | "close" | "undecryptable"
+    ) || e.kind == "grant.denied"
+}
+
+/// The OCSF severity: security alerts (a quarantine, an integrity failure) High, as syslog
+/// marks them a warning; other failures Medium; the rest Informational.
+fn severity(e: &Event, failed: bool) -> u32 {
+    match e.kind.as_str() {
+        "agent.quarantined" | "integrity.failure" => 4,
+        _ if failed => 3,
+        _ => 1,
+    }
 }
 
 /// The event as an OCSF 1.5 event: Entity Management (3004) for changes to the directory, the
@@ -144,7 +157,7 @@ pub fn ocsf(e: &Event, r: &LogRef) -> Value {
         "activity_name": activity,
         "type_uid": u64::from(class_uid) * 100 + u64::from(activity_id),
         "time": time_ms,
-        "severity_id": if failed { 3 } else { 1 },
+        "severity_id": severity(e, failed),
         "status_id": if failed { 2 } else { 1 },
         "status": if failed { "Failure" } else { "Success" },
         "message": format!("{} {} {}", e.kind, e.decision, e.subject),
@@ -226,6 +239,20 @@ mod tests {
         assert_eq!(
             (q["class_uid"].clone(), q["type_uid"].clone()),
             (json!(3004), json!(300412))
+        );
+        // Helper-found: a quarantine and an undecryptable delivery came out Informational /
+        // Success, so a SIEM rule on OCSF severity or status missed both.
+        assert_eq!(q["severity_id"], 4);
+        assert_eq!(o["severity_id"], 3);
+        let u = ocsf(&event("receipt.recorded", "undecryptable"), &at());
+        assert_eq!(
+            (u["status_id"].clone(), u["severity_id"].clone()),
+            (json!(2), json!(3))
+        );
+        let d = ocsf(&event("receipt.recorded", "delivered"), &at());
+        assert_eq!(
+            (d["status_id"].clone(), d["severity_id"].clone()),
+            (json!(1), json!(1))
         );
         let s = syslog(&e, &at(), "host");
         assert!(s.starts_with("<84>1 "), "{s}");

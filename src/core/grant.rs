@@ -226,6 +226,14 @@ pub struct Denial {
 /// The longest reason a denial carries.
 pub const MAX_REASON: usize = 512;
 
+/// A reason a person gives (a denial's, an admin's for a quarantine): at most [`MAX_REASON`]
+/// bytes of text a person and a model read alike (no control, invisible or direction-changing
+/// character, nothing a database cannot store as text).
+pub fn check_reason(reason: &str) -> Result<()> {
+    check_text(reason, MAX_REASON, "reason")?;
+    check_display_text(reason, "reason")
+}
+
 impl Denial {
     pub fn encode(&self) -> Vec<u8> {
         let mut w = statement_writer(StatementType::Denial);

@@ -30,6 +30,8 @@ async fn authorize_on_agent(
 pub async fn quarantine(relay: &Relay, peer: &Peer, agent: &str, reason: &str, cx: &Cx) -> Handled {
     let now = cx.now;
     let id = authorize_on_agent(relay, peer, Action::Quarantine, agent, cx).await?;
+    // The reason goes into the log, an auditor's terminal and the store's text columns.
+    crate::core::grant::check_reason(reason)?;
     if relay.monitor.is_quarantined(&id.to_string()) {
         return Err(Refusal::new(
             ErrorCode::Conflict,

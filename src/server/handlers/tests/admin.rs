@@ -62,6 +62,54 @@ async fn admins_quarantine_and_release_agents_users_cannot() {
     assert!(kinds.contains(&"agent.released".to_owned()));
 }
 
+/// Helper-found: an admin's quarantine reason was stored as given. A NUL in it (the wire and the
+/// bindings can send one; argv cannot) is text PostgreSQL refuses, so the whole commit batch
+/// failed, every other party's write in it too, and the kill switch never took; control
+/// characters in it reached an auditor's terminal through `audit tail`. It is checked as a
+/// denial's reason is now, and nothing is quarantined or logged for a refused one.
+#[tokio::test]
+async fn a_quarantine_reason_a_store_or_a_terminal_cannot_take_is_refused() {
+    let f = fixture();
+    for reason in [
+        "stop\u{0}now".to_owned(),
+        "hide \u{1b}[2K\rthis".to_owned(),
+        "ok\u{202e}txt".to_owned(),
+        "x".repeat(513),
+    ] {
+        let r = f
+            .call(
+                &f.admin,
+                Request::Quarantine {
+                    agent: "research-bot".into(),
+                    reason,
+                },
+            )
+            .await
+            .expect_err("refused");
+        assert_eq!(r.code, ErrorCode::BadRequest, "{}", r.message);
+        assert!(r.message.contains("reason"), "{}", r.message);
+    }
+    assert!(!f.event_kinds().contains(&"agent.quarantined".to_owned()));
+    f.call(
+        &f.bot,
+        Request::ListGrants {
+            page: Page::first(),
+            dir_size: None,
+        },
+    )
+    .await
+    .unwrap();
+    f.call(
+        &f.admin,
+        Request::Quarantine {
+            agent: "research-bot".into(),
+            reason: "leaked token, rotating (ticket 4711)".into(),
+        },
+    )
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn the_directory_is_pushed_by_admins_and_read_by_anyone_enrolled() {
     let f = fixture();
