@@ -168,6 +168,15 @@ impl<'a> Reader<'a> {
         Ok(u32::from_be_bytes(self.array::<4>()?))
     }
 
+    /// A number a store indexes by (a serial, an expiry): at most [`MAX_STORED`], what
+    /// PostgreSQL's BIGINT holds, so a statement one store takes is never one another refuses
+    /// (and with it every other write of its commit).
+    pub fn stored_u64(&mut self, what: &str) -> Result<u64> {
+        let v = self.u64()?;
+        check_stored(v, what)?;
+        Ok(v)
+    }
+
     pub fn u64(&mut self) -> Result<u64> {
         Ok(u64::from_be_bytes(self.array::<8>()?))
     }
@@ -238,6 +247,19 @@ impl<'a> Reader<'a> {
             )))
         }
     }
+}
+
+/// The largest serial or expiry a statement may carry: `i64::MAX`, PostgreSQL's BIGINT.
+pub const MAX_STORED: u64 = i64::MAX as u64;
+
+/// Refuses a number past [`MAX_STORED`], in one line naming `what`.
+pub fn check_stored(v: u64, what: &str) -> Result<()> {
+    if v > MAX_STORED {
+        return Err(Error::bad_input(format!(
+            "the {what} is {v}, past the largest a relay stores ({MAX_STORED})"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -206,6 +206,7 @@ impl DirectoryEntry {
         if self.serial == 0 {
             return Err(Error::bad_input("entry serial must be at least 1"));
         }
+        super::codec::check_stored(self.serial, "entry's serial")?;
         if self.not_after <= self.not_before {
             return Err(Error::bad_input("entry validity ends before it starts"));
         }
@@ -266,7 +267,7 @@ impl DirectoryEntry {
                 roles: r.str_list(MAX_ROLES, MAX_ATTRIBUTE_LEN, "roles")?,
                 scopes: r.str_list(MAX_SCOPES, MAX_ATTRIBUTE_LEN, "scopes")?,
             },
-            serial: r.u64()?,
+            serial: r.stored_u64("entry's serial")?,
             not_before: r.u64()?,
             not_after: r.u64()?,
             enrolled_by: String::new(),

@@ -91,6 +91,7 @@ impl Grant {
         }
         super::resource::validate_resource(&self.resource)?;
         check_text(&self.purpose, MAX_PURPOSE_LEN, "purpose")?;
+        super::codec::check_stored(self.expires, "grant's expiry")?;
         if self.expires <= self.created {
             return Err(Error::bad_input("the grant expires before it is created"));
         }
@@ -122,7 +123,7 @@ impl Grant {
             resource: r.str(MAX_RESOURCE_LEN, "resource")?.to_owned(),
             purpose: r.str(MAX_PURPOSE_LEN, "purpose")?.to_owned(),
             created: r.u64()?,
-            expires: r.u64()?,
+            expires: r.stored_u64("grant's expiry")?,
             max_bytes: r.u64()?,
         };
         r.finish()?;
@@ -402,6 +403,26 @@ mod tests {
         let theirs = g.sign(&other).unwrap();
         assert!(!key.made(&theirs.statement, &theirs.signature));
         assert!(Grant::verify_own(&theirs, &key).is_err());
+    }
+
+    /// Helper-found: an expiry past `i64::MAX` was a grant the embedded store took and
+    /// PostgreSQL refused (BIGINT), failing every other write of its commit batch. Such a grant
+    /// is refused whole, signed or decoded, in one line; the largest storable one round-trips.
+    #[test]
+    fn an_expiry_no_store_can_hold_is_refused_whole() {
+        let key = SigningKey::generate().unwrap();
+        let mut g = grant();
+        g.expires = crate::core::codec::MAX_STORED;
+        let signed = g.sign(&key).unwrap();
+        assert_eq!(Grant::decode(&signed.statement).unwrap(), g);
+        g.expires = crate::core::codec::MAX_STORED + 1;
+        let e = g.sign(&key).unwrap_err();
+        assert!(
+            e.message().contains("expiry") && e.message().contains("past the largest"),
+            "{e}"
+        );
+        let e = Grant::decode(&g.encode()).unwrap_err();
+        assert!(e.message().contains("expiry"), "{e}");
     }
 
     #[test]

@@ -239,7 +239,8 @@ impl Store for PgStore {
     fn apply(&self, ops: &[WriteOp]) -> Result<Vec<OpResult>> {
         let ops = ops.to_vec();
         let tree = self.tree.clone();
-        self.pool.run(move |conn, retryable| {
+        // Waited for to the end: a batch reported failed must not have committed.
+        self.pool.run_to_end(move |conn, retryable| {
             let mut tree = tree
                 .lock()
                 .map_err(|_| Error::internal("the log tree lock is poisoned"))?;

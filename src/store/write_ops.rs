@@ -254,6 +254,13 @@ fn apply_one(t: &mut impl Tables, op: &WriteOp) -> Result<OpResult> {
                 }
                 Ok(t.append(event)?)
             }
+            // The same signed refusal again (an answer lost, or sent through another node).
+            Some(a)
+                if a.source == *source
+                    && matches!(&a.state, AssignmentState::Refused { refusal: r } if r == refusal) =>
+            {
+                Err(WriteRefusal::Duplicate)
+            }
             _ => Err(WriteRefusal::NotAssigned),
         },
         WriteOp::ConsumeGrant {

@@ -30,7 +30,7 @@ impl Revocation {
         let mut r = statement_reader(bytes, StatementType::Revocation)?;
         let rev = Revocation {
             id: r.str(MAX_SPIFFE_LEN, "id")?.parse()?,
-            serial: r.u64()?,
+            serial: r.stored_u64("revoked serial")?,
             revoked_at: r.u64()?,
             reason: r.str(MAX_REASON_LEN, "reason")?.to_owned(),
         };
@@ -38,6 +38,7 @@ impl Revocation {
         Ok(rev)
     }
     pub fn sign(&self, authority: &SigningKey) -> Result<Signed> {
+        crate::core::codec::check_stored(self.serial, "revoked serial")?;
         if self.reason.len() > MAX_REASON_LEN {
             return Err(Error::bad_input(format!(
                 "reason is longer than {MAX_REASON_LEN} bytes"

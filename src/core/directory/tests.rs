@@ -45,6 +45,32 @@ fn entry_round_trip_and_tamper() {
     assert!(err.message().contains("user/alice"), "{err}");
 }
 
+/// Helper-found: an entry or a revocation with a serial past `i64::MAX` was taken by the
+/// embedded store and refused by PostgreSQL (BIGINT), failing every other write of its commit
+/// batch; now refused whole when signed or decoded.
+#[test]
+fn a_serial_no_store_can_hold_is_refused_whole() {
+    let authority = SigningKey::generate().unwrap();
+    let (mut e, _) = user_entry(crate::core::codec::MAX_STORED);
+    let signed = e.sign(&authority).unwrap();
+    assert_eq!(
+        DirectoryEntry::decode(&signed.statement).unwrap().serial,
+        e.serial
+    );
+    e.serial = crate::core::codec::MAX_STORED + 1;
+    assert!(e.sign(&authority).unwrap_err().message().contains("serial"));
+    let err = DirectoryEntry::decode(&e.encode()).unwrap_err();
+    assert!(err.message().contains("past the largest"), "{err}");
+    let r = Revocation {
+        id: e.id.clone(),
+        serial: u64::MAX,
+        revoked_at: 150,
+        reason: "lost".into(),
+    };
+    assert!(r.sign(&authority).is_err());
+    assert!(Revocation::decode(&r.encode()).is_err());
+}
+
 #[test]
 fn request_proof_of_possession() {
     let key = SigningKey::generate().unwrap();

@@ -268,7 +268,7 @@ pub async fn refuse(relay: &Relay, peer: &Peer, refusal: WireSigned, cx: &Cx) ->
         ));
     }
     let event = events::source_refused(now, &peer.id, &r.grant_id, r.reason.sentence(), &signed);
-    relay
+    let refused = relay
         .commit(WriteOp::RefuseAssignment {
             grant_id: r.grant_id,
             source: peer.id.clone(),
@@ -278,8 +278,13 @@ pub async fn refuse(relay: &Relay, peer: &Peer, refusal: WireSigned, cx: &Cx) ->
             },
             event,
         })
-        .await?;
-    Ok(Reply::Done)
+        .await;
+    match refused {
+        Ok(_) => Ok(Reply::Done),
+        // The same refusal again (a lost answer): done already.
+        Err(r) if r.message == WriteRefusal::Duplicate.to_error().message() => Ok(Reply::Done),
+        Err(r) => Err(r),
+    }
 }
 
 /// A source's statement of what it sealed, checked before its body is read: signed by the

@@ -180,6 +180,7 @@ impl Pool {
     /// "unavailable, try again" as a store call later reports it.
     pub fn connect_now(&self) -> Result<()> {
         self.submit(
+            Some(CALL_TIMEOUT),
             |slot: &mut Slot, _: &postgres::Config| match (&slot.conn, &slot.failure) {
                 (Some(_), _) => Ok(()),
                 (None, Some(e)) => Err(e.clone()),
@@ -197,7 +198,28 @@ impl Pool {
         &self,
         f: impl Fn(&mut Conn, &mut bool) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        self.submit(move |slot: &mut Slot, config: &postgres::Config| {
+        self.run_within(f, Some(CALL_TIMEOUT))
+    }
+
+    /// [`Pool::run`] for a write whose outcome its caller must know: waits for the answer
+    /// however long the database takes. Each statement before the COMMIT is bounded by the
+    /// server (`statement_timeout`, `lock_timeout`) and a dead connection by TCP keepalives;
+    /// a caller told "try again" after a time limit while the worker went on to COMMIT would
+    /// have its write stored and reported failed (a retried submission then refused as used,
+    /// a retried grant made twice).
+    pub fn run_to_end<T: Send + 'static>(
+        &self,
+        f: impl Fn(&mut Conn, &mut bool) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.run_within(f, None)
+    }
+
+    fn run_within<T: Send + 'static>(
+        &self,
+        f: impl Fn(&mut Conn, &mut bool) -> Result<T> + Send + 'static,
+        limit: Option<std::time::Duration>,
+    ) -> Result<T> {
+        self.submit(limit, move |slot: &mut Slot, config: &postgres::Config| {
             let attempt = |slot: &mut Slot, retryable: &mut bool| {
                 let Slot { conn, failure } = slot;
                 match conn.as_mut() {
@@ -227,13 +249,21 @@ impl Pool {
         })
     }
 
-    /// Hands `work` to a free worker and waits for its answer.
+    /// Hands `work` to a free worker and waits for its answer (at most `limit`: then the
+    /// caller is told the database did not answer, and the work is skipped if no worker has
+    /// begun it yet).
     fn submit<T: Send + 'static>(
         &self,
+        limit: Option<std::time::Duration>,
         work: impl FnOnce(&mut Slot, &postgres::Config) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let (tx, rx) = mpsc::sync_channel(1);
+        let abandoned = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let given_up = abandoned.clone();
         let job: Job = Box::new(move |slot: &mut Slot, config: &postgres::Config| {
+            if given_up.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
             let _ = tx.send(work(slot, config));
         });
         self.jobs
@@ -241,15 +271,70 @@ impl Pool {
             .map_err(|_| Error::internal("the database pool lock is poisoned"))?
             .send(job)
             .map_err(|_| Error::new(ErrorKind::Unavailable, "the database pool has stopped"))?;
-        match rx.recv_timeout(CALL_TIMEOUT) {
+        let Some(limit) = limit else {
+            return rx
+                .recv()
+                .unwrap_or_else(|_| Err(Error::internal("a database worker stopped")));
+        };
+        match rx.recv_timeout(limit) {
             Ok(result) => result,
-            Err(mpsc::RecvTimeoutError::Timeout) => Err(Error::new(
-                ErrorKind::Unavailable,
-                "the database is unavailable, try again (no answer in time)",
-            )),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                abandoned.store(true, std::sync::atomic::Ordering::Release);
+                Err(Error::new(
+                    ErrorKind::Unavailable,
+                    "the database is unavailable, try again (no answer in time)",
+                ))
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 Err(Error::internal("a database worker stopped"))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Helper-found: a store write was given up on after the call's time limit while its worker
+    /// went on to COMMIT, so a batch reported "try again" had been stored. A write is waited
+    /// for to its end now; a call given up on before any worker began it is never begun.
+    #[test]
+    fn a_call_given_up_on_is_not_begun_and_a_write_is_waited_for() {
+        let mut config = postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(1)
+            .user("nobody")
+            .connect_timeout(Duration::from_millis(200));
+        let pool = Pool::new(config, 1).unwrap();
+        let began = Arc::new(AtomicBool::new(false));
+        std::thread::scope(|s| {
+            // The only worker is busy with a write for 600 ms …
+            let write = s.spawn(|| {
+                pool.submit(None, |_, _| {
+                    std::thread::sleep(Duration::from_millis(600));
+                    Ok(7)
+                })
+            });
+            std::thread::sleep(Duration::from_millis(100));
+            // … so a call limited to 100 ms is told the database did not answer.
+            let flag = began.clone();
+            let e = pool
+                .submit(Some(Duration::from_millis(100)), move |_, _| {
+                    flag.store(true, Ordering::SeqCst);
+                    Ok(())
+                })
+                .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Unavailable);
+            assert_eq!(write.join().unwrap().unwrap(), 7);
+        });
+        // Everything queued before this has been taken by the worker.
+        pool.submit(None, |_, _| Ok(())).unwrap();
+        assert!(!began.load(Ordering::SeqCst), "a call given up on was run");
     }
 }

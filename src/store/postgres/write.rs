@@ -43,8 +43,9 @@ pub fn apply(
         .map_err(pg_err)?;
     // A node that froze holding the log lock must not stall every node for as long as the
     // server's TCP keepalive takes: the server ends a transaction left idle (releasing the
-    // lock), and the wait for the lock and each statement are bounded below the pool's call
-    // timeout (30 s), so other nodes' writes fail in one line instead of piling up.
+    // lock), and the wait for the lock and each statement are bounded, so other nodes' writes
+    // fail in one line instead of piling up. The commit thread waits for this batch's answer
+    // to the end (`Pool::run_to_end`): what it reports failed has not committed.
     tx.batch_execute(
         "SET LOCAL synchronous_commit = on; SET LOCAL lock_timeout = '10s'; SET LOCAL statement_timeout = '20s'; SET LOCAL idle_in_transaction_session_timeout = '20s'",
     )

@@ -65,7 +65,26 @@ async fn a_grant_its_source_refused_stops_holding_quota() {
     let refuse = Request::RefuseAssignment {
         refusal: WireSigned::from_signed(&refusal),
     };
+    assert_eq!(f.call(&f.tix, refuse.clone()).await.unwrap(), Reply::Done);
+    // Helper-found: the same refusal again (its answer lost, or sent through another node) was
+    // "no such assignment", an error to the source; it is done already. Another refusal of the
+    // closed grant is still refused, and nothing more is logged.
+    let logged = f.event_kinds().len();
     assert_eq!(f.call(&f.tix, refuse).await.unwrap(), Reply::Done);
+    let other = SourceRefusal {
+        grant_id: id,
+        user: f.alice.id.clone().unwrap(),
+        agent: f.bot.id.clone().unwrap(),
+        source: f.tix.id.clone().unwrap(),
+        reason: RefusalReason::Unreadable,
+        time: f.now(),
+    }
+    .sign(&f.tix.signing_key);
+    let other = Request::RefuseAssignment {
+        refusal: WireSigned::from_signed(&other),
+    };
+    assert!(f.call(&f.tix, other).await.is_err());
+    assert_eq!(f.event_kinds().len(), logged);
     // The refused grant is closed and said to be refused; the pair's slot is free again.
     let status = f
         .call(&f.bot, Request::SubmissionStatus { grant_id: id })
