@@ -20,6 +20,7 @@ pub fn is_deceptive_char(c: char) -> bool {
         | 0x2060..=0x206F // word joiner, invisible operators, LRI, RLI, FSI, PDI, deprecated
         | 0xFE00..=0xFE0F // variation selectors
         | 0xFEFF // zero-width no-break space (BOM)
+        | 0xFFF0..=0xFFF8 // unassigned, default ignorable (a font draws nothing)
         | 0xFFF9..=0xFFFB // interlinear annotation
         | 0xE000..=0xF8FF // private use
         | 0x110BD | 0x110CD // Kaithi number signs
@@ -27,8 +28,8 @@ pub fn is_deceptive_char(c: char) -> bool {
         | 0x1D173..=0x1D17A // musical format characters
         | 0x2800 // braille pattern blank (shows as a space)
         | 0x13430..=0x1343F // Egyptian hieroglyph format controls
-        | 0xE0000..=0xE007F // tag characters
-        | 0xE0100..=0xE01EF // variation selectors supplement
+        | 0xE0000..=0xE0FFF // tag characters, variation selectors supplement and the rest of
+                           // the plane's default-ignorable block (unassigned: drawn as nothing)
         | 0xF0000..=0x10FFFF // supplementary private use
     )
 }

@@ -13,10 +13,16 @@ export type Data =
 export interface Grant {
   grant_id: string;
   user: string;
+  /** The agent the grant is for (who gets the data). */
+  agent: string;
   resource: string;
   purpose: string;
+  /** When it was asked, seconds since the Unix epoch. */
+  created: number;
   expires: number;
   max_bytes: number;
+  /** Hex SHA-256 of the grant: what an approval or a denial signs. */
+  sha256: string;
 }
 
 export interface Delivered {

@@ -286,7 +286,11 @@ impl UserClient<'_> {
                         crate::ids::hex(envelope_id)
                     )))
                     }
-                    Err(e) => (DeliveryStatus::Undecryptable, 0, Some(e.to_string())),
+                    Err(e) => (
+                        DeliveryStatus::Undecryptable,
+                        0,
+                        Some(Error::from(e).message().to_owned()),
+                    ),
                 }
             }
         };

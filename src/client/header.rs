@@ -177,7 +177,12 @@ fn check(
     let claimed = Grant::decode(&grant_signed.statement)?;
     h.agent = Some(claimed.agent.clone());
     h.resource = claimed.resource.clone();
-    h.purpose = claimed.purpose.clone();
+    // Shown before its signature is judged: made safe to show first if it holds what could show
+    // a person one text and a model another (a user's client signs only purposes without).
+    h.purpose = match crate::core::grant::check_display_text(&claimed.purpose, "purpose") {
+        Ok(()) => claimed.purpose.clone(),
+        Err(_) => crate::text::one_line(&claimed.purpose),
+    };
     h.asked = claimed.created;
     // Who approved, as claimed, before anything is judged (shown even when it fails).
     let approval = match &view.approval {

@@ -261,15 +261,20 @@ pub mod json {
 
     use super::{FetchedTo, Inbox};
 
-    /// An open grant, as `grants --json` prints it.
+    /// An open grant, as `grants --json` prints it, with the agent it is for, when it was
+    /// asked and the SHA-256 an approval or denial signs (an approver sees what `approvals`
+    /// shows: who gets the data, not only who asked).
     pub fn grant(g: &OpenGrant) -> Value {
         json!({
             "grant_id": hex(g.grant.grant_id),
             "user": g.grant.user.to_string(),
+            "agent": g.grant.agent.to_string(),
             "resource": g.grant.resource,
             "purpose": g.grant.purpose,
+            "created": g.grant.created,
             "expires": g.grant.expires,
             "max_bytes": g.grant.max_bytes,
+            "sha256": hex(crate::core::directory::sha256(&g.grant.encode())),
         })
     }
 

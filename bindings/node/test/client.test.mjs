@@ -28,6 +28,8 @@ test('deliver, inbox, fetch and verify, with nothing in the clear at the relay',
     const bot = new AgentClient(w.path('bot.id'), { relay: w.relay });
     const gid = await alice.grant('research-bot', 'tickets/4711', { purpose: 'triage the outage' });
     assert.deepEqual((await bot.grants()).map((g) => g.grant_id), [gid]);
+    const [listed] = await bot.grants();
+    assert.ok(listed.agent.endsWith('/agent/research-bot') && listed.sha256.length === 64, JSON.stringify(listed));
     const canary = Buffer.from(`CANARY-NODE-${randomBytes(8).toString('hex')}`);
     const data = Buffer.concat([...Array(1000).fill(canary), Buffer.from('the end')]);
     const sent = await bot.deliver(gid, data);

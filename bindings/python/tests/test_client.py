@@ -50,6 +50,10 @@ def test_deliver_inbox_fetch_and_verify_with_nothing_in_the_clear_at_the_relay(w
     bot = AgentClient(world.path("bot.id"), world.relay)
     gid = alice.grant("research-bot", "tickets/4711", purpose="triage the outage")
     assert [g["grant_id"] for g in bot.grants()] == [gid]
+    # A listed grant names who gets the data, when it was asked and what an approval signs.
+    (listed,) = bot.grants()
+    assert listed["agent"].endswith("/agent/research-bot"), listed
+    assert listed["created"] < listed["expires"] and len(listed["sha256"]) == 64, listed
     canary = b"CANARY-PY-" + os.urandom(8).hex().encode()
     data = canary * 1000 + b"the end"
     sent = bot.deliver(gid, data)

@@ -100,32 +100,10 @@ async fn only_the_requester_sees_and_fetches_its_envelope_then_files_a_receipt()
     else {
         panic!("not submitted")
     };
-    let Reply::Inbox { envelopes, .. } = f
-        .call(
-            &f.alice,
-            Request::Inbox {
-                page: Page::first(),
-            },
-        )
-        .await
-        .unwrap()
-    else {
-        panic!("no inbox")
-    };
+    let envelopes = f.inbox(&f.alice).await;
     assert_eq!(envelopes.len(), 1);
     assert_eq!(envelopes[0].envelope_id, envelope_id);
-    let Reply::Inbox { envelopes, .. } = f
-        .call(
-            &f.bob,
-            Request::Inbox {
-                page: Page::first(),
-            },
-        )
-        .await
-        .unwrap()
-    else {
-        panic!("no inbox")
-    };
+    let envelopes = f.inbox(&f.bob).await;
     assert!(envelopes.is_empty());
     assert_eq!(
         code(
@@ -250,18 +228,7 @@ async fn only_the_requester_sees_and_fetches_its_envelope_then_files_a_receipt()
         "a second, different receipt"
     );
     assert_eq!(f.relay.store.event_count().unwrap(), size, "a second leaf");
-    let Reply::Inbox { envelopes, .. } = f
-        .call(
-            &f.alice,
-            Request::Inbox {
-                page: Page::first(),
-            },
-        )
-        .await
-        .unwrap()
-    else {
-        panic!("no inbox")
-    };
+    let envelopes = f.inbox(&f.alice).await;
     assert!(envelopes.is_empty());
 }
 
@@ -277,18 +244,7 @@ async fn envelopes_past_their_ttl_leave_the_inbox_and_are_swept_on_the_clock() {
         0
     );
     f.clock.advance(1);
-    let Reply::Inbox { envelopes, .. } = f
-        .call(
-            &f.alice,
-            Request::Inbox {
-                page: Page::first(),
-            },
-        )
-        .await
-        .unwrap()
-    else {
-        panic!("no inbox")
-    };
+    let envelopes = f.inbox(&f.alice).await;
     assert!(envelopes.is_empty(), "an expired envelope is listed");
     assert_eq!(
         crate::server::services::expiry::sweep_expired(&f.relay, &f.cx()).await,

@@ -205,6 +205,23 @@ impl Fixture {
         (body, request)
     }
 
+    /// The first page of `who`'s inbox.
+    async fn inbox(&self, who: &Identity) -> Vec<crate::core::wire::EnvelopeView> {
+        match self
+            .call(
+                who,
+                Request::Inbox {
+                    page: Page::first(),
+                },
+            )
+            .await
+            .unwrap()
+        {
+            Reply::Inbox { envelopes, .. } => envelopes,
+            other => panic!("not an inbox: {other:?}"),
+        }
+    }
+
     async fn submit(&self, grant_id: GrantId, plaintext: &[u8]) -> Result<Reply, super::Refusal> {
         let (body, request) = self.sealed(grant_id, plaintext);
         self.call_with_body(&self.bot, request, &body).await

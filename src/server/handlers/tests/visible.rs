@@ -118,6 +118,10 @@ async fn purposes_with_invisible_or_bidi_characters_are_refused_at_grant_time() 
         ("private use", "\u{E000}"),
         ("braille blank", "a\u{2800}b"),
         ("zero-width non-joiner beside ASCII", "ig\u{200C}nore"),
+        // Helper-found: unassigned default-ignorable code points (a font draws nothing).
+        ("unassigned ignorable, BMP", "tri\u{FFF0}age"),
+        ("unassigned ignorable, plane 14", "tri\u{E0080}age"),
+        ("unassigned ignorable, plane 14, last", "tri\u{E0FFF}age"),
     ] {
         let (g, req) = f.grant_by(&f.alice, "tickets/1", purpose);
         let refusal = f.call(&f.alice, req).await.expect_err(class);
@@ -202,4 +206,40 @@ async fn the_inbox_lists_envelopes_oldest_first_and_a_pager_meets_new_ones_ahead
         }
     }
     assert_eq!(listed, sent, "not listed in the order they came");
+}
+
+/// Helper-found: an envelope's header showed the purpose its grant claims before the grant's
+/// signature was judged, as it came. A relay serving a grant it altered (unsigned, so the row is
+/// marked unverifiable) could still put a direction change or invisible characters before the
+/// person in the inbox, the web page and `inbox --json`. Such a purpose is shown made safe.
+#[tokio::test]
+async fn an_unverified_purpose_is_shown_made_safe() {
+    let f = fixture();
+    let id = f.grant("tickets/1").await;
+    let (body, request) = f.sealed(id, b"report");
+    f.call_with_body(&f.bot, request, &body).await.unwrap();
+    let mut envelopes = f.inbox(&f.alice).await;
+    let mut view = envelopes.remove(0);
+    let signed = view
+        .grant
+        .to_signed(crate::core::sign::StatementType::Grant)
+        .unwrap();
+    let mut g = Grant::decode(&signed.statement).unwrap();
+    g.purpose = "pay \u{202E}lortnoc\u{200B}now".into();
+    // What the relay serves instead: the altered grant, "signed" by a key that is not alice's.
+    let other = crate::core::sign::SigningKey::generate().unwrap();
+    let forged = crate::core::sign::Signed::sign(
+        crate::core::sign::StatementType::Grant,
+        g.encode(),
+        &other,
+    );
+    view.grant = WireSigned::from_signed(&forged);
+    let h = crate::client::describe(&f.alice, &[], &view);
+    assert!(h.problem.is_some(), "an altered grant verified");
+    assert!(
+        !h.purpose.chars().any(crate::text::is_deceptive_char),
+        "{:?}",
+        h.purpose
+    );
+    assert!(h.purpose.starts_with("pay "), "{:?}", h.purpose);
 }
