@@ -324,3 +324,26 @@ fn serve_refuses_a_policy_that_breaks_a_required_property_in_one_line() {
     );
     common::terminate(server);
 }
+
+/// Helper-found: `serve` takes `SEALRELAY_POLICY_FILE` (and every `SEALRELAY_*` variable) with
+/// or without `--config`, but `policy prove` applied them only with one: in a deployment
+/// configured by environment alone, a CI gate proved the shipped policy ("6 of 6 proved") while
+/// the relay ran another. It now builds what it proves as `serve` builds what it runs.
+#[test]
+fn prove_takes_the_policy_serve_would_run_from_the_environment() {
+    if !common::have_tool("cvc5") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    std::fs::write(dir.join("deployed.cedar"), off_by_one()).unwrap();
+    let out = Command::new(common::bin())
+        .args(["policy", "prove", "--json"])
+        .current_dir(dir)
+        .env("SEALRELAY_POLICY_FILE", "deployed.cedar")
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(6), "{doc}");
+    assert!(counterexample(&doc, "grants-within-clearance").is_object());
+}

@@ -104,7 +104,8 @@ pub enum PolicyCommand {
 
 #[derive(Args)]
 pub struct ProveArgs {
-    /// The policy (default: the one the --config names, else the shipped policy).
+    /// The policy (default: the one the --config or SEALRELAY_POLICY_FILE names, else the
+    /// shipped policy).
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
     /// The resource catalog (default: the one the --config names, else the shipped catalog).
@@ -113,7 +114,8 @@ pub struct ProveArgs {
     /// More properties, beside the shipped ones (default: the --config's properties_file).
     #[arg(long, value_name = "FILE")]
     properties: Option<PathBuf>,
-    /// A relay config: prove what `serve --config FILE` would run.
+    /// A relay config: prove what `serve --config FILE` would run (SEALRELAY_* variables apply
+    /// with or without it, as for `serve`).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// One JSON document: each property, its verdict, and the counterexample as a request

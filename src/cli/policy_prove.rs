@@ -33,18 +33,17 @@ fn text_or(path: Option<&Path>, default: &str) -> Result<String> {
 }
 
 pub fn prove(o: ProveOptions) -> Result<()> {
-    // A config names what `serve` would run; the flags override it.
-    let config = match &o.config {
-        Some(p) => {
-            let mut c = RelayConfig::load(p)?;
-            c.apply_env(
-                std::env::vars_os()
-                    .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
-            )?;
-            Some(c)
-        }
-        None => None,
+    // What `serve` would run, built as `serve` builds it (the file if any, then SEALRELAY_*
+    // variables, which apply without a file too); the flags override it.
+    let mut config = match &o.config {
+        Some(p) => RelayConfig::load(p)?,
+        None => RelayConfig::default(),
     };
+    config.apply_env(
+        std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+    )?;
+    let config = Some(config);
     let from_config = |f: fn(&RelayConfig) -> Option<PathBuf>| config.as_ref().and_then(f);
     let policy_path = o.policy.or_else(|| from_config(|c| c.policy_file.clone()));
     let catalog_path = o
