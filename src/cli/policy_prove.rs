@@ -35,23 +35,10 @@ fn text_or(path: Option<&Path>, default: &str) -> Result<String> {
 pub fn prove(o: ProveOptions) -> Result<()> {
     // What `serve` would run, built as `serve` builds it (the file if any, then SEALRELAY_*
     // variables, which apply without a file too); the flags override it.
-    let mut config = match &o.config {
-        Some(p) => RelayConfig::load(p)?,
-        None => RelayConfig::default(),
-    };
-    config.apply_env(
-        std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
-    )?;
-    let config = Some(config);
-    let from_config = |f: fn(&RelayConfig) -> Option<PathBuf>| config.as_ref().and_then(f);
-    let policy_path = o.policy.or_else(|| from_config(|c| c.policy_file.clone()));
-    let catalog_path = o
-        .catalog
-        .or_else(|| from_config(|c| c.catalog_file.clone()));
-    let props_path = o
-        .properties
-        .or_else(|| from_config(|c| c.properties_file.clone()));
+    let config = RelayConfig::from_file_and_env(o.config.as_deref())?;
+    let policy_path = o.policy.or_else(|| config.policy_file.clone());
+    let catalog_path = o.catalog.or_else(|| config.catalog_file.clone());
+    let props_path = o.properties.or_else(|| config.properties_file.clone());
     let policy = CedarPolicy::new(
         &text_or(policy_path.as_deref(), DEFAULT_POLICY)?,
         &text_or(catalog_path.as_deref(), DEFAULT_CATALOG)?,

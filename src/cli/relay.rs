@@ -71,15 +71,8 @@ pub struct ServeArgs {
 }
 
 pub fn serve(args: ServeArgs) -> Result<()> {
-    let mut config = match &args.config {
-        Some(p) => RelayConfig::load(p)?,
-        None => RelayConfig::default(),
-    };
-    // SEALRELAY_* variables override the file (variables that are not UTF-8 are no config).
-    config.apply_env(
-        std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
-    )?;
+    // SEALRELAY_* variables override the file.
+    let mut config = RelayConfig::from_file_and_env(args.config.as_deref())?;
     if let Some(d) = args.dir {
         config.dir = d;
     }

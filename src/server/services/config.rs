@@ -239,6 +239,21 @@ impl RelayConfig {
         Ok(config)
     }
 
+    /// The config `serve` runs with before its flags: the file if one is given (else the
+    /// defaults), then the process's `SEALRELAY_*` variables (those that are not UTF-8 are no
+    /// config). `policy prove` builds what it proves the same way.
+    pub fn from_file_and_env(path: Option<&Path>) -> Result<Self> {
+        let mut config = match path {
+            Some(p) => RelayConfig::load(p)?,
+            None => RelayConfig::default(),
+        };
+        config.apply_env(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        )?;
+        Ok(config)
+    }
+
     pub fn validate(&self) -> Result<()> {
         if !matches!(self.log_format.as_str(), "text" | "json") {
             return Err(Error::bad_input("log_format must be \"text\" or \"json\""));
