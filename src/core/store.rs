@@ -390,6 +390,20 @@ impl WriteOp {
             WriteOp::CreateGrant { .. } | WriteOp::ConsumeGrant { .. } | WriteOp::Dispatch { .. }
         )
     }
+
+    /// About what the write puts on disk when it adds data (0 when it does not): an inline
+    /// body, and the pages its records and indexes copy.
+    pub fn bytes_added(&self) -> u64 {
+        /// The pages one write's records and index entries copy, about.
+        const PAGES: u64 = 16 * 1024;
+        match self {
+            WriteOp::ConsumeGrant { inline_body, .. } => {
+                PAGES + inline_body.as_ref().map_or(0, |b| b.len() as u64)
+            }
+            WriteOp::CreateGrant { .. } | WriteOp::Dispatch { .. } => PAGES,
+            _ => 0,
+        }
+    }
 }
 
 /// The outcome of one operation in a batch: the index of its event, or the refusal.

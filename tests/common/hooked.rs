@@ -57,7 +57,8 @@ impl Store for Hooked {
     }
     fn ensure_room(&self, incoming: u64) -> sealrelay::Result<()> {
         if incoming > self.room.load(Ordering::SeqCst)
-            || (incoming == 0 && self.full_at_commit.load(Ordering::SeqCst))
+            || (self.full_at_commit.load(Ordering::SeqCst)
+                && std::thread::current().name() == Some("sealrelay-commit"))
         {
             return Err(sealrelay::Error::storage_full(
                 "under the reserve (injected)",

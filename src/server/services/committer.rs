@@ -228,28 +228,50 @@ impl CommitLoop {
 /// [`WriteRefusal::StorageReserve`]: nothing of them is written); what revokes, closes, records
 /// or frees goes on in the same batch, so that a nearly full disk never blocks a revocation,
 /// however many submissions arrive beside it.
+///
+/// The batch's own new data counts (`WriteOp::bytes_added`): when all of it would eat into the
+/// reserve, the longest run of its writes that adds data and fits goes on, in order, and the
+/// rest is held back; a batch that ran the disk out of space would fail whole, the
+/// revocations and receipts the reserve is there for with it.
 fn held_back(store: &dyn Store, jobs: Vec<Job>) -> (Vec<WriteOp>, Vec<Reply>) {
-    let full = match jobs.iter().any(|(op, _)| op.adds_data()) {
-        true => store.ensure_room(0).err(),
-        false => None,
+    // What the writes that add data would put on disk, each with those before it.
+    let mut sums = Vec::new();
+    let mut total = 0u64;
+    for (op, _) in &jobs {
+        if op.adds_data() {
+            total = total.saturating_add(op.bytes_added());
+            sums.push(total);
+        }
+    }
+    // How many of them fit (ensure_room(sums[k - 1]) holds for k and not after).
+    let fitting = match sums.last() {
+        None => 0,
+        Some(&all) if store.ensure_room(all).is_ok() => sums.len(),
+        Some(_) => sums.partition_point(|&n| store.ensure_room(n).is_ok()),
     };
-    if let Some(e) = &full {
-        tracing::error!(error = %e, "the data directory is under its reserve: new data is refused until space is freed");
+    if fitting < sums.len() {
+        let why = store
+            .ensure_room(sums[fitting])
+            .err()
+            .map(|e| e.message().to_owned())
+            .unwrap_or_default();
+        tracing::error!(error = %why, held_back = sums.len() - fitting, "the data directory is under its reserve: new data is refused until space is freed");
     }
     let mut kept = (
         Vec::with_capacity(jobs.len()),
         Vec::with_capacity(jobs.len()),
     );
+    let mut adding = 0usize;
     for (op, reply) in jobs {
-        match &full {
-            Some(_) if op.adds_data() => {
+        if op.adds_data() {
+            adding += 1;
+            if adding > fitting {
                 let _ = reply.send(Ok(Err(WriteRefusal::StorageReserve)));
-            }
-            _ => {
-                kept.0.push(op);
-                kept.1.push(reply);
+                continue;
             }
         }
+        kept.0.push(op);
+        kept.1.push(reply);
     }
     kept
 }
