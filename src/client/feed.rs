@@ -48,6 +48,11 @@ impl Followed {
         self.seen.insert(id)
     }
 
+    /// How many envelope or grant ids are remembered as handed out.
+    pub fn remembered(&self) -> usize {
+        self.seen.len()
+    }
+
     /// A catch-up is over: what it did not list is no longer waiting, so it need not be
     /// remembered (the set stays as large as what waits and what came since the last catch-up:
     /// subscribe again now and then to keep it so, as `agent run` does).

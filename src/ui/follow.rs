@@ -18,27 +18,45 @@ use super::Ui;
 /// again).
 pub const WAIT: Duration = Duration::from_secs(25);
 
-/// Follows the inbox until aborted, bumping `arrived` for each new envelope; reconnects with
-/// backoff when the relay goes away.
+/// How long one subscription is followed before subscribing again on the same connection:
+/// what a subscription remembers having handed out (`Followed`) grows with every arrival until
+/// a new subscription's catch-up lets it forget what no longer waits.
+pub const RESUBSCRIBE: Duration = Duration::from_secs(60);
+
+/// Follows the inbox until aborted, bumping `arrived` for each new envelope; subscribes again
+/// every [`RESUBSCRIBE`], and reconnects with backoff when the relay goes away.
 pub async fn follow_inbox(ui: Arc<Ui>, arrived: watch::Sender<u64>) {
     let mut followed = Followed::default();
     let mut delay = Duration::from_millis(500);
     loop {
         if let Ok(client) = ui.client().await {
-            if let Ok(mut feed) = client.subscribe(&mut followed).await {
-                loop {
-                    match feed.next().await {
-                        Ok(FeedEvent::Items(_)) => {
+            // Subscriptions on this connection, one after another, while it lasts.
+            loop {
+                tracing::debug!(
+                    remembered = followed.remembered(),
+                    "subscribing to the inbox"
+                );
+                let Ok(mut feed) = client.subscribe(&mut followed).await else {
+                    break;
+                };
+                let until = tokio::time::Instant::now() + RESUBSCRIBE;
+                let ended = loop {
+                    match tokio::time::timeout_at(until, feed.next()).await {
+                        Err(_) => break false,
+                        Ok(Ok(FeedEvent::Items(_))) => {
                             arrived.send_modify(|n| *n += 1);
                         }
-                        Ok(FeedEvent::Live) => delay = Duration::from_millis(500),
-                        Err(e) => {
+                        Ok(Ok(FeedEvent::Live)) => delay = Duration::from_millis(500),
+                        Ok(Err(e)) => {
                             tracing::debug!(error = %e, "the inbox subscription ended");
-                            break;
+                            break true;
                         }
                     }
-                }
+                };
                 followed = feed.into_followed();
+                if ended {
+                    break;
+                }
             }
             client.conn.close().await;
         }
