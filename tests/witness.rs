@@ -1082,7 +1082,9 @@ fn the_directory_log_is_witnessed_and_a_forked_one_is_not_cosigned() {
 /// began each pass from the checkpoint the relay hands out by default, its newest *witnessed*
 /// one. With the witness behind (down, here), the next pass, `--follow`'s or a restarted
 /// export's, found fewer events than it had written and stopped on a false ROLLBACK. It now asks
-/// for a checkpoint at least as large as what it wrote, proved to extend it.
+/// for a checkpoint at least as large as what it wrote, proved to extend it. And with
+/// `--witness`, it writes only what the witness cosigned (it verified every checkpoint under the
+/// log key alone before: a relay holding that key could show the SIEM a fork).
 #[test]
 fn an_audit_export_goes_on_while_the_witness_lags_the_log() {
     let t = tempfile::tempdir().unwrap();
@@ -1135,21 +1137,25 @@ fn an_audit_export_goes_on_while_the_witness_lags_the_log() {
         std::thread::sleep(Duration::from_millis(100));
     }
     kill9(witness);
-    let export = || {
-        run_in(
-            dir,
+    // `audit export -o OUT`, with `extra` arguments.
+    let export_to = |out: &str, extra: &[&str]| {
+        let args = [
             &[
                 "audit",
                 "export",
                 "--identity",
                 "keys/admin.id",
                 "-o",
-                "siem.jsonl",
+                out,
                 "--relay",
                 &addr,
-            ],
-        )
+            ][..],
+            extra,
+        ]
+        .concat();
+        run_in(dir, &args)
     };
+    let export = || export_to("siem.jsonl", &[]);
     grant_and_send(dir, &addr, "alice", 2);
     let (code, _, err) = export();
     assert_eq!(code, 0, "{err}");
@@ -1171,5 +1177,21 @@ fn an_audit_export_goes_on_while_the_witness_lags_the_log() {
         .collect();
     assert!(indexes.len() > first, "{} after {first}", indexes.len());
     assert_eq!(indexes, (0..indexes.len() as u64).collect::<Vec<_>>());
+    // With the witness required (threat 29: clients trust cosigned checkpoints only), an export
+    // writes what the witness cosigned and no further, and goes on from there.
+    let witnessed_export = || export_to("witnessed.jsonl", &["--witness", "w.key.pub"]);
+    for _ in 0..2 {
+        let (code, _, err) = witnessed_export();
+        assert_eq!(code, 0, "{err}");
+    }
+    let witnessed = std::fs::read_to_string(dir.join("witnessed.jsonl"))
+        .unwrap()
+        .lines()
+        .count();
+    assert!(
+        witnessed > 0 && witnessed < first,
+        "{witnessed} witnessed of {}",
+        indexes.len()
+    );
     kill9(relay);
 }

@@ -19,12 +19,14 @@ use sealrelay::core::audit_format::{jsonl, ocsf, syslog, LogRef};
 use sealrelay::core::keylog::Frontier;
 use sealrelay::core::store::Event;
 use sealrelay::core::tlog::checkpoint::Checkpoint;
+use sealrelay::core::tlog::cosignature::WitnessPolicy;
 use sealrelay::core::tlog::{leaf_hash, verify_consistency};
 use sealrelay::error::{Error, ErrorKind, Result};
 use sealrelay::ids::{hex, parse_hex};
 use sealrelay::local::fs::{read_capped, write_atomic, PRIVATE_MODE};
 use sealrelay::local::identity_file;
 
+use super::audit::WitnessArgs;
 use super::relay::{runtime, RelayArg};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -61,6 +63,10 @@ pub struct ExportArgs {
     /// With --follow: how often to ask the relay for new events, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     interval_ms: u64,
+    /// Export only what these witnesses cosigned: every checkpoint the export verifies against
+    /// must carry their cosignatures, and events past the newest witnessed one wait for it.
+    #[command(flatten)]
+    witnesses: WitnessArgs,
     #[command(flatten)]
     relay: RelayArg,
 }
@@ -135,6 +141,7 @@ pub fn export(args: ExportArgs) -> Result<()> {
         .clone()
         .ok_or_else(|| Error::bad_input("this identity trusts no log key: import its bundle"))?;
     let relay = args.relay.address(&identity);
+    let witnesses = args.witnesses.policy()?;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_default();
@@ -212,7 +219,10 @@ pub fn export(args: ExportArgs) -> Result<()> {
             wait = Duration::from_millis(250);
             let done = pump(
                 &conn,
-                &log,
+                &Trusted {
+                    log: &log,
+                    witnesses: witnesses.as_ref(),
+                },
                 &args,
                 &host,
                 &mut state,
@@ -234,12 +244,32 @@ pub fn export(args: ExportArgs) -> Result<()> {
     })
 }
 
-/// Reads, verifies and writes every event up to the relay's newest checkpoint; with --follow,
-/// again every interval until the connection fails.
+/// What a checkpoint must carry to be believed: the log key's signature, and the witnesses'
+/// cosignatures when a policy names them.
+struct Trusted<'a> {
+    log: &'a sealrelay::core::sign::VerifierKey,
+    witnesses: Option<&'a WitnessPolicy>,
+}
+
+impl Trusted<'_> {
+    fn checkpoint(&self, note: &str) -> Result<Checkpoint> {
+        let cp = Checkpoint::verify(note, self.log)?;
+        if let Some(policy) = self.witnesses {
+            policy
+                .check(note)
+                .map_err(|e| e.context("the relay's checkpoint"))?;
+        }
+        Ok(cp)
+    }
+}
+
+/// Reads, verifies and writes every event up to the relay's newest checkpoint (its newest
+/// witnessed one, with witnesses); with --follow, again every interval until the connection
+/// fails.
 #[allow(clippy::too_many_arguments)]
 async fn pump(
     conn: &Connection,
-    log: &sealrelay::core::sign::VerifierKey,
+    trusted: &Trusted<'_>,
     args: &ExportArgs,
     host: &str,
     state: &mut State,
@@ -252,7 +282,7 @@ async fn pump(
         // its log back refuses (Conflict) or fails this proof.
         let known = (state.next > 0).then_some(state.next);
         let (note, consistency) = conn.checkpoint(known).await?;
-        let cp = Checkpoint::verify(&note, log)?;
+        let cp = trusted.checkpoint(&note)?;
         if cp.size < state.next {
             return Err(Error::verification(format!(
                 "the relay's log has {} events, fewer than the {} already exported: a rolled-back or forked log (ROLLBACK)",
@@ -291,6 +321,11 @@ async fn pump(
                         edge.size
                     )));
                 }
+                // With witnesses, only what the witnessed checkpoint of this pass covers: the
+                // rest waits for their cosignatures.
+                if trusted.witnesses.is_some() && index >= cp.size {
+                    break;
+                }
                 let e = Event::from_leaf_bytes(&leaf)?;
                 let h = leaf_hash(&leaf);
                 edge.append(h);
@@ -298,7 +333,7 @@ async fn pump(
             }
             // The events so far must be a prefix of the log the relay signed.
             let (note, proof) = conn.checkpoint(Some(edge.size)).await?;
-            let signed = Checkpoint::verify(&note, log)?;
+            let signed = trusted.checkpoint(&note)?;
             verify_consistency(edge.size, signed.size, &proof, &edge.root(), &signed.root)
                 .map_err(|e| {
                     Error::verification(format!(
