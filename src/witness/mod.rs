@@ -133,7 +133,9 @@ impl Witness {
     }
 
     /// Handles one `add-checkpoint` body at time `now`: the cosignature line, or the refusal.
-    /// The new state is durable before the line is returned.
+    /// The new state is durable before the line is returned. Not to be cancelled half-way (the
+    /// HTTP handler runs it as a task of its own): the state it writes and the one it keeps in
+    /// memory would part.
     pub async fn add_checkpoint(
         &self,
         body: &[u8],
@@ -282,7 +284,16 @@ async fn add_checkpoint(State(w): State<Arc<Witness>>, body: axum::body::Body) -
         }
         Err(_) => return (StatusCode::REQUEST_TIMEOUT, "request body too slow\n").into_response(),
     };
-    match w.add_checkpoint(&body, crate::clock::now()).await {
+    // Run to its end whatever becomes of this request: a client that goes away while the new
+    // state is being written drops this handler, and the check, the write and the state kept
+    // in memory must not part (a second request would be judged against the older state while
+    // the disk takes the first: a cosigned fork after a restart).
+    let witness = w.clone();
+    let decided =
+        tokio::spawn(async move { witness.add_checkpoint(&body, crate::clock::now()).await })
+            .await
+            .unwrap_or_else(|_| Err(Failure::Internal("the witness failed".into())));
+    match decided {
         Ok(line) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], line).into_response(),
         Err(Failure::Refused(r)) => {
             let status = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::BAD_REQUEST);

@@ -84,6 +84,44 @@ async fn state_survives_reopen_and_a_second_process_is_kept_out() {
     assert!(Witness::open(k, m, vec![vk], dir.path()).is_err());
 }
 
+/// Helper-found: a client that went away while the witness wrote its new state dropped the
+/// request's handler at that point: the write went on, but the state kept in memory did not
+/// move, so a second request for the same size with another root was cosigned too, and the disk
+/// held whichever write landed last (after a restart, a cosigned fork). The handler now runs the
+/// request as a task of its own.
+#[tokio::test]
+async fn a_request_dropped_while_its_state_is_written_still_moves_the_state() {
+    let (dir, log_key, vk, tree, wkey, me) = setup();
+    let w = Arc::new(Witness::open(wkey, me, vec![vk.clone()], dir.path()).unwrap());
+    let first = body(&log_key, &vk, &tree, 0, 10);
+    let handler = add_checkpoint(
+        axum::extract::State(w.clone()),
+        axum::body::Body::from(first),
+    );
+    // Polled once (into the state write), then dropped: the client went away.
+    let _ = tokio::time::timeout(std::time::Duration::ZERO, handler).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Another history of the same size: refused, the state is the first request's.
+    let mut other = Tree::new();
+    for i in 0..64u32 {
+        other.append(leaf_hash(&(i + 1000).to_be_bytes()));
+    }
+    match w
+        .add_checkpoint(body(&log_key, &vk, &other, 0, 10).as_bytes(), 101)
+        .await
+    {
+        Err(Failure::Refused(r)) => assert_eq!(r.status(), 409, "{}", r.body()),
+        other => panic!("another history of the same size was cosigned: {other:?}"),
+    }
+    let on_disk = std::fs::read_to_string(state_path(dir.path(), &vk.name)).unwrap();
+    let first_cp = Checkpoint {
+        origin: vk.name.clone(),
+        size: 10,
+        root: tree.root(10).unwrap(),
+    };
+    assert_eq!(on_disk, first_cp.note_text());
+}
+
 #[tokio::test]
 async fn concurrent_requests_never_move_the_state_backwards() {
     let (dir, log_key, vk, tree, wkey, me) = setup();
