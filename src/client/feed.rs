@@ -238,4 +238,9 @@ impl InboxFeed {
     pub fn into_followed(self) -> Followed {
         self.sub.into_followed()
     }
+
+    /// How many envelope ids it remembers having handed out.
+    pub fn remembered(&self) -> usize {
+        self.sub.followed.remembered()
+    }
 }

@@ -18,13 +18,22 @@ use super::Ui;
 /// again).
 pub const WAIT: Duration = Duration::from_secs(25);
 
-/// How long one subscription is followed before subscribing again on the same connection:
-/// what a subscription remembers having handed out (`Followed`) grows with every arrival until
-/// a new subscription's catch-up lets it forget what no longer waits.
-pub const RESUBSCRIBE: Duration = Duration::from_secs(60);
+/// When a live subscription is followed anew on the same connection: once it remembers this
+/// many more ids than its catch-up listed (and at least twice as many). What a subscription
+/// remembers having handed out (`Followed`) grows with every arrival; a new subscription's
+/// catch-up lets it forget what no longer waits. Growth, not a timer, so that an inbox that
+/// does not change is not listed again and again.
+pub const RESUBSCRIBE_AFTER: usize = 1024;
+
+/// Whether a subscription whose catch-up listed `caught_up` ids (`None`: not over yet) and
+/// that now remembers `now` is to be followed anew.
+fn grown(caught_up: Option<usize>, now: usize) -> bool {
+    caught_up.is_some_and(|c| now > c.saturating_mul(2).max(c.saturating_add(RESUBSCRIBE_AFTER)))
+}
 
 /// Follows the inbox until aborted, bumping `arrived` for each new envelope; subscribes again
-/// every [`RESUBSCRIBE`], and reconnects with backoff when the relay goes away.
+/// on the same connection when what it remembers has grown well past its catch-up
+/// ([`RESUBSCRIBE_AFTER`]), and reconnects with backoff when the relay goes away.
 pub async fn follow_inbox(ui: Arc<Ui>, arrived: watch::Sender<u64>) {
     let mut followed = Followed::default();
     let mut delay = Duration::from_millis(500);
@@ -32,22 +41,24 @@ pub async fn follow_inbox(ui: Arc<Ui>, arrived: watch::Sender<u64>) {
         if let Ok(client) = ui.client().await {
             // Subscriptions on this connection, one after another, while it lasts.
             loop {
-                tracing::debug!(
-                    remembered = followed.remembered(),
-                    "subscribing to the inbox"
-                );
                 let Ok(mut feed) = client.subscribe(&mut followed).await else {
                     break;
                 };
-                let until = tokio::time::Instant::now() + RESUBSCRIBE;
+                let mut caught_up = None;
                 let ended = loop {
-                    match tokio::time::timeout_at(until, feed.next()).await {
-                        Err(_) => break false,
-                        Ok(Ok(FeedEvent::Items(_))) => {
+                    match feed.next().await {
+                        Ok(FeedEvent::Items(_)) => {
                             arrived.send_modify(|n| *n += 1);
+                            let now = feed.remembered();
+                            if grown(caught_up, now) {
+                                break false;
+                            }
                         }
-                        Ok(Ok(FeedEvent::Live)) => delay = Duration::from_millis(500),
-                        Ok(Err(e)) => {
+                        Ok(FeedEvent::Live) => {
+                            delay = Duration::from_millis(500);
+                            caught_up = Some(feed.remembered());
+                        }
+                        Err(e) => {
                             tracing::debug!(error = %e, "the inbox subscription ended");
                             break true;
                         }
@@ -57,6 +68,10 @@ pub async fn follow_inbox(ui: Arc<Ui>, arrived: watch::Sender<u64>) {
                 if ended {
                     break;
                 }
+                tracing::debug!(
+                    remembered = followed.remembered(),
+                    "subscribing to the inbox again"
+                );
             }
             client.conn.close().await;
         }
@@ -89,4 +104,22 @@ pub async fn next(State(ui): State<Arc<Ui>>, RawQuery(q): RawQuery) -> Response 
     }
     let arrived = *rx.borrow();
     axum::Json(serde_json::json!({ "arrived": arrived })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    /// The web client followed one subscription for its connection's life, remembering every
+    /// id pushed to it; it subscribes again once that has grown well past its catch-up, never
+    /// during a catch-up, and not while the inbox holds still.
+    #[test]
+    fn a_subscription_is_followed_anew_only_once_what_it_remembers_has_grown() {
+        use super::grown;
+        assert!(!grown(None, 1_000_000), "during a catch-up");
+        assert!(!grown(Some(10), 10));
+        assert!(!grown(Some(10), 10 + 1024));
+        assert!(grown(Some(10), 10 + 1025));
+        assert!(!grown(Some(5_000), 10_000));
+        assert!(grown(Some(5_000), 10_001));
+        assert!(!grown(Some(usize::MAX), usize::MAX));
+    }
 }
