@@ -39,6 +39,16 @@ fn hits(dir: &Path) -> usize {
 }
 
 fn service(id: &Identity, addr: &str, dir: &Path, policy: SourcePolicy) -> SourceService {
+    service_with(id, addr, dir, policy, connectors(dir))
+}
+
+fn service_with(
+    id: &Identity,
+    addr: &str,
+    dir: &Path,
+    policy: SourcePolicy,
+    connectors: Connectors,
+) -> SourceService {
     // The service's own copy of the identity, as `source serve` loads it.
     let file = dir.join("source-service.id");
     save(&file, id, true).unwrap();
@@ -46,7 +56,7 @@ fn service(id: &Identity, addr: &str, dir: &Path, policy: SourcePolicy) -> Sourc
     SourceService::new(
         Arc::new(id),
         addr.to_owned(),
-        connectors(dir),
+        connectors,
         policy,
         dir.to_path_buf(),
     )
@@ -632,5 +642,58 @@ async fn an_agents_upload_broken_after_its_dispatch_does_not_keep_the_source_out
         "the broken upload was kept for an agent that can no longer fill its grant"
     );
     assert_eq!(crm.round(&crm_client).await.unwrap().filled, 1);
+    world.w.relay.shutdown().await;
+}
+
+/// Helper-found: the relay's "unavailable, try again" for one assignment's envelope (here its
+/// free-space reserve refusing a large upload that smaller ones fit beside) ended the whole pass
+/// as if the relay were gone: the source reconnected, the same assignment came first again (the
+/// list is in grant-id order), was read and sealed again, and every assignment listed after it
+/// waited until it expired. Now only that assignment is held back; the others are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_envelope_the_relay_cannot_take_now_holds_back_no_other() {
+    let world = world().await;
+    let addr = world.w.addr.clone();
+    let dir = world.w.dir.clone();
+    let alice = UserClient::connect(world.id(0), &addr).await.unwrap();
+    let bot = AgentClient::connect(world.id(2), &addr).await.unwrap();
+    let crm_client = SourceClient::connect(world.id(4), &addr).await.unwrap();
+    let text = "[[connector]]\nresources = \"customers/big\"\ncommand = [\"/bin/sh\", \"-c\", \"head -c 2097152 /dev/zero\"]\n\n[[connector]]\nresources = \"customers/*\"\ncommand = [\"/bin/sh\", \"-c\", \"printf 'a customer record'\"]\n";
+    let crm = service_with(
+        world.id(4),
+        &addr,
+        &dir,
+        SourcePolicy::default_policy().unwrap(),
+        Connectors::parse(text, &dir).unwrap(),
+    );
+    let mut big = request("customers/big");
+    big.max_bytes = 4 << 20;
+    let big = alice.grant(&big).await.unwrap();
+    // Small ones, at least two of them listed after the big one.
+    let mut after = 0;
+    let mut small = 0;
+    while after < 2 {
+        let id = alice
+            .grant(&request(&format!("customers/acme-{small}")))
+            .await
+            .unwrap();
+        small += 1;
+        if id.0 > big.0 {
+            after += 1;
+        }
+    }
+    for g in bot.grants().await.unwrap() {
+        bot.dispatch(&g, "crm").await.unwrap();
+    }
+    // Room for a small envelope, not for 2 MiB.
+    world
+        .store
+        .room
+        .store(1 << 20, std::sync::atomic::Ordering::SeqCst);
+    let round = crm.round(&crm_client).await.unwrap();
+    assert_eq!((round.filled, round.failed), (small, 1), "{round:?}");
+    // Held back, not read again at the next pass.
+    let round = crm.round(&crm_client).await.unwrap();
+    assert_eq!((round.listed, round.filled, round.failed), (1, 0, 1));
     world.w.relay.shutdown().await;
 }

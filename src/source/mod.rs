@@ -220,9 +220,12 @@ impl SourceService {
                 self.forget(&id);
                 Ok(Outcome::Filled)
             }
-            Err(e) if e.kind() == ErrorKind::Unavailable => Err(e),
-            // Refused by the relay (a quota, the agent quarantined since, a policy change):
-            // tried again later, each time later, without reading the data at every pass.
+            // The relay gone: the pass ends, and the source connects again.
+            Err(e) if e.kind() == ErrorKind::Unavailable && !e.is_relay_answer() => Err(e),
+            // Refused by the relay (a quota, the agent quarantined since, a policy change, or
+            // "unavailable, try again" for this envelope: its free-space reserve, a busy
+            // database): this grant is tried again later, each time later, without reading the
+            // data at every pass, and the others are served meanwhile.
             Err(e) => {
                 self.metrics.failure();
                 let wait = self.hold(id);
@@ -242,6 +245,14 @@ impl SourceService {
     ) -> Result<Outcome> {
         self.metrics.failure();
         let id = grant.grant.grant_id;
+        // A backend down or slow for now (a timeout, a host not found, a connection that
+        // failed) is not the data's fault: not counted toward refusing it as unreadable, tried
+        // again later, each time later (until the grant expires).
+        if e.kind() == ErrorKind::Unavailable {
+            let wait = self.hold(id);
+            tracing::warn!(grant = %hex(id), error = %e, wait_secs = wait.as_secs(), "could not read the data for now; trying again later");
+            return Ok(Outcome::Later);
+        }
         let tries = {
             let mut f = self
                 .failures
