@@ -78,6 +78,9 @@ pub struct Ui {
     /// asset, form and fetch lives under it, and the cookie's `Path` is it with the slash.
     base: String,
     opened: Mutex<HashMap<EnvelopeId, Opened>>,
+    /// Each envelope's turn to be opened: one open at a time (a double-click, two tabs); kept
+    /// for the run, as `opened` is.
+    opening: Mutex<HashMap<EnvelopeId, Arc<tokio::sync::Mutex<()>>>>,
     /// How many envelopes the inbox subscription has brought (`follow`).
     arrived: tokio::sync::watch::Sender<u64>,
     /// Set when the server is shutting down: waiting pages are answered at once.
@@ -154,6 +157,7 @@ impl UiServer {
             port: self.addr.port(),
             base: self.base,
             opened: Mutex::new(HashMap::new()),
+            opening: Mutex::new(HashMap::new()),
             arrived: tokio::sync::watch::channel(0).0,
             closing: tokio::sync::watch::channel(false).0,
         });
@@ -344,14 +348,35 @@ async fn open(State(ui): State<Arc<Ui>>, Path(id): Path<String>) -> Response {
     if ui.opened(&id).is_some() {
         return Redirect::to(&there).into_response();
     }
-    match open_into(&ui, id).await {
-        Ok(o) => {
-            if let Ok(mut m) = ui.opened.lock() {
-                m.insert(id, o);
+    // One open of an envelope at a time (a double-click, a second tab), and each runs to its
+    // end as a task of its own, holding its turn: a browser that drops the first request (a
+    // double-click does) would otherwise cut it off after the relay recorded the receipt and
+    // before the receipt file was written, and the second would find the receipt taken.
+    let turn = match ui.opening.lock() {
+        Ok(mut m) => m.entry(id).or_default().clone(),
+        Err(_) => return ui.failed(&Error::internal("the open lock is poisoned")),
+    };
+    let turn = turn.lock_owned().await;
+    if ui.opened(&id).is_some() {
+        return Redirect::to(&there).into_response();
+    }
+    let task = {
+        let ui = ui.clone();
+        tokio::spawn(async move {
+            let opened = open_into(&ui, id).await;
+            if let Ok(o) = &opened {
+                if let Ok(mut m) = ui.opened.lock() {
+                    m.insert(id, o.clone());
+                }
             }
-            Redirect::to(&there).into_response()
-        }
-        Err(e) => ui.failed(&e),
+            drop(turn);
+            opened
+        })
+    };
+    match task.await {
+        Ok(Ok(_)) => Redirect::to(&there).into_response(),
+        Ok(Err(e)) => ui.failed(&e),
+        Err(_) => ui.failed(&Error::internal("the open failed")),
     }
 }
 
