@@ -330,13 +330,31 @@ async fn envelope(State(ui): State<Arc<Ui>>, Path(id): Path<String>) -> Response
         let shown = pages::shown_text(&o);
         return Html(pages::opened(&ui.base, &o, shown.as_deref())).into_response();
     }
-    match headers_and_alerts(&ui).await {
-        Ok((list, alerts)) => match list.into_iter().find(|h| h.envelope_id == id) {
-            Some(h) => Html(pages::header_page(&ui.base, &h, &alerts)).into_response(),
-            None => ui.refuse(StatusCode::NOT_FOUND, "no such envelope in your inbox"),
-        },
+    match header_and_alerts(&ui, id).await {
+        Ok((Some(h), alerts)) => Html(pages::header_page(&ui.base, &h, &alerts)).into_response(),
+        Ok((None, _)) => ui.refuse(StatusCode::NOT_FOUND, "no such envelope in your inbox"),
         Err(e) => ui.failed(&e),
     }
+}
+
+/// One envelope's header, judged alone (a long inbox is listed, not judged whole), and the
+/// key alerts.
+async fn header_and_alerts(
+    ui: &Ui,
+    id: EnvelopeId,
+) -> Result<(Option<EnvelopeHeader>, Vec<String>)> {
+    let c = ui.client().await?;
+    let found = async {
+        let alerts = key_alerts(ui, &c).await?;
+        let header = match c.inbox().await?.into_iter().find(|v| v.envelope_id == id) {
+            Some(v) => Some(c.judge(&v, &mut Vec::new()).await?),
+            None => None,
+        };
+        Ok((header, alerts))
+    }
+    .await;
+    c.conn.close().await;
+    found
 }
 
 /// Fetches, verifies and opens the envelope into the output directory, files the receipt.
