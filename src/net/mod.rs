@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::ids::SpiffeId;
 
 pub mod frame;
+pub mod http;
 pub mod loopback;
 pub mod token;
 

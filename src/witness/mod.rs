@@ -252,10 +252,16 @@ pub async fn serve(
         .route("/", get(info))
         .layer(DefaultBodyLimit::max(protocol::MAX_REQUEST_LEN))
         .with_state(witness);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| Error::io(format!("witness server: {e}")))
+    // Open to the network: a deadline for each request's head and a cap on connections.
+    crate::net::http::serve(
+        listener,
+        app,
+        shutdown,
+        crate::net::http::HEAD_TIMEOUT,
+        crate::net::http::MAX_CONNECTIONS,
+    )
+    .await
+    .map_err(|e| e.context("witness server"))
 }
 
 async fn info(State(w): State<Arc<Witness>>) -> Response {
