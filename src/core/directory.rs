@@ -422,6 +422,31 @@ impl Directory {
         Ok(rev)
     }
 
+    /// Why `e` cannot be taken next (`None`: it can): a party's entries are taken in order, each
+    /// serial the one after the highest held (or one already held, word for word). An entry
+    /// that skips a serial, or an older serial arriving after a newer one, would be logged out
+    /// of order: a rotation after its own renewal reads as a reset, and the name's chain as
+    /// broken for good.
+    pub fn out_of_order(&self, e: &DirectoryEntry) -> Option<String> {
+        let versions = self.entries.get(&e.id);
+        if versions
+            .and_then(|v| v.get(&e.serial))
+            .is_some_and(|(held, _)| held == e)
+        {
+            return None;
+        }
+        let highest = versions
+            .and_then(|v| v.keys().next_back().copied())
+            .unwrap_or(0);
+        (e.serial != highest.saturating_add(1)).then(|| {
+            format!(
+                "serial {} of {} does not follow serial {highest}, the highest this relay holds: a party's entries are taken in order (send them all, oldest first: `sealrelay directory push --relay HOST:PORT`)",
+                e.serial,
+                e.id.short()
+            )
+        })
+    }
+
     /// The highest-serial entry for `id`, whatever its state.
     pub fn latest(&self, id: &SpiffeId) -> Option<&DirectoryEntry> {
         self.entries

@@ -42,8 +42,19 @@ pub async fn push(
     let mut rows_e = Vec::new();
     let mut rows_r = Vec::new();
     let mut names = Vec::new();
+    // Each party's entries oldest first, whatever order they came in; each must follow the
+    // one before (`Directory::out_of_order`).
+    let mut signed_entries = Vec::with_capacity(entries.len());
     for w in &entries {
         let signed = w.to_signed(StatementType::DirectoryEntry)?;
+        let e = DirectoryEntry::verify(&signed, &relay.authority)?;
+        signed_entries.push((e, w, signed));
+    }
+    signed_entries.sort_by(|a, b| (&a.0.id, a.0.serial).cmp(&(&b.0.id, b.0.serial)));
+    for (e, w, signed) in signed_entries {
+        if let Some(why) = next.out_of_order(&e) {
+            return Err(Refusal::new(ErrorCode::Conflict, why));
+        }
         let e = next.insert_entry(signed, &relay.authority)?;
         if e.id.trust_domain() != relay.trust_domain {
             return Err(Refusal::new(

@@ -74,9 +74,21 @@ pub fn load_directory(
         return Ok(directory);
     }
     let (disk, _) = dirstore::load(&disk_dir, authority)?;
-    let (entries, revocations) = directory_statements(&disk);
-    for (_, _, s) in &entries {
-        directory.insert_entry(to_signed(s, StatementType::DirectoryEntry)?, authority)?;
+    let (mut on_disk, revocations) = directory_statements(&disk);
+    // Each party's entries oldest first, each following the one before: one that skips a
+    // serial (its predecessor not copied in yet), or an older one after a newer one, waits,
+    // and is taken once it follows (`Directory::out_of_order`).
+    on_disk.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    let mut entries = Vec::with_capacity(on_disk.len());
+    for row in on_disk {
+        let signed = to_signed(&row.2, StatementType::DirectoryEntry)?;
+        let e = crate::core::directory::DirectoryEntry::verify(&signed, authority)?;
+        if let Some(why) = directory.out_of_order(&e) {
+            tracing::warn!(reason = %why, "a directory entry on disk waits");
+            continue;
+        }
+        directory.insert_entry(signed, authority)?;
+        entries.push(row);
     }
     for (_, _, s) in &revocations {
         directory.insert_revocation(&to_signed(s, StatementType::Revocation)?, authority)?;

@@ -254,3 +254,87 @@ async fn a_rotated_users_old_identity_finishes_what_was_sealed_to_it_and_the_age
         .expect_err("past the grace period");
     assert_eq!(r.code, ErrorCode::Unauthenticated);
 }
+
+/// Helper-found (walking the key lifecycle): an admin enrolled alice's rotation (serial 2)
+/// without `--relay`, then her renewal (serial 3) with it, which sent serial 3 alone. The relay
+/// logged 3 straight after 1 (a reset: alice locked out for the wait, and her watch alerting on
+/// her own rotation), and the documented `directory push` then logged 2 after 3, which left her
+/// name's chain broken for good. A party's entries are now taken in order only: 3 alone is
+/// refused in one line naming the fix, and the whole directory, pushed in any order, logs 2
+/// then 3: a rotation and a renewal, in force at once.
+#[tokio::test]
+async fn entries_pushed_out_of_order_are_refused_and_the_whole_push_logs_them_in_order() {
+    let f = fixture();
+    let root = TrustRoot::load(&f.relay.config.dir).unwrap();
+    let alice = f.alice.id.clone().unwrap();
+    let (directory, _) = dirstore::load(&root.directory_dir(), &root.authority.public()).unwrap();
+    let now = f.now();
+    let next = Identity::generate(f.alice.kind, &f.alice.name).unwrap();
+    let req = EnrollmentRequest::verify(&next.enrollment_request(now).unwrap()).unwrap();
+    let current = directory.latest(&alice).unwrap().clone();
+    let consent = crate::core::keylog::KeyRotation {
+        id: alice.clone(),
+        from_serial: current.serial,
+        signing_key: req.signing_key,
+        tls_spki_sha256: sha256(&req.tls_spki),
+        age_recipient: req.age_recipient.clone(),
+        created: now,
+    }
+    .sign(&f.alice.signing_key);
+    let mut opts = EnrollOptions {
+        attributes: current.attributes.clone(),
+        rotate: true,
+        validity_days: 30,
+        rotation: Some(consent),
+    };
+    // Serial 2 (the rotation) and serial 3 (its renewal) are issued; neither is pushed yet.
+    let two = dirstore::issue(&root, &directory, &req, &opts, now).unwrap();
+    dirstore::store_entry(&root.directory_dir(), &two).unwrap();
+    let (directory, _) = dirstore::load(&root.directory_dir(), &root.authority.public()).unwrap();
+    opts.rotation = None;
+    let three = dirstore::issue(&root, &directory, &req, &opts, now).unwrap();
+    let push = |signed: Vec<&crate::core::sign::Signed>| Request::PushDirectory {
+        entries: signed.into_iter().map(WireSigned::from_signed).collect(),
+        revocations: Vec::new(),
+    };
+    let r = f
+        .call(&f.admin, push(vec![&three.signed]))
+        .await
+        .expect_err("serial 3 taken straight after 1");
+    assert_eq!(r.code, ErrorCode::Conflict, "{}", r.message);
+    assert!(
+        r.message.contains("does not follow serial 1") && r.message.contains("directory push"),
+        "{}",
+        r.message
+    );
+    assert_eq!(
+        f.relay
+            .directory
+            .read()
+            .unwrap()
+            .latest(&alice)
+            .unwrap()
+            .serial,
+        1
+    );
+    // The whole directory, newest first: logged oldest first.
+    f.call(&f.admin, push(vec![&three.signed, &two.signed]))
+        .await
+        .unwrap();
+    let dir = f.relay.directory.read().unwrap();
+    let (p2, p3) = (
+        dir.position(&two.signed).unwrap(),
+        dir.position(&three.signed).unwrap(),
+    );
+    assert!(p2.index < p3.index);
+    assert_eq!(
+        dir.active(&alice, now).unwrap().serial,
+        3,
+        "no wait for a renewal"
+    );
+    drop(dir);
+    // Pushed again: nothing changes.
+    f.call(&f.admin, push(vec![&two.signed, &three.signed]))
+        .await
+        .unwrap();
+}
