@@ -321,18 +321,19 @@ async fn entries_pushed_out_of_order_are_refused_and_the_whole_push_logs_them_in
     f.call(&f.admin, push(vec![&three.signed, &two.signed]))
         .await
         .unwrap();
-    let dir = f.relay.directory.read().unwrap();
-    let (p2, p3) = (
-        dir.position(&two.signed).unwrap(),
-        dir.position(&three.signed).unwrap(),
-    );
-    assert!(p2.index < p3.index);
-    assert_eq!(
-        dir.active(&alice, now).unwrap().serial,
-        3,
-        "no wait for a renewal"
-    );
-    drop(dir);
+    {
+        let dir = f.relay.directory.read().unwrap();
+        let (p2, p3) = (
+            dir.position(&two.signed).unwrap(),
+            dir.position(&three.signed).unwrap(),
+        );
+        assert!(p2.index < p3.index);
+        assert_eq!(
+            dir.active(&alice, now).unwrap().serial,
+            3,
+            "a renewal waits for nothing"
+        );
+    }
     // Pushed again: nothing changes.
     f.call(&f.admin, push(vec![&two.signed, &three.signed]))
         .await
