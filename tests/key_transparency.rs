@@ -160,7 +160,21 @@ fn a_key_alice_did_not_make_alerts_her_waits_and_is_refused_until_the_wait_ends(
     );
     let day = sealrelay::clock::rfc3339(enrolled_at);
     assert!(err.contains(&day[..13]), "the time ({day}): {err}");
-    // … and so does keys watch, with the safety number of the key she did not make.
+    // … and so does keys watch, with the safety number of the key she did not make. (Helper-
+    // found: with the relay given as SEALRELAY_RELAY, as every other command takes it, `keys
+    // watch` stopped at "no relay" (exit 3), so a cron job never got the alert's exit 9.)
+    let by_env = std::process::Command::new(common::bin())
+        .args(["keys", "watch", "--identity", "alice.id"])
+        .current_dir(dir)
+        .env("SEALRELAY_RELAY", &relay)
+        .output()
+        .unwrap();
+    assert_eq!(
+        by_env.status.code(),
+        Some(9),
+        "{}",
+        String::from_utf8_lossy(&by_env.stderr)
+    );
     let (code, out, _) = run_in(
         dir,
         &["keys", "watch", "--identity", "alice.id", "--relay", &relay],

@@ -117,8 +117,9 @@ pub enum KeysCommand {
         /// The identity file.
         #[arg(long, value_name = "FILE")]
         identity: PathBuf,
-        /// The relay (default: the identity's).
-        #[arg(long, value_name = "HOST:PORT", conflicts_with = "log_url")]
+        /// The relay (default: $SEALRELAY_RELAY, else the identity's; --log-url, when given,
+        /// is read instead).
+        #[arg(long, value_name = "HOST:PORT", env = "SEALRELAY_RELAY")]
         relay: Option<String>,
         /// Read the log over plain HTTP from the relay's admin listener instead (e.g.
         /// http://relay.example:9464): no client certificate needed.

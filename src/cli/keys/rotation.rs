@@ -128,12 +128,10 @@ pub fn watch(
                 .await
             }
             None => {
-                let addr = relay
-                    .clone()
-                    .or_else(|| identity.relay.clone())
-                    .ok_or_else(|| {
-                        Error::bad_input("no relay: give --relay HOST:PORT or --log-url URL")
-                    })?;
+                let addr = crate::cli::relay::RelayArg {
+                    relay: relay.clone(),
+                }
+                .address(&identity);
                 let conn = Connection::connect(&identity, &addr).await?;
                 let r = keywatch::watch_with(
                     &identity,
