@@ -392,6 +392,10 @@ impl Directory {
     ) -> Option<WaitingKey> {
         let log = self.log.as_ref()?;
         self.entries.get(id)?.values().rev().find_map(|(e, _)| {
+            // A revoked key waits for nothing: it is revoked (said so by `active`).
+            if self.is_revoked(id, e.serial) {
+                return None;
+            }
             let (until, change) = *log.usable.get(&(id.clone(), e.serial))?;
             (e.tls_spki_sha256 == *spki && until > now).then(|| WaitingKey {
                 entry: e.clone(),

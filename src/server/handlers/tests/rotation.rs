@@ -339,3 +339,36 @@ async fn entries_pushed_out_of_order_are_refused_and_the_whole_push_logs_them_in
         .await
         .unwrap();
 }
+
+/// Helper-found: after a rotation (serial 1 to 2, with consent) and a revocation of the party,
+/// the relay told the new identity its key was "enrolled by admin as a reset … not in force
+/// until …, if you did not ask for it, tell your security team" (the revocation made the
+/// rotation a reset), while `keys watch` showed no alert; it never said "revoked", and implied
+/// the key would work after that time. A revoked key is said to be revoked.
+#[tokio::test]
+async fn a_revoked_identity_is_told_it_is_revoked_not_that_it_waits() {
+    let f = fixture();
+    let rotated = rotate(&f, &f.alice).await;
+    let root = TrustRoot::load(&f.relay.config.dir).unwrap();
+    let revocation = crate::core::directory::Revocation {
+        id: rotated.id.clone().unwrap(),
+        serial: 2,
+        revoked_at: f.now(),
+        reason: "device lost".into(),
+    }
+    .sign(&root.authority)
+    .unwrap();
+    f.push_revocation(&revocation).await;
+    let r = f
+        .call(
+            &rotated,
+            Request::Inbox {
+                page: Page::first(),
+            },
+        )
+        .await
+        .expect_err("a revoked identity was served");
+    assert_eq!(r.code, ErrorCode::Unauthenticated);
+    assert!(r.message.contains("revoked"), "{}", r.message);
+    assert!(!r.message.contains("reset"), "{}", r.message);
+}
