@@ -230,3 +230,63 @@ fn serve_grant_send_fetch_revoke_through_the_cli() {
         "serve did not shut down cleanly on SIGTERM: {status:?}"
     );
 }
+
+/// Helper-found (walking the deployment path): one stray file in the relay's watched
+/// `DIR/directory` (an editor's backup, `research-bot.1.entry~`) made every reload fail, so a
+/// revocation copied in beside it never took effect, with a warning only. The stray file is left
+/// out (and said so), and the revocation is taken.
+#[test]
+fn a_stray_file_in_the_watched_directory_keeps_no_revocation_out() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    common::cli_world(dir);
+    let (relay_proc, relay) = common::serve(dir, &[]);
+    let relay_arg = ["--relay", relay.as_str()];
+    ok_in(
+        dir,
+        &[&["grants", "--identity", "bot.id"][..], &relay_arg].concat(),
+    );
+    // The admin revokes on a copy of the trust root (their own machine) …
+    let copy = std::process::Command::new("cp")
+        .args(["-Rp", "keys", "admin-keys"])
+        .current_dir(dir)
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    ok_in(
+        dir,
+        &["agent", "revoke", "research-bot", "--dir", "admin-keys"],
+    );
+    // … while the relay's watched directory holds a stray file …
+    let agents = dir.join("keys/directory/agents");
+    std::fs::copy(
+        agents.join("research-bot.1.entry"),
+        agents.join("research-bot.1.entry~"),
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // … and the revocation is copied in beside it.
+    let revocations = dir.join("keys/directory/revocations");
+    std::fs::create_dir_all(&revocations).unwrap();
+    for e in std::fs::read_dir(dir.join("admin-keys/directory/revocations")).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, revocations.join(p.file_name().unwrap())).unwrap();
+    }
+    let started = std::time::Instant::now();
+    loop {
+        let (code, _, err) = run_in(
+            dir,
+            &[&["grants", "--identity", "bot.id"][..], &relay_arg].concat(),
+        );
+        if code != 0 {
+            assert!(err.contains("revoked"), "{err}");
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the revocation beside a stray file was never taken"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    common::terminate(relay_proc);
+}

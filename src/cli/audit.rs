@@ -8,15 +8,13 @@ use sealrelay::clock;
 use sealrelay::core::receipt_file::{ReceiptFile, ReceiptVerifier, MAX_RECEIPT_FILE_LEN};
 use sealrelay::core::store::Event;
 use sealrelay::core::tlog::checkpoint::Checkpoint;
-use sealrelay::core::tlog::cosignature::WitnessPolicy;
 use sealrelay::error::{Error, Result};
 use sealrelay::ids::hex;
 use sealrelay::local::checkpoint_state::{check_extends, CheckpointState};
 use sealrelay::local::fs::{read_capped, write_atomic, PUBLIC_MODE};
 use sealrelay::local::{identity_file, trust_root};
-use sealrelay::witness::read_cosigner_key;
 
-use super::relay::{runtime, RelayArg};
+use super::relay::{runtime, RelayArg, WitnessArgs};
 
 #[derive(Subcommand)]
 pub enum ReceiptCommand {
@@ -38,42 +36,6 @@ pub enum ReceiptCommand {
     /// Replace a receipt's proof with one against the relay's newest witnessed checkpoint (for
     /// a receipt answered before witnesses had cosigned); the new proof is verified first.
     Upgrade(UpgradeArgs),
-}
-
-/// Which witnesses must have cosigned a checkpoint (k of n).
-#[derive(Args)]
-pub struct WitnessArgs {
-    /// A witness's verifier key file (from `witness keygen`); repeat for several.
-    #[arg(long = "witness", value_name = "PUB")]
-    witness: Vec<PathBuf>,
-    /// How many of the --witness keys must have cosigned (default: all of them).
-    #[arg(long, value_name = "K", requires = "witness")]
-    quorum: Option<usize>,
-    /// A witness policy file instead: TOML `quorum = K` and `witnesses = ["<vkey>", ...]`.
-    #[arg(long, value_name = "FILE", conflicts_with = "witness")]
-    witness_policy: Option<PathBuf>,
-}
-
-impl WitnessArgs {
-    pub fn policy(&self) -> Result<Option<WitnessPolicy>> {
-        if let Some(path) = &self.witness_policy {
-            let bytes = read_capped(path, 64 * 1024)?;
-            let text = std::str::from_utf8(&bytes)
-                .map_err(|_| Error::bad_input(format!("{} is not text", path.display())))?;
-            return WitnessPolicy::parse_file(text)
-                .map(Some)
-                .map_err(|e| e.context(path.display()));
-        }
-        if self.witness.is_empty() {
-            return Ok(None);
-        }
-        let keys = self
-            .witness
-            .iter()
-            .map(|p| read_cosigner_key(p))
-            .collect::<Result<Vec<_>>>()?;
-        WitnessPolicy::new(keys, self.quorum).map(Some)
-    }
 }
 
 #[derive(Args)]

@@ -26,8 +26,7 @@ use sealrelay::ids::{hex, parse_hex};
 use sealrelay::local::fs::{read_capped, write_atomic, PRIVATE_MODE};
 use sealrelay::local::identity_file;
 
-use super::audit::WitnessArgs;
-use super::relay::{runtime, RelayArg};
+use super::relay::{runtime, RelayArg, WitnessArgs};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {

@@ -132,7 +132,7 @@ pub enum KeysCommand {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        witnesses: super::audit::WitnessArgs,
+        witnesses: super::relay::WitnessArgs,
     },
     /// Add the bundle the admin issued (entry, certificate, trust anchors) to an identity.
     Import {

@@ -2,6 +2,9 @@
 //! `client::deliver`), and pushing the directory. `agent run` is in `worker.rs`; `inbox`,
 //! `fetch` and the approver's commands are in `inbox.rs`.
 
+use sealrelay::core::tlog::cosignature::WitnessPolicy;
+use sealrelay::local::fs::read_capped;
+use sealrelay::witness::read_cosigner_key;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -35,6 +38,42 @@ impl RelayArg {
             .clone()
             .or_else(|| identity.relay.clone())
             .unwrap_or_else(|| DEFAULT_RELAY.to_owned())
+    }
+}
+
+/// Which witnesses must have cosigned a checkpoint (k of n).
+#[derive(Args)]
+pub struct WitnessArgs {
+    /// A witness's verifier key file (from `witness keygen`); repeat for several.
+    #[arg(long = "witness", value_name = "PUB")]
+    witness: Vec<PathBuf>,
+    /// How many of the --witness keys must have cosigned (default: all of them).
+    #[arg(long, value_name = "K", requires = "witness")]
+    quorum: Option<usize>,
+    /// A witness policy file instead: TOML `quorum = K` and `witnesses = ["<vkey>", ...]`.
+    #[arg(long, value_name = "FILE", conflicts_with = "witness")]
+    witness_policy: Option<PathBuf>,
+}
+
+impl WitnessArgs {
+    pub fn policy(&self) -> Result<Option<WitnessPolicy>> {
+        if let Some(path) = &self.witness_policy {
+            let bytes = read_capped(path, 64 * 1024)?;
+            let text = std::str::from_utf8(&bytes)
+                .map_err(|_| Error::bad_input(format!("{} is not text", path.display())))?;
+            return WitnessPolicy::parse_file(text)
+                .map(Some)
+                .map_err(|e| e.context(path.display()));
+        }
+        if self.witness.is_empty() {
+            return Ok(None);
+        }
+        let keys = self
+            .witness
+            .iter()
+            .map(|p| read_cosigner_key(p))
+            .collect::<Result<Vec<_>>>()?;
+        WitnessPolicy::new(keys, self.quorum).map(Some)
     }
 }
 

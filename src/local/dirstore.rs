@@ -49,6 +49,31 @@ fn sorted_files(dir: &Path) -> Result<Vec<PathBuf>> {
 /// Loads and verifies every entry and revocation under `dir` against `authority`. The first
 /// failure is returned naming the file and entry.
 pub fn load(dir: &Path, authority: &PublicKey) -> Result<(Directory, VerifySummary)> {
+    load_with(dir, authority, &mut |_, e| Err(e))
+}
+
+/// [`load`] for a relay watching the directory: a file that is not a statement in its place (an
+/// editor's backup, `carol.1.entry~`; a file copied under another name) is left out and
+/// returned with why, so that one stray file does not keep every other statement (a
+/// revocation) from being taken.
+pub fn load_lenient(
+    dir: &Path,
+    authority: &PublicKey,
+) -> Result<(Directory, Vec<(PathBuf, Error)>)> {
+    let mut left_out = Vec::new();
+    let (directory, _) = load_with(dir, authority, &mut |path, e| {
+        left_out.push((path.to_path_buf(), e));
+        Ok(())
+    })?;
+    Ok((directory, left_out))
+}
+
+/// [`load`], handing each file that fails to `bad` (an error from it stops the load).
+fn load_with(
+    dir: &Path,
+    authority: &PublicKey,
+    bad: &mut dyn FnMut(&Path, Error) -> Result<()>,
+) -> Result<(Directory, VerifySummary)> {
     let mut directory = Directory::new();
     let mut summary = VerifySummary::default();
     for (sub, kind) in [
@@ -58,39 +83,27 @@ pub fn load(dir: &Path, authority: &PublicKey) -> Result<(Directory, VerifySumma
         ("sources", PartyKind::Source),
     ] {
         for path in sorted_files(&dir.join(sub))? {
-            let bytes = read_capped(&path, MAX_SIGNED_FILE_LEN)?;
-            let signed = Signed::from_json(&bytes, StatementType::DirectoryEntry)
-                .map_err(|e| e.context(format!("directory entry {}", path.display())))?;
-            let entry = directory
-                .insert_entry(signed, authority)
-                .map_err(|e| e.context(path.display()))?;
-            if entry.id.kind() != kind || path != entry_path(dir, &entry.id, entry.serial) {
-                return Err(Error::verification(format!(
-                    "{}: the file holds the entry {} serial {}, which belongs elsewhere (was it renamed?)",
-                    path.display(),
-                    entry.id.short(),
-                    entry.serial
-                )));
+            match entry_file(dir, &path, kind, authority) {
+                Ok(signed) => {
+                    directory
+                        .insert_entry(signed, authority)
+                        .map_err(|e| e.context(path.display()))?;
+                    summary.statements += 1;
+                }
+                Err(e) => bad(&path, e)?,
             }
-            summary.statements += 1;
         }
     }
     for path in sorted_files(&dir.join("revocations"))? {
-        let bytes = read_capped(&path, MAX_SIGNED_FILE_LEN)?;
-        let signed = Signed::from_json(&bytes, StatementType::Revocation)
-            .map_err(|e| e.context(format!("revocation {}", path.display())))?;
-        let rev = directory
-            .insert_revocation(&signed, authority)
-            .map_err(|e| e.context(path.display()))?;
-        if path != revocation_path(dir, &rev.id, rev.serial) {
-            return Err(Error::verification(format!(
-                "{}: the file holds the revocation of {} serial {}, which belongs elsewhere",
-                path.display(),
-                rev.id.short(),
-                rev.serial
-            )));
+        match revocation_file(dir, &path, authority) {
+            Ok(signed) => {
+                directory
+                    .insert_revocation(&signed, authority)
+                    .map_err(|e| e.context(path.display()))?;
+                summary.statements += 1;
+            }
+            Err(e) => bad(&path, e)?,
         }
-        summary.statements += 1;
     }
     for e in directory.parties() {
         match e.id.kind() {
@@ -103,6 +116,42 @@ pub fn load(dir: &Path, authority: &PublicKey) -> Result<(Directory, VerifySumma
     }
     summary.revoked = directory.revoked_count();
     Ok((directory, summary))
+}
+
+/// The entry in `path`, verified and in its place (`kind`'s folder, named for its party and
+/// serial).
+fn entry_file(dir: &Path, path: &Path, kind: PartyKind, authority: &PublicKey) -> Result<Signed> {
+    let bytes = read_capped(path, MAX_SIGNED_FILE_LEN)?;
+    let signed = Signed::from_json(&bytes, StatementType::DirectoryEntry)
+        .map_err(|e| e.context(format!("directory entry {}", path.display())))?;
+    let entry =
+        DirectoryEntry::verify(&signed, authority).map_err(|e| e.context(path.display()))?;
+    if entry.id.kind() != kind || path != entry_path(dir, &entry.id, entry.serial) {
+        return Err(Error::verification(format!(
+            "{}: the file holds the entry {} serial {}, which belongs elsewhere (was it renamed?)",
+            path.display(),
+            entry.id.short(),
+            entry.serial
+        )));
+    }
+    Ok(signed)
+}
+
+/// The revocation in `path`, verified and in its place.
+fn revocation_file(dir: &Path, path: &Path, authority: &PublicKey) -> Result<Signed> {
+    let bytes = read_capped(path, MAX_SIGNED_FILE_LEN)?;
+    let signed = Signed::from_json(&bytes, StatementType::Revocation)
+        .map_err(|e| e.context(format!("revocation {}", path.display())))?;
+    let rev = Revocation::verify(&signed, authority).map_err(|e| e.context(path.display()))?;
+    if path != revocation_path(dir, &rev.id, rev.serial) {
+        return Err(Error::verification(format!(
+            "{}: the file holds the revocation of {} serial {}, which belongs elsewhere",
+            path.display(),
+            rev.id.short(),
+            rev.serial
+        )));
+    }
+    Ok(signed)
 }
 
 /// Options for enrolling a party.

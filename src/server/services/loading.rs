@@ -73,7 +73,10 @@ pub fn load_directory(
     if !disk_dir.is_dir() {
         return Ok(directory);
     }
-    let (disk, _) = dirstore::load(&disk_dir, authority)?;
+    let (disk, left_out) = dirstore::load_lenient(&disk_dir, authority)?;
+    for (path, why) in &left_out {
+        tracing::warn!(file = %path.display(), reason = %why, "a file in the trust-root directory is not taken");
+    }
     let (mut on_disk, revocations) = directory_statements(&disk);
     // Each party's entries oldest first, each following the one before: one that skips a
     // serial (its predecessor not copied in yet), or an older one after a newer one, waits,

@@ -79,10 +79,15 @@ pub async fn run(relay: Arc<Relay>) {
 async fn take_in(relay: &Relay, dir: &Path) -> Result<usize> {
     let authority = relay.authority;
     let d = dir.to_path_buf();
-    let disk: Directory = tokio::task::spawn_blocking(move || dirstore::load(&d, &authority))
-        .await
-        .map_err(|_| crate::error::Error::internal("the directory task failed"))??
-        .0;
+    // A stray file (an editor's backup, a file under another name) is left out, said so, and
+    // keeps nothing else from being taken (a revocation beside it).
+    let (disk, left_out): (Directory, _) =
+        tokio::task::spawn_blocking(move || dirstore::load_lenient(&d, &authority))
+            .await
+            .map_err(|_| crate::error::Error::internal("the directory task failed"))??;
+    for (path, why) in &left_out {
+        tracing::warn!(file = %path.display(), reason = %why, "a file in the trust-root directory is not taken");
+    }
     let _one_at_a_time = relay.push_lock.lock().await;
     let mut next = relay
         .directory
@@ -99,6 +104,12 @@ async fn take_in(relay: &Relay, dir: &Path) -> Result<usize> {
             continue;
         }
         if !next.has_entry(&e.id, e.serial) {
+            // Each party's entries in order (`Directory::out_of_order`): one whose predecessor
+            // is not here yet waits for it.
+            if let Some(why) = next.out_of_order(e) {
+                tracing::warn!(reason = %why, "a directory entry on disk waits");
+                continue;
+            }
             next.insert_entry(s.clone(), &relay.authority)?;
             entries.push((e.id.to_string(), e.serial, stored(s)));
         }
