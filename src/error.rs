@@ -125,6 +125,11 @@ impl Error {
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         self.retry_after
     }
+    /// Whether the relay refused this request in an answer to it (a `Response::Err`), as
+    /// opposed to closing the whole connection (busy, shutting down) or not being reached.
+    pub fn refused_this_request(&self) -> bool {
+        self.answered && self.fixed.is_some()
+    }
     /// Whether the relay answered with this refusal (it was reached).
     pub fn is_relay_answer(&self) -> bool {
         self.answered

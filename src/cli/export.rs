@@ -199,6 +199,13 @@ pub fn export(args: ExportArgs) -> Result<()> {
                 f.try_clone()
                     .map_err(|e| Error::io(format!("cannot open {}: {e}", path.display())))?,
             );
+            if !resumed {
+                // Before anything is written: an export killed during its first batch finds
+                // its state at the next start, cuts what it wrote, and goes on.
+                if let Some(p) = &state_file {
+                    state.save(p)?;
+                }
+            }
             Box::new(f)
         }
     };
@@ -254,9 +261,15 @@ impl Trusted<'_> {
     fn checkpoint(&self, note: &str) -> Result<Checkpoint> {
         let cp = Checkpoint::verify(note, self.log)?;
         if let Some(policy) = self.witnesses {
-            policy
-                .check(note)
-                .map_err(|e| e.context("the relay's checkpoint"))?;
+            // Signed by the log but not (yet) cosigned as the policy asks: nothing of it is
+            // written, and `--follow` waits for the witnesses (a relay just restarted hands out
+            // an unwitnessed checkpoint until they cosign again).
+            policy.check(note).map_err(|e| {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    format!("the relay's checkpoint: {}", e.message()),
+                )
+            })?;
         }
         Ok(cp)
     }

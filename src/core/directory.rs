@@ -429,11 +429,16 @@ impl Directory {
     /// broken for good.
     pub fn out_of_order(&self, e: &DirectoryEntry) -> Option<String> {
         let versions = self.entries.get(&e.id);
-        if versions
-            .and_then(|v| v.get(&e.serial))
-            .is_some_and(|(held, _)| held == e)
-        {
-            return None;
+        match versions.and_then(|v| v.get(&e.serial)) {
+            Some((held, _)) if held == e => return None,
+            Some(_) => {
+                return Some(format!(
+                    "two different entries for {} with serial {}: the relay holds another",
+                    e.id.short(),
+                    e.serial
+                ))
+            }
+            None => {}
         }
         let highest = versions
             .and_then(|v| v.keys().next_back().copied())
@@ -475,7 +480,17 @@ impl Directory {
     pub fn active(&self, id: &SpiffeId, now: u64) -> Result<&DirectoryEntry, EntryProblem> {
         let e = match &self.log {
             None => self.latest(id).ok_or(EntryProblem::Unknown)?,
-            Some(log) => log.in_force(self, id, now)?,
+            Some(log) => match log.in_force(self, id, now) {
+                // A key that waits but is revoked is revoked.
+                Err(EntryProblem::Waiting(_))
+                    if self
+                        .latest(id)
+                        .is_some_and(|l| self.is_revoked(id, l.serial)) =>
+                {
+                    return Err(EntryProblem::Revoked)
+                }
+                other => other?,
+            },
         };
         if self.is_revoked(id, e.serial) {
             return Err(EntryProblem::Revoked);

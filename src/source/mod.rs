@@ -151,7 +151,11 @@ impl SourceService {
                 Ok(Outcome::Filled) => round.filled += 1,
                 Ok(Outcome::Refused) => round.refused += 1,
                 Ok(Outcome::Later) => round.failed += 1,
-                Err(e) if e.kind() == ErrorKind::Unavailable => return Err(e),
+                // The relay gone (or closing the connection) ends the pass; its refusal of one
+                // request for now (a refusal sent back) holds back that assignment only.
+                Err(e) if e.kind() == ErrorKind::Unavailable && !e.refused_this_request() => {
+                    return Err(e)
+                }
                 Err(e) => {
                     round.failed += 1;
                     tracing::warn!(grant = %hex(grant_id), error = %e, "an assignment failed");
@@ -221,7 +225,7 @@ impl SourceService {
                 Ok(Outcome::Filled)
             }
             // The relay gone: the pass ends, and the source connects again.
-            Err(e) if e.kind() == ErrorKind::Unavailable && !e.is_relay_answer() => Err(e),
+            Err(e) if e.kind() == ErrorKind::Unavailable && !e.refused_this_request() => Err(e),
             // Refused by the relay (a quota, the agent quarantined since, a policy change, or
             // "unavailable, try again" for this envelope: its free-space reserve, a busy
             // database): this grant is tried again later, each time later, without reading the
@@ -312,4 +316,33 @@ enum Outcome {
     Filled,
     Refused,
     Later,
+}
+
+#[cfg(test)]
+mod tests {
+    /// A refusal the relay sent back for one request is told apart from the relay closing the
+    /// whole connection (busy, shutting down): `source serve` holds back one assignment for the
+    /// first and ends its pass for the second (review of this session's diff).
+    #[test]
+    fn a_refusal_of_one_request_is_not_a_closed_connection() {
+        let refused =
+            crate::client::refused(crate::core::wire::ErrorCode::Unavailable, "storage full");
+        assert!(refused.refused_this_request());
+        for code in [
+            crate::core::wire::CloseCode::Busy,
+            crate::core::wire::CloseCode::ShuttingDown,
+        ] {
+            let closed = crate::client::connection_error(
+                &quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+                    error_code: code.code().into(),
+                    reason: bytes::Bytes::new(),
+                }),
+            );
+            assert_eq!(closed.kind(), crate::ErrorKind::Unavailable, "{closed}");
+            assert!(
+                closed.is_relay_answer() && !closed.refused_this_request(),
+                "{closed}"
+            );
+        }
+    }
 }

@@ -69,7 +69,11 @@ impl PgStore {
             .keepalives(true)
             .keepalives_idle(std::time::Duration::from_secs(10))
             .keepalives_interval(std::time::Duration::from_secs(5))
-            .keepalives_retries(3);
+            .keepalives_retries(3)
+            // Data sent and not acknowledged (a COMMIT to a host that went away) is given up
+            // after this, not the kernel's ~15 minutes of retransmissions: the commit thread
+            // waits for a batch to its end.
+            .tcp_user_timeout(std::time::Duration::from_secs(30));
         let pool = Arc::new(Pool::new(config, connections)?);
         // A server that refuses the credentials, or has no such database, stops the start with
         // that, not with "unavailable, try again".

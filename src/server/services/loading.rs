@@ -75,6 +75,13 @@ pub fn load_directory(
     }
     let (disk, left_out) = dirstore::load_lenient(&disk_dir, authority)?;
     for (path, why) in &left_out {
+        // A revocation that cannot be read keeps the relay from starting, as before: it must
+        // not serve a party whose revocation it failed to take.
+        if path.starts_with(disk_dir.join("revocations")) {
+            return Err(why
+                .clone()
+                .context("a revocation in the trust-root directory"));
+        }
         tracing::warn!(file = %path.display(), reason = %why, "a file in the trust-root directory is not taken");
     }
     let (mut on_disk, revocations) = directory_statements(&disk);

@@ -338,6 +338,41 @@ async fn entries_pushed_out_of_order_are_refused_and_the_whole_push_logs_them_in
     f.call(&f.admin, push(vec![&two.signed, &three.signed]))
         .await
         .unwrap();
+    // Another serial 2 (other keys, issued from the directory before serial 2): a conflict,
+    // said so, not "does not follow".
+    let other = Identity::generate(f.alice.kind, &f.alice.name).unwrap();
+    let other_req = EnrollmentRequest::verify(&other.enrollment_request(now).unwrap()).unwrap();
+    let before = {
+        let mut d = crate::core::directory::Directory::new();
+        d.insert_entry(
+            f.relay
+                .directory
+                .read()
+                .unwrap()
+                .history(&alice)
+                .last()
+                .unwrap()
+                .1
+                .clone(),
+            &root.authority.public(),
+        )
+        .unwrap();
+        d
+    };
+    let mut reset = opts;
+    reset.rotation = None;
+    let other_two = dirstore::issue(&root, &before, &other_req, &reset, now).unwrap();
+    assert_eq!(
+        crate::core::directory::DirectoryEntry::decode(&other_two.signed.statement)
+            .unwrap()
+            .serial,
+        2
+    );
+    let r = f
+        .call(&f.admin, push(vec![&other_two.signed]))
+        .await
+        .expect_err("a second serial 2 taken");
+    assert!(r.message.contains("two different entries"), "{}", r.message);
 }
 
 /// Helper-found: after a rotation (serial 1 to 2, with consent) and a revocation of the party,
@@ -371,4 +406,46 @@ async fn a_revoked_identity_is_told_it_is_revoked_not_that_it_waits() {
     assert_eq!(r.code, ErrorCode::Unauthenticated);
     assert!(r.message.contains("revoked"), "{}", r.message);
     assert!(!r.message.contains("reset"), "{}", r.message);
+}
+
+/// The same when the key was a reset still waiting (review of this session's diff): a revoked
+/// key is revoked, whatever it waited for.
+#[tokio::test]
+async fn a_revoked_reset_is_told_it_is_revoked() {
+    let f = fixture();
+    let root = TrustRoot::load(&f.relay.config.dir).unwrap();
+    let alice = f.alice.id.clone().unwrap();
+    let (directory, _) = dirstore::load(&root.directory_dir(), &root.authority.public()).unwrap();
+    let now = f.now();
+    let next = Identity::generate(f.alice.kind, &f.alice.name).unwrap();
+    let req = EnrollmentRequest::verify(&next.enrollment_request(now).unwrap()).unwrap();
+    let opts = EnrollOptions {
+        attributes: directory.latest(&alice).unwrap().attributes.clone(),
+        rotate: true,
+        validity_days: 30,
+        rotation: None,
+    };
+    let reset = issue_and_push(&f, next, &req, &opts).await;
+    for serial in [1, 2] {
+        let revocation = crate::core::directory::Revocation {
+            id: alice.clone(),
+            serial,
+            revoked_at: f.now(),
+            reason: "lost".into(),
+        }
+        .sign(&root.authority)
+        .unwrap();
+        f.push_revocation(&revocation).await;
+    }
+    let r = f
+        .call(
+            &reset,
+            Request::Inbox {
+                page: Page::first(),
+            },
+        )
+        .await
+        .expect_err("a revoked reset was served");
+    assert!(r.message.contains("revoked"), "{}", r.message);
+    assert!(!r.message.contains("waits"), "{}", r.message);
 }
